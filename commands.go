@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"optsync/extract"
+	"optsync/state"
+)
+
+// validateInputs reads both exports as a run would and reports what it
+// found; only a config problem or a missing column fails it.
+func validateInputs(ctx context.Context, cfg *Config, out io.Writer) error {
+	fmt.Fprintf(out, "config %s: ok (direction %s, policy %s, %d mappings, max_optin %s)\n",
+		cfg.path, cfg.rules.Direction, cfg.rules.Policy, len(cfg.rules.Pairs), cfg.maxOptin)
+	check := func(system, path string, read func(f *os.File) (extract.Stats, error)) error {
+		if path == "" {
+			fmt.Fprintf(out, "%s: no csv configured (pass it to backfill)\n", system)
+			return nil
+		}
+		f, err := openInput(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		st, err := read(f)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%s %s: columns ok, %d rows, %d would be rejected\n", system, path, st.Rows, st.Rejected)
+		return nil
+	}
+	if err := check("d365", cfg.D365.CSV, func(f *os.File) (extract.Stats, error) {
+		return extract.ReadContacts(ctx, f, cfg.D365.CSV, cfg.d365Layout(), func(*extract.Contact) {}, func(extract.Reject) {})
+	}); err != nil {
+		return err
+	}
+	return check("campaign", cfg.Campaign.CSV, func(f *os.File) (extract.Stats, error) {
+		return extract.ReadProfiles(ctx, f, cfg.Campaign.CSV, cfg.campaignLayout(), func(*extract.Profile) {}, func(extract.Reject) {})
+	})
+}
+
+// listRuns prints the run history, newest first.
+func listRuns(cfg *Config, format string, out io.Writer) error {
+	if format != "table" && format != "json" {
+		return withCode(exitUsage, fmt.Errorf("--format %q: want table or json", format))
+	}
+	var runs []state.Run
+	if _, err := os.Stat(cfg.State); !errors.Is(err, fs.ErrNotExist) {
+		st, err := state.OpenReadOnly(cfg.State, nil)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		if runs, err = st.Runs(); err != nil {
+			return err
+		}
+	}
+	if format == "json" {
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		if runs == nil {
+			runs = []state.Run{}
+		}
+		return enc.Encode(runs)
+	}
+	if len(runs) == 0 {
+		fmt.Fprintf(out, "no runs recorded in %s\n", cfg.State)
+		return nil
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "RUN\tSTARTED\tDURATION\tCOMMAND\tOUTCOME\tEXIT\tD365->CAMPAIGN\tCAMPAIGN->D365\tSKIPPED\tREJECTED\tFAILED")
+	for _, r := range runs {
+		dur := "-"
+		if !r.Ended.IsZero() {
+			dur = r.Ended.Sub(r.Started).Round(time.Millisecond).String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", r.ID, r.Started.Format(time.RFC3339), dur,
+			r.Command, r.Outcome, r.ExitCode, r.Counts["d365->campaign"], r.Counts["campaign->d365"],
+			r.Counts["skipped"], r.Counts["rejected"], r.Counts["failed"])
+	}
+	return tw.Flush()
+}

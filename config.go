@@ -1,0 +1,241 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"optsync/extract"
+	"optsync/transform"
+)
+
+// Config is the YAML file of the SPEC.
+type Config struct {
+	Direction string          `yaml:"direction"`
+	Policy    string          `yaml:"policy"`
+	Mappings  []MappingConfig `yaml:"mappings"`
+	State     string          `yaml:"state"`
+	OutDir    string          `yaml:"out_dir"`
+	Safety    SafetyConfig    `yaml:"safety"`
+	D365      SystemConfig    `yaml:"d365"`
+	Campaign  SystemConfig    `yaml:"campaign"`
+
+	path     string
+	rules    transform.Rules
+	maxOptin optinLimit
+}
+
+// MappingConfig is one entry of mappings.
+type MappingConfig struct {
+	D365                   string `yaml:"d365"`
+	Campaign               string `yaml:"campaign"`
+	Invert                 bool   `yaml:"invert"`
+	CampaignModifiedColumn string `yaml:"campaign_modified_column"`
+}
+
+// SafetyConfig holds the limits that stop a run before it writes.
+type SafetyConfig struct {
+	MaxOptin string `yaml:"max_optin"`
+}
+
+// SystemConfig says where one system's records come from.
+type SystemConfig struct {
+	Source     string            `yaml:"source"`
+	CSV        string            `yaml:"csv"`
+	Columns    map[string]string `yaml:"columns"`
+	TimeLayout string            `yaml:"time_layout"`
+}
+
+// configError is a problem with the config; it exits 2.
+type configError struct{ msg string }
+
+func (e *configError) Error() string { return e.msg }
+
+func configErrorf(format string, args ...any) error {
+	return &configError{fmt.Sprintf(format, args...)}
+}
+
+// campaignFields is the fixed set Campaign allows to be mapped.
+var campaignFields = map[string]bool{
+	"blackList": true, "blackListEmail": true, "blackListFax": true, "blackListMobile": true,
+	"blackListPhone": true, "blackListPostalMail": true, "blackListPushnotification": true, "ccpaOptOut": true,
+}
+
+// Dataverse logical names are lower-case; custom columns carry a prefix.
+var logicalName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+
+// loadConfig reads and validates the config file.
+func loadConfig(path string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, configErrorf("config: %v", err)
+	}
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, configErrorf("config %s: %v", path, err)
+	}
+	c.path = path
+	if err := c.validate(); err != nil {
+		return nil, configErrorf("config %s: %v", path, err)
+	}
+	return &c, nil
+}
+
+func (c *Config) validate() error {
+	dir, err := transform.ParseDirection(c.Direction)
+	if c.Direction == "" {
+		return errors.New("direction: missing (disabled, d365-to-campaign, campaign-to-d365 or bidirectional)")
+	}
+	if err != nil {
+		return fmt.Errorf("direction: %w", err)
+	}
+	if c.Policy == "" {
+		c.Policy = string(transform.Newest)
+	}
+	pol, err := transform.ParsePolicy(c.Policy)
+	if err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	c.rules = transform.Rules{Direction: dir, Policy: pol}
+	if len(c.Mappings) == 0 && dir != transform.Disabled {
+		return fmt.Errorf("mappings: empty; direction %s needs at least one mapping", dir)
+	}
+	if len(c.Mappings) > extract.MaxFields {
+		return fmt.Errorf("mappings: %d entries; Campaign has only %d fields to map", len(c.Mappings), extract.MaxFields)
+	}
+	byCampaign := map[string]int{}
+	byD365 := map[string]int{}
+	for i, m := range c.Mappings {
+		at := fmt.Sprintf("mappings[%d] (%s ↔ %s)", i, m.D365, m.Campaign)
+		if m.D365 == "" || m.Campaign == "" {
+			return fmt.Errorf("%s: both d365 and campaign are required", at)
+		}
+		if !logicalName.MatchString(m.D365) {
+			return fmt.Errorf("%s: d365 field %q is not a Dataverse logical name (lower-case letters, digits, _)", at, m.D365)
+		}
+		if !campaignFields[m.Campaign] {
+			return fmt.Errorf("%s: campaign field %q is not one of blackList, blackListEmail, blackListFax, blackListMobile, blackListPhone, blackListPostalMail, blackListPushnotification, ccpaOptOut", at, m.Campaign)
+		}
+		if j, dup := byCampaign[m.Campaign]; dup {
+			return fmt.Errorf("%s: campaign field %s is already fed by mappings[%d] (%s); two Dynamics fields cannot feed one Campaign field", at, m.Campaign, j, c.Mappings[j].D365)
+		}
+		byCampaign[m.Campaign] = i
+		if j, dup := byD365[m.D365]; dup && (dir == transform.Bidirectional || dir == transform.CampaignToD365) {
+			return fmt.Errorf("%s: d365 field %s is already mapped by mappings[%d] (to %s); in %s one Dynamics field cannot take two Campaign fields", at, m.D365, j, c.Mappings[j].Campaign, dir)
+		}
+		byD365[m.D365] = i
+		c.rules.Pairs = append(c.rules.Pairs, transform.Pair{D365: m.D365, Campaign: m.Campaign, Invert: m.Invert})
+	}
+	if c.maxOptin, err = parseOptinLimit(c.Safety.MaxOptin); err != nil {
+		return fmt.Errorf("safety.max_optin: %w", err)
+	}
+	for _, s := range []struct {
+		name string
+		sys  *SystemConfig
+	}{{"d365", &c.D365}, {"campaign", &c.Campaign}} {
+		switch s.sys.Source {
+		case "", "csv":
+			s.sys.Source = "csv"
+		case "api":
+			return fmt.Errorf("%s.source: api is not available in this build; use csv", s.name)
+		default:
+			return fmt.Errorf("%s.source: unknown source %q (want csv)", s.name, s.sys.Source)
+		}
+		s.sys.CSV = c.resolve(s.sys.CSV)
+	}
+	if c.State == "" {
+		c.State = "optsync.db"
+	}
+	c.State = c.resolve(c.State)
+	if c.OutDir == "" {
+		c.OutDir = "out"
+	}
+	c.OutDir = c.resolve(c.OutDir)
+	return nil
+}
+
+// resolve makes a config path relative to the config file's folder.
+func (c *Config) resolve(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(filepath.Dir(c.path), p)
+}
+
+// d365Layout and campaignLayout tell the readers which columns to take.
+func (c *Config) d365Layout() extract.Layout {
+	l := extract.Layout{Columns: c.D365.Columns, TimeLayout: c.D365.TimeLayout}
+	for _, m := range c.Mappings {
+		l.Fields = append(l.Fields, m.D365)
+	}
+	return l
+}
+
+func (c *Config) campaignLayout() extract.Layout {
+	l := extract.Layout{Columns: c.Campaign.Columns, TimeLayout: c.Campaign.TimeLayout}
+	any := false
+	for _, m := range c.Mappings {
+		l.Fields = append(l.Fields, m.Campaign)
+		l.FieldTimes = append(l.FieldTimes, m.CampaignModifiedColumn)
+		any = any || m.CampaignModifiedColumn != ""
+	}
+	if !any {
+		l.FieldTimes = nil
+	}
+	return l
+}
+
+// optinLimit is safety.max_optin: a count, or a percentage of compared pairs.
+type optinLimit struct {
+	count   int
+	percent float64
+	isPct   bool
+}
+
+const defaultMaxOptin = 1000
+
+func parseOptinLimit(s string) (optinLimit, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return optinLimit{count: defaultMaxOptin}, nil
+	}
+	if pct, ok := strings.CutSuffix(s, "%"); ok {
+		v, err := strconv.ParseFloat(strings.TrimSpace(pct), 64)
+		if err != nil || v < 0 || v > 100 {
+			return optinLimit{}, fmt.Errorf("%q is not a percentage from 0%% to 100%%", s)
+		}
+		return optinLimit{percent: v, isPct: true}, nil
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v < 0 {
+		return optinLimit{}, fmt.Errorf("%q is neither a count (100) nor a percentage (2%%)", s)
+	}
+	return optinLimit{count: v}, nil
+}
+
+// allowed is the most opt-outs a run comparing this many pairs may clear.
+func (l optinLimit) allowed(compared int) int {
+	if l.isPct {
+		// the epsilon keeps 29% of 100 at 29 despite binary fractions
+		return int(math.Floor(l.percent*float64(compared)/100 + 1e-9))
+	}
+	return l.count
+}
+
+func (l optinLimit) String() string {
+	if l.isPct {
+		return strconv.FormatFloat(l.percent, 'f', -1, 64) + "%"
+	}
+	return strconv.Itoa(l.count)
+}

@@ -1,0 +1,328 @@
+package extract
+
+import (
+	"bufio"
+	"context"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+)
+
+// MaxFields bounds the mapped pairs: Campaign offers eight opt-out fields and
+// no two Dynamics fields may feed one of them.
+const MaxFields = 8
+
+// Contact is one Dynamics contact row. Values are raw, in the order of the
+// mapped fields and in each field's own polarity.
+type Contact struct {
+	ID       ID
+	Modified int64 // Unix ms
+	Values   [MaxFields]Tri
+	Line     int32
+	// Bad rows keep their place so that a duplicate of them, or their
+	// profile, is not acted on as if the contact were fine.
+	Bad bool
+}
+
+// Profile is one Campaign profile row linked to a contact.
+type Profile struct {
+	ID       ID
+	PKey     string
+	Modified int64 // Unix ms
+	// FieldModified holds per-field change times (0 = unknown); nil when no
+	// mapping names a change-time column.
+	FieldModified []int64
+	Values        [MaxFields]Tri
+	Line          int32
+	Bad           bool
+}
+
+// Reject is an input row that was not processed, and why.
+type Reject struct {
+	Source string
+	Line   int
+	ID     string
+	Reason string
+}
+
+// Layout says which columns of an export to read.
+type Layout struct {
+	Fields []string // mapped fields, in pair order
+	// FieldTimes, for Campaign only, names per mapped field a column holding
+	// that field's change time ("" = none).
+	FieldTimes []string
+	// Columns maps a column's logical name to the header it has in the file.
+	Columns    map[string]string
+	TimeLayout string
+}
+
+// MissingColumnError stops a run: without the column no row can be read.
+type MissingColumnError struct {
+	Source, Column string
+}
+
+func (e *MissingColumnError) Error() string {
+	return fmt.Sprintf("%s: required column %q is missing from the header", e.Source, e.Column)
+}
+
+// Stats counts what a reader saw.
+type Stats struct {
+	Rows     int // data rows, good or bad
+	Rejected int
+	Unlinked int // profiles with an empty or non-GUID externalId
+}
+
+var pkeyShape = regexp.MustCompile(`^@[A-Za-z0-9_-]+$`)
+
+// hidden columns of a Dynamics "Export to Excel"
+var d365Aliases = map[string][]string{
+	"contactid":  {"(Do Not Modify) Contact"},
+	"modifiedon": {"(Do Not Modify) Modified On"},
+}
+
+// ReadContacts streams a Dynamics contacts export. Good rows go to emit, bad
+// ones to reject (and, when their id is a GUID, to emit marked Bad).
+func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emit func(*Contact), reject func(Reject)) (Stats, error) {
+	var st Stats
+	t, err := openTable(r, source)
+	if err != nil {
+		return st, err
+	}
+	idCol, err := t.column("contactid", l.Columns, d365Aliases)
+	if err != nil {
+		return st, err
+	}
+	modCol, err := t.column("modifiedon", l.Columns, d365Aliases)
+	if err != nil {
+		return st, err
+	}
+	fieldCols, err := t.columns(l.Fields, l.Columns)
+	if err != nil {
+		return st, err
+	}
+	var c Contact
+	err = t.rows(ctx, func(line int, rec []string) {
+		st.Rows++
+		c = Contact{Line: int32(line)}
+		raw := rec[idCol]
+		id, ok := ParseID(raw)
+		if !ok {
+			st.Rejected++
+			reject(Reject{source, line, raw, fmt.Sprintf("contactid %q is not a GUID", clip(raw))})
+			return
+		}
+		c.ID = id
+		var problems []string
+		if c.Modified, ok = ParseTime(rec[modCol], l.TimeLayout); !ok {
+			problems = append(problems, fmt.Sprintf("modifiedon %q is not a timestamp", clip(rec[modCol])))
+		}
+		for i, col := range fieldCols {
+			if c.Values[i], ok = ParseBool(rec[col], true); !ok {
+				problems = append(problems, fmt.Sprintf("%s %q is not a boolean", l.Fields[i], clip(rec[col])))
+			}
+		}
+		if problems != nil {
+			st.Rejected++
+			c.Bad = true
+			reject(Reject{source, line, id.String(), strings.Join(problems, "; ")})
+		}
+		emit(&c)
+	}, func(line int, reason string) {
+		st.Rows++
+		st.Rejected++
+		reject(Reject{source, line, "", reason})
+	})
+	return st, err
+}
+
+// ReadProfiles streams a Campaign profiles export. Profiles whose externalId
+// is empty or not a GUID are linked to no contact: counted, not emitted.
+func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emit func(*Profile), reject func(Reject)) (Stats, error) {
+	var st Stats
+	t, err := openTable(r, source)
+	if err != nil {
+		return st, err
+	}
+	pkCol, err := t.column("PKey", l.Columns, nil)
+	if err != nil {
+		return st, err
+	}
+	extCol, err := t.column("externalId", l.Columns, nil)
+	if err != nil {
+		return st, err
+	}
+	modCol, err := t.column("lastModified", l.Columns, nil)
+	if err != nil {
+		return st, err
+	}
+	fieldCols, err := t.columns(l.Fields, l.Columns)
+	if err != nil {
+		return st, err
+	}
+	timeCols := make([]int, len(l.FieldTimes))
+	anyTimes := false
+	for i, name := range l.FieldTimes {
+		timeCols[i] = -1
+		if name == "" {
+			continue
+		}
+		anyTimes = true
+		if timeCols[i], err = t.column(name, l.Columns, nil); err != nil {
+			return st, err
+		}
+	}
+	var p Profile
+	err = t.rows(ctx, func(line int, rec []string) {
+		st.Rows++
+		ext := rec[extCol]
+		id, linked := ParseID(ext)
+		pkey := strings.TrimSpace(rec[pkCol])
+		if !pkeyShape.MatchString(pkey) {
+			st.Rejected++
+			reject(Reject{source, line, pkey, fmt.Sprintf("PKey %q is not of the form @ followed by letters, digits, _ or -", clip(pkey))})
+			return
+		}
+		if !linked {
+			st.Unlinked++
+			return
+		}
+		p = Profile{ID: id, PKey: strings.Clone(pkey), Line: int32(line)}
+		var ok bool
+		var problems []string
+		if p.Modified, ok = ParseTime(rec[modCol], l.TimeLayout); !ok {
+			problems = append(problems, fmt.Sprintf("lastModified %q is not a timestamp", clip(rec[modCol])))
+		}
+		for i, col := range fieldCols {
+			if p.Values[i], ok = ParseBool(rec[col], false); !ok {
+				problems = append(problems, fmt.Sprintf("%s %q is not a boolean", l.Fields[i], clip(rec[col])))
+			}
+		}
+		if anyTimes {
+			p.FieldModified = make([]int64, len(l.Fields))
+			for i, col := range timeCols {
+				if col < 0 || strings.TrimSpace(rec[col]) == "" {
+					continue
+				}
+				if p.FieldModified[i], ok = ParseTime(rec[col], l.TimeLayout); !ok {
+					problems = append(problems, fmt.Sprintf("%s %q is not a timestamp", l.FieldTimes[i], clip(rec[col])))
+				}
+			}
+		}
+		if problems != nil {
+			st.Rejected++
+			p.Bad = true
+			reject(Reject{source, line, pkey, strings.Join(problems, "; ")})
+		}
+		emit(&p)
+	}, func(line int, reason string) {
+		st.Rows++
+		st.Rejected++
+		reject(Reject{source, line, "", reason})
+	})
+	return st, err
+}
+
+// clip keeps a bad cell short enough to quote in a reason.
+func clip(s string) string {
+	if len(s) > 60 {
+		return s[:60] + "…"
+	}
+	return s
+}
+
+type table struct {
+	source string
+	r      *csv.Reader
+	header []string
+}
+
+func openTable(r io.Reader, source string) (*table, error) {
+	cr := csv.NewReader(bufio.NewReaderSize(r, 1<<20))
+	cr.ReuseRecord = true
+	header, err := cr.Read()
+	if errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: the file is empty; a header row is required", source)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: reading the header: %w", source, err)
+	}
+	h := make([]string, len(header))
+	for i, name := range header {
+		if i == 0 {
+			name = strings.TrimPrefix(name, "\uFEFF")
+		}
+		h[i] = strings.TrimSpace(name)
+	}
+	return &table{source: source, r: cr, header: h}, nil
+}
+
+// column finds a logical column: its configured header, else its own name,
+// else a built-in alias. Names compare case-insensitively.
+func (t *table) column(name string, configured map[string]string, aliases map[string][]string) (int, error) {
+	candidates := []string{name}
+	if alias, ok := configured[name]; ok && alias != "" {
+		candidates = []string{alias}
+	}
+	candidates = append(candidates, aliases[name]...)
+	for _, want := range candidates {
+		for i, h := range t.header {
+			if strings.EqualFold(h, want) {
+				return i, nil
+			}
+		}
+	}
+	col := name
+	if candidates[0] != name {
+		col = fmt.Sprintf("%s (configured as %q)", name, candidates[0])
+	}
+	return 0, &MissingColumnError{Source: t.source, Column: col}
+}
+
+func (t *table) columns(names []string, configured map[string]string) ([]int, error) {
+	cols := make([]int, len(names))
+	for i, name := range names {
+		c, err := t.column(name, configured, nil)
+		if err != nil {
+			return nil, err
+		}
+		cols[i] = c
+	}
+	return cols, nil
+}
+
+// rows calls row for each well-formed data row and bad for each row the CSV
+// layer could not split into the header's columns.
+func (t *table) rows(ctx context.Context, row func(line int, rec []string), bad func(line int, reason string)) error {
+	for n := 0; ; n++ {
+		if n&0xfff == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		rec, err := t.r.Read()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		var pe *csv.ParseError
+		switch {
+		case errors.Is(err, csv.ErrFieldCount):
+			line, _ := t.r.FieldPos(0)
+			bad(line, fmt.Sprintf("row has %d fields, the header has %d", len(rec), len(t.header)))
+			continue
+		case errors.As(err, &pe):
+			reason := fmt.Sprintf("malformed CSV: %v", pe.Err)
+			if pe.StartLine != pe.Line {
+				reason = fmt.Sprintf("malformed CSV in the record spanning lines %d-%d: %v", pe.StartLine, pe.Line, pe.Err)
+			}
+			bad(pe.StartLine, reason)
+			continue
+		case err != nil:
+			return fmt.Errorf("%s: %w", t.source, err)
+		}
+		line, _ := t.r.FieldPos(0)
+		row(line, rec)
+	}
+}

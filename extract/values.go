@@ -1,0 +1,231 @@
+// Package extract reads changed contacts and profiles from the systems'
+// exports into plain records. It knows spellings, layouts and columns; it
+// makes no decisions.
+package extract
+
+import (
+	"encoding/hex"
+	"strings"
+	"time"
+)
+
+// Tri is a consent flag as read: unknown is a value of its own and is never
+// folded into false.
+type Tri uint8
+
+const (
+	Unknown Tri = iota
+	False
+	True
+)
+
+// Known reports whether t carries a value.
+func (t Tri) Known() bool { return t != Unknown }
+
+// Not flips a known value; unknown stays unknown.
+func (t Tri) Not() Tri {
+	switch t {
+	case True:
+		return False
+	case False:
+		return True
+	}
+	return Unknown
+}
+
+// String gives the spelling used in every output file: "true", "false" or "".
+func (t Tri) String() string {
+	switch t {
+	case True:
+		return "true"
+	case False:
+		return "false"
+	}
+	return ""
+}
+
+// Of converts a Go bool.
+func Of(b bool) Tri {
+	if b {
+		return True
+	}
+	return False
+}
+
+// ID is a contact GUID in its canonical byte order, so that sorting IDs as
+// bytes sorts them as their canonical text.
+type ID [16]byte
+
+// String is the canonical form: lower-case, hyphenated, no braces.
+func (id ID) String() string {
+	var b [36]byte
+	hex.Encode(b[0:8], id[0:4])
+	b[8] = '-'
+	hex.Encode(b[9:13], id[4:6])
+	b[13] = '-'
+	hex.Encode(b[14:18], id[6:8])
+	b[18] = '-'
+	hex.Encode(b[19:23], id[8:10])
+	b[23] = '-'
+	hex.Encode(b[24:36], id[10:16])
+	return string(b[:])
+}
+
+// ParseID accepts a GUID in any case, with or without braces.
+func ParseID(s string) (ID, bool) {
+	var id ID
+	s = strings.TrimSpace(s)
+	if len(s) == 38 && s[0] == '{' && s[37] == '}' {
+		s = s[1:37]
+	}
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return id, false
+	}
+	j := 0
+	for i := 0; i < 36; {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			i++
+			continue
+		}
+		hi, ok1 := fromHex(s[i])
+		lo, ok2 := fromHex(s[i+1])
+		if !ok1 || !ok2 {
+			return ID{}, false
+		}
+		id[j] = hi<<4 | lo
+		j++
+		i += 2
+	}
+	return id, true
+}
+
+func fromHex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+// ParseBool reads a flag cell. Blank and null are unknown; ok is false for a
+// spelling that is neither, which makes the row bad. Dynamics exports made
+// with "Export to Excel" hold two-option labels instead of booleans; those
+// are accepted only when labels is set.
+func ParseBool(s string, labels bool) (t Tri, ok bool) {
+	s = strings.TrimSpace(s)
+	if len(s) > 16 {
+		return Unknown, false
+	}
+	switch strings.ToLower(s) {
+	case "", "null":
+		return Unknown, true
+	case "true", "1", "yes", "y":
+		return True, true
+	case "false", "0", "no", "n":
+		return False, true
+	}
+	if labels {
+		switch strings.ToLower(s) {
+		// donotsendmm's labels are Send / Do Not Send; the others Allow / Do Not Allow.
+		case "do not allow", "do not send":
+			return True, true
+		case "allow", "send":
+			return False, true
+		}
+	}
+	return Unknown, false
+}
+
+// Layouts tried, in order, after a configured one.
+var defaultLayouts = [...]string{
+	time.RFC3339Nano,
+	"2006-01-02 15:04:05.000Z",
+	"2006-01-02 15:04:05Z",
+	"2006-01-02 15:04:05.999999999",
+	"2006-01-02 15:04:05",
+}
+
+// ParseTime reads a timestamp as Unix milliseconds. Layouts without a zone
+// are taken as UTC.
+func ParseTime(s, layout string) (int64, bool) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, false
+	}
+	if ms, ok := parseFast(s); ok {
+		return ms, true
+	}
+	if layout != "" {
+		if t, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
+			return t.UnixMilli(), true
+		}
+	}
+	for _, l := range defaultLayouts {
+		if t, err := time.ParseInLocation(l, s, time.UTC); err == nil {
+			return t.UnixMilli(), true
+		}
+	}
+	return 0, false
+}
+
+// parseFast handles the two shapes nearly every row has,
+// "2006-01-02T15:04:05Z" and "2006-01-02 15:04:05.000Z", without time.Parse:
+// at millions of rows the general parser is a visible share of a backfill.
+func parseFast(s string) (int64, bool) {
+	n := len(s)
+	if (n != 20 && n != 24) || s[n-1] != 'Z' || s[4] != '-' || s[7] != '-' ||
+		(s[10] != 'T' && s[10] != ' ') || s[13] != ':' || s[16] != ':' {
+		return 0, false
+	}
+	num := func(a, b int) (int, bool) {
+		v := 0
+		for i := a; i < b; i++ {
+			c := s[i]
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			v = v*10 + int(c-'0')
+		}
+		return v, true
+	}
+	y, ok1 := num(0, 4)
+	mo, ok2 := num(5, 7)
+	d, ok3 := num(8, 10)
+	h, ok4 := num(11, 13)
+	mi, ok5 := num(14, 16)
+	se, ok6 := num(17, 19)
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) {
+		return 0, false
+	}
+	ms := 0
+	if n == 24 {
+		if s[19] != '.' {
+			return 0, false
+		}
+		var ok bool
+		if ms, ok = num(20, 23); !ok {
+			return 0, false
+		}
+	}
+	if mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || se > 59 {
+		return 0, false
+	}
+	t := time.Date(y, time.Month(mo), d, h, mi, se, ms*int(time.Millisecond), time.UTC)
+	if t.Day() != d { // 31 February and the like
+		return 0, false
+	}
+	return t.UnixMilli(), true
+}
+
+// FormatTime writes Unix milliseconds as RFC 3339 UTC, with milliseconds only
+// when there are some.
+func FormatTime(ms int64) string {
+	if ms == 0 {
+		return ""
+	}
+	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.999Z07:00")
+}

@@ -1,0 +1,84 @@
+// Package load applies decisions to the targets. For CSV targets that means
+// the update files the systems' own import tools read; every run also writes
+// its audit and rejects files.
+package load
+
+import (
+	"bufio"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// outFile is a CSV file written under a temporary name and renamed into place
+// only once it is complete and synced, so a killed run never leaves a file
+// that looks finished but is not.
+type outFile struct {
+	final string
+	f     *os.File
+	buf   *bufio.Writer
+	csv   *csv.Writer
+}
+
+func createOut(dir, name string) (*outFile, error) {
+	final := filepath.Join(dir, name)
+	f, err := os.OpenFile(final+".partial", os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("creating %s: %w", final, err)
+	}
+	buf := bufio.NewWriterSize(f, 1<<20)
+	return &outFile{final: final, f: f, buf: buf, csv: csv.NewWriter(buf)}, nil
+}
+
+func (o *outFile) finish() error {
+	o.csv.Flush()
+	err := o.csv.Error()
+	if err == nil {
+		err = o.buf.Flush()
+	}
+	if err == nil {
+		err = o.f.Sync()
+	}
+	if cerr := o.f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(o.f.Name(), o.final)
+	}
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", o.final, err)
+	}
+	return nil
+}
+
+func (o *outFile) abort() {
+	o.f.Close()
+	os.Remove(o.f.Name())
+}
+
+// syncDir makes the renames durable before state says the files exist.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
+		return fmt.Errorf("syncing %s: %w", dir, err)
+	}
+	return nil
+}
+
+// escapeCell keeps a spreadsheet from running input text as a formula.
+func escapeCell(s string) string {
+	if s == "" {
+		return s
+	}
+	switch s[0] {
+	case '=', '+', '-', '@', '\t', '\r':
+		return "'" + s
+	}
+	return s
+}

@@ -1,0 +1,252 @@
+package load
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/jszwec/csvutil"
+
+	"optsync/extract"
+	"optsync/transform"
+)
+
+// Outcomes of an audit row.
+const (
+	Applied = "applied"
+	Planned = "planned"
+	Failed  = "failed"
+	Skipped = "skipped"
+)
+
+// AuditRow is one line of audit-<run>.csv, columns in the SPEC's order.
+type AuditRow struct {
+	RunID            string `csv:"run_id"`
+	DecidedAt        string `csv:"decided_at"`
+	ContactID        string `csv:"contact_id"`
+	ProfilePKey      string `csv:"profile_pkey"`
+	D365Field        string `csv:"d365_field"`
+	CampaignField    string `csv:"campaign_field"`
+	Direction        string `csv:"direction"`
+	OldValue         string `csv:"old_value"`
+	NewValue         string `csv:"new_value"`
+	Rule             string `csv:"rule"`
+	D365Modified     string `csv:"d365_modified"`
+	CampaignModified string `csv:"campaign_modified"`
+	Outcome          string `csv:"outcome"`
+	Error            string `csv:"error"`
+}
+
+// RejectRow is one line of rejects-<run>.csv.
+type RejectRow struct {
+	Source string `csv:"source"`
+	Line   int    `csv:"line"`
+	ID     string `csv:"id"`
+	Reason string `csv:"reason"`
+}
+
+// Change is everything decided for one contact that has something to say.
+type Change struct {
+	ID        extract.ID
+	PKey      string
+	Decisions []transform.Decision
+	Result    transform.Result
+}
+
+// Options says which files a run writes.
+type Options struct {
+	Dir   string
+	RunID string
+	Pairs []transform.Pair
+	// Plan marks decisions planned and writes no update files.
+	Plan bool
+	// D365Updates and CampaignUpdates ask for the update file of a CSV target.
+	D365Updates, CampaignUpdates bool
+}
+
+// Writer writes one run's output files.
+type Writer struct {
+	opt       Options
+	decidedAt string
+	audit     *outFile
+	auditEnc  *csvutil.Encoder
+	rejects   *outFile
+	rejEnc    *csvutil.Encoder
+	d365      *outFile
+	campaign  *outFile
+	files     []*outFile
+	row       []string
+	// Counts of rows written, by kind.
+	AuditRows, RejectRows, D365Rows, CampaignRows int
+}
+
+// NewWriter creates the run's files (0600, in a 0700 folder).
+func NewWriter(opt Options, decidedAt time.Time) (w *Writer, err error) {
+	if err := os.MkdirAll(opt.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating out_dir %s: %w", opt.Dir, err)
+	}
+	w = &Writer{opt: opt, decidedAt: decidedAt.UTC().Format(time.RFC3339)}
+	defer func() {
+		if err != nil {
+			w.Abort()
+		}
+	}()
+	if w.audit, err = w.create("audit-" + opt.RunID + ".csv"); err != nil {
+		return nil, err
+	}
+	w.auditEnc = csvutil.NewEncoder(w.audit.csv)
+	if err = w.auditEnc.EncodeHeader(AuditRow{}); err != nil {
+		return nil, err
+	}
+	if w.rejects, err = w.create("rejects-" + opt.RunID + ".csv"); err != nil {
+		return nil, err
+	}
+	w.rejEnc = csvutil.NewEncoder(w.rejects.csv)
+	if err = w.rejEnc.EncodeHeader(RejectRow{}); err != nil {
+		return nil, err
+	}
+	if opt.Plan {
+		return w, nil
+	}
+	if opt.D365Updates {
+		if w.d365, err = w.create("d365-updates-" + opt.RunID + ".csv"); err != nil {
+			return nil, err
+		}
+		h := []string{"contactid"}
+		for _, p := range opt.Pairs {
+			h = append(h, p.D365)
+		}
+		if err = w.d365.csv.Write(h); err != nil {
+			return nil, err
+		}
+	}
+	if opt.CampaignUpdates {
+		if w.campaign, err = w.create("campaign-updates-" + opt.RunID + ".csv"); err != nil {
+			return nil, err
+		}
+		h := []string{"PKey", "externalId"}
+		for _, p := range opt.Pairs {
+			h = append(h, p.Campaign)
+		}
+		if err = w.campaign.csv.Write(h); err != nil {
+			return nil, err
+		}
+	}
+	return w, nil
+}
+
+func (w *Writer) create(name string) (*outFile, error) {
+	f, err := createOut(w.opt.Dir, name)
+	if err != nil {
+		return nil, err
+	}
+	w.files = append(w.files, f)
+	return f, nil
+}
+
+// Reject writes a rejects row.
+func (w *Writer) Reject(r extract.Reject) error {
+	w.RejectRows++
+	return w.rejEnc.Encode(RejectRow{
+		Source: escapeCell(r.Source),
+		Line:   r.Line,
+		ID:     escapeCell(r.ID),
+		Reason: escapeCell(r.Reason),
+	})
+}
+
+// Change writes a contact's audit rows and, for applied changes, its update
+// file rows.
+func (w *Writer) Change(c *Change) error {
+	id := c.ID.String()
+	for i := range c.Decisions {
+		d := &c.Decisions[i]
+		p := w.opt.Pairs[d.Pair]
+		row := AuditRow{
+			RunID:            w.opt.RunID,
+			DecidedAt:        w.decidedAt,
+			ContactID:        id,
+			ProfilePKey:      c.PKey,
+			D365Field:        escapeCell(p.D365),
+			CampaignField:    p.Campaign,
+			Direction:        d.Target.String(),
+			Rule:             d.Rule,
+			D365Modified:     extract.FormatTime(d.DModified),
+			CampaignModified: extract.FormatTime(d.CModified),
+		}
+		switch {
+		case d.Skip != "":
+			row.Outcome, row.Error = Skipped, d.Skip
+		case w.opt.Plan:
+			row.Outcome = Planned
+		default:
+			row.Outcome = Applied
+		}
+		if d.Skip == "" {
+			row.OldValue, row.NewValue = d.Old.String(), d.New.String()
+		}
+		w.AuditRows++
+		if err := w.auditEnc.Encode(row); err != nil {
+			return fmt.Errorf("writing audit: %w", err)
+		}
+	}
+	if w.opt.Plan {
+		return nil
+	}
+	n := len(w.opt.Pairs)
+	if w.d365 != nil && c.Result.D365Changed {
+		w.row = append(w.row[:0], id)
+		for i := 0; i < n; i++ {
+			w.row = append(w.row, c.Result.D365After[i].String())
+		}
+		w.D365Rows++
+		if err := w.d365.csv.Write(w.row); err != nil {
+			return fmt.Errorf("writing %s: %w", w.d365.final, err)
+		}
+	}
+	if w.campaign != nil && c.Result.CampaignChanged {
+		w.row = append(w.row[:0], c.PKey, id)
+		for i := 0; i < n; i++ {
+			w.row = append(w.row, c.Result.CampaignAfter[i].String())
+		}
+		w.CampaignRows++
+		if err := w.campaign.csv.Write(w.row); err != nil {
+			return fmt.Errorf("writing %s: %w", w.campaign.final, err)
+		}
+	}
+	return nil
+}
+
+// Finish completes every file: flushed, synced, renamed into place and the
+// folder synced. Only after it returns may state record the changes.
+func (w *Writer) Finish() error {
+	for i, f := range w.files {
+		if err := f.finish(); err != nil {
+			for _, rest := range w.files[i+1:] {
+				rest.abort()
+			}
+			return err
+		}
+	}
+	w.files = nil
+	return syncDir(w.opt.Dir)
+}
+
+// Abort removes the unfinished files.
+func (w *Writer) Abort() {
+	for _, f := range w.files {
+		f.abort()
+	}
+	w.files = nil
+}
+
+// Paths lists the files a finished writer produced.
+func (w *Writer) Paths() []string {
+	var out []string
+	for _, f := range []*outFile{w.audit, w.rejects, w.d365, w.campaign} {
+		if f != nil {
+			out = append(out, f.final)
+		}
+	}
+	return out
+}

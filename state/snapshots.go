@@ -1,0 +1,195 @@
+package state
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
+
+	"optsync/extract"
+	"optsync/transform"
+)
+
+// A contact's record is keyed by its 16-byte GUID, so one contact's pairs sit
+// together and a run that walks contacts in id order reads and writes the
+// file front to back. The value:
+//
+//	version(1) varint(DModified ms) varint(CModified ms) uvarint(len) PKey
+//	count(1) then per pair: id(1) flags(2)
+//
+// flags packs S, DRaw, CRaw, DWritten, CWritten at two bits each.
+const recordVersion = 1
+
+func (s *Store) encode(dst []byte, snap *transform.Snapshot) []byte {
+	dst = append(dst, recordVersion)
+	dst = binary.AppendVarint(dst, snap.DModified)
+	dst = binary.AppendVarint(dst, snap.CModified)
+	dst = binary.AppendUvarint(dst, uint64(len(snap.PKey)))
+	dst = append(dst, snap.PKey...)
+	dst = append(dst, byte(len(s.pairIDs)))
+	for i, id := range s.pairIDs {
+		p := snap.Pairs[i]
+		f := uint16(p.S) | uint16(p.DRaw)<<2 | uint16(p.CRaw)<<4 | uint16(p.DWritten)<<6 | uint16(p.CWritten)<<8
+		dst = append(dst, id, byte(f), byte(f>>8))
+	}
+	return dst
+}
+
+// decode fills snap from a stored record; pairs that are no longer
+// configured are passed over.
+func (s *Store) decode(v []byte, snap *transform.Snapshot, slot *[256]int8) error {
+	*snap = transform.Snapshot{Known: true}
+	if len(v) < 1 || v[0] != recordVersion {
+		return fmt.Errorf("record version %d unknown", firstByte(v))
+	}
+	v = v[1:]
+	var n int
+	if snap.DModified, n = binary.Varint(v); n <= 0 {
+		return fmt.Errorf("record truncated")
+	}
+	v = v[n:]
+	if snap.CModified, n = binary.Varint(v); n <= 0 {
+		return fmt.Errorf("record truncated")
+	}
+	v = v[n:]
+	l, n := binary.Uvarint(v)
+	if n <= 0 || uint64(len(v)-n) < l+1 {
+		return fmt.Errorf("record truncated")
+	}
+	snap.PKey = string(v[n : n+int(l)])
+	v = v[n+int(l):]
+	count := int(v[0])
+	v = v[1:]
+	if len(v) < 3*count {
+		return fmt.Errorf("record truncated")
+	}
+	for k := 0; k < count; k++ {
+		id, f := v[3*k], uint16(v[3*k+1])|uint16(v[3*k+2])<<8
+		i := slot[id]
+		if i < 0 {
+			continue
+		}
+		snap.Pairs[i] = transform.PairState{
+			S:        extract.Tri(f & 3),
+			DRaw:     extract.Tri(f >> 2 & 3),
+			CRaw:     extract.Tri(f >> 4 & 3),
+			DWritten: extract.Tri(f >> 6 & 3),
+			CWritten: extract.Tri(f >> 8 & 3),
+		}
+	}
+	return nil
+}
+
+func firstByte(v []byte) int {
+	if len(v) == 0 {
+		return -1
+	}
+	return int(v[0])
+}
+
+func (s *Store) slots() *[256]int8 {
+	var slot [256]int8
+	for i := range slot {
+		slot[i] = -1
+	}
+	for i, id := range s.pairIDs {
+		if id != 0 {
+			slot[id] = int8(i)
+		}
+	}
+	return &slot
+}
+
+// Reader reads snapshots from one consistent view of the file.
+type Reader struct {
+	s    *Store
+	tx   *bolt.Tx
+	b    *bolt.Bucket
+	slot *[256]int8
+}
+
+// Reader starts a read view; Close it when done.
+func (s *Store) Reader() (*Reader, error) {
+	tx, err := s.db.Begin(false)
+	if err != nil {
+		return nil, fmt.Errorf("state %s: %w", s.path, err)
+	}
+	return &Reader{s: s, tx: tx, b: tx.Bucket(bucketContacts), slot: s.slots()}, nil
+}
+
+// Get fills snap with the contact's snapshot and reports whether there was
+// one.
+func (r *Reader) Get(id extract.ID, snap *transform.Snapshot) (bool, error) {
+	if r.b == nil {
+		return false, nil
+	}
+	v := r.b.Get(id[:])
+	if v == nil {
+		return false, nil
+	}
+	if err := r.s.decode(v, snap, r.slot); err != nil {
+		return false, fmt.Errorf("state %s: contact %s: %w", r.s.path, id, err)
+	}
+	return true, nil
+}
+
+// Close ends the view.
+func (r *Reader) Close() error { return r.tx.Rollback() }
+
+// Batch collects snapshot changes in memory, encoded, for one Commit.
+type Batch struct {
+	s    *Store
+	keys []extract.ID
+	ends []uint32
+	data []byte
+}
+
+// NewBatch starts an empty batch.
+func (s *Store) NewBatch() *Batch { return &Batch{s: s} }
+
+// Put records the contact's new snapshot.
+func (b *Batch) Put(id extract.ID, snap *transform.Snapshot) {
+	b.keys = append(b.keys, id)
+	b.data = b.s.encode(b.data, snap)
+	b.ends = append(b.ends, uint32(len(b.data)))
+}
+
+// Len is the number of snapshots in the batch.
+func (b *Batch) Len() int { return len(b.keys) }
+
+// Commit writes the batch and the run record in one transaction, so a run
+// killed at any point leaves either all of its snapshots or none.
+func (s *Store) Commit(ctx context.Context, b *Batch, run *Run) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	idx := make([]int, len(b.keys))
+	for i := range idx {
+		idx[i] = i
+	}
+	// Joins hand contacts over in id order already; appending in key order
+	// is what keeps bbolt's pages full and its writes sequential.
+	if !slices.IsSortedFunc(idx, func(x, y int) int { return bytes.Compare(b.keys[x][:], b.keys[y][:]) }) {
+		slices.SortStableFunc(idx, func(x, y int) int { return bytes.Compare(b.keys[x][:], b.keys[y][:]) })
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(bucketContacts)
+		bk.FillPercent = 0.9
+		for _, i := range idx {
+			start := uint32(0)
+			if i > 0 {
+				start = b.ends[i-1]
+			}
+			if err := bk.Put(b.keys[i][:], b.data[start:b.ends[i]]); err != nil {
+				return fmt.Errorf("state %s: writing contact %s: %w", s.path, b.keys[i], err)
+			}
+		}
+		if run != nil {
+			return putRun(tx, run)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"optsync/transform"
+)
+
+// summary counts one run for its closing line and its history record.
+type summary struct {
+	runID, command    string
+	ContactRows       int
+	ProfileRows       int
+	Matched           int
+	ComparedPairs     int
+	ToCampaign        int
+	ToD365            int
+	Rules             map[string]int
+	Skipped           int
+	Rejected          int
+	Failed            int
+	OptoutsCleared    int
+	ContactsNoMatch   int
+	ProfilesNoMatch   int
+	Unlinked          int
+	DuplicateProfiles int
+	Superseded        int
+	Blocked           int
+	D365Rows          int
+	CampaignRows      int
+}
+
+func newSummary(runID, command string) *summary {
+	return &summary{runID: runID, command: command, Rules: map[string]int{}}
+}
+
+func (s *summary) addJoin(js transform.JoinStats, pairs int) {
+	s.Matched = js.Matched
+	s.ComparedPairs = js.Matched * pairs
+	s.ContactsNoMatch = js.ContactsNoMatch
+	s.ProfilesNoMatch = js.ProfilesNoMatch
+	s.Blocked = js.Blocked
+}
+
+func (s *summary) addDecisions(ds []transform.Decision) {
+	for _, d := range ds {
+		if d.Skip != "" {
+			s.Skipped++
+			continue
+		}
+		switch d.Target {
+		case transform.ToCampaign:
+			s.ToCampaign++
+		case transform.ToD365:
+			s.ToD365++
+		}
+		s.Rules[d.Rule]++
+		if d.ClearsOptOut {
+			s.OptoutsCleared++
+		}
+	}
+}
+
+// counts is the flat form kept in the run history.
+func (s *summary) counts() map[string]int {
+	m := map[string]int{
+		"contact_rows": s.ContactRows, "profile_rows": s.ProfileRows,
+		"matched_contacts": s.Matched, "compared_pairs": s.ComparedPairs,
+		"d365->campaign": s.ToCampaign, "campaign->d365": s.ToD365,
+		"skipped": s.Skipped, "rejected": s.Rejected, "failed": s.Failed,
+		"opt_outs_cleared":         s.OptoutsCleared,
+		"contacts_without_profile": s.ContactsNoMatch, "profiles_without_contact": s.ProfilesNoMatch,
+		"profiles_without_externalId": s.Unlinked, "duplicate_externalId_profiles": s.DuplicateProfiles,
+		"superseded_contact_rows": s.Superseded, "blocked_contacts": s.Blocked,
+		"d365_update_rows": s.D365Rows, "campaign_update_rows": s.CampaignRows,
+	}
+	for r, n := range s.Rules {
+		m["rule:"+r] = n
+	}
+	return m
+}
+
+// line is the one-line summary printed at the end of every run.
+func (s *summary) line(took time.Duration) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "optsync %s %s: compared=%d pairs (%d contacts) d365->campaign=%d campaign->d365=%d",
+		s.command, s.runID, s.ComparedPairs, s.Matched, s.ToCampaign, s.ToD365)
+	rules := make([]string, 0, len(s.Rules))
+	for r := range s.Rules {
+		rules = append(rules, r)
+	}
+	slices.Sort(rules)
+	for _, r := range rules {
+		fmt.Fprintf(&b, " %s=%d", r, s.Rules[r])
+	}
+	fmt.Fprintf(&b, " skipped=%d rejected=%d failed=%d opt_outs_cleared=%d contacts_without_profile=%d profiles_without_contact=%d profiles_without_externalId=%d duplicate_externalId=%d superseded_rows=%d blocked=%d took=%s",
+		s.Skipped, s.Rejected, s.Failed, s.OptoutsCleared, s.ContactsNoMatch, s.ProfilesNoMatch, s.Unlinked,
+		s.DuplicateProfiles, s.Superseded, s.Blocked, took.Round(time.Millisecond))
+	return b.String()
+}

@@ -1,0 +1,207 @@
+package transform
+
+import (
+	"optsync/extract"
+)
+
+// PairState is what state keeps per contact and pair, in opted-out polarity.
+type PairState struct {
+	// S is the value both sides last agreed on (Unknown: no snapshot yet).
+	S extract.Tri
+	// DRaw and CRaw are the values last read from each side.
+	DRaw, CRaw extract.Tri
+	// DWritten and CWritten are values this tool wrote that the side has not
+	// shown yet. An export taken before the write was imported still shows
+	// the old value under the old change time; the written value stands in
+	// for it until the record moves.
+	DWritten, CWritten extract.Tri
+}
+
+// Snapshot is the state of one contact.
+type Snapshot struct {
+	Known     bool
+	DModified int64 // Unix ms, as last read
+	CModified int64 // Unix ms, the profile's lastModified as last read
+	PKey      string
+	Pairs     [extract.MaxFields]PairState
+}
+
+// Decision is one field write decided (or skipped). Old and New are in the
+// target field's own polarity.
+type Decision struct {
+	Pair         int
+	Target       Side
+	Old, New     extract.Tri
+	Rule         string
+	Skip         string // reason, when nothing was written
+	DModified    int64
+	CModified    int64
+	ClearsOptOut bool // a true → false write in opted-out polarity
+}
+
+// Result is everything decided for one contact.
+type Result struct {
+	Next Snapshot
+	// D365After and CampaignAfter hold each mapped field's value after the
+	// run, in the field's own polarity.
+	D365After, CampaignAfter [extract.MaxFields]extract.Tri
+	D365Changed              bool
+	CampaignChanged          bool
+}
+
+// Decide settles every mapped pair of one matched contact. prev may be nil
+// (never seen). Decisions are appended to buf.
+func Decide(r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, buf []Decision) (Result, []Decision) {
+	var res Result
+	res.Next = Snapshot{Known: true, DModified: c.Modified, CModified: p.Modified, PKey: p.PKey}
+	if prev == nil || r.Replay {
+		prev = &Snapshot{}
+	}
+	for i, pair := range r.Pairs {
+		old := prev.Pairs[i]
+		d := c.Values[i]
+		if pair.Invert {
+			d = d.Not()
+		}
+		cv := p.Values[i]
+		tC := p.Modified
+		if p.FieldModified != nil && p.FieldModified[i] != 0 {
+			tC = p.FieldModified[i]
+		}
+		// A side whose record has not moved since this tool wrote to it
+		// still holds the written value, whatever a stale export says.
+		next := PairState{S: old.S, DRaw: d, CRaw: cv}
+		dEff, cEff := d, cv
+		if old.DWritten.Known() && c.Modified == prev.DModified && d == old.DRaw {
+			dEff, next.DWritten = old.DWritten, old.DWritten
+		}
+		if old.CWritten.Known() && p.Modified == prev.CModified && cv == old.CRaw {
+			cEff, next.CWritten = old.CWritten, old.CWritten
+		}
+
+		dec := Decision{Pair: i, DModified: c.Modified, CModified: tC}
+		target, value := decidePair(r, old.S, dEff, cEff, c.Modified, tC, &dec)
+		switch {
+		case dec.Skip != "":
+			buf = append(buf, dec)
+		case target == ToCampaign:
+			dec.Target, dec.Old, dec.New = ToCampaign, cEff, value
+			dec.ClearsOptOut = cEff == extract.True && value == extract.False
+			cEff, next.CWritten, next.S = value, value, value
+			res.CampaignChanged = true
+			buf = append(buf, dec)
+		case target == ToD365:
+			dec.Target, dec.Old, dec.New = ToD365, dEff, value
+			dec.ClearsOptOut = dEff == extract.True && value == extract.False
+			if pair.Invert {
+				dec.Old, dec.New = dec.Old.Not(), dec.New.Not()
+			}
+			dEff, next.DWritten, next.S = value, value, value
+			res.D365Changed = true
+			buf = append(buf, dec)
+		case value.Known():
+			next.S = value
+		}
+		res.Next.Pairs[i] = next
+		res.CampaignAfter[i] = cEff
+		if pair.Invert {
+			dEff = dEff.Not()
+		}
+		res.D365After[i] = dEff
+	}
+	return res, buf
+}
+
+// decidePair applies the direction and policy to one pair in opted-out
+// polarity. It returns the side to write and the value, or NoSide with the
+// value both sides now agree on (Unknown when they do not). A skip is
+// recorded in dec.
+func decidePair(r *Rules, s, d, c extract.Tri, tD, tC int64, dec *Decision) (Side, extract.Tri) {
+	switch r.Direction {
+	case D365ToCampaign:
+		return oneWay(ToCampaign, s, d, c, dec)
+	case CampaignToD365:
+		return oneWay(ToD365, s, c, d, dec)
+	case Bidirectional:
+	default:
+		return NoSide, extract.Unknown
+	}
+	if !d.Known() || !c.Known() {
+		dec.Skip = ReasonUnknownValue
+		return NoSide, extract.Unknown
+	}
+	if d == c {
+		return NoSide, d
+	}
+	dSec, cSec := floorDiv(tD, 1000), floorDiv(tC, 1000)
+	optout := func(rule string) (Side, extract.Tri) {
+		dec.Rule = rule
+		if d == extract.True {
+			return ToCampaign, d
+		}
+		return ToD365, c
+	}
+	switch r.Policy {
+	case Adobe:
+		if cSec > dSec {
+			dec.Rule = RuleAdobeCampaignNewer
+			return ToD365, c
+		}
+		return optout(RuleAdobeOptoutWins)
+	case OptoutWins:
+		return optout(RulePolicyOptoutWins)
+	case D365Wins:
+		dec.Rule = RulePolicyD365Wins
+		return ToCampaign, d
+	case CampaignWins:
+		dec.Rule = RulePolicyCampaignWins
+		return ToD365, c
+	}
+	// newest: with a snapshot, and booleans, exactly one side differs from it.
+	if s.Known() {
+		if d != s {
+			dec.Rule = RuleOnlyD365Changed
+			return ToCampaign, d
+		}
+		dec.Rule = RuleOnlyCampaignChanged
+		return ToD365, c
+	}
+	switch {
+	case dSec > cSec:
+		dec.Rule = RuleConflictD365Newer
+		return ToCampaign, d
+	case cSec > dSec:
+		dec.Rule = RuleConflictCampaignNewer
+		return ToD365, c
+	}
+	return optout(RuleConflictTieOptout)
+}
+
+// oneWay moves a source value to the other side when it is known and has
+// changed since the last agreement (or there is none); an unknown target
+// counts as different.
+func oneWay(to Side, s, src, dst extract.Tri, dec *Decision) (Side, extract.Tri) {
+	if !src.Known() {
+		dec.Skip = ReasonUnknownValue
+		dec.Target = to
+		return NoSide, extract.Unknown
+	}
+	if src == dst {
+		return NoSide, src
+	}
+	if s.Known() && src == s {
+		// Campaign-side (or Dynamics-side) drift is not reverted until the
+		// source changes.
+		return NoSide, extract.Unknown
+	}
+	dec.Rule = RuleSourceOfTruth
+	return to, src
+}
+
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && (a < 0) != (b < 0) {
+		q--
+	}
+	return q
+}

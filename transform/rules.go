@@ -1,0 +1,99 @@
+// Package transform decides, per contact and mapped pair, which value each
+// system should hold. It is pure: records and snapshots in, decisions out.
+package transform
+
+import "fmt"
+
+// Direction is the configured flow of opt-out values.
+type Direction string
+
+const (
+	Disabled       Direction = "disabled"
+	D365ToCampaign Direction = "d365-to-campaign"
+	CampaignToD365 Direction = "campaign-to-d365"
+	Bidirectional  Direction = "bidirectional"
+)
+
+// Policy settles a bidirectional difference.
+type Policy string
+
+const (
+	Newest       Policy = "newest"
+	Adobe        Policy = "adobe"
+	OptoutWins   Policy = "optout-wins"
+	D365Wins     Policy = "d365-wins"
+	CampaignWins Policy = "campaign-wins"
+)
+
+// ParseDirection accepts the configured spelling.
+func ParseDirection(s string) (Direction, error) {
+	switch d := Direction(s); d {
+	case Disabled, D365ToCampaign, CampaignToD365, Bidirectional:
+		return d, nil
+	}
+	return "", fmt.Errorf("unknown direction %q (want disabled, d365-to-campaign, campaign-to-d365 or bidirectional)", s)
+}
+
+// ParsePolicy accepts the configured spelling.
+func ParsePolicy(s string) (Policy, error) {
+	switch p := Policy(s); p {
+	case Newest, Adobe, OptoutWins, D365Wins, CampaignWins:
+		return p, nil
+	}
+	return "", fmt.Errorf("unknown policy %q (want newest, adobe, optout-wins, d365-wins or campaign-wins)", s)
+}
+
+// Pair maps one Dynamics field to one Campaign field. Invert marks a
+// Dynamics opt-in flag (true = may contact).
+type Pair struct {
+	D365     string
+	Campaign string
+	Invert   bool
+}
+
+// Rules is what a run decides with.
+type Rules struct {
+	Direction Direction
+	Policy    Policy
+	Pairs     []Pair
+	// Replay ignores snapshots and pending writes: every difference is
+	// decided as at first sight.
+	Replay bool
+}
+
+// Side names the system a write goes to.
+type Side uint8
+
+const (
+	NoSide Side = iota
+	ToCampaign
+	ToD365
+)
+
+// String is the audit spelling of the write's direction.
+func (s Side) String() string {
+	switch s {
+	case ToCampaign:
+		return "d365->campaign"
+	case ToD365:
+		return "campaign->d365"
+	}
+	return ""
+}
+
+// Rule names, as they appear in audit rows.
+const (
+	RuleOnlyD365Changed       = "only-d365-changed"
+	RuleOnlyCampaignChanged   = "only-campaign-changed"
+	RuleConflictD365Newer     = "conflict-d365-newer"
+	RuleConflictCampaignNewer = "conflict-campaign-newer"
+	RuleConflictTieOptout     = "conflict-tie-optout"
+	RuleAdobeCampaignNewer    = "adobe-campaign-newer"
+	RuleAdobeOptoutWins       = "adobe-optout-wins"
+	RulePolicyOptoutWins      = "policy-optout-wins"
+	RulePolicyD365Wins        = "policy-d365-wins"
+	RulePolicyCampaignWins    = "policy-campaign-wins"
+	RuleSourceOfTruth         = "source-of-truth"
+
+	ReasonUnknownValue = "unknown-value"
+)
