@@ -77,6 +77,10 @@ type Stats struct {
 
 var pkeyShape = regexp.MustCompile(`^@[A-Za-z0-9_-]+$`)
 
+// IsPKey reports whether s has the shape of a Campaign primary key. Keys of
+// that shape are safe to write unescaped into a spreadsheet.
+func IsPKey(s string) bool { return pkeyShape.MatchString(s) }
+
 // hidden columns of a Dynamics "Export to Excel"
 var d365Aliases = map[string][]string{
 	"contactid":  {"(Do Not Modify) Contact"},
@@ -180,7 +184,7 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emi
 		ext := rec[extCol]
 		id, linked := ParseID(ext)
 		pkey := strings.TrimSpace(rec[pkCol])
-		if !pkeyShape.MatchString(pkey) {
+		if !IsPKey(pkey) {
 			st.Rejected++
 			reject(Reject{source, line, pkey, fmt.Sprintf("PKey %q is not of the form @ followed by letters, digits, _ or -", clip(pkey))})
 			return

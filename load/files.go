@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"optsync/extract"
 )
 
 // outFile is a CSV file written under a temporary name and renamed into place
@@ -69,6 +71,15 @@ func syncDir(dir string) error {
 		return fmt.Errorf("syncing %s: %w", dir, err)
 	}
 	return nil
+}
+
+// escapeID leaves identifiers whose shape was checked as they are (a PKey
+// starts with @) and escapes anything else taken from a bad row.
+func escapeID(s string) string {
+	if extract.IsPKey(s) {
+		return s
+	}
+	return escapeCell(s)
 }
 
 // escapeCell keeps a spreadsheet from running input text as a formula.

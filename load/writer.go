@@ -150,7 +150,7 @@ func (w *Writer) Reject(r extract.Reject) error {
 	return w.rejEnc.Encode(RejectRow{
 		Source: escapeCell(r.Source),
 		Line:   r.Line,
-		ID:     escapeCell(r.ID),
+		ID:     escapeID(r.ID),
 		Reason: escapeCell(r.Reason),
 	})
 }

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestConfigErrors(t *testing.T) {
+	base := func(direction, policy, mappings string) string {
+		return "direction: " + direction + "\npolicy: " + policy + "\nmappings:\n" + mappings + "d365:\n  csv: d.csv\ncampaign:\n  csv: c.csv\n"
+	}
+	m := func(d, c string) string { return "  - d365: " + d + "\n    campaign: " + c + "\n" }
+	cases := []struct {
+		name, config, want string
+	}{
+		{"unknown direction", base("sideways", "newest", m("donotemail", "blackListEmail")), `direction: unknown direction "sideways"`},
+		{"missing direction", strings.Replace(base("x", "newest", m("donotemail", "blackListEmail")), "direction: x\n", "", 1), "direction: missing"},
+		{"unknown policy", base("bidirectional", "loudest", m("donotemail", "blackListEmail")), `policy: unknown policy "loudest"`},
+		{"campaign field outside the set", base("bidirectional", "newest", m("donotemail", "emailOptOut")), `mappings[0] (donotemail ↔ emailOptOut): campaign field "emailOptOut" is not one of`},
+		{"two d365 fields to one campaign field", base("d365-to-campaign", "newest", m("donotemail", "blackListEmail")+m("donotbulkemail", "blackListEmail")),
+			"mappings[1] (donotbulkemail ↔ blackListEmail): campaign field blackListEmail is already fed by mappings[0]"},
+		{"one d365 field to two campaign fields, bidirectional", base("bidirectional", "newest", m("donotemail", "blackListEmail")+m("donotemail", "blackList")),
+			"mappings[1] (donotemail ↔ blackList): d365 field donotemail is already mapped by mappings[0]"},
+		{"one d365 field to two campaign fields, campaign-to-d365", base("campaign-to-d365", "newest", m("donotemail", "blackListEmail")+m("donotemail", "blackList")),
+			"d365 field donotemail is already mapped"},
+		{"empty mappings", base("bidirectional", "newest", ""), "mappings: empty"},
+		{"unknown key", base("bidirectional", "newest", m("donotemail", "blackListEmail")) + "colour: blue\n", "field colour not found"},
+		{"bad max_optin", base("bidirectional", "newest", m("donotemail", "blackListEmail")) + "safety:\n  max_optin: lots\n", `safety.max_optin: "lots"`},
+		{"percentage over 100", base("bidirectional", "newest", m("donotemail", "blackListEmail")) + "safety:\n  max_optin: 150%\n", "safety.max_optin"},
+		{"api source not built", strings.Replace(base("bidirectional", "newest", m("donotemail", "blackListEmail")), "d365:\n  csv: d.csv", "d365:\n  source: api", 1), "d365.source: api"},
+		{"bad d365 name", base("bidirectional", "newest", m("Do Not Email", "blackListEmail")), "is not a Dataverse logical name"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newProject(t, tc.config)
+			for _, cmd := range []string{"validate", "backfill", "plan"} {
+				r := runCLI(t, "--config", p.config, cmd)
+				if r.code != exitUsage {
+					t.Fatalf("%s: exit %d, want 2\n%s", cmd, r.code, r.stderr)
+				}
+				if !strings.Contains(strings.ReplaceAll(r.stderr, `\"`, `"`), tc.want) {
+					t.Fatalf("%s: stderr does not name the entry %q:\n%s", cmd, tc.want, r.stderr)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigValid(t *testing.T) {
+	cases := []struct{ name, config string }{
+		{"disabled needs no mappings", "direction: disabled\n"},
+		{"one d365 field to two campaign fields is fine one-way", "direction: d365-to-campaign\nmappings:\n  - d365: donotemail\n    campaign: blackListEmail\n  - d365: donotemail\n    campaign: blackList\n"},
+		{"count limit", "direction: bidirectional\nmappings:\n  - d365: donotemail\n    campaign: blackListEmail\nsafety:\n  max_optin: 100\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newProject(t, tc.config)
+			if r := runCLI(t, "--config", p.config, "validate"); r.code != 0 {
+				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			}
+		})
+	}
+}
+
+func TestOptinLimit(t *testing.T) {
+	cases := []struct {
+		spec     string
+		compared int
+		want     int
+	}{
+		{"", 10, 1000}, {"100", 10, 100}, {"5%", 20000, 1000}, {"29%", 100, 29}, {"100%", 1, 1}, {"2%", 49, 0}, {"0", 10, 0},
+	}
+	for _, tc := range cases {
+		l, err := parseOptinLimit(tc.spec)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.spec, err)
+		}
+		if got := l.allowed(tc.compared); got != tc.want {
+			t.Errorf("%q of %d = %d, want %d", tc.spec, tc.compared, got, tc.want)
+		}
+	}
+}
+
+func TestRelativePathsResolveAgainstConfig(t *testing.T) {
+	p := newProject(t, "direction: bidirectional\nmappings:\n  - d365: donotemail\n    campaign: blackListEmail\nstate: s/state.db\nout_dir: o\nd365:\n  csv: in/d.csv\ncampaign:\n  csv: /abs/c.csv\n")
+	cfg, err := loadConfig(p.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for got, want := range map[string]string{cfg.State: p.path("s/state.db"), cfg.OutDir: p.path("o"), cfg.D365.CSV: p.path("in/d.csv"), cfg.Campaign.CSV: "/abs/c.csv"} {
+		if got != want {
+			t.Errorf("got %s, want %s", got, want)
+		}
+	}
+}
