@@ -134,10 +134,21 @@ func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emi
 			reject(Reject{source, line, id.String(), strings.Join(problems, "; ")})
 		}
 		emit(&c)
-	}, func(line int, reason string) {
+	}, func(line int, rec []string, reason string) {
 		st.Rows++
 		st.Rejected++
-		reject(Reject{source, line, "", reason})
+		id, ok := ID{}, false
+		if idCol < len(rec) {
+			id, ok = ParseID(rec[idCol])
+		}
+		if !ok {
+			reject(Reject{source, line, "", reason})
+			return
+		}
+		// A malformed row may be the newest for its contact: keep the
+		// contact out of the run rather than trust an older row.
+		reject(Reject{source, line, id.String(), reason})
+		emit(&Contact{ID: id, Line: int32(line), Bad: true})
 	})
 	return st, err
 }
@@ -187,6 +198,11 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emi
 		if !IsPKey(pkey) {
 			st.Rejected++
 			reject(Reject{source, line, pkey, fmt.Sprintf("PKey %q is not of the form @ followed by letters, digits, _ or -", clip(pkey))})
+			if linked {
+				// Still a profile of that contact: it must keep a
+				// duplicate of it from being taken as the only one.
+				emit(&Profile{ID: id, Line: int32(line), Bad: true})
+			}
 			return
 		}
 		if !linked {
@@ -221,9 +237,16 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emi
 			reject(Reject{source, line, pkey, strings.Join(problems, "; ")})
 		}
 		emit(&p)
-	}, func(line int, reason string) {
+	}, func(line int, rec []string, reason string) {
 		st.Rows++
 		st.Rejected++
+		if extCol < len(rec) {
+			if id, ok := ParseID(rec[extCol]); ok {
+				reject(Reject{source, line, id.String(), reason})
+				emit(&Profile{ID: id, Line: int32(line), Bad: true})
+				return
+			}
+		}
 		reject(Reject{source, line, "", reason})
 	})
 	return st, err
@@ -244,7 +267,13 @@ type table struct {
 }
 
 func openTable(r io.Reader, source string) (*table, error) {
-	cr := csv.NewReader(bufio.NewReaderSize(r, 1<<20))
+	br := bufio.NewReaderSize(r, 1<<20)
+	// The BOM must go before the CSV parser sees it, or a quoted first
+	// header reads as a bare quote.
+	if b, err := br.Peek(3); err == nil && string(b) == "\uFEFF" {
+		_, _ = br.Discard(3)
+	}
+	cr := csv.NewReader(br)
 	cr.ReuseRecord = true
 	header, err := cr.Read()
 	if errors.Is(err, io.EOF) {
@@ -255,9 +284,6 @@ func openTable(r io.Reader, source string) (*table, error) {
 	}
 	h := make([]string, len(header))
 	for i, name := range header {
-		if i == 0 {
-			name = strings.TrimPrefix(name, "\uFEFF")
-		}
 		h[i] = strings.TrimSpace(name)
 	}
 	return &table{source: source, r: cr, header: h}, nil
@@ -268,7 +294,7 @@ func openTable(r io.Reader, source string) (*table, error) {
 func (t *table) column(name string, configured map[string]string, aliases map[string][]string) (int, error) {
 	candidates := []string{name}
 	if alias, ok := configured[name]; ok && alias != "" {
-		candidates = []string{alias}
+		candidates = []string{alias, name}
 	}
 	candidates = append(candidates, aliases[name]...)
 	for _, want := range candidates {
@@ -299,7 +325,7 @@ func (t *table) columns(names []string, configured map[string]string) ([]int, er
 
 // rows calls row for each well-formed data row and bad for each row the CSV
 // layer could not split into the header's columns.
-func (t *table) rows(ctx context.Context, row func(line int, rec []string), bad func(line int, reason string)) error {
+func (t *table) rows(ctx context.Context, row func(line int, rec []string), bad func(line int, rec []string, reason string)) error {
 	for n := 0; ; n++ {
 		if n&0xfff == 0 {
 			if err := ctx.Err(); err != nil {
@@ -314,14 +340,14 @@ func (t *table) rows(ctx context.Context, row func(line int, rec []string), bad 
 		switch {
 		case errors.Is(err, csv.ErrFieldCount):
 			line, _ := t.r.FieldPos(0)
-			bad(line, fmt.Sprintf("row has %d fields, the header has %d", len(rec), len(t.header)))
+			bad(line, rec, fmt.Sprintf("row has %d fields, the header has %d", len(rec), len(t.header)))
 			continue
 		case errors.As(err, &pe):
 			reason := fmt.Sprintf("malformed CSV: %v", pe.Err)
 			if pe.StartLine != pe.Line {
 				reason = fmt.Sprintf("malformed CSV in the record spanning lines %d-%d: %v", pe.StartLine, pe.Line, pe.Err)
 			}
-			bad(pe.StartLine, reason)
+			bad(pe.StartLine, nil, reason)
 			continue
 		case err != nil:
 			return fmt.Errorf("%s: %w", t.source, err)

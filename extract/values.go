@@ -4,6 +4,8 @@
 package extract
 
 import (
+	"cmp"
+	"encoding/binary"
 	"encoding/hex"
 	"strings"
 	"time"
@@ -55,6 +57,14 @@ func Of(b bool) Tri {
 // ID is a contact GUID in its canonical byte order, so that sorting IDs as
 // bytes sorts them as their canonical text.
 type ID [16]byte
+
+// Compare orders IDs as their canonical text orders.
+func (id ID) Compare(o ID) int {
+	if c := cmp.Compare(binary.BigEndian.Uint64(id[:8]), binary.BigEndian.Uint64(o[:8])); c != 0 {
+		return c
+	}
+	return cmp.Compare(binary.BigEndian.Uint64(id[8:]), binary.BigEndian.Uint64(o[8:]))
+}
 
 // String is the canonical form: lower-case, hyphenated, no braces.
 func (id ID) String() string {

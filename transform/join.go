@@ -1,7 +1,6 @@
 package transform
 
 import (
-	"bytes"
 	"cmp"
 	"math"
 	"slices"
@@ -29,7 +28,7 @@ func DedupContacts(cs []extract.Contact) (kept []extract.Contact, superseded []S
 		return c.Modified
 	}
 	slices.SortFunc(cs, func(a, b extract.Contact) int {
-		if c := bytes.Compare(a.ID[:], b.ID[:]); c != 0 {
+		if c := a.ID.Compare(b.ID); c != 0 {
 			return c
 		}
 		if c := cmp.Compare(order(&a), order(&b)); c != 0 {
@@ -56,7 +55,7 @@ func DedupContacts(cs []extract.Contact) (kept []extract.Contact, superseded []S
 // entry in kept so that it is not touched.
 func GroupProfiles(ps []extract.Profile) (kept, dups []extract.Profile) {
 	slices.SortFunc(ps, func(a, b extract.Profile) int {
-		if c := bytes.Compare(a.ID[:], b.ID[:]); c != 0 {
+		if c := a.ID.Compare(b.ID); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.Line, b.Line)
@@ -103,7 +102,7 @@ func Join(cs []extract.Contact, ps []extract.Profile, fn func(c *extract.Contact
 		case j == len(ps):
 			k = -1
 		default:
-			k = bytes.Compare(cs[i].ID[:], ps[j].ID[:])
+			k = cs[i].ID.Compare(ps[j].ID)
 		}
 		switch {
 		case k < 0:

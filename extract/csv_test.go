@@ -1,0 +1,436 @@
+package extract
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+type result struct {
+	contacts []Contact
+	profiles []Profile
+	rejects  []Reject
+	st       Stats
+	err      error
+}
+
+func readContacts(ctx context.Context, in string, l Layout) result {
+	var r result
+	r.st, r.err = ReadContacts(ctx, strings.NewReader(in), "d365.csv", l,
+		func(c *Contact) { r.contacts = append(r.contacts, *c) },
+		func(rj Reject) { r.rejects = append(r.rejects, rj) })
+	return r
+}
+
+func readProfiles(ctx context.Context, in string, l Layout) result {
+	var r result
+	r.st, r.err = ReadProfiles(ctx, strings.NewReader(in), "campaign.csv", l,
+		func(p *Profile) { r.profiles = append(r.profiles, *p) },
+		func(rj Reject) { r.rejects = append(r.rejects, rj) })
+	return r
+}
+
+// gid is a distinct canonical GUID per n.
+func gid(n int) string { return fmt.Sprintf("%08x-0000-4000-a000-%012x", n+0xabc0, n) }
+
+func mustID(t *testing.T, s string) ID {
+	t.Helper()
+	id, ok := ParseID(s)
+	if !ok {
+		t.Fatalf("bad test GUID %q", s)
+	}
+	return id
+}
+
+func checkReject(t *testing.T, got Reject, source string, line int, id string, reason []string) {
+	t.Helper()
+	if got.Source != source || got.Line != line || got.ID != id {
+		t.Errorf("reject = %+v; want source %q line %d id %q", got, source, line, id)
+	}
+	for _, w := range reason {
+		if !strings.Contains(got.Reason, w) {
+			t.Errorf("reject reason %q does not mention %q", got.Reason, w)
+		}
+	}
+}
+
+var contactLayout = Layout{Fields: []string{"donotemail", "donotphone"}}
+
+const t0 = "2026-11-29T02:00:00Z"
+
+func TestReadContactsExcelExport(t *testing.T) {
+	data, err := os.ReadFile("testdata/contacts_excel.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := Layout{Fields: []string{"donotemail", "donotphone"}, Columns: map[string]string{"donotemail": "Do not allow Emails"}}
+	r := readContacts(context.Background(), string(data), l)
+	if r.err != nil || len(r.rejects) != 0 {
+		t.Fatalf("err %v, rejects %+v", r.err, r.rejects)
+	}
+	base := ms(2026, time.November, 29, 2, 0, 0, 0)
+	want := []Contact{
+		{ID: mustID(t, "6f9619ff-8b86-d011-b42d-00c04fc964ff"), Modified: base, Values: [MaxFields]Tri{True, False}, Line: 2},
+		{ID: mustID(t, "0a1b2c3d-0000-4000-8000-00000000beef"), Modified: base, Values: [MaxFields]Tri{False, Unknown}, Line: 3},
+		{ID: mustID(t, "a0000000-0000-4000-8000-000000000001"), Modified: base + 250, Values: [MaxFields]Tri{True, Unknown}, Line: 5},
+	}
+	if len(r.contacts) != len(want) {
+		t.Fatalf("got %d contacts, want %d: %+v", len(r.contacts), len(want), r.contacts)
+	}
+	for i := range want {
+		if r.contacts[i] != want[i] {
+			t.Errorf("contact %d = %+v, want %+v", i, r.contacts[i], want[i])
+		}
+	}
+	if r.st != (Stats{Rows: 3}) {
+		t.Errorf("stats = %+v", r.st)
+	}
+}
+
+func TestReadContactsHeaders(t *testing.T) {
+	row := gid(1) + "," + t0 + ",true,false\n"
+	cases := []struct {
+		name, header string
+		columns      map[string]string
+	}{
+		{"plain", "contactid,modifiedon,donotemail,donotphone", nil},
+		{"upper case", "CONTACTID,ModifiedOn,DoNotEmail,DONOTPHONE", nil},
+		{"padded", " contactid , modifiedon ,donotemail, donotphone", nil},
+		{"hidden columns", "(Do Not Modify) Contact,(Do Not Modify) Modified On,donotemail,donotphone", nil},
+		{"hidden columns any case", "(do not modify) contact,(DO NOT MODIFY) MODIFIED ON,donotemail,donotphone", nil},
+		{"configured", "id,changed,Do not allow Emails,Phone",
+			map[string]string{"contactid": "id", "modifiedon": "changed", "donotemail": "Do not allow Emails", "donotphone": "phone"}},
+		{"BOM", "\uFEFFcontactid,modifiedon,donotemail,donotphone", nil},
+		{"reordered", "donotphone,x,modifiedon,contactid,donotemail", nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			in := c.header + "\n" + row
+			if c.name == "reordered" {
+				in = c.header + "\nfalse,zz," + t0 + "," + gid(1) + ",true\n"
+			}
+			for _, crlf := range []bool{false, true} {
+				if crlf {
+					in = strings.ReplaceAll(in, "\n", "\r\n")
+				}
+				r := readContacts(context.Background(), in, Layout{Fields: contactLayout.Fields, Columns: c.columns})
+				if r.err != nil || len(r.rejects) != 0 || len(r.contacts) != 1 {
+					t.Fatalf("crlf=%v: err %v, rejects %+v, contacts %+v", crlf, r.err, r.rejects, r.contacts)
+				}
+				got := r.contacts[0]
+				if got.ID.String() != gid(1) || got.Modified != ms(2026, 11, 29, 2, 0, 0, 0) ||
+					got.Values != [MaxFields]Tri{True, False} || got.Line != 2 || got.Bad {
+					t.Errorf("crlf=%v: contact = %+v", crlf, got)
+				}
+			}
+		})
+	}
+}
+
+func TestReadMissingColumn(t *testing.T) {
+	ctx := context.Background()
+	cases := []struct {
+		name, header string
+		profiles     bool
+		l            Layout
+		want         []string // in MissingColumnError.Column
+	}{
+		{"contactid", "id,modifiedon,donotemail,donotphone", false, contactLayout, []string{"contactid"}},
+		{"modifiedon", "contactid,modified,donotemail,donotphone", false, contactLayout, []string{"modifiedon"}},
+		{"mapped field", "contactid,modifiedon,donotemail", false, contactLayout, []string{"donotphone"}},
+		{"configured alias", "contactid,modifiedon,Do not allow Phone Calls,donotphone", false,
+			Layout{Fields: []string{"donotemail"}, Columns: map[string]string{"donotemail": "Do not allow Emails"}},
+			[]string{"donotemail", "Do not allow Emails"}},
+		{"PKey", "key,externalId,lastModified,blackListEmail", true, profileLayout(false), []string{"PKey"}},
+		{"externalId", "PKey,external,lastModified,blackListEmail", true, profileLayout(false), []string{"externalId"}},
+		{"lastModified", "PKey,externalId,modified,blackListEmail", true, profileLayout(false), []string{"lastModified"}},
+		{"campaign field", "PKey,externalId,lastModified,blackListEmail", true,
+			Layout{Fields: []string{"blackListEmail", "blackListMobile"}}, []string{"blackListMobile"}},
+		{"change time column", "PKey,externalId,lastModified,blackListEmail,blackListMobile", true,
+			profileLayout(true), []string{"smsOptOutDate"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			in := c.header + "\n"
+			var r result
+			if c.profiles {
+				r = readProfiles(ctx, in, c.l)
+			} else {
+				r = readContacts(ctx, in, c.l)
+			}
+			var mc *MissingColumnError
+			if !errors.As(r.err, &mc) {
+				t.Fatalf("err = %v, want *MissingColumnError", r.err)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(mc.Column, w) || !strings.Contains(mc.Error(), w) {
+					t.Errorf("error %q (column %q) does not name %q", mc.Error(), mc.Column, w)
+				}
+			}
+			if want := map[bool]string{false: "d365.csv", true: "campaign.csv"}[c.profiles]; mc.Source != want {
+				t.Errorf("source = %q, want %q", mc.Source, want)
+			}
+		})
+	}
+	if r := readContacts(ctx, "", contactLayout); r.err == nil {
+		t.Error("empty file: want an error")
+	}
+}
+
+func TestReadContactsBadRows(t *testing.T) {
+	const header = "contactid,modifiedon,donotemail,donotphone\n"
+	cases := []struct {
+		name    string
+		row     string // the bad record, at line 3; may span lines
+		id      string // Reject.ID
+		reason  []string
+		emitBad bool // the row is also emitted, marked Bad
+	}{
+		{"not a GUID", "not-a-guid," + t0 + ",true,false", "not-a-guid", []string{"contactid", "not-a-guid", "GUID"}, false},
+		{"empty id", "," + t0 + ",true,false", "", []string{"contactid", "GUID"}, false},
+		{"GUID too short", gid(2)[:35] + "," + t0 + ",true,false", gid(2)[:35], []string{"contactid"}, false},
+		{"one brace", "{" + gid(2) + "," + t0 + ",true,false", "{" + gid(2), []string{"contactid"}, false},
+		{"bad boolean", gid(2) + "," + t0 + ",maybe,false", gid(2), []string{"donotemail", "maybe", "boolean"}, true},
+		{"bad second boolean", "{" + strings.ToUpper(gid(2)) + "}," + t0 + ",true,2", gid(2), []string{"donotphone", `"2"`}, true},
+		{"bad timestamp", gid(2) + ",yesterday,true,false", gid(2), []string{"modifiedon", "yesterday", "timestamp"}, true},
+		{"31 February", gid(2) + ",2026-02-31T00:00:00Z,true,false", gid(2), []string{"modifiedon", "2026-02-31"}, true},
+		{"month 13", gid(2) + ",2026-13-01 00:00:00,true,false", gid(2), []string{"modifiedon"}, true},
+		{"blank timestamp", gid(2) + ",,true,false", gid(2), []string{"modifiedon"}, true},
+		{"two problems", gid(2) + ",never,yes,perhaps", gid(2), []string{"modifiedon", "never", "donotphone", "perhaps"}, true},
+		{"multi-line bad value", gid(2) + "," + t0 + ",\"tr\nue\",false", gid(2), []string{"donotemail"}, true},
+		// A row of the wrong width that still names a contact blocks it.
+		{"too few fields", gid(2) + "," + t0 + ",true", gid(2), []string{"3 fields", "4"}, true},
+		{"too many fields", gid(2) + "," + t0 + ",true,false,x", gid(2), []string{"5 fields", "4"}, true},
+		{"too many, multi-line", gid(2) + "," + t0 + ",\"a\nb\",false,x", gid(2), []string{"5 fields"}, true},
+		{"too few, no id", "x," + t0, "", []string{"2 fields", "4"}, false},
+		{"bare quote", gid(2) + "," + t0 + ",tr\"ue,false", "", []string{"malformed CSV", "quote"}, false},
+		{"quote after quoted", gid(2) + "," + t0 + ",\"true\"x,false", "", []string{"malformed CSV", "quote"}, false},
+		{"bad quote, multi-line", gid(2) + "," + t0 + ",\"a\nb\"c,false", "", []string{"lines 3-4", "quote"}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			after := 4 + strings.Count(c.row, "\n")
+			in := header + gid(1) + "," + t0 + ",true,false\n" + c.row + "\n" + gid(3) + "," + t0 + ",no,Do Not Allow\n"
+			r := readContacts(context.Background(), in, contactLayout)
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			if len(r.rejects) != 1 {
+				t.Fatalf("rejects = %+v, want 1", r.rejects)
+			}
+			checkReject(t, r.rejects[0], "d365.csv", 3, c.id, c.reason)
+			want := []Contact{{ID: mustID(t, gid(1)), Values: [MaxFields]Tri{True, False}, Line: 2}}
+			if c.emitBad {
+				want = append(want, Contact{ID: mustID(t, gid(2)), Line: 3, Bad: true})
+			}
+			want = append(want, Contact{ID: mustID(t, gid(3)), Values: [MaxFields]Tri{False, True}, Line: int32(after)})
+			if len(r.contacts) != len(want) {
+				t.Fatalf("emitted %+v, want %d contacts", r.contacts, len(want))
+			}
+			for i, w := range want {
+				g := r.contacts[i]
+				if g.ID != w.ID || g.Line != w.Line || g.Bad != w.Bad || (!w.Bad && (g.Values != w.Values || g.Modified != ms(2026, 11, 29, 2, 0, 0, 0))) {
+					t.Errorf("contact %d = %+v, want %+v", i, g, w)
+				}
+			}
+			if r.st != (Stats{Rows: 3, Rejected: 1}) {
+				t.Errorf("stats = %+v", r.st)
+			}
+		})
+	}
+}
+
+func TestReadContactsUnterminatedQuote(t *testing.T) {
+	in := "contactid,modifiedon,donotemail\n" + gid(1) + "," + t0 + ",true\n\n" +
+		gid(2) + "," + t0 + ",\"true\n" + gid(3) + "," + t0 + ",false\n"
+	r := readContacts(context.Background(), in, Layout{Fields: []string{"donotemail"}})
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if len(r.contacts) != 1 || r.contacts[0].ID.String() != gid(1) || r.contacts[0].Line != 2 {
+		t.Errorf("contacts = %+v, want only %s at line 2", r.contacts, gid(1))
+	}
+	if len(r.rejects) != 1 {
+		t.Fatalf("rejects = %+v", r.rejects)
+	}
+	checkReject(t, r.rejects[0], "d365.csv", 4, "", []string{"quote"})
+}
+
+// Dynamics two-option labels are Dynamics-only: Campaign has no such export.
+func TestLabelsOnlyForDynamics(t *testing.T) {
+	c := readContacts(context.Background(), "contactid,modifiedon,donotemail,donotsendmm\n"+
+		gid(1)+","+t0+",Do Not Allow,Send\n"+gid(2)+","+t0+",allow,do not send\n",
+		Layout{Fields: []string{"donotemail", "donotsendmm"}})
+	if len(c.rejects) != 0 || len(c.contacts) != 2 ||
+		c.contacts[0].Values != [MaxFields]Tri{True, False} || c.contacts[1].Values != [MaxFields]Tri{False, True} {
+		t.Errorf("contacts %+v, rejects %+v", c.contacts, c.rejects)
+	}
+	p := readProfiles(context.Background(), "PKey,externalId,lastModified,blackListEmail\n@p1,"+gid(1)+","+t0+",Do Not Allow\n",
+		Layout{Fields: []string{"blackListEmail"}})
+	if len(p.rejects) != 1 || len(p.profiles) != 1 || !p.profiles[0].Bad {
+		t.Fatalf("profiles %+v, rejects %+v", p.profiles, p.rejects)
+	}
+	checkReject(t, p.rejects[0], "campaign.csv", 2, "@p1", []string{"blackListEmail", "Do Not Allow", "boolean"})
+}
+
+func profileLayout(times bool) Layout {
+	l := Layout{Fields: []string{"blackListEmail", "blackListMobile"}}
+	if times {
+		l.FieldTimes = []string{"", "smsOptOutDate"}
+	}
+	return l
+}
+
+func TestReadProfiles(t *testing.T) {
+	in := "\uFEFFpkey,External ID,LASTMODIFIED,blacklistemail,blackListMobile,SMSOptOutDate\r\n" +
+		"@abc_1-X," + gid(1) + ",2026-11-29 02:00:00.000Z,true,false,2026-11-30T00:00:00Z\r\n" +
+		"@p2,,2026-11-29 02:00:00.000Z,true,false,\r\n" +
+		"@p3,not-a-guid,garbage,maybe,false,\r\n" +
+		"@p4,\"{" + strings.ToUpper(gid(4)) + "}\",2026-11-29T03:00:00+01:00,,NULL,\r\n" +
+		"\"@p5\"," + gid(5) + ",2026-11-29 02:00:00,\"n\",\"y\",\"2026-11-29 01:00:00\"\r\n"
+	l := profileLayout(true)
+	l.Columns = map[string]string{"externalId": "external id"}
+	r := readProfiles(context.Background(), in, l)
+	if r.err != nil || len(r.rejects) != 0 {
+		t.Fatalf("err %v, rejects %+v", r.err, r.rejects)
+	}
+	base := ms(2026, time.November, 29, 2, 0, 0, 0)
+	want := []Profile{
+		{ID: mustID(t, gid(1)), PKey: "@abc_1-X", Modified: base, FieldModified: []int64{0, base + 22*3600*1000}, Values: [MaxFields]Tri{True, False}, Line: 2},
+		{ID: mustID(t, gid(4)), PKey: "@p4", Modified: base, FieldModified: []int64{0, 0}, Line: 5},
+		{ID: mustID(t, gid(5)), PKey: "@p5", Modified: base, FieldModified: []int64{0, base - 3600*1000}, Values: [MaxFields]Tri{False, True}, Line: 6},
+	}
+	if len(r.profiles) != len(want) {
+		t.Fatalf("profiles = %+v, want %d", r.profiles, len(want))
+	}
+	for i, w := range want {
+		g := r.profiles[i]
+		if g.ID != w.ID || g.PKey != w.PKey || g.Modified != w.Modified || g.Values != w.Values || g.Line != w.Line || g.Bad ||
+			fmt.Sprint(g.FieldModified) != fmt.Sprint(w.FieldModified) {
+			t.Errorf("profile %d = %+v, want %+v", i, g, w)
+		}
+	}
+	if r.st != (Stats{Rows: 5, Unlinked: 2}) {
+		t.Errorf("stats = %+v, want 5 rows, 2 unlinked", r.st)
+	}
+	// Without change-time columns FieldModified stays nil.
+	r = readProfiles(context.Background(), "PKey,externalId,lastModified,blackListEmail,blackListMobile\n@p1,"+gid(1)+","+t0+",1,0\n", profileLayout(false))
+	if len(r.profiles) != 1 || r.profiles[0].FieldModified != nil || r.profiles[0].Values != [MaxFields]Tri{True, False} {
+		t.Errorf("profiles = %+v", r.profiles)
+	}
+}
+
+func TestReadProfilesBadRows(t *testing.T) {
+	const header = "PKey,externalId,lastModified,blackListEmail,blackListMobile,smsOptOutDate\n"
+	row := func(pkey, ext, mod, email, mobile, when string) string {
+		return strings.Join([]string{pkey, ext, mod, email, mobile, when}, ",")
+	}
+	cases := []struct {
+		name    string
+		row     string
+		id      string
+		reason  []string
+		emitted string // what the bad row leaves among the profiles
+	}{
+		{"PKey without @", row("p2", gid(2), t0, "true", "false", ""), "p2", []string{"PKey", "p2"}, "@3 bad=true"},
+		{"PKey formula", row("=cmd|x", gid(2), t0, "true", "false", ""), "=cmd|x", []string{"PKey"}, "@3 bad=true"},
+		{"PKey with space", row("\"@p 2\"", gid(2), t0, "true", "false", ""), "@p 2", []string{"PKey"}, "@3 bad=true"},
+		{"PKey only @", row("@", gid(2), t0, "true", "false", ""), "@", []string{"PKey"}, "@3 bad=true"},
+		{"PKey empty", row("", gid(2), t0, "true", "false", ""), "", []string{"PKey"}, "@3 bad=true"},
+		{"PKey dot", row("@a.b", gid(2), t0, "true", "false", ""), "@a.b", []string{"PKey"}, "@3 bad=true"},
+		{"bad lastModified", row("@p2", gid(2), "2026-02-31 00:00:00.000Z", "true", "false", ""), "@p2", []string{"lastModified", "2026-02-31"}, "@p2@3 bad=true"},
+		{"bad boolean", row("@p2", gid(2), t0, "true", "opted-out", ""), "@p2", []string{"blackListMobile", "opted-out", "boolean"}, "@p2@3 bad=true"},
+		{"bad change time", row("@p2", gid(2), t0, "true", "false", "soon"), "@p2", []string{"smsOptOutDate", "soon", "timestamp"}, "@p2@3 bad=true"},
+		{"too few fields", row("@p2", gid(2), t0, "true", "false", "")[:50], gid(2), []string{"fields", "6"}, "@3 bad=true"},
+		{"bare quote", row("@p2", gid(2), t0, "tr\"ue", "false", ""), "", []string{"quote"}, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			in := header + row("@p1", gid(1), t0, "true", "false", "") + "\n" + c.row + "\n" + row("@p3", gid(3), t0, "no", "yes", t0) + "\n"
+			r := readProfiles(context.Background(), in, profileLayout(true))
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			if len(r.rejects) != 1 {
+				t.Fatalf("rejects = %+v, want 1", r.rejects)
+			}
+			checkReject(t, r.rejects[0], "campaign.csv", 3, c.id, c.reason)
+			var got []string
+			for _, p := range r.profiles {
+				got = append(got, fmt.Sprintf("%s@%d bad=%v", p.PKey, p.Line, p.Bad))
+			}
+			want := []string{"@p1@2 bad=false", "@p3@4 bad=false"}
+			if c.emitted != "" {
+				want = []string{"@p1@2 bad=false", c.emitted, "@p3@4 bad=false"}
+			}
+			if strings.Join(got, "|") != strings.Join(want, "|") {
+				t.Errorf("emitted %v, want %v", got, want)
+			}
+			if last := r.profiles[len(r.profiles)-1]; last.Values != [MaxFields]Tri{False, True} ||
+				last.FieldModified[1] != ms(2026, 11, 29, 2, 0, 0, 0) {
+				t.Errorf("row after the bad one = %+v", last)
+			}
+			if r.st != (Stats{Rows: 3, Rejected: 1}) {
+				t.Errorf("stats = %+v", r.st)
+			}
+		})
+	}
+}
+
+func TestReadCancelled(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("contactid,modifiedon,donotemail,PKey,externalId,lastModified,blackListEmail\n")
+	const n = 20000
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "%s,%s,true,@p%d,%s,%s,false\n", gid(i), t0, i, gid(i), t0)
+	}
+	in := b.String()
+	cl, pl := Layout{Fields: []string{"donotemail"}}, Layout{Fields: []string{"blackListEmail"}}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if r := readContacts(ctx, in, cl); !errors.Is(r.err, context.Canceled) || len(r.contacts) != 0 {
+		t.Errorf("contacts, cancelled before: err %v, %d emitted", r.err, len(r.contacts))
+	}
+	if r := readProfiles(ctx, in, pl); !errors.Is(r.err, context.Canceled) || len(r.profiles) != 0 {
+		t.Errorf("profiles, cancelled before: err %v, %d emitted", r.err, len(r.profiles))
+	}
+
+	// Cancelled while reading: the reader stops well before the end.
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	emitted := 0
+	_, err := ReadContacts(ctx, strings.NewReader(in), "d365.csv", cl,
+		func(*Contact) {
+			if emitted++; emitted == 10 {
+				cancel()
+			}
+		}, func(Reject) {})
+	if !errors.Is(err, context.Canceled) || emitted >= n {
+		t.Errorf("cancelled while reading: err %v, %d of %d emitted", err, emitted, n)
+	}
+}
+
+// Excel "CSV UTF-8" and PowerShell's Export-Csv write a BOM, and some
+// exporters quote every cell, the header included.
+func TestReadQuotedHeaderAfterBOM(t *testing.T) {
+	in := "\uFEFF\"contactid\",\"modifiedon\",\"donotemail\"\r\n\"" + gid(1) + "\",\"" + t0 + "\",\"true\"\r\n"
+	r := readContacts(context.Background(), in, Layout{Fields: []string{"donotemail"}})
+	if r.err != nil || len(r.rejects) != 0 || len(r.contacts) != 1 || r.contacts[0].Values[0] != True {
+		t.Errorf("err %v, rejects %+v, contacts %+v; want one contact", r.err, r.rejects, r.contacts)
+	}
+}
+
+// A bad row whose record still names a contact is emitted Bad, so that a
+// second profile with the same externalId is seen as a duplicate (SPEC: none is touched).
+func TestProfileWithBadPKeyIsEmittedBad(t *testing.T) {
+	in := "PKey,externalId,lastModified,blackListEmail\n=bad," + gid(1) + "," + t0 + ",true\n@ok," + gid(1) + "," + t0 + ",false\n"
+	r := readProfiles(context.Background(), in, Layout{Fields: []string{"blackListEmail"}})
+	if len(r.profiles) != 2 || r.profiles[0].ID != mustID(t, gid(1)) || !r.profiles[0].Bad || r.profiles[0].Line != 2 {
+		t.Errorf("profiles = %+v; want the bad one emitted Bad at line 2", r.profiles)
+	}
+}

@@ -1,0 +1,213 @@
+package extract
+
+import (
+	"bytes"
+	"math/rand"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseBool(t *testing.T) {
+	cases := []struct {
+		in      string
+		labels  bool // a Dynamics two-option label: accepted only with labels=true
+		want    Tri
+		wantBad bool
+	}{
+		{in: "true", want: True}, {in: "false", want: False},
+		{in: "1", want: True}, {in: "0", want: False},
+		{in: "yes", want: True}, {in: "no", want: False},
+		{in: "y", want: True}, {in: "n", want: False},
+		{in: "TrUe", want: True}, {in: "FALSE", want: False}, {in: "Yes", want: True}, {in: "N", want: False},
+		{in: "", want: Unknown}, {in: "null", want: Unknown}, {in: "NULL", want: Unknown},
+		{in: " \t ", want: Unknown},
+		{in: "Do Not Allow", labels: true, want: True}, {in: "Allow", labels: true, want: False},
+		{in: "do not allow", labels: true, want: True}, {in: "ALLOW", labels: true, want: False},
+		{in: "Do Not Send", labels: true, want: True}, {in: "Send", labels: true, want: False},
+		{in: "2", wantBad: true}, {in: "-1", wantBad: true}, {in: "1.0", wantBad: true},
+		{in: "t", wantBad: true}, {in: "f", wantBad: true}, {in: "on", wantBad: true}, {in: "off", wantBad: true},
+		{in: "truee", wantBad: true}, {in: "yes please", wantBad: true}, {in: "nil", wantBad: true},
+		{in: "none", wantBad: true}, {in: "allowed", wantBad: true}, {in: "do not", wantBad: true},
+		{in: "donotallow", wantBad: true}, {in: "do not allow emails", wantBad: true},
+		{in: "\"true\"", wantBad: true}, {in: "tr ue", wantBad: true}, {in: strings.Repeat("y", 40), wantBad: true},
+	}
+	for _, c := range cases {
+		for _, in := range []string{c.in, strings.ToUpper(c.in), strings.ToLower(c.in), " \t" + c.in + "  ", c.in + "\r\n"} {
+			for _, labels := range []bool{false, true} {
+				got, ok := ParseBool(in, labels)
+				wantOK := !c.wantBad && (!c.labels || labels)
+				want := c.want
+				if !wantOK {
+					want = Unknown
+				}
+				if got != want || ok != wantOK { // Unknown coming back as False fails here too
+					t.Errorf("ParseBool(%q, labels=%v) = %d, %v; want %d, %v", in, labels, got, ok, want, wantOK)
+				}
+			}
+		}
+	}
+}
+
+func TestTri(t *testing.T) {
+	if Unknown == False || Unknown.Known() || !True.Known() || !False.Known() || Of(true) != True || Of(false) != False ||
+		Unknown.Not() != Unknown || True.Not() != False || False.Not() != True ||
+		Unknown.String() != "" || True.String() != "true" || False.String() != "false" {
+		t.Error("Tri: Known/Not/String/Of disagree with true, false, unknown")
+	}
+}
+
+func TestParseID(t *testing.T) {
+	const canon = "6f9619ff-8b86-d011-b42d-00c04fc964ff"
+	want := ID{0x6f, 0x96, 0x19, 0xff, 0x8b, 0x86, 0xd0, 0x11, 0xb4, 0x2d, 0x00, 0xc0, 0x4f, 0xc9, 0x64, 0xff}
+	good := []string{
+		canon,
+		strings.ToUpper(canon),
+		"6F9619ff-8B86-d011-B42d-00C04fc964FF",
+		"{" + canon + "}",
+		"{" + strings.ToUpper(canon) + "}",
+		"  " + canon + "\t",
+		" {" + canon + "} ",
+	}
+	for _, in := range good {
+		id, ok := ParseID(in)
+		if !ok || id != want {
+			t.Errorf("ParseID(%q) = %x, %v; want %x, true", in, id, ok, want)
+			continue
+		}
+		if s := id.String(); s != canon {
+			t.Errorf("ParseID(%q).String() = %q, want %q", in, s, canon)
+		}
+	}
+	bad := []string{
+		"", "{}", canon[:35], canon + "0", strings.ReplaceAll(canon, "-", ""), // length, no hyphens
+		"6f9619ff8-b86-d011-b42d-00c04fc964ff", "6f9619ff-8b86-d011-b42d00c04fc964ff-", // hyphens moved
+		"6f9619ff_8b86_d011_b42d_00c04fc964ff", "6f9619fg-8b86-d011-b42d-00c04fc964ff", // separator, non-hex
+		"6f9619ff-8b86-d011-b42d-00c04fc964f ", "6f9619ff-+b86-d011-b42d-00c04fc964ff", // inner space, sign
+		"6f9619ff-8b86-d011-b42d-00c04fc964fé", "0x6f9619ff-8b86-d011-b42d-00c04fc964ff", // non-ASCII, prefix
+		"{" + canon, canon + "}", "(" + canon + ")", "{{" + canon + "}}", "[" + canon + "}", // braces
+		"urn:uuid:" + canon, canon + "-00",
+	}
+	for _, in := range bad {
+		if id, ok := ParseID(in); ok {
+			t.Errorf("ParseID(%q) = %s, true; want not ok", in, id)
+		}
+	}
+}
+
+func TestIDOrderMatchesCanonicalText(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	ids := []ID{{}, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}
+	// Neighbours that differ in one nibble of each group, digits vs letters.
+	for i := 0; i < 16; i++ {
+		for _, b := range []byte{0x09, 0x0a, 0x90, 0xa0, 0x9f, 0xa0} {
+			var id ID
+			id[i] = b
+			ids = append(ids, id)
+		}
+	}
+	for i := 0; i < 200; i++ {
+		var id ID
+		rng.Read(id[:])
+		ids = append(ids, id)
+	}
+	for _, a := range ids {
+		s := a.String()
+		if len(s) != 36 || s != strings.ToLower(s) || strings.ContainsAny(s, "{}") {
+			t.Fatalf("String() = %q, want 36-char lower-case without braces", s)
+		}
+		if back, ok := ParseID(strings.ToUpper("{" + s + "}")); !ok || back != a {
+			t.Fatalf("round trip of %q gave %x, %v", s, back, ok)
+		}
+		for _, b := range ids {
+			if got, want := bytes.Compare(a[:], b[:]), strings.Compare(s, b.String()); got != want {
+				t.Fatalf("order of %s vs %s: bytes %d, text %d", s, b, got, want)
+			}
+		}
+	}
+}
+
+func ms(y int, mo time.Month, d, h, mi, s, milli int) int64 {
+	return time.Date(y, mo, d, h, mi, s, milli*int(time.Millisecond), time.UTC).UnixMilli()
+}
+
+func TestParseTime(t *testing.T) {
+	base := ms(2026, time.November, 29, 2, 0, 0, 0)
+	cases := []struct {
+		in, layout string
+		want       int64
+		ok         bool
+	}{
+		{"2026-11-29T02:00:00Z", "", base, true},
+		{"  2026-11-29T02:00:00Z\t", "", base, true},
+		{"2026-11-29T02:00:00.123Z", "", base + 123, true},
+		{"2026-11-29T02:00:00.5Z", "", base + 500, true},
+		{"2026-11-29T02:00:00.123456789Z", "", base + 123, true}, // truncated to ms
+		{"2026-11-29T04:00:00+02:00", "", base, true},
+		{"2026-11-29T04:30:00.250+02:30", "", base + 250, true},
+		{"2026-11-28T21:00:00-05:00", "", base, true},
+		{"2026-11-29T02:00:00+00:00", "", base, true},
+		{"2026-11-29 02:00:00.000Z", "", base, true},
+		{"2026-11-29 02:00:00.042Z", "", base + 42, true},
+		{"2026-11-29 02:00:00Z", "", base, true},
+		{"2026-11-29 02:00:00", "", base, true}, // no zone: UTC
+		{"2026-11-29 02:00:00", "02.01.2006 15:04", base, true},
+		{"29.11.2026 02:00", "02.01.2006 15:04", base, true},
+		{"11/29/2026 2:00 AM", "1/2/2006 3:04 PM", base, true},
+		{"2024-02-29T00:00:00Z", "", ms(2024, time.February, 29, 0, 0, 0, 0), true},
+		{"1969-12-31T23:59:59.999Z", "", -1, true},
+		{"yesterday", "2006-01-02", 0, false},
+	}
+	// Invalid dates (31 Feb, 29 Feb 2026, month 13, hour 24, …), other shapes, garbage.
+	for _, in := range []string{
+		"29.11.2026 02:00", "2026-02-29T00:00:00Z", "2026-02-31T00:00:00Z", "2026-02-31 00:00:00.000Z",
+		"2026-02-31 00:00:00", "2026-04-31T00:00:00+02:00", "2026-13-01T00:00:00Z", "2026-13-01 00:00:00.000Z",
+		"2026-00-10 00:00:00", "2026-11-00T00:00:00Z", "2026-11-29T24:00:00Z", "2026-11-29T23:60:00Z",
+		"2026-11-29T23:59:60Z", "2026-11-29 02:00:00;000Z", "2026-11-29X02:00:00.000Z", "2026-1a-29T02:00:00Z",
+		"2026-11-29", "2026-11-29T02:00:00", "", "   ", "garbage", "1764381600000",
+	} {
+		if got, ok := ParseTime(in, ""); ok {
+			t.Errorf("ParseTime(%q) = %d (%s), true; want not ok", in, got, FormatTime(got))
+		}
+	}
+	for _, c := range cases {
+		got, ok := ParseTime(c.in, c.layout)
+		if ok != c.ok || (ok && got != c.want) {
+			t.Errorf("ParseTime(%q, %q) = %d (%s), %v; want %d (%s), %v",
+				c.in, c.layout, got, FormatTime(got), ok, c.want, FormatTime(c.want), c.ok)
+		}
+	}
+}
+
+func TestFormatTime(t *testing.T) {
+	cases := []struct {
+		ms   int64
+		want string
+	}{
+		{0, ""},
+		{ms(2026, time.November, 29, 2, 0, 0, 0), "2026-11-29T02:00:00Z"},
+		{ms(2026, time.November, 29, 2, 0, 0, 500), "2026-11-29T02:00:00.5Z"},
+		{ms(2026, time.November, 29, 2, 0, 0, 7), "2026-11-29T02:00:00.007Z"},
+		{ms(1999, time.December, 31, 23, 59, 59, 999), "1999-12-31T23:59:59.999Z"},
+		{-1, "1969-12-31T23:59:59.999Z"},
+	}
+	for _, c := range cases {
+		got := FormatTime(c.ms)
+		if got != c.want {
+			t.Errorf("FormatTime(%d) = %q, want %q", c.ms, got, c.want)
+		}
+		if c.ms == 0 {
+			continue
+		}
+		if back, ok := ParseTime(got, ""); !ok || back != c.ms {
+			t.Errorf("ParseTime(FormatTime(%d)) = %d, %v", c.ms, back, ok)
+		}
+	}
+	rng := rand.New(rand.NewSource(2))
+	for i := 0; i < 500; i++ {
+		v := rng.Int63n(4102444800000) + 1 // 1970 … 2100
+		if back, ok := ParseTime(FormatTime(v), ""); !ok || back != v {
+			t.Fatalf("round trip of %d via %q gave %d, %v", v, FormatTime(v), back, ok)
+		}
+	}
+}
