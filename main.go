@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/mattn/go-isatty"
@@ -30,6 +31,12 @@ const (
 )
 
 func main() {
+	// Most of a run's heap is a few large arrays without pointers, cheap to
+	// mark; collecting at 50 % growth instead of 100 % keeps a million-contact
+	// backfill near 300 MB for little CPU. GOGC, when set, still decides.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(50)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args, os.Stdout, os.Stderr, hooks{})
 	stop()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -108,8 +109,20 @@ func (j *job) run(ctx context.Context) (err error) {
 	sum.Unlinked = in.campaign.Unlinked
 
 	// transform: identity rules, then one decision per matched contact.
-	contacts, superseded := transform.DedupContacts(in.contacts)
-	profiles, dups := transform.GroupProfiles(in.profiles)
+	// The two sorts are independent; on two cores they take the time of one.
+	var (
+		contacts   []extract.Contact
+		superseded []transform.Superseded
+		profiles   []extract.Profile
+		dups       []extract.Profile
+		sorted     = make(chan struct{})
+	)
+	go func() {
+		profiles, dups = transform.GroupProfiles(in.profiles)
+		close(sorted)
+	}()
+	contacts, superseded = transform.DedupContacts(in.contacts)
+	<-sorted
 	rejects := slices.Concat(in.d365Rejects, in.campRejects)
 	for _, s := range superseded {
 		sum.Superseded++
@@ -130,71 +143,15 @@ func (j *job) run(ctx context.Context) (err error) {
 	})
 	sum.Rejected = len(rejects)
 
-	var reader *state.Reader
-	var batch *state.Batch
-	if st != nil {
-		if reader, err = st.Reader(); err != nil {
-			return err
-		}
-		defer reader.Close()
-		batch = st.NewBatch()
-	}
-	var changes []load.Change
-	decisions := make([]transform.Decision, 0, 4096)
-	var prev transform.Snapshot
-	var joinErr error
-	js := transform.Join(contacts, profiles, func(c *extract.Contact, p *extract.Profile) {
-		if joinErr != nil || rules.Direction == transform.Disabled {
-			return
-		}
-		found := false
-		if reader != nil {
-			if found, joinErr = reader.Get(c.ID, &prev); joinErr != nil {
-				return
-			}
-		}
-		prevPtr := &prev
-		if !found {
-			prevPtr = nil
-		}
-		n := len(decisions)
-		var res transform.Result
-		res, decisions = transform.Decide(&rules, c, p, prevPtr, decisions)
-		if len(decisions) > n {
-			changes = append(changes, load.Change{ID: c.ID, PKey: p.PKey, Decisions: decisions[n:len(decisions):len(decisions)], Result: res})
-		}
-		if batch != nil && (!found || res.Next != prev) {
-			batch.Put(c.ID, &res.Next)
-		}
+	matched := joined{contacts: contacts, profiles: profiles, pairs: make([][2]int32, 0, min(len(contacts), len(profiles)))}
+	js := transform.Join(contacts, profiles, func(ci, pi int) {
+		matched.pairs = append(matched.pairs, [2]int32{int32(ci), int32(pi)})
 	})
-	if joinErr != nil {
-		return joinErr
-	}
 	sum.addJoin(js, len(rules.Pairs))
-	for i := range changes {
-		sum.addDecisions(changes[i].Decisions)
-	}
 
-	// Safety: nothing is written when the run would clear too many opt-outs.
-	limit := cfg.maxOptin.allowed(sum.ComparedPairs)
-	if sum.OptoutsCleared > limit {
-		msg := j.safetyMessage(sum, limit, changes)
-		switch {
-		case j.plan:
-			log.Warn().Int("opt_outs_cleared", sum.OptoutsCleared).Int("limit", limit).Msg("a backfill with these inputs would stop at safety.max_optin")
-		case j.allowMassOptin:
-			log.Warn().Int("opt_outs_cleared", sum.OptoutsCleared).Int("limit", limit).Msg("safety.max_optin exceeded; going on because of --allow-mass-optin")
-		default:
-			fmt.Fprintln(j.stdout, msg)
-			run.Ended, run.Outcome, run.ExitCode, run.Counts = time.Now().UTC(), "safety-stop", exitSafety, sum.counts()
-			if err := st.EndRun(run); err != nil {
-				return err
-			}
-			return withCode(exitSafety, fmt.Errorf("stopped by safety.max_optin: %d opt-outs would be cleared, limit %d; nothing was written", sum.OptoutsCleared, limit))
-		}
-	}
-
-	// load: every file complete and synced before state may rely on it.
+	// load: decisions stream into the run's files as they are made; the
+	// files stay under temporary names until Finish, so a safety stop (or
+	// any failure) leaves nothing behind.
 	w, err := load.NewWriter(load.Options{
 		Dir: cfg.OutDir, RunID: runID, Pairs: rules.Pairs, Plan: j.plan,
 		D365Updates: cfg.D365.Source == "csv", CampaignUpdates: cfg.Campaign.Source == "csv",
@@ -202,13 +159,53 @@ func (j *job) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := j.write(w, rejects, changes); err != nil {
-		w.Abort()
-		return err
+	finished := false
+	defer func() {
+		if !finished {
+			w.Abort()
+		}
+	}()
+	for _, r := range rejects {
+		if err := w.Reject(r); err != nil {
+			return err
+		}
 	}
+	var examples []string
+	var dirty []int32
+	if rules.Direction != transform.Disabled {
+		dirty, err = decideAll(st, &rules, &matched, func(ch *load.Change) error {
+			sum.addDecisions(ch.Decisions)
+			examples = j.addExamples(examples, ch)
+			return w.Change(ch)
+		})
+		if err != nil {
+			return err
+		}
+	}
+
+	// Safety: nothing is written when the run would clear too many opt-outs.
+	limit := cfg.maxOptin.allowed(sum.ComparedPairs)
+	if sum.OptoutsCleared > limit {
+		switch {
+		case j.plan:
+			log.Warn().Int("opt_outs_cleared", sum.OptoutsCleared).Int("limit", limit).Msg("a backfill with these inputs would stop at safety.max_optin")
+		case j.allowMassOptin:
+			log.Warn().Int("opt_outs_cleared", sum.OptoutsCleared).Int("limit", limit).Msg("safety.max_optin exceeded; going on because of --allow-mass-optin")
+		default:
+			w.Abort()
+			fmt.Fprintln(j.stdout, j.safetyMessage(sum, limit, examples))
+			run.Ended, run.Outcome, run.ExitCode, run.Counts = time.Now().UTC(), "safety-stop", exitSafety, sum.counts()
+			if err := st.EndRun(run); err != nil {
+				return err
+			}
+			return withCode(exitSafety, fmt.Errorf("stopped by safety.max_optin: %d opt-outs would be cleared, limit %d; nothing was written", sum.OptoutsCleared, limit))
+		}
+	}
+	// Every file complete and synced before state may rely on it.
 	if err := w.Finish(); err != nil {
 		return err
 	}
+	finished = true
 	sum.D365Rows, sum.CampaignRows = w.D365Rows, w.CampaignRows
 	for _, p := range w.Paths() {
 		log.Info().Str("file", p).Msg("written")
@@ -217,14 +214,10 @@ func (j *job) run(ctx context.Context) (err error) {
 		j.hooks.beforeCommit()
 	}
 	if !j.plan {
-		if reader != nil {
-			reader.Close()
-			reader = nil
-		}
 		run.Ended, run.Outcome, run.ExitCode, run.Counts = time.Now().UTC(), "ok", exitOK, sum.counts()
-		if err := st.Commit(ctx, batch, run); err != nil {
+		if err := commitState(ctx, st, &rules, &matched, dirty, run); err != nil {
 			run.Outcome = "running" // let the deferred recorder mark it failed
-			return fmt.Errorf("committing state (the update files of this run are complete; the next run decides these contacts again): %w", err)
+			return fmt.Errorf("committing state (the update files of this run are complete; the next run decides the contacts not yet committed again, the same way): %w", err)
 		}
 	}
 	line := sum.line(time.Since(started))
@@ -292,52 +285,172 @@ func openInput(path string) (*os.File, error) {
 	return f, nil
 }
 
-// estimateRows sizes the record slice up front so that a large export is
-// not copied again and again as it grows: exports run 70–120 bytes a row.
+// estimateRows sizes the record slice up front from the file's size and the
+// length of its first lines, so that a large export is neither copied again
+// and again as the slice grows nor given room it will not use.
 func estimateRows(f *os.File) int {
 	fi, err := f.Stat()
-	if err != nil {
+	if err != nil || fi.Size() == 0 {
 		return 0
 	}
-	return int(min(fi.Size()/80, 50_000_000))
+	sample := make([]byte, 64<<10)
+	n, _ := f.ReadAt(sample, 0)
+	lines := bytes.Count(sample[:n], []byte{'\n'})
+	if lines < 2 {
+		return 0
+	}
+	rows := fi.Size() * int64(lines) / int64(n)
+	return int(min(rows+rows/50+16, 50_000_000))
 }
 
-func (j *job) write(w *load.Writer, rejects []extract.Reject, changes []load.Change) error {
-	for _, r := range rejects {
-		if err := w.Reject(r); err != nil {
-			return err
+// addExamples keeps the first opt-out clearings for a safety stop's message.
+func (j *job) addExamples(examples []string, ch *load.Change) []string {
+	for _, d := range ch.Decisions {
+		if len(examples) == 10 {
+			break
 		}
-	}
-	for i := range changes {
-		if err := w.Change(&changes[i]); err != nil {
-			return err
+		if !d.ClearsOptOut || d.Skip != "" {
+			continue
 		}
+		p := j.cfg.rules.Pairs[d.Pair]
+		field := p.Campaign
+		if d.Target == transform.ToD365 {
+			field = p.D365
+		}
+		examples = append(examples, fmt.Sprintf("contact %s profile %s: %s %s %s → %s (rule %s)",
+			ch.ID, ch.PKey, d.Target, field, d.Old, d.New, d.Rule))
 	}
-	return nil
+	return examples
 }
 
 // safetyMessage names the count, the limit and the first examples.
-func (j *job) safetyMessage(sum *summary, limit int, changes []load.Change) string {
+func (j *job) safetyMessage(sum *summary, limit int, examples []string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "safety stop: this run would clear %d opt-outs (true → false); safety.max_optin %s allows %d of %d compared pairs. Nothing was written.\n",
 		sum.OptoutsCleared, j.cfg.maxOptin, limit, sum.ComparedPairs)
 	b.WriteString("first examples:\n")
-	shown := 0
-	for i := range changes {
-		for _, d := range changes[i].Decisions {
-			if !d.ClearsOptOut || d.Skip != "" || shown == 10 {
-				continue
-			}
-			p := j.cfg.rules.Pairs[d.Pair]
-			field := p.Campaign
-			if d.Target == transform.ToD365 {
-				field = p.D365
-			}
-			fmt.Fprintf(&b, "  contact %s profile %s: %s %s %s → %s (rule %s)\n",
-				changes[i].ID, changes[i].PKey, d.Target, field, d.Old, d.New, d.Rule)
-			shown++
-		}
+	for _, e := range examples {
+		b.WriteString("  " + e + "\n")
 	}
 	b.WriteString("Check the inputs with `optsync plan`; rerun with --allow-mass-optin to accept them once.")
 	return b.String()
+}
+
+// joined lists each contact with its one usable profile as indexes into
+// the two sorted sides: pointer-free, so a million of them are 8 MB that the
+// garbage collector need not scan.
+type joined struct {
+	contacts []extract.Contact
+	profiles []extract.Profile
+	pairs    [][2]int32
+}
+
+func (j *joined) at(k int32) (*extract.Contact, *extract.Profile) {
+	m := j.pairs[k]
+	return &j.contacts[m[0]], &j.profiles[m[1]]
+}
+
+// decideAll makes every decision of the run against the state as it was
+// when the run began, hands each contact with something to write or report
+// to sink, and lists the contacts whose snapshot changes: their snapshots
+// are worked out again, chunk by chunk, by commitState once the files are
+// safe. Nothing per decision is held in memory.
+func decideAll(st *state.Store, rules *transform.Rules, matched *joined, sink func(*load.Change) error) (dirty []int32, err error) {
+	var reader *state.Reader
+	if st != nil {
+		if reader, err = st.Reader(); err != nil {
+			return nil, err
+		}
+		defer reader.Close()
+	}
+	decisions := make([]transform.Decision, 0, extract.MaxFields)
+	var prev transform.Snapshot
+	var ch load.Change
+	for k := range matched.pairs {
+		c, p := matched.at(int32(k))
+		prevPtr, err := lookup(reader, c.ID, &prev)
+		if err != nil {
+			return nil, err
+		}
+		var res transform.Result
+		res, decisions = transform.Decide(rules, c, p, prevPtr, decisions[:0])
+		if len(decisions) > 0 {
+			ch = load.Change{
+				ID: c.ID, PKey: p.PKey, Decisions: decisions,
+				D365After: res.D365After, CampaignAfter: res.CampaignAfter,
+				D365Changed: res.D365Changed, CampaignChanged: res.CampaignChanged,
+			}
+			if err := sink(&ch); err != nil {
+				return nil, err
+			}
+		}
+		if prevPtr == nil || res.Next != prev {
+			dirty = append(dirty, int32(k))
+		}
+	}
+	return dirty, nil
+}
+
+// lookup returns the contact's snapshot, or nil when state has none.
+func lookup(r *state.Reader, id extract.ID, into *transform.Snapshot) (*transform.Snapshot, error) {
+	if r == nil {
+		return nil, nil
+	}
+	found, err := r.Get(id, into)
+	if err != nil || !found {
+		return nil, err
+	}
+	return into, nil
+}
+
+// commitChunk is how many contacts one state transaction takes. bbolt splits
+// nodes only when a transaction commits, so a million puts in one
+// transaction pile into one in-memory node; 64K keep each commit small
+// while fsyncs stay few.
+const commitChunk = 1 << 16
+
+// commitState records the snapshots of the dirty contacts in id order, a
+// chunk per transaction, the run record with the last. Each chunk is decided
+// again from state as it stands: Decide is pure, so the snapshot is the one
+// the run's files were written from, and nothing needs holding in memory
+// meanwhile. Each contact's record is written whole: a run killed here
+// leaves every contact either as it was or as decided, and the files its
+// decisions went to were complete before the first chunk.
+func commitState(ctx context.Context, st *state.Store, rules *transform.Rules, matched *joined, dirty []int32, run *state.Run) error {
+	batch := st.NewBatch(min(len(dirty), commitChunk))
+	decisions := make([]transform.Decision, 0, extract.MaxFields)
+	var prev transform.Snapshot
+	for lo := 0; ; lo += commitChunk {
+		hi := min(lo+commitChunk, len(dirty))
+		reader, err := st.Reader()
+		if err != nil {
+			return err
+		}
+		batch.Reset()
+		for _, k := range dirty[lo:hi] {
+			c, p := matched.at(k)
+			prevPtr, err := lookup(reader, c.ID, &prev)
+			if err != nil {
+				reader.Close()
+				return err
+			}
+			var res transform.Result
+			res, decisions = transform.Decide(rules, c, p, prevPtr, decisions[:0])
+			if prevPtr == nil || res.Next != prev {
+				batch.Put(c.ID, &res.Next)
+			}
+		}
+		reader.Close()
+		last := hi == len(dirty)
+		var rec *state.Run
+		if last {
+			rec = run
+		}
+		if err := st.Commit(ctx, batch, rec); err != nil {
+			return err
+		}
+		if last {
+			return nil
+		}
+	}
 }

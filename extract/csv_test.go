@@ -300,9 +300,9 @@ func TestReadProfiles(t *testing.T) {
 	}
 	base := ms(2026, time.November, 29, 2, 0, 0, 0)
 	want := []Profile{
-		{ID: mustID(t, gid(1)), PKey: "@abc_1-X", Modified: base, FieldModified: []int64{0, base + 22*3600*1000}, Values: [MaxFields]Tri{True, False}, Line: 2},
-		{ID: mustID(t, gid(4)), PKey: "@p4", Modified: base, FieldModified: []int64{0, 0}, Line: 5},
-		{ID: mustID(t, gid(5)), PKey: "@p5", Modified: base, FieldModified: []int64{0, base - 3600*1000}, Values: [MaxFields]Tri{False, True}, Line: 6},
+		{ID: mustID(t, gid(1)), PKey: "@abc_1-X", Modified: base, FieldModified: &[MaxFields]int64{0, base + 22*3600*1000}, Values: [MaxFields]Tri{True, False}, Line: 2},
+		{ID: mustID(t, gid(4)), PKey: "@p4", Modified: base, FieldModified: &[MaxFields]int64{0, 0}, Line: 5},
+		{ID: mustID(t, gid(5)), PKey: "@p5", Modified: base, FieldModified: &[MaxFields]int64{0, base - 3600*1000}, Values: [MaxFields]Tri{False, True}, Line: 6},
 	}
 	if len(r.profiles) != len(want) {
 		t.Fatalf("profiles = %+v, want %d", r.profiles, len(want))
@@ -310,7 +310,7 @@ func TestReadProfiles(t *testing.T) {
 	for i, w := range want {
 		g := r.profiles[i]
 		if g.ID != w.ID || g.PKey != w.PKey || g.Modified != w.Modified || g.Values != w.Values || g.Line != w.Line || g.Bad ||
-			fmt.Sprint(g.FieldModified) != fmt.Sprint(w.FieldModified) {
+			(g.FieldModified == nil) != (w.FieldModified == nil) || (g.FieldModified != nil && *g.FieldModified != *w.FieldModified) {
 			t.Errorf("profile %d = %+v, want %+v", i, g, w)
 		}
 	}

@@ -50,7 +50,10 @@ type Change struct {
 	ID        extract.ID
 	PKey      string
 	Decisions []transform.Decision
-	Result    transform.Result
+	// Each system's mapped fields after the run, in their own polarity,
+	// and whether the system gets a write.
+	D365After, CampaignAfter     [extract.MaxFields]extract.Tri
+	D365Changed, CampaignChanged bool
 }
 
 // Options says which files a run writes.
@@ -194,20 +197,20 @@ func (w *Writer) Change(c *Change) error {
 		return nil
 	}
 	n := len(w.opt.Pairs)
-	if w.d365 != nil && c.Result.D365Changed {
+	if w.d365 != nil && c.D365Changed {
 		w.row = append(w.row[:0], id)
 		for i := 0; i < n; i++ {
-			w.row = append(w.row, c.Result.D365After[i].String())
+			w.row = append(w.row, c.D365After[i].String())
 		}
 		w.D365Rows++
 		if err := w.d365.csv.Write(w.row); err != nil {
 			return fmt.Errorf("writing %s: %w", w.d365.final, err)
 		}
 	}
-	if w.campaign != nil && c.Result.CampaignChanged {
+	if w.campaign != nil && c.CampaignChanged {
 		w.row = append(w.row[:0], c.PKey, id)
 		for i := 0; i < n; i++ {
-			w.row = append(w.row, c.Result.CampaignAfter[i].String())
+			w.row = append(w.row, c.CampaignAfter[i].String())
 		}
 		w.CampaignRows++
 		if err := w.campaign.csv.Write(w.row); err != nil {

@@ -82,6 +82,10 @@ func open(path string, pairs []transform.Pair, readOnly bool) (*Store, error) {
 		ReadOnly:       readOnly,
 		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
+		// Each time a growing file is mapped again, bbolt copies every
+		// node of the open write transaction out of the old mapping; a
+		// large first mapping (address space, not memory) avoids that.
+		InitialMmapSize: 1 << 30,
 	})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		le := &LockedError{Path: path}

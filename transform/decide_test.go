@@ -56,7 +56,7 @@ type oneCase struct {
 	snap   extract.Tri // agreed value of an earlier run, opted-out polarity; U = no snapshot
 	d, c   extract.Tri // as read, each field's own polarity
 	tD, tC int64
-	ft     []int64 // Profile.FieldModified
+	ft     *[extract.MaxFields]int64 // Profile.FieldModified
 	// expected
 	to       Side        // target of the write (or of a one-way skip); NoSide = no write
 	old, new extract.Tri // target polarity
@@ -86,7 +86,7 @@ func runOne(t *testing.T, tc oneCase) {
 		prev.Pairs[0] = PairState{S: tc.snap, DRaw: tc.snap, CRaw: tc.snap}
 	}
 	tC := tc.tC
-	if len(tc.ft) > 0 && tc.ft[0] != 0 {
+	if tc.ft != nil && tc.ft[0] != 0 {
 		tC = tc.ft[0]
 	}
 	var want []Decision
@@ -206,9 +206,9 @@ func TestDecideOnePair(t *testing.T) {
 			to: ToD365, old: T, new: F, rule: RuleConflictCampaignNewer, clears: true},
 		{name: "only-d365-changed-ignores-times", dir: bi, pol: Newest, snap: T, d: F, c: T, tD: t09, tC: t12,
 			to: ToCampaign, old: T, new: F, rule: RuleOnlyD365Changed, clears: true},
-		{name: "field-time-overrides-lastModified", dir: bi, pol: Newest, d: T, c: F, tD: t10, tC: t09, ft: []int64{t11},
+		{name: "field-time-overrides-lastModified", dir: bi, pol: Newest, d: T, c: F, tD: t10, tC: t09, ft: &[extract.MaxFields]int64{t11},
 			to: ToD365, old: T, new: F, rule: RuleConflictCampaignNewer, clears: true},
-		{name: "zero-field-time-falls-back", dir: bi, pol: Newest, d: T, c: F, tD: t10, tC: t09, ft: []int64{0},
+		{name: "zero-field-time-falls-back", dir: bi, pol: Newest, d: T, c: F, tD: t10, tC: t09, ft: &[extract.MaxFields]int64{0},
 			to: ToCampaign, old: F, new: T, rule: RuleConflictD365Newer},
 		{name: "both-unknown", dir: bi, pol: Newest, d: U, c: U, tD: t10, tC: t09, skip: ReasonUnknownValue},
 		{name: "campaign-unknown-no-snapshot", dir: bi, pol: Newest, d: T, c: U, tD: t10, tC: t09, skip: ReasonUnknownValue},

@@ -89,9 +89,9 @@ type JoinStats struct {
 	ProfilesNoMatch int // profile without contact
 }
 
-// Join walks two id-sorted sides and calls fn for every contact with exactly
-// one usable profile.
-func Join(cs []extract.Contact, ps []extract.Profile, fn func(c *extract.Contact, p *extract.Profile)) JoinStats {
+// Join walks two id-sorted sides and calls fn with the indexes of every
+// contact that has exactly one usable profile.
+func Join(cs []extract.Contact, ps []extract.Profile, fn func(ci, pi int)) JoinStats {
 	var st JoinStats
 	i, j := 0, 0
 	for i < len(cs) || j < len(ps) {
@@ -120,7 +120,7 @@ func Join(cs []extract.Contact, ps []extract.Profile, fn func(c *extract.Contact
 				st.Blocked++
 			} else {
 				st.Matched++
-				fn(&cs[i], &ps[j])
+				fn(i, j)
 			}
 			i++
 			j++

@@ -142,7 +142,8 @@ func TestJoin(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var calls []string
-			st := Join(tc.cs, tc.ps, func(c *extract.Contact, p *extract.Profile) {
+			st := Join(tc.cs, tc.ps, func(ci, pi int) {
+				c, p := &tc.cs[ci], &tc.ps[pi]
 				if c.ID != p.ID || c.Bad || p.Bad {
 					t.Errorf("fn(%+v, %+v)", *c, *p)
 				}
@@ -170,7 +171,8 @@ func TestJoinAfterGrouping(t *testing.T) {
 		t.Fatalf("superseded %+v dups %+v", sup, dups)
 	}
 	var called []byte
-	st := Join(cs, ps, func(c *extract.Contact, p *extract.Profile) {
+	st := Join(cs, ps, func(ci, _ int) {
+		c := &cs[ci]
 		called = append(called, c.ID[0])
 		if c.ID[0] == 3 && c.Line != 5 {
 			t.Errorf("contact 3 joined with line %d, want the newer line 5", c.Line)
