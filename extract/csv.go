@@ -250,14 +250,23 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emi
 	}, func(line int, rec []string, reason string) {
 		st.Rows++
 		st.Rejected++
+		// Name the row by its PKey when that still reads as one, as
+		// every other profile reject does.
+		name := ""
+		if pkCol < len(rec) && IsPKey(strings.TrimSpace(rec[pkCol])) {
+			name = strings.TrimSpace(rec[pkCol])
+		}
 		if extCol < len(rec) {
 			if id, ok := ParseID(rec[extCol]); ok {
-				reject(Reject{source, line, id.String(), reason})
+				if name == "" {
+					name = id.String()
+				}
+				reject(Reject{source, line, name, reason})
 				emit(&Profile{ID: id, Line: int32(line), Bad: true})
 				return
 			}
 		}
-		reject(Reject{source, line, "", reason})
+		reject(Reject{source, line, name, reason})
 	})
 	return st, err
 }

@@ -345,7 +345,7 @@ func TestReadProfilesBadRows(t *testing.T) {
 		{"bad lastModified", row("@p2", gid(2), "2026-02-31 00:00:00.000Z", "true", "false", ""), "@p2", []string{"lastModified", "2026-02-31"}, "@p2@3 bad=true"},
 		{"bad boolean", row("@p2", gid(2), t0, "true", "opted-out", ""), "@p2", []string{"blackListMobile", "opted-out", "boolean"}, "@p2@3 bad=true"},
 		{"bad change time", row("@p2", gid(2), t0, "true", "false", "soon"), "@p2", []string{"smsOptOutDate", "soon", "timestamp"}, "@p2@3 bad=true"},
-		{"too few fields", row("@p2", gid(2), t0, "true", "false", "")[:50], gid(2), []string{"fields", "6"}, "@3 bad=true"},
+		{"too few fields", row("@p2", gid(2), t0, "true", "false", "")[:50], "@p2", []string{"fields", "6"}, "@3 bad=true"},
 		{"bare quote", row("@p2", gid(2), t0, "tr\"ue", "false", ""), "", []string{"quote"}, ""},
 	}
 	for _, c := range cases {

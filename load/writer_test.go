@@ -1,0 +1,263 @@
+package load
+
+import (
+	"encoding/csv"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"optsync/extract"
+	"optsync/transform"
+)
+
+const auditHeader = "run_id,decided_at,contact_id,profile_pkey,d365_field,campaign_field,direction,old_value,new_value,rule,d365_modified,campaign_modified,outcome,error"
+
+var (
+	// 03:00 at UTC+1 must come out as 02:00Z.
+	decided = time.Date(2026, 11, 29, 3, 0, 0, 0, time.FixedZone("CET", 3600))
+	dMod    = time.Date(2026, 11, 28, 10, 0, 0, 123e6, time.UTC).UnixMilli()
+	cMod    = time.Date(2026, 11, 28, 9, 30, 0, 0, time.UTC).UnixMilli()
+	pairs   = []transform.Pair{{D365: "donotemail", Campaign: "email"}, {D365: "donotbulkemail", Campaign: "postal", Invert: true}}
+)
+
+func mustID(t *testing.T, s string) extract.ID {
+	t.Helper()
+	id, ok := extract.ParseID(s)
+	if !ok {
+		t.Fatalf("bad id %q", s)
+	}
+	return id
+}
+
+func readCSV(t *testing.T, path string) [][]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r := csv.NewReader(f)
+	r.FieldsPerRecord = -1
+	recs, err := r.ReadAll()
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return recs
+}
+
+func names(t *testing.T, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := []string{}
+	for _, e := range es {
+		out = append(out, e.Name())
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestWriterRun(t *testing.T) {
+	id1 := mustID(t, "0A1B2C3D-0000-0000-0000-00000000000A")
+	id2 := mustID(t, "{ffffffff-1111-2222-3333-444444444444}")
+	s1, s2 := id1.String(), id2.String()
+	changes := []*Change{{
+		ID: id1, PKey: "@Abc_1-x",
+		Decisions: []transform.Decision{
+			{Pair: 0, Target: transform.ToCampaign, Old: extract.False, New: extract.True, Rule: "only-d365-changed", DModified: dMod, CModified: cMod},
+			// Old/New set on a skip must not reach the audit.
+			{Pair: 1, Old: extract.True, New: extract.False, Skip: "unknown-value", DModified: dMod, CModified: cMod},
+		},
+		D365After: [extract.MaxFields]extract.Tri{extract.False, extract.True}, CampaignAfter: [extract.MaxFields]extract.Tri{extract.True, extract.Unknown},
+		CampaignChanged: true,
+	}, {
+		ID: id2, PKey: "@p2",
+		Decisions: []transform.Decision{
+			{Pair: 1, Target: transform.ToD365, Old: extract.True, New: extract.False, Rule: "conflict-campaign-newer", DModified: dMod, CModified: cMod},
+		},
+		D365After: [extract.MaxFields]extract.Tri{extract.True, extract.False}, CampaignAfter: [extract.MaxFields]extract.Tri{extract.False, extract.True},
+		D365Changed: true,
+	}, {
+		ID: id2, PKey: "@p3", // nothing changed: no update rows
+		D365After: [extract.MaxFields]extract.Tri{extract.True}, CampaignAfter: [extract.MaxFields]extract.Tri{extract.True},
+	}}
+	rejects := []extract.Reject{
+		{Source: "d365", Line: 7, ID: "=HYPERLINK(x)", Reason: "=bad guid"},
+		{Source: "campaign", Line: 3, ID: "@SUM(A1)", Reason: "bad pkey"},
+		{Source: "campaign", Line: 4, ID: "@Good_1", Reason: "+bad flag"},
+	}
+	const dm, cm = "2026-11-28T10:00:00.123Z", "2026-11-28T09:30:00Z"
+	tests := []struct {
+		name               string
+		plan, d, c         bool
+		outcome            string
+		wantD, wantC       int
+		files              []string
+		wantD365, wantCamp [][]string
+	}{
+		{name: "apply both", d: true, c: true, outcome: Applied, wantD: 1, wantC: 1,
+			files:    []string{"audit-R.csv", "campaign-updates-R.csv", "d365-updates-R.csv", "rejects-R.csv"},
+			wantD365: [][]string{{"contactid", "donotemail", "donotbulkemail"}, {s2, "true", "false"}},
+			wantCamp: [][]string{{"PKey", "externalId", "email", "postal"}, {"@Abc_1-x", s1, "true", ""}}},
+		{name: "apply campaign only", c: true, outcome: Applied, wantC: 1,
+			files:    []string{"audit-R.csv", "campaign-updates-R.csv", "rejects-R.csv"},
+			wantCamp: [][]string{{"PKey", "externalId", "email", "postal"}, {"@Abc_1-x", s1, "true", ""}}},
+		{name: "apply api targets", outcome: Applied, files: []string{"audit-R.csv", "rejects-R.csv"}},
+		{name: "plan", plan: true, d: true, c: true, outcome: Planned, files: []string{"audit-R.csv", "rejects-R.csv"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "out")
+			w, err := NewWriter(Options{Dir: dir, RunID: "R", Pairs: pairs, Plan: tt.plan, D365Updates: tt.d, CampaignUpdates: tt.c}, decided)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range rejects {
+				if err := w.Reject(r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, c := range changes {
+				if err := w.Change(c); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var partial []string
+			for _, f := range tt.files {
+				partial = append(partial, f+".partial")
+			}
+			if got := names(t, dir); !reflect.DeepEqual(got, partial) {
+				t.Errorf("before Finish: %v, want %v", got, partial)
+			}
+			if err := w.Finish(); err != nil {
+				t.Fatal(err)
+			}
+			if got := names(t, dir); !reflect.DeepEqual(got, tt.files) {
+				t.Errorf("after Finish: %v, want %v", got, tt.files)
+			}
+			if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+				t.Errorf("dir mode: %v %v, want 0700", fi.Mode(), err)
+			}
+			for _, f := range tt.files {
+				if fi, err := os.Stat(filepath.Join(dir, f)); err != nil || fi.Mode().Perm() != 0o600 {
+					t.Errorf("%s mode: %v %v, want 0600", f, fi.Mode(), err)
+				}
+			}
+			wantPaths := []string{filepath.Join(dir, "audit-R.csv"), filepath.Join(dir, "rejects-R.csv")}
+			if tt.d && !tt.plan {
+				wantPaths = append(wantPaths, filepath.Join(dir, "d365-updates-R.csv"))
+			}
+			if tt.c && !tt.plan {
+				wantPaths = append(wantPaths, filepath.Join(dir, "campaign-updates-R.csv"))
+			}
+			if got := w.Paths(); !reflect.DeepEqual(got, wantPaths) {
+				t.Errorf("Paths = %v, want %v", got, wantPaths)
+			}
+
+			wantAudit := [][]string{
+				strings.Split(auditHeader, ","),
+				{"R", "2026-11-29T02:00:00Z", s1, "@Abc_1-x", "donotemail", "email", "d365->campaign", "false", "true", "only-d365-changed", dm, cm, tt.outcome, ""},
+				{"R", "2026-11-29T02:00:00Z", s1, "@Abc_1-x", "donotbulkemail", "postal", "", "", "", "", dm, cm, Skipped, "unknown-value"},
+				{"R", "2026-11-29T02:00:00Z", s2, "@p2", "donotbulkemail", "postal", "campaign->d365", "true", "false", "conflict-campaign-newer", dm, cm, tt.outcome, ""},
+			}
+			if got := readCSV(t, filepath.Join(dir, "audit-R.csv")); !reflect.DeepEqual(got, wantAudit) {
+				t.Errorf("audit:\n got %q\nwant %q", got, wantAudit)
+			}
+			wantRej := [][]string{
+				{"source", "line", "id", "reason"},
+				{"d365", "7", "'=HYPERLINK(x)", "'=bad guid"},
+				{"campaign", "3", "'@SUM(A1)", "bad pkey"},
+				{"campaign", "4", "@Good_1", "'+bad flag"},
+			}
+			if got := readCSV(t, filepath.Join(dir, "rejects-R.csv")); !reflect.DeepEqual(got, wantRej) {
+				t.Errorf("rejects:\n got %q\nwant %q", got, wantRej)
+			}
+			if tt.wantD365 != nil {
+				if got := readCSV(t, filepath.Join(dir, "d365-updates-R.csv")); !reflect.DeepEqual(got, tt.wantD365) {
+					t.Errorf("d365 updates:\n got %q\nwant %q", got, tt.wantD365)
+				}
+			}
+			if tt.wantCamp != nil {
+				if got := readCSV(t, filepath.Join(dir, "campaign-updates-R.csv")); !reflect.DeepEqual(got, tt.wantCamp) {
+					t.Errorf("campaign updates:\n got %q\nwant %q", got, tt.wantCamp)
+				}
+			}
+			if w.AuditRows != 3 || w.RejectRows != 3 || w.D365Rows != tt.wantD || w.CampaignRows != tt.wantC {
+				t.Errorf("counts audit=%d rejects=%d d365=%d campaign=%d, want 3 3 %d %d",
+					w.AuditRows, w.RejectRows, w.D365Rows, w.CampaignRows, tt.wantD, tt.wantC)
+			}
+		})
+	}
+}
+
+func TestAuditEscapesD365Field(t *testing.T) {
+	dir := t.TempDir()
+	p := []transform.Pair{{D365: "=cmd|'/c calc'!A1", Campaign: "email"}}
+	w, err := NewWriter(Options{Dir: dir, RunID: "R", Pairs: p, Plan: true}, decided)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := mustID(t, "0a1b2c3d-0000-0000-0000-00000000000a")
+	err = w.Change(&Change{ID: id, PKey: "@-x", Decisions: []transform.Decision{{Target: transform.ToCampaign, Old: extract.False, New: extract.True}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	got := readCSV(t, filepath.Join(dir, "audit-R.csv"))
+	if len(got) != 2 || got[1][2] != id.String() || got[1][3] != "@-x" || got[1][4] != "'=cmd|'/c calc'!A1" {
+		t.Errorf("audit = %q", got)
+	}
+}
+
+func TestAbortRemovesPartials(t *testing.T) {
+	for _, plan := range []bool{false, true} {
+		dir := t.TempDir()
+		w, err := NewWriter(Options{Dir: dir, RunID: "R", Pairs: pairs, Plan: plan, D365Updates: true, CampaignUpdates: true}, decided)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Reject(extract.Reject{Source: "d365", Line: 2, Reason: "x"}); err != nil {
+			t.Fatal(err)
+		}
+		w.Abort()
+		if got := names(t, dir); len(got) != 0 {
+			t.Errorf("plan=%v: after Abort: %v, want none", plan, got)
+		}
+	}
+}
+
+// A file that cannot be created must make NewWriter return an error and
+// remove the files it already created.
+func TestNewWriterCreateFailure(t *testing.T) {
+	for _, blocked := range []string{"audit-R.csv.partial", "rejects-R.csv.partial", "campaign-updates-R.csv.partial"} {
+		t.Run(blocked, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.Mkdir(filepath.Join(dir, blocked), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			func() {
+				defer func() {
+					if r := recover(); r != nil {
+						t.Errorf("NewWriter panicked: %v", r)
+					}
+				}()
+				_, err = NewWriter(Options{Dir: dir, RunID: "R", Pairs: pairs, D365Updates: true, CampaignUpdates: true}, decided)
+				if err == nil {
+					t.Errorf("NewWriter: no error")
+				}
+			}()
+			if got := names(t, dir); !reflect.DeepEqual(got, []string{blocked}) {
+				t.Errorf("left behind: %v, want only %s", got, blocked)
+			}
+		})
+	}
+}
