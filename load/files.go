@@ -34,7 +34,8 @@ func createOut(dir, name string) (*outFile, error) {
 	return &outFile{final: final, f: f, buf: buf, csv: csv.NewWriter(buf)}, nil
 }
 
-func (o *outFile) finish() error {
+// complete flushes, syncs and closes the file under its temporary name.
+func (o *outFile) complete() error {
 	o.csv.Flush()
 	err := o.csv.Error()
 	if err == nil {
@@ -45,9 +46,6 @@ func (o *outFile) finish() error {
 	}
 	if cerr := o.f.Close(); err == nil {
 		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(o.f.Name(), o.final)
 	}
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", o.final, err)

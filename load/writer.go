@@ -84,11 +84,11 @@ type Writer struct {
 }
 
 // NewWriter creates the run's files (0600, in a 0700 folder).
-func NewWriter(opt Options, decidedAt time.Time) (w *Writer, err error) {
+func NewWriter(opt Options, decidedAt time.Time) (_ *Writer, err error) {
 	if err := os.MkdirAll(opt.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating out_dir %s: %w", opt.Dir, err)
 	}
-	w = &Writer{opt: opt, decidedAt: decidedAt.UTC().Format(time.RFC3339)}
+	w := &Writer{opt: opt, decidedAt: decidedAt.UTC().Format(time.RFC3339)}
 	defer func() {
 		if err != nil {
 			w.Abort()
@@ -220,15 +220,21 @@ func (w *Writer) Change(c *Change) error {
 	return nil
 }
 
-// Finish completes every file: flushed, synced, renamed into place and the
-// folder synced. Only after it returns may state record the changes.
+// Finish completes every file: flushed and synced, then all renamed into
+// place and the folder synced, so either every file of the run carries its
+// final name or none does. Only after it returns may state record the
+// changes.
 func (w *Writer) Finish() error {
-	for i, f := range w.files {
-		if err := f.finish(); err != nil {
-			for _, rest := range w.files[i+1:] {
-				rest.abort()
-			}
+	for _, f := range w.files {
+		if err := f.complete(); err != nil {
+			w.Abort()
 			return err
+		}
+	}
+	for _, f := range w.files {
+		if err := os.Rename(f.f.Name(), f.final); err != nil {
+			w.Abort()
+			return fmt.Errorf("writing %s: %w", f.final, err)
 		}
 	}
 	w.files = nil
