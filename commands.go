@@ -20,30 +20,39 @@ import (
 func validateInputs(ctx context.Context, cfg *Config, out io.Writer) error {
 	fmt.Fprintf(out, "config %s: ok (direction %s, policy %s, %d mappings, max_optin %s)\n",
 		cfg.path, cfg.rules.Direction, cfg.rules.Policy, len(cfg.rules.Pairs), cfg.maxOptin)
-	check := func(system, path string, read func(f *os.File) (extract.Stats, error)) error {
-		if path == "" {
-			fmt.Fprintf(out, "%s: no csv configured (pass it to backfill)\n", system)
+	check := func(system, pattern string, read func(f *os.File, path string) (extract.Stats, error)) error {
+		if pattern == "" {
+			fmt.Fprintf(out, "%s: no csv configured (pass one to backfill)\n", system)
 			return nil
 		}
-		f, err := openInput(path)
+		files, err := dropFiles(pattern)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
-		st, err := read(f)
-		if err != nil {
-			return err
+		if len(files) == 0 {
+			fmt.Fprintf(out, "%s %s: no files yet\n", system, pattern)
 		}
-		fmt.Fprintf(out, "%s %s: columns ok, %d rows, %d would be rejected\n", system, path, st.Rows, st.Rejected)
+		for _, in := range files {
+			f, err := os.Open(in.path)
+			if err != nil {
+				return fmt.Errorf("input %s cannot be read: %w", in.path, err)
+			}
+			st, err := read(f, in.path)
+			f.Close()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "%s %s: columns ok, %d rows, %d would be rejected\n", system, in.path, st.Rows, st.Rejected)
+		}
 		return nil
 	}
-	if err := check("d365", cfg.D365.CSV, func(f *os.File) (extract.Stats, error) {
-		return extract.ReadContacts(ctx, f, cfg.D365.CSV, cfg.d365Layout(), func(*extract.Contact) {}, func(extract.Reject) {})
+	if err := check("d365", cfg.D365.CSV, func(f *os.File, path string) (extract.Stats, error) {
+		return extract.ReadContacts(ctx, f, path, cfg.d365Layout(), func(*extract.Contact) {}, func(extract.Reject) {})
 	}); err != nil {
 		return err
 	}
-	return check("campaign", cfg.Campaign.CSV, func(f *os.File) (extract.Stats, error) {
-		return extract.ReadProfiles(ctx, f, cfg.Campaign.CSV, cfg.campaignLayout(), func(*extract.Profile) {}, func(extract.Reject) {})
+	return check("campaign", cfg.Campaign.CSV, func(f *os.File, path string) (extract.Stats, error) {
+		return extract.ReadProfiles(ctx, f, path, cfg.campaignLayout(), func(*extract.Profile) {}, func(extract.Reject) {})
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -28,10 +29,16 @@ type Config struct {
 	Safety    SafetyConfig    `yaml:"safety"`
 	D365      SystemConfig    `yaml:"d365"`
 	Campaign  SystemConfig    `yaml:"campaign"`
+	// AuditRetention is how long the decision log keeps a run's decisions:
+	// days ("400" or "400d") or a Go duration ("72h"). Default 400 days.
+	AuditRetention string `yaml:"audit_retention"`
+	// MetricsFile, when set, gets the Prometheus textfile of every run.
+	MetricsFile string `yaml:"metrics_file"`
 
-	path     string
-	rules    transform.Rules
-	maxOptin optinLimit
+	path           string
+	rules          transform.Rules
+	maxOptin       optinLimit
+	auditRetention time.Duration
 }
 
 // MappingConfig is one entry of mappings.
@@ -47,9 +54,12 @@ type SafetyConfig struct {
 	MaxOptin string `yaml:"max_optin"`
 }
 
-// SystemConfig says where one system's records come from.
+// SystemConfig says where one system's records come from and where its
+// writes go.
 type SystemConfig struct {
-	Source     string            `yaml:"source"`
+	Source string `yaml:"source"`
+	// Target defaults to Source; csv means the run's update file.
+	Target     string            `yaml:"target"`
 	CSV        string            `yaml:"csv"`
 	Columns    map[string]string `yaml:"columns"`
 	TimeLayout string            `yaml:"time_layout"`
@@ -144,16 +154,28 @@ func (c *Config) validate() error {
 		name string
 		sys  *SystemConfig
 	}{{"d365", &c.D365}, {"campaign", &c.Campaign}} {
-		switch s.sys.Source {
-		case "", "csv":
-			s.sys.Source = "csv"
-		case "api":
-			return fmt.Errorf("%s.source: api is not available in this build; use csv", s.name)
-		default:
-			return fmt.Errorf("%s.source: unknown source %q (want csv)", s.name, s.sys.Source)
+		for _, kv := range []struct {
+			key string
+			val *string
+		}{{"source", &s.sys.Source}, {"target", &s.sys.Target}} {
+			if kv.key == "target" && *kv.val == "" {
+				*kv.val = s.sys.Source
+			}
+			switch *kv.val {
+			case "", "csv":
+				*kv.val = "csv"
+			case "api":
+				return fmt.Errorf("%s.%s: api is not available in this build; use csv", s.name, kv.key)
+			default:
+				return fmt.Errorf("%s.%s: unknown %s %q (want csv)", s.name, kv.key, kv.key, *kv.val)
+			}
 		}
 		s.sys.CSV = c.resolve(s.sys.CSV)
 	}
+	if c.auditRetention, err = parseRetention(c.AuditRetention); err != nil {
+		return fmt.Errorf("audit_retention: %w", err)
+	}
+	c.MetricsFile = c.resolve(c.MetricsFile)
 	if c.State == "" {
 		c.State = "optsync.db"
 	}
@@ -238,4 +260,21 @@ func (l optinLimit) String() string {
 		return strconv.FormatFloat(l.percent, 'f', -1, 64) + "%"
 	}
 	return strconv.Itoa(l.count)
+}
+
+const defaultRetention = 400 * 24 * time.Hour
+
+// parseRetention reads days ("400", "400d") or a Go duration ("72h").
+func parseRetention(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return defaultRetention, nil
+	}
+	if days, err := strconv.Atoi(strings.TrimSuffix(s, "d")); err == nil && days > 0 {
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return d, nil
+	}
+	return 0, fmt.Errorf("%q is neither a number of days (400d) nor a duration (72h)", s)
 }

@@ -10,7 +10,10 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
@@ -37,10 +40,38 @@ func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(50)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := withSignals(context.Background())
 	code := run(ctx, os.Args, os.Stdout, os.Stderr, hooks{})
 	stop()
 	os.Exit(code)
+}
+
+// signalError is a run stopped by SIGINT or SIGTERM; it exits 128+signal.
+type signalError struct{ sig syscall.Signal }
+
+func (e *signalError) Error() string {
+	return fmt.Sprintf("interrupted by %s: the files of this run were not kept; the next run does its work", e.sig)
+}
+
+// withSignals cancels the context on SIGINT or SIGTERM, with the signal as
+// the cause, so that the run stops reading and deciding and exits 130/143.
+func withSignals(parent context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(parent)
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-ch:
+			cancel(&signalError{sig: s.(syscall.Signal)})
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		close(done)
+		cancel(nil)
+	}
 }
 
 // hooks lets tests stop a run at a chosen point, the way a kill would.
@@ -83,6 +114,7 @@ func exitCode(err error) int {
 	var ce *configError
 	var mc *extract.MissingColumnError
 	var le *state.LockedError
+	var se *signalError
 	switch {
 	case errors.As(err, &ee):
 		return ee.code
@@ -90,19 +122,34 @@ func exitCode(err error) int {
 		return exitUsage
 	case errors.As(err, &le):
 		return exitLocked
-	case errors.Is(err, context.Canceled):
-		return exitFailure
+	case errors.As(err, &se):
+		return 128 + int(se.sig)
+	case isUsageError(err):
+		return exitUsage
 	}
-	// urfave/cli reports unknown flags and commands as plain errors.
-	return exitUsage
+	return exitFailure
+}
+
+// isUsageError recognises urfave/cli's own complaints about the command
+// line, which come as plain errors.
+func isUsageError(err error) bool {
+	msg := err.Error()
+	for _, prefix := range []string{"No help topic for", "flag provided but not defined", "flag needs an argument", "invalid value", "invalid boolean", "Required flag"} {
+		if strings.HasPrefix(msg, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
-	csvFlags := []cli.Flag{
+	exportFlags := []cli.Flag{
 		&cli.StringFlag{Name: "d365-csv", Usage: "Dynamics contacts export (default: d365.csv of the config)", EnvVars: []string{"OPTSYNC_D365_CSV"}},
 		&cli.StringFlag{Name: "campaign-csv", Usage: "Campaign profiles export (default: campaign.csv of the config)", EnvVars: []string{"OPTSYNC_CAMPAIGN_CSV"}},
-		&cli.BoolFlag{Name: "replay", Usage: "ignore snapshots: decide every difference as at first sight", EnvVars: []string{"OPTSYNC_REPLAY"}},
 	}
+	replay := &cli.BoolFlag{Name: "replay", Usage: "ignore snapshots: decide every difference as at first sight", EnvVars: []string{"OPTSYNC_REPLAY"}}
+	force := &cli.BoolFlag{Name: "force", Usage: "process drop files again even if they were processed before", EnvVars: []string{"OPTSYNC_FORCE"}}
+	massOptin := &cli.BoolFlag{Name: "allow-mass-optin", Usage: "let this run clear more opt-outs than safety.max_optin", EnvVars: []string{"OPTSYNC_ALLOW_MASS_OPTIN"}}
 	loadCfg := func(c *cli.Context) (*Config, error) {
 		cfg, err := loadConfig(c.String("config"))
 		if err != nil {
@@ -110,27 +157,43 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 		}
 		return cfg, nil
 	}
-	syncAction := func(plan bool) cli.ActionFunc {
+	syncAction := func(incremental, plan bool) cli.ActionFunc {
 		return func(c *cli.Context) error {
 			cfg, err := loadCfg(c)
 			if err != nil {
 				return err
 			}
-			j := &job{
-				cfg:            cfg,
-				log:            *log,
-				stdout:         stdout,
-				command:        c.Command.Name,
-				d365Path:       c.String("d365-csv"),
-				campaignPath:   c.String("campaign-csv"),
-				replay:         c.Bool("replay"),
-				plan:           plan,
-				allowMassOptin: c.Bool("allow-mass-optin"),
-				hooks:          h,
+			if plan && c.Bool("backfill") {
+				incremental = false
 			}
-			return j.run(c.Context)
+			if incremental && (c.String("d365-csv") != "" || c.String("campaign-csv") != "") {
+				return withCode(exitUsage, errors.New("--d365-csv and --campaign-csv name full exports: use them with backfill or plan --backfill; run reads the configured drops"))
+			}
+			j := &job{
+				cfg: cfg, log: *log, stdout: stdout, command: c.Command.Name,
+				incremental: incremental, plan: plan, hooks: h,
+				d365Path: c.String("d365-csv"), campaignPath: c.String("campaign-csv"),
+				replay: c.Bool("replay"), force: c.Bool("force"), allowMassOptin: c.Bool("allow-mass-optin"),
+				progress: newProgress(stderr, isTerminal(stderr)),
+			}
+			err = j.run(c.Context)
+			metricsPath := c.String("metrics-file")
+			if metricsPath == "" {
+				metricsPath = cfg.MetricsFile
+			}
+			if metricsPath != "" && !plan {
+				m := runMetrics{Command: j.command, Started: j.started, Ended: time.Now().UTC(), ExitCode: exitOK, Sum: j.sum}
+				if err != nil {
+					m.ExitCode = exitCode(err)
+				}
+				if merr := writeMetrics(metricsPath, m); merr != nil {
+					log.Error().Err(merr).Str("file", metricsPath).Msg("writing the metrics file")
+				}
+			}
+			return err
 		}
 	}
+	onUsage := func(_ *cli.Context, err error, _ bool) error { return withCode(exitUsage, err) }
 	return &cli.App{
 		Name:      "optsync",
 		Usage:     "keep opt-in/opt-out flags in step between Dynamics 365 contacts and Adobe Campaign profiles",
@@ -138,11 +201,13 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 		ErrWriter: stderr,
 		// Exit codes are ours to choose; never let the library exit.
 		ExitErrHandler:  func(*cli.Context, error) {},
+		OnUsageError:    onUsage,
 		HideHelpCommand: true,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Value: "optsync.yaml", Usage: "config file", EnvVars: []string{"OPTSYNC_CONFIG"}},
 			&cli.StringFlag{Name: "log-format", Value: "auto", Usage: "auto, json or console", EnvVars: []string{"OPTSYNC_LOG_FORMAT"}},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "trace, debug, info, warn, error", EnvVars: []string{"OPTSYNC_LOG_LEVEL"}},
+			&cli.StringFlag{Name: "metrics-file", Usage: "write Prometheus textfile metrics here after every run (default: metrics_file of the config)", EnvVars: []string{"OPTSYNC_METRICS_FILE"}},
 		},
 		Before: func(c *cli.Context) error {
 			l, err := newLogger(stderr, c.String("log-format"), c.String("log-level"))
@@ -154,21 +219,30 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 		},
 		Commands: []*cli.Command{
 			{
-				Name:  "backfill",
-				Usage: "full reconciliation of two exports: decide, write update and audit files, remember what was agreed",
-				Flags: append(csvFlags[:len(csvFlags):len(csvFlags)],
-					&cli.BoolFlag{Name: "allow-mass-optin", Usage: "let this run clear more opt-outs than safety.max_optin", EnvVars: []string{"OPTSYNC_ALLOW_MASS_OPTIN"}}),
-				Action: syncAction(false),
+				Name:         "run",
+				Usage:        "incremental sync: process the files of the configured drops not processed yet, oldest first",
+				Flags:        []cli.Flag{force, massOptin},
+				OnUsageError: onUsage,
+				Action:       syncAction(true, false),
 			},
 			{
-				Name:   "plan",
-				Usage:  "what backfill would do: writes only the audit (outcome planned) and rejects files; state is not changed",
-				Flags:  csvFlags,
-				Action: syncAction(true),
+				Name:         "backfill",
+				Usage:        "full reconciliation of one export per system: decide, write update and audit files, remember what was agreed",
+				Flags:        append(slices.Clone(exportFlags), replay, massOptin),
+				OnUsageError: onUsage,
+				Action:       syncAction(false, false),
 			},
 			{
-				Name:  "validate",
-				Usage: "check the config and the exports' headers",
+				Name:         "plan",
+				Usage:        "what run (or plan --backfill) would do: writes only the audit (outcome planned) and rejects files; state is not changed",
+				Flags:        append(slices.Clone(exportFlags), replay, force, &cli.BoolFlag{Name: "backfill", Usage: "plan a backfill instead of a run"}),
+				OnUsageError: onUsage,
+				Action:       syncAction(true, true),
+			},
+			{
+				Name:         "validate",
+				Usage:        "check the config and the exports' columns",
+				OnUsageError: onUsage,
 				Action: func(c *cli.Context) error {
 					cfg, err := loadCfg(c)
 					if err != nil {
@@ -178,15 +252,67 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 				},
 			},
 			{
-				Name:  "runs",
-				Usage: "past runs with their counts and outcome, newest first",
-				Flags: []cli.Flag{&cli.StringFlag{Name: "format", Value: "table", Usage: "table or json"}},
+				Name:         "audit",
+				Usage:        "recorded decisions: --contact ID | --run ID | --since TIME [--field NAME] [--format table|csv|json]",
+				OnUsageError: onUsage,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "contact", Usage: "a contact GUID: that person's whole history"},
+					&cli.StringFlag{Name: "run", Usage: "a run id"},
+					&cli.StringFlag{Name: "since", Usage: "decisions of runs started since: RFC 3339, a date (2026-11-01) or an age (72h, 30d)"},
+					&cli.StringFlag{Name: "field", Usage: "only this Dynamics or Campaign field"},
+					&cli.StringFlag{Name: "format", Value: "table", Usage: "table, csv or json", EnvVars: []string{"OPTSYNC_FORMAT"}},
+				},
+				Action: func(c *cli.Context) error {
+					cfg, err := loadCfg(c)
+					if err != nil {
+						return err
+					}
+					return auditCommand(cfg, c, stdout)
+				},
+			},
+			{
+				Name:         "runs",
+				Usage:        "past runs with their counts and outcome, newest first",
+				OnUsageError: onUsage,
+				Flags:        []cli.Flag{&cli.StringFlag{Name: "format", Value: "table", Usage: "table or json", EnvVars: []string{"OPTSYNC_FORMAT"}}},
 				Action: func(c *cli.Context) error {
 					cfg, err := loadCfg(c)
 					if err != nil {
 						return err
 					}
 					return listRuns(cfg, c.String("format"), stdout)
+				},
+			},
+			{
+				Name:  "state",
+				Usage: "snapshot tools: export, reset",
+				Subcommands: []*cli.Command{
+					{
+						Name:         "export",
+						Usage:        "snapshots as CSV: contact, profile, pair, agreed value, last decided",
+						OnUsageError: onUsage,
+						Flags:        []cli.Flag{&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "file to write (created 0600; default: stdout)"}},
+						Action: func(c *cli.Context) error {
+							cfg, err := loadCfg(c)
+							if err != nil {
+								return err
+							}
+							return stateExport(cfg, c.String("output"), stdout)
+						},
+					},
+					{
+						Name:         "reset",
+						Usage:        "forget snapshots, so the next run decides those pairs as at first sight (the vendor's Replay data)",
+						OnUsageError: onUsage,
+						Flags:        []cli.Flag{&cli.StringFlag{Name: "field", Usage: "only the mapping of this Dynamics field"}},
+						Action: func(c *cli.Context) error {
+							cfg, err := loadCfg(c)
+							if err != nil {
+								return err
+							}
+							return stateReset(c.Context, cfg, c.String("field"), stdout, *log)
+						},
+					},
 				},
 			},
 		},

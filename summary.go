@@ -31,6 +31,9 @@ type summary struct {
 	Blocked           int
 	D365Rows          int
 	CampaignRows      int
+	ViaState          int // run: decided against the other side as state knows it
+	Waiting           int // run: no counterpart known yet
+	Stale             int // rows older than what state already knew
 }
 
 func newSummary(runID, command string) *summary {
@@ -76,6 +79,7 @@ func (s *summary) counts() map[string]int {
 		"profiles_without_externalId": s.Unlinked, "duplicate_externalId_profiles": s.DuplicateProfiles,
 		"superseded_contact_rows": s.Superseded, "blocked_contacts": s.Blocked,
 		"d365_update_rows": s.D365Rows, "campaign_update_rows": s.CampaignRows,
+		"decided_against_state": s.ViaState, "waiting_for_counterpart": s.Waiting, "stale_rows": s.Stale,
 	}
 	for r, n := range s.Rules {
 		m["rule:"+r] = n
@@ -96,8 +100,12 @@ func (s *summary) line(took time.Duration) string {
 	for _, r := range rules {
 		fmt.Fprintf(&b, " %s=%d", r, s.Rules[r])
 	}
-	fmt.Fprintf(&b, " skipped=%d rejected=%d failed=%d opt_outs_cleared=%d contacts_without_profile=%d profiles_without_contact=%d profiles_without_externalId=%d duplicate_externalId=%d superseded_rows=%d blocked=%d took=%s",
+	fmt.Fprintf(&b, " skipped=%d rejected=%d failed=%d opt_outs_cleared=%d contacts_without_profile=%d profiles_without_contact=%d profiles_without_externalId=%d duplicate_externalId=%d superseded_rows=%d blocked=%d",
 		s.Skipped, s.Rejected, s.Failed, s.OptoutsCleared, s.ContactsNoMatch, s.ProfilesNoMatch, s.Unlinked,
-		s.DuplicateProfiles, s.Superseded, s.Blocked, took.Round(time.Millisecond))
+		s.DuplicateProfiles, s.Superseded, s.Blocked)
+	if s.ViaState+s.Waiting+s.Stale > 0 {
+		fmt.Fprintf(&b, " decided_against_state=%d waiting_for_counterpart=%d stale_rows=%d", s.ViaState, s.Waiting, s.Stale)
+	}
+	fmt.Fprintf(&b, " took=%s", took.Round(time.Millisecond))
 	return b.String()
 }

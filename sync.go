@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -11,12 +10,12 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
-	"golang.org/x/sync/errgroup"
 
 	"optsync/extract"
 	"optsync/load"
@@ -24,27 +23,27 @@ import (
 	"optsync/transform"
 )
 
-// job is one backfill or plan: extract → transform → load, then state.
+// job is one backfill, run or plan: extract → transform → load, then state.
 type job struct {
-	cfg            *Config
-	log            zerolog.Logger
-	stdout         io.Writer
-	command        string
-	d365Path       string
+	cfg     *Config
+	log     zerolog.Logger
+	stdout  io.Writer
+	command string
+	// incremental: the inputs hold changes (run), not full exports
+	// (backfill); a record whose counterpart is not in them is decided
+	// against what state knows of the other side.
+	incremental    bool
+	d365Path       string // backfill: one export per system
 	campaignPath   string
+	force          bool // run: process files already processed
 	replay         bool
 	plan           bool
 	allowMassOptin bool
+	progress       *progress
 	hooks          hooks
-}
-
-// inputs is what extract produced from both exports.
-type inputs struct {
-	contacts       []extract.Contact
-	profiles       []extract.Profile
-	d365Rejects    []extract.Reject
-	campRejects    []extract.Reject
-	d365, campaign extract.Stats
+	// sum and started are the run's, for the caller's metrics.
+	sum     *summary
+	started time.Time
 }
 
 func newRunID(t time.Time) string {
@@ -53,22 +52,78 @@ func newRunID(t time.Time) string {
 	return t.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
 }
 
+// sources works out the files this run reads.
+func (j *job) sources(ctx context.Context, st *state.Store) (d365, campaign []inputFile, err error) {
+	cfg := j.cfg
+	if !j.incremental {
+		if j.d365Path == "" {
+			j.d365Path = cfg.D365.CSV
+		}
+		if j.campaignPath == "" {
+			j.campaignPath = cfg.Campaign.CSV
+		}
+		if j.d365Path == "" || j.campaignPath == "" {
+			return nil, nil, withCode(exitUsage, errors.New("no export to read: set d365.csv and campaign.csv in the config, or pass --d365-csv and --campaign-csv"))
+		}
+		one := func(system, path string) (inputFile, error) {
+			fi, err := os.Stat(path)
+			if errors.Is(err, fs.ErrNotExist) {
+				return inputFile{}, withCode(exitUsage, fmt.Errorf("input %s does not exist", path))
+			}
+			if err != nil {
+				return inputFile{}, fmt.Errorf("input %s: %w", path, err)
+			}
+			if !fi.Mode().IsRegular() {
+				return inputFile{}, withCode(exitUsage, fmt.Errorf("%s input %s is not a file: a backfill reads one full export per system (--%s-csv FILE)", system, path, system))
+			}
+			return inputFile{path: path, size: fi.Size(), mtime: fi.ModTime()}, nil
+		}
+		d, err := one("d365", j.d365Path)
+		if err != nil {
+			return nil, nil, err
+		}
+		c, err := one("campaign", j.campaignPath)
+		if err != nil {
+			return nil, nil, err
+		}
+		return []inputFile{d}, []inputFile{c}, nil
+	}
+	for _, s := range []struct {
+		name    string
+		pattern string
+		out     *[]inputFile
+	}{{"d365", cfg.D365.CSV, &d365}, {"campaign", cfg.Campaign.CSV, &campaign}} {
+		if s.pattern == "" {
+			return nil, nil, withCode(exitUsage, fmt.Errorf("%s.csv is not set: run reads the files it names (a file, a glob or a folder)", s.name))
+		}
+		all, err := dropFiles(s.pattern)
+		if err != nil {
+			return nil, nil, err
+		}
+		fresh, skipped, err := newFiles(ctx, st, all, j.force)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, f := range skipped {
+			j.log.Debug().Str("file", f.path).Msg("already processed")
+		}
+		j.log.Info().Str("system", s.name).Str("source", s.pattern).Int("new_files", len(fresh)).Int("already_processed", len(skipped)).Msg("file drop")
+		*s.out = fresh
+	}
+	return d365, campaign, nil
+}
+
 func (j *job) run(ctx context.Context) (err error) {
 	cfg := j.cfg
-	if j.d365Path == "" {
-		j.d365Path = cfg.D365.CSV
-	}
-	if j.campaignPath == "" {
-		j.campaignPath = cfg.Campaign.CSV
-	}
-	if j.d365Path == "" || j.campaignPath == "" {
-		return withCode(exitUsage, errors.New("no export to read: set d365.csv and campaign.csv in the config, or pass --d365-csv and --campaign-csv"))
-	}
-	started := time.Now().UTC()
+	j.started = time.Now().UTC()
+	started := j.started
 	runID := newRunID(started)
 	log := j.log.With().Str("run_id", runID).Str("command", j.command).Logger()
+	j.log = log
 	rules := cfg.rules
 	rules.Replay = j.replay
+	sum := newSummary(runID, j.command)
+	j.sum = sum
 
 	st, err := j.openState()
 	if err != nil {
@@ -88,37 +143,49 @@ func (j *job) run(ctx context.Context) (err error) {
 			if err == nil || run.Outcome != "running" {
 				return
 			}
-			run.Ended, run.Outcome, run.ExitCode, run.Error = time.Now().UTC(), "error", exitCode(err), err.Error()
+			run.Ended, run.ExitCode, run.Error, run.Counts = time.Now().UTC(), exitCode(err), err.Error(), sum.counts()
+			run.Outcome = "error"
+			var se *signalError
+			if errors.As(err, &se) {
+				run.Outcome = state.OutcomeInterrupted
+			}
 			if rerr := st.EndRun(run); rerr != nil {
 				log.Error().Err(rerr).Msg("recording the failed run")
 			}
 		}()
+		if run.ConfigChanges, err = j.applyConfigChanges(ctx, st); err != nil {
+			return err
+		}
 	}
-	log.Info().Str("d365", j.d365Path).Str("campaign", j.campaignPath).Str("direction", string(rules.Direction)).
-		Str("policy", string(rules.Policy)).Bool("replay", rules.Replay).Bool("plan", j.plan).Msg("run started")
+	log.Info().Str("direction", string(rules.Direction)).Str("policy", string(rules.Policy)).
+		Bool("replay", rules.Replay).Bool("plan", j.plan).Bool("incremental", j.incremental).Msg("run started")
 	if rules.Direction == transform.Disabled {
 		log.Warn().Msg("direction is disabled: nothing will move; inputs are still checked")
 	}
 
-	in, err := j.extract(ctx)
+	d365Files, campFiles, err := j.sources(ctx, st)
 	if err != nil {
 		return err
 	}
-	sum := newSummary(runID, j.command)
+	in, err := j.extract(ctx, d365Files, campFiles)
+	if err != nil {
+		return interrupted(ctx, err)
+	}
 	sum.ContactRows, sum.ProfileRows = in.d365.Rows, in.campaign.Rows
 	sum.Unlinked = in.campaign.Unlinked
 
-	// transform: identity rules, then one decision per matched contact.
-	// The two sorts are independent; on two cores they take the time of one.
+	// transform: identity rules, then decisions. The two sorts are
+	// independent; on two cores they take the time of one.
 	var (
-		contacts   []extract.Contact
-		superseded []transform.Superseded
-		profiles   []extract.Profile
-		dups       []extract.Profile
-		sorted     = make(chan struct{})
+		contacts    []extract.Contact
+		superseded  []transform.Superseded
+		profiles    []extract.Profile
+		dups        []extract.Profile
+		supProfiles []transform.Superseded
+		sorted      = make(chan struct{})
 	)
 	go func() {
-		profiles, dups = transform.GroupProfiles(in.profiles)
+		profiles, dups, supProfiles = transform.GroupProfiles(in.profiles)
 		close(sorted)
 	}()
 	contacts, superseded = transform.DedupContacts(in.contacts)
@@ -127,23 +194,25 @@ func (j *job) run(ctx context.Context) (err error) {
 	for _, s := range superseded {
 		sum.Superseded++
 		if !s.Bad {
-			rejects = append(rejects, extract.Reject{Source: j.d365Path, Line: int(s.Line), ID: s.ID.String(),
-				Reason: fmt.Sprintf("superseded: line %d is a later row for this contact", s.By)})
+			rejects = append(rejects, extract.Reject{Source: d365Files[s.File].path, Line: int(s.Line), ID: s.ID.String(), IDChecked: true,
+				Reason: "superseded: " + where(d365Files, s.File, s.ByFile, s.By) + " is a later row for this contact"})
+		}
+	}
+	for _, s := range supProfiles {
+		sum.Superseded++
+		if !s.Bad {
+			rejects = append(rejects, extract.Reject{Source: campFiles[s.File].path, Line: int(s.Line), ID: s.PKey, IDChecked: true,
+				Reason: "superseded: " + where(campFiles, s.File, s.ByFile, s.By) + " is a later row for this profile"})
 		}
 	}
 	for _, p := range dups {
 		sum.DuplicateProfiles++
-		rejects = append(rejects, extract.Reject{Source: j.campaignPath, Line: int(p.Line), ID: p.PKey, Reason: "duplicate-externalId"})
-	}
-	slices.SortStableFunc(rejects, func(a, b extract.Reject) int {
-		if c := cmp.Compare(a.Source, b.Source); c != 0 {
-			return c
+		if !p.Bad { // a bad row has its own reject row already
+			rejects = append(rejects, extract.Reject{Source: campFiles[p.File].path, Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: "duplicate-externalId"})
 		}
-		return cmp.Compare(a.Line, b.Line)
-	})
-	sum.Rejected = len(rejects)
+	}
 
-	matched := joined{contacts: contacts, profiles: profiles, pairs: make([][2]int32, 0, min(len(contacts), len(profiles)))}
+	matched := joined{contacts: contacts, profiles: profiles, pairs: make([][2]int32, 0, max(len(contacts), len(profiles)))}
 	js := transform.Join(contacts, profiles, func(ci, pi int) {
 		matched.pairs = append(matched.pairs, [2]int32{int32(ci), int32(pi)})
 	})
@@ -154,7 +223,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	// any failure) leaves nothing behind.
 	w, err := load.NewWriter(load.Options{
 		Dir: cfg.OutDir, RunID: runID, Pairs: rules.Pairs, Plan: j.plan,
-		D365Updates: cfg.D365.Source == "csv", CampaignUpdates: cfg.Campaign.Source == "csv",
+		D365Updates: cfg.D365.Target == "csv", CampaignUpdates: cfg.Campaign.Target == "csv",
 	}, started)
 	if err != nil {
 		return err
@@ -165,20 +234,35 @@ func (j *job) run(ctx context.Context) (err error) {
 			w.Abort()
 		}
 	}()
-	for _, r := range rejects {
-		if err := w.Reject(r); err != nil {
-			return err
-		}
-	}
 	var examples []string
+	d := &decider{rules: &rules, incremental: j.incremental, matched: &matched, campFiles: campFiles}
 	var dirty []int32
 	if rules.Direction != transform.Disabled {
-		dirty, err = decideAll(st, &rules, &matched, func(ch *load.Change) error {
+		dirty, err = d.all(ctx, st, j.progress, func(ch *load.Change, blocked *extract.Reject) error {
+			if blocked != nil {
+				sum.Blocked++
+				rejects = append(rejects, *blocked)
+				return nil
+			}
 			sum.addDecisions(ch.Decisions)
 			examples = j.addExamples(examples, ch)
 			return w.Change(ch)
 		})
 		if err != nil {
+			return interrupted(ctx, err)
+		}
+	}
+	sum.ViaState, sum.Waiting, sum.Stale = d.viaState, d.waiting, d.stale
+	sum.ComparedPairs += d.viaState * len(rules.Pairs)
+	slices.SortStableFunc(rejects, func(a, b extract.Reject) int {
+		if c := cmp.Compare(a.Source, b.Source); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Line, b.Line)
+	})
+	sum.Rejected = len(rejects)
+	for _, r := range rejects {
+		if err := w.Reject(r); err != nil {
 			return err
 		}
 	}
@@ -188,7 +272,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	if sum.OptoutsCleared > limit {
 		switch {
 		case j.plan:
-			log.Warn().Int("opt_outs_cleared", sum.OptoutsCleared).Int("limit", limit).Msg("a backfill with these inputs would stop at safety.max_optin")
+			log.Warn().Int("opt_outs_cleared", sum.OptoutsCleared).Int("limit", limit).Msg("a run with these inputs would stop at safety.max_optin")
 		case j.allowMassOptin:
 			log.Warn().Int("opt_outs_cleared", sum.OptoutsCleared).Int("limit", limit).Msg("safety.max_optin exceeded; going on because of --allow-mass-optin")
 		default:
@@ -201,7 +285,11 @@ func (j *job) run(ctx context.Context) (err error) {
 			return withCode(exitSafety, fmt.Errorf("stopped by safety.max_optin: %d opt-outs would be cleared, limit %d; nothing was written", sum.OptoutsCleared, limit))
 		}
 	}
-	// Every file complete and synced before state may rely on it.
+	// A signal before the files are complete abandons the run: nothing of it
+	// is kept, and the next run does all of it.
+	if err := ctx.Err(); err != nil {
+		return interrupted(ctx, err)
+	}
 	if err := w.Finish(); err != nil {
 		return err
 	}
@@ -214,16 +302,48 @@ func (j *job) run(ctx context.Context) (err error) {
 		j.hooks.beforeCommit()
 	}
 	if !j.plan {
+		// The files are complete: their writes are applied, and state must
+		// now say so even if a signal arrives meanwhile.
+		fin := &state.Final{Run: run, Config: j.configRecord()}
+		if cfg.auditRetention > 0 {
+			fin.PruneBefore = started.Add(-cfg.auditRetention)
+		}
+		for _, f := range slices.Concat(d365Files, campFiles) {
+			if f.sum != "" {
+				system := "d365"
+				if slices.Contains(campFiles, f) {
+					system = "campaign"
+				}
+				fin.Files = append(fin.Files, state.ProcessedFile{SHA256: f.sum, System: system, Path: f.path, Size: f.size, RunID: runID, Processed: time.Now().UTC()})
+			}
+		}
 		run.Ended, run.Outcome, run.ExitCode, run.Counts = time.Now().UTC(), "ok", exitOK, sum.counts()
-		if err := commitState(ctx, st, &rules, &matched, dirty, run); err != nil {
+		if err := d.commit(context.WithoutCancel(ctx), st, j.progress, started, dirty, fin); err != nil {
 			run.Outcome = "running" // let the deferred recorder mark it failed
-			return fmt.Errorf("committing state (the update files of this run are complete; the next run decides the contacts not yet committed again, the same way): %w", err)
+			return fmt.Errorf("committing state (the files of this run are complete; the next run decides the contacts not yet committed again, the same way): %w", err)
 		}
 	}
-	line := sum.line(time.Since(started))
-	fmt.Fprintln(j.stdout, line)
+	fmt.Fprintln(j.stdout, sum.line(time.Since(started)))
 	log.Info().Interface("counts", sum.counts()).Dur("took", time.Since(started)).Msg("run finished")
 	return nil
+}
+
+// where names a row for a reject reason: the line, and the file when it is
+// another one.
+func where(files []inputFile, file, byFile uint16, line int32) string {
+	if file == byFile {
+		return fmt.Sprintf("line %d", line)
+	}
+	return fmt.Sprintf("%s line %d", filepath.Base(files[byFile].path), line)
+}
+
+// interrupted turns a cancellation by a signal into the signal's error.
+func interrupted(ctx context.Context, err error) error {
+	var se *signalError
+	if errors.As(context.Cause(ctx), &se) && ctx.Err() != nil {
+		return se
+	}
+	return err
 }
 
 func (j *job) openState() (*state.Store, error) {
@@ -237,70 +357,51 @@ func (j *job) openState() (*state.Store, error) {
 	return state.Open(j.cfg.State, j.cfg.rules.Pairs)
 }
 
-// extract reads both exports at once; they are independent files.
-func (j *job) extract(ctx context.Context) (*inputs, error) {
-	in := &inputs{}
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		f, err := openInput(j.d365Path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		in.contacts = make([]extract.Contact, 0, estimateRows(f))
-		in.d365, err = extract.ReadContacts(ctx, f, j.d365Path, j.cfg.d365Layout(),
-			func(c *extract.Contact) { in.contacts = append(in.contacts, *c) },
-			func(r extract.Reject) { in.d365Rejects = append(in.d365Rejects, r) })
-		return err
-	})
-	g.Go(func() error {
-		f, err := openInput(j.campaignPath)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		in.profiles = make([]extract.Profile, 0, estimateRows(f))
-		in.campaign, err = extract.ReadProfiles(ctx, f, j.campaignPath, j.cfg.campaignLayout(),
-			func(p *extract.Profile) { in.profiles = append(in.profiles, *p) },
-			func(r extract.Reject) { in.campRejects = append(in.campRejects, r) })
-		return err
-	})
-	if err := g.Wait(); err != nil {
+func (j *job) configRecord() *state.ConfigRecord {
+	return &state.ConfigRecord{Direction: string(j.cfg.rules.Direction), Policy: string(j.cfg.rules.Policy), Pairs: j.cfg.rules.Pairs}
+}
+
+// applyConfigChanges compares the config with the one the last run used:
+// changes are logged and recorded with the run; mappings that were removed
+// lose their snapshots (a mapping added back starts from first sight);
+// mappings that were added start from first sight by having none.
+func (j *job) applyConfigChanges(ctx context.Context, st *state.Store) ([]string, error) {
+	last, err := st.LastConfig()
+	if err != nil || last == nil {
 		return nil, err
 	}
-	j.log.Info().Int("rows", in.d365.Rows).Int("rejected", in.d365.Rejected).Str("file", j.d365Path).Msg("read Dynamics contacts")
-	j.log.Info().Int("rows", in.campaign.Rows).Int("rejected", in.campaign.Rejected).Int("without_externalId", in.campaign.Unlinked).
-		Str("file", j.campaignPath).Msg("read Campaign profiles")
-	return in, nil
-}
-
-func openInput(path string) (*os.File, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, withCode(exitUsage, fmt.Errorf("input %s does not exist", path))
+	now := j.configRecord()
+	var changes []string
+	if last.Direction != now.Direction {
+		changes = append(changes, fmt.Sprintf("direction %s → %s", last.Direction, now.Direction))
 	}
+	if last.Policy != now.Policy {
+		changes = append(changes, fmt.Sprintf("policy %s → %s", last.Policy, now.Policy))
+	}
+	for _, p := range now.Pairs {
+		if !slices.Contains(last.Pairs, p) {
+			changes = append(changes, "mapping added: "+pairName(p))
+		}
+	}
+	dropped, err := st.DropUnmapped(ctx, now.Pairs)
 	if err != nil {
-		return nil, fmt.Errorf("opening input %s: %w", path, err)
+		return nil, err
 	}
-	return f, nil
+	for _, p := range dropped {
+		changes = append(changes, "mapping removed, its snapshots dropped: "+pairName(p))
+	}
+	for _, c := range changes {
+		j.log.Warn().Str("change", c).Msg("config changed since the last run")
+	}
+	return changes, nil
 }
 
-// estimateRows sizes the record slice up front from the file's size and the
-// length of its first lines, so that a large export is neither copied again
-// and again as the slice grows nor given room it will not use.
-func estimateRows(f *os.File) int {
-	fi, err := f.Stat()
-	if err != nil || fi.Size() == 0 {
-		return 0
+func pairName(p transform.Pair) string {
+	s := p.D365 + " ↔ " + p.Campaign
+	if p.Invert {
+		s += " (invert)"
 	}
-	sample := make([]byte, 64<<10)
-	n, _ := f.ReadAt(sample, 0)
-	lines := bytes.Count(sample[:n], []byte{'\n'})
-	if lines < 2 {
-		return 0
-	}
-	rows := fi.Size() * int64(lines) / int64(n)
-	return int(min(rows+rows/50+16, 50_000_000))
+	return s
 }
 
 // addExamples keeps the first opt-out clearings for a safety stop's message.
@@ -334,123 +435,4 @@ func (j *job) safetyMessage(sum *summary, limit int, examples []string) string {
 	}
 	b.WriteString("Check the inputs with `optsync plan`; rerun with --allow-mass-optin to accept them once.")
 	return b.String()
-}
-
-// joined lists each contact with its one usable profile as indexes into
-// the two sorted sides: pointer-free, so a million of them are 8 MB that the
-// garbage collector need not scan.
-type joined struct {
-	contacts []extract.Contact
-	profiles []extract.Profile
-	pairs    [][2]int32
-}
-
-func (j *joined) at(k int32) (*extract.Contact, *extract.Profile) {
-	m := j.pairs[k]
-	return &j.contacts[m[0]], &j.profiles[m[1]]
-}
-
-// decideAll makes every decision of the run against the state as it was
-// when the run began, hands each contact with something to write or report
-// to sink, and lists the contacts whose snapshot changes: their snapshots
-// are worked out again, chunk by chunk, by commitState once the files are
-// safe. Nothing per decision is held in memory.
-func decideAll(st *state.Store, rules *transform.Rules, matched *joined, sink func(*load.Change) error) (dirty []int32, err error) {
-	var reader *state.Reader
-	if st != nil {
-		if reader, err = st.Reader(); err != nil {
-			return nil, err
-		}
-		defer reader.Close()
-	}
-	decisions := make([]transform.Decision, 0, extract.MaxFields)
-	var prev transform.Snapshot
-	var ch load.Change
-	for k := range matched.pairs {
-		c, p := matched.at(int32(k))
-		prevPtr, err := lookup(reader, c.ID, &prev)
-		if err != nil {
-			return nil, err
-		}
-		var res transform.Result
-		res, decisions = transform.Decide(rules, c, p, prevPtr, decisions[:0])
-		if len(decisions) > 0 {
-			ch = load.Change{
-				ID: c.ID, PKey: p.PKey, Decisions: decisions,
-				D365After: res.D365After, CampaignAfter: res.CampaignAfter,
-				D365Changed: res.D365Changed, CampaignChanged: res.CampaignChanged,
-			}
-			if err := sink(&ch); err != nil {
-				return nil, err
-			}
-		}
-		if prevPtr == nil || res.Next != prev {
-			dirty = append(dirty, int32(k))
-		}
-	}
-	return dirty, nil
-}
-
-// lookup returns the contact's snapshot, or nil when state has none.
-func lookup(r *state.Reader, id extract.ID, into *transform.Snapshot) (*transform.Snapshot, error) {
-	if r == nil {
-		return nil, nil
-	}
-	found, err := r.Get(id, into)
-	if err != nil || !found {
-		return nil, err
-	}
-	return into, nil
-}
-
-// commitChunk is how many contacts one state transaction takes. bbolt splits
-// nodes only when a transaction commits, so a million puts in one
-// transaction pile into one in-memory node; 64K keep each commit small
-// while fsyncs stay few.
-const commitChunk = 1 << 16
-
-// commitState records the snapshots of the dirty contacts in id order, a
-// chunk per transaction, the run record with the last. Each chunk is decided
-// again from state as it stands: Decide is pure, so the snapshot is the one
-// the run's files were written from, and nothing needs holding in memory
-// meanwhile. Each contact's record is written whole: a run killed here
-// leaves every contact either as it was or as decided, and the files its
-// decisions went to were complete before the first chunk.
-func commitState(ctx context.Context, st *state.Store, rules *transform.Rules, matched *joined, dirty []int32, run *state.Run) error {
-	batch := st.NewBatch(min(len(dirty), commitChunk))
-	decisions := make([]transform.Decision, 0, extract.MaxFields)
-	var prev transform.Snapshot
-	for lo := 0; ; lo += commitChunk {
-		hi := min(lo+commitChunk, len(dirty))
-		reader, err := st.Reader()
-		if err != nil {
-			return err
-		}
-		batch.Reset()
-		for _, k := range dirty[lo:hi] {
-			c, p := matched.at(k)
-			prevPtr, err := lookup(reader, c.ID, &prev)
-			if err != nil {
-				reader.Close()
-				return err
-			}
-			var res transform.Result
-			res, decisions = transform.Decide(rules, c, p, prevPtr, decisions[:0])
-			if prevPtr == nil || res.Next != prev {
-				batch.Put(c.ID, &res.Next)
-			}
-		}
-		reader.Close()
-		last := hi == len(dirty)
-		var rec *state.Run
-		if last {
-			rec = run
-		}
-		if err := st.Commit(ctx, batch, rec); err != nil {
-			return err
-		}
-		if last {
-			return nil
-		}
-	}
 }

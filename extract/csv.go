@@ -21,6 +21,7 @@ type Contact struct {
 	Modified int64 // Unix ms
 	Values   [MaxFields]Tri
 	Line     int32
+	File     uint16 // which of a run's input files, in processing order
 	// Bad rows keep their place so that a duplicate of them, or their
 	// profile, is not acted on as if the contact were fine.
 	Bad bool
@@ -37,6 +38,7 @@ type Profile struct {
 	FieldModified *[MaxFields]int64
 	Values        [MaxFields]Tri
 	Line          int32
+	File          uint16 // which of a run's input files, in processing order
 	Bad           bool
 }
 
@@ -46,6 +48,9 @@ type Reject struct {
 	Line   int
 	ID     string
 	Reason string
+	// IDChecked says ID is a canonical GUID or a PKey of the checked shape,
+	// not raw text from a bad cell.
+	IDChecked bool
 }
 
 // Layout says which columns of an export to read.
@@ -125,7 +130,7 @@ func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emi
 		id, ok := ParseID(raw)
 		if !ok {
 			st.Rejected++
-			reject(Reject{source, line, raw, fmt.Sprintf("contactid %q is not a GUID", clip(raw))})
+			reject(Reject{Source: source, Line: line, ID: raw, Reason: fmt.Sprintf("contactid %q is not a GUID", clip(raw))})
 			return
 		}
 		c.ID = id
@@ -141,7 +146,7 @@ func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emi
 		if problems != nil {
 			st.Rejected++
 			c.Bad = true
-			reject(Reject{source, line, id.String(), strings.Join(problems, "; ")})
+			reject(Reject{Source: source, Line: line, ID: id.String(), Reason: strings.Join(problems, "; "), IDChecked: true})
 		}
 		emit(&c)
 	}, func(line int, rec []string, reason string) {
@@ -152,12 +157,12 @@ func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emi
 			id, ok = ParseID(rec[idCol])
 		}
 		if !ok {
-			reject(Reject{source, line, "", reason})
+			reject(Reject{Source: source, Line: line, ID: "", Reason: reason})
 			return
 		}
 		// A malformed row may be the newest for its contact: keep the
 		// contact out of the run rather than trust an older row.
-		reject(Reject{source, line, id.String(), reason})
+		reject(Reject{Source: source, Line: line, ID: id.String(), Reason: reason, IDChecked: true})
 		emit(&Contact{ID: id, Line: int32(line), Bad: true})
 	})
 	return st, err
@@ -207,7 +212,7 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emi
 		pkey := strings.TrimSpace(rec[pkCol])
 		if !IsPKey(pkey) {
 			st.Rejected++
-			reject(Reject{source, line, pkey, fmt.Sprintf("PKey %q is not of the form @ followed by letters, digits, _ or -", clip(pkey))})
+			reject(Reject{Source: source, Line: line, ID: pkey, Reason: fmt.Sprintf("PKey %q is not of the form @ followed by letters, digits, _ or -", clip(pkey))})
 			if linked {
 				// Still a profile of that contact: it must keep a
 				// duplicate of it from being taken as the only one.
@@ -244,7 +249,7 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emi
 		if problems != nil {
 			st.Rejected++
 			p.Bad = true
-			reject(Reject{source, line, pkey, strings.Join(problems, "; ")})
+			reject(Reject{Source: source, Line: line, ID: pkey, Reason: strings.Join(problems, "; "), IDChecked: true})
 		}
 		emit(&p)
 	}, func(line int, rec []string, reason string) {
@@ -261,12 +266,12 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emi
 				if name == "" {
 					name = id.String()
 				}
-				reject(Reject{source, line, name, reason})
+				reject(Reject{Source: source, Line: line, ID: name, Reason: reason, IDChecked: true})
 				emit(&Profile{ID: id, Line: int32(line), Bad: true})
 				return
 			}
 		}
-		reject(Reject{source, line, name, reason})
+		reject(Reject{Source: source, Line: line, ID: name, Reason: reason, IDChecked: name != ""})
 	})
 	return st, err
 }

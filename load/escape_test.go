@@ -41,8 +41,14 @@ func TestEscapeID(t *testing.T) {
 		{"{0A1B2C3D-0000-0000-0000-000000000001}", "{0A1B2C3D-0000-0000-0000-000000000001}"},
 	}
 	for _, tt := range tests {
-		if got := escapeID(tt.in); got != tt.want {
-			t.Errorf("escapeID(%q) = %q, want %q", tt.in, got, tt.want)
+		if got := escapeID(tt.in, true); got != tt.want {
+			t.Errorf("escapeID(%q, checked) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	// Raw text from a bad cell is escaped even when it looks like a PKey.
+	for _, in := range []string{"@SUM", "@Abc_12-x"} {
+		if got := escapeID(in, false); got != "'"+in {
+			t.Errorf("escapeID(%q, unchecked) = %q", in, got)
 		}
 	}
 }

@@ -72,12 +72,18 @@ func syncDir(dir string) error {
 }
 
 // escapeID leaves identifiers whose shape was checked as they are (a PKey
-// starts with @) and escapes anything else taken from a bad row.
-func escapeID(s string) string {
-	if extract.IsPKey(s) {
+// starts with @) and escapes anything else taken from a bad row, even text
+// that merely looks like a PKey.
+func escapeID(s string, checked bool) string {
+	if checked && (extract.IsPKey(s) || isGUID(s)) {
 		return s
 	}
 	return escapeCell(s)
+}
+
+func isGUID(s string) bool {
+	id, ok := extract.ParseID(s)
+	return ok && id.String() == s
 }
 
 // escapeCell keeps a spreadsheet from running input text as a formula.

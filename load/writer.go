@@ -153,9 +153,16 @@ func (w *Writer) Reject(r extract.Reject) error {
 	return w.rejEnc.Encode(RejectRow{
 		Source: escapeCell(r.Source),
 		Line:   r.Line,
-		ID:     escapeID(r.ID),
+		ID:     escapeID(r.ID, r.IDChecked),
 		Reason: escapeCell(r.Reason),
 	})
+}
+
+// CSVSafe escapes the cells of an audit row that hold input text, for a
+// spreadsheet; identifiers checked by shape stay as they are.
+func CSVSafe(r AuditRow) AuditRow {
+	r.D365Field, r.CampaignField, r.Error = escapeCell(r.D365Field), escapeCell(r.CampaignField), escapeCell(r.Error)
+	return r
 }
 
 // Change writes a contact's audit rows and, for applied changes, its update

@@ -90,7 +90,7 @@ func TestWriterRun(t *testing.T) {
 	rejects := []extract.Reject{
 		{Source: "d365", Line: 7, ID: "=HYPERLINK(x)", Reason: "=bad guid"},
 		{Source: "campaign", Line: 3, ID: "@SUM(A1)", Reason: "bad pkey"},
-		{Source: "campaign", Line: 4, ID: "@Good_1", Reason: "+bad flag"},
+		{Source: "campaign", Line: 4, ID: "@Good_1", Reason: "+bad flag", IDChecked: true},
 	}
 	const dm, cm = "2026-11-28T10:00:00.123Z", "2026-11-28T09:30:00Z"
 	tests := []struct {

@@ -20,7 +20,9 @@ type Run struct {
 	Direction string         `json:"direction"`
 	Policy    string         `json:"policy"`
 	Counts    map[string]int `json:"counts,omitempty"`
-	Error     string         `json:"error,omitempty"`
+	// ConfigChanges lists what changed in the config since the last run.
+	ConfigChanges []string `json:"config_changes,omitempty"`
+	Error         string   `json:"error,omitempty"`
 }
 
 // Outcome of a run whose process died while it held the lock.

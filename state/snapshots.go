@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -17,16 +19,25 @@ import (
 // together and a run that walks contacts in id order reads and writes the
 // file front to back. The value:
 //
-//	version(1) varint(DModified ms) varint(CModified ms) uvarint(len) PKey
-//	count(1) then per pair: id(1) flags(2)
+//	version(1) flags(1) varint(DModified ms) varint(CModified ms)
+//	varint(Decided s) uvarint(len) PKey count(1) then per pair: id(1) flags(2)
 //
-// flags packs S, DRaw, CRaw, DWritten, CWritten at two bits each.
+// flags: bit 0 DSeen, bit 1 CSeen. Pair flags pack S, DRaw, CRaw, DWritten,
+// CWritten at two bits each.
 const recordVersion = 1
 
 func (s *Store) encode(dst []byte, snap *transform.Snapshot) []byte {
-	dst = append(dst, recordVersion)
+	var f byte
+	if snap.DSeen {
+		f |= 1
+	}
+	if snap.CSeen {
+		f |= 2
+	}
+	dst = append(dst, recordVersion, f)
 	dst = binary.AppendVarint(dst, snap.DModified)
 	dst = binary.AppendVarint(dst, snap.CModified)
+	dst = binary.AppendVarint(dst, snap.Decided)
 	dst = binary.AppendUvarint(dst, uint64(len(snap.PKey)))
 	dst = append(dst, snap.PKey...)
 	dst = append(dst, byte(len(s.pairIDs)))
@@ -38,40 +49,72 @@ func (s *Store) encode(dst []byte, snap *transform.Snapshot) []byte {
 	return dst
 }
 
+// record is a stored value split into its header and its pair entries.
+type record struct {
+	flags                        byte
+	dModified, cModified, decide int64
+	pkey                         []byte
+	pairs                        []byte // 3 bytes per pair: id, flags lo, flags hi
+}
+
+var errTruncated = errors.New("record truncated")
+
+func parseRecord(v []byte) (record, error) {
+	var r record
+	if len(v) < 2 || v[0] != recordVersion {
+		return r, fmt.Errorf("record version %d unknown", firstByte(v))
+	}
+	r.flags = v[1]
+	v = v[2:]
+	for _, dst := range []*int64{&r.dModified, &r.cModified, &r.decide} {
+		x, n := binary.Varint(v)
+		if n <= 0 {
+			return r, errTruncated
+		}
+		*dst, v = x, v[n:]
+	}
+	l, n := binary.Uvarint(v)
+	if n <= 0 || uint64(len(v)-n) < l+1 {
+		return r, errTruncated
+	}
+	r.pkey = v[n : n+int(l)]
+	v = v[n+int(l):]
+	count := int(v[0])
+	if len(v)-1 < 3*count {
+		return r, errTruncated
+	}
+	r.pairs = v[1 : 1+3*count]
+	return r, nil
+}
+
+// appendRecord re-encodes a parsed record with other pair entries.
+func appendRecord(dst []byte, r record, pairs []byte) []byte {
+	dst = append(dst, recordVersion, r.flags)
+	dst = binary.AppendVarint(dst, r.dModified)
+	dst = binary.AppendVarint(dst, r.cModified)
+	dst = binary.AppendVarint(dst, r.decide)
+	dst = binary.AppendUvarint(dst, uint64(len(r.pkey)))
+	dst = append(dst, r.pkey...)
+	dst = append(dst, byte(len(pairs)/3))
+	return append(dst, pairs...)
+}
+
 // decode fills snap from a stored record; pairs that are no longer
 // configured are passed over.
 func (s *Store) decode(v []byte, snap *transform.Snapshot, slot *[256]int8) error {
-	*snap = transform.Snapshot{Known: true}
-	if len(v) < 1 || v[0] != recordVersion {
-		return fmt.Errorf("record version %d unknown", firstByte(v))
+	r, err := parseRecord(v)
+	if err != nil {
+		return err
 	}
-	v = v[1:]
-	var n int
-	if snap.DModified, n = binary.Varint(v); n <= 0 {
-		return fmt.Errorf("record truncated")
-	}
-	v = v[n:]
-	if snap.CModified, n = binary.Varint(v); n <= 0 {
-		return fmt.Errorf("record truncated")
-	}
-	v = v[n:]
-	l, n := binary.Uvarint(v)
-	if n <= 0 || uint64(len(v)-n) < l+1 {
-		return fmt.Errorf("record truncated")
-	}
-	snap.PKey = string(v[n : n+int(l)])
-	v = v[n+int(l):]
-	count := int(v[0])
-	v = v[1:]
-	if len(v) < 3*count {
-		return fmt.Errorf("record truncated")
-	}
-	for k := 0; k < count; k++ {
-		id, f := v[3*k], uint16(v[3*k+1])|uint16(v[3*k+2])<<8
-		i := slot[id]
+	*snap = transform.Snapshot{Known: true, DSeen: r.flags&1 != 0, CSeen: r.flags&2 != 0,
+		DModified: r.dModified, CModified: r.cModified, Decided: r.decide}
+	snap.PKey = string(r.pkey)
+	for k := 0; k+2 < len(r.pairs); k += 3 {
+		i := slot[r.pairs[k]]
 		if i < 0 {
 			continue
 		}
+		f := uint16(r.pairs[k+1]) | uint16(r.pairs[k+2])<<8
 		snap.Pairs[i] = transform.PairState{
 			S:        extract.Tri(f & 3),
 			DRaw:     extract.Tri(f >> 2 & 3),
@@ -158,12 +201,14 @@ func (r *Reader) Get(id extract.ID, snap *transform.Snapshot) (bool, error) {
 // Close ends the view.
 func (r *Reader) Close() error { return r.tx.Rollback() }
 
-// Batch collects snapshot changes in memory, encoded, for one Commit.
+// Batch collects snapshot changes and decision-log entries in memory,
+// encoded, for one Commit.
 type Batch struct {
 	s    *Store
 	keys []extract.ID
 	ends []uint32
 	data []byte
+	log  []LogEntry
 }
 
 // NewBatch starts an empty batch sized for about n contacts.
@@ -180,15 +225,28 @@ func (b *Batch) Put(id extract.ID, snap *transform.Snapshot) {
 
 // Reset empties the batch, keeping its memory.
 func (b *Batch) Reset() {
-	b.keys, b.ends, b.data = b.keys[:0], b.ends[:0], b.data[:0]
+	b.keys, b.ends, b.data, b.log = b.keys[:0], b.ends[:0], b.data[:0], b.log[:0]
 }
+
+// AddLog records a decision in the decision log.
+func (b *Batch) AddLog(e LogEntry) { b.log = append(b.log, e) }
 
 // Len is the number of snapshots in the batch.
 func (b *Batch) Len() int { return len(b.keys) }
 
-// Commit writes the batch, in key order, and the run record (when given) in
-// one transaction.
-func (s *Store) Commit(ctx context.Context, b *Batch, run *Run) error {
+// Final is what the last transaction of a run records besides snapshots.
+type Final struct {
+	Run    *Run
+	Files  []ProcessedFile // input files now processed
+	Config *ConfigRecord   // the mapping, direction and policy the run used
+	// PruneBefore drops decision-log entries of runs started before it
+	// (zero: keep all).
+	PruneBefore time.Time
+}
+
+// Commit writes the batch (snapshots in key order, then its decision-log
+// entries) in one transaction, with fin's records when fin is not nil.
+func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -214,9 +272,12 @@ func (s *Store) Commit(ctx context.Context, b *Batch, run *Run) error {
 				return fmt.Errorf("state %s: writing contact %s: %w", s.path, b.keys[i], err)
 			}
 		}
-		if run != nil {
-			return putRun(tx, run)
+		if err := putLog(tx, b.log); err != nil {
+			return fmt.Errorf("state %s: writing the decision log: %w", s.path, err)
 		}
-		return nil
+		if fin == nil {
+			return nil
+		}
+		return s.finish(tx, fin)
 	})
 }

@@ -42,7 +42,7 @@ func TestSnapshotsRoundTripAndLookupOrder(t *testing.T) {
 		s := snap(n)
 		b.Put(id(n), &s)
 	}
-	if err := st.Commit(context.Background(), b, &Run{ID: "r1", Started: time.Now(), Outcome: "ok"}); err != nil {
+	if err := st.Commit(context.Background(), b, &Final{Run: &Run{ID: "r1", Started: time.Now(), Outcome: "ok"}}); err != nil {
 		t.Fatal(err)
 	}
 	st.Close()

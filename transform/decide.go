@@ -19,11 +19,18 @@ type PairState struct {
 
 // Snapshot is the state of one contact.
 type Snapshot struct {
-	Known     bool
-	DModified int64 // Unix ms, as last read
-	CModified int64 // Unix ms, the profile's lastModified as last read
-	PKey      string
-	Pairs     [extract.MaxFields]PairState
+	Known bool
+	// DSeen and CSeen say each side has been read at least once; an
+	// incremental run decides a contact that changed on one side against
+	// the other side's values kept here.
+	DSeen, CSeen bool
+	DModified    int64 // Unix ms, as last read
+	CModified    int64 // Unix ms, the profile's lastModified as last read
+	PKey         string
+	// Decided is when (Unix seconds) a run last changed this record; the
+	// caller sets it, Decide leaves it as it was.
+	Decided int64
+	Pairs   [extract.MaxFields]PairState
 }
 
 // Decision is one field write decided (or skipped). Old and New are in the
@@ -47,16 +54,36 @@ type Result struct {
 	D365After, CampaignAfter [extract.MaxFields]extract.Tri
 	D365Changed              bool
 	CampaignChanged          bool
+	// StaleD and StaleC say a side's row was older than what state already
+	// knew of it, so the known side was used instead.
+	StaleD, StaleC bool
 }
 
 // Decide settles every mapped pair of one matched contact. prev may be nil
 // (never seen). Decisions are appended to buf.
 func Decide(r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, buf []Decision) (Result, []Decision) {
 	var res Result
-	res.Next = Snapshot{Known: true, DModified: c.Modified, CModified: p.Modified, PKey: p.PKey}
-	if prev == nil || r.Replay {
+	if prev == nil {
 		prev = &Snapshot{}
 	}
+	// Replay decides as at first sight, but an agreement it does not
+	// replace (a pair it skips, or drift a one-way run leaves alone) is
+	// kept for the runs after it.
+	kept := prev
+	if r.Replay {
+		prev = &Snapshot{}
+	}
+	// A row older than what state knows of that side (an old file processed
+	// again, files out of order) must not undo newer knowledge.
+	if prev.DSeen && c.Modified < prev.DModified {
+		known := ContactFromState(r, c.ID, prev)
+		c, res.StaleD = &known, true
+	}
+	if prev.CSeen && p.Modified < prev.CModified {
+		known := ProfileFromState(r, p.ID, prev)
+		p, res.StaleC = &known, true
+	}
+	res.Next = Snapshot{Known: true, DSeen: true, CSeen: true, DModified: c.Modified, CModified: p.Modified, PKey: p.PKey, Decided: kept.Decided}
 	for i, pair := range r.Pairs {
 		old := prev.Pairs[i]
 		d := c.Values[i]
@@ -70,7 +97,7 @@ func Decide(r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, bu
 		}
 		// A side whose record has not moved since this tool wrote to it
 		// still holds the written value, whatever a stale export says.
-		next := PairState{S: old.S, DRaw: d, CRaw: cv}
+		next := PairState{S: kept.Pairs[i].S, DRaw: d, CRaw: cv}
 		dEff, cEff := d, cv
 		if old.DWritten.Known() && c.Modified == prev.DModified && d == old.DRaw {
 			dEff, next.DWritten = old.DWritten, old.DWritten
@@ -204,4 +231,73 @@ func floorDiv(a, b int64) int64 {
 		q--
 	}
 	return q
+}
+
+// ContactFromState rebuilds a contact's Dynamics side as state last knew it.
+func ContactFromState(r *Rules, id extract.ID, s *Snapshot) extract.Contact {
+	c := extract.Contact{ID: id, Modified: s.DModified}
+	for i, pair := range r.Pairs {
+		c.Values[i] = s.Pairs[i].DRaw
+		if pair.Invert {
+			c.Values[i] = c.Values[i].Not()
+		}
+	}
+	return c
+}
+
+// ProfileFromState rebuilds a contact's Campaign side as state last knew it.
+func ProfileFromState(r *Rules, id extract.ID, s *Snapshot) extract.Profile {
+	p := extract.Profile{ID: id, PKey: s.PKey, Modified: s.CModified}
+	for i := range r.Pairs {
+		p.Values[i] = s.Pairs[i].CRaw
+	}
+	return p
+}
+
+// SeeContact records a contact read with no counterpart to decide against,
+// so that a later run can match it. A row older than state's knowledge
+// changes nothing.
+func SeeContact(r *Rules, c *extract.Contact, prev *Snapshot) Snapshot {
+	var next Snapshot
+	if prev != nil {
+		next = *prev
+		if prev.DSeen && c.Modified < prev.DModified {
+			return next
+		}
+	}
+	moved := !next.DSeen || c.Modified != next.DModified
+	next.Known, next.DSeen, next.DModified = true, true, c.Modified
+	for i, pair := range r.Pairs {
+		d := c.Values[i]
+		if pair.Invert {
+			d = d.Not()
+		}
+		ps := &next.Pairs[i]
+		if moved || d != ps.DRaw {
+			ps.DWritten = extract.Unknown
+		}
+		ps.DRaw = d
+	}
+	return next
+}
+
+// SeeProfile is SeeContact for the Campaign side.
+func SeeProfile(r *Rules, p *extract.Profile, prev *Snapshot) Snapshot {
+	var next Snapshot
+	if prev != nil {
+		next = *prev
+		if prev.CSeen && p.Modified < prev.CModified {
+			return next
+		}
+	}
+	moved := !next.CSeen || p.Modified != next.CModified
+	next.Known, next.CSeen, next.CModified, next.PKey = true, true, p.Modified, p.PKey
+	for i := range r.Pairs {
+		ps := &next.Pairs[i]
+		if moved || p.Values[i] != ps.CRaw {
+			ps.CWritten = extract.Unknown
+		}
+		ps.CRaw = p.Values[i]
+	}
+	return next
 }

@@ -8,12 +8,13 @@ import (
 	"optsync/extract"
 )
 
-// Superseded is a contact row replaced by a newer row for the same contact.
+// Superseded is a row replaced by a newer row for the same record.
 type Superseded struct {
-	ID   extract.ID
-	Line int32
-	By   int32
-	Bad  bool // the row was rejected already for its own fault
+	ID           extract.ID
+	PKey         string // for profiles
+	File, ByFile uint16
+	Line, By     int32
+	Bad          bool // the row was rejected already for its own fault
 }
 
 // DedupContacts sorts contacts by id and keeps, per id, the row with the
@@ -34,32 +35,61 @@ func DedupContacts(cs []extract.Contact) (kept []extract.Contact, superseded []S
 		if c := cmp.Compare(order(&a), order(&b)); c != 0 {
 			return c
 		}
+		if c := cmp.Compare(a.File, b.File); c != 0 {
+			return c
+		}
 		return cmp.Compare(a.Line, b.Line)
 	})
 	kept = cs[:0]
 	for i := range cs {
 		if i+1 < len(cs) && cs[i+1].ID == cs[i].ID {
-			superseded = append(superseded, Superseded{ID: cs[i].ID, Line: cs[i].Line, Bad: cs[i].Bad})
+			superseded = append(superseded, Superseded{ID: cs[i].ID, File: cs[i].File, Line: cs[i].Line, Bad: cs[i].Bad})
 			continue
 		}
 		for j := len(superseded) - 1; j >= 0 && superseded[j].ID == cs[i].ID; j-- {
-			superseded[j].By = cs[i].Line
+			superseded[j].By, superseded[j].ByFile = cs[i].Line, cs[i].File
 		}
 		kept = append(kept, cs[i])
 	}
 	return kept, superseded
 }
 
-// GroupProfiles sorts profiles by externalId. Profiles sharing one
-// externalId are all returned in dups, and their contact keeps a single Bad
-// entry in kept so that it is not touched.
-func GroupProfiles(ps []extract.Profile) (kept, dups []extract.Profile) {
+// GroupProfiles sorts profiles by externalId. Rows of one PKey (the same
+// profile exported twice, or in two files of a drop) keep the one with the
+// latest lastModified (equal: the later row); the others are superseded.
+// Distinct profiles sharing one externalId are all returned in dups, and
+// their contact keeps a single Bad entry in kept so that it is not touched.
+func GroupProfiles(ps []extract.Profile) (kept, dups []extract.Profile, superseded []Superseded) {
 	slices.SortFunc(ps, func(a, b extract.Profile) int {
 		if c := a.ID.Compare(b.ID); c != 0 {
 			return c
 		}
+		if c := cmp.Compare(a.PKey, b.PKey); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.Modified, b.Modified); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.File, b.File); c != 0 {
+			return c
+		}
 		return cmp.Compare(a.Line, b.Line)
 	})
+	// Collapse rows of one PKey in place. A bad row that lost its PKey
+	// (PKey "") stays a row of its own.
+	w := 0
+	for i := range ps {
+		if i+1 < len(ps) && ps[i+1].ID == ps[i].ID && ps[i+1].PKey == ps[i].PKey && ps[i].PKey != "" {
+			superseded = append(superseded, Superseded{ID: ps[i].ID, PKey: ps[i].PKey, File: ps[i].File, Line: ps[i].Line, Bad: ps[i].Bad})
+			continue
+		}
+		for k := len(superseded) - 1; k >= 0 && superseded[k].ID == ps[i].ID && superseded[k].PKey == ps[i].PKey; k-- {
+			superseded[k].By, superseded[k].ByFile = ps[i].Line, ps[i].File
+		}
+		ps[w] = ps[i]
+		w++
+	}
+	ps = ps[:w]
 	// kept reuses ps: it only ever writes at or behind i, after the group at
 	// i has been copied into dups.
 	kept = ps[:0]
@@ -78,7 +108,7 @@ func GroupProfiles(ps []extract.Profile) (kept, dups []extract.Profile) {
 		}
 		i = j
 	}
-	return kept, dups
+	return kept, dups, superseded
 }
 
 // JoinStats counts the identity outcomes of a join.
@@ -90,7 +120,9 @@ type JoinStats struct {
 }
 
 // Join walks two id-sorted sides and calls fn with the indexes of every
-// contact that has exactly one usable profile.
+// contact that has exactly one usable profile, and of every usable record
+// whose counterpart is missing from its input (the other index is -1).
+// Records blocked by a bad row or a duplicate on either side are left out.
 func Join(cs []extract.Contact, ps []extract.Profile, fn func(ci, pi int)) JoinStats {
 	var st JoinStats
 	i, j := 0, 0
@@ -108,11 +140,13 @@ func Join(cs []extract.Contact, ps []extract.Profile, fn func(ci, pi int)) JoinS
 		case k < 0:
 			if !cs[i].Bad {
 				st.ContactsNoMatch++
+				fn(i, -1)
 			}
 			i++
 		case k > 0:
 			if !ps[j].Bad {
 				st.ProfilesNoMatch++
+				fn(-1, j)
 			}
 			j++
 		default:

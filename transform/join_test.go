@@ -95,7 +95,10 @@ func TestGroupProfiles(t *testing.T) {
 		prof(3, "@c", 5, false), prof(2, "@b3", 6, false), prof(4, "@d", 7, true),
 		prof(5, "@e2", 9, true), prof(5, "@e1", 8, false),
 	}
-	kept, dups := GroupProfiles(slices.Clone(in))
+	kept, dups, sup := GroupProfiles(slices.Clone(in))
+	if len(sup) != 0 {
+		t.Errorf("superseded %+v, want none", sup)
+	}
 	if got, want := keys(kept), []string{"1:3", "2:2!", "3:5", "4:7!", "5:8!"}; !slices.Equal(got, want) {
 		t.Errorf("kept %v, want %v", got, want)
 	}
@@ -110,9 +113,30 @@ func TestGroupProfiles(t *testing.T) {
 		t.Errorf("dups %v, want %v", pk, want)
 	}
 
-	kept, dups = GroupProfiles([]extract.Profile{prof(9, "@z", 2, false), prof(8, "@y", 3, false)})
+	kept, dups, _ = GroupProfiles([]extract.Profile{prof(9, "@z", 2, false), prof(8, "@y", 3, false)})
 	if len(dups) != 0 || !slices.Equal(keys(kept), []string{"8:3", "9:2"}) {
 		t.Errorf("no duplicates: kept %v dups %v", keys(kept), dups)
+	}
+}
+
+// One profile in two files of a drop (or twice in one export) is one
+// profile: the newest row stands, the others are superseded, not duplicates.
+func TestGroupProfilesSamePKey(t *testing.T) {
+	older, newer, newest := prof(1, "@a", 5, false), prof(1, "@a", 2, false), prof(1, "@a", 3, false)
+	older.Modified, newer.Modified, newest.Modified = 100, 200, 300
+	newer.File, newest.File = 1, 2
+	kept, dups, sup := GroupProfiles([]extract.Profile{newest, older, newer})
+	if len(dups) != 0 || len(kept) != 1 || kept[0].Line != 3 || kept[0].File != 2 || kept[0].Bad {
+		t.Fatalf("kept %+v dups %+v", kept, dups)
+	}
+	if len(sup) != 2 || sup[0].Line != 5 || sup[1].Line != 2 || sup[0].By != 3 || sup[1].By != 3 || sup[0].ByFile != 2 {
+		t.Fatalf("superseded %+v", sup)
+	}
+	// A second PKey for the same contact is still a duplicate.
+	other := prof(1, "@b", 9, false)
+	kept, dups, _ = GroupProfiles([]extract.Profile{newest, other})
+	if len(dups) != 2 || len(kept) != 1 || !kept[0].Bad {
+		t.Fatalf("kept %+v dups %+v", kept, dups)
 	}
 }
 
@@ -143,6 +167,9 @@ func TestJoin(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var calls []string
 			st := Join(tc.cs, tc.ps, func(ci, pi int) {
+				if ci < 0 || pi < 0 {
+					return // one-sided: TestJoinOneSided
+				}
 				c, p := &tc.cs[ci], &tc.ps[pi]
 				if c.ID != p.ID || c.Bad || p.Bad {
 					t.Errorf("fn(%+v, %+v)", *c, *p)
@@ -164,14 +191,17 @@ func TestJoinAfterGrouping(t *testing.T) {
 	cs, sup := DedupContacts([]extract.Contact{
 		con(3, t10, 2, false), con(1, t10, 3, false), con(2, t09, 4, false), con(3, t11, 5, false), con(4, 0, 6, true), con(4, t12, 7, false),
 	})
-	ps, dups := GroupProfiles([]extract.Profile{
+	ps, dups, _ := GroupProfiles([]extract.Profile{
 		prof(2, "@b1", 2, false), prof(3, "@c", 3, false), prof(2, "@b2", 4, false), prof(1, "@a", 5, false), prof(4, "@d", 6, false),
 	})
 	if len(sup) != 2 || len(dups) != 2 {
 		t.Fatalf("superseded %+v dups %+v", sup, dups)
 	}
 	var called []byte
-	st := Join(cs, ps, func(ci, _ int) {
+	st := Join(cs, ps, func(ci, pi int) {
+		if ci < 0 || pi < 0 {
+			return
+		}
 		c := &cs[ci]
 		called = append(called, c.ID[0])
 		if c.ID[0] == 3 && c.Line != 5 {

@@ -1,0 +1,263 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"optsync/extract"
+	"optsync/load"
+	"optsync/state"
+	"optsync/transform"
+)
+
+// joined lists the join's entries as indexes into the two sorted sides, -1
+// for a side missing from the inputs: pointer-free, so a million of them
+// are 8 MB that the garbage collector need not scan.
+type joined struct {
+	contacts []extract.Contact
+	profiles []extract.Profile
+	pairs    [][2]int32
+}
+
+func (j *joined) at(k int32) (*extract.Contact, *extract.Profile) {
+	m := j.pairs[k]
+	var c *extract.Contact
+	var p *extract.Profile
+	if m[0] >= 0 {
+		c = &j.contacts[m[0]]
+	}
+	if m[1] >= 0 {
+		p = &j.profiles[m[1]]
+	}
+	return c, p
+}
+
+// decider makes a run's decisions. It is called twice over the same
+// entries — once to write the files, once, chunk by chunk, to commit state
+// after the files are safe — and decides the same way both times: every
+// input is the same and Decide is pure.
+type decider struct {
+	rules       *transform.Rules
+	incremental bool
+	matched     *joined
+	campFiles   []inputFile
+	// counted in the first pass
+	viaState, waiting, stale int
+}
+
+// verdict is what the decider made of one entry.
+type verdict struct {
+	next      transform.Snapshot
+	res       transform.Result
+	decisions []transform.Decision
+	id        extract.ID
+	pkey      string
+	decided   bool   // a contact with both sides known was decided
+	blocked   string // why the entry was not touched, for the rejects file
+	blockedAt extract.Reject
+}
+
+func (d *decider) one(k int32, prev *transform.Snapshot, buf []transform.Decision) verdict {
+	c, p := d.matched.at(k)
+	useState := prev != nil && !d.rules.Replay
+	var v verdict
+	if c != nil {
+		v.id = c.ID
+	} else {
+		v.id = p.ID
+	}
+	// In a run, a profile other than the one state links to this contact is
+	// a second profile for one contact: none is touched. A backfill reads
+	// every profile, so the one it finds is the only one.
+	if p != nil && d.incremental && useState && prev.CSeen && prev.PKey != "" && prev.PKey != p.PKey {
+		v.blocked = fmt.Sprintf("duplicate-externalId: contact %s is linked to profile %s in state; a second profile for one contact is not touched until a backfill settles it", p.ID, prev.PKey)
+		v.blockedAt = extract.Reject{Source: d.campFiles[p.File].path, Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: v.blocked}
+		v.next = *prev
+		return v
+	}
+	switch {
+	case c != nil && p == nil && d.incremental && useState && prev.CSeen:
+		known := transform.ProfileFromState(d.rules, c.ID, prev)
+		p = &known
+	case p != nil && c == nil && d.incremental && useState && prev.DSeen:
+		known := transform.ContactFromState(d.rules, p.ID, prev)
+		c = &known
+	case c != nil && p == nil:
+		v.next = transform.SeeContact(d.rules, c, prev)
+		if !d.incremental {
+			v.next.CSeen = false // a full export without the profile: it is gone
+		}
+		return v
+	case p != nil && c == nil:
+		v.next = transform.SeeProfile(d.rules, p, prev)
+		if !d.incremental {
+			v.next.DSeen = false
+		}
+		return v
+	}
+	v.res, v.decisions = transform.Decide(d.rules, c, p, prev, buf)
+	v.next, v.pkey, v.decided = v.res.Next, p.PKey, true
+	return v
+}
+
+func lookup(r *state.Reader, id extract.ID, into *transform.Snapshot) (*transform.Snapshot, error) {
+	if r == nil {
+		return nil, nil
+	}
+	found, err := r.Get(id, into)
+	if err != nil || !found {
+		return nil, err
+	}
+	return into, nil
+}
+
+func entryID(m *joined, k int32) extract.ID {
+	c, p := m.at(k)
+	if c != nil {
+		return c.ID
+	}
+	return p.ID
+}
+
+// all makes every decision of the run against the state as it was when
+// the run began, hands each contact with something to write or report to
+// sink (blocked entries with their reason), and lists the entries whose
+// state changes or that have decisions to log. Nothing per decision is held
+// in memory.
+func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink func(ch *load.Change, blocked *extract.Reject) error) (dirty []int32, err error) {
+	var reader *state.Reader
+	if st != nil {
+		if reader, err = st.Reader(); err != nil {
+			return nil, err
+		}
+		defer reader.Close()
+	}
+	bar := prog.stage("deciding", int64(len(d.matched.pairs)), "contacts")
+	defer bar.Done()
+	decisions := make([]transform.Decision, 0, extract.MaxFields)
+	var prev transform.Snapshot
+	var ch load.Change
+	for k := range d.matched.pairs {
+		if k&0xfff == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+		bar.Add(1)
+		prevPtr, err := lookup(reader, entryID(d.matched, int32(k)), &prev)
+		if err != nil {
+			return nil, err
+		}
+		v := d.one(int32(k), prevPtr, decisions[:0])
+		decisions = v.decisions
+		if v.blocked != "" {
+			if err := sink(nil, &v.blockedAt); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		c, p := d.matched.at(int32(k))
+		switch {
+		case v.decided && (c == nil || p == nil):
+			d.viaState++
+		case !v.decided && d.incremental:
+			d.waiting++
+		}
+		if v.res.StaleD || v.res.StaleC {
+			d.stale++
+		}
+		if len(v.decisions) > 0 {
+			ch = load.Change{
+				ID: v.id, PKey: v.pkey, Decisions: v.decisions,
+				D365After: v.res.D365After, CampaignAfter: v.res.CampaignAfter,
+				D365Changed: v.res.D365Changed, CampaignChanged: v.res.CampaignChanged,
+			}
+			if err := sink(&ch, nil); err != nil {
+				return nil, err
+			}
+		}
+		if prevPtr == nil || v.next != prev || len(v.decisions) > 0 {
+			dirty = append(dirty, int32(k))
+		}
+	}
+	return dirty, nil
+}
+
+// commitChunk is how many contacts one state transaction takes. bbolt splits
+// nodes only when a transaction commits, so a million puts in one
+// transaction pile into one in-memory node; 64K keep each commit small
+// while fsyncs stay few.
+const commitChunk = 1 << 16
+
+// commit records the dirty entries' snapshots and decisions in id order, a
+// chunk per transaction, fin with the last. Each chunk is decided again
+// from state as it stands, which for these contacts is still the state the
+// first pass read. Each contact's record is written whole: a run killed here
+// leaves every contact either as it was (the next run decides it again, the
+// same way) or as decided, and the files its decisions went to were
+// complete before the first chunk.
+func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, started time.Time, dirty []int32, fin *state.Final) error {
+	bar := prog.stage("committing state", int64(len(dirty)), "contacts")
+	defer bar.Done()
+	batch := st.NewBatch(min(len(dirty), commitChunk))
+	decisions := make([]transform.Decision, 0, extract.MaxFields)
+	var prev transform.Snapshot
+	var seq uint32
+	for lo := 0; ; lo += commitChunk {
+		hi := min(lo+commitChunk, len(dirty))
+		reader, err := st.Reader()
+		if err != nil {
+			return err
+		}
+		batch.Reset()
+		for _, k := range dirty[lo:hi] {
+			prevPtr, err := lookup(reader, entryID(d.matched, k), &prev)
+			if err != nil {
+				reader.Close()
+				return err
+			}
+			v := d.one(k, prevPtr, decisions[:0])
+			decisions = v.decisions
+			if v.blocked != "" {
+				continue
+			}
+			if prevPtr == nil || v.next != prev {
+				v.next.Decided = started.Unix()
+				batch.Put(v.id, &v.next)
+			}
+			for i := range v.decisions {
+				seq++
+				batch.AddLog(d.logEntry(fin.Run, seq, &v, &v.decisions[i]))
+			}
+			bar.Add(1)
+		}
+		reader.Close()
+		last := hi == len(dirty)
+		var f *state.Final
+		if last {
+			f = fin
+		}
+		if err := st.Commit(ctx, batch, f); err != nil {
+			return err
+		}
+		if last {
+			return nil
+		}
+	}
+}
+
+func (d *decider) logEntry(run *state.Run, seq uint32, v *verdict, dec *transform.Decision) state.LogEntry {
+	p := d.rules.Pairs[dec.Pair]
+	e := state.LogEntry{
+		RunStarted: run.Started, Seq: seq, RunID: run.ID, Contact: v.id, PKey: v.pkey,
+		D365Field: p.D365, CampaignField: p.Campaign, Direction: dec.Target.String(), Rule: dec.Rule,
+		D365Modified: dec.DModified, CampaignModified: dec.CModified, Outcome: load.Applied,
+	}
+	if dec.Skip != "" {
+		e.Outcome, e.Error = load.Skipped, dec.Skip
+	} else {
+		e.Old, e.New = dec.Old.String(), dec.New.String()
+	}
+	return e
+}

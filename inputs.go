@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"optsync/extract"
+	"optsync/state"
+)
+
+// inputFile is one export a run reads.
+type inputFile struct {
+	path  string
+	size  int64
+	mtime time.Time
+	sum   string // hex SHA-256; empty for a backfill, which does not remember files
+}
+
+// dropFiles lists the files a configured source names: a file, a glob or a
+// folder (the vendor's flow drops one export a day into a folder). They come
+// oldest first: by name, then modification time.
+func dropFiles(pattern string) ([]inputFile, error) {
+	var paths []string
+	fi, err := os.Stat(pattern)
+	switch {
+	case err == nil && fi.IsDir():
+		entries, err := os.ReadDir(pattern)
+		if err != nil {
+			return nil, fmt.Errorf("reading the drop folder %s: %w", pattern, err)
+		}
+		for _, e := range entries {
+			// Hidden files and our own partial files are transfers in progress.
+			if e.Type().IsRegular() && !strings.HasPrefix(e.Name(), ".") && !strings.HasSuffix(e.Name(), ".partial") {
+				paths = append(paths, filepath.Join(pattern, e.Name()))
+			}
+		}
+	case err == nil:
+		paths = []string{pattern}
+	case strings.ContainsAny(pattern, "*?["):
+		if paths, err = filepath.Glob(pattern); err != nil {
+			return nil, fmt.Errorf("glob %q: %w", pattern, err)
+		}
+	default:
+		return nil, withCode(exitUsage, fmt.Errorf("input %s does not exist", pattern))
+	}
+	var files []inputFile
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("input %s: %w", p, err)
+		}
+		if fi.Mode().IsRegular() {
+			files = append(files, inputFile{path: p, size: fi.Size(), mtime: fi.ModTime()})
+		}
+	}
+	slices.SortFunc(files, func(a, b inputFile) int {
+		if c := strings.Compare(filepath.Base(a.path), filepath.Base(b.path)); c != 0 {
+			return c
+		}
+		if c := a.mtime.Compare(b.mtime); c != 0 {
+			return c
+		}
+		return strings.Compare(a.path, b.path)
+	})
+	return files, nil
+}
+
+// newFiles hashes the drop's files and keeps those state has not seen
+// processed (all of them with force). A file that cannot be read stops the
+// run here, before anything is written.
+func newFiles(ctx context.Context, st *state.Store, files []inputFile, force bool) (fresh, skipped []inputFile, err error) {
+	for _, f := range files {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
+		sum, err := hashFile(f.path)
+		if err != nil {
+			return nil, nil, err
+		}
+		f.sum = sum
+		if !force && st != nil {
+			_, seen, err := st.Processed(sum)
+			if err != nil {
+				return nil, nil, err
+			}
+			if seen {
+				skipped = append(skipped, f)
+				continue
+			}
+		}
+		fresh = append(fresh, f)
+	}
+	return fresh, skipped, nil
+}
+
+func hashFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("input %s cannot be read: %w", path, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("input %s cannot be read: %w", path, err)
+	}
+	var sum [sha256.Size]byte
+	copy(sum[:], h.Sum(nil))
+	return state.FileSum(sum), nil
+}
+
+// inputs is what extract produced from both systems' files.
+type inputs struct {
+	contacts    []extract.Contact
+	profiles    []extract.Profile
+	d365Rejects []extract.Reject
+	campRejects []extract.Reject
+	d365        extract.Stats
+	campaign    extract.Stats
+}
+
+// extract reads both systems' files; the two systems are read at once.
+// Each record remembers which file it came from, so that a later file wins
+// over an earlier one for the same record.
+func (j *job) extract(ctx context.Context, d365Files, campFiles []inputFile) (*inputs, error) {
+	in := &inputs{}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		in.contacts = make([]extract.Contact, 0, estimateAll(d365Files))
+		for i, f := range d365Files {
+			err := j.readFile(ctx, f, "reading Dynamics", func(r io.Reader) error {
+				st, err := extract.ReadContacts(ctx, r, f.path, j.cfg.d365Layout(),
+					func(c *extract.Contact) {
+						c.File = uint16(i)
+						in.contacts = append(in.contacts, *c)
+					},
+					func(r extract.Reject) { in.d365Rejects = append(in.d365Rejects, r) })
+				in.d365.Rows, in.d365.Rejected = in.d365.Rows+st.Rows, in.d365.Rejected+st.Rejected
+				return err
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	g.Go(func() error {
+		in.profiles = make([]extract.Profile, 0, estimateAll(campFiles))
+		for i, f := range campFiles {
+			err := j.readFile(ctx, f, "reading Campaign", func(r io.Reader) error {
+				st, err := extract.ReadProfiles(ctx, r, f.path, j.cfg.campaignLayout(),
+					func(p *extract.Profile) {
+						p.File = uint16(i)
+						in.profiles = append(in.profiles, *p)
+					},
+					func(r extract.Reject) { in.campRejects = append(in.campRejects, r) })
+				in.campaign.Rows, in.campaign.Rejected = in.campaign.Rows+st.Rows, in.campaign.Rejected+st.Rejected
+				in.campaign.Unlinked += st.Unlinked
+				return err
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	j.log.Info().Int("files", len(d365Files)).Int("rows", in.d365.Rows).Int("rejected", in.d365.Rejected).Msg("read Dynamics contacts")
+	j.log.Info().Int("files", len(campFiles)).Int("rows", in.campaign.Rows).Int("rejected", in.campaign.Rejected).
+		Int("without_externalId", in.campaign.Unlinked).Msg("read Campaign profiles")
+	return in, nil
+}
+
+func (j *job) readFile(ctx context.Context, in inputFile, stage string, read func(io.Reader) error) error {
+	f, err := os.Open(in.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return withCode(exitUsage, fmt.Errorf("input %s does not exist", in.path))
+	}
+	if err != nil {
+		return fmt.Errorf("input %s cannot be read: %w", in.path, err)
+	}
+	defer f.Close()
+	bar := j.progress.stage(stage+" "+filepath.Base(in.path), in.size, "bytes")
+	defer bar.Done()
+	return read(bar.Reader(f))
+}
+
+// estimateAll sizes the record slice up front from the files' sizes and the
+// length of their first lines, so that a large export is neither copied
+// again and again as the slice grows nor given room it will not use.
+func estimateAll(files []inputFile) int {
+	total := 0
+	for _, f := range files {
+		total += estimateRows(f.path, f.size)
+	}
+	return min(total, 50_000_000)
+}
+
+func estimateRows(path string, size int64) int {
+	f, err := os.Open(path)
+	if err != nil || size == 0 {
+		return 0
+	}
+	defer f.Close()
+	sample := make([]byte, 64<<10)
+	n, _ := f.ReadAt(sample, 0)
+	lines := bytes.Count(sample[:n], []byte{'\n'})
+	if lines < 2 {
+		return 0
+	}
+	rows := size * int64(lines) / int64(n)
+	return int(rows + rows/50 + 16)
+}

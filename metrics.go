@@ -1,0 +1,110 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// runMetrics is what one run reports to cron monitoring.
+type runMetrics struct {
+	Command  string
+	Started  time.Time
+	Ended    time.Time
+	ExitCode int
+	Sum      *summary // may be nil when the run failed before counting
+}
+
+const metricsPrefix = "optsync_last_run_"
+
+// writeMetrics writes the Prometheus textfile-collector format to path,
+// atomically: prometheus.WriteToTextfile writes a temp file in the same
+// folder, sets mode 0644 and renames it over path, removing the temp file
+// on failure. The file holds counts only, no personal data.
+func writeMetrics(path string, m runMetrics) error {
+	reg := prometheus.NewRegistry()
+	cmd := prometheus.Labels{"command": m.Command}
+
+	gauge := func(name, help string, v float64) error {
+		g := prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: metricsPrefix + name, Help: help, ConstLabels: cmd,
+		})
+		g.Set(v)
+		return reg.Register(g)
+	}
+	vec := func(name, help, label string, vals map[string]int) error {
+		g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: metricsPrefix + name, Help: help, ConstLabels: cmd,
+		}, []string{label})
+		for k, n := range vals {
+			g.WithLabelValues(k).Set(float64(n))
+		}
+		return reg.Register(g)
+	}
+
+	success := 0.0
+	if m.ExitCode == 0 {
+		success = 1
+	}
+	regs := []func() error{
+		func() error {
+			return gauge("start_timestamp_seconds", "Unix time the last optsync run started.", unixSeconds(m.Started))
+		},
+		func() error {
+			return gauge("end_timestamp_seconds", "Unix time the last optsync run ended.", unixSeconds(m.Ended))
+		},
+		func() error {
+			return gauge("duration_seconds", "Wall-clock duration of the last optsync run in seconds.", m.Ended.Sub(m.Started).Seconds())
+		},
+		func() error {
+			return gauge("exit_code", "Process exit code of the last optsync run (0 = success).", float64(m.ExitCode))
+		},
+		func() error {
+			return gauge("success", "1 if the last optsync run exited with code 0, else 0.", success)
+		},
+	}
+	if s := m.Sum; s != nil {
+		regs = append(regs,
+			func() error {
+				return vec("writes", "Opt-out flag writes decided in the last run, by direction.", "direction",
+					map[string]int{"d365->campaign": s.ToCampaign, "campaign->d365": s.ToD365})
+			},
+			func() error {
+				return vec("rule_writes", "Opt-out flag writes decided in the last run, by sync rule.", "rule", s.Rules)
+			},
+			func() error {
+				return gauge("skipped", "Decisions skipped in the last run.", float64(s.Skipped))
+			},
+			func() error {
+				return gauge("rejected", "Writes rejected by the target system in the last run.", float64(s.Rejected))
+			},
+			func() error {
+				return gauge("failed_writes", "Writes that failed in the last run.", float64(s.Failed))
+			},
+			func() error {
+				return gauge("compared_pairs", "Flag pairs compared in the last run (matched contacts x flag pairs).", float64(s.ComparedPairs))
+			},
+			func() error {
+				return gauge("opt_outs_cleared", "Writes in the last run that clear an opt-out.", float64(s.OptoutsCleared))
+			},
+		)
+	}
+	for _, r := range regs {
+		if err := r(); err != nil {
+			return fmt.Errorf("metrics: register: %w", err)
+		}
+	}
+	if err := prometheus.WriteToTextfile(path, reg); err != nil {
+		return fmt.Errorf("metrics: write %s: %w", path, err)
+	}
+	return nil
+}
+
+// unixSeconds is t as fractional Unix seconds, 0 for the zero time.
+func unixSeconds(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return float64(t.UnixNano()) / 1e9
+}

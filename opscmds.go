@@ -1,0 +1,256 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jszwec/csvutil"
+	"github.com/rs/zerolog"
+	"github.com/urfave/cli/v2"
+
+	"optsync/extract"
+	"optsync/load"
+	"optsync/state"
+	"optsync/transform"
+)
+
+// openReadOnly opens the state file for a command that only reads it; nil
+// when there is no state yet.
+func openReadOnly(cfg *Config) (*state.Store, error) {
+	if _, err := os.Stat(cfg.State); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return state.OpenReadOnly(cfg.State, cfg.rules.Pairs)
+}
+
+// parseSince reads RFC 3339, a date, or an age ("72h", "30d").
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse("2006-01-02", s); err == nil {
+		return t, nil
+	}
+	if d, err := parseRetention(s); err == nil {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("--since %q: want RFC 3339, a date (2026-11-01) or an age (72h, 30d)", s)
+}
+
+// auditCommand answers "what was decided for whom, and why" from the
+// decision log kept in state.
+func auditCommand(cfg *Config, c *cli.Context, out io.Writer) error {
+	var q state.LogQuery
+	if v := c.String("contact"); v != "" {
+		id, ok := extract.ParseID(v)
+		if !ok {
+			return withCode(exitUsage, fmt.Errorf("--contact %q is not a GUID", v))
+		}
+		q.Contact = &id
+	}
+	q.RunID, q.Field = c.String("run"), c.String("field")
+	if v := c.String("since"); v != "" {
+		t, err := parseSince(v, time.Now())
+		if err != nil {
+			return withCode(exitUsage, err)
+		}
+		q.Since = t
+	}
+	if q.Contact == nil && q.RunID == "" && q.Since.IsZero() {
+		return withCode(exitUsage, errors.New("audit needs --contact ID, --run ID or --since TIME"))
+	}
+	format := c.String("format")
+	if format != "table" && format != "csv" && format != "json" {
+		return withCode(exitUsage, fmt.Errorf("--format %q: want table, csv or json", format))
+	}
+	st, err := openReadOnly(cfg)
+	if err != nil {
+		return err
+	}
+	var rows []load.AuditRow
+	if st != nil {
+		defer st.Close()
+		err = st.QueryLog(q, func(e *state.LogEntry) error {
+			rows = append(rows, load.AuditRow{
+				RunID: e.RunID, DecidedAt: e.RunStarted.Format(time.RFC3339), ContactID: e.Contact.String(), ProfilePKey: e.PKey,
+				D365Field: e.D365Field, CampaignField: e.CampaignField, Direction: e.Direction, OldValue: e.Old, NewValue: e.New,
+				Rule: e.Rule, D365Modified: extract.FormatTime(e.D365Modified), CampaignModified: extract.FormatTime(e.CampaignModified),
+				Outcome: e.Outcome, Error: e.Error,
+			})
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	switch format {
+	case "json":
+		if rows == nil {
+			rows = []load.AuditRow{}
+		}
+		enc := json.NewEncoder(out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rows)
+	case "csv":
+		w := csv.NewWriter(out)
+		enc := csvutil.NewEncoder(w)
+		if err := enc.EncodeHeader(load.AuditRow{}); err != nil {
+			return err
+		}
+		for i := range rows {
+			if err := enc.Encode(load.CSVSafe(rows[i])); err != nil {
+				return err
+			}
+		}
+		w.Flush()
+		return w.Error()
+	}
+	if len(rows) == 0 {
+		fmt.Fprintln(out, "no decisions recorded for that query")
+		return nil
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DECIDED\tRUN\tCONTACT\tPROFILE\tPAIR\tDIRECTION\tCHANGE\tRULE\tD365 MODIFIED\tCAMPAIGN MODIFIED\tOUTCOME")
+	for _, r := range rows {
+		change := r.OldValue + " → " + r.NewValue
+		if r.OldValue == "" {
+			change = "(unknown) → " + r.NewValue
+		}
+		rule, outcome := r.Rule, r.Outcome
+		if r.Outcome == load.Skipped {
+			change, rule, outcome = "-", "-", "skipped: "+r.Error
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ↔ %s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.DecidedAt, r.RunID, r.ContactID, r.ProfilePKey,
+			r.D365Field, r.CampaignField, dash(r.Direction), change, rule, r.D365Modified, r.CampaignModified, outcome)
+	}
+	return tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// stateExport writes every snapshot as CSV: one row per contact and pair.
+func stateExport(cfg *Config, output string, stdout io.Writer) (err error) {
+	st, err := openReadOnly(cfg)
+	if err != nil {
+		return err
+	}
+	out := stdout
+	if output != "" {
+		// Contact ids and PKeys are personal data.
+		f, err := os.OpenFile(output, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		if err != nil {
+			return fmt.Errorf("state export: %w", err)
+		}
+		defer func() {
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}()
+		out = f
+	}
+	w := csv.NewWriter(out)
+	if err := w.Write([]string{"contact_id", "profile_pkey", "d365_field", "campaign_field", "agreed_opted_out",
+		"d365_value", "campaign_value", "d365_written_pending", "campaign_written_pending", "d365_modified", "campaign_modified", "last_decided"}); err != nil {
+		return err
+	}
+	if st != nil {
+		defer st.Close()
+		err := st.Each(func(id extract.ID, s *transform.Snapshot) error {
+			decided := ""
+			if s.Decided != 0 {
+				decided = time.Unix(s.Decided, 0).UTC().Format(time.RFC3339)
+			}
+			for i, p := range cfg.rules.Pairs {
+				ps := s.Pairs[i]
+				dRaw, dPending := ps.DRaw, ps.DWritten
+				if p.Invert { // the Dynamics columns in the field's own polarity
+					dRaw, dPending = dRaw.Not(), dPending.Not()
+				}
+				pkey := s.PKey
+				if !s.CSeen {
+					pkey = ""
+				}
+				if err := w.Write([]string{id.String(), pkey, p.D365, p.Campaign, ps.S.String(), dRaw.String(), ps.CRaw.String(),
+					dPending.String(), ps.CWritten.String(), seen(s.DSeen, s.DModified), seen(s.CSeen, s.CModified), decided}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	w.Flush()
+	return w.Error()
+}
+
+func seen(ok bool, ms int64) string {
+	if !ok {
+		return ""
+	}
+	return extract.FormatTime(ms)
+}
+
+// stateReset forgets agreed snapshots so the next run decides those pairs
+// as at first sight, and records that it did in the run history.
+func stateReset(ctx context.Context, cfg *Config, field string, out io.Writer, log zerolog.Logger) error {
+	pairs := cfg.rules.Pairs
+	if field != "" {
+		pairs = nil
+		for _, p := range cfg.rules.Pairs {
+			if strings.EqualFold(p.D365, field) {
+				pairs = append(pairs, p)
+			}
+		}
+		if pairs == nil {
+			return withCode(exitUsage, fmt.Errorf("--field %s: no mapping of that Dynamics field in %s", field, cfg.path))
+		}
+	}
+	st, err := state.Open(cfg.State, cfg.rules.Pairs)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	started := time.Now().UTC()
+	run := &state.Run{ID: newRunID(started), Command: "state reset", Started: started, Outcome: "running",
+		Direction: string(cfg.rules.Direction), Policy: string(cfg.rules.Policy)}
+	if err := st.BeginRun(run); err != nil {
+		return err
+	}
+	n, err := st.Reset(ctx, pairs)
+	run.Ended, run.Counts = time.Now().UTC(), map[string]int{"snapshots_forgotten": n}
+	run.Outcome, run.ExitCode = "ok", exitOK
+	if err != nil {
+		run.Outcome, run.ExitCode, run.Error = "error", exitFailure, err.Error()
+	}
+	if rerr := st.EndRun(run); err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return err
+	}
+	names := make([]string, len(pairs))
+	for i, p := range pairs {
+		names[i] = pairName(p)
+	}
+	log.Info().Int("contacts", n).Strs("mappings", names).Msg("snapshots forgotten")
+	fmt.Fprintf(out, "forgot the agreed snapshot of %s for %s contacts; the next run decides them as at first sight\n",
+		strings.Join(names, ", "), strconv.Itoa(n))
+	return nil
+}

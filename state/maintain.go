@@ -1,0 +1,217 @@
+package state
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+
+	"optsync/extract"
+	"optsync/transform"
+)
+
+// rewriteChunk bounds one transaction of a whole-file rewrite.
+const rewriteChunk = 1 << 16
+
+// rewrite passes every contact record through fn, which returns the new
+// value and whether it changed, in transactions of rewriteChunk records. A
+// rewrite killed half-way can simply be run again.
+func (s *Store) rewrite(ctx context.Context, fn func(v []byte) ([]byte, bool, error)) (changed int, err error) {
+	var from []byte
+	for {
+		if err := ctx.Err(); err != nil {
+			return changed, err
+		}
+		done := false
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketContacts)
+			if b == nil {
+				done = true
+				return nil
+			}
+			type put struct{ k, v []byte }
+			var puts []put
+			c := b.Cursor()
+			k, v := c.Seek(from)
+			if from != nil && bytes.Equal(k, from) {
+				k, v = c.Next()
+			}
+			n := 0
+			for ; k != nil && n < rewriteChunk; k, v = c.Next() {
+				nv, ok, err := fn(v)
+				if err != nil {
+					return fmt.Errorf("contact %x: %w", k, err)
+				}
+				if ok {
+					puts = append(puts, put{append([]byte{}, k...), nv})
+				}
+				from = append(from[:0], k...)
+				n++
+			}
+			done = k == nil
+			for _, p := range puts {
+				if err := b.Put(p.k, p.v); err != nil {
+					return err
+				}
+			}
+			changed += len(puts)
+			return nil
+		})
+		if err != nil {
+			return changed, fmt.Errorf("state %s: %w", s.path, err)
+		}
+		if done {
+			return changed, nil
+		}
+	}
+}
+
+// Reset forgets the agreed snapshot of the given pairs (every configured
+// pair when pairs is empty), so that the next run decides them as at first
+// sight. Values last read and writes not yet seen are kept: they are facts
+// about the systems, not agreements.
+func (s *Store) Reset(ctx context.Context, pairs []transform.Pair) (int, error) {
+	ids := map[byte]bool{}
+	if len(pairs) == 0 {
+		for _, id := range s.pairIDs {
+			ids[id] = true
+		}
+	}
+	reg, err := s.registry()
+	if err != nil {
+		return 0, err
+	}
+	for _, p := range pairs {
+		if id, ok := reg[string(pairKey(p))]; ok {
+			ids[id] = true
+		}
+	}
+	return s.rewrite(ctx, func(v []byte) ([]byte, bool, error) {
+		r, err := parseRecord(v)
+		if err != nil {
+			return nil, false, err
+		}
+		pairs := append([]byte{}, r.pairs...)
+		changed := false
+		for k := 0; k+2 < len(pairs); k += 3 {
+			if ids[pairs[k]] && pairs[k+1]&3 != 0 {
+				pairs[k+1] &^= 3 // S is the low two bits
+				changed = true
+			}
+		}
+		if !changed {
+			return nil, false, nil
+		}
+		return appendRecord(nil, r, pairs), true, nil
+	})
+}
+
+// DropUnmapped deletes the snapshots of every registered pair that is not
+// among the configured ones, then forgets those pairs, so that a mapping
+// added back later starts from first sight. It returns the dropped pairs.
+func (s *Store) DropUnmapped(ctx context.Context, configured []transform.Pair) ([]transform.Pair, error) {
+	reg, err := s.registry()
+	if err != nil {
+		return nil, err
+	}
+	keep := map[string]bool{}
+	for _, p := range configured {
+		keep[string(pairKey(p))] = true
+	}
+	drop := map[byte]bool{}
+	var dropped []transform.Pair
+	for k, id := range reg {
+		if !keep[k] {
+			drop[id] = true
+			dropped = append(dropped, parsePairKey(k))
+		}
+	}
+	if len(drop) == 0 {
+		return nil, nil
+	}
+	if _, err := s.rewrite(ctx, func(v []byte) ([]byte, bool, error) {
+		r, err := parseRecord(v)
+		if err != nil {
+			return nil, false, err
+		}
+		kept := make([]byte, 0, len(r.pairs))
+		for k := 0; k+2 < len(r.pairs); k += 3 {
+			if !drop[r.pairs[k]] {
+				kept = append(kept, r.pairs[k:k+3]...)
+			}
+		}
+		if len(kept) == len(r.pairs) {
+			return nil, false, nil
+		}
+		return appendRecord(nil, r, kept), true, nil
+	}); err != nil {
+		return nil, err
+	}
+	// Only now may the ids be freed: a drop killed before this point is
+	// simply done again by the next run.
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketMeta).Bucket(bucketPairs)
+		for k := range reg {
+			if !keep[k] {
+				if err := b.Delete([]byte(k)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state %s: forgetting dropped mappings: %w", s.path, err)
+	}
+	return dropped, nil
+}
+
+func (s *Store) registry() (map[string]byte, error) {
+	reg := map[string]byte{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil || meta.Bucket(bucketPairs) == nil {
+			return nil
+		}
+		return meta.Bucket(bucketPairs).ForEach(func(k, v []byte) error {
+			if len(v) == 1 {
+				reg[string(k)] = v[0]
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state %s: mappings: %w", s.path, err)
+	}
+	return reg, nil
+}
+
+func parsePairKey(k string) transform.Pair {
+	parts := bytes.Split([]byte(k), []byte{0x1f})
+	p := transform.Pair{}
+	if len(parts) == 3 {
+		p.D365, p.Campaign, p.Invert = string(parts[0]), string(parts[1]), string(parts[2]) == "1"
+	}
+	return p
+}
+
+// Each calls fn for every contact's snapshot, in id order.
+func (s *Store) Each(fn func(id extract.ID, snap *transform.Snapshot) error) error {
+	slot := s.slots()
+	return s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketContacts)
+		if b == nil {
+			return nil
+		}
+		var snap transform.Snapshot
+		return b.ForEach(func(k, v []byte) error {
+			var id extract.ID
+			copy(id[:], k)
+			if err := s.decode(v, &snap, slot); err != nil {
+				return fmt.Errorf("state %s: contact %s: %w", s.path, id, err)
+			}
+			return fn(id, &snap)
+		})
+	})
+}

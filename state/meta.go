@@ -1,0 +1,138 @@
+package state
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"optsync/transform"
+)
+
+var (
+	bucketFiles = []byte("files")
+	keyConfig   = []byte("config")
+)
+
+// ProcessedFile is an input file a run has finished with, remembered by its
+// content so that a file drop processed once is not processed again.
+type ProcessedFile struct {
+	SHA256    string    `json:"sha256"`
+	System    string    `json:"system"` // d365 or campaign
+	Path      string    `json:"path"`
+	Size      int64     `json:"size"`
+	RunID     string    `json:"run_id"`
+	Processed time.Time `json:"processed"`
+}
+
+// FileSum is the hex SHA-256 state keys processed files by.
+func FileSum(sum [sha256.Size]byte) string { return hex.EncodeToString(sum[:]) }
+
+// Processed reports whether a file with this content was processed, and by
+// which run.
+func (s *Store) Processed(sum string) (ProcessedFile, bool, error) {
+	var pf ProcessedFile
+	found := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketFiles)
+		if b == nil {
+			return nil
+		}
+		v := b.Get([]byte(sum))
+		if v == nil {
+			return nil
+		}
+		found = true
+		return json.Unmarshal(v, &pf)
+	})
+	if err != nil {
+		return pf, false, fmt.Errorf("state %s: processed files: %w", s.path, err)
+	}
+	return pf, found, nil
+}
+
+// ConfigRecord is the part of the config that decisions depend on.
+type ConfigRecord struct {
+	Direction string           `json:"direction"`
+	Policy    string           `json:"policy"`
+	Pairs     []transform.Pair `json:"pairs"`
+}
+
+// LastConfig is the config the last committed run used (nil: none yet).
+func (s *Store) LastConfig() (*ConfigRecord, error) {
+	var rec *ConfigRecord
+	err := s.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil {
+			return nil
+		}
+		v := meta.Get(keyConfig)
+		if v == nil {
+			return nil
+		}
+		rec = &ConfigRecord{}
+		return json.Unmarshal(v, rec)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state %s: last config: %w", s.path, err)
+	}
+	return rec, nil
+}
+
+// finish writes a run's closing records inside its last transaction.
+func (s *Store) finish(tx *bolt.Tx, fin *Final) error {
+	if len(fin.Files) > 0 {
+		fb, err := tx.CreateBucketIfNotExists(bucketFiles)
+		if err != nil {
+			return err
+		}
+		for _, f := range fin.Files {
+			v, err := json.Marshal(f)
+			if err != nil {
+				return err
+			}
+			if err := fb.Put([]byte(f.SHA256), v); err != nil {
+				return err
+			}
+		}
+	}
+	if fin.Config != nil {
+		v, err := json.Marshal(fin.Config)
+		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketMeta).Put(keyConfig, v); err != nil {
+			return err
+		}
+	}
+	if !fin.PruneBefore.IsZero() {
+		if _, err := pruneLog(tx, fin.PruneBefore); err != nil {
+			return fmt.Errorf("pruning the decision log: %w", err)
+		}
+	}
+	if fin.Run != nil {
+		return putRun(tx, fin.Run)
+	}
+	return nil
+}
+
+// runStarted finds a run's start time by its id.
+func runStarted(tx *bolt.Tx, id string) (time.Time, bool) {
+	b := tx.Bucket(bucketRuns)
+	if b == nil {
+		return time.Time{}, false
+	}
+	c := b.Cursor()
+	for k, v := c.Last(); k != nil; k, v = c.Prev() {
+		if len(k) > 8 && string(k[8:]) == id {
+			var r Run
+			if json.Unmarshal(v, &r) == nil {
+				return r.Started, true
+			}
+		}
+	}
+	return time.Time{}, false
+}
