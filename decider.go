@@ -228,7 +228,7 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 			}
 			for i := range v.decisions {
 				seq++
-				batch.AddLog(d.logEntry(fin.Run, seq, &v, &v.decisions[i]))
+				batch.AddLog(d.logEntry(fin.Run, seq, &v, &v.decisions[i]), fin.Run.ID, d.rules.Pairs)
 			}
 			bar.Add(1)
 		}
@@ -250,7 +250,7 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 func (d *decider) logEntry(run *state.Run, seq uint32, v *verdict, dec *transform.Decision) state.LogEntry {
 	p := d.rules.Pairs[dec.Pair]
 	e := state.LogEntry{
-		RunStarted: run.Started, Seq: seq, RunID: run.ID, Contact: v.id, PKey: v.pkey,
+		RunStarted: run.Started, Seq: seq, RunID: run.ID, Contact: v.id, PKey: v.pkey, Pair: dec.Pair,
 		D365Field: p.D365, CampaignField: p.Campaign, Direction: dec.Target.String(), Rule: dec.Rule,
 		D365Modified: dec.DModified, CampaignModified: dec.CModified, Outcome: load.Applied,
 	}

@@ -76,6 +76,7 @@ func withSignals(parent context.Context) (context.Context, func()) {
 
 // hooks lets tests stop a run at a chosen point, the way a kill would.
 type hooks struct {
+	afterDecide  func(ctx context.Context)
 	beforeCommit func()
 }
 

@@ -26,11 +26,23 @@ func TestHelperProcess(t *testing.T) {
 		t.Skip("helper process only")
 	}
 	var h hooks
-	if mode == "kill-before-commit" {
+	switch mode {
+	case "kill-before-commit":
 		h.beforeCommit = func() { _ = syscall.Kill(os.Getpid(), syscall.SIGKILL); select {} }
+	case "sigterm-while-deciding":
+		// A real SIGTERM through main's handler; waiting for the context
+		// it cancels makes the point of arrival exact without a sleep.
+		h.afterDecide = func(ctx context.Context) {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
+			<-ctx.Done()
+		}
 	}
+	ctx, stop := withSignals(context.Background())
+	defer stop()
 	args := append([]string{"optsync"}, strings.Split(os.Getenv("OPTSYNC_HELPER_ARGS"), "\x1f")...)
-	os.Exit(run(context.Background(), args, os.Stdout, os.Stderr, h))
+	code := run(ctx, args, os.Stdout, os.Stderr, h)
+	stop()
+	os.Exit(code)
 }
 
 func helperProcess(t *testing.T, mode string, args ...string) (code int, stdout, stderr string, signaled bool) {

@@ -252,6 +252,9 @@ func (j *job) run(ctx context.Context) (err error) {
 			return interrupted(ctx, err)
 		}
 	}
+	if j.hooks.afterDecide != nil {
+		j.hooks.afterDecide(ctx)
+	}
 	sum.ViaState, sum.Waiting, sum.Stale = d.viaState, d.waiting, d.stale
 	sum.ComparedPairs += d.viaState * len(rules.Pairs)
 	slices.SortStableFunc(rejects, func(a, b extract.Reject) int {

@@ -21,20 +21,20 @@ const (
 
 // AuditRow is one line of audit-<run>.csv, columns in the SPEC's order.
 type AuditRow struct {
-	RunID            string `csv:"run_id"`
-	DecidedAt        string `csv:"decided_at"`
-	ContactID        string `csv:"contact_id"`
-	ProfilePKey      string `csv:"profile_pkey"`
-	D365Field        string `csv:"d365_field"`
-	CampaignField    string `csv:"campaign_field"`
-	Direction        string `csv:"direction"`
-	OldValue         string `csv:"old_value"`
-	NewValue         string `csv:"new_value"`
-	Rule             string `csv:"rule"`
-	D365Modified     string `csv:"d365_modified"`
-	CampaignModified string `csv:"campaign_modified"`
-	Outcome          string `csv:"outcome"`
-	Error            string `csv:"error"`
+	RunID            string `csv:"run_id" json:"run_id"`
+	DecidedAt        string `csv:"decided_at" json:"decided_at"`
+	ContactID        string `csv:"contact_id" json:"contact_id"`
+	ProfilePKey      string `csv:"profile_pkey" json:"profile_pkey"`
+	D365Field        string `csv:"d365_field" json:"d365_field"`
+	CampaignField    string `csv:"campaign_field" json:"campaign_field"`
+	Direction        string `csv:"direction" json:"direction"`
+	OldValue         string `csv:"old_value" json:"old_value"`
+	NewValue         string `csv:"new_value" json:"new_value"`
+	Rule             string `csv:"rule" json:"rule"`
+	D365Modified     string `csv:"d365_modified" json:"d365_modified"`
+	CampaignModified string `csv:"campaign_modified" json:"campaign_modified"`
+	Outcome          string `csv:"outcome" json:"outcome"`
+	Error            string `csv:"error" json:"error"`
 }
 
 // RejectRow is one line of rejects-<run>.csv.

@@ -3,6 +3,7 @@ package state
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -10,15 +11,20 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"optsync/extract"
+	"optsync/transform"
 )
 
 // The decision log keeps every audit row of every run. Entries are keyed by
 // the run's start time and a sequence number, so a run's entries sit
 // together in time order; a second bucket indexes them by contact, so one
-// person's history is a single prefix scan.
+// person's history is a single prefix scan. A run's id and its mappings
+// are kept once per run (log_runs), not in every entry: at a million
+// contacts the log is the larger part of the file, and each byte of an
+// entry is 200 KB a night.
 var (
 	bucketLog        = []byte("log")
 	bucketLogContact = []byte("log_contact")
+	bucketLogRuns    = []byte("log_runs")
 )
 
 // LogEntry is one decision as kept in state: an audit row.
@@ -28,6 +34,7 @@ type LogEntry struct {
 	RunID            string
 	Contact          extract.ID
 	PKey             string
+	Pair             int // index into the run's mappings
 	D365Field        string
 	CampaignField    string
 	Direction        string
@@ -39,50 +46,116 @@ type LogEntry struct {
 	Error            string
 }
 
+// logRun is what entries of one run share.
+type logRun struct {
+	ID    string           `json:"id"`
+	Pairs []transform.Pair `json:"pairs"`
+}
+
+// Small vocabularies are stored as their index; an index of 0 means the
+// text follows in full (a rule or outcome this table does not know).
+var (
+	logRules = []string{"", transform.RuleOnlyD365Changed, transform.RuleOnlyCampaignChanged,
+		transform.RuleConflictD365Newer, transform.RuleConflictCampaignNewer, transform.RuleConflictTieOptout,
+		transform.RuleAdobeCampaignNewer, transform.RuleAdobeOptoutWins, transform.RulePolicyOptoutWins,
+		transform.RulePolicyD365Wins, transform.RulePolicyCampaignWins, transform.RuleSourceOfTruth}
+	logOutcomes   = []string{"", "applied", "planned", "failed", "skipped"}
+	logDirections = []string{"", "d365->campaign", "campaign->d365"}
+	logValues     = []string{"", "false", "true"}
+)
+
+func code(table []string, s string) byte {
+	for i, t := range table {
+		if i > 0 && t == s {
+			return byte(i)
+		}
+	}
+	return 0
+}
+
 func logKey(started time.Time, seq uint32) []byte {
 	k := binary.BigEndian.AppendUint64(make([]byte, 0, 12), uint64(started.UnixNano()))
 	return binary.BigEndian.AppendUint32(k, seq)
 }
 
+func appendString(v []byte, s string) []byte {
+	v = binary.AppendUvarint(v, uint64(len(s)))
+	return append(v, s...)
+}
+
+// encode: contact(16) pair(1) direction(1) old<<4|new(1) outcome(1) rule(1)
+// varint(D365Modified) varint(CampaignModified) PKey Error [rule] [outcome],
+// the last two only when their code is 0.
 func (e *LogEntry) encode() []byte {
-	v := make([]byte, 0, 128)
+	v := make([]byte, 0, 64+len(e.PKey))
 	v = append(v, e.Contact[:]...)
+	rule, outcome := code(logRules, e.Rule), code(logOutcomes, e.Outcome)
+	v = append(v, byte(e.Pair), code(logDirections, e.Direction), code(logValues, e.Old)<<4|code(logValues, e.New), outcome, rule)
 	v = binary.AppendVarint(v, e.D365Modified)
 	v = binary.AppendVarint(v, e.CampaignModified)
-	for _, s := range []string{e.RunID, e.PKey, e.D365Field, e.CampaignField, e.Direction, e.Old, e.New, e.Rule, e.Outcome, e.Error} {
-		v = binary.AppendUvarint(v, uint64(len(s)))
-		v = append(v, s...)
+	v = appendString(v, e.PKey)
+	v = appendString(v, e.Error)
+	if rule == 0 {
+		v = appendString(v, e.Rule)
+	}
+	if outcome == 0 {
+		v = appendString(v, e.Outcome)
 	}
 	return v
 }
 
-func decodeLog(k, v []byte) (LogEntry, error) {
+var errLogEntry = errors.New("decision log entry malformed")
+
+func decodeLog(k, v []byte, runs map[int64]logRun) (LogEntry, error) {
 	var e LogEntry
-	if len(k) != 12 || len(v) < 16 {
-		return e, errors.New("decision log entry malformed")
+	if len(k) != 12 || len(v) < 21 {
+		return e, errLogEntry
 	}
-	e.RunStarted = time.Unix(0, int64(binary.BigEndian.Uint64(k))).UTC()
+	nanos := int64(binary.BigEndian.Uint64(k))
+	e.RunStarted = time.Unix(0, nanos).UTC()
 	e.Seq = binary.BigEndian.Uint32(k[8:])
 	copy(e.Contact[:], v)
-	v = v[16:]
+	e.Pair = int(v[16])
+	dir, vals, outcome, rule := v[17], v[18], v[19], v[20]
+	if int(dir) >= len(logDirections) || int(vals>>4) >= len(logValues) || int(vals&15) >= len(logValues) ||
+		int(outcome) >= len(logOutcomes) || int(rule) >= len(logRules) {
+		return e, errLogEntry
+	}
+	e.Direction, e.Old, e.New = logDirections[dir], logValues[vals>>4], logValues[vals&15]
+	e.Outcome, e.Rule = logOutcomes[outcome], logRules[rule]
+	v = v[21:]
 	for _, dst := range []*int64{&e.D365Modified, &e.CampaignModified} {
 		x, n := binary.Varint(v)
 		if n <= 0 {
-			return e, errors.New("decision log entry truncated")
+			return e, errLogEntry
 		}
 		*dst, v = x, v[n:]
 	}
-	for _, dst := range []*string{&e.RunID, &e.PKey, &e.D365Field, &e.CampaignField, &e.Direction, &e.Old, &e.New, &e.Rule, &e.Outcome, &e.Error} {
+	strs := []*string{&e.PKey, &e.Error}
+	if rule == 0 {
+		strs = append(strs, &e.Rule)
+	}
+	if outcome == 0 {
+		strs = append(strs, &e.Outcome)
+	}
+	for _, dst := range strs {
 		l, n := binary.Uvarint(v)
 		if n <= 0 || uint64(len(v)-n) < l {
-			return e, errors.New("decision log entry truncated")
+			return e, errLogEntry
 		}
 		*dst, v = string(v[n:n+int(l)]), v[n+int(l):]
+	}
+	if r, ok := runs[nanos]; ok {
+		e.RunID = r.ID
+		if e.Pair < len(r.Pairs) {
+			e.D365Field, e.CampaignField = r.Pairs[e.Pair].D365, r.Pairs[e.Pair].Campaign
+		}
 	}
 	return e, nil
 }
 
-func putLog(tx *bolt.Tx, entries []LogEntry) error {
+// putLog writes a chunk of a run's entries, and the run's shared part.
+func putLog(tx *bolt.Tx, entries []LogEntry, run *logRun) error {
 	if len(entries) == 0 {
 		return nil
 	}
@@ -93,6 +166,19 @@ func putLog(tx *bolt.Tx, entries []LogEntry) error {
 	ib, err := tx.CreateBucketIfNotExists(bucketLogContact)
 	if err != nil {
 		return err
+	}
+	rb, err := tx.CreateBucketIfNotExists(bucketLogRuns)
+	if err != nil {
+		return err
+	}
+	if run != nil {
+		v, err := json.Marshal(run)
+		if err != nil {
+			return err
+		}
+		if err := rb.Put(logKey(entries[0].RunStarted, 0)[:8], v); err != nil {
+			return err
+		}
 	}
 	lb.FillPercent = 1 // always appended at the end: time only grows
 	for i := range entries {
@@ -106,6 +192,23 @@ func putLog(tx *bolt.Tx, entries []LogEntry) error {
 		}
 	}
 	return nil
+}
+
+func loadLogRuns(tx *bolt.Tx) (map[int64]logRun, error) {
+	runs := map[int64]logRun{}
+	rb := tx.Bucket(bucketLogRuns)
+	if rb == nil {
+		return runs, nil
+	}
+	err := rb.ForEach(func(k, v []byte) error {
+		var r logRun
+		if len(k) != 8 || json.Unmarshal(v, &r) != nil {
+			return errLogEntry
+		}
+		runs[int64(binary.BigEndian.Uint64(k))] = r
+		return nil
+	})
+	return runs, err
 }
 
 // LogQuery selects decision-log entries; zero fields select everything.
@@ -123,8 +226,12 @@ func (s *Store) QueryLog(q LogQuery, fn func(*LogEntry) error) error {
 		if lb == nil {
 			return nil
 		}
+		runs, err := loadLogRuns(tx)
+		if err != nil {
+			return fmt.Errorf("state %s: %w", s.path, err)
+		}
 		match := func(k, v []byte) error {
-			e, err := decodeLog(k, v)
+			e, err := decodeLog(k, v, runs)
 			if err != nil {
 				return fmt.Errorf("state %s: %w", s.path, err)
 			}
@@ -195,6 +302,18 @@ func pruneLog(tx *bolt.Tx, cutoff time.Time) (int, error) {
 		}
 		if err := ib.Delete(ik); err != nil {
 			return 0, err
+		}
+	}
+	if rb := tx.Bucket(bucketLogRuns); rb != nil {
+		var old [][]byte
+		c := rb.Cursor()
+		for k, _ := c.First(); k != nil && bytes.Compare(k, end[:8]) < 0; k, _ = c.Next() {
+			old = append(old, append([]byte{}, k...))
+		}
+		for _, k := range old {
+			if err := rb.Delete(k); err != nil {
+				return 0, err
+			}
 		}
 	}
 	return len(doomed), nil

@@ -153,7 +153,10 @@ type Reader struct {
 	b    *bolt.Bucket
 	c    *bolt.Cursor
 	k, v []byte // the cursor's entry; k is nil before the first Get or at the end
-	slot *[256]int8
+	// end says no key at or after endFrom exists.
+	end     bool
+	endFrom extract.ID
+	slot    *[256]int8
 }
 
 // Reader starts a read view; Close it when done.
@@ -177,6 +180,12 @@ func (r *Reader) Get(id extract.ID, snap *transform.Snapshot) (bool, error) {
 	if r.c == nil {
 		return false, nil
 	}
+	// Past the last key: nothing at or after endFrom exists, and ids come
+	// in order, so a run over a new or small file seeks once, not per contact.
+	if r.end && bytes.Compare(id[:], r.endFrom[:]) >= 0 {
+		return false, nil
+	}
+	r.end = false
 	walked := false
 	if r.k != nil && bytes.Compare(r.k, id[:]) < 0 {
 		for i := 0; i < 4 && r.k != nil && bytes.Compare(r.k, id[:]) < 0; i++ {
@@ -188,7 +197,11 @@ func (r *Reader) Get(id extract.ID, snap *transform.Snapshot) (bool, error) {
 	if !walked && (r.k == nil || !bytes.Equal(r.k, id[:])) {
 		r.k, r.v = r.c.Seek(id[:])
 	}
-	if r.k == nil || !bytes.Equal(r.k, id[:]) {
+	if r.k == nil {
+		r.end, r.endFrom = true, id
+		return false, nil
+	}
+	if !bytes.Equal(r.k, id[:]) {
 		return false, nil
 	}
 	v := r.v
@@ -209,6 +222,8 @@ type Batch struct {
 	ends []uint32
 	data []byte
 	log  []LogEntry
+	// logRun names the run and mappings the log entries belong to.
+	logRun *logRun
 }
 
 // NewBatch starts an empty batch sized for about n contacts.
@@ -228,8 +243,14 @@ func (b *Batch) Reset() {
 	b.keys, b.ends, b.data, b.log = b.keys[:0], b.ends[:0], b.data[:0], b.log[:0]
 }
 
-// AddLog records a decision in the decision log.
-func (b *Batch) AddLog(e LogEntry) { b.log = append(b.log, e) }
+// AddLog records a decision in the decision log. Entries of one batch
+// belong to one run, whose id and mappings are kept once.
+func (b *Batch) AddLog(e LogEntry, runID string, pairs []transform.Pair) {
+	if b.logRun == nil || b.logRun.ID != runID {
+		b.logRun = &logRun{ID: runID, Pairs: pairs}
+	}
+	b.log = append(b.log, e)
+}
 
 // Len is the number of snapshots in the batch.
 func (b *Batch) Len() int { return len(b.keys) }
@@ -272,7 +293,7 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 				return fmt.Errorf("state %s: writing contact %s: %w", s.path, b.keys[i], err)
 			}
 		}
-		if err := putLog(tx, b.log); err != nil {
+		if err := putLog(tx, b.log, b.logRun); err != nil {
 			return fmt.Errorf("state %s: writing the decision log: %w", s.path, err)
 		}
 		if fin == nil {

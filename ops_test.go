@@ -1,0 +1,398 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+const dropConfig = `direction: bidirectional
+policy: newest
+mappings:
+  - d365: donotemail
+    campaign: blackListEmail
+  - d365: donotphone
+    campaign: blackListPhone
+state: optsync.db
+out_dir: out
+safety:
+  max_optin: "100%%"
+d365:
+  csv: drops/d365
+campaign:
+  csv: drops/campaign/*.csv
+%s`
+
+const (
+	guid1 = "00000000-0000-0000-0000-000000000001"
+	guid2 = "00000000-0000-0000-0000-000000000002"
+	guid3 = "00000000-0000-0000-0000-000000000003"
+)
+
+func dropContacts(rows ...string) string {
+	return "contactid,modifiedon,donotemail,donotphone\n" + strings.Join(rows, "\n") + "\n"
+}
+
+func dropProfiles(rows ...string) string {
+	return "PKey,externalId,lastModified,blackListEmail,blackListPhone\n" + strings.Join(rows, "\n") + "\n"
+}
+
+func (p *project) run(t *testing.T, extra ...string) cliResult {
+	t.Helper()
+	r := runCLI(t, append([]string{"--config", p.config, "run"}, extra...)...)
+	if r.code != 0 {
+		t.Fatalf("run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	return r
+}
+
+// night1 lays the first night's drop: three contacts on both sides.
+func night1(t *testing.T, p *project) {
+	writeFile(t, p.path("drops/d365/2026-11-27.csv"), dropContacts(
+		guid1+",2026-11-27T01:00:00Z,false,false",
+		guid2+",2026-11-27T01:00:00Z,true,false",
+		guid3+",2026-11-27T01:00:00Z,false,false"))
+	writeFile(t, p.path("drops/campaign/2026-11-27.csv"), dropProfiles(
+		"@p1,"+guid1+",2026-11-27 00:30:00.000Z,false,false",
+		"@p2,"+guid2+",2026-11-27 00:30:00.000Z,false,false",
+		"@p3,"+guid3+",2026-11-27 00:30:00.000Z,false,false"))
+}
+
+func TestRunOverDropsIsIncremental(t *testing.T) {
+	p := newProject(t, fmt.Sprintf(dropConfig, ""))
+	night1(t, p)
+	r := p.run(t)
+	audit := p.out(t, "audit", r.runID)
+	if len(audit) != 1 || audit[0]["contact_id"] != guid2 || audit[0]["direction"] != "d365->campaign" {
+		t.Fatalf("night 1: %v", audit)
+	}
+
+	// The same drop again: nothing new, nothing written.
+	r = p.run(t)
+	if got := p.out(t, "audit", r.runID); len(got) != 0 {
+		t.Fatalf("re-run over the same drop wrote %v", got)
+	}
+	if !strings.Contains(r.stdout, "compared=0 pairs") {
+		t.Fatalf("re-run read something: %s", r.stdout)
+	}
+
+	// Night 2: only Campaign changed, for contact 3. It is decided against
+	// what state knows of its Dynamics side.
+	writeFile(t, p.path("drops/campaign/2026-11-28.csv"), dropProfiles("@p3,"+guid3+",2026-11-28 09:00:00.000Z,false,true"))
+	r = p.run(t)
+	audit = p.out(t, "audit", r.runID)
+	if len(audit) != 1 || audit[0]["contact_id"] != guid3 || audit[0]["d365_field"] != "donotphone" ||
+		audit[0]["rule"] != "only-campaign-changed" || audit[0]["new_value"] != "true" ||
+		audit[0]["d365_modified"] != "2026-11-27T01:00:00Z" {
+		t.Fatalf("night 2: %v", audit)
+	}
+	if !strings.Contains(r.stdout, "decided_against_state=1") {
+		t.Fatalf("night 2 summary: %s", r.stdout)
+	}
+
+	// --force processes the whole drop again; nothing is decided twice.
+	r = p.run(t, "--force")
+	if got := p.out(t, "audit", r.runID); len(got) != 0 {
+		t.Fatalf("--force re-decided %v", got)
+	}
+}
+
+func TestRunProcessesFilesOldestFirst(t *testing.T) {
+	p := newProject(t, fmt.Sprintf(dropConfig, ""))
+	night1(t, p)
+	p.run(t)
+	// Two days' Dynamics files arrive together; the later one (by name) wins
+	// even though it is written first.
+	writeFile(t, p.path("drops/d365/2026-11-29.csv"), dropContacts(guid1+",2026-11-29T01:00:00Z,false,false"))
+	writeFile(t, p.path("drops/d365/2026-11-28.csv"), dropContacts(guid1+",2026-11-28T01:00:00Z,true,false"))
+	r := p.run(t)
+	if got := p.out(t, "audit", r.runID); len(got) != 0 {
+		t.Fatalf("the later file sets contact 1 back to false, which Campaign has: want no write, got %v", got)
+	}
+	rejects := p.out(t, "rejects", r.runID)
+	if len(rejects) != 1 || !strings.HasSuffix(rejects[0]["source"], "2026-11-28.csv") || !strings.Contains(rejects[0]["reason"], "2026-11-29.csv line 2") {
+		t.Fatalf("the earlier row should be superseded by the later file: %v", rejects)
+	}
+	// An old file processed again cannot undo newer knowledge.
+	r = p.run(t, "--force")
+	if got := p.out(t, "audit", r.runID); len(got) != 0 {
+		t.Fatalf("--force over older files wrote %v", got)
+	}
+}
+
+func TestRunWaitsForACounterpart(t *testing.T) {
+	p := newProject(t, fmt.Sprintf(dropConfig, ""))
+	writeFile(t, p.path("drops/d365/a.csv"), dropContacts(guid1+",2026-11-27T01:00:00Z,true,false"))
+	writeFile(t, p.path("drops/campaign/a.csv"), dropProfiles())
+	r := p.run(t)
+	if !strings.Contains(r.stdout, "waiting_for_counterpart=1") {
+		t.Fatalf("summary: %s", r.stdout)
+	}
+	// The profile shows up a night later: the contact is decided then.
+	writeFile(t, p.path("drops/campaign/b.csv"), dropProfiles("@p1,"+guid1+",2026-11-26 00:00:00.000Z,false,false"))
+	r = p.run(t)
+	audit := p.out(t, "audit", r.runID)
+	if len(audit) != 1 || audit[0]["direction"] != "d365->campaign" || audit[0]["rule"] != "conflict-d365-newer" {
+		t.Fatalf("counterpart arrived: %v", audit)
+	}
+	// A second profile for the same contact in a later drop is not touched.
+	writeFile(t, p.path("drops/campaign/c.csv"), dropProfiles("@other,"+guid1+",2026-11-28 00:00:00.000Z,false,true"))
+	r = p.run(t)
+	if got := p.out(t, "audit", r.runID); len(got) != 0 {
+		t.Fatalf("a second profile was acted on: %v", got)
+	}
+	if rej := p.out(t, "rejects", r.runID); len(rej) != 1 || !strings.HasPrefix(rej[0]["reason"], "duplicate-externalId") {
+		t.Fatalf("rejects: %v", rej)
+	}
+}
+
+func TestAuditHistoryAcrossRuns(t *testing.T) {
+	p := newProject(t, fmt.Sprintf(dropConfig, ""))
+	night1(t, p)
+	r1 := p.run(t)
+	writeFile(t, p.path("drops/campaign/2026-11-28.csv"), dropProfiles("@p2,"+guid2+",2026-11-28 09:00:00.000Z,false,false"))
+	r2 := p.run(t)
+	writeFile(t, p.path("drops/d365/2026-11-29.csv"), dropContacts(guid2+",2026-11-29T09:00:00Z,true,true"))
+	r3 := p.run(t)
+	wantRuns := []string{r1.runID, r2.runID, r3.runID}
+
+	// json: every field, in time order
+	r := runCLI(t, "--config", p.config, "audit", "--contact", strings.ToUpper(guid2), "--format", "json")
+	var rows []map[string]string
+	if err := json.Unmarshal([]byte(r.stdout), &rows); err != nil {
+		t.Fatalf("json: %v\n%s", err, r.stdout)
+	}
+	var runs, rules []string
+	for _, row := range rows {
+		if row["contact_id"] != guid2 {
+			t.Fatalf("row of another contact: %v", row)
+		}
+		runs, rules = append(runs, row["run_id"]), append(rules, row["rule"])
+	}
+	// night 1: D opted out → Campaign; night 2: Campaign opted back in (newer) → Dynamics;
+	// night 3: Dynamics opts out of both.
+	wantRules := []string{"conflict-d365-newer", "only-campaign-changed", "only-d365-changed", "only-d365-changed"}
+	if strings.Join(rules, ",") != strings.Join(wantRules, ",") {
+		t.Fatalf("rules %v, want %v\n%s", rules, wantRules, r.stdout)
+	}
+	if runs[0] != wantRuns[0] || runs[1] != wantRuns[1] || runs[2] != wantRuns[2] || runs[3] != wantRuns[2] {
+		t.Fatalf("runs %v, want in order %v", runs, wantRuns)
+	}
+	// csv: the audit file's columns
+	r = runCLI(t, "--config", p.config, "audit", "--contact", guid2, "--format", "csv")
+	if !strings.HasPrefix(r.stdout, "run_id,decided_at,contact_id,profile_pkey,d365_field,campaign_field,direction,old_value,new_value,rule,d365_modified,campaign_modified,outcome,error\n") ||
+		strings.Count(r.stdout, "\n") != 5 {
+		t.Fatalf("csv:\n%s", r.stdout)
+	}
+	// table
+	r = runCLI(t, "--config", p.config, "audit", "--contact", guid2)
+	if strings.Count(r.stdout, "\n") != 5 || !strings.Contains(r.stdout, "only-campaign-changed") || !strings.Contains(r.stdout, "donotemail ↔ blackListEmail") {
+		t.Fatalf("table:\n%s", r.stdout)
+	}
+	// --run, --field, --since
+	r = runCLI(t, "--config", p.config, "audit", "--run", r3.runID, "--field", "blackListPhone", "--format", "csv")
+	if strings.Count(r.stdout, "\n") != 2 || !strings.Contains(r.stdout, "donotphone,blackListPhone") {
+		t.Fatalf("--run --field:\n%s", r.stdout)
+	}
+	r = runCLI(t, "--config", p.config, "audit", "--since", "1h", "--format", "csv")
+	if strings.Count(r.stdout, "\n") != 5 {
+		t.Fatalf("--since 1h:\n%s", r.stdout)
+	}
+	if r := runCLI(t, "--config", p.config, "audit"); r.code != exitUsage {
+		t.Fatalf("audit without a query: exit %d", r.code)
+	}
+}
+
+func TestAuditRetentionPrunes(t *testing.T) {
+	p := newProject(t, fmt.Sprintf(dropConfig, "audit_retention: 1ms\n"))
+	night1(t, p)
+	p.run(t)
+	r := runCLI(t, "--config", p.config, "audit", "--contact", guid2, "--format", "csv")
+	if strings.Count(r.stdout, "\n") != 2 {
+		t.Fatalf("the run's own decisions must survive its pruning:\n%s", r.stdout)
+	}
+	// The next run prunes everything older than 1 ms before its start.
+	writeFile(t, p.path("drops/d365/2026-11-28.csv"), dropContacts(guid3+",2026-11-28T01:00:00Z,true,false"))
+	p.run(t)
+	r = runCLI(t, "--config", p.config, "audit", "--contact", guid2, "--format", "csv")
+	if strings.Count(r.stdout, "\n") != 1 {
+		t.Fatalf("not pruned:\n%s", r.stdout)
+	}
+	r = runCLI(t, "--config", p.config, "audit", "--contact", guid3, "--format", "csv")
+	if strings.Count(r.stdout, "\n") != 2 {
+		t.Fatalf("the newest run's decisions were pruned:\n%s", r.stdout)
+	}
+}
+
+func TestStateResetField(t *testing.T) {
+	p := newProject(t, fmt.Sprintf(dropConfig, ""))
+	night1(t, p)
+	p.run(t)
+	// Both pairs of contact 1 change in Campaign, with a time older than
+	// Dynamics': incrementally that is only-campaign-changed for both.
+	// After resetting donotphone, that pair is first sight: Dynamics is newer.
+	if r := runCLI(t, "--config", p.config, "state", "reset", "--field", "donotphone"); r.code != 0 || !strings.Contains(r.stdout, "forgot") {
+		t.Fatalf("reset: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	writeFile(t, p.path("drops/campaign/2026-11-28.csv"), dropProfiles("@p1,"+guid1+",2026-11-27 00:45:00.000Z,true,true"))
+	r := p.run(t)
+	byField := map[string]map[string]string{}
+	for _, row := range p.out(t, "audit", r.runID) {
+		byField[row["d365_field"]] = row
+	}
+	if byField["donotemail"]["rule"] != "only-campaign-changed" || byField["donotphone"]["rule"] != "conflict-d365-newer" {
+		t.Fatalf("after reset --field donotphone: %v", byField)
+	}
+	if r := runCLI(t, "--config", p.config, "state", "reset", "--field", "nosuchfield"); r.code != exitUsage {
+		t.Fatalf("unknown field: exit %d", r.code)
+	}
+	if runs := runCLI(t, "--config", p.config, "runs"); !strings.Contains(runs.stdout, "state reset") {
+		t.Fatalf("reset not in the history:\n%s", runs.stdout)
+	}
+}
+
+func TestStateExport(t *testing.T) {
+	p := newProject(t, fmt.Sprintf(dropConfig, ""))
+	night1(t, p)
+	p.run(t)
+	out := p.path("export.csv")
+	if r := runCLI(t, "--config", p.config, "state", "export", "--output", out); r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	fi, _ := os.Stat(out)
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("export is %v", fi.Mode().Perm())
+	}
+	_, rows := readCSV(t, out)
+	if len(rows) != 6 {
+		t.Fatalf("want 3 contacts × 2 pairs, got %d", len(rows))
+	}
+	for _, r := range rows {
+		if r["contact_id"] == guid2 && r["d365_field"] == "donotemail" {
+			if r["agreed_opted_out"] != "true" || r["profile_pkey"] != "@p2" || r["last_decided"] == "" || r["campaign_written_pending"] != "true" {
+				t.Fatalf("contact 2: %v", r)
+			}
+		}
+	}
+}
+
+func TestRemovedMappingDropsSnapshots(t *testing.T) {
+	p := newProject(t, fmt.Sprintf(dropConfig, ""))
+	night1(t, p)
+	p.run(t)
+	oneMapping := strings.Replace(fmt.Sprintf(dropConfig, ""), "  - d365: donotphone\n    campaign: blackListPhone\n", "", 1)
+	writeFile(t, p.config, oneMapping)
+	writeFile(t, p.path("drops/d365/2026-11-28.csv"), dropContacts(guid3+",2026-11-28T01:00:00Z,false,false"))
+	r := runCLI(t, "--config", p.config, "run")
+	if r.code != 0 || !strings.Contains(r.stderr, "mapping removed") {
+		t.Fatalf("exit %d, no log of the removal:\n%s", r.code, r.stderr)
+	}
+	runs := runCLI(t, "--config", p.config, "runs", "--format", "json")
+	if !strings.Contains(runs.stdout, "mapping removed, its snapshots dropped: donotphone ↔ blackListPhone") {
+		t.Fatalf("the change is not in the run history:\n%s", runs.stdout)
+	}
+	// Added back, the pair starts from first sight: no snapshot survives.
+	writeFile(t, p.config, fmt.Sprintf(dropConfig, ""))
+	out := p.path("export.csv")
+	runCLI(t, "--config", p.config, "state", "export", "--output", out)
+	_, rows := readCSV(t, out)
+	for _, row := range rows {
+		if row["d365_field"] == "donotphone" && row["agreed_opted_out"] != "" {
+			t.Fatalf("a removed mapping kept its snapshot: %v", row)
+		}
+	}
+}
+
+func TestMetricsFileAfterEveryRun(t *testing.T) {
+	p := newProject(t, fmt.Sprintf(dropConfig, "metrics_file: optsync.prom\n"))
+	night1(t, p)
+	p.run(t)
+	families := parseMetrics(t, p.path("optsync.prom"))
+	want := map[string]float64{"optsync_last_run_exit_code": 0, "optsync_last_run_success": 1, "optsync_last_run_compared_pairs": 6}
+	for name, v := range want {
+		if got := families[name].Metric[0].Gauge.GetValue(); got != v {
+			t.Errorf("%s = %v, want %v", name, got, v)
+		}
+	}
+	writes := map[string]float64{}
+	for _, m := range families["optsync_last_run_writes"].Metric {
+		writes[m.Label[len(m.Label)-1].GetValue()] = m.Gauge.GetValue()
+	}
+	if writes["d365->campaign"] != 1 || writes["campaign->d365"] != 0 {
+		t.Errorf("writes: %v", writes)
+	}
+	// A failed run writes the file too, with its exit code.
+	os.Remove(p.path("drops/d365/2026-11-27.csv"))
+	writeFile(t, p.path("drops/d365/bad.csv"), "contactid,modifiedon\n")
+	r := runCLI(t, "--config", p.config, "run")
+	if r.code != exitUsage {
+		t.Fatalf("missing column: exit %d", r.code)
+	}
+	families = parseMetrics(t, p.path("optsync.prom"))
+	if got := families["optsync_last_run_exit_code"].Metric[0].Gauge.GetValue(); got != exitUsage {
+		t.Fatalf("exit code metric %v", got)
+	}
+}
+
+func parseMetrics(t *testing.T, path string) map[string]*dto.MetricFamily {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("%s does not parse: %v\n%s", path, err, b)
+	}
+	return fams
+}
+
+func TestNoProgressWhenStderrIsNotATerminal(t *testing.T) {
+	p := newProject(t, fmt.Sprintf(dropConfig, ""))
+	night1(t, p)
+	r := p.run(t)
+	for _, marker := range []string{"\r", "\x1b[", "MB/s", "contacts/s", "reading "} {
+		if strings.Contains(r.stderr, marker) {
+			t.Fatalf("stderr (not a terminal) has progress output %q:\n%q", marker, r.stderr)
+		}
+	}
+}
+
+// TestSIGTERMMidRun stops a run with a real SIGTERM while it decides: it
+// exits 143, keeps nothing, is recorded as interrupted, and the next run
+// makes exactly the decisions the interrupted one would have.
+func TestSIGTERMMidRun(t *testing.T) {
+	ref := newProject(t, fmt.Sprintf(dropConfig, ""))
+	night1(t, ref)
+	want := ref.out(t, "audit", ref.run(t).runID)
+
+	p := newProject(t, fmt.Sprintf(dropConfig, ""))
+	night1(t, p)
+	code, _, stderr, _ := helperProcess(t, "sigterm-while-deciding", "--config", p.config, "run")
+	if code != 143 {
+		t.Fatalf("exit %d, want 143\n%s", code, stderr)
+	}
+	if entries, _ := os.ReadDir(p.path("out")); len(entries) != 0 {
+		t.Fatalf("an interrupted run left files: %v", entries)
+	}
+	runs := runCLI(t, "--config", p.config, "runs")
+	if !strings.Contains(runs.stdout, "interrupted") || !strings.Contains(runs.stdout, " 143 ") {
+		t.Fatalf("runs:\n%s", runs.stdout)
+	}
+	r := p.run(t)
+	got := p.out(t, "audit", r.runID)
+	if !equalRows(stable(want), stable(got)) {
+		t.Fatalf("after the interruption:\nwant %v\ngot  %v", want, got)
+	}
+	if again := p.out(t, "audit", p.run(t).runID); len(again) != 0 {
+		t.Fatalf("decisions repeated: %v", again)
+	}
+}
