@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"golang.org/x/sync/errgroup"
 	"time"
 
 	"optsync/extract"
@@ -186,9 +187,9 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 
 // commitChunk is how many contacts one state transaction takes. bbolt splits
 // nodes only when a transaction commits, so a million puts in one
-// transaction pile into one in-memory node; 64K keep each commit small
+// transaction pile into one in-memory node; 32K keep each commit small
 // while fsyncs stay few.
-const commitChunk = 1 << 16
+const commitChunk = 1 << 15
 
 // commit records the dirty entries' snapshots and decisions in id order, a
 // chunk per transaction, fin with the last. Each chunk is decided again
@@ -197,54 +198,85 @@ const commitChunk = 1 << 16
 // leaves every contact either as it was (the next run decides it again, the
 // same way) or as decided, and the files its decisions went to were
 // complete before the first chunk.
+//
+// While bbolt writes one chunk, the next is decided and encoded: chunks hold
+// disjoint contacts, so reading the next one beside the write is safe.
 func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, started time.Time, dirty []int32, fin *state.Final) error {
 	bar := prog.stage("committing state", int64(len(dirty)), "contacts")
 	defer bar.Done()
-	batch := st.NewBatch(min(len(dirty), commitChunk))
-	decisions := make([]transform.Decision, 0, extract.MaxFields)
-	var prev transform.Snapshot
-	var seq uint32
-	for lo := 0; ; lo += commitChunk {
-		hi := min(lo+commitChunk, len(dirty))
-		reader, err := st.Reader()
-		if err != nil {
-			return err
-		}
-		batch.Reset()
-		for _, k := range dirty[lo:hi] {
-			prevPtr, err := lookup(reader, entryID(d.matched, k), &prev)
+	free := make(chan *state.Batch, 2)
+	for range 2 {
+		free <- st.NewBatch(min(len(dirty), commitChunk))
+	}
+	type chunk struct {
+		batch *state.Batch
+		n     int  // dirty entries it covers
+		last  bool // fin goes with it
+	}
+	ready := make(chan chunk, 1)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(ready)
+		decisions := make([]transform.Decision, 0, extract.MaxFields)
+		var prev transform.Snapshot
+		var seq uint32
+		for lo := 0; lo == 0 || lo < len(dirty); lo += commitChunk {
+			hi := min(lo+commitChunk, len(dirty))
+			var batch *state.Batch
+			select {
+			case batch = <-free:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+			batch.Reset()
+			reader, err := st.Reader()
 			if err != nil {
-				reader.Close()
 				return err
 			}
-			v := d.one(k, prevPtr, decisions[:0])
-			decisions = v.decisions
-			if v.blocked != "" {
-				continue
+			for _, k := range dirty[lo:hi] {
+				prevPtr, err := lookup(reader, entryID(d.matched, k), &prev)
+				if err != nil {
+					reader.Close()
+					return err
+				}
+				v := d.one(k, prevPtr, decisions[:0])
+				decisions = v.decisions
+				if v.blocked != "" {
+					continue
+				}
+				if prevPtr == nil || v.next != prev {
+					v.next.Decided = started.Unix()
+					batch.Put(v.id, &v.next)
+				}
+				for i := range v.decisions {
+					seq++
+					batch.AddLog(d.logEntry(fin.Run, seq, &v, &v.decisions[i]), fin.Run.ID, d.rules.Pairs)
+				}
 			}
-			if prevPtr == nil || v.next != prev {
-				v.next.Decided = started.Unix()
-				batch.Put(v.id, &v.next)
+			reader.Close()
+			select {
+			case ready <- chunk{batch, hi - lo, hi == len(dirty)}:
+			case <-gctx.Done():
+				return gctx.Err()
 			}
-			for i := range v.decisions {
-				seq++
-				batch.AddLog(d.logEntry(fin.Run, seq, &v, &v.decisions[i]), fin.Run.ID, d.rules.Pairs)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		for c := range ready {
+			var f *state.Final
+			if c.last {
+				f = fin
 			}
-			bar.Add(1)
+			if err := st.Commit(ctx, c.batch, f); err != nil {
+				return err
+			}
+			bar.Add(int64(c.n))
+			free <- c.batch
 		}
-		reader.Close()
-		last := hi == len(dirty)
-		var f *state.Final
-		if last {
-			f = fin
-		}
-		if err := st.Commit(ctx, batch, f); err != nil {
-			return err
-		}
-		if last {
-			return nil
-		}
-	}
+		return nil
+	})
+	return g.Wait()
 }
 
 func (d *decider) logEntry(run *state.Run, seq uint32, v *verdict, dec *transform.Decision) state.LogEntry {

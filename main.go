@@ -162,6 +162,13 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 		return func(c *cli.Context) error {
 			cfg, err := loadCfg(c)
 			if err != nil {
+				// Monitoring must hear of a run that could not even start.
+				if path := c.String("metrics-file"); path != "" && !plan {
+					now := time.Now().UTC()
+					if merr := writeMetrics(path, runMetrics{Command: c.Command.Name, Started: now, Ended: now, ExitCode: exitCode(err)}); merr != nil {
+						log.Error().Err(merr).Str("file", path).Msg("writing the metrics file")
+					}
+				}
 				return err
 			}
 			if plan && c.Bool("backfill") {

@@ -1,0 +1,242 @@
+package state
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"optsync/extract"
+	"optsync/transform"
+)
+
+var logT0 = time.Date(2026, 11, 29, 2, 0, 0, 123456789, time.UTC)
+
+func TestLogEntryRoundTrip(t *testing.T) {
+	pairs := make([]transform.Pair, extract.MaxFields)
+	for i := range pairs {
+		pairs[i] = transform.Pair{D365: fmt.Sprint("d", i), Campaign: fmt.Sprint("c", i)}
+	}
+	runs := map[int64]logRun{logT0.UnixNano(): {ID: "20261129T020000Z-ab", Pairs: pairs}}
+	var cases []LogEntry
+	n := 0
+	for _, rule := range append(slices.Clone(logRules), "custom-rule") {
+		for _, outcome := range append(slices.Clone(logOutcomes), "retried") {
+			for _, dir := range logDirections {
+				for _, old := range logValues {
+					for _, nw := range logValues {
+						n++
+						cases = append(cases, LogEntry{RunStarted: logT0, Seq: uint32(n), Contact: id(n), PKey: "@p" + fmt.Sprint(n),
+							Pair: n % extract.MaxFields, Direction: dir, Old: old, New: nw, Rule: rule, Outcome: outcome,
+							D365Modified: int64(n) * 1_000_003, CampaignModified: -int64(n), Error: strings.Repeat("e", n%3)})
+					}
+				}
+			}
+		}
+	}
+	long := LogEntry{RunStarted: logT0, Seq: 1<<32 - 1, Contact: id(65535), PKey: "@" + strings.Repeat("k", 300),
+		Pair: 7, Rule: "rule-not-in-table", Outcome: "outcome-not-in-table", Error: strings.Repeat("x", 70_000),
+		D365Modified: 1 << 50, CampaignModified: -1 << 50}
+	noRun := LogEntry{RunStarted: logT0.Add(time.Nanosecond), Seq: 3, Contact: id(9), Pair: 2, Rule: transform.RuleSourceOfTruth, Outcome: "applied"}
+	cases = append(cases, long, noRun)
+	for _, e := range cases {
+		v := e.encode()
+		got, err := decodeLog(logKey(e.RunStarted, e.Seq), v, runs)
+		if err != nil {
+			t.Fatalf("%+v: %v", e, err)
+		}
+		want := e
+		if r, ok := runs[e.RunStarted.UnixNano()]; ok {
+			want.RunID, want.D365Field, want.CampaignField = r.ID, r.Pairs[e.Pair].D365, r.Pairs[e.Pair].Campaign
+		}
+		if !got.RunStarted.Equal(want.RunStarted) {
+			t.Fatalf("RunStarted %v, want %v", got.RunStarted, want.RunStarted)
+		}
+		got.RunStarted = want.RunStarted
+		if got != want {
+			t.Fatalf("round trip\n got %+v\nwant %+v", got, want)
+		}
+		// Known vocabulary is stored as a code, not as text.
+		if code(logRules, e.Rule) != 0 && bytes.Contains(v, []byte(e.Rule)) {
+			t.Fatalf("rule %q stored in full", e.Rule)
+		}
+		if code(logOutcomes, e.Outcome) != 0 && bytes.Contains(v, []byte(e.Outcome)) {
+			t.Fatalf("outcome %q stored in full", e.Outcome)
+		}
+	}
+	if _, err := decodeLog(logKey(logT0, 1), long.encode()[:40], runs); err == nil {
+		t.Errorf("truncated entry decoded without error")
+	}
+}
+
+var (
+	pairsAB = []transform.Pair{testPairs[0], testPairs[1]}
+	pairsBA = []transform.Pair{testPairs[1], testPairs[0]}
+)
+
+type logRunSpec struct {
+	id      string
+	started time.Time
+	pairs   []transform.Pair
+	entries [][3]int // seq, contact, pair index
+}
+
+// r2 maps its pairs in the other order, so its pair index 1 is donotemail.
+var logRunSpecs = []logRunSpec{
+	{"r2", logT0.Add(time.Hour), pairsBA, [][3]int{{1, 1, 1}, {2, 1, 0}}},
+	{"r1", logT0, pairsAB, [][3]int{{1, 1, 1}, {2, 2, 0}, {3, 1, 1}}},
+	{"r3", logT0.Add(2 * time.Hour), pairsAB, [][3]int{{2, 1, 1}, {1, 2, 0}}},
+}
+
+// fillLog commits each run's entries (in the order above, not time order)
+// with its run record.
+func fillLog(t *testing.T, st *Store) {
+	t.Helper()
+	for _, r := range logRunSpecs {
+		b := st.NewBatch(0)
+		for _, e := range r.entries {
+			b.AddLog(LogEntry{RunStarted: r.started, Seq: uint32(e[0]), Contact: id(e[1]), Pair: e[2],
+				Outcome: "applied", Rule: transform.RuleOnlyD365Changed}, r.id, r.pairs)
+		}
+		if err := st.Commit(context.Background(), b, &Final{Run: &Run{ID: r.id, Started: r.started, Outcome: "ok"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func queryNames(t *testing.T, st *Store, q LogQuery) []string {
+	t.Helper()
+	var out []string
+	err := st.QueryLog(q, func(e *LogEntry) error {
+		field := e.D365Field
+		if e.CampaignField == "" || e.RunID == "" {
+			return fmt.Errorf("entry %+v not resolved through log_runs", e)
+		}
+		out = append(out, fmt.Sprintf("%s/%d/%d/%s", e.RunID, e.Seq, e.Contact[15], field))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestQueryLog(t *testing.T) {
+	st, err := Open(filepath.Join(t.TempDir(), "state.db"), testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if got := queryNames(t, st, LogQuery{}); got != nil {
+		t.Fatalf("empty log: %v", got)
+	}
+	fillLog(t, st)
+	a, b, c := id(1), id(2), id(3)
+	cases := []struct {
+		name string
+		q    LogQuery
+		want []string
+	}{
+		{"all", LogQuery{}, []string{"r1/1/1/xx_sms", "r1/2/2/donotemail", "r1/3/1/xx_sms", "r2/1/1/donotemail", "r2/2/1/xx_sms", "r3/1/2/donotemail", "r3/2/1/xx_sms"}},
+		{"contact-a", LogQuery{Contact: &a}, []string{"r1/1/1/xx_sms", "r1/3/1/xx_sms", "r2/1/1/donotemail", "r2/2/1/xx_sms", "r3/2/1/xx_sms"}},
+		{"contact-b", LogQuery{Contact: &b}, []string{"r1/2/2/donotemail", "r3/1/2/donotemail"}},
+		{"contact-none", LogQuery{Contact: &c}, nil},
+		{"run-r2", LogQuery{RunID: "r2"}, []string{"r2/1/1/donotemail", "r2/2/1/xx_sms"}},
+		{"run-unknown", LogQuery{RunID: "nope"}, nil},
+		{"since-r2", LogQuery{Since: logT0.Add(time.Hour)}, []string{"r2/1/1/donotemail", "r2/2/1/xx_sms", "r3/1/2/donotemail", "r3/2/1/xx_sms"}},
+		{"since-after-all", LogQuery{Since: logT0.Add(3 * time.Hour)}, nil},
+		{"field-d365", LogQuery{Field: "donotemail"}, []string{"r1/2/2/donotemail", "r2/1/1/donotemail", "r3/1/2/donotemail"}},
+		{"field-campaign", LogQuery{Field: "blackListMobile"}, []string{"r1/1/1/xx_sms", "r1/3/1/xx_sms", "r2/2/1/xx_sms", "r3/2/1/xx_sms"}},
+		{"contact-and-field", LogQuery{Contact: &a, Field: "blackListEmail"}, []string{"r2/1/1/donotemail"}},
+		{"contact-and-since", LogQuery{Contact: &b, Since: logT0.Add(time.Minute)}, []string{"r3/1/2/donotemail"}},
+		{"contact-and-run", LogQuery{Contact: &a, RunID: "r1"}, []string{"r1/1/1/xx_sms", "r1/3/1/xx_sms"}},
+		{"run-and-field", LogQuery{RunID: "r1", Field: "donotemail"}, []string{"r1/2/2/donotemail"}},
+		{"run-and-since-later", LogQuery{RunID: "r1", Since: logT0.Add(time.Second)}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := queryNames(t, st, tc.q); !slices.Equal(got, tc.want) {
+				t.Errorf("\n got %v\nwant %v", got, tc.want)
+			}
+		})
+	}
+	stop := errors.New("stop")
+	calls := 0
+	if err := st.QueryLog(LogQuery{}, func(*LogEntry) error { calls++; return stop }); !errors.Is(err, stop) || calls != 1 {
+		t.Errorf("callback error: err=%v after %d calls", err, calls)
+	}
+}
+
+func bucketKeys(t *testing.T, st *Store, name []byte) [][]byte {
+	t.Helper()
+	var out [][]byte
+	if err := st.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(name)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, _ []byte) error { out = append(out, slices.Clone(k)); return nil })
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestPruneLog(t *testing.T) {
+	st, err := Open(filepath.Join(t.TempDir(), "state.db"), testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	fillLog(t, st)
+	prune := func(before time.Time) {
+		t.Helper()
+		if err := st.Commit(context.Background(), st.NewBatch(0), &Final{PruneBefore: before}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runKeys := func() []string {
+		var out []string
+		for _, k := range bucketKeys(t, st, bucketLogRuns) {
+			out = append(out, time.Unix(0, int64(bytesToU64(k))).UTC().Sub(logT0).String())
+		}
+		return out
+	}
+	// The cutoff is r2's exact start: r2 is kept, r1 goes.
+	prune(logT0.Add(time.Hour))
+	a := id(1)
+	if got, want := queryNames(t, st, LogQuery{}), []string{"r2/1/1/donotemail", "r2/2/1/xx_sms", "r3/1/2/donotemail", "r3/2/1/xx_sms"}; !slices.Equal(got, want) {
+		t.Errorf("after prune: %v, want %v", got, want)
+	}
+	if got, want := queryNames(t, st, LogQuery{Contact: &a}), []string{"r2/1/1/donotemail", "r2/2/1/xx_sms", "r3/2/1/xx_sms"}; !slices.Equal(got, want) {
+		t.Errorf("contact after prune: %v, want %v", got, want)
+	}
+	if n, m := len(bucketKeys(t, st, bucketLog)), len(bucketKeys(t, st, bucketLogContact)); n != 4 || m != 4 {
+		t.Errorf("log has %d entries, contact index %d; want 4 and 4", n, m)
+	}
+	if got, want := runKeys(), []string{"1h0m0s", "2h0m0s"}; !slices.Equal(got, want) {
+		t.Errorf("log_runs keys %v, want %v", got, want)
+	}
+	prune(logT0.Add(2*time.Hour + time.Nanosecond))
+	if n, m := len(bucketKeys(t, st, bucketLog)), len(bucketKeys(t, st, bucketLogContact)); n != 0 || m != 0 || len(runKeys()) != 0 {
+		t.Errorf("after pruning all: log %d, index %d, runs %v", n, m, runKeys())
+	}
+	if got := queryNames(t, st, LogQuery{Contact: &a}); got != nil {
+		t.Errorf("contact after pruning all: %v", got)
+	}
+}
+
+func bytesToU64(k []byte) uint64 {
+	var v uint64
+	for _, c := range k[:8] {
+		v = v<<8 | uint64(c)
+	}
+	return v
+}

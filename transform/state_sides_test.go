@@ -1,0 +1,261 @@
+package transform
+
+import (
+	"testing"
+
+	"optsync/extract"
+)
+
+var (
+	emailPair = Pair{D365: "donotemail", Campaign: "blackListEmail"}
+	smsPair   = Pair{D365: "xx_smsconsent", Campaign: "blackListMobile", Invert: true}
+)
+
+func contactRow(tD int64, vals ...extract.Tri) *extract.Contact {
+	c := &extract.Contact{ID: id(5), Modified: tD}
+	copy(c.Values[:], vals)
+	return c
+}
+
+func profileRow(pkey string, tC int64, vals ...extract.Tri) *extract.Profile {
+	p := &extract.Profile{ID: id(5), PKey: pkey, Modified: tC}
+	copy(p.Values[:], vals)
+	return p
+}
+
+// writes lists the targets of the non-skip decisions for pair 0.
+func writes(ds []Decision) []Decision {
+	var out []Decision
+	for _, d := range ds {
+		if d.Pair == 0 && d.Skip == "" {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// TestReplayKeepsAgreementItDoesNotReplace: pair 0 varies; pair 1 is always
+// unknown on both sides, so its agreement must survive every case.
+func TestReplayKeepsAgreementItDoesNotReplace(t *testing.T) {
+	cases := []struct {
+		name    string
+		dir     Direction
+		replay  bool
+		s, d, c extract.Tri
+		tD, tC  int64
+		to      Side
+		wantS   extract.Tri
+	}{
+		{name: "bi-replay-d365-unknown", dir: Bidirectional, replay: true, s: F, d: U, c: T, tD: t10, tC: t11, wantS: F},
+		{name: "bi-replay-campaign-unknown", dir: Bidirectional, replay: true, s: T, d: F, c: U, tD: t11, tC: t10, wantS: T},
+		{name: "d2c-replay-source-unknown", dir: D365ToCampaign, replay: true, s: T, d: U, c: F, tD: t10, tC: t11, wantS: T},
+		{name: "c2d-replay-source-unknown", dir: CampaignToD365, replay: true, s: F, d: T, c: U, tD: t10, tC: t11, wantS: F},
+		{name: "disabled-replay", dir: Disabled, replay: true, s: T, d: F, c: F, tD: t10, tC: t11, wantS: T},
+		{name: "d2c-drift-left-alone", dir: D365ToCampaign, s: T, d: T, c: F, tD: t10, tC: t11, wantS: T},
+		{name: "c2d-drift-left-alone", dir: CampaignToD365, s: F, d: T, c: F, tD: t11, tC: t10, wantS: F},
+		// Replay does not leave one-way drift alone (spec: it writes every
+		// known source value that differs), so the agreement is the write.
+		{name: "d2c-replay-reverts-drift", dir: D365ToCampaign, replay: true, s: T, d: T, c: F, tD: t10, tC: t11, to: ToCampaign, wantS: T},
+		{name: "bi-replay-writes", dir: Bidirectional, replay: true, s: T, d: F, c: T, tD: t11, tC: t09, to: ToCampaign, wantS: F},
+		{name: "bi-replay-in-sync", dir: Bidirectional, replay: true, s: F, d: T, c: T, tD: t10, tC: t11, wantS: T},
+		{name: "d2c-replay-writes", dir: D365ToCampaign, replay: true, s: T, d: F, c: T, tD: t10, tC: t11, to: ToCampaign, wantS: F},
+		{name: "c2d-replay-writes", dir: CampaignToD365, replay: true, s: F, d: F, c: T, tD: t11, tC: t10, to: ToD365, wantS: T},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &Rules{Direction: tc.dir, Policy: Newest, Replay: tc.replay, Pairs: []Pair{emailPair, {D365: "donotfax", Campaign: "blackListFax"}}}
+			prev := &Snapshot{Known: true, DSeen: true, CSeen: true, DModified: t09 - day, CModified: t09 - day, PKey: "@p5", Decided: 42}
+			prev.Pairs[0] = PairState{S: tc.s, DRaw: tc.s, CRaw: tc.s}
+			prev.Pairs[1] = PairState{S: T, DRaw: T, CRaw: T}
+			res, got := Decide(r, contactRow(tc.tD, tc.d, U), profileRow("@p5", tc.tC, tc.c, U), prev, nil)
+			w := writes(got)
+			if (tc.to == NoSide) != (len(w) == 0) || (len(w) > 0 && (len(w) != 1 || w[0].Target != tc.to)) {
+				t.Fatalf("writes %+v, want one to %v", w, tc.to)
+			}
+			if res.Next.Pairs[0].S != tc.wantS {
+				t.Errorf("pair 0 S = %v, want %v", res.Next.Pairs[0].S, tc.wantS)
+			}
+			if res.Next.Pairs[1].S != T {
+				t.Errorf("skipped pair 1 lost its agreement: S = %v", res.Next.Pairs[1].S)
+			}
+			if res.Next.Decided != 42 {
+				t.Errorf("Decided = %d, want 42", res.Next.Decided)
+			}
+		})
+	}
+}
+
+// TestReplaySkipKeepsPendingWrite: a run wrote true to Campaign, whose
+// export still shows false under the old time. A replay that skips the pair
+// must not forget that Campaign holds the written value: otherwise the next
+// incremental run (Campaign side rebuilt from state) sees "only Campaign
+// changed" to false and clears the Dynamics opt-out nobody cleared.
+func TestReplaySkipKeepsPendingWrite(t *testing.T) {
+	r := &Rules{Direction: Bidirectional, Policy: Newest, Pairs: []Pair{emailPair}}
+	prev := Snapshot{Known: true, DSeen: true, CSeen: true, DModified: t10, CModified: t09, PKey: "@p5"}
+	prev.Pairs[0] = PairState{S: T, DRaw: T, CRaw: F, CWritten: T}
+	rr := *r
+	rr.Replay = true
+	res, _ := Decide(&rr, contactRow(t11, U), profileRow("@p5", t09, F), &prev, nil)
+	if want := (PairState{S: T, DRaw: U, CRaw: F, CWritten: T}); res.Next.Pairs[0] != want {
+		t.Errorf("after replay skip: %+v, want %+v", res.Next.Pairs[0], want)
+	}
+	known := ProfileFromState(r, id(5), &res.Next)
+	_, got := Decide(r, contactRow(t12, T), &known, &res.Next, nil)
+	if len(got) != 0 {
+		t.Errorf("next run after replay: %+v, want no write", got)
+	}
+}
+
+func TestStaleRowsUseState(t *testing.T) {
+	cases := []struct {
+		name           string
+		dir            Direction
+		replay, invert bool
+		prevD, prevC   int64
+		d, c           extract.Tri // row values, own polarity
+		tD, tC         int64
+		want           []Decision
+		staleD, staleC bool
+		nextD, nextC   int64
+		dRaw, cRaw     extract.Tri
+		pkey           string
+	}{
+		{name: "bi-stale-d365", dir: Bidirectional, prevD: t11, prevC: t11, d: F, c: T, tD: t10, tC: t12,
+			staleD: true, nextD: t11, nextC: t12, dRaw: T, cRaw: T, pkey: "@row"},
+		{name: "bi-stale-campaign", dir: Bidirectional, prevD: t11, prevC: t11, d: T, c: F, tD: t12, tC: t10,
+			staleC: true, nextD: t12, nextC: t11, dRaw: T, cRaw: T, pkey: "@state"},
+		{name: "bi-both-stale", dir: Bidirectional, prevD: t11, prevC: t11, d: F, c: F, tD: t10, tC: t09,
+			staleD: true, staleC: true, nextD: t11, nextC: t11, dRaw: T, cRaw: T, pkey: "@state"},
+		{name: "bi-same-time-not-stale", dir: Bidirectional, prevD: t11, prevC: t11, d: F, c: T, tD: t11, tC: t11,
+			want:  []Decision{{Target: ToCampaign, Old: T, New: F, Rule: RuleOnlyD365Changed, DModified: t11, CModified: t11, ClearsOptOut: true}},
+			nextD: t11, nextC: t11, dRaw: F, cRaw: T, pkey: "@row"},
+		{name: "bi-stale-d365-campaign-changed", dir: Bidirectional, prevD: t11, prevC: t11, d: F, c: F, tD: t10, tC: t12,
+			want:   []Decision{{Target: ToD365, Old: T, New: F, Rule: RuleOnlyCampaignChanged, DModified: t11, CModified: t12, ClearsOptOut: true}},
+			staleD: true, nextD: t11, nextC: t12, dRaw: T, cRaw: F, pkey: "@row"},
+		{name: "bi-stale-d365-inverted", dir: Bidirectional, invert: true, prevD: t11, prevC: t11, d: T, c: T, tD: t10, tC: t12,
+			staleD: true, nextD: t11, nextC: t12, dRaw: T, cRaw: T, pkey: "@row"},
+		{name: "d2c-stale-d365", dir: D365ToCampaign, prevD: t11, prevC: t11, d: F, c: T, tD: t10, tC: t12,
+			staleD: true, nextD: t11, nextC: t12, dRaw: T, cRaw: T, pkey: "@row"},
+		{name: "c2d-stale-campaign", dir: CampaignToD365, prevD: t11, prevC: t11, d: T, c: F, tD: t12, tC: t10,
+			staleC: true, nextD: t12, nextC: t11, dRaw: T, cRaw: T, pkey: "@state"},
+		{name: "c2d-stale-d365-target-ignored", dir: CampaignToD365, prevD: t11, prevC: t11, d: F, c: T, tD: t10, tC: t12,
+			staleD: true, nextD: t11, nextC: t12, dRaw: T, cRaw: T, pkey: "@row"},
+		// An old export replayed must not undo newer knowledge either: the
+		// stale false would otherwise win as "newer" and clear the opt-out.
+		{name: "bi-replay-stale-d365", dir: Bidirectional, replay: true, prevD: t12, prevC: t09, d: F, c: T, tD: t11, tC: t10,
+			staleD: true, nextD: t12, nextC: t10, dRaw: T, cRaw: T, pkey: "@row"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pair := emailPair
+			pair.Invert = tc.invert
+			r := &Rules{Direction: tc.dir, Policy: Newest, Replay: tc.replay, Pairs: []Pair{pair}}
+			prev := &Snapshot{Known: true, DSeen: true, CSeen: true, DModified: tc.prevD, CModified: tc.prevC, PKey: "@state"}
+			prev.Pairs[0] = PairState{S: T, DRaw: T, CRaw: T} // opted out everywhere
+			res, got := Decide(r, contactRow(tc.tD, tc.d), profileRow("@row", tc.tC, tc.c), prev, nil)
+			if len(got) != len(tc.want) || (len(got) == 1 && got[0] != tc.want[0]) {
+				t.Fatalf("decisions\n got %+v\nwant %+v", got, tc.want)
+			}
+			if res.StaleD != tc.staleD || res.StaleC != tc.staleC {
+				t.Errorf("StaleD=%v StaleC=%v, want %v %v", res.StaleD, res.StaleC, tc.staleD, tc.staleC)
+			}
+			n := res.Next
+			if n.DModified != tc.nextD || n.CModified != tc.nextC || n.PKey != tc.pkey || !n.DSeen || !n.CSeen {
+				t.Errorf("next header %+v, want DModified %d CModified %d PKey %s", n, tc.nextD, tc.nextC, tc.pkey)
+			}
+			if n.Pairs[0].DRaw != tc.dRaw || n.Pairs[0].CRaw != tc.cRaw {
+				t.Errorf("next raw D=%v C=%v, want %v %v", n.Pairs[0].DRaw, n.Pairs[0].CRaw, tc.dRaw, tc.cRaw)
+			}
+		})
+	}
+}
+
+func TestSeeContactAndProfile(t *testing.T) {
+	r := &Rules{Direction: Bidirectional, Policy: Newest, Pairs: []Pair{emailPair, smsPair}}
+	base := Snapshot{Known: true, DSeen: true, CSeen: true, DModified: t10, CModified: t10, PKey: "@old", Decided: 7}
+	base.Pairs[0] = PairState{S: T, DRaw: T, CRaw: F, DWritten: F, CWritten: T}
+	base.Pairs[1] = PairState{S: F, DRaw: F, CRaw: T, DWritten: T, CWritten: F} // D365 row shows sms consent T
+	cases := []struct {
+		name string
+		see  func(prev *Snapshot) Snapshot
+		prev *Snapshot
+		want func(s *Snapshot) // applied to a copy of prev (zero when nil)
+	}{
+		{name: "contact-new", see: func(p *Snapshot) Snapshot { return SeeContact(r, contactRow(t10, T, T), p) },
+			want: func(s *Snapshot) {
+				s.Known, s.DSeen, s.DModified = true, true, t10
+				s.Pairs[0].DRaw, s.Pairs[1].DRaw = T, F
+			}},
+		{name: "contact-moved-clears-pending", prev: &base, see: func(p *Snapshot) Snapshot { return SeeContact(r, contactRow(t11, T, T), p) },
+			want: func(s *Snapshot) { s.DModified, s.Pairs[0].DWritten, s.Pairs[1].DWritten = t11, U, U }},
+		{name: "contact-same-time-same-value", prev: &base, see: func(p *Snapshot) Snapshot { return SeeContact(r, contactRow(t10, T, T), p) },
+			want: func(s *Snapshot) {}},
+		{name: "contact-same-time-value-moved", prev: &base, see: func(p *Snapshot) Snapshot { return SeeContact(r, contactRow(t10, F, T), p) },
+			want: func(s *Snapshot) { s.Pairs[0].DRaw, s.Pairs[0].DWritten = F, U }},
+		{name: "contact-older-row", prev: &base, see: func(p *Snapshot) Snapshot { return SeeContact(r, contactRow(t09, F, F), p) },
+			want: func(s *Snapshot) {}},
+		{name: "contact-invert-opted-out", prev: &base, see: func(p *Snapshot) Snapshot { return SeeContact(r, contactRow(t11, T, F), p) },
+			want: func(s *Snapshot) { s.DModified, s.Pairs[0].DWritten, s.Pairs[1].DWritten, s.Pairs[1].DRaw = t11, U, U, T }},
+		{name: "profile-new", see: func(p *Snapshot) Snapshot { return SeeProfile(r, profileRow("@new", t10, T, U), p) },
+			want: func(s *Snapshot) {
+				s.Known, s.CSeen, s.CModified, s.PKey = true, true, t10, "@new"
+				s.Pairs[0].CRaw = T
+			}},
+		{name: "profile-moved-clears-pending-new-pkey", prev: &base, see: func(p *Snapshot) Snapshot { return SeeProfile(r, profileRow("@new", t11, F, T), p) },
+			want: func(s *Snapshot) { s.CModified, s.PKey, s.Pairs[0].CWritten, s.Pairs[1].CWritten = t11, "@new", U, U }},
+		{name: "profile-same-time-same-value", prev: &base, see: func(p *Snapshot) Snapshot { return SeeProfile(r, profileRow("@old", t10, F, T), p) },
+			want: func(s *Snapshot) {}},
+		{name: "profile-same-time-value-moved", prev: &base, see: func(p *Snapshot) Snapshot { return SeeProfile(r, profileRow("@old", t10, T, T), p) },
+			want: func(s *Snapshot) { s.Pairs[0].CRaw, s.Pairs[0].CWritten = T, U }},
+		{name: "profile-older-row", prev: &base, see: func(p *Snapshot) Snapshot { return SeeProfile(r, profileRow("@other", t09, T, F), p) },
+			want: func(s *Snapshot) {}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var want Snapshot
+			var in *Snapshot
+			if tc.prev != nil {
+				want = *tc.prev
+				cp := *tc.prev
+				in = &cp
+			}
+			tc.want(&want)
+			got := tc.see(in)
+			if got != want {
+				t.Errorf("\n got %+v\nwant %+v", got, want)
+			}
+			if tc.prev != nil && *in != *tc.prev {
+				t.Errorf("prev was modified")
+			}
+		})
+	}
+}
+
+func TestFromStateRoundTrip(t *testing.T) {
+	for _, inv := range []bool{false, true} {
+		r := &Rules{Direction: Bidirectional, Policy: Newest, Pairs: []Pair{{D365: "donotemail", Campaign: "blackListEmail", Invert: inv}, smsPair, {D365: "donotfax", Campaign: "blackListFax"}}}
+		c := contactRow(t10+123, T, F, U)
+		p := profileRow("@p5", t11+456, F, T, U)
+		s := SeeProfile(r, p, nil)
+		s = SeeContact(r, c, &s)
+		if gc := ContactFromState(r, c.ID, &s); gc != *c {
+			t.Errorf("invert=%v: contact %+v, want %+v", inv, gc, *c)
+		}
+		if gp := ProfileFromState(r, p.ID, &s); gp != *p {
+			t.Errorf("invert=%v: profile %+v, want %+v", inv, gp, *p)
+		}
+		// Decide's next state rebuilds the rows it was given (in sync: no writes).
+		c2, p2 := contactRow(t12, T, T, U), profileRow("@p6", t12, T, F, U)
+		if inv {
+			c2.Values[0] = F
+		}
+		res, got := Decide(r, c2, p2, &s, nil)
+		if len(writes(got)) != 0 {
+			t.Fatalf("invert=%v: unexpected writes %+v", inv, got)
+		}
+		if gc, gp := ContactFromState(r, c2.ID, &res.Next), ProfileFromState(r, p2.ID, &res.Next); gc != *c2 || gp != *p2 {
+			t.Errorf("invert=%v: from Decide: %+v %+v, want %+v %+v", inv, gc, gp, *c2, *p2)
+		}
+	}
+}
