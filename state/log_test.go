@@ -3,6 +3,7 @@ package state
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -202,10 +203,9 @@ func TestPruneLog(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	runKeys := func() []string {
-		var out []string
+	runKeys := func() (out []string) {
 		for _, k := range bucketKeys(t, st, bucketLogRuns) {
-			out = append(out, time.Unix(0, int64(bytesToU64(k))).UTC().Sub(logT0).String())
+			out = append(out, time.Unix(0, int64(binary.BigEndian.Uint64(k))).Sub(logT0).String())
 		}
 		return out
 	}
@@ -231,12 +231,4 @@ func TestPruneLog(t *testing.T) {
 	if got := queryNames(t, st, LogQuery{Contact: &a}); got != nil {
 		t.Errorf("contact after pruning all: %v", got)
 	}
-}
-
-func bytesToU64(k []byte) uint64 {
-	var v uint64
-	for _, c := range k[:8] {
-		v = v<<8 | uint64(c)
-	}
-	return v
 }

@@ -66,13 +66,6 @@ func Decide(r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, bu
 	if prev == nil {
 		prev = &Snapshot{}
 	}
-	// Replay decides as at first sight, but an agreement it does not
-	// replace (a pair it skips, or drift a one-way run leaves alone) is
-	// kept for the runs after it.
-	kept := prev
-	if r.Replay {
-		prev = &Snapshot{}
-	}
 	// A row older than what state knows of that side (an old file processed
 	// again, files out of order) must not undo newer knowledge.
 	if prev.DSeen && c.Modified < prev.DModified {
@@ -83,7 +76,7 @@ func Decide(r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, bu
 		known := ProfileFromState(r, p.ID, prev)
 		p, res.StaleC = &known, true
 	}
-	res.Next = Snapshot{Known: true, DSeen: true, CSeen: true, DModified: c.Modified, CModified: p.Modified, PKey: p.PKey, Decided: kept.Decided}
+	res.Next = Snapshot{Known: true, DSeen: true, CSeen: true, DModified: c.Modified, CModified: p.Modified, PKey: p.PKey, Decided: prev.Decided}
 	for i, pair := range r.Pairs {
 		old := prev.Pairs[i]
 		d := c.Values[i]
@@ -97,8 +90,10 @@ func Decide(r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, bu
 		}
 		// A side whose record has not moved since this tool wrote to it
 		// still holds the written value, whatever a stale export says.
-		next := PairState{S: kept.Pairs[i].S, DRaw: d, CRaw: cv}
+		next := PairState{S: old.S, DRaw: d, CRaw: cv}
 		dEff, cEff := d, cv
+		// Replay too: a stale export read as the truth could clear an
+		// opt-out this tool itself set and that is waiting to be imported.
 		if old.DWritten.Known() && c.Modified == prev.DModified && d == old.DRaw {
 			dEff, next.DWritten = old.DWritten, old.DWritten
 		}
@@ -107,7 +102,14 @@ func Decide(r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, bu
 		}
 
 		dec := Decision{Pair: i, DModified: c.Modified, CModified: tC}
-		target, value := decidePair(r, old.S, dEff, cEff, c.Modified, tC, &dec)
+		// Replay decides as at first sight: it ignores the agreement, but
+		// not what is known of the records (writes not yet seen, newer
+		// rows), and an agreement it does not replace is kept.
+		agreed := old.S
+		if r.Replay {
+			agreed = extract.Unknown
+		}
+		target, value := decidePair(r, agreed, dEff, cEff, c.Modified, tC, &dec)
 		switch {
 		case dec.Skip != "":
 			buf = append(buf, dec)

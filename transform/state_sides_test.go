@@ -23,7 +23,7 @@ func profileRow(pkey string, tC int64, vals ...extract.Tri) *extract.Profile {
 	return p
 }
 
-// writes lists the targets of the non-skip decisions for pair 0.
+// writes lists the non-skip decisions for pair 0.
 func writes(ds []Decision) []Decision {
 	var out []Decision
 	for _, d := range ds {
@@ -177,55 +177,53 @@ func TestSeeContactAndProfile(t *testing.T) {
 	base.Pairs[0] = PairState{S: T, DRaw: T, CRaw: F, DWritten: F, CWritten: T}
 	base.Pairs[1] = PairState{S: F, DRaw: F, CRaw: T, DWritten: T, CWritten: F} // D365 row shows sms consent T
 	cases := []struct {
-		name string
-		see  func(prev *Snapshot) Snapshot
-		prev *Snapshot
-		want func(s *Snapshot) // applied to a copy of prev (zero when nil)
+		name    string
+		profile bool // SeeProfile, else SeeContact
+		fresh   bool // no previous state
+		at      int64
+		a, b    extract.Tri // row values, own polarity
+		pkey    string
+		want    func(s *Snapshot) // applied to a copy of base (zero when fresh)
 	}{
-		{name: "contact-new", see: func(p *Snapshot) Snapshot { return SeeContact(r, contactRow(t10, T, T), p) },
-			want: func(s *Snapshot) {
-				s.Known, s.DSeen, s.DModified = true, true, t10
-				s.Pairs[0].DRaw, s.Pairs[1].DRaw = T, F
-			}},
-		{name: "contact-moved-clears-pending", prev: &base, see: func(p *Snapshot) Snapshot { return SeeContact(r, contactRow(t11, T, T), p) },
-			want: func(s *Snapshot) { s.DModified, s.Pairs[0].DWritten, s.Pairs[1].DWritten = t11, U, U }},
-		{name: "contact-same-time-same-value", prev: &base, see: func(p *Snapshot) Snapshot { return SeeContact(r, contactRow(t10, T, T), p) },
-			want: func(s *Snapshot) {}},
-		{name: "contact-same-time-value-moved", prev: &base, see: func(p *Snapshot) Snapshot { return SeeContact(r, contactRow(t10, F, T), p) },
-			want: func(s *Snapshot) { s.Pairs[0].DRaw, s.Pairs[0].DWritten = F, U }},
-		{name: "contact-older-row", prev: &base, see: func(p *Snapshot) Snapshot { return SeeContact(r, contactRow(t09, F, F), p) },
-			want: func(s *Snapshot) {}},
-		{name: "contact-invert-opted-out", prev: &base, see: func(p *Snapshot) Snapshot { return SeeContact(r, contactRow(t11, T, F), p) },
-			want: func(s *Snapshot) { s.DModified, s.Pairs[0].DWritten, s.Pairs[1].DWritten, s.Pairs[1].DRaw = t11, U, U, T }},
-		{name: "profile-new", see: func(p *Snapshot) Snapshot { return SeeProfile(r, profileRow("@new", t10, T, U), p) },
-			want: func(s *Snapshot) {
-				s.Known, s.CSeen, s.CModified, s.PKey = true, true, t10, "@new"
-				s.Pairs[0].CRaw = T
-			}},
-		{name: "profile-moved-clears-pending-new-pkey", prev: &base, see: func(p *Snapshot) Snapshot { return SeeProfile(r, profileRow("@new", t11, F, T), p) },
-			want: func(s *Snapshot) { s.CModified, s.PKey, s.Pairs[0].CWritten, s.Pairs[1].CWritten = t11, "@new", U, U }},
-		{name: "profile-same-time-same-value", prev: &base, see: func(p *Snapshot) Snapshot { return SeeProfile(r, profileRow("@old", t10, F, T), p) },
-			want: func(s *Snapshot) {}},
-		{name: "profile-same-time-value-moved", prev: &base, see: func(p *Snapshot) Snapshot { return SeeProfile(r, profileRow("@old", t10, T, T), p) },
-			want: func(s *Snapshot) { s.Pairs[0].CRaw, s.Pairs[0].CWritten = T, U }},
-		{name: "profile-older-row", prev: &base, see: func(p *Snapshot) Snapshot { return SeeProfile(r, profileRow("@other", t09, T, F), p) },
-			want: func(s *Snapshot) {}},
+		{"contact-new", false, true, t10, T, T, "", func(s *Snapshot) {
+			s.Known, s.DSeen, s.DModified, s.Pairs[0].DRaw, s.Pairs[1].DRaw = true, true, t10, T, F
+		}},
+		{"contact-moved-clears-pending", false, false, t11, T, T, "", func(s *Snapshot) { s.DModified, s.Pairs[0].DWritten, s.Pairs[1].DWritten = t11, U, U }},
+		{"contact-same-time-same-value", false, false, t10, T, T, "", func(s *Snapshot) {}},
+		{"contact-same-time-value-moved", false, false, t10, F, T, "", func(s *Snapshot) { s.Pairs[0].DRaw, s.Pairs[0].DWritten = F, U }},
+		{"contact-older-row", false, false, t09, F, F, "", func(s *Snapshot) {}},
+		{"contact-invert-opted-out", false, false, t11, T, F, "", func(s *Snapshot) {
+			s.DModified, s.Pairs[0].DWritten, s.Pairs[1].DWritten, s.Pairs[1].DRaw = t11, U, U, T
+		}},
+		{"profile-new", true, true, t10, T, U, "@new", func(s *Snapshot) { s.Known, s.CSeen, s.CModified, s.PKey, s.Pairs[0].CRaw = true, true, t10, "@new", T }},
+		{"profile-moved-clears-pending-new-pkey", true, false, t11, F, T, "@new", func(s *Snapshot) {
+			s.CModified, s.PKey, s.Pairs[0].CWritten, s.Pairs[1].CWritten = t11, "@new", U, U
+		}},
+		{"profile-same-time-same-value", true, false, t10, F, T, "@old", func(s *Snapshot) {}},
+		{"profile-same-time-value-moved", true, false, t10, T, T, "@old", func(s *Snapshot) { s.Pairs[0].CRaw, s.Pairs[0].CWritten = T, U }},
+		{"profile-older-row", true, false, t09, T, F, "@other", func(s *Snapshot) {}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var want Snapshot
-			var in *Snapshot
-			if tc.prev != nil {
-				want = *tc.prev
-				cp := *tc.prev
-				in = &cp
+			in := &Snapshot{}
+			*in = base
+			if tc.fresh {
+				in = nil
+			} else {
+				want = base
 			}
 			tc.want(&want)
-			got := tc.see(in)
+			var got Snapshot
+			if tc.profile {
+				got = SeeProfile(r, profileRow(tc.pkey, tc.at, tc.a, tc.b), in)
+			} else {
+				got = SeeContact(r, contactRow(tc.at, tc.a, tc.b), in)
+			}
 			if got != want {
 				t.Errorf("\n got %+v\nwant %+v", got, want)
 			}
-			if tc.prev != nil && *in != *tc.prev {
+			if in != nil && *in != base {
 				t.Errorf("prev was modified")
 			}
 		})

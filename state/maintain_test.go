@@ -1,0 +1,265 @@
+package state
+
+import (
+	"context"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"optsync/extract"
+	"optsync/transform"
+)
+
+var phonePair = transform.Pair{D365: "donotphone", Campaign: "blackListPhone"}
+
+// fullSnap has every field set, including the header flags, and a known S
+// on the first three pairs (none on contact 0).
+func fullSnap(n int) transform.Snapshot {
+	s := transform.Snapshot{Known: true, DSeen: n%2 == 0, CSeen: n%3 != 0, DModified: int64(n)*1000 - 5000,
+		CModified: int64(n) * 977, PKey: "@k" + string(rune('a'+n%26)), Decided: int64(n) * 13}
+	tri := []extract.Tri{extract.True, extract.False}
+	for i := 0; i < 3; i++ {
+		s.Pairs[i] = transform.PairState{S: tri[(n+i)%2], DRaw: tri[n%2], CRaw: tri[(n+1)%2], DWritten: tri[i%2], CWritten: extract.Unknown}
+		if n == 0 {
+			s.Pairs[i].S = extract.Unknown
+		}
+	}
+	return s
+}
+
+func openWith(t *testing.T, path string, pairs []transform.Pair, ns ...int) *Store {
+	t.Helper()
+	st, err := Open(path, pairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ns) > 0 {
+		b := st.NewBatch(len(ns))
+		for _, n := range ns {
+			s := fullSnap(n)
+			b.Put(id(n), &s)
+		}
+		if err := st.Commit(context.Background(), b, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st
+}
+
+func all(t *testing.T, st *Store) map[int]transform.Snapshot {
+	t.Helper()
+	out := map[int]transform.Snapshot{}
+	if err := st.Each(func(id extract.ID, s *transform.Snapshot) error {
+		out[int(id[14])<<8|int(id[15])] = *s
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestReset(t *testing.T) {
+	pairs := []transform.Pair{testPairs[0], testPairs[1], phonePair}
+	cases := []struct {
+		name    string
+		reset   []transform.Pair
+		cleared [3]bool
+		changed int
+	}{
+		{"all", nil, [3]bool{true, true, true}, 3},
+		{"one", []transform.Pair{testPairs[1]}, [3]bool{false, true, false}, 3},
+		{"two", []transform.Pair{phonePair, testPairs[0]}, [3]bool{true, false, true}, 3},
+		{"unregistered", []transform.Pair{{D365: "donotfax", Campaign: "blackListFax"}}, [3]bool{}, 0},
+		{"flipped-invert-is-another-pair", []transform.Pair{{D365: "xx_sms", Campaign: "blackListMobile"}}, [3]bool{}, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st := openWith(t, filepath.Join(t.TempDir(), "state.db"), pairs, 0, 1, 2, 500)
+			defer st.Close()
+			n, err := st.Reset(context.Background(), tc.reset)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != tc.changed {
+				t.Errorf("changed %d records, want %d", n, tc.changed)
+			}
+			got := all(t, st)
+			for _, k := range []int{0, 1, 2, 500} {
+				want := fullSnap(k)
+				for i, c := range tc.cleared {
+					if c {
+						want.Pairs[i].S = extract.Unknown
+					}
+				}
+				if got[k] != want {
+					t.Errorf("contact %d\n got %+v\nwant %+v", k, got[k], want)
+				}
+			}
+		})
+	}
+}
+
+func TestDropUnmapped(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	three := []transform.Pair{testPairs[0], testPairs[1], phonePair}
+	ns := []int{0, 1, 2, 3, 700}
+	openWith(t, path, three, ns...).Close()
+
+	kept := []transform.Pair{phonePair, testPairs[0]}
+	st := openWith(t, path, kept)
+	dropped, err := st.DropUnmapped(context.Background(), kept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(dropped, []transform.Pair{testPairs[1]}) {
+		t.Errorf("dropped %+v, want %+v", dropped, testPairs[1])
+	}
+	reg, err := st.registry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := reg[string(pairKey(testPairs[1]))]; ok || len(reg) != 2 {
+		t.Errorf("registry after drop: %v", reg)
+	}
+	if d, err := st.DropUnmapped(context.Background(), kept); err != nil || d != nil {
+		t.Errorf("second drop: %v %v", d, err)
+	}
+	if err := st.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketContacts).ForEach(func(k, v []byte) error {
+			r, err := parseRecord(v)
+			if err != nil || len(r.pairs) != 6 {
+				t.Errorf("contact %x still has %d pair entries (%v)", k, len(r.pairs)/3, err)
+			}
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for k, got := range all(t, st) {
+		want := fullSnap(k)
+		if got.Pairs[0] != want.Pairs[2] || got.Pairs[1] != want.Pairs[0] || got.Pairs[2] != (transform.PairState{}) {
+			t.Errorf("contact %d after drop: %+v", k, got.Pairs)
+		}
+	}
+	st.Close()
+
+	// Mapped again: it starts from first sight, not from its old values.
+	st = openWith(t, path, three)
+	defer st.Close()
+	got := all(t, st)
+	if len(got) != len(ns) {
+		t.Fatalf("%d contacts, want %d", len(got), len(ns))
+	}
+	for k, g := range got {
+		want := fullSnap(k)
+		want.Pairs[1] = transform.PairState{}
+		if g != want {
+			t.Errorf("contact %d re-added\n got %+v\nwant %+v", k, g, want)
+		}
+	}
+}
+
+func TestProcessedFilesAndLastConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	st := openWith(t, path, testPairs)
+	if cfg, err := st.LastConfig(); err != nil || cfg != nil {
+		t.Fatalf("fresh LastConfig: %+v %v", cfg, err)
+	}
+	now := time.Date(2026, 11, 29, 2, 0, 1, 500, time.UTC)
+	files := []ProcessedFile{
+		{SHA256: "aa11", System: "d365", Path: "in/contacts.csv", Size: 1234, RunID: "r1", Processed: now},
+		{SHA256: "bb22", System: "campaign", Path: "in/profiles 1.csv", Size: 0, RunID: "r1", Processed: now.Add(time.Second)},
+	}
+	cfg := &ConfigRecord{Direction: "bidirectional", Policy: "newest", Pairs: testPairs}
+	if err := st.Commit(context.Background(), st.NewBatch(0), &Final{Files: files, Config: cfg}); err != nil {
+		t.Fatal(err)
+	}
+	cfg2 := &ConfigRecord{Direction: "d365-to-campaign", Policy: "adobe", Pairs: testPairs[:1]}
+	if err := st.Commit(context.Background(), st.NewBatch(0), &Final{Config: cfg2}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	st, err := OpenReadOnly(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, f := range files {
+		got, ok, err := st.Processed(f.SHA256)
+		if err != nil || !ok || !got.Processed.Equal(f.Processed) {
+			t.Fatalf("Processed(%s) = %+v %v %v", f.SHA256, got, ok, err)
+		}
+		got.Processed = f.Processed
+		if got != f {
+			t.Errorf("Processed(%s)\n got %+v\nwant %+v", f.SHA256, got, f)
+		}
+	}
+	if got, ok, err := st.Processed("cc33"); ok || err != nil || got != (ProcessedFile{}) {
+		t.Errorf("unknown file: %+v %v %v", got, ok, err)
+	}
+	if got, err := st.LastConfig(); err != nil || !reflect.DeepEqual(got, cfg2) {
+		t.Errorf("LastConfig = %+v %v, want %+v", got, err, cfg2)
+	}
+}
+
+func TestReaderGet(t *testing.T) {
+	has := func(n int) bool { return (n%5 == 0 || n%11 == 3) && (n < 5000 || n >= 5100) && n < 12000 }
+	var order []int
+	for n := 0; n < 12050; n++ { // ascending with gaps, then past the end
+		order = append(order, n)
+	}
+	order = append(order, 12100, 30000, 11995, 11990, 11995) // after the end, then back
+	for n := 12000; n >= 0; n -= 7 {                         // backwards
+		order = append(order, n)
+	}
+	for i := 0; i < 3000; i++ { // out of order
+		order = append(order, (i*7919)%12100)
+	}
+	for name, fill := range map[string]bool{"few-thousand-keys": true, "empty": false} {
+		t.Run(name, func(t *testing.T) {
+			st := openWith(t, filepath.Join(t.TempDir(), "state.db"), []transform.Pair{testPairs[0], testPairs[1], phonePair})
+			defer st.Close()
+			count := 0
+			if fill {
+				b := st.NewBatch(0)
+				for n := 12000; n >= 0; n-- {
+					if has(n) {
+						s := fullSnap(n)
+						b.Put(id(n), &s)
+						count++
+					}
+				}
+				if err := st.Commit(context.Background(), b, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r, err := st.Reader()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			found := 0
+			for i, n := range order {
+				sentinel := transform.Snapshot{PKey: "untouched"}
+				got := sentinel
+				ok, err := r.Get(id(n), &got)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := fill && has(n)
+				if ok != want || (ok && got != fullSnap(n)) || (!ok && got != sentinel) {
+					t.Fatalf("step %d: Get(%d) = %v %+v, want %v", i, n, ok, got, want)
+				}
+				if ok && i < 12050 {
+					found++
+				}
+			}
+			if found != count {
+				t.Errorf("found %d of %d keys on the ascending walk", found, count)
+			}
+		})
+	}
+}
