@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rs/zerolog"
 	"io"
 	"io/fs"
 	"os"
@@ -17,7 +18,7 @@ import (
 
 // validateInputs reads both exports as a run would and reports what it
 // found; only a config problem or a missing column fails it.
-func validateInputs(ctx context.Context, cfg *Config, out io.Writer) error {
+func validateInputs(ctx context.Context, cfg *Config, online bool, log zerolog.Logger, out io.Writer) error {
 	fmt.Fprintf(out, "config %s: ok (direction %s, policy %s, %d mappings, max_optin %s)\n",
 		cfg.path, cfg.rules.Direction, cfg.rules.Policy, len(cfg.rules.Pairs), cfg.maxOptin)
 	check := func(system, pattern string, read func(f *os.File, path string) (extract.Stats, error)) error {
@@ -46,7 +47,14 @@ func validateInputs(ctx context.Context, cfg *Config, out io.Writer) error {
 		}
 		return nil
 	}
-	if err := check("d365", cfg.D365.CSV, func(f *os.File, path string) (extract.Stats, error) {
+	if online {
+		if err := validateOnline(ctx, cfg, log, out); err != nil {
+			return err
+		}
+	}
+	if cfg.D365.Source == "api" {
+		fmt.Fprintln(out, "d365: read through the Web API (check it with --online)")
+	} else if err := check("d365", cfg.D365.CSV, func(f *os.File, path string) (extract.Stats, error) {
 		return extract.ReadContacts(ctx, f, path, cfg.d365Layout(), func(*extract.Contact) {}, func(extract.Reject) {})
 	}); err != nil {
 		return err
@@ -96,4 +104,46 @@ func listRuns(cfg *Config, format string, out io.Writer) error {
 			r.Counts["skipped"], r.Counts["rejected"], r.Counts["failed"])
 	}
 	return tw.Flush()
+}
+
+// validateOnline gets a token and checks the mapping against the live
+// services: every mapped Dynamics field exists on contact and is boolean,
+// and change tracking is enabled when the config counts on it.
+func validateOnline(ctx context.Context, cfg *Config, log zerolog.Logger, out io.Writer) error {
+	if !cfg.D365.api() {
+		fmt.Fprintln(out, "online: no system uses the API; nothing to check")
+		return nil
+	}
+	fields := make([]string, len(cfg.rules.Pairs))
+	for i, p := range cfg.rules.Pairs {
+		fields[i] = p.D365
+	}
+	conn, err := newD365Conn(&cfg.D365, fields, log)
+	if err != nil {
+		return err
+	}
+	types, tracking, err := conn.reader.Attributes(ctx)
+	if err != nil {
+		return fmt.Errorf("validate --online: %w", err)
+	}
+	var problems []string
+	for i, f := range fields {
+		switch t, ok := types[f]; {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("mappings[%d]: d365 field %s does not exist on contact", i, f))
+		case t != "Boolean":
+			problems = append(problems, fmt.Sprintf("mappings[%d]: d365 field %s is %s, not Boolean", i, f, t))
+		}
+	}
+	if cfg.D365.tracking() && !tracking {
+		problems = append(problems, "d365.change_tracking: change tracking is not enabled on the contact table (enable it, or set change_tracking: false)")
+	}
+	if len(problems) > 0 {
+		for _, p := range problems {
+			fmt.Fprintln(out, "problem:", p)
+		}
+		return withCode(exitUsage, fmt.Errorf("validate --online: %d problems with %s", len(problems), cfg.D365.URL))
+	}
+	fmt.Fprintf(out, "d365 %s: token ok, %d mapped fields exist and are boolean, change tracking %v\n", cfg.D365.URL, len(fields), tracking)
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -27,7 +28,7 @@ type Config struct {
 	State     string          `yaml:"state"`
 	OutDir    string          `yaml:"out_dir"`
 	Safety    SafetyConfig    `yaml:"safety"`
-	D365      SystemConfig    `yaml:"d365"`
+	D365      D365Config      `yaml:"d365"`
 	Campaign  SystemConfig    `yaml:"campaign"`
 	// AuditRetention is how long the decision log keeps a run's decisions:
 	// days ("400" or "400d") or a Go duration ("72h"). Default 400 days.
@@ -63,6 +64,112 @@ type SystemConfig struct {
 	CSV        string            `yaml:"csv"`
 	Columns    map[string]string `yaml:"columns"`
 	TimeLayout string            `yaml:"time_layout"`
+}
+
+// D365Config adds the Dataverse Web API settings to a system's.
+type D365Config struct {
+	SystemConfig `yaml:",inline"`
+	// URL is the organisation's URL, https://<org>.crm<N>.dynamics.com.
+	URL      string `yaml:"url"`
+	TenantID string `yaml:"tenant_id"`
+	ClientID string `yaml:"client_id"`
+	// The secret comes from an environment variable or a file, never from
+	// the config itself.
+	ClientSecretEnv  string `yaml:"client_secret_env"`
+	ClientSecretFile string `yaml:"client_secret_file"`
+	ClientSecret     string `yaml:"client_secret"`
+	// AuthorityURL is the Entra ID host (sovereign clouds, tests).
+	AuthorityURL   string `yaml:"authority_url"`
+	PageSize       int    `yaml:"page_size"`
+	BatchSize      int    `yaml:"batch_size"`
+	Concurrency    int    `yaml:"concurrency"`
+	ChangeTracking *bool  `yaml:"change_tracking"`
+	Timeout        string `yaml:"timeout"`
+	// Overlap is read again behind the watermark without change tracking:
+	// modifiedon has whole seconds and late commits exist.
+	Overlap  string `yaml:"overlap"`
+	MaxTries int    `yaml:"max_tries"`
+
+	timeout, overlap time.Duration
+}
+
+func (d *D365Config) api() bool { return d.Source == "api" || d.Target == "api" }
+
+// tracking reports whether change tracking is to be used (default true).
+func (d *D365Config) tracking() bool { return d.ChangeTracking == nil || *d.ChangeTracking }
+
+// validateAPI checks the Web API settings when the API is a source or target.
+func (d *D365Config) validateAPI(c *Config) error {
+	if d.ClientSecret != "" {
+		return errors.New("d365.client_secret: a secret is never read from the config file; name an environment variable (client_secret_env) or a file (client_secret_file)")
+	}
+	if !d.api() {
+		return nil
+	}
+	u, err := url.Parse(d.URL)
+	if d.URL == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("d365.url: %q is not an organisation URL (https://<org>.crm.dynamics.com)", d.URL)
+	}
+	d.URL = strings.TrimRight(d.URL, "/")
+	if d.TenantID == "" || d.ClientID == "" {
+		return errors.New("d365.tenant_id and d365.client_id are required with the API")
+	}
+	if (d.ClientSecretEnv == "") == (d.ClientSecretFile == "") {
+		return errors.New("d365: name the client secret with exactly one of client_secret_env and client_secret_file")
+	}
+	d.ClientSecretFile = c.resolve(d.ClientSecretFile)
+	if d.AuthorityURL == "" {
+		d.AuthorityURL = "https://login.microsoftonline.com"
+	}
+	d.AuthorityURL = strings.TrimRight(d.AuthorityURL, "/")
+	for _, n := range []struct {
+		key      string
+		v        *int
+		def, max int
+	}{{"page_size", &d.PageSize, 5000, 5000}, {"batch_size", &d.BatchSize, 500, 1000}, {"concurrency", &d.Concurrency, 4, 52}, {"max_tries", &d.MaxTries, 5, 20}} {
+		if *n.v == 0 {
+			*n.v = n.def
+		}
+		if *n.v < 1 || *n.v > n.max {
+			return fmt.Errorf("d365.%s: %d is outside 1..%d", n.key, *n.v, n.max)
+		}
+	}
+	for _, t := range []struct {
+		key string
+		s   string
+		v   *time.Duration
+		def time.Duration
+	}{{"timeout", d.Timeout, &d.timeout, 2 * time.Minute}, {"overlap", d.Overlap, &d.overlap, 5 * time.Minute}} {
+		*t.v = t.def
+		if t.s != "" {
+			v, err := time.ParseDuration(t.s)
+			if err != nil || v < 0 {
+				return fmt.Errorf("d365.%s: %q is not a duration (90s, 5m)", t.key, t.s)
+			}
+			*t.v = v
+		}
+	}
+	return nil
+}
+
+// secret reads the client secret where the config says it is.
+func (d *D365Config) secret() (string, error) {
+	if d.ClientSecretEnv != "" {
+		v := os.Getenv(d.ClientSecretEnv)
+		if v == "" {
+			return "", configErrorf("d365.client_secret_env: environment variable %s is not set", d.ClientSecretEnv)
+		}
+		return v, nil
+	}
+	b, err := os.ReadFile(d.ClientSecretFile)
+	if err != nil {
+		return "", configErrorf("d365.client_secret_file: %v", err)
+	}
+	v := strings.TrimSpace(string(b))
+	if v == "" {
+		return "", configErrorf("d365.client_secret_file: %s is empty", d.ClientSecretFile)
+	}
+	return v, nil
 }
 
 // configError is a problem with the config; it exits 2.
@@ -153,7 +260,8 @@ func (c *Config) validate() error {
 	for _, s := range []struct {
 		name string
 		sys  *SystemConfig
-	}{{"d365", &c.D365}, {"campaign", &c.Campaign}} {
+		api  bool // the API connector is built
+	}{{"d365", &c.D365.SystemConfig, true}, {"campaign", &c.Campaign, false}} {
 		for _, kv := range []struct {
 			key string
 			val *string
@@ -165,12 +273,17 @@ func (c *Config) validate() error {
 			case "", "csv":
 				*kv.val = "csv"
 			case "api":
-				return fmt.Errorf("%s.%s: api is not available in this build; use csv", s.name, kv.key)
+				if !s.api {
+					return fmt.Errorf("%s.%s: api is not available in this build; use csv", s.name, kv.key)
+				}
 			default:
 				return fmt.Errorf("%s.%s: unknown %s %q (want csv)", s.name, kv.key, kv.key, *kv.val)
 			}
 		}
 		s.sys.CSV = c.resolve(s.sys.CSV)
+	}
+	if err := c.D365.validateAPI(c); err != nil {
+		return err
 	}
 	if c.auditRetention, err = parseRetention(c.AuditRetention); err != nil {
 		return fmt.Errorf("audit_retention: %w", err)

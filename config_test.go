@@ -5,6 +5,8 @@ import (
 	"testing"
 )
 
+const d365API = "d365:\n  source: api\n  url: https://org.crm.dynamics.com\n  tenant_id: t\n  client_id: c\n  client_secret_env: OPTSYNC_TEST_SECRET\n"
+
 func TestConfigErrors(t *testing.T) {
 	base := func(direction, policy, mappings string) string {
 		return "direction: " + direction + "\npolicy: " + policy + "\nmappings:\n" + mappings + "d365:\n  csv: d.csv\ncampaign:\n  csv: c.csv\n"
@@ -27,7 +29,13 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown key", base("bidirectional", "newest", m("donotemail", "blackListEmail")) + "colour: blue\n", "field colour not found"},
 		{"bad max_optin", base("bidirectional", "newest", m("donotemail", "blackListEmail")) + "safety:\n  max_optin: lots\n", `safety.max_optin: "lots"`},
 		{"percentage over 100", base("bidirectional", "newest", m("donotemail", "blackListEmail")) + "safety:\n  max_optin: 150%\n", "safety.max_optin"},
-		{"api source not built", strings.Replace(base("bidirectional", "newest", m("donotemail", "blackListEmail")), "d365:\n  csv: d.csv", "d365:\n  source: api", 1), "d365.source: api"},
+		{"campaign api not built", strings.Replace(base("bidirectional", "newest", m("donotemail", "blackListEmail")), "campaign:\n  csv: c.csv", "campaign:\n  source: api", 1), "campaign.source: api"},
+		{"d365 api without url", strings.Replace(base("bidirectional", "newest", m("donotemail", "blackListEmail")), "d365:\n  csv: d.csv", "d365:\n  source: api", 1), "d365.url"},
+		{"inline secret", strings.Replace(base("bidirectional", "newest", m("donotemail", "blackListEmail")), "d365:\n  csv: d.csv", "d365:\n  source: api\n  client_secret: hunter2", 1), "d365.client_secret: a secret is never read from the config file"},
+		{"page size over 5000", strings.Replace(base("bidirectional", "newest", m("donotemail", "blackListEmail")), "d365:\n  csv: d.csv", d365API+"  page_size: 5001\n", 1), "d365.page_size: 5001 is outside 1..5000"},
+		{"batch size over 1000", strings.Replace(base("bidirectional", "newest", m("donotemail", "blackListEmail")), "d365:\n  csv: d.csv", d365API+"  batch_size: 1001\n", 1), "d365.batch_size"},
+		{"concurrency over 52", strings.Replace(base("bidirectional", "newest", m("donotemail", "blackListEmail")), "d365:\n  csv: d.csv", d365API+"  concurrency: 53\n", 1), "d365.concurrency"},
+		{"two secret sources", strings.Replace(base("bidirectional", "newest", m("donotemail", "blackListEmail")), "d365:\n  csv: d.csv", d365API+"  client_secret_file: s.txt\n", 1), "exactly one of client_secret_env and client_secret_file"},
 		{"bad d365 name", base("bidirectional", "newest", m("Do Not Email", "blackListEmail")), "is not a Dataverse logical name"},
 	}
 	for _, tc := range cases {
@@ -40,6 +48,9 @@ func TestConfigErrors(t *testing.T) {
 				}
 				if !strings.Contains(strings.ReplaceAll(r.stderr, `\"`, `"`), tc.want) {
 					t.Fatalf("%s: stderr does not name the entry %q:\n%s", cmd, tc.want, r.stderr)
+				}
+				if strings.Contains(r.stderr, "hunter2") {
+					t.Fatalf("%s: the secret is in the message:\n%s", cmd, r.stderr)
 				}
 			}
 		})

@@ -43,6 +43,9 @@ type decider struct {
 	incremental bool
 	matched     *joined
 	campFiles   []inputFile
+	// failed holds contacts whose Dynamics writes the API refused: their
+	// state stays as it was (they go to the retry queue).
+	failed map[extract.ID]string
 	// counted in the first pass
 	viaState, waiting, stale int
 }
@@ -54,6 +57,7 @@ type verdict struct {
 	decisions []transform.Decision
 	id        extract.ID
 	pkey      string
+	version   int64  // the Dynamics row version read this run
 	decided   bool   // a contact with both sides known was decided
 	blocked   string // why the entry was not touched, for the rejects file
 	blockedAt extract.Reject
@@ -98,7 +102,7 @@ func (d *decider) one(k int32, prev *transform.Snapshot, buf []transform.Decisio
 		return v
 	}
 	v.res, v.decisions = transform.Decide(d.rules, c, p, prev, buf)
-	v.next, v.pkey, v.decided = v.res.Next, p.PKey, true
+	v.next, v.pkey, v.version, v.decided = v.res.Next, p.PKey, c.Version, true
 	return v
 }
 
@@ -172,7 +176,7 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 			ch = load.Change{
 				ID: v.id, PKey: v.pkey, Decisions: v.decisions,
 				D365After: v.res.D365After, CampaignAfter: v.res.CampaignAfter,
-				D365Changed: v.res.D365Changed, CampaignChanged: v.res.CampaignChanged,
+				D365Changed: v.res.D365Changed, CampaignChanged: v.res.CampaignChanged, Version: v.version,
 			}
 			if err := sink(&ch, nil); err != nil {
 				return nil, err
@@ -244,13 +248,14 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 				if v.blocked != "" {
 					continue
 				}
-				if prevPtr == nil || v.next != prev {
+				refused, failed := d.failed[v.id]
+				if !failed && (prevPtr == nil || v.next != prev) {
 					v.next.Decided = started.Unix()
 					batch.Put(v.id, &v.next)
 				}
 				for i := range v.decisions {
 					seq++
-					batch.AddLog(d.logEntry(fin.Run, seq, &v, &v.decisions[i]), fin.Run.ID, d.rules.Pairs)
+					batch.AddLog(d.logEntry(fin.Run, seq, &v, &v.decisions[i], refused), fin.Run.ID, d.rules.Pairs)
 				}
 			}
 			reader.Close()
@@ -279,7 +284,7 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 	return g.Wait()
 }
 
-func (d *decider) logEntry(run *state.Run, seq uint32, v *verdict, dec *transform.Decision) state.LogEntry {
+func (d *decider) logEntry(run *state.Run, seq uint32, v *verdict, dec *transform.Decision, refused string) state.LogEntry {
 	p := d.rules.Pairs[dec.Pair]
 	e := state.LogEntry{
 		RunStarted: run.Started, Seq: seq, RunID: run.ID, Contact: v.id, PKey: v.pkey, Pair: dec.Pair,
@@ -288,8 +293,11 @@ func (d *decider) logEntry(run *state.Run, seq uint32, v *verdict, dec *transfor
 	}
 	if dec.Skip != "" {
 		e.Outcome, e.Error = load.Skipped, dec.Skip
-	} else {
-		e.Old, e.New = dec.Old.String(), dec.New.String()
+		return e
+	}
+	e.Old, e.New = dec.Old.String(), dec.New.String()
+	if dec.Target == transform.ToD365 && refused != "" {
+		e.Outcome, e.Error = load.Failed, refused
 	}
 	return e
 }

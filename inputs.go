@@ -133,10 +133,21 @@ type inputs struct {
 // extract reads both systems' files; the two systems are read at once.
 // Each record remembers which file it came from, so that a later file wins
 // over an earlier one for the same record.
-func (j *job) extract(ctx context.Context, d365Files, campFiles []inputFile) (*inputs, error) {
+func (j *job) extract(ctx context.Context, st *state.Store, d365Files, campFiles []inputFile) (*inputs, error) {
 	in := &inputs{}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
+		if len(d365Files) == 1 && d365Files[0].path == dataversePseudoFile && j.dv != nil {
+			return j.dv.read(ctx, st, !j.incremental,
+				func(c *extract.Contact) {
+					in.d365.Rows++
+					in.contacts = append(in.contacts, *c)
+				},
+				func(r extract.Reject) {
+					in.d365.Rejected++
+					in.d365Rejects = append(in.d365Rejects, r)
+				})
+		}
 		in.contacts = make([]extract.Contact, 0, estimateAll(d365Files))
 		for i, f := range d365Files {
 			err := j.readFile(ctx, f, "reading Dynamics", func(r io.Reader) error {

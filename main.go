@@ -249,14 +249,15 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 			},
 			{
 				Name:         "validate",
-				Usage:        "check the config and the exports' columns",
+				Usage:        "check the config and the exports' columns (--online: credentials and field types through the APIs)",
 				OnUsageError: onUsage,
+				Flags:        []cli.Flag{&cli.BoolFlag{Name: "online", Usage: "also get a token and check the mapped fields against the live service", EnvVars: []string{"OPTSYNC_ONLINE"}}},
 				Action: func(c *cli.Context) error {
 					cfg, err := loadCfg(c)
 					if err != nil {
 						return err
 					}
-					return validateInputs(c.Context, cfg, stdout)
+					return validateInputs(c.Context, cfg, c.Bool("online"), *log, stdout)
 				},
 			},
 			{

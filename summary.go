@@ -34,6 +34,7 @@ type summary struct {
 	ViaState          int // run: decided against the other side as state knows it
 	Waiting           int // run: no counterpart known yet
 	Stale             int // rows older than what state already knew
+	Deleted           int // contacts deleted in Dynamics: their snapshots dropped
 }
 
 func newSummary(runID, command string) *summary {
@@ -80,6 +81,7 @@ func (s *summary) counts() map[string]int {
 		"superseded_contact_rows": s.Superseded, "blocked_contacts": s.Blocked,
 		"d365_update_rows": s.D365Rows, "campaign_update_rows": s.CampaignRows,
 		"decided_against_state": s.ViaState, "waiting_for_counterpart": s.Waiting, "stale_rows": s.Stale,
+		"deleted_in_d365": s.Deleted,
 	}
 	for r, n := range s.Rules {
 		m["rule:"+r] = n
@@ -105,6 +107,9 @@ func (s *summary) line(took time.Duration) string {
 		s.DuplicateProfiles, s.Superseded, s.Blocked)
 	if s.ViaState+s.Waiting+s.Stale > 0 {
 		fmt.Fprintf(&b, " decided_against_state=%d waiting_for_counterpart=%d stale_rows=%d", s.ViaState, s.Waiting, s.Stale)
+	}
+	if s.Deleted > 0 {
+		fmt.Fprintf(&b, " deleted_in_d365=%d", s.Deleted)
 	}
 	fmt.Fprintf(&b, " took=%s", took.Round(time.Millisecond))
 	return b.String()

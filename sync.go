@@ -41,6 +41,7 @@ type job struct {
 	allowMassOptin bool
 	progress       *progress
 	hooks          hooks
+	dv             *d365Conn // the Dataverse connector, when d365 uses the API
 	// sum and started are the run's, for the caller's metrics.
 	sum     *summary
 	started time.Time
@@ -52,9 +53,39 @@ func newRunID(t time.Time) string {
 	return t.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
 }
 
+// campaignSources works out the Campaign files when Dynamics is read
+// through the API: one export for a backfill, the drop's new files for a run.
+func (j *job) campaignSources(ctx context.Context, st *state.Store) ([]inputFile, error) {
+	pattern := j.cfg.Campaign.CSV
+	if !j.incremental {
+		if j.campaignPath != "" {
+			pattern = j.campaignPath
+		}
+		fi, err := os.Stat(pattern)
+		if pattern == "" || err != nil || !fi.Mode().IsRegular() {
+			return nil, withCode(exitUsage, fmt.Errorf("a backfill reads one full Campaign export: --campaign-csv FILE (campaign.csv is %q)", pattern))
+		}
+		return []inputFile{{path: pattern, size: fi.Size(), mtime: fi.ModTime()}}, nil
+	}
+	if pattern == "" {
+		return nil, withCode(exitUsage, errors.New("campaign.csv is not set: run reads the files it names (a file, a glob or a folder)"))
+	}
+	all, err := dropFiles(pattern)
+	if err != nil {
+		return nil, err
+	}
+	fresh, _, err := newFiles(ctx, st, all, j.force)
+	return fresh, err
+}
+
 // sources works out the files this run reads.
 func (j *job) sources(ctx context.Context, st *state.Store) (d365, campaign []inputFile, err error) {
 	cfg := j.cfg
+	if j.dv != nil && j.dv.source && j.d365Path == "" {
+		// Contacts come through the API; the Campaign side as configured.
+		campaign, err = j.campaignSources(ctx, st)
+		return []inputFile{{path: dataversePseudoFile}}, campaign, err
+	}
 	if !j.incremental {
 		if j.d365Path == "" {
 			j.d365Path = cfg.D365.CSV
@@ -157,6 +188,15 @@ func (j *job) run(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	if cfg.D365.api() {
+		fields := make([]string, len(rules.Pairs))
+		for i, p := range rules.Pairs {
+			fields[i] = p.D365
+		}
+		if j.dv, err = newD365Conn(&cfg.D365, fields, log); err != nil {
+			return err
+		}
+	}
 	log.Info().Str("direction", string(rules.Direction)).Str("policy", string(rules.Policy)).
 		Bool("replay", rules.Replay).Bool("plan", j.plan).Bool("incremental", j.incremental).Msg("run started")
 	if rules.Direction == transform.Disabled {
@@ -167,7 +207,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	in, err := j.extract(ctx, d365Files, campFiles)
+	in, err := j.extract(ctx, st, d365Files, campFiles)
 	if err != nil {
 		return interrupted(ctx, err)
 	}
@@ -235,7 +275,12 @@ func (j *job) run(ctx context.Context) (err error) {
 		}
 	}()
 	var examples []string
-	d := &decider{rules: &rules, incremental: j.incremental, matched: &matched, campFiles: campFiles}
+	d := &decider{rules: &rules, incremental: j.incremental, matched: &matched, campFiles: campFiles, failed: map[extract.ID]string{}}
+	var held []heldWrite // changes waiting for the Dynamics API's answer
+	d365Fields := make([]string, len(rules.Pairs))
+	for i, p := range rules.Pairs {
+		d365Fields[i] = p.D365
+	}
 	var dirty []int32
 	if rules.Direction != transform.Disabled {
 		dirty, err = d.all(ctx, st, j.progress, func(ch *load.Change, blocked *extract.Reject) error {
@@ -246,6 +291,10 @@ func (j *job) run(ctx context.Context) (err error) {
 			}
 			sum.addDecisions(ch.Decisions)
 			examples = j.addExamples(examples, ch)
+			if j.dv != nil && j.dv.writer != nil && ch.D365Changed && !j.plan {
+				held = append(held, j.dv.hold(ch, d365Fields))
+				return nil
+			}
 			return w.Change(ch)
 		})
 		if err != nil {
@@ -288,10 +337,39 @@ func (j *job) run(ctx context.Context) (err error) {
 			return withCode(exitSafety, fmt.Errorf("stopped by safety.max_optin: %d opt-outs would be cleared, limit %d; nothing was written", sum.OptoutsCleared, limit))
 		}
 	}
-	// A signal before the files are complete abandons the run: nothing of it
+	// A signal before anything was written abandons the run: nothing of it
 	// is kept, and the next run does all of it.
 	if err := ctx.Err(); err != nil {
 		return interrupted(ctx, err)
+	}
+	// Dynamics writes go out now; what the service applied is kept (and
+	// committed even if a signal arrives meanwhile), what it refused or what
+	// was not sent is audited as failed and queued for the next run.
+	if len(held) > 0 {
+		writes := make([]load.DataverseWrite, len(held))
+		for i := range held {
+			writes[i] = held[i].write
+		}
+		bar := j.progress.stage("writing to Dynamics", int64(len(writes)), "contacts")
+		results := j.dv.writer.Apply(ctx, writes)
+		bar.Add(int64(len(writes)))
+		bar.Done()
+		for i := range held {
+			ch := &held[i].change
+			if r := results[i]; !r.OK() {
+				ch.D365Error = r.Error()
+				d.failed[ch.ID] = ch.D365Error
+				for _, dec := range ch.Decisions {
+					if dec.Skip == "" && dec.Target == transform.ToD365 {
+						sum.Failed++
+					}
+				}
+			}
+			if err := w.Change(ch); err != nil {
+				return err
+			}
+		}
+		log.Info().Int("contacts", len(held)).Int("refused", len(d.failed)).Msg("wrote to Dynamics")
 	}
 	if err := w.Finish(); err != nil {
 		return err
@@ -308,6 +386,16 @@ func (j *job) run(ctx context.Context) (err error) {
 		// The files are complete: their writes are applied, and state must
 		// now say so even if a signal arrives meanwhile.
 		fin := &state.Final{Run: run, Config: j.configRecord()}
+		if j.dv != nil && j.dv.source {
+			fin.Meta, fin.Forget = j.dv.meta, j.dv.deleted
+			sum.Deleted = len(j.dv.deleted)
+			for _, it := range j.dv.queued {
+				fin.RetryDone = append(fin.RetryDone, it.Contact)
+			}
+		}
+		for id, reason := range d.failed {
+			fin.Retry = append(fin.Retry, state.RetryItem{Contact: id, System: "d365", Reason: reason, RunID: runID, Since: started})
+		}
 		if cfg.auditRetention > 0 {
 			fin.PruneBefore = started.Add(-cfg.auditRetention)
 		}
@@ -321,6 +409,13 @@ func (j *job) run(ctx context.Context) (err error) {
 			}
 		}
 		run.Ended, run.Outcome, run.ExitCode, run.Counts = time.Now().UTC(), "ok", exitOK, sum.counts()
+		if len(d.failed) > 0 {
+			run.Outcome, run.ExitCode = "failed-writes", exitWriteFailed
+		}
+		var se *signalError
+		if errors.As(context.Cause(ctx), &se) {
+			run.Outcome, run.ExitCode = state.OutcomeInterrupted, 128+int(se.sig)
+		}
 		if err := d.commit(context.WithoutCancel(ctx), st, j.progress, started, dirty, fin); err != nil {
 			run.Outcome = "running" // let the deferred recorder mark it failed
 			return fmt.Errorf("committing state (the files of this run are complete; the next run decides the contacts not yet committed again, the same way): %w", err)
@@ -328,6 +423,12 @@ func (j *job) run(ctx context.Context) (err error) {
 	}
 	fmt.Fprintln(j.stdout, sum.line(time.Since(started)))
 	log.Info().Interface("counts", sum.counts()).Dur("took", time.Since(started)).Msg("run finished")
+	if se := (*signalError)(nil); errors.As(context.Cause(ctx), &se) {
+		return se // what was applied is committed; the rest is the next run's
+	}
+	if len(d.failed) > 0 {
+		return withCode(exitWriteFailed, fmt.Errorf("%d contacts' writes were refused or not sent; they are queued for the next run", len(d.failed)))
+	}
 	return nil
 }
 

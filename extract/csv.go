@@ -22,6 +22,9 @@ type Contact struct {
 	Values   [MaxFields]Tri
 	Line     int32
 	File     uint16 // which of a run's input files, in processing order
+	// Version is the row version the API read (its ETag), for a write that
+	// must not overwrite a later edit; 0 when unknown (CSV).
+	Version int64
 	// Bad rows keep their place so that a duplicate of them, or their
 	// profile, is not acted on as if the contact were fine.
 	Bad bool

@@ -54,6 +54,11 @@ type Change struct {
 	// and whether the system gets a write.
 	D365After, CampaignAfter     [extract.MaxFields]extract.Tri
 	D365Changed, CampaignChanged bool
+	// Version is the Dynamics row version read this run (0: none).
+	Version int64
+	// D365Error, when set, is why the Dynamics API refused this contact's
+	// writes: its Dynamics decisions are audited as failed.
+	D365Error string
 }
 
 // Options says which files a run writes.
@@ -189,6 +194,8 @@ func (w *Writer) Change(c *Change) error {
 			row.Outcome, row.Error = Skipped, d.Skip
 		case w.opt.Plan:
 			row.Outcome = Planned
+		case d.Target == transform.ToD365 && c.D365Error != "":
+			row.Outcome, row.Error = Failed, escapeCell(c.D365Error)
 		default:
 			row.Outcome = Applied
 		}

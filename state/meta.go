@@ -9,13 +9,70 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"optsync/extract"
 	"optsync/transform"
 )
 
 var (
 	bucketFiles = []byte("files")
+	bucketRetry = []byte("retry")
 	keyConfig   = []byte("config")
 )
+
+// Meta keys of the connectors' read positions.
+const (
+	KeyD365Delta     = "d365_delta"     // the Dataverse @odata.deltaLink to read changes from
+	KeyD365Watermark = "d365_watermark" // without change tracking: the latest modifiedon read
+)
+
+// Meta reads a connector's stored value ("" when none).
+func (s *Store) Meta(key string) (string, error) {
+	var v string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if meta := tx.Bucket(bucketMeta); meta != nil {
+			v = string(meta.Get([]byte("conn:" + key)))
+		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("state %s: %w", s.path, err)
+	}
+	return v, nil
+}
+
+// RetryItem is a contact whose write failed or was refused: the next run
+// reads it again and decides it again.
+type RetryItem struct {
+	Contact extract.ID `json:"-"`
+	System  string     `json:"system"` // the target that refused: d365 or campaign
+	Reason  string     `json:"reason"`
+	RunID   string     `json:"run_id"`
+	Since   time.Time  `json:"since"`
+}
+
+// RetryQueue lists the queued contacts, in id order.
+func (s *Store) RetryQueue() ([]RetryItem, error) {
+	var items []RetryItem
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRetry)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var it RetryItem
+			if len(k) != 16 || json.Unmarshal(v, &it) != nil {
+				return fmt.Errorf("retry queue entry %x malformed", k)
+			}
+			copy(it.Contact[:], k)
+			items = append(items, it)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state %s: retry queue: %w", s.path, err)
+	}
+	return items, nil
+}
 
 // ProcessedFile is an input file a run has finished with, remembered by its
 // content so that a file drop processed once is not processed again.
@@ -97,6 +154,39 @@ func (s *Store) finish(tx *bolt.Tx, fin *Final) error {
 			if err := fb.Put([]byte(f.SHA256), v); err != nil {
 				return err
 			}
+		}
+	}
+	if len(fin.Retry) > 0 || len(fin.RetryDone) > 0 {
+		rb, err := tx.CreateBucketIfNotExists(bucketRetry)
+		if err != nil {
+			return err
+		}
+		for _, id := range fin.RetryDone {
+			if err := rb.Delete(id[:]); err != nil {
+				return err
+			}
+		}
+		for _, it := range fin.Retry {
+			v, err := json.Marshal(it)
+			if err != nil {
+				return err
+			}
+			if err := rb.Put(it.Contact[:], v); err != nil {
+				return err
+			}
+		}
+	}
+	if len(fin.Forget) > 0 {
+		cb := tx.Bucket(bucketContacts)
+		for _, id := range fin.Forget {
+			if err := cb.Delete(id[:]); err != nil {
+				return err
+			}
+		}
+	}
+	for k, v := range fin.Meta {
+		if err := tx.Bucket(bucketMeta).Put([]byte("conn:"+k), []byte(v)); err != nil {
+			return err
 		}
 	}
 	if fin.Config != nil {

@@ -263,6 +263,15 @@ type Final struct {
 	// PruneBefore drops decision-log entries of runs started before it
 	// (zero: keep all).
 	PruneBefore time.Time
+	// Retry queues contacts whose writes failed; RetryDone takes contacts
+	// this run settled off the queue (done first, so a contact can be both).
+	Retry     []RetryItem
+	RetryDone []extract.ID
+	// Forget drops the snapshots of records deleted in their system.
+	Forget []extract.ID
+	// Meta stores connectors' read positions (delta link, watermark): only
+	// with the run's last transaction, once its writes are applied or queued.
+	Meta map[string]string
 }
 
 // Commit writes the batch (snapshots in key order, then its decision-log

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+	"github.com/rs/zerolog"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+)
+
+// apiClientConfig is what both connectors' HTTP clients are made of: one
+// retry policy and one way of holding a token, shared, not copied.
+type apiClientConfig struct {
+	TokenURL     string
+	ClientID     string
+	ClientSecret string
+	Scopes       []string
+	Timeout      time.Duration // per attempt
+	MaxTries     int
+	// Header is added to every API request (Campaign wants X-Api-Key).
+	Header http.Header
+}
+
+// newAPIClient returns an HTTP client that gets OAuth 2.0 client-credential
+// tokens, renews them when they expire or a request answers 401 (once per
+// request), and retries throttled, failed and dropped requests: 429 and 503
+// wait exactly as long as Retry-After says, other 5xx and network errors
+// back off exponentially with jitter, and a request gives up after
+// MaxTries with an error naming the last status.
+func newAPIClient(c apiClientConfig, log zerolog.Logger) *http.Client {
+	cc := &clientcredentials.Config{ClientID: c.ClientID, ClientSecret: c.ClientSecret, TokenURL: c.TokenURL, Scopes: c.Scopes,
+		AuthStyle: oauth2.AuthStyleInParams}
+	plain := &http.Client{Timeout: c.Timeout, Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	auth := &bearer{cfg: cc, base: plain.Transport, header: c.Header, tokenClient: plain}
+	rc := retryablehttp.NewClient()
+	rc.HTTPClient = &http.Client{Timeout: c.Timeout, Transport: auth}
+	rc.RetryMax = max(c.MaxTries-1, 0)
+	rc.RetryWaitMin = 500 * time.Millisecond
+	rc.RetryWaitMax = 2 * time.Minute
+	rc.Logger = nil
+	rc.Backoff = backoff
+	rc.RequestLogHook = func(_ retryablehttp.Logger, req *http.Request, attempt int) {
+		if attempt > 0 {
+			log.Debug().Str("method", req.Method).Str("path", req.URL.Path).Int("attempt", attempt+1).Msg("retrying API request")
+		}
+	}
+	rc.ErrorHandler = func(resp *http.Response, err error, tries int) (*http.Response, error) {
+		if err != nil {
+			return resp, fmt.Errorf("gave up after %d tries: %w", tries, err)
+		}
+		// The last answer goes back to the caller, whose error names its
+		// status and the service's own error code and message.
+		return resp, nil
+	}
+	return rc.StandardClient()
+}
+
+// backoff waits what the server asked for on 429 and 503; otherwise
+// exponentially, with jitter so that parallel workers do not retry in step.
+func backoff(min, max time.Duration, attempt int, resp *http.Response) time.Duration {
+	if resp != nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) &&
+		resp.Header.Get("Retry-After") != "" {
+		return retryablehttp.DefaultBackoff(min, max, attempt, resp)
+	}
+	d := retryablehttp.DefaultBackoff(min, max, attempt, nil)
+	return d/2 + rand.N(d/2+1)
+}
+
+// bearer adds a client-credentials token to every request and gets a new
+// one when the service says the token is no longer good.
+type bearer struct {
+	cfg         *clientcredentials.Config
+	base        http.RoundTripper
+	header      http.Header
+	tokenClient *http.Client
+	mu          sync.Mutex
+	tok         *oauth2.Token
+}
+
+// errToken keeps a token endpoint's failure recognisable; its text never
+// holds the secret (the oauth2 package reports the server's answer only).
+var errToken = errors.New("getting an access token")
+
+func (b *bearer) token(ctx context.Context, stale *oauth2.Token) (*oauth2.Token, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.tok != nil && b.tok.Valid() && b.tok != stale {
+		return b.tok, nil
+	}
+	tok, err := b.cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, b.tokenClient))
+	if err != nil {
+		var re *oauth2.RetrieveError
+		if errors.As(err, &re) {
+			return nil, fmt.Errorf("%w from %s: %s %s", errToken, b.cfg.TokenURL, re.Response.Status, re.ErrorCode)
+		}
+		return nil, fmt.Errorf("%w from %s: %v", errToken, b.cfg.TokenURL, err)
+	}
+	b.tok = tok
+	return tok, nil
+}
+
+func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
+	// The body may be needed twice; API request bodies are small.
+	var body []byte
+	if req.Body != nil {
+		var err error
+		body, err = io.ReadAll(req.Body)
+		req.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	tok, err := b.token(req.Context(), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := b.base.RoundTrip(b.authorize(req, tok, body))
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		return resp, err
+	}
+	// 401: the token expired early or was revoked. One more try with a new one.
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if tok, err = b.token(req.Context(), tok); err != nil {
+		return nil, err
+	}
+	return b.base.RoundTrip(b.authorize(req, tok, body))
+}
+
+func (b *bearer) authorize(req *http.Request, tok *oauth2.Token, body []byte) *http.Request {
+	r := req.Clone(req.Context())
+	r.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	for k, v := range b.header {
+		r.Header[k] = v
+	}
+	if body != nil {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+	}
+	return r
+}

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"optsync/extract"
+	"optsync/load"
+	"optsync/state"
+	"optsync/transform"
+)
+
+// dataversePseudoFile stands for the API among a run's input files, so that
+// rejects and superseded rows can name where a record came from.
+const dataversePseudoFile = "dataverse"
+
+// d365Conn is the Dataverse Web API connector of one run.
+type d365Conn struct {
+	cfg    *D365Config
+	reader *extract.Dataverse
+	writer *load.DataverseWriter // nil when the target is csv
+	source bool                  // contacts are read through the API
+	log    zerolog.Logger
+
+	// what the read found, for the run's last transaction
+	meta    map[string]string
+	deleted []extract.ID
+	queued  []state.RetryItem // the retry queue as the run found it
+}
+
+func newD365Conn(cfg *D365Config, fields []string, log zerolog.Logger) (*d365Conn, error) {
+	secret, err := cfg.secret()
+	if err != nil {
+		return nil, err
+	}
+	client := newAPIClient(apiClientConfig{
+		TokenURL:     cfg.AuthorityURL + "/" + cfg.TenantID + "/oauth2/v2.0/token",
+		ClientID:     cfg.ClientID,
+		ClientSecret: secret,
+		Scopes:       []string{cfg.URL + "/.default"},
+		Timeout:      cfg.timeout,
+		MaxTries:     cfg.MaxTries,
+	}, log)
+	base := cfg.URL + "/api/data/v9.2/"
+	c := &d365Conn{cfg: cfg, source: cfg.Source == "api", log: log,
+		reader: &extract.Dataverse{Client: client, BaseURL: base, Fields: fields, PageSize: cfg.PageSize}}
+	if cfg.Target == "api" {
+		c.writer = &load.DataverseWriter{Client: client, BaseURL: base, BatchSize: cfg.BatchSize, Concurrency: cfg.Concurrency}
+	}
+	return c, nil
+}
+
+// read reads the contacts of this run: with change tracking, what changed
+// since the stored delta link (everything on the first run, or for a
+// backfill); without, what was modified since the stored watermark less
+// the overlap. Contacts waiting in the retry queue are read again, one by
+// one, with their current row version. Nothing is stored here: the new
+// delta link or watermark goes with the run's last transaction.
+func (c *d365Conn) read(ctx context.Context, st *state.Store, full bool, emit func(*extract.Contact), reject func(extract.Reject)) error {
+	c.meta = map[string]string{}
+	stored := func(key string) (string, error) {
+		if st == nil || full {
+			return "", nil
+		}
+		return st.Meta(key)
+	}
+	seen := map[extract.ID]bool{}
+	n := 0
+	count := func(ct *extract.Contact) {
+		seen[ct.ID] = true
+		n++
+		emit(ct)
+	}
+	if c.cfg.tracking() {
+		link, err := stored(state.KeyD365Delta)
+		if err != nil {
+			return err
+		}
+		next, err := c.reader.TrackChanges(ctx, link, count, reject, func(id extract.ID) { c.deleted = append(c.deleted, id) })
+		if errors.Is(err, extract.ErrDeltaRefused) {
+			c.log.Warn().Err(err).Msg("the stored delta link was refused: reading every contact again")
+			c.deleted = nil
+			next, err = c.reader.TrackChanges(ctx, "", count, reject, nil)
+		}
+		if err != nil {
+			return err
+		}
+		c.meta[state.KeyD365Delta] = next
+	} else {
+		wm, err := stored(state.KeyD365Watermark)
+		if err != nil {
+			return err
+		}
+		var since time.Time
+		if wm != "" {
+			if since, err = time.Parse(time.RFC3339, wm); err != nil {
+				return fmt.Errorf("state: stored watermark %q: %w", wm, err)
+			}
+			since = since.Add(-c.cfg.overlap)
+		}
+		latest := since.Add(c.cfg.overlap)
+		err = c.reader.ModifiedSince(ctx, since, func(ct *extract.Contact) {
+			if t := time.UnixMilli(ct.Modified); t.After(latest) {
+				latest = t
+			}
+			count(ct)
+		}, reject)
+		if err != nil {
+			return err
+		}
+		if !latest.IsZero() {
+			c.meta[state.KeyD365Watermark] = latest.UTC().Format(time.RFC3339)
+		}
+	}
+	if st != nil {
+		queue, err := st.RetryQueue()
+		if err != nil {
+			return err
+		}
+		c.queued = queue
+		for _, it := range queue {
+			if seen[it.Contact] {
+				continue
+			}
+			found, err := c.reader.Contact(ctx, it.Contact, count, reject)
+			if err != nil {
+				return fmt.Errorf("reading queued contact %s again: %w", it.Contact, err)
+			}
+			if !found {
+				c.log.Warn().Str("contact", it.Contact.String()).Msg("a queued contact no longer exists in Dynamics")
+				c.deleted = append(c.deleted, it.Contact)
+			}
+		}
+	}
+	c.log.Info().Int("contacts", n).Int("deleted", len(c.deleted)).Int("queued_again", len(c.queued)).Bool("change_tracking", c.cfg.tracking()).Msg("read Dynamics contacts through the Web API")
+	return nil
+}
+
+// write is one held change and the PATCH it needs.
+type heldWrite struct {
+	change load.Change
+	write  load.DataverseWrite
+}
+
+// hold copies a change that writes to Dynamics (the decider reuses its
+// buffers) and works out the PATCH: only the fields decided, in their own
+// polarity.
+func (c *d365Conn) hold(ch *load.Change, fields []string) heldWrite {
+	h := heldWrite{change: *ch}
+	h.change.Decisions = append([]transform.Decision(nil), ch.Decisions...)
+	h.write = load.DataverseWrite{ID: ch.ID, Version: ch.Version}
+	for _, d := range ch.Decisions {
+		if d.Skip == "" && d.Target == transform.ToD365 {
+			h.write.Fields = append(h.write.Fields, fields[d.Pair])
+			h.write.Values = append(h.write.Values, d.New == extract.True)
+		}
+	}
+	return h
+}
