@@ -48,6 +48,14 @@ func newAPIClient(c apiClientConfig, log zerolog.Logger) *http.Client {
 	rc.RetryWaitMax = 2 * time.Minute
 	rc.Logger = nil
 	rc.Backoff = backoff
+	rc.CheckRetry = func(ctx context.Context, resp *http.Response, err error) (bool, error) {
+		// A token endpoint that refuses the credentials will refuse them
+		// again: fail now, with its reason.
+		if errors.Is(err, errCredentials) {
+			return false, err
+		}
+		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
+	}
 	rc.RequestLogHook = func(_ retryablehttp.Logger, req *http.Request, attempt int) {
 		if attempt > 0 {
 			log.Debug().Str("method", req.Method).Str("path", req.URL.Path).Int("attempt", attempt+1).Msg("retrying API request")
@@ -88,7 +96,11 @@ type bearer struct {
 
 // errToken keeps a token endpoint's failure recognisable; its text never
 // holds the secret (the oauth2 package reports the server's answer only).
-var errToken = errors.New("getting an access token")
+// errCredentials marks the failures no retry can mend (a 4xx answer).
+var (
+	errToken       = errors.New("getting an access token")
+	errCredentials = errors.New("the credentials were refused")
+)
 
 func (b *bearer) token(ctx context.Context, stale *oauth2.Token) (*oauth2.Token, error) {
 	b.mu.Lock()
@@ -100,6 +112,9 @@ func (b *bearer) token(ctx context.Context, stale *oauth2.Token) (*oauth2.Token,
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) {
+			if re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 {
+				return nil, fmt.Errorf("%w from %s: %s %s (%w)", errToken, b.cfg.TokenURL, re.Response.Status, re.ErrorCode, errCredentials)
+			}
 			return nil, fmt.Errorf("%w from %s: %s %s", errToken, b.cfg.TokenURL, re.Response.Status, re.ErrorCode)
 		}
 		return nil, fmt.Errorf("%w from %s: %v", errToken, b.cfg.TokenURL, err)

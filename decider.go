@@ -44,7 +44,8 @@ type decider struct {
 	matched     *joined
 	campFiles   []inputFile
 	// failed holds contacts whose Dynamics writes the API refused: their
-	// state stays as it was (they go to the retry queue).
+	// state records what was read but not those writes (and they go to the
+	// retry queue).
 	failed map[extract.ID]string
 	// counted in the first pass
 	viaState, waiting, stale int
@@ -249,7 +250,21 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 					continue
 				}
 				refused, failed := d.failed[v.id]
-				if !failed && (prevPtr == nil || v.next != prev) {
+				if failed {
+					// What was read is kept; the refused writes are not:
+					// their pairs keep the old agreement and no write is
+					// pending, so the next run decides them again.
+					for _, dec := range v.decisions {
+						if dec.Skip == "" && dec.Target == transform.ToD365 {
+							ps := &v.next.Pairs[dec.Pair]
+							ps.S, ps.DWritten = extract.Unknown, extract.Unknown
+							if prevPtr != nil {
+								ps.S = prevPtr.Pairs[dec.Pair].S
+							}
+						}
+					}
+				}
+				if prevPtr == nil || v.next != prev {
 					v.next.Decided = started.Unix()
 					batch.Put(v.id, &v.next)
 				}

@@ -211,6 +211,9 @@ func (j *job) run(ctx context.Context) (err error) {
 	if err != nil {
 		return interrupted(ctx, err)
 	}
+	if d365Files, err = j.requeue(st, &rules, in, d365Files); err != nil {
+		return err
+	}
 	sum.ContactRows, sum.ProfileRows = in.d365.Rows, in.campaign.Rows
 	sum.Unlinked = in.campaign.Unlinked
 
@@ -386,9 +389,11 @@ func (j *job) run(ctx context.Context) (err error) {
 		// The files are complete: their writes are applied, and state must
 		// now say so even if a signal arrives meanwhile.
 		fin := &state.Final{Run: run, Config: j.configRecord()}
-		if j.dv != nil && j.dv.source {
-			fin.Meta, fin.Forget = j.dv.meta, j.dv.deleted
-			sum.Deleted = len(j.dv.deleted)
+		if j.dv != nil {
+			if j.dv.source {
+				fin.Meta, fin.Forget = j.dv.meta, j.dv.deleted
+				sum.Deleted = len(j.dv.deleted)
+			}
 			for _, it := range j.dv.queued {
 				fin.RetryDone = append(fin.RetryDone, it.Contact)
 			}
@@ -539,4 +544,40 @@ func (j *job) safetyMessage(sum *summary, limit int, examples []string) string {
 	}
 	b.WriteString("Check the inputs with `optsync plan`; rerun with --allow-mass-optin to accept them once.")
 	return b.String()
+}
+
+// requeue brings back, when Dynamics is written through the API but read
+// from files, the contacts whose writes were refused last time: there is
+// no point read, so they are decided again from what state knows of them
+// (with If-Match *, since a file carries no row version). With the API as
+// source, the connector's read has already read them again.
+func (j *job) requeue(st *state.Store, rules *transform.Rules, in *inputs, d365Files []inputFile) ([]inputFile, error) {
+	if j.dv == nil || j.dv.source || j.dv.writer == nil || st == nil || !j.incremental {
+		return d365Files, nil
+	}
+	queue, err := st.RetryQueue()
+	if err != nil || len(queue) == 0 {
+		return d365Files, err
+	}
+	j.dv.queued = queue
+	r, err := st.Reader()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	file := uint16(len(d365Files))
+	var snap transform.Snapshot
+	for i, it := range queue {
+		found, err := r.Get(it.Contact, &snap)
+		if err != nil {
+			return nil, err
+		}
+		if found && snap.DSeen {
+			c := transform.ContactFromState(rules, it.Contact, &snap)
+			c.File, c.Line = file, int32(i+1)
+			in.contacts = append(in.contacts, c)
+		}
+	}
+	j.log.Info().Int("contacts", len(queue)).Msg("deciding the retry queue again")
+	return append(d365Files, inputFile{path: "retry queue"}), nil
 }

@@ -1,0 +1,352 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"optsync/fixtures/d365sim"
+)
+
+const testSecret = "s3cr3t-Vr8~q.XQ_do-not-log"
+
+// apiProject is a project whose Dynamics side is the simulator.
+type apiProject struct {
+	*project
+	sim *d365sim.Server
+	srv *httptest.Server
+}
+
+func boolp(b bool) *bool { return &b }
+
+// newAPIProject seeds the simulator with n contacts (contact i: donotemail
+// = i%3==0) and profiles for each in a Campaign drop; extra goes into the
+// d365 section of the config.
+func newAPIProject(t *testing.T, n int, extra string) *apiProject {
+	t.Helper()
+	sim := d365sim.NewServer(d365sim.Options{Tenant: "tenant-1", ClientID: "client-1", ClientSecret: testSecret, ChangeTracking: true})
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	t.Setenv("OPTSYNC_TEST_D365_SECRET", testSecret)
+	var cs []d365sim.Contact
+	var profiles []string
+	base := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	for i := 1; i <= n; i++ {
+		id := fmt.Sprintf("00000000-0000-0000-0000-%012d", i)
+		cs = append(cs, d365sim.Contact{ID: id, ModifiedOn: base, Fields: map[string]*bool{"donotemail": boolp(i%3 == 0)}})
+		// Campaign opted out of every fourth, and is older: first sight
+		// makes Dynamics win those that differ.
+		profiles = append(profiles, fmt.Sprintf("@p%d,%s,2026-11-20 09:00:00.000Z,%v", i, id, i%4 == 0))
+	}
+	sim.Seed(cs)
+	cfg := fmt.Sprintf(`direction: bidirectional
+mappings:
+  - d365: donotemail
+    campaign: blackListEmail
+safety:
+  max_optin: "100%%"
+d365:
+  source: api
+  url: %s
+  authority_url: %s
+  tenant_id: tenant-1
+  client_id: client-1
+  client_secret_env: OPTSYNC_TEST_D365_SECRET
+%scampaign:
+  csv: drops/campaign
+`, srv.URL, srv.URL, extra)
+	p := &apiProject{project: newProject(t, cfg), sim: sim, srv: srv}
+	writeFile(t, p.path("drops/campaign/1.csv"), profilesCSV(profiles...))
+	return p
+}
+
+func (p *apiProject) runWith(t *testing.T, h hooks, args ...string) cliResult {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), append([]string{"optsync", "--log-format", "json", "--config", p.config}, args...), &out, &errb, h)
+	r := cliResult{code: code, stdout: out.String(), stderr: errb.String()}
+	if m := runIDInSummary.FindStringSubmatch(r.stdout); m != nil {
+		r.runID = m[1]
+	}
+	return r
+}
+
+func (p *apiProject) donotemail(t *testing.T, i int) *bool {
+	t.Helper()
+	c, ok := p.sim.Contact(fmt.Sprintf("00000000-0000-0000-0000-%012d", i))
+	if !ok {
+		t.Fatalf("contact %d is gone", i)
+	}
+	return c.Fields["donotemail"]
+}
+
+func TestD365EndToEndTwice(t *testing.T) {
+	p := newAPIProject(t, 12, "  page_size: 5\n  batch_size: 2\n")
+	r := p.runWith(t, hooks{}, "run")
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	// Contacts 4 and 8 are opted out in Campaign only: Dynamics is newer, so
+	// Campaign is cleared in the update file; 3, 6, 9, 12 opted out in
+	// Dynamics only go to Campaign; 12 is opted out on both.
+	audit := p.out(t, "audit", r.runID)
+	if len(audit) != 5 {
+		t.Fatalf("want 5 decisions, got %d: %v", len(audit), audit)
+	}
+	var pages int
+	for _, req := range p.sim.Requests() {
+		if req.Method == "GET" && strings.HasSuffix(req.Path, "/contacts") {
+			pages++
+			if strings.Contains(req.Query, "skiptoken") && strings.Contains(req.Query, "$select") == false {
+				t.Errorf("a next link was not followed as given: %s", req.Query)
+			}
+		}
+	}
+	if pages != 3 {
+		t.Fatalf("12 contacts at 5 a page: want 3 page reads, got %d", pages)
+	}
+	// Second run: nothing changed anywhere, so nothing is written.
+	r = p.runWith(t, hooks{}, "run")
+	if r.code != 0 {
+		t.Fatalf("second run: exit %d\n%s", r.code, r.stderr)
+	}
+	if got := p.out(t, "audit", r.runID); len(got) != 0 {
+		t.Fatalf("second run wrote %v", got)
+	}
+	if patches, _ := p.sim.Stats(); patches != 0 {
+		t.Fatalf("no Dynamics write was due, but %d PATCHes were sent", patches)
+	}
+}
+
+func TestD365WritesThroughBatchAndDelta(t *testing.T) {
+	p := newAPIProject(t, 8, "  target: api\n")
+	r := p.runWith(t, hooks{}, "run")
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	// Campaign 4 and 8 opted out and older: first sight, Dynamics newer,
+	// so Campaign is cleared (update file); nothing goes to Dynamics yet.
+	if patches, _ := p.sim.Stats(); patches != 0 {
+		t.Fatalf("patches %d", patches)
+	}
+	// Night 2: Campaign opts contact 5 out (newer); Dynamics deletes 7 and
+	// a user opts 2 out in Dynamics.
+	writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV("@p5,00000000-0000-0000-0000-000000000005,2026-11-21 09:00:00.000Z,true"))
+	p.sim.Delete("00000000-0000-0000-0000-000000000007")
+	p.sim.SetField("00000000-0000-0000-0000-000000000002", "donotemail", boolp(true))
+	r = p.runWith(t, hooks{}, "run")
+	if r.code != 0 {
+		t.Fatalf("night 2: exit %d\n%s", r.code, r.stderr)
+	}
+	if v := p.donotemail(t, 5); v == nil || !*v {
+		t.Fatalf("contact 5 should be opted out in Dynamics now: %v", v)
+	}
+	audit := p.out(t, "audit", r.runID)
+	got := map[string]string{}
+	for _, a := range audit {
+		got[a["contact_id"][len(a["contact_id"])-1:]] = a["direction"] + " " + a["rule"] + " " + a["outcome"]
+	}
+	want := map[string]string{"5": "campaign->d365 only-campaign-changed applied", "2": "d365->campaign only-d365-changed applied"}
+	if len(got) != 2 || got["5"] != want["5"] || got["2"] != want["2"] {
+		t.Fatalf("night 2 audit %v, want %v", got, want)
+	}
+	if !strings.Contains(r.stdout, "deleted_in_d365=1") {
+		t.Fatalf("the deletion was not counted: %s", r.stdout)
+	}
+	// The delta read asked only for changes: no full page of 8.
+	reqs := p.sim.Requests()
+	var deltaReads int
+	for _, q := range reqs {
+		if q.Method == "GET" && strings.Contains(q.Query, "deltatoken") {
+			deltaReads++
+		}
+	}
+	if deltaReads == 0 {
+		t.Fatalf("night 2 did not follow the stored delta link")
+	}
+	out := p.path("export.csv")
+	runCLI(t, "--config", p.config, "state", "export", "--output", out)
+	b, _ := os.ReadFile(out)
+	if strings.Contains(string(b), "00000000-0000-0000-0000-000000000007") {
+		t.Fatalf("the deleted contact kept its snapshot")
+	}
+}
+
+func TestD365ExpiredDeltaFallsBackToFullRead(t *testing.T) {
+	p := newAPIProject(t, 6, "")
+	if r := p.runWith(t, hooks{}, "run"); r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	p.sim.ExpireDeltaTokens()
+	r := p.runWith(t, hooks{}, "run")
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "reading every contact again") || !strings.Contains(r.stdout, "compared=6 pairs") {
+		t.Fatalf("no full read after the refused delta link:\n%s\n%s", r.stdout, r.stderr)
+	}
+	if got := p.out(t, "audit", r.runID); len(got) != 0 {
+		t.Fatalf("a full read of unchanged contacts wrote %v", got)
+	}
+}
+
+func TestD365RetryAfterIsHonoured(t *testing.T) {
+	p := newAPIProject(t, 3, "")
+	p.sim.Throttle(2*time.Second, 1)
+	if r := p.runWith(t, hooks{}, "run"); r.code != 0 {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	reqs := p.sim.Requests()
+	for i, q := range reqs {
+		if q.Status == 429 {
+			if i+1 >= len(reqs) {
+				t.Fatal("nothing after the 429")
+			}
+			var next d365sim.RequestLog
+			for _, n := range reqs[i+1:] {
+				if !strings.Contains(n.Path, "oauth2") {
+					next = n
+					break
+				}
+			}
+			if gap := next.Time.Sub(q.Time); gap < 2*time.Second {
+				t.Fatalf("the next API request came %v after a 429 with Retry-After: 2", gap)
+			}
+			return
+		}
+	}
+	t.Fatal("the simulator never answered 429")
+}
+
+func TestD365TokenExpiryAndFaultsAreRetried(t *testing.T) {
+	p := newAPIProject(t, 20, "  page_size: 4\n  max_tries: 12\n")
+	p.sim.ExpireTokens()
+	p.sim.SetFailRate(0.3)
+	p.sim.SetResetRate(0.2)
+	r := p.runWith(t, hooks{}, "run")
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stdout, "compared=20 pairs") {
+		t.Fatalf("not every contact was read: %s", r.stdout)
+	}
+	var s401, s5xx int
+	for _, q := range p.sim.Requests() {
+		switch {
+		case q.Status == 401:
+			s401++
+		case q.Status >= 500:
+			s5xx++
+		}
+	}
+	if s5xx == 0 {
+		t.Fatalf("no 5xx was served; the test proves nothing")
+	}
+	// The expired token: the client held none yet, so it got a fresh one;
+	// expire again mid-run through a hook and the run still completes.
+	p.sim.SetFailRate(0)
+	p.sim.SetResetRate(0)
+	writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV("@p2,00000000-0000-0000-0000-000000000002,2026-11-22 09:00:00.000Z,true"))
+	r = p.runWith(t, hooks{afterDecide: func(context.Context) { p.sim.ExpireTokens() }}, "run")
+	if r.code != 0 {
+		t.Fatalf("token expired mid-run: exit %d\n%s", r.code, r.stderr)
+	}
+	_ = s401
+}
+
+func TestD365RefusedWritesAreQueued(t *testing.T) {
+	p := newAPIProject(t, 6, "  target: api\n")
+	if r := p.runWith(t, hooks{}, "run"); r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	// Night 2: Campaign opts 1, 2 and 5 out. Contact 2 was also edited in
+	// Dynamics (another column), so this run reads it with its ETag; between
+	// the read and the write a user edits it again (412 on the stale ETag)
+	// and contact 5 is deleted (404).
+	p.sim.SetField("00000000-0000-0000-0000-000000000002", "donotphone", boolp(true))
+	writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV(
+		"@p1,00000000-0000-0000-0000-000000000001,2026-11-21 09:00:00.000Z,true",
+		"@p2,00000000-0000-0000-0000-000000000002,2026-11-21 09:00:00.000Z,true",
+		"@p5,00000000-0000-0000-0000-000000000005,2026-11-21 09:00:00.000Z,true"))
+	r := p.runWith(t, hooks{afterDecide: func(context.Context) {
+		p.sim.SetField("00000000-0000-0000-0000-000000000002", "donotbulkemail", boolp(true))
+		p.sim.Delete("00000000-0000-0000-0000-000000000005")
+	}}, "run")
+	if r.code != exitWriteFailed {
+		t.Fatalf("exit %d, want 3\n%s", r.code, r.stderr)
+	}
+	outcomes := map[string]string{}
+	for _, a := range p.out(t, "audit", r.runID) {
+		outcomes[a["contact_id"][len(a["contact_id"])-1:]] = a["outcome"] + " " + a["error"]
+	}
+	if !strings.HasPrefix(outcomes["1"], "applied") || !strings.Contains(outcomes["2"], "failed HTTP 412") || !strings.Contains(outcomes["5"], "failed HTTP 404") {
+		t.Fatalf("outcomes %v", outcomes)
+	}
+	if v := p.donotemail(t, 1); v == nil || !*v {
+		t.Fatalf("contact 1 was not written")
+	}
+	// Night 3: the queue is read again; contact 2 is decided again with its
+	// new version and written; 5 is gone and leaves the queue.
+	r = p.runWith(t, hooks{}, "run")
+	if r.code != 0 {
+		t.Fatalf("night 3: exit %d\n%s", r.code, r.stderr)
+	}
+	if v := p.donotemail(t, 2); v == nil || !*v {
+		t.Fatalf("contact 2 was not written on the retry")
+	}
+	runs := runCLI(t, "--config", p.config, "runs")
+	if !strings.Contains(runs.stdout, "failed-writes") {
+		t.Fatalf("runs:\n%s", runs.stdout)
+	}
+}
+
+func TestD365ValidateOnline(t *testing.T) {
+	p := newAPIProject(t, 1, "")
+	// A mapping to a field that does not exist, and one that is not boolean.
+	cfg, _ := os.ReadFile(p.config)
+	bad := strings.Replace(string(cfg), "  - d365: donotemail\n    campaign: blackListEmail\n",
+		"  - d365: donotemail\n    campaign: blackListEmail\n  - d365: xx_missing\n    campaign: blackListMobile\n  - d365: modifiedon\n    campaign: blackListPhone\n", 1)
+	writeFile(t, p.config, bad)
+	r := p.runWith(t, hooks{}, "validate", "--online")
+	if r.code != exitUsage || !strings.Contains(r.stdout, "xx_missing does not exist") || !strings.Contains(r.stdout, "modifiedon is DateTime, not Boolean") {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	writeFile(t, p.config, string(cfg))
+	if r := p.runWith(t, hooks{}, "validate", "--online"); r.code != 0 || !strings.Contains(r.stdout, "token ok") {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+func TestD365SecretIsNeverWritten(t *testing.T) {
+	p := newAPIProject(t, 4, "  target: api\n")
+	writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV("@p1,00000000-0000-0000-0000-000000000001,2026-11-21 09:00:00.000Z,true"))
+	r := p.runWith(t, hooks{}, "--log-level", "debug", "run")
+	// A failing run too: a wrong secret.
+	t.Setenv("OPTSYNC_TEST_D365_SECRET", testSecret+"-wrong")
+	bad := p.runWith(t, hooks{}, "--log-level", "debug", "run")
+	if bad.code == 0 || !strings.Contains(bad.stderr, "access token") {
+		t.Fatalf("a wrong secret: exit %d\n%s", bad.code, bad.stderr)
+	}
+	texts := []string{r.stdout, r.stderr, bad.stdout, bad.stderr}
+	err := filepath.Walk(p.dir, func(path string, info os.FileInfo, err error) error {
+		if err == nil && info.Mode().IsRegular() {
+			b, _ := os.ReadFile(path)
+			texts = append(texts, string(b))
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range texts {
+		if strings.Contains(s, testSecret) || strings.Contains(s, "Vr8~q") {
+			t.Fatalf("the client secret was written somewhere:\n%.400s", s)
+		}
+	}
+}
