@@ -29,7 +29,7 @@ type Config struct {
 	OutDir    string          `yaml:"out_dir"`
 	Safety    SafetyConfig    `yaml:"safety"`
 	D365      D365Config      `yaml:"d365"`
-	Campaign  SystemConfig    `yaml:"campaign"`
+	Campaign  CampaignConfig  `yaml:"campaign"`
 	// AuditRetention is how long the decision log keeps a run's decisions:
 	// days ("400" or "400d") or a Go duration ("72h"). Default 400 days.
 	AuditRetention string `yaml:"audit_retention"`
@@ -66,31 +66,119 @@ type SystemConfig struct {
 	TimeLayout string            `yaml:"time_layout"`
 }
 
-// D365Config adds the Dataverse Web API settings to a system's.
-type D365Config struct {
-	SystemConfig `yaml:",inline"`
-	// URL is the organisation's URL, https://<org>.crm<N>.dynamics.com.
-	URL      string `yaml:"url"`
-	TenantID string `yaml:"tenant_id"`
-	ClientID string `yaml:"client_id"`
-	// The secret comes from an environment variable or a file, never from
-	// the config itself.
+// Credentials name an API client and where its secret is: an environment
+// variable or a file, never the config itself.
+type Credentials struct {
+	ClientID         string `yaml:"client_id"`
 	ClientSecretEnv  string `yaml:"client_secret_env"`
 	ClientSecretFile string `yaml:"client_secret_file"`
-	ClientSecret     string `yaml:"client_secret"`
-	// AuthorityURL is the Entra ID host (sovereign clouds, tests).
-	AuthorityURL   string `yaml:"authority_url"`
-	PageSize       int    `yaml:"page_size"`
-	BatchSize      int    `yaml:"batch_size"`
-	Concurrency    int    `yaml:"concurrency"`
-	ChangeTracking *bool  `yaml:"change_tracking"`
-	Timeout        string `yaml:"timeout"`
-	// Overlap is read again behind the watermark without change tracking:
-	// modifiedon has whole seconds and late commits exist.
+	ClientSecret     string `yaml:"client_secret"` // refused: see validate
+}
+
+func (cr *Credentials) validate(system string, api bool, c *Config) error {
+	if cr.ClientSecret != "" {
+		return fmt.Errorf("%s.client_secret: a secret is never read from the config file; name an environment variable (client_secret_env) or a file (client_secret_file)", system)
+	}
+	if !api {
+		return nil
+	}
+	if cr.ClientID == "" {
+		return fmt.Errorf("%s.client_id is required with the API", system)
+	}
+	if (cr.ClientSecretEnv == "") == (cr.ClientSecretFile == "") {
+		return fmt.Errorf("%s: name the client secret with exactly one of client_secret_env and client_secret_file", system)
+	}
+	cr.ClientSecretFile = c.resolve(cr.ClientSecretFile)
+	return nil
+}
+
+// secret reads the client secret where the config says it is.
+func (cr *Credentials) secret(system string) (string, error) {
+	if cr.ClientSecretEnv != "" {
+		v := os.Getenv(cr.ClientSecretEnv)
+		if v == "" {
+			return "", configErrorf("%s.client_secret_env: environment variable %s is not set", system, cr.ClientSecretEnv)
+		}
+		return v, nil
+	}
+	b, err := os.ReadFile(cr.ClientSecretFile)
+	if err != nil {
+		return "", configErrorf("%s.client_secret_file: %v", system, err)
+	}
+	v := strings.TrimSpace(string(b))
+	if v == "" {
+		return "", configErrorf("%s.client_secret_file: %s is empty", system, cr.ClientSecretFile)
+	}
+	return v, nil
+}
+
+// Tuning is how a connector paces itself.
+type Tuning struct {
+	PageSize    int    `yaml:"page_size"`
+	Concurrency int    `yaml:"concurrency"`
+	Timeout     string `yaml:"timeout"`
+	// Overlap is read again behind a watermark: late commits exist, and
+	// Dynamics' modifiedon has whole seconds.
 	Overlap  string `yaml:"overlap"`
 	MaxTries int    `yaml:"max_tries"`
 
 	timeout, overlap time.Duration
+}
+
+type intSetting struct {
+	key      string
+	v        *int
+	def, max int
+}
+
+func (t *Tuning) validate(system string, ints ...intSetting) error {
+	ints = append(ints, intSetting{"max_tries", &t.MaxTries, 5, 20})
+	for _, n := range ints {
+		if *n.v == 0 {
+			*n.v = n.def
+		}
+		if *n.v < 1 || *n.v > n.max {
+			return fmt.Errorf("%s.%s: %d is outside 1..%d", system, n.key, *n.v, n.max)
+		}
+	}
+	for _, d := range []struct {
+		key string
+		s   string
+		v   *time.Duration
+		def time.Duration
+	}{{"timeout", t.Timeout, &t.timeout, 2 * time.Minute}, {"overlap", t.Overlap, &t.overlap, 5 * time.Minute}} {
+		*d.v = d.def
+		if d.s != "" {
+			v, err := time.ParseDuration(d.s)
+			if err != nil || v < 0 {
+				return fmt.Errorf("%s.%s: %q is not a duration (90s, 5m)", system, d.key, d.s)
+			}
+			*d.v = v
+		}
+	}
+	return nil
+}
+
+func checkURL(key, raw, want string) (string, error) {
+	u, err := url.Parse(raw)
+	if raw == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return "", fmt.Errorf("%s: %q is not a URL (%s)", key, raw, want)
+	}
+	return strings.TrimRight(raw, "/"), nil
+}
+
+// D365Config adds the Dataverse Web API settings to a system's.
+type D365Config struct {
+	SystemConfig `yaml:",inline"`
+	Credentials  `yaml:",inline"`
+	Tuning       `yaml:",inline"`
+	// URL is the organisation's URL, https://<org>.crm<N>.dynamics.com.
+	URL      string `yaml:"url"`
+	TenantID string `yaml:"tenant_id"`
+	// AuthorityURL is the Entra ID host (sovereign clouds, tests).
+	AuthorityURL   string `yaml:"authority_url"`
+	BatchSize      int    `yaml:"batch_size"`
+	ChangeTracking *bool  `yaml:"change_tracking"`
 }
 
 func (d *D365Config) api() bool { return d.Source == "api" || d.Target == "api" }
@@ -100,76 +188,81 @@ func (d *D365Config) tracking() bool { return d.ChangeTracking == nil || *d.Chan
 
 // validateAPI checks the Web API settings when the API is a source or target.
 func (d *D365Config) validateAPI(c *Config) error {
-	if d.ClientSecret != "" {
-		return errors.New("d365.client_secret: a secret is never read from the config file; name an environment variable (client_secret_env) or a file (client_secret_file)")
+	if err := d.Credentials.validate("d365", d.api(), c); err != nil || !d.api() {
+		return err
 	}
-	if !d.api() {
-		return nil
+	var err error
+	if d.URL, err = checkURL("d365.url", d.URL, "the organisation URL, https://<org>.crm.dynamics.com"); err != nil {
+		return err
 	}
-	u, err := url.Parse(d.URL)
-	if d.URL == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return fmt.Errorf("d365.url: %q is not an organisation URL (https://<org>.crm.dynamics.com)", d.URL)
+	if d.TenantID == "" {
+		return errors.New("d365.tenant_id is required with the API")
 	}
-	d.URL = strings.TrimRight(d.URL, "/")
-	if d.TenantID == "" || d.ClientID == "" {
-		return errors.New("d365.tenant_id and d365.client_id are required with the API")
-	}
-	if (d.ClientSecretEnv == "") == (d.ClientSecretFile == "") {
-		return errors.New("d365: name the client secret with exactly one of client_secret_env and client_secret_file")
-	}
-	d.ClientSecretFile = c.resolve(d.ClientSecretFile)
 	if d.AuthorityURL == "" {
 		d.AuthorityURL = "https://login.microsoftonline.com"
 	}
-	d.AuthorityURL = strings.TrimRight(d.AuthorityURL, "/")
-	for _, n := range []struct {
-		key      string
-		v        *int
-		def, max int
-	}{{"page_size", &d.PageSize, 5000, 5000}, {"batch_size", &d.BatchSize, 500, 1000}, {"concurrency", &d.Concurrency, 4, 52}, {"max_tries", &d.MaxTries, 5, 20}} {
-		if *n.v == 0 {
-			*n.v = n.def
-		}
-		if *n.v < 1 || *n.v > n.max {
-			return fmt.Errorf("d365.%s: %d is outside 1..%d", n.key, *n.v, n.max)
-		}
+	if d.AuthorityURL, err = checkURL("d365.authority_url", d.AuthorityURL, "the Entra ID host"); err != nil {
+		return err
 	}
-	for _, t := range []struct {
-		key string
-		s   string
-		v   *time.Duration
-		def time.Duration
-	}{{"timeout", d.Timeout, &d.timeout, 2 * time.Minute}, {"overlap", d.Overlap, &d.overlap, 5 * time.Minute}} {
-		*t.v = t.def
-		if t.s != "" {
-			v, err := time.ParseDuration(t.s)
-			if err != nil || v < 0 {
-				return fmt.Errorf("d365.%s: %q is not a duration (90s, 5m)", t.key, t.s)
-			}
-			*t.v = v
-		}
-	}
-	return nil
+	return d.Tuning.validate("d365", intSetting{"page_size", &d.PageSize, 5000, 5000},
+		intSetting{"batch_size", &d.BatchSize, 500, 1000}, intSetting{"concurrency", &d.Concurrency, 4, 52})
 }
 
-// secret reads the client secret where the config says it is.
-func (d *D365Config) secret() (string, error) {
-	if d.ClientSecretEnv != "" {
-		v := os.Getenv(d.ClientSecretEnv)
-		if v == "" {
-			return "", configErrorf("d365.client_secret_env: environment variable %s is not set", d.ClientSecretEnv)
-		}
-		return v, nil
+// CampaignConfig adds the Campaign Standard REST API settings.
+type CampaignConfig struct {
+	SystemConfig `yaml:",inline"`
+	Credentials  `yaml:",inline"`
+	Tuning       `yaml:",inline"`
+	// BaseURL is the Adobe I/O host; Organization the tenant's path segment.
+	BaseURL      string   `yaml:"base_url"`
+	Organization string   `yaml:"organization"`
+	IMSURL       string   `yaml:"ims_url"`
+	Scopes       []string `yaml:"scopes"`
+	// Resource is profileAndServices, or profileAndServicesExt for custom
+	// fields and filters.
+	Resource string `yaml:"resource"`
+	// ChangedFilter is a custom filter defined in Campaign that returns the
+	// profiles changed since a time: profileAndServicesExt/profile/by<Name>?<Param>=.
+	ChangedFilter struct {
+		Name  string `yaml:"name"`
+		Param string `yaml:"param"`
+	} `yaml:"changed_filter"`
+}
+
+func (cc *CampaignConfig) api() bool { return cc.Source == "api" || cc.Target == "api" }
+
+func (cc *CampaignConfig) validateAPI(c *Config) error {
+	if err := cc.Credentials.validate("campaign", cc.api(), c); err != nil || !cc.api() {
+		return err
 	}
-	b, err := os.ReadFile(d.ClientSecretFile)
-	if err != nil {
-		return "", configErrorf("d365.client_secret_file: %v", err)
+	var err error
+	if cc.BaseURL == "" {
+		cc.BaseURL = "https://mc.adobe.io"
 	}
-	v := strings.TrimSpace(string(b))
-	if v == "" {
-		return "", configErrorf("d365.client_secret_file: %s is empty", d.ClientSecretFile)
+	if cc.BaseURL, err = checkURL("campaign.base_url", cc.BaseURL, "the Adobe I/O host, https://mc.adobe.io"); err != nil {
+		return err
 	}
-	return v, nil
+	if cc.IMSURL == "" {
+		cc.IMSURL = "https://ims-na1.adobelogin.com"
+	}
+	if cc.IMSURL, err = checkURL("campaign.ims_url", cc.IMSURL, "the Adobe IMS host"); err != nil {
+		return err
+	}
+	if cc.Organization == "" || strings.ContainsAny(cc.Organization, "/?#") {
+		return fmt.Errorf("campaign.organization: %q is not an organization id", cc.Organization)
+	}
+	switch cc.Resource {
+	case "":
+		cc.Resource = "profileAndServices"
+	case "profileAndServices", "profileAndServicesExt":
+	default:
+		return fmt.Errorf("campaign.resource: %q (want profileAndServices or profileAndServicesExt)", cc.Resource)
+	}
+	if (cc.ChangedFilter.Name == "") != (cc.ChangedFilter.Param == "") {
+		return errors.New("campaign.changed_filter: name and param go together")
+	}
+	return cc.Tuning.validate("campaign", intSetting{"page_size", &cc.PageSize, 500, 5000},
+		intSetting{"concurrency", &cc.Concurrency, 4, 64})
 }
 
 // configError is a problem with the config; it exits 2.
@@ -261,7 +354,7 @@ func (c *Config) validate() error {
 		name string
 		sys  *SystemConfig
 		api  bool // the API connector is built
-	}{{"d365", &c.D365.SystemConfig, true}, {"campaign", &c.Campaign, false}} {
+	}{{"d365", &c.D365.SystemConfig, true}, {"campaign", &c.Campaign.SystemConfig, true}} {
 		for _, kv := range []struct {
 			key string
 			val *string
@@ -283,6 +376,9 @@ func (c *Config) validate() error {
 		s.sys.CSV = c.resolve(s.sys.CSV)
 	}
 	if err := c.D365.validateAPI(c); err != nil {
+		return err
+	}
+	if err := c.Campaign.validateAPI(c); err != nil {
 		return err
 	}
 	if c.auditRetention, err = parseRetention(c.AuditRetention); err != nil {

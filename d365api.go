@@ -33,7 +33,7 @@ type d365Conn struct {
 }
 
 func newD365Conn(cfg *D365Config, fields []string, log zerolog.Logger) (*d365Conn, error) {
-	secret, err := cfg.secret()
+	secret, err := cfg.secret("d365")
 	if err != nil {
 		return nil, err
 	}
