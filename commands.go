@@ -59,6 +59,10 @@ func validateInputs(ctx context.Context, cfg *Config, online bool, log zerolog.L
 	}); err != nil {
 		return err
 	}
+	if cfg.Campaign.Source == "api" {
+		fmt.Fprintln(out, "campaign: read through the REST API (check it with --online)")
+		return nil
+	}
 	return check("campaign", cfg.Campaign.CSV, func(f *os.File, path string) (extract.Stats, error) {
 		return extract.ReadProfiles(ctx, f, path, cfg.campaignLayout(), func(*extract.Profile) {}, func(extract.Reject) {})
 	})
@@ -106,44 +110,71 @@ func listRuns(cfg *Config, format string, out io.Writer) error {
 	return tw.Flush()
 }
 
-// validateOnline gets a token and checks the mapping against the live
-// services: every mapped Dynamics field exists on contact and is boolean,
-// and change tracking is enabled when the config counts on it.
+// validateOnline gets a token from each API the config uses and checks the
+// mapping against the live services: every mapped Dynamics field exists on
+// contact and is boolean, change tracking is enabled when the config counts
+// on it; the Campaign organization answers, every mapped field is on the
+// profile resource, and the changed-since filter answers.
 func validateOnline(ctx context.Context, cfg *Config, log zerolog.Logger, out io.Writer) error {
-	if !cfg.D365.api() {
+	if !cfg.D365.api() && !cfg.Campaign.api() {
 		fmt.Fprintln(out, "online: no system uses the API; nothing to check")
 		return nil
 	}
-	fields := make([]string, len(cfg.rules.Pairs))
-	for i, p := range cfg.rules.Pairs {
-		fields[i] = p.D365
-	}
-	conn, err := newD365Conn(&cfg.D365, fields, log)
-	if err != nil {
+	j := &job{cfg: cfg, log: log}
+	if err := j.connect(&cfg.rules); err != nil {
 		return err
 	}
-	types, tracking, err := conn.reader.Attributes(ctx)
-	if err != nil {
-		return fmt.Errorf("validate --online: %w", err)
-	}
 	var problems []string
-	for i, f := range fields {
-		switch t, ok := types[f]; {
-		case !ok:
-			problems = append(problems, fmt.Sprintf("mappings[%d]: d365 field %s does not exist on contact", i, f))
-		case t != "Boolean":
-			problems = append(problems, fmt.Sprintf("mappings[%d]: d365 field %s is %s, not Boolean", i, f, t))
+	if j.dv != nil {
+		types, tracking, err := j.dv.reader.Attributes(ctx)
+		if err != nil {
+			return fmt.Errorf("validate --online: %w", err)
+		}
+		for i, p := range cfg.rules.Pairs {
+			switch t, ok := types[p.D365]; {
+			case !ok:
+				problems = append(problems, fmt.Sprintf("mappings[%d]: d365 field %s does not exist on contact", i, p.D365))
+			case t != "Boolean":
+				problems = append(problems, fmt.Sprintf("mappings[%d]: d365 field %s is %s, not Boolean", i, p.D365, t))
+			}
+		}
+		if cfg.D365.tracking() && !tracking {
+			problems = append(problems, "d365.change_tracking: change tracking is not enabled on the contact table (enable it, or set change_tracking: false)")
+		}
+		if len(problems) == 0 {
+			fmt.Fprintf(out, "d365 %s: token ok, %d mapped fields exist and are boolean, change tracking %v\n", cfg.D365.URL, len(cfg.rules.Pairs), tracking)
 		}
 	}
-	if cfg.D365.tracking() && !tracking {
-		problems = append(problems, "d365.change_tracking: change tracking is not enabled on the contact table (enable it, or set change_tracking: false)")
+	if j.cv != nil {
+		n := len(problems)
+		types, err := j.cv.reader.ResourceFields(ctx)
+		if err != nil {
+			return fmt.Errorf("validate --online: %w", err)
+		}
+		for i, p := range cfg.rules.Pairs {
+			switch t, ok := types[p.Campaign]; {
+			case !ok:
+				problems = append(problems, fmt.Sprintf("mappings[%d]: campaign field %s is not on the %s profile resource", i, p.Campaign, cfg.Campaign.Resource))
+			case t != "boolean":
+				problems = append(problems, fmt.Sprintf("mappings[%d]: campaign field %s is %s, not boolean", i, p.Campaign, t))
+			}
+		}
+		if f := cfg.Campaign.ChangedFilter; f.Name != "" {
+			_, err := j.cv.reader.ChangedSince(ctx, f.Name, f.Param, time.Now().Add(time.Minute), func(*extract.Profile) {}, func(extract.Reject) {})
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("campaign.changed_filter: by%s?%s= does not answer: %v", f.Name, f.Param, err))
+			}
+		}
+		if len(problems) == n {
+			fmt.Fprintf(out, "campaign %s: token ok, organization %s answers, %d mapped fields are boolean on %s\n",
+				cfg.Campaign.BaseURL, cfg.Campaign.Organization, len(cfg.rules.Pairs), cfg.Campaign.Resource)
+		}
 	}
 	if len(problems) > 0 {
 		for _, p := range problems {
 			fmt.Fprintln(out, "problem:", p)
 		}
-		return withCode(exitUsage, fmt.Errorf("validate --online: %d problems with %s", len(problems), cfg.D365.URL))
+		return withCode(exitUsage, fmt.Errorf("validate --online: %d problems", len(problems)))
 	}
-	fmt.Fprintf(out, "d365 %s: token ok, %d mapped fields exist and are boolean, change tracking %v\n", cfg.D365.URL, len(fields), tracking)
 	return nil
 }

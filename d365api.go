@@ -11,7 +11,6 @@ import (
 	"optsync/extract"
 	"optsync/load"
 	"optsync/state"
-	"optsync/transform"
 )
 
 // dataversePseudoFile stands for the API among a run's input files, so that
@@ -29,7 +28,6 @@ type d365Conn struct {
 	// what the read found, for the run's last transaction
 	meta    map[string]string
 	deleted []extract.ID
-	queued  []state.RetryItem // the retry queue as the run found it
 }
 
 func newD365Conn(cfg *D365Config, fields []string, log zerolog.Logger) (*d365Conn, error) {
@@ -60,7 +58,7 @@ func newD365Conn(cfg *D365Config, fields []string, log zerolog.Logger) (*d365Con
 // the overlap. Contacts waiting in the retry queue are read again, one by
 // one, with their current row version. Nothing is stored here: the new
 // delta link or watermark goes with the run's last transaction.
-func (c *d365Conn) read(ctx context.Context, st *state.Store, full bool, emit func(*extract.Contact), reject func(extract.Reject)) error {
+func (c *d365Conn) read(ctx context.Context, st *state.Store, full bool, queue []state.RetryItem, emit func(*extract.Contact), reject func(extract.Reject)) error {
 	c.meta = map[string]string{}
 	stored := func(key string) (string, error) {
 		if st == nil || full {
@@ -116,48 +114,19 @@ func (c *d365Conn) read(ctx context.Context, st *state.Store, full bool, emit fu
 			c.meta[state.KeyD365Watermark] = latest.UTC().Format(time.RFC3339)
 		}
 	}
-	if st != nil {
-		queue, err := st.RetryQueue()
+	for _, it := range queue {
+		if seen[it.Contact] {
+			continue
+		}
+		found, err := c.reader.Contact(ctx, it.Contact, count, reject)
 		if err != nil {
-			return err
+			return fmt.Errorf("reading queued contact %s again: %w", it.Contact, err)
 		}
-		c.queued = queue
-		for _, it := range queue {
-			if seen[it.Contact] {
-				continue
-			}
-			found, err := c.reader.Contact(ctx, it.Contact, count, reject)
-			if err != nil {
-				return fmt.Errorf("reading queued contact %s again: %w", it.Contact, err)
-			}
-			if !found {
-				c.log.Warn().Str("contact", it.Contact.String()).Msg("a queued contact no longer exists in Dynamics")
-				c.deleted = append(c.deleted, it.Contact)
-			}
+		if !found {
+			c.log.Warn().Str("contact", it.Contact.String()).Msg("a queued contact no longer exists in Dynamics")
+			c.deleted = append(c.deleted, it.Contact)
 		}
 	}
-	c.log.Info().Int("contacts", n).Int("deleted", len(c.deleted)).Int("queued_again", len(c.queued)).Bool("change_tracking", c.cfg.tracking()).Msg("read Dynamics contacts through the Web API")
+	c.log.Info().Int("contacts", n).Int("deleted", len(c.deleted)).Int("queued_again", len(queue)).Bool("change_tracking", c.cfg.tracking()).Msg("read Dynamics contacts through the Web API")
 	return nil
-}
-
-// write is one held change and the PATCH it needs.
-type heldWrite struct {
-	change load.Change
-	write  load.DataverseWrite
-}
-
-// hold copies a change that writes to Dynamics (the decider reuses its
-// buffers) and works out the PATCH: only the fields decided, in their own
-// polarity.
-func (c *d365Conn) hold(ch *load.Change, fields []string) heldWrite {
-	h := heldWrite{change: *ch}
-	h.change.Decisions = append([]transform.Decision(nil), ch.Decisions...)
-	h.write = load.DataverseWrite{ID: ch.ID, Version: ch.Version}
-	for _, d := range ch.Decisions {
-		if d.Skip == "" && d.Target == transform.ToD365 {
-			h.write.Fields = append(h.write.Fields, fields[d.Pair])
-			h.write.Values = append(h.write.Values, d.New == extract.True)
-		}
-	}
-	return h
 }

@@ -43,10 +43,10 @@ type decider struct {
 	incremental bool
 	matched     *joined
 	campFiles   []inputFile
-	// failed holds contacts whose Dynamics writes the API refused: their
-	// state records what was read but not those writes (and they go to the
-	// retry queue).
-	failed map[extract.ID]string
+	// failed holds contacts whose writes an API refused: their state
+	// records what was read but not those writes (and they go to the retry
+	// queue).
+	failed map[extract.ID]failure
 	// counted in the first pass
 	viaState, waiting, stale int
 }
@@ -58,9 +58,10 @@ type verdict struct {
 	decisions []transform.Decision
 	id        extract.ID
 	pkey      string
-	version   int64  // the Dynamics row version read this run
-	decided   bool   // a contact with both sides known was decided
-	blocked   string // why the entry was not touched, for the rejects file
+	version   int64            // the Dynamics row version read this run
+	profile   *extract.Profile // the Campaign side as decided
+	decided   bool             // a contact with both sides known was decided
+	blocked   string           // why the entry was not touched, for the rejects file
 	blockedAt extract.Reject
 }
 
@@ -103,7 +104,7 @@ func (d *decider) one(k int32, prev *transform.Snapshot, buf []transform.Decisio
 		return v
 	}
 	v.res, v.decisions = transform.Decide(d.rules, c, p, prev, buf)
-	v.next, v.pkey, v.version, v.decided = v.res.Next, p.PKey, c.Version, true
+	v.next, v.pkey, v.version, v.profile, v.decided = v.res.Next, p.PKey, c.Version, p, true
 	return v
 }
 
@@ -178,6 +179,7 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 				ID: v.id, PKey: v.pkey, Decisions: v.decisions,
 				D365After: v.res.D365After, CampaignAfter: v.res.CampaignAfter,
 				D365Changed: v.res.D365Changed, CampaignChanged: v.res.CampaignChanged, Version: v.version,
+				ProfileModified: v.profile.Modified, CampaignRead: v.profile.Values,
 			}
 			if err := sink(&ch, nil); err != nil {
 				return nil, err
@@ -249,19 +251,23 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 				if v.blocked != "" {
 					continue
 				}
-				refused, failed := d.failed[v.id]
-				if failed {
-					// What was read is kept; the refused writes are not:
-					// their pairs keep the old agreement and no write is
-					// pending, so the next run decides them again.
-					for _, dec := range v.decisions {
-						if dec.Skip == "" && dec.Target == transform.ToD365 {
-							ps := &v.next.Pairs[dec.Pair]
-							ps.S, ps.DWritten = extract.Unknown, extract.Unknown
-							if prevPtr != nil {
-								ps.S = prevPtr.Pairs[dec.Pair].S
-							}
-						}
+				refused := d.failed[v.id]
+				// What was read is kept; refused writes are not: their pairs
+				// keep the old agreement and no write is pending, so the
+				// next run decides them again.
+				for _, dec := range v.decisions {
+					if dec.Skip != "" || refused.of(dec.Target) == "" {
+						continue
+					}
+					ps := &v.next.Pairs[dec.Pair]
+					if dec.Target == transform.ToD365 {
+						ps.DWritten = extract.Unknown
+					} else {
+						ps.CWritten = extract.Unknown
+					}
+					ps.S = extract.Unknown
+					if prevPtr != nil {
+						ps.S = prevPtr.Pairs[dec.Pair].S
 					}
 				}
 				if prevPtr == nil || v.next != prev {
@@ -299,7 +305,7 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 	return g.Wait()
 }
 
-func (d *decider) logEntry(run *state.Run, seq uint32, v *verdict, dec *transform.Decision, refused string) state.LogEntry {
+func (d *decider) logEntry(run *state.Run, seq uint32, v *verdict, dec *transform.Decision, refused failure) state.LogEntry {
 	p := d.rules.Pairs[dec.Pair]
 	e := state.LogEntry{
 		RunStarted: run.Started, Seq: seq, RunID: run.ID, Contact: v.id, PKey: v.pkey, Pair: dec.Pair,
@@ -311,8 +317,8 @@ func (d *decider) logEntry(run *state.Run, seq uint32, v *verdict, dec *transfor
 		return e
 	}
 	e.Old, e.New = dec.Old.String(), dec.New.String()
-	if dec.Target == transform.ToD365 && refused != "" {
-		e.Outcome, e.Error = load.Failed, refused
+	if why := refused.of(dec.Target); why != "" {
+		e.Outcome, e.Error = load.Failed, why
 	}
 	return e
 }

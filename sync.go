@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -41,7 +42,9 @@ type job struct {
 	allowMassOptin bool
 	progress       *progress
 	hooks          hooks
-	dv             *d365Conn // the Dataverse connector, when d365 uses the API
+	dv             *d365Conn     // the Dataverse connector, when d365 uses the API
+	cv             *campaignConn // the Campaign connector, when campaign uses the API
+	queue          []state.RetryItem
 	// sum and started are the run's, for the caller's metrics.
 	sum     *summary
 	started time.Time
@@ -53,22 +56,30 @@ func newRunID(t time.Time) string {
 	return t.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
 }
 
-// campaignSources works out the Campaign files when Dynamics is read
-// through the API: one export for a backfill, the drop's new files for a run.
+// campaignSources and d365Sources work out one system's files when the
+// other is read through its API: one export for a backfill, the drop's new
+// files for a run.
 func (j *job) campaignSources(ctx context.Context, st *state.Store) ([]inputFile, error) {
-	pattern := j.cfg.Campaign.CSV
+	return j.systemFiles(ctx, st, "campaign", j.cfg.Campaign.CSV, j.campaignPath)
+}
+
+func (j *job) d365Sources(ctx context.Context, st *state.Store) ([]inputFile, error) {
+	return j.systemFiles(ctx, st, "d365", j.cfg.D365.CSV, j.d365Path)
+}
+
+func (j *job) systemFiles(ctx context.Context, st *state.Store, system, pattern, flag string) ([]inputFile, error) {
 	if !j.incremental {
-		if j.campaignPath != "" {
-			pattern = j.campaignPath
+		if flag != "" {
+			pattern = flag
 		}
 		fi, err := os.Stat(pattern)
 		if pattern == "" || err != nil || !fi.Mode().IsRegular() {
-			return nil, withCode(exitUsage, fmt.Errorf("a backfill reads one full Campaign export: --campaign-csv FILE (campaign.csv is %q)", pattern))
+			return nil, withCode(exitUsage, fmt.Errorf("a backfill reads one full %s export: --%s-csv FILE (%s.csv is %q)", system, system, system, pattern))
 		}
 		return []inputFile{{path: pattern, size: fi.Size(), mtime: fi.ModTime()}}, nil
 	}
 	if pattern == "" {
-		return nil, withCode(exitUsage, errors.New("campaign.csv is not set: run reads the files it names (a file, a glob or a folder)"))
+		return nil, withCode(exitUsage, fmt.Errorf("%s.csv is not set: run reads the files it names (a file, a glob or a folder)", system))
 	}
 	all, err := dropFiles(pattern)
 	if err != nil {
@@ -81,10 +92,17 @@ func (j *job) campaignSources(ctx context.Context, st *state.Store) ([]inputFile
 // sources works out the files this run reads.
 func (j *job) sources(ctx context.Context, st *state.Store) (d365, campaign []inputFile, err error) {
 	cfg := j.cfg
-	if j.dv != nil && j.dv.source && j.d365Path == "" {
+	apiD, apiC := j.dv != nil && j.dv.source && j.d365Path == "", j.cv != nil && j.cv.source && j.campaignPath == ""
+	switch {
+	case apiD && apiC:
+		return []inputFile{{path: dataversePseudoFile}}, []inputFile{{path: campaignPseudoFile}}, nil
+	case apiD:
 		// Contacts come through the API; the Campaign side as configured.
 		campaign, err = j.campaignSources(ctx, st)
 		return []inputFile{{path: dataversePseudoFile}}, campaign, err
+	case apiC:
+		d365, err = j.d365Sources(ctx, st)
+		return d365, []inputFile{{path: campaignPseudoFile}}, err
 	}
 	if !j.incremental {
 		if j.d365Path == "" {
@@ -188,12 +206,11 @@ func (j *job) run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	if cfg.D365.api() {
-		fields := make([]string, len(rules.Pairs))
-		for i, p := range rules.Pairs {
-			fields[i] = p.D365
-		}
-		if j.dv, err = newD365Conn(&cfg.D365, fields, log); err != nil {
+	if err := j.connect(&rules); err != nil {
+		return err
+	}
+	if st != nil && j.incremental && !j.plan {
+		if j.queue, err = st.RetryQueue(); err != nil {
 			return err
 		}
 	}
@@ -278,12 +295,8 @@ func (j *job) run(ctx context.Context) (err error) {
 		}
 	}()
 	var examples []string
-	d := &decider{rules: &rules, incremental: j.incremental, matched: &matched, campFiles: campFiles, failed: map[extract.ID]string{}}
-	var held []heldWrite // changes waiting for the Dynamics API's answer
-	d365Fields := make([]string, len(rules.Pairs))
-	for i, p := range rules.Pairs {
-		d365Fields[i] = p.D365
-	}
+	d := &decider{rules: &rules, incremental: j.incremental, matched: &matched, campFiles: campFiles, failed: map[extract.ID]failure{}}
+	var held []heldChange // changes waiting for an API's answer
 	var dirty []int32
 	if rules.Direction != transform.Disabled {
 		dirty, err = d.all(ctx, st, j.progress, func(ch *load.Change, blocked *extract.Reject) error {
@@ -294,8 +307,8 @@ func (j *job) run(ctx context.Context) (err error) {
 			}
 			sum.addDecisions(ch.Decisions)
 			examples = j.addExamples(examples, ch)
-			if j.dv != nil && j.dv.writer != nil && ch.D365Changed && !j.plan {
-				held = append(held, j.dv.hold(ch, d365Fields))
+			if j.holds(ch) {
+				held = append(held, j.hold(ch, rules.Pairs))
 				return nil
 			}
 			return w.Change(ch)
@@ -345,34 +358,11 @@ func (j *job) run(ctx context.Context) (err error) {
 	if err := ctx.Err(); err != nil {
 		return interrupted(ctx, err)
 	}
-	// Dynamics writes go out now; what the service applied is kept (and
-	// committed even if a signal arrives meanwhile), what it refused or what
-	// was not sent is audited as failed and queued for the next run.
-	if len(held) > 0 {
-		writes := make([]load.DataverseWrite, len(held))
-		for i := range held {
-			writes[i] = held[i].write
-		}
-		bar := j.progress.stage("writing to Dynamics", int64(len(writes)), "contacts")
-		results := j.dv.writer.Apply(ctx, writes)
-		bar.Add(int64(len(writes)))
-		bar.Done()
-		for i := range held {
-			ch := &held[i].change
-			if r := results[i]; !r.OK() {
-				ch.D365Error = r.Error()
-				d.failed[ch.ID] = ch.D365Error
-				for _, dec := range ch.Decisions {
-					if dec.Skip == "" && dec.Target == transform.ToD365 {
-						sum.Failed++
-					}
-				}
-			}
-			if err := w.Change(ch); err != nil {
-				return err
-			}
-		}
-		log.Info().Int("contacts", len(held)).Int("refused", len(d.failed)).Msg("wrote to Dynamics")
+	// API writes go out now; what a service applied is kept (and committed
+	// even if a signal arrives meanwhile), what it refused or what was not
+	// sent is audited as failed and queued for the next run.
+	if d.failed, err = j.apply(ctx, held, w, sum); err != nil {
+		return err
 	}
 	if err := w.Finish(); err != nil {
 		return err
@@ -389,17 +379,29 @@ func (j *job) run(ctx context.Context) (err error) {
 		// The files are complete: their writes are applied, and state must
 		// now say so even if a signal arrives meanwhile.
 		fin := &state.Final{Run: run, Config: j.configRecord()}
-		if j.dv != nil {
-			if j.dv.source {
-				fin.Meta, fin.Forget = j.dv.meta, j.dv.deleted
-				sum.Deleted = len(j.dv.deleted)
-			}
-			for _, it := range j.dv.queued {
-				fin.RetryDone = append(fin.RetryDone, it.Contact)
-			}
+		fin.Meta = map[string]string{}
+		if j.dv != nil && j.dv.source {
+			maps.Copy(fin.Meta, j.dv.meta)
+			fin.Forget = j.dv.deleted
+			sum.Deleted = len(j.dv.deleted)
 		}
-		for id, reason := range d.failed {
-			fin.Retry = append(fin.Retry, state.RetryItem{Contact: id, System: "d365", Reason: reason, RunID: runID, Since: started})
+		if j.cv != nil && j.cv.source {
+			maps.Copy(fin.Meta, j.cv.meta)
+		}
+		for _, it := range j.queue {
+			fin.RetryDone = append(fin.RetryDone, it.Contact)
+		}
+		for id, f := range d.failed {
+			it := state.RetryItem{Contact: id, PKey: f.pkey, RunID: runID, Since: started}
+			switch {
+			case f.d365 != "" && f.campaign != "":
+				it.System, it.Reason = "d365+campaign", f.d365+"; "+f.campaign
+			case f.d365 != "":
+				it.System, it.Reason = "d365", f.d365
+			default:
+				it.System, it.Reason = "campaign", f.campaign
+			}
+			fin.Retry = append(fin.Retry, it)
 		}
 		if cfg.auditRetention > 0 {
 			fin.PruneBefore = started.Add(-cfg.auditRetention)
@@ -546,20 +548,18 @@ func (j *job) safetyMessage(sum *summary, limit int, examples []string) string {
 	return b.String()
 }
 
-// requeue brings back, when Dynamics is written through the API but read
-// from files, the contacts whose writes were refused last time: there is
-// no point read, so they are decided again from what state knows of them
-// (with If-Match *, since a file carries no row version). With the API as
-// source, the connector's read has already read them again.
+// requeue brings back the contacts whose writes were refused last time when
+// Dynamics is read from files: there is no point read, so their Dynamics
+// side comes from what state knows (a Dynamics write then goes with
+// If-Match *, since a file carries no row version). With the API as source,
+// the connector's read has already read them again; a queued profile is
+// read again by the Campaign connector when Campaign is read through its
+// API.
 func (j *job) requeue(st *state.Store, rules *transform.Rules, in *inputs, d365Files []inputFile) ([]inputFile, error) {
-	if j.dv == nil || j.dv.source || j.dv.writer == nil || st == nil || !j.incremental {
+	queue := j.queue
+	if len(queue) == 0 || (j.dv != nil && j.dv.source) {
 		return d365Files, nil
 	}
-	queue, err := st.RetryQueue()
-	if err != nil || len(queue) == 0 {
-		return d365Files, err
-	}
-	j.dv.queued = queue
 	r, err := st.Reader()
 	if err != nil {
 		return nil, err
@@ -580,4 +580,27 @@ func (j *job) requeue(st *state.Store, rules *transform.Rules, in *inputs, d365F
 	}
 	j.log.Info().Int("contacts", len(queue)).Msg("deciding the retry queue again")
 	return append(d365Files, inputFile{path: "retry queue"}), nil
+}
+
+// connect makes the API connectors the config asks for.
+func (j *job) connect(rules *transform.Rules) error {
+	cfg := j.cfg
+	if cfg.D365.api() {
+		fields := make([]string, len(rules.Pairs))
+		for i, p := range rules.Pairs {
+			fields[i] = p.D365
+		}
+		var err error
+		if j.dv, err = newD365Conn(&cfg.D365, fields, j.log); err != nil {
+			return err
+		}
+	}
+	if cfg.Campaign.api() {
+		l := cfg.campaignLayout()
+		var err error
+		if j.cv, err = newCampaignConn(&cfg.Campaign, l.Fields, l.FieldTimes, j.log); err != nil {
+			return err
+		}
+	}
+	return nil
 }

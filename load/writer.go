@@ -56,9 +56,14 @@ type Change struct {
 	D365Changed, CampaignChanged bool
 	// Version is the Dynamics row version read this run (0: none).
 	Version int64
-	// D365Error, when set, is why the Dynamics API refused this contact's
-	// writes: its Dynamics decisions are audited as failed.
-	D365Error string
+	// ProfileModified and CampaignRead are the profile's lastModified and
+	// mapped values as read: a write that clears an opt-out in Campaign is
+	// made only if they still hold.
+	ProfileModified int64
+	CampaignRead    [extract.MaxFields]extract.Tri
+	// D365Error and CampaignError, when set, are why that system's API
+	// refused this contact's writes: those decisions are audited as failed.
+	D365Error, CampaignError string
 }
 
 // Options says which files a run writes.
@@ -196,6 +201,8 @@ func (w *Writer) Change(c *Change) error {
 			row.Outcome = Planned
 		case d.Target == transform.ToD365 && c.D365Error != "":
 			row.Outcome, row.Error = Failed, escapeCell(c.D365Error)
+		case d.Target == transform.ToCampaign && c.CampaignError != "":
+			row.Outcome, row.Error = Failed, escapeCell(c.CampaignError)
 		default:
 			row.Outcome = Applied
 		}

@@ -23,6 +23,9 @@ var (
 const (
 	KeyD365Delta     = "d365_delta"     // the Dataverse @odata.deltaLink to read changes from
 	KeyD365Watermark = "d365_watermark" // without change tracking: the latest modifiedon read
+	// KeyCampaignWatermark is the latest lastModified read through the
+	// changed-since filter.
+	KeyCampaignWatermark = "campaign_watermark"
 )
 
 // Meta reads a connector's stored value ("" when none).
@@ -44,7 +47,8 @@ func (s *Store) Meta(key string) (string, error) {
 // reads it again and decides it again.
 type RetryItem struct {
 	Contact extract.ID `json:"-"`
-	System  string     `json:"system"` // the target that refused: d365 or campaign
+	PKey    string     `json:"pkey,omitempty"` // the profile, for a point read
+	System  string     `json:"system"`         // the target that refused: d365, campaign or both
 	Reason  string     `json:"reason"`
 	RunID   string     `json:"run_id"`
 	Since   time.Time  `json:"since"`

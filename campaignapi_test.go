@@ -1,0 +1,395 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"optsync/fixtures/campaignsim"
+	"optsync/fixtures/d365sim"
+)
+
+const campaignSecret = "camp-S3cret_7Yq!do-not-log"
+
+// campaignProject is a project whose Campaign side is the simulator; the
+// Dynamics side is a CSV drop unless withD365 also runs the Dataverse one.
+type campaignProject struct {
+	*project
+	csim *campaignsim.Server
+	dsim *d365sim.Server
+}
+
+func contactID(i int) string { return fmt.Sprintf("00000000-0000-0000-0000-%012d", i) }
+
+// newCampaignProject seeds n profiles (@p<i>, blackListEmail = i%4==0,
+// lastModified 2026-11-20 09:00) and, on the Dynamics side, n contacts
+// (donotemail = i%3==0, modifiedon 10:00: Dynamics newer).
+func newCampaignProject(t *testing.T, n int, withD365 bool, campaignExtra string) *campaignProject {
+	t.Helper()
+	csim := campaignsim.NewServer(campaignsim.Options{Organization: "acme", ClientID: "camp-client", ClientSecret: campaignSecret,
+		ChangedFilter: campaignsim.Filter{Name: "Changed", Param: "since"}, ValidationStatus: 400})
+	csrv := httptest.NewServer(csim)
+	t.Cleanup(csrv.Close)
+	t.Setenv("OPTSYNC_TEST_CAMPAIGN_SECRET", campaignSecret)
+	var ps []campaignsim.Profile
+	var rows []string
+	var cs []d365sim.Contact
+	cTime := time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
+	dTime := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	for i := 1; i <= n; i++ {
+		ps = append(ps, campaignsim.Profile{PKey: fmt.Sprintf("@p%d", i), ExternalID: contactID(i), LastModified: cTime,
+			Fields: map[string]*bool{"blackListEmail": boolp(i%4 == 0)}})
+		rows = append(rows, fmt.Sprintf("%s,%s,%v", contactID(i), dTime.Format(time.RFC3339), i%3 == 0))
+		cs = append(cs, d365sim.Contact{ID: contactID(i), ModifiedOn: dTime, Fields: map[string]*bool{"donotemail": boolp(i%3 == 0)}})
+	}
+	csim.Seed(ps)
+	d365 := "d365:\n  csv: drops/d365\n"
+	cp := &campaignProject{csim: csim}
+	if withD365 {
+		cp.dsim = d365sim.NewServer(d365sim.Options{Tenant: "tenant-1", ClientID: "client-1", ClientSecret: testSecret, ChangeTracking: true})
+		cp.dsim.Seed(cs)
+		dsrv := httptest.NewServer(cp.dsim)
+		t.Cleanup(dsrv.Close)
+		t.Setenv("OPTSYNC_TEST_D365_SECRET", testSecret)
+		d365 = fmt.Sprintf("d365:\n  source: api\n  target: api\n  url: %s\n  authority_url: %s\n  tenant_id: tenant-1\n  client_id: client-1\n  client_secret_env: OPTSYNC_TEST_D365_SECRET\n", dsrv.URL, dsrv.URL)
+	}
+	cfg := fmt.Sprintf(`direction: bidirectional
+mappings:
+  - d365: donotemail
+    campaign: blackListEmail
+safety:
+  max_optin: "100%%"
+%scampaign:
+  base_url: %s
+  ims_url: %s
+  organization: acme
+  client_id: camp-client
+  client_secret_env: OPTSYNC_TEST_CAMPAIGN_SECRET
+%s`, d365, csrv.URL, csrv.URL, campaignExtra)
+	cp.project = newProject(t, cfg)
+	if !withD365 {
+		writeFile(t, cp.path("drops/d365/1.csv"), dropContactsOne(rows...))
+	}
+	return cp
+}
+
+func dropContactsOne(rows ...string) string {
+	return "contactid,modifiedon,donotemail\n" + strings.Join(rows, "\n") + "\n"
+}
+
+func (p *campaignProject) run(t *testing.T, h hooks, args ...string) cliResult {
+	t.Helper()
+	return (&apiProject{project: p.project}).runWith(t, h, args...)
+}
+
+func (p *campaignProject) blackListEmail(t *testing.T, i int) *bool {
+	t.Helper()
+	pr, ok := p.csim.Profile(fmt.Sprintf("@p%d", i))
+	if !ok {
+		t.Fatalf("profile %d is gone", i)
+	}
+	return pr.Fields["blackListEmail"]
+}
+
+func (p *campaignProject) patches(since int) []campaignsim.RequestLog {
+	var out []campaignsim.RequestLog
+	for _, r := range p.csim.Requests()[since:] {
+		if r.Method == "PATCH" {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func TestCampaignFullScanWritesOnlyDifferences(t *testing.T) {
+	p := newCampaignProject(t, 12, false, "  source: api\n  target: api\n  page_size: 5\n")
+	r := p.run(t, hooks{}, "run")
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	var lists int
+	for _, q := range p.csim.Requests() {
+		if q.Method == "GET" && strings.HasSuffix(q.Path, "/profile") {
+			lists++
+		}
+	}
+	if lists != 3 {
+		t.Fatalf("12 profiles at 5 a page: want 3 list reads, got %d", lists)
+	}
+	// Dynamics (newer) wins the differences: 3, 6, 9 opt out in Campaign; 4
+	// and 8 are cleared there. 12 is opted out on both: no write.
+	for i, want := range map[int]bool{3: true, 6: true, 9: true, 4: false, 8: false, 12: true, 1: false} {
+		if v := p.blackListEmail(t, i); v == nil || *v != want {
+			t.Errorf("profile %d: blackListEmail %v, want %v", i, v, want)
+		}
+	}
+	patches := p.patches(0)
+	if len(patches) != 5 {
+		t.Fatalf("want 5 PATCHes (only differing values), got %d", len(patches))
+	}
+	for _, q := range patches {
+		if q.Body != `{"blackListEmail":true}` && q.Body != `{"blackListEmail":false}` {
+			t.Fatalf("a PATCH carried more than the changed field: %s", q.Body)
+		}
+	}
+	// A full scan again: the snapshots say nothing differs; nothing is sent.
+	n := len(p.csim.Requests())
+	r = p.run(t, hooks{}, "run")
+	if r.code != 0 || len(p.patches(n)) != 0 {
+		t.Fatalf("second full scan: exit %d, %d PATCHes\n%s", r.code, len(p.patches(n)), r.stderr)
+	}
+}
+
+func TestCampaignChangedFilterWatermark(t *testing.T) {
+	p := newCampaignProject(t, 6, false, "  source: api\n  target: api\n  changed_filter: {name: Changed, param: since}\n  overlap: 10m\n")
+	if r := p.run(t, hooks{}, "run"); r.code != 0 {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	n := len(p.csim.Requests())
+	// A user unsubscribes profile 1 in Campaign.
+	p.csim.SetField("@p1", "blackListEmail", boolp(true))
+	r := p.run(t, hooks{}, "run")
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	var query string
+	for _, q := range p.csim.Requests()[n:] {
+		if strings.Contains(q.Path, "/byChanged") {
+			query = q.Query
+		}
+	}
+	// The watermark is the latest lastModified the first run saw (the
+	// writes it made), less the 10-minute overlap.
+	if !strings.Contains(query, "since=") || strings.Contains(query, "since=0001") {
+		t.Fatalf("the second run did not ask for changes since its watermark: %q", query)
+	}
+	audit := p.out(t, "audit", r.runID)
+	if len(audit) != 1 || audit[0]["contact_id"] != contactID(1) || audit[0]["direction"] != "campaign->d365" {
+		t.Fatalf("audit %v", audit)
+	}
+	if upd := p.out(t, "d365-updates", r.runID); len(upd) != 1 || upd[0]["donotemail"] != "true" {
+		t.Fatalf("d365 updates %v", upd)
+	}
+}
+
+// The re-read guard: Campaign has no conditional write, so a write that
+// clears an opt-out reads the profile again first; one unsubscribed again
+// meanwhile keeps its opt-out and waits in the retry queue.
+func TestCampaignReReadGuardKeepsAFreshOptOut(t *testing.T) {
+	p := newCampaignProject(t, 8, false, "  source: api\n  target: api\n")
+	r := p.run(t, hooks{afterDecide: func(context.Context) {
+		// Profile 4 is about to be cleared (Dynamics newer says may
+		// contact); its person unsubscribes from SMS in Campaign meanwhile.
+		p.csim.SetField("@p4", "blackListMobile", boolp(true))
+	}}, "run")
+	if r.code != exitWriteFailed {
+		t.Fatalf("exit %d, want 3\n%s", r.code, r.stderr)
+	}
+	if v := p.blackListEmail(t, 4); v == nil || !*v {
+		t.Fatalf("profile 4 lost its opt-out: %v", v)
+	}
+	if v := p.blackListEmail(t, 8); v == nil || *v {
+		t.Fatalf("profile 8 (not touched meanwhile) should be cleared: %v", v)
+	}
+	var failed []string
+	for _, a := range p.out(t, "audit", r.runID) {
+		if a["outcome"] == "failed" {
+			failed = append(failed, a["contact_id"]+" "+a["error"])
+		}
+	}
+	if len(failed) != 1 || !strings.HasPrefix(failed[0], contactID(4)) || !strings.Contains(failed[0], "changed in Campaign since it was read") {
+		t.Fatalf("failed rows %v", failed)
+	}
+	// Next run: the queued contact is decided again against the profile as
+	// it is now. Its change makes Campaign the newer side: the opt-out
+	// stands and goes to Dynamics.
+	r = p.run(t, hooks{}, "run")
+	if r.code != 0 {
+		t.Fatalf("retry run: exit %d\n%s", r.code, r.stderr)
+	}
+	if v := p.blackListEmail(t, 4); v == nil || !*v {
+		t.Fatalf("profile 4 after the retry: %v", v)
+	}
+	var got []string
+	for _, a := range p.out(t, "audit", r.runID) {
+		got = append(got, a["contact_id"]+" "+a["direction"]+" "+a["new_value"]+" "+a["rule"])
+	}
+	if len(got) != 1 || got[0] != contactID(4)+" campaign->d365 true conflict-campaign-newer" {
+		t.Fatalf("retry run decided %v", got)
+	}
+}
+
+func TestCampaignFaultsAndTokens(t *testing.T) {
+	p := newCampaignProject(t, 10, false, "  source: api\n  target: api\n  page_size: 3\n  max_tries: 12\n")
+	p.csim.Throttle(time.Second, 1)
+	p.csim.ExpireTokens()
+	p.csim.SetFailRate(0.3)
+	r := p.run(t, hooks{afterDecide: func(context.Context) { p.csim.ExpireTokens() }}, "run")
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	var s401, s429, s5xx int
+	var after429 time.Duration
+	reqs := p.csim.Requests()
+	for i, q := range reqs {
+		switch {
+		case q.Status == 401:
+			s401++
+		case q.Status == 429:
+			s429++
+			for _, n := range reqs[i+1:] {
+				if !strings.Contains(n.Path, "/ims/") {
+					after429 = n.Time.Sub(q.Time)
+					break
+				}
+			}
+		case q.Status >= 500:
+			s5xx++
+		}
+	}
+	if s401 == 0 || s429 == 0 || s5xx == 0 {
+		t.Fatalf("faults served: 401 %d, 429 %d, 5xx %d; the test proves nothing", s401, s429, s5xx)
+	}
+	if after429 < time.Second {
+		t.Fatalf("the next request came %v after a 429 with Retry-After: 1", after429)
+	}
+	for i, want := range map[int]bool{3: true, 4: false, 8: false} {
+		if v := p.blackListEmail(t, i); v == nil || *v != want {
+			t.Errorf("profile %d: %v, want %v", i, v, want)
+		}
+	}
+}
+
+// The vendor's own setup: Campaign's changes come from the daily export
+// file, writes go through the API.
+func TestCampaignCSVSourceAPITarget(t *testing.T) {
+	p := newCampaignProject(t, 4, false, "  source: csv\n  target: api\n  csv: drops/campaign\n")
+	writeFile(t, p.path("drops/campaign/1.csv"), profilesCSV(
+		"@p1,"+contactID(1)+",2026-11-20 09:00:00.000Z,false",
+		"@p2,"+contactID(2)+",2026-11-20 09:00:00.000Z,false",
+		"@p3,"+contactID(3)+",2026-11-20 09:00:00.000Z,false",
+		"@p4,"+contactID(4)+",2026-11-20 09:00:00.000Z,true"))
+	r := p.run(t, hooks{}, "run")
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	if v := p.blackListEmail(t, 3); v == nil || !*v {
+		t.Fatalf("profile 3 not written through the API: %v", v)
+	}
+	if v := p.blackListEmail(t, 4); v == nil || *v {
+		t.Fatalf("profile 4 not cleared: %v", v)
+	}
+	if _, err := os.Stat(p.path(filepath.Join("out", "campaign-updates-"+r.runID+".csv"))); !os.IsNotExist(err) {
+		t.Fatalf("a Campaign update file was written although the target is the API")
+	}
+}
+
+func TestCampaignValidateOnlineAndSecret(t *testing.T) {
+	p := newCampaignProject(t, 2, false, "  source: api\n  target: api\n  changed_filter: {name: Changed, param: since}\n")
+	r := p.run(t, hooks{}, "validate", "--online")
+	if r.code != 0 || !strings.Contains(r.stdout, "organization acme answers") {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	cfg, _ := os.ReadFile(p.config)
+	writeFile(t, p.config, strings.Replace(strings.Replace(string(cfg), "name: Changed", "name: Nope", 1),
+		"    campaign: blackListEmail\n", "    campaign: blackListEmail\n  - d365: donotphone\n    campaign: ccpaOptOut\n", 1))
+	r = p.run(t, hooks{}, "validate", "--online")
+	if r.code != exitUsage || !strings.Contains(r.stdout, "changed_filter") {
+		t.Fatalf("a filter that does not answer: exit %d\n%s", r.code, r.stdout)
+	}
+	writeFile(t, p.config, string(cfg))
+	t.Setenv("OPTSYNC_TEST_CAMPAIGN_SECRET", campaignSecret+"x")
+	bad := p.run(t, hooks{}, "--log-level", "debug", "run")
+	if bad.code == 0 {
+		t.Fatal("a wrong secret ran")
+	}
+	t.Setenv("OPTSYNC_TEST_CAMPAIGN_SECRET", campaignSecret)
+	good := p.run(t, hooks{}, "--log-level", "debug", "run")
+	texts := []string{bad.stdout, bad.stderr, good.stdout, good.stderr}
+	_ = filepath.Walk(p.dir, func(path string, info os.FileInfo, err error) error {
+		if err == nil && info.Mode().IsRegular() {
+			b, _ := os.ReadFile(path)
+			texts = append(texts, string(b))
+		}
+		return nil
+	})
+	for _, s := range texts {
+		if strings.Contains(s, campaignSecret) {
+			t.Fatalf("the Campaign secret was written somewhere:\n%.300s", s)
+		}
+	}
+}
+
+// Both systems through their APIs, three nights of changes made through
+// the simulators' own endpoints, and the final values of every contact in
+// both checked against the rules.
+func TestBothAPIsThreeNights(t *testing.T) {
+	const n = 12
+	p := newCampaignProject(t, n, true, "  source: api\n  target: api\n  changed_filter: {name: Changed, param: since}\n")
+	want := map[int]bool{}
+	for i := 1; i <= n; i++ {
+		want[i] = i%3 == 0 // night 1: first sight, Dynamics newer, Dynamics wins
+	}
+	check := func(night string) {
+		t.Helper()
+		for i := 1; i <= n; i++ {
+			d := p.dsimValue(t, i)
+			c := p.blackListEmail(t, i)
+			if d == nil || c == nil || *d != want[i] || *c != want[i] {
+				t.Errorf("%s: contact %d: dynamics %v, campaign %v, want both %v", night, i, deref(d), deref(c), want[i])
+			}
+		}
+	}
+	night := func(name string) {
+		t.Helper()
+		if r := p.run(t, hooks{}, "run"); r.code != 0 {
+			t.Fatalf("%s: exit %d\n%s\n%s", name, r.code, r.stdout, r.stderr)
+		}
+		check(name)
+	}
+	night("night 1")
+
+	// Night 2: a person unsubscribes in Campaign; another opts back in in
+	// Dynamics (an opt-out cleared, guarded by the re-read).
+	p.csim.SetField("@p1", "blackListEmail", boolp(true))
+	p.dsim.SetField(contactID(3), "donotemail", boolp(false))
+	want[1], want[3] = true, false
+	night("night 2")
+
+	// Night 3: one change on each side, and a Dynamics edit of another
+	// column that changes no mapped value.
+	p.csim.SetField("@p7", "blackListEmail", boolp(true))
+	p.dsim.SetField(contactID(10), "donotemail", boolp(true))
+	p.dsim.SetField(contactID(11), "donotphone", boolp(true))
+	want[7], want[10] = true, true
+	night("night 3")
+
+	// Night 4, nothing changed: not a single write is sent again.
+	dp, _ := p.dsim.Stats()
+	cp := p.csim.Patches()
+	night("night 4")
+	if dp2, _ := p.dsim.Stats(); dp2 != dp || p.csim.Patches() != cp {
+		t.Fatalf("a quiet night sent writes: Dynamics %d → %d, Campaign %d → %d", dp, dp2, cp, p.csim.Patches())
+	}
+}
+
+func (p *campaignProject) dsimValue(t *testing.T, i int) *bool {
+	t.Helper()
+	c, ok := p.dsim.Contact(contactID(i))
+	if !ok {
+		t.Fatalf("contact %d is gone", i)
+	}
+	return c.Fields["donotemail"]
+}
+
+func deref(b *bool) string {
+	if b == nil {
+		return "null"
+	}
+	return fmt.Sprint(*b)
+}

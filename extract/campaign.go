@@ -1,0 +1,256 @@
+package extract
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Campaign reads profiles through the Campaign Standard REST API. Client
+// carries authentication (and X-Api-Key) and retries.
+type Campaign struct {
+	Client *http.Client
+	// APIURL is https://mc.adobe.io/<ORGANIZATION>/campaign/.
+	APIURL   string
+	Resource string   // profileAndServices or profileAndServicesExt
+	Fields   []string // mapped opt-out fields, in pair order
+	// FieldTimes names, per mapped field, a profile attribute holding that
+	// field's change time ("" = none).
+	FieldTimes []string
+	PageSize   int // _lineCount
+}
+
+// CampaignSource names API rows in rejects.
+const CampaignSource = "campaign api"
+
+// List reads every profile, page by page.
+func (c *Campaign) List(ctx context.Context, emit func(*Profile), reject func(Reject)) (Stats, error) {
+	return c.pages(ctx, fmt.Sprintf("%s%s/profile?_lineCount=%d", c.APIURL, c.Resource, c.pageSize()), emit, reject)
+}
+
+// ChangedSince reads the profiles a custom "changed since" filter returns:
+// profileAndServicesExt/profile/by<Name>?<Param>=<since>.
+func (c *Campaign) ChangedSince(ctx context.Context, name, param string, since time.Time, emit func(*Profile), reject func(Reject)) (Stats, error) {
+	link := fmt.Sprintf("%sprofileAndServicesExt/profile/by%s?%s=%s&_lineCount=%d", c.APIURL, name,
+		url.QueryEscape(param), url.QueryEscape(since.UTC().Format("2006-01-02 15:04:05.000Z")), c.pageSize())
+	return c.pages(ctx, link, emit, reject)
+}
+
+// Profile reads one profile by PKey: the re-read before clearing an
+// opt-out, and the retry queue.
+func (c *Campaign) Profile(ctx context.Context, pkey string) (Profile, bool, error) {
+	var p Profile
+	resp, err := c.get(ctx, c.APIURL+c.Resource+"/profile/"+url.PathEscape(pkey))
+	if err != nil {
+		return p, false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return p, false, nil
+	}
+	if resp.StatusCode != http.StatusOK {
+		return p, false, readCampaignError("campaign: reading profile "+pkey, resp)
+	}
+	var rec map[string]json.RawMessage
+	if err := json.NewDecoder(resp.Body).Decode(&rec); err != nil {
+		return p, false, fmt.Errorf("campaign: reading profile %s: %w", pkey, err)
+	}
+	found := false
+	var st Stats
+	c.record(rec, 0, &st, func(q *Profile) { p, found = *q, true }, func(Reject) {})
+	return p, found || st.Unlinked > 0, nil
+}
+
+func (c *Campaign) pageSize() int {
+	if c.PageSize <= 0 {
+		return 500
+	}
+	return c.PageSize
+}
+
+func (c *Campaign) get(ctx context.Context, link string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, link, nil)
+	if err != nil {
+		return nil, fmt.Errorf("campaign: %w", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("campaign: GET %s: %w", redact(link), err)
+	}
+	return resp, nil
+}
+
+// readCampaignError reads Campaign's error bodies: {"code","message"} from
+// Campaign itself, {"error_code","message"} from the gateway in front.
+func readCampaignError(op string, resp *http.Response) *APIError {
+	e := &APIError{Op: op, Status: resp.StatusCode}
+	var body struct {
+		Code      json.RawMessage `json:"code"`
+		ErrorCode string          `json:"error_code"`
+		Message   string          `json:"message"`
+	}
+	if json.NewDecoder(resp.Body).Decode(&body) == nil {
+		e.Code, e.Message = strings.Trim(string(body.Code), `"`), body.Message
+		if body.ErrorCode != "" {
+			e.Code = body.ErrorCode
+		}
+	}
+	return e
+}
+
+// ReadCampaignError is readCampaignError for the writer.
+func ReadCampaignError(op string, resp *http.Response) *APIError { return readCampaignError(op, resp) }
+
+type campaignPage struct {
+	Content []map[string]json.RawMessage `json:"content"`
+	Next    *struct {
+		Href string `json:"href"`
+	} `json:"next"`
+}
+
+// pages follows next.href exactly as given until a page has none.
+func (c *Campaign) pages(ctx context.Context, link string, emit func(*Profile), reject func(Reject)) (Stats, error) {
+	var st Stats
+	n := 0
+	for link != "" {
+		var page campaignPage
+		var err error
+		for try := 1; try <= pageTries; try++ {
+			if page, err = c.page(ctx, link); err == nil {
+				break
+			}
+			if _, api := err.(*APIError); api || ctx.Err() != nil {
+				return st, err
+			}
+		}
+		if err != nil {
+			return st, err
+		}
+		for _, rec := range page.Content {
+			n++
+			c.record(rec, n, &st, emit, reject)
+		}
+		link = ""
+		if page.Next != nil {
+			link = page.Next.Href
+		}
+	}
+	return st, nil
+}
+
+func (c *Campaign) page(ctx context.Context, link string) (campaignPage, error) {
+	var page campaignPage
+	resp, err := c.get(ctx, link)
+	if err != nil {
+		return page, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return page, readCampaignError("campaign: GET "+redact(link), resp)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil {
+		return page, fmt.Errorf("campaign: GET %s: the page does not parse: %w", redact(link), err)
+	}
+	return page, nil
+}
+
+// record turns one profile resource into a Profile. A profile without a
+// GUID externalId belongs to no contact: counted, never emitted.
+func (c *Campaign) record(rec map[string]json.RawMessage, n int, st *Stats, emit func(*Profile), reject func(Reject)) {
+	st.Rows++
+	str := func(k string) string {
+		var s string
+		_ = json.Unmarshal(rec[k], &s)
+		return s
+	}
+	pkey := str("PKey")
+	if !IsPKey(pkey) {
+		st.Rejected++
+		reject(Reject{Source: CampaignSource, Line: n, ID: pkey, Reason: fmt.Sprintf("PKey %q is not of the form @ followed by letters, digits, _ or -", clip(pkey))})
+		return
+	}
+	id, linked := ParseID(str("externalId"))
+	if !linked {
+		st.Unlinked++
+		return
+	}
+	p := Profile{ID: id, PKey: pkey, Line: int32(n)}
+	var ok bool
+	var problems []string
+	if p.Modified, ok = ParseTime(str("lastModified"), ""); !ok {
+		problems = append(problems, fmt.Sprintf("lastModified %q is not a timestamp", clip(str("lastModified"))))
+	}
+	for i, f := range c.Fields {
+		switch v := string(rec[f]); v {
+		case "", "null":
+			p.Values[i] = Unknown
+		case "true":
+			p.Values[i] = True
+		case "false":
+			p.Values[i] = False
+		default:
+			problems = append(problems, fmt.Sprintf("%s %s is not a boolean", f, clip(v)))
+		}
+	}
+	for i, col := range c.FieldTimes {
+		if col == "" || str(col) == "" {
+			continue
+		}
+		if p.FieldModified == nil {
+			p.FieldModified = new([MaxFields]int64)
+		}
+		if p.FieldModified[i], ok = ParseTime(str(col), ""); !ok {
+			problems = append(problems, fmt.Sprintf("%s %q is not a timestamp", col, clip(str(col))))
+		}
+	}
+	if problems != nil {
+		st.Rejected++
+		p.Bad = true
+		reject(Reject{Source: CampaignSource, Line: n, ID: pkey, IDChecked: true, Reason: strings.Join(problems, "; ")})
+	}
+	emit(&p)
+}
+
+// ResourceFields lists the profile resource's fields and their types
+// (resourceType metadata): what validate --online checks the mapping
+// against.
+func (c *Campaign) ResourceFields(ctx context.Context) (map[string]string, error) {
+	resp, err := c.get(ctx, c.APIURL+c.Resource+"/resourceType/profile")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, readCampaignError("campaign: reading the profile resource's metadata", resp)
+	}
+	var meta struct {
+		Content map[string]struct {
+			Type string `json:"type"`
+		} `json:"content"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&meta); err != nil {
+		return nil, fmt.Errorf("campaign: reading the profile resource's metadata: %w", err)
+	}
+	types := map[string]string{}
+	for name, f := range meta.Content {
+		types[name] = f.Type
+	}
+	return types, nil
+}
+
+// Value is a profile's value of one mapped field (Unknown when the field
+// is not mapped).
+func (c *Campaign) Value(p *Profile, field string) Tri {
+	for i, f := range c.Fields {
+		if f == field {
+			return p.Values[i]
+		}
+	}
+	return Unknown
+}
