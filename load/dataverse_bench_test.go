@@ -74,6 +74,10 @@ func getToken(b *testing.B, tokenURL string) string {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return readToken(b, resp)
+}
+
+func readToken(b *testing.B, resp *http.Response) string {
 	defer resp.Body.Close()
 	var tok struct {
 		AccessToken string `json:"access_token"`

@@ -1,0 +1,79 @@
+package load
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"optsync/extract"
+	"optsync/fixtures/campaignsim"
+)
+
+// BenchmarkCampaignWrites measures PATCH throughput against the Campaign
+// simulator answering every request after OPTSYNC_BENCH_LATENCY (default
+// 50ms), OPTSYNC_BENCH_CONCURRENCY (default 4) at once. Half the writes clear
+// an opt-out and so read the profile again first (two requests).
+func BenchmarkCampaignWrites(b *testing.B) {
+	latency, _ := time.ParseDuration(os.Getenv("OPTSYNC_BENCH_LATENCY"))
+	if latency == 0 {
+		latency = 50 * time.Millisecond
+	}
+	concurrency, _ := strconv.Atoi(os.Getenv("OPTSYNC_BENCH_CONCURRENCY"))
+	if concurrency == 0 {
+		concurrency = 4
+	}
+	const n = 400
+	sim := campaignsim.NewServer(campaignsim.Options{Organization: "o", ClientID: "c", ClientSecret: "s"})
+	srv := httptest.NewServer(sim)
+	defer srv.Close()
+	resp, err := http.PostForm(srv.URL+sim.IMSPath(), url.Values{"grant_type": {"client_credentials"}, "client_id": {"c"}, "client_secret": {"s"}, "scope": {"x"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	token := readToken(b, resp)
+	client := &http.Client{Transport: apiKeyTransport{token: token, key: "c"}}
+	api := srv.URL + sim.APIPrefix()
+	reader := &extract.Campaign{Client: client, APIURL: api, Resource: "profileAndServices", Fields: []string{"blackListEmail"}}
+	w := &CampaignWriter{Client: client, Reader: reader, APIURL: api, Resource: "profileAndServices", Concurrency: concurrency}
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		var ps []campaignsim.Profile
+		writes := make([]CampaignWrite, n)
+		at := time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
+		for i := range n {
+			was := i%2 == 0
+			ps = append(ps, campaignsim.Profile{PKey: fmt.Sprintf("@p%d", i), ExternalID: fmt.Sprintf("00000000-0000-0000-0000-%012d", i+1),
+				LastModified: at, Fields: map[string]*bool{"blackListEmail": &was}})
+			writes[i] = CampaignWrite{PKey: fmt.Sprintf("@p%d", i), Fields: []string{"blackListEmail"}, Values: []bool{!was},
+				ClearsOptOut: was, Modified: at.UnixMilli(), Was: []extract.Tri{extract.Of(was)}}
+		}
+		sim.Seed(ps)
+		sim.SetLatency(latency)
+		b.StartTimer()
+		for i, r := range w.Apply(context.Background(), writes) {
+			if !r.OK() {
+				b.Fatalf("write %d: %s", i, r.Error())
+			}
+		}
+		b.StopTimer()
+		sim.SetLatency(0)
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "PATCH/s")
+}
+
+type apiKeyTransport struct{ token, key string }
+
+func (t apiKeyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+t.token)
+	r.Header.Set("X-Api-Key", t.key)
+	return http.DefaultTransport.RoundTrip(r)
+}
