@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -163,10 +164,16 @@ func TestCampaignChangedFilterWatermark(t *testing.T) {
 			query = q.Query
 		}
 	}
-	// The watermark is the latest lastModified the first run saw (the
-	// writes it made), less the 10-minute overlap.
-	if !strings.Contains(query, "since=") || strings.Contains(query, "since=0001") {
+	q, _ := url.ParseQuery(query)
+	since, err := time.Parse("2006-01-02 15:04:05.000Z", q.Get("since"))
+	if err != nil {
 		t.Fatalf("the second run did not ask for changes since its watermark: %q", query)
+	}
+	// The watermark is the latest lastModified the first run read (09:00;
+	// its own writes come after and are read again, harmlessly), less the
+	// 10-minute overlap.
+	if want := time.Date(2026, 11, 20, 8, 50, 0, 0, time.UTC); !since.Equal(want) {
+		t.Fatalf("since=%s, want %s", since, want)
 	}
 	audit := p.out(t, "audit", r.runID)
 	if len(audit) != 1 || audit[0]["contact_id"] != contactID(1) || audit[0]["direction"] != "campaign->d365" {

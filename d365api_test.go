@@ -87,7 +87,7 @@ func (p *apiProject) donotemail(t *testing.T, i int) *bool {
 }
 
 func TestD365EndToEndTwice(t *testing.T) {
-	p := newAPIProject(t, 12, "  page_size: 5\n  batch_size: 2\n")
+	p := newAPIProject(t, 12, "  target: api\n  page_size: 5\n  batch_size: 2\n")
 	r := p.runWith(t, hooks{}, "run")
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
@@ -225,7 +225,7 @@ func TestD365RetryAfterIsHonoured(t *testing.T) {
 }
 
 func TestD365TokenExpiryAndFaultsAreRetried(t *testing.T) {
-	p := newAPIProject(t, 20, "  page_size: 4\n  max_tries: 12\n")
+	p := newAPIProject(t, 20, "  target: api\n  page_size: 4\n  max_tries: 12\n")
 	p.sim.ExpireTokens()
 	p.sim.SetFailRate(0.3)
 	p.sim.SetResetRate(0.2)
@@ -236,12 +236,9 @@ func TestD365TokenExpiryAndFaultsAreRetried(t *testing.T) {
 	if !strings.Contains(r.stdout, "compared=20 pairs") {
 		t.Fatalf("not every contact was read: %s", r.stdout)
 	}
-	var s401, s5xx int
+	var s5xx int
 	for _, q := range p.sim.Requests() {
-		switch {
-		case q.Status == 401:
-			s401++
-		case q.Status >= 500:
+		if q.Status >= 500 {
 			s5xx++
 		}
 	}
@@ -257,7 +254,55 @@ func TestD365TokenExpiryAndFaultsAreRetried(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("token expired mid-run: exit %d\n%s", r.code, r.stderr)
 	}
-	_ = s401
+	// The write after the expiry got a 401, then went through with a new token.
+	reqs := p.sim.Requests()
+	last := reqs[len(reqs)-1]
+	if last.Method != "POST" || !strings.HasSuffix(last.Path, "$batch") || last.Status != 200 {
+		t.Fatalf("the last request was %s %s %d, want the $batch after a new token", last.Method, last.Path, last.Status)
+	}
+	var after401 bool
+	for _, q := range reqs[len(reqs)-4:] {
+		after401 = after401 || q.Status == 401
+	}
+	if !after401 {
+		t.Fatal("no 401 was served before the write went through")
+	}
+	if v := p.donotemail(t, 2); v == nil || !*v {
+		t.Fatalf("contact 2 was not written after the token expired")
+	}
+}
+
+func TestD365WatermarkWithoutChangeTracking(t *testing.T) {
+	p := newAPIProject(t, 5, "  change_tracking: false\n  overlap: 10m\n")
+	if r := p.runWith(t, hooks{}, "run"); r.code != 0 {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	first := len(p.sim.Requests())
+	for _, q := range p.sim.Requests() {
+		if strings.Contains(q.Query, "deltatoken") || strings.Contains(q.Query, "track-changes") {
+			t.Fatalf("change tracking used although disabled: %s", q.Query)
+		}
+	}
+	p.sim.SetField(contactID(2), "donotemail", boolp(true))
+	r := p.runWith(t, hooks{}, "run")
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	var filter string
+	for _, q := range p.sim.Requests()[first:] {
+		if q.Method == "GET" && strings.HasSuffix(q.Path, "/contacts") {
+			filter = q.Query
+		}
+	}
+	// The watermark is the latest modifiedon read (2026-11-20T10:00:00Z),
+	// less the 10-minute overlap.
+	if !strings.Contains(filter, "modifiedon+gt+2026-11-20T09%3A50%3A00Z") && !strings.Contains(filter, "modifiedon%20gt%202026-11-20T09:50:00Z") {
+		t.Fatalf("second read's filter %q, want modifiedon gt 2026-11-20T09:50:00Z", filter)
+	}
+	audit := p.out(t, "audit", r.runID)
+	if len(audit) != 1 || audit[0]["contact_id"] != contactID(2) {
+		t.Fatalf("audit %v", audit)
+	}
 }
 
 func TestD365RefusedWritesAreQueued(t *testing.T) {
