@@ -30,7 +30,7 @@ func createOut(dir, name string) (*outFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating %s: %w", final, err)
 	}
-	buf := bufio.NewWriterSize(f, 1<<20)
+	buf := bufio.NewWriterSize(f, 256<<10)
 	return &outFile{final: final, f: f, buf: buf, csv: csv.NewWriter(buf)}, nil
 }
 
