@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 type result struct {
@@ -432,5 +433,17 @@ func TestProfileWithBadPKeyIsEmittedBad(t *testing.T) {
 	r := readProfiles(context.Background(), in, Layout{Fields: []string{"blackListEmail"}})
 	if len(r.profiles) != 2 || r.profiles[0].ID != mustID(t, gid(1)) || !r.profiles[0].Bad || r.profiles[0].Line != 2 {
 		t.Errorf("profiles = %+v; want the bad one emitted Bad at line 2", r.profiles)
+	}
+}
+
+// A million contacts and profiles are held at once: the records' sizes are
+// part of the memory budget (README, Performance), so growing them is a
+// decision, not an accident of field order.
+func TestRecordSizes(t *testing.T) {
+	if got := unsafe.Sizeof(Contact{}); got != 48 {
+		t.Errorf("Contact is %d bytes, want 48", got)
+	}
+	if got := unsafe.Sizeof(Profile{}); got != 64 {
+		t.Errorf("Profile is %d bytes, want 64", got)
 	}
 }
