@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
@@ -144,6 +143,9 @@ func isUsageError(err error) bool {
 }
 
 func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
+	// One progress reporter for the process: log lines on a terminal clear
+	// the bar's line before they print.
+	prog := newProgress(stderr, isTerminal(stderr))
 	exportFlags := []cli.Flag{
 		&cli.StringFlag{Name: "d365-csv", Usage: "Dynamics contacts export (default: d365.csv of the config)", EnvVars: []string{"OPTSYNC_D365_CSV"}},
 		&cli.StringFlag{Name: "campaign-csv", Usage: "Campaign profiles export (default: campaign.csv of the config)", EnvVars: []string{"OPTSYNC_CAMPAIGN_CSV"}},
@@ -182,7 +184,7 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 				incremental: incremental, plan: plan, hooks: h,
 				d365Path: c.String("d365-csv"), campaignPath: c.String("campaign-csv"),
 				replay: c.Bool("replay"), force: c.Bool("force"), allowMassOptin: c.Bool("allow-mass-optin"),
-				progress: newProgress(stderr, isTerminal(stderr)),
+				progress: prog,
 			}
 			err = j.run(c.Context)
 			metricsPath := c.String("metrics-file")
@@ -218,7 +220,7 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 			&cli.StringFlag{Name: "metrics-file", Usage: "write Prometheus textfile metrics here after every run (default: metrics_file of the config)", EnvVars: []string{"OPTSYNC_METRICS_FILE"}},
 		},
 		Before: func(c *cli.Context) error {
-			l, err := newLogger(stderr, c.String("log-format"), c.String("log-level"))
+			l, err := newLogger(prog.logWriter(stderr), isTerminal(stderr), c.String("log-format"), c.String("log-level"))
 			if err != nil {
 				return withCode(exitUsage, err)
 			}
@@ -329,14 +331,14 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 }
 
 // newLogger logs JSON unless stderr is a terminal (or the format says).
-func newLogger(w io.Writer, format, level string) (zerolog.Logger, error) {
+func newLogger(w io.Writer, terminal bool, format, level string) (zerolog.Logger, error) {
 	lvl, err := zerolog.ParseLevel(level)
 	if err != nil || level == "" {
 		return zerolog.Nop(), fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", level)
 	}
 	switch format {
 	case "auto":
-		if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+		if terminal {
 			w = zerolog.ConsoleWriter{Out: w}
 		}
 	case "console":

@@ -358,3 +358,27 @@ func (sw stageWriter) Write(b []byte) (int, error) {
 	}
 	return p.w.Write(b)
 }
+
+// logWriter is where log lines go while bars may be drawn on w: a line
+// first clears the bar's line, and the bar draws itself again below it on
+// its next update. Without bars it is w itself.
+func (p *progress) logWriter(w io.Writer) io.Writer {
+	if p == nil || p.w == nil {
+		return w
+	}
+	return &progressLog{p: p, w: w}
+}
+
+type progressLog struct {
+	p *progress
+	w io.Writer
+}
+
+func (l *progressLog) Write(b []byte) (int, error) {
+	l.p.mu.Lock()
+	defer l.p.mu.Unlock()
+	if l.p.owner != nil {
+		_, _ = io.WriteString(l.w, eraseLine)
+	}
+	return l.w.Write(b)
+}
