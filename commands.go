@@ -87,6 +87,7 @@ func listRuns(cfg *Config, format string, out io.Writer) error {
 	if format == "json" {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false) // "d365->campaign", not "d365-\u003ecampaign"
 		if runs == nil {
 			runs = []state.Run{}
 		}

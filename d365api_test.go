@@ -318,10 +318,15 @@ func TestD365RefusedWritesAreQueued(t *testing.T) {
 	writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV(
 		"@p1,00000000-0000-0000-0000-000000000001,2026-11-21 09:00:00.000Z,true",
 		"@p2,00000000-0000-0000-0000-000000000002,2026-11-21 09:00:00.000Z,true",
-		"@p5,00000000-0000-0000-0000-000000000005,2026-11-21 09:00:00.000Z,true"))
+		"@p5,00000000-0000-0000-0000-000000000005,2026-11-21 09:00:00.000Z,true",
+		"@p4,00000000-0000-0000-0000-000000000004,2026-11-21 09:00:00.000Z,true"))
+	// Contact 4 is not read this run (it did not change in Dynamics): its
+	// write goes with the row version state kept from the last read, so an
+	// edit made meanwhile is refused too, not overwritten.
 	r := p.runWith(t, hooks{afterDecide: func(context.Context) {
 		p.sim.SetField("00000000-0000-0000-0000-000000000002", "donotbulkemail", boolp(true))
 		p.sim.Delete("00000000-0000-0000-0000-000000000005")
+		p.sim.SetField("00000000-0000-0000-0000-000000000004", "donotphone", boolp(true))
 	}}, "run")
 	if r.code != exitWriteFailed {
 		t.Fatalf("exit %d, want 3\n%s", r.code, r.stderr)
@@ -330,7 +335,8 @@ func TestD365RefusedWritesAreQueued(t *testing.T) {
 	for _, a := range p.out(t, "audit", r.runID) {
 		outcomes[a["contact_id"][len(a["contact_id"])-1:]] = a["outcome"] + " " + a["error"]
 	}
-	if !strings.HasPrefix(outcomes["1"], "applied") || !strings.Contains(outcomes["2"], "failed HTTP 412") || !strings.Contains(outcomes["5"], "failed HTTP 404") {
+	if !strings.HasPrefix(outcomes["1"], "applied") || !strings.Contains(outcomes["2"], "failed HTTP 412") ||
+		!strings.Contains(outcomes["4"], "failed HTTP 412") || !strings.Contains(outcomes["5"], "failed HTTP 404") {
 		t.Fatalf("outcomes %v", outcomes)
 	}
 	if v := p.donotemail(t, 1); v == nil || !*v {

@@ -47,8 +47,9 @@ type decider struct {
 	// records what was read but not those writes (and they go to the retry
 	// queue).
 	failed map[extract.ID]failure
-	// counted in the first pass
-	viaState, waiting, stale int
+	// counted in the first pass; viaStateContacts are the entries of
+	// viaState that came from the Dynamics side
+	viaState, viaStateContacts, waiting, stale int
 }
 
 // verdict is what the decider made of one entry.
@@ -166,7 +167,10 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 		}
 		c, p := d.matched.at(int32(k))
 		switch {
-		case v.decided && (c == nil || p == nil):
+		case v.decided && p == nil:
+			d.viaState++
+			d.viaStateContacts++
+		case v.decided && c == nil:
 			d.viaState++
 		case !v.decided && d.incremental:
 			d.waiting++
@@ -293,6 +297,7 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 			var f *state.Final
 			if c.last {
 				f = fin
+				fin.Run.Ended = time.Now().UTC() // the run's end includes its commit
 			}
 			if err := st.Commit(ctx, c.batch, f); err != nil {
 				return err

@@ -46,10 +46,17 @@ func main() {
 }
 
 // signalError is a run stopped by SIGINT or SIGTERM; it exits 128+signal.
-type signalError struct{ sig syscall.Signal }
+// kept says the run had applied some API writes, which it committed.
+type signalError struct {
+	sig  syscall.Signal
+	kept bool
+}
 
 func (e *signalError) Error() string {
-	return fmt.Sprintf("interrupted by %s: the files of this run were not kept; the next run does its work", e.sig)
+	if e.kept {
+		return fmt.Sprintf("interrupted by %s while writing: what was applied is kept, the writes not sent are queued for the next run", e.sig)
+	}
+	return fmt.Sprintf("interrupted by %s: nothing of this run was kept; the next run does its work", e.sig)
 }
 
 // withSignals cancels the context on SIGINT or SIGTERM, with the signal as

@@ -77,7 +77,7 @@ func writeMetrics(path string, m runMetrics) error {
 				return gauge("skipped", "Decisions skipped in the last run.", float64(s.Skipped))
 			},
 			func() error {
-				return gauge("rejected", "Writes rejected by the target system in the last run.", float64(s.Rejected))
+				return gauge("rejected", "Input rows and records not processed in the last run (the rejects file).", float64(s.Rejected))
 			},
 			func() error {
 				return gauge("failed_writes", "Writes that failed in the last run.", float64(s.Failed))

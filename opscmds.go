@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -80,6 +81,15 @@ func auditCommand(cfg *Config, c *cli.Context, out io.Writer) error {
 	var rows []load.AuditRow
 	if st != nil {
 		defer st.Close()
+		if q.RunID != "" {
+			runs, err := st.Runs()
+			if err != nil {
+				return err
+			}
+			if !slices.ContainsFunc(runs, func(r state.Run) bool { return r.ID == q.RunID }) {
+				return withCode(exitUsage, fmt.Errorf("--run %s: no such run in %s (see optsync runs)", q.RunID, cfg.State))
+			}
+		}
 		err = st.QueryLog(q, func(e *state.LogEntry) error {
 			rows = append(rows, load.AuditRow{
 				RunID: e.RunID, DecidedAt: e.RunStarted.Format(time.RFC3339), ContactID: e.Contact.String(), ProfilePKey: e.PKey,
@@ -100,6 +110,7 @@ func auditCommand(cfg *Config, c *cli.Context, out io.Writer) error {
 		}
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false) // "d365->campaign", not "d365-\u003ecampaign"
 		return enc.Encode(rows)
 	case "csv":
 		w := csv.NewWriter(out)

@@ -321,7 +321,11 @@ func (j *job) run(ctx context.Context) (err error) {
 		j.hooks.afterDecide(ctx)
 	}
 	sum.ViaState, sum.Waiting, sum.Stale = d.viaState, d.waiting, d.stale
+	// A one-sided record decided against state had its counterpart after all.
 	sum.ComparedPairs += d.viaState * len(rules.Pairs)
+	sum.Matched += d.viaState
+	sum.ContactsNoMatch -= d.viaStateContacts
+	sum.ProfilesNoMatch -= d.viaState - d.viaStateContacts
 	slices.SortStableFunc(rejects, func(a, b extract.Reject) int {
 		if c := cmp.Compare(a.Source, b.Source); c != 0 {
 			return c
@@ -363,6 +367,15 @@ func (j *job) run(ctx context.Context) (err error) {
 	// sent is audited as failed and queued for the next run.
 	if d.failed, err = j.apply(ctx, held, w, sum); err != nil {
 		return err
+	}
+	// A signal that arrived while API writes went out stopped the rest of
+	// them; one that arrives from here on does not stop the run, whose
+	// every write is done: it finishes its files and commit.
+	var cut *signalError
+	if len(held) > 0 && errors.As(context.Cause(ctx), &cut) {
+		cut = &signalError{sig: cut.sig, kept: true}
+	} else {
+		cut = nil
 	}
 	if err := w.Finish(); err != nil {
 		return err
@@ -419,9 +432,8 @@ func (j *job) run(ctx context.Context) (err error) {
 		if len(d.failed) > 0 {
 			run.Outcome, run.ExitCode = "failed-writes", exitWriteFailed
 		}
-		var se *signalError
-		if errors.As(context.Cause(ctx), &se) {
-			run.Outcome, run.ExitCode = state.OutcomeInterrupted, 128+int(se.sig)
+		if cut != nil {
+			run.Outcome, run.ExitCode = state.OutcomeInterrupted, 128+int(cut.sig)
 		}
 		if err := d.commit(context.WithoutCancel(ctx), st, j.progress, started, dirty, fin); err != nil {
 			run.Outcome = "running" // let the deferred recorder mark it failed
@@ -430,8 +442,11 @@ func (j *job) run(ctx context.Context) (err error) {
 	}
 	fmt.Fprintln(j.stdout, sum.line(time.Since(started)))
 	log.Info().Interface("counts", sum.counts()).Dur("took", time.Since(started)).Msg("run finished")
-	if se := (*signalError)(nil); errors.As(context.Cause(ctx), &se) {
-		return se // what was applied is committed; the rest is the next run's
+	if cut != nil {
+		return cut // what was applied is committed; the rest is queued
+	}
+	if ctx.Err() != nil {
+		log.Info().Msg("a signal arrived after this run's writes were done: it finished its files and state first")
 	}
 	if len(d.failed) > 0 {
 		return withCode(exitWriteFailed, fmt.Errorf("%d contacts' writes were refused or not sent; they are queued for the next run", len(d.failed)))
@@ -491,7 +506,7 @@ func (j *job) applyConfigChanges(ctx context.Context, st *state.Store) ([]string
 	}
 	for _, p := range now.Pairs {
 		if !slices.Contains(last.Pairs, p) {
-			changes = append(changes, "mapping added: "+pairName(p))
+			changes = append(changes, "mapping added: "+pairName(p)+" (run a backfill so both sides are read for it)")
 		}
 	}
 	dropped, err := st.DropUnmapped(ctx, now.Pairs)

@@ -20,7 +20,8 @@ import (
 // file front to back. The value:
 //
 //	version(1) flags(1) varint(DModified ms) varint(CModified ms)
-//	varint(Decided s) uvarint(len) PKey count(1) then per pair: id(1) flags(2)
+//	varint(Decided s) varint(DVersion) uvarint(len) PKey count(1)
+//	then per pair: id(1) flags(2)
 //
 // flags: bit 0 DSeen, bit 1 CSeen. Pair flags pack S, DRaw, CRaw, DWritten,
 // CWritten at two bits each.
@@ -38,6 +39,7 @@ func (s *Store) encode(dst []byte, snap *transform.Snapshot) []byte {
 	dst = binary.AppendVarint(dst, snap.DModified)
 	dst = binary.AppendVarint(dst, snap.CModified)
 	dst = binary.AppendVarint(dst, snap.Decided)
+	dst = binary.AppendVarint(dst, snap.DVersion)
 	dst = binary.AppendUvarint(dst, uint64(len(snap.PKey)))
 	dst = append(dst, snap.PKey...)
 	dst = append(dst, byte(len(s.pairIDs)))
@@ -51,10 +53,10 @@ func (s *Store) encode(dst []byte, snap *transform.Snapshot) []byte {
 
 // record is a stored value split into its header and its pair entries.
 type record struct {
-	flags                        byte
-	dModified, cModified, decide int64
-	pkey                         []byte
-	pairs                        []byte // 3 bytes per pair: id, flags lo, flags hi
+	flags                                  byte
+	dModified, cModified, decide, dVersion int64
+	pkey                                   []byte
+	pairs                                  []byte // 3 bytes per pair: id, flags lo, flags hi
 }
 
 var errTruncated = errors.New("record truncated")
@@ -66,7 +68,7 @@ func parseRecord(v []byte) (record, error) {
 	}
 	r.flags = v[1]
 	v = v[2:]
-	for _, dst := range []*int64{&r.dModified, &r.cModified, &r.decide} {
+	for _, dst := range []*int64{&r.dModified, &r.cModified, &r.decide, &r.dVersion} {
 		x, n := binary.Varint(v)
 		if n <= 0 {
 			return r, errTruncated
@@ -93,6 +95,7 @@ func appendRecord(dst []byte, r record, pairs []byte) []byte {
 	dst = binary.AppendVarint(dst, r.dModified)
 	dst = binary.AppendVarint(dst, r.cModified)
 	dst = binary.AppendVarint(dst, r.decide)
+	dst = binary.AppendVarint(dst, r.dVersion)
 	dst = binary.AppendUvarint(dst, uint64(len(r.pkey)))
 	dst = append(dst, r.pkey...)
 	dst = append(dst, byte(len(pairs)/3))
@@ -107,7 +110,7 @@ func (s *Store) decode(v []byte, snap *transform.Snapshot, slot *[256]int8) erro
 		return err
 	}
 	*snap = transform.Snapshot{Known: true, DSeen: r.flags&1 != 0, CSeen: r.flags&2 != 0,
-		DModified: r.dModified, CModified: r.cModified, Decided: r.decide}
+		DModified: r.dModified, CModified: r.cModified, Decided: r.decide, DVersion: r.dVersion}
 	snap.PKey = string(r.pkey)
 	for k := 0; k+2 < len(r.pairs); k += 3 {
 		i := slot[r.pairs[k]]
