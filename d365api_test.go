@@ -410,3 +410,26 @@ func TestD365MalformedPageIsFetchedAgain(t *testing.T) {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 }
+
+// A mapping added between runs needs both sides read for it: a system read
+// through its API is read in full, not from its delta link.
+func TestD365AddedMappingReadsInFull(t *testing.T) {
+	p := newAPIProject(t, 4, "")
+	if r := p.runWith(t, hooks{}, "run"); r.code != 0 {
+		t.Fatal(r.stderr)
+	}
+	cfg, _ := os.ReadFile(p.config)
+	writeFile(t, p.config, strings.Replace(string(cfg), "    campaign: blackListEmail\n",
+		"    campaign: blackListEmail\n  - d365: donotphone\n    campaign: blackListPhone\n", 1))
+	writeFile(t, p.path("drops/campaign/2.csv"), "PKey,externalId,lastModified,blackListEmail,blackListPhone\n")
+	n := len(p.sim.Requests())
+	r := p.runWith(t, hooks{}, "run")
+	if r.code != 0 || !strings.Contains(r.stderr, "mapping added") {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	for _, q := range p.sim.Requests()[n:] {
+		if strings.Contains(q.Query, "deltatoken") {
+			t.Fatalf("the run after adding a mapping followed the old delta link: %s", q.Query)
+		}
+	}
+}

@@ -504,9 +504,17 @@ func (j *job) applyConfigChanges(ctx context.Context, st *state.Store) ([]string
 	if last.Policy != now.Policy {
 		changes = append(changes, fmt.Sprintf("policy %s → %s", last.Policy, now.Policy))
 	}
+	added := false
 	for _, p := range now.Pairs {
 		if !slices.Contains(last.Pairs, p) {
-			changes = append(changes, "mapping added: "+pairName(p)+" (run a backfill so both sides are read for it)")
+			added = true
+			changes = append(changes, "mapping added: "+pairName(p)+" (systems read through an API are read in full this run; for file drops, run a backfill)")
+		}
+	}
+	if added {
+		// A new mapping needs both sides read once: an API read starts over.
+		if err := st.ForgetReadPositions(); err != nil {
+			return nil, err
 		}
 	}
 	dropped, err := st.DropUnmapped(ctx, now.Pairs)

@@ -43,6 +43,25 @@ func (s *Store) Meta(key string) (string, error) {
 	return v, nil
 }
 
+// ForgetReadPositions drops the connectors' stored read positions (delta
+// link, watermarks), so that the next run reads every record again: what a
+// newly added mapping needs to know both sides.
+func (s *Store) ForgetReadPositions() error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		for _, k := range []string{KeyD365Delta, KeyD365Watermark, KeyCampaignWatermark} {
+			if err := meta.Delete([]byte("conn:" + k)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("state %s: %w", s.path, err)
+	}
+	return nil
+}
+
 // RetryItem is a contact whose write failed or was refused: the next run
 // reads it again and decides it again.
 type RetryItem struct {
