@@ -101,7 +101,7 @@ func (c *campaignConn) read(ctx context.Context, st *state.Store, full bool, que
 		if err != nil {
 			return stats, fmt.Errorf("reading queued profile %s again: %w", it.PKey, err)
 		}
-		if found && p.Bad == false && p.PKey != "" {
+		if found && !p.Bad && p.PKey != "" {
 			stats.Rows++
 			count(&p)
 		}

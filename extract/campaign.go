@@ -53,7 +53,7 @@ func (c *Campaign) Profile(ctx context.Context, pkey string) (Profile, bool, err
 		return p, false, nil
 	}
 	if resp.StatusCode != http.StatusOK {
-		return p, false, readCampaignError("campaign: reading profile "+pkey, resp)
+		return p, false, ReadCampaignError("campaign: reading profile "+pkey, resp)
 	}
 	var rec map[string]json.RawMessage
 	if err := json.NewDecoder(resp.Body).Decode(&rec); err != nil {
@@ -86,9 +86,9 @@ func (c *Campaign) get(ctx context.Context, link string) (*http.Response, error)
 	return resp, nil
 }
 
-// readCampaignError reads Campaign's error bodies: {"code","message"} from
+// ReadCampaignError reads Campaign's error bodies: {"code","message"} from
 // Campaign itself, {"error_code","message"} from the gateway in front.
-func readCampaignError(op string, resp *http.Response) *APIError {
+func ReadCampaignError(op string, resp *http.Response) *APIError {
 	e := &APIError{Op: op, Status: resp.StatusCode}
 	var body struct {
 		Code      json.RawMessage `json:"code"`
@@ -103,9 +103,6 @@ func readCampaignError(op string, resp *http.Response) *APIError {
 	}
 	return e
 }
-
-// ReadCampaignError is readCampaignError for the writer.
-func ReadCampaignError(op string, resp *http.Response) *APIError { return readCampaignError(op, resp) }
 
 type campaignPage struct {
 	Content []map[string]json.RawMessage `json:"content"`
@@ -152,7 +149,7 @@ func (c *Campaign) page(ctx context.Context, link string) (campaignPage, error) 
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return page, readCampaignError("campaign: GET "+redact(link), resp)
+		return page, ReadCampaignError("campaign: GET "+redact(link), resp)
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil {
 		return page, fmt.Errorf("campaign: GET %s: the page does not parse: %w", redact(link), err)
@@ -227,7 +224,7 @@ func (c *Campaign) ResourceFields(ctx context.Context) (map[string]string, error
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, readCampaignError("campaign: reading the profile resource's metadata", resp)
+		return nil, ReadCampaignError("campaign: reading the profile resource's metadata", resp)
 	}
 	var meta struct {
 		Content map[string]struct {

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -137,12 +135,6 @@ func (w *DataverseWriter) batch(ctx context.Context, writes []DataverseWrite, re
 		results[i] = parts[i]
 	}
 	return hint
-}
-
-func newBoundary(prefix string) string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return prefix + hex.EncodeToString(b[:])
 }
 
 // encode writes the multipart body: a change set per write.

@@ -232,6 +232,3 @@ func (s *Store) Close() error {
 	s.db = nil
 	return err
 }
-
-// Path is the state file's path.
-func (s *Store) Path() string { return s.path }
