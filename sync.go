@@ -56,25 +56,42 @@ func newRunID(t time.Time) string {
 	return t.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
 }
 
-// campaignSources and d365Sources work out one system's files when the
-// other is read through its API: one export for a backfill, the drop's new
-// files for a run.
-func (j *job) campaignSources(ctx context.Context, st *state.Store) ([]inputFile, error) {
-	return j.systemFiles(ctx, st, "campaign", j.cfg.Campaign.CSV, j.campaignPath)
+// sources works out what this run reads: for a system read through its
+// API a stand-in file, else one full export (backfill) or the drop's files
+// not processed yet (run).
+func (j *job) sources(ctx context.Context, st *state.Store) (d365, campaign []inputFile, err error) {
+	if j.dv != nil && j.dv.source && j.d365Path == "" {
+		d365 = []inputFile{{path: dataversePseudoFile}}
+	} else if d365, err = j.systemFiles(ctx, st, "d365", j.cfg.D365.CSV, j.d365Path); err != nil {
+		return nil, nil, err
+	}
+	if j.cv != nil && j.cv.source && j.campaignPath == "" {
+		campaign = []inputFile{{path: campaignPseudoFile}}
+	} else if campaign, err = j.systemFiles(ctx, st, "campaign", j.cfg.Campaign.CSV, j.campaignPath); err != nil {
+		return nil, nil, err
+	}
+	return d365, campaign, nil
 }
 
-func (j *job) d365Sources(ctx context.Context, st *state.Store) ([]inputFile, error) {
-	return j.systemFiles(ctx, st, "d365", j.cfg.D365.CSV, j.d365Path)
-}
-
+// systemFiles lists one system's files: the export named by the flag or the
+// config for a backfill, the new files of the configured drop for a run.
 func (j *job) systemFiles(ctx context.Context, st *state.Store, system, pattern, flag string) ([]inputFile, error) {
 	if !j.incremental {
 		if flag != "" {
 			pattern = flag
 		}
+		if pattern == "" {
+			return nil, withCode(exitUsage, fmt.Errorf("no %s export to read: set %s.csv in the config or pass --%s-csv", system, system, system))
+		}
 		fi, err := os.Stat(pattern)
-		if pattern == "" || err != nil || !fi.Mode().IsRegular() {
-			return nil, withCode(exitUsage, fmt.Errorf("a backfill reads one full %s export: --%s-csv FILE (%s.csv is %q)", system, system, system, pattern))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, withCode(exitUsage, fmt.Errorf("input %s does not exist", pattern))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("input %s: %w", pattern, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return nil, withCode(exitUsage, fmt.Errorf("%s input %s is not a file: a backfill reads one full export per system (--%s-csv FILE)", system, pattern, system))
 		}
 		return []inputFile{{path: pattern, size: fi.Size(), mtime: fi.ModTime()}}, nil
 	}
@@ -85,81 +102,15 @@ func (j *job) systemFiles(ctx context.Context, st *state.Store, system, pattern,
 	if err != nil {
 		return nil, err
 	}
-	fresh, _, err := newFiles(ctx, st, all, j.force)
-	return fresh, err
-}
-
-// sources works out the files this run reads.
-func (j *job) sources(ctx context.Context, st *state.Store) (d365, campaign []inputFile, err error) {
-	cfg := j.cfg
-	apiD, apiC := j.dv != nil && j.dv.source && j.d365Path == "", j.cv != nil && j.cv.source && j.campaignPath == ""
-	switch {
-	case apiD && apiC:
-		return []inputFile{{path: dataversePseudoFile}}, []inputFile{{path: campaignPseudoFile}}, nil
-	case apiD:
-		// Contacts come through the API; the Campaign side as configured.
-		campaign, err = j.campaignSources(ctx, st)
-		return []inputFile{{path: dataversePseudoFile}}, campaign, err
-	case apiC:
-		d365, err = j.d365Sources(ctx, st)
-		return d365, []inputFile{{path: campaignPseudoFile}}, err
+	fresh, skipped, err := newFiles(ctx, st, all, j.force)
+	if err != nil {
+		return nil, err
 	}
-	if !j.incremental {
-		if j.d365Path == "" {
-			j.d365Path = cfg.D365.CSV
-		}
-		if j.campaignPath == "" {
-			j.campaignPath = cfg.Campaign.CSV
-		}
-		if j.d365Path == "" || j.campaignPath == "" {
-			return nil, nil, withCode(exitUsage, errors.New("no export to read: set d365.csv and campaign.csv in the config, or pass --d365-csv and --campaign-csv"))
-		}
-		one := func(system, path string) (inputFile, error) {
-			fi, err := os.Stat(path)
-			if errors.Is(err, fs.ErrNotExist) {
-				return inputFile{}, withCode(exitUsage, fmt.Errorf("input %s does not exist", path))
-			}
-			if err != nil {
-				return inputFile{}, fmt.Errorf("input %s: %w", path, err)
-			}
-			if !fi.Mode().IsRegular() {
-				return inputFile{}, withCode(exitUsage, fmt.Errorf("%s input %s is not a file: a backfill reads one full export per system (--%s-csv FILE)", system, path, system))
-			}
-			return inputFile{path: path, size: fi.Size(), mtime: fi.ModTime()}, nil
-		}
-		d, err := one("d365", j.d365Path)
-		if err != nil {
-			return nil, nil, err
-		}
-		c, err := one("campaign", j.campaignPath)
-		if err != nil {
-			return nil, nil, err
-		}
-		return []inputFile{d}, []inputFile{c}, nil
+	for _, f := range skipped {
+		j.log.Debug().Str("file", f.path).Msg("already processed")
 	}
-	for _, s := range []struct {
-		name    string
-		pattern string
-		out     *[]inputFile
-	}{{"d365", cfg.D365.CSV, &d365}, {"campaign", cfg.Campaign.CSV, &campaign}} {
-		if s.pattern == "" {
-			return nil, nil, withCode(exitUsage, fmt.Errorf("%s.csv is not set: run reads the files it names (a file, a glob or a folder)", s.name))
-		}
-		all, err := dropFiles(s.pattern)
-		if err != nil {
-			return nil, nil, err
-		}
-		fresh, skipped, err := newFiles(ctx, st, all, j.force)
-		if err != nil {
-			return nil, nil, err
-		}
-		for _, f := range skipped {
-			j.log.Debug().Str("file", f.path).Msg("already processed")
-		}
-		j.log.Info().Str("system", s.name).Str("source", s.pattern).Int("new_files", len(fresh)).Int("already_processed", len(skipped)).Msg("file drop")
-		*s.out = fresh
-	}
-	return d365, campaign, nil
+	j.log.Info().Str("system", system).Str("source", pattern).Int("new_files", len(fresh)).Int("already_processed", len(skipped)).Msg("file drop")
+	return fresh, nil
 }
 
 func (j *job) run(ctx context.Context) (err error) {
