@@ -33,7 +33,8 @@ func contactID(i int) string { return fmt.Sprintf("00000000-0000-0000-0000-%012d
 func newCampaignProject(t *testing.T, n int, withD365 bool, campaignExtra string) *campaignProject {
 	t.Helper()
 	csim := campaignsim.NewServer(campaignsim.Options{Organization: "acme", ClientID: "camp-client", ClientSecret: campaignSecret,
-		ChangedFilter: campaignsim.Filter{Name: "Changed", Param: "since"}, ValidationStatus: 400})
+		ChangedFilter: campaignsim.Filter{Name: "Changed", Param: "since"}, ValidationStatus: 400,
+		Seed: 1}) // fault draws repeat from run to run: a test cannot pass by luck
 	csrv := httptest.NewServer(csim)
 	t.Cleanup(csrv.Close)
 	t.Setenv("OPTSYNC_TEST_CAMPAIGN_SECRET", campaignSecret)
