@@ -160,7 +160,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	if err := j.connect(&rules); err != nil {
 		return err
 	}
-	if st != nil && j.incremental && !j.plan {
+	if st != nil && j.incremental { // plan too: it shows what the run would do with them
 		if j.queue, err = st.RetryQueue(); err != nil {
 			return err
 		}
