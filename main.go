@@ -237,7 +237,7 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 		Commands: []*cli.Command{
 			{
 				Name:         "run",
-				Usage:        "incremental sync: process the files of the configured drops not processed yet, oldest first",
+				Usage:        "incremental sync: what changed since the last run, through the APIs or the drops' files not processed yet (oldest first)",
 				Flags:        []cli.Flag{force, massOptin},
 				OnUsageError: onUsage,
 				Action:       syncAction(true, false),
