@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"strconv"
 	"testing"
 	"time"
 
@@ -20,14 +18,7 @@ import (
 // 50ms), OPTSYNC_BENCH_CONCURRENCY (default 4) at once. Half the writes clear
 // an opt-out and so read the profile again first (two requests).
 func BenchmarkCampaignWrites(b *testing.B) {
-	latency, _ := time.ParseDuration(os.Getenv("OPTSYNC_BENCH_LATENCY"))
-	if latency == 0 {
-		latency = 50 * time.Millisecond
-	}
-	concurrency, _ := strconv.Atoi(os.Getenv("OPTSYNC_BENCH_CONCURRENCY"))
-	if concurrency == 0 {
-		concurrency = 4
-	}
+	latency, concurrency := benchSettings()
 	const n = 400
 	sim := campaignsim.NewServer(campaignsim.Options{Organization: "o", ClientID: "c", ClientSecret: "s"})
 	srv := httptest.NewServer(sim)

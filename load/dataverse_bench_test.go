@@ -20,14 +20,7 @@ import (
 // distant service would: OPTSYNC_BENCH_LATENCY (default 50ms),
 // OPTSYNC_BENCH_CONCURRENCY (default 4), batch size 500, 20,000 contacts.
 func BenchmarkDataverseWrites(b *testing.B) {
-	latency, _ := time.ParseDuration(os.Getenv("OPTSYNC_BENCH_LATENCY"))
-	if latency == 0 {
-		latency = 50 * time.Millisecond
-	}
-	concurrency, _ := strconv.Atoi(os.Getenv("OPTSYNC_BENCH_CONCURRENCY"))
-	if concurrency == 0 {
-		concurrency = 4
-	}
+	latency, concurrency := benchSettings()
 	const n = 20000
 	sim := d365sim.NewServer(d365sim.Options{Tenant: "t", ClientID: "c", ClientSecret: "s"})
 	var cs []d365sim.Contact
@@ -86,4 +79,19 @@ func readToken(b *testing.B, resp *http.Response) string {
 		b.Fatalf("token: %v %d", err, resp.StatusCode)
 	}
 	return tok.AccessToken
+}
+
+// benchSettings reads the simulated latency and the concurrency both write
+// benchmarks take: OPTSYNC_BENCH_LATENCY (default 50ms) and
+// OPTSYNC_BENCH_CONCURRENCY (default 4).
+func benchSettings() (time.Duration, int) {
+	latency, _ := time.ParseDuration(os.Getenv("OPTSYNC_BENCH_LATENCY"))
+	if latency == 0 {
+		latency = 50 * time.Millisecond
+	}
+	concurrency, _ := strconv.Atoi(os.Getenv("OPTSYNC_BENCH_CONCURRENCY"))
+	if concurrency == 0 {
+		concurrency = 4
+	}
+	return latency, concurrency
 }
