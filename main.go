@@ -302,6 +302,23 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 				},
 			},
 			{
+				Name:         "report",
+				Usage:        "write the HTML report of a run (default: the latest) or of the runs since a time",
+				OnUsageError: onUsage,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "run", Usage: "a run id (see optsync runs)"},
+					&cli.StringFlag{Name: "since", Usage: "every run started since: RFC 3339, a date (2026-11-01) or an age (72h, 30d)"},
+					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "file to write (created 0600; default: out_dir/report-<run>.html or out_dir/report-since-<time>.html)"},
+				},
+				Action: func(c *cli.Context) error {
+					cfg, err := loadCfg(c)
+					if err != nil {
+						return err
+					}
+					return reportCommand(cfg, c.String("run"), c.String("since"), c.String("output"), stdout, *log)
+				},
+			},
+			{
 				Name:  "state",
 				Usage: "snapshot tools: export, reset",
 				Subcommands: []*cli.Command{

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"optsync/state"
 	"optsync/transform"
 )
 
@@ -35,10 +36,14 @@ type summary struct {
 	Waiting           int // run: no counterpart known yet
 	Stale             int // rows older than what state already knew
 	Deleted           int // contacts deleted in Dynamics: their snapshots dropped
+	SkipReasons       map[string]int
+	// failedWrites keeps the first failed writes of each message for the
+	// run's report.
+	failedWrites []state.Reasons
 }
 
 func newSummary(runID, command string) *summary {
-	return &summary{runID: runID, command: command, Rules: map[string]int{}}
+	return &summary{runID: runID, command: command, Rules: map[string]int{}, SkipReasons: map[string]int{}}
 }
 
 func (s *summary) addJoin(js transform.JoinStats, pairs int) {
@@ -53,6 +58,7 @@ func (s *summary) addDecisions(ds []transform.Decision) {
 	for _, d := range ds {
 		if d.Skip != "" {
 			s.Skipped++
+			s.SkipReasons[d.Skip]++
 			continue
 		}
 		switch d.Target {
@@ -85,6 +91,9 @@ func (s *summary) counts() map[string]int {
 	}
 	for r, n := range s.Rules {
 		m["rule:"+r] = n
+	}
+	for r, n := range s.SkipReasons {
+		m["skipped:"+r] = n
 	}
 	return m
 }

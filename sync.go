@@ -133,8 +133,17 @@ func (j *job) run(ctx context.Context) (err error) {
 		defer st.Close()
 	}
 	run := &state.Run{ID: runID, Command: j.command, Started: started, Outcome: "running",
-		Direction: string(rules.Direction), Policy: string(rules.Policy)}
-	if !j.plan {
+		Direction: string(rules.Direction), Policy: string(rules.Policy),
+		Version: readBuildInfo().short(), Config: j.runConfig()}
+	if j.plan {
+		// A plan is not in the history; its report previews the run.
+		defer func() {
+			if err == nil {
+				run.Ended, run.Outcome, run.Counts = time.Now().UTC(), "planned", sum.counts()
+				j.report(st, run)
+			}
+		}()
+	} else {
 		if err := st.BeginRun(run); err != nil {
 			return err
 		}
@@ -151,7 +160,9 @@ func (j *job) run(ctx context.Context) (err error) {
 			}
 			if rerr := st.EndRun(run); rerr != nil {
 				log.Error().Err(rerr).Msg("recording the failed run")
+				return
 			}
+			j.report(st, run)
 		}()
 		if run.ConfigChanges, err = j.applyConfigChanges(ctx, st); err != nil {
 			return err
@@ -288,10 +299,18 @@ func (j *job) run(ctx context.Context) (err error) {
 		if err := w.Reject(r); err != nil {
 			return err
 		}
+		// The report keeps ids and PKeys of a checked shape only, never
+		// other text of a bad row: file and line find the row.
+		ex := state.Example{Source: r.Source, Line: r.Line}
+		if r.IDChecked {
+			ex.ID = r.ID
+		}
+		run.Rejects = state.AddReason(run.Rejects, r.Reason, ex)
 	}
 
 	// Safety: nothing is written when the run would clear too many opt-outs.
 	limit := cfg.maxOptin.allowed(sum.ComparedPairs)
+	run.Config.Limit = limit
 	if sum.OptoutsCleared > limit {
 		switch {
 		case j.plan:
@@ -305,6 +324,7 @@ func (j *job) run(ctx context.Context) (err error) {
 			if err := st.EndRun(run); err != nil {
 				return err
 			}
+			j.report(st, run)
 			return withCode(exitSafety, fmt.Errorf("stopped by safety.max_optin: %d opt-outs would be cleared, limit %d; nothing was written", sum.OptoutsCleared, limit))
 		}
 	}
@@ -319,6 +339,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	if d.failed, err = j.apply(ctx, held, w, sum); err != nil {
 		return err
 	}
+	run.FailedWrites = sum.failedWrites
 	// A signal that arrived while API writes went out stopped the rest of
 	// them; one that arrives from here on does not stop the run, whose
 	// every write is done: it finishes its files and commit.
@@ -390,6 +411,7 @@ func (j *job) run(ctx context.Context) (err error) {
 			run.Outcome = "running" // let the deferred recorder mark it failed
 			return fmt.Errorf("committing state (the files of this run are complete; the next run decides the contacts not yet committed again, the same way): %w", err)
 		}
+		j.report(st, run)
 	}
 	fmt.Fprintln(j.stdout, sum.line(time.Since(started)))
 	log.Info().Interface("counts", sum.counts()).Dur("took", time.Since(started)).Msg("run finished")
@@ -432,6 +454,26 @@ func (j *job) openState() (*state.Store, error) {
 		return state.OpenReadOnly(j.cfg.State, j.cfg.rules.Pairs)
 	}
 	return state.Open(j.cfg.State, j.cfg.rules.Pairs)
+}
+
+// runConfig is the config in effect, kept with the run for its report.
+func (j *job) runConfig() *state.RunConfig {
+	cfg := j.cfg
+	rc := &state.RunConfig{Direction: string(cfg.rules.Direction), Policy: string(cfg.rules.Policy),
+		MaxOptin: cfg.maxOptin.String(),
+		D365:     cfg.D365.Source + " → " + cfg.D365.Target, Campaign: cfg.Campaign.Source + " → " + cfg.Campaign.Target}
+	for _, p := range cfg.rules.Pairs {
+		rc.Mappings = append(rc.Mappings, state.Mapping{D365: p.D365, Campaign: p.Campaign, Invert: p.Invert})
+	}
+	for _, o := range []struct {
+		on   bool
+		name string
+	}{{j.replay, "--replay"}, {j.force, "--force"}, {j.allowMassOptin, "--allow-mass-optin"}} {
+		if o.on {
+			rc.Options = append(rc.Options, o.name)
+		}
+	}
+	return rc
 }
 
 func (j *job) configRecord() *state.ConfigRecord {

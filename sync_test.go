@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -78,9 +79,7 @@ func TestSafetyLimitStopsBeforeWriting(t *testing.T) {
 	if !strings.Contains(r.stdout, "would clear 2 opt-outs") || !strings.Contains(r.stdout, "00000000-0000-0000-0000-000000000001") {
 		t.Fatalf("message lacks the count or the examples:\n%s", r.stdout)
 	}
-	if entries, _ := os.ReadDir(p.path("out")); len(entries) != 0 {
-		t.Fatalf("a safety stop wrote files: %v", entries)
-	}
+	onlyReport(t, p, "would have cleared 2 opt-outs")
 	if got := dumpState(t, p.path("optsync.db")); len(got) != 0 {
 		t.Fatalf("a safety stop changed state: %v", got)
 	}
@@ -190,8 +189,13 @@ func TestPlanWritesOnlyAuditAndRejects(t *testing.T) {
 		t.Fatalf("audit %v", audit)
 	}
 	entries, _ := os.ReadDir(p.path("out"))
-	if len(entries) != 2 {
-		t.Fatalf("plan wrote %d files, want audit and rejects only", len(entries))
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	want := []string{"audit-" + r.runID + ".csv", "rejects-" + r.runID + ".csv", "report-" + r.runID + ".html"}
+	if !slices.Equal(names, want) {
+		t.Fatalf("plan wrote %v, want audit, rejects and its preview report only", names)
 	}
 	if _, err := os.Stat(p.path("optsync.db")); !os.IsNotExist(err) {
 		t.Fatalf("plan created a state file")
@@ -212,7 +216,7 @@ func TestOutputFilesArePrivate(t *testing.T) {
 	}
 	files, _ := filepath.Glob(p.path("out/*"))
 	files = append(files, p.path("optsync.db"))
-	if len(files) != 5 {
+	if len(files) != 6 { // audit, rejects, two update files, the report, state
 		t.Fatalf("files: %v", files)
 	}
 	for _, f := range files {
@@ -226,5 +230,22 @@ func TestOutputFilesArePrivate(t *testing.T) {
 	}
 	if fi, _ := os.Stat(p.path("out")); fi.Mode().Perm() != 0o700 {
 		t.Errorf("out_dir is %v, want 0700", fi.Mode().Perm())
+	}
+}
+
+// onlyReport checks that a run which kept nothing left only its report, and
+// that the report says why.
+func onlyReport(t *testing.T, p *project, says string) {
+	t.Helper()
+	entries, _ := os.ReadDir(p.path("out"))
+	if len(entries) != 1 || !strings.HasPrefix(entries[0].Name(), "report-") || !strings.HasSuffix(entries[0].Name(), ".html") {
+		t.Fatalf("a run that kept nothing left %v, want only its report", entries)
+	}
+	b, err := os.ReadFile(p.path(filepath.Join("out", entries[0].Name())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), says) {
+		t.Fatalf("the report does not say %q", says)
 	}
 }

@@ -6,6 +6,7 @@ import (
 
 	"optsync/extract"
 	"optsync/load"
+	"optsync/state"
 	"optsync/transform"
 )
 
@@ -108,8 +109,14 @@ func (j *job) apply(ctx context.Context, held []heldChange, w *load.Writer, sum 
 		if ch.D365Error != "" || ch.CampaignError != "" {
 			failed[ch.ID] = failure{d365: ch.D365Error, campaign: ch.CampaignError, pkey: ch.PKey}
 			for _, d := range ch.Decisions {
-				if d.Skip == "" && failed[ch.ID].of(d.Target) != "" {
+				if msg := failed[ch.ID].of(d.Target); d.Skip == "" && msg != "" {
 					sum.Failed++
+					p := j.cfg.rules.Pairs[d.Pair]
+					ex := state.Example{Source: "Campaign", ID: ch.ID.String(), PKey: ch.PKey, Field: p.Campaign, Message: msg}
+					if d.Target == transform.ToD365 {
+						ex.Source, ex.Field = "Dynamics 365", p.D365
+					}
+					sum.failedWrites = state.AddReason(sum.failedWrites, msg, ex)
 				}
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"encoding/csv"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -96,4 +97,28 @@ func escapeCell(s string) string {
 		return "'" + s
 	}
 	return s
+}
+
+// WriteFile writes a whole file the way every output file of a run is
+// written: 0600 under a temporary name, synced, then renamed into place and
+// the folder synced, so a reader never sees half a file and a failure
+// leaves none.
+func WriteFile(path string, write func(io.Writer) error) error {
+	o, err := createOut(filepath.Dir(path), filepath.Base(path))
+	if err != nil {
+		return err
+	}
+	if err := write(o.buf); err != nil {
+		o.abort()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := o.complete(); err != nil {
+		os.Remove(o.f.Name())
+		return err
+	}
+	if err := os.Rename(o.f.Name(), o.final); err != nil {
+		os.Remove(o.f.Name())
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
 }
