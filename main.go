@@ -214,8 +214,11 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 	return &cli.App{
 		Name:      "optsync",
 		Usage:     "keep opt-in/opt-out flags in step between Dynamics 365 contacts and Adobe Campaign profiles",
+		Version:   readBuildInfo().line(),
 		Writer:    stdout,
 		ErrWriter: stderr,
+		// The completion scripts ask the binary for the next words.
+		EnableBashCompletion: true,
 		// Exit codes are ours to choose; never let the library exit.
 		ExitErrHandler:  func(*cli.Context, error) {},
 		OnUsageError:    onUsage,
@@ -234,7 +237,7 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 			*log = l
 			return nil
 		},
-		Commands: []*cli.Command{
+		Commands: append([]*cli.Command{
 			{
 				Name:         "run",
 				Usage:        "incremental sync: what changed since the last run, through the APIs or the drops' files not processed yet (oldest first)",
@@ -350,7 +353,7 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 					},
 				},
 			},
-		},
+		}, installCommands(stdout, onUsage)...),
 	}
 }
 
