@@ -168,11 +168,18 @@ func trendChart(points []Point, w, h vg.Length) (template.HTML, error) {
 	p := newPlot(true)
 	labels := make([]string, len(points))
 	maxV := 0.0
+	layout := "01-02 15:04"
 	for i, pt := range points {
-		labels[i] = pt.Started.UTC().Format("01-02 15:04")
+		// Runs a minute apart (a rerun by hand) get their seconds too.
+		if i > 0 && pt.Started.UTC().Format(layout) == points[i-1].Started.UTC().Format(layout) {
+			layout = "01-02 15:04:05"
+		}
 		for _, s := range trendSeries {
 			maxV = max(maxV, float64(pt.Counts[s.Count]))
 		}
+	}
+	for i, pt := range points {
+		labels[i] = pt.Started.UTC().Format(layout)
 	}
 	for _, s := range trendSeries {
 		xys := make(plotter.XYs, len(points))
