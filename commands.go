@@ -74,7 +74,7 @@ func listRuns(cfg *Config, format string, out io.Writer) error {
 		return withCode(exitUsage, fmt.Errorf("--format %q: want table or json", format))
 	}
 	var runs []state.Run
-	if _, err := os.Stat(cfg.State); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Lstat(cfg.State); !errors.Is(err, fs.ErrNotExist) {
 		st, err := state.OpenReadOnly(cfg.State, nil)
 		if err != nil {
 			return err

@@ -329,13 +329,16 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 						Name:         "export",
 						Usage:        "snapshots as CSV: contact, profile, pair, agreed value, last decided",
 						OnUsageError: onUsage,
-						Flags:        []cli.Flag{&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "file to write (created 0600; default: stdout)"}},
+						Flags: []cli.Flag{
+							&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "file to write (created new, 0600, never through a link; default: stdout)"},
+							&cli.BoolFlag{Name: "force", Usage: "replace an existing --output file"},
+						},
 						Action: func(c *cli.Context) error {
 							cfg, err := loadCfg(c)
 							if err != nil {
 								return err
 							}
-							return stateExport(cfg, c.String("output"), stdout)
+							return stateExport(cfg, c.String("output"), c.Bool("force"), stdout)
 						},
 					},
 					{

@@ -2,9 +2,13 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+
+	"optsync/load"
 )
 
 // runMetrics is what one run reports to cron monitoring.
@@ -19,9 +23,10 @@ type runMetrics struct {
 const metricsPrefix = "optsync_last_run_"
 
 // writeMetrics writes the Prometheus textfile-collector format to path,
-// atomically: prometheus.WriteToTextfile writes a temp file in the same
-// folder, sets mode 0644 and renames it over path, removing the temp file
-// on failure. The file holds counts only, no personal data.
+// atomically and never through a link, as every file optsync writes
+// (load.WriteFile). It is 0644, for node_exporter: the file holds counts
+// only, no personal data. (prometheus.WriteToTextfile is not used: it sets
+// the mode by name, which a link planted in the folder would redirect.)
 func writeMetrics(path string, m runMetrics) error {
 	reg := prometheus.NewRegistry()
 	cmd := prometheus.Labels{"command": m.Command}
@@ -95,7 +100,19 @@ func writeMetrics(path string, m runMetrics) error {
 			return fmt.Errorf("metrics: register: %w", err)
 		}
 	}
-	if err := prometheus.WriteToTextfile(path, reg); err != nil {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return fmt.Errorf("metrics: gather: %w", err)
+	}
+	err = load.WriteFile(path, load.FileOptions{Mode: 0o644}, func(w io.Writer) error {
+		for _, mf := range mfs {
+			if _, err := expfmt.MetricFamilyToText(w, mf); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("metrics: write %s: %w", path, err)
 	}
 	return nil

@@ -28,7 +28,7 @@ import (
 // openReadOnly opens the state file for a command that only reads it; nil
 // when there is no state yet.
 func openReadOnly(cfg *Config) (*state.Store, error) {
-	if _, err := os.Stat(cfg.State); errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Lstat(cfg.State); errors.Is(err, fs.ErrNotExist) { // a dangling link is an error, not "no state"
 		return nil, nil
 	}
 	return state.OpenReadOnly(cfg.State, cfg.rules.Pairs)
@@ -155,24 +155,40 @@ func dash(s string) string {
 }
 
 // stateExport writes every snapshot as CSV: one row per contact and pair.
-func stateExport(cfg *Config, output string, stdout io.Writer) (err error) {
+// A file (--output) holds personal data: it is created new, 0600, never
+// through a link, and an existing path is refused unless force says to
+// replace it (a link even then: what it points to is not optsync's).
+func stateExport(cfg *Config, output string, force bool, stdout io.Writer) error {
+	if output == "" {
+		return exportSnapshots(cfg, stdout)
+	}
+	fi, err := os.Lstat(output)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("state export: %w", err)
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return withCode(exitUsage, fmt.Errorf("state export: --output %s is a symbolic link; optsync neither writes through a link nor replaces one: remove it or name the file itself", output))
+	case !fi.Mode().IsRegular():
+		return withCode(exitUsage, fmt.Errorf("state export: --output %s exists and is not a regular file (%s)", output, fi.Mode().Type()))
+	case !force:
+		return withCode(exitUsage, fmt.Errorf("state export: --output %s exists; pass --force to replace it", output))
+	}
+	err = load.WriteFile(output, load.FileOptions{NoReplace: !force}, func(w io.Writer) error { return exportSnapshots(cfg, w) })
+	if errors.Is(err, fs.ErrExist) {
+		return withCode(exitUsage, fmt.Errorf("state export: %w; pass --force to replace it", err))
+	}
+	if err != nil {
+		return fmt.Errorf("state export: %w", err)
+	}
+	return nil
+}
+
+// exportSnapshots writes the snapshots' CSV to out.
+func exportSnapshots(cfg *Config, out io.Writer) error {
 	st, err := openReadOnly(cfg)
 	if err != nil {
 		return err
-	}
-	out := stdout
-	if output != "" {
-		// Contact ids and PKeys are personal data.
-		f, err := os.OpenFile(output, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-		if err != nil {
-			return fmt.Errorf("state export: %w", err)
-		}
-		defer func() {
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-		}()
-		out = f
 	}
 	w := csv.NewWriter(out)
 	if err := w.Write([]string{"contact_id", "profile_pkey", "d365_field", "campaign_field", "agreed_opted_out",

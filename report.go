@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"slices"
 	"time"
@@ -121,7 +120,18 @@ func periodReport(history []state.Run, since, until time.Time) *report.Report {
 // writeReport renders a report into path, as every output file is
 // written.
 func writeReport(path string, r *report.Report) error {
-	return load.WriteFile(path, func(w io.Writer) error { return report.Render(w, r) })
+	return load.WriteFile(path, load.FileOptions{}, func(w io.Writer) error { return report.Render(w, r) })
+}
+
+// writeOutReport renders a report into out_dir, which it creates or
+// tightens as a run does.
+func writeOutReport(outDir, name string, r *report.Report) (string, error) {
+	d, err := load.OutDir(outDir)
+	if err != nil {
+		return filepath.Join(outDir, name), err
+	}
+	defer d.Close()
+	return d.Path(name), d.WriteFile(name, load.FileOptions{}, func(w io.Writer) error { return report.Render(w, r) })
 }
 
 // reportCommand writes the report of one recorded run or of a period.
@@ -167,12 +177,11 @@ func reportCommand(cfg *Config, runID, since, output string, stdout io.Writer, l
 		name = "report-" + history[i].ID + ".html"
 	}
 	if output == "" {
-		if err := os.MkdirAll(cfg.OutDir, 0o700); err != nil {
-			return fmt.Errorf("creating out_dir %s: %w", cfg.OutDir, err)
-		}
-		output = filepath.Join(cfg.OutDir, name)
+		output, err = writeOutReport(cfg.OutDir, name, r)
+	} else {
+		err = writeReport(output, r)
 	}
-	if err := writeReport(output, r); err != nil {
+	if err != nil {
 		return err
 	}
 	log.Info().Str("file", output).Msg("written")
@@ -192,11 +201,7 @@ func (j *job) report(st *state.Store, run *state.Run) {
 			return
 		}
 	}
-	path := filepath.Join(j.cfg.OutDir, "report-"+run.ID+".html")
-	err := os.MkdirAll(j.cfg.OutDir, 0o700)
-	if err == nil {
-		err = writeReport(path, runReport(run, history, j.plan, time.Now().UTC()))
-	}
+	path, err := writeOutReport(j.cfg.OutDir, "report-"+run.ID+".html", runReport(run, history, j.plan, time.Now().UTC()))
 	if err != nil {
 		j.log.Error().Err(err).Str("file", path).Msg("writing the report; the run itself is not affected (optsync report --run writes it again)")
 		return

@@ -448,7 +448,7 @@ func interrupted(ctx context.Context, err error) error {
 func (j *job) openState() (*state.Store, error) {
 	if j.plan {
 		// plan changes nothing, not even a first empty state file.
-		if _, err := os.Stat(j.cfg.State); errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Lstat(j.cfg.State); errors.Is(err, fs.ErrNotExist) {
 			return nil, nil
 		}
 		return state.OpenReadOnly(j.cfg.State, j.cfg.rules.Pairs)

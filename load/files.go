@@ -5,34 +5,143 @@ package load
 
 import (
 	"bufio"
+	"crypto/rand"
 	"encoding/csv"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"optsync/extract"
 )
+
+// Dir is a folder that files are written into, opened once: every file is
+// created, renamed and synced relative to the folder opened (os.Root), so a
+// folder swapped for another, or for a link, after it was checked is not
+// written into, and no name inside it is followed out of it.
+type Dir struct {
+	path string
+	root *os.Root
+	// failCreate, in tests, makes creating the named file fail.
+	failCreate func(name string) error
+}
+
+// OutDir opens out_dir for a run's files, creating it (0700) if needed. A
+// folder that exists is tightened to 0700: personal data goes into it, and
+// whoever else can write into it could plant links among the run's files.
+// A folder that belongs to another user is refused (its owner could loosen
+// it again at any time), as is one that cannot be tightened.
+func OutDir(path string) (*Dir, error) {
+	if err := os.MkdirAll(path, 0o700); err != nil {
+		return nil, fmt.Errorf("creating out_dir %s: %w", path, err)
+	}
+	d, err := OpenDir(path)
+	if err != nil {
+		return nil, fmt.Errorf("out_dir: %w", err)
+	}
+	if err := d.tighten(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// OpenDir opens an existing folder as it is: the folder of a file an
+// operator named (--output), which is theirs to set up.
+func OpenDir(path string) (*Dir, error) {
+	root, err := os.OpenRoot(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening folder %s: %w", path, err)
+	}
+	return &Dir{path: path, root: root}, nil
+}
+
+// tighten makes the folder 0700, through the folder opened.
+func (d *Dir) tighten() error {
+	f, err := d.root.Open(".")
+	if err != nil {
+		return fmt.Errorf("out_dir %s: %w", d.path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("out_dir %s: %w", d.path, err)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("out_dir %s belongs to user id %d, not to the user optsync runs as (%d): its owner could open it to others at any time, and the run's files hold personal data; use a folder of this user's own", d.path, st.Uid, os.Geteuid())
+	}
+	if fi.Mode().Perm() == 0o700 {
+		return nil
+	}
+	if err := f.Chmod(0o700); err != nil {
+		return fmt.Errorf("out_dir %s is mode %04o and cannot be tightened to 0700 (the run's files hold personal data, and whoever can write into the folder could plant links among them): %w", d.path, fi.Mode().Perm(), err)
+	}
+	return nil
+}
+
+// Close releases the folder.
+func (d *Dir) Close() error { return d.root.Close() }
+
+// Path is the path of a file in the folder, for messages and logs.
+func (d *Dir) Path(name string) string { return filepath.Join(d.path, name) }
+
+// createTemp creates a new file for name under a name of its own (name, a
+// random part, .partial): created, never opened if it exists, so nothing
+// planted in the folder — a link above all — is ever written through.
+func (d *Dir) createTemp(name string, mode os.FileMode) (*os.File, string, error) {
+	if d.failCreate != nil {
+		if err := d.failCreate(name); err != nil {
+			return nil, "", err
+		}
+	}
+	var b [4]byte
+	for range 100 {
+		_, _ = rand.Read(b[:])
+		tmp := name + "." + hex.EncodeToString(b[:]) + ".partial"
+		f, err := d.root.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		// The mode asked for, whatever the umask: through the open file,
+		// never by name.
+		if err := f.Chmod(mode); err != nil {
+			f.Close()
+			d.root.Remove(tmp)
+			return nil, "", err
+		}
+		return f, tmp, nil
+	}
+	return nil, "", fmt.Errorf("creating a temporary file for %s: every name tried exists", d.Path(name))
+}
 
 // outFile is a CSV file written under a temporary name and renamed into place
 // only once it is complete and synced, so a killed run never leaves a file
 // that looks finished but is not.
 type outFile struct {
-	final string
+	dir   *Dir
+	name  string // the final name in dir
+	final string // its path, for messages
+	tmp   string
 	f     *os.File
 	buf   *bufio.Writer
 	csv   *csv.Writer
 }
 
-func createOut(dir, name string) (*outFile, error) {
-	final := filepath.Join(dir, name)
-	f, err := os.OpenFile(final+".partial", os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+func createOut(dir *Dir, name string, mode os.FileMode) (*outFile, error) {
+	final := dir.Path(name)
+	f, tmp, err := dir.createTemp(name, mode)
 	if err != nil {
 		return nil, fmt.Errorf("creating %s: %w", final, err)
 	}
 	buf := bufio.NewWriterSize(f, 256<<10)
-	return &outFile{final: final, f: f, buf: buf, csv: csv.NewWriter(buf)}, nil
+	return &outFile{dir: dir, name: name, final: final, tmp: tmp, f: f, buf: buf, csv: csv.NewWriter(buf)}, nil
 }
 
 // complete flushes, syncs and closes the file under its temporary name.
@@ -54,20 +163,41 @@ func (o *outFile) complete() error {
 	return nil
 }
 
-func (o *outFile) abort() {
-	o.f.Close()
-	os.Remove(o.f.Name())
+// place gives the complete file its final name. A rename replaces whatever
+// has that name — a link itself, never the link's target. With noReplace
+// an existing name of any kind is an error (a hard link is made, which
+// never replaces, and the temporary name removed).
+func (o *outFile) place(noReplace bool) error {
+	if !noReplace {
+		if err := o.dir.root.Rename(o.tmp, o.name); err != nil {
+			return fmt.Errorf("writing %s: %w", o.final, err)
+		}
+		return nil
+	}
+	if err := o.dir.root.Link(o.tmp, o.name); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%s exists (it was created while this file was written); nothing was replaced: %w", o.final, fs.ErrExist)
+		}
+		return fmt.Errorf("writing %s: %w", o.final, err)
+	}
+	o.dir.root.Remove(o.tmp)
+	return nil
 }
 
-// syncDir makes the renames durable before state says the files exist.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+func (o *outFile) abort() {
+	o.f.Close()
+	o.dir.root.Remove(o.tmp)
+}
+
+// sync makes the renames durable before state says the files exist.
+func (d *Dir) sync() error {
+	f, err := d.root.Open(".")
 	if err != nil {
-		return err
+		return fmt.Errorf("syncing %s: %w", d.path, err)
 	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
-		return fmt.Errorf("syncing %s: %w", dir, err)
+	defer f.Close()
+	if err := f.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
+		return fmt.Errorf("syncing %s: %w", d.path, err)
 	}
 	return nil
 }
@@ -99,26 +229,51 @@ func escapeCell(s string) string {
 	return s
 }
 
-// WriteFile writes a whole file the way every output file of a run is
-// written: 0600 under a temporary name, synced, then renamed into place and
-// the folder synced, so a reader never sees half a file and a failure
-// leaves none.
-func WriteFile(path string, write func(io.Writer) error) error {
-	o, err := createOut(filepath.Dir(path), filepath.Base(path))
+// FileOptions say how WriteFile places a file.
+type FileOptions struct {
+	// Mode is the file's mode (default 0600: personal data), set whatever
+	// the umask.
+	Mode os.FileMode
+	// NoReplace makes an existing file, link or anything else of that
+	// name an error wrapping fs.ErrExist, instead of being replaced.
+	NoReplace bool
+}
+
+// WriteFile writes a whole file into the folder the way every output file
+// of a run is written: created new under a temporary name, synced, then
+// renamed into place and the folder synced, so a reader never sees half a
+// file, a failure leaves none, and a link found at the name is replaced,
+// never written through.
+func (d *Dir) WriteFile(name string, opt FileOptions, write func(io.Writer) error) error {
+	if opt.Mode == 0 {
+		opt.Mode = 0o600
+	}
+	o, err := createOut(d, name, opt.Mode)
 	if err != nil {
 		return err
 	}
 	if err := write(o.buf); err != nil {
 		o.abort()
-		return fmt.Errorf("writing %s: %w", path, err)
+		return fmt.Errorf("writing %s: %w", o.final, err)
 	}
 	if err := o.complete(); err != nil {
-		os.Remove(o.f.Name())
+		d.root.Remove(o.tmp)
 		return err
 	}
-	if err := os.Rename(o.f.Name(), o.final); err != nil {
-		os.Remove(o.f.Name())
-		return fmt.Errorf("writing %s: %w", path, err)
+	if err := o.place(opt.NoReplace); err != nil {
+		d.root.Remove(o.tmp)
+		return err
 	}
-	return syncDir(filepath.Dir(path))
+	return d.sync()
+}
+
+// WriteFile writes the file at path as (*Dir).WriteFile does, in its folder
+// as it is.
+func WriteFile(path string, opt FileOptions, write func(io.Writer) error) error {
+	d, err := OpenDir(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.WriteFile(filepath.Base(path), opt, write)
 }

@@ -2,7 +2,6 @@ package load
 
 import (
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/jszwec/csvutil"
@@ -75,11 +74,15 @@ type Options struct {
 	Plan bool
 	// D365Updates and CampaignUpdates ask for the update file of a CSV target.
 	D365Updates, CampaignUpdates bool
+
+	// failCreate, in tests, makes creating the named file fail.
+	failCreate func(name string) error
 }
 
 // Writer writes one run's output files.
 type Writer struct {
 	opt       Options
+	dir       *Dir
 	decidedAt string
 	audit     *outFile
 	auditEnc  *csvutil.Encoder
@@ -93,12 +96,14 @@ type Writer struct {
 	AuditRows, RejectRows, D365Rows, CampaignRows int
 }
 
-// NewWriter creates the run's files (0600, in a 0700 folder).
+// NewWriter creates the run's files (0600, in a 0700 folder: see OutDir).
 func NewWriter(opt Options, decidedAt time.Time) (_ *Writer, err error) {
-	if err := os.MkdirAll(opt.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating out_dir %s: %w", opt.Dir, err)
+	dir, err := OutDir(opt.Dir)
+	if err != nil {
+		return nil, err
 	}
-	w := &Writer{opt: opt, decidedAt: decidedAt.UTC().Format(time.RFC3339)}
+	dir.failCreate = opt.failCreate
+	w := &Writer{opt: opt, dir: dir, decidedAt: decidedAt.UTC().Format(time.RFC3339)}
 	defer func() {
 		if err != nil {
 			w.Abort()
@@ -149,7 +154,7 @@ func NewWriter(opt Options, decidedAt time.Time) (_ *Writer, err error) {
 }
 
 func (w *Writer) create(name string) (*outFile, error) {
-	f, err := createOut(w.opt.Dir, name)
+	f, err := createOut(w.dir, name, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -253,13 +258,15 @@ func (w *Writer) Finish() error {
 		}
 	}
 	for _, f := range w.files {
-		if err := os.Rename(f.f.Name(), f.final); err != nil {
+		if err := f.place(false); err != nil {
 			w.Abort()
-			return fmt.Errorf("writing %s: %w", f.final, err)
+			return err
 		}
 	}
 	w.files = nil
-	return syncDir(w.opt.Dir)
+	err := w.dir.sync()
+	w.dir.Close()
+	return err
 }
 
 // Abort removes the unfinished files.
@@ -268,6 +275,7 @@ func (w *Writer) Abort() {
 		f.abort()
 	}
 	w.files = nil
+	w.dir.Close()
 }
 
 // Paths lists the files a finished writer produced.

@@ -2,9 +2,11 @@ package load
 
 import (
 	"encoding/csv"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -128,12 +130,15 @@ func TestWriterRun(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			var partial []string
-			for _, f := range tt.files {
-				partial = append(partial, f+".partial")
+			// Until Finish, each file has a temporary name of its own.
+			got := names(t, dir)
+			if len(got) != len(tt.files) {
+				t.Errorf("before Finish: %v, want temporary names for %v", got, tt.files)
 			}
-			if got := names(t, dir); !reflect.DeepEqual(got, partial) {
-				t.Errorf("before Finish: %v, want %v", got, partial)
+			for i, f := range tt.files {
+				if i < len(got) && !regexp.MustCompile(`^`+regexp.QuoteMeta(f)+`\.[0-9a-f]{8}\.partial$`).MatchString(got[i]) {
+					t.Errorf("before Finish: %s, want a temporary name for %s", got[i], f)
+				}
 			}
 			if err := w.Finish(); err != nil {
 				t.Fatal(err)
@@ -237,11 +242,15 @@ func TestAbortRemovesPartials(t *testing.T) {
 // A file that cannot be created must make NewWriter return an error and
 // remove the files it already created.
 func TestNewWriterCreateFailure(t *testing.T) {
-	for _, blocked := range []string{"audit-R.csv.partial", "rejects-R.csv.partial", "campaign-updates-R.csv.partial"} {
+	for _, blocked := range []string{"audit-R.csv", "rejects-R.csv", "campaign-updates-R.csv"} {
 		t.Run(blocked, func(t *testing.T) {
 			dir := t.TempDir()
-			if err := os.Mkdir(filepath.Join(dir, blocked), 0o700); err != nil {
-				t.Fatal(err)
+			boom := errors.New("no space left")
+			fail := func(name string) error {
+				if name == blocked {
+					return boom
+				}
+				return nil
 			}
 			var err error
 			func() {
@@ -250,13 +259,13 @@ func TestNewWriterCreateFailure(t *testing.T) {
 						t.Errorf("NewWriter panicked: %v", r)
 					}
 				}()
-				_, err = NewWriter(Options{Dir: dir, RunID: "R", Pairs: pairs, D365Updates: true, CampaignUpdates: true}, decided)
-				if err == nil {
-					t.Errorf("NewWriter: no error")
+				_, err = NewWriter(Options{Dir: dir, RunID: "R", Pairs: pairs, D365Updates: true, CampaignUpdates: true, failCreate: fail}, decided)
+				if !errors.Is(err, boom) {
+					t.Errorf("NewWriter: %v, want %v", err, boom)
 				}
 			}()
-			if got := names(t, dir); !reflect.DeepEqual(got, []string{blocked}) {
-				t.Errorf("left behind: %v, want only %s", got, blocked)
+			if got := names(t, dir); len(got) != 0 {
+				t.Errorf("left behind: %v, want nothing", got)
 			}
 		})
 	}

@@ -69,7 +69,7 @@ func Open(path string, pairs []transform.Pair) (*Store, error) {
 // OpenReadOnly opens an existing state file for reading; it waits for no
 // writer and fails with *LockedError while one holds the file.
 func OpenReadOnly(path string, pairs []transform.Pair) (*Store, error) {
-	if _, err := os.Stat(path); err != nil {
+	if _, err := os.Lstat(path); err != nil {
 		return nil, fmt.Errorf("state %s: %w", path, err)
 	}
 	return open(path, pairs, true)
@@ -77,7 +77,11 @@ func OpenReadOnly(path string, pairs []transform.Pair) (*Store, error) {
 
 func open(path string, pairs []transform.Pair, readOnly bool) (*Store, error) {
 	s := &Store{path: path, lockPath: path + ".lock", readOnly: readOnly}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
+	real, err := resolvePath(path)
+	if err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(real, 0o600, &bolt.Options{
 		Timeout:        100 * time.Millisecond,
 		ReadOnly:       readOnly,
 		NoFreelistSync: true,
@@ -86,6 +90,9 @@ func open(path string, pairs []transform.Pair, readOnly bool) (*Store, error) {
 		// node of the open write transaction out of the old mapping; a
 		// large first mapping (address space, not memory) avoids that.
 		InitialMmapSize: 1 << 30,
+		OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
+			return openFile(name, flag, mode, readOnly)
+		},
 	})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		le := &LockedError{Path: path}
