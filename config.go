@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,9 @@ type Config struct {
 	rules          transform.Rules
 	maxOptin       optinLimit
 	auditRetention time.Duration
+	// private are the config's free-text values, as written and as
+	// resolved, kept out of what the run history stores (redact).
+	private []privateValue
 }
 
 // MappingConfig is one entry of mappings.
@@ -75,9 +79,27 @@ type Credentials struct {
 	ClientSecret     string `yaml:"client_secret"` // refused: see validate
 }
 
+// envName is what an environment variable may be called. A value of
+// client_secret_env that is not a name is most likely the secret itself,
+// pasted into the wrong key: it is never shown.
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// shownEnvName says whether a client_secret_env value is written the way
+// environment variables are (OPTSYNC_D365_SECRET), so that a message may
+// name it. A valid name that is not — lower case, or one long word — may
+// still be a secret.
+func shownEnvName(s string) bool {
+	return conventionalEnvName.MatchString(s) && (strings.Contains(s, "_") || len(s) <= 12)
+}
+
+var conventionalEnvName = regexp.MustCompile(`^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$`)
+
 func (cr *Credentials) validate(system string, api bool, c *Config) error {
 	if cr.ClientSecret != "" {
 		return fmt.Errorf("%s.client_secret: a secret is never read from the config file; name an environment variable (client_secret_env) or a file (client_secret_file)", system)
+	}
+	if cr.ClientSecretEnv != "" && !envName.MatchString(cr.ClientSecretEnv) {
+		return fmt.Errorf("%s.client_secret_env must name an environment variable; the value given looks like a secret and is not shown", system)
 	}
 	if !api {
 		return nil
@@ -96,6 +118,9 @@ func (cr *Credentials) validate(system string, api bool, c *Config) error {
 func (cr *Credentials) secret(system string) (string, error) {
 	if cr.ClientSecretEnv != "" {
 		v := os.Getenv(cr.ClientSecretEnv)
+		if v == "" && !shownEnvName(cr.ClientSecretEnv) {
+			return "", configErrorf("%s.client_secret_env: the environment variable it names is not set (its name is not shown: it is not written as variables are, and may be the secret itself)", system)
+		}
 		if v == "" {
 			return "", configErrorf("%s.client_secret_env: environment variable %s is not set", system, cr.ClientSecretEnv)
 		}
@@ -303,6 +328,7 @@ func loadConfig(path string) (*Config, error) {
 }
 
 func (c *Config) validate() error {
+	c.collectPrivate() // as written; again below as resolved
 	dir, err := transform.ParseDirection(c.Direction)
 	if c.Direction == "" {
 		return errors.New("direction: missing (disabled, d365-to-campaign, campaign-to-d365 or bidirectional)")
@@ -393,7 +419,97 @@ func (c *Config) validate() error {
 		c.OutDir = "out"
 	}
 	c.OutDir = c.resolve(c.OutDir)
+	c.collectPrivate()
 	return nil
+}
+
+// privateValue is one config value that the run history must not hold.
+type privateValue struct{ key, value string }
+
+// collectPrivate adds the config's free-text values to c.private: every
+// value that is not checked against a fixed set or a strict shape
+// (direction, policy, source, target, resource, mapped field names,
+// numbers and durations), since any of them may hold a secret pasted into
+// the wrong key.
+func (c *Config) collectPrivate() {
+	add := func(key, v string) {
+		v = strings.TrimSpace(v)
+		if len(v) < 3 || slices.Contains(c.private, privateValue{key, v}) {
+			return
+		}
+		c.private = append(c.private, privateValue{key, v})
+	}
+	add("state", c.State)
+	add("out_dir", c.OutDir)
+	add("metrics_file", c.MetricsFile)
+	for i, m := range c.Mappings {
+		add(fmt.Sprintf("mappings[%d].campaign_modified_column", i), m.CampaignModifiedColumn)
+	}
+	for _, s := range []struct {
+		name string
+		sys  *SystemConfig
+		cr   *Credentials
+	}{{"d365", &c.D365.SystemConfig, &c.D365.Credentials}, {"campaign", &c.Campaign.SystemConfig, &c.Campaign.Credentials}} {
+		add(s.name+".csv", s.sys.CSV)
+		add(s.name+".time_layout", s.sys.TimeLayout)
+		for k, v := range s.sys.Columns {
+			add(s.name+".columns."+k, v)
+		}
+		add(s.name+".client_id", s.cr.ClientID)
+		add(s.name+".client_secret_env", s.cr.ClientSecretEnv)
+		add(s.name+".client_secret_file", s.cr.ClientSecretFile)
+		add(s.name+".client_secret", s.cr.ClientSecret)
+	}
+	add("d365.url", c.D365.URL)
+	add("d365.tenant_id", c.D365.TenantID)
+	add("d365.authority_url", c.D365.AuthorityURL)
+	add("campaign.base_url", c.Campaign.BaseURL)
+	add("campaign.organization", c.Campaign.Organization)
+	add("campaign.ims_url", c.Campaign.IMSURL)
+	add("campaign.changed_filter.name", c.Campaign.ChangedFilter.Name)
+	add("campaign.changed_filter.param", c.Campaign.ChangedFilter.Param)
+	for i, sc := range c.Campaign.Scopes {
+		add(fmt.Sprintf("campaign.scopes[%d]", i), sc)
+	}
+	// Longest first, so a path is replaced before a shorter value inside it.
+	slices.SortStableFunc(c.private, func(a, b privateValue) int { return len(b.value) - len(a.value) })
+}
+
+// redact is text for the run history: every config value in it replaced by
+// its key (<d365.client_secret_env>). Values of 8 characters or more are
+// replaced wherever they occur; shorter ones only as whole words, so that
+// out_dir "out" does not eat "timeout".
+func (c *Config) redact(text string) string {
+	for _, p := range c.private {
+		text = replaceValue(text, p.value, "<"+p.key+">", len(p.value) < 8)
+	}
+	return text
+}
+
+func replaceValue(s, old, repl string, wholeWord bool) string {
+	if !wholeWord {
+		return strings.ReplaceAll(s, old, repl)
+	}
+	word := func(b byte) bool {
+		return b == '_' || b >= '0' && b <= '9' || b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z'
+	}
+	var b strings.Builder
+	for {
+		i := strings.Index(s, old)
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		j := i + len(old)
+		if (i == 0 || !word(s[i-1])) && (j == len(s) || !word(s[j])) {
+			b.WriteString(s[:i])
+			b.WriteString(repl)
+			s = s[j:]
+			continue
+		}
+		b.WriteString(s[:i+1])
+		s = s[i+1:]
+	}
 }
 
 // resolve makes a config path relative to the config file's folder.

@@ -42,6 +42,8 @@ func TestConfigErrors(t *testing.T) {
 		{"concurrency over 52", strings.Replace(base("bidirectional", "newest", m("donotemail", "blackListEmail")), "d365:\n  csv: d.csv", d365API+"  concurrency: 53\n", 1), "d365.concurrency"},
 		{"two secret sources", strings.Replace(base("bidirectional", "newest", m("donotemail", "blackListEmail")), "d365:\n  csv: d.csv", d365API+"  client_secret_file: s.txt\n", 1), "exactly one of client_secret_env and client_secret_file"},
 		{"bad d365 name", base("bidirectional", "newest", m("Do Not Email", "blackListEmail")), "is not a Dataverse logical name"},
+		{"secret as the env name", strings.Replace(base("bidirectional", "newest", m("donotemail", "blackListEmail")), "d365:\n  csv: d.csv", strings.Replace(d365API, "OPTSYNC_TEST_SECRET", "hunter2~Xq.9-zz", 1), 1),
+			"d365.client_secret_env must name an environment variable; the value given looks like a secret and is not shown"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -107,5 +109,43 @@ func TestRelativePathsResolveAgainstConfig(t *testing.T) {
 		if got != want {
 			t.Errorf("got %s, want %s", got, want)
 		}
+	}
+}
+
+// The run history's error text names config keys, never their values.
+func TestRedact(t *testing.T) {
+	p := newProject(t, `direction: bidirectional
+mappings:
+  - d365: donotemail
+    campaign: blackListEmail
+out_dir: out
+d365:
+  source: api
+  url: https://contoso.crm4.dynamics.com
+  tenant_id: 7f1c0000-aaaa-bbbb-cccc-000000000001
+  client_id: 2b9e0000-aaaa-bbbb-cccc-000000000002
+  client_secret_env: abcSecret123XYZ
+  columns: {donotemail: "Mail"}
+campaign:
+  csv: drops
+`)
+	cfg, err := loadConfig(p.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ in, want string }{
+		{"d365.client_secret_env: environment variable abcSecret123XYZ is not set", "d365.client_secret_env: environment variable <d365.client_secret_env> is not set"},
+		{"token: 401 from https://contoso.crm4.dynamics.com/api: client 2b9e0000-aaaa-bbbb-cccc-000000000002 in tenant 7f1c0000-aaaa-bbbb-cccc-000000000001",
+			"token: 401 from <d365.url>/api: client <d365.client_id> in tenant <d365.tenant_id>"},
+		{"input " + p.path("drops") + "/2.csv: no column Mail", "input <campaign.csv>/2.csv: no column <d365.columns.donotemail>"},
+		// short values only as whole words
+		{"timeout writing out_dir " + p.path("out") + ": Mailbox", "timeout writing out_dir <out_dir>: Mailbox"},
+	} {
+		if got := cfg.redact(tc.in); got != tc.want {
+			t.Errorf("redact(%q)\n got %q\nwant %q", tc.in, got, tc.want)
+		}
+	}
+	if got := replaceValue("out, outer, shout, (out) out", "out", "<o>", true); got != "<o>, outer, shout, (<o>) <o>" {
+		t.Errorf("whole words: %q", got)
 	}
 }

@@ -152,7 +152,9 @@ func (j *job) run(ctx context.Context) (err error) {
 			if err == nil || run.Outcome != "running" {
 				return
 			}
-			run.Ended, run.ExitCode, run.Error, run.Counts = time.Now().UTC(), exitCode(err), err.Error(), sum.counts()
+			// The history keeps no config value: a secret pasted into the
+			// wrong key would otherwise end up in the state file.
+			run.Ended, run.ExitCode, run.Error, run.Counts = time.Now().UTC(), exitCode(err), cfg.redact(err.Error()), sum.counts()
 			run.Outcome = "error"
 			var se *signalError
 			if errors.As(err, &se) {

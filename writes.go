@@ -88,7 +88,9 @@ func (j *job) apply(ctx context.Context, held []heldChange, w *load.Writer, sum 
 		bar := j.progress.stage("writing to Dynamics", int64(len(dw)), "contacts")
 		for k, r := range j.dv.writer.Apply(ctx, dw) {
 			if !r.OK() {
-				held[di[k]].change.D365Error = r.Error()
+				// kept in state (retry queue, decision log, history):
+				// no config value in it
+				held[di[k]].change.D365Error = j.cfg.redact(r.Error())
 			}
 		}
 		bar.Add(int64(len(dw)))
@@ -98,7 +100,7 @@ func (j *job) apply(ctx context.Context, held []heldChange, w *load.Writer, sum 
 		bar := j.progress.stage("writing to Campaign", int64(len(cw)), "profiles")
 		for k, r := range j.cv.writer.Apply(ctx, cw) {
 			if !r.OK() {
-				held[ci[k]].change.CampaignError = r.Error()
+				held[ci[k]].change.CampaignError = j.cfg.redact(r.Error())
 			}
 		}
 		bar.Add(int64(len(cw)))
