@@ -61,7 +61,9 @@ func (c *campaignConn) read(ctx context.Context, st *state.Store, full bool, que
 	var latest int64
 	count := func(p *extract.Profile) {
 		seen[p.PKey] = true
-		latest = max(latest, p.Modified)
+		if !p.Bad { // a row dated in the future must not carry the watermark past every real change
+			latest = max(latest, p.Modified)
+		}
 		emit(p)
 	}
 	var stats extract.Stats

@@ -55,7 +55,7 @@ func validateInputs(ctx context.Context, cfg *Config, online bool, log zerolog.L
 	if cfg.D365.Source == "api" {
 		fmt.Fprintln(out, "d365: read through the Web API (check it with --online)")
 	} else if err := check("d365", cfg.D365.CSV, func(f *os.File, path string) (extract.Stats, error) {
-		return extract.ReadContacts(ctx, f, path, cfg.d365Layout(), func(*extract.Contact) {}, func(extract.Reject) {})
+		return extract.ReadContacts(ctx, f, path, cfg.d365Layout(cfg.notAfter(time.Now())), func(*extract.Contact) {}, func(extract.Reject) {})
 	}); err != nil {
 		return err
 	}
@@ -64,7 +64,7 @@ func validateInputs(ctx context.Context, cfg *Config, online bool, log zerolog.L
 		return nil
 	}
 	return check("campaign", cfg.Campaign.CSV, func(f *os.File, path string) (extract.Stats, error) {
-		return extract.ReadProfiles(ctx, f, path, cfg.campaignLayout(), func(*extract.Profile) {}, func(extract.Reject) {})
+		return extract.ReadProfiles(ctx, f, path, cfg.campaignLayout(cfg.notAfter(time.Now())), func(*extract.Profile) {}, func(extract.Reject) {})
 	})
 }
 

@@ -36,11 +36,15 @@ type Config struct {
 	AuditRetention string `yaml:"audit_retention"`
 	// MetricsFile, when set, gets the Prometheus textfile of every run.
 	MetricsFile string `yaml:"metrics_file"`
+	// MaxClockSkew is how far ahead of a run's start a change time may be
+	// and still be believed (default 1h): a later one is a bad value.
+	MaxClockSkew string `yaml:"max_clock_skew"`
 
 	path           string
 	rules          transform.Rules
 	maxOptin       optinLimit
 	auditRetention time.Duration
+	maxClockSkew   time.Duration
 	// private are the config's free-text values, as written and as
 	// resolved, kept out of what the run history stores (redact).
 	private []privateValue
@@ -410,6 +414,12 @@ func (c *Config) validate() error {
 	if c.auditRetention, err = parseRetention(c.AuditRetention); err != nil {
 		return fmt.Errorf("audit_retention: %w", err)
 	}
+	c.maxClockSkew = defaultClockSkew
+	if c.MaxClockSkew != "" {
+		if c.maxClockSkew, err = time.ParseDuration(strings.TrimSpace(c.MaxClockSkew)); err != nil || c.maxClockSkew < 0 {
+			return fmt.Errorf("max_clock_skew: %q is not a duration (90s, 1h)", c.MaxClockSkew)
+		}
+	}
 	c.MetricsFile = c.resolve(c.MetricsFile)
 	if c.State == "" {
 		c.State = "optsync.db"
@@ -520,17 +530,26 @@ func (c *Config) resolve(p string) string {
 	return filepath.Join(filepath.Dir(c.path), p)
 }
 
-// d365Layout and campaignLayout tell the readers which columns to take.
-func (c *Config) d365Layout() extract.Layout {
-	l := extract.Layout{Columns: c.D365.Columns, TimeLayout: c.D365.TimeLayout}
+// defaultClockSkew is max_clock_skew when the config does not set it.
+const defaultClockSkew = time.Hour
+
+// notAfter is the latest change time a run started at start believes: its
+// start plus max_clock_skew. Every change time read (rows, per-field
+// columns) and every one kept in state is held to it.
+func (c *Config) notAfter(start time.Time) time.Time { return start.Add(c.maxClockSkew) }
+
+// d365Layout and campaignLayout tell the readers which columns to take;
+// notAfter is the latest change time believed (see Config.notAfter).
+func (c *Config) d365Layout(notAfter time.Time) extract.Layout {
+	l := extract.Layout{Columns: c.D365.Columns, TimeLayout: c.D365.TimeLayout, NotAfter: notAfter}
 	for _, m := range c.Mappings {
 		l.Fields = append(l.Fields, m.D365)
 	}
 	return l
 }
 
-func (c *Config) campaignLayout() extract.Layout {
-	l := extract.Layout{Columns: c.Campaign.Columns, TimeLayout: c.Campaign.TimeLayout}
+func (c *Config) campaignLayout(notAfter time.Time) extract.Layout {
+	l := extract.Layout{Columns: c.Campaign.Columns, TimeLayout: c.Campaign.TimeLayout, NotAfter: notAfter}
 	any := false
 	for _, m := range c.Mappings {
 		l.Fields = append(l.Fields, m.Campaign)

@@ -102,7 +102,9 @@ func (c *d365Conn) read(ctx context.Context, st *state.Store, full bool, queue [
 		}
 		latest := since.Add(c.cfg.overlap)
 		err = c.reader.ModifiedSince(ctx, since, func(ct *extract.Contact) {
-			if t := time.UnixMilli(ct.Modified); t.After(latest) {
+			// A row dated in the future is rejected; it must not carry
+			// the watermark past every real change either.
+			if t := time.UnixMilli(ct.Modified); t.After(latest) && !ct.Bad {
 				latest = t
 			}
 			count(ct)

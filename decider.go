@@ -50,6 +50,10 @@ type decider struct {
 	// counted in the first pass; viaStateContacts are the entries of
 	// viaState that came from the Dynamics side
 	viaState, viaStateContacts, waiting, stale int
+	// notAfter is the latest change time believed (Unix ms); future lists
+	// the contacts whose state held a later one (first pass).
+	notAfter int64
+	future   []string
 }
 
 // verdict is what the decider made of one entry.
@@ -120,6 +124,17 @@ func lookup(r *state.Reader, id extract.ID, into *transform.Snapshot) (*transfor
 	return into, nil
 }
 
+// forgetFuture makes the change times of a snapshot read from state that
+// lie beyond what the run believes unknown (transform.ForgetFutureTimes),
+// in both passes alike; true when it changed one.
+func (d *decider) forgetFuture(prev *transform.Snapshot) bool {
+	if prev == nil {
+		return false
+	}
+	fd, fc := transform.ForgetFutureTimes(prev, d.notAfter)
+	return fd || fc
+}
+
 func entryID(m *joined, k int32) extract.ID {
 	c, p := m.at(k)
 	if c != nil {
@@ -153,9 +168,14 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 			}
 		}
 		bar.Add(1)
-		prevPtr, err := lookup(reader, entryID(d.matched, int32(k)), &prev)
+		id := entryID(d.matched, int32(k))
+		prevPtr, err := lookup(reader, id, &prev)
 		if err != nil {
 			return nil, err
+		}
+		forgot := d.forgetFuture(prevPtr)
+		if forgot {
+			d.future = append(d.future, id.String())
 		}
 		v := d.one(int32(k), prevPtr, decisions[:0])
 		decisions = v.decisions
@@ -189,7 +209,7 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 				return nil, err
 			}
 		}
-		if prevPtr == nil || v.next != prev || len(v.decisions) > 0 {
+		if prevPtr == nil || v.next != prev || len(v.decisions) > 0 || forgot {
 			dirty = append(dirty, int32(k))
 		}
 	}
@@ -250,6 +270,7 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 					reader.Close()
 					return err
 				}
+				forgot := d.forgetFuture(prevPtr)
 				v := d.one(k, prevPtr, decisions[:0])
 				decisions = v.decisions
 				if v.blocked != "" {
@@ -274,7 +295,7 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 						ps.S = prevPtr.Pairs[dec.Pair].S
 					}
 				}
-				if prevPtr == nil || v.next != prev {
+				if prevPtr == nil || v.next != prev || forgot {
 					v.next.Decided = started.Unix()
 					batch.Put(v.id, &v.next)
 				}

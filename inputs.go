@@ -151,7 +151,7 @@ func (j *job) extract(ctx context.Context, st *state.Store, d365Files, campFiles
 		in.contacts = make([]extract.Contact, 0, estimateAll(d365Files))
 		for i, f := range d365Files {
 			err := j.readFile(ctx, f, "reading Dynamics", func(r io.Reader) error {
-				st, err := extract.ReadContacts(ctx, r, f.path, j.cfg.d365Layout(),
+				st, err := extract.ReadContacts(ctx, r, f.path, j.cfg.d365Layout(j.notAfter),
 					func(c *extract.Contact) {
 						c.File = uint16(i)
 						in.contacts = append(in.contacts, *c)
@@ -177,7 +177,7 @@ func (j *job) extract(ctx context.Context, st *state.Store, d365Files, campFiles
 		in.profiles = make([]extract.Profile, 0, estimateAll(campFiles))
 		for i, f := range campFiles {
 			err := j.readFile(ctx, f, "reading Campaign", func(r io.Reader) error {
-				st, err := extract.ReadProfiles(ctx, r, f.path, j.cfg.campaignLayout(),
+				st, err := extract.ReadProfiles(ctx, r, f.path, j.cfg.campaignLayout(j.notAfter),
 					func(p *extract.Profile) {
 						p.File = uint16(i)
 						in.profiles = append(in.profiles, *p)

@@ -48,6 +48,9 @@ type job struct {
 	// sum and started are the run's, for the caller's metrics.
 	sum     *summary
 	started time.Time
+	// notAfter is the latest change time this run believes: its start
+	// plus max_clock_skew.
+	notAfter time.Time
 }
 
 func newRunID(t time.Time) string {
@@ -117,6 +120,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	cfg := j.cfg
 	j.started = time.Now().UTC()
 	started := j.started
+	j.notAfter = cfg.notAfter(started)
 	runID := newRunID(started)
 	log := j.log.With().Str("run_id", runID).Str("command", j.command).Logger()
 	j.log = log
@@ -259,7 +263,8 @@ func (j *job) run(ctx context.Context) (err error) {
 		}
 	}()
 	var examples []string
-	d := &decider{rules: &rules, incremental: j.incremental, matched: &matched, campFiles: campFiles, failed: map[extract.ID]failure{}}
+	d := &decider{rules: &rules, incremental: j.incremental, matched: &matched, campFiles: campFiles, failed: map[extract.ID]failure{},
+		notAfter: j.notAfter.UnixMilli()}
 	var held []heldChange // changes waiting for an API's answer
 	var dirty []int32
 	if rules.Direction != transform.Disabled {
@@ -285,6 +290,11 @@ func (j *job) run(ctx context.Context) (err error) {
 		j.hooks.afterDecide(ctx)
 	}
 	sum.ViaState, sum.Waiting, sum.Stale = d.viaState, d.waiting, d.stale
+	if len(d.future) > 0 {
+		// Once per record: the run's commit writes the times back unknown.
+		log.Warn().Int("records", len(d.future)).Strs("contacts", d.future[:min(len(d.future), 10)]).Time("not_after", j.notAfter).
+			Msg("change times in state later than the run's start plus max_clock_skew were treated as unknown: a present-day row of these records is not taken as stale")
+	}
 	// A one-sided record decided against state had its counterpart after all.
 	sum.ComparedPairs += d.viaState * len(rules.Pairs)
 	sum.Matched += d.viaState
@@ -591,6 +601,7 @@ func (j *job) requeue(st *state.Store, rules *transform.Rules, in *inputs, d365F
 			return nil, err
 		}
 		if found && snap.DSeen {
+			transform.ForgetFutureTimes(&snap, j.notAfter.UnixMilli())
 			c := transform.ContactFromState(rules, it.Contact, &snap)
 			c.File, c.Line = file, int32(i+1)
 			in.contacts = append(in.contacts, c)
@@ -612,13 +623,15 @@ func (j *job) connect(rules *transform.Rules) error {
 		if j.dv, err = newD365Conn(&cfg.D365, fields, j.log); err != nil {
 			return err
 		}
+		j.dv.reader.NotAfter = j.notAfter
 	}
 	if cfg.Campaign.api() {
-		l := cfg.campaignLayout()
+		l := cfg.campaignLayout(j.notAfter)
 		var err error
 		if j.cv, err = newCampaignConn(&cfg.Campaign, l.Fields, l.FieldTimes, j.log); err != nil {
 			return err
 		}
+		j.cv.reader.NotAfter = j.notAfter
 	}
 	return nil
 }

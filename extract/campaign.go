@@ -22,6 +22,8 @@ type Campaign struct {
 	// field's change time ("" = none).
 	FieldTimes []string
 	PageSize   int // _lineCount
+	// NotAfter is the latest change time believed (see Layout.NotAfter).
+	NotAfter time.Time
 }
 
 // CampaignSource names API rows in rejects.
@@ -182,6 +184,8 @@ func (c *Campaign) record(rec map[string]json.RawMessage, n int, st *Stats, emit
 	var problems []string
 	if p.Modified, ok = ParseTime(str("lastModified"), ""); !ok {
 		problems = append(problems, fmt.Sprintf("lastModified %q is not a timestamp", clip(str("lastModified"))))
+	} else if why := Future("lastModified", p.Modified, c.NotAfter); why != "" {
+		problems = append(problems, why)
 	}
 	for i, f := range c.Fields {
 		switch v := string(rec[f]); v {
@@ -204,6 +208,8 @@ func (c *Campaign) record(rec map[string]json.RawMessage, n int, st *Stats, emit
 		}
 		if p.FieldModified[i], ok = ParseTime(str(col), ""); !ok {
 			problems = append(problems, fmt.Sprintf("%s %q is not a timestamp", col, clip(str(col))))
+		} else if why := Future(col, p.FieldModified[i], c.NotAfter); why != "" {
+			problems = append(problems, why)
 		}
 	}
 	if problems != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 )
 
 // MaxFields bounds the mapped pairs: Campaign offers eight opt-out fields and
@@ -66,6 +67,10 @@ type Layout struct {
 	// Columns maps a column's logical name to the header it has in the file.
 	Columns    map[string]string
 	TimeLayout string
+	// NotAfter is the latest change time believed (the run's start plus
+	// max_clock_skew): a later one makes the row bad (Future). Zero: no
+	// bound.
+	NotAfter time.Time
 }
 
 // MissingColumnError stops a run: without the column no row can be read.
@@ -141,6 +146,8 @@ func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emi
 		var problems []string
 		if c.Modified, ok = ParseTime(rec[modCol], l.TimeLayout); !ok {
 			problems = append(problems, fmt.Sprintf("modifiedon %q is not a timestamp", clip(rec[modCol])))
+		} else if why := Future("modifiedon", c.Modified, l.NotAfter); why != "" {
+			problems = append(problems, why)
 		}
 		for i, col := range fieldCols {
 			if c.Values[i], ok = ParseBool(rec[col], true); !ok {
@@ -233,6 +240,8 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emi
 		var problems []string
 		if p.Modified, ok = ParseTime(rec[modCol], l.TimeLayout); !ok {
 			problems = append(problems, fmt.Sprintf("lastModified %q is not a timestamp", clip(rec[modCol])))
+		} else if why := Future("lastModified", p.Modified, l.NotAfter); why != "" {
+			problems = append(problems, why)
 		}
 		for i, col := range fieldCols {
 			if p.Values[i], ok = ParseBool(rec[col], false); !ok {
@@ -247,6 +256,8 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emi
 				}
 				if p.FieldModified[i], ok = ParseTime(rec[col], l.TimeLayout); !ok {
 					problems = append(problems, fmt.Sprintf("%s %q is not a timestamp", l.FieldTimes[i], clip(rec[col])))
+				} else if why := Future(l.FieldTimes[i], p.FieldModified[i], l.NotAfter); why != "" {
+					problems = append(problems, why)
 				}
 			}
 		}

@@ -20,6 +20,8 @@ type Dataverse struct {
 	BaseURL  string   // https://org.crm.dynamics.com/api/data/v9.2/
 	Fields   []string // mapped boolean columns, in pair order
 	PageSize int      // Prefer: odata.maxpagesize (at most 5000)
+	// NotAfter is the latest modifiedon believed (see Layout.NotAfter).
+	NotAfter time.Time
 }
 
 // Source names API rows in rejects.
@@ -239,6 +241,8 @@ func (d *Dataverse) record(rec map[string]json.RawMessage, n int, emit func(*Con
 	var problems []string
 	if c.Modified, ok = ParseTime(str("modifiedon"), ""); !ok {
 		problems = append(problems, fmt.Sprintf("modifiedon %q is not a timestamp", clip(str("modifiedon"))))
+	} else if why := Future("modifiedon", c.Modified, d.NotAfter); why != "" {
+		problems = append(problems, why)
 	}
 	for i, f := range d.Fields {
 		v, present := rec[f]
