@@ -401,3 +401,37 @@ func deref(b *bool) string {
 	}
 	return fmt.Sprint(*b)
 }
+
+// A profile is its PKey, through the API as in files (issue 8): after a
+// full scan shows @p2 linked to no contact and @p3 linked to contact 2,
+// contact 3's change is not written to @p3 (its profile left it), and
+// contact 2 is decided against @p3 as at first sight, not held back as
+// having a second profile.
+func TestCampaignAPIProfileRelinked(t *testing.T) {
+	p := newCampaignProject(t, 4, false, "  source: api\n  target: api\n")
+	if r := p.run(t, hooks{}, "run"); r.code != 0 {
+		t.Fatalf("night 1: exit %d\n%s", r.code, r.stderr)
+	}
+	moved := time.Date(2026, 11, 21, 8, 0, 0, 0, time.UTC)
+	p.csim.Add(campaignsim.Profile{PKey: "@p2", LastModified: moved, Fields: map[string]*bool{"blackListEmail": boolp(false)}})
+	p.csim.Add(campaignsim.Profile{PKey: "@p3", ExternalID: contactID(2), LastModified: moved, Fields: map[string]*bool{"blackListEmail": boolp(true)}})
+	writeFile(t, p.path("drops/d365/2.csv"), dropContactsOne(contactID(3)+",2026-11-21T09:00:00Z,false"))
+	n := len(p.csim.Requests())
+	r := p.run(t, hooks{}, "run")
+	if r.code != 0 {
+		t.Fatalf("night 2: exit %d\n%s", r.code, r.stderr)
+	}
+	if patches := p.patches(n); len(patches) != 0 {
+		t.Fatalf("night 2 wrote to Campaign: %+v", patches)
+	}
+	if v := p.blackListEmail(t, 3); v == nil || !*v {
+		t.Fatalf("@p3 (contact 2's now) lost its opt-out: %v", v)
+	}
+	upd := p.out(t, "d365-updates", r.runID)
+	if len(upd) != 1 || upd[0]["contactid"] != contactID(2) || upd[0]["donotemail"] != "true" {
+		t.Fatalf("want contact 2 opted out from @p3 (first sight, Campaign newer), got %v\n%s", upd, r.stdout)
+	}
+	if rej := p.out(t, "rejects", r.runID); len(rej) != 0 {
+		t.Fatalf("rejects %v", rej)
+	}
+}

@@ -19,12 +19,21 @@ type joined struct {
 	contacts []extract.Contact
 	profiles []extract.Profile
 	pairs    [][2]int32
+	// lost lists contacts of state, not in this run's input, whose profile
+	// this run's input links to another contact or to none: their entries
+	// are {lostEntry, index into lost}.
+	lost []extract.ID
 }
+
+const lostEntry = -2
 
 func (j *joined) at(k int32) (*extract.Contact, *extract.Profile) {
 	m := j.pairs[k]
 	var c *extract.Contact
 	var p *extract.Profile
+	if m[0] == lostEntry {
+		return nil, nil
+	}
 	if m[0] >= 0 {
 		c = &j.contacts[m[0]]
 	}
@@ -42,7 +51,11 @@ type decider struct {
 	rules       *transform.Rules
 	incremental bool
 	matched     *joined
+	d365Files   []inputFile
 	campFiles   []inputFile
+	// owners says, in a run, what this run's input links each of its PKeys
+	// to: a profile state links to one contact may belong to another now.
+	owners *transform.Owners
 	// failed holds contacts whose writes an API refused: their state
 	// records what was read but not those writes (and they go to the retry
 	// queue).
@@ -74,19 +87,51 @@ func (d *decider) one(k int32, prev *transform.Snapshot, buf []transform.Decisio
 	c, p := d.matched.at(k)
 	useState := prev != nil && !d.rules.Replay
 	var v verdict
-	if c != nil {
+	switch {
+	case c != nil:
 		v.id = c.ID
-	} else {
+	case p != nil:
 		v.id = p.ID
+	default: // its profile left it: see lostProfile
+		v.id = d.matched.lost[d.matched.pairs[k][1]]
+		v.next = transform.LoseProfile(*prev)
+		return v
+	}
+	// In a run, the profile state links to this contact may have left it:
+	// this run's input links that PKey to another contact, or to none.
+	left, keptOut := false, false
+	if d.incremental && useState && prev.CSeen && prev.PKey != "" && (p == nil || p.PKey != prev.PKey) {
+		switch kind, owner := d.owners.Lookup(prev.PKey); {
+		case kind == transform.OwnerContact && owner != v.id, kind == transform.OwnerNoContact:
+			left = true
+		case kind == transform.OwnerKeptOut:
+			keptOut = true
+		}
+	}
+	if keptOut {
+		v.blocked = fmt.Sprintf("kept out: profile %s, which state links to contact %s, has a row in this run that is bad or whose time cannot be read", prev.PKey, v.id)
+		if c != nil {
+			v.blockedAt = extract.Reject{Source: d.d365Files[c.File].path, Line: int(c.Line), ID: v.id.String(), IDChecked: true, Reason: v.blocked}
+		}
+		if p != nil {
+			v.blockedAt = extract.Reject{Source: d.campFiles[p.File].path, Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: v.blocked}
+		}
+		v.next = *prev
+		return v
 	}
 	// In a run, a profile other than the one state links to this contact is
-	// a second profile for one contact: none is touched. A backfill reads
-	// every profile, so the one it finds is the only one.
-	if p != nil && d.incremental && useState && prev.CSeen && prev.PKey != "" && prev.PKey != p.PKey {
+	// a second profile for one contact: none is touched, unless this run
+	// shows the first one has left the contact. A backfill reads every
+	// profile, so the one it finds is the only one.
+	if p != nil && d.incremental && useState && prev.CSeen && prev.PKey != "" && prev.PKey != p.PKey && !left {
 		v.blocked = fmt.Sprintf("duplicate-externalId: contact %s is linked to profile %s in state; a second profile for one contact is not touched until a backfill settles it", p.ID, prev.PKey)
 		v.blockedAt = extract.Reject{Source: d.campFiles[p.File].path, Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: v.blocked}
 		v.next = *prev
 		return v
+	}
+	if left {
+		lost := transform.LoseProfile(*prev)
+		prev = &lost
 	}
 	switch {
 	case c != nil && p == nil && d.incremental && useState && prev.CSeen:
@@ -137,10 +182,13 @@ func (d *decider) forgetFuture(prev *transform.Snapshot) bool {
 
 func entryID(m *joined, k int32) extract.ID {
 	c, p := m.at(k)
-	if c != nil {
+	switch {
+	case c != nil:
 		return c.ID
+	case p != nil:
+		return p.ID
 	}
-	return p.ID
+	return m.lost[m.pairs[k][1]]
 }
 
 // all makes every decision of the run against the state as it was when
@@ -161,7 +209,18 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 	decisions := make([]transform.Decision, 0, extract.MaxFields)
 	var prev transform.Snapshot
 	var ch load.Change
-	for k := range d.matched.pairs {
+	// State is walked whole, in step with the entries: a contact of state
+	// that is not in this run's input is seen too (absent).
+	absent := func(id extract.ID, snap *transform.Snapshot) error {
+		if d.lostProfile(id, snap) {
+			d.matched.pairs = append(d.matched.pairs, [2]int32{lostEntry, int32(len(d.matched.lost))})
+			d.matched.lost = append(d.matched.lost, id)
+			dirty = append(dirty, int32(len(d.matched.pairs)-1))
+		}
+		return nil
+	}
+	entries := len(d.matched.pairs)
+	for k := range entries {
 		if k&0xfff == 0 {
 			if err := ctx.Err(); err != nil {
 				return nil, err
@@ -169,9 +228,15 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 		}
 		bar.Add(1)
 		id := entryID(d.matched, int32(k))
-		prevPtr, err := lookup(reader, id, &prev)
-		if err != nil {
-			return nil, err
+		var prevPtr *transform.Snapshot
+		if reader != nil {
+			found, err := reader.Until(&id, &prev, absent)
+			if err != nil {
+				return nil, err
+			}
+			if found {
+				prevPtr = &prev
+			}
 		}
 		forgot := d.forgetFuture(prevPtr)
 		if forgot {
@@ -213,7 +278,24 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 			dirty = append(dirty, int32(k))
 		}
 	}
+	if reader != nil {
+		if _, err := reader.Until(nil, &prev, absent); err != nil {
+			return nil, err
+		}
+	}
 	return dirty, nil
+}
+
+// lostProfile says whether a contact of state that is not in this run's
+// input has lost its profile: this run's input links the PKey state knows
+// for it to another contact, or to none. (A backfill sees every contact
+// and its profile; only a run needs this.)
+func (d *decider) lostProfile(id extract.ID, snap *transform.Snapshot) bool {
+	if !d.incremental || d.rules.Replay || !snap.CSeen || snap.PKey == "" {
+		return false
+	}
+	kind, owner := d.owners.Lookup(snap.PKey)
+	return kind == transform.OwnerNoContact || kind == transform.OwnerContact && owner != id
 }
 
 // commitChunk is how many contacts one state transaction takes. bbolt splits

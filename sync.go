@@ -200,37 +200,38 @@ func (j *job) run(ctx context.Context) (err error) {
 		return err
 	}
 	sum.ContactRows, sum.ProfileRows = in.d365.Rows, in.campaign.Rows
-	sum.Unlinked = in.campaign.Unlinked
 
 	// transform: identity rules, then decisions. The two sorts are
 	// independent; on two cores they take the time of one.
 	var (
-		contacts    []extract.Contact
-		superseded  []transform.Superseded
-		profiles    []extract.Profile
-		dups        []extract.Profile
-		supProfiles []transform.Superseded
-		sorted      = make(chan struct{})
+		contacts   []extract.Contact
+		superseded []transform.Superseded
+		grouped    transform.Grouped
+		sorted     = make(chan struct{})
 	)
 	go func() {
-		profiles, dups, supProfiles = transform.GroupProfiles(in.profiles)
+		// A run needs to know where each PKey of its input went: a
+		// profile state links to one contact may be another's now.
+		grouped = transform.GroupProfiles(in.profiles, j.incremental)
 		close(sorted)
 	}()
 	contacts, superseded = transform.DedupContacts(in.contacts)
 	<-sorted
+	profiles, dups := grouped.Kept, grouped.Dups
+	sum.Unlinked = grouped.Unlinked
 	rejects := slices.Concat(in.d365Rejects, in.campRejects)
 	for _, s := range superseded {
 		sum.Superseded++
 		if !s.Bad {
 			rejects = append(rejects, extract.Reject{Source: d365Files[s.File].path, Line: int(s.Line), ID: s.ID.String(), IDChecked: true,
-				Reason: "superseded: " + where(d365Files, s.File, s.ByFile, s.By) + " is a later row for this contact"})
+				Reason: supersededBy(d365Files, &s, "contact")})
 		}
 	}
-	for _, s := range supProfiles {
+	for _, s := range grouped.Superseded {
 		sum.Superseded++
 		if !s.Bad {
 			rejects = append(rejects, extract.Reject{Source: campFiles[s.File].path, Line: int(s.Line), ID: s.PKey, IDChecked: true,
-				Reason: "superseded: " + where(campFiles, s.File, s.ByFile, s.By) + " is a later row for this profile"})
+				Reason: supersededBy(campFiles, &s, "profile")})
 		}
 	}
 	for _, p := range dups {
@@ -263,8 +264,8 @@ func (j *job) run(ctx context.Context) (err error) {
 		}
 	}()
 	var examples []string
-	d := &decider{rules: &rules, incremental: j.incremental, matched: &matched, campFiles: campFiles, failed: map[extract.ID]failure{},
-		notAfter: j.notAfter.UnixMilli()}
+	d := &decider{rules: &rules, incremental: j.incremental, matched: &matched, d365Files: d365Files, campFiles: campFiles,
+		owners: grouped.Owners, failed: map[extract.ID]failure{}, notAfter: j.notAfter.UnixMilli()}
 	var held []heldChange // changes waiting for an API's answer
 	var dirty []int32
 	if rules.Direction != transform.Disabled {
@@ -437,6 +438,15 @@ func (j *job) run(ctx context.Context) (err error) {
 		return withCode(exitWriteFailed, fmt.Errorf("%d contacts' writes were refused or not sent; they are queued for the next run", len(d.failed)))
 	}
 	return nil
+}
+
+// supersededBy is the reject reason of a row replaced by a later row of its
+// record (a contact or a profile).
+func supersededBy(files []inputFile, s *transform.Superseded, record string) string {
+	if s.ByUnknownTime {
+		return fmt.Sprintf("superseded: %s, whose time cannot be read, may be a later row for this %s", where(files, s.File, s.ByFile, s.By), record)
+	}
+	return fmt.Sprintf("superseded: %s is a later row for this %s", where(files, s.File, s.ByFile, s.By), record)
 }
 
 // where names a row for a reject reason: the line, and the file when it is

@@ -64,7 +64,7 @@ func (c *Campaign) Profile(ctx context.Context, pkey string) (Profile, bool, err
 	found := false
 	var st Stats
 	c.record(rec, 0, &st, func(q *Profile) { p, found = *q, true }, func(Reject) {})
-	return p, found || st.Unlinked > 0, nil
+	return p, found, nil
 }
 
 func (c *Campaign) pageSize() int {
@@ -169,14 +169,24 @@ func (c *Campaign) record(rec map[string]json.RawMessage, n int, st *Stats, emit
 		return s
 	}
 	pkey := str("PKey")
+	id, linked := ParseID(str("externalId"))
 	if !IsPKey(pkey) {
 		st.Rejected++
 		reject(Reject{Source: CampaignSource, Line: n, ID: pkey, Reason: fmt.Sprintf("PKey %q is not of the form @ followed by letters, digits, _ or -", clip(pkey))})
+		if linked {
+			// As in files: a profile of that contact that cannot be told
+			// apart from its others keeps the contact out of the run.
+			emit(&Profile{ID: id, Modified: NoTime, Line: int32(n), Bad: true})
+		}
 		return
 	}
-	id, linked := ParseID(str("externalId"))
 	if !linked {
+		// Linked to no contact, but perhaps the latest row of a PKey
+		// another row links to one (a queued profile read again, say).
 		st.Unlinked++
+		p := Profile{PKey: pkey, Line: int32(n), Unlinked: true}
+		p.Modified = unlinkedTime(str("lastModified"), "", c.NotAfter)
+		emit(&p)
 		return
 	}
 	p := Profile{ID: id, PKey: pkey, Line: int32(n)}
@@ -204,7 +214,7 @@ func (c *Campaign) record(rec map[string]json.RawMessage, n int, st *Stats, emit
 			continue
 		}
 		if p.FieldModified == nil {
-			p.FieldModified = new([MaxFields]int64)
+			p.FieldModified = NewFieldTimes()
 		}
 		if p.FieldModified[i], ok = ParseTime(str(col), ""); !ok {
 			problems = append(problems, fmt.Sprintf("%s %q is not a timestamp", col, clip(str(col))))

@@ -19,7 +19,7 @@ const MaxFields = 8
 // mapped fields and in each field's own polarity.
 type Contact struct {
 	ID       ID
-	Modified int64 // Unix ms
+	Modified int64 // Unix ms; NoTime when unreadable (then Bad)
 	// Version is the row version the API read (its ETag), for a write that
 	// must not overwrite a later edit; 0 when unknown (CSV).
 	Version int64
@@ -32,19 +32,25 @@ type Contact struct {
 	// (Field order keeps the struct at 48 bytes: a million are held at once.)
 }
 
-// Profile is one Campaign profile row linked to a contact.
+// Profile is one Campaign profile row. A profile is its PKey: rows of one
+// PKey are one record whatever externalId they carry, so a row linked to no
+// contact is kept too (Unlinked), for it may be the latest row of a PKey
+// that another row links to a contact.
 type Profile struct {
-	ID       ID
+	ID       ID // the contact the row links to (zero when Unlinked)
 	PKey     string
-	Modified int64 // Unix ms
-	// FieldModified holds per-field change times (0 = unknown); nil when no
-	// mapping names a change-time column. A pointer, not a slice: a million
-	// profiles are held at once, and every byte of this struct counts.
+	Modified int64 // Unix ms; NoTime when unreadable (then Bad)
+	// FieldModified holds per-field change times (NoTime = unknown); nil
+	// when no mapping names a change-time column. A pointer, not a slice: a
+	// million profiles are held at once, and every byte of this struct counts.
 	FieldModified *[MaxFields]int64
 	Values        [MaxFields]Tri
 	Line          int32
 	File          uint16 // which of a run's input files, in processing order
 	Bad           bool
+	// Unlinked: the row's externalId is empty or not a GUID. Only its PKey
+	// and time are read; it is not a bad row.
+	Unlinked bool
 }
 
 // Reject is an input row that was not processed, and why.
@@ -74,12 +80,34 @@ type Layout struct {
 }
 
 // MissingColumnError stops a run: without the column no row can be read.
+// Empty says the file has no header row at all (0 bytes, a BOM alone, blank
+// lines alone); Column then lists every column it must have.
 type MissingColumnError struct {
 	Source, Column string
+	Empty          bool
 }
 
 func (e *MissingColumnError) Error() string {
+	if e.Empty {
+		return fmt.Sprintf("%s: the file is empty: no header row; required columns: %s", e.Source, e.Column)
+	}
 	return fmt.Sprintf("%s: required column %q is missing from the header", e.Source, e.Column)
+}
+
+// errNoHeader is what openTable says of a file without a header row; the
+// readers turn it into a MissingColumnError listing what they need.
+var errNoHeader = errors.New("no header row")
+
+// emptyFile names every column a reader needs, for a file without any.
+func emptyFile(source string, configured map[string]string, names ...string) error {
+	cols := make([]string, len(names))
+	for i, n := range names {
+		cols[i] = n
+		if alias := configured[n]; alias != "" {
+			cols[i] = alias
+		}
+	}
+	return &MissingColumnError{Source: source, Column: strings.Join(cols, ", "), Empty: true}
 }
 
 // Stats counts what a reader saw.
@@ -116,6 +144,9 @@ var d365Aliases = map[string][]string{
 func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emit func(*Contact), reject func(Reject)) (Stats, error) {
 	var st Stats
 	t, err := openTable(r, source)
+	if errors.Is(err, errNoHeader) {
+		return st, emptyFile(source, l.Columns, append([]string{"contactid", "modifiedon"}, l.Fields...)...)
+	}
 	if err != nil {
 		return st, err
 	}
@@ -130,6 +161,10 @@ func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emi
 	fieldCols, err := t.columns(l.Fields, l.Columns)
 	if err != nil {
 		return st, err
+	}
+	labels := make([]Labels, len(l.Fields))
+	for i, f := range l.Fields {
+		labels[i] = LabelsFor(f)
 	}
 	var c Contact
 	err = t.rows(ctx, func(line int, rec []string) {
@@ -150,8 +185,8 @@ func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emi
 			problems = append(problems, why)
 		}
 		for i, col := range fieldCols {
-			if c.Values[i], ok = ParseBool(rec[col], true); !ok {
-				problems = append(problems, fmt.Sprintf("%s %q is not a boolean", l.Fields[i], clip(rec[col])))
+			if c.Values[i], ok = ParseBool(rec[col], labels[i]); !ok {
+				problems = append(problems, BadBool(l.Fields[i], rec[col], labels[i]))
 			}
 		}
 		if problems != nil {
@@ -172,18 +207,29 @@ func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emi
 			return
 		}
 		// A malformed row may be the newest for its contact: keep the
-		// contact out of the run rather than trust an older row.
+		// contact out of the run rather than trust an older row. Its
+		// cells may be shifted, so its time is not read.
 		reject(Reject{Source: source, Line: line, ID: id.String(), Reason: reason, IDChecked: true})
-		emit(&Contact{ID: id, Line: int32(line), Bad: true})
+		emit(&Contact{ID: id, Modified: NoTime, Line: int32(line), Bad: true})
 	})
 	return st, err
 }
 
-// ReadProfiles streams a Campaign profiles export. Profiles whose externalId
-// is empty or not a GUID are linked to no contact: counted, not emitted.
+// ReadProfiles streams a Campaign profiles export. Rows whose externalId is
+// empty or not a GUID are linked to no contact: counted, emitted Unlinked
+// with their PKey and time only.
 func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emit func(*Profile), reject func(Reject)) (Stats, error) {
 	var st Stats
 	t, err := openTable(r, source)
+	if errors.Is(err, errNoHeader) {
+		names := append([]string{"PKey", "externalId", "lastModified"}, l.Fields...)
+		for _, ft := range l.FieldTimes {
+			if ft != "" {
+				names = append(names, ft)
+			}
+		}
+		return st, emptyFile(source, l.Columns, names...)
+	}
 	if err != nil {
 		return st, err
 	}
@@ -225,14 +271,19 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emi
 			st.Rejected++
 			reject(Reject{Source: source, Line: line, ID: pkey, Reason: fmt.Sprintf("PKey %q is not of the form @ followed by letters, digits, _ or -", clip(pkey))})
 			if linked {
-				// Still a profile of that contact: it must keep a
-				// duplicate of it from being taken as the only one.
-				emit(&Profile{ID: id, Line: int32(line), Bad: true})
+				// A profile of that contact that cannot be told apart
+				// from its others: the contact stays out of the run.
+				emit(&Profile{ID: id, Modified: NoTime, Line: int32(line), Bad: true})
 			}
 			return
 		}
 		if !linked {
+			// Linked to no contact, but perhaps the latest row of a
+			// PKey another row links to one: only its time is read.
 			st.Unlinked++
+			p = Profile{PKey: strings.Clone(pkey), Line: int32(line), Unlinked: true}
+			p.Modified = unlinkedTime(rec[modCol], l.TimeLayout, l.NotAfter)
+			emit(&p)
 			return
 		}
 		p = Profile{ID: id, PKey: strings.Clone(pkey), Line: int32(line)}
@@ -244,12 +295,12 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emi
 			problems = append(problems, why)
 		}
 		for i, col := range fieldCols {
-			if p.Values[i], ok = ParseBool(rec[col], false); !ok {
+			if p.Values[i], ok = ParseBool(rec[col], NoLabels); !ok {
 				problems = append(problems, fmt.Sprintf("%s %q is not a boolean", l.Fields[i], clip(rec[col])))
 			}
 		}
 		if anyTimes {
-			p.FieldModified = new([MaxFields]int64)
+			p.FieldModified = NewFieldTimes()
 			for i, col := range timeCols {
 				if col < 0 || strings.TrimSpace(rec[col]) == "" {
 					continue
@@ -276,19 +327,36 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emi
 		if pkCol < len(rec) && IsPKey(strings.TrimSpace(rec[pkCol])) {
 			name = strings.TrimSpace(rec[pkCol])
 		}
+		id, linked := ID{}, false
 		if extCol < len(rec) {
-			if id, ok := ParseID(rec[extCol]); ok {
-				if name == "" {
-					name = id.String()
-				}
-				reject(Reject{Source: source, Line: line, ID: name, Reason: reason, IDChecked: true})
-				emit(&Profile{ID: id, Line: int32(line), Bad: true})
-				return
-			}
+			id, linked = ParseID(rec[extCol])
 		}
-		reject(Reject{Source: source, Line: line, ID: name, Reason: reason, IDChecked: name != ""})
+		switch {
+		case name != "":
+			// A bad row of that profile, not a second profile: it may be
+			// the profile's newest row (its cells may be shifted, so its
+			// time is not read), which keeps the profile out.
+			reject(Reject{Source: source, Line: line, ID: name, Reason: reason, IDChecked: true})
+			emit(&Profile{ID: id, PKey: strings.Clone(name), Modified: NoTime, Line: int32(line), Bad: true, Unlinked: !linked})
+		case linked:
+			reject(Reject{Source: source, Line: line, ID: id.String(), Reason: reason, IDChecked: true})
+			emit(&Profile{ID: id, Modified: NoTime, Line: int32(line), Bad: true})
+		default:
+			reject(Reject{Source: source, Line: line, Reason: reason})
+		}
 	})
 	return st, err
+}
+
+// unlinkedTime reads the time of a row linked to no contact. It is not a
+// bad row, but a time that cannot be read, or one in the future, is not
+// believed either: NoTime (the row may be its profile's newest).
+func unlinkedTime(cell, layout string, notAfter time.Time) int64 {
+	t, ok := ParseTime(cell, layout)
+	if !ok || Future("lastModified", t, notAfter) != "" {
+		return NoTime
+	}
+	return t
 }
 
 // clip keeps a bad cell short enough to quote in a reason.
@@ -316,7 +384,7 @@ func openTable(r io.Reader, source string) (*table, error) {
 	cr.ReuseRecord = true
 	header, err := cr.Read()
 	if errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%s: the file is empty; a header row is required", source)
+		return nil, errNoHeader
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: reading the header: %w", source, err)

@@ -177,8 +177,54 @@ func TestReadMissingColumn(t *testing.T) {
 			}
 		})
 	}
-	if r := readContacts(ctx, "", contactLayout); r.err == nil {
-		t.Error("empty file: want an error")
+}
+
+// An export without a header row cannot be read at all: the same class of
+// error as a missing column (rerunning will not fix it), naming the file
+// and every column it must have.
+func TestReadEmptyExport(t *testing.T) {
+	ctx := context.Background()
+	withAlias := Layout{Fields: []string{"donotemail"}, Columns: map[string]string{"donotemail": "Do not allow Emails"}}
+	for _, in := range []string{"", "\uFEFF", "\n\n", "\r\n\r\n", "\uFEFF\r\n"} {
+		for _, c := range []struct {
+			profiles bool
+			l        Layout
+			want     string
+		}{
+			{false, contactLayout, "contactid, modifiedon, donotemail, donotphone"},
+			{false, withAlias, "contactid, modifiedon, Do not allow Emails"},
+			{true, profileLayout(true), "PKey, externalId, lastModified, blackListEmail, blackListMobile, smsOptOutDate"},
+		} {
+			var r result
+			if c.profiles {
+				r = readProfiles(ctx, in, c.l)
+			} else {
+				r = readContacts(ctx, in, c.l)
+			}
+			var mc *MissingColumnError
+			if !errors.As(r.err, &mc) || !mc.Empty || mc.Column != c.want {
+				t.Errorf("%q: err = %v, want a MissingColumnError (empty) naming %s", in, r.err, c.want)
+				continue
+			}
+			if !strings.Contains(mc.Error(), mc.Source+": the file is empty") || !strings.Contains(mc.Error(), c.want) {
+				t.Errorf("%q: message %q", in, mc.Error())
+			}
+		}
+	}
+}
+
+// A malformed row's cells may be shifted: its time is not read, so it may
+// be the newest row of its record.
+func TestMalformedRowTimeIsUnknown(t *testing.T) {
+	ctx := context.Background()
+	r := readContacts(ctx, "contactid,modifiedon,donotemail,donotphone\n"+gid(1)+","+t0+",true\n", contactLayout)
+	if len(r.contacts) != 1 || !r.contacts[0].Bad || r.contacts[0].Modified != NoTime {
+		t.Errorf("contacts = %+v", r.contacts)
+	}
+	r = readProfiles(ctx, "PKey,externalId,lastModified,blackListEmail,blackListMobile\n@p1,"+gid(1)+","+t0+",true\n@p2,nope,"+t0+",x,y,z\n", profileLayout(false))
+	if len(r.profiles) != 2 || !r.profiles[0].Bad || r.profiles[0].Modified != NoTime || r.profiles[0].PKey != "@p1" || r.profiles[0].ID != mustID(t, gid(1)) ||
+		!r.profiles[1].Bad || !r.profiles[1].Unlinked || r.profiles[1].PKey != "@p2" {
+		t.Errorf("profiles = %+v", r.profiles)
 	}
 }
 
@@ -300,17 +346,26 @@ func TestReadProfiles(t *testing.T) {
 		t.Fatalf("err %v, rejects %+v", r.err, r.rejects)
 	}
 	base := ms(2026, time.November, 29, 2, 0, 0, 0)
+	times := func(t ...int64) *[MaxFields]int64 {
+		ft := NewFieldTimes()
+		copy(ft[:], t)
+		return ft
+	}
+	// Rows linked to no contact are emitted Unlinked, with their PKey and
+	// time only (an unreadable one is NoTime): they are not bad rows.
 	want := []Profile{
-		{ID: mustID(t, gid(1)), PKey: "@abc_1-X", Modified: base, FieldModified: &[MaxFields]int64{0, base + 22*3600*1000}, Values: [MaxFields]Tri{True, False}, Line: 2},
-		{ID: mustID(t, gid(4)), PKey: "@p4", Modified: base, FieldModified: &[MaxFields]int64{0, 0}, Line: 5},
-		{ID: mustID(t, gid(5)), PKey: "@p5", Modified: base, FieldModified: &[MaxFields]int64{0, base - 3600*1000}, Values: [MaxFields]Tri{False, True}, Line: 6},
+		{ID: mustID(t, gid(1)), PKey: "@abc_1-X", Modified: base, FieldModified: times(NoTime, base+22*3600*1000), Values: [MaxFields]Tri{True, False}, Line: 2},
+		{PKey: "@p2", Modified: base, Line: 3, Unlinked: true},
+		{PKey: "@p3", Modified: NoTime, Line: 4, Unlinked: true},
+		{ID: mustID(t, gid(4)), PKey: "@p4", Modified: base, FieldModified: times(NoTime, NoTime), Line: 5},
+		{ID: mustID(t, gid(5)), PKey: "@p5", Modified: base, FieldModified: times(NoTime, base-3600*1000), Values: [MaxFields]Tri{False, True}, Line: 6},
 	}
 	if len(r.profiles) != len(want) {
 		t.Fatalf("profiles = %+v, want %d", r.profiles, len(want))
 	}
 	for i, w := range want {
 		g := r.profiles[i]
-		if g.ID != w.ID || g.PKey != w.PKey || g.Modified != w.Modified || g.Values != w.Values || g.Line != w.Line || g.Bad ||
+		if g.ID != w.ID || g.PKey != w.PKey || g.Modified != w.Modified || g.Values != w.Values || g.Line != w.Line || g.Bad || g.Unlinked != w.Unlinked ||
 			(g.FieldModified == nil) != (w.FieldModified == nil) || (g.FieldModified != nil && *g.FieldModified != *w.FieldModified) {
 			t.Errorf("profile %d = %+v, want %+v", i, g, w)
 		}
@@ -346,7 +401,8 @@ func TestReadProfilesBadRows(t *testing.T) {
 		{"bad lastModified", row("@p2", gid(2), "2026-02-31 00:00:00.000Z", "true", "false", ""), "@p2", []string{"lastModified", "2026-02-31"}, "@p2@3 bad=true"},
 		{"bad boolean", row("@p2", gid(2), t0, "true", "opted-out", ""), "@p2", []string{"blackListMobile", "opted-out", "boolean"}, "@p2@3 bad=true"},
 		{"bad change time", row("@p2", gid(2), t0, "true", "false", "soon"), "@p2", []string{"smsOptOutDate", "soon", "timestamp"}, "@p2@3 bad=true"},
-		{"too few fields", row("@p2", gid(2), t0, "true", "false", "")[:50], "@p2", []string{"fields", "6"}, "@3 bad=true"},
+		// A malformed row whose PKey reads is a bad row of that profile.
+		{"too few fields", row("@p2", gid(2), t0, "true", "false", "")[:50], "@p2", []string{"fields", "6"}, "@p2@3 bad=true"},
 		{"bare quote", row("@p2", gid(2), t0, "tr\"ue", "false", ""), "", []string{"quote"}, ""},
 	}
 	for _, c := range cases {

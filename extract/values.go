@@ -7,6 +7,8 @@ import (
 	"cmp"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
+	"math"
 	"strings"
 	"time"
 )
@@ -121,11 +123,39 @@ func fromHex(c byte) (byte, bool) {
 	return 0, false
 }
 
+// Labels names the two-option labels a Dynamics field's cells may hold
+// instead of booleans, as "Export to Excel" writes them.
+type Labels uint8
+
+const (
+	// NoLabels: booleans only. Campaign fields, and Dynamics fields whose
+	// labels are not known: a custom opt-in field may well label true
+	// "Allow", the opposite of what "Allow" means on donotemail.
+	NoLabels Labels = iota
+	// AllowLabels: Do Not Allow = true, Allow = false (donotemail,
+	// donotbulkemail, donotphone, donotfax, donotpostalmail, …).
+	AllowLabels
+	// SendLabels: Do Not Send = true, Send = false (donotsendmm).
+	SendLabels
+)
+
+// LabelsFor gives a Dynamics field's labels by its logical name, whatever
+// header the export gives its column.
+func LabelsFor(field string) Labels {
+	f := strings.ToLower(field)
+	switch {
+	case f == "donotsendmm":
+		return SendLabels
+	case strings.HasPrefix(f, "donot"):
+		return AllowLabels
+	}
+	return NoLabels
+}
+
 // ParseBool reads a flag cell. Blank and null are unknown; ok is false for a
-// spelling that is neither, which makes the row bad. Dynamics exports made
-// with "Export to Excel" hold two-option labels instead of booleans; those
-// are accepted only when labels is set.
-func ParseBool(s string, labels bool) (t Tri, ok bool) {
+// spelling that is neither, which makes the row bad. A two-option label is
+// read only where it is the field's own.
+func ParseBool(s string, labels Labels) (t Tri, ok bool) {
 	s = strings.TrimSpace(s)
 	if len(s) > 16 {
 		return Unknown, false
@@ -137,17 +167,41 @@ func ParseBool(s string, labels bool) (t Tri, ok bool) {
 		return True, true
 	case "false", "0", "no", "n":
 		return False, true
-	}
-	if labels {
-		switch strings.ToLower(s) {
-		// donotsendmm's labels are Send / Do Not Send; the others Allow / Do Not Allow.
-		case "do not allow", "do not send":
-			return True, true
-		case "allow", "send":
-			return False, true
-		}
+	case "do not allow":
+		return label(True, labels == AllowLabels)
+	case "allow":
+		return label(False, labels == AllowLabels)
+	case "do not send":
+		return label(True, labels == SendLabels)
+	case "send":
+		return label(False, labels == SendLabels)
 	}
 	return Unknown, false
+}
+
+func label(t Tri, own bool) (Tri, bool) {
+	if !own {
+		return Unknown, false
+	}
+	return t, true
+}
+
+// BadBool is the reason a cell of field did not read as a flag; a label of
+// another field says whose labels the field has.
+func BadBool(field, cell string, labels Labels) string {
+	reason := fmt.Sprintf("%s %q is not a boolean", field, clip(cell))
+	switch strings.ToLower(strings.TrimSpace(cell)) {
+	case "do not allow", "allow", "do not send", "send":
+		switch labels {
+		case AllowLabels:
+			reason += " (its labels are Allow and Do Not Allow)"
+		case SendLabels:
+			reason += " (its labels are Send and Do Not Send)"
+		default:
+			reason += " (labels are read only for the donot* fields)"
+		}
+	}
+	return reason
 }
 
 // Layouts tried, in order, after a configured one.
@@ -159,27 +213,43 @@ var defaultLayouts = [...]string{
 	"2006-01-02 15:04:05",
 }
 
-// ParseTime reads a timestamp as Unix milliseconds. Layouts without a zone
+// NoTime is a time that is not known (a blank or unreadable cell). Zero is
+// a time like any other: the epoch.
+const NoTime int64 = math.MinInt64
+
+// NewFieldTimes gives per-field change times, all unknown.
+func NewFieldTimes() *[MaxFields]int64 {
+	var t [MaxFields]int64
+	for i := range t {
+		t[i] = NoTime
+	}
+	return &t
+}
+
+// ParseTime reads a timestamp as Unix milliseconds (NoTime when it does not
+// read). A configured layout is tried first, so that it decides what an
+// ambiguous cell means (2026-04-03 under a day/month layout is 4 March);
+// the built-in shapes only when it does not parse. Layouts without a zone
 // are taken as UTC.
 func ParseTime(s, layout string) (int64, bool) {
 	s = strings.TrimSpace(s)
 	if s == "" {
-		return 0, false
-	}
-	if ms, ok := parseFast(s); ok {
-		return ms, true
+		return NoTime, false
 	}
 	if layout != "" {
 		if t, err := time.ParseInLocation(layout, s, time.UTC); err == nil {
 			return t.UnixMilli(), true
 		}
 	}
+	if ms, ok := parseFast(s); ok {
+		return ms, true
+	}
 	for _, l := range defaultLayouts {
 		if t, err := time.ParseInLocation(l, s, time.UTC); err == nil {
 			return t.UnixMilli(), true
 		}
 	}
-	return 0, false
+	return NoTime, false
 }
 
 // parseFast handles the two shapes nearly every row has,
@@ -232,9 +302,9 @@ func parseFast(s string) (int64, bool) {
 }
 
 // FormatTime writes Unix milliseconds as RFC 3339 UTC, with milliseconds only
-// when there are some.
+// when there are some; NoTime is blank.
 func FormatTime(ms int64) string {
-	if ms == 0 {
+	if ms == NoTime {
 		return ""
 	}
 	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.999Z07:00")

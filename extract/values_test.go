@@ -11,7 +11,7 @@ import (
 func TestParseBool(t *testing.T) {
 	cases := []struct {
 		in      string
-		labels  bool // a Dynamics two-option label: accepted only with labels=true
+		labels  Labels // a two-option label: accepted only for the fields it belongs to
 		want    Tri
 		wantBad bool
 	}{
@@ -22,21 +22,21 @@ func TestParseBool(t *testing.T) {
 		{in: "TrUe", want: True}, {in: "FALSE", want: False}, {in: "Yes", want: True}, {in: "N", want: False},
 		{in: "", want: Unknown}, {in: "null", want: Unknown}, {in: "NULL", want: Unknown},
 		{in: " \t ", want: Unknown},
-		{in: "Do Not Allow", labels: true, want: True}, {in: "Allow", labels: true, want: False},
-		{in: "do not allow", labels: true, want: True}, {in: "ALLOW", labels: true, want: False},
-		{in: "Do Not Send", labels: true, want: True}, {in: "Send", labels: true, want: False},
+		{in: "Do Not Allow", labels: AllowLabels, want: True}, {in: "Allow", labels: AllowLabels, want: False},
+		{in: "do not allow", labels: AllowLabels, want: True}, {in: "ALLOW", labels: AllowLabels, want: False},
+		{in: "Do Not Send", labels: SendLabels, want: True}, {in: "Send", labels: SendLabels, want: False},
 		{in: "2", wantBad: true}, {in: "-1", wantBad: true}, {in: "1.0", wantBad: true},
 		{in: "t", wantBad: true}, {in: "f", wantBad: true}, {in: "on", wantBad: true}, {in: "off", wantBad: true},
 		{in: "truee", wantBad: true}, {in: "yes please", wantBad: true}, {in: "nil", wantBad: true},
 		{in: "none", wantBad: true}, {in: "allowed", wantBad: true}, {in: "do not", wantBad: true},
-		{in: "donotallow", wantBad: true}, {in: "do not allow emails", wantBad: true},
+		{in: "donotallow", wantBad: true}, {in: "do not allow emails", wantBad: true}, {in: "sent", wantBad: true},
 		{in: "\"true\"", wantBad: true}, {in: "tr ue", wantBad: true}, {in: strings.Repeat("y", 40), wantBad: true},
 	}
 	for _, c := range cases {
 		for _, in := range []string{c.in, strings.ToUpper(c.in), strings.ToLower(c.in), " \t" + c.in + "  ", c.in + "\r\n"} {
-			for _, labels := range []bool{false, true} {
+			for _, labels := range []Labels{NoLabels, AllowLabels, SendLabels} {
 				got, ok := ParseBool(in, labels)
-				wantOK := !c.wantBad && (!c.labels || labels)
+				wantOK := !c.wantBad && (c.labels == NoLabels || labels == c.labels)
 				want := c.want
 				if !wantOK {
 					want = Unknown
@@ -45,6 +45,32 @@ func TestParseBool(t *testing.T) {
 					t.Errorf("ParseBool(%q, labels=%v) = %d, %v; want %d, %v", in, labels, got, ok, want, wantOK)
 				}
 			}
+		}
+	}
+}
+
+// A two-option label belongs to its field: donotsendmm's are Send / Do Not
+// Send, the other donot* fields' Allow / Do Not Allow, and a custom field
+// has none (its labels are not known: an opt-in field may call true "Allow").
+func TestLabelsFor(t *testing.T) {
+	for field, want := range map[string]Labels{
+		"donotemail": AllowLabels, "donotbulkemail": AllowLabels, "donotphone": AllowLabels, "donotfax": AllowLabels,
+		"donotpostalmail": AllowLabels, "donotbulkpostalmail": AllowLabels, "DoNotEMail": AllowLabels,
+		"donotsendmm": SendLabels, "DONOTSENDMM": SendLabels,
+		"xx_smsconsent": NoLabels, "new_donotemail": NoLabels, "followemail": NoLabels, "": NoLabels,
+	} {
+		if got := LabelsFor(field); got != want {
+			t.Errorf("LabelsFor(%q) = %d, want %d", field, got, want)
+		}
+	}
+	for _, c := range []struct{ field, cell, want string }{
+		{"donotemail", "Send", `donotemail "Send" is not a boolean (its labels are Allow and Do Not Allow)`},
+		{"donotsendmm", " allow ", `donotsendmm " allow " is not a boolean (its labels are Send and Do Not Send)`},
+		{"xx_optin", "Do Not Allow", `xx_optin "Do Not Allow" is not a boolean (labels are read only for the donot* fields)`},
+		{"donotemail", "maybe", `donotemail "maybe" is not a boolean`},
+	} {
+		if got := BadBool(c.field, c.cell, LabelsFor(c.field)); got != c.want {
+			t.Errorf("BadBool(%q, %q) = %q, want %q", c.field, c.cell, got, c.want)
 		}
 	}
 }
@@ -156,7 +182,15 @@ func TestParseTime(t *testing.T) {
 		{"11/29/2026 2:00 AM", "1/2/2006 3:04 PM", base, true},
 		{"2024-02-29T00:00:00Z", "", ms(2024, time.February, 29, 0, 0, 0, 0), true},
 		{"1969-12-31T23:59:59.999Z", "", -1, true},
-		{"yesterday", "2006-01-02", 0, false},
+		{"yesterday", "2006-01-02", NoTime, false},
+		// A configured layout comes first, even where a built-in shape
+		// would read the cell another way: day and month swapped.
+		{"2026-04-03T10:00:00Z", "2006-02-01T15:04:05Z", ms(2026, time.March, 4, 10, 0, 0, 0), true},
+		{"2026-04-03 10:00:00.250Z", "2006-02-01 15:04:05.000Z", ms(2026, time.March, 4, 10, 0, 0, 250), true},
+		{"2026-04-03 10:00:00", "2006-02-01 15:04:05", ms(2026, time.March, 4, 10, 0, 0, 0), true},
+		// … and the built-in shapes still read what it does not.
+		{"2026-04-03T10:00:00Z", "02.01.2006", ms(2026, time.April, 3, 10, 0, 0, 0), true},
+		{"1970-01-01T00:00:00Z", "", 0, true}, // the epoch is a time, not "unknown"
 	}
 	// Invalid dates (31 Feb, 29 Feb 2026, month 13, hour 24, …), other shapes, garbage.
 	for _, in := range []string{
@@ -166,7 +200,7 @@ func TestParseTime(t *testing.T) {
 		"2026-11-29T23:59:60Z", "2026-11-29 02:00:00;000Z", "2026-11-29X02:00:00.000Z", "2026-1a-29T02:00:00Z",
 		"2026-11-29", "2026-11-29T02:00:00", "", "   ", "garbage", "1764381600000",
 	} {
-		if got, ok := ParseTime(in, ""); ok {
+		if got, ok := ParseTime(in, ""); ok || got != NoTime {
 			t.Errorf("ParseTime(%q) = %d (%s), true; want not ok", in, got, FormatTime(got))
 		}
 	}
@@ -184,7 +218,8 @@ func TestFormatTime(t *testing.T) {
 		ms   int64
 		want string
 	}{
-		{0, ""},
+		{NoTime, ""},
+		{0, "1970-01-01T00:00:00Z"},
 		{ms(2026, time.November, 29, 2, 0, 0, 0), "2026-11-29T02:00:00Z"},
 		{ms(2026, time.November, 29, 2, 0, 0, 500), "2026-11-29T02:00:00.5Z"},
 		{ms(2026, time.November, 29, 2, 0, 0, 7), "2026-11-29T02:00:00.007Z"},
@@ -196,7 +231,7 @@ func TestFormatTime(t *testing.T) {
 		if got != c.want {
 			t.Errorf("FormatTime(%d) = %q, want %q", c.ms, got, c.want)
 		}
-		if c.ms == 0 {
+		if c.ms == NoTime {
 			continue
 		}
 		if back, ok := ParseTime(got, ""); !ok || back != c.ms {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -255,3 +256,55 @@ func TestReaderGet(t *testing.T) {
 		})
 	}
 }
+
+// Until walks every stored contact once: those asked for are reported
+// found, every other one (absent from a run's input) goes to absent, in
+// key order.
+func TestReaderUntil(t *testing.T) {
+	has := func(n int) bool { return n%3 == 0 && n < 3000 }
+	var ns []int
+	for n := 0; n < 3000; n++ {
+		if has(n) {
+			ns = append(ns, n)
+		}
+	}
+	st := openWith(t, filepath.Join(t.TempDir(), "state.db"), []transform.Pair{testPairs[0], testPairs[1], phonePair}, ns...)
+	defer st.Close()
+	for _, step := range []int{1, 2, 7, 1000, 5000} {
+		r, err := st.Reader()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seen []int
+		absent := func(k extract.ID, s *transform.Snapshot) error {
+			n := int(k[14])<<8 | int(k[15])
+			if *s != fullSnap(n) {
+				t.Fatalf("absent %d: %+v", n, *s)
+			}
+			seen = append(seen, n)
+			return nil
+		}
+		for n := 0; n < 3100; n += step {
+			var got transform.Snapshot
+			ok, err := r.Until(ptr(id(n)), &got, absent)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok != has(n) || (ok && got != fullSnap(n)) {
+				t.Fatalf("step %d: Until(%d) = %v %+v", step, n, ok, got)
+			}
+			if ok {
+				seen = append(seen, n)
+			}
+		}
+		if _, err := r.Until(nil, new(transform.Snapshot), absent); err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		if !slices.Equal(seen, ns) {
+			t.Fatalf("step %d: walked %d contacts, want each of %d once in order", step, len(seen), len(ns))
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -160,6 +160,10 @@ type Reader struct {
 	end     bool
 	endFrom extract.ID
 	slot    *[256]int8
+	// walking: Until has positioned the cursor; walkedTo is the id it
+	// last asked for.
+	walking  bool
+	walkedTo extract.ID
 }
 
 // Reader starts a read view; Close it when done.
@@ -210,6 +214,47 @@ func (r *Reader) Get(id extract.ID, snap *transform.Snapshot) (bool, error) {
 	v := r.v
 	if err := r.s.decode(v, snap, r.slot); err != nil {
 		return false, fmt.Errorf("state %s: contact %s: %w", r.s.path, id, err)
+	}
+	return true, nil
+}
+
+// Until walks the stored contacts in key order: it calls absent for every
+// contact after the one the previous call asked for and before id (for the
+// first call, from the start), then fills snap with id's snapshot and says
+// whether there was one. Calls must ask for ids in increasing order; a
+// Reader walked this way is not used for Get. absent's snapshot is reused
+// between calls.
+func (r *Reader) Until(id *extract.ID, snap *transform.Snapshot, absent func(extract.ID, *transform.Snapshot) error) (bool, error) {
+	if r.c == nil {
+		return false, nil
+	}
+	if !r.walking {
+		r.walking = true
+		r.k, r.v = r.c.First()
+	} else if r.k != nil && bytes.Equal(r.k, r.walkedTo[:]) {
+		r.k, r.v = r.c.Next()
+	}
+	var other transform.Snapshot
+	for r.k != nil && (id == nil || bytes.Compare(r.k, id[:]) < 0) {
+		var k extract.ID
+		copy(k[:], r.k)
+		if err := r.s.decode(r.v, &other, r.slot); err != nil {
+			return false, fmt.Errorf("state %s: contact %s: %w", r.s.path, k, err)
+		}
+		if err := absent(k, &other); err != nil {
+			return false, err
+		}
+		r.k, r.v = r.c.Next()
+	}
+	if id == nil || r.k == nil || !bytes.Equal(r.k, id[:]) {
+		if id != nil {
+			r.walkedTo = *id
+		}
+		return false, nil
+	}
+	r.walkedTo = *id
+	if err := r.s.decode(r.v, snap, r.slot); err != nil {
+		return false, fmt.Errorf("state %s: contact %s: %w", r.s.path, *id, err)
 	}
 	return true, nil
 }

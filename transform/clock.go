@@ -1,5 +1,7 @@
 package transform
 
+import "optsync/extract"
+
 // ForgetFutureTimes makes the change times of s that are later than
 // notAfter (Unix ms: the run's start plus max_clock_skew) unknown, and
 // says which sides it changed. Such a time got into state before rows
@@ -7,13 +9,13 @@ package transform
 // it would make every present-day row of that record look stale (and win
 // every conflict), pinning the record for good. Unknown, the next real row
 // of the record is taken, and a conflict goes to the side whose time is
-// known.
+// known. Unknown is NoTime: zero is the epoch, a time like any other.
 func ForgetFutureTimes(s *Snapshot, notAfter int64) (d, c bool) {
 	if s.DModified > notAfter {
-		s.DModified, d = 0, true
+		s.DModified, d = extract.NoTime, true
 	}
 	if s.CModified > notAfter {
-		s.CModified, c = 0, true
+		s.CModified, c = extract.NoTime, true
 	}
 	return d, c
 }

@@ -70,6 +70,13 @@ func Decide(r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, bu
 	if prev == nil {
 		prev = &Snapshot{}
 	}
+	// What state knows of one profile never stands in for another: a
+	// contact whose profile is now another PKey is decided against it as at
+	// first sight for that profile.
+	if prev.PKey != "" && prev.PKey != p.PKey {
+		lost := LoseProfile(*prev)
+		prev = &lost
+	}
 	// A row older than what state knows of that side (an old file processed
 	// again, files out of order) must not undo newer knowledge.
 	if prev.DSeen && c.Modified < prev.DModified {
@@ -93,7 +100,7 @@ func Decide(r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, bu
 		}
 		cv := p.Values[i]
 		tC := p.Modified
-		if p.FieldModified != nil && p.FieldModified[i] != 0 {
+		if p.FieldModified != nil && p.FieldModified[i] != extract.NoTime {
 			tC = p.FieldModified[i]
 		}
 		// A side whose record has not moved since this tool wrote to it
@@ -299,7 +306,10 @@ func SeeProfile(r *Rules, p *extract.Profile, prev *Snapshot) Snapshot {
 	var next Snapshot
 	if prev != nil {
 		next = *prev
-		if prev.CSeen && p.Modified < prev.CModified {
+		if prev.PKey != "" && prev.PKey != p.PKey {
+			next = LoseProfile(next)
+		}
+		if next.CSeen && p.Modified < next.CModified {
 			return next
 		}
 	}
@@ -313,4 +323,17 @@ func SeeProfile(r *Rules, p *extract.Profile, prev *Snapshot) Snapshot {
 		ps.CRaw = p.Values[i]
 	}
 	return next
+}
+
+// LoseProfile forgets what a snapshot knows of its contact's profile: the
+// profile left the contact (it is another contact's now, or no one's), and
+// nothing known of it may stand in for the contact's next profile. What is
+// known of the contact itself stays, a write to it not yet seen included.
+func LoseProfile(s Snapshot) Snapshot {
+	s.CSeen, s.CModified, s.PKey = false, 0, ""
+	for i := range s.Pairs {
+		ps := &s.Pairs[i]
+		ps.S, ps.CRaw, ps.CWritten = extract.Unknown, extract.Unknown, extract.Unknown
+	}
+	return s
 }

@@ -86,7 +86,7 @@ func runOne(t *testing.T, tc oneCase) {
 		prev.Pairs[0] = PairState{S: tc.snap, DRaw: tc.snap, CRaw: tc.snap}
 	}
 	tC := tc.tC
-	if tc.ft != nil && tc.ft[0] != 0 {
+	if tc.ft != nil && tc.ft[0] != extract.NoTime {
 		tC = tc.ft[0]
 	}
 	var want []Decision
@@ -208,7 +208,10 @@ func TestDecideOnePair(t *testing.T) {
 			to: ToCampaign, old: T, new: F, rule: RuleOnlyD365Changed, clears: true},
 		{name: "field-time-overrides-lastModified", dir: bi, pol: Newest, d: T, c: F, tD: t10, tC: t09, ft: &[extract.MaxFields]int64{t11},
 			to: ToD365, old: T, new: F, rule: RuleConflictCampaignNewer, clears: true},
-		{name: "zero-field-time-falls-back", dir: bi, pol: Newest, d: T, c: F, tD: t10, tC: t09, ft: &[extract.MaxFields]int64{0},
+		{name: "unknown-field-time-falls-back", dir: bi, pol: Newest, d: T, c: F, tD: t09, tC: t10, ft: extract.NewFieldTimes(),
+			to: ToD365, old: T, new: F, rule: RuleConflictCampaignNewer, clears: true},
+		// The epoch is a time like any other, not "no per-field time".
+		{name: "epoch-field-time-is-a-time", dir: bi, pol: Newest, d: T, c: F, tD: t09, tC: t10, ft: &[extract.MaxFields]int64{0},
 			to: ToCampaign, old: F, new: T, rule: RuleConflictD365Newer},
 		{name: "both-unknown", dir: bi, pol: Newest, d: U, c: U, tD: t10, tC: t09, skip: ReasonUnknownValue},
 		{name: "campaign-unknown-no-snapshot", dir: bi, pol: Newest, d: T, c: U, tD: t10, tC: t09, skip: ReasonUnknownValue},

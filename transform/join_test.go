@@ -61,14 +61,17 @@ func TestDedupContacts(t *testing.T) {
 			in:   []extract.Contact{con(a, 100, 2, false), con(a, 200, 3, true)},
 			kept: []string{"1:3!"}, replaced: []Superseded{{ID: id(a), Line: 2, By: 3}}},
 		{name: "bad-row-unknown-time-is-newest",
+			in:   []extract.Contact{con(a, extract.NoTime, 2, true), con(a, t12, 3, false)},
+			kept: []string{"1:2!"}, replaced: []Superseded{{ID: id(a), Line: 3, By: 2, ByUnknownTime: true}}},
+		{name: "bad-row-at-the-epoch-is-older", // the epoch is a time, not "unknown"
 			in:   []extract.Contact{con(a, 0, 2, true), con(a, t12, 3, false)},
-			kept: []string{"1:2!"}, replaced: []Superseded{{ID: id(a), Line: 3, By: 2}}},
+			kept: []string{"1:3"}, replaced: []Superseded{{ID: id(a), Line: 2, By: 3, Bad: true}}},
 		{name: "older-bad-row-superseded",
 			in:   []extract.Contact{con(a, 100, 3, true), con(a, 200, 2, false)},
 			kept: []string{"1:2"}, replaced: []Superseded{{ID: id(a), Line: 3, By: 2, Bad: true}}},
 		{name: "two-bad-unknown-times-later-line",
-			in:   []extract.Contact{con(a, 0, 4, true), con(a, 0, 3, true)},
-			kept: []string{"1:4!"}, replaced: []Superseded{{ID: id(a), Line: 3, By: 4, Bad: true}}},
+			in:   []extract.Contact{con(a, extract.NoTime, 4, true), con(a, extract.NoTime, 3, true)},
+			kept: []string{"1:4!"}, replaced: []Superseded{{ID: id(a), Line: 3, By: 4, Bad: true, ByUnknownTime: true}}},
 		{name: "sorted-by-id-all-by-winner",
 			in: []extract.Contact{con(b, 1, 2, false), con(a, 300, 3, false), con(a, 100, 4, false),
 				con(c, 5, 6, false), con(a, 200, 5, false), con(c, 5, 7, false)},
@@ -95,7 +98,8 @@ func TestGroupProfiles(t *testing.T) {
 		prof(3, "@c", 5, false), prof(2, "@b3", 6, false), prof(4, "@d", 7, true),
 		prof(5, "@e2", 9, true), prof(5, "@e1", 8, false),
 	}
-	kept, dups, sup := GroupProfiles(slices.Clone(in))
+	g := GroupProfiles(slices.Clone(in), false)
+	kept, dups, sup := g.Kept, g.Dups, g.Superseded
 	if len(sup) != 0 {
 		t.Errorf("superseded %+v, want none", sup)
 	}
@@ -113,7 +117,8 @@ func TestGroupProfiles(t *testing.T) {
 		t.Errorf("dups %v, want %v", pk, want)
 	}
 
-	kept, dups, _ = GroupProfiles([]extract.Profile{prof(9, "@z", 2, false), prof(8, "@y", 3, false)})
+	g = GroupProfiles([]extract.Profile{prof(9, "@z", 2, false), prof(8, "@y", 3, false)}, false)
+	kept, dups = g.Kept, g.Dups
 	if len(dups) != 0 || !slices.Equal(keys(kept), []string{"8:3", "9:2"}) {
 		t.Errorf("no duplicates: kept %v dups %v", keys(kept), dups)
 	}
@@ -125,7 +130,8 @@ func TestGroupProfilesSamePKey(t *testing.T) {
 	older, newer, newest := prof(1, "@a", 5, false), prof(1, "@a", 2, false), prof(1, "@a", 3, false)
 	older.Modified, newer.Modified, newest.Modified = 100, 200, 300
 	newer.File, newest.File = 1, 2
-	kept, dups, sup := GroupProfiles([]extract.Profile{newest, older, newer})
+	g := GroupProfiles([]extract.Profile{newest, older, newer}, false)
+	kept, dups, sup := g.Kept, g.Dups, g.Superseded
 	if len(dups) != 0 || len(kept) != 1 || kept[0].Line != 3 || kept[0].File != 2 || kept[0].Bad {
 		t.Fatalf("kept %+v dups %+v", kept, dups)
 	}
@@ -134,9 +140,113 @@ func TestGroupProfilesSamePKey(t *testing.T) {
 	}
 	// A second PKey for the same contact is still a duplicate.
 	other := prof(1, "@b", 9, false)
-	kept, dups, _ = GroupProfiles([]extract.Profile{newest, other})
+	g = GroupProfiles([]extract.Profile{newest, other}, false)
+	kept, dups = g.Kept, g.Dups
 	if len(dups) != 2 || len(kept) != 1 || !kept[0].Bad {
 		t.Fatalf("kept %+v dups %+v", kept, dups)
+	}
+}
+
+// A profile is its PKey, whatever externalId its rows carry: the latest row
+// links it, the others are superseded; a kept-out profile keeps every
+// contact its rows name out with it, without counting a duplicate.
+func TestGroupProfilesByPKey(t *testing.T) {
+	row := func(contact byte, pkey string, modified int64, line int32, bad bool) extract.Profile {
+		p := prof(contact, pkey, line, bad)
+		p.Modified = modified
+		if contact == 0 {
+			p.ID, p.Unlinked = extract.ID{}, true
+		}
+		return p
+	}
+	cases := []struct {
+		name     string
+		in       []extract.Profile
+		kept     []string // "contact:line", "!" for an entry that keeps its contact out
+		dups     int
+		sup      []Superseded
+		unlinked int
+		owners   map[string]OwnerKind
+	}{
+		{name: "relinked: the later row links it",
+			in:   []extract.Profile{row(1, "@p", t09, 2, false), row(2, "@p", t10, 3, false)},
+			kept: []string{"2:3"}, sup: []Superseded{{ID: id(1), PKey: "@p", Line: 2, By: 3}},
+			owners: map[string]OwnerKind{"@p": OwnerContact}},
+		{name: "equal times: the later line",
+			in:   []extract.Profile{row(2, "@p", t09, 3, false), row(1, "@p", t09, 2, false)},
+			kept: []string{"2:3"}, sup: []Superseded{{ID: id(1), PKey: "@p", Line: 2, By: 3}}},
+		{name: "unlinked later row: linked to no contact",
+			in:       []extract.Profile{row(1, "@p", t09, 2, false), row(0, "@p", t10, 3, false)},
+			sup:      []Superseded{{ID: id(1), PKey: "@p", Line: 2, By: 3}},
+			unlinked: 1, owners: map[string]OwnerKind{"@p": OwnerNoContact}},
+		{name: "unlinked older row: superseded",
+			in:   []extract.Profile{row(0, "@p", t09, 2, false), row(1, "@p", t10, 3, false)},
+			kept: []string{"1:3"}, sup: []Superseded{{PKey: "@p", Line: 2, By: 3}}},
+		{name: "bad later row of another contact keeps both out",
+			in:   []extract.Profile{row(1, "@p", t09, 2, false), row(2, "@p", t10, 3, true)},
+			kept: []string{"1:2!", "2:3!"}, sup: []Superseded{{ID: id(1), PKey: "@p", Line: 2, By: 3}},
+			owners: map[string]OwnerKind{"@p": OwnerKeptOut}},
+		{name: "unreadable time may be the newest",
+			in:   []extract.Profile{row(1, "@p", t10, 2, false), row(1, "@p", extract.NoTime, 3, true)},
+			kept: []string{"1:3!"}, sup: []Superseded{{ID: id(1), PKey: "@p", Line: 2, By: 3, ByUnknownTime: true}},
+			owners: map[string]OwnerKind{"@p": OwnerKeptOut}},
+		{name: "unlinked row with an unreadable time keeps the linked one out",
+			in:   []extract.Profile{row(1, "@p", t10, 2, false), row(0, "@p", extract.NoTime, 3, false)},
+			kept: []string{"1:2!"}, sup: []Superseded{{ID: id(1), PKey: "@p", Line: 2, By: 3, ByUnknownTime: true}},
+			owners: map[string]OwnerKind{"@p": OwnerKeptOut}},
+		{name: "older bad row: the good row wins",
+			in:   []extract.Profile{row(1, "@p", t09, 2, true), row(1, "@p", t10, 3, false)},
+			kept: []string{"1:3"}, sup: []Superseded{{ID: id(1), PKey: "@p", Line: 2, By: 3, Bad: true}}},
+		{name: "kept-out profile and another profile: two profiles of one contact",
+			in:   []extract.Profile{row(1, "@p", t09, 2, false), row(1, "@p", extract.NoTime, 3, true), row(1, "@q", t09, 4, false)},
+			kept: []string{"1:3!"}, dups: 2, sup: []Superseded{{ID: id(1), PKey: "@p", Line: 2, By: 3, ByUnknownTime: true}}},
+		{name: "kept-out profile another contact's row names: out, not a duplicate",
+			in:   []extract.Profile{row(1, "@p", t09, 2, false), row(2, "@p", extract.NoTime, 3, true), row(1, "@q", t09, 4, false)},
+			kept: []string{"1:2!", "2:3!"}, sup: []Superseded{{ID: id(1), PKey: "@p", Line: 2, By: 3, ByUnknownTime: true}}},
+		{name: "two profiles of one contact, one bad: duplicates",
+			in:   []extract.Profile{row(1, "@p", t09, 2, true), row(1, "@q", t09, 3, false)},
+			kept: []string{"1:2!"}, dups: 2},
+		{name: "a row without a PKey keeps its contact out, no duplicate",
+			in:   []extract.Profile{row(1, "", extract.NoTime, 2, true), row(1, "@q", t09, 3, false)},
+			kept: []string{"1:2!"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := GroupProfiles(slices.Clone(tc.in), true)
+			if got := keys(g.Kept); !slices.Equal(got, tc.kept) {
+				t.Errorf("kept %v, want %v", got, tc.kept)
+			}
+			if len(g.Dups) != tc.dups {
+				t.Errorf("dups %+v, want %d", g.Dups, tc.dups)
+			}
+			if !slices.Equal(g.Superseded, tc.sup) {
+				t.Errorf("superseded\n got %+v\nwant %+v", g.Superseded, tc.sup)
+			}
+			if g.Unlinked != tc.unlinked {
+				t.Errorf("unlinked %d, want %d", g.Unlinked, tc.unlinked)
+			}
+			for pkey, want := range tc.owners {
+				if got, _ := g.Owners.Lookup(pkey); got != want {
+					t.Errorf("owner of %s: %d, want %d", pkey, got, want)
+				}
+			}
+			if got, _ := g.Owners.Lookup("@absent"); got != OwnerNone {
+				t.Errorf("owner of a PKey not in the input: %d", got)
+			}
+		})
+	}
+	// Many distinct PKeys (sifted by hash) and a few shared ones, in any order.
+	var many []extract.Profile
+	for i := range 5000 {
+		many = append(many, row(byte(1+i%200), fmt.Sprintf("@k%d", i), t09, int32(i+2), false))
+	}
+	many = append(many, row(250, "@k17", t10, 9000, false), row(0, "@k4000", t10, 9001, false))
+	g := GroupProfiles(many, true)
+	if len(g.Superseded) != 2 || g.Unlinked != 1 {
+		t.Errorf("superseded %+v unlinked %d", g.Superseded, g.Unlinked)
+	}
+	if kind, owner := g.Owners.Lookup("@k17"); kind != OwnerContact || owner != id(250) {
+		t.Errorf("@k17: %d %v", kind, owner)
 	}
 }
 
@@ -189,11 +299,12 @@ func TestJoin(t *testing.T) {
 // TestJoinAfterGrouping runs the identity steps in the order a run does.
 func TestJoinAfterGrouping(t *testing.T) {
 	cs, sup := DedupContacts([]extract.Contact{
-		con(3, t10, 2, false), con(1, t10, 3, false), con(2, t09, 4, false), con(3, t11, 5, false), con(4, 0, 6, true), con(4, t12, 7, false),
+		con(3, t10, 2, false), con(1, t10, 3, false), con(2, t09, 4, false), con(3, t11, 5, false), con(4, extract.NoTime, 6, true), con(4, t12, 7, false),
 	})
-	ps, dups, _ := GroupProfiles([]extract.Profile{
+	g := GroupProfiles([]extract.Profile{
 		prof(2, "@b1", 2, false), prof(3, "@c", 3, false), prof(2, "@b2", 4, false), prof(1, "@a", 5, false), prof(4, "@d", 6, false),
-	})
+	}, false)
+	ps, dups := g.Kept, g.Dups
 	if len(sup) != 2 || len(dups) != 2 {
 		t.Fatalf("superseded %+v dups %+v", sup, dups)
 	}

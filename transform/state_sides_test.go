@@ -122,29 +122,29 @@ func TestStaleRowsUseState(t *testing.T) {
 		pkey           string
 	}{
 		{name: "bi-stale-d365", dir: Bidirectional, prevD: t11, prevC: t11, d: F, c: T, tD: t10, tC: t12,
-			staleD: true, nextD: t11, nextC: t12, dRaw: T, cRaw: T, pkey: "@row"},
+			staleD: true, nextD: t11, nextC: t12, dRaw: T, cRaw: T, pkey: "@state"},
 		{name: "bi-stale-campaign", dir: Bidirectional, prevD: t11, prevC: t11, d: T, c: F, tD: t12, tC: t10,
 			staleC: true, nextD: t12, nextC: t11, dRaw: T, cRaw: T, pkey: "@state"},
 		{name: "bi-both-stale", dir: Bidirectional, prevD: t11, prevC: t11, d: F, c: F, tD: t10, tC: t09,
 			staleD: true, staleC: true, nextD: t11, nextC: t11, dRaw: T, cRaw: T, pkey: "@state"},
 		{name: "bi-same-time-not-stale", dir: Bidirectional, prevD: t11, prevC: t11, d: F, c: T, tD: t11, tC: t11,
 			want:  []Decision{{Target: ToCampaign, Old: T, New: F, Rule: RuleOnlyD365Changed, DModified: t11, CModified: t11, ClearsOptOut: true}},
-			nextD: t11, nextC: t11, dRaw: F, cRaw: T, pkey: "@row"},
+			nextD: t11, nextC: t11, dRaw: F, cRaw: T, pkey: "@state"},
 		{name: "bi-stale-d365-campaign-changed", dir: Bidirectional, prevD: t11, prevC: t11, d: F, c: F, tD: t10, tC: t12,
 			want:   []Decision{{Target: ToD365, Old: T, New: F, Rule: RuleOnlyCampaignChanged, DModified: t11, CModified: t12, ClearsOptOut: true}},
-			staleD: true, nextD: t11, nextC: t12, dRaw: T, cRaw: F, pkey: "@row"},
+			staleD: true, nextD: t11, nextC: t12, dRaw: T, cRaw: F, pkey: "@state"},
 		{name: "bi-stale-d365-inverted", dir: Bidirectional, invert: true, prevD: t11, prevC: t11, d: T, c: T, tD: t10, tC: t12,
-			staleD: true, nextD: t11, nextC: t12, dRaw: T, cRaw: T, pkey: "@row"},
+			staleD: true, nextD: t11, nextC: t12, dRaw: T, cRaw: T, pkey: "@state"},
 		{name: "d2c-stale-d365", dir: D365ToCampaign, prevD: t11, prevC: t11, d: F, c: T, tD: t10, tC: t12,
-			staleD: true, nextD: t11, nextC: t12, dRaw: T, cRaw: T, pkey: "@row"},
+			staleD: true, nextD: t11, nextC: t12, dRaw: T, cRaw: T, pkey: "@state"},
 		{name: "c2d-stale-campaign", dir: CampaignToD365, prevD: t11, prevC: t11, d: T, c: F, tD: t12, tC: t10,
 			staleC: true, nextD: t12, nextC: t11, dRaw: T, cRaw: T, pkey: "@state"},
 		{name: "c2d-stale-d365-target-ignored", dir: CampaignToD365, prevD: t11, prevC: t11, d: F, c: T, tD: t10, tC: t12,
-			staleD: true, nextD: t11, nextC: t12, dRaw: T, cRaw: T, pkey: "@row"},
+			staleD: true, nextD: t11, nextC: t12, dRaw: T, cRaw: T, pkey: "@state"},
 		// An old export replayed must not undo newer knowledge either: the
 		// stale false would otherwise win as "newer" and clear the opt-out.
 		{name: "bi-replay-stale-d365", dir: Bidirectional, replay: true, prevD: t12, prevC: t09, d: F, c: T, tD: t11, tC: t10,
-			staleD: true, nextD: t12, nextC: t10, dRaw: T, cRaw: T, pkey: "@row"},
+			staleD: true, nextD: t12, nextC: t10, dRaw: T, cRaw: T, pkey: "@state"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -153,7 +153,7 @@ func TestStaleRowsUseState(t *testing.T) {
 			r := &Rules{Direction: tc.dir, Policy: Newest, Replay: tc.replay, Pairs: []Pair{pair}}
 			prev := &Snapshot{Known: true, DSeen: true, CSeen: true, DModified: tc.prevD, CModified: tc.prevC, PKey: "@state"}
 			prev.Pairs[0] = PairState{S: T, DRaw: T, CRaw: T} // opted out everywhere
-			res, got := Decide(r, contactRow(tc.tD, tc.d), profileRow("@row", tc.tC, tc.c), prev, nil)
+			res, got := Decide(r, contactRow(tc.tD, tc.d), profileRow("@state", tc.tC, tc.c), prev, nil)
 			if len(got) != len(tc.want) || (len(got) == 1 && got[0] != tc.want[0]) {
 				t.Fatalf("decisions\n got %+v\nwant %+v", got, tc.want)
 			}
@@ -168,6 +168,35 @@ func TestStaleRowsUseState(t *testing.T) {
 				t.Errorf("next raw D=%v C=%v, want %v %v", n.Pairs[0].DRaw, n.Pairs[0].CRaw, tc.dRaw, tc.cRaw)
 			}
 		})
+	}
+}
+
+// Staleness and pending writes belong to one profile: a contact whose
+// profile is now another PKey is decided against it as at first sight, even
+// when the new profile's time is older than what state knew of the old one,
+// or equal to it with the old one's value (which a write to the old one
+// would otherwise stand in for).
+func TestNewProfileIsFirstSight(t *testing.T) {
+	r := &Rules{Direction: Bidirectional, Policy: Newest, Pairs: []Pair{emailPair}}
+	prev := &Snapshot{Known: true, DSeen: true, CSeen: true, DModified: t10, CModified: t11, PKey: "@old"}
+	prev.Pairs[0] = PairState{S: F, DRaw: F, CRaw: F}
+	// The new profile opted out at 10:30 (older than @old's 11:00), newer
+	// than Dynamics (10:00): Campaign wins.
+	res, got := Decide(r, contactRow(t10, F), profileRow("@new", t10+1800_000, T), prev, nil)
+	want := []Decision{{Target: ToD365, Old: F, New: T, Rule: RuleConflictCampaignNewer, DModified: t10, CModified: t10 + 1800_000}}
+	if len(got) != 1 || got[0] != want[0] || res.StaleC {
+		t.Fatalf("decisions %+v (stale %v), want %+v", got, res.StaleC, want)
+	}
+	if n := res.Next; n.PKey != "@new" || n.CModified != t10+1800_000 || n.Pairs[0].S != T {
+		t.Errorf("next %+v", n)
+	}
+	// A write to @old not yet seen does not stand in for @new.
+	prev.Pairs[0] = PairState{S: T, DRaw: T, CRaw: F, CWritten: T}
+	prev.CModified = t09
+	_, got = Decide(r, contactRow(t10, T), profileRow("@new", t09, F), prev, nil)
+	want = []Decision{{Target: ToCampaign, Old: F, New: T, Rule: RuleConflictD365Newer, DModified: t10, CModified: t09}}
+	if len(got) != 1 || got[0] != want[0] {
+		t.Fatalf("decisions %+v, want %+v", got, want)
 	}
 }
 
@@ -196,12 +225,23 @@ func TestSeeContactAndProfile(t *testing.T) {
 			s.DModified, s.Pairs[0].DWritten, s.Pairs[1].DWritten, s.Pairs[1].DRaw = t11, U, U, T
 		}},
 		{"profile-new", true, true, t10, T, U, "@new", func(s *Snapshot) { s.Known, s.CSeen, s.CModified, s.PKey, s.Pairs[0].CRaw = true, true, t10, "@new", T }},
-		{"profile-moved-clears-pending-new-pkey", true, false, t11, F, T, "@new", func(s *Snapshot) {
+		{"profile-moved-clears-pending", true, false, t11, F, T, "@old", func(s *Snapshot) {
+			s.CModified, s.Pairs[0].CWritten, s.Pairs[1].CWritten = t11, U, U
+		}},
+		// Another PKey is another profile: nothing known of @old (its
+		// agreement, its write not yet seen) stands in for it.
+		{"profile-new-pkey", true, false, t11, F, T, "@new", func(s *Snapshot) {
 			s.CModified, s.PKey, s.Pairs[0].CWritten, s.Pairs[1].CWritten = t11, "@new", U, U
+			s.Pairs[0].S, s.Pairs[1].S = U, U
 		}},
 		{"profile-same-time-same-value", true, false, t10, F, T, "@old", func(s *Snapshot) {}},
 		{"profile-same-time-value-moved", true, false, t10, T, T, "@old", func(s *Snapshot) { s.Pairs[0].CRaw, s.Pairs[0].CWritten = T, U }},
-		{"profile-older-row", true, false, t09, T, F, "@other", func(s *Snapshot) {}},
+		{"profile-older-row", true, false, t09, T, F, "@old", func(s *Snapshot) {}},
+		{"profile-older-row-of-another-pkey", true, false, t09, T, F, "@other", func(s *Snapshot) {
+			s.CModified, s.PKey = t09, "@other"
+			s.Pairs[0] = PairState{DRaw: T, CRaw: T, DWritten: F}
+			s.Pairs[1] = PairState{DRaw: F, CRaw: F, DWritten: T}
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
