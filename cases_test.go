@@ -26,10 +26,8 @@ func TestCases(t *testing.T) {
 	}
 	for _, f := range files {
 		name := strings.TrimSuffix(filepath.Base(f), ".txt")
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			runCase(t, f)
-		})
+		// Not in parallel: the CLI library keeps some state per process.
+		t.Run(name, func(t *testing.T) { runCase(t, f) })
 	}
 }
 
@@ -60,6 +58,9 @@ func parseCase(t *testing.T, path string) []caseSection {
 	for sc.Scan() {
 		n++
 		line := sc.Text()
+		if strings.HasPrefix(line, "-- ") && !strings.HasSuffix(line, " --") {
+			t.Fatalf("%s:%d: a section line ends with \" --\"", path, n)
+		}
 		if strings.HasPrefix(line, "-- ") && strings.HasSuffix(line, " --") && len(line) > 6 {
 			flush()
 			cur = &caseSection{name: strings.TrimSpace(line[3 : len(line)-3]), line: n}

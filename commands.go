@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -98,15 +99,22 @@ func listRuns(cfg *Config, format string, out io.Writer) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "RUN\tSTARTED\tDURATION\tCOMMAND\tOUTCOME\tEXIT\tD365->CAMPAIGN\tCAMPAIGN->D365\tSKIPPED\tREJECTED\tFAILED")
+	fmt.Fprintln(tw, "RUN\tSTARTED\tDURATION\tCOMMAND\tOUTCOME\tEXIT\tD365->CAMPAIGN\tCAMPAIGN->D365\tSKIPPED\tREJECTED\tFAILED\tPENDING NOT SEEN")
 	for _, r := range runs {
 		dur := "-"
 		if !r.Ended.IsZero() {
 			dur = r.Ended.Sub(r.Started).Round(time.Millisecond).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", r.ID, r.Started.Format(time.RFC3339), dur,
+		pending := "-"
+		if n, ok := r.Counts["pending_not_seen"]; ok {
+			pending = strconv.Itoa(n)
+			if age := r.Counts["pending_oldest_age_seconds"]; n > 0 {
+				pending += " (oldest " + (time.Duration(age) * time.Second).String() + ")"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", r.ID, r.Started.Format(time.RFC3339), dur,
 			r.Command, r.Outcome, r.ExitCode, r.Counts["d365->campaign"], r.Counts["campaign->d365"],
-			r.Counts["skipped"], r.Counts["rejected"], r.Counts["failed"])
+			r.Counts["skipped"], r.Counts["rejected"], r.Counts["failed"], pending)
 	}
 	return tw.Flush()
 }

@@ -39,6 +39,10 @@ type Config struct {
 	// MaxClockSkew is how far ahead of a run's start a change time may be
 	// and still be believed (default 1h): a later one is a bad value.
 	MaxClockSkew string `yaml:"max_clock_skew"`
+	// PendingAlert: a write to an update file that the exports have not
+	// shown for longer than this is logged as a warning every run: days
+	// ("3d") or a Go duration ("36h"). Default 3 days.
+	PendingAlert string `yaml:"pending_alert"`
 
 	path           string
 	rules          transform.Rules
@@ -47,7 +51,8 @@ type Config struct {
 	maxClockSkew   time.Duration
 	// private are the config's free-text values, as written and as
 	// resolved, kept out of what the run history stores (redact).
-	private []privateValue
+	private      []privateValue
+	pendingAlert time.Duration
 }
 
 // MappingConfig is one entry of mappings.
@@ -420,6 +425,12 @@ func (c *Config) validate() error {
 			return fmt.Errorf("max_clock_skew: %q is not a duration (90s, 1h)", c.MaxClockSkew)
 		}
 	}
+	c.pendingAlert = defaultPendingAlert
+	if strings.TrimSpace(c.PendingAlert) != "" {
+		if c.pendingAlert, err = parseRetention(c.PendingAlert); err != nil {
+			return fmt.Errorf("pending_alert: %w", err)
+		}
+	}
 	c.MetricsFile = c.resolve(c.MetricsFile)
 	if c.State == "" {
 		c.State = "optsync.db"
@@ -609,6 +620,10 @@ func (l optinLimit) String() string {
 const defaultRetention = 400 * 24 * time.Hour
 
 // parseRetention reads days ("400", "400d") or a Go duration ("72h").
+// defaultPendingAlert is how long a write may wait to be imported before
+// every run warns about it.
+const defaultPendingAlert = 3 * 24 * time.Hour
+
 func parseRetention(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"golang.org/x/sync/errgroup"
+	"slices"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"optsync/extract"
 	"optsync/load"
@@ -56,6 +58,8 @@ type decider struct {
 	// owners says, in a run, what this run's input links each of its PKeys
 	// to: a profile state links to one contact may belong to another now.
 	owners *transform.Owners
+	// runName names a run by its start (Unix ms), for pending writes.
+	runName func(int64) string
 	// failed holds contacts whose writes an API refused: their state
 	// records what was read but not those writes (and they go to the retry
 	// queue).
@@ -67,6 +71,55 @@ type decider struct {
 	// the contacts whose state held a later one (first pass).
 	notAfter int64
 	future   []string
+	// pending groups the writes to update files that state holds, not yet
+	// seen in an export, left by earlier runs, by the run that wrote them.
+	pending map[int64]*pendingGroup
+}
+
+// pendingGroup is the writes not seen yet of one run.
+type pendingGroup struct {
+	writes int
+	// oldest is when the oldest was written (Unix ms): the run's
+	// start, or for writes whose run was not recorded, at the latest when
+	// their record last changed.
+	oldest   int64
+	contacts []extract.ID // the first few
+}
+
+// countPending counts the writes not seen yet in a contact's snapshot as
+// it stands after this run, leaving out this run's own.
+func (d *decider) countPending(id extract.ID, s *transform.Snapshot) {
+	add := func(at int64) {
+		if at == d.rules.Started {
+			return
+		}
+		when := at
+		if when == 0 {
+			when = s.Decided * 1000
+		}
+		g := d.pending[at]
+		if g == nil {
+			if d.pending == nil {
+				d.pending = map[int64]*pendingGroup{}
+			}
+			g = &pendingGroup{oldest: when}
+			d.pending[at] = g
+		}
+		g.writes++
+		g.oldest = min(g.oldest, when)
+		if len(g.contacts) < 5 && !slices.Contains(g.contacts, id) {
+			g.contacts = append(g.contacts, id)
+		}
+	}
+	for i := range d.rules.Pairs {
+		ps := &s.Pairs[i]
+		if d.rules.ImportD365 && ps.DWritten.Known() {
+			add(ps.DWrittenAt)
+		}
+		if d.rules.ImportCampaign && ps.CWritten.Known() {
+			add(ps.CWrittenAt)
+		}
+	}
 }
 
 // verdict is what the decider made of one entry.
@@ -216,7 +269,10 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 			d.matched.pairs = append(d.matched.pairs, [2]int32{lostEntry, int32(len(d.matched.lost))})
 			d.matched.lost = append(d.matched.lost, id)
 			dirty = append(dirty, int32(len(d.matched.pairs)-1))
+			lost := transform.LoseProfile(*snap)
+			snap = &lost
 		}
+		d.countPending(id, snap)
 		return nil
 	}
 	entries := len(d.matched.pairs)
@@ -245,11 +301,15 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 		v := d.one(int32(k), prevPtr, decisions[:0])
 		decisions = v.decisions
 		if v.blocked != "" {
+			if prevPtr != nil {
+				d.countPending(v.id, prevPtr)
+			}
 			if err := sink(nil, &v.blockedAt); err != nil {
 				return nil, err
 			}
 			continue
 		}
+		d.countPending(v.id, &v.next)
 		c, p := d.matched.at(int32(k))
 		switch {
 		case v.decided && p == nil:
@@ -425,6 +485,10 @@ func (d *decider) logEntry(run *state.Run, seq uint32, v *verdict, dec *transfor
 		return e
 	}
 	e.Old, e.New = dec.Old.String(), dec.New.String()
+	if dec.Pending {
+		e.Outcome, e.Error = transform.OutcomePendingNotSeen, load.PendingReason(dec.Since, d.runName)
+		return e
+	}
 	if why := refused.of(dec.Target); why != "" {
 		e.Outcome, e.Error = load.Failed, why
 	}

@@ -138,7 +138,7 @@ func (j *job) extract(ctx context.Context, st *state.Store, d365Files, campFiles
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if len(d365Files) == 1 && d365Files[0].path == dataversePseudoFile && j.dv != nil {
-			return j.dv.read(ctx, st, !j.incremental, j.queue,
+			return j.dv.read(ctx, st, !j.incremental || j.mappingAdded, j.queue,
 				func(c *extract.Contact) {
 					in.d365.Rows++
 					in.contacts = append(in.contacts, *c)
@@ -168,7 +168,7 @@ func (j *job) extract(ctx context.Context, st *state.Store, d365Files, campFiles
 	})
 	g.Go(func() error {
 		if len(campFiles) == 1 && campFiles[0].path == campaignPseudoFile && j.cv != nil {
-			stats, err := j.cv.read(ctx, st, !j.incremental, j.queue,
+			stats, err := j.cv.read(ctx, st, !j.incremental || j.mappingAdded, j.queue,
 				func(p *extract.Profile) { in.profiles = append(in.profiles, *p) },
 				func(r extract.Reject) { in.campRejects = append(in.campRejects, r) })
 			in.campaign = stats

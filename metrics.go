@@ -93,6 +93,12 @@ func writeMetrics(path string, m runMetrics) error {
 			func() error {
 				return gauge("opt_outs_cleared", "Writes in the last run that clear an opt-out.", float64(s.OptoutsCleared))
 			},
+			func() error {
+				return gauge("pending_writes_not_seen", "Writes to update files, left by earlier runs, that no export has shown yet.", float64(s.PendingNotSeen))
+			},
+			func() error {
+				return gauge("pending_writes_oldest_age_seconds", "Age of the oldest write to an update file that no export has shown yet (0: none).", s.PendingOldest.Seconds())
+			},
 		)
 	}
 	for _, r := range regs {

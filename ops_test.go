@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	bolt "go.etcd.io/bbolt"
 )
 
 const dropConfig = `direction: bidirectional
@@ -180,24 +183,26 @@ func TestAuditHistoryAcrossRuns(t *testing.T) {
 		}
 		runs, rules = append(runs, row["run_id"]), append(rules, row["rule"])
 	}
-	// night 1: D opted out → Campaign; night 2: Campaign opted back in (newer) → Dynamics;
-	// night 3: Dynamics opts out of both.
-	wantRules := []string{"conflict-d365-newer", "only-campaign-changed", "only-d365-changed", "only-d365-changed"}
+	// night 1: D opted out → Campaign; night 2: Campaign's export shows the
+	// profile edited but not the opt-out (the update file not imported yet):
+	// nothing is decided against it, it is written again; night 3: Dynamics
+	// opts out of the phone too.
+	wantRules := []string{"conflict-d365-newer", "", "only-d365-changed"}
 	if strings.Join(rules, ",") != strings.Join(wantRules, ",") {
 		t.Fatalf("rules %v, want %v\n%s", rules, wantRules, r.stdout)
 	}
-	if runs[0] != wantRuns[0] || runs[1] != wantRuns[1] || runs[2] != wantRuns[2] || runs[3] != wantRuns[2] {
-		t.Fatalf("runs %v, want in order %v", runs, wantRuns)
+	if runs[0] != wantRuns[0] || runs[1] != wantRuns[1] || runs[2] != wantRuns[2] || rows[1]["outcome"] != "pending-write-not-seen" {
+		t.Fatalf("runs %v, want in order %v (%v)", runs, wantRuns, rows[1])
 	}
 	// csv: the audit file's columns
 	r = runCLI(t, "--config", p.config, "audit", "--contact", guid2, "--format", "csv")
 	if !strings.HasPrefix(r.stdout, "run_id,decided_at,contact_id,profile_pkey,d365_field,campaign_field,direction,old_value,new_value,rule,d365_modified,campaign_modified,outcome,error\n") ||
-		strings.Count(r.stdout, "\n") != 5 {
+		strings.Count(r.stdout, "\n") != 4 {
 		t.Fatalf("csv:\n%s", r.stdout)
 	}
 	// table
 	r = runCLI(t, "--config", p.config, "audit", "--contact", guid2)
-	if strings.Count(r.stdout, "\n") != 5 || !strings.Contains(r.stdout, "only-campaign-changed") || !strings.Contains(r.stdout, "donotemail ↔ blackListEmail") {
+	if strings.Count(r.stdout, "\n") != 4 || !strings.Contains(r.stdout, "pending-write-not-seen") || !strings.Contains(r.stdout, "donotemail ↔ blackListEmail") {
 		t.Fatalf("table:\n%s", r.stdout)
 	}
 	// --run, --field, --since
@@ -206,7 +211,7 @@ func TestAuditHistoryAcrossRuns(t *testing.T) {
 		t.Fatalf("--run --field:\n%s", r.stdout)
 	}
 	r = runCLI(t, "--config", p.config, "audit", "--since", "1h", "--format", "csv")
-	if strings.Count(r.stdout, "\n") != 5 {
+	if strings.Count(r.stdout, "\n") != 4 {
 		t.Fatalf("--since 1h:\n%s", r.stdout)
 	}
 	if r := runCLI(t, "--config", p.config, "audit"); r.code != exitUsage {
@@ -397,5 +402,148 @@ func TestSIGTERMMidRun(t *testing.T) {
 	}
 	if again := p.out(t, "audit", p.run(t).runID); len(again) != 0 {
 		t.Fatalf("decisions repeated: %v", again)
+	}
+}
+
+// dumpBuckets reads every key and value of a state file, but the run
+// history: what a run that stops must leave exactly as it was.
+func dumpBuckets(t *testing.T, path string) map[string]string {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	out := map[string]string{}
+	var walk func(prefix string, b *bolt.Bucket) error
+	walk = func(prefix string, b *bolt.Bucket) error {
+		return b.ForEach(func(k, v []byte) error {
+			if v == nil {
+				return walk(prefix+string(k)+"/", b.Bucket(k))
+			}
+			out[prefix+string(k)] = string(v)
+			return nil
+		})
+	}
+	if err := db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			if string(name) == "runs" {
+				return nil
+			}
+			return walk(string(name)+"/", b)
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// A run that stops — at the safety limit (exit 4) or on a missing column
+// (exit 2) — after a mapping was removed keeps every snapshot of that
+// mapping: config housekeeping belongs to the run's commit, and a run that
+// writes nothing changes nothing in state but its own history entry.
+func TestStoppedRunAfterRemovedMappingKeepsState(t *testing.T) {
+	both := strings.Replace(fmt.Sprintf(dropConfig, ""), `"100%"`, "1", 1)
+	oneMapping := strings.Replace(both, "  - d365: donotphone\n    campaign: blackListPhone\n", "", 1)
+	oneMappingAdded := strings.Replace(oneMapping, "    campaign: blackListEmail\n", "    campaign: blackListEmail\n  - d365: donotfax\n    campaign: blackListFax\n", 1)
+	p := newProject(t, both)
+	writeFile(t, p.path("drops/d365/1.csv"), dropContacts(guid1+",2026-11-27T01:00:00Z,true,true", guid2+",2026-11-27T01:00:00Z,true,false"))
+	writeFile(t, p.path("drops/campaign/1.csv"), dropProfiles("@p1,"+guid1+",2026-11-27 00:30:00.000Z,true,true", "@p2,"+guid2+",2026-11-27 00:30:00.000Z,true,false"))
+	p.run(t)
+	export := func(name string) string {
+		t.Helper()
+		writeFile(t, p.config, both) // the old config: the removed mapping's rows
+		out := p.path(name)
+		if r := runCLI(t, "--config", p.config, "state", "export", "--output", out); r.code != 0 {
+			t.Fatalf("state export: %s", r.stderr)
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	before, dump := export("before.csv"), dumpBuckets(t, p.path("optsync.db"))
+	if !strings.Contains(before, "donotphone,blackListPhone,true") {
+		t.Fatalf("no snapshot of the mapping to remove:\n%s", before)
+	}
+	stops := []struct {
+		name   string
+		config string
+		drop   string
+		code   int
+	}{
+		// Both contacts clear their e-mail opt-out: two opt-outs cleared, limit 1.
+		{"safety limit", oneMapping, dropContacts(guid1+",2026-11-28T01:00:00Z,false,true", guid2+",2026-11-28T01:00:00Z,false,false"), exitSafety},
+		{"missing column", oneMapping, "contactid,modifiedon,donotphone\n" + guid1 + ",2026-11-28T01:00:00Z,true\n", exitUsage},
+		{"safety limit, a mapping added too", oneMappingAdded, "contactid,modifiedon,donotemail,donotfax\n" +
+			guid1 + ",2026-11-28T01:00:00Z,false,\n" + guid2 + ",2026-11-28T01:00:00Z,false,\n", exitSafety},
+	}
+	for i, s := range stops {
+		drop := p.path(fmt.Sprintf("drops/d365/2-%d.csv", i))
+		writeFile(t, drop, s.drop)
+		writeFile(t, p.config, s.config)
+		r := runCLI(t, "--config", p.config, "run")
+		if r.code != s.code || !strings.Contains(r.stderr, "mapping removed") {
+			t.Fatalf("%s: exit %d, want %d, and the removal logged\n%s%s", s.name, r.code, s.code, r.stdout, r.stderr)
+		}
+		if after := export(fmt.Sprintf("after-%d.csv", i)); after != before {
+			t.Fatalf("%s: state export changed:\nbefore\n%s\nafter\n%s", s.name, before, after)
+		}
+		if got := dumpBuckets(t, p.path("optsync.db")); !maps.Equal(got, dump) {
+			t.Fatalf("%s: state changed beyond the run history", s.name)
+		}
+		if err := os.Remove(drop); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runs := runCLI(t, "--config", p.config, "runs", "--format", "json")
+	if strings.Count(runs.stdout, `"outcome": "safety-stop"`) != 2 || !strings.Contains(runs.stdout, "mapping removed") {
+		t.Fatalf("the stops are not in the history:\n%s", runs.stdout)
+	}
+	// The run that commits drops them.
+	writeFile(t, p.config, oneMapping)
+	writeFile(t, p.path("drops/d365/3.csv"), dropContacts(guid1+",2026-11-29T01:00:00Z,true,true"))
+	r := runCLI(t, "--config", p.config, "run")
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	if after := export("dropped.csv"); strings.Contains(after, "donotphone,blackListPhone,true") {
+		t.Fatalf("the removed mapping kept its snapshots after a run that committed:\n%s", after)
+	}
+}
+
+// Writes to update files that no export shows yet are counted with their
+// age in the metrics file and in runs, every run until an export shows them.
+func TestPendingWritesInMetricsAndRuns(t *testing.T) {
+	p := newProject(t, fmt.Sprintf(dropConfig, "metrics_file: optsync.prom\n"))
+	night1(t, p) // contact 2 opts out in Dynamics: written to Campaign
+	p.run(t)
+	// Campaign's next drop shows profile 2 edited, without the opt-out.
+	writeFile(t, p.path("drops/campaign/2026-11-28.csv"), dropProfiles("@p2,"+guid2+",2026-11-28 09:00:00.000Z,false,false"))
+	r := p.run(t)
+	if !strings.Contains(r.stdout, " pending_not_seen=1 pending_oldest=") || !strings.Contains(r.stdout, " pending_written_again=1") {
+		t.Fatalf("summary: %s", r.stdout)
+	}
+	families := parseMetrics(t, p.path("optsync.prom"))
+	if got := families["optsync_last_run_pending_writes_not_seen"].Metric[0].Gauge.GetValue(); got != 1 {
+		t.Errorf("pending writes not seen: %v", got)
+	}
+	if got := families["optsync_last_run_pending_writes_oldest_age_seconds"].Metric[0].Gauge.GetValue(); got <= 0 || got > 60 {
+		t.Errorf("oldest pending write's age: %v s", got)
+	}
+	runs := runCLI(t, "--config", p.config, "runs")
+	if !strings.Contains(runs.stdout, "PENDING NOT SEEN") || !strings.Contains(runs.stdout, "1 (oldest ") {
+		t.Fatalf("runs:\n%s", runs.stdout)
+	}
+	// The import: the drop shows the opt-out; nothing is pending any more.
+	writeFile(t, p.path("drops/campaign/2026-11-29.csv"), dropProfiles("@p2,"+guid2+",2026-11-29 09:00:00.000Z,true,false"))
+	r = p.run(t)
+	if !strings.Contains(r.stdout, " pending_not_seen=0 ") {
+		t.Fatalf("after the import: %s", r.stdout)
+	}
+	families = parseMetrics(t, p.path("optsync.prom"))
+	if got := families["optsync_last_run_pending_writes_not_seen"].Metric[0].Gauge.GetValue(); got != 0 {
+		t.Errorf("pending writes not seen after the import: %v", got)
 	}
 }

@@ -137,7 +137,7 @@ func auditCommand(cfg *Config, c *cli.Context, out io.Writer) error {
 		if r.OldValue == "" {
 			change = "(unknown) → " + r.NewValue
 		}
-		rule, outcome := r.Rule, r.Outcome
+		rule, outcome := dash(r.Rule), r.Outcome
 		if r.Outcome == load.Skipped {
 			change, rule, outcome = "-", "-", "skipped: "+r.Error
 		}

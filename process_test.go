@@ -175,6 +175,15 @@ func TestKilledBeforeCommitNextRunCompletes(t *testing.T) {
 			t.Errorf("state of %s has no decision time", id)
 		}
 		g.Decided, s.Decided = 0, 0
+		// So is when each pending write was made (its run's start).
+		for i := range g.Pairs {
+			for _, ps := range []*transform.PairState{&g.Pairs[i], &s.Pairs[i]} {
+				if (ps.DWritten.Known() != (ps.DWrittenAt != 0)) || (ps.CWritten.Known() != (ps.CWrittenAt != 0)) {
+					t.Errorf("state of %s: a pending write without its run, or a run without a write: %+v", id, *ps)
+				}
+				ps.DWrittenAt, ps.CWrittenAt = 0, 0
+			}
+		}
 		if g != s {
 			t.Errorf("state of %s: want %+v, got %+v", id, s, g)
 		}

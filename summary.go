@@ -36,7 +36,13 @@ type summary struct {
 	Waiting           int // run: no counterpart known yet
 	Stale             int // rows older than what state already knew
 	Deleted           int // contacts deleted in Dynamics: their snapshots dropped
-	SkipReasons       map[string]int
+	// Writes to an update file that the exports do not show yet, left by
+	// earlier runs, and the age of the oldest; those written again in this
+	// run's update files because the record moved without showing them.
+	PendingNotSeen      int
+	PendingOldest       time.Duration
+	PendingWrittenAgain int
+	SkipReasons         map[string]int
 	// failedWrites keeps the first failed writes of each message for the
 	// run's report.
 	failedWrites []state.Reasons
@@ -59,6 +65,10 @@ func (s *summary) addDecisions(ds []transform.Decision) {
 		if d.Skip != "" {
 			s.Skipped++
 			s.SkipReasons[d.Skip]++
+			continue
+		}
+		if d.Pending {
+			s.PendingWrittenAgain++
 			continue
 		}
 		switch d.Target {
@@ -87,7 +97,9 @@ func (s *summary) counts() map[string]int {
 		"superseded_contact_rows": s.Superseded, "blocked_contacts": s.Blocked,
 		"d365_update_rows": s.D365Rows, "campaign_update_rows": s.CampaignRows,
 		"decided_against_state": s.ViaState, "waiting_for_counterpart": s.Waiting, "stale_rows": s.Stale,
-		"deleted_in_d365": s.Deleted,
+		"deleted_in_d365":  s.Deleted,
+		"pending_not_seen": s.PendingNotSeen, "pending_oldest_age_seconds": int(s.PendingOldest / time.Second),
+		"pending_written_again": s.PendingWrittenAgain,
 	}
 	for r, n := range s.Rules {
 		m["rule:"+r] = n
@@ -119,6 +131,13 @@ func (s *summary) line(took time.Duration) string {
 	}
 	if s.Deleted > 0 {
 		fmt.Fprintf(&b, " deleted_in_d365=%d", s.Deleted)
+	}
+	fmt.Fprintf(&b, " pending_not_seen=%d", s.PendingNotSeen)
+	if s.PendingNotSeen > 0 {
+		fmt.Fprintf(&b, " pending_oldest=%s", s.PendingOldest.Round(time.Second))
+	}
+	if s.PendingWrittenAgain > 0 {
+		fmt.Fprintf(&b, " pending_written_again=%d", s.PendingWrittenAgain)
 	}
 	fmt.Fprintf(&b, " took=%s", took.Round(time.Millisecond))
 	return b.String()

@@ -45,6 +45,11 @@ type job struct {
 	dv             *d365Conn     // the Dataverse connector, when d365 uses the API
 	cv             *campaignConn // the Campaign connector, when campaign uses the API
 	queue          []state.RetryItem
+	// mappingAdded: a mapping is new since the last run, so systems read
+	// through an API are read in full; mappingsRemoved are dropped from
+	// state after the run's commit.
+	mappingAdded    bool
+	mappingsRemoved []transform.Pair
 	// sum and started are the run's, for the caller's metrics.
 	sum     *summary
 	started time.Time
@@ -126,6 +131,9 @@ func (j *job) run(ctx context.Context) (err error) {
 	j.log = log
 	rules := cfg.rules
 	rules.Replay = j.replay
+	// A write to an update file is seen only after someone imports it.
+	rules.ImportD365, rules.ImportCampaign = cfg.D365.Target == "csv", cfg.Campaign.Target == "csv"
+	rules.Started = started.UnixMilli()
 	sum := newSummary(runID, j.command)
 	j.sum = sum
 
@@ -170,7 +178,7 @@ func (j *job) run(ctx context.Context) (err error) {
 			}
 			j.report(st, run)
 		}()
-		if run.ConfigChanges, err = j.applyConfigChanges(ctx, st); err != nil {
+		if run.ConfigChanges, err = j.configChanges(st); err != nil {
 			return err
 		}
 	}
@@ -250,9 +258,14 @@ func (j *job) run(ctx context.Context) (err error) {
 	// load: decisions stream into the run's files as they are made; the
 	// files stay under temporary names until Finish, so a safety stop (or
 	// any failure) leaves nothing behind.
+	runName, err := runNames(st)
+	if err != nil {
+		return err
+	}
 	w, err := load.NewWriter(load.Options{
 		Dir: cfg.OutDir, RunID: runID, Pairs: rules.Pairs, Plan: j.plan,
 		D365Updates: cfg.D365.Target == "csv", CampaignUpdates: cfg.Campaign.Target == "csv",
+		PendingSince: runName,
 	}, started)
 	if err != nil {
 		return err
@@ -265,7 +278,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	}()
 	var examples []string
 	d := &decider{rules: &rules, incremental: j.incremental, matched: &matched, d365Files: d365Files, campFiles: campFiles,
-		owners: grouped.Owners, failed: map[extract.ID]failure{}, notAfter: j.notAfter.UnixMilli()}
+		owners: grouped.Owners, runName: runName, failed: map[extract.ID]failure{}, notAfter: j.notAfter.UnixMilli()}
 	var held []heldChange // changes waiting for an API's answer
 	var dirty []int32
 	if rules.Direction != transform.Disabled {
@@ -296,6 +309,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		log.Warn().Int("records", len(d.future)).Strs("contacts", d.future[:min(len(d.future), 10)]).Time("not_after", j.notAfter).
 			Msg("change times in state later than the run's start plus max_clock_skew were treated as unknown: a present-day row of these records is not taken as stale")
 	}
+	j.reportPending(d.pending, runName, sum)
 	// A one-sided record decided against state had its counterpart after all.
 	sum.ComparedPairs += d.viaState * len(rules.Pairs)
 	sum.Matched += d.viaState
@@ -376,7 +390,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	if !j.plan {
 		// The files are complete: their writes are applied, and state must
 		// now say so even if a signal arrives meanwhile.
-		fin := &state.Final{Run: run, Config: j.configRecord()}
+		fin := &state.Final{Run: run, Config: j.configRecord(), ForgetReadPositions: j.mappingAdded}
 		fin.Meta = map[string]string{}
 		if j.dv != nil && j.dv.source {
 			maps.Copy(fin.Meta, j.dv.meta)
@@ -424,6 +438,18 @@ func (j *job) run(ctx context.Context) (err error) {
 			run.Outcome = "running" // let the deferred recorder mark it failed
 			return fmt.Errorf("committing state (the files of this run are complete; the next run decides the contacts not yet committed again, the same way): %w", err)
 		}
+		// Config housekeeping belongs to the run's commit: a removed
+		// mapping's snapshots go now that the run has committed (a run that
+		// stopped kept them). Killed here, the next run drops them.
+		if len(j.mappingsRemoved) > 0 {
+			dropped, err := st.DropUnmapped(context.WithoutCancel(ctx), cfg.rules.Pairs)
+			if err != nil {
+				log.Error().Err(err).Msg("dropping the snapshots of removed mappings failed; the next run drops them")
+			}
+			for _, p := range dropped {
+				log.Info().Str("mapping", pairName(p)).Msg("snapshots of a removed mapping dropped")
+			}
+		}
 		j.report(st, run)
 	}
 	fmt.Fprintln(j.stdout, sum.line(time.Since(started)))
@@ -438,6 +464,50 @@ func (j *job) run(ctx context.Context) (err error) {
 		return withCode(exitWriteFailed, fmt.Errorf("%d contacts' writes were refused or not sent; they are queued for the next run", len(d.failed)))
 	}
 	return nil
+}
+
+// runNames names past runs by their start (Unix ms): a write not yet
+// seen remembers only when the run that wrote it started.
+func runNames(st *state.Store) (func(int64) string, error) {
+	byStart := map[int64]string{}
+	if st != nil {
+		runs, err := st.Runs()
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range runs {
+			byStart[r.Started.UnixMilli()] = r.ID
+		}
+	}
+	return func(at int64) string { return byStart[at] }, nil
+}
+
+// reportPending counts the writes to update files that no export has shown
+// yet, and warns of those older than pending_alert: each run, until they
+// are seen, so that a lost or forgotten update file does not go unnoticed.
+func (j *job) reportPending(groups map[int64]*pendingGroup, runName func(int64) string, sum *summary) {
+	ats := slices.Sorted(maps.Keys(groups))
+	for _, at := range ats {
+		g := groups[at]
+		sum.PendingNotSeen += g.writes
+		age := j.started.Sub(time.UnixMilli(g.oldest))
+		sum.PendingOldest = max(sum.PendingOldest, age)
+		if age <= j.cfg.pendingAlert {
+			continue
+		}
+		ids := make([]string, len(g.contacts))
+		for i, id := range g.contacts {
+			ids[i] = id.String()
+		}
+		ev := j.log.Warn().Int("writes", g.writes).Str("age", age.Round(time.Minute).String()).Strs("contacts", ids)
+		if name := runName(at); name != "" {
+			ev = ev.Str("written_by", name)
+		}
+		if at != 0 {
+			ev = ev.Time("written_at", time.UnixMilli(at).UTC())
+		}
+		ev.Dur("pending_alert", j.cfg.pendingAlert).Msg("writes in update files are not seen in the exports for longer than pending_alert: import the update file of the run that wrote them, or of the latest run that wrote them again")
+	}
 }
 
 // supersededBy is the reject reason of a row replaced by a later row of its
@@ -502,42 +572,45 @@ func (j *job) configRecord() *state.ConfigRecord {
 	return &state.ConfigRecord{Direction: string(j.cfg.rules.Direction), Policy: string(j.cfg.rules.Policy), Pairs: j.cfg.rules.Pairs}
 }
 
-// applyConfigChanges compares the config with the one the last run used:
-// changes are logged and recorded with the run; mappings that were removed
-// lose their snapshots (a mapping added back starts from first sight);
-// mappings that were added start from first sight by having none.
-func (j *job) applyConfigChanges(ctx context.Context, st *state.Store) ([]string, error) {
+// configChanges compares the config with the one the last run used: changes
+// are logged and recorded with the run. Nothing is changed in state here:
+// a mapping added makes every system read through its API read in full
+// (its read positions are dropped with the run's commit), and a mapping
+// removed loses its snapshots once the run has committed, so a run that
+// stops (safety limit, missing column, …) leaves state as it was.
+func (j *job) configChanges(st *state.Store) ([]string, error) {
+	removed, err := st.Unmapped(j.cfg.rules.Pairs)
+	if err != nil {
+		return nil, err
+	}
+	j.mappingsRemoved = removed
 	last, err := st.LastConfig()
-	if err != nil || last == nil {
+	if err != nil {
 		return nil, err
 	}
 	now := j.configRecord()
 	var changes []string
-	if last.Direction != now.Direction {
-		changes = append(changes, fmt.Sprintf("direction %s → %s", last.Direction, now.Direction))
-	}
-	if last.Policy != now.Policy {
-		changes = append(changes, fmt.Sprintf("policy %s → %s", last.Policy, now.Policy))
-	}
-	added := false
-	for _, p := range now.Pairs {
-		if !slices.Contains(last.Pairs, p) {
-			added = true
-			changes = append(changes, "mapping added: "+pairName(p)+" (systems read through an API are read in full this run; for file drops, run a backfill)")
+	if last != nil {
+		if last.Direction != now.Direction {
+			changes = append(changes, fmt.Sprintf("direction %s → %s", last.Direction, now.Direction))
+		}
+		if last.Policy != now.Policy {
+			changes = append(changes, fmt.Sprintf("policy %s → %s", last.Policy, now.Policy))
+		}
+		for _, p := range now.Pairs {
+			if !slices.Contains(last.Pairs, p) {
+				j.mappingAdded = true
+				changes = append(changes, "mapping added: "+pairName(p)+" (systems read through an API are read in full this run; for file drops, run a backfill)")
+			}
 		}
 	}
-	if added {
-		// A new mapping needs both sides read once: an API read starts over.
-		if err := st.ForgetReadPositions(); err != nil {
-			return nil, err
+	for _, p := range removed {
+		if last == nil || slices.Contains(last.Pairs, p) {
+			changes = append(changes, "mapping removed, its snapshots dropped: "+pairName(p))
+		} else {
+			// A run that committed but was killed before dropping them.
+			j.log.Info().Str("mapping", pairName(p)).Msg("the snapshots of a mapping removed earlier are dropped with this run's commit")
 		}
-	}
-	dropped, err := st.DropUnmapped(ctx, now.Pairs)
-	if err != nil {
-		return nil, err
-	}
-	for _, p := range dropped {
-		changes = append(changes, "mapping removed, its snapshots dropped: "+pairName(p))
 	}
 	for _, c := range changes {
 		j.log.Warn().Str("change", c).Msg("config changed since the last run")

@@ -42,7 +42,7 @@ func (j *job) hold(ch *load.Change, pairs []transform.Pair) heldChange {
 	h := heldChange{change: *ch}
 	h.change.Decisions = slices.Clone(ch.Decisions)
 	for _, d := range ch.Decisions {
-		if d.Skip != "" {
+		if d.Skip != "" || d.Pending { // a pending write goes to an update file
 			continue
 		}
 		p := pairs[d.Pair]
@@ -111,7 +111,7 @@ func (j *job) apply(ctx context.Context, held []heldChange, w *load.Writer, sum 
 		if ch.D365Error != "" || ch.CampaignError != "" {
 			failed[ch.ID] = failure{d365: ch.D365Error, campaign: ch.CampaignError, pkey: ch.PKey}
 			for _, d := range ch.Decisions {
-				if msg := failed[ch.ID].of(d.Target); d.Skip == "" && msg != "" {
+				if msg := failed[ch.ID].of(d.Target); d.Skip == "" && !d.Pending && msg != "" {
 					sum.Failed++
 					p := j.cfg.rules.Pairs[d.Pair]
 					ex := state.Example{Source: "Campaign", ID: ch.ID.String(), PKey: ch.PKey, Field: p.Campaign, Message: msg}

@@ -77,6 +77,9 @@ type Options struct {
 
 	// failCreate, in tests, makes creating the named file fail.
 	failCreate func(name string) error
+	// PendingSince names, for a write not yet seen, the run that first
+	// wrote it (from that run's start, Unix ms), for its audit row.
+	PendingSince func(since int64) string
 }
 
 // Writer writes one run's output files.
@@ -202,6 +205,8 @@ func (w *Writer) Change(c *Change) error {
 		switch {
 		case d.Skip != "":
 			row.Outcome, row.Error = Skipped, d.Skip
+		case d.Pending:
+			row.Outcome, row.Error = transform.OutcomePendingNotSeen, PendingReason(d.Since, w.opt.PendingSince)
 		case w.opt.Plan:
 			row.Outcome = Planned
 		case d.Target == transform.ToD365 && c.D365Error != "":
@@ -244,6 +249,21 @@ func (w *Writer) Change(c *Change) error {
 		}
 	}
 	return nil
+}
+
+// PendingReason says why a write is in an update file again: the run that
+// first wrote it (by name when name knows it) has not been seen imported.
+func PendingReason(since int64, name func(int64) string) string {
+	by := "an earlier run (not recorded)"
+	if since != 0 {
+		by = "the run started " + time.UnixMilli(since).UTC().Format(time.RFC3339)
+		if name != nil {
+			if id := name(since); id != "" {
+				by = "run " + id
+			}
+		}
+	}
+	return "first written by " + by + "; the export does not show it yet although the record changed: written again in this run's update file"
 }
 
 // Finish completes every file: flushed and synced, then all renamed into

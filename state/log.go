@@ -59,7 +59,7 @@ var (
 		transform.RuleConflictD365Newer, transform.RuleConflictCampaignNewer, transform.RuleConflictTieOptout,
 		transform.RuleAdobeCampaignNewer, transform.RuleAdobeOptoutWins, transform.RulePolicyOptoutWins,
 		transform.RulePolicyD365Wins, transform.RulePolicyCampaignWins, transform.RuleSourceOfTruth}
-	logOutcomes   = []string{"", "applied", "planned", "failed", "skipped"}
+	logOutcomes   = []string{"", "applied", "planned", "failed", "skipped", transform.OutcomePendingNotSeen}
 	logDirections = []string{"", "d365->campaign", "campaign->d365"}
 	logValues     = []string{"", "false", "true"}
 )

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -29,6 +31,10 @@ func (s *Store) rewrite(ctx context.Context, fn func(v []byte) ([]byte, bool, er
 			if b == nil {
 				done = true
 				return nil
+			}
+			// Records are rewritten in the current layout.
+			if err := s.persist(tx); err != nil {
+				return err
 			}
 			type put struct{ k, v []byte }
 			var puts []put
@@ -61,6 +67,7 @@ func (s *Store) rewrite(ctx context.Context, fn func(v []byte) ([]byte, bool, er
 		if err != nil {
 			return changed, fmt.Errorf("state %s: %w", s.path, err)
 		}
+		s.persisted()
 		if done {
 			return changed, nil
 		}
@@ -92,24 +99,49 @@ func (s *Store) Reset(ctx context.Context, pairs []transform.Pair) (int, error) 
 		if err != nil {
 			return nil, false, err
 		}
-		pairs := append([]byte{}, r.pairs...)
+		var pairs []pairEntry
 		changed := false
-		for k := 0; k+2 < len(pairs); k += 3 {
-			if ids[pairs[k]] && pairs[k+1]&3 != 0 {
-				pairs[k+1] &^= 3 // S is the low two bits
+		err = r.eachPair(func(e pairEntry) {
+			if ids[e.id] && e.flags&3 != 0 {
+				e.flags &^= 3 // S is the low two bits
 				changed = true
 			}
-		}
-		if !changed {
-			return nil, false, nil
+			pairs = append(pairs, e)
+		})
+		if err != nil || !changed {
+			return nil, false, err
 		}
 		return appendRecord(nil, r, pairs), true, nil
 	})
 }
 
+// Unmapped lists the registered pairs that are not configured: mappings
+// removed whose snapshots DropUnmapped has not dropped yet.
+func (s *Store) Unmapped(configured []transform.Pair) ([]transform.Pair, error) {
+	reg, err := s.registry()
+	if err != nil {
+		return nil, err
+	}
+	keep := map[string]bool{}
+	for _, p := range configured {
+		keep[string(pairKey(p))] = true
+	}
+	var out []transform.Pair
+	for k := range reg {
+		if !keep[k] {
+			out = append(out, parsePairKey(k))
+		}
+	}
+	slices.SortFunc(out, func(a, b transform.Pair) int { return strings.Compare(pairName(a), pairName(b)) })
+	return out, nil
+}
+
+func pairName(p transform.Pair) string { return string(pairKey(p)) }
+
 // DropUnmapped deletes the snapshots of every registered pair that is not
 // among the configured ones, then forgets those pairs, so that a mapping
 // added back later starts from first sight. It returns the dropped pairs.
+// A run calls it after its commit: a run that stops keeps them.
 func (s *Store) DropUnmapped(ctx context.Context, configured []transform.Pair) ([]transform.Pair, error) {
 	reg, err := s.registry()
 	if err != nil {
@@ -135,14 +167,14 @@ func (s *Store) DropUnmapped(ctx context.Context, configured []transform.Pair) (
 		if err != nil {
 			return nil, false, err
 		}
-		kept := make([]byte, 0, len(r.pairs))
-		for k := 0; k+2 < len(r.pairs); k += 3 {
-			if !drop[r.pairs[k]] {
-				kept = append(kept, r.pairs[k:k+3]...)
+		var kept []pairEntry
+		err = r.eachPair(func(e pairEntry) {
+			if !drop[e.id] {
+				kept = append(kept, e)
 			}
-		}
-		if len(kept) == len(r.pairs) {
-			return nil, false, nil
+		})
+		if err != nil || len(kept) == r.count {
+			return nil, false, err
 		}
 		return appendRecord(nil, r, kept), true, nil
 	}); err != nil {
@@ -163,6 +195,9 @@ func (s *Store) DropUnmapped(ctx context.Context, configured []transform.Pair) (
 	})
 	if err != nil {
 		return nil, fmt.Errorf("state %s: forgetting dropped mappings: %w", s.path, err)
+	}
+	for id := range drop {
+		delete(s.unmapped, id)
 	}
 	return dropped, nil
 }

@@ -43,21 +43,15 @@ func (s *Store) Meta(key string) (string, error) {
 	return v, nil
 }
 
-// ForgetReadPositions drops the connectors' stored read positions (delta
+// forgetReadPositions drops the connectors' stored read positions (delta
 // link, watermarks), so that the next run reads every record again: what a
 // newly added mapping needs to know both sides.
-func (s *Store) ForgetReadPositions() error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		for _, k := range []string{KeyD365Delta, KeyD365Watermark, KeyCampaignWatermark} {
-			if err := meta.Delete([]byte("conn:" + k)); err != nil {
-				return err
-			}
+func forgetReadPositions(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	for _, k := range []string{KeyD365Delta, KeyD365Watermark, KeyCampaignWatermark} {
+		if err := meta.Delete([]byte("conn:" + k)); err != nil {
+			return err
 		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("state %s: %w", s.path, err)
 	}
 	return nil
 }
@@ -205,6 +199,11 @@ func (s *Store) finish(tx *bolt.Tx, fin *Final) error {
 			if err := cb.Delete(id[:]); err != nil {
 				return err
 			}
+		}
+	}
+	if fin.ForgetReadPositions {
+		if err := forgetReadPositions(tx); err != nil {
+			return err
 		}
 	}
 	for k, v := range fin.Meta {

@@ -21,11 +21,13 @@ import (
 //
 //	version(1) flags(1) varint(DModified ms) varint(CModified ms)
 //	varint(Decided s) varint(DVersion) uvarint(len) PKey count(1)
-//	then per pair: id(1) flags(2)
+//	then per pair: id(1) flags(2) [uvarint(DWrittenAt s)] [uvarint(CWrittenAt s)]
 //
 // flags: bit 0 DSeen, bit 1 CSeen. Pair flags pack S, DRaw, CRaw, DWritten,
-// CWritten at two bits each.
-const recordVersion = 1
+// CWritten at two bits each; a pair with a pending write carries when the
+// run that wrote it started (version 2; version 1 records have no such
+// times, and are read as "not recorded").
+const recordVersion = 2
 
 func (s *Store) encode(dst []byte, snap *transform.Snapshot) []byte {
 	var f byte
@@ -47,26 +49,34 @@ func (s *Store) encode(dst []byte, snap *transform.Snapshot) []byte {
 		p := snap.Pairs[i]
 		f := uint16(p.S) | uint16(p.DRaw)<<2 | uint16(p.CRaw)<<4 | uint16(p.DWritten)<<6 | uint16(p.CWritten)<<8
 		dst = append(dst, id, byte(f), byte(f>>8))
+		if p.DWritten.Known() {
+			dst = binary.AppendUvarint(dst, uint64(max(p.DWrittenAt, 0)))
+		}
+		if p.CWritten.Known() {
+			dst = binary.AppendUvarint(dst, uint64(max(p.CWrittenAt, 0)))
+		}
 	}
 	return dst
 }
 
 // record is a stored value split into its header and its pair entries.
 type record struct {
+	version                                byte
 	flags                                  byte
 	dModified, cModified, decide, dVersion int64
 	pkey                                   []byte
-	pairs                                  []byte // 3 bytes per pair: id, flags lo, flags hi
+	count                                  int
+	pairs                                  []byte // the entries, as stored
 }
 
 var errTruncated = errors.New("record truncated")
 
 func parseRecord(v []byte) (record, error) {
 	var r record
-	if len(v) < 2 || v[0] != recordVersion {
+	if len(v) < 2 || (v[0] != 1 && v[0] != recordVersion) {
 		return r, fmt.Errorf("record version %d unknown", firstByte(v))
 	}
-	r.flags = v[1]
+	r.version, r.flags = v[0], v[1]
 	v = v[2:]
 	for _, dst := range []*int64{&r.dModified, &r.cModified, &r.decide, &r.dVersion} {
 		x, n := binary.Varint(v)
@@ -81,16 +91,61 @@ func parseRecord(v []byte) (record, error) {
 	}
 	r.pkey = v[n : n+int(l)]
 	v = v[n+int(l):]
-	count := int(v[0])
-	if len(v)-1 < 3*count {
-		return r, errTruncated
-	}
-	r.pairs = v[1 : 1+3*count]
+	r.count = int(v[0])
+	r.pairs = v[1:]
 	return r, nil
 }
 
-// appendRecord re-encodes a parsed record with other pair entries.
-func appendRecord(dst []byte, r record, pairs []byte) []byte {
+// pairEntry is one pair of a stored record, in the current layout.
+type pairEntry struct {
+	id                     byte
+	flags                  uint16
+	dWrittenAt, cWrittenAt int64
+}
+
+func (e pairEntry) appendTo(dst []byte) []byte {
+	dst = append(dst, e.id, byte(e.flags), byte(e.flags>>8))
+	if e.flags>>6&3 != 0 {
+		dst = binary.AppendUvarint(dst, uint64(e.dWrittenAt))
+	}
+	if e.flags>>8&3 != 0 {
+		dst = binary.AppendUvarint(dst, uint64(e.cWrittenAt))
+	}
+	return dst
+}
+
+// eachPair calls fn for every pair entry of a record, whatever its version.
+func (r *record) eachPair(fn func(e pairEntry)) error {
+	v := r.pairs
+	for range r.count {
+		if len(v) < 3 {
+			return errTruncated
+		}
+		e := pairEntry{id: v[0], flags: uint16(v[1]) | uint16(v[2])<<8}
+		v = v[3:]
+		if r.version >= 2 {
+			for _, w := range []struct {
+				pending bool
+				at      *int64
+			}{{e.flags>>6&3 != 0, &e.dWrittenAt}, {e.flags>>8&3 != 0, &e.cWrittenAt}} {
+				if !w.pending {
+					continue
+				}
+				x, n := binary.Uvarint(v)
+				if n <= 0 {
+					return errTruncated
+				}
+				*w.at, v = int64(x), v[n:]
+			}
+		}
+		fn(e)
+	}
+	return nil
+}
+
+// appendRecord re-encodes a parsed record, in the current layout, with
+// other pair entries.
+func appendRecord(dst []byte, r record, pairs []pairEntry) []byte {
 	dst = append(dst, recordVersion, r.flags)
 	dst = binary.AppendVarint(dst, r.dModified)
 	dst = binary.AppendVarint(dst, r.cModified)
@@ -98,8 +153,11 @@ func appendRecord(dst []byte, r record, pairs []byte) []byte {
 	dst = binary.AppendVarint(dst, r.dVersion)
 	dst = binary.AppendUvarint(dst, uint64(len(r.pkey)))
 	dst = append(dst, r.pkey...)
-	dst = append(dst, byte(len(pairs)/3))
-	return append(dst, pairs...)
+	dst = append(dst, byte(len(pairs)))
+	for _, e := range pairs {
+		dst = e.appendTo(dst)
+	}
+	return dst
 }
 
 // decode fills snap from a stored record; pairs that are no longer
@@ -112,21 +170,22 @@ func (s *Store) decode(v []byte, snap *transform.Snapshot, slot *[256]int8) erro
 	*snap = transform.Snapshot{Known: true, DSeen: r.flags&1 != 0, CSeen: r.flags&2 != 0,
 		DModified: r.dModified, CModified: r.cModified, Decided: r.decide, DVersion: r.dVersion}
 	snap.PKey = string(r.pkey)
-	for k := 0; k+2 < len(r.pairs); k += 3 {
-		i := slot[r.pairs[k]]
+	return r.eachPair(func(e pairEntry) {
+		i := slot[e.id]
 		if i < 0 {
-			continue
+			return
 		}
-		f := uint16(r.pairs[k+1]) | uint16(r.pairs[k+2])<<8
+		f := e.flags
 		snap.Pairs[i] = transform.PairState{
-			S:        extract.Tri(f & 3),
-			DRaw:     extract.Tri(f >> 2 & 3),
-			CRaw:     extract.Tri(f >> 4 & 3),
-			DWritten: extract.Tri(f >> 6 & 3),
-			CWritten: extract.Tri(f >> 8 & 3),
+			S:          extract.Tri(f & 3),
+			DRaw:       extract.Tri(f >> 2 & 3),
+			CRaw:       extract.Tri(f >> 4 & 3),
+			DWritten:   extract.Tri(f >> 6 & 3),
+			CWritten:   extract.Tri(f >> 8 & 3),
+			DWrittenAt: e.dWrittenAt,
+			CWrittenAt: e.cWrittenAt,
 		}
-	}
-	return nil
+	})
 }
 
 func firstByte(v []byte) int {
@@ -320,6 +379,9 @@ type Final struct {
 	// Meta stores connectors' read positions (delta link, watermark): only
 	// with the run's last transaction, once its writes are applied or queued.
 	Meta map[string]string
+	// ForgetReadPositions drops the stored read positions first: a mapping
+	// was added, so every system read through its API is read in full.
+	ForgetReadPositions bool
 }
 
 // Commit writes the batch (snapshots in key order, then its decision-log
@@ -338,7 +400,10 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 	if !slices.IsSortedFunc(idx, byKey) {
 		slices.SortStableFunc(idx, byKey)
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := s.persist(tx); err != nil {
+			return fmt.Errorf("state %s: %w", s.path, err)
+		}
 		bk := tx.Bucket(bucketContacts)
 		bk.FillPercent = 0.9
 		for _, i := range idx {
@@ -346,7 +411,14 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 			if i > 0 {
 				from = b.ends[i-1]
 			}
-			if err := bk.Put(b.keys[i][:], b.data[from:b.ends[i]]); err != nil {
+			v := b.data[from:b.ends[i]]
+			if len(s.unmapped) > 0 {
+				var err error
+				if v, err = s.keepUnmapped(bk.Get(b.keys[i][:]), v); err != nil {
+					return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
+				}
+			}
+			if err := bk.Put(b.keys[i][:], v); err != nil {
 				return fmt.Errorf("state %s: writing contact %s: %w", s.path, b.keys[i], err)
 			}
 		}
@@ -358,4 +430,40 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 		}
 		return s.finish(tx, fin)
 	})
+	if err == nil {
+		s.persisted()
+	}
+	return err
+}
+
+// keepUnmapped carries the entries of registered pairs that are not
+// configured from a contact's stored record into its new one: a mapping
+// removed keeps its snapshots until the run that removed it has committed
+// (and DropUnmapped drops them), so a run that stops, or is killed half-way
+// through its commit, loses nothing of it.
+func (s *Store) keepUnmapped(old, nv []byte) ([]byte, error) {
+	if old == nil {
+		return nv, nil
+	}
+	or, err := parseRecord(old)
+	if err != nil {
+		return nil, err
+	}
+	var extra []pairEntry
+	if err := or.eachPair(func(e pairEntry) {
+		if s.unmapped[e.id] {
+			extra = append(extra, e)
+		}
+	}); err != nil || extra == nil {
+		return nv, err
+	}
+	nr, err := parseRecord(nv)
+	if err != nil {
+		return nil, err
+	}
+	var all []pairEntry
+	if err := nr.eachPair(func(e pairEntry) { all = append(all, e) }); err != nil {
+		return nil, err
+	}
+	return appendRecord(nil, nr, append(all, extra...)), nil
 }

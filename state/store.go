@@ -16,8 +16,9 @@ import (
 	"optsync/transform"
 )
 
-// SchemaVersion is bumped whenever a stored layout changes.
-const SchemaVersion = 1
+// SchemaVersion is bumped whenever a stored layout changes. 2: pending
+// writes carry the run that wrote them (record version 2).
+const SchemaVersion = 2
 
 var (
 	bucketMeta     = []byte("meta")
@@ -57,6 +58,16 @@ type Store struct {
 	readOnly bool
 	// pairIDs[i] is the stored id of the configured pair i (0: none yet).
 	pairIDs []byte
+	// A run that writes nothing changes nothing in state but its entry in
+	// the run history: a configured pair new to the file gets its id at
+	// open, but the id (and a newer schema version) is stored only with
+	// the first transaction that writes records (see persist).
+	newPairs     map[string]byte
+	schemaBehind bool
+	// unmapped holds the ids of registered pairs that are not configured
+	// (a mapping removed, until DropUnmapped drops them after the run's
+	// commit): their entries in a record are kept when it is written.
+	unmapped map[byte]bool
 }
 
 // Open opens (creating if needed) the state file for a run that may write,
@@ -172,8 +183,12 @@ func (s *Store) init(pairs []transform.Pair) error {
 		if err != nil {
 			return err
 		}
-		if err := meta.Put(keySchema, []byte(fmt.Sprint(SchemaVersion))); err != nil {
-			return err
+		if v := meta.Get(keySchema); v == nil {
+			if err := meta.Put(keySchema, []byte(fmt.Sprint(SchemaVersion))); err != nil {
+				return err
+			}
+		} else {
+			s.schemaBehind = string(v) != fmt.Sprint(SchemaVersion)
 		}
 		reg, err := meta.CreateBucketIfNotExists(bucketPairs)
 		if err != nil {
@@ -185,9 +200,17 @@ func (s *Store) init(pairs []transform.Pair) error {
 			}
 		}
 		used := map[byte]bool{}
-		_ = reg.ForEach(func(_, v []byte) error {
+		configured := map[string]bool{}
+		for _, p := range pairs {
+			configured[string(pairKey(p))] = true
+		}
+		s.unmapped = map[byte]bool{}
+		_ = reg.ForEach(func(k, v []byte) error {
 			if len(v) == 1 {
 				used[v[0]] = true
+				if !configured[string(k)] {
+					s.unmapped[v[0]] = true
+				}
 			}
 			return nil
 		})
@@ -208,13 +231,39 @@ func (s *Store) init(pairs []transform.Pair) error {
 				return fmt.Errorf("state %s: no free pair id left (255 mappings registered)", s.path)
 			}
 			used[id] = true
-			if err := reg.Put(k, []byte{id}); err != nil {
-				return err
+			if s.newPairs == nil {
+				s.newPairs = map[string]byte{}
 			}
+			s.newPairs[string(k)] = id
 			s.pairIDs[i] = id
 		}
 		return nil
 	})
+}
+
+// persist stores, in a transaction that writes records, what open only
+// noted: the ids of configured pairs new to the file and the schema
+// version of the layout the records are written in.
+func (s *Store) persist(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if s.schemaBehind {
+		if err := meta.Put(keySchema, []byte(fmt.Sprint(SchemaVersion))); err != nil {
+			return err
+		}
+	}
+	reg := meta.Bucket(bucketPairs)
+	for k, id := range s.newPairs {
+		if err := reg.Put([]byte(k), []byte{id}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// persisted notes that a transaction that called persist has committed.
+func (s *Store) persisted() {
+	s.schemaBehind = false
+	s.newPairs = nil
 }
 
 // pairKey identifies a mapping across runs; flipping invert makes it a new

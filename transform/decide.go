@@ -11,10 +11,14 @@ type PairState struct {
 	// DRaw and CRaw are the values last read from each side.
 	DRaw, CRaw extract.Tri
 	// DWritten and CWritten are values this tool wrote that the side has not
-	// shown yet. An export taken before the write was imported still shows
-	// the old value under the old change time; the written value stands in
-	// for it until the record moves.
+	// shown yet (pending writes). An export taken before the write was
+	// imported still shows the old value under the old change time; the
+	// written value stands in for it until the record moves, and a written
+	// opt-out going through an update file until the export shows it.
 	DWritten, CWritten extract.Tri
+	// DWrittenAt and CWrittenAt are when (Unix ms) the run that first wrote
+	// the pending value started (0: not recorded, state from before).
+	DWrittenAt, CWrittenAt int64
 }
 
 // Snapshot is the state of one contact.
@@ -48,7 +52,16 @@ type Decision struct {
 	DModified    int64
 	CModified    int64
 	ClearsOptOut bool // a true → false write in opted-out polarity
+	// Pending: New is an opt-out this tool wrote earlier (by the run that
+	// started at Since, Unix ms; 0 if not recorded) that the target's
+	// export does not show yet, although the record moved (Old is what it
+	// shows). Nothing is decided against it; it is written again.
+	Pending bool
+	Since   int64
 }
+
+// OutcomePendingNotSeen is the audit outcome of a Pending decision.
+const OutcomePendingNotSeen = "pending-write-not-seen"
 
 // Result is everything decided for one contact.
 type Result struct {
@@ -103,17 +116,19 @@ func Decide(r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, bu
 		if p.FieldModified != nil && p.FieldModified[i] != extract.NoTime {
 			tC = p.FieldModified[i]
 		}
-		// A side whose record has not moved since this tool wrote to it
-		// still holds the written value, whatever a stale export says.
+		// A side that has not shown a value this tool wrote to it still
+		// holds that value, whatever a stale export says (replay too: a
+		// stale export read as the truth could clear an opt-out this tool
+		// itself set and that is waiting to be imported).
 		next := PairState{S: old.S, DRaw: d, CRaw: cv}
 		dEff, cEff := d, cv
-		// Replay too: a stale export read as the truth could clear an
-		// opt-out this tool itself set and that is waiting to be imported.
-		if old.DWritten.Known() && c.Modified == prev.DModified && d == old.DRaw {
-			dEff, next.DWritten = old.DWritten, old.DWritten
+		dPend := pendingWrite(old.DWritten, d, old.DRaw, c.Modified == prev.DModified, r.ImportD365)
+		if dPend != pendingGone {
+			dEff, next.DWritten, next.DWrittenAt = old.DWritten, old.DWritten, old.DWrittenAt
 		}
-		if old.CWritten.Known() && p.Modified == prev.CModified && cv == old.CRaw {
-			cEff, next.CWritten = old.CWritten, old.CWritten
+		cPend := pendingWrite(old.CWritten, cv, old.CRaw, p.Modified == prev.CModified, r.ImportCampaign)
+		if cPend != pendingGone {
+			cEff, next.CWritten, next.CWrittenAt = old.CWritten, old.CWritten, old.CWrittenAt
 		}
 
 		dec := Decision{Pair: i, DModified: c.Modified, CModified: tC}
@@ -131,8 +146,9 @@ func Decide(r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, bu
 		case target == ToCampaign:
 			dec.Target, dec.Old, dec.New = ToCampaign, cEff, value
 			dec.ClearsOptOut = cEff == extract.True && value == extract.False
-			cEff, next.CWritten, next.S = value, value, value
+			cEff, next.CWritten, next.CWrittenAt, next.S = value, value, r.Started, value
 			res.CampaignChanged = true
+			cPend = pendingGone // replaced by this write
 			buf = append(buf, dec)
 		case target == ToD365:
 			dec.Target, dec.Old, dec.New = ToD365, dEff, value
@@ -140,11 +156,29 @@ func Decide(r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, bu
 			if pair.Invert {
 				dec.Old, dec.New = dec.Old.Not(), dec.New.Not()
 			}
-			dEff, next.DWritten, next.S = value, value, value
+			dEff, next.DWritten, next.DWrittenAt, next.S = value, value, r.Started, value
 			res.D365Changed = true
+			dPend = pendingGone
 			buf = append(buf, dec)
 		case value.Known():
 			next.S = value
+		}
+		// A written opt-out the export does not show although the record
+		// moved: not imported yet. Nothing was decided against it; it goes
+		// into this run's update file again.
+		if cPend == pendingNotSeen {
+			buf = append(buf, Decision{Pair: i, Target: ToCampaign, Old: cv, New: cEff, DModified: c.Modified, CModified: tC,
+				Pending: true, Since: next.CWrittenAt})
+			res.CampaignChanged = true
+		}
+		if dPend == pendingNotSeen {
+			pd := Decision{Pair: i, Target: ToD365, Old: d, New: dEff, DModified: c.Modified, CModified: tC,
+				Pending: true, Since: next.DWrittenAt}
+			if pair.Invert {
+				pd.Old, pd.New = pd.Old.Not(), pd.New.Not()
+			}
+			buf = append(buf, pd)
+			res.D365Changed = true
 		}
 		res.Next.Pairs[i] = next
 		res.CampaignAfter[i] = cEff
@@ -154,6 +188,37 @@ func Decide(r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, bu
 		res.D365After[i] = dEff
 	}
 	return res, buf
+}
+
+// What a pending write is after a side was read again.
+type pending uint8
+
+const (
+	pendingGone    pending = iota // none, seen, or superseded by the export
+	pendingStands                 // a stale export (the record has not moved): the write stands in
+	pendingNotSeen                // a written opt-out the moved record does not show: not imported yet
+)
+
+// pendingWrite decides what a value written to a side (in opted-out
+// polarity) is now that the side reads read, after lastRaw the time before;
+// unmoved says the record's change time has not moved since. Seen, the
+// write is done. An unmoved record with its old value is a stale export:
+// the write stands in. A moved record that does not show it may have been
+// imported and then changed by someone, or edited before the import: with
+// booleans the export cannot tell. A write that clears an opt-out may then
+// be superseded by the export (the safe direction); one that sets an
+// opt-out through an update file is taken as not imported yet, so that a
+// slow import never turns into an opt-in.
+func pendingWrite(written, read, lastRaw extract.Tri, unmoved, imported bool) pending {
+	switch {
+	case !written.Known() || read == written:
+		return pendingGone
+	case unmoved && read == lastRaw:
+		return pendingStands
+	case imported && written == extract.True:
+		return pendingNotSeen
+	}
+	return pendingGone
 }
 
 // decidePair applies the direction and policy to one pair in opted-out
@@ -282,7 +347,7 @@ func SeeContact(r *Rules, c *extract.Contact, prev *Snapshot) Snapshot {
 			return next
 		}
 	}
-	moved := !next.DSeen || c.Modified != next.DModified
+	unmoved := next.DSeen && c.Modified == next.DModified
 	next.Known, next.DSeen, next.DModified = true, true, c.Modified
 	if c.Version != 0 {
 		next.DVersion = c.Version
@@ -293,8 +358,8 @@ func SeeContact(r *Rules, c *extract.Contact, prev *Snapshot) Snapshot {
 			d = d.Not()
 		}
 		ps := &next.Pairs[i]
-		if moved || d != ps.DRaw {
-			ps.DWritten = extract.Unknown
+		if pendingWrite(ps.DWritten, d, ps.DRaw, unmoved, r.ImportD365) == pendingGone {
+			ps.DWritten, ps.DWrittenAt = extract.Unknown, 0
 		}
 		ps.DRaw = d
 	}
@@ -313,12 +378,12 @@ func SeeProfile(r *Rules, p *extract.Profile, prev *Snapshot) Snapshot {
 			return next
 		}
 	}
-	moved := !next.CSeen || p.Modified != next.CModified
+	unmoved := next.CSeen && p.Modified == next.CModified
 	next.Known, next.CSeen, next.CModified, next.PKey = true, true, p.Modified, p.PKey
 	for i := range r.Pairs {
 		ps := &next.Pairs[i]
-		if moved || p.Values[i] != ps.CRaw {
-			ps.CWritten = extract.Unknown
+		if pendingWrite(ps.CWritten, p.Values[i], ps.CRaw, unmoved, r.ImportCampaign) == pendingGone {
+			ps.CWritten, ps.CWrittenAt = extract.Unknown, 0
 		}
 		ps.CRaw = p.Values[i]
 	}
@@ -333,7 +398,7 @@ func LoseProfile(s Snapshot) Snapshot {
 	s.CSeen, s.CModified, s.PKey = false, 0, ""
 	for i := range s.Pairs {
 		ps := &s.Pairs[i]
-		ps.S, ps.CRaw, ps.CWritten = extract.Unknown, extract.Unknown, extract.Unknown
+		ps.S, ps.CRaw, ps.CWritten, ps.CWrittenAt = extract.Unknown, extract.Unknown, extract.Unknown, 0
 	}
 	return s
 }

@@ -56,9 +56,19 @@ type Rules struct {
 	Direction Direction
 	Policy    Policy
 	Pairs     []Pair
-	// Replay ignores snapshots and pending writes: every difference is
-	// decided as at first sight.
+	// Replay ignores the agreed snapshots: every difference is decided as
+	// at first sight. What is known of the records still counts (writes
+	// not yet seen, rows newer than the export's).
 	Replay bool
+	// ImportD365 and ImportCampaign say writes to that system go into an
+	// update file that someone imports (a CSV target), so a write is seen
+	// in an export only after the import: a written opt-out stands in for
+	// the export until the export shows it. (An API write is applied at
+	// once: the next read is the system's answer.)
+	ImportD365, ImportCampaign bool
+	// Started is when (Unix ms) this run started: kept with every write it
+	// leaves pending, to name the run and age the write.
+	Started int64
 }
 
 // Side names the system a write goes to.

@@ -1,6 +1,7 @@
 package transform
 
 import (
+	"slices"
 	"testing"
 
 	"optsync/extract"
@@ -295,5 +296,126 @@ func TestFromStateRoundTrip(t *testing.T) {
 		if gc, gp := ContactFromState(r, c2.ID, &res.Next), ProfileFromState(r, p2.ID, &res.Next); gc != *c2 || gp != *p2 {
 			t.Errorf("invert=%v: from Decide: %+v %+v, want %+v %+v", inv, gc, gp, *c2, *p2)
 		}
+	}
+}
+
+// A written opt-out that goes through an update file stands in for the
+// export until the export shows it, even once the record has moved (an edit
+// before the import): nothing is decided against it, and it is written
+// again. A written opt-in, or a write through an API, gives way to a moved
+// record as before.
+func TestPendingOptOutNotImported(t *testing.T) {
+	const run1 = 1_795_000_000_000 // the run that wrote it (Unix ms)
+	cases := []struct {
+		name     string
+		dir      Direction
+		pol      Policy
+		invert   bool
+		side     Side        // the side written to by run1
+		written  extract.Tri // what run1 wrote, opted-out polarity
+		read     extract.Tri // what the moved record shows now, own polarity
+		api      bool        // that side is written through its API
+		replay   bool
+		other    extract.Tri // the other side's value, opted-out polarity
+		want     []Decision  // pair 0
+		pending  bool        // the write is still pending afterwards
+		changedC bool
+		changedD bool
+	}{
+		{name: "bi-campaign-optout-not-seen", dir: Bidirectional, pol: Newest, side: ToCampaign, written: T, read: F, other: T,
+			want:    []Decision{{Target: ToCampaign, Old: F, New: T, DModified: t10, CModified: t12, Pending: true, Since: run1}},
+			pending: true, changedC: true},
+		{name: "bi-d365-optout-not-seen", dir: Bidirectional, pol: Newest, side: ToD365, written: T, read: F, other: T,
+			want:    []Decision{{Target: ToD365, Old: F, New: T, DModified: t12, CModified: t10, Pending: true, Since: run1}},
+			pending: true, changedD: true},
+		{name: "bi-d365-invert-optout-not-seen", dir: Bidirectional, pol: Newest, invert: true, side: ToD365, written: T, read: T, other: T,
+			want:    []Decision{{Target: ToD365, Old: T, New: F, DModified: t12, CModified: t10, Pending: true, Since: run1}},
+			pending: true, changedD: true},
+		{name: "unknown-shown-is-not-seen", dir: Bidirectional, pol: Newest, side: ToCampaign, written: T, read: U, other: T,
+			want:    []Decision{{Target: ToCampaign, Old: U, New: T, DModified: t10, CModified: t12, Pending: true, Since: run1}},
+			pending: true, changedC: true},
+		{name: "adobe-not-seen", dir: Bidirectional, pol: Adobe, side: ToCampaign, written: T, read: F, other: T,
+			want:    []Decision{{Target: ToCampaign, Old: F, New: T, DModified: t10, CModified: t12, Pending: true, Since: run1}},
+			pending: true, changedC: true},
+		{name: "d2c-not-seen", dir: D365ToCampaign, pol: Newest, side: ToCampaign, written: T, read: F, other: T,
+			want:    []Decision{{Target: ToCampaign, Old: F, New: T, DModified: t10, CModified: t12, Pending: true, Since: run1}},
+			pending: true, changedC: true},
+		{name: "replay-not-seen", dir: Bidirectional, pol: Newest, replay: true, side: ToCampaign, written: T, read: F, other: T,
+			want:    []Decision{{Target: ToCampaign, Old: F, New: T, DModified: t10, CModified: t12, Pending: true, Since: run1}},
+			pending: true, changedC: true},
+		// The other side changed since: its change is decided against the
+		// written value, and replaces the write.
+		{name: "d365-opts-in-since", dir: Bidirectional, pol: Newest, side: ToCampaign, written: T, read: F, other: F,
+			want:     []Decision{{Target: ToCampaign, Old: T, New: F, Rule: RuleOnlyD365Changed, DModified: t10, CModified: t12, ClearsOptOut: true}},
+			changedC: true},
+		{name: "seen", dir: Bidirectional, pol: Newest, side: ToCampaign, written: T, read: T, other: T},
+		// The safe direction: a written opt-in gives way to the export.
+		{name: "optin-superseded-by-export", dir: Bidirectional, pol: Newest, side: ToCampaign, written: F, read: T, other: F,
+			want:     []Decision{{Target: ToD365, Old: F, New: T, Rule: RuleOnlyCampaignChanged, DModified: t10, CModified: t12}},
+			changedD: true},
+		// Through an API the write was applied at once: what the system
+		// shows now is its answer.
+		{name: "api-write-superseded", dir: Bidirectional, pol: Newest, api: true, side: ToCampaign, written: T, read: F, other: T,
+			want:     []Decision{{Target: ToD365, Old: T, New: F, Rule: RuleOnlyCampaignChanged, DModified: t10, CModified: t12, ClearsOptOut: true}},
+			changedD: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pair := emailPair
+			pair.Invert = tc.invert
+			r := &Rules{Direction: tc.dir, Policy: tc.pol, Replay: tc.replay, Pairs: []Pair{pair}, Started: run1 + day,
+				ImportD365: !(tc.api && tc.side == ToD365), ImportCampaign: !(tc.api && tc.side == ToCampaign)}
+			prev := &Snapshot{Known: true, DSeen: true, CSeen: true, DModified: t10, CModified: t10, PKey: "@p"}
+			ps := PairState{S: tc.written}
+			own := func(v extract.Tri) extract.Tri { // opted-out polarity → the Dynamics field's
+				if tc.invert {
+					return v.Not()
+				}
+				return v
+			}
+			c, p := contactRow(t10, own(tc.other)), profileRow("@p", t10, tc.other)
+			if tc.side == ToCampaign {
+				ps.DRaw, ps.CRaw, ps.CWritten, ps.CWrittenAt = tc.other, tc.written.Not(), tc.written, run1
+				p = profileRow("@p", t12, tc.read) // moved
+			} else {
+				ps.CRaw, ps.DRaw, ps.DWritten, ps.DWrittenAt = tc.other, tc.written.Not(), tc.written, run1
+				c = contactRow(t12, tc.read) // moved; read is the field's own value
+			}
+			prev.Pairs[0] = ps
+			res, got := Decide(r, c, p, prev, nil)
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("decisions\n got %+v\nwant %+v", got, tc.want)
+			}
+			n := res.Next.Pairs[0]
+			pend, at := n.CWritten, n.CWrittenAt
+			if tc.side == ToD365 {
+				pend, at = n.DWritten, n.DWrittenAt
+			}
+			if (pend == tc.written && at == run1) != tc.pending {
+				t.Errorf("pending after: %v at %d, want pending %v", pend, at, tc.pending)
+			}
+			if res.CampaignChanged != tc.changedC || res.D365Changed != tc.changedD {
+				t.Errorf("changed C=%v D=%v, want %v %v", res.CampaignChanged, res.D365Changed, tc.changedC, tc.changedD)
+			}
+			// The update row carries the written value.
+			if tc.pending && tc.side == ToCampaign && res.CampaignAfter[0] != tc.written {
+				t.Errorf("Campaign after %v", res.CampaignAfter[0])
+			}
+			// A record seen without its counterpart keeps the write too.
+			var seen Snapshot
+			if tc.side == ToCampaign {
+				seen = SeeProfile(r, p, prev)
+			} else {
+				seen = SeeContact(r, c, prev)
+			}
+			sp := seen.Pairs[0]
+			kept := sp.CWritten == tc.written && sp.CWrittenAt == run1
+			if tc.side == ToD365 {
+				kept = sp.DWritten == tc.written && sp.DWrittenAt == run1
+			}
+			if wantKept := tc.pending || (tc.name == "d365-opts-in-since"); kept != wantKept {
+				t.Errorf("seen alone: pending kept %v, want %v (%+v)", kept, wantKept, sp)
+			}
+		})
 	}
 }
