@@ -264,8 +264,9 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 	var ch load.Change
 	// State is walked whole, in step with the entries: a contact of state
 	// that is not in this run's input is seen too (absent).
+	input := inInput{m: d.matched}
 	absent := func(id extract.ID, snap *transform.Snapshot) error {
-		if d.lostProfile(id, snap) {
+		if !input.has(id) && d.lostProfile(id, snap) {
 			d.matched.pairs = append(d.matched.pairs, [2]int32{lostEntry, int32(len(d.matched.lost))})
 			d.matched.lost = append(d.matched.lost, id)
 			dirty = append(dirty, int32(len(d.matched.pairs)-1))
@@ -347,15 +348,38 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 }
 
 // lostProfile says whether a contact of state that is not in this run's
-// input has lost its profile: this run's input links the PKey state knows
-// for it to another contact, or to none. (A backfill sees every contact
-// and its profile; only a run needs this.)
+// input has lost its profile. In a run, when this run's input links the
+// PKey state knows for it to another contact, or to none. In a backfill,
+// which reads every profile, whenever state links it to one: had the
+// export still linked that profile to it, the contact would be in the input.
 func (d *decider) lostProfile(id extract.ID, snap *transform.Snapshot) bool {
-	if !d.incremental || d.rules.Replay || !snap.CSeen || snap.PKey == "" {
+	if !snap.CSeen || snap.PKey == "" {
 		return false
+	}
+	if !d.incremental {
+		return true
 	}
 	kind, owner := d.owners.Lookup(snap.PKey)
 	return kind == transform.OwnerNoContact || kind == transform.OwnerContact && owner != id
+}
+
+// inInput says whether a contact has a row in this run's input on either
+// side, usable or not (a contact kept out by a bad row or a duplicate is
+// left as state has it). ids come in increasing order.
+type inInput struct {
+	m      *joined
+	ci, pi int
+}
+
+func (in *inInput) has(id extract.ID) bool {
+	cs, ps := in.m.contacts, in.m.profiles
+	for in.ci < len(cs) && cs[in.ci].ID.Compare(id) < 0 {
+		in.ci++
+	}
+	for in.pi < len(ps) && ps[in.pi].ID.Compare(id) < 0 {
+		in.pi++
+	}
+	return in.ci < len(cs) && cs[in.ci].ID == id || in.pi < len(ps) && ps[in.pi].ID == id
 }
 
 // commitChunk is how many contacts one state transaction takes. bbolt splits
