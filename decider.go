@@ -147,6 +147,10 @@ func (d *decider) one(k int32, prev *transform.Snapshot, buf []transform.Decisio
 		v.id = p.ID
 	default: // its profile left it: see lostProfile
 		v.id = d.matched.lost[d.matched.pairs[k][1]]
+		if prev == nil { // only found in state, so not possible
+			v.blocked = "gone from state"
+			return v
+		}
 		v.next = transform.LoseProfile(*prev)
 		return v
 	}
@@ -305,7 +309,10 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 			if prevPtr != nil {
 				d.countPending(v.id, prevPtr)
 			}
-			if err := sink(nil, &v.blockedAt); err != nil {
+			// A copy: handing sink a pointer into v would put every
+			// verdict (a kilobyte) on the heap.
+			blocked := v.blockedAt
+			if err := sink(nil, &blocked); err != nil {
 				return nil, err
 			}
 			continue

@@ -123,20 +123,19 @@ func (r *record) eachPair(fn func(e pairEntry)) error {
 		}
 		e := pairEntry{id: v[0], flags: uint16(v[1]) | uint16(v[2])<<8}
 		v = v[3:]
-		if r.version >= 2 {
-			for _, w := range []struct {
-				pending bool
-				at      *int64
-			}{{e.flags>>6&3 != 0, &e.dWrittenAt}, {e.flags>>8&3 != 0, &e.cWrittenAt}} {
-				if !w.pending {
-					continue
-				}
-				x, n := binary.Uvarint(v)
-				if n <= 0 {
-					return errTruncated
-				}
-				*w.at, v = int64(x), v[n:]
+		if r.version >= 2 && e.flags>>6&3 != 0 {
+			x, n := binary.Uvarint(v)
+			if n <= 0 {
+				return errTruncated
 			}
+			e.dWrittenAt, v = int64(x), v[n:]
+		}
+		if r.version >= 2 && e.flags>>8&3 != 0 {
+			x, n := binary.Uvarint(v)
+			if n <= 0 {
+				return errTruncated
+			}
+			e.cWrittenAt, v = int64(x), v[n:]
 		}
 		fn(e)
 	}
@@ -223,6 +222,7 @@ type Reader struct {
 	// last asked for.
 	walking  bool
 	walkedTo extract.ID
+	other    transform.Snapshot // what Until hands absent
 }
 
 // Reader starts a read view; Close it when done.
@@ -293,14 +293,13 @@ func (r *Reader) Until(id *extract.ID, snap *transform.Snapshot, absent func(ext
 	} else if r.k != nil && bytes.Equal(r.k, r.walkedTo[:]) {
 		r.k, r.v = r.c.Next()
 	}
-	var other transform.Snapshot
 	for r.k != nil && (id == nil || bytes.Compare(r.k, id[:]) < 0) {
 		var k extract.ID
 		copy(k[:], r.k)
-		if err := r.s.decode(r.v, &other, r.slot); err != nil {
+		if err := r.s.decode(r.v, &r.other, r.slot); err != nil {
 			return false, fmt.Errorf("state %s: contact %s: %w", r.s.path, k, err)
 		}
-		if err := absent(k, &other); err != nil {
+		if err := absent(k, &r.other); err != nil {
 			return false, err
 		}
 		r.k, r.v = r.c.Next()

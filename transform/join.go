@@ -222,8 +222,10 @@ func samePKey(ps []extract.Profile, superseded *[]Superseded) []uint64 {
 	if len(ps) < 2 {
 		return drop
 	}
+	// 16 bits a row: about one row in 16 is compared for nothing; capped
+	// at 16 MB a bitmap (at 15 million rows, one in five).
 	bits := uint64(1024)
-	for bits < uint64(len(ps))*32 {
+	for bits < uint64(len(ps))*16 && bits < 1<<27 {
 		bits <<= 1
 	}
 	seen, twice := make([]uint64, bits/64), make([]uint64, bits/64)
