@@ -304,7 +304,7 @@ func TestRemovedMappingDropsSnapshots(t *testing.T) {
 		t.Fatalf("exit %d, no log of the removal:\n%s", r.code, r.stderr)
 	}
 	runs := runCLI(t, "--config", p.config, "runs", "--format", "json")
-	if !strings.Contains(runs.stdout, "mapping removed, its snapshots dropped: donotphone ↔ blackListPhone") {
+	if !strings.Contains(runs.stdout, "mapping removed, its snapshots dropped with the run's commit: donotphone ↔ blackListPhone") {
 		t.Fatalf("the change is not in the run history:\n%s", runs.stdout)
 	}
 	// Added back, the pair starts from first sight: no snapshot survives.

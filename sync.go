@@ -606,7 +606,7 @@ func (j *job) configChanges(st *state.Store) ([]string, error) {
 	}
 	for _, p := range removed {
 		if last == nil || slices.Contains(last.Pairs, p) {
-			changes = append(changes, "mapping removed, its snapshots dropped: "+pairName(p))
+			changes = append(changes, "mapping removed, its snapshots dropped with the run's commit: "+pairName(p))
 		} else {
 			// A run that committed but was killed before dropping them.
 			j.log.Info().Str("mapping", pairName(p)).Msg("the snapshots of a mapping removed earlier are dropped with this run's commit")

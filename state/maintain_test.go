@@ -366,3 +366,34 @@ func TestReadsVersion1Records(t *testing.T) {
 	}
 	st.Close()
 }
+
+// A removed mapping keeps its entries in records a run writes before its
+// commit is done (DropUnmapped drops them after): a run killed half-way
+// through its commit, whose mapping is added back, has lost nothing.
+func TestCommitKeepsUnmappedEntries(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	three := []transform.Pair{testPairs[0], testPairs[1], phonePair}
+	openWith(t, path, three, 1, 2).Close()
+	two := []transform.Pair{testPairs[0], phonePair}
+	st, err := Open(path, two)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := st.Unmapped(two); err != nil || len(got) != 1 || got[0] != testPairs[1] {
+		t.Fatalf("Unmapped = %v %v", got, err)
+	}
+	b := st.NewBatch(1)
+	s := transform.Snapshot{Known: true, DSeen: true, PKey: "@new"}
+	s.Pairs[0] = transform.PairState{S: extract.True, DRaw: extract.True}
+	b.Put(id(1), &s)
+	if err := st.Commit(context.Background(), b, nil); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	st = openWith(t, path, three)
+	got := all(t, st)
+	if want := fullSnap(1).Pairs[1]; got[1].Pairs[1] != want || got[1].PKey != "@new" || got[1].Pairs[0].S != extract.True {
+		t.Fatalf("contact 1 after a commit with the mapping removed: %+v, want its pair 1 kept as %+v", got[1], want)
+	}
+	st.Close()
+}
