@@ -72,6 +72,9 @@ var countLabels = map[string]string{
 	"stale_rows":                    "rows older than what state knew",
 	"deleted_in_d365":               "contacts deleted in Dynamics",
 	"snapshots_forgotten":           "snapshots forgotten",
+	"pending_not_seen":              "writes to update files no export shows yet",
+	"pending_oldest_age_seconds":    "age of the oldest of them (seconds)",
+	"pending_written_again":         "of them written again (the record moved without them)",
 }
 
 var ruleNotes = map[string]string{
