@@ -263,7 +263,7 @@ func PendingReason(since int64, name func(int64) string) string {
 			}
 		}
 	}
-	return "first written by " + by + "; the export does not show it yet although the record changed: written again in this run's update file"
+	return transform.OutcomePendingNotSeen + ": first written by " + by + "; the export does not show it yet although the record changed: written again in this run's update file"
 }
 
 // Finish completes every file: flushed and synced, then all renamed into
