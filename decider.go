@@ -67,6 +67,8 @@ type decider struct {
 	// counted in the first pass; viaStateContacts are the entries of
 	// viaState that came from the Dynamics side
 	viaState, viaStateContacts, waiting, stale int
+	// one-sided entries blocked (by a profile that state links them to)
+	blockedNoProfile, blockedNoContact int
 	// notAfter is the latest change time believed (Unix ms); future lists
 	// the contacts whose state held a later one (first pass).
 	notAfter int64
@@ -308,6 +310,14 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 		if v.blocked != "" {
 			if prevPtr != nil {
 				d.countPending(v.id, prevPtr)
+			}
+			// Join counted a one-sided entry as without counterpart; it
+			// is counted as blocked instead.
+			switch c, p := d.matched.at(int32(k)); {
+			case p == nil:
+				d.blockedNoProfile++
+			case c == nil:
+				d.blockedNoContact++
 			}
 			// A copy: handing sink a pointer into v would put every
 			// verdict (a kilobyte) on the heap.

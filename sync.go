@@ -313,8 +313,8 @@ func (j *job) run(ctx context.Context) (err error) {
 	// A one-sided record decided against state had its counterpart after all.
 	sum.ComparedPairs += d.viaState * len(rules.Pairs)
 	sum.Matched += d.viaState
-	sum.ContactsNoMatch -= d.viaStateContacts
-	sum.ProfilesNoMatch -= d.viaState - d.viaStateContacts
+	sum.ContactsNoMatch -= d.viaStateContacts + d.blockedNoProfile
+	sum.ProfilesNoMatch -= d.viaState - d.viaStateContacts + d.blockedNoContact
 	slices.SortStableFunc(rejects, func(a, b extract.Reject) int {
 		if c := cmp.Compare(a.Source, b.Source); c != 0 {
 			return c
