@@ -160,7 +160,8 @@ func appendRecord(dst []byte, r record, pairs []pairEntry) []byte {
 }
 
 // decode fills snap from a stored record; pairs that are no longer
-// configured are passed over.
+// configured are passed over. (It walks the entries itself rather than
+// through eachPair: a run decodes every record of the file.)
 func (s *Store) decode(v []byte, snap *transform.Snapshot, slot *[256]int8) error {
 	r, err := parseRecord(v)
 	if err != nil {
@@ -169,22 +170,43 @@ func (s *Store) decode(v []byte, snap *transform.Snapshot, slot *[256]int8) erro
 	*snap = transform.Snapshot{Known: true, DSeen: r.flags&1 != 0, CSeen: r.flags&2 != 0,
 		DModified: r.dModified, CModified: r.cModified, Decided: r.decide, DVersion: r.dVersion}
 	snap.PKey = string(r.pkey)
-	return r.eachPair(func(e pairEntry) {
-		i := slot[e.id]
-		if i < 0 {
-			return
+	e := r.pairs
+	for range r.count {
+		if len(e) < 3 {
+			return errTruncated
 		}
-		f := e.flags
+		id, f := e[0], uint16(e[1])|uint16(e[2])<<8
+		e = e[3:]
+		var dAt, cAt int64
+		if r.version >= 2 && f>>6&3 != 0 {
+			x, n := binary.Uvarint(e)
+			if n <= 0 {
+				return errTruncated
+			}
+			dAt, e = int64(x), e[n:]
+		}
+		if r.version >= 2 && f>>8&3 != 0 {
+			x, n := binary.Uvarint(e)
+			if n <= 0 {
+				return errTruncated
+			}
+			cAt, e = int64(x), e[n:]
+		}
+		i := slot[id]
+		if i < 0 {
+			continue
+		}
 		snap.Pairs[i] = transform.PairState{
 			S:          extract.Tri(f & 3),
 			DRaw:       extract.Tri(f >> 2 & 3),
 			CRaw:       extract.Tri(f >> 4 & 3),
 			DWritten:   extract.Tri(f >> 6 & 3),
 			CWritten:   extract.Tri(f >> 8 & 3),
-			DWrittenAt: e.dWrittenAt,
-			CWrittenAt: e.cWrittenAt,
+			DWrittenAt: dAt,
+			CWrittenAt: cAt,
 		}
-	})
+	}
+	return nil
 }
 
 func firstByte(v []byte) int {
