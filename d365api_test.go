@@ -296,7 +296,8 @@ func TestD365WatermarkWithoutChangeTracking(t *testing.T) {
 	}
 	// The watermark is the latest modifiedon read (2026-11-20T10:00:00Z),
 	// less the 10-minute overlap.
-	if !strings.Contains(filter, "modifiedon+gt+2026-11-20T09%3A50%3A00Z") && !strings.Contains(filter, "modifiedon%20gt%202026-11-20T09:50:00Z") {
+	// a space is %20, never '+': only Dataverse reads '+' as a space
+	if !strings.Contains(filter, "$filter=modifiedon%20gt%202026-11-20T09%3A50%3A00Z") {
 		t.Fatalf("second read's filter %q, want modifiedon gt 2026-11-20T09:50:00Z", filter)
 	}
 	audit := p.out(t, "audit", r.runID)

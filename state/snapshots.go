@@ -20,12 +20,17 @@ import (
 // file front to back. The value:
 //
 //	version(1) flags(1) varint(DModified ms) varint(CModified ms)
-//	varint(Decided s) varint(DVersion) uvarint(len) PKey count(1)
+//	varint(Decided s) uvarint(len) DETag uvarint(len) PKey count(1)
 //	then per pair: id(1) flags(2)
 //
 // flags: bit 0 DSeen, bit 1 CSeen. Pair flags pack S, DRaw, CRaw, DWritten,
 // CWritten at two bits each.
-const recordVersion = 1
+//
+// Version 1 records held varint(DVersion), a row version parsed out of the
+// ETag, where version 2 holds the ETag itself. They are still read; their
+// row version is dropped, not turned back into an ETag it may not have
+// been, so such a contact's next write reads it first.
+const recordVersion = 2
 
 func (s *Store) encode(dst []byte, snap *transform.Snapshot) []byte {
 	var f byte
@@ -39,7 +44,8 @@ func (s *Store) encode(dst []byte, snap *transform.Snapshot) []byte {
 	dst = binary.AppendVarint(dst, snap.DModified)
 	dst = binary.AppendVarint(dst, snap.CModified)
 	dst = binary.AppendVarint(dst, snap.Decided)
-	dst = binary.AppendVarint(dst, snap.DVersion)
+	dst = binary.AppendUvarint(dst, uint64(len(snap.DETag)))
+	dst = append(dst, snap.DETag...)
 	dst = binary.AppendUvarint(dst, uint64(len(snap.PKey)))
 	dst = append(dst, snap.PKey...)
 	dst = append(dst, byte(len(s.pairIDs)))
@@ -53,34 +59,52 @@ func (s *Store) encode(dst []byte, snap *transform.Snapshot) []byte {
 
 // record is a stored value split into its header and its pair entries.
 type record struct {
-	flags                                  byte
-	dModified, cModified, decide, dVersion int64
-	pkey                                   []byte
-	pairs                                  []byte // 3 bytes per pair: id, flags lo, flags hi
+	flags                        byte
+	dModified, cModified, decide int64
+	etag                         []byte
+	pkey                         []byte
+	pairs                        []byte // 3 bytes per pair: id, flags lo, flags hi
 }
 
 var errTruncated = errors.New("record truncated")
 
 func parseRecord(v []byte) (record, error) {
 	var r record
-	if len(v) < 2 || v[0] != recordVersion {
+	if len(v) < 2 || (v[0] != recordVersion && v[0] != 1) {
 		return r, fmt.Errorf("record version %d unknown", firstByte(v))
 	}
+	version := v[0]
 	r.flags = v[1]
 	v = v[2:]
-	for _, dst := range []*int64{&r.dModified, &r.cModified, &r.decide, &r.dVersion} {
+	for _, dst := range []*int64{&r.dModified, &r.cModified, &r.decide} {
 		x, n := binary.Varint(v)
 		if n <= 0 {
 			return r, errTruncated
 		}
 		*dst, v = x, v[n:]
 	}
-	l, n := binary.Uvarint(v)
-	if n <= 0 || uint64(len(v)-n) < l+1 {
+	bytesField := func() ([]byte, bool) {
+		l, n := binary.Uvarint(v)
+		if n <= 0 || uint64(len(v)-n) < l {
+			return nil, false
+		}
+		b := v[n : n+int(l)]
+		v = v[n+int(l):]
+		return b, true
+	}
+	var ok bool
+	if version == 1 {
+		if _, n := binary.Varint(v); n <= 0 {
+			return r, errTruncated
+		} else {
+			v = v[n:]
+		}
+	} else if r.etag, ok = bytesField(); !ok {
 		return r, errTruncated
 	}
-	r.pkey = v[n : n+int(l)]
-	v = v[n+int(l):]
+	if r.pkey, ok = bytesField(); !ok || len(v) < 1 {
+		return r, errTruncated
+	}
 	count := int(v[0])
 	if len(v)-1 < 3*count {
 		return r, errTruncated
@@ -95,7 +119,8 @@ func appendRecord(dst []byte, r record, pairs []byte) []byte {
 	dst = binary.AppendVarint(dst, r.dModified)
 	dst = binary.AppendVarint(dst, r.cModified)
 	dst = binary.AppendVarint(dst, r.decide)
-	dst = binary.AppendVarint(dst, r.dVersion)
+	dst = binary.AppendUvarint(dst, uint64(len(r.etag)))
+	dst = append(dst, r.etag...)
 	dst = binary.AppendUvarint(dst, uint64(len(r.pkey)))
 	dst = append(dst, r.pkey...)
 	dst = append(dst, byte(len(pairs)/3))
@@ -110,8 +135,11 @@ func (s *Store) decode(v []byte, snap *transform.Snapshot, slot *[256]int8) erro
 		return err
 	}
 	*snap = transform.Snapshot{Known: true, DSeen: r.flags&1 != 0, CSeen: r.flags&2 != 0,
-		DModified: r.dModified, CModified: r.cModified, Decided: r.decide, DVersion: r.dVersion}
+		DModified: r.dModified, CModified: r.cModified, Decided: r.decide}
 	snap.PKey = string(r.pkey)
+	if len(r.etag) > 0 {
+		snap.DETag = string(r.etag)
+	}
 	for k := 0; k+2 < len(r.pairs); k += 3 {
 		i := slot[r.pairs[k]]
 		if i < 0 {

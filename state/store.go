@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -16,8 +17,10 @@ import (
 	"optsync/transform"
 )
 
-// SchemaVersion is bumped whenever a stored layout changes.
-const SchemaVersion = 1
+// SchemaVersion is bumped whenever a stored layout changes. 2: contact
+// records keep the Dynamics ETag as read (record version 2); records of
+// version 1 are still read.
+const SchemaVersion = 2
 
 var (
 	bucketMeta     = []byte("meta")
@@ -62,7 +65,12 @@ type Store struct {
 // Open opens (creating if needed) the state file for a run that may write,
 // taking its exclusive lock. A held lock gives a *LockedError at once.
 // pairs are the configured mappings, in order; each gets a stable stored id.
+// A missing folder is created 0700, as out_dir is: the file holds
+// personal data.
 func Open(path string, pairs []transform.Pair) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("creating the folder of state %s: %w", path, err)
+	}
 	return open(path, pairs, false)
 }
 
