@@ -74,22 +74,25 @@ func (c *campaignConn) read(ctx context.Context, st *state.Store, full bool, que
 	var stats extract.Stats
 	var err error
 	filter := c.cfg.ChangedFilter
-	if filter.Name != "" && !full {
-		var since time.Time
-		if st != nil {
-			wm, err := st.Meta(state.KeyCampaignWatermark)
-			if err != nil {
-				return stats, err
-			}
-			if wm != "" {
-				t, err := time.Parse(time.RFC3339Nano, wm)
-				if err != nil {
-					return stats, fmt.Errorf("state: stored Campaign watermark %q: %w", wm, err)
-				}
-				since = t.Add(-c.cfg.overlap)
-				latest = t.UnixMilli()
-			}
+	var since time.Time
+	if filter.Name != "" && !full && st != nil {
+		wm, err := st.Meta(state.KeyCampaignWatermark)
+		if err != nil {
+			return stats, err
 		}
+		if wm != "" {
+			t, err := time.Parse(time.RFC3339Nano, wm)
+			if err != nil {
+				return stats, fmt.Errorf("state: stored Campaign watermark %q: %w", wm, err)
+			}
+			since = t.Add(-c.cfg.overlap)
+			latest = t.UnixMilli()
+		}
+	}
+	// Without a watermark yet, the first read is a full scan rather than the
+	// filter from the beginning of time: only a full scan is known to hold
+	// every profile, so that a contact missing from it has none.
+	if !since.IsZero() {
 		stats, err = c.reader.ChangedSince(ctx, filter.Name, filter.Param, since, count, reject)
 	} else {
 		c.complete = true
@@ -128,6 +131,6 @@ func (c *campaignConn) read(ctx context.Context, st *state.Store, full bool, que
 	if err := g.Wait(); err != nil {
 		return stats, err
 	}
-	c.log.Info().Int("profiles", stats.Rows).Int("without_externalId", stats.Unlinked).Bool("changed_filter", filter.Name != "" && !full).Msg("read Campaign profiles through the REST API")
+	c.log.Info().Int("profiles", stats.Rows).Int("without_externalId", stats.Unlinked).Bool("changed_filter", !since.IsZero()).Msg("read Campaign profiles through the REST API")
 	return stats, nil
 }

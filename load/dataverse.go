@@ -323,13 +323,20 @@ func (w *DataverseWriter) send(ctx context.Context, writes []DataverseWrite, idx
 	}
 	var wg sync.WaitGroup
 	for {
-		for b := take(); b != nil; b = take() {
+		for {
+			// A batch is cut to size once it may go: a 413 meanwhile has
+			// lowered the size.
 			if err := w.gate.acquire(ctx); err != nil {
-				for ; b != nil; b = take() {
+				for b := take(); b != nil; b = take() {
 					for _, i := range b {
 						results[i] = WriteResult{Err: fmt.Errorf("not sent: %w", err)}
 					}
 				}
+				break
+			}
+			b := take()
+			if b == nil {
+				w.gate.release()
 				break
 			}
 			wg.Add(1)
