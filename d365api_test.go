@@ -30,7 +30,18 @@ func boolp(b bool) *bool { return &b }
 // d365 section of the config.
 func newAPIProject(t *testing.T, n int, extra string) *apiProject {
 	t.Helper()
-	sim := d365sim.NewServer(d365sim.Options{Tenant: "tenant-1", ClientID: "client-1", ClientSecret: testSecret, ChangeTracking: true})
+	return newAPIProjectWith(t, n, extra, nil)
+}
+
+// newAPIProjectWith is newAPIProject with the simulator's options changed
+// by mod first.
+func newAPIProjectWith(t *testing.T, n int, extra string, mod func(*d365sim.Options)) *apiProject {
+	t.Helper()
+	o := d365sim.Options{Tenant: "tenant-1", ClientID: "client-1", ClientSecret: testSecret, ChangeTracking: true}
+	if mod != nil {
+		mod(&o)
+	}
+	sim := d365sim.NewServer(o)
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
 	t.Setenv("OPTSYNC_TEST_D365_SECRET", testSecret)
