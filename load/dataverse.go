@@ -227,6 +227,12 @@ func ids(writes []DataverseWrite, idx []int) []extract.ID {
 // guard reads the writes without an ETag and either gives them the ETag
 // just read or settles them: gone, or moved since the decision.
 func (w *DataverseWriter) guard(ctx context.Context, writes []DataverseWrite, blind []int, results []WriteResult, done []bool) {
+	if w.Reader == nil {
+		for _, i := range blind {
+			results[i], done[i] = WriteResult{Err: errors.New("not sent: no ETag, and no reader to read the contact first")}, true
+		}
+		return
+	}
 	cur, err := w.Reader.Current(ctx, ids(writes, blind))
 	if err != nil {
 		for _, i := range blind {
@@ -263,6 +269,9 @@ func (w *DataverseWriter) settle(ctx context.Context, writes []DataverseWrite, l
 	// must be recorded as applied.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
+	if w.Reader == nil {
+		return nil
+	}
 	cur, err := w.Reader.Current(rctx, ids(writes, lost))
 	if err != nil {
 		for _, i := range lost {
