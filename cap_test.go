@@ -239,7 +239,7 @@ func TestCAPNoWriteInTheDark(t *testing.T) {
 		t.Fatalf("night 1: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	got := p.outcomes(t, r.runID)
-	if got[4] != "campaign->d365 applied" || got[8] != "campaign->d365 failed the contact changed in Dynamics since it was read; not overwritten" {
+	if got[4] != "campaign->d365 applied" || got[8] != "campaign->d365 failed the contact changed in Dynamics after it was read; not overwritten" {
 		t.Fatalf("outcomes %v", got)
 	}
 	if v := p.donotemail(t, 4); v == nil || !*v {

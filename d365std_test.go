@@ -47,7 +47,8 @@ func TestD365OpaqueETagIsSentBackAsRead(t *testing.T) {
 	p.sim.SetField(contactID(2), "donotphone", boolp(true))
 	writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV(
 		"@p1,"+contactID(1)+",2026-11-21 09:00:00.000Z,true",
-		"@p2,"+contactID(2)+",2099-11-21 09:00:00.000Z,true",
+		// later than tonight's edit in Dynamics, within max_clock_skew
+		"@p2,"+contactID(2)+","+time.Now().UTC().Add(30*time.Minute).Format("2006-01-02 15:04:05.000Z")+",true",
 		"@p3,"+contactID(3)+",2026-11-21 09:00:00.000Z,false"))
 	n := len(p.sim.Requests())
 	r := p.runWith(t, hooks{afterDecide: func(context.Context) {
@@ -110,7 +111,7 @@ func TestD365NoWriteInTheDark(t *testing.T) {
 	}
 	got := outcomes(t, p.project, r.runID)
 	if got[1] != "campaign->d365 applied" || got[4] != "campaign->d365 applied" ||
-		got[2] != "campaign->d365 failed the contact changed in Dynamics since it was read; not overwritten" {
+		got[2] != "campaign->d365 failed the contact changed in Dynamics after it was read; not overwritten" {
 		t.Fatalf("outcomes %v", got)
 	}
 	if v := p.donotemail(t, 2); v == nil || *v {
@@ -236,9 +237,10 @@ func TestD365StandardWireFormat(t *testing.T) {
 			}
 			p.sim.SetField(contactID(5), "donotemail", boolp(true))
 			writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV(
-				"@p1,"+contactID(1)+",2099-11-21 09:00:00.000Z,true",
-				"@p2,"+contactID(2)+",2099-11-21 09:00:00.000Z,true",
-				"@p7,"+contactID(7)+",2099-11-21 09:00:00.000Z,true"))
+				"@p1,"+contactID(1)+",2026-11-21 09:00:00.000Z,true",
+				// later than tonight's edit in Dynamics, within max_clock_skew
+				"@p2,"+contactID(2)+","+time.Now().UTC().Add(30*time.Minute).Format("2006-01-02 15:04:05.000Z")+",true",
+				"@p7,"+contactID(7)+",2026-11-21 09:00:00.000Z,true"))
 			n := len(p.sim.Requests())
 			r := p.runWith(t, hooks{}, "run")
 			if r.code != 0 {
@@ -273,7 +275,7 @@ func TestD365PayloadTooLargeHalvesTheBatch(t *testing.T) {
 	}
 	var rows []string
 	for i := 1; i <= 12; i++ {
-		rows = append(rows, fmt.Sprintf("@p%d,%s,2099-11-21 09:00:00.000Z,%v", i, contactID(i), i%3 != 0))
+		rows = append(rows, fmt.Sprintf("@p%d,%s,2026-11-21 09:00:00.000Z,%v", i, contactID(i), i%3 != 0))
 	}
 	writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV(rows...))
 	n := len(p.sim.Requests())
@@ -312,7 +314,7 @@ func TestD365RetryQueueIsReadInBulk(t *testing.T) {
 	}
 	var rows []string
 	for i := 1; i <= n; i++ {
-		rows = append(rows, fmt.Sprintf("@p%d,%s,2099-11-21 09:00:00.000Z,%v", i, contactID(i), i%3 != 0))
+		rows = append(rows, fmt.Sprintf("@p%d,%s,2026-11-21 09:00:00.000Z,%v", i, contactID(i), i%3 != 0))
 	}
 	writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV(rows...))
 	// The writes are throttled past their one try: all refused, all queued,
@@ -414,7 +416,7 @@ func TestD365ExecutionTimeLimitSlowsTheRunDown(t *testing.T) {
 	}
 	var rows []string
 	for i := 1; i <= n; i++ {
-		rows = append(rows, fmt.Sprintf("@p%d,%s,2099-11-21 09:00:00.000Z,%v", i, contactID(i), i%3 != 0))
+		rows = append(rows, fmt.Sprintf("@p%d,%s,2026-11-21 09:00:00.000Z,%v", i, contactID(i), i%3 != 0))
 	}
 	writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV(rows...))
 	first := len(p.sim.Requests())

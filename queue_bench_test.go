@@ -47,7 +47,7 @@ func BenchmarkRetryQueueReread(b *testing.B) {
 			f := false
 			cs = append(cs, d365sim.Contact{ID: id, ModifiedOn: time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), Fields: map[string]*bool{"donotemail": &f}})
 			night1 += fmt.Sprintf("@p%d,%s,2026-11-20 09:00:00.000Z,false\n", i, id)
-			night2 += fmt.Sprintf("@p%d,%s,2099-11-20 09:00:00.000Z,true\n", i, id)
+			night2 += fmt.Sprintf("@p%d,%s,2026-11-21 09:00:00.000Z,true\n", i, id)
 		}
 		sim.Seed(cs)
 		cfg := fmt.Sprintf("direction: bidirectional\nmappings:\n  - {d365: donotemail, campaign: blackListEmail}\nsafety: {max_optin: \"100%%\"}\n"+
@@ -135,7 +135,7 @@ func BenchmarkCampaignRetryQueueReread(b *testing.B) {
 			ps = append(ps, campaignsim.Profile{PKey: fmt.Sprintf("@p%d", i), ExternalID: id, LastModified: time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC),
 				Fields: map[string]*bool{"blackListEmail": &f}})
 			night1 += fmt.Sprintf("%s,2026-11-20T10:00:00Z,false\n", id)
-			night2 += fmt.Sprintf("%s,2099-11-20T10:00:00Z,true\n", id)
+			night2 += fmt.Sprintf("%s,2026-11-21T10:00:00Z,true\n", id)
 		}
 		// a later profile puts the watermark past the others: the nights
 		// after the first read only what changed, and the queue

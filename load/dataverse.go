@@ -65,7 +65,7 @@ func (r WriteResult) Error() string {
 
 // ErrContactMoved marks a write not sent because the contact changed in
 // Dynamics since it was read: the contact is decided again next run.
-var ErrContactMoved = errors.New("the contact changed in Dynamics since it was read; not overwritten")
+var ErrContactMoved = errors.New("the contact changed in Dynamics after it was read; not overwritten")
 
 // unknownOutcome is a write sent whose answer never came or could not be
 // read: it may or may not have been applied.
