@@ -134,12 +134,6 @@ func (w *DataverseWriter) init() {
 	})
 }
 
-// BatchSize in force: the configured one, or less after a 413.
-func (w *DataverseWriter) CurrentBatchSize() int {
-	w.init()
-	return int(w.size.Load())
-}
-
 // Throttled slows the writer down after the service answered 429: half as
 // many batches in flight (at least one) for the rest of the run.
 func (w *DataverseWriter) Throttled() {
@@ -283,7 +277,9 @@ func (w *DataverseWriter) settle(ctx context.Context, writes []DataverseWrite, l
 	applied := 0
 	for _, i := range lost {
 		wr := &writes[i]
-		why := results[i].Err.(*unknownOutcome).err
+		var lostBy *unknownOutcome
+		errors.As(results[i].Err, &lostBy)
+		why := lostBy.err
 		c, ok := cur[wr.ID]
 		sentAsRead := c.ETag != "" && c.ETag == wr.ETag || c.ETag == "" && unmoved(c, wr)
 		switch {
