@@ -155,13 +155,17 @@ func (w *DataverseWriter) Throttled() {
 func (w *DataverseWriter) Apply(ctx context.Context, writes []DataverseWrite) []WriteResult {
 	w.init()
 	results := make([]WriteResult, len(writes))
+	done := make([]bool, len(writes))
 	var blind []int
 	for i := range writes {
-		if writes[i].ETag == "" {
+		switch {
+		case strings.ContainsAny(writes[i].ETag, "\r\n"):
+			// sent back as read, it would break the request apart
+			results[i], done[i] = WriteResult{Err: fmt.Errorf("not sent: the ETag the service sent (%q) cannot go back in a header", writes[i].ETag)}, true
+		case writes[i].ETag == "":
 			blind = append(blind, i)
 		}
 	}
-	done := make([]bool, len(writes))
 	if len(blind) > 0 {
 		w.guard(ctx, writes, blind, results, done)
 	}
@@ -242,6 +246,8 @@ func (w *DataverseWriter) guard(ctx context.Context, writes []DataverseWrite, bl
 			results[i], done[i] = WriteResult{Status: http.StatusNotFound, Message: "the contact no longer exists"}, true
 		case !unmoved(c, wr):
 			results[i], done[i] = WriteResult{Err: ErrContactMoved}, true
+		case strings.ContainsAny(c.ETag, "\r\n"):
+			results[i], done[i] = WriteResult{Err: fmt.Errorf("not sent: the ETag the service sent (%q) cannot go back in a header", c.ETag)}, true
 		default:
 			wr.ETag = c.ETag
 			if c.ETag == "" && w.noETags.CompareAndSwap(false, true) {
@@ -288,7 +294,7 @@ func (w *DataverseWriter) settle(ctx context.Context, writes []DataverseWrite, l
 		case holds(c, wr):
 			results[i] = WriteResult{Status: http.StatusNoContent, ReadBack: true}
 			applied++
-		case sentAsRead && resend:
+		case sentAsRead && resend && !strings.ContainsAny(c.ETag, "\r\n"):
 			wr.ETag = c.ETag
 			again = append(again, i)
 		case sentAsRead:

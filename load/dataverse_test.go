@@ -72,3 +72,13 @@ func TestGateHalve(t *testing.T) {
 		}
 	}
 }
+
+// An ETag is sent back exactly as read — unless it cannot be: one holding a
+// line break would split the request; that write is not sent at all.
+func TestETagThatCannotGoBackIsNotSent(t *testing.T) {
+	w := &DataverseWriter{BaseURL: "http://127.0.0.1:1/", Client: &http.Client{}}
+	res := w.Apply(t.Context(), []DataverseWrite{{ETag: "W/\"1\"\r\nIf-Match: *", Fields: []string{"donotemail"}, Values: []bool{true}}})
+	if res[0].OK() || !strings.Contains(res[0].Error(), "not sent") {
+		t.Fatalf("%+v", res[0])
+	}
+}
