@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,6 +16,9 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+
+	"optsync/extract"
+	"optsync/load"
 )
 
 // apiClientConfig is what both connectors' HTTP clients are made of: one
@@ -28,6 +32,8 @@ type apiClientConfig struct {
 	MaxTries     int
 	// Header is added to every API request (Campaign wants X-Api-Key).
 	Header http.Header
+	// OnThrottle, when set, is told of every 429 answer, before its wait.
+	OnThrottle func()
 }
 
 // newAPIClient returns an HTTP client that gets OAuth 2.0 client-credential
@@ -35,7 +41,9 @@ type apiClientConfig struct {
 // request), and retries throttled, failed and dropped requests: 429 and 503
 // wait exactly as long as Retry-After says, other 5xx and network errors
 // back off exponentially with jitter, and a request gives up after
-// MaxTries with an error naming the last status.
+// MaxTries with an error naming the last status. A request the writer
+// marks load.Unrepeatable (a $batch) is not sent again after a failure
+// that leaves its outcome unknown: the writer reads the records back.
 func newAPIClient(c apiClientConfig, log zerolog.Logger) *http.Client {
 	cc := &clientcredentials.Config{ClientID: c.ClientID, ClientSecret: c.ClientSecret, TokenURL: c.TokenURL, Scopes: c.Scopes,
 		AuthStyle: oauth2.AuthStyleInParams}
@@ -54,6 +62,14 @@ func newAPIClient(c apiClientConfig, log zerolog.Logger) *http.Client {
 		if errors.Is(err, errCredentials) {
 			return false, err
 		}
+		if resp != nil && resp.StatusCode == http.StatusTooManyRequests && c.OnThrottle != nil {
+			c.OnThrottle()
+		}
+		// 429 and 503 say the request was not run; a lost connection or
+		// another 5xx does not.
+		if load.Unrepeatable(ctx) && ctx.Err() == nil && (err != nil || resp.StatusCode >= 500 && resp.StatusCode != http.StatusServiceUnavailable) {
+			return false, nil
+		}
 		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
 	}
 	rc.RequestLogHook = func(_ retryablehttp.Logger, req *http.Request, attempt int) {
@@ -63,7 +79,8 @@ func newAPIClient(c apiClientConfig, log zerolog.Logger) *http.Client {
 	}
 	rc.ErrorHandler = func(resp *http.Response, err error, tries int) (*http.Response, error) {
 		if err != nil {
-			return resp, fmt.Errorf("gave up after %d tries: %w", tries, err)
+			// not the *url.Error: its text holds the query string
+			return resp, fmt.Errorf("gave up after %d tries: %w", tries, extract.Unquery(err))
 		}
 		// The last answer goes back to the caller, whose error names its
 		// status and the service's own error code and message.
@@ -112,15 +129,26 @@ func (b *bearer) token(ctx context.Context, stale *oauth2.Token) (*oauth2.Token,
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if errors.As(err, &re) {
+			// Entra's error_description names the problem ("AADSTS7000215:
+			// Invalid client secret provided…"); it never holds the secret.
+			why := strings.TrimSpace(re.ErrorCode + ": " + firstLine(re.ErrorDescription))
+			why = strings.TrimSuffix(why, ":")
 			if re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 {
-				return nil, fmt.Errorf("%w from %s: %s %s (%w)", errToken, b.cfg.TokenURL, re.Response.Status, re.ErrorCode, errCredentials)
+				return nil, fmt.Errorf("%w from %s: %s %s (%w)", errToken, b.cfg.TokenURL, re.Response.Status, why, errCredentials)
 			}
-			return nil, fmt.Errorf("%w from %s: %s %s", errToken, b.cfg.TokenURL, re.Response.Status, re.ErrorCode)
+			return nil, fmt.Errorf("%w from %s: %s %s", errToken, b.cfg.TokenURL, re.Response.Status, why)
 		}
-		return nil, fmt.Errorf("%w from %s: %v", errToken, b.cfg.TokenURL, err)
+		return nil, fmt.Errorf("%w from %s: %v", errToken, b.cfg.TokenURL, extract.Unquery(err))
 	}
 	b.tok = tok
 	return tok, nil
+}
+
+// firstLine is a message's first line: Entra's descriptions go on with
+// trace and correlation ids and a timestamp.
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(strings.ReplaceAll(s, "\r\n", "\n"), "\n")
+	return strings.TrimSpace(line)
 }
 
 func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {

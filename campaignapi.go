@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
 
 	"optsync/extract"
 	"optsync/load"
@@ -24,6 +26,8 @@ type campaignConn struct {
 	source bool
 	log    zerolog.Logger
 	meta   map[string]string
+	// complete: this run read every profile (a full scan)
+	complete bool
 }
 
 func newCampaignConn(cfg *CampaignConfig, fields, fieldTimes []string, log zerolog.Logger) (*campaignConn, error) {
@@ -54,7 +58,8 @@ func newCampaignConn(cfg *CampaignConfig, fields, fieldTimes []string, log zerol
 // changed since the stored watermark less the overlap; without one (or for
 // a backfill), every profile — a full scan, compared with the snapshots so
 // that only differences become writes. Profiles queued for a retry are read
-// again one by one. The new watermark goes with the run's last transaction.
+// again, concurrency at a time (the API has no batch read). The new
+// watermark goes with the run's last transaction.
 func (c *campaignConn) read(ctx context.Context, st *state.Store, full bool, queue []state.RetryItem, emit func(*extract.Profile), reject func(extract.Reject)) (extract.Stats, error) {
 	c.meta = map[string]string{}
 	seen := map[string]bool{}
@@ -69,24 +74,28 @@ func (c *campaignConn) read(ctx context.Context, st *state.Store, full bool, que
 	var stats extract.Stats
 	var err error
 	filter := c.cfg.ChangedFilter
-	if filter.Name != "" && !full {
-		var since time.Time
-		if st != nil {
-			wm, err := st.Meta(state.KeyCampaignWatermark)
-			if err != nil {
-				return stats, err
-			}
-			if wm != "" {
-				t, err := time.Parse(time.RFC3339Nano, wm)
-				if err != nil {
-					return stats, fmt.Errorf("state: stored Campaign watermark %q: %w", wm, err)
-				}
-				since = t.Add(-c.cfg.overlap)
-				latest = t.UnixMilli()
-			}
+	var since time.Time
+	if filter.Name != "" && !full && st != nil {
+		wm, err := st.Meta(state.KeyCampaignWatermark)
+		if err != nil {
+			return stats, err
 		}
+		if wm != "" {
+			t, err := time.Parse(time.RFC3339Nano, wm)
+			if err != nil {
+				return stats, fmt.Errorf("state: stored Campaign watermark %q: %w", wm, err)
+			}
+			since = t.Add(-c.cfg.overlap)
+			latest = t.UnixMilli()
+		}
+	}
+	// Without a watermark yet, the first read is a full scan rather than the
+	// filter from the beginning of time: only a full scan is known to hold
+	// every profile, so that a contact missing from it has none.
+	if !since.IsZero() {
 		stats, err = c.reader.ChangedSince(ctx, filter.Name, filter.Param, since, count, reject)
 	} else {
+		c.complete = true
 		stats, err = c.reader.List(ctx, count, reject)
 	}
 	if err != nil {
@@ -95,19 +104,33 @@ func (c *campaignConn) read(ctx context.Context, st *state.Store, full bool, que
 	if latest > 0 {
 		c.meta[state.KeyCampaignWatermark] = time.UnixMilli(latest).UTC().Format(time.RFC3339Nano)
 	}
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(c.cfg.Concurrency, 1))
+	var again []string
 	for _, it := range queue {
-		if it.PKey == "" || seen[it.PKey] || it.System == "d365" {
-			continue
-		}
-		p, found, err := c.reader.Profile(ctx, it.PKey)
-		if err != nil {
-			return stats, fmt.Errorf("reading queued profile %s again: %w", it.PKey, err)
-		}
-		if found && !p.Bad && p.PKey != "" {
-			stats.Rows++
-			count(&p)
+		if it.PKey != "" && !seen[it.PKey] && it.System != "d365" {
+			again = append(again, it.PKey)
 		}
 	}
-	c.log.Info().Int("profiles", stats.Rows).Int("without_externalId", stats.Unlinked).Bool("changed_filter", filter.Name != "" && !full).Msg("read Campaign profiles through the REST API")
+	for _, pkey := range again {
+		g.Go(func() error {
+			p, found, err := c.reader.Profile(gctx, pkey)
+			if err != nil {
+				return fmt.Errorf("reading queued profile %s again: %w", pkey, err)
+			}
+			if found && !p.Bad && p.PKey != "" {
+				mu.Lock()
+				defer mu.Unlock()
+				stats.Rows++
+				count(&p)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return stats, err
+	}
+	c.log.Info().Int("profiles", stats.Rows).Int("without_externalId", stats.Unlinked).Bool("changed_filter", !since.IsZero()).Msg("read Campaign profiles through the REST API")
 	return stats, nil
 }

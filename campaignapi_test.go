@@ -435,3 +435,49 @@ func TestCampaignAPIProfileRelinked(t *testing.T) {
 		t.Fatalf("rejects %v", rej)
 	}
 }
+
+// A run that reads Campaign in full (a full scan) has every profile, as a
+// backfill has: a profile state links to a contact and that the scan does
+// not hold is gone. So a new profile for that contact is the contact's,
+// decided as at first sight — not held back as a second profile until a
+// backfill — and a contact of state without a row in the run (so decided
+// by nobody) loses the gone profile in state, where before it kept it as if
+// it still were its own.
+func TestCampaignFullScanProfileGone(t *testing.T) {
+	p := newCampaignProject(t, 4, false, "  source: api\n  target: api\n") // no changed_filter: every read is a full scan
+	if r := p.run(t, hooks{}, "run"); r.code != 0 {
+		t.Fatalf("night 1: exit %d\n%s", r.code, r.stderr)
+	}
+	// Contact 2's profile @p2 is deleted and a new one, @p9, opted out,
+	// links to contact 2; contact 3's profile @p3 is deleted. Neither
+	// contact changes in Dynamics.
+	if !p.csim.Delete("@p2") || !p.csim.Delete("@p3") {
+		t.Fatal("profiles not deleted")
+	}
+	p.csim.Add(campaignsim.Profile{PKey: "@p9", ExternalID: contactID(2), LastModified: time.Date(2026, 11, 21, 8, 0, 0, 0, time.UTC),
+		Fields: map[string]*bool{"blackListEmail": boolp(true)}})
+	writeFile(t, p.path("drops/d365/2.csv"), dropContactsOne(contactID(1)+",2026-11-20T10:00:00Z,false"))
+	r := p.run(t, hooks{}, "run")
+	if r.code != 0 {
+		t.Fatalf("night 2: exit %d\n%s", r.code, r.stderr)
+	}
+	if rej := p.out(t, "rejects", r.runID); len(rej) != 0 {
+		t.Fatalf("rejects %v", rej)
+	}
+	upd := p.out(t, "d365-updates", r.runID)
+	if len(upd) != 1 || upd[0]["contactid"] != contactID(2) || upd[0]["donotemail"] != "true" {
+		t.Fatalf("want contact 2 opted out from @p9 (first sight, Campaign newer), got %v\n%s", upd, r.stdout)
+	}
+	out := p.path("export.csv")
+	if er := runCLI(t, "--config", p.config, "state", "export", "--output", out); er.code != 0 {
+		t.Fatalf("state export: exit %d\n%s", er.code, er.stderr)
+	}
+	_, rows := readCSV(t, out)
+	pkeys := map[string]string{}
+	for _, row := range rows {
+		pkeys[row["contact_id"]] = row["profile_pkey"]
+	}
+	if pkeys[contactID(2)] != "@p9" || pkeys[contactID(3)] != "" || pkeys[contactID(4)] != "@p4" {
+		t.Fatalf("profiles in state after night 2: %v; want contact 2 on @p9, contact 3 on none, contact 4 still on @p4", pkeys)
+	}
+}

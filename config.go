@@ -445,7 +445,13 @@ func (c *Config) validate() error {
 }
 
 // privateValue is one config value that the run history must not hold.
-type privateValue struct{ key, value string }
+// credential marks the keys meant for credentials (client_id, the secret's
+// env var or file, tenant_id): a secret pasted into the wrong key most
+// likely lands in one of them, so their short values are hidden too.
+type privateValue struct {
+	key, value string
+	credential bool
+}
 
 // collectPrivate adds the config's free-text values to c.private: every
 // value that is not checked against a fixed set or a strict shape
@@ -455,10 +461,12 @@ type privateValue struct{ key, value string }
 func (c *Config) collectPrivate() {
 	add := func(key, v string) {
 		v = strings.TrimSpace(v)
-		if len(v) < 3 || slices.Contains(c.private, privateValue{key, v}) {
+		credential := strings.Contains(key, "client_") || strings.HasSuffix(key, "tenant_id")
+		pv := privateValue{key, v, credential}
+		if len(v) < 3 || slices.Contains(c.private, pv) {
 			return
 		}
-		c.private = append(c.private, privateValue{key, v})
+		c.private = append(c.private, pv)
 	}
 	add("state", c.State)
 	add("out_dir", c.OutDir)
@@ -498,11 +506,18 @@ func (c *Config) collectPrivate() {
 
 // redact is text for the run history: every config value in it replaced by
 // its key (<d365.client_secret_env>). Values of 8 characters or more are
-// replaced wherever they occur; shorter ones only as whole words, so that
-// out_dir "out" does not eat "timeout".
+// replaced wherever they occur. Shorter ones are no secret unless they sit
+// in a credential key, where they are replaced as whole words only (so that
+// a short client id does not eat part of a word); other short values stay,
+// or a changed_filter param "since" would turn every "since" of a service's
+// message into a key name.
 func (c *Config) redact(text string) string {
 	for _, p := range c.private {
-		text = replaceValue(text, p.value, "<"+p.key+">", len(p.value) < 8)
+		short := len(p.value) < 8
+		if short && !p.credential {
+			continue
+		}
+		text = replaceValue(text, p.value, "<"+p.key+">", short)
 	}
 	return text
 }

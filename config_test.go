@@ -128,6 +128,8 @@ d365:
   columns: {donotemail: "Mail"}
 campaign:
   csv: drops
+  changed_filter: {name: Changed, param: since}
+  client_id: ab1
 `)
 	cfg, err := loadConfig(p.config)
 	if err != nil {
@@ -137,9 +139,13 @@ campaign:
 		{"d365.client_secret_env: environment variable abcSecret123XYZ is not set", "d365.client_secret_env: environment variable <d365.client_secret_env> is not set"},
 		{"token: 401 from https://contoso.crm4.dynamics.com/api: client 2b9e0000-aaaa-bbbb-cccc-000000000002 in tenant 7f1c0000-aaaa-bbbb-cccc-000000000001",
 			"token: 401 from <d365.url>/api: client <d365.client_id> in tenant <d365.tenant_id>"},
-		{"input " + p.path("drops") + "/2.csv: no column Mail", "input <campaign.csv>/2.csv: no column <d365.columns.donotemail>"},
-		// short values only as whole words
+		{"input " + p.path("drops") + "/2.csv: no column Mail", "input <campaign.csv>/2.csv: no column Mail"},
+		// short values outside credential keys are no secret: a service's
+		// "since" stays "since" although changed_filter.param is "since"
 		{"timeout writing out_dir " + p.path("out") + ": Mailbox", "timeout writing out_dir <out_dir>: Mailbox"},
+		{"the profile changed in Campaign since it was read", "the profile changed in Campaign since it was read"},
+		// short credential values as whole words
+		{"client ab1 refused; tab1 is fine", "client <campaign.client_id> refused; tab1 is fine"},
 	} {
 		if got := cfg.redact(tc.in); got != tc.want {
 			t.Errorf("redact(%q)\n got %q\nwant %q", tc.in, got, tc.want)

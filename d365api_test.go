@@ -30,7 +30,18 @@ func boolp(b bool) *bool { return &b }
 // d365 section of the config.
 func newAPIProject(t *testing.T, n int, extra string) *apiProject {
 	t.Helper()
-	sim := d365sim.NewServer(d365sim.Options{Tenant: "tenant-1", ClientID: "client-1", ClientSecret: testSecret, ChangeTracking: true})
+	return newAPIProjectWith(t, n, extra, nil)
+}
+
+// newAPIProjectWith is newAPIProject with the simulator's options changed
+// by mod first.
+func newAPIProjectWith(t *testing.T, n int, extra string, mod func(*d365sim.Options)) *apiProject {
+	t.Helper()
+	o := d365sim.Options{Tenant: "tenant-1", ClientID: "client-1", ClientSecret: testSecret, ChangeTracking: true}
+	if mod != nil {
+		mod(&o)
+	}
+	sim := d365sim.NewServer(o)
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
 	t.Setenv("OPTSYNC_TEST_D365_SECRET", testSecret)
@@ -296,7 +307,8 @@ func TestD365WatermarkWithoutChangeTracking(t *testing.T) {
 	}
 	// The watermark is the latest modifiedon read (2026-11-20T10:00:00Z),
 	// less the 10-minute overlap.
-	if !strings.Contains(filter, "modifiedon+gt+2026-11-20T09%3A50%3A00Z") && !strings.Contains(filter, "modifiedon%20gt%202026-11-20T09:50:00Z") {
+	// a space is %20, never '+': only Dataverse reads '+' as a space
+	if !strings.Contains(filter, "$filter=modifiedon%20gt%202026-11-20T09%3A50%3A00Z") {
 		t.Fatalf("second read's filter %q, want modifiedon gt 2026-11-20T09:50:00Z", filter)
 	}
 	audit := p.out(t, "audit", r.runID)

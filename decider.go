@@ -64,6 +64,13 @@ type decider struct {
 	// records what was read but not those writes (and they go to the retry
 	// queue).
 	failed map[extract.ID]failure
+	// d365Complete and campaignComplete say this run read every record of
+	// that side (a full API read): a record missing from it has no
+	// counterpart there, it is not waiting for one.
+	d365Complete, campaignComplete bool
+	// etag gives the ETag the API read a contact with ("" for none); nil
+	// when Dynamics is not read through the API.
+	etag func(*extract.Contact) string
 	// counted in the first pass; viaStateContacts are the entries of
 	// viaState that came from the Dynamics side
 	viaState, viaStateContacts, waiting, stale int
@@ -131,7 +138,8 @@ type verdict struct {
 	decisions []transform.Decision
 	id        extract.ID
 	pkey      string
-	version   int64            // the Dynamics row version read this run
+	etag      string           // the Dynamics ETag a write goes with ("": none known)
+	contact   extract.Contact  // the Dynamics side as decided (a write's basis)
 	profile   *extract.Profile // the Campaign side as decided
 	decided   bool             // a contact with both sides known was decided
 	blocked   string           // why the entry was not touched, for the rejects file
@@ -178,11 +186,16 @@ func (d *decider) one(k int32, prev *transform.Snapshot, buf []transform.Decisio
 		v.next = *prev
 		return v
 	}
+	// A side read in full this run holds every record it has: one missing
+	// from it has no counterpart there (it is gone, or never was).
+	campaignAll := !d.incremental || d.campaignComplete
+	d365All := !d.incremental || d.d365Complete
 	// In a run, a profile other than the one state links to this contact is
 	// a second profile for one contact: none is touched, unless this run
-	// shows the first one has left the contact. A backfill reads every
-	// profile, so the one it finds is the only one.
-	if p != nil && d.incremental && useState && prev.CSeen && prev.PKey != "" && prev.PKey != p.PKey && !left {
+	// shows the first one has left the contact. A backfill, or a run that
+	// read Campaign in full, reads every profile, so the one it finds is
+	// the only one (the other is gone, or was relinked: left).
+	if p != nil && !campaignAll && useState && prev.CSeen && prev.PKey != "" && prev.PKey != p.PKey && !left {
 		v.blocked = fmt.Sprintf("duplicate-externalId: contact %s is linked to profile %s in state; a second profile for one contact is not touched until a backfill settles it", p.ID, prev.PKey)
 		v.blockedAt = extract.Reject{Source: d.campFiles[p.File].path, Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: v.blocked}
 		v.next = *prev
@@ -193,28 +206,53 @@ func (d *decider) one(k int32, prev *transform.Snapshot, buf []transform.Decisio
 		prev = &lost
 	}
 	switch {
-	case c != nil && p == nil && d.incremental && useState && prev.CSeen:
+	case c != nil && p == nil && !campaignAll && useState && prev.CSeen:
 		known := transform.ProfileFromState(d.rules, c.ID, prev)
 		p = &known
-	case p != nil && c == nil && d.incremental && useState && prev.DSeen:
+	case p != nil && c == nil && !d365All && useState && prev.DSeen:
 		known := transform.ContactFromState(d.rules, p.ID, prev)
 		c = &known
 	case c != nil && p == nil:
 		v.next = transform.SeeContact(d.rules, c, prev)
-		if !d.incremental {
-			v.next.CSeen = false // a full export without the profile: it is gone
+		d.keepETag(&v.next, c, prev, prev != nil && prev.DSeen && c.Modified < prev.DModified)
+		if campaignAll {
+			v.next.CSeen = false // a full read without the profile: it is gone
 		}
 		return v
 	case p != nil && c == nil:
 		v.next = transform.SeeProfile(d.rules, p, prev)
-		if !d.incremental {
+		if d365All {
 			v.next.DSeen = false
 		}
 		return v
 	}
 	v.res, v.decisions = transform.Decide(d.rules, c, p, prev, buf)
-	v.next, v.pkey, v.version, v.profile, v.decided = v.res.Next, p.PKey, c.Version, p, true
+	v.next, v.pkey, v.profile, v.decided = v.res.Next, p.PKey, p, true
+	v.contact = *c
+	if v.res.StaleD {
+		v.contact = transform.ContactFromState(d.rules, c.ID, prev)
+	}
+	v.etag = d.keepETag(&v.next, c, prev, v.res.StaleD)
 	return v
+}
+
+// keepETag sets the ETag next keeps, and returns the one a write to the
+// contact goes with: the one read with this row; else the stored one, while
+// the row is the version state knew; else none (the write reads the
+// contact first).
+func (d *decider) keepETag(next *transform.Snapshot, c *extract.Contact, prev *transform.Snapshot, stale bool) string {
+	if d.etag != nil && !stale {
+		if tag := d.etag(c); tag != "" {
+			next.DETag = tag
+			return tag
+		}
+	}
+	if prev != nil && prev.DSeen && prev.DETag != "" && next.DModified == prev.DModified {
+		next.DETag = prev.DETag
+		return prev.DETag
+	}
+	next.DETag = ""
+	return ""
 }
 
 func lookup(r *state.Reader, id extract.ID, into *transform.Snapshot) (*transform.Snapshot, error) {
@@ -335,7 +373,7 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 			d.viaStateContacts++
 		case v.decided && c == nil:
 			d.viaState++
-		case !v.decided && d.incremental:
+		case !v.decided && d.incremental && (c != nil && !d.campaignComplete || p != nil && !d.d365Complete):
 			d.waiting++
 		}
 		if v.res.StaleD || v.res.StaleC {
@@ -345,7 +383,8 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 			ch = load.Change{
 				ID: v.id, PKey: v.pkey, Decisions: v.decisions,
 				D365After: v.res.D365After, CampaignAfter: v.res.CampaignAfter,
-				D365Changed: v.res.D365Changed, CampaignChanged: v.res.CampaignChanged, Version: v.version,
+				D365Changed: v.res.D365Changed, CampaignChanged: v.res.CampaignChanged,
+				ETag: v.etag, ContactModified: v.contact.Modified, D365Read: v.contact.Values,
 				ProfileModified: v.profile.Modified, CampaignRead: v.profile.Values,
 			}
 			if err := sink(&ch, nil); err != nil {
@@ -367,13 +406,14 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 // lostProfile says whether a contact of state that is not in this run's
 // input has lost its profile. In a run, when this run's input links the
 // PKey state knows for it to another contact, or to none. In a backfill,
-// which reads every profile, whenever state links it to one: had the
-// export still linked that profile to it, the contact would be in the input.
+// or a run that read Campaign in full, which read every profile: whenever
+// state links it to one, for had Campaign still linked that profile to it,
+// the contact would be in the input.
 func (d *decider) lostProfile(id extract.ID, snap *transform.Snapshot) bool {
 	if !snap.CSeen || snap.PKey == "" {
 		return false
 	}
-	if !d.incremental {
+	if !d.incremental || d.campaignComplete {
 		return true
 	}
 	kind, owner := d.owners.Lookup(snap.PKey)
@@ -464,14 +504,18 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 				// keep the old agreement and no write is pending, so the
 				// next run decides them again.
 				for _, dec := range v.decisions {
+					if dec.Skip == "" && dec.Target == transform.ToD365 && refused.d365 == "" {
+						// the write moves the record: the ETag read before it is stale
+						v.next.DETag = ""
+					}
 					if dec.Skip != "" || refused.of(dec.Target) == "" {
 						continue
 					}
 					ps := &v.next.Pairs[dec.Pair]
 					if dec.Target == transform.ToD365 {
-						ps.DWritten = extract.Unknown
+						ps.DWritten, ps.DWrittenAt = extract.Unknown, 0
 					} else {
-						ps.CWritten = extract.Unknown
+						ps.CWritten, ps.CWrittenAt = extract.Unknown, 0
 					}
 					ps.S = extract.Unknown
 					if prevPtr != nil {

@@ -204,8 +204,8 @@ func (j *job) run(ctx context.Context) (err error) {
 	if err != nil {
 		return interrupted(ctx, err)
 	}
-	if d365Files, err = j.requeue(st, &rules, in, d365Files); err != nil {
-		return err
+	if d365Files, err = j.requeue(ctx, st, &rules, in, d365Files); err != nil {
+		return interrupted(ctx, err)
 	}
 	sum.ContactRows, sum.ProfileRows = in.d365.Rows, in.campaign.Rows
 
@@ -279,6 +279,13 @@ func (j *job) run(ctx context.Context) (err error) {
 	var examples []string
 	d := &decider{rules: &rules, incremental: j.incremental, matched: &matched, d365Files: d365Files, campFiles: campFiles,
 		owners: grouped.Owners, runName: runName, failed: map[extract.ID]failure{}, notAfter: j.notAfter.UnixMilli()}
+	if j.dv != nil {
+		d.etag = j.dv.reader.ETag
+		d.d365Complete = j.dv.source && j.d365Path == "" && j.dv.complete
+	}
+	if j.cv != nil {
+		d.campaignComplete = j.cv.source && j.campaignPath == "" && j.cv.complete
+	}
 	var held []heldChange // changes waiting for an API's answer
 	var dirty []int32
 	if rules.Direction != transform.Disabled {
@@ -392,7 +399,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		// now say so even if a signal arrives meanwhile.
 		fin := &state.Final{Run: run, Config: j.configRecord(), ForgetReadPositions: j.mappingAdded}
 		fin.Meta = map[string]string{}
-		if j.dv != nil && j.dv.source {
+		if j.dv != nil {
 			maps.Copy(fin.Meta, j.dv.meta)
 			fin.Forget = j.dv.deleted
 			sum.Deleted = len(j.dv.deleted)
@@ -660,23 +667,43 @@ func (j *job) safetyMessage(sum *summary, limit int, examples []string) string {
 }
 
 // requeue brings back the contacts whose writes were refused last time when
-// Dynamics is read from files: there is no point read, so their Dynamics
-// side comes from what state knows (a Dynamics write then goes with
-// If-Match *, since a file carries no row version). With the API as source,
-// the connector's read has already read them again; a queued profile is
-// read again by the Campaign connector when Campaign is read through its
-// API.
-func (j *job) requeue(st *state.Store, rules *transform.Rules, in *inputs, d365Files []inputFile) ([]inputFile, error) {
+// Dynamics is read from files. When Dynamics is written through its API,
+// they are read from it again, in bulk, with their ETags; otherwise their
+// Dynamics side comes from what state knows. With the API as source, the
+// connector's read has already read them again; a queued profile is read
+// again by the Campaign connector when Campaign is read through its API.
+func (j *job) requeue(ctx context.Context, st *state.Store, rules *transform.Rules, in *inputs, d365Files []inputFile) ([]inputFile, error) {
 	queue := j.queue
 	if len(queue) == 0 || (j.dv != nil && j.dv.source) {
 		return d365Files, nil
+	}
+	file := uint16(len(d365Files))
+	if j.dv != nil {
+		ids := make([]extract.ID, len(queue))
+		for i, it := range queue {
+			ids[i] = it.Contact
+		}
+		n := int32(0)
+		gone, err := j.dv.readQueued(ctx, ids, func(c *extract.Contact) {
+			n++
+			c.File, c.Line = file, n
+			in.d365.Rows++
+			in.contacts = append(in.contacts, *c)
+		}, func(r extract.Reject) {
+			in.d365.Rejected++
+			in.d365Rejects = append(in.d365Rejects, r)
+		})
+		if err != nil {
+			return nil, err
+		}
+		j.dv.deleted = append(j.dv.deleted, gone...)
+		return append(d365Files, inputFile{path: "retry queue (" + dataversePseudoFile + ")"}), nil
 	}
 	r, err := st.Reader()
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
-	file := uint16(len(d365Files))
 	var snap transform.Snapshot
 	for i, it := range queue {
 		found, err := r.Get(it.Contact, &snap)

@@ -49,10 +49,11 @@ func (j *job) hold(ch *load.Change, pairs []transform.Pair) heldChange {
 		switch {
 		case d.Target == transform.ToD365 && j.dv != nil && j.dv.writer != nil:
 			if h.d365 == nil {
-				h.d365 = &load.DataverseWrite{ID: ch.ID, Version: ch.Version}
+				h.d365 = &load.DataverseWrite{ID: ch.ID, ETag: ch.ETag, Modified: ch.ContactModified}
 			}
 			h.d365.Fields = append(h.d365.Fields, p.D365)
 			h.d365.Values = append(h.d365.Values, d.New == extract.True)
+			h.d365.Was = append(h.d365.Was, ch.D365Read[d.Pair])
 		case d.Target == transform.ToCampaign && j.cv != nil && j.cv.writer != nil:
 			if h.campaign == nil {
 				h.campaign = &load.CampaignWrite{ID: ch.ID, PKey: ch.PKey, Modified: ch.ProfileModified}

@@ -38,7 +38,7 @@ func (c *Campaign) List(ctx context.Context, emit func(*Profile), reject func(Re
 // profileAndServicesExt/profile/by<Name>?<Param>=<since>.
 func (c *Campaign) ChangedSince(ctx context.Context, name, param string, since time.Time, emit func(*Profile), reject func(Reject)) (Stats, error) {
 	link := fmt.Sprintf("%sprofileAndServicesExt/profile/by%s?%s=%s&_lineCount=%d", c.APIURL, name,
-		url.QueryEscape(param), url.QueryEscape(since.UTC().Format("2006-01-02 15:04:05.000Z")), c.pageSize())
+		QueryValue(param), QueryValue(since.UTC().Format("2006-01-02 15:04:05.000Z")), c.pageSize())
 	return c.pages(ctx, link, emit, reject)
 }
 
@@ -83,7 +83,7 @@ func (c *Campaign) get(ctx context.Context, link string) (*http.Response, error)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.Client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("campaign: GET %s: %w", redact(link), err)
+		return nil, fmt.Errorf("campaign: GET %s: %w", redact(link), Unquery(err))
 	}
 	return resp, nil
 }
@@ -113,7 +113,8 @@ type campaignPage struct {
 	} `json:"next"`
 }
 
-// pages follows next.href exactly as given until a page has none.
+// pages follows next.href as given (a relative one against the page's URL)
+// until a page has none.
 func (c *Campaign) pages(ctx context.Context, link string, emit func(*Profile), reject func(Reject)) (Stats, error) {
 	var st Stats
 	n := 0
@@ -135,10 +136,13 @@ func (c *Campaign) pages(ctx context.Context, link string, emit func(*Profile), 
 			n++
 			c.record(rec, n, &st, emit, reject)
 		}
-		link = ""
-		if page.Next != nil {
-			link = page.Next.Href
+		next := ""
+		if page.Next != nil && page.Next.Href != "" {
+			if next, err = resolve(link, page.Next.Href); err != nil {
+				return st, fmt.Errorf("campaign: GET %s: next.href: %w", redact(link), err)
+			}
 		}
+		link = next
 	}
 	return st, nil
 }

@@ -20,16 +20,19 @@ const MaxFields = 8
 type Contact struct {
 	ID       ID
 	Modified int64 // Unix ms; NoTime when unreadable (then Bad)
-	// Version is the row version the API read (its ETag), for a write that
-	// must not overwrite a later edit; 0 when unknown (CSV).
-	Version int64
-	Values  [MaxFields]Tri
-	Line    int32
-	File    uint16 // which of a run's input files, in processing order
+	// ETag refers to the ETag the API sent with this row, kept as read
+	// (Dataverse.ETag gives it back), for a write that must not overwrite a
+	// later edit; 0 when there is none (CSV). An index, not the string: a
+	// million CSV contacts are held at once and need none.
+	ETag   uint32
+	Values [MaxFields]Tri
+	Line   int32
+	File   uint16 // which of a run's input files, in processing order
 	// Bad rows keep their place so that a duplicate of them, or their
 	// profile, is not acted on as if the contact were fine.
 	Bad bool
-	// (Field order keeps the struct at 48 bytes: a million are held at once.)
+	// (Field order keeps the struct at 48 bytes, without pointers: a million
+	// are held at once.)
 }
 
 // Profile is one Campaign profile row. A profile is its PKey: rows of one

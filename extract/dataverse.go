@@ -10,11 +10,15 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
-// Dataverse reads contacts through the Dataverse Web API (OData v4). Client
-// carries authentication and retries; Dataverse knows the API's shapes.
+// Dataverse reads contacts through the Dataverse Web API (OData v4), or
+// any OData v4 server with a Dataverse-shaped contacts set. Client carries
+// authentication and retries; Dataverse knows the API's shapes.
 type Dataverse struct {
 	Client   *http.Client
 	BaseURL  string   // https://org.crm.dynamics.com/api/data/v9.2/
@@ -22,6 +26,12 @@ type Dataverse struct {
 	PageSize int      // Prefer: odata.maxpagesize (at most 5000)
 	// NotAfter is the latest modifiedon believed (see Layout.NotAfter).
 	NotAfter time.Time
+	// Concurrency bounds the requests of a bulk read (Contacts) in flight.
+	Concurrency int
+
+	// the ETags read, exactly as sent; Contact.ETag is an index into it
+	mu   sync.Mutex
+	tags []string
 }
 
 // Source names API rows in rejects.
@@ -40,10 +50,22 @@ type APIError struct {
 }
 
 func (e *APIError) Error() string {
-	if e.Code == "" && e.Message == "" {
-		return fmt.Sprintf("%s: HTTP %d", e.Op, e.Status)
+	return e.Op + ": " + StatusText(e.Status, e.Code, e.Message)
+}
+
+// StatusText describes a refusal: "HTTP 412 0x80060882: The version …".
+// A code that only repeats the status (some servers send "412") is left out.
+func StatusText(status int, code, message string) string {
+	if code == strconv.Itoa(status) {
+		code = ""
 	}
-	return fmt.Sprintf("%s: HTTP %d %s: %s", e.Op, e.Status, e.Code, e.Message)
+	switch {
+	case code == "" && message == "":
+		return fmt.Sprintf("HTTP %d", status)
+	case code == "":
+		return fmt.Sprintf("HTTP %d: %s", status, message)
+	}
+	return fmt.Sprintf("HTTP %d %s: %s", status, code, message)
 }
 
 // ReadAPIError reads an OData error body ({"error":{"code","message"}}).
@@ -65,6 +87,13 @@ func ReadAPIError(op string, resp *http.Response) *APIError {
 func (d *Dataverse) selectQuery() string {
 	cols := append([]string{"contactid", "modifiedon"}, d.Fields...)
 	return "$select=" + strings.Join(cols, ",")
+}
+
+// QueryValue encodes a query option's value for a URL. A space is %20,
+// never '+': OData servers other than Dataverse read '+' as a plus sign
+// (the standard's ABNF has no '+' for a space) and refuse the query.
+func QueryValue(s string) string {
+	return strings.ReplaceAll(url.QueryEscape(s), "+", "%20")
 }
 
 // TrackChanges reads with change tracking: from deltaLink when there is one
@@ -96,30 +125,104 @@ func (d *Dataverse) TrackChanges(ctx context.Context, deltaLink string, emit fun
 func (d *Dataverse) ModifiedSince(ctx context.Context, since time.Time, emit func(*Contact), reject func(Reject)) error {
 	link := d.BaseURL + "contacts?" + d.selectQuery()
 	if !since.IsZero() {
-		link += "&$filter=" + url.QueryEscape("modifiedon gt "+since.UTC().Format(time.RFC3339))
+		link += "&$filter=" + QueryValue("modifiedon gt "+since.UTC().Format(time.RFC3339))
 	}
 	return d.pages(ctx, link, "", emit, reject, nil, nil)
 }
 
-// Contact reads one contact (a point read for the retry queue).
-func (d *Dataverse) Contact(ctx context.Context, id ID, emit func(*Contact), reject func(Reject)) (bool, error) {
-	resp, err := d.get(ctx, d.BaseURL+"contacts("+id.String()+")?"+d.selectQuery(), "")
+// BulkChunk is how many contacts one request of a bulk read asks for:
+// about 6 KB of URL, well inside every server's limit.
+const BulkChunk = 100
+
+// Contacts reads the given contacts in bulk — BulkChunk at a time as
+// $filter=contactid eq … or contactid eq …, which Dataverse and any OData
+// 4.0 server understand (the 4.01 "in" operator is not documented for
+// Dataverse), Concurrency requests in flight — and returns those that do
+// not exist. emit and reject are called one at a time.
+func (d *Dataverse) Contacts(ctx context.Context, ids []ID, emit func(*Contact), reject func(Reject)) (missing []ID, err error) {
+	var mu sync.Mutex
+	found := make(map[ID]bool, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(d.Concurrency, 1))
+	for lo := 0; lo < len(ids); lo += BulkChunk {
+		chunk := ids[lo:min(lo+BulkChunk, len(ids))]
+		g.Go(func() error {
+			terms := make([]string, len(chunk))
+			for i, id := range chunk {
+				terms[i] = "contactid eq " + id.String()
+			}
+			link := d.BaseURL + "contacts?" + d.selectQuery() + "&$filter=" + QueryValue(strings.Join(terms, " or "))
+			return d.pages(gctx, link, "", func(c *Contact) {
+				mu.Lock()
+				defer mu.Unlock()
+				found[c.ID] = true
+				emit(c)
+			}, func(r Reject) {
+				mu.Lock()
+				defer mu.Unlock()
+				reject(r)
+			}, nil, nil)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		if !found[id] {
+			missing = append(missing, id)
+		}
+	}
+	return missing, nil
+}
+
+// Current is a contact as the service holds it now: what a write is checked
+// against before it is sent without an ETag of this run, and after its
+// answer was lost.
+type Current struct {
+	Modified int64
+	ETag     string         // as sent ("" when the server sends none)
+	Values   map[string]Tri // the mapped columns, by logical name
+}
+
+// Current reads the given contacts in bulk; a contact that does not exist
+// is absent from the map.
+func (d *Dataverse) Current(ctx context.Context, ids []ID) (map[ID]Current, error) {
+	out := make(map[ID]Current, len(ids))
+	_, err := d.Contacts(ctx, ids, func(c *Contact) {
+		cur := Current{Modified: c.Modified, ETag: d.ETag(c), Values: make(map[string]Tri, len(d.Fields))}
+		for i, f := range d.Fields {
+			cur.Values[f] = c.Values[i]
+		}
+		out[c.ID] = cur
+	}, func(Reject) {}) // a value that is not a boolean stays unknown: it matches nothing
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
-		return false, nil
+	return out, nil
+}
+
+// ETag is the ETag the service sent with a contact this reader read,
+// exactly as sent ("" for none, or a contact from elsewhere).
+func (d *Dataverse) ETag(c *Contact) string {
+	if c.ETag == 0 {
+		return ""
 	}
-	if resp.StatusCode != http.StatusOK {
-		return false, ReadAPIError("dataverse: reading contact "+id.String(), resp)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if int(c.ETag) > len(d.tags) {
+		return ""
 	}
-	var rec map[string]json.RawMessage
-	if err := json.NewDecoder(resp.Body).Decode(&rec); err != nil {
-		return false, fmt.Errorf("dataverse: reading contact %s: %w", id, err)
+	return d.tags[c.ETag-1]
+}
+
+func (d *Dataverse) keepETag(tag string) uint32 {
+	if tag == "" {
+		return 0
 	}
-	d.record(rec, 0, emit, reject, nil)
-	return true, nil
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.tags = append(d.tags, tag)
+	return uint32(len(d.tags))
 }
 
 func (d *Dataverse) get(ctx context.Context, link, prefer string) (*http.Response, error) {
@@ -135,7 +238,7 @@ func (d *Dataverse) get(ctx context.Context, link, prefer string) (*http.Respons
 	req.Header.Set("Prefer", strings.Join(p, ","))
 	resp, err := d.Client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("dataverse: GET %s: %w", redact(link), err)
+		return nil, fmt.Errorf("dataverse: GET %s: %w", redact(link), Unquery(err))
 	}
 	return resp, nil
 }
@@ -162,6 +265,34 @@ func redact(link string) string {
 	return link
 }
 
+// Unquery takes the *url.Error an http.Client wraps every failure in off
+// err: it prints the request's whole URL, query string and all, and the
+// callers name the request themselves without it.
+func Unquery(err error) error {
+	if ue, ok := err.(*url.Error); ok {
+		return ue.Err
+	}
+	return err
+}
+
+// resolve turns a link a page carries into one to follow: an absolute link
+// exactly as given, a relative one (a standard OData server may send
+// "contacts?$skiptoken=…") against the URL of the request that got it.
+func resolve(base, link string) (string, error) {
+	u, err := url.Parse(link)
+	if err != nil {
+		return "", fmt.Errorf("the link the service sent does not parse: %w", err)
+	}
+	if u.IsAbs() {
+		return link, nil
+	}
+	b, err := url.Parse(base)
+	if err != nil {
+		return "", err
+	}
+	return b.ResolveReference(u).String(), nil
+}
+
 type odataPage struct {
 	Value     []map[string]json.RawMessage `json:"value"`
 	NextLink  string                       `json:"@odata.nextLink"`
@@ -172,7 +303,8 @@ type odataPage struct {
 // again: a truncated body is usually a dropped connection.
 const pageTries = 3
 
-// pages follows @odata.nextLink exactly as given until a page has none.
+// pages follows @odata.nextLink as given (a relative one resolved against
+// the page's URL) until a page has none.
 func (d *Dataverse) pages(ctx context.Context, link, prefer string, emit func(*Contact), reject func(Reject), deleted func(ID), delta func(string)) error {
 	n := 0
 	for link != "" {
@@ -195,9 +327,19 @@ func (d *Dataverse) pages(ctx context.Context, link, prefer string, emit func(*C
 			d.record(rec, n, emit, reject, deleted)
 		}
 		if page.DeltaLink != "" && delta != nil {
-			delta(page.DeltaLink)
+			dl, err := resolve(link, page.DeltaLink)
+			if err != nil {
+				return fmt.Errorf("dataverse: GET %s: @odata.deltaLink: %w", redact(link), err)
+			}
+			delta(dl)
 		}
-		link = page.NextLink
+		next := ""
+		if page.NextLink != "" {
+			if next, err = resolve(link, page.NextLink); err != nil {
+				return fmt.Errorf("dataverse: GET %s: @odata.nextLink: %w", redact(link), err)
+			}
+		}
+		link = next
 	}
 	return nil
 }
@@ -237,7 +379,7 @@ func (d *Dataverse) record(rec map[string]json.RawMessage, n int, emit func(*Con
 		reject(Reject{Source: DataverseSource, Line: n, ID: raw, Reason: fmt.Sprintf("contactid %q is not a GUID", clip(raw))})
 		return
 	}
-	c := Contact{ID: id, Line: int32(n), Version: parseETag(str("@odata.etag"))}
+	c := Contact{ID: id, Line: int32(n), ETag: d.keepETag(str("@odata.etag"))}
 	var problems []string
 	if c.Modified, ok = ParseTime(str("modifiedon"), ""); !ok {
 		problems = append(problems, fmt.Sprintf("modifiedon %q is not a timestamp", clip(str("modifiedon"))))
@@ -262,16 +404,6 @@ func (d *Dataverse) record(rec map[string]json.RawMessage, n int, emit func(*Con
 		reject(Reject{Source: DataverseSource, Line: n, ID: id.String(), IDChecked: true, Reason: strings.Join(problems, "; ")})
 	}
 	emit(&c)
-}
-
-// parseETag reads the row version of a weak ETag W/"4801245" (0: none).
-func parseETag(tag string) int64 {
-	tag = strings.TrimPrefix(tag, "W/")
-	v, err := strconv.ParseInt(strings.Trim(tag, `"`), 10, 64)
-	if err != nil {
-		return 0
-	}
-	return v
 }
 
 // Attributes lists contact's columns with their attribute types, and

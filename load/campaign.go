@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"sync"
+	"time"
 
 	"optsync/extract"
 )
@@ -77,7 +79,9 @@ func (w *CampaignWriter) one(ctx context.Context, cw *CampaignWrite) WriteResult
 		if !found {
 			return WriteResult{Status: http.StatusNotFound, Message: "the profile no longer exists"}
 		}
-		if now.Modified != cw.Modified {
+		// An unknown lastModified (unreadable now, or forgotten in state
+		// for lying in the future) cannot show the profile unchanged.
+		if now.Modified == extract.NoTime || now.Modified != cw.Modified {
 			return WriteResult{Err: ErrMoved}
 		}
 		for i, f := range cw.Fields {
@@ -102,13 +106,38 @@ func (w *CampaignWriter) one(ctx context.Context, cw *CampaignWrite) WriteResult
 	req.Header.Set("Accept", "application/json")
 	resp, err := w.Client.Do(req)
 	if err != nil {
-		return WriteResult{Err: fmt.Errorf("campaign PATCH: %w", err)}
+		return w.readBack(ctx, cw, fmt.Errorf("campaign PATCH: %w", extract.Unquery(err)))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		ae := extract.ReadCampaignError("", resp)
-		return WriteResult{Status: resp.StatusCode, Code: ae.Code, Message: ae.Message}
+		r := WriteResult{Status: resp.StatusCode, Code: ae.Code, Message: ae.Message}
+		if resp.StatusCode >= 500 && resp.StatusCode != http.StatusServiceUnavailable {
+			// a 5xx after every try: the PATCH may have been applied
+			return w.readBack(ctx, cw, errors.New("campaign PATCH: "+r.Error()))
+		}
+		return r
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return WriteResult{Status: resp.StatusCode}
+}
+
+// readBack settles a PATCH whose outcome is unknown by reading the profile:
+// applied if it holds the written values, failed (and queued) if not.
+func (w *CampaignWriter) readBack(ctx context.Context, cw *CampaignWrite, why error) WriteResult {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	now, found, err := w.Reader.Profile(rctx, cw.PKey)
+	switch {
+	case err != nil:
+		return WriteResult{Err: fmt.Errorf("outcome unknown: %v; reading the profile back failed: %v", why, err)}
+	case !found:
+		return WriteResult{Status: http.StatusNotFound, Message: "the profile no longer exists", ReadBack: true}
+	}
+	for i, f := range cw.Fields {
+		if w.Reader.Value(&now, f) != extract.Of(cw.Values[i]) {
+			return WriteResult{Err: fmt.Errorf("outcome unknown: %v; read back: not applied", why), ReadBack: true}
+		}
+	}
+	return WriteResult{Status: http.StatusOK, ReadBack: true}
 }

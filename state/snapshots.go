@@ -20,14 +20,26 @@ import (
 // file front to back. The value:
 //
 //	version(1) flags(1) varint(DModified ms) varint(CModified ms)
-//	varint(Decided s) varint(DVersion) uvarint(len) PKey count(1)
-//	then per pair: id(1) flags(2) [uvarint(DWrittenAt s)] [uvarint(CWrittenAt s)]
+//	varint(Decided s) uvarint(len) DETag uvarint(len) PKey count(1)
+//	then per pair: id(1) flags(2) [uvarint(DWrittenAt ms)] [uvarint(CWrittenAt ms)]
 //
 // flags: bit 0 DSeen, bit 1 CSeen. Pair flags pack S, DRaw, CRaw, DWritten,
-// CWritten at two bits each; a pair with a pending write carries when the
-// run that wrote it started (version 2; version 1 records have no such
-// times, and are read as "not recorded").
-const recordVersion = 2
+// CWritten at two bits each; a pair with a pending write (DWritten or
+// CWritten known) carries when the run that wrote it started.
+//
+// Older layouts are still read. Version 1 (the last released one) held
+// varint(DVersion), a row version parsed out of the ETag, where DETag is
+// now, and no write times: its row version is dropped, not turned back into
+// an ETag it may not have been (such a contact's next write reads it
+// first), and its pending writes are read as "run not recorded". Version 2
+// (never released, written by builds between) held DETag but no write
+// times, read as version 1's are. A record rewritten is written as
+// version 3.
+const recordVersion = 3
+
+// writeTimesVersion is the first record version whose pair entries carry
+// the times of pending writes.
+const writeTimesVersion = 3
 
 func (s *Store) encode(dst []byte, snap *transform.Snapshot) []byte {
 	var f byte
@@ -41,7 +53,8 @@ func (s *Store) encode(dst []byte, snap *transform.Snapshot) []byte {
 	dst = binary.AppendVarint(dst, snap.DModified)
 	dst = binary.AppendVarint(dst, snap.CModified)
 	dst = binary.AppendVarint(dst, snap.Decided)
-	dst = binary.AppendVarint(dst, snap.DVersion)
+	dst = binary.AppendUvarint(dst, uint64(len(snap.DETag)))
+	dst = append(dst, snap.DETag...)
 	dst = binary.AppendUvarint(dst, uint64(len(snap.PKey)))
 	dst = append(dst, snap.PKey...)
 	dst = append(dst, byte(len(s.pairIDs)))
@@ -61,36 +74,53 @@ func (s *Store) encode(dst []byte, snap *transform.Snapshot) []byte {
 
 // record is a stored value split into its header and its pair entries.
 type record struct {
-	version                                byte
-	flags                                  byte
-	dModified, cModified, decide, dVersion int64
-	pkey                                   []byte
-	count                                  int
-	pairs                                  []byte // the entries, as stored
+	version                      byte
+	flags                        byte
+	dModified, cModified, decide int64
+	etag                         []byte
+	pkey                         []byte
+	count                        int
+	pairs                        []byte // the entries, as stored
 }
 
 var errTruncated = errors.New("record truncated")
 
 func parseRecord(v []byte) (record, error) {
 	var r record
-	if len(v) < 2 || (v[0] != 1 && v[0] != recordVersion) {
+	if len(v) < 2 || v[0] < 1 || v[0] > recordVersion {
 		return r, fmt.Errorf("record version %d unknown", firstByte(v))
 	}
 	r.version, r.flags = v[0], v[1]
 	v = v[2:]
-	for _, dst := range []*int64{&r.dModified, &r.cModified, &r.decide, &r.dVersion} {
+	for _, dst := range []*int64{&r.dModified, &r.cModified, &r.decide} {
 		x, n := binary.Varint(v)
 		if n <= 0 {
 			return r, errTruncated
 		}
 		*dst, v = x, v[n:]
 	}
-	l, n := binary.Uvarint(v)
-	if n <= 0 || uint64(len(v)-n) < l+1 {
+	bytesField := func() ([]byte, bool) {
+		l, n := binary.Uvarint(v)
+		if n <= 0 || uint64(len(v)-n) < l {
+			return nil, false
+		}
+		b := v[n : n+int(l)]
+		v = v[n+int(l):]
+		return b, true
+	}
+	var ok bool
+	if r.version == 1 {
+		_, n := binary.Varint(v) // DVersion: dropped
+		if n <= 0 {
+			return r, errTruncated
+		}
+		v = v[n:]
+	} else if r.etag, ok = bytesField(); !ok {
 		return r, errTruncated
 	}
-	r.pkey = v[n : n+int(l)]
-	v = v[n+int(l):]
+	if r.pkey, ok = bytesField(); !ok || len(v) < 1 {
+		return r, errTruncated
+	}
 	r.count = int(v[0])
 	r.pairs = v[1:]
 	return r, nil
@@ -123,14 +153,14 @@ func (r *record) eachPair(fn func(e pairEntry)) error {
 		}
 		e := pairEntry{id: v[0], flags: uint16(v[1]) | uint16(v[2])<<8}
 		v = v[3:]
-		if r.version >= 2 && e.flags>>6&3 != 0 {
+		if r.version >= writeTimesVersion && e.flags>>6&3 != 0 {
 			x, n := binary.Uvarint(v)
 			if n <= 0 {
 				return errTruncated
 			}
 			e.dWrittenAt, v = int64(x), v[n:]
 		}
-		if r.version >= 2 && e.flags>>8&3 != 0 {
+		if r.version >= writeTimesVersion && e.flags>>8&3 != 0 {
 			x, n := binary.Uvarint(v)
 			if n <= 0 {
 				return errTruncated
@@ -149,7 +179,8 @@ func appendRecord(dst []byte, r record, pairs []pairEntry) []byte {
 	dst = binary.AppendVarint(dst, r.dModified)
 	dst = binary.AppendVarint(dst, r.cModified)
 	dst = binary.AppendVarint(dst, r.decide)
-	dst = binary.AppendVarint(dst, r.dVersion)
+	dst = binary.AppendUvarint(dst, uint64(len(r.etag)))
+	dst = append(dst, r.etag...)
 	dst = binary.AppendUvarint(dst, uint64(len(r.pkey)))
 	dst = append(dst, r.pkey...)
 	dst = append(dst, byte(len(pairs)))
@@ -168,8 +199,11 @@ func (s *Store) decode(v []byte, snap *transform.Snapshot, slot *[256]int8) erro
 		return err
 	}
 	*snap = transform.Snapshot{Known: true, DSeen: r.flags&1 != 0, CSeen: r.flags&2 != 0,
-		DModified: r.dModified, CModified: r.cModified, Decided: r.decide, DVersion: r.dVersion}
+		DModified: r.dModified, CModified: r.cModified, Decided: r.decide}
 	snap.PKey = string(r.pkey)
+	if len(r.etag) > 0 {
+		snap.DETag = string(r.etag)
+	}
 	e := r.pairs
 	for range r.count {
 		if len(e) < 3 {
@@ -178,14 +212,14 @@ func (s *Store) decode(v []byte, snap *transform.Snapshot, slot *[256]int8) erro
 		id, f := e[0], uint16(e[1])|uint16(e[2])<<8
 		e = e[3:]
 		var dAt, cAt int64
-		if r.version >= 2 && f>>6&3 != 0 {
+		if r.version >= writeTimesVersion && f>>6&3 != 0 {
 			x, n := binary.Uvarint(e)
 			if n <= 0 {
 				return errTruncated
 			}
 			dAt, e = int64(x), e[n:]
 		}
-		if r.version >= 2 && f>>8&3 != 0 {
+		if r.version >= writeTimesVersion && f>>8&3 != 0 {
 			x, n := binary.Uvarint(e)
 			if n <= 0 {
 				return errTruncated

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -16,9 +17,11 @@ import (
 	"optsync/transform"
 )
 
-// SchemaVersion is bumped whenever a stored layout changes. 2: pending
-// writes carry the run that wrote them (record version 2).
-const SchemaVersion = 2
+// SchemaVersion is bumped whenever a stored layout changes. 3: contact
+// records keep the Dynamics ETag as read and, per pending write, the start
+// of the run that wrote it (record version 3); records of versions 1 and 2
+// are still read. (2 was never released: builds between wrote it.)
+const SchemaVersion = 3
 
 var (
 	bucketMeta     = []byte("meta")
@@ -73,7 +76,12 @@ type Store struct {
 // Open opens (creating if needed) the state file for a run that may write,
 // taking its exclusive lock. A held lock gives a *LockedError at once.
 // pairs are the configured mappings, in order; each gets a stable stored id.
+// A missing folder is created 0700, as out_dir is: the file holds
+// personal data.
 func Open(path string, pairs []transform.Pair) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("creating the folder of state %s: %w", path, err)
+	}
 	return open(path, pairs, false)
 }
 

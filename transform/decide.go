@@ -34,11 +34,13 @@ type Snapshot struct {
 	// Decided is when (Unix seconds) a run last changed this record; the
 	// caller sets it, Decide leaves it as it was.
 	Decided int64
-	// DVersion is the Dynamics row version last read (0: never through the
-	// API), so that a write decided without reading the contact again still
-	// refuses to overwrite an edit made since.
-	DVersion int64
-	Pairs    [extract.MaxFields]PairState
+	// DETag is the Dynamics ETag last read with DModified, exactly as the
+	// API sent it ("": none, or stale), so that a write decided without
+	// reading the contact again still refuses to overwrite an edit made
+	// since. The caller keeps it: it comes from the API reader, not from
+	// the contact rows Decide sees.
+	DETag string
+	Pairs [extract.MaxFields]PairState
 }
 
 // Decision is one field write decided (or skipped). Old and New are in the
@@ -101,10 +103,7 @@ func Decide(r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, bu
 		p, res.StaleC = &known, true
 	}
 	res.Next = Snapshot{Known: true, DSeen: true, CSeen: true, DModified: c.Modified, CModified: p.Modified, PKey: p.PKey,
-		Decided: prev.Decided, DVersion: prev.DVersion}
-	if c.Version != 0 {
-		res.Next.DVersion = c.Version
-	}
+		Decided: prev.Decided, DETag: prev.DETag}
 	for i, pair := range r.Pairs {
 		old := prev.Pairs[i]
 		d := c.Values[i]
@@ -317,7 +316,7 @@ func floorDiv(a, b int64) int64 {
 
 // ContactFromState rebuilds a contact's Dynamics side as state last knew it.
 func ContactFromState(r *Rules, id extract.ID, s *Snapshot) extract.Contact {
-	c := extract.Contact{ID: id, Modified: s.DModified, Version: s.DVersion}
+	c := extract.Contact{ID: id, Modified: s.DModified}
 	for i, pair := range r.Pairs {
 		c.Values[i] = s.Pairs[i].DRaw
 		if pair.Invert {
@@ -349,9 +348,6 @@ func SeeContact(r *Rules, c *extract.Contact, prev *Snapshot) Snapshot {
 	}
 	unmoved := next.DSeen && c.Modified == next.DModified
 	next.Known, next.DSeen, next.DModified = true, true, c.Modified
-	if c.Version != 0 {
-		next.DVersion = c.Version
-	}
 	for i, pair := range r.Pairs {
 		d := c.Values[i]
 		if pair.Invert {

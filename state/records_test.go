@@ -1,0 +1,169 @@
+package state
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"optsync/transform"
+)
+
+// A contact keeps its Dynamics ETag exactly as the API sent it, whatever it
+// looks like.
+func TestETagRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	tags := []string{`W/"4801245"`, `W/"2026-11-20T10:00:00.000Z"`, `"opaque, with \"quotes\""`, ""}
+	b := st.NewBatch(0)
+	for n, tag := range tags {
+		s := snap(n)
+		s.DETag = tag
+		b.Put(id(n), &s)
+	}
+	if err := st.Commit(context.Background(), b, &Final{Run: &Run{ID: "r1", Started: time.Now(), Outcome: "ok"}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := st.Reader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for n, tag := range tags {
+		var got transform.Snapshot
+		if ok, err := r.Get(id(n), &got); !ok || err != nil {
+			t.Fatalf("contact %d: %v %v", n, ok, err)
+		}
+		want := snap(n)
+		want.DETag = tag
+		if got != want {
+			t.Errorf("contact %d: got %+v, want %+v", n, got, want)
+		}
+	}
+}
+
+// Records of the older layouts are still read. Version 1 (the released
+// one) held a row version parsed out of the ETag: every field but that one
+// is read, and it is not turned back into an ETag it may never have been.
+// Version 2 (never released: builds between wrote it) held the ETag but no
+// write times. In both, a pending write's run reads as "not recorded" (0).
+// Re-encoded (a mapping dropped, a reset), they are written in the current
+// layout, with nothing lost.
+func TestOlderRecordVersionsAreStillRead(t *testing.T) {
+	for _, tt := range []struct {
+		version byte
+		etag    string
+	}{
+		{1, ""},
+		{2, `W/"4801245"`},
+		{2, ""},
+	} {
+		t.Run(fmt.Sprintf("version %d etag %q", tt.version, tt.etag), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.db")
+			st, err := Open(path, testPairs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			want := snap(3) // a pending write on each side, no run recorded
+			want.DETag = tt.etag
+			// version flags varint(DModified) varint(CModified) varint(Decided),
+			// then varint(DVersion) (1) or uvarint(len) DETag (2),
+			// uvarint(len) PKey count, then 3 bytes per pair
+			v := []byte{tt.version, 0}
+			v = binary.AppendVarint(v, want.DModified)
+			v = binary.AppendVarint(v, want.CModified)
+			v = binary.AppendVarint(v, want.Decided)
+			if tt.version == 1 {
+				v = binary.AppendVarint(v, 4801245)
+			} else {
+				v = binary.AppendUvarint(v, uint64(len(tt.etag)))
+				v = append(v, tt.etag...)
+			}
+			v = binary.AppendUvarint(v, uint64(len(want.PKey)))
+			v = append(v, want.PKey...)
+			v = append(v, byte(len(st.pairIDs)))
+			for i, pid := range st.pairIDs {
+				p := want.Pairs[i]
+				f := uint16(p.S) | uint16(p.DRaw)<<2 | uint16(p.CRaw)<<4 | uint16(p.DWritten)<<6 | uint16(p.CWritten)<<8
+				v = append(v, pid, byte(f), byte(f>>8))
+			}
+			get := func(v []byte) transform.Snapshot {
+				t.Helper()
+				var got transform.Snapshot
+				if err := st.decode(v, &got, st.slots()); err != nil {
+					t.Fatal(err)
+				}
+				return got
+			}
+			if got := get(v); got != want {
+				t.Fatalf("got  %+v\nwant %+v", got, want)
+			}
+			pr, err := parseRecord(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var entries []pairEntry
+			if err := pr.eachPair(func(e pairEntry) { entries = append(entries, e) }); err != nil {
+				t.Fatal(err)
+			}
+			re := appendRecord(nil, pr, entries)
+			if re[0] != recordVersion {
+				t.Fatalf("re-encoded as version %d", re[0])
+			}
+			if got := get(re); got != want {
+				t.Fatalf("re-encoded: got  %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+// The current layout keeps everything both features store side by side: the
+// ETag as read and, per pending write, the start of the run that wrote it.
+func TestRecordKeepsETagAndWriteTimes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := snap(5)
+	want.DETag = `W/"2026-11-20T10:00:00.000Z"`
+	want.Pairs[0].CWrittenAt = 1_780_000_000_123
+	want.Pairs[1].DWrittenAt = 1_780_000_100_456
+	b := st.NewBatch(1)
+	b.Put(id(5), &want)
+	if err := st.Commit(context.Background(), b, &Final{Run: &Run{ID: "r1", Started: time.Now(), Outcome: "ok"}}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	st, err = OpenReadOnly(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r, err := st.Reader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var got transform.Snapshot
+	if ok, err := r.Get(id(5), &got); !ok || err != nil || got != want {
+		t.Fatalf("%v %v\n got %+v\nwant %+v", ok, err, got, want)
+	}
+	if err := st.db.View(func(tx *bolt.Tx) error {
+		if v := string(tx.Bucket(bucketMeta).Get(keySchema)); v != fmt.Sprint(SchemaVersion) {
+			t.Errorf("schema %q, want %d", v, SchemaVersion)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
