@@ -24,11 +24,15 @@ func (s *Store) rewrite(ctx context.Context, fn func(v []byte) ([]byte, bool, er
 			return changed, err
 		}
 		done := false
-		err := s.db.Update(func(tx *bolt.Tx) error {
+		err := s.update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketContacts)
 			if b == nil {
 				done = true
 				return nil
+			}
+			tot, _, err := loadCounts(tx)
+			if err != nil {
+				return err
 			}
 			type put struct{ k, v []byte }
 			var puts []put
@@ -51,12 +55,15 @@ func (s *Store) rewrite(ctx context.Context, fn func(v []byte) ([]byte, bool, er
 			}
 			done = k == nil
 			for _, p := range puts {
+				if err := tot.change(b.Get(p.k), p.v); err != nil {
+					return fmt.Errorf("contact %x: %w", p.k, err)
+				}
 				if err := b.Put(p.k, p.v); err != nil {
 					return err
 				}
 			}
 			changed += len(puts)
-			return nil
+			return tot.store(tx)
 		})
 		if err != nil {
 			return changed, fmt.Errorf("state %s: %w", s.path, err)
@@ -103,7 +110,8 @@ func (s *Store) Reset(ctx context.Context, pairs []transform.Pair) (int, error) 
 		if !changed {
 			return nil, false, nil
 		}
-		return appendRecord(nil, r, pairs), true, nil
+		nv, err := appendRecord(nil, r, pairs)
+		return nv, true, err
 	})
 }
 
@@ -144,13 +152,14 @@ func (s *Store) DropUnmapped(ctx context.Context, configured []transform.Pair) (
 		if len(kept) == len(r.pairs) {
 			return nil, false, nil
 		}
-		return appendRecord(nil, r, kept), true, nil
+		nv, err := appendRecord(nil, r, kept)
+		return nv, true, err
 	}); err != nil {
 		return nil, err
 	}
 	// Only now may the ids be freed: a drop killed before this point is
 	// simply done again by the next run.
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketMeta).Bucket(bucketPairs)
 		for k := range reg {
 			if !keep[k] {

@@ -47,7 +47,7 @@ func (s *Store) Meta(key string) (string, error) {
 // link, watermarks), so that the next run reads every record again: what a
 // newly added mapping needs to know both sides.
 func (s *Store) ForgetReadPositions() error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		for _, k := range []string{KeyD365Delta, KeyD365Watermark, KeyCampaignWatermark} {
 			if err := meta.Delete([]byte("conn:" + k)); err != nil {
@@ -163,7 +163,7 @@ func (s *Store) LastConfig() (*ConfigRecord, error) {
 }
 
 // finish writes a run's closing records inside its last transaction.
-func (s *Store) finish(tx *bolt.Tx, fin *Final) error {
+func (s *Store) finish(tx *bolt.Tx, fin *Final, c *counts) error {
 	if len(fin.Files) > 0 {
 		fb, err := tx.CreateBucketIfNotExists(bucketFiles)
 		if err != nil {
@@ -202,6 +202,9 @@ func (s *Store) finish(tx *bolt.Tx, fin *Final) error {
 	if len(fin.Forget) > 0 {
 		cb := tx.Bucket(bucketContacts)
 		for _, id := range fin.Forget {
+			if err := c.change(cb.Get(id[:]), nil); err != nil {
+				return fmt.Errorf("contact %s: %w", id, err)
+			}
 			if err := cb.Delete(id[:]); err != nil {
 				return err
 			}

@@ -22,15 +22,19 @@ import (
 //	version(1) flags(1) varint(DModified ms) varint(CModified ms)
 //	varint(Decided s) uvarint(len) DETag uvarint(len) PKey count(1)
 //	then per pair: id(1) flags(2)
+//	then (version 3) per pair whose agreement is older than Decided:
+//	id(1) varint(Decided - Since)
 //
 // flags: bit 0 DSeen, bit 1 CSeen. Pair flags pack S, DRaw, CRaw, DWritten,
-// CWritten at two bits each.
+// CWritten at two bits each. An agreement reached by the run that last
+// changed the record (the usual case) costs no byte.
 //
 // Version 1 records held varint(DVersion), a row version parsed out of the
 // ETag, where version 2 holds the ETag itself. They are still read; their
 // row version is dropped, not turned back into an ETag it may not have
-// been, so such a contact's next write reads it first.
-const recordVersion = 2
+// been, so such a contact's next write reads it first. Records of
+// versions 1 and 2 do not know when their agreements were reached (Since 0).
+const recordVersion = 3
 
 func (s *Store) encode(dst []byte, snap *transform.Snapshot) []byte {
 	var f byte
@@ -54,27 +58,34 @@ func (s *Store) encode(dst []byte, snap *transform.Snapshot) []byte {
 		f := uint16(p.S) | uint16(p.DRaw)<<2 | uint16(p.CRaw)<<4 | uint16(p.DWritten)<<6 | uint16(p.CWritten)<<8
 		dst = append(dst, id, byte(f), byte(f>>8))
 	}
+	for i, id := range s.pairIDs {
+		if p := snap.Pairs[i]; p.S.Known() && p.Since != snap.Decided {
+			dst = append(dst, id)
+			dst = binary.AppendVarint(dst, snap.Decided-p.Since)
+		}
+	}
 	return dst
 }
 
 // record is a stored value split into its header and its pair entries.
 type record struct {
+	version                      byte
 	flags                        byte
 	dModified, cModified, decide int64
 	etag                         []byte
 	pkey                         []byte
 	pairs                        []byte // 3 bytes per pair: id, flags lo, flags hi
+	since                        []byte // version 3: id(1) varint(Decided - Since) ...
 }
 
 var errTruncated = errors.New("record truncated")
 
 func parseRecord(v []byte) (record, error) {
 	var r record
-	if len(v) < 2 || (v[0] != recordVersion && v[0] != 1) {
+	if len(v) < 2 || v[0] < 1 || v[0] > recordVersion {
 		return r, fmt.Errorf("record version %d unknown", firstByte(v))
 	}
-	version := v[0]
-	r.flags = v[1]
+	r.version, r.flags = v[0], v[1]
 	v = v[2:]
 	for _, dst := range []*int64{&r.dModified, &r.cModified, &r.decide} {
 		x, n := binary.Varint(v)
@@ -93,7 +104,7 @@ func parseRecord(v []byte) (record, error) {
 		return b, true
 	}
 	var ok bool
-	if version == 1 {
+	if r.version == 1 {
 		if _, n := binary.Varint(v); n <= 0 {
 			return r, errTruncated
 		} else {
@@ -110,12 +121,38 @@ func parseRecord(v []byte) (record, error) {
 		return r, errTruncated
 	}
 	r.pairs = v[1 : 1+3*count]
+	if r.version >= 3 {
+		r.since = v[1+3*count:]
+	}
 	return r, nil
 }
 
-// appendRecord re-encodes a parsed record with other pair entries.
-func appendRecord(dst []byte, r record, pairs []byte) []byte {
-	dst = append(dst, recordVersion, r.flags)
+// sinceOf walks a record's agreement times: fn gets each pair id listed and
+// its Since.
+func (r *record) sinceOf(fn func(id byte, since int64)) error {
+	t := r.since
+	for len(t) > 0 {
+		id := t[0]
+		d, n := binary.Varint(t[1:])
+		if n <= 0 {
+			return errTruncated
+		}
+		fn(id, r.decide-d)
+		t = t[1+n:]
+	}
+	return nil
+}
+
+// appendRecord re-encodes a parsed record with other pair entries (a subset
+// of its own, or the same with flags changed): the agreement times of pairs
+// left out or no longer agreed go too. A record of version 1 or 2 becomes
+// version 2 (its ETag kept, its agreement times still unknown).
+func appendRecord(dst []byte, r record, pairs []byte) ([]byte, error) {
+	version := byte(recordVersion)
+	if r.version < 3 {
+		version = 2
+	}
+	dst = append(dst, version, r.flags)
 	dst = binary.AppendVarint(dst, r.dModified)
 	dst = binary.AppendVarint(dst, r.cModified)
 	dst = binary.AppendVarint(dst, r.decide)
@@ -124,7 +161,18 @@ func appendRecord(dst []byte, r record, pairs []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(r.pkey)))
 	dst = append(dst, r.pkey...)
 	dst = append(dst, byte(len(pairs)/3))
-	return append(dst, pairs...)
+	dst = append(dst, pairs...)
+	agreed := map[byte]bool{}
+	for k := 0; k+2 < len(pairs); k += 3 {
+		agreed[pairs[k]] = pairs[k+1]&3 != 0 // S is the low two bits
+	}
+	err := r.sinceOf(func(id byte, since int64) {
+		if agreed[id] {
+			dst = append(dst, id)
+			dst = binary.AppendVarint(dst, r.decide-since)
+		}
+	})
+	return dst, err
 }
 
 // decode fills snap from a stored record; pairs that are no longer
@@ -145,16 +193,17 @@ func (s *Store) decode(v []byte, snap *transform.Snapshot, slot *[256]int8) erro
 		if i < 0 {
 			continue
 		}
-		f := uint16(r.pairs[k+1]) | uint16(r.pairs[k+2])<<8
-		snap.Pairs[i] = transform.PairState{
-			S:        extract.Tri(f & 3),
-			DRaw:     extract.Tri(f >> 2 & 3),
-			CRaw:     extract.Tri(f >> 4 & 3),
-			DWritten: extract.Tri(f >> 6 & 3),
-			CWritten: extract.Tri(f >> 8 & 3),
+		ps := pairState(r.pairs[k+1], r.pairs[k+2])
+		if ps.S.Known() && r.version >= 3 {
+			ps.Since = r.decide // unless listed below
 		}
+		snap.Pairs[i] = ps
 	}
-	return nil
+	return r.sinceOf(func(id byte, since int64) {
+		if i := slot[id]; i >= 0 && snap.Pairs[i].S.Known() {
+			snap.Pairs[i].Since = since
+		}
+	})
 }
 
 func firstByte(v []byte) int {
@@ -321,7 +370,11 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 	if !slices.IsSortedFunc(idx, byKey) {
 		slices.SortStableFunc(idx, byKey)
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
+		c, _, err := loadCounts(tx)
+		if err != nil {
+			return fmt.Errorf("state %s: %w", s.path, err)
+		}
 		bk := tx.Bucket(bucketContacts)
 		bk.FillPercent = 0.9
 		for _, i := range idx {
@@ -329,16 +382,22 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 			if i > 0 {
 				from = b.ends[i-1]
 			}
-			if err := bk.Put(b.keys[i][:], b.data[from:b.ends[i]]); err != nil {
+			v := b.data[from:b.ends[i]]
+			if err := c.change(bk.Get(b.keys[i][:]), v); err != nil {
+				return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
+			}
+			if err := bk.Put(b.keys[i][:], v); err != nil {
 				return fmt.Errorf("state %s: writing contact %s: %w", s.path, b.keys[i], err)
 			}
 		}
 		if err := putLog(tx, b.log, b.logRun); err != nil {
 			return fmt.Errorf("state %s: writing the decision log: %w", s.path, err)
 		}
-		if fin == nil {
-			return nil
+		if fin != nil {
+			if err := s.finish(tx, fin, c); err != nil {
+				return err
+			}
 		}
-		return s.finish(tx, fin)
+		return c.store(tx)
 	})
 }

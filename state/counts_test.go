@@ -1,0 +1,242 @@
+package state
+
+import (
+	"context"
+	"encoding/binary"
+	"math/rand/v2"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"optsync/extract"
+	"optsync/transform"
+)
+
+func checkTotals(t *testing.T, st *Store, step string) Totals {
+	t.Helper()
+	kept, err := st.Totals()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := st.Recount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(kept, want) {
+		t.Fatalf("%s: kept totals %+v, a full recount gives %+v", step, kept, want)
+	}
+	return kept
+}
+
+// TestTotalsFollowEveryWrite changes records every way state changes them —
+// commits of new and changed records, deletions, resets, a removed mapping —
+// and checks after each that the kept totals equal a full recount.
+func TestTotalsFollowEveryWrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	three := []transform.Pair{testPairs[0], testPairs[1], phonePair}
+	st, err := Open(path, three)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	tri := func() extract.Tri { return extract.Tri(rng.IntN(3)) }
+	ctx := context.Background()
+	for step := 0; step < 40; step++ {
+		b := st.NewBatch(0)
+		for range 1 + rng.IntN(60) {
+			s := transform.Snapshot{Known: true, DSeen: rng.IntN(4) > 0, CSeen: rng.IntN(4) > 0, PKey: "@p", Decided: int64(step)}
+			for i := range three {
+				s.Pairs[i] = transform.PairState{S: tri(), DRaw: tri(), CRaw: tri(), DWritten: tri(), CWritten: tri(), Since: int64(rng.IntN(step + 1))}
+			}
+			b.Put(id(rng.IntN(300)), &s)
+		}
+		fin := &Final{}
+		for range rng.IntN(4) {
+			fin.Forget = append(fin.Forget, id(rng.IntN(320))) // some never stored
+		}
+		if err := st.Commit(ctx, b, fin); err != nil {
+			t.Fatal(err)
+		}
+		checkTotals(t, st, "commit")
+		if step%9 == 4 {
+			if _, err := st.Reset(ctx, three[rng.IntN(3):][:1]); err != nil {
+				t.Fatal(err)
+			}
+			checkTotals(t, st, "reset")
+		}
+	}
+	tot := checkTotals(t, st, "before the drop")
+	if tot.D365 == 0 || tot.Campaign == 0 || tot.OptOutSum() == 0 {
+		t.Fatalf("the sequence left nothing to count: %+v", tot)
+	}
+	st.Close()
+	// A removed mapping: its pair entries go, and so do their opt-outs.
+	st, err = Open(path, three[:2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.DropUnmapped(ctx, three[:2]); err != nil {
+		t.Fatal(err)
+	}
+	checkTotals(t, st, "drop")
+	if err := st.db.View(func(tx *bolt.Tx) error {
+		c, _, err := loadCounts(tx)
+		for id, n := range c.optOuts {
+			if n < 0 || (n != 0 && id != int(st.pairIDs[0]) && id != int(st.pairIDs[1])) {
+				t.Errorf("pair id %d keeps %d opt-outs", id, n)
+			}
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTotalsOfAnOlderFile: a state file from before the totals were kept
+// gets them from one full count when a run first opens it; a reader counts
+// them without writing.
+func TestTotalsOfAnOlderFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := st.NewBatch(0)
+	for n := range 50 {
+		s := fullSnap(n)
+		b.Put(id(n), &s)
+	}
+	if err := st.Commit(context.Background(), b, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := checkTotals(t, st, "new file")
+	// Make it look as schema 1 wrote it: version 1 records, no totals.
+	if err := st.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if err := meta.Delete(keyCounts); err != nil {
+			return err
+		}
+		if err := meta.Put(keySchema, []byte("1")); err != nil {
+			return err
+		}
+		bk := tx.Bucket(bucketContacts)
+		type kv struct{ k, v []byte }
+		var old []kv
+		err := bk.ForEach(func(k, v []byte) error {
+			r, err := parseRecord(v)
+			if err != nil {
+				return err
+			}
+			r.version, r.since = 1, nil
+			nv, err := appendRecord(nil, r, r.pairs)
+			old = append(old, kv{append([]byte{}, k...), nv})
+			return err
+		})
+		for _, e := range old {
+			if err := bk.Put(e.k, e.v); err != nil {
+				return err
+			}
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	ro, err := OpenReadOnly(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ro.Totals(); err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("a reader's totals of an older file: %+v %v, want %+v", got, err, want)
+	}
+	ro.Close()
+	st, err = Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if got := checkTotals(t, st, "older file opened"); !reflect.DeepEqual(got, want) {
+		t.Fatalf("totals %+v, want %+v", got, want)
+	}
+	// Its records read as before, except that when each agreement was
+	// reached is not known.
+	for k, got := range all(t, st) {
+		w := fullSnap(k)
+		w.Pairs[2] = transform.PairState{} // not configured here
+		if got != w {
+			t.Errorf("contact %d: %+v, want %+v", k, got, w)
+		}
+	}
+}
+
+// TestAgreementTimes: when each pair's agreement was reached survives the
+// round trip, costs no byte when it is the record's last decision, and is
+// kept through a reset of another pair and the drop of a mapping.
+func TestAgreementTimes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	three := []transform.Pair{testPairs[0], testPairs[1], phonePair}
+	st, err := Open(path, three)
+	if err != nil {
+		t.Fatal(err)
+	}
+	decided := time.Date(2026, 11, 29, 2, 30, 0, 0, time.UTC).Unix()
+	s := transform.Snapshot{Known: true, DSeen: true, CSeen: true, PKey: "@p", Decided: decided}
+	s.Pairs[0] = transform.PairState{S: extract.True, Since: decided}
+	s.Pairs[1] = transform.PairState{S: extract.False, Since: decided - 86400*30}
+	s.Pairs[2] = transform.PairState{S: extract.True, Since: decided - 5}
+	plain := s
+	plain.Pairs[1].Since, plain.Pairs[2].Since = decided, decided
+	// header 2, times and versions 1+1+5+1, PKey 3, count 1, pairs 9; then
+	// 1+4 and 1+1 for the two older agreements
+	if a, b := len(st.encode(nil, &s)), len(st.encode(nil, &plain)); b != 23 || a != 23+5+2 {
+		t.Errorf("record sizes: %d with older agreements, %d without", a, b)
+	}
+	b := st.NewBatch(1)
+	b.Put(id(1), &s)
+	if err := st.Commit(context.Background(), b, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := all(t, st)[1]; got != s {
+		t.Fatalf("round trip\n got %+v\nwant %+v", got, s)
+	}
+	if _, err := st.Reset(context.Background(), three[2:]); err != nil {
+		t.Fatal(err)
+	}
+	s.Pairs[2].S, s.Pairs[2].Since = extract.Unknown, 0
+	if got := all(t, st)[1]; got != s {
+		t.Fatalf("after a reset of the third pair\n got %+v\nwant %+v", got, s)
+	}
+	st.Close()
+	st, err = Open(path, three[1:2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.DropUnmapped(context.Background(), three[1:2]); err != nil {
+		t.Fatal(err)
+	}
+	got := all(t, st)[1]
+	if got.Pairs[0] != s.Pairs[1] {
+		t.Fatalf("after the drop: %+v, want %+v", got.Pairs[0], s.Pairs[1])
+	}
+	// The trailer holds the one older agreement only.
+	if err := st.db.View(func(tx *bolt.Tx) error {
+		key := id(1)
+		r, err := parseRecord(tx.Bucket(bucketContacts).Get(key[:]))
+		if err != nil {
+			return err
+		}
+		want := binary.AppendVarint([]byte{r.pairs[0]}, 86400*30)
+		if !reflect.DeepEqual(r.since, want) {
+			t.Errorf("trailer %v, want %v", r.since, want)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
