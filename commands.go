@@ -3,11 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"github.com/rs/zerolog"
 	"io"
-	"io/fs"
 	"os"
 	"text/tabwriter"
 	"time"
@@ -69,16 +67,16 @@ func validateInputs(ctx context.Context, cfg *Config, online bool, log zerolog.L
 }
 
 // listRuns prints the run history, newest first.
-func listRuns(cfg *Config, format string, out io.Writer) error {
+func listRuns(cfg *Config, format string, out io.Writer, log zerolog.Logger) error {
 	if format != "table" && format != "json" {
 		return withCode(exitUsage, fmt.Errorf("--format %q: want table or json", format))
 	}
 	var runs []state.Run
-	if _, err := os.Lstat(cfg.State); !errors.Is(err, fs.ErrNotExist) {
-		st, err := state.OpenReadOnly(cfg.State, nil)
-		if err != nil {
-			return err
-		}
+	st, err := openReadOnly(cfg, log)
+	if err != nil {
+		return err
+	}
+	if st != nil {
 		defer st.Close()
 		if runs, err = st.Runs(); err != nil {
 			return err
@@ -102,7 +100,7 @@ func listRuns(cfg *Config, format string, out io.Writer) error {
 	for _, r := range runs {
 		dur := "-"
 		if !r.Ended.IsZero() {
-			dur = r.Ended.Sub(r.Started).Round(time.Millisecond).String()
+			dur = took(r.Ended.Sub(r.Started))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", r.ID, r.Started.Format(time.RFC3339), dur,
 			r.Command, r.Outcome, r.ExitCode, r.Counts["d365->campaign"], r.Counts["campaign->d365"],

@@ -43,6 +43,7 @@ type Config struct {
 	path           string
 	rules          transform.Rules
 	maxOptin       optinLimit
+	maxMissing     missingLimit
 	auditRetention time.Duration
 	maxClockSkew   time.Duration
 	// private are the config's free-text values, as written and as
@@ -60,7 +61,13 @@ type MappingConfig struct {
 
 // SafetyConfig holds the limits that stop a run before it writes.
 type SafetyConfig struct {
+	// MaxOptin is the most opt-outs a run may clear: a count, or a share of
+	// the opt-outs known before the run, never below MinOptin.
 	MaxOptin string `yaml:"max_optin"`
+	MinOptin *int   `yaml:"min_optin"`
+	// MaxMissing is the most records state knows on a side that a full
+	// read of that side may lack: a count, or a share of those records.
+	MaxMissing string `yaml:"max_missing"`
 }
 
 // SystemConfig says where one system's records come from and where its
@@ -380,6 +387,16 @@ func (c *Config) validate() error {
 	if c.maxOptin, err = parseOptinLimit(c.Safety.MaxOptin); err != nil {
 		return fmt.Errorf("safety.max_optin: %w", err)
 	}
+	c.maxOptin.min = defaultMinOptin
+	if m := c.Safety.MinOptin; m != nil {
+		if *m < 0 {
+			return fmt.Errorf("safety.min_optin: %d is below 0", *m)
+		}
+		c.maxOptin.min = *m
+	}
+	if c.maxMissing, err = parseMissingLimit(c.Safety.MaxMissing); err != nil {
+		return fmt.Errorf("safety.max_missing: %w", err)
+	}
 	for _, s := range []struct {
 		name string
 		sys  *SystemConfig
@@ -577,44 +594,101 @@ func (c *Config) campaignLayout(notAfter time.Time) extract.Layout {
 	return l
 }
 
-// optinLimit is safety.max_optin: a count, or a percentage of compared pairs.
+// optinLimit is safety.max_optin: a count, or a percentage of the opt-outs
+// known before the run (rounded up, never below safety.min_optin).
 type optinLimit struct {
 	count   int
 	percent float64
 	isPct   bool
+	min     int
 }
 
-const defaultMaxOptin = 1000
+const (
+	defaultMaxOptin = 1000
+	defaultMinOptin = 10
+)
+
+// parseShare reads a count ("100") or a percentage ("2%").
+func parseShare(s string) (count int, pct float64, isPct bool, err error) {
+	if p, ok := strings.CutSuffix(s, "%"); ok {
+		v, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
+		if err != nil || v < 0 || v > 100 {
+			return 0, 0, false, fmt.Errorf("%q is not a percentage from 0%% to 100%%", s)
+		}
+		return 0, v, true, nil
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v < 0 {
+		return 0, 0, false, fmt.Errorf("%q is neither a count (100) nor a percentage (2%%)", s)
+	}
+	return v, 0, false, nil
+}
 
 func parseOptinLimit(s string) (optinLimit, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
-		return optinLimit{count: defaultMaxOptin}, nil
+		return optinLimit{count: defaultMaxOptin, min: defaultMinOptin}, nil
 	}
-	if pct, ok := strings.CutSuffix(s, "%"); ok {
-		v, err := strconv.ParseFloat(strings.TrimSpace(pct), 64)
-		if err != nil || v < 0 || v > 100 {
-			return optinLimit{}, fmt.Errorf("%q is not a percentage from 0%% to 100%%", s)
-		}
-		return optinLimit{percent: v, isPct: true}, nil
-	}
-	v, err := strconv.Atoi(s)
-	if err != nil || v < 0 {
-		return optinLimit{}, fmt.Errorf("%q is neither a count (100) nor a percentage (2%%)", s)
-	}
-	return optinLimit{count: v}, nil
+	n, pct, isPct, err := parseShare(s)
+	return optinLimit{count: n, percent: pct, isPct: isPct, min: defaultMinOptin}, err
 }
 
-// allowed is the most opt-outs a run comparing this many pairs may clear.
-func (l optinLimit) allowed(compared int) int {
+// allowed is the most opt-outs a run may clear when known opt-outs are at
+// stake before it.
+func (l optinLimit) allowed(known int) int {
 	if l.isPct {
 		// the epsilon keeps 29% of 100 at 29 despite binary fractions
-		return int(math.Floor(l.percent*float64(compared)/100 + 1e-9))
+		return max(int(math.Ceil(l.percent*float64(known)/100-1e-9)), l.min)
 	}
 	return l.count
 }
 
 func (l optinLimit) String() string {
+	if l.isPct {
+		return strconv.FormatFloat(l.percent, 'f', -1, 64) + "%"
+	}
+	return strconv.Itoa(l.count)
+}
+
+// explain says how the limit came about, for a stop message.
+func (l optinLimit) explain(known, limit int) string {
+	if !l.isPct {
+		return "safety.max_optin " + l.String()
+	}
+	if limit == l.min && int(math.Ceil(l.percent*float64(known)/100-1e-9)) < l.min {
+		return fmt.Sprintf("safety.max_optin %s of %s, raised to safety.min_optin %d", l, plural(known, "known opt-out"), l.min)
+	}
+	return fmt.Sprintf("safety.max_optin %s of %s", l, plural(known, "known opt-out"))
+}
+
+// missingLimit is safety.max_missing: a count, or a percentage of the
+// records state knows on a side.
+type missingLimit struct {
+	count   int
+	percent float64
+	isPct   bool
+}
+
+const defaultMaxMissing = "10%"
+
+func parseMissingLimit(s string) (missingLimit, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		s = defaultMaxMissing
+	}
+	n, pct, isPct, err := parseShare(s)
+	return missingLimit{count: n, percent: pct, isPct: isPct}, err
+}
+
+// allowed is the most of known records a full read may lack.
+func (l missingLimit) allowed(known int) int {
+	if l.isPct {
+		return int(math.Floor(l.percent*float64(known)/100 + 1e-9))
+	}
+	return l.count
+}
+
+func (l missingLimit) String() string {
 	if l.isPct {
 		return strconv.FormatFloat(l.percent, 'f', -1, 64) + "%"
 	}

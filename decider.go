@@ -61,6 +61,11 @@ type decider struct {
 	// the contacts whose state held a later one (first pass).
 	notAfter int64
 	future   []string
+	// For the safety limits, also from the first pass: optOutDelta is what
+	// this run's reads change in the opt-outs state knows (a pair never
+	// agreed counts as now read); presentD and presentC count the input's
+	// records that state already knew on that side.
+	optOutDelta, presentD, presentC int
 }
 
 // verdict is what the decider made of one entry.
@@ -216,6 +221,7 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 		}
 		v := d.one(int32(k), prevPtr, decisions[:0])
 		decisions = v.decisions
+		d.count(int32(k), prevPtr, &v.next)
 		if v.blocked != "" {
 			if err := sink(nil, &v.blockedAt); err != nil {
 				return nil, err
@@ -252,6 +258,41 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 		}
 	}
 	return dirty, nil
+}
+
+// count adds one entry to the safety limits' figures.
+func (d *decider) count(k int32, prev, next *transform.Snapshot) {
+	c, p := d.matched.at(k)
+	if prev != nil {
+		d.presentD += b2i(c != nil && prev.DSeen)
+		d.presentC += b2i(p != nil && prev.CSeen)
+	}
+	d.optOutDelta += knownOptOuts(len(d.rules.Pairs), prev, next) - knownOptOuts(len(d.rules.Pairs), prev, prev)
+}
+
+// knownOptOuts counts a contact's known opt-outs: agreements as in agreed
+// (the record before the run; nil: none), values as last read in read.
+func knownOptOuts(pairs int, agreed, read *transform.Snapshot) int {
+	if read == nil {
+		return 0
+	}
+	n := 0
+	for i := range pairs {
+		ps := read.Pairs[i]
+		ps.S = extract.Unknown
+		if agreed != nil {
+			ps.S = agreed.Pairs[i].S
+		}
+		n += b2i(ps.KnownOptOut(read.DSeen, read.CSeen))
+	}
+	return n
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // commitChunk is how many contacts one state transaction takes. bbolt splits
@@ -332,9 +373,19 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 					} else {
 						ps.CWritten = extract.Unknown
 					}
-					ps.S = extract.Unknown
+					ps.S, ps.Since = extract.Unknown, 0
 					if prevPtr != nil {
-						ps.S = prevPtr.Pairs[dec.Pair].S
+						ps.S, ps.Since = prevPtr.Pairs[dec.Pair].S, prevPtr.Pairs[dec.Pair].Since
+					}
+				}
+				// An agreement reached (or changed) now dates from this run.
+				for i := range d.rules.Pairs {
+					ps := &v.next.Pairs[i]
+					switch {
+					case !ps.S.Known():
+						ps.Since = 0
+					case prevPtr == nil || prevPtr.Pairs[i].S != ps.S:
+						ps.Since = started.Unix()
 					}
 				}
 				if prevPtr == nil || v.next != prev || forgot {

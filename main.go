@@ -160,6 +160,7 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 	replay := &cli.BoolFlag{Name: "replay", Usage: "ignore snapshots: decide every difference as at first sight", EnvVars: []string{"OPTSYNC_REPLAY"}}
 	force := &cli.BoolFlag{Name: "force", Usage: "process drop files again even if they were processed before", EnvVars: []string{"OPTSYNC_FORCE"}}
 	massOptin := &cli.BoolFlag{Name: "allow-mass-optin", Usage: "let this run clear more opt-outs than safety.max_optin", EnvVars: []string{"OPTSYNC_ALLOW_MASS_OPTIN"}}
+	allowMissing := &cli.BoolFlag{Name: "allow-missing", Usage: "let this run's full read lack more of the records state knows than safety.max_missing", EnvVars: []string{"OPTSYNC_ALLOW_MISSING"}}
 	loadCfg := func(c *cli.Context) (*Config, error) {
 		cfg, err := loadConfig(c.String("config"))
 		if err != nil {
@@ -190,7 +191,7 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 				cfg: cfg, log: *log, stdout: stdout, command: c.Command.Name,
 				incremental: incremental, plan: plan, hooks: h,
 				d365Path: c.String("d365-csv"), campaignPath: c.String("campaign-csv"),
-				replay: c.Bool("replay"), force: c.Bool("force"), allowMassOptin: c.Bool("allow-mass-optin"),
+				replay: c.Bool("replay"), force: c.Bool("force"), allowMassOptin: c.Bool("allow-mass-optin"), allowMissing: c.Bool("allow-missing"),
 				progress: prog,
 			}
 			err = j.run(c.Context)
@@ -241,14 +242,14 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 			{
 				Name:         "run",
 				Usage:        "incremental sync: what changed since the last run, through the APIs or the drops' files not processed yet (oldest first)",
-				Flags:        []cli.Flag{force, massOptin},
+				Flags:        []cli.Flag{force, massOptin, allowMissing},
 				OnUsageError: onUsage,
 				Action:       syncAction(true, false),
 			},
 			{
 				Name:         "backfill",
 				Usage:        "full reconciliation of one export per system: decide, write update and audit files, remember what was agreed",
-				Flags:        append(slices.Clone(exportFlags), replay, massOptin),
+				Flags:        append(slices.Clone(exportFlags), replay, massOptin, allowMissing),
 				OnUsageError: onUsage,
 				Action:       syncAction(false, false),
 			},
@@ -288,7 +289,7 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 					if err != nil {
 						return err
 					}
-					return auditCommand(cfg, c, stdout)
+					return auditCommand(cfg, c, stdout, *log)
 				},
 			},
 			{
@@ -301,7 +302,7 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 					if err != nil {
 						return err
 					}
-					return listRuns(cfg, c.String("format"), stdout)
+					return listRuns(cfg, c.String("format"), stdout, *log)
 				},
 			},
 			{
@@ -332,13 +333,14 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 						Flags: []cli.Flag{
 							&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "file to write (created new, 0600, never through a link; default: stdout)"},
 							&cli.BoolFlag{Name: "force", Usage: "replace an existing --output file"},
+							&cli.StringFlag{Name: "contact", Usage: "only this contact (a GUID)"},
 						},
 						Action: func(c *cli.Context) error {
 							cfg, err := loadCfg(c)
 							if err != nil {
 								return err
 							}
-							return stateExport(cfg, c.String("output"), c.Bool("force"), stdout)
+							return stateExport(cfg, c.String("output"), c.Bool("force"), c.String("contact"), stdout, *log)
 						},
 					},
 					{

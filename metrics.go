@@ -93,6 +93,12 @@ func writeMetrics(path string, m runMetrics) error {
 			func() error {
 				return gauge("opt_outs_cleared", "Writes in the last run that clear an opt-out.", float64(s.OptoutsCleared))
 			},
+			func() error {
+				return gauge("would_clear", "Opt-outs the last run would have cleared when a safety limit stopped it (it wrote nothing).", float64(s.WouldClear))
+			},
+			func() error {
+				return gauge("known_opt_outs", "Opt-outs known before the last run: the base of a percentage safety.max_optin.", float64(s.KnownOptOuts))
+			},
 		)
 	}
 	for _, r := range regs {

@@ -95,7 +95,7 @@ func TestRunOverDropsIsIncremental(t *testing.T) {
 	}
 	// A profile decided against what state knows of its contact is not a
 	// profile without a contact.
-	for _, want := range []string{"decided_against_state=1", "compared=2 pairs (1 contacts)", "profiles_without_contact=0"} {
+	for _, want := range []string{"decided_against_state=1", "compared=2 pairs (1 contact)", "profiles_without_contact=0"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Fatalf("night 2 summary lacks %q: %s", want, r.stdout)
 		}
@@ -167,12 +167,21 @@ func TestAuditHistoryAcrossRuns(t *testing.T) {
 	r3 := p.run(t)
 	wantRuns := []string{r1.runID, r2.runID, r3.runID}
 
-	// json: every field, in time order
+	// json: what state holds now, then the history: every field, in time order
 	r := runCLI(t, "--config", p.config, "audit", "--contact", strings.ToUpper(guid2), "--format", "json")
-	var rows []map[string]string
-	if err := json.Unmarshal([]byte(r.stdout), &rows); err != nil {
+	var answer struct {
+		Contact string
+		Known   bool
+		Pairs   []map[string]any
+		History []map[string]string
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &answer); err != nil {
 		t.Fatalf("json: %v\n%s", err, r.stdout)
 	}
+	if answer.Contact != guid2 || !answer.Known || len(answer.Pairs) != 2 || answer.Pairs[0]["agreed_opted_out"] != "true" {
+		t.Fatalf("json present part: %+v", answer)
+	}
+	rows := answer.History
 	var runs, rules []string
 	for _, row := range rows {
 		if row["contact_id"] != guid2 {
@@ -195,9 +204,10 @@ func TestAuditHistoryAcrossRuns(t *testing.T) {
 		strings.Count(r.stdout, "\n") != 5 {
 		t.Fatalf("csv:\n%s", r.stdout)
 	}
-	// table
+	// table: the present, then the history's header and four rows
 	r = runCLI(t, "--config", p.config, "audit", "--contact", guid2)
-	if strings.Count(r.stdout, "\n") != 5 || !strings.Contains(r.stdout, "only-campaign-changed") || !strings.Contains(r.stdout, "donotemail ↔ blackListEmail") {
+	_, history, _ := strings.Cut(r.stdout, "history, oldest first:\n")
+	if strings.Count(history, "\n") != 5 || !strings.Contains(history, "only-campaign-changed") || !strings.Contains(history, "donotemail ↔ blackListEmail") {
 		t.Fatalf("table:\n%s", r.stdout)
 	}
 	// --run, --field, --since

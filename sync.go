@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -40,6 +39,7 @@ type job struct {
 	replay         bool
 	plan           bool
 	allowMassOptin bool
+	allowMissing   bool
 	progress       *progress
 	hooks          hooks
 	dv             *d365Conn     // the Dataverse connector, when d365 uses the API
@@ -173,6 +173,17 @@ func (j *job) run(ctx context.Context) (err error) {
 		if run.ConfigChanges, err = j.applyConfigChanges(ctx, st); err != nil {
 			return err
 		}
+		// Until the commit, readers (runs, audit, state export) may read
+		// the last committed state beside this run.
+		if err := st.Share(); err != nil {
+			return err
+		}
+	}
+	var totals state.Totals // what state knows before this run
+	if st != nil {
+		if totals, err = st.Totals(); err != nil {
+			return err
+		}
 	}
 	if err := j.connect(&rules); err != nil {
 		return err
@@ -241,8 +252,17 @@ func (j *job) run(ctx context.Context) (err error) {
 	}
 
 	matched := joined{contacts: contacts, profiles: profiles, pairs: make([][2]int32, 0, max(len(contacts), len(profiles)))}
+	// Which records the decider visits: the others (bad rows, the good side
+	// of a blocked pair) are in the input all the same, for the shrink guard.
+	joinedC, joinedP := make([]bool, len(contacts)), make([]bool, len(profiles))
 	js := transform.Join(contacts, profiles, func(ci, pi int) {
 		matched.pairs = append(matched.pairs, [2]int32{int32(ci), int32(pi)})
+		if ci >= 0 {
+			joinedC[ci] = true
+		}
+		if pi >= 0 {
+			joinedP[pi] = true
+		}
 	})
 	sum.addJoin(js, len(rules.Pairs))
 
@@ -327,24 +347,48 @@ func (j *job) run(ctx context.Context) (err error) {
 		run.Rejects = state.AddReason(run.Rejects, r.Reason, ex)
 	}
 
-	// Safety: nothing is written when the run would clear too many opt-outs.
-	limit := cfg.maxOptin.allowed(sum.ComparedPairs)
-	run.Config.Limit = limit
-	if sum.OptoutsCleared > limit {
-		switch {
-		case j.plan:
-			log.Warn().Int("opt_outs_cleared", sum.OptoutsCleared).Int("limit", limit).Msg("a run with these inputs would stop at safety.max_optin")
-		case j.allowMassOptin:
-			log.Warn().Int("opt_outs_cleared", sum.OptoutsCleared).Int("limit", limit).Msg("safety.max_optin exceeded; going on because of --allow-mass-optin")
-		default:
-			w.Abort()
-			fmt.Fprintln(j.stdout, j.safetyMessage(sum, limit, examples))
-			run.Ended, run.Outcome, run.ExitCode, run.Counts = time.Now().UTC(), "safety-stop", exitSafety, sum.counts()
-			if err := st.EndRun(run); err != nil {
-				return err
+	// Safety: nothing is written (or dropped) when the run would clear too
+	// many of the opt-outs at stake, or when a full read lacks too many of
+	// the records state knows.
+	g, err := j.checkSafety(st, totals, d, sum, &safetyInputs{
+		fullD365: j.fullRead("d365"), fullCampaign: j.fullRead("campaign"),
+		d365Input: inputName(d365Files), campaignInput: inputName(campFiles),
+		d365Rows: in.d365.Rows, campaignRows: in.campaign.Rows,
+		contacts: contacts, profiles: profiles, joinedC: joinedC, joinedP: joinedP, examples: examples,
+	})
+	if err != nil {
+		return err
+	}
+	run.Config.Limit = g.optinLimit
+	optin, missing := g.optinStops() && !j.allowMassOptin, g.missingStops() && !j.allowMissing
+	switch {
+	case (g.optinStops() || g.missingStops()) && j.plan:
+		log.Warn().Int("opt_outs_cleared", g.clears).Int("known_opt_outs", g.knownOptOuts).Int("limit", g.optinLimit).
+			Bool("max_optin", g.optinStops()).Bool("max_missing", g.missingStops()).Msg("a run with these inputs would stop at a safety limit")
+	case optin || missing:
+		if !optin {
+			g.clears = 0 // --allow-mass-optin: only the shrink is reported
+		}
+		if !missing {
+			g.sides[0].checked, g.sides[1].checked = false, false
+		}
+		w.Abort()
+		fmt.Fprintln(j.stdout, g.message(cfg))
+		sum.stopped()
+		run.Ended, run.Outcome, run.ExitCode, run.Counts = time.Now().UTC(), "safety-stop", exitSafety, sum.counts()
+		if err := st.EndRun(run); err != nil {
+			return err
+		}
+		j.report(st, run)
+		return g.err()
+	default:
+		if g.optinStops() {
+			log.Warn().Int("opt_outs_cleared", g.clears).Int("known_opt_outs", g.knownOptOuts).Int("limit", g.optinLimit).Msg("safety.max_optin exceeded; going on because of --allow-mass-optin")
+		}
+		for _, c := range g.sides {
+			if c.stops() {
+				log.Warn().Str("system", c.system).Int("known", c.known).Int("missing", c.missing()).Int("limit", c.limit).Msg("safety.max_missing exceeded; going on because of --allow-missing")
 			}
-			j.report(st, run)
-			return withCode(exitSafety, fmt.Errorf("stopped by safety.max_optin: %d opt-outs would be cleared, limit %d; nothing was written", sum.OptoutsCleared, limit))
 		}
 	}
 	// A signal before anything was written abandons the run: nothing of it
@@ -433,7 +477,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		j.report(st, run)
 	}
 	fmt.Fprintln(j.stdout, sum.line(time.Since(started)))
-	log.Info().Interface("counts", sum.counts()).Dur("took", time.Since(started)).Msg("run finished")
+	log.Info().Interface("counts", sum.counts()).Str("took", took(time.Since(started))).Msg("run finished")
 	if cut != nil {
 		return cut // what was applied is committed; the rest is queued
 	}
@@ -441,9 +485,34 @@ func (j *job) run(ctx context.Context) (err error) {
 		log.Info().Msg("a signal arrived after this run's writes were done: it finished its files and state first")
 	}
 	if len(d.failed) > 0 {
-		return withCode(exitWriteFailed, fmt.Errorf("%d contacts' writes were refused or not sent; they are queued for the next run", len(d.failed)))
+		return withCode(exitWriteFailed, fmt.Errorf("the writes of %s were refused or not sent; they are queued for the next run", plural(len(d.failed), "contact")))
 	}
 	return nil
+}
+
+// fullRead says whether this run read a system's records in full: a
+// backfill always does; a run does when the system's API was read in full
+// (its first run, a refused delta link, or Campaign without a changed-since
+// filter).
+func (j *job) fullRead(system string) bool {
+	if !j.incremental {
+		return true
+	}
+	if system == "d365" {
+		return j.dv != nil && j.dv.source && j.d365Path == "" && j.dv.complete
+	}
+	return j.cv != nil && j.cv.source && j.campaignPath == "" && j.cv.complete
+}
+
+// inputName names a side's input for a message.
+func inputName(files []inputFile) string {
+	switch len(files) {
+	case 0:
+		return "no file"
+	case 1:
+		return files[0].path
+	}
+	return plural(len(files), "file")
 }
 
 // where names a row for a reject reason: the line, and the file when it is
@@ -568,19 +637,6 @@ func (j *job) addExamples(examples []string, ch *load.Change) []string {
 			ch.ID, ch.PKey, d.Target, field, d.Old, d.New, d.Rule))
 	}
 	return examples
-}
-
-// safetyMessage names the count, the limit and the first examples.
-func (j *job) safetyMessage(sum *summary, limit int, examples []string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "safety stop: this run would clear %d opt-outs (true → false); safety.max_optin %s allows %d of %d compared pairs. Nothing was written.\n",
-		sum.OptoutsCleared, j.cfg.maxOptin, limit, sum.ComparedPairs)
-	b.WriteString("first examples:\n")
-	for _, e := range examples {
-		b.WriteString("  " + e + "\n")
-	}
-	b.WriteString("Check the inputs with `optsync plan`; rerun with --allow-mass-optin to accept them once.")
-	return b.String()
 }
 
 // requeue brings back the contacts whose writes were refused last time when

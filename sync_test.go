@@ -76,7 +76,7 @@ func TestSafetyLimitStopsBeforeWriting(t *testing.T) {
 	if r.code != exitSafety {
 		t.Fatalf("exit %d, want 4\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	if !strings.Contains(r.stdout, "would clear 2 opt-outs") || !strings.Contains(r.stdout, "00000000-0000-0000-0000-000000000001") {
+	if !strings.Contains(r.stdout, "would clear 2 of 2 known opt-outs (100 %), limit 1") || !strings.Contains(r.stdout, "00000000-0000-0000-0000-000000000001") {
 		t.Fatalf("message lacks the count or the examples:\n%s", r.stdout)
 	}
 	onlyReport(t, p, "would have cleared 2 opt-outs")

@@ -252,3 +252,26 @@ func runStarted(tx *bolt.Tx, id string) (time.Time, bool) {
 	}
 	return time.Time{}, false
 }
+
+// Queued reads one contact's entry of the retry queue.
+func (s *Store) Queued(id extract.ID) (RetryItem, bool, error) {
+	var it RetryItem
+	found := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRetry)
+		if b == nil {
+			return nil
+		}
+		v := b.Get(id[:])
+		if v == nil {
+			return nil
+		}
+		found = true
+		it.Contact = id
+		return json.Unmarshal(v, &it)
+	})
+	if err != nil {
+		return it, false, fmt.Errorf("state %s: retry queue: %w", s.path, err)
+	}
+	return it, found, nil
+}
