@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"golang.org/x/sync/errgroup"
@@ -66,6 +67,10 @@ type decider struct {
 	// agreed counts as now read); presentD and presentC count the input's
 	// records that state already knew on that side.
 	optOutDelta, presentD, presentC int
+	// chunk is the contacts per state transaction (commitChunk unless a
+	// test says); afterChunk, when set, hears of each one committed.
+	chunk      int
+	afterChunk func(n int)
 }
 
 // verdict is what the decider made of one entry.
@@ -314,9 +319,10 @@ const commitChunk = 1 << 15
 func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, started time.Time, dirty []int32, fin *state.Final) error {
 	bar := prog.stage("committing state", int64(len(dirty)), "contacts")
 	defer bar.Done()
+	chunkSize := cmp.Or(d.chunk, commitChunk)
 	free := make(chan *state.Batch, 2)
 	for range 2 {
-		free <- st.NewBatch(min(len(dirty), commitChunk))
+		free <- st.NewBatch(min(len(dirty), chunkSize))
 	}
 	type chunk struct {
 		batch *state.Batch
@@ -330,8 +336,8 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 		decisions := make([]transform.Decision, 0, extract.MaxFields)
 		var prev transform.Snapshot
 		var seq uint32
-		for lo := 0; lo == 0 || lo < len(dirty); lo += commitChunk {
-			hi := min(lo+commitChunk, len(dirty))
+		for lo := 0; lo == 0 || lo < len(dirty); lo += chunkSize {
+			hi := min(lo+chunkSize, len(dirty))
 			var batch *state.Batch
 			select {
 			case batch = <-free:
@@ -407,6 +413,7 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 		return nil
 	})
 	g.Go(func() error {
+		n := 0
 		for c := range ready {
 			var f *state.Final
 			if c.last {
@@ -415,6 +422,9 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 			}
 			if err := st.Commit(ctx, c.batch, f); err != nil {
 				return err
+			}
+			if n++; d.afterChunk != nil {
+				d.afterChunk(n)
 			}
 			bar.Add(int64(c.n))
 			free <- c.batch

@@ -84,6 +84,10 @@ func withSignals(parent context.Context) (context.Context, func()) {
 type hooks struct {
 	afterDecide  func(ctx context.Context)
 	beforeCommit func()
+	// commitChunk, when set, is the contacts per state transaction, and
+	// afterChunk is called after the nth transaction (from 1) committed.
+	commitChunk int
+	afterChunk  func(n int)
 }
 
 // exitError carries an exit code through urfave/cli.

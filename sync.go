@@ -284,7 +284,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	}()
 	var examples []string
 	d := &decider{rules: &rules, incremental: j.incremental, matched: &matched, campFiles: campFiles, failed: map[extract.ID]failure{},
-		notAfter: j.notAfter.UnixMilli()}
+		notAfter: j.notAfter.UnixMilli(), chunk: j.hooks.commitChunk, afterChunk: j.hooks.afterChunk}
 	if j.dv != nil {
 		d.etag = j.dv.reader.ETag
 		d.d365Complete = j.dv.source && j.d365Path == "" && j.dv.complete
