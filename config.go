@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -329,7 +330,7 @@ func loadConfig(path string) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, configErrorf("config %s: %v", path, err)
+		return nil, configErrorf("config %s: %s", path, yamlProblems(err))
 	}
 	c.path = path
 	if err := c.validate(); err != nil {
@@ -554,6 +555,128 @@ func replaceValue(s, old, repl string, wholeWord bool) string {
 	}
 }
 
+// yamlProblems says what the YAML decoder found in the config's words, not
+// the Go types': an unknown key is named with its section and, when one is
+// close, the key that was probably meant.
+func yamlProblems(err error) string {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return strings.TrimPrefix(err.Error(), "yaml: ")
+	}
+	sections := configSections()
+	out := make([]string, 0, len(te.Errors))
+	for _, e := range te.Errors {
+		m := unknownField.FindStringSubmatch(e)
+		if m == nil {
+			out = append(out, e)
+			continue
+		}
+		sec, ok := sections[m[3]]
+		if !ok {
+			out = append(out, e)
+			continue
+		}
+		line, key := m[1], m[2]
+		msg := fmt.Sprintf("line %s: unknown key %q", line, key)
+		if sec.name != "" {
+			msg += " in " + sec.name
+		}
+		if near := closest(key, sec.keys); near != "" {
+			msg += fmt.Sprintf(" (did you mean %q?)", near)
+		}
+		out = append(out, msg)
+	}
+	return strings.Join(out, "; ")
+}
+
+var unknownField = regexp.MustCompile(`^line (\d+): field (.+) not found in type (.+)$`)
+
+// section is one mapping of the config: where it sits and its keys.
+type section struct {
+	name string
+	keys []string
+}
+
+// configSections lists, by Go type, every mapping of the config file with
+// its keys, from the yaml tags (inline structs add theirs to their parent).
+func configSections() map[string]section {
+	out := map[string]section{}
+	var walk func(t reflect.Type, name string)
+	walk = func(t reflect.Type, name string) {
+		var keys []string
+		var add func(t reflect.Type)
+		add = func(t reflect.Type) {
+			for i := range t.NumField() {
+				f := t.Field(i)
+				tag := f.Tag.Get("yaml")
+				key, opts, _ := strings.Cut(tag, ",")
+				if opts == "inline" {
+					add(f.Type)
+					continue
+				}
+				if key == "" || key == "-" {
+					continue
+				}
+				keys = append(keys, key)
+				ft := f.Type
+				for ft.Kind() == reflect.Pointer || ft.Kind() == reflect.Slice {
+					ft = ft.Elem()
+				}
+				if ft.Kind() == reflect.Struct {
+					sub := key
+					if name != "" {
+						sub = name + "." + key
+					}
+					if f.Type.Kind() == reflect.Slice {
+						sub = "an entry of " + sub
+					}
+					walk(ft, sub)
+				}
+			}
+		}
+		add(t)
+		out[t.String()] = section{name: name, keys: keys}
+	}
+	walk(reflect.TypeFor[Config](), "")
+	return out
+}
+
+// closest is the key nearest to s, if one is near enough to be a slip:
+// at most two edits apart, or one a prefix of the other.
+func closest(s string, keys []string) string {
+	best, bestD := "", 3
+	for _, k := range keys {
+		d := editDistance(strings.ToLower(s), k)
+		if strings.HasPrefix(k, strings.ToLower(s)) || strings.HasPrefix(strings.ToLower(s), k) {
+			d = min(d, 2)
+		}
+		if d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
 // resolve makes a config path relative to the config file's folder.
 func (c *Config) resolve(p string) string {
 	if p == "" || filepath.IsAbs(p) {
@@ -573,7 +696,7 @@ func (c *Config) notAfter(start time.Time) time.Time { return start.Add(c.maxClo
 // d365Layout and campaignLayout tell the readers which columns to take;
 // notAfter is the latest change time believed (see Config.notAfter).
 func (c *Config) d365Layout(notAfter time.Time) extract.Layout {
-	l := extract.Layout{Columns: c.D365.Columns, TimeLayout: c.D365.TimeLayout, NotAfter: notAfter}
+	l := extract.Layout{Columns: c.D365.Columns, TimeLayout: c.D365.TimeLayout, NotAfter: notAfter, ColumnsKey: "d365.columns"}
 	for _, m := range c.Mappings {
 		l.Fields = append(l.Fields, m.D365)
 	}
@@ -581,7 +704,7 @@ func (c *Config) d365Layout(notAfter time.Time) extract.Layout {
 }
 
 func (c *Config) campaignLayout(notAfter time.Time) extract.Layout {
-	l := extract.Layout{Columns: c.Campaign.Columns, TimeLayout: c.Campaign.TimeLayout, NotAfter: notAfter}
+	l := extract.Layout{Columns: c.Campaign.Columns, TimeLayout: c.Campaign.TimeLayout, NotAfter: notAfter, ColumnsKey: "campaign.columns"}
 	any := false
 	for _, m := range c.Mappings {
 		l.Fields = append(l.Fields, m.Campaign)

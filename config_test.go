@@ -26,7 +26,13 @@ func TestConfigErrors(t *testing.T) {
 		{"one d365 field to two campaign fields, campaign-to-d365", base("campaign-to-d365", "newest", m("donotemail", "blackListEmail")+m("donotemail", "blackList")),
 			"d365 field donotemail is already mapped"},
 		{"empty mappings", base("bidirectional", "newest", ""), "mappings: empty"},
-		{"unknown key", base("bidirectional", "newest", m("donotemail", "blackListEmail")) + "colour: blue\n", "field colour not found"},
+		{"unknown key", base("bidirectional", "newest", m("donotemail", "blackListEmail")) + "colour: blue\n", `line 10: unknown key "colour"`},
+		{"misspelt key", strings.Replace(base("bidirectional", "newest", m("donotemail", "blackListEmail")), "mappings:", "mapping:", 1),
+			`config ` + "%CONFIG%" + `: line 3: unknown key "mapping" (did you mean "mappings"?)`},
+		{"misspelt nested key", base("bidirectional", "newest", m("donotemail", "blackListEmail")+"    inverted: true\n"),
+			`line 6: unknown key "inverted" in an entry of mappings (did you mean "invert"?)`},
+		{"misspelt safety key", base("bidirectional", "newest", m("donotemail", "blackListEmail")) + "safety:\n  max_optins: 5\n",
+			`unknown key "max_optins" in safety (did you mean "max_optin"?)`},
 		{"bad max_optin", base("bidirectional", "newest", m("donotemail", "blackListEmail")) + "safety:\n  max_optin: lots\n", `safety.max_optin: "lots"`},
 		{"percentage over 100", base("bidirectional", "newest", m("donotemail", "blackListEmail")) + "safety:\n  max_optin: 150%\n", "safety.max_optin"},
 		{"bad max_missing", base("bidirectional", "newest", m("donotemail", "blackListEmail")) + "safety:\n  max_missing: some\n", `safety.max_missing: "some"`},
@@ -55,7 +61,8 @@ func TestConfigErrors(t *testing.T) {
 				if r.code != exitUsage {
 					t.Fatalf("%s: exit %d, want 2\n%s", cmd, r.code, r.stderr)
 				}
-				if !strings.Contains(strings.ReplaceAll(r.stderr, `\"`, `"`), tc.want) {
+				want := strings.ReplaceAll(tc.want, "%CONFIG%", p.config)
+				if !strings.Contains(strings.ReplaceAll(r.stderr, `\"`, `"`), want) {
 					t.Fatalf("%s: stderr does not name the entry %q:\n%s", cmd, tc.want, r.stderr)
 				}
 				if strings.Contains(r.stderr, "hunter2") {

@@ -213,43 +213,10 @@ func (j *job) run(ctx context.Context) (err error) {
 	sum.ContactRows, sum.ProfileRows = in.d365.Rows, in.campaign.Rows
 	sum.Unlinked = in.campaign.Unlinked
 
-	// transform: identity rules, then decisions. The two sorts are
-	// independent; on two cores they take the time of one.
-	var (
-		contacts    []extract.Contact
-		superseded  []transform.Superseded
-		profiles    []extract.Profile
-		dups        []extract.Profile
-		supProfiles []transform.Superseded
-		sorted      = make(chan struct{})
-	)
-	go func() {
-		profiles, dups, supProfiles = transform.GroupProfiles(in.profiles)
-		close(sorted)
-	}()
-	contacts, superseded = transform.DedupContacts(in.contacts)
-	<-sorted
-	rejects := slices.Concat(in.d365Rejects, in.campRejects)
-	for _, s := range superseded {
-		sum.Superseded++
-		if !s.Bad {
-			rejects = append(rejects, extract.Reject{Source: d365Files[s.File].path, Line: int(s.Line), ID: s.ID.String(), IDChecked: true,
-				Reason: "superseded: " + where(d365Files, s.File, s.ByFile, s.By) + " is a later row for this contact"})
-		}
-	}
-	for _, s := range supProfiles {
-		sum.Superseded++
-		if !s.Bad {
-			rejects = append(rejects, extract.Reject{Source: campFiles[s.File].path, Line: int(s.Line), ID: s.PKey, IDChecked: true,
-				Reason: "superseded: " + where(campFiles, s.File, s.ByFile, s.By) + " is a later row for this profile"})
-		}
-	}
-	for _, p := range dups {
-		sum.DuplicateProfiles++
-		if !p.Bad { // a bad row has its own reject row already
-			rejects = append(rejects, extract.Reject{Source: campFiles[p.File].path, Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: "duplicate-externalId"})
-		}
-	}
+	// transform: identity rules, then decisions.
+	id := identify(in, d365Files, campFiles)
+	contacts, profiles, rejects := id.contacts, id.profiles, id.rejects
+	sum.Superseded, sum.DuplicateProfiles = id.superseded, id.duplicates
 
 	matched := joined{contacts: contacts, profiles: profiles, pairs: make([][2]int32, 0, max(len(contacts), len(profiles)))}
 	// Which records the decider visits: the others (bad rows, the good side
@@ -513,6 +480,57 @@ func inputName(files []inputFile) string {
 		return files[0].path
 	}
 	return plural(len(files), "file")
+}
+
+// identified is what the identity rules make of a run's inputs.
+type identified struct {
+	contacts []extract.Contact
+	profiles []extract.Profile
+	// rejects are the rows read that go no further: bad rows, superseded
+	// rows, profiles sharing an externalId.
+	rejects                []extract.Reject
+	superseded, duplicates int
+}
+
+// identify applies the identity rules to what was read: one row per
+// record (the latest), no profile sharing its externalId with another. The
+// two sorts are independent; on two cores they take the time of one.
+func identify(in *inputs, d365Files, campFiles []inputFile) identified {
+	var (
+		id          identified
+		superseded  []transform.Superseded
+		dups        []extract.Profile
+		supProfiles []transform.Superseded
+		sorted      = make(chan struct{})
+	)
+	go func() {
+		id.profiles, dups, supProfiles = transform.GroupProfiles(in.profiles)
+		close(sorted)
+	}()
+	id.contacts, superseded = transform.DedupContacts(in.contacts)
+	<-sorted
+	id.rejects = slices.Concat(in.d365Rejects, in.campRejects)
+	for _, s := range superseded {
+		id.superseded++
+		if !s.Bad {
+			id.rejects = append(id.rejects, extract.Reject{Source: d365Files[s.File].path, Line: int(s.Line), ID: s.ID.String(), IDChecked: true,
+				Reason: "superseded: " + where(d365Files, s.File, s.ByFile, s.By) + " is a later row for this contact"})
+		}
+	}
+	for _, s := range supProfiles {
+		id.superseded++
+		if !s.Bad {
+			id.rejects = append(id.rejects, extract.Reject{Source: campFiles[s.File].path, Line: int(s.Line), ID: s.PKey, IDChecked: true,
+				Reason: "superseded: " + where(campFiles, s.File, s.ByFile, s.By) + " is a later row for this profile"})
+		}
+	}
+	for _, p := range dups {
+		id.duplicates++
+		if !p.Bad { // a bad row has its own reject row already
+			id.rejects = append(id.rejects, extract.Reject{Source: campFiles[p.File].path, Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: "duplicate-externalId"})
+		}
+	}
+	return id
 }
 
 // where names a row for a reject reason: the line, and the file when it is

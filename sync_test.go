@@ -171,7 +171,7 @@ func TestMissingColumnExits2(t *testing.T) {
 	writeFile(t, p.path("d365.csv"), "contactid,modifiedon\n00000000-0000-0000-0000-000000000001,2026-11-20T10:00:00Z\n")
 	writeFile(t, p.path("campaign.csv"), profilesCSV())
 	r := p.backfill(t)
-	if r.code != exitUsage || !strings.Contains(r.stderr, `required column \"donotemail\"`) || !strings.Contains(r.stderr, "d365.csv") {
+	if r.code != exitUsage || !strings.Contains(r.stderr, "the required column donotemail is missing from the header") || !strings.Contains(r.stderr, "d365.csv") {
 		t.Fatalf("exit %d, stderr %s", r.code, r.stderr)
 	}
 }
