@@ -396,7 +396,7 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 				}
 				if prevPtr == nil || v.next != prev || forgot {
 					v.next.Decided = started.Unix()
-					batch.Put(v.id, &v.next)
+					batch.PutRead(reader, v.id, &v.next)
 				}
 				for i := range v.decisions {
 					seq++

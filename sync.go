@@ -553,11 +553,9 @@ func interrupted(ctx context.Context, err error) error {
 
 func (j *job) openState() (*state.Store, error) {
 	if j.plan {
-		// plan changes nothing, not even a first empty state file.
-		if _, err := os.Lstat(j.cfg.State); errors.Is(err, fs.ErrNotExist) {
-			return nil, nil
-		}
-		return state.OpenReadOnly(j.cfg.State, j.cfg.rules.Pairs)
+		// plan changes nothing, not even a first empty state file; while a
+		// run holds the state, it plans against the run's last commit.
+		return openReadOnly(j.cfg, j.log)
 	}
 	return state.Open(j.cfg.State, j.cfg.rules.Pairs)
 }

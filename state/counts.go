@@ -34,6 +34,12 @@ func (c *counts) add(v []byte, sign int64) error {
 	if err != nil {
 		return err
 	}
+	c.addRecord(&r, sign)
+	return nil
+}
+
+// addRecord is add for a record parsed already.
+func (c *counts) addRecord(r *record, sign int64) {
 	dSeen, cSeen := r.flags&1 != 0, r.flags&2 != 0
 	if dSeen {
 		c.d365 += sign
@@ -46,7 +52,21 @@ func (c *counts) add(v []byte, sign int64) error {
 			c.optOuts[r.pairs[k]] += sign
 		}
 	}
-	return nil
+}
+
+// addSnapshot adds a snapshot as encode stores it: its configured pairs.
+func (c *counts) addSnapshot(snap *transform.Snapshot, pairIDs []byte, sign int64) {
+	if snap.DSeen {
+		c.d365 += sign
+	}
+	if snap.CSeen {
+		c.campaign += sign
+	}
+	for i, id := range pairIDs {
+		if snap.Pairs[i].KnownOptOut(snap.DSeen, snap.CSeen) {
+			c.optOuts[id] += sign
+		}
+	}
 }
 
 // change accounts for a record replaced: old may be nil (a new record),
@@ -61,6 +81,14 @@ func (c *counts) change(old, new []byte) error {
 		return c.add(new, 1)
 	}
 	return nil
+}
+
+func (c *counts) merge(d *counts) {
+	c.d365 += d.d365
+	c.campaign += d.campaign
+	for i, n := range d.optOuts {
+		c.optOuts[i] += n
+	}
 }
 
 func pairState(lo, hi byte) transform.PairState {

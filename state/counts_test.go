@@ -46,13 +46,35 @@ func TestTotalsFollowEveryWrite(t *testing.T) {
 	ctx := context.Background()
 	for step := 0; step < 40; step++ {
 		b := st.NewBatch(0)
+		// Half the steps put over records read (as a run's commit does:
+		// each contact once), half blindly.
+		read := step%2 == 0
+		r, err := st.Reader()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[int]bool{}
 		for range 1 + rng.IntN(60) {
+			n := rng.IntN(300)
+			if read && seen[n] {
+				continue
+			}
+			seen[n] = true
 			s := transform.Snapshot{Known: true, DSeen: rng.IntN(4) > 0, CSeen: rng.IntN(4) > 0, PKey: "@p", Decided: int64(step)}
 			for i := range three {
 				s.Pairs[i] = transform.PairState{S: tri(), DRaw: tri(), CRaw: tri(), DWritten: tri(), CWritten: tri(), Since: int64(rng.IntN(step + 1))}
 			}
-			b.Put(id(rng.IntN(300)), &s)
+			if read {
+				var old transform.Snapshot
+				if _, err := r.Get(id(n), &old); err != nil {
+					t.Fatal(err)
+				}
+				b.PutRead(r, id(n), &s)
+			} else {
+				b.Put(id(n), &s)
+			}
 		}
+		r.Close()
 		fin := &Final{}
 		for range rng.IntN(4) {
 			fin.Forget = append(fin.Forget, id(rng.IntN(320))) // some never stored
