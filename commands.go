@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -146,14 +147,18 @@ func listRuns(cfg *Config, format string, out io.Writer, log zerolog.Logger) err
 		return nil
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "RUN\tSTARTED\tDURATION\tCOMMAND\tOUTCOME\tEXIT\tD365->CAMPAIGN\tCAMPAIGN->D365\tSKIPPED\tREJECTED\tFAILED")
+	fmt.Fprintln(tw, "RUN\tSTARTED\tDURATION\tCOMMAND\tOUTCOME\tEXIT\tD365->CAMPAIGN\tCAMPAIGN->D365\tOPT-OUTS CLEARED\tSKIPPED\tREJECTED\tFAILED")
 	for _, r := range runs {
 		dur := "-"
 		if !r.Ended.IsZero() {
 			dur = took(r.Ended.Sub(r.Started))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", r.ID, r.Started.Format(time.RFC3339), dur,
-			r.Command, r.Outcome, r.ExitCode, r.Counts["d365->campaign"], r.Counts["campaign->d365"],
+		cleared := strconv.Itoa(r.Counts["opt_outs_cleared"])
+		if n := r.Counts["would_clear"]; n > 0 { // a safety stop wrote nothing
+			cleared += " (would clear " + strconv.Itoa(n) + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%d\t%d\t%d\n", r.ID, r.Started.Format(time.RFC3339), dur,
+			r.Command, r.Outcome, r.ExitCode, r.Counts["d365->campaign"], r.Counts["campaign->d365"], cleared,
 			r.Counts["skipped"], r.Counts["rejected"], r.Counts["failed"])
 	}
 	return tw.Flush()

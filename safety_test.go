@@ -181,6 +181,9 @@ func TestMaxOptinIsAShareOfKnownOptOuts(t *testing.T) {
 			if !strings.Contains(r.stdout, want) || !strings.Contains(r.stdout, guidN(1)+" profile @p1: d365->campaign blackListEmail true → false (rule only-d365-changed)") {
 				t.Fatalf("message:\n%s\nwant %s", r.stdout, want)
 			}
+			if table := runCLI(t, "--config", p.config, "runs").stdout; !strings.Contains(table, "safety-stop  4     0               0               0 (would clear 24)") {
+				t.Errorf("runs table:\n%s", table)
+			}
 			var runs []state.Run
 			if err := json.Unmarshal([]byte(runCLI(t, "--config", p.config, "runs", "--format", "json").stdout), &runs); err != nil {
 				t.Fatal(err)
