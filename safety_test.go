@@ -346,6 +346,14 @@ func TestShrinkGuard(t *testing.T) {
 	if tot := checkTotalsPairs(t, p, 1); tot.D365 != 17 || tot.Campaign != 18 {
 		t.Fatalf("after --allow-missing: %+v", tot)
 	}
+	// A disabled run decides and drops nothing: complete exports pass.
+	writeFile(t, p.config, fmt.Sprintf(onePairConfig, "disabled", "newest"))
+	d, c = exports(all)
+	writeFile(t, p.path("d365.csv"), d)
+	writeFile(t, p.path("campaign.csv"), c)
+	if r := p.backfill(t); r.code != 0 {
+		t.Fatalf("disabled: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 }
 
 // TestTotalsEqualARecountAfterRuns runs a sequence of every kind of run

@@ -318,8 +318,10 @@ func (j *job) run(ctx context.Context) (err error) {
 	// many of the opt-outs at stake, or when a full read lacks too many of
 	// the records state knows.
 	g, err := j.checkSafety(st, totals, d, sum, &safetyInputs{
-		fullD365: j.fullRead("d365"), fullCampaign: j.fullRead("campaign"),
-		d365Input: inputName(d365Files), campaignInput: inputName(campFiles),
+		// A disabled run decides nothing and so drops nothing: no shrink to guard.
+		fullD365:     j.fullRead("d365") && rules.Direction != transform.Disabled,
+		fullCampaign: j.fullRead("campaign") && rules.Direction != transform.Disabled,
+		d365Input:    inputName(d365Files), campaignInput: inputName(campFiles),
 		d365Rows: in.d365.Rows, campaignRows: in.campaign.Rows,
 		contacts: contacts, profiles: profiles, joinedC: joinedC, joinedP: joinedP, examples: examples,
 	})
