@@ -22,7 +22,7 @@ func TestUsageOnHelpAndUnknownCommands(t *testing.T) {
 			t.Errorf("%q: exit %d, %s:\n%s", tc.args, r.code, tc.stream, out)
 		}
 		if len(tc.args) > 0 && strings.HasSuffix(tc.args[len(tc.args)-1], "nosuch") &&
-			!strings.Contains(r.stderr, `unknown command \"nosuch\": the commands are run, backfill, plan, validate, audit, runs, state`) {
+			!strings.Contains(r.stderr, `unknown command \"nosuch\": the commands are run, backfill, plan, validate, audit, runs, report, state, version, completion, man`) {
 			t.Errorf("%q: the error does not name the command:\n%s", tc.args, r.stderr)
 		}
 	}

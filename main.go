@@ -303,7 +303,7 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 			},
 			{
 				Name:         "validate",
-				Usage:        "check the config and the exports' columns (--online: credentials and field types through the APIs)",
+				Usage:        "check the config, the exports' columns and the rows a run would reject (--online: credentials and field types through the APIs)",
 				OnUsageError: onUsage,
 				Flags:        []cli.Flag{&cli.BoolFlag{Name: "online", Usage: "also get a token and check the mapped fields against the live service [$OPTSYNC_ONLINE]"}},
 				Action: func(c *cli.Context) error {
@@ -320,10 +320,10 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 			},
 			{
 				Name:         "audit",
-				Usage:        "recorded decisions: --contact ID | --run ID | --since TIME [--field NAME] [--format table|csv|json]",
+				Usage:        "what state holds for a contact now, and the decisions recorded: --contact ID | --run ID | --since TIME [--field NAME] [--format table|csv|json]",
 				OnUsageError: onUsage,
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "contact", Usage: "a contact GUID: that person's whole history"},
+					&cli.StringFlag{Name: "contact", Usage: "a contact GUID: what state holds for that person now, then their whole history"},
 					&cli.StringFlag{Name: "run", Usage: "a run id"},
 					&cli.StringFlag{Name: "since", Usage: "decisions of runs started since: RFC 3339, a date (2026-11-01) or an age (72h, 30d)"},
 					&cli.StringFlag{Name: "field", Usage: "only this Dynamics or Campaign field"},
@@ -373,7 +373,7 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 				Subcommands: []*cli.Command{
 					{
 						Name:         "export",
-						Usage:        "snapshots as CSV: contact, profile, pair, agreed value, last decided",
+						Usage:        "snapshots as CSV: contact, profile, pair, agreed value and since when, last decided",
 						OnUsageError: onUsage,
 						Flags: []cli.Flag{
 							&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "file to write (created new, 0600, never through a link; default: stdout)"},
