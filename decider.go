@@ -379,23 +379,15 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 					} else {
 						ps.CWritten = extract.Unknown
 					}
-					ps.S, ps.Since = extract.Unknown, 0
+					ps.S = extract.Unknown
 					if prevPtr != nil {
-						ps.S, ps.Since = prevPtr.Pairs[dec.Pair].S, prevPtr.Pairs[dec.Pair].Since
-					}
-				}
-				// An agreement reached (or changed) now dates from this run.
-				for i := range d.rules.Pairs {
-					ps := &v.next.Pairs[i]
-					switch {
-					case !ps.S.Known():
-						ps.Since = 0
-					case prevPtr == nil || prevPtr.Pairs[i].S != ps.S:
-						ps.Since = started.Unix()
+						ps.S = prevPtr.Pairs[dec.Pair].S
 					}
 				}
 				if prevPtr == nil || v.next != prev || forgot {
 					v.next.Decided = started.Unix()
+					// An agreement that changes dates from this run (Decided);
+					// PutRead keeps the date of one that does not.
 					batch.PutRead(reader, v.id, &v.next)
 				}
 				for i := range v.decisions {

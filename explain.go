@@ -80,6 +80,7 @@ func present(cfg *Config, st *state.Store, id extract.ID, field string) (*presen
 	}
 	var snap transform.Snapshot
 	found, err := r.Get(id, &snap)
+	agreed := r.Agreed()
 	r.Close()
 	if err != nil {
 		return nil, err
@@ -96,14 +97,19 @@ func present(cfg *Config, st *state.Store, id extract.ID, field string) (*presen
 	if err != nil {
 		return nil, err
 	}
-	ref := func(sec int64) *runRef {
+	// A run's records carry its start second. Two runs started in one
+	// second (never two nights) cannot be told apart by it: an agreement
+	// is taken to date from the first of them, a last change from the last.
+	ref := func(sec int64, last bool) *runRef {
 		if sec == 0 {
 			return nil
 		}
 		r := &runRef{At: time.Unix(sec, 0).UTC().Format(time.RFC3339)}
-		// A run's decisions carry its start second; the oldest run started
-		// in that second that committed is the one.
-		for i := len(runs) - 1; i >= 0; i-- {
+		for n := range runs {
+			i := n // runs are newest first
+			if !last {
+				i = len(runs) - 1 - n
+			}
 			if runs[i].Started.Unix() == sec && runs[i].Command != "state reset" {
 				r.RunID = runs[i].ID
 				break
@@ -111,7 +117,7 @@ func present(cfg *Config, st *state.Store, id extract.ID, field string) (*presen
 		}
 		return r
 	}
-	p.Known, p.Changed = true, ref(snap.Decided)
+	p.Known, p.Changed = true, ref(snap.Decided, true)
 	if snap.CSeen {
 		p.ProfilePKey = snap.PKey
 	}
@@ -142,7 +148,7 @@ func present(cfg *Config, st *state.Store, id extract.ID, field string) (*presen
 			pn.CampaignValue = ""
 		}
 		if ps.S.Known() {
-			pn.AgreedSince = ref(ps.Since)
+			pn.AgreedSince = ref(agreed[i], false)
 			if pn.AgreedSince == nil {
 				pn.AgreedSince = &runRef{At: "not recorded (agreed before this optsync kept agreement times)"}
 			}

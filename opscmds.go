@@ -275,7 +275,7 @@ func exportSnapshots(cfg *Config, only *extract.ID, out io.Writer, log zerolog.L
 		"d365_value", "campaign_value", "d365_written_pending", "campaign_written_pending", "d365_modified", "campaign_modified", "last_decided"}); err != nil {
 		return err
 	}
-	row := func(id extract.ID, s *transform.Snapshot) error {
+	row := func(id extract.ID, s *transform.Snapshot, agreed *state.Agreed) error {
 		decided := ""
 		if s.Decided != 0 {
 			decided = time.Unix(s.Decided, 0).UTC().Format(time.RFC3339)
@@ -291,8 +291,8 @@ func exportSnapshots(cfg *Config, only *extract.ID, out io.Writer, log zerolog.L
 				pkey = ""
 			}
 			since := ""
-			if ps.S.Known() && ps.Since != 0 {
-				since = time.Unix(ps.Since, 0).UTC().Format(time.RFC3339)
+			if ps.S.Known() && agreed[i] != 0 {
+				since = time.Unix(agreed[i], 0).UTC().Format(time.RFC3339)
 			}
 			if err := w.Write([]string{id.String(), pkey, p.D365, p.Campaign, ps.S.String(), since, dRaw.String(), ps.CRaw.String(),
 				dPending.String(), ps.CWritten.String(), seen(s.DSeen, s.DModified), seen(s.CSeen, s.CModified), decided}); err != nil {
@@ -310,19 +310,20 @@ func exportSnapshots(cfg *Config, only *extract.ID, out io.Writer, log zerolog.L
 		}
 		var s transform.Snapshot
 		found, err := r.Get(*only, &s)
+		agreed := r.Agreed()
 		r.Close()
 		if err != nil {
 			return err
 		}
 		if found {
-			if err := row(*only, &s); err != nil {
+			if err := row(*only, &s, &agreed); err != nil {
 				return err
 			}
 		} else {
 			log.Warn().Str("contact", only.String()).Msg("state holds no record of this contact")
 		}
 	default:
-		if err := st.Each(row); err != nil {
+		if err := st.EachAgreed(row); err != nil {
 			return err
 		}
 	}

@@ -62,7 +62,7 @@ func TestTotalsFollowEveryWrite(t *testing.T) {
 			seen[n] = true
 			s := transform.Snapshot{Known: true, DSeen: rng.IntN(4) > 0, CSeen: rng.IntN(4) > 0, PKey: "@p", Decided: int64(step)}
 			for i := range three {
-				s.Pairs[i] = transform.PairState{S: tri(), DRaw: tri(), CRaw: tri(), DWritten: tri(), CWritten: tri(), Since: int64(rng.IntN(step + 1))}
+				s.Pairs[i] = transform.PairState{S: tri(), DRaw: tri(), CRaw: tri(), DWritten: tri(), CWritten: tri()}
 			}
 			if read {
 				var old transform.Snapshot
@@ -196,9 +196,10 @@ func TestTotalsOfAnOlderFile(t *testing.T) {
 	}
 }
 
-// TestAgreementTimes: when each pair's agreement was reached survives the
-// round trip, costs no byte when it is the record's last decision, and is
-// kept through a reset of another pair and the drop of a mapping.
+// TestAgreementTimes: when each pair's agreement was reached is the run
+// that reached it; a later run that keeps the agreement keeps that time
+// (a few bytes in the record), one that changes it dates it anew; a reset
+// and a removed mapping take their pairs' times away.
 func TestAgreementTimes(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	three := []transform.Pair{testPairs[0], testPairs[1], phonePair}
@@ -206,34 +207,75 @@ func TestAgreementTimes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	decided := time.Date(2026, 11, 29, 2, 30, 0, 0, time.UTC).Unix()
-	s := transform.Snapshot{Known: true, DSeen: true, CSeen: true, PKey: "@p", Decided: decided}
-	s.Pairs[0] = transform.PairState{S: extract.True, Since: decided}
-	s.Pairs[1] = transform.PairState{S: extract.False, Since: decided - 86400*30}
-	s.Pairs[2] = transform.PairState{S: extract.True, Since: decided - 5}
-	plain := s
-	plain.Pairs[1].Since, plain.Pairs[2].Since = decided, decided
-	// header 2, times and versions 1+1+5+1, PKey 3, count 1, pairs 9; then
-	// 1+4 and 1+1 for the two older agreements
-	if a, b := len(st.encode(nil, &s)), len(st.encode(nil, &plain)); b != 23 || a != 23+5+2 {
-		t.Errorf("record sizes: %d with older agreements, %d without", a, b)
+	t1 := time.Date(2026, 10, 30, 2, 30, 0, 0, time.UTC).Unix()
+	t2 := t1 + 86400*30
+	s := transform.Snapshot{Known: true, DSeen: true, CSeen: true, PKey: "@p", Decided: t1}
+	s.Pairs[0] = transform.PairState{S: extract.True}
+	s.Pairs[1] = transform.PairState{S: extract.False}
+	s.Pairs[2] = transform.PairState{S: extract.True}
+	agreed := func() (Agreed, record) {
+		t.Helper()
+		r, err := st.Reader()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		var got transform.Snapshot
+		if ok, err := r.Get(id(1), &got); !ok || err != nil {
+			t.Fatalf("found=%v err=%v", ok, err)
+		}
+		if got != s {
+			t.Fatalf("snapshot\n got %+v\nwant %+v", got, s)
+		}
+		return r.Agreed(), r.rec
 	}
-	b := st.NewBatch(1)
-	b.Put(id(1), &s)
-	if err := st.Commit(context.Background(), b, nil); err != nil {
-		t.Fatal(err)
+	commit := func(read bool) {
+		t.Helper()
+		b := st.NewBatch(1)
+		if read {
+			r, err := st.Reader()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var old transform.Snapshot
+			if _, err := r.Get(id(1), &old); err != nil {
+				t.Fatal(err)
+			}
+			b.PutRead(r, id(1), &s)
+			defer r.Close()
+		} else {
+			b.Put(id(1), &s)
+		}
+		if err := st.Commit(context.Background(), b, nil); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if got := all(t, st)[1]; got != s {
-		t.Fatalf("round trip\n got %+v\nwant %+v", got, s)
+	commit(false)
+	if a, rec := agreed(); a != (Agreed{t1, t1, t1}) || len(rec.since) != 0 {
+		t.Fatalf("first: %v, trailer %v", a, rec.since)
 	}
+	// A month later the second pair's agreement changes; the others hold.
+	s.Decided, s.Pairs[1].S = t2, extract.True
+	commit(true)
+	a, rec := agreed()
+	if a != (Agreed{t1, t2, t1}) {
+		t.Fatalf("after the second run: %v", a)
+	}
+	wantTrailer := binary.AppendVarint([]byte{rec.pairs[0]}, t2-t1)
+	wantTrailer = binary.AppendVarint(append(wantTrailer, rec.pairs[6]), t2-t1)
+	if !reflect.DeepEqual(rec.since, wantTrailer) {
+		t.Errorf("trailer %v, want %v", rec.since, wantTrailer)
+	}
+	// A reset of the third pair takes its agreement, and its time.
 	if _, err := st.Reset(context.Background(), three[2:]); err != nil {
 		t.Fatal(err)
 	}
-	s.Pairs[2].S, s.Pairs[2].Since = extract.Unknown, 0
-	if got := all(t, st)[1]; got != s {
-		t.Fatalf("after a reset of the third pair\n got %+v\nwant %+v", got, s)
+	s.Pairs[2].S = extract.Unknown
+	if a, _ := agreed(); a != (Agreed{t1, t2, 0}) {
+		t.Fatalf("after a reset: %v", a)
 	}
 	st.Close()
+	// The first mapping removed: its time goes with it.
 	st, err = Open(path, three[1:2])
 	if err != nil {
 		t.Fatal(err)
@@ -242,23 +284,8 @@ func TestAgreementTimes(t *testing.T) {
 	if _, err := st.DropUnmapped(context.Background(), three[1:2]); err != nil {
 		t.Fatal(err)
 	}
-	got := all(t, st)[1]
-	if got.Pairs[0] != s.Pairs[1] {
-		t.Fatalf("after the drop: %+v, want %+v", got.Pairs[0], s.Pairs[1])
-	}
-	// The trailer holds the one older agreement only.
-	if err := st.db.View(func(tx *bolt.Tx) error {
-		key := id(1)
-		r, err := parseRecord(tx.Bucket(bucketContacts).Get(key[:]))
-		if err != nil {
-			return err
-		}
-		want := binary.AppendVarint([]byte{r.pairs[0]}, 86400*30)
-		if !reflect.DeepEqual(r.since, want) {
-			t.Errorf("trailer %v, want %v", r.since, want)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+	s.Pairs[0], s.Pairs[1], s.Pairs[2] = s.Pairs[1], transform.PairState{}, transform.PairState{}
+	if a, rec := agreed(); a != (Agreed{t2}) || len(rec.since) != 0 {
+		t.Fatalf("after the drop: %v, trailer %v", a, rec.since)
 	}
 }

@@ -207,6 +207,11 @@ func parsePairKey(k string) transform.Pair {
 
 // Each calls fn for every contact's snapshot, in id order.
 func (s *Store) Each(fn func(id extract.ID, snap *transform.Snapshot) error) error {
+	return s.EachAgreed(func(id extract.ID, snap *transform.Snapshot, _ *Agreed) error { return fn(id, snap) })
+}
+
+// EachAgreed is Each with when each agreement was reached.
+func (s *Store) EachAgreed(fn func(id extract.ID, snap *transform.Snapshot, agreed *Agreed) error) error {
 	slot := s.slots()
 	return s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketContacts)
@@ -217,10 +222,15 @@ func (s *Store) Each(fn func(id extract.ID, snap *transform.Snapshot) error) err
 		return b.ForEach(func(k, v []byte) error {
 			var id extract.ID
 			copy(id[:], k)
-			if err := s.decode(v, &snap, slot); err != nil {
+			r, err := parseRecord(v)
+			if err == nil {
+				err = s.decodeRecord(&r, &snap, slot)
+			}
+			if err != nil {
 				return fmt.Errorf("state %s: contact %s: %w", s.path, id, err)
 			}
-			return fn(id, &snap)
+			a := s.agreed(&r)
+			return fn(id, &snap, &a)
 		})
 	})
 }

@@ -36,7 +36,11 @@ import (
 // versions 1 and 2 do not know when their agreements were reached (Since 0).
 const recordVersion = 3
 
-func (s *Store) encode(dst []byte, snap *transform.Snapshot) []byte {
+// encode appends snap's record. old is the record it replaces (nil: none,
+// or not read): an agreement that old holds with the same value keeps the
+// time it was reached; any other dates from snap.Decided, the run that
+// writes it.
+func (s *Store) encode(dst []byte, snap *transform.Snapshot, old *record) []byte {
 	var f byte
 	if snap.DSeen {
 		f |= 1
@@ -59,12 +63,41 @@ func (s *Store) encode(dst []byte, snap *transform.Snapshot) []byte {
 		dst = append(dst, id, byte(f), byte(f>>8))
 	}
 	for i, id := range s.pairIDs {
-		if p := snap.Pairs[i]; p.S.Known() && p.Since != snap.Decided {
+		p := snap.Pairs[i]
+		if !p.S.Known() || old == nil {
+			continue
+		}
+		if oldS, since, ok := old.agreement(id); ok && oldS == p.S && since != snap.Decided {
 			dst = append(dst, id)
-			dst = binary.AppendVarint(dst, snap.Decided-p.Since)
+			dst = binary.AppendVarint(dst, snap.Decided-since)
 		}
 	}
 	return dst
+}
+
+// agreement is pair id's agreed value in the record and when it was
+// reached (0: not known — a record of version 1 or 2); ok is false when the
+// record has no agreement for it.
+func (r *record) agreement(id byte) (s extract.Tri, since int64, ok bool) {
+	for k := 0; k+2 < len(r.pairs); k += 3 {
+		if r.pairs[k] != id {
+			continue
+		}
+		if s = extract.Tri(r.pairs[k+1] & 3); !s.Known() {
+			return s, 0, false
+		}
+		if r.version < 3 {
+			return s, 0, true
+		}
+		since = r.decide
+		_ = r.sinceOf(func(tid byte, t int64) {
+			if tid == id {
+				since = t
+			}
+		})
+		return s, since, true
+	}
+	return extract.Unknown, 0, false
 }
 
 // record is a stored value split into its header and its pair entries.
@@ -193,21 +226,26 @@ func (s *Store) decodeRecord(r *record, snap *transform.Snapshot, slot *[256]int
 		snap.DETag = string(r.etag)
 	}
 	for k := 0; k+2 < len(r.pairs); k += 3 {
-		i := slot[r.pairs[k]]
-		if i < 0 {
-			continue
+		if i := slot[r.pairs[k]]; i >= 0 {
+			snap.Pairs[i] = pairState(r.pairs[k+1], r.pairs[k+2])
 		}
-		ps := pairState(r.pairs[k+1], r.pairs[k+2])
-		if ps.S.Known() && r.version >= 3 {
-			ps.Since = r.decide // unless listed below
-		}
-		snap.Pairs[i] = ps
 	}
-	return r.sinceOf(func(id byte, since int64) {
-		if i := slot[id]; i >= 0 && snap.Pairs[i].S.Known() {
-			snap.Pairs[i].Since = since
+	return nil
+}
+
+// Agreed is, per configured pair, when its agreement was reached: the
+// start (Unix seconds) of the run that reached it; 0 when there is none or
+// it is not known (reached before agreement times were kept).
+type Agreed [extract.MaxFields]int64
+
+func (s *Store) agreed(r *record) Agreed {
+	var a Agreed
+	for i, id := range s.pairIDs {
+		if _, since, ok := r.agreement(id); ok {
+			a[i] = since
 		}
-	})
+	}
+	return a
 }
 
 func firstByte(v []byte) int {
@@ -301,6 +339,10 @@ func (r *Reader) Get(id extract.ID, snap *transform.Snapshot) (bool, error) {
 	return true, nil
 }
 
+// Agreed says when the agreements of the record the last Get found were
+// reached.
+func (r *Reader) Agreed() Agreed { return r.s.agreed(&r.rec) }
+
 // Close ends the view.
 func (r *Reader) Close() error { return r.tx.Rollback() }
 
@@ -328,9 +370,14 @@ func (s *Store) NewBatch(n int) *Batch {
 }
 
 // Put records the contact's new snapshot.
+// Its agreements date from snap.Decided.
 func (b *Batch) Put(id extract.ID, snap *transform.Snapshot) {
+	b.put(id, snap, nil)
+}
+
+func (b *Batch) put(id extract.ID, snap *transform.Snapshot, old *record) {
 	b.keys = append(b.keys, id)
-	b.data = b.s.encode(b.data, snap)
+	b.data = b.s.encode(b.data, snap, old)
 	b.ends = append(b.ends, uint32(len(b.data)))
 	b.counted = append(b.counted, false)
 }
@@ -340,12 +387,15 @@ func (b *Batch) Put(id extract.ID, snap *transform.Snapshot) {
 // what the file holds when the batch commits: the run's own reads, under
 // its run lock, of contacts no other batch of it writes. The totals then
 // change without looking the record up again in the commit, which was a
-// third of its time.
+// third of its time. An agreement the record held with the same value
+// keeps the time it was reached.
 func (b *Batch) PutRead(r *Reader, id extract.ID, snap *transform.Snapshot) {
-	b.Put(id, snap)
+	var old *record
 	if r.k != nil && !r.end && bytes.Equal(r.k, id[:]) {
-		b.delta.addRecord(&r.rec, -1)
+		old = &r.rec
+		b.delta.addRecord(old, -1)
 	}
+	b.put(id, snap, old)
 	b.delta.addSnapshot(snap, b.s.pairIDs, 1)
 	b.counted[len(b.counted)-1] = true
 }

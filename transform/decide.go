@@ -17,10 +17,6 @@ type PairState struct {
 	// the old value under the old change time; the written value stands in
 	// for it until the record moves.
 	DWritten, CWritten extract.Tri
-	// Since is when (Unix seconds) S took its value: the start of the run
-	// that reached the agreement; 0 when not known. The caller sets it, as
-	// it sets Snapshot.Decided; Decide carries it over.
-	Since int64
 }
 
 // KnownOptOut says whether the pair counts among the opt-outs at stake, the
@@ -113,7 +109,7 @@ func Decide(r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, bu
 		}
 		// A side whose record has not moved since this tool wrote to it
 		// still holds the written value, whatever a stale export says.
-		next := PairState{S: old.S, Since: old.Since, DRaw: d, CRaw: cv}
+		next := PairState{S: old.S, DRaw: d, CRaw: cv}
 		dEff, cEff := d, cv
 		// Replay too: a stale export read as the truth could clear an
 		// opt-out this tool itself set and that is waiting to be imported.
