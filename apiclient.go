@@ -80,7 +80,7 @@ func newAPIClient(c apiClientConfig, log zerolog.Logger) *http.Client {
 	rc.ErrorHandler = func(resp *http.Response, err error, tries int) (*http.Response, error) {
 		if err != nil {
 			// not the *url.Error: its text holds the query string
-			return resp, fmt.Errorf("gave up after %d tries: %w", tries, extract.Unquery(err))
+			return resp, fmt.Errorf("gave up after %s: %w", plural(tries, "try"), extract.Unquery(err))
 		}
 		// The last answer goes back to the caller, whose error names its
 		// status and the service's own error code and message.

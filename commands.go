@@ -1,14 +1,15 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"github.com/rs/zerolog"
 	"io"
-	"io/fs"
-	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -17,69 +18,116 @@ import (
 	"optsync/state"
 )
 
-// validateInputs reads both exports as a run would and reports what it
-// found; only a config problem or a missing column fails it.
+// validateInputs reads the exports the config names as a run would, and
+// reports their rows and the rows a run would reject, by reason with the
+// first examples: the same rows a backfill over these files (or a first run
+// over the drops) lists in its rejects file. Only a config error or a
+// missing column fails it.
 func validateInputs(ctx context.Context, cfg *Config, online bool, log zerolog.Logger, out io.Writer) error {
-	fmt.Fprintf(out, "config %s: ok (direction %s, policy %s, %d mappings, max_optin %s)\n",
-		cfg.path, cfg.rules.Direction, cfg.rules.Policy, len(cfg.rules.Pairs), cfg.maxOptin)
-	check := func(system, pattern string, read func(f *os.File, path string) (extract.Stats, error)) error {
-		if pattern == "" {
-			fmt.Fprintf(out, "%s: no csv configured (pass one to backfill)\n", system)
-			return nil
-		}
-		files, err := dropFiles(pattern)
-		if err != nil {
-			return err
-		}
-		if len(files) == 0 {
-			fmt.Fprintf(out, "%s %s: no files yet\n", system, pattern)
-		}
-		for _, in := range files {
-			f, err := os.Open(in.path)
-			if err != nil {
-				return fmt.Errorf("input %s cannot be read: %w", in.path, err)
-			}
-			st, err := read(f, in.path)
-			f.Close()
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(out, "%s %s: columns ok, %d rows, %d would be rejected\n", system, in.path, st.Rows, st.Rejected)
-		}
-		return nil
-	}
+	fmt.Fprintf(out, "config %s: ok (direction %s, policy %s, %s, max_optin %s, max_missing %s)\n",
+		cfg.path, cfg.rules.Direction, cfg.rules.Policy, plural(len(cfg.rules.Pairs), "mapping"), cfg.maxOptin, cfg.maxMissing)
 	if online {
 		if err := validateOnline(ctx, cfg, log, out); err != nil {
 			return err
 		}
 	}
-	if cfg.D365.Source == "api" {
-		fmt.Fprintln(out, "d365: read through the Web API (check it with --online)")
-	} else if err := check("d365", cfg.D365.CSV, func(f *os.File, path string) (extract.Stats, error) {
-		return extract.ReadContacts(ctx, f, path, cfg.d365Layout(cfg.notAfter(time.Now())), func(*extract.Contact) {}, func(extract.Reject) {})
-	}); err != nil {
+	list := func(system, pattern string, api bool) ([]inputFile, error) {
+		switch {
+		case api:
+			fmt.Fprintf(out, "%s: read through the API (check it with --online)\n", system)
+			return nil, nil
+		case pattern == "":
+			fmt.Fprintf(out, "%s: no csv configured (pass one to backfill)\n", system)
+			return nil, nil
+		}
+		files, err := dropFiles(pattern)
+		if err == nil && len(files) == 0 {
+			fmt.Fprintf(out, "%s %s: no files yet\n", system, pattern)
+		}
+		return files, err
+	}
+	d365Files, err := list("d365", cfg.D365.CSV, cfg.D365.Source == "api")
+	if err != nil {
 		return err
 	}
-	if cfg.Campaign.Source == "api" {
-		fmt.Fprintln(out, "campaign: read through the REST API (check it with --online)")
+	campFiles, err := list("campaign", cfg.Campaign.CSV, cfg.Campaign.Source == "api")
+	if err != nil {
+		return err
+	}
+	// Held to the same clock as a run: a row dated too far ahead is a reject.
+	j := &job{cfg: cfg, log: log, notAfter: cfg.notAfter(time.Now().UTC())}
+	in, err := j.extract(ctx, nil, d365Files, campFiles)
+	if err != nil {
+		return err
+	}
+	if len(d365Files) > 0 {
+		fmt.Fprintf(out, "d365 %s: columns ok, %s\n", cfg.D365.CSV, plural(in.d365.Rows, "row"))
+	}
+	if len(campFiles) > 0 {
+		fmt.Fprintf(out, "campaign %s: columns ok, %s\n", cfg.Campaign.CSV, plural(in.campaign.Rows, "row"))
+	}
+	rejects := identify(in, d365Files, campFiles, false).rejects
+	if len(rejects) == 0 {
+		fmt.Fprintln(out, "would be rejected: none")
 		return nil
 	}
-	return check("campaign", cfg.Campaign.CSV, func(f *os.File, path string) (extract.Stats, error) {
-		return extract.ReadProfiles(ctx, f, path, cfg.campaignLayout(cfg.notAfter(time.Now())), func(*extract.Profile) {}, func(extract.Reject) {})
+	slices.SortStableFunc(rejects, func(a, b extract.Reject) int {
+		if c := cmp.Compare(a.Source, b.Source); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Line, b.Line)
 	})
+	groups := map[string][]extract.Reject{}
+	var kinds []string
+	for _, r := range rejects {
+		k := reasonKind(r.Reason)
+		if groups[k] == nil {
+			kinds = append(kinds, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	slices.SortStableFunc(kinds, func(a, b string) int { return cmp.Compare(len(groups[b]), len(groups[a])) })
+	fmt.Fprintf(out, "would be rejected: %s, by reason (a run over these files lists the same rows in its rejects file):\n", plural(len(rejects), "row"))
+	for _, k := range kinds {
+		fmt.Fprintf(out, "  %d × %s\n", len(groups[k]), k)
+		for _, r := range groups[k][:min(3, len(groups[k]))] {
+			id := ""
+			if r.IDChecked && r.ID != "" {
+				id = " (" + r.ID + ")"
+			}
+			fmt.Fprintf(out, "      %s line %d%s: %s\n", filepath.Base(r.Source), r.Line, id, r.Reason)
+		}
+	}
+	return nil
+}
+
+var (
+	quoted   = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
+	fileLine = regexp.MustCompile(`(?:[^\s:]+ )?line \d+`)
+	number   = regexp.MustCompile(`\b\d+\b`)
+)
+
+// reasonKind is a reject reason without the row's own particulars (its
+// values, the file and line it points to, counts), so that rows rejected
+// for one reason group: `donotemail "maybe" is not a boolean` and
+// `donotemail "2" is not a boolean` are one kind.
+func reasonKind(reason string) string {
+	k := quoted.ReplaceAllString(reason, `"…"`)
+	k = fileLine.ReplaceAllString(k, "line N")
+	return number.ReplaceAllString(k, "N")
 }
 
 // listRuns prints the run history, newest first.
-func listRuns(cfg *Config, format string, out io.Writer) error {
+func listRuns(cfg *Config, format string, out io.Writer, log zerolog.Logger) error {
 	if format != "table" && format != "json" {
 		return withCode(exitUsage, fmt.Errorf("--format %q: want table or json", format))
 	}
 	var runs []state.Run
-	if _, err := os.Lstat(cfg.State); !errors.Is(err, fs.ErrNotExist) {
-		st, err := state.OpenReadOnly(cfg.State, nil)
-		if err != nil {
-			return err
-		}
+	st, err := openReadOnly(cfg, log)
+	if err != nil {
+		return err
+	}
+	if st != nil {
 		defer st.Close()
 		if runs, err = st.Runs(); err != nil {
 			return err
@@ -99,11 +147,15 @@ func listRuns(cfg *Config, format string, out io.Writer) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "RUN\tSTARTED\tDURATION\tCOMMAND\tOUTCOME\tEXIT\tD365->CAMPAIGN\tCAMPAIGN->D365\tSKIPPED\tREJECTED\tFAILED\tPENDING NOT SEEN")
+	fmt.Fprintln(tw, "RUN\tSTARTED\tDURATION\tCOMMAND\tOUTCOME\tEXIT\tD365->CAMPAIGN\tCAMPAIGN->D365\tOPT-OUTS CLEARED\tSKIPPED\tREJECTED\tFAILED\tPENDING NOT SEEN")
 	for _, r := range runs {
 		dur := "-"
 		if !r.Ended.IsZero() {
-			dur = r.Ended.Sub(r.Started).Round(time.Millisecond).String()
+			dur = took(r.Ended.Sub(r.Started))
+		}
+		cleared := strconv.Itoa(r.Counts["opt_outs_cleared"])
+		if n := r.Counts["would_clear"]; n > 0 { // a safety stop wrote nothing
+			cleared += " (would clear " + strconv.Itoa(n) + ")"
 		}
 		pending := "-"
 		if n, ok := r.Counts["pending_not_seen"]; ok {
@@ -112,8 +164,8 @@ func listRuns(cfg *Config, format string, out io.Writer) error {
 				pending += " (oldest " + (time.Duration(age) * time.Second).String() + ")"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", r.ID, r.Started.Format(time.RFC3339), dur,
-			r.Command, r.Outcome, r.ExitCode, r.Counts["d365->campaign"], r.Counts["campaign->d365"],
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%d\t%d\t%d\t%s\n", r.ID, r.Started.Format(time.RFC3339), dur,
+			r.Command, r.Outcome, r.ExitCode, r.Counts["d365->campaign"], r.Counts["campaign->d365"], cleared,
 			r.Counts["skipped"], r.Counts["rejected"], r.Counts["failed"], pending)
 	}
 	return tw.Flush()
@@ -151,7 +203,7 @@ func validateOnline(ctx context.Context, cfg *Config, log zerolog.Logger, out io
 			problems = append(problems, "d365.change_tracking: change tracking is not enabled on the contact table (enable it, or set change_tracking: false)")
 		}
 		if len(problems) == 0 {
-			fmt.Fprintf(out, "d365 %s: token ok, %d mapped fields exist and are boolean, change tracking %v\n", cfg.D365.URL, len(cfg.rules.Pairs), tracking)
+			fmt.Fprintf(out, "d365 %s: token ok, %s exist and are boolean, change tracking %v\n", cfg.D365.URL, plural(len(cfg.rules.Pairs), "mapped field"), tracking)
 		}
 	}
 	if j.cv != nil {
@@ -175,15 +227,15 @@ func validateOnline(ctx context.Context, cfg *Config, log zerolog.Logger, out io
 			}
 		}
 		if len(problems) == n {
-			fmt.Fprintf(out, "campaign %s: token ok, organization %s answers, %d mapped fields are boolean on %s\n",
-				cfg.Campaign.BaseURL, cfg.Campaign.Organization, len(cfg.rules.Pairs), cfg.Campaign.Resource)
+			fmt.Fprintf(out, "campaign %s: token ok, organization %s answers, %s boolean on %s\n",
+				cfg.Campaign.BaseURL, cfg.Campaign.Organization, plural(len(cfg.rules.Pairs), "mapped field"), cfg.Campaign.Resource)
 		}
 	}
 	if len(problems) > 0 {
 		for _, p := range problems {
 			fmt.Fprintln(out, "problem:", p)
 		}
-		return withCode(exitUsage, fmt.Errorf("validate --online: %d problems", len(problems)))
+		return withCode(exitUsage, fmt.Errorf("validate --online: %s", plural(len(problems), "problem")))
 	}
 	return nil
 }

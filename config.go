@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -47,6 +48,7 @@ type Config struct {
 	path           string
 	rules          transform.Rules
 	maxOptin       optinLimit
+	maxMissing     missingLimit
 	auditRetention time.Duration
 	maxClockSkew   time.Duration
 	// private are the config's free-text values, as written and as
@@ -65,7 +67,13 @@ type MappingConfig struct {
 
 // SafetyConfig holds the limits that stop a run before it writes.
 type SafetyConfig struct {
+	// MaxOptin is the most opt-outs a run may clear: a count, or a share of
+	// the opt-outs known before the run, never below MinOptin.
 	MaxOptin string `yaml:"max_optin"`
+	MinOptin *int   `yaml:"min_optin"`
+	// MaxMissing is the most records state knows on a side that a full
+	// read of that side may lack: a count, or a share of those records.
+	MaxMissing string `yaml:"max_missing"`
 }
 
 // SystemConfig says where one system's records come from and where its
@@ -327,7 +335,7 @@ func loadConfig(path string) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, configErrorf("config %s: %v", path, err)
+		return nil, configErrorf("config %s: %s", path, yamlProblems(err))
 	}
 	c.path = path
 	if err := c.validate(); err != nil {
@@ -384,6 +392,16 @@ func (c *Config) validate() error {
 	}
 	if c.maxOptin, err = parseOptinLimit(c.Safety.MaxOptin); err != nil {
 		return fmt.Errorf("safety.max_optin: %w", err)
+	}
+	c.maxOptin.min = defaultMinOptin
+	if m := c.Safety.MinOptin; m != nil {
+		if *m < 0 {
+			return fmt.Errorf("safety.min_optin: %d is below 0", *m)
+		}
+		c.maxOptin.min = *m
+	}
+	if c.maxMissing, err = parseMissingLimit(c.Safety.MaxMissing); err != nil {
+		return fmt.Errorf("safety.max_missing: %w", err)
 	}
 	for _, s := range []struct {
 		name string
@@ -548,6 +566,128 @@ func replaceValue(s, old, repl string, wholeWord bool) string {
 	}
 }
 
+// yamlProblems says what the YAML decoder found in the config's words, not
+// the Go types': an unknown key is named with its section and, when one is
+// close, the key that was probably meant.
+func yamlProblems(err error) string {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return strings.TrimPrefix(err.Error(), "yaml: ")
+	}
+	sections := configSections()
+	out := make([]string, 0, len(te.Errors))
+	for _, e := range te.Errors {
+		m := unknownField.FindStringSubmatch(e)
+		if m == nil {
+			out = append(out, e)
+			continue
+		}
+		sec, ok := sections[m[3]]
+		if !ok {
+			out = append(out, e)
+			continue
+		}
+		line, key := m[1], m[2]
+		msg := fmt.Sprintf("line %s: unknown key %q", line, key)
+		if sec.name != "" {
+			msg += " in " + sec.name
+		}
+		if near := closest(key, sec.keys); near != "" {
+			msg += fmt.Sprintf(" (did you mean %q?)", near)
+		}
+		out = append(out, msg)
+	}
+	return strings.Join(out, "; ")
+}
+
+var unknownField = regexp.MustCompile(`^line (\d+): field (.+) not found in type (.+)$`)
+
+// section is one mapping of the config: where it sits and its keys.
+type section struct {
+	name string
+	keys []string
+}
+
+// configSections lists, by Go type, every mapping of the config file with
+// its keys, from the yaml tags (inline structs add theirs to their parent).
+func configSections() map[string]section {
+	out := map[string]section{}
+	var walk func(t reflect.Type, name string)
+	walk = func(t reflect.Type, name string) {
+		var keys []string
+		var add func(t reflect.Type)
+		add = func(t reflect.Type) {
+			for i := range t.NumField() {
+				f := t.Field(i)
+				tag := f.Tag.Get("yaml")
+				key, opts, _ := strings.Cut(tag, ",")
+				if opts == "inline" {
+					add(f.Type)
+					continue
+				}
+				if key == "" || key == "-" {
+					continue
+				}
+				keys = append(keys, key)
+				ft := f.Type
+				for ft.Kind() == reflect.Pointer || ft.Kind() == reflect.Slice {
+					ft = ft.Elem()
+				}
+				if ft.Kind() == reflect.Struct {
+					sub := key
+					if name != "" {
+						sub = name + "." + key
+					}
+					if f.Type.Kind() == reflect.Slice {
+						sub = "an entry of " + sub
+					}
+					walk(ft, sub)
+				}
+			}
+		}
+		add(t)
+		out[t.String()] = section{name: name, keys: keys}
+	}
+	walk(reflect.TypeFor[Config](), "")
+	return out
+}
+
+// closest is the key nearest to s, if one is near enough to be a slip:
+// at most two edits apart, or one a prefix of the other.
+func closest(s string, keys []string) string {
+	best, bestD := "", 3
+	for _, k := range keys {
+		d := editDistance(strings.ToLower(s), k)
+		if strings.HasPrefix(k, strings.ToLower(s)) || strings.HasPrefix(strings.ToLower(s), k) {
+			d = min(d, 2)
+		}
+		if d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
 // resolve makes a config path relative to the config file's folder.
 func (c *Config) resolve(p string) string {
 	if p == "" || filepath.IsAbs(p) {
@@ -567,7 +707,7 @@ func (c *Config) notAfter(start time.Time) time.Time { return start.Add(c.maxClo
 // d365Layout and campaignLayout tell the readers which columns to take;
 // notAfter is the latest change time believed (see Config.notAfter).
 func (c *Config) d365Layout(notAfter time.Time) extract.Layout {
-	l := extract.Layout{Columns: c.D365.Columns, TimeLayout: c.D365.TimeLayout, NotAfter: notAfter}
+	l := extract.Layout{Columns: c.D365.Columns, TimeLayout: c.D365.TimeLayout, NotAfter: notAfter, ColumnsKey: "d365.columns"}
 	for _, m := range c.Mappings {
 		l.Fields = append(l.Fields, m.D365)
 	}
@@ -575,7 +715,7 @@ func (c *Config) d365Layout(notAfter time.Time) extract.Layout {
 }
 
 func (c *Config) campaignLayout(notAfter time.Time) extract.Layout {
-	l := extract.Layout{Columns: c.Campaign.Columns, TimeLayout: c.Campaign.TimeLayout, NotAfter: notAfter}
+	l := extract.Layout{Columns: c.Campaign.Columns, TimeLayout: c.Campaign.TimeLayout, NotAfter: notAfter, ColumnsKey: "campaign.columns"}
 	any := false
 	for _, m := range c.Mappings {
 		l.Fields = append(l.Fields, m.Campaign)
@@ -588,44 +728,101 @@ func (c *Config) campaignLayout(notAfter time.Time) extract.Layout {
 	return l
 }
 
-// optinLimit is safety.max_optin: a count, or a percentage of compared pairs.
+// optinLimit is safety.max_optin: a count, or a percentage of the opt-outs
+// known before the run (rounded up, never below safety.min_optin).
 type optinLimit struct {
 	count   int
 	percent float64
 	isPct   bool
+	min     int
 }
 
-const defaultMaxOptin = 1000
+const (
+	defaultMaxOptin = 1000
+	defaultMinOptin = 10
+)
+
+// parseShare reads a count ("100") or a percentage ("2%").
+func parseShare(s string) (count int, pct float64, isPct bool, err error) {
+	if p, ok := strings.CutSuffix(s, "%"); ok {
+		v, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
+		if err != nil || v < 0 || v > 100 {
+			return 0, 0, false, fmt.Errorf("%q is not a percentage from 0%% to 100%%", s)
+		}
+		return 0, v, true, nil
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v < 0 {
+		return 0, 0, false, fmt.Errorf("%q is neither a count (100) nor a percentage (2%%)", s)
+	}
+	return v, 0, false, nil
+}
 
 func parseOptinLimit(s string) (optinLimit, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
-		return optinLimit{count: defaultMaxOptin}, nil
+		return optinLimit{count: defaultMaxOptin, min: defaultMinOptin}, nil
 	}
-	if pct, ok := strings.CutSuffix(s, "%"); ok {
-		v, err := strconv.ParseFloat(strings.TrimSpace(pct), 64)
-		if err != nil || v < 0 || v > 100 {
-			return optinLimit{}, fmt.Errorf("%q is not a percentage from 0%% to 100%%", s)
-		}
-		return optinLimit{percent: v, isPct: true}, nil
-	}
-	v, err := strconv.Atoi(s)
-	if err != nil || v < 0 {
-		return optinLimit{}, fmt.Errorf("%q is neither a count (100) nor a percentage (2%%)", s)
-	}
-	return optinLimit{count: v}, nil
+	n, pct, isPct, err := parseShare(s)
+	return optinLimit{count: n, percent: pct, isPct: isPct, min: defaultMinOptin}, err
 }
 
-// allowed is the most opt-outs a run comparing this many pairs may clear.
-func (l optinLimit) allowed(compared int) int {
+// allowed is the most opt-outs a run may clear when known opt-outs are at
+// stake before it.
+func (l optinLimit) allowed(known int) int {
 	if l.isPct {
 		// the epsilon keeps 29% of 100 at 29 despite binary fractions
-		return int(math.Floor(l.percent*float64(compared)/100 + 1e-9))
+		return max(int(math.Ceil(l.percent*float64(known)/100-1e-9)), l.min)
 	}
 	return l.count
 }
 
 func (l optinLimit) String() string {
+	if l.isPct {
+		return strconv.FormatFloat(l.percent, 'f', -1, 64) + "%"
+	}
+	return strconv.Itoa(l.count)
+}
+
+// explain says how the limit came about, for a stop message.
+func (l optinLimit) explain(known, limit int) string {
+	if !l.isPct {
+		return "safety.max_optin " + l.String()
+	}
+	if limit == l.min && int(math.Ceil(l.percent*float64(known)/100-1e-9)) < l.min {
+		return fmt.Sprintf("safety.max_optin %s of %s, raised to safety.min_optin %d", l, plural(known, "known opt-out"), l.min)
+	}
+	return fmt.Sprintf("safety.max_optin %s of %s", l, plural(known, "known opt-out"))
+}
+
+// missingLimit is safety.max_missing: a count, or a percentage of the
+// records state knows on a side.
+type missingLimit struct {
+	count   int
+	percent float64
+	isPct   bool
+}
+
+const defaultMaxMissing = "10%"
+
+func parseMissingLimit(s string) (missingLimit, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		s = defaultMaxMissing
+	}
+	n, pct, isPct, err := parseShare(s)
+	return missingLimit{count: n, percent: pct, isPct: isPct}, err
+}
+
+// allowed is the most of known records a full read may lack.
+func (l missingLimit) allowed(known int) int {
+	if l.isPct {
+		return int(math.Floor(l.percent*float64(known)/100 + 1e-9))
+	}
+	return l.count
+}
+
+func (l missingLimit) String() string {
 	if l.isPct {
 		return strconv.FormatFloat(l.percent, 'f', -1, 64) + "%"
 	}

@@ -26,9 +26,17 @@ func TestConfigErrors(t *testing.T) {
 		{"one d365 field to two campaign fields, campaign-to-d365", base("campaign-to-d365", "newest", m("donotemail", "blackListEmail")+m("donotemail", "blackList")),
 			"d365 field donotemail is already mapped"},
 		{"empty mappings", base("bidirectional", "newest", ""), "mappings: empty"},
-		{"unknown key", base("bidirectional", "newest", m("donotemail", "blackListEmail")) + "colour: blue\n", "field colour not found"},
+		{"unknown key", base("bidirectional", "newest", m("donotemail", "blackListEmail")) + "colour: blue\n", `line 10: unknown key "colour"`},
+		{"misspelt key", strings.Replace(base("bidirectional", "newest", m("donotemail", "blackListEmail")), "mappings:", "mapping:", 1),
+			`config ` + "%CONFIG%" + `: line 3: unknown key "mapping" (did you mean "mappings"?)`},
+		{"misspelt nested key", base("bidirectional", "newest", m("donotemail", "blackListEmail")+"    inverted: true\n"),
+			`line 6: unknown key "inverted" in an entry of mappings (did you mean "invert"?)`},
+		{"misspelt safety key", base("bidirectional", "newest", m("donotemail", "blackListEmail")) + "safety:\n  max_optins: 5\n",
+			`unknown key "max_optins" in safety (did you mean "max_optin"?)`},
 		{"bad max_optin", base("bidirectional", "newest", m("donotemail", "blackListEmail")) + "safety:\n  max_optin: lots\n", `safety.max_optin: "lots"`},
 		{"percentage over 100", base("bidirectional", "newest", m("donotemail", "blackListEmail")) + "safety:\n  max_optin: 150%\n", "safety.max_optin"},
+		{"bad max_missing", base("bidirectional", "newest", m("donotemail", "blackListEmail")) + "safety:\n  max_missing: some\n", `safety.max_missing: "some"`},
+		{"negative min_optin", base("bidirectional", "newest", m("donotemail", "blackListEmail")) + "safety:\n  min_optin: -1\n", "safety.min_optin: -1 is below 0"},
 		{"campaign api without client", strings.Replace(base("bidirectional", "newest", m("donotemail", "blackListEmail")), "campaign:\n  csv: c.csv", "campaign:\n  source: api", 1), "campaign.client_id is required"},
 		{"campaign api without organization", strings.Replace(base("bidirectional", "newest", m("donotemail", "blackListEmail")), "campaign:\n  csv: c.csv", "campaign:\n  target: api\n  client_id: c\n  client_secret_env: X", 1), "campaign.organization"},
 		{"campaign inline secret", strings.Replace(base("bidirectional", "newest", m("donotemail", "blackListEmail")), "campaign:\n  csv: c.csv", "campaign:\n  csv: c.csv\n  client_secret: hunter2", 1), "campaign.client_secret: a secret is never read"},
@@ -53,7 +61,8 @@ func TestConfigErrors(t *testing.T) {
 				if r.code != exitUsage {
 					t.Fatalf("%s: exit %d, want 2\n%s", cmd, r.code, r.stderr)
 				}
-				if !strings.Contains(strings.ReplaceAll(r.stderr, `\"`, `"`), tc.want) {
+				want := strings.ReplaceAll(tc.want, "%CONFIG%", p.config)
+				if !strings.Contains(strings.ReplaceAll(r.stderr, `\"`, `"`), want) {
 					t.Fatalf("%s: stderr does not name the entry %q:\n%s", cmd, tc.want, r.stderr)
 				}
 				if strings.Contains(r.stderr, "hunter2") {
@@ -82,19 +91,47 @@ func TestConfigValid(t *testing.T) {
 
 func TestOptinLimit(t *testing.T) {
 	cases := []struct {
-		spec     string
-		compared int
-		want     int
+		spec  string
+		known int
+		want  int
 	}{
-		{"", 10, 1000}, {"100", 10, 100}, {"5%", 20000, 1000}, {"29%", 100, 29}, {"100%", 1, 1}, {"2%", 49, 0}, {"0", 10, 0},
+		// a count stays a count
+		{"", 10, 1000}, {"100", 10, 100}, {"0", 10, 0}, {"100", 100000, 100},
+		// a percentage of the known opt-outs, rounded up, never below min_optin (10)
+		{"5%", 20000, 1000}, {"29%", 100, 29}, {"5%", 401, 21}, {"5%", 400, 20},
+		{"5%", 8, 10}, {"100%", 1, 10}, {"2%", 49, 10}, {"5%", 0, 10},
 	}
 	for _, tc := range cases {
 		l, err := parseOptinLimit(tc.spec)
 		if err != nil {
 			t.Fatalf("%q: %v", tc.spec, err)
 		}
-		if got := l.allowed(tc.compared); got != tc.want {
-			t.Errorf("%q of %d = %d, want %d", tc.spec, tc.compared, got, tc.want)
+		if got := l.allowed(tc.known); got != tc.want {
+			t.Errorf("%q of %d = %d, want %d", tc.spec, tc.known, got, tc.want)
+		}
+	}
+	l, _ := parseOptinLimit("5%")
+	l.min = 0
+	if got := l.allowed(8); got != 1 {
+		t.Errorf("5%% of 8 with min_optin 0 = %d, want 1", got)
+	}
+}
+
+func TestMissingLimit(t *testing.T) {
+	cases := []struct {
+		spec  string
+		known int
+		want  int
+	}{
+		{"", 2930, 293}, {"10%", 100, 10}, {"10%", 9, 0}, {"25", 1000, 25}, {"0", 5, 0}, {"100%", 7, 7},
+	}
+	for _, tc := range cases {
+		l, err := parseMissingLimit(tc.spec)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.spec, err)
+		}
+		if got := l.allowed(tc.known); got != tc.want {
+			t.Errorf("%q of %d = %d, want %d", tc.spec, tc.known, got, tc.want)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -83,6 +84,15 @@ type decider struct {
 	// pending groups the writes to update files that state holds, not yet
 	// seen in an export, left by earlier runs, by the run that wrote them.
 	pending map[int64]*pendingGroup
+	// For the safety limits, also from the first pass: optOutDelta is what
+	// this run's reads change in the opt-outs state knows (a pair never
+	// agreed counts as now read); presentD and presentC count the input's
+	// records that state already knew on that side.
+	optOutDelta, presentD, presentC int
+	// chunk is the contacts per state transaction (commitChunk unless a
+	// test says); afterChunk, when set, hears of each one committed.
+	chunk      int
+	afterChunk func(n int)
 }
 
 // pendingGroup is the writes not seen yet of one run.
@@ -315,6 +325,9 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 			d.matched.lost = append(d.matched.lost, id)
 			dirty = append(dirty, int32(len(d.matched.pairs)-1))
 			lost := transform.LoseProfile(*snap)
+			// what it knew of the profile no longer counts among the
+			// opt-outs state knows (no input row: nothing is present)
+			d.optOutDelta += knownOptOuts(len(d.rules.Pairs), snap, &lost) - knownOptOuts(len(d.rules.Pairs), snap, snap)
 			snap = &lost
 		}
 		d.countPending(id, snap)
@@ -345,6 +358,7 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 		}
 		v := d.one(int32(k), prevPtr, decisions[:0])
 		decisions = v.decisions
+		d.count(int32(k), prevPtr, &v.next)
 		if v.blocked != "" {
 			if prevPtr != nil {
 				d.countPending(v.id, prevPtr)
@@ -439,6 +453,41 @@ func (in *inInput) has(id extract.ID) bool {
 	return in.ci < len(cs) && cs[in.ci].ID == id || in.pi < len(ps) && ps[in.pi].ID == id
 }
 
+// count adds one entry to the safety limits' figures.
+func (d *decider) count(k int32, prev, next *transform.Snapshot) {
+	c, p := d.matched.at(k)
+	if prev != nil {
+		d.presentD += b2i(c != nil && prev.DSeen)
+		d.presentC += b2i(p != nil && prev.CSeen)
+	}
+	d.optOutDelta += knownOptOuts(len(d.rules.Pairs), prev, next) - knownOptOuts(len(d.rules.Pairs), prev, prev)
+}
+
+// knownOptOuts counts a contact's known opt-outs: agreements as in agreed
+// (the record before the run; nil: none), values as last read in read.
+func knownOptOuts(pairs int, agreed, read *transform.Snapshot) int {
+	if read == nil {
+		return 0
+	}
+	n := 0
+	for i := range pairs {
+		ps := read.Pairs[i]
+		ps.S = extract.Unknown
+		if agreed != nil {
+			ps.S = agreed.Pairs[i].S
+		}
+		n += b2i(ps.KnownOptOut(read.DSeen, read.CSeen))
+	}
+	return n
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // commitChunk is how many contacts one state transaction takes. bbolt splits
 // nodes only when a transaction commits, so a million puts in one
 // transaction pile into one in-memory node; 32K keep each commit small
@@ -458,9 +507,10 @@ const commitChunk = 1 << 15
 func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, started time.Time, dirty []int32, fin *state.Final) error {
 	bar := prog.stage("committing state", int64(len(dirty)), "contacts")
 	defer bar.Done()
+	chunkSize := cmp.Or(d.chunk, commitChunk)
 	free := make(chan *state.Batch, 2)
 	for range 2 {
-		free <- st.NewBatch(min(len(dirty), commitChunk))
+		free <- st.NewBatch(min(len(dirty), chunkSize))
 	}
 	type chunk struct {
 		batch *state.Batch
@@ -474,8 +524,8 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 		decisions := make([]transform.Decision, 0, extract.MaxFields)
 		var prev transform.Snapshot
 		var seq uint32
-		for lo := 0; lo == 0 || lo < len(dirty); lo += commitChunk {
-			hi := min(lo+commitChunk, len(dirty))
+		for lo := 0; lo == 0 || lo < len(dirty); lo += chunkSize {
+			hi := min(lo+chunkSize, len(dirty))
 			var batch *state.Batch
 			select {
 			case batch = <-free:
@@ -524,7 +574,9 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 				}
 				if prevPtr == nil || v.next != prev || forgot {
 					v.next.Decided = started.Unix()
-					batch.Put(v.id, &v.next)
+					// An agreement that changes dates from this run (Decided);
+					// PutRead keeps the date of one that does not.
+					batch.PutRead(reader, v.id, &v.next)
 				}
 				for i := range v.decisions {
 					seq++
@@ -541,6 +593,7 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 		return nil
 	})
 	g.Go(func() error {
+		n := 0
 		for c := range ready {
 			var f *state.Final
 			if c.last {
@@ -549,6 +602,9 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 			}
 			if err := st.Commit(ctx, c.batch, f); err != nil {
 				return err
+			}
+			if n++; d.afterChunk != nil {
+				d.afterChunk(n)
 			}
 			bar.Add(int64(c.n))
 			free <- c.batch

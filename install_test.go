@@ -82,7 +82,7 @@ func TestBuiltBinaryNamesItsRevision(t *testing.T) {
 
 	// The run history keeps the version that made each run.
 	p := demoProject(t)
-	if out, err := exec.Command(bin, "--config", p.config, "backfill").CombinedOutput(); err != nil {
+	if out, err := exec.Command(bin, "--config", p.config, "backfill", "--allow-mass-optin").CombinedOutput(); err != nil {
 		t.Fatalf("backfill: %v\n%s", err, out)
 	}
 	out, err = exec.Command(bin, "--config", p.config, "runs", "--format", "json").Output()

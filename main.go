@@ -84,6 +84,10 @@ func withSignals(parent context.Context) (context.Context, func()) {
 type hooks struct {
 	afterDecide  func(ctx context.Context)
 	beforeCommit func()
+	// commitChunk, when set, is the contacts per state transaction, and
+	// afterChunk is called after the nth transaction (from 1) committed.
+	commitChunk int
+	afterChunk  func(n int)
 }
 
 // exitError carries an exit code through urfave/cli.
@@ -97,17 +101,24 @@ func (e *exitError) Unwrap() error { return e.err }
 
 func withCode(code int, err error) error { return &exitError{code: code, err: err} }
 
+// errShown is the error of a run that has said all there is to say (the
+// usage it printed): it only sets the exit code.
+var errShown = errors.New("usage shown")
+
 // run is main without the process: tests call it directly.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, h hooks) int {
 	// Until the flags are parsed there is no logger; errors before that
 	// (bad flags, bad log settings) are printed plainly.
 	log := zerolog.Nop()
 	app := newApp(stdout, stderr, &log, h)
-	err := app.RunContext(ctx, args)
+	err := app.RunContext(ctx, hoistGlobalFlags(args, app.Flags))
 	if err == nil {
 		return exitOK
 	}
 	code := exitCode(err)
+	if errors.Is(err, errShown) {
+		return code
+	}
 	if log.GetLevel() == zerolog.Disabled {
 		fmt.Fprintln(stderr, "optsync:", err)
 	} else {
@@ -157,9 +168,12 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 		&cli.StringFlag{Name: "d365-csv", Usage: "Dynamics contacts export (default: d365.csv of the config)", EnvVars: []string{"OPTSYNC_D365_CSV"}},
 		&cli.StringFlag{Name: "campaign-csv", Usage: "Campaign profiles export (default: campaign.csv of the config)", EnvVars: []string{"OPTSYNC_CAMPAIGN_CSV"}},
 	}
-	replay := &cli.BoolFlag{Name: "replay", Usage: "ignore snapshots: decide every difference as at first sight", EnvVars: []string{"OPTSYNC_REPLAY"}}
-	force := &cli.BoolFlag{Name: "force", Usage: "process drop files again even if they were processed before", EnvVars: []string{"OPTSYNC_FORCE"}}
-	massOptin := &cli.BoolFlag{Name: "allow-mass-optin", Usage: "let this run clear more opt-outs than safety.max_optin", EnvVars: []string{"OPTSYNC_ALLOW_MASS_OPTIN"}}
+	// Boolean flags read their environment variable through boolOption,
+	// which takes the spellings the exports' flags take.
+	replay := &cli.BoolFlag{Name: "replay", Usage: "ignore snapshots: decide every difference as at first sight [$OPTSYNC_REPLAY]"}
+	force := &cli.BoolFlag{Name: "force", Usage: "process drop files again even if they were processed before [$OPTSYNC_FORCE]"}
+	massOptin := &cli.BoolFlag{Name: "allow-mass-optin", Usage: "let this run clear more opt-outs than safety.max_optin [$OPTSYNC_ALLOW_MASS_OPTIN]"}
+	allowMissing := &cli.BoolFlag{Name: "allow-missing", Usage: "let this run's full read lack more of the records state knows than safety.max_missing [$OPTSYNC_ALLOW_MISSING]"}
 	loadCfg := func(c *cli.Context) (*Config, error) {
 		cfg, err := loadConfig(c.String("config"))
 		if err != nil {
@@ -183,6 +197,12 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 			if plan && c.Bool("backfill") {
 				incremental = false
 			}
+			var opt [4]bool
+			for i, name := range []string{"replay", "force", "allow-mass-optin", "allow-missing"} {
+				if opt[i], err = boolOption(c, name); err != nil {
+					return err
+				}
+			}
 			if incremental && (c.String("d365-csv") != "" || c.String("campaign-csv") != "") {
 				return withCode(exitUsage, errors.New("--d365-csv and --campaign-csv name full exports: use them with backfill or plan --backfill; run reads the configured drops"))
 			}
@@ -190,7 +210,7 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 				cfg: cfg, log: *log, stdout: stdout, command: c.Command.Name,
 				incremental: incremental, plan: plan, hooks: h,
 				d365Path: c.String("d365-csv"), campaignPath: c.String("campaign-csv"),
-				replay: c.Bool("replay"), force: c.Bool("force"), allowMassOptin: c.Bool("allow-mass-optin"),
+				replay: opt[0], force: opt[1], allowMassOptin: opt[2], allowMissing: opt[3],
 				progress: prog,
 			}
 			err = j.run(c.Context)
@@ -223,6 +243,28 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 		ExitErrHandler:  func(*cli.Context, error) {},
 		OnUsageError:    onUsage,
 		HideHelpCommand: true,
+		// No command, `help` or an unknown command: the usage and the
+		// command list, and exit 2.
+		Action: func(c *cli.Context) error {
+			args := c.Args().Slice()
+			switch {
+			case len(args) == 0:
+				_ = cli.ShowAppHelp(c)
+				return withCode(exitUsage, errShown)
+			case args[0] == "help" && len(args) > 1 && c.App.Command(args[1]) != nil:
+				_ = cli.ShowCommandHelp(c, args[1])
+				return withCode(exitUsage, errShown)
+			case args[0] == "help" && len(args) == 1:
+				_ = cli.ShowAppHelp(c)
+				return withCode(exitUsage, errShown)
+			}
+			name := args[0]
+			if name == "help" {
+				name = args[1]
+			}
+			cli.HelpPrinter(stderr, cli.AppHelpTemplate, c.App)
+			return withCode(exitUsage, fmt.Errorf("unknown command %q: the commands are %s (listed above)", name, commandNames(c.App)))
+		},
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Value: "optsync.yaml", Usage: "config file", EnvVars: []string{"OPTSYNC_CONFIG"}},
 			&cli.StringFlag{Name: "log-format", Value: "auto", Usage: "auto, json or console", EnvVars: []string{"OPTSYNC_LOG_FORMAT"}},
@@ -241,14 +283,14 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 			{
 				Name:         "run",
 				Usage:        "incremental sync: what changed since the last run, through the APIs or the drops' files not processed yet (oldest first)",
-				Flags:        []cli.Flag{force, massOptin},
+				Flags:        []cli.Flag{force, massOptin, allowMissing},
 				OnUsageError: onUsage,
 				Action:       syncAction(true, false),
 			},
 			{
 				Name:         "backfill",
 				Usage:        "full reconciliation of one export per system: decide, write update and audit files, remember what was agreed",
-				Flags:        append(slices.Clone(exportFlags), replay, massOptin),
+				Flags:        append(slices.Clone(exportFlags), replay, massOptin, allowMissing),
 				OnUsageError: onUsage,
 				Action:       syncAction(false, false),
 			},
@@ -261,23 +303,27 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 			},
 			{
 				Name:         "validate",
-				Usage:        "check the config and the exports' columns (--online: credentials and field types through the APIs)",
+				Usage:        "check the config, the exports' columns and the rows a run would reject (--online: credentials and field types through the APIs)",
 				OnUsageError: onUsage,
-				Flags:        []cli.Flag{&cli.BoolFlag{Name: "online", Usage: "also get a token and check the mapped fields against the live service", EnvVars: []string{"OPTSYNC_ONLINE"}}},
+				Flags:        []cli.Flag{&cli.BoolFlag{Name: "online", Usage: "also get a token and check the mapped fields against the live service [$OPTSYNC_ONLINE]"}},
 				Action: func(c *cli.Context) error {
+					online, err := boolOption(c, "online")
+					if err != nil {
+						return err
+					}
 					cfg, err := loadCfg(c)
 					if err != nil {
 						return err
 					}
-					return validateInputs(c.Context, cfg, c.Bool("online"), *log, stdout)
+					return validateInputs(c.Context, cfg, online, *log, stdout)
 				},
 			},
 			{
 				Name:         "audit",
-				Usage:        "recorded decisions: --contact ID | --run ID | --since TIME [--field NAME] [--format table|csv|json]",
+				Usage:        "what state holds for a contact now, and the decisions recorded: --contact ID | --run ID | --since TIME [--field NAME] [--format table|csv|json]",
 				OnUsageError: onUsage,
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "contact", Usage: "a contact GUID: that person's whole history"},
+					&cli.StringFlag{Name: "contact", Usage: "a contact GUID: what state holds for that person now, then their whole history"},
 					&cli.StringFlag{Name: "run", Usage: "a run id"},
 					&cli.StringFlag{Name: "since", Usage: "decisions of runs started since: RFC 3339, a date (2026-11-01) or an age (72h, 30d)"},
 					&cli.StringFlag{Name: "field", Usage: "only this Dynamics or Campaign field"},
@@ -288,7 +334,7 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 					if err != nil {
 						return err
 					}
-					return auditCommand(cfg, c, stdout)
+					return auditCommand(cfg, c, stdout, *log)
 				},
 			},
 			{
@@ -301,7 +347,7 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 					if err != nil {
 						return err
 					}
-					return listRuns(cfg, c.String("format"), stdout)
+					return listRuns(cfg, c.String("format"), stdout, *log)
 				},
 			},
 			{
@@ -327,18 +373,19 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 				Subcommands: []*cli.Command{
 					{
 						Name:         "export",
-						Usage:        "snapshots as CSV: contact, profile, pair, agreed value, last decided",
+						Usage:        "snapshots as CSV: contact, profile, pair, agreed value and since when, last decided",
 						OnUsageError: onUsage,
 						Flags: []cli.Flag{
 							&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "file to write (created new, 0600, never through a link; default: stdout)"},
 							&cli.BoolFlag{Name: "force", Usage: "replace an existing --output file"},
+							&cli.StringFlag{Name: "contact", Usage: "only this contact (a GUID)"},
 						},
 						Action: func(c *cli.Context) error {
 							cfg, err := loadCfg(c)
 							if err != nil {
 								return err
 							}
-							return stateExport(cfg, c.String("output"), c.Bool("force"), stdout)
+							return stateExport(cfg, c.String("output"), c.Bool("force"), c.String("contact"), stdout, *log)
 						},
 					},
 					{
@@ -358,6 +405,92 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 			},
 		}, installCommands(stdout, onUsage)...),
 	}
+}
+
+// hoistGlobalFlags moves the global flags written after the command to
+// before it, where urfave/cli reads them: `optsync run --config x.yaml`
+// works as `optsync --config x.yaml run` does.
+func hoistGlobalFlags(args []string, flags []cli.Flag) []string {
+	global := map[string]bool{}
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			global[n] = true
+		}
+	}
+	name := func(a string) (string, bool) {
+		if !strings.HasPrefix(a, "-") || a == "-" || a == "--" {
+			return "", false
+		}
+		n, _, withValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		return n, withValue
+	}
+	// The command is the first word that is neither a flag nor a global
+	// flag's value.
+	cmd := 1
+	for cmd < len(args) {
+		n, withValue := name(args[cmd])
+		if n == "" {
+			break
+		}
+		cmd++
+		if global[n] && !withValue && n != "help" && n != "h" {
+			cmd++
+		}
+	}
+	if cmd >= len(args) || args[cmd] == "--" {
+		return args
+	}
+	var moved, rest []string
+	for i := cmd; i < len(args); i++ {
+		if args[i] == "--" {
+			rest = append(rest, args[i:]...)
+			break
+		}
+		n, withValue := name(args[i])
+		if n == "" || !global[n] || n == "help" || n == "h" {
+			rest = append(rest, args[i])
+			continue
+		}
+		moved = append(moved, args[i])
+		if !withValue && i+1 < len(args) {
+			moved = append(moved, args[i+1])
+			i++
+		}
+	}
+	return slices.Concat(args[:cmd], moved, rest)
+}
+
+func commandNames(app *cli.App) string {
+	var names []string
+	for _, c := range app.Commands {
+		if !c.Hidden {
+			names = append(names, c.Name)
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+// boolOption reads a boolean flag, or else its environment variable
+// (OPTSYNC_ and the flag's name), which takes the spellings the exports'
+// flags take: true/false, 1/0, yes/no, y/n, in any case.
+func boolOption(c *cli.Context, name string) (bool, error) {
+	if !slices.ContainsFunc(c.Command.Flags, func(f cli.Flag) bool { return slices.Contains(f.Names(), name) }) {
+		return false, nil // not a flag of this command, nor its variable
+	}
+	if c.IsSet(name) {
+		return c.Bool(name), nil
+	}
+	env := "OPTSYNC_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+	v := strings.TrimSpace(os.Getenv(env))
+	switch strings.ToLower(v) {
+	case "":
+		return false, nil
+	case "true", "1", "yes", "y":
+		return true, nil
+	case "false", "0", "no", "n":
+		return false, nil
+	}
+	return false, withCode(exitUsage, fmt.Errorf("%s=%q: want true/false, 1/0, yes/no or y/n", env, v))
 }
 
 // newLogger logs JSON unless stderr is a terminal (or the format says).

@@ -99,6 +99,12 @@ func writeMetrics(path string, m runMetrics) error {
 			func() error {
 				return gauge("pending_writes_oldest_age_seconds", "Age of the oldest write to an update file that no export has shown yet (0: none).", s.PendingOldest.Seconds())
 			},
+			func() error {
+				return gauge("would_clear", "Opt-outs the last run would have cleared when a safety limit stopped it (it wrote nothing).", float64(s.WouldClear))
+			},
+			func() error {
+				return gauge("known_opt_outs", "Opt-outs known before the last run: the base of a percentage safety.max_optin.", float64(s.KnownOptOuts))
+			},
 		)
 	}
 	for _, r := range regs {

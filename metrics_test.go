@@ -146,12 +146,14 @@ func TestWriteMetricsFullRun(t *testing.T) {
 	want := append(slices.Clone(timeMetrics),
 		"optsync_last_run_compared_pairs",
 		"optsync_last_run_failed_writes",
+		"optsync_last_run_known_opt_outs",
 		"optsync_last_run_opt_outs_cleared",
 		"optsync_last_run_pending_writes_not_seen",
 		"optsync_last_run_pending_writes_oldest_age_seconds",
 		"optsync_last_run_rejected",
 		"optsync_last_run_rule_writes",
 		"optsync_last_run_skipped",
+		"optsync_last_run_would_clear",
 		"optsync_last_run_writes",
 	)
 	slices.Sort(want)

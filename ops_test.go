@@ -98,7 +98,7 @@ func TestRunOverDropsIsIncremental(t *testing.T) {
 	}
 	// A profile decided against what state knows of its contact is not a
 	// profile without a contact.
-	for _, want := range []string{"decided_against_state=1", "compared=2 pairs (1 contacts)", "profiles_without_contact=0"} {
+	for _, want := range []string{"decided_against_state=1", "compared=2 pairs (1 contact)", "profiles_without_contact=0"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Fatalf("night 2 summary lacks %q: %s", want, r.stdout)
 		}
@@ -170,12 +170,30 @@ func TestAuditHistoryAcrossRuns(t *testing.T) {
 	r3 := p.run(t)
 	wantRuns := []string{r1.runID, r2.runID, r3.runID}
 
-	// json: every field, in time order
+	// json: what state holds now, then the history: every field, in time order
 	r := runCLI(t, "--config", p.config, "audit", "--contact", strings.ToUpper(guid2), "--format", "json")
-	var rows []map[string]string
-	if err := json.Unmarshal([]byte(r.stdout), &rows); err != nil {
+	var answer struct {
+		Contact string
+		Known   bool
+		Pairs   []map[string]any
+		History []map[string]string
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &answer); err != nil {
 		t.Fatalf("json: %v\n%s", err, r.stdout)
 	}
+	if answer.Contact != guid2 || !answer.Known || len(answer.Pairs) != 2 || answer.Pairs[0]["agreed_opted_out"] != "true" {
+		t.Fatalf("json present part: %+v", answer)
+	}
+	// The opt-outs in Campaign's update files, not seen yet: the email
+	// one written by night 1 (night 2 wrote it again), the phone one by
+	// night 3.
+	for i, want := range []string{r1.runID, r3.runID} {
+		by, _ := answer.Pairs[i]["campaign_written_by"].(map[string]any)
+		if answer.Pairs[i]["campaign_written_not_seen"] != "true" || by["run_id"] != want {
+			t.Fatalf("pair %d: written, not yet seen: %v by %v, want true by %s", i, answer.Pairs[i]["campaign_written_not_seen"], by, want)
+		}
+	}
+	rows := answer.History
 	var runs, rules []string
 	for _, row := range rows {
 		if row["contact_id"] != guid2 {
@@ -200,9 +218,11 @@ func TestAuditHistoryAcrossRuns(t *testing.T) {
 		strings.Count(r.stdout, "\n") != 4 {
 		t.Fatalf("csv:\n%s", r.stdout)
 	}
-	// table
+	// table: the present, then the history's header and three rows
 	r = runCLI(t, "--config", p.config, "audit", "--contact", guid2)
-	if strings.Count(r.stdout, "\n") != 4 || !strings.Contains(r.stdout, "pending-write-not-seen") || !strings.Contains(r.stdout, "donotemail ↔ blackListEmail") {
+	_, history, _ := strings.Cut(r.stdout, "history, oldest first:\n")
+	if strings.Count(history, "\n") != 4 || !strings.Contains(history, "pending-write-not-seen") || !strings.Contains(history, "donotemail ↔ blackListEmail") ||
+		!strings.Contains(r.stdout, "blackListEmail=true by run "+r1.runID) {
 		t.Fatalf("table:\n%s", r.stdout)
 	}
 	// --run, --field, --since

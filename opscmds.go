@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -26,12 +25,22 @@ import (
 )
 
 // openReadOnly opens the state file for a command that only reads it; nil
-// when there is no state yet.
-func openReadOnly(cfg *Config) (*state.Store, error) {
+// when there is no state yet. While a run holds the state, it reads the
+// run's last commit, and says so.
+func openReadOnly(cfg *Config, log zerolog.Logger) (*state.Store, error) {
 	if _, err := os.Lstat(cfg.State); errors.Is(err, fs.ErrNotExist) { // a dangling link is an error, not "no state"
 		return nil, nil
 	}
-	return state.OpenReadOnly(cfg.State, cfg.rules.Pairs)
+	st, err := state.OpenReadOnly(cfg.State, cfg.rules.Pairs)
+	if err != nil {
+		return nil, err
+	}
+	if h := st.Holder; h != nil {
+		log.Warn().Int("holder_pid", h.PID).Str("holder_host", h.Host).Time("holder_started", h.Started).
+			Msgf("a run has held the state since %s (pid %d on %s); showing state as of its last commit",
+				h.Started.UTC().Format(time.RFC3339), h.PID, h.Host)
+	}
+	return st, nil
 }
 
 // parseSince reads RFC 3339, a date, or an age ("72h", "30d").
@@ -49,8 +58,9 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 }
 
 // auditCommand answers "what was decided for whom, and why" from the
-// decision log kept in state.
-func auditCommand(cfg *Config, c *cli.Context, out io.Writer) error {
+// decision log kept in state; for one contact it first says what state
+// holds for that person now.
+func auditCommand(cfg *Config, c *cli.Context, out io.Writer, log zerolog.Logger) error {
 	var q state.LogQuery
 	if v := c.String("contact"); v != "" {
 		id, ok := extract.ParseID(v)
@@ -74,13 +84,21 @@ func auditCommand(cfg *Config, c *cli.Context, out io.Writer) error {
 	if format != "table" && format != "csv" && format != "json" {
 		return withCode(exitUsage, fmt.Errorf("--format %q: want table, csv or json", format))
 	}
-	st, err := openReadOnly(cfg)
+	st, err := openReadOnly(cfg, log)
 	if err != nil {
 		return err
 	}
-	var rows []load.AuditRow
 	if st != nil {
 		defer st.Close()
+	}
+	if q.Field != "" {
+		if err := checkField(cfg, st, q.Field); err != nil {
+			return err
+		}
+	}
+	var rows []load.AuditRow
+	var now *presentState
+	if st != nil {
 		if q.RunID != "" {
 			runs, err := st.Runs()
 			if err != nil {
@@ -103,14 +121,23 @@ func auditCommand(cfg *Config, c *cli.Context, out io.Writer) error {
 			return err
 		}
 	}
+	if q.Contact != nil && format != "csv" {
+		if now, err = present(cfg, st, *q.Contact, q.Field); err != nil {
+			return err
+		}
+	}
+	if rows == nil {
+		rows = []load.AuditRow{}
+	}
 	switch format {
 	case "json":
-		if rows == nil {
-			rows = []load.AuditRow{}
-		}
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
 		enc.SetEscapeHTML(false) // "d365->campaign", not "d365-\u003ecampaign"
+		if now != nil {
+			now.History = rows
+			return enc.Encode(now)
+		}
 		return enc.Encode(rows)
 	case "csv":
 		w := csv.NewWriter(out)
@@ -125,6 +152,20 @@ func auditCommand(cfg *Config, c *cli.Context, out io.Writer) error {
 		}
 		w.Flush()
 		return w.Error()
+	}
+	if now != nil {
+		if err := now.print(out); err != nil {
+			return err
+		}
+		if !now.Known && len(rows) == 0 {
+			return nil
+		}
+		fmt.Fprintln(out)
+		if len(rows) == 0 {
+			fmt.Fprintln(out, "history: no decisions recorded for this contact (its pairs were in step, or blank, whenever it was compared)")
+			return nil
+		}
+		fmt.Fprintln(out, "history, oldest first:")
 	}
 	if len(rows) == 0 {
 		fmt.Fprintln(out, "no decisions recorded for that query")
@@ -147,6 +188,33 @@ func auditCommand(cfg *Config, c *cli.Context, out io.Writer) error {
 	return tw.Flush()
 }
 
+// checkField refuses a --field that names no mapping: a typo must not read
+// as "no history". A mapping the decision log still has entries of counts.
+func checkField(cfg *Config, st *state.Store, field string) error {
+	pairs := slices.Clone(cfg.rules.Pairs)
+	if st != nil {
+		logged, err := st.LogPairs()
+		if err != nil {
+			return err
+		}
+		for _, p := range logged {
+			if !slices.ContainsFunc(pairs, func(q transform.Pair) bool { return q.D365 == p.D365 && q.Campaign == p.Campaign }) {
+				pairs = append(pairs, p)
+			}
+		}
+	}
+	var names []string
+	for _, p := range pairs {
+		if p.D365 == field || p.Campaign == field {
+			return nil
+		}
+	}
+	for _, p := range cfg.rules.Pairs {
+		names = append(names, p.D365, p.Campaign)
+	}
+	return withCode(exitUsage, fmt.Errorf("--field %s is not a mapped field; the mapped fields are %s", field, strings.Join(names, ", ")))
+}
+
 func dash(s string) string {
 	if s == "" {
 		return "-"
@@ -154,13 +222,22 @@ func dash(s string) string {
 	return s
 }
 
-// stateExport writes every snapshot as CSV: one row per contact and pair.
-// A file (--output) holds personal data: it is created new, 0600, never
-// through a link, and an existing path is refused unless force says to
-// replace it (a link even then: what it points to is not optsync's).
-func stateExport(cfg *Config, output string, force bool, stdout io.Writer) error {
+// stateExport writes every snapshot as CSV (one contact's, with contact):
+// one row per contact and pair. A file (--output) holds personal data: it
+// is created new, 0600, never through a link, and an existing path is
+// refused unless force says to replace it (a link even then: what it
+// points to is not optsync's).
+func stateExport(cfg *Config, output string, force bool, contact string, stdout io.Writer, log zerolog.Logger) error {
+	var only *extract.ID
+	if contact != "" {
+		id, ok := extract.ParseID(contact)
+		if !ok {
+			return withCode(exitUsage, fmt.Errorf("--contact %q is not a GUID", contact))
+		}
+		only = &id
+	}
 	if output == "" {
-		return exportSnapshots(cfg, stdout)
+		return exportSnapshots(cfg, only, stdout, log)
 	}
 	fi, err := os.Lstat(output)
 	switch {
@@ -174,7 +251,7 @@ func stateExport(cfg *Config, output string, force bool, stdout io.Writer) error
 	case !force:
 		return withCode(exitUsage, fmt.Errorf("state export: --output %s exists; pass --force to replace it", output))
 	}
-	err = load.WriteFile(output, load.FileOptions{NoReplace: !force}, func(w io.Writer) error { return exportSnapshots(cfg, w) })
+	err = load.WriteFile(output, load.FileOptions{NoReplace: !force}, func(w io.Writer) error { return exportSnapshots(cfg, only, w, log) })
 	if errors.Is(err, fs.ErrExist) {
 		return withCode(exitUsage, fmt.Errorf("state export: %w; pass --force to replace it", err))
 	}
@@ -184,42 +261,69 @@ func stateExport(cfg *Config, output string, force bool, stdout io.Writer) error
 	return nil
 }
 
-// exportSnapshots writes the snapshots' CSV to out.
-func exportSnapshots(cfg *Config, out io.Writer) error {
-	st, err := openReadOnly(cfg)
+// exportSnapshots writes the snapshots' CSV (only's, when set) to out.
+func exportSnapshots(cfg *Config, only *extract.ID, out io.Writer, log zerolog.Logger) error {
+	st, err := openReadOnly(cfg, log)
 	if err != nil {
-		return err
-	}
-	w := csv.NewWriter(out)
-	if err := w.Write([]string{"contact_id", "profile_pkey", "d365_field", "campaign_field", "agreed_opted_out",
-		"d365_value", "campaign_value", "d365_written_pending", "campaign_written_pending", "d365_modified", "campaign_modified", "last_decided"}); err != nil {
 		return err
 	}
 	if st != nil {
 		defer st.Close()
-		err := st.Each(func(id extract.ID, s *transform.Snapshot) error {
-			decided := ""
-			if s.Decided != 0 {
-				decided = time.Unix(s.Decided, 0).UTC().Format(time.RFC3339)
+	}
+	w := csv.NewWriter(out)
+	if err := w.Write([]string{"contact_id", "profile_pkey", "d365_field", "campaign_field", "agreed_opted_out", "agreed_since",
+		"d365_value", "campaign_value", "d365_written_pending", "campaign_written_pending", "d365_modified", "campaign_modified", "last_decided"}); err != nil {
+		return err
+	}
+	row := func(id extract.ID, s *transform.Snapshot, agreed *state.Agreed) error {
+		decided := ""
+		if s.Decided != 0 {
+			decided = time.Unix(s.Decided, 0).UTC().Format(time.RFC3339)
+		}
+		for i, p := range cfg.rules.Pairs {
+			ps := s.Pairs[i]
+			dRaw, dPending := ps.DRaw, ps.DWritten
+			if p.Invert { // the Dynamics columns in the field's own polarity
+				dRaw, dPending = dRaw.Not(), dPending.Not()
 			}
-			for i, p := range cfg.rules.Pairs {
-				ps := s.Pairs[i]
-				dRaw, dPending := ps.DRaw, ps.DWritten
-				if p.Invert { // the Dynamics columns in the field's own polarity
-					dRaw, dPending = dRaw.Not(), dPending.Not()
-				}
-				pkey := s.PKey
-				if !s.CSeen {
-					pkey = ""
-				}
-				if err := w.Write([]string{id.String(), pkey, p.D365, p.Campaign, ps.S.String(), dRaw.String(), ps.CRaw.String(),
-					dPending.String(), ps.CWritten.String(), seen(s.DSeen, s.DModified), seen(s.CSeen, s.CModified), decided}); err != nil {
-					return err
-				}
+			pkey := s.PKey
+			if !s.CSeen {
+				pkey = ""
 			}
-			return nil
-		})
+			since := ""
+			if ps.S.Known() && agreed[i] != 0 {
+				since = time.Unix(agreed[i], 0).UTC().Format(time.RFC3339)
+			}
+			if err := w.Write([]string{id.String(), pkey, p.D365, p.Campaign, ps.S.String(), since, dRaw.String(), ps.CRaw.String(),
+				dPending.String(), ps.CWritten.String(), seen(s.DSeen, s.DModified), seen(s.CSeen, s.CModified), decided}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	switch {
+	case st == nil:
+	case only != nil:
+		r, err := st.Reader()
 		if err != nil {
+			return err
+		}
+		var s transform.Snapshot
+		found, err := r.Get(*only, &s)
+		agreed := r.Agreed()
+		r.Close()
+		if err != nil {
+			return err
+		}
+		if found {
+			if err := row(*only, &s, &agreed); err != nil {
+				return err
+			}
+		} else {
+			log.Warn().Str("contact", only.String()).Msg("state holds no record of this contact")
+		}
+	default:
+		if err := st.EachAgreed(row); err != nil {
 			return err
 		}
 	}
@@ -277,7 +381,7 @@ func stateReset(ctx context.Context, cfg *Config, field string, out io.Writer, l
 		names[i] = pairName(p)
 	}
 	log.Info().Int("contacts", n).Strs("mappings", names).Msg("snapshots forgotten")
-	fmt.Fprintf(out, "forgot the agreed snapshot of %s for %s contacts; the next run decides them as at first sight\n",
-		strings.Join(names, ", "), strconv.Itoa(n))
+	fmt.Fprintf(out, "forgot the agreed snapshot of %s for %s; the next run decides them as at first sight\n",
+		strings.Join(names, ", "), plural(n, "contact"))
 	return nil
 }

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -29,6 +31,21 @@ func TestHelperProcess(t *testing.T) {
 	switch mode {
 	case "kill-before-commit":
 		h.beforeCommit = func() { _ = syscall.Kill(os.Getpid(), syscall.SIGKILL); select {} }
+	case "pause-after-decide":
+		// Tell the test the run is paused mid-run, holding the state, and
+		// wait for it to close stdin: as long as the test needs, no sleep.
+		h.afterDecide = func(context.Context) {
+			fmt.Fprintln(os.Stdout, pausedLine)
+			_, _ = io.Copy(io.Discard, os.Stdin)
+		}
+	case "kill-after-first-chunk":
+		h.commitChunk, _ = strconv.Atoi(os.Getenv("OPTSYNC_HELPER_CHUNK"))
+		h.afterChunk = func(n int) {
+			if n == 1 {
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {}
+			}
+		}
 	case "sigterm-while-deciding":
 		// A real SIGTERM through main's handler; waiting for the context
 		// it cancels makes the point of arrival exact without a sleep.
@@ -47,8 +64,14 @@ func TestHelperProcess(t *testing.T) {
 
 func helperProcess(t *testing.T, mode string, args ...string) (code int, stdout, stderr string, signaled bool) {
 	t.Helper()
+	return helperProcessEnv(t, nil, mode, args...)
+}
+
+func helperProcessEnv(t *testing.T, env []string, mode string, args ...string) (code int, stdout, stderr string, signaled bool) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
 	cmd.Env = append(os.Environ(), "OPTSYNC_HELPER="+mode, "OPTSYNC_HELPER_ARGS="+strings.Join(args, "\x1f"))
+	cmd.Env = append(cmd.Env, env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -63,6 +86,71 @@ func helperProcess(t *testing.T, mode string, args ...string) (code int, stdout,
 	return 0, out.String(), errb.String(), false
 }
 
+const pausedLine = "optsync-test: paused after deciding"
+
+// helper is a helper process the test talks to while it runs.
+type helper struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stdout *bufio.Reader
+	stderr bytes.Buffer
+}
+
+func startHelper(t *testing.T, mode string, args ...string) *helper {
+	t.Helper()
+	h := &helper{cmd: exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")}
+	h.cmd.Env = append(os.Environ(), "OPTSYNC_HELPER="+mode, "OPTSYNC_HELPER_ARGS="+strings.Join(args, "\x1f"))
+	var err error
+	if h.stdin, err = h.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := h.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.stdout = bufio.NewReader(out)
+	h.cmd.Stderr = &h.stderr
+	if err := h.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		h.stdin.Close()
+		_ = h.cmd.Process.Kill()
+		_ = h.cmd.Wait()
+	})
+	return h
+}
+
+// waitPaused reads the helper's stdout up to the line it prints when it
+// pauses; false when it ended first.
+func (h *helper) waitPaused() bool {
+	for {
+		line, err := h.stdout.ReadString('\n')
+		if strings.TrimSpace(line) == pausedLine {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+	}
+}
+
+// finish lets a paused helper go on and returns its exit code and output.
+func (h *helper) finish(t *testing.T) (int, string) {
+	t.Helper()
+	h.stdin.Close()
+	rest, _ := io.ReadAll(h.stdout)
+	err := h.cmd.Wait()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), string(rest)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0, string(rest)
+}
+
 func TestSecondRunOnLockedStateExits75(t *testing.T) {
 	p := newProject(t, "direction: bidirectional\nmappings:\n  - d365: donotemail\n    campaign: blackListEmail\nstate: optsync.db\nd365:\n  csv: d365.csv\ncampaign:\n  csv: campaign.csv\n")
 	writeFile(t, p.path("d365.csv"), contactsCSV())
@@ -72,14 +160,115 @@ func TestSecondRunOnLockedStateExits75(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer holder.Close()
-	for _, cmd := range []string{"backfill", "runs"} {
-		code, _, stderr, _ := helperProcess(t, "plain", "--log-format", "console", "--config", p.config, cmd)
+	if err := holder.Share(); err != nil { // as a run does while it decides
+		t.Fatal(err)
+	}
+	for _, cmd := range [][]string{{"backfill"}, {"run"}, {"state", "reset"}} {
+		code, _, stderr, _ := helperProcess(t, "plain", append([]string{"--log-format", "console", "--config", p.config}, cmd...)...)
 		if code != exitLocked {
 			t.Fatalf("%s: exit %d, want 75\n%s", cmd, code, stderr)
 		}
 		if !strings.Contains(stderr, "pid "+strconv.Itoa(os.Getpid())) || !strings.Contains(stderr, "started ") {
 			t.Fatalf("%s: message does not name the holder's pid and start time:\n%s", cmd, stderr)
 		}
+	}
+	// Readers answer, from the last commit, and say a run holds the state.
+	code, _, stderr, _ := helperProcess(t, "plain", "--log-format", "console", "--config", p.config, "runs")
+	if code != 0 || !strings.Contains(stderr, "a run has held the state since") || !strings.Contains(stderr, "pid "+strconv.Itoa(os.Getpid())) ||
+		!strings.Contains(stderr, "showing state as of its last commit") {
+		t.Fatalf("runs while a run holds the state: exit %d\n%s", code, stderr)
+	}
+}
+
+// TestConcurrentStartsAllNameTheHolder starts 20 runs at once against an
+// existing state: one proceeds (and pauses, holding the state), and every
+// other refuses with exit 75 naming that one's pid, host and start time.
+func TestConcurrentStartsAllNameTheHolder(t *testing.T) {
+	p := newProject(t, fmt.Sprintf(onePairConfig, "bidirectional", "newest"))
+	writeFile(t, p.path("d365.csv"), contactsCSV("00000000-0000-0000-0000-000000000001,2026-11-20T10:00:00Z,true"))
+	writeFile(t, p.path("campaign.csv"), profilesCSV("@p1,00000000-0000-0000-0000-000000000001,2026-11-20 09:00:00.000Z,true"))
+	if r := p.backfill(t); r.code != 0 {
+		t.Fatalf("first backfill: exit %d %s", r.code, r.stderr)
+	}
+	const n = 20
+	hs := make([]*helper, n)
+	for i := range hs {
+		hs[i] = startHelper(t, "pause-after-decide", "--log-format", "console", "--config", p.config, "backfill")
+	}
+	type result struct {
+		i      int
+		paused bool
+	}
+	results := make(chan result, n)
+	for i, h := range hs {
+		go func() { results <- result{i, h.waitPaused()} }()
+	}
+	var holder *helper
+	var refused []*helper
+	for range n {
+		r := <-results
+		if r.paused {
+			if holder != nil {
+				t.Fatal("two runs got the state at once")
+			}
+			holder = hs[r.i]
+		} else {
+			refused = append(refused, hs[r.i])
+		}
+	}
+	if holder == nil {
+		t.Fatal("no run got the state")
+	}
+	want := fmt.Sprintf("pid %d on ", holder.cmd.Process.Pid)
+	for _, h := range refused {
+		code, _ := h.finish(t)
+		if code != exitLocked || !strings.Contains(h.stderr.String(), want) || !strings.Contains(h.stderr.String(), ", started 20") {
+			t.Errorf("a refused run (exit %d) does not name the holder (%s…):\n%s", code, want, h.stderr.String())
+		}
+	}
+	if code, _ := holder.finish(t); code != 0 {
+		t.Fatalf("the holder: exit %d\n%s", code, holder.stderr.String())
+	}
+}
+
+// TestReadersAnswerWhileARunIsPausedMidDecide: with a run paused after its
+// decisions, runs, audit and state export answer from the last commit and
+// say a run holds the state; a second run and a state reset exit 75; the
+// paused run then finishes as usual.
+func TestReadersAnswerWhileARunIsPausedMidDecide(t *testing.T) {
+	p := newProject(t, fmt.Sprintf(dropConfig, ""))
+	night1(t, p)
+	first := p.run(t)
+	writeFile(t, p.path("drops/d365/2026-11-28.csv"), dropContacts(guid3+",2026-11-28T01:00:00Z,true,false"))
+	h := startHelper(t, "pause-after-decide", "--config", p.config, "run")
+	if !h.waitPaused() {
+		code, out := h.finish(t)
+		t.Fatalf("the run did not pause: exit %d\n%s%s", code, out, h.stderr.String())
+	}
+	r := runCLI(t, "--config", p.config, "runs")
+	if r.code != 0 || !strings.Contains(r.stdout, first.runID) || !strings.Contains(r.stdout, "running") ||
+		!strings.Contains(r.stderr, "a run has held the state since") || !strings.Contains(r.stderr, fmt.Sprintf("pid %d", h.cmd.Process.Pid)) {
+		t.Fatalf("runs while a run is paused: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(t, "--config", p.config, "audit", "--contact", guid2); r.code != 0 || !strings.Contains(r.stdout, "conflict-d365-newer") ||
+		!strings.Contains(r.stdout, "a run (pid") {
+		t.Fatalf("audit while a run is paused: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(t, "--config", p.config, "state", "export", "--contact", guid3); r.code != 0 || strings.Count(r.stdout, "\n") != 3 ||
+		strings.Contains(r.stdout, "2026-11-28T01:00:00Z") {
+		t.Fatalf("state export (of the last commit) while a run is paused: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	for _, cmd := range [][]string{{"run"}, {"backfill"}, {"state", "reset"}} {
+		if r := runCLI(t, append([]string{"--config", p.config}, cmd...)...); r.code != exitLocked {
+			t.Fatalf("%s while a run holds the state: exit %d\n%s", cmd, r.code, r.stderr)
+		}
+	}
+	code, out := h.finish(t)
+	if code != 0 || !strings.Contains(out, "d365->campaign=1") {
+		t.Fatalf("the paused run: exit %d\n%s%s", code, out, h.stderr.String())
+	}
+	if r := runCLI(t, "--config", p.config, "state", "export", "--contact", guid3); !strings.Contains(r.stdout, "2026-11-28T01:00:00Z") {
+		t.Fatalf("state export after the run:\n%s", r.stdout)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -289,7 +290,11 @@ func (s *stageBar) summary(n int64, took time.Duration) string {
 	if s.total > 0 && n < s.total {
 		done += " of " + strconv.FormatInt(s.total, 10)
 	}
-	return fmt.Sprintf("%s: %s %s in %s (%.0f %s/s)", s.name, done, s.unit, roundTook(took), rate, s.unit)
+	unit := s.unit
+	if n == 1 && s.total <= 1 {
+		unit = strings.TrimSuffix(unit, "s") // "1 contact"
+	}
+	return fmt.Sprintf("%s: %s %s in %s (%.0f %s/s)", s.name, done, unit, roundTook(took), rate, s.unit)
 }
 
 func roundTook(d time.Duration) time.Duration {

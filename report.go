@@ -148,7 +148,7 @@ func reportCommand(cfg *Config, runID, since, output string, stdout io.Writer, l
 		}
 		from = t
 	}
-	st, err := openReadOnly(cfg)
+	st, err := openReadOnly(cfg, log)
 	if err != nil {
 		return err
 	}

@@ -72,7 +72,7 @@ func (l *pageLog) add(ev any) {
 func TestReportInBrowser(t *testing.T) {
 	exe := chromium(t)
 	p := demoProject(t)
-	res := p.backfill(t)
+	res := p.backfill(t, "--allow-mass-optin")
 	if res.code != 0 {
 		t.Fatalf("demo backfill: exit %d\n%s", res.code, res.stderr)
 	}

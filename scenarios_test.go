@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/jszwec/csvutil"
+
+	"optsync/transform"
 )
 
 type scenario struct {
@@ -78,8 +80,20 @@ func runScenario(t *testing.T, sc scenario) {
 		}
 		return
 	case "skipped":
-		if len(audit) != 1 || audit[0]["outcome"] != "skipped" || audit[0]["error"] != sc.ExpectRule {
+		// error is the reason code the table names, then the blank side:
+		// "unknown-value: campaign blank".
+		if len(audit) != 1 || audit[0]["outcome"] != "skipped" || transform.ReasonCode(audit[0]["error"]) != sc.ExpectRule {
 			t.Fatalf("want one skipped row with error %s, got %v", sc.ExpectRule, audit)
+		}
+		blank := "d365"
+		if sc.Campaign == "" {
+			blank = "campaign"
+		}
+		if sc.D365 == "" && sc.Campaign == "" {
+			blank = "d365 and campaign"
+		}
+		if want := sc.ExpectRule + ": " + blank + " blank"; audit[0]["error"] != want {
+			t.Fatalf("error %q, want %q", audit[0]["error"], want)
 		}
 		return
 	}

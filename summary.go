@@ -46,6 +46,15 @@ type summary struct {
 	// failedWrites keeps the first failed writes of each message for the
 	// run's report.
 	failedWrites []state.Reasons
+	// The safety limits' figures: opt-outs known before the run and the
+	// limit they gave; for a side read in full, the records state knew
+	// there and how many of them the input lacked.
+	KnownOptOuts, OptinLimit       int
+	KnownD365, MissingD365         int
+	KnownCampaign, MissingCampaign int
+	// WouldClear is what a run stopped by a safety limit would have
+	// cleared; such a run counts no writes.
+	WouldClear int
 }
 
 func newSummary(runID, command string) *summary {
@@ -84,6 +93,15 @@ func (s *summary) addDecisions(ds []transform.Decision) {
 	}
 }
 
+// stopped makes the counts those of a run a safety limit stopped: it wrote
+// nothing, so it counts no writes; what it would have cleared is kept.
+func (s *summary) stopped() {
+	s.WouldClear = s.OptoutsCleared
+	s.ToCampaign, s.ToD365, s.OptoutsCleared = 0, 0, 0
+	s.PendingWrittenAgain = 0 // its update files were not written either
+	s.Rules = map[string]int{}
+}
+
 // counts is the flat form kept in the run history.
 func (s *summary) counts() map[string]int {
 	m := map[string]int{
@@ -100,6 +118,16 @@ func (s *summary) counts() map[string]int {
 		"deleted_in_d365":  s.Deleted,
 		"pending_not_seen": s.PendingNotSeen, "pending_oldest_age_seconds": int(s.PendingOldest / time.Second),
 		"pending_written_again": s.PendingWrittenAgain,
+		"known_opt_outs":        s.KnownOptOuts, "max_optin_limit": s.OptinLimit,
+	}
+	if s.KnownD365 > 0 {
+		m["d365_known"], m["d365_missing"] = s.KnownD365, s.MissingD365
+	}
+	if s.KnownCampaign > 0 {
+		m["campaign_known"], m["campaign_missing"] = s.KnownCampaign, s.MissingCampaign
+	}
+	if s.WouldClear > 0 {
+		m["would_clear"] = s.WouldClear
 	}
 	for r, n := range s.Rules {
 		m["rule:"+r] = n
@@ -111,10 +139,10 @@ func (s *summary) counts() map[string]int {
 }
 
 // line is the one-line summary printed at the end of every run.
-func (s *summary) line(took time.Duration) string {
+func (s *summary) line(d time.Duration) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "optsync %s %s: compared=%d pairs (%d contacts) d365->campaign=%d campaign->d365=%d",
-		s.command, s.runID, s.ComparedPairs, s.Matched, s.ToCampaign, s.ToD365)
+	fmt.Fprintf(&b, "optsync %s %s: compared=%s (%s) d365->campaign=%d campaign->d365=%d",
+		s.command, s.runID, plural(s.ComparedPairs, "pair"), plural(s.Matched, "contact"), s.ToCampaign, s.ToD365)
 	rules := make([]string, 0, len(s.Rules))
 	for r := range s.Rules {
 		rules = append(rules, r)
@@ -139,6 +167,6 @@ func (s *summary) line(took time.Duration) string {
 	if s.PendingWrittenAgain > 0 {
 		fmt.Fprintf(&b, " pending_written_again=%d", s.PendingWrittenAgain)
 	}
-	fmt.Fprintf(&b, " took=%s", took.Round(time.Millisecond))
+	fmt.Fprintf(&b, " took=%s", took(d))
 	return b.String()
 }

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -40,6 +39,7 @@ type job struct {
 	replay         bool
 	plan           bool
 	allowMassOptin bool
+	allowMissing   bool
 	progress       *progress
 	hooks          hooks
 	dv             *d365Conn     // the Dataverse connector, when d365 uses the API
@@ -181,6 +181,17 @@ func (j *job) run(ctx context.Context) (err error) {
 		if run.ConfigChanges, err = j.configChanges(st); err != nil {
 			return err
 		}
+		// Until the commit, readers (runs, audit, state export) may read
+		// the last committed state beside this run.
+		if err := st.Share(); err != nil {
+			return err
+		}
+	}
+	var totals state.Totals // what state knows before this run
+	if st != nil {
+		if totals, err = st.Totals(); err != nil {
+			return err
+		}
 	}
 	if err := j.connect(&rules); err != nil {
 		return err
@@ -209,49 +220,23 @@ func (j *job) run(ctx context.Context) (err error) {
 	}
 	sum.ContactRows, sum.ProfileRows = in.d365.Rows, in.campaign.Rows
 
-	// transform: identity rules, then decisions. The two sorts are
-	// independent; on two cores they take the time of one.
-	var (
-		contacts   []extract.Contact
-		superseded []transform.Superseded
-		grouped    transform.Grouped
-		sorted     = make(chan struct{})
-	)
-	go func() {
-		// A run needs to know where each PKey of its input went: a
-		// profile state links to one contact may be another's now.
-		grouped = transform.GroupProfiles(in.profiles, j.incremental)
-		close(sorted)
-	}()
-	contacts, superseded = transform.DedupContacts(in.contacts)
-	<-sorted
-	profiles, dups := grouped.Kept, grouped.Dups
-	sum.Unlinked = grouped.Unlinked
-	rejects := slices.Concat(in.d365Rejects, in.campRejects)
-	for _, s := range superseded {
-		sum.Superseded++
-		if !s.Bad {
-			rejects = append(rejects, extract.Reject{Source: d365Files[s.File].path, Line: int(s.Line), ID: s.ID.String(), IDChecked: true,
-				Reason: supersededBy(d365Files, &s, "contact")})
-		}
-	}
-	for _, s := range grouped.Superseded {
-		sum.Superseded++
-		if !s.Bad {
-			rejects = append(rejects, extract.Reject{Source: campFiles[s.File].path, Line: int(s.Line), ID: s.PKey, IDChecked: true,
-				Reason: supersededBy(campFiles, &s, "profile")})
-		}
-	}
-	for _, p := range dups {
-		sum.DuplicateProfiles++
-		if !p.Bad { // a bad row has its own reject row already
-			rejects = append(rejects, extract.Reject{Source: campFiles[p.File].path, Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: "duplicate-externalId"})
-		}
-	}
+	// transform: identity rules, then decisions.
+	id := identify(in, d365Files, campFiles, j.incremental)
+	contacts, profiles, rejects := id.contacts, id.profiles, id.rejects
+	sum.Superseded, sum.DuplicateProfiles, sum.Unlinked = id.superseded, id.duplicates, id.unlinked
 
 	matched := joined{contacts: contacts, profiles: profiles, pairs: make([][2]int32, 0, max(len(contacts), len(profiles)))}
+	// Which records the decider visits: the others (bad rows, the good side
+	// of a blocked pair) are in the input all the same, for the shrink guard.
+	joinedC, joinedP := make([]bool, len(contacts)), make([]bool, len(profiles))
 	js := transform.Join(contacts, profiles, func(ci, pi int) {
 		matched.pairs = append(matched.pairs, [2]int32{int32(ci), int32(pi)})
+		if ci >= 0 {
+			joinedC[ci] = true
+		}
+		if pi >= 0 {
+			joinedP[pi] = true
+		}
 	})
 	sum.addJoin(js, len(rules.Pairs))
 
@@ -278,7 +263,8 @@ func (j *job) run(ctx context.Context) (err error) {
 	}()
 	var examples []string
 	d := &decider{rules: &rules, incremental: j.incremental, matched: &matched, d365Files: d365Files, campFiles: campFiles,
-		owners: grouped.Owners, runName: runName, failed: map[extract.ID]failure{}, notAfter: j.notAfter.UnixMilli()}
+		owners: id.owners, runName: runName, failed: map[extract.ID]failure{}, notAfter: j.notAfter.UnixMilli(),
+		chunk: j.hooks.commitChunk, afterChunk: j.hooks.afterChunk}
 	if j.dv != nil {
 		d.etag = j.dv.reader.ETag
 		d.d365Complete = j.dv.source && j.d365Path == "" && j.dv.complete
@@ -342,24 +328,50 @@ func (j *job) run(ctx context.Context) (err error) {
 		run.Rejects = state.AddReason(run.Rejects, r.Reason, ex)
 	}
 
-	// Safety: nothing is written when the run would clear too many opt-outs.
-	limit := cfg.maxOptin.allowed(sum.ComparedPairs)
-	run.Config.Limit = limit
-	if sum.OptoutsCleared > limit {
-		switch {
-		case j.plan:
-			log.Warn().Int("opt_outs_cleared", sum.OptoutsCleared).Int("limit", limit).Msg("a run with these inputs would stop at safety.max_optin")
-		case j.allowMassOptin:
-			log.Warn().Int("opt_outs_cleared", sum.OptoutsCleared).Int("limit", limit).Msg("safety.max_optin exceeded; going on because of --allow-mass-optin")
-		default:
-			w.Abort()
-			fmt.Fprintln(j.stdout, j.safetyMessage(sum, limit, examples))
-			run.Ended, run.Outcome, run.ExitCode, run.Counts = time.Now().UTC(), "safety-stop", exitSafety, sum.counts()
-			if err := st.EndRun(run); err != nil {
-				return err
+	// Safety: nothing is written (or dropped) when the run would clear too
+	// many of the opt-outs at stake, or when a full read lacks too many of
+	// the records state knows.
+	g, err := j.checkSafety(st, totals, d, sum, &safetyInputs{
+		// A disabled run decides nothing and so drops nothing: no shrink to guard.
+		fullD365:     j.fullRead("d365") && rules.Direction != transform.Disabled,
+		fullCampaign: j.fullRead("campaign") && rules.Direction != transform.Disabled,
+		d365Input:    inputName(d365Files), campaignInput: inputName(campFiles),
+		d365Rows: in.d365.Rows, campaignRows: in.campaign.Rows,
+		contacts: contacts, profiles: profiles, joinedC: joinedC, joinedP: joinedP, examples: examples,
+	})
+	if err != nil {
+		return err
+	}
+	run.Config.Limit = g.optinLimit
+	optin, missing := g.optinStops() && !j.allowMassOptin, g.missingStops() && !j.allowMissing
+	switch {
+	case (g.optinStops() || g.missingStops()) && j.plan:
+		log.Warn().Int("opt_outs_cleared", g.clears).Int("known_opt_outs", g.knownOptOuts).Int("limit", g.optinLimit).
+			Bool("max_optin", g.optinStops()).Bool("max_missing", g.missingStops()).Msg("a run with these inputs would stop at a safety limit")
+	case optin || missing:
+		if !optin {
+			g.clears = 0 // --allow-mass-optin: only the shrink is reported
+		}
+		if !missing {
+			g.sides[0].checked, g.sides[1].checked = false, false
+		}
+		w.Abort()
+		fmt.Fprintln(j.stdout, g.message(cfg))
+		sum.stopped()
+		run.Ended, run.Outcome, run.ExitCode, run.Counts = time.Now().UTC(), "safety-stop", exitSafety, sum.counts()
+		if err := st.EndRun(run); err != nil {
+			return err
+		}
+		j.report(st, run)
+		return g.err()
+	default:
+		if g.optinStops() {
+			log.Warn().Int("opt_outs_cleared", g.clears).Int("known_opt_outs", g.knownOptOuts).Int("limit", g.optinLimit).Msg("safety.max_optin exceeded; going on because of --allow-mass-optin")
+		}
+		for _, c := range g.sides {
+			if c.stops() {
+				log.Warn().Str("system", c.system).Int("known", c.known).Int("missing", c.missing()).Int("limit", c.limit).Msg("safety.max_missing exceeded; going on because of --allow-missing")
 			}
-			j.report(st, run)
-			return withCode(exitSafety, fmt.Errorf("stopped by safety.max_optin: %d opt-outs would be cleared, limit %d; nothing was written", sum.OptoutsCleared, limit))
 		}
 	}
 	// A signal before anything was written abandons the run: nothing of it
@@ -460,7 +472,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		j.report(st, run)
 	}
 	fmt.Fprintln(j.stdout, sum.line(time.Since(started)))
-	log.Info().Interface("counts", sum.counts()).Dur("took", time.Since(started)).Msg("run finished")
+	log.Info().Interface("counts", sum.counts()).Str("took", took(time.Since(started))).Msg("run finished")
 	if cut != nil {
 		return cut // what was applied is committed; the rest is queued
 	}
@@ -468,7 +480,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		log.Info().Msg("a signal arrived after this run's writes were done: it finished its files and state first")
 	}
 	if len(d.failed) > 0 {
-		return withCode(exitWriteFailed, fmt.Errorf("%d contacts' writes were refused or not sent; they are queued for the next run", len(d.failed)))
+		return withCode(exitWriteFailed, fmt.Errorf("the writes of %s were refused or not sent; they are queued for the next run", plural(len(d.failed), "contact")))
 	}
 	return nil
 }
@@ -526,6 +538,87 @@ func supersededBy(files []inputFile, s *transform.Superseded, record string) str
 	return fmt.Sprintf("superseded: %s is a later row for this %s", where(files, s.File, s.ByFile, s.By), record)
 }
 
+// fullRead says whether this run read a system's records in full: a
+// backfill always does; a run does when the system's API was read in full
+// (its first run, a refused delta link, or Campaign without a changed-since
+// filter).
+func (j *job) fullRead(system string) bool {
+	if !j.incremental {
+		return true
+	}
+	if system == "d365" {
+		return j.dv != nil && j.dv.source && j.d365Path == "" && j.dv.complete
+	}
+	return j.cv != nil && j.cv.source && j.campaignPath == "" && j.cv.complete
+}
+
+// inputName names a side's input for a message.
+func inputName(files []inputFile) string {
+	switch len(files) {
+	case 0:
+		return "no file"
+	case 1:
+		return files[0].path
+	}
+	return plural(len(files), "file")
+}
+
+// identified is what the identity rules make of a run's inputs.
+type identified struct {
+	contacts []extract.Contact
+	profiles []extract.Profile
+	// rejects are the rows read that go no further: bad rows, superseded
+	// rows, profiles sharing an externalId.
+	rejects                []extract.Reject
+	superseded, duplicates int
+	unlinked               int // profiles whose latest row links no contact
+	// owners says what the input links each PKey to (withOwners).
+	owners *transform.Owners
+}
+
+// identify applies the identity rules to what was read: one row per
+// record (the latest), no profile sharing its externalId with another. The
+// two sorts are independent; on two cores they take the time of one.
+// withOwners: a run needs to know where each PKey of its input went, for a
+// profile state links to one contact may be another's now.
+func identify(in *inputs, d365Files, campFiles []inputFile, withOwners bool) identified {
+	var (
+		id         identified
+		superseded []transform.Superseded
+		grouped    transform.Grouped
+		sorted     = make(chan struct{})
+	)
+	go func() {
+		grouped = transform.GroupProfiles(in.profiles, withOwners)
+		close(sorted)
+	}()
+	id.contacts, superseded = transform.DedupContacts(in.contacts)
+	<-sorted
+	id.profiles, id.unlinked, id.owners = grouped.Kept, grouped.Unlinked, grouped.Owners
+	id.rejects = slices.Concat(in.d365Rejects, in.campRejects)
+	for _, s := range superseded {
+		id.superseded++
+		if !s.Bad {
+			id.rejects = append(id.rejects, extract.Reject{Source: d365Files[s.File].path, Line: int(s.Line), ID: s.ID.String(), IDChecked: true,
+				Reason: supersededBy(d365Files, &s, "contact")})
+		}
+	}
+	for _, s := range grouped.Superseded {
+		id.superseded++
+		if !s.Bad {
+			id.rejects = append(id.rejects, extract.Reject{Source: campFiles[s.File].path, Line: int(s.Line), ID: s.PKey, IDChecked: true,
+				Reason: supersededBy(campFiles, &s, "profile")})
+		}
+	}
+	for _, p := range grouped.Dups {
+		id.duplicates++
+		if !p.Bad { // a bad row has its own reject row already
+			id.rejects = append(id.rejects, extract.Reject{Source: campFiles[p.File].path, Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: "duplicate-externalId"})
+		}
+	}
+	return id
+}
+
 // where names a row for a reject reason: the line, and the file when it is
 // another one.
 func where(files []inputFile, file, byFile uint16, line int32) string {
@@ -546,11 +639,9 @@ func interrupted(ctx context.Context, err error) error {
 
 func (j *job) openState() (*state.Store, error) {
 	if j.plan {
-		// plan changes nothing, not even a first empty state file.
-		if _, err := os.Lstat(j.cfg.State); errors.Is(err, fs.ErrNotExist) {
-			return nil, nil
-		}
-		return state.OpenReadOnly(j.cfg.State, j.cfg.rules.Pairs)
+		// plan changes nothing, not even a first empty state file; while a
+		// run holds the state, it plans against the run's last commit.
+		return openReadOnly(j.cfg, j.log)
 	}
 	return state.Open(j.cfg.State, j.cfg.rules.Pairs)
 }
@@ -651,19 +742,6 @@ func (j *job) addExamples(examples []string, ch *load.Change) []string {
 			ch.ID, ch.PKey, d.Target, field, d.Old, d.New, d.Rule))
 	}
 	return examples
-}
-
-// safetyMessage names the count, the limit and the first examples.
-func (j *job) safetyMessage(sum *summary, limit int, examples []string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "safety stop: this run would clear %d opt-outs (true → false); safety.max_optin %s allows %d of %d compared pairs. Nothing was written.\n",
-		sum.OptoutsCleared, j.cfg.maxOptin, limit, sum.ComparedPairs)
-	b.WriteString("first examples:\n")
-	for _, e := range examples {
-		b.WriteString("  " + e + "\n")
-	}
-	b.WriteString("Check the inputs with `optsync plan`; rerun with --allow-mass-optin to accept them once.")
-	return b.String()
 }
 
 // requeue brings back the contacts whose writes were refused last time when

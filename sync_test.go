@@ -76,7 +76,7 @@ func TestSafetyLimitStopsBeforeWriting(t *testing.T) {
 	if r.code != exitSafety {
 		t.Fatalf("exit %d, want 4\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	if !strings.Contains(r.stdout, "would clear 2 opt-outs") || !strings.Contains(r.stdout, "00000000-0000-0000-0000-000000000001") {
+	if !strings.Contains(r.stdout, "would clear 2 of 2 known opt-outs (100 %), limit 1") || !strings.Contains(r.stdout, "00000000-0000-0000-0000-000000000001") {
 		t.Fatalf("message lacks the count or the examples:\n%s", r.stdout)
 	}
 	onlyReport(t, p, "would have cleared 2 opt-outs")
@@ -171,7 +171,7 @@ func TestMissingColumnExits2(t *testing.T) {
 	writeFile(t, p.path("d365.csv"), "contactid,modifiedon\n00000000-0000-0000-0000-000000000001,2026-11-20T10:00:00Z\n")
 	writeFile(t, p.path("campaign.csv"), profilesCSV())
 	r := p.backfill(t)
-	if r.code != exitUsage || !strings.Contains(r.stderr, `required column \"donotemail\"`) || !strings.Contains(r.stderr, "d365.csv") {
+	if r.code != exitUsage || !strings.Contains(r.stderr, "the required column donotemail is missing from the header") || !strings.Contains(r.stderr, "d365.csv") {
 		t.Fatalf("exit %d, stderr %s", r.code, r.stderr)
 	}
 }

@@ -80,21 +80,47 @@ type Layout struct {
 	// max_clock_skew): a later one makes the row bad (Future). Zero: no
 	// bound.
 	NotAfter time.Time
+	// ColumnsKey names the config entry Columns comes from (d365.columns),
+	// for the hint a missing column gets.
+	ColumnsKey string
 }
 
-// MissingColumnError stops a run: without the column no row can be read.
-// Empty says the file has no header row at all (0 bytes, a BOM alone, blank
-// lines alone); Column then lists every column it must have.
+// MissingColumnError stops a run: without its columns no row can be read.
+// It names every missing column at once, in the order a header would
+// have them, and what the file's header has instead. Empty says the file
+// has no header row at all (0 bytes, a BOM alone, blank lines alone);
+// Columns then lists every column it must have.
 type MissingColumnError struct {
-	Source, Column string
-	Empty          bool
+	Source     string
+	Columns    []string
+	Header     []string
+	ColumnsKey string
+	Empty      bool
 }
 
 func (e *MissingColumnError) Error() string {
+	var b strings.Builder
+	cols := strings.Join(e.Columns, ", ")
 	if e.Empty {
-		return fmt.Sprintf("%s: the file is empty: no header row; required columns: %s", e.Source, e.Column)
+		return fmt.Sprintf("%s: the file is empty: no header row; required columns: %s", e.Source, cols)
 	}
-	return fmt.Sprintf("%s: required column %q is missing from the header", e.Source, e.Column)
+	if len(e.Columns) == 1 {
+		fmt.Fprintf(&b, "%s: the required column %s is missing from the header", e.Source, cols)
+	} else {
+		fmt.Fprintf(&b, "%s: %d required columns are missing from the header: %s", e.Source, len(e.Columns), cols)
+	}
+	header := e.Header
+	if len(header) > 30 {
+		header = append(header[:30:30], "…")
+	}
+	fmt.Fprintf(&b, " (the header has: %s)", strings.Join(header, ", "))
+	switch {
+	case e.ColumnsKey == "d365.columns":
+		b.WriteString(`. A Dynamics "Export to Excel" file names columns by their display labels: map each logical name to its label under d365.columns, e.g. d365.columns: {donotemail: "Do not allow Emails"}`)
+	case e.ColumnsKey != "":
+		fmt.Fprintf(&b, ". If the file names these columns otherwise, map each to its header under %s", e.ColumnsKey)
+	}
+	return b.String()
 }
 
 // errNoHeader is what openTable says of a file without a header row; the
@@ -110,7 +136,7 @@ func emptyFile(source string, configured map[string]string, names ...string) err
 			cols[i] = alias
 		}
 	}
-	return &MissingColumnError{Source: source, Column: strings.Join(cols, ", "), Empty: true}
+	return &MissingColumnError{Source: source, Columns: cols, Empty: true}
 }
 
 // Stats counts what a reader saw.
@@ -153,18 +179,11 @@ func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emi
 	if err != nil {
 		return st, err
 	}
-	idCol, err := t.column("contactid", l.Columns, d365Aliases)
+	cols, err := t.columns(append([]string{"contactid", "modifiedon"}, l.Fields...), l, d365Aliases)
 	if err != nil {
 		return st, err
 	}
-	modCol, err := t.column("modifiedon", l.Columns, d365Aliases)
-	if err != nil {
-		return st, err
-	}
-	fieldCols, err := t.columns(l.Fields, l.Columns)
-	if err != nil {
-		return st, err
-	}
+	idCol, modCol, fieldCols := cols[0], cols[1], cols[2:]
 	labels := make([]Labels, len(l.Fields))
 	for i, f := range l.Fields {
 		labels[i] = LabelsFor(f)
@@ -236,33 +255,28 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emi
 	if err != nil {
 		return st, err
 	}
-	pkCol, err := t.column("PKey", l.Columns, nil)
+	names := append([]string{"PKey", "externalId", "lastModified"}, l.Fields...)
+	for _, name := range l.FieldTimes {
+		if name != "" {
+			names = append(names, name)
+		}
+	}
+	cols, err := t.columns(names, l, nil)
 	if err != nil {
 		return st, err
 	}
-	extCol, err := t.column("externalId", l.Columns, nil)
-	if err != nil {
-		return st, err
-	}
-	modCol, err := t.column("lastModified", l.Columns, nil)
-	if err != nil {
-		return st, err
-	}
-	fieldCols, err := t.columns(l.Fields, l.Columns)
-	if err != nil {
-		return st, err
-	}
+	pkCol, extCol, modCol, fieldCols := cols[0], cols[1], cols[2], cols[3:3+len(l.Fields)]
 	timeCols := make([]int, len(l.FieldTimes))
 	anyTimes := false
+	next := 3 + len(l.Fields)
 	for i, name := range l.FieldTimes {
 		timeCols[i] = -1
 		if name == "" {
 			continue
 		}
 		anyTimes = true
-		if timeCols[i], err = t.column(name, l.Columns, nil); err != nil {
-			return st, err
-		}
+		timeCols[i] = cols[next]
+		next++
 	}
 	var p Profile
 	err = t.rows(ctx, func(line int, rec []string) {
@@ -400,8 +414,9 @@ func openTable(r io.Reader, source string) (*table, error) {
 }
 
 // column finds a logical column: its configured header, else its own name,
-// else a built-in alias. Names compare case-insensitively.
-func (t *table) column(name string, configured map[string]string, aliases map[string][]string) (int, error) {
+// else a built-in alias. Names compare case-insensitively. When it is
+// missing, missing says how to name it.
+func (t *table) column(name string, configured map[string]string, aliases map[string][]string) (col int, missing string) {
 	candidates := []string{name}
 	if alias, ok := configured[name]; ok && alias != "" {
 		candidates = []string{alias, name}
@@ -410,25 +425,30 @@ func (t *table) column(name string, configured map[string]string, aliases map[st
 	for _, want := range candidates {
 		for i, h := range t.header {
 			if strings.EqualFold(h, want) {
-				return i, nil
+				return i, ""
 			}
 		}
 	}
-	col := name
 	if candidates[0] != name {
-		col = fmt.Sprintf("%s (configured as %q)", name, candidates[0])
+		return -1, fmt.Sprintf("%s (configured as %q)", name, candidates[0])
 	}
-	return 0, &MissingColumnError{Source: t.source, Column: col}
+	return -1, name
 }
 
-func (t *table) columns(names []string, configured map[string]string) ([]int, error) {
+// columns finds every named column, or reports all the missing ones at
+// once: fixing them one run at a time is no way to set up a config.
+func (t *table) columns(names []string, l Layout, aliases map[string][]string) ([]int, error) {
 	cols := make([]int, len(names))
+	var missing []string
 	for i, name := range names {
-		c, err := t.column(name, configured, nil)
-		if err != nil {
-			return nil, err
+		c, m := t.column(name, l.Columns, aliases)
+		if m != "" {
+			missing = append(missing, m)
 		}
 		cols[i] = c
+	}
+	if missing != nil {
+		return nil, &MissingColumnError{Source: t.source, Columns: missing, Header: t.header, ColumnsKey: l.ColumnsKey}
 	}
 	return cols, nil
 }
@@ -450,7 +470,7 @@ func (t *table) rows(ctx context.Context, row func(line int, rec []string), bad 
 		switch {
 		case errors.Is(err, csv.ErrFieldCount):
 			line, _ := t.r.FieldPos(0)
-			bad(line, rec, fmt.Sprintf("row has %d fields, the header has %d", len(rec), len(t.header)))
+			bad(line, rec, fmt.Sprintf("row has %d field%s, the header has %d", len(rec), map[bool]string{true: "", false: "s"}[len(rec) == 1], len(t.header)))
 			continue
 		case errors.As(err, &pe):
 			reason := fmt.Sprintf("malformed CSV: %v", pe.Err)

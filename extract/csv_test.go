@@ -138,21 +138,25 @@ func TestReadMissingColumn(t *testing.T) {
 		name, header string
 		profiles     bool
 		l            Layout
-		want         []string // in MissingColumnError.Column
+		want         []string // in MissingColumnError.Columns, in this order
 	}{
 		{"contactid", "id,modifiedon,donotemail,donotphone", false, contactLayout, []string{"contactid"}},
 		{"modifiedon", "contactid,modified,donotemail,donotphone", false, contactLayout, []string{"modifiedon"}},
 		{"mapped field", "contactid,modifiedon,donotemail", false, contactLayout, []string{"donotphone"}},
 		{"configured alias", "contactid,modifiedon,Do not allow Phone Calls,donotphone", false,
 			Layout{Fields: []string{"donotemail"}, Columns: map[string]string{"donotemail": "Do not allow Emails"}},
-			[]string{"donotemail", "Do not allow Emails"}},
-		{"PKey", "key,externalId,lastModified,blackListEmail", true, profileLayout(false), []string{"PKey"}},
-		{"externalId", "PKey,external,lastModified,blackListEmail", true, profileLayout(false), []string{"externalId"}},
-		{"lastModified", "PKey,externalId,modified,blackListEmail", true, profileLayout(false), []string{"lastModified"}},
+			[]string{`donotemail (configured as "Do not allow Emails")`}},
+		{"PKey", "key,externalId,lastModified,blackListEmail,blackListMobile", true, profileLayout(false), []string{"PKey"}},
+		{"externalId", "PKey,external,lastModified,blackListEmail,blackListMobile", true, profileLayout(false), []string{"externalId"}},
+		{"lastModified", "PKey,externalId,modified,blackListEmail,blackListMobile", true, profileLayout(false), []string{"lastModified"}},
 		{"campaign field", "PKey,externalId,lastModified,blackListEmail", true,
 			Layout{Fields: []string{"blackListEmail", "blackListMobile"}}, []string{"blackListMobile"}},
 		{"change time column", "PKey,externalId,lastModified,blackListEmail,blackListMobile", true,
 			profileLayout(true), []string{"smsOptOutDate"}},
+		{"every missing column at once", "Contact,Modified On,Do not allow Emails,Do not allow Phone Calls", false, contactLayout,
+			[]string{"contactid", "modifiedon", "donotemail", "donotphone"}},
+		{"every missing profile column", "PKey,blackListEmail", true, profileLayout(true),
+			[]string{"externalId", "lastModified", "blackListMobile", "smsOptOutDate"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -167,15 +171,26 @@ func TestReadMissingColumn(t *testing.T) {
 			if !errors.As(r.err, &mc) {
 				t.Fatalf("err = %v, want *MissingColumnError", r.err)
 			}
-			for _, w := range c.want {
-				if !strings.Contains(mc.Column, w) || !strings.Contains(mc.Error(), w) {
-					t.Errorf("error %q (column %q) does not name %q", mc.Error(), mc.Column, w)
+			if len(mc.Columns) != len(c.want) {
+				t.Fatalf("missing %q, want %q", mc.Columns, c.want)
+			}
+			for i, w := range c.want {
+				if !strings.Contains(mc.Columns[i], w) || !strings.Contains(mc.Error(), w) {
+					t.Errorf("error %q (columns %q) does not name %q", mc.Error(), mc.Columns, w)
 				}
 			}
 			if want := map[bool]string{false: "d365.csv", true: "campaign.csv"}[c.profiles]; mc.Source != want {
 				t.Errorf("source = %q, want %q", mc.Source, want)
 			}
 		})
+	}
+	// The hint names the config entry that maps labels.
+	l := contactLayout
+	l.ColumnsKey = "d365.columns"
+	r := readContacts(ctx, "(Do Not Modify) Contact,(Do Not Modify) Modified On,Do not allow Emails,Do not allow Phone Calls\n", l)
+	want := `d365.csv: 2 required columns are missing from the header: donotemail, donotphone (the header has: (Do Not Modify) Contact, (Do Not Modify) Modified On, Do not allow Emails, Do not allow Phone Calls). A Dynamics "Export to Excel" file names columns by their display labels: map each logical name to its label under d365.columns, e.g. d365.columns: {donotemail: "Do not allow Emails"}`
+	if r.err == nil || r.err.Error() != want {
+		t.Errorf("message:\n got %v\nwant %s", r.err, want)
 	}
 }
 
@@ -202,7 +217,7 @@ func TestReadEmptyExport(t *testing.T) {
 				r = readContacts(ctx, in, c.l)
 			}
 			var mc *MissingColumnError
-			if !errors.As(r.err, &mc) || !mc.Empty || mc.Column != c.want {
+			if !errors.As(r.err, &mc) || !mc.Empty || strings.Join(mc.Columns, ", ") != c.want {
 				t.Errorf("%q: err = %v, want a MissingColumnError (empty) naming %s", in, r.err, c.want)
 				continue
 			}

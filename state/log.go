@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -317,4 +318,28 @@ func pruneLog(tx *bolt.Tx, cutoff time.Time) (int, error) {
 		}
 	}
 	return len(doomed), nil
+}
+
+// LogPairs lists the mappings the decision log has entries of, so that a
+// mapping removed since can still be asked about.
+func (s *Store) LogPairs() ([]transform.Pair, error) {
+	var pairs []transform.Pair
+	err := s.db.View(func(tx *bolt.Tx) error {
+		runs, err := loadLogRuns(tx)
+		if err != nil {
+			return err
+		}
+		for _, r := range runs {
+			for _, p := range r.Pairs {
+				if !slices.Contains(pairs, p) {
+					pairs = append(pairs, p)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state %s: decision log: %w", s.path, err)
+	}
+	return pairs, nil
 }

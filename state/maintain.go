@@ -26,7 +26,7 @@ func (s *Store) rewrite(ctx context.Context, fn func(v []byte) ([]byte, bool, er
 			return changed, err
 		}
 		done := false
-		err := s.db.Update(func(tx *bolt.Tx) error {
+		err := s.update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketContacts)
 			if b == nil {
 				done = true
@@ -34,6 +34,10 @@ func (s *Store) rewrite(ctx context.Context, fn func(v []byte) ([]byte, bool, er
 			}
 			// Records are rewritten in the current layout.
 			if err := s.persist(tx); err != nil {
+				return err
+			}
+			tot, _, err := loadCounts(tx)
+			if err != nil {
 				return err
 			}
 			type put struct{ k, v []byte }
@@ -57,12 +61,15 @@ func (s *Store) rewrite(ctx context.Context, fn func(v []byte) ([]byte, bool, er
 			}
 			done = k == nil
 			for _, p := range puts {
+				if err := tot.change(b.Get(p.k), p.v); err != nil {
+					return fmt.Errorf("contact %x: %w", p.k, err)
+				}
 				if err := b.Put(p.k, p.v); err != nil {
 					return err
 				}
 			}
 			changed += len(puts)
-			return nil
+			return tot.store(tx)
 		})
 		if err != nil {
 			return changed, fmt.Errorf("state %s: %w", s.path, err)
@@ -182,7 +189,7 @@ func (s *Store) DropUnmapped(ctx context.Context, configured []transform.Pair) (
 	}
 	// Only now may the ids be freed: a drop killed before this point is
 	// simply done again by the next run.
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketMeta).Bucket(bucketPairs)
 		for k := range reg {
 			if !keep[k] {
@@ -233,6 +240,11 @@ func parsePairKey(k string) transform.Pair {
 
 // Each calls fn for every contact's snapshot, in id order.
 func (s *Store) Each(fn func(id extract.ID, snap *transform.Snapshot) error) error {
+	return s.EachAgreed(func(id extract.ID, snap *transform.Snapshot, _ *Agreed) error { return fn(id, snap) })
+}
+
+// EachAgreed is Each with when each agreement was reached.
+func (s *Store) EachAgreed(fn func(id extract.ID, snap *transform.Snapshot, agreed *Agreed) error) error {
 	slot := s.slots()
 	return s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketContacts)
@@ -243,10 +255,15 @@ func (s *Store) Each(fn func(id extract.ID, snap *transform.Snapshot) error) err
 		return b.ForEach(func(k, v []byte) error {
 			var id extract.ID
 			copy(id[:], k)
-			if err := s.decode(v, &snap, slot); err != nil {
+			r, err := parseRecord(v)
+			if err == nil {
+				err = s.decodeRecord(&r, &snap, slot)
+			}
+			if err != nil {
 				return fmt.Errorf("state %s: contact %s: %w", s.path, id, err)
 			}
-			return fn(id, &snap)
+			a := s.agreed(&r)
+			return fn(id, &snap, &a)
 		})
 	})
 }

@@ -395,5 +395,19 @@ func TestCommitKeepsUnmappedEntries(t *testing.T) {
 	if want := fullSnap(1).Pairs[1]; got[1].Pairs[1] != want || got[1].PKey != "@new" || got[1].Pairs[0].S != extract.True {
 		t.Fatalf("contact 1 after a commit with the mapping removed: %+v, want its pair 1 kept as %+v", got[1], want)
 	}
+	// and with it when its agreement was reached (the first commit's run)
+	r, err := st.Reader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snap transform.Snapshot
+	if ok, err := r.Get(id(1), &snap); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	a := r.Agreed()
+	r.Close()
+	if a[1] != fullSnap(1).Decided {
+		t.Fatalf("pair 1 agreed since %d, want %d", a[1], fullSnap(1).Decided)
+	}
 	st.Close()
 }

@@ -157,7 +157,7 @@ func (s *Store) LastConfig() (*ConfigRecord, error) {
 }
 
 // finish writes a run's closing records inside its last transaction.
-func (s *Store) finish(tx *bolt.Tx, fin *Final) error {
+func (s *Store) finish(tx *bolt.Tx, fin *Final, c *counts) error {
 	if len(fin.Files) > 0 {
 		fb, err := tx.CreateBucketIfNotExists(bucketFiles)
 		if err != nil {
@@ -196,6 +196,9 @@ func (s *Store) finish(tx *bolt.Tx, fin *Final) error {
 	if len(fin.Forget) > 0 {
 		cb := tx.Bucket(bucketContacts)
 		for _, id := range fin.Forget {
+			if err := c.change(cb.Get(id[:]), nil); err != nil {
+				return fmt.Errorf("contact %s: %w", id, err)
+			}
 			if err := cb.Delete(id[:]); err != nil {
 				return err
 			}
@@ -247,4 +250,27 @@ func runStarted(tx *bolt.Tx, id string) (time.Time, bool) {
 		}
 	}
 	return time.Time{}, false
+}
+
+// Queued reads one contact's entry of the retry queue.
+func (s *Store) Queued(id extract.ID) (RetryItem, bool, error) {
+	var it RetryItem
+	found := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRetry)
+		if b == nil {
+			return nil
+		}
+		v := b.Get(id[:])
+		if v == nil {
+			return nil
+		}
+		found = true
+		it.Contact = id
+		return json.Unmarshal(v, &it)
+	})
+	if err != nil {
+		return it, false, fmt.Errorf("state %s: retry queue: %w", s.path, err)
+	}
+	return it, found, nil
 }

@@ -53,18 +53,22 @@ func TestETagRoundTrip(t *testing.T) {
 // Records of the older layouts are still read. Version 1 (the released
 // one) held a row version parsed out of the ETag: every field but that one
 // is read, and it is not turned back into an ETag it may never have been.
-// Version 2 (never released: builds between wrote it) held the ETag but no
-// write times. In both, a pending write's run reads as "not recorded" (0).
-// Re-encoded (a mapping dropped, a reset), they are written in the current
-// layout, with nothing lost.
+// Versions 2 and 3 (never released: builds between wrote them) held the
+// ETag, and 3 when each agreement was reached. In all three a pending
+// write's run reads as "not recorded" (0), and in 1 and 2 an agreement's
+// time as not known (0). Re-encoded (a mapping dropped, a reset), they are
+// written in the current layout, with nothing lost and nothing made up.
 func TestOlderRecordVersionsAreStillRead(t *testing.T) {
+	const decided, month = 1_790_000_000, 30 * 86400
 	for _, tt := range []struct {
 		version byte
 		etag    string
+		agreed  int64 // when pair 0's agreement was reached, as read
 	}{
-		{1, ""},
-		{2, `W/"4801245"`},
-		{2, ""},
+		{1, "", 0},
+		{2, `W/"4801245"`, 0},
+		{2, "", 0},
+		{3, `W/"4801245"`, decided - month},
 	} {
 		t.Run(fmt.Sprintf("version %d etag %q", tt.version, tt.etag), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "state.db")
@@ -74,7 +78,7 @@ func TestOlderRecordVersionsAreStillRead(t *testing.T) {
 			}
 			defer st.Close()
 			want := snap(3) // a pending write on each side, no run recorded
-			want.DETag = tt.etag
+			want.DETag, want.Decided = tt.etag, decided
 			// version flags varint(DModified) varint(CModified) varint(Decided),
 			// then varint(DVersion) (1) or uvarint(len) DETag (2),
 			// uvarint(len) PKey count, then 3 bytes per pair
@@ -95,6 +99,9 @@ func TestOlderRecordVersionsAreStillRead(t *testing.T) {
 				p := want.Pairs[i]
 				f := uint16(p.S) | uint16(p.DRaw)<<2 | uint16(p.CRaw)<<4 | uint16(p.DWritten)<<6 | uint16(p.CWritten)<<8
 				v = append(v, pid, byte(f), byte(f>>8))
+			}
+			if tt.version == 3 { // pair 0 agreed a month before Decided
+				v = binary.AppendVarint(append(v, st.pairIDs[0]), month)
 			}
 			get := func(v []byte) transform.Snapshot {
 				t.Helper()
@@ -121,6 +128,15 @@ func TestOlderRecordVersionsAreStillRead(t *testing.T) {
 			}
 			if got := get(re); got != want {
 				t.Fatalf("re-encoded: got  %+v\nwant %+v", got, want)
+			}
+			rr, err := parseRecord(re)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for what, r := range map[string]*record{"as stored": &pr, "re-encoded": &rr} {
+				if a := st.agreed(r); a != (Agreed{tt.agreed}) {
+					t.Errorf("%s: agreed %v, want pair 0 since %d", what, a, tt.agreed)
+				}
 			}
 		})
 	}

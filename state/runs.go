@@ -164,7 +164,7 @@ func runKey(r *Run) []byte {
 // BeginRun records a run as started. Runs left "running" by a process that
 // died are marked interrupted first: holding the lock proves they are over.
 func (s *Store) BeginRun(r *Run) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRuns)
 		var stale []*Run
 		if err := b.ForEach(func(_, v []byte) error {
@@ -188,7 +188,7 @@ func (s *Store) BeginRun(r *Run) error {
 
 // EndRun stores a run's final record without touching snapshots.
 func (s *Store) EndRun(r *Run) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return putRun(tx, r) })
+	return s.update(func(tx *bolt.Tx) error { return putRun(tx, r) })
 }
 
 // Runs lists the run history, newest first.

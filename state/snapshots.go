@@ -22,26 +22,36 @@ import (
 //	version(1) flags(1) varint(DModified ms) varint(CModified ms)
 //	varint(Decided s) uvarint(len) DETag uvarint(len) PKey count(1)
 //	then per pair: id(1) flags(2) [uvarint(DWrittenAt ms)] [uvarint(CWrittenAt ms)]
+//	then per pair whose agreement is older than Decided:
+//	id(1) varint(Decided - Since)
 //
 // flags: bit 0 DSeen, bit 1 CSeen. Pair flags pack S, DRaw, CRaw, DWritten,
 // CWritten at two bits each; a pair with a pending write (DWritten or
-// CWritten known) carries when the run that wrote it started.
+// CWritten known) carries when the run that wrote it started. An agreement
+// reached by the run that last changed the record (the usual case) costs no
+// byte; one reached before agreement times were kept is stored as Since 0,
+// not known.
 //
-// Older layouts are still read. Version 1 (the last released one) held
-// varint(DVersion), a row version parsed out of the ETag, where DETag is
-// now, and no write times: its row version is dropped, not turned back into
-// an ETag it may not have been (such a contact's next write reads it
-// first), and its pending writes are read as "run not recorded". Version 2
-// (never released, written by builds between) held DETag but no write
-// times, read as version 1's are. A record rewritten is written as
-// version 3.
-const recordVersion = 3
+// Older layouts are still read. Version 1, the last released one, held
+// varint(DVersion), a row version parsed out of the ETag, where DETag is now,
+// and neither write nor agreement times: its row version is dropped, not
+// turned back into an ETag it may not have been (such a contact's next
+// write reads it first), and its times read as not known (0). Builds in
+// between wrote version 2 (DETag, no times) and version 3 (DETag and the
+// agreement times, no write times). A record rewritten is written in the
+// current layout, with what it did not know still not known.
+const recordVersion = 4
 
-// writeTimesVersion is the first record version whose pair entries carry
-// the times of pending writes.
-const writeTimesVersion = 3
+const (
+	agreedTimesVersion = 3 // the first version with agreement times
+	writeTimesVersion  = 4 // the first version whose pair entries carry write times
+)
 
-func (s *Store) encode(dst []byte, snap *transform.Snapshot) []byte {
+// encode appends snap's record. old is the record it replaces (nil: none,
+// or not read): an agreement that old holds with the same value keeps the
+// time it was reached; any other dates from snap.Decided, the run that
+// writes it.
+func (s *Store) encode(dst []byte, snap *transform.Snapshot, old *record) []byte {
 	var f byte
 	if snap.DSeen {
 		f |= 1
@@ -69,6 +79,16 @@ func (s *Store) encode(dst []byte, snap *transform.Snapshot) []byte {
 			dst = binary.AppendUvarint(dst, uint64(max(p.CWrittenAt, 0)))
 		}
 	}
+	for i, id := range s.pairIDs {
+		p := snap.Pairs[i]
+		if !p.S.Known() || old == nil {
+			continue
+		}
+		if oldS, since, ok := old.agreement(id); ok && oldS == p.S && since != snap.Decided {
+			dst = append(dst, id)
+			dst = binary.AppendVarint(dst, snap.Decided-since)
+		}
+	}
 	return dst
 }
 
@@ -80,7 +100,9 @@ type record struct {
 	etag                         []byte
 	pkey                         []byte
 	count                        int
-	pairs                        []byte // the entries, as stored
+	// body is the pair entries as stored, then (from version 3) the
+	// agreement times.
+	body []byte
 }
 
 var errTruncated = errors.New("record truncated")
@@ -122,7 +144,7 @@ func parseRecord(v []byte) (record, error) {
 		return r, errTruncated
 	}
 	r.count = int(v[0])
-	r.pairs = v[1:]
+	r.body = v[1:]
 	return r, nil
 }
 
@@ -131,6 +153,9 @@ type pairEntry struct {
 	id                     byte
 	flags                  uint16
 	dWrittenAt, cWrittenAt int64
+	// since is when the pair's agreement was reached (Unix s; 0: not
+	// known), while it has one (S, the low two bits of flags, known).
+	since int64
 }
 
 func (e pairEntry) appendTo(dst []byte) []byte {
@@ -144,36 +169,114 @@ func (e pairEntry) appendTo(dst []byte) []byte {
 	return dst
 }
 
-// eachPair calls fn for every pair entry of a record, whatever its version.
-func (r *record) eachPair(fn func(e pairEntry)) error {
-	v := r.pairs
+// walk calls fn for each pair entry, whatever the record's version (since
+// not set), and returns what follows the entries: from version 3, the
+// agreement times.
+func (r *record) walk(fn func(e pairEntry)) ([]byte, error) {
+	v := r.body
 	for range r.count {
 		if len(v) < 3 {
-			return errTruncated
+			return nil, errTruncated
 		}
 		e := pairEntry{id: v[0], flags: uint16(v[1]) | uint16(v[2])<<8}
 		v = v[3:]
 		if r.version >= writeTimesVersion && e.flags>>6&3 != 0 {
 			x, n := binary.Uvarint(v)
 			if n <= 0 {
-				return errTruncated
+				return nil, errTruncated
 			}
 			e.dWrittenAt, v = int64(x), v[n:]
 		}
 		if r.version >= writeTimesVersion && e.flags>>8&3 != 0 {
 			x, n := binary.Uvarint(v)
 			if n <= 0 {
-				return errTruncated
+				return nil, errTruncated
 			}
 			e.cWrittenAt, v = int64(x), v[n:]
 		}
+		fn(e)
+	}
+	return v, nil
+}
+
+// sinces walks the agreement times t (what walk returned): fn gets each
+// pair id listed and its Since.
+func (r *record) sinces(t []byte, fn func(id byte, since int64)) error {
+	if r.version < agreedTimesVersion {
+		return nil
+	}
+	for len(t) > 0 {
+		id := t[0]
+		d, n := binary.Varint(t[1:])
+		if n <= 0 {
+			return errTruncated
+		}
+		fn(id, r.decide-d)
+		t = t[1+n:]
+	}
+	return nil
+}
+
+// agreement is pair id's agreed value in the record and when it was
+// reached (0: not known — a record of version 1 or 2); ok is false when the
+// record has no agreement for it.
+func (r *record) agreement(id byte) (s extract.Tri, since int64, ok bool) {
+	found := false
+	t, err := r.walk(func(e pairEntry) {
+		if e.id == id {
+			s, found = extract.Tri(e.flags&3), true
+		}
+	})
+	if err != nil || !found || !s.Known() {
+		return extract.Unknown, 0, false
+	}
+	if r.version < agreedTimesVersion {
+		return s, 0, true
+	}
+	since = r.decide
+	if err := r.sinces(t, func(tid byte, at int64) {
+		if tid == id {
+			since = at
+		}
+	}); err != nil {
+		return extract.Unknown, 0, false
+	}
+	return s, since, true
+}
+
+// eachPair calls fn for every pair entry of a record, whatever its
+// version, with when its agreement was reached.
+func (r *record) eachPair(fn func(e pairEntry)) error {
+	var es []pairEntry
+	t, err := r.walk(func(e pairEntry) { es = append(es, e) })
+	if err != nil {
+		return err
+	}
+	if r.version >= agreedTimesVersion {
+		for i := range es {
+			es[i].since = r.decide
+		}
+		err = r.sinces(t, func(id byte, since int64) {
+			for i := range es {
+				if es[i].id == id {
+					es[i].since = since
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for _, e := range es {
 		fn(e)
 	}
 	return nil
 }
 
 // appendRecord re-encodes a parsed record, in the current layout, with
-// other pair entries.
+// other pair entries (a subset of its own, its own with flags changed, or
+// entries of another record of the contact): an agreed entry keeps the
+// time its agreement was reached, and one no longer agreed drops it.
 func appendRecord(dst []byte, r record, pairs []pairEntry) []byte {
 	dst = append(dst, recordVersion, r.flags)
 	dst = binary.AppendVarint(dst, r.dModified)
@@ -187,24 +290,35 @@ func appendRecord(dst []byte, r record, pairs []pairEntry) []byte {
 	for _, e := range pairs {
 		dst = e.appendTo(dst)
 	}
+	for _, e := range pairs {
+		if e.flags&3 != 0 && e.since != r.decide {
+			dst = append(dst, e.id)
+			dst = binary.AppendVarint(dst, r.decide-e.since)
+		}
+	}
 	return dst
 }
 
 // decode fills snap from a stored record; pairs that are no longer
-// configured are passed over. (It walks the entries itself rather than
-// through eachPair: a run decodes every record of the file.)
+// configured are passed over.
 func (s *Store) decode(v []byte, snap *transform.Snapshot, slot *[256]int8) error {
 	r, err := parseRecord(v)
 	if err != nil {
 		return err
 	}
+	return s.decodeRecord(&r, snap, slot)
+}
+
+// decodeRecord walks the entries itself rather than through walk: a run
+// decodes every record of the file.
+func (s *Store) decodeRecord(r *record, snap *transform.Snapshot, slot *[256]int8) error {
 	*snap = transform.Snapshot{Known: true, DSeen: r.flags&1 != 0, CSeen: r.flags&2 != 0,
 		DModified: r.dModified, CModified: r.cModified, Decided: r.decide}
 	snap.PKey = string(r.pkey)
 	if len(r.etag) > 0 {
 		snap.DETag = string(r.etag)
 	}
-	e := r.pairs
+	e := r.body
 	for range r.count {
 		if len(e) < 3 {
 			return errTruncated
@@ -226,21 +340,27 @@ func (s *Store) decode(v []byte, snap *transform.Snapshot, slot *[256]int8) erro
 			}
 			cAt, e = int64(x), e[n:]
 		}
-		i := slot[id]
-		if i < 0 {
-			continue
-		}
-		snap.Pairs[i] = transform.PairState{
-			S:          extract.Tri(f & 3),
-			DRaw:       extract.Tri(f >> 2 & 3),
-			CRaw:       extract.Tri(f >> 4 & 3),
-			DWritten:   extract.Tri(f >> 6 & 3),
-			CWritten:   extract.Tri(f >> 8 & 3),
-			DWrittenAt: dAt,
-			CWrittenAt: cAt,
+		if i := slot[id]; i >= 0 {
+			snap.Pairs[i] = pairState(f)
+			snap.Pairs[i].DWrittenAt, snap.Pairs[i].CWrittenAt = dAt, cAt
 		}
 	}
 	return nil
+}
+
+// Agreed is, per configured pair, when its agreement was reached: the
+// start (Unix seconds) of the run that reached it; 0 when there is none or
+// it is not known (reached before agreement times were kept).
+type Agreed [extract.MaxFields]int64
+
+func (s *Store) agreed(r *record) Agreed {
+	var a Agreed
+	for i, id := range s.pairIDs {
+		if _, since, ok := r.agreement(id); ok {
+			a[i] = since
+		}
+	}
+	return a
 }
 
 func firstByte(v []byte) int {
@@ -279,6 +399,9 @@ type Reader struct {
 	walking  bool
 	walkedTo extract.ID
 	other    transform.Snapshot // what Until hands absent
+	// rec is the record the last Get (or Until) found, parsed (valid with
+	// the view).
+	rec record
 }
 
 // Reader starts a read view; Close it when done.
@@ -326,10 +449,14 @@ func (r *Reader) Get(id extract.ID, snap *transform.Snapshot) (bool, error) {
 	if !bytes.Equal(r.k, id[:]) {
 		return false, nil
 	}
-	v := r.v
-	if err := r.s.decode(v, snap, r.slot); err != nil {
+	rec, err := parseRecord(r.v)
+	if err == nil {
+		err = r.s.decodeRecord(&rec, snap, r.slot)
+	}
+	if err != nil {
 		return false, fmt.Errorf("state %s: contact %s: %w", r.s.path, id, err)
 	}
+	r.rec = rec
 	return true, nil
 }
 
@@ -367,11 +494,20 @@ func (r *Reader) Until(id *extract.ID, snap *transform.Snapshot, absent func(ext
 		return false, nil
 	}
 	r.walkedTo = *id
-	if err := r.s.decode(r.v, snap, r.slot); err != nil {
+	rec, err := parseRecord(r.v)
+	if err == nil {
+		err = r.s.decodeRecord(&rec, snap, r.slot)
+	}
+	if err != nil {
 		return false, fmt.Errorf("state %s: contact %s: %w", r.s.path, *id, err)
 	}
+	r.rec = rec
 	return true, nil
 }
+
+// Agreed says when the agreements of the record the last Get found were
+// reached.
+func (r *Reader) Agreed() Agreed { return r.s.agreed(&r.rec) }
 
 // Close ends the view.
 func (r *Reader) Close() error { return r.tx.Rollback() }
@@ -383,26 +519,59 @@ type Batch struct {
 	keys []extract.ID
 	ends []uint32
 	data []byte
-	log  []LogEntry
+	// counted[i] says the change keys[i] makes to the totals is in delta
+	// already (PutRead); the others are counted against the file when
+	// committed.
+	counted []bool
+	delta   counts
+	log     []LogEntry
 	// logRun names the run and mappings the log entries belong to.
 	logRun *logRun
 }
 
 // NewBatch starts an empty batch sized for about n contacts.
 func (s *Store) NewBatch(n int) *Batch {
-	return &Batch{s: s, keys: make([]extract.ID, 0, n), ends: make([]uint32, 0, n), data: make([]byte, 0, n*(24+3*len(s.pairIDs)))}
+	return &Batch{s: s, keys: make([]extract.ID, 0, n), ends: make([]uint32, 0, n), data: make([]byte, 0, n*(24+3*len(s.pairIDs))),
+		counted: make([]bool, 0, n)}
 }
 
 // Put records the contact's new snapshot.
+// Its agreements date from snap.Decided.
 func (b *Batch) Put(id extract.ID, snap *transform.Snapshot) {
+	b.put(id, snap, nil)
+}
+
+func (b *Batch) put(id extract.ID, snap *transform.Snapshot, old *record) {
 	b.keys = append(b.keys, id)
-	b.data = b.s.encode(b.data, snap)
+	b.data = b.s.encode(b.data, snap, old)
 	b.ends = append(b.ends, uint32(len(b.data)))
+	b.counted = append(b.counted, false)
+}
+
+// PutRead records the contact's new snapshot over the record r last read
+// for it (r.Get(id) just now; none when it found none), which must still be
+// what the file holds when the batch commits: the run's own reads, under
+// its run lock, of contacts no other batch of it writes. The totals then
+// change without looking the record up again in the commit, which was a
+// third of its time. An agreement the record held with the same value
+// keeps the time it was reached.
+func (b *Batch) PutRead(r *Reader, id extract.ID, snap *transform.Snapshot) {
+	var old *record
+	if r.k != nil && !r.end && bytes.Equal(r.k, id[:]) {
+		old = &r.rec
+		// Get decoded the record, entries and all: walking it again
+		// cannot fail.
+		_ = b.delta.addRecord(old, -1)
+	}
+	b.put(id, snap, old)
+	b.delta.addSnapshot(snap, b.s.pairIDs, 1)
+	b.counted[len(b.counted)-1] = true
 }
 
 // Reset empties the batch, keeping its memory.
 func (b *Batch) Reset() {
-	b.keys, b.ends, b.data, b.log = b.keys[:0], b.ends[:0], b.data[:0], b.log[:0]
+	b.keys, b.ends, b.data, b.log, b.counted = b.keys[:0], b.ends[:0], b.data[:0], b.log[:0], b.counted[:0]
+	b.delta = counts{}
 }
 
 // AddLog records a decision in the decision log. Entries of one batch
@@ -455,8 +624,12 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 	if !slices.IsSortedFunc(idx, byKey) {
 		slices.SortStableFunc(idx, byKey)
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := s.update(func(tx *bolt.Tx) error {
 		if err := s.persist(tx); err != nil {
+			return fmt.Errorf("state %s: %w", s.path, err)
+		}
+		c, _, err := loadCounts(tx)
+		if err != nil {
 			return fmt.Errorf("state %s: %w", s.path, err)
 		}
 		bk := tx.Bucket(bucketContacts)
@@ -468,8 +641,20 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 			}
 			v := b.data[from:b.ends[i]]
 			if len(s.unmapped) > 0 {
-				var err error
-				if v, err = s.keepUnmapped(bk.Get(b.keys[i][:]), v); err != nil {
+				nv, carried, err := s.keepUnmapped(bk.Get(b.keys[i][:]), v)
+				if err != nil {
+					return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
+				}
+				if carried && b.counted[i] {
+					// the delta counts the record without the carried entries
+					if err := c.change(v, nv); err != nil {
+						return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
+					}
+				}
+				v = nv
+			}
+			if !b.counted[i] {
+				if err := c.change(bk.Get(b.keys[i][:]), v); err != nil {
 					return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
 				}
 			}
@@ -477,13 +662,16 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 				return fmt.Errorf("state %s: writing contact %s: %w", s.path, b.keys[i], err)
 			}
 		}
+		c.merge(&b.delta)
 		if err := putLog(tx, b.log, b.logRun); err != nil {
 			return fmt.Errorf("state %s: writing the decision log: %w", s.path, err)
 		}
-		if fin == nil {
-			return nil
+		if fin != nil {
+			if err := s.finish(tx, fin, c); err != nil {
+				return err
+			}
 		}
-		return s.finish(tx, fin)
+		return c.store(tx)
 	})
 	if err == nil {
 		s.persisted()
@@ -496,13 +684,15 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 // removed keeps its snapshots until the run that removed it has committed
 // (and DropUnmapped drops them), so a run that stops, or is killed half-way
 // through its commit, loses nothing of it.
-func (s *Store) keepUnmapped(old, nv []byte) ([]byte, error) {
+// Their agreements keep the times they were reached. carried says the
+// record changed.
+func (s *Store) keepUnmapped(old, nv []byte) (_ []byte, carried bool, _ error) {
 	if old == nil {
-		return nv, nil
+		return nv, false, nil
 	}
 	or, err := parseRecord(old)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	var extra []pairEntry
 	if err := or.eachPair(func(e pairEntry) {
@@ -510,15 +700,15 @@ func (s *Store) keepUnmapped(old, nv []byte) ([]byte, error) {
 			extra = append(extra, e)
 		}
 	}); err != nil || extra == nil {
-		return nv, err
+		return nv, false, err
 	}
 	nr, err := parseRecord(nv)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	var all []pairEntry
 	if err := nr.eachPair(func(e pairEntry) { all = append(all, e) }); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return appendRecord(nil, nr, append(all, extra...)), nil
+	return appendRecord(nil, nr, append(all, extra...)), true, nil
 }

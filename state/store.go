@@ -1,14 +1,23 @@
 // Package state keeps what optsync knows between runs in one bbolt file:
-// per-contact snapshots, the run history and the schema version. The file is
-// locked for as long as a run holds it open.
+// per-contact snapshots, totals over them, the decision log, the run history
+// and the schema version.
+//
+// Two locks guard it. A run (backfill, run, state reset) holds the run lock,
+// <state>.lock, for its whole life: a second run exits at once, naming the
+// holder. bbolt's own lock on the state file only keeps readers (runs,
+// audit, state export, plan) out while a run writes: while it reads and
+// decides, a run shares that lock, so readers answer from the last
+// committed state; when it commits, it takes the lock alone, and readers
+// that arrive meanwhile wait for the commit.
 package state
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -17,11 +26,16 @@ import (
 	"optsync/transform"
 )
 
-// SchemaVersion is bumped whenever a stored layout changes. 3: contact
-// records keep the Dynamics ETag as read and, per pending write, the start
-// of the run that wrote it (record version 3); records of versions 1 and 2
-// are still read. (2 was never released: builds between wrote it.)
-const SchemaVersion = 3
+// SchemaVersion is bumped whenever a stored layout changes. 4: contact
+// records keep the Dynamics ETag as read, when each agreement was reached,
+// and per pending write the start of the run that wrote it (record version
+// 4); the file keeps totals over its records (an older optsync would change
+// records without them). Schema 1 (the last released one: records of
+// version 1) and files of builds in between (schema 2: record version 2,
+// the ETag; schema 3: record version 3, the ETag and agreement times, and
+// the totals) are still read, and brought up to 4 by the first transaction
+// that writes records.
+const SchemaVersion = 4
 
 var (
 	bucketMeta     = []byte("meta")
@@ -31,50 +45,70 @@ var (
 	keySchema      = []byte("schema")
 )
 
-// LockedError says another run holds the state file.
+// How long readers wait for a commit to end, and a run waits for readers to
+// finish before it writes. A commit takes seconds even at millions of
+// contacts; a reader that keeps the file longer than writerWait (a state
+// export piped into a pager left open) fails the run rather than hold the
+// night's work back silently.
+const (
+	readerWait = 30 * time.Second
+	writerWait = 2 * time.Minute
+)
+
+// LockedError says another run holds the state file, or (Writing) that it
+// stayed busy committing for longer than a reader waits.
 type LockedError struct {
-	Path    string
-	PID     int
-	Host    string
-	Started time.Time
+	Path string
+	LockInfo
+	Writing bool
 }
 
 func (e *LockedError) Error() string {
-	if e.PID == 0 {
-		return fmt.Sprintf("state %s is locked by another optsync run (its lock details are not readable yet)", e.Path)
+	if e.Writing {
+		return fmt.Sprintf("state %s is being written by the optsync run that holds it (%s) and stayed busy for %s; try again in a moment",
+			e.Path, e.holder(), readerWait)
 	}
-	return fmt.Sprintf("state %s is locked by another optsync run: pid %d on %s, started %s",
-		e.Path, e.PID, e.Host, e.Started.UTC().Format(time.RFC3339))
+	return fmt.Sprintf("state %s is locked by another optsync run: %s", e.Path, e.holder())
 }
 
-type lockInfo struct {
-	PID     int       `json:"pid"`
-	Host    string    `json:"host"`
-	Started time.Time `json:"started"`
+func (e *LockedError) holder() string {
+	if e.PID == 0 {
+		return "its details could not be read"
+	}
+	return fmt.Sprintf("pid %d on %s, started %s", e.PID, e.Host, e.Started.UTC().Format(time.RFC3339))
 }
 
 // Store is an open state file.
 type Store struct {
 	db       *bolt.DB
+	file     *os.File // bbolt's file: its flock is shared while a run decides
 	path     string
-	lockPath string
+	lock     *runLock
 	readOnly bool
+	// mu guards shared, which says this run lets readers in for now.
+	mu     sync.Mutex
+	shared bool
 	// pairIDs[i] is the stored id of the configured pair i (0: none yet).
 	pairIDs []byte
 	// A run that writes nothing changes nothing in state but its entry in
 	// the run history: a configured pair new to the file gets its id at
-	// open, but the id (and a newer schema version) is stored only with
-	// the first transaction that writes records (see persist).
+	// open, but the id (and a newer schema version, and the totals of a
+	// file from before they were kept) is stored only with the first
+	// transaction that writes records (see persist).
 	newPairs     map[string]byte
 	schemaBehind bool
 	// unmapped holds the ids of registered pairs that are not configured
 	// (a mapping removed, until DropUnmapped drops them after the run's
 	// commit): their entries in a record are kept when it is written.
 	unmapped map[byte]bool
+	// Holder, for a read-only store, is the run that held the state when it
+	// was opened (nil: none): what is read is its last commit.
+	Holder *LockInfo
 }
 
 // Open opens (creating if needed) the state file for a run that may write,
-// taking its exclusive lock. A held lock gives a *LockedError at once.
+// taking the run lock. A held run lock gives a *LockedError at once; readers
+// that have the file open are waited for (up to writerWait).
 // pairs are the configured mappings, in order; each gets a stable stored id.
 // A missing folder is created 0700, as out_dir is: the file holds
 // personal data.
@@ -82,26 +116,58 @@ func Open(path string, pairs []transform.Pair) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating the folder of state %s: %w", path, err)
 	}
-	return open(path, pairs, false)
+	host, _ := os.Hostname()
+	lock, err := acquireRunLock(path, LockInfo{PID: os.Getpid(), Host: host, Started: time.Now().UTC()})
+	if err != nil {
+		return nil, err
+	}
+	s, err := open(path, pairs, false)
+	if err != nil {
+		lock.release()
+		return nil, err
+	}
+	s.lock = lock
+	return s, nil
 }
 
-// OpenReadOnly opens an existing state file for reading; it waits for no
-// writer and fails with *LockedError while one holds the file.
+// OpenReadOnly opens an existing state file for reading. It answers while a
+// run holds the state (Holder says which), from the run's last commit; it
+// waits (up to readerWait) while that run commits.
 func OpenReadOnly(path string, pairs []transform.Pair) (*Store, error) {
 	if _, err := os.Lstat(path); err != nil {
 		return nil, fmt.Errorf("state %s: %w", path, err)
 	}
-	return open(path, pairs, true)
+	holder, err := lockHolder(path)
+	if err != nil {
+		return nil, err
+	}
+	s, err := open(path, pairs, true)
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		le := &LockedError{Path: path, Writing: true}
+		if holder != nil {
+			le.LockInfo = *holder
+		}
+		return nil, le
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.Holder = holder
+	return s, nil
 }
 
 func open(path string, pairs []transform.Pair, readOnly bool) (*Store, error) {
-	s := &Store{path: path, lockPath: path + ".lock", readOnly: readOnly}
+	s := &Store{path: path, readOnly: readOnly}
 	real, err := resolvePath(path)
 	if err != nil {
 		return nil, err
 	}
+	wait := writerWait
+	if readOnly {
+		wait = readerWait
+	}
 	db, err := bolt.Open(real, 0o600, &bolt.Options{
-		Timeout:        100 * time.Millisecond,
+		Timeout:        wait,
 		ReadOnly:       readOnly,
 		NoFreelistSync: true,
 		FreelistType:   bolt.FreelistMapType,
@@ -110,29 +176,21 @@ func open(path string, pairs []transform.Pair, readOnly bool) (*Store, error) {
 		// large first mapping (address space, not memory) avoids that.
 		InitialMmapSize: 1 << 30,
 		OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
-			return openFile(name, flag, mode, readOnly)
+			f, err := openFile(name, flag, mode, readOnly)
+			s.file = f
+			return f, err
 		},
 	})
 	if errors.Is(err, bolterrors.ErrTimeout) {
-		le := &LockedError{Path: path}
-		if b, rerr := os.ReadFile(s.lockPath); rerr == nil {
-			var li lockInfo
-			if json.Unmarshal(b, &li) == nil {
-				le.PID, le.Host, le.Started = li.PID, li.Host, li.Started
-			}
+		if readOnly {
+			return nil, err
 		}
-		return nil, le
+		return nil, fmt.Errorf("state %s: readers (optsync runs, audit, state export or plan) kept it open for %s; the run did not start", path, wait)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("opening state %s: %w", path, err)
 	}
 	s.db = db
-	if !readOnly {
-		if err := s.writeLockInfo(); err != nil {
-			db.Close()
-			return nil, err
-		}
-	}
 	if err := s.init(pairs); err != nil {
 		s.Close()
 		return nil, err
@@ -140,13 +198,61 @@ func open(path string, pairs []transform.Pair, readOnly bool) (*Store, error) {
 	return s, nil
 }
 
-func (s *Store) writeLockInfo() error {
-	host, _ := os.Hostname()
-	b, _ := json.Marshal(lockInfo{PID: os.Getpid(), Host: host, Started: time.Now().UTC()})
-	if err := os.WriteFile(s.lockPath, b, 0o600); err != nil {
-		return fmt.Errorf("writing lock details %s: %w", s.lockPath, err)
+// Share lets readers open the file while this run reads and decides; the
+// next write takes it back alone.
+func (s *Store) Share() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.readOnly || s.shared {
+		return nil
 	}
+	if err := flock(s.file, syscall.LOCK_SH); err != nil {
+		return fmt.Errorf("state %s: sharing the file with readers: %w", s.path, err)
+	}
+	s.shared = true
 	return nil
+}
+
+// exclusive takes the file back from readers before a write, waiting for
+// those that have it open to finish.
+func (s *Store) exclusive() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.shared {
+		return nil
+	}
+	deadline := time.Now().Add(writerWait)
+	for {
+		err := flock(s.file, syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			s.shared = false
+			return nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return fmt.Errorf("state %s: taking the file back from readers: %w", s.path, err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("state %s: readers (optsync runs, audit, state export or plan) kept it open for %s; nothing of this run was committed", s.path, writerWait)
+		}
+		time.Sleep(50 * time.Millisecond) // bbolt waits for its lock the same way
+	}
+}
+
+func flock(f *os.File, how int) error {
+	for {
+		err := syscall.Flock(int(f.Fd()), how)
+		if !errors.Is(err, syscall.EINTR) {
+			return err
+		}
+	}
+}
+
+// update runs fn in a write transaction, once readers are out.
+func (s *Store) update(fn func(tx *bolt.Tx) error) error {
+	if err := s.exclusive(); err != nil {
+		return err
+	}
+	return s.db.Update(fn)
 }
 
 // init checks the schema and resolves the configured pairs to stored ids,
@@ -183,7 +289,7 @@ func (s *Store) init(pairs []transform.Pair) error {
 			return nil
 		})
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return s.update(func(tx *bolt.Tx) error {
 		if err := check(tx); err != nil {
 			return err
 		}
@@ -251,9 +357,20 @@ func (s *Store) init(pairs []transform.Pair) error {
 
 // persist stores, in a transaction that writes records, what open only
 // noted: the ids of configured pairs new to the file and the schema
-// version of the layout the records are written in.
+// version of the layout the records are written in. A file from before
+// the totals were kept gets them here, from a full count, with the schema
+// that says every writer keeps them; from here on every write keeps them.
 func (s *Store) persist(tx *bolt.Tx) error {
 	meta := tx.Bucket(bucketMeta)
+	if meta.Get(keyCounts) == nil {
+		c, err := recount(tx)
+		if err != nil {
+			return fmt.Errorf("counting the records once: %w", err)
+		}
+		if err := c.store(tx); err != nil {
+			return err
+		}
+	}
 	if s.schemaBehind {
 		if err := meta.Put(keySchema, []byte(fmt.Sprint(SchemaVersion))); err != nil {
 			return err
@@ -284,15 +401,14 @@ func pairKey(p transform.Pair) []byte {
 	return []byte(p.D365 + "\x1f" + p.Campaign + "\x1f" + inv)
 }
 
-// Close releases the file and its lock.
+// Close releases the file and the run lock.
 func (s *Store) Close() error {
 	if s.db == nil {
 		return nil
 	}
-	if !s.readOnly {
-		os.Remove(s.lockPath)
-	}
 	err := s.db.Close()
 	s.db = nil
+	s.lock.release()
+	s.lock = nil
 	return err
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -115,18 +117,166 @@ func TestLockedStateNamesTheHolder(t *testing.T) {
 	}
 	_, err = Open(path, nil)
 	var le *LockedError
-	if !errors.As(err, &le) || le.PID != os.Getpid() || le.Started.IsZero() {
+	if !errors.As(err, &le) || le.PID != os.Getpid() || le.Started.IsZero() || le.Host == "" {
 		t.Fatalf("second open: %v", err)
 	}
+	if h, err := lockHolder(path); err != nil || h == nil || h.PID != os.Getpid() {
+		t.Fatalf("holder while held: %+v %v", h, err)
+	}
 	st.Close()
-	if _, err := os.Stat(path + ".lock"); !os.IsNotExist(err) {
-		t.Fatalf("lock details left behind after Close: %v", err)
+	// The lock file stays (removing it could let two runs hold two files),
+	// but names no one once released.
+	if h, err := lockHolder(path); err != nil || h != nil {
+		t.Fatalf("holder after Close: %+v %v", h, err)
+	}
+	if b, err := os.ReadFile(path + ".lock"); err != nil || len(b) != 0 {
+		t.Fatalf("lock details left behind after Close: %q %v", b, err)
 	}
 	st, err = Open(path, nil)
 	if err != nil {
 		t.Fatalf("open after close: %v", err)
 	}
 	st.Close()
+}
+
+// TestConcurrentOpensAllNameTheHolder starts many runs at once against an
+// existing state: exactly one gets it, and every other is told who holds it
+// (the details are written before anyone can see the lock held).
+func TestConcurrentOpensAllNameTheHolder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	for round := 0; round < 20; round++ {
+		const n = 20
+		var (
+			wg      sync.WaitGroup
+			mu      sync.Mutex
+			holders []*Store
+			locked  []*LockedError
+			other   []error
+		)
+		start := make(chan struct{})
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				st, err := Open(path, testPairs)
+				mu.Lock()
+				defer mu.Unlock()
+				var le *LockedError
+				switch {
+				case err == nil:
+					holders = append(holders, st)
+				case errors.As(err, &le):
+					locked = append(locked, le)
+				default:
+					other = append(other, err)
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		for _, h := range holders {
+			h.Close()
+		}
+		if len(other) > 0 {
+			t.Fatalf("round %d: unexpected errors %v", round, other)
+		}
+		// Every open that found the lock held names its holder.
+		for _, le := range locked {
+			if le.PID != os.Getpid() || le.Host == "" || le.Started.IsZero() {
+				t.Fatalf("round %d: a refused open does not name the holder: %v", round, le)
+			}
+		}
+		if len(holders) < 1 || len(holders)+len(locked) != n {
+			t.Fatalf("round %d: %d holders, %d refused", round, len(holders), len(locked))
+		}
+	}
+}
+
+// TestLockFileIsNotFollowed plants a link (and a second hard link) where the
+// lock file goes: no open writes through it, and the target is untouched.
+func TestLockFileIsNotFollowed(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "precious.txt")
+	if err := os.WriteFile(target, []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, plant := range map[string]func(lock string) error{
+		"symlink":   func(lock string) error { return os.Symlink(target, lock) },
+		"hard link": func(lock string) error { return os.Link(target, lock) },
+		"dangling":  func(lock string) error { return os.Symlink(filepath.Join(dir, "new.txt"), lock) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.db")
+			st, err := Open(path, nil) // an existing state, as the nightly job has
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.Close()
+			os.Remove(path + ".lock")
+			if err := plant(path + ".lock"); err != nil {
+				t.Fatal(err)
+			}
+			if st, err := Open(path, nil); err == nil {
+				st.Close()
+				t.Fatal("a run opened the state through a planted lock file")
+			} else if !strings.Contains(err.Error(), path+".lock") {
+				t.Fatalf("the error does not name the lock file: %v", err)
+			}
+			if _, err := OpenReadOnly(path, nil); err == nil {
+				t.Fatal("a reader went through a planted lock file")
+			}
+			if b, _ := os.ReadFile(target); string(b) != "keep me" {
+				t.Fatalf("the link's target was changed: %q", b)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "new.txt")); !os.IsNotExist(err) {
+				t.Fatalf("a file was created through the dangling link: %v", err)
+			}
+		})
+	}
+}
+
+// TestReadersAnswerWhileARunShares: a run that shares the file lets readers
+// in, and they learn who holds the state; the run's next write waits for
+// them to close.
+func TestReadersAnswerWhileARunShares(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.BeginRun(&Run{ID: "r1", Started: time.Now(), Outcome: "running"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Share(); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := OpenReadOnly(path, testPairs)
+	if err != nil {
+		t.Fatalf("a reader while the run shares: %v", err)
+	}
+	if ro.Holder == nil || ro.Holder.PID != os.Getpid() {
+		t.Fatalf("the reader does not know who holds the state: %+v", ro.Holder)
+	}
+	runs, err := ro.Runs()
+	if err != nil || len(runs) != 1 || runs[0].Outcome != "running" {
+		t.Fatalf("runs read while shared: %+v %v", runs, err)
+	}
+	if _, err := Open(path, testPairs); !errors.As(err, new(*LockedError)) {
+		t.Fatalf("a second run while the first shares: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- st.EndRun(&Run{ID: "r1", Started: runs[0].Started, Outcome: "ok"}) }()
+	ro.Close() // the write goes ahead once the reader is gone
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestInterruptedRunsAreMarked(t *testing.T) {

@@ -1,6 +1,8 @@
 package transform
 
 import (
+	"strings"
+
 	"optsync/extract"
 )
 
@@ -19,6 +21,16 @@ type PairState struct {
 	// DWrittenAt and CWrittenAt are when (Unix ms) the run that first wrote
 	// the pending value started (0: not recorded, state from before).
 	DWrittenAt, CWrittenAt int64
+}
+
+// KnownOptOut says whether the pair counts among the opt-outs at stake, the
+// base of a percentage safety.max_optin: agreed opted out, or — never agreed —
+// opted out on a side as last read.
+func (p PairState) KnownOptOut(dSeen, cSeen bool) bool {
+	if p.S.Known() {
+		return p.S == extract.True
+	}
+	return dSeen && p.DRaw == extract.True || cSeen && p.CRaw == extract.True
 }
 
 // Snapshot is the state of one contact.
@@ -235,7 +247,7 @@ func decidePair(r *Rules, s, d, c extract.Tri, tD, tC int64, dec *Decision) (Sid
 		return NoSide, extract.Unknown
 	}
 	if !d.Known() || !c.Known() {
-		dec.Skip = ReasonUnknownValue
+		dec.Skip = unknownValue(d, c)
 		return NoSide, extract.Unknown
 	}
 	if d == c {
@@ -290,7 +302,10 @@ func decidePair(r *Rules, s, d, c extract.Tri, tD, tC int64, dec *Decision) (Sid
 // counts as different.
 func oneWay(to Side, s, src, dst extract.Tri, dec *Decision) (Side, extract.Tri) {
 	if !src.Known() {
-		dec.Skip = ReasonUnknownValue
+		dec.Skip = ReasonUnknownValue + ": campaign blank"
+		if to == ToCampaign {
+			dec.Skip = ReasonUnknownValue + ": d365 blank"
+		}
 		dec.Target = to
 		return NoSide, extract.Unknown
 	}
@@ -304,6 +319,27 @@ func oneWay(to Side, s, src, dst extract.Tri, dec *Decision) (Side, extract.Tri)
 	}
 	dec.Rule = RuleSourceOfTruth
 	return to, src
+}
+
+// unknownValue is the skip reason of a pair with an unknown side, naming
+// the side that is blank (or missing, or null): "unknown-value: campaign
+// blank". The reason code stays first, as the audit file's error column
+// promises.
+func unknownValue(d, c extract.Tri) string {
+	switch {
+	case !d.Known() && !c.Known():
+		return ReasonUnknownValue + ": d365 and campaign blank"
+	case !d.Known():
+		return ReasonUnknownValue + ": d365 blank"
+	}
+	return ReasonUnknownValue + ": campaign blank"
+}
+
+// ReasonCode is the code a skip reason starts with ("unknown-value" of
+// "unknown-value: campaign blank").
+func ReasonCode(reason string) string {
+	code, _, _ := strings.Cut(reason, ":")
+	return code
 }
 
 func floorDiv(a, b int64) int64 {

@@ -92,7 +92,7 @@ func runOne(t *testing.T, tc oneCase) {
 	var want []Decision
 	switch {
 	case tc.skip != "":
-		want = []Decision{{Target: tc.to, Skip: tc.skip, DModified: tc.tD, CModified: tC}}
+		want = []Decision{{Target: tc.to, Skip: tc.wantSkip(), DModified: tc.tD, CModified: tC}}
 	case tc.to != NoSide:
 		want = []Decision{{Target: tc.to, Old: tc.old, New: tc.new, Rule: tc.rule, DModified: tc.tD, CModified: tC, ClearsOptOut: tc.clears}}
 	}
@@ -213,8 +213,8 @@ func TestDecideOnePair(t *testing.T) {
 		// The epoch is a time like any other, not "no per-field time".
 		{name: "epoch-field-time-is-a-time", dir: bi, pol: Newest, d: T, c: F, tD: t09, tC: t10, ft: &[extract.MaxFields]int64{0},
 			to: ToCampaign, old: F, new: T, rule: RuleConflictD365Newer},
-		{name: "both-unknown", dir: bi, pol: Newest, d: U, c: U, tD: t10, tC: t09, skip: ReasonUnknownValue},
-		{name: "campaign-unknown-no-snapshot", dir: bi, pol: Newest, d: T, c: U, tD: t10, tC: t09, skip: ReasonUnknownValue},
+		{name: "both-unknown", dir: bi, pol: Newest, d: U, c: U, tD: t10, tC: t09, skip: "unknown-value: d365 and campaign blank"},
+		{name: "campaign-unknown-no-snapshot", dir: bi, pol: Newest, d: T, c: U, tD: t10, tC: t09, skip: "unknown-value: campaign blank"},
 		{name: "replay-ignores-snapshot", dir: bi, pol: Newest, replay: true, snap: F, d: T, c: F, tD: t09, tC: t11,
 			to: ToD365, old: T, new: F, rule: RuleConflictCampaignNewer, clears: true},
 		{name: "without-replay-same-input", dir: bi, pol: Newest, snap: F, d: T, c: F, tD: t09, tC: t11,
@@ -248,7 +248,7 @@ func TestDecideOnePair(t *testing.T) {
 		{name: "invert-uni-d2c-clears", dir: d2c, pol: Newest, invert: true, d: T, c: T, tD: t09, tC: t10,
 			to: ToCampaign, old: T, new: F, rule: RuleSourceOfTruth, clears: true},
 		// one-way
-		{name: "d2c-source-unknown", dir: d2c, pol: Newest, snap: T, d: U, c: F, tD: t10, tC: t09, to: ToCampaign, skip: ReasonUnknownValue},
+		{name: "d2c-source-unknown", dir: d2c, pol: Newest, snap: T, d: U, c: F, tD: t10, tC: t09, to: ToCampaign, skip: "unknown-value: d365 blank"},
 		{name: "d2c-target-unknown-skip-not", dir: d2c, pol: Newest, d: T, c: U, tD: t10, tC: t09,
 			to: ToCampaign, old: U, new: T, rule: RuleSourceOfTruth},
 		{name: "d2c-opt-in-to-unknown-target-not-clearing", dir: d2c, pol: Newest, d: F, c: U, tD: t10, tC: t09,
@@ -257,7 +257,7 @@ func TestDecideOnePair(t *testing.T) {
 		{name: "d2c-source-changed-target-agrees", dir: d2c, pol: Newest, snap: F, d: T, c: T, tD: t10, tC: t09},
 		{name: "d2c-source-changed-clears", dir: d2c, pol: Newest, snap: T, d: F, c: T, tD: t09, tC: t12,
 			to: ToCampaign, old: T, new: F, rule: RuleSourceOfTruth, clears: true},
-		{name: "c2d-source-unknown", dir: c2d, pol: Newest, d: T, c: U, tD: t10, tC: t09, to: ToD365, skip: ReasonUnknownValue},
+		{name: "c2d-source-unknown", dir: c2d, pol: Newest, d: T, c: U, tD: t10, tC: t09, to: ToD365, skip: "unknown-value: campaign blank"},
 		{name: "c2d-drift-not-reverted", dir: c2d, pol: Newest, snap: F, d: T, c: F, tD: t12, tC: t09},
 		{name: "c2d-source-changed", dir: c2d, pol: Newest, snap: F, d: F, c: T, tD: t12, tC: t09,
 			to: ToD365, old: F, new: T, rule: RuleSourceOfTruth},
@@ -312,7 +312,7 @@ func TestDecideMultiplePairs(t *testing.T) {
 	want := []Decision{sentinel,
 		{Pair: 1, Target: ToCampaign, Old: F, New: T, Rule: RuleOnlyD365Changed, DModified: t10, CModified: t09},
 		{Pair: 2, Target: ToD365, Old: T, New: F, Rule: RuleOnlyCampaignChanged, DModified: t10, CModified: t09},
-		{Pair: 3, Skip: ReasonUnknownValue, DModified: t10, CModified: t09},
+		{Pair: 3, Skip: "unknown-value: d365 blank", DModified: t10, CModified: t09},
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("decisions\n got %+v\nwant %+v", got, want)
@@ -433,4 +433,27 @@ func TestDecidePendingWrites(t *testing.T) {
 			t.Fatalf("moved\n got %+v\nwant %+v", got, want)
 		}
 	})
+}
+
+// wantSkip is the skip reason a case expects: a reason code alone (as the
+// decision table gives it) is completed with the side that is blank.
+func (tc oneCase) wantSkip() string {
+	if strings.Contains(tc.skip, ":") {
+		return tc.skip
+	}
+	var blank []string
+	switch tc.dir {
+	case D365ToCampaign:
+		blank = []string{"d365"}
+	case CampaignToD365:
+		blank = []string{"campaign"}
+	default:
+		if !tc.d.Known() {
+			blank = append(blank, "d365")
+		}
+		if !tc.c.Known() {
+			blank = append(blank, "campaign")
+		}
+	}
+	return tc.skip + ": " + strings.Join(blank, " and ") + " blank"
 }

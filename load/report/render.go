@@ -91,6 +91,8 @@ var ruleNotes = map[string]string{
 	"source-of-truth":         "one-way sync from the source system",
 }
 
+// skipNotes explain a skip by its reason code: "unknown-value" of
+// "unknown-value: campaign blank".
 var skipNotes = map[string]string{
 	"unknown-value": "one side is blank or null: an unknown value is never propagated",
 }
@@ -206,7 +208,8 @@ func newView(r *Report) (*view, error) {
 			v.Rules = append(v.Rules, row{Name: k, Label: name, Note: ruleNotes[name], Value: c[k]})
 		case strings.HasPrefix(k, "skipped:"):
 			name := strings.TrimPrefix(k, "skipped:")
-			v.Skipped = append(v.Skipped, row{Name: k, Label: name, Note: skipNotes[name], Value: c[k]})
+			code, _, _ := strings.Cut(name, ":")
+			v.Skipped = append(v.Skipped, row{Name: k, Label: name, Note: skipNotes[code], Value: c[k]})
 			skippedKnown += c[k]
 		}
 		v.AllCounts = append(v.AllCounts, row{Name: k, Label: label(k), Value: c[k]})
@@ -264,11 +267,26 @@ func explain(r *Report) string {
 	case "failed-writes":
 		return fmt.Sprintf("%s writes were refused or not sent by a service; they are queued and the next run tries them again.", num(c["failed"]))
 	case "safety-stop":
+		// A stopped run counts no writes; what it would have cleared is
+		// would_clear (runs recorded before it counted them as cleared).
+		clears := c["would_clear"]
+		if _, ok := c["would_clear"]; !ok {
+			clears = c["opt_outs_cleared"]
+		}
 		limit := ""
 		if r.Config != nil {
 			limit = fmt.Sprintf(" (safety.max_optin %s allowed %s)", r.Config.MaxOptin, num(r.Config.Limit))
 		}
-		return fmt.Sprintf("This run would have cleared %s opt-outs, more than the safety limit%s. Nothing was written. Check the examples with optsync plan; rerun with --allow-mass-optin if they are right.", num(c["opt_outs_cleared"]), limit)
+		if r.Config == nil || clears > r.Config.Limit {
+			return fmt.Sprintf("This run would have cleared %s opt-outs, more than the safety limit%s. Nothing was written. Check the examples with optsync plan; rerun with --allow-mass-optin if they are right.", num(clears), limit)
+		}
+		var lacks []string
+		for _, side := range [][3]string{{"Dynamics", "d365_missing", "d365_known"}, {"Campaign", "campaign_missing", "campaign_known"}} {
+			if c[side[1]] > 0 {
+				lacks = append(lacks, fmt.Sprintf("the %s input lacked %s of the %s records state knows there", side[0], num(c[side[1]]), num(c[side[2]])))
+			}
+		}
+		return fmt.Sprintf("This run's full read lacked too many of the records state knows (safety.max_missing): %s. Nothing was written or dropped. Check that the export is complete; rerun with --allow-missing if those records are really gone.", strings.Join(lacks, "; "))
 	case "interrupted":
 		return "The run was stopped (a signal, or the process died). What it had applied through the APIs is kept; the next run does the rest."
 	case "running":
