@@ -70,6 +70,11 @@ func newAPIClient(c apiClientConfig, log zerolog.Logger) *http.Client {
 		if load.Unrepeatable(ctx) && ctx.Err() == nil && (err != nil || resp.StatusCode >= 500 && resp.StatusCode != http.StatusServiceUnavailable) {
 			return false, nil
 		}
+		// A PATCH clearing a Campaign opt-out is tried once: after a wait
+		// it must be preceded by a fresh re-read, which its caller makes.
+		if load.IsSingleTry(ctx) {
+			return false, nil
+		}
 		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
 	}
 	rc.RequestLogHook = func(_ retryablehttp.Logger, req *http.Request, attempt int) {

@@ -49,7 +49,7 @@ func newCampaignConn(cfg *CampaignConfig, fields, fieldTimes []string, log zerol
 	c := &campaignConn{cfg: cfg, source: cfg.Source == "api", log: log,
 		reader: &extract.Campaign{Client: client, APIURL: api, Resource: cfg.Resource, Fields: fields, FieldTimes: fieldTimes, PageSize: cfg.PageSize}}
 	if cfg.Target == "api" {
-		c.writer = &load.CampaignWriter{Client: client, Reader: c.reader, APIURL: api, Resource: cfg.Resource, Concurrency: cfg.Concurrency}
+		c.writer = &load.CampaignWriter{Client: client, Reader: c.reader, APIURL: api, Resource: cfg.Resource, Concurrency: cfg.Concurrency, MaxTries: cfg.MaxTries}
 	}
 	return c, nil
 }

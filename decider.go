@@ -631,7 +631,7 @@ func (d *decider) logEntry(run *state.Run, seq uint32, v *verdict, dec *transfor
 		return e
 	}
 	if why := refused.of(dec.Target); why != "" {
-		e.Outcome, e.Error = load.Failed, why
+		e.Outcome, e.Error = refused.outcome(dec.Target), why
 	}
 	return e
 }

@@ -23,6 +23,7 @@ type summary struct {
 	Skipped           int
 	Rejected          int
 	Failed            int
+	RaceRestored      int // clearing writes undone: the person unsubscribed meanwhile
 	OptoutsCleared    int
 	ContactsNoMatch   int
 	ProfilesNoMatch   int
@@ -109,8 +110,9 @@ func (s *summary) counts() map[string]int {
 		"matched_contacts": s.Matched, "compared_pairs": s.ComparedPairs,
 		"d365->campaign": s.ToCampaign, "campaign->d365": s.ToD365,
 		"skipped": s.Skipped, "rejected": s.Rejected, "failed": s.Failed,
-		"opt_outs_cleared":         s.OptoutsCleared,
-		"contacts_without_profile": s.ContactsNoMatch, "profiles_without_contact": s.ProfilesNoMatch,
+		"unsubscribe_race_restored": s.RaceRestored,
+		"opt_outs_cleared":          s.OptoutsCleared,
+		"contacts_without_profile":  s.ContactsNoMatch, "profiles_without_contact": s.ProfilesNoMatch,
 		"profiles_without_externalId": s.Unlinked, "duplicate_externalId_profiles": s.DuplicateProfiles,
 		"superseded_contact_rows": s.Superseded, "blocked_contacts": s.Blocked,
 		"d365_update_rows": s.D365Rows, "campaign_update_rows": s.CampaignRows,
@@ -166,6 +168,9 @@ func (s *summary) line(d time.Duration) string {
 	}
 	if s.PendingWrittenAgain > 0 {
 		fmt.Fprintf(&b, " pending_written_again=%d", s.PendingWrittenAgain)
+	}
+	if s.RaceRestored > 0 {
+		fmt.Fprintf(&b, " unsubscribe_race_restored=%d", s.RaceRestored)
 	}
 	fmt.Fprintf(&b, " took=%s", took(d))
 	return b.String()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"slices"
 
 	"optsync/extract"
@@ -11,7 +12,19 @@ import (
 )
 
 // failure says why each system refused a contact's writes ("" = it did not).
-type failure struct{ d365, campaign, pkey string }
+// raced: Campaign's was an unsubscribe race, its opt-out set back.
+type failure struct {
+	d365, campaign, pkey string
+	raced                bool
+}
+
+// outcome is the audit outcome of a decision for a target that refused it.
+func (f failure) outcome(target transform.Side) string {
+	if target == transform.ToCampaign && f.raced {
+		return load.RaceRestored
+	}
+	return load.Failed
+}
 
 func (f failure) of(target transform.Side) string {
 	if target == transform.ToD365 {
@@ -102,7 +115,14 @@ func (j *job) apply(ctx context.Context, held []heldChange, w *load.Writer, sum 
 		for k, r := range j.cv.writer.Apply(ctx, cw) {
 			if !r.OK() {
 				held[ci[k]].change.CampaignError = j.cfg.redact(r.Error())
+				held[ci[k]].change.CampaignRaced = errors.Is(r.Err, load.ErrRaced)
+				if errors.Is(r.Err, load.ErrNotRestored) {
+					j.log.Error().Str("pkey", held[ci[k]].change.PKey).Str("error", r.Error()).Msg("a person unsubscribed while an opt-out was being cleared, and it could not be set back")
+				}
 			}
+		}
+		if j.cv.writer.NoHistory.Load() {
+			j.log.Warn().Msg("Campaign answered 404 for a profile's marketing history: an unsubscribe landing between the re-read and a PATCH clearing that opt-out can only be seen by lastModified moving after the PATCH")
 		}
 		bar.Add(int64(len(cw)))
 		bar.Done()
@@ -110,9 +130,13 @@ func (j *job) apply(ctx context.Context, held []heldChange, w *load.Writer, sum 
 	for i := range held {
 		ch := &held[i].change
 		if ch.D365Error != "" || ch.CampaignError != "" {
-			failed[ch.ID] = failure{d365: ch.D365Error, campaign: ch.CampaignError, pkey: ch.PKey}
+			failed[ch.ID] = failure{d365: ch.D365Error, campaign: ch.CampaignError, pkey: ch.PKey, raced: ch.CampaignRaced}
 			for _, d := range ch.Decisions {
 				if msg := failed[ch.ID].of(d.Target); d.Skip == "" && !d.Pending && msg != "" {
+					if failed[ch.ID].outcome(d.Target) == load.RaceRestored {
+						sum.RaceRestored++
+						continue
+					}
 					sum.Failed++
 					p := j.cfg.rules.Pairs[d.Pair]
 					ex := state.Example{Source: "Campaign", ID: ch.ID.String(), PKey: ch.PKey, Field: p.Campaign, Message: msg}

@@ -271,3 +271,71 @@ func (c *Campaign) Value(p *Profile, field string) Tri {
 	}
 	return Unknown
 }
+
+// History is what a profile's marketing history says about unsubscribes.
+type History struct {
+	// Readable is false when the service has no history for the profile
+	// (404): nothing can be said either way.
+	Readable bool
+	// OptOut is the time (Unix ms) of an unsubscription later than the
+	// time asked about; 0: none.
+	OptOut int64
+}
+
+// UnsubscribedAfter reads a profile's marketing history
+// (<resource>/history/<PKey>/events, newest first) for an unsubscription
+// (an event of type optOut) dated after the given time (Unix ms): the
+// evidence of a person's unsubscribe that a write overwrote, which the
+// profile itself no longer shows.
+func (c *Campaign) UnsubscribedAfter(ctx context.Context, pkey string, after int64) (History, error) {
+	link := fmt.Sprintf("%s%s/history/%s/events?_lineCount=%d", c.APIURL, c.Resource, url.PathEscape(pkey), 25)
+	for link != "" {
+		resp, err := c.get(ctx, link)
+		if err != nil {
+			return History{}, err
+		}
+		if resp.StatusCode == http.StatusNotFound {
+			resp.Body.Close()
+			return History{}, nil
+		}
+		if resp.StatusCode != http.StatusOK {
+			err := ReadCampaignError("campaign: reading the history of profile "+pkey, resp)
+			resp.Body.Close()
+			return History{}, err
+		}
+		var page struct {
+			Content []struct {
+				Date string `json:"date"`
+				Type string `json:"type"`
+			} `json:"content"`
+			Next *struct {
+				Href string `json:"href"`
+			} `json:"next"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&page)
+		resp.Body.Close()
+		if err != nil {
+			return History{}, fmt.Errorf("campaign: reading the history of profile %s: %w", pkey, err)
+		}
+		newer := false
+		for _, e := range page.Content {
+			t, ok := ParseTime(e.Date, "")
+			if !ok {
+				return History{}, fmt.Errorf("campaign: the history of profile %s has an event dated %q, not a timestamp", pkey, clip(e.Date))
+			}
+			if t <= after {
+				continue
+			}
+			newer = true
+			if strings.EqualFold(e.Type, "optOut") {
+				return History{Readable: true, OptOut: t}, nil
+			}
+		}
+		// Newest first: a page with nothing newer ends the search.
+		link = ""
+		if page.Next != nil && newer {
+			link = page.Next.Href
+		}
+	}
+	return History{Readable: true}, nil
+}

@@ -86,7 +86,7 @@ func getToken(b *testing.B, tokenURL string) string {
 	return readToken(b, resp)
 }
 
-func readToken(b *testing.B, resp *http.Response) string {
+func readToken(b testing.TB, resp *http.Response) string {
 	defer resp.Body.Close()
 	var tok struct {
 		AccessToken string `json:"access_token"`

@@ -16,6 +16,10 @@ const (
 	Planned = "planned"
 	Failed  = "failed"
 	Skipped = "skipped"
+	// RaceRestored: a write that cleared an opt-out in Campaign was undone
+	// because the person unsubscribed while it was in flight; the opt-out
+	// is in place and the contact is decided again next run.
+	RaceRestored = "unsubscribe-race-restored"
 )
 
 // AuditRow is one line of audit-<run>.csv, columns in the SPEC's order.
@@ -69,6 +73,9 @@ type Change struct {
 	// D365Error and CampaignError, when set, are why that system's API
 	// refused this contact's writes: those decisions are audited as failed.
 	D365Error, CampaignError string
+	// CampaignRaced marks CampaignError as an unsubscribe race: audited
+	// as RaceRestored.
+	CampaignRaced bool
 }
 
 // Options says which files a run writes.
@@ -219,6 +226,9 @@ func (w *Writer) Change(c *Change) error {
 			row.Outcome, row.Error = Failed, escapeCell(c.D365Error)
 		case d.Target == transform.ToCampaign && c.CampaignError != "":
 			row.Outcome, row.Error = Failed, escapeCell(c.CampaignError)
+			if c.CampaignRaced {
+				row.Outcome = RaceRestored
+			}
 		default:
 			row.Outcome = Applied
 		}
