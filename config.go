@@ -44,6 +44,11 @@ type Config struct {
 	// shown for longer than this is logged as a warning every run: days
 	// ("3d") or a Go duration ("36h"). Default 3 days.
 	PendingAlert string `yaml:"pending_alert"`
+	// Input bounds what an input file may hold (config_limits.go).
+	Input InputConfig `yaml:"input"`
+	// MaxRunTime is how long a run may take before it stops as on SIGTERM
+	// (default 6h).
+	MaxRunTime string `yaml:"max_run_time"`
 
 	path           string
 	rules          transform.Rules
@@ -51,6 +56,8 @@ type Config struct {
 	maxMissing     missingLimit
 	auditRetention time.Duration
 	maxClockSkew   time.Duration
+	limits         extract.Limits
+	maxRunTime     time.Duration
 	// private are the config's free-text values, as written and as
 	// resolved, kept out of what the run history stores (redact).
 	private      []privateValue
@@ -449,6 +456,9 @@ func (c *Config) validate() error {
 			return fmt.Errorf("pending_alert: %w", err)
 		}
 	}
+	if err := c.validateLimits(); err != nil {
+		return err
+	}
 	c.MetricsFile = c.resolve(c.MetricsFile)
 	if c.State == "" {
 		c.State = "optsync.db"
@@ -707,7 +717,7 @@ func (c *Config) notAfter(start time.Time) time.Time { return start.Add(c.maxClo
 // d365Layout and campaignLayout tell the readers which columns to take;
 // notAfter is the latest change time believed (see Config.notAfter).
 func (c *Config) d365Layout(notAfter time.Time) extract.Layout {
-	l := extract.Layout{Columns: c.D365.Columns, TimeLayout: c.D365.TimeLayout, NotAfter: notAfter, ColumnsKey: "d365.columns"}
+	l := extract.Layout{Columns: c.D365.Columns, TimeLayout: c.D365.TimeLayout, NotAfter: notAfter, ColumnsKey: "d365.columns", Limits: c.limits}
 	for _, m := range c.Mappings {
 		l.Fields = append(l.Fields, m.D365)
 	}
@@ -715,7 +725,7 @@ func (c *Config) d365Layout(notAfter time.Time) extract.Layout {
 }
 
 func (c *Config) campaignLayout(notAfter time.Time) extract.Layout {
-	l := extract.Layout{Columns: c.Campaign.Columns, TimeLayout: c.Campaign.TimeLayout, NotAfter: notAfter, ColumnsKey: "campaign.columns"}
+	l := extract.Layout{Columns: c.Campaign.Columns, TimeLayout: c.Campaign.TimeLayout, NotAfter: notAfter, ColumnsKey: "campaign.columns", Limits: c.limits}
 	any := false
 	for _, m := range c.Mappings {
 		l.Fields = append(l.Fields, m.Campaign)

@@ -131,12 +131,13 @@ func exitCode(err error) int {
 	var ee *exitError
 	var ce *configError
 	var mc *extract.MissingColumnError
+	var bf *extract.BrokenFileError
 	var le *state.LockedError
 	var se *signalError
 	switch {
 	case errors.As(err, &ee):
 		return ee.code
-	case errors.As(err, &ce), errors.As(err, &mc):
+	case errors.As(err, &ce), errors.As(err, &mc), errors.As(err, &bf):
 		return exitUsage
 	case errors.As(err, &le):
 		return exitLocked

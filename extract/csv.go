@@ -83,6 +83,8 @@ type Layout struct {
 	// ColumnsKey names the config entry Columns comes from (d365.columns),
 	// for the hint a missing column gets.
 	ColumnsKey string
+	// Limits tell a broken file from an export.
+	Limits Limits
 }
 
 // MissingColumnError stops a run: without its columns no row can be read.
@@ -172,7 +174,7 @@ var d365Aliases = map[string][]string{
 // ones to reject (and, when their id is a GUID, to emit marked Bad).
 func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emit func(*Contact), reject func(Reject)) (Stats, error) {
 	var st Stats
-	t, err := openTable(r, source)
+	t, err := openTable(r, source, l.Limits)
 	if errors.Is(err, errNoHeader) {
 		return st, emptyFile(source, l.Columns, append([]string{"contactid", "modifiedon"}, l.Fields...)...)
 	}
@@ -234,7 +236,10 @@ func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emi
 		reject(Reject{Source: source, Line: line, ID: id.String(), Reason: reason, IDChecked: true})
 		emit(&Contact{ID: id, Modified: NoTime, Line: int32(line), Bad: true})
 	})
-	return st, err
+	if err != nil {
+		return st, err
+	}
+	return st, l.Limits.checkShare(source, st)
 }
 
 // ReadProfiles streams a Campaign profiles export. Rows whose externalId is
@@ -242,7 +247,7 @@ func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emi
 // with their PKey and time only.
 func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emit func(*Profile), reject func(Reject)) (Stats, error) {
 	var st Stats
-	t, err := openTable(r, source)
+	t, err := openTable(r, source, l.Limits)
 	if errors.Is(err, errNoHeader) {
 		names := append([]string{"PKey", "externalId", "lastModified"}, l.Fields...)
 		for _, ft := range l.FieldTimes {
@@ -362,7 +367,10 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emi
 			reject(Reject{Source: source, Line: line, Reason: reason})
 		}
 	})
-	return st, err
+	if err != nil {
+		return st, err
+	}
+	return st, l.Limits.checkShare(source, st)
 }
 
 // unlinkedTime reads the time of a row linked to no contact. It is not a
@@ -390,20 +398,28 @@ type table struct {
 	header []string
 }
 
-func openTable(r io.Reader, source string) (*table, error) {
-	br := bufio.NewReaderSize(r, 1<<20)
-	// The BOM must go before the CSV parser sees it, or a quoted first
-	// header reads as a bare quote.
+func openTable(r io.Reader, source string, lim Limits) (*table, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	// The BOM must go before the CSV parser (and the quote guard) sees it,
+	// or a quoted first header reads as a bare quote.
 	if b, err := br.Peek(3); err == nil && string(b) == "\uFEFF" {
 		_, _ = br.Discard(3)
 	}
-	cr := csv.NewReader(br)
+	cr := csv.NewReader(bufio.NewReaderSize(newQuoteGuard(br, source, lim), 1<<20))
 	cr.ReuseRecord = true
 	header, err := cr.Read()
 	if errors.Is(err, io.EOF) {
 		return nil, errNoHeader
 	}
+	var broken *BrokenFileError
+	if errors.As(err, &broken) {
+		return nil, broken
+	}
 	if err != nil {
+		var pe *csv.ParseError
+		if errors.As(err, &pe) {
+			return nil, &BrokenFileError{Source: source, Line: pe.Line, Reason: fmt.Sprintf("the header row does not parse: %v", pe.Err)}
+		}
 		return nil, fmt.Errorf("%s: reading the header: %w", source, err)
 	}
 	h := make([]string, len(header))
@@ -480,6 +496,10 @@ func (t *table) rows(ctx context.Context, row func(line int, rec []string), bad 
 			bad(pe.StartLine, nil, reason)
 			continue
 		case err != nil:
+			var broken *BrokenFileError
+			if errors.As(err, &broken) {
+				return broken
+			}
 			return fmt.Errorf("%s: %w", t.source, err)
 		}
 		line, _ := t.r.FieldPos(0)

@@ -306,22 +306,6 @@ func TestReadContactsBadRows(t *testing.T) {
 	}
 }
 
-func TestReadContactsUnterminatedQuote(t *testing.T) {
-	in := "contactid,modifiedon,donotemail\n" + gid(1) + "," + t0 + ",true\n\n" +
-		gid(2) + "," + t0 + ",\"true\n" + gid(3) + "," + t0 + ",false\n"
-	r := readContacts(context.Background(), in, Layout{Fields: []string{"donotemail"}})
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	if len(r.contacts) != 1 || r.contacts[0].ID.String() != gid(1) || r.contacts[0].Line != 2 {
-		t.Errorf("contacts = %+v, want only %s at line 2", r.contacts, gid(1))
-	}
-	if len(r.rejects) != 1 {
-		t.Fatalf("rejects = %+v", r.rejects)
-	}
-	checkReject(t, r.rejects[0], "d365.csv", 4, "", []string{"quote"})
-}
-
 // Dynamics two-option labels are Dynamics-only: Campaign has no such export.
 func TestLabelsOnlyForDynamics(t *testing.T) {
 	c := readContacts(context.Background(), "contactid,modifiedon,donotemail,donotsendmm\n"+
