@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"github.com/rs/zerolog"
 	"io"
+	"maps"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -56,7 +59,10 @@ func validateInputs(ctx context.Context, cfg *Config, online bool, log zerolog.L
 	}
 	// Held to the same clock as a run: a row dated too far ahead is a reject.
 	j := &job{cfg: cfg, log: log, notAfter: cfg.notAfter(time.Now().UTC())}
-	in, err := j.extract(ctx, nil, d365Files, campFiles)
+	// Rejects are tallied by reason as they are found, not held: a file of
+	// millions of bad rows is summed up, not kept.
+	t := &tally{groups: map[string]*rejectKind{}}
+	in, err := j.extract(ctx, nil, d365Files, campFiles, t)
 	if err != nil {
 		return err
 	}
@@ -66,31 +72,25 @@ func validateInputs(ctx context.Context, cfg *Config, online bool, log zerolog.L
 	if len(campFiles) > 0 {
 		fmt.Fprintf(out, "campaign %s: columns ok, %s\n", cfg.Campaign.CSV, plural(in.campaign.Rows, "row"))
 	}
-	rejects := identify(in, d365Files, campFiles, false).rejects
-	if len(rejects) == 0 {
+	for _, r := range identify(in, d365Files, campFiles, false).rejects {
+		t.Add(r)
+	}
+	if t.n == 0 {
 		fmt.Fprintln(out, "would be rejected: none")
 		return nil
 	}
-	slices.SortStableFunc(rejects, func(a, b extract.Reject) int {
-		if c := cmp.Compare(a.Source, b.Source); c != 0 {
+	kinds := slices.Collect(maps.Keys(t.groups))
+	slices.SortFunc(kinds, func(a, b string) int {
+		if c := cmp.Compare(t.groups[b].n, t.groups[a].n); c != 0 {
 			return c
 		}
-		return cmp.Compare(a.Line, b.Line)
+		return cmp.Compare(t.groups[a].first, t.groups[b].first)
 	})
-	groups := map[string][]extract.Reject{}
-	var kinds []string
-	for _, r := range rejects {
-		k := reasonKind(r.Reason)
-		if groups[k] == nil {
-			kinds = append(kinds, k)
-		}
-		groups[k] = append(groups[k], r)
-	}
-	slices.SortStableFunc(kinds, func(a, b string) int { return cmp.Compare(len(groups[b]), len(groups[a])) })
-	fmt.Fprintf(out, "would be rejected: %s, by reason (a run over these files lists the same rows in its rejects file):\n", plural(len(rejects), "row"))
+	fmt.Fprintf(out, "would be rejected: %s, by reason (a run over these files lists the same rows in its rejects file):\n", plural(t.n, "row"))
 	for _, k := range kinds {
-		fmt.Fprintf(out, "  %d × %s\n", len(groups[k]), k)
-		for _, r := range groups[k][:min(3, len(groups[k]))] {
+		g := t.groups[k]
+		fmt.Fprintf(out, "  %d × %s\n", g.n, k)
+		for _, r := range g.examples {
 			id := ""
 			if r.IDChecked && r.ID != "" {
 				id = " (" + r.ID + ")"
@@ -100,6 +100,46 @@ func validateInputs(ctx context.Context, cfg *Config, online bool, log zerolog.L
 	}
 	return nil
 }
+
+// tally sums rejects up by kind of reason, keeping each kind's first three
+// rows by file and line.
+type tally struct {
+	mu     sync.Mutex
+	n      int
+	seq    int
+	groups map[string]*rejectKind
+}
+
+type rejectKind struct {
+	n, first int // first: the order the kind was first met, for ties
+	examples []extract.Reject
+}
+
+func (t *tally) Add(r extract.Reject) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n++
+	k := reasonKind(r.Reason)
+	g := t.groups[k]
+	if g == nil {
+		t.seq++
+		g = &rejectKind{first: t.seq}
+		t.groups[k] = g
+	}
+	g.n++
+	i, _ := slices.BinarySearchFunc(g.examples, r, func(a, b extract.Reject) int {
+		if c := cmp.Compare(a.Source, b.Source); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Line, b.Line)
+	})
+	if i < 3 {
+		r.Reason, r.ID, r.Source = strings.Clone(r.Reason), strings.Clone(r.ID), strings.Clone(r.Source)
+		g.examples = slices.Insert(g.examples, i, r)[:min(len(g.examples)+1, 3)]
+	}
+}
+
+func (t *tally) Err() error { return nil }
 
 var (
 	quoted   = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)

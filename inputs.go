@@ -122,19 +122,27 @@ func hashFile(path string) (string, error) {
 
 // inputs is what extract produced from both systems' files.
 type inputs struct {
-	contacts    []extract.Contact
-	profiles    []extract.Profile
-	d365Rejects []extract.Reject
-	campRejects []extract.Reject
-	d365        extract.Stats
-	campaign    extract.Stats
+	contacts []extract.Contact
+	profiles []extract.Profile
+	// rejects takes the rows rejected while reading: a run's spool on
+	// disk, validate's tally.
+	rejects  rejectSink
+	d365     extract.Stats
+	campaign extract.Stats
+}
+
+// rejectSink takes rejects as the readers find them, from both systems at
+// once.
+type rejectSink interface {
+	Add(extract.Reject)
+	Err() error
 }
 
 // extract reads both systems' files; the two systems are read at once.
 // Each record remembers which file it came from, so that a later file wins
 // over an earlier one for the same record.
-func (j *job) extract(ctx context.Context, st *state.Store, d365Files, campFiles []inputFile) (*inputs, error) {
-	in := &inputs{}
+func (j *job) extract(ctx context.Context, st *state.Store, d365Files, campFiles []inputFile, spool rejectSink) (*inputs, error) {
+	in := &inputs{rejects: spool}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if len(d365Files) == 1 && d365Files[0].path == dataversePseudoFile && j.dv != nil {
@@ -145,18 +153,19 @@ func (j *job) extract(ctx context.Context, st *state.Store, d365Files, campFiles
 				},
 				func(r extract.Reject) {
 					in.d365.Rejected++
-					in.d365Rejects = append(in.d365Rejects, r)
+					in.rejects.Add(r)
 				})
 		}
-		in.contacts = make([]extract.Contact, 0, estimateAll(d365Files))
+		est := estimateAll(d365Files)
+		in.contacts = make([]extract.Contact, 0, min(est, firstRows))
 		for i, f := range d365Files {
 			err := j.readFile(ctx, f, "reading Dynamics", func(r io.Reader) error {
 				st, err := extract.ReadContacts(ctx, r, f.path, j.cfg.d365Layout(j.notAfter),
 					func(c *extract.Contact) {
 						c.File = uint16(i)
-						in.contacts = append(in.contacts, *c)
+						in.contacts = append(grow(in.contacts, est), *c)
 					},
-					func(r extract.Reject) { in.d365Rejects = append(in.d365Rejects, r) })
+					func(r extract.Reject) { in.rejects.Add(r) })
 				in.d365.Rows, in.d365.Rejected = in.d365.Rows+st.Rows, in.d365.Rejected+st.Rejected
 				return err
 			})
@@ -170,19 +179,20 @@ func (j *job) extract(ctx context.Context, st *state.Store, d365Files, campFiles
 		if len(campFiles) == 1 && campFiles[0].path == campaignPseudoFile && j.cv != nil {
 			stats, err := j.cv.read(ctx, st, !j.incremental || j.mappingAdded, j.queue,
 				func(p *extract.Profile) { in.profiles = append(in.profiles, *p) },
-				func(r extract.Reject) { in.campRejects = append(in.campRejects, r) })
+				func(r extract.Reject) { in.rejects.Add(r) })
 			in.campaign = stats
 			return err
 		}
-		in.profiles = make([]extract.Profile, 0, estimateAll(campFiles))
+		est := estimateAll(campFiles)
+		in.profiles = make([]extract.Profile, 0, min(est, firstRows))
 		for i, f := range campFiles {
 			err := j.readFile(ctx, f, "reading Campaign", func(r io.Reader) error {
 				st, err := extract.ReadProfiles(ctx, r, f.path, j.cfg.campaignLayout(j.notAfter),
 					func(p *extract.Profile) {
 						p.File = uint16(i)
-						in.profiles = append(in.profiles, *p)
+						in.profiles = append(grow(in.profiles, est), *p)
 					},
-					func(r extract.Reject) { in.campRejects = append(in.campRejects, r) })
+					func(r extract.Reject) { in.rejects.Add(r) })
 				in.campaign.Rows, in.campaign.Rejected = in.campaign.Rows+st.Rows, in.campaign.Rejected+st.Rejected
 				in.campaign.Unlinked += st.Unlinked
 				return err
@@ -194,6 +204,9 @@ func (j *job) extract(ctx context.Context, st *state.Store, d365Files, campFiles
 		return nil
 	})
 	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if err := spool.Err(); err != nil {
 		return nil, err
 	}
 	j.log.Info().Int("files", len(d365Files)).Int("rows", in.d365.Rows).Int("rejected", in.d365.Rejected).Msg("read Dynamics contacts")
@@ -216,7 +229,24 @@ func (j *job) readFile(ctx context.Context, in inputFile, stage string, read fun
 	return read(bar.Reader(f))
 }
 
-// estimateAll sizes the record slice up front from the files' sizes and the
+// firstRows is the room records get before the file has shown that it
+// holds them: a file of junk lines would be estimated at millions of rows,
+// and the garbage collector lets garbage grow with the heap, room untouched
+// included.
+const firstRows = 1 << 16
+
+// grow gives s, once full, the room the files' sizes estimate, in one step:
+// records good enough to keep have filled the first room.
+func grow[T any](s []T, est int) []T {
+	if len(s) < cap(s) || est <= cap(s) {
+		return s
+	}
+	n := make([]T, len(s), est)
+	copy(n, s)
+	return n
+}
+
+// estimateAll sizes the record slice from the files' sizes and the
 // length of their first lines, so that a large export is neither copied
 // again and again as the slice grows nor given room it will not use.
 func estimateAll(files []inputFile) int {

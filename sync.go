@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -211,7 +210,14 @@ func (j *job) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	in, err := j.extract(ctx, st, d365Files, campFiles)
+	// Rejects go to disk as they are found: a file of millions of bad rows
+	// must not be held in memory.
+	spool, err := load.NewRejectSpool(cfg.OutDir, runID)
+	if err != nil {
+		return err
+	}
+	defer spool.Close()
+	in, err := j.extract(ctx, st, d365Files, campFiles, spool)
 	if err != nil {
 		return interrupted(ctx, err)
 	}
@@ -308,17 +314,8 @@ func (j *job) run(ctx context.Context) (err error) {
 	sum.Matched += d.viaState
 	sum.ContactsNoMatch -= d.viaStateContacts + d.blockedNoProfile
 	sum.ProfilesNoMatch -= d.viaState - d.viaStateContacts + d.blockedNoContact
-	slices.SortStableFunc(rejects, func(a, b extract.Reject) int {
-		if c := cmp.Compare(a.Source, b.Source); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.Line, b.Line)
-	})
-	sum.Rejected = len(rejects)
-	for _, r := range rejects {
-		if err := w.Reject(r); err != nil {
-			return err
-		}
+	sum.Rejected = spool.Len() + len(rejects)
+	err = spool.Merge(rejects, func(r extract.Reject) error {
 		// The report keeps ids and PKeys of a checked shape only, never
 		// other text of a bad row: file and line find the row.
 		ex := state.Example{Source: r.Source, Line: r.Line}
@@ -326,7 +323,12 @@ func (j *job) run(ctx context.Context) (err error) {
 			ex.ID = r.ID
 		}
 		run.Rejects = state.AddReason(run.Rejects, r.Reason, ex)
+		return w.Reject(r)
+	})
+	if err != nil {
+		return err
 	}
+	spool.Close()
 
 	// Safety: nothing is written (or dropped) when the run would clear too
 	// many of the opt-outs at stake, or when a full read lacks too many of
@@ -595,7 +597,7 @@ func identify(in *inputs, d365Files, campFiles []inputFile, withOwners bool) ide
 	id.contacts, superseded = transform.DedupContacts(in.contacts)
 	<-sorted
 	id.profiles, id.unlinked, id.owners = grouped.Kept, grouped.Unlinked, grouped.Owners
-	id.rejects = slices.Concat(in.d365Rejects, in.campRejects)
+	// id.rejects are those found after reading, merged with the spool's.
 	for _, s := range superseded {
 		id.superseded++
 		if !s.Bad {
@@ -769,7 +771,7 @@ func (j *job) requeue(ctx context.Context, st *state.Store, rules *transform.Rul
 			in.contacts = append(in.contacts, *c)
 		}, func(r extract.Reject) {
 			in.d365.Rejected++
-			in.d365Rejects = append(in.d365Rejects, r)
+			in.rejects.Add(r)
 		})
 		if err != nil {
 			return nil, err
