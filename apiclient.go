@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"strings"
@@ -41,7 +42,9 @@ type apiClientConfig struct {
 // request), and retries throttled, failed and dropped requests: 429 and 503
 // wait exactly as long as Retry-After says, other 5xx and network errors
 // back off exponentially with jitter, and a request gives up after
-// MaxTries with an error naming the last status. A request the writer
+// MaxTries with an error naming the last status. Throttling (429, 503) is
+// waited out and not counted as a try: a service that throttles for hours
+// is bounded by the run's max_run_time instead. A request the writer
 // marks load.Unrepeatable (a $batch) is not sent again after a failure
 // that leaves its outcome unknown: the writer reads the records back.
 func newAPIClient(c apiClientConfig, log zerolog.Logger) *http.Client {
@@ -51,7 +54,7 @@ func newAPIClient(c apiClientConfig, log zerolog.Logger) *http.Client {
 	auth := &bearer{cfg: cc, base: plain.Transport, header: c.Header, tokenClient: plain}
 	rc := retryablehttp.NewClient()
 	rc.HTTPClient = &http.Client{Timeout: c.Timeout, Transport: auth}
-	rc.RetryMax = max(c.MaxTries-1, 0)
+	rc.RetryMax = math.MaxInt32 // tries are counted in CheckRetry, throttling left out
 	rc.RetryWaitMin = 500 * time.Millisecond
 	rc.RetryWaitMax = 2 * time.Minute
 	rc.Logger = nil
@@ -75,7 +78,19 @@ func newAPIClient(c apiClientConfig, log zerolog.Logger) *http.Client {
 		if load.IsSingleTry(ctx) {
 			return false, nil
 		}
-		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
+		retry, cerr := retryablehttp.DefaultRetryPolicy(ctx, resp, err)
+		if !retry || cerr != nil {
+			return retry, cerr
+		}
+		if resp != nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
+			return true, nil // not run: a wait, not a try
+		}
+		if n, ok := ctx.Value(triesKey{}).(*int); ok {
+			if *n++; *n >= max(c.MaxTries, 1) {
+				return false, nil
+			}
+		}
+		return true, nil
 	}
 	rc.RequestLogHook = func(_ retryablehttp.Logger, req *http.Request, attempt int) {
 		if attempt > 0 {
@@ -91,7 +106,19 @@ func newAPIClient(c apiClientConfig, log zerolog.Logger) *http.Client {
 		// status and the service's own error code and message.
 		return resp, nil
 	}
-	return rc.StandardClient()
+	return &http.Client{Transport: countTries{rc.StandardClient().Transport}}
+}
+
+// triesKey holds, in a request's context, how many of its tries failed in
+// a way that counts (throttling does not).
+type triesKey struct{}
+
+// countTries gives every request its own count of tries.
+type countTries struct{ next http.RoundTripper }
+
+func (c countTries) RoundTrip(r *http.Request) (*http.Response, error) {
+	n := 0
+	return c.next.RoundTrip(r.WithContext(context.WithValue(r.Context(), triesKey{}, &n)))
 }
 
 // backoff waits what the server asked for on 429 and 503; otherwise

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // One stray quote in a Campaign drop: the run stops with exit 2 naming the
@@ -99,6 +101,132 @@ func TestRejectShareStopsTheRun(t *testing.T) {
 	for _, e := range entries {
 		if strings.HasSuffix(e.Name(), ".partial") {
 			t.Errorf("a spill was left behind: %s", e.Name())
+		}
+	}
+}
+
+// Killed runs leave their files under temporary names; the next run
+// removes those of runs recorded as interrupted, and nothing else.
+func TestPartialsOfInterruptedRunsAreRemoved(t *testing.T) {
+	p := killScenario(t)
+	for range 3 {
+		if _, _, stderr, signaled := helperProcess(t, "kill-after-decide", "--config", p.config, "backfill"); !signaled {
+			t.Fatalf("the helper was meant to die by SIGKILL; stderr:\n%s", stderr)
+		}
+	}
+	partials := func() []string {
+		var names []string
+		entries, _ := os.ReadDir(p.path("out"))
+		for _, e := range entries {
+			if strings.HasSuffix(e.Name(), ".partial") {
+				names = append(names, e.Name())
+			}
+		}
+		return names
+	}
+	// Each run removed its killed predecessor's: only the last one's are
+	// left (audit, rejects, two update files), not three runs' worth.
+	if left := partials(); len(left) != 4 {
+		t.Fatalf("the killed runs left %v", left)
+	}
+	// Not ours to remove: another run's (not interrupted), or another name.
+	others := []string{"audit-20991231T000000Z-abcdef.csv.0123abcd.partial", "audit-x.csv.partial", "notes.txt.0123abcd.partial"} // as listed
+	for _, n := range others {
+		writeFile(t, p.path("out/"+n), "x")
+	}
+	r := p.backfill(t)
+	if r.code != 0 {
+		t.Fatalf("exit %d %s", r.code, r.stderr)
+	}
+	if got := partials(); !slices.Equal(got, others) {
+		t.Fatalf("after the next run: %v, want only %v", got, others)
+	}
+	if !strings.Contains(r.stderr, "removed the temporary files of interrupted runs") {
+		t.Errorf("the removal is not logged: %s", r.stderr)
+	}
+}
+
+// A throttled request waits as long as the service asks, and the waits are
+// not tries: eight 429s in a row do not exhaust max_tries: 2.
+func TestThrottlingIsNotATry(t *testing.T) {
+	p := newCampaignProject(t, 6, false, "  source: api\n  target: api\n  max_tries: 2\n")
+	p.csim.Throttle(0, 8)
+	if r := p.run(t, hooks{}, "run"); r.code != 0 {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	n := 0
+	for _, q := range p.csim.Requests() {
+		if q.Status == 429 {
+			n++
+		}
+	}
+	if n != 8 {
+		t.Fatalf("%d requests throttled, want 8", n)
+	}
+	if v := p.blackListEmail(t, 4); v == nil || *v {
+		t.Fatalf("profile 4 not cleared: %v", v)
+	}
+}
+
+// Sustained throttling is bounded by max_run_time: the run stops as on
+// SIGTERM — what was applied is kept, the rest audited and queued, exit 143,
+// interrupted in the history — and the next run does the rest.
+func TestMaxRunTimeStopsLikeSIGTERM(t *testing.T) {
+	p := newCampaignProject(t, 10, false, "  source: api\n  target: api\n  concurrency: 1\n")
+	writeFile(t, p.config, strings.Replace(readFileT(t, p.config), "direction:", "max_run_time: 2s\ndirection:", 1))
+	r := p.run(t, hooks{afterDecide: func(context.Context) {
+		// One call more goes through (profile 3's PATCH); every one after
+		// it is told to wait an hour.
+		p.csim.SetRequestLimit(1, time.Hour)
+	}}, "run")
+	if r.code != 143 || !strings.Contains(r.stderr, "stopped after max_run_time 2s, as on SIGTERM while writing") {
+		t.Fatalf("exit %d, want 143\n%s", r.code, r.stderr)
+	}
+	if v := p.blackListEmail(t, 3); v == nil || !*v {
+		t.Fatalf("profile 3's write, applied before the limit, was not kept: %v", v)
+	}
+	outcomes := map[string]string{}
+	for _, a := range p.out(t, "audit", r.runID) {
+		outcomes[a["profile_pkey"]] = a["outcome"]
+	}
+	if outcomes["@p3"] != "applied" || outcomes["@p4"] != "failed" || outcomes["@p9"] != "failed" {
+		t.Fatalf("audit outcomes %v", outcomes)
+	}
+	runs := runCLI(t, "--config", p.config, "runs", "--format", "json")
+	if !strings.Contains(runs.stdout, `"outcome": "interrupted"`) {
+		t.Fatalf("history: %s", runs.stdout)
+	}
+	p.csim.SetRequestLimit(0, 0)
+	r = p.run(t, hooks{}, "run")
+	if r.code != 0 {
+		t.Fatalf("next run: exit %d\n%s", r.code, r.stderr)
+	}
+	for i, want := range map[int]bool{3: true, 4: false, 6: true, 8: false, 9: true} {
+		if v := p.blackListEmail(t, i); v == nil || *v != want {
+			t.Errorf("profile %d: %v, want %v", i, deref(v), want)
+		}
+	}
+}
+
+func readFileT(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// A header that does not parse is a broken export, exit 2 like a missing
+// column (it was exit 1, a runtime failure).
+func TestUnparseableHeaderExits2(t *testing.T) {
+	p := newProject(t, fmt.Sprintf(onePairConfig, "bidirectional", "newest"))
+	writeFile(t, p.path("d365.csv"), "contactid,modified\"on,donotemail\n00000000-0000-0000-0000-000000000001,2026-11-20T10:00:00Z,true\n")
+	writeFile(t, p.path("campaign.csv"), profilesCSV())
+	for _, cmd := range []string{"backfill", "validate"} {
+		r := runCLI(t, "--config", p.config, cmd)
+		if r.code != exitUsage || !strings.Contains(r.stderr, "d365.csv: line 1: the header row does not parse") {
+			t.Fatalf("%s: exit %d\n%s", cmd, r.code, r.stderr)
 		}
 	}
 }

@@ -46,17 +46,23 @@ func main() {
 }
 
 // signalError is a run stopped by SIGINT or SIGTERM; it exits 128+signal.
-// kept says the run had applied some API writes, which it committed.
+// kept says the run had applied some API writes, which it committed. A run
+// that reaches max_run_time (after, set) stops the same way, as on SIGTERM.
 type signalError struct {
-	sig  syscall.Signal
-	kept bool
+	sig   syscall.Signal
+	kept  bool
+	after time.Duration
 }
 
 func (e *signalError) Error() string {
-	if e.kept {
-		return fmt.Sprintf("interrupted by %s while writing: what was applied is kept, the writes not sent are queued for the next run", e.sig)
+	by := "interrupted by " + e.sig.String()
+	if e.after > 0 {
+		by = fmt.Sprintf("stopped after max_run_time %s, as on SIGTERM", e.after)
 	}
-	return fmt.Sprintf("interrupted by %s: nothing of this run was kept; the next run does its work", e.sig)
+	if e.kept {
+		return by + " while writing: what was applied is kept, the writes not sent are queued for the next run"
+	}
+	return by + ": nothing of this run was kept; the next run does its work"
 }
 
 // withSignals cancels the context on SIGINT or SIGTERM, with the signal as
@@ -214,7 +220,11 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 				replay: opt[0], force: opt[1], allowMassOptin: opt[2], allowMissing: opt[3],
 				progress: prog,
 			}
-			err = j.run(c.Context)
+			// A run that goes on too long (a service throttling it for
+			// hours) stops as it would on SIGTERM.
+			ctx, cancel := context.WithTimeoutCause(c.Context, cfg.maxRunTime, &signalError{sig: syscall.SIGTERM, after: cfg.maxRunTime})
+			err = j.run(ctx)
+			cancel()
 			metricsPath := c.String("metrics-file")
 			if metricsPath == "" {
 				metricsPath = cfg.MetricsFile

@@ -31,6 +31,8 @@ func TestHelperProcess(t *testing.T) {
 	switch mode {
 	case "kill-before-commit":
 		h.beforeCommit = func() { _ = syscall.Kill(os.Getpid(), syscall.SIGKILL); select {} }
+	case "kill-after-decide": // its files are still under temporary names
+		h.afterDecide = func(context.Context) { _ = syscall.Kill(os.Getpid(), syscall.SIGKILL); select {} }
 	case "pause-after-decide":
 		// Tell the test the run is paused mid-run, holding the state, and
 		// wait for it to close stdin: as long as the test needs, no sleep.

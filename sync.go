@@ -158,6 +158,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		if err := st.BeginRun(run); err != nil {
 			return err
 		}
+		j.removePartials(st)
 		// Whatever stops the run from here is recorded in its history.
 		defer func() {
 			if err == nil || run.Outcome != "running" {
@@ -393,7 +394,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	// every write is done: it finishes its files and commit.
 	var cut *signalError
 	if len(held) > 0 && errors.As(context.Cause(ctx), &cut) {
-		cut = &signalError{sig: cut.sig, kept: true}
+		cut = &signalError{sig: cut.sig, kept: true, after: cut.after}
 	} else {
 		cut = nil
 	}
@@ -628,6 +629,30 @@ func where(files []inputFile, file, byFile uint16, line int32) string {
 		return fmt.Sprintf("line %d", line)
 	}
 	return fmt.Sprintf("%s line %d", filepath.Base(files[byFile].path), line)
+}
+
+// removePartials removes the temporary files that runs killed before
+// they could clean up (recorded as interrupted) left in out_dir. A failure
+// is logged: it stops nothing.
+func (j *job) removePartials(st *state.Store) {
+	runs, err := st.Runs()
+	if err != nil {
+		j.log.Warn().Err(err).Msg("reading the run history for files of interrupted runs")
+		return
+	}
+	var ids []string
+	for _, r := range runs {
+		if r.Outcome == state.OutcomeInterrupted {
+			ids = append(ids, r.ID)
+		}
+	}
+	removed, err := load.RemovePartials(j.cfg.OutDir, ids)
+	if len(removed) > 0 {
+		j.log.Info().Int("files", len(removed)).Strs("names", removed[:min(len(removed), 10)]).Msg("removed the temporary files of interrupted runs")
+	}
+	if err != nil {
+		j.log.Warn().Err(err).Msg("removing the temporary files of interrupted runs")
+	}
 }
 
 // interrupted turns a cancellation by a signal into the signal's error.
