@@ -85,8 +85,17 @@ func (c *campaignConn) read(ctx context.Context, st *state.Store, full bool, que
 			if err != nil {
 				return stats, fmt.Errorf("state: stored Campaign watermark %q: %w", wm, err)
 			}
-			since = t.Add(-c.cfg.overlap)
-			latest = t.UnixMilli()
+			if notAfter := c.reader.NotAfter; !notAfter.IsZero() && t.After(notAfter) {
+				// Kept before change times were bounded, or while
+				// max_clock_skew allowed it: asking for the profiles
+				// changed since then would read nothing for as long as
+				// that lasts.
+				c.log.Warn().Str("watermark", wm).Time("not_after", notAfter).
+					Msg("the stored Campaign watermark is later than the run's start plus max_clock_skew: not used; every profile is read")
+			} else {
+				since = t.Add(-c.cfg.overlap)
+				latest = t.UnixMilli()
+			}
 		}
 	}
 	// Without a watermark yet, the first read is a full scan rather than the
@@ -100,6 +109,9 @@ func (c *campaignConn) read(ctx context.Context, st *state.Store, full bool, que
 	}
 	if err != nil {
 		return stats, err
+	}
+	if notAfter := c.reader.NotAfter; !notAfter.IsZero() {
+		latest = min(latest, notAfter.UnixMilli()) // never past the run's start plus max_clock_skew
 	}
 	if latest > 0 {
 		c.meta[state.KeyCampaignWatermark] = time.UnixMilli(latest).UTC().Format(time.RFC3339Nano)

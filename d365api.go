@@ -110,10 +110,22 @@ func (c *d365Conn) read(ctx context.Context, st *state.Store, full bool, queue [
 			if since, err = time.Parse(time.RFC3339, wm); err != nil {
 				return fmt.Errorf("state: stored watermark %q: %w", wm, err)
 			}
-			since = since.Add(-c.cfg.overlap)
+			if notAfter := c.reader.NotAfter; !notAfter.IsZero() && since.After(notAfter) {
+				// Kept before change times were bounded, or while
+				// max_clock_skew allowed it: reading "since" then would
+				// read nothing for as long as that lasts.
+				c.log.Warn().Str("watermark", wm).Time("not_after", notAfter).
+					Msg("the stored Dynamics watermark is later than the run's start plus max_clock_skew: not used; every contact is read")
+				since = time.Time{}
+			} else {
+				since = since.Add(-c.cfg.overlap)
+			}
 		}
 		c.complete = since.IsZero()
-		latest := since.Add(c.cfg.overlap)
+		latest := time.Time{}
+		if !since.IsZero() {
+			latest = since.Add(c.cfg.overlap)
+		}
 		err = c.reader.ModifiedSince(ctx, since, func(ct *extract.Contact) {
 			// A row dated in the future is rejected; it must not carry
 			// the watermark past every real change either.
@@ -124,6 +136,9 @@ func (c *d365Conn) read(ctx context.Context, st *state.Store, full bool, queue [
 		}, reject)
 		if err != nil {
 			return err
+		}
+		if notAfter := c.reader.NotAfter; !notAfter.IsZero() && latest.After(notAfter) {
+			latest = notAfter // never past the run's start plus max_clock_skew
 		}
 		if !latest.IsZero() {
 			c.meta[state.KeyD365Watermark] = latest.UTC().Format(time.RFC3339)

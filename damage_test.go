@@ -8,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"optsync/fixtures/d365sim"
+	"optsync/state"
 )
 
 // One stray quote in a Campaign drop: the run stops with exit 2 naming the
@@ -227,6 +230,67 @@ func TestUnparseableHeaderExits2(t *testing.T) {
 		r := runCLI(t, "--config", p.config, cmd)
 		if r.code != exitUsage || !strings.Contains(r.stderr, "d365.csv: line 1: the header row does not parse") {
 			t.Fatalf("%s: exit %d\n%s", cmd, r.code, r.stderr)
+		}
+	}
+}
+
+// A watermark stored in the future (kept before change times were bounded,
+// or while max_clock_skew allowed it) is not used: the run reads in full,
+// says so, and the real changes made since reach the other system; the new
+// watermarks lie within the run's start plus max_clock_skew. (A row dated
+// in the future does not move them: TestFutureDatedRecordsThroughTheAPIs.)
+func TestStoredFutureWatermarkIsNotUsed(t *testing.T) {
+	p := newCampaignProject(t, 4, true, "  source: api\n  target: api\n  changed_filter: {name: Changed, param: since}\n")
+	cfg := readFileT(t, p.config)
+	cfg = strings.Replace(cfg, "OPTSYNC_TEST_D365_SECRET\n", "OPTSYNC_TEST_D365_SECRET\n  change_tracking: false\n", 1)
+	writeFile(t, p.config, "max_clock_skew: 2000h\n"+cfg) // a setting that let a clock 6 weeks ahead in
+	ahead := time.Now().UTC().Add(1000 * time.Hour).Truncate(time.Second)
+	c1, _ := p.dsim.Contact(contactID(1))
+	p.dsim.Seed([]d365sim.Contact{{ID: contactID(1), ModifiedOn: ahead, Fields: c1.Fields}})
+	p1, _ := p.csim.Profile("@p1")
+	p1.LastModified = ahead
+	p.csim.Add(p1)
+	if r := p.run(t, hooks{}, "run"); r.code != 0 {
+		t.Fatalf("night 1: exit %d\n%s", r.code, r.stderr)
+	}
+	watermarks := func() (d365, campaign string) {
+		st, err := state.OpenReadOnly(p.path("optsync.db"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		d365, _ = st.Meta(state.KeyD365Watermark)
+		campaign, _ = st.Meta(state.KeyCampaignWatermark)
+		return d365, campaign
+	}
+	if d, c := watermarks(); d != ahead.Format(time.RFC3339) || c != ahead.Format(time.RFC3339Nano) {
+		t.Fatalf("the setup did not store future watermarks: %q %q", d, c)
+	}
+
+	writeFile(t, p.config, cfg) // max_clock_skew back to its default
+	p.dsim.SetField(contactID(2), "donotemail", boolp(true))
+	p.csim.SetField("@p4", "blackListEmail", boolp(true))
+	started := time.Now()
+	r := p.run(t, hooks{}, "run")
+	if r.code != 0 {
+		t.Fatalf("night 2: exit %d\n%s", r.code, r.stderr)
+	}
+	for _, w := range []string{"the stored Dynamics watermark is later than the run's start plus max_clock_skew", "the stored Campaign watermark is later than the run's start plus max_clock_skew"} {
+		if !strings.Contains(r.stderr, w) {
+			t.Errorf("not reported: %q", w)
+		}
+	}
+	if v := p.blackListEmail(t, 2); v == nil || !*v {
+		t.Errorf("contact 2's opt-out did not reach Campaign: %s", deref(v))
+	}
+	if v := p.dsimValue(t, 4); v == nil || !*v {
+		t.Errorf("profile @p4's opt-out did not reach Dynamics: %s", deref(v))
+	}
+	d, c := watermarks()
+	for _, wm := range []string{d, c} {
+		at, err := time.Parse(time.RFC3339Nano, wm)
+		if err != nil || at.After(started.Add(time.Hour+time.Minute)) {
+			t.Errorf("watermark %q after night 2: not within the run's start plus max_clock_skew", wm)
 		}
 	}
 }
