@@ -203,7 +203,7 @@ func (s *Store) totals(c *counts) Totals {
 // before they were kept).
 func (s *Store) Totals() (Totals, error) {
 	var t Totals
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		c, ok, err := loadCounts(tx)
 		if err == nil && !ok {
 			c, err = recount(tx)
@@ -223,7 +223,7 @@ func (s *Store) Totals() (Totals, error) {
 // Recount counts every record afresh; the kept totals must equal it.
 func (s *Store) Recount() (Totals, error) {
 	var t Totals
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		c, err := recount(tx)
 		if err != nil {
 			return err

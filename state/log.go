@@ -222,7 +222,7 @@ type LogQuery struct {
 
 // QueryLog calls fn for each matching entry, oldest first.
 func (s *Store) QueryLog(q LogQuery, fn func(*LogEntry) error) error {
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.view(func(tx *bolt.Tx) error {
 		lb := tx.Bucket(bucketLog)
 		if lb == nil {
 			return nil
@@ -324,7 +324,7 @@ func pruneLog(tx *bolt.Tx, cutoff time.Time) (int, error) {
 // mapping removed since can still be asked about.
 func (s *Store) LogPairs() ([]transform.Pair, error) {
 	var pairs []transform.Pair
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		runs, err := loadLogRuns(tx)
 		if err != nil {
 			return err

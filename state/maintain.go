@@ -211,7 +211,7 @@ func (s *Store) DropUnmapped(ctx context.Context, configured []transform.Pair) (
 
 func (s *Store) registry() (map[string]byte, error) {
 	reg := map[string]byte{}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil || meta.Bucket(bucketPairs) == nil {
 			return nil
@@ -246,7 +246,7 @@ func (s *Store) Each(fn func(id extract.ID, snap *transform.Snapshot) error) err
 // EachAgreed is Each with when each agreement was reached.
 func (s *Store) EachAgreed(fn func(id extract.ID, snap *transform.Snapshot, agreed *Agreed) error) error {
 	slot := s.slots()
-	return s.db.View(func(tx *bolt.Tx) error {
+	return s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketContacts)
 		if b == nil {
 			return nil

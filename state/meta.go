@@ -31,7 +31,7 @@ const (
 // Meta reads a connector's stored value ("" when none).
 func (s *Store) Meta(key string) (string, error) {
 	var v string
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		if meta := tx.Bucket(bucketMeta); meta != nil {
 			v = string(meta.Get([]byte("conn:" + key)))
 		}
@@ -70,7 +70,7 @@ type RetryItem struct {
 // RetryQueue lists the queued contacts, in id order.
 func (s *Store) RetryQueue() ([]RetryItem, error) {
 	var items []RetryItem
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRetry)
 		if b == nil {
 			return nil
@@ -110,7 +110,7 @@ func FileSum(sum [sha256.Size]byte) string { return hex.EncodeToString(sum[:]) }
 func (s *Store) Processed(sum string) (ProcessedFile, bool, error) {
 	var pf ProcessedFile
 	found := false
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketFiles)
 		if b == nil {
 			return nil
@@ -138,7 +138,7 @@ type ConfigRecord struct {
 // LastConfig is the config the last committed run used (nil: none yet).
 func (s *Store) LastConfig() (*ConfigRecord, error) {
 	var rec *ConfigRecord
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {
 			return nil
@@ -256,7 +256,7 @@ func runStarted(tx *bolt.Tx, id string) (time.Time, bool) {
 func (s *Store) Queued(id extract.ID) (RetryItem, bool, error) {
 	var it RetryItem
 	found := false
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRetry)
 		if b == nil {
 			return nil

@@ -194,7 +194,7 @@ func (s *Store) EndRun(r *Run) error {
 // Runs lists the run history, newest first.
 func (s *Store) Runs() ([]Run, error) {
 	var runs []Run
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRuns)
 		if b == nil {
 			return nil

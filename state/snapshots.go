@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -421,7 +422,8 @@ func (s *Store) Reader() (*Reader, error) {
 // one. Runs ask for contacts in id order, so Get walks a cursor forward a
 // step or two where it can and seeks only when it must: a tree descent per
 // contact was a fifth of a repeat backfill.
-func (r *Reader) Get(id extract.ID, snap *transform.Snapshot) (bool, error) {
+func (r *Reader) Get(id extract.ID, snap *transform.Snapshot) (found bool, err error) {
+	defer r.s.recoverDamage(&err, debug.SetPanicOnFault(true))
 	if r.c == nil {
 		return false, nil
 	}
@@ -454,7 +456,7 @@ func (r *Reader) Get(id extract.ID, snap *transform.Snapshot) (bool, error) {
 		err = r.s.decodeRecord(&rec, snap, r.slot)
 	}
 	if err != nil {
-		return false, fmt.Errorf("state %s: contact %s: %w", r.s.path, id, err)
+		return false, &CorruptError{Path: r.s.path, Problem: fmt.Sprintf("contact %s: %v", id, err)}
 	}
 	r.rec = rec
 	return true, nil

@@ -14,8 +14,10 @@ package state
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -166,7 +168,22 @@ func open(path string, pairs []transform.Pair, readOnly bool) (*Store, error) {
 	if readOnly {
 		wait = readerWait
 	}
-	db, err := bolt.Open(real, 0o600, &bolt.Options{
+	// A file that exists is checked before bbolt maps it (an empty one is
+	// damaged: bbolt would take it for a new file).
+	if _, statErr := os.Lstat(real); !errors.Is(statErr, fs.ErrNotExist) {
+		if err := checkFile(real); err != nil {
+			return nil, err
+		}
+		// bbolt's consistency check, in a process of its own, before the
+		// file is used: a damaged page can panic bbolt where no recover
+		// reaches (opening for writing walks every page to gather the free
+		// ones, in goroutines of its own), or be read as if whole (a
+		// damaged element count finds no key where one is).
+		if found := consistency(real); found != nil {
+			return nil, &CorruptError{Path: path, Problem: "bbolt's consistency check finds it inconsistent", Check: found}
+		}
+	}
+	db, err := openBolt(real, &bolt.Options{
 		Timeout:        wait,
 		ReadOnly:       readOnly,
 		NoFreelistSync: true,
@@ -247,12 +264,39 @@ func flock(f *os.File, how int) error {
 	}
 }
 
-// update runs fn in a write transaction, once readers are out.
-func (s *Store) update(fn func(tx *bolt.Tx) error) error {
+// update runs fn in a write transaction, once readers are out. An error of
+// the commit itself (a failed write or fdatasync: "input/output error")
+// names the file.
+func (s *Store) update(fn func(tx *bolt.Tx) error) (err error) {
 	if err := s.exclusive(); err != nil {
 		return err
 	}
-	return s.db.Update(fn)
+	defer s.recoverDamage(&err, debug.SetPanicOnFault(true))
+	var inFn bool
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		if err := fn(tx); err != nil {
+			inFn = true
+			return err
+		}
+		return nil
+	})
+	if err != nil && !inFn {
+		err = fmt.Errorf("state %s: committing: %w", s.path, err)
+	}
+	return err
+}
+
+// openBolt is bolt.Open with its panics (a damaged page met while the free
+// pages are gathered, a fault past the end of the mapping) turned into an
+// error.
+func openBolt(path string, opt *bolt.Options) (db *bolt.DB, err error) {
+	defer func(old bool) {
+		debug.SetPanicOnFault(old)
+		if r := recover(); r != nil {
+			db, err = nil, &CorruptError{Path: path, Problem: fmt.Sprintf("bbolt could not open it: %v", r)}
+		}
+	}(debug.SetPanicOnFault(true))
+	return bolt.Open(path, 0o600, opt)
 }
 
 // init checks the schema and resolves the configured pairs to stored ids,
@@ -273,7 +317,7 @@ func (s *Store) init(pairs []transform.Pair) error {
 		return nil
 	}
 	if s.readOnly {
-		return s.db.View(func(tx *bolt.Tx) error {
+		return s.view(func(tx *bolt.Tx) error {
 			if err := check(tx); err != nil {
 				return err
 			}
