@@ -60,6 +60,12 @@ func newAPIClient(c apiClientConfig, log zerolog.Logger) *http.Client {
 	rc.Logger = nil
 	rc.Backoff = backoff
 	rc.CheckRetry = func(ctx context.Context, resp *http.Response, err error) (bool, error) {
+		// Whether this try was throttled (not run), before any answer below.
+		st, _ := ctx.Value(triesKey{}).(*tries)
+		throttled := resp != nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable)
+		if st != nil {
+			st.throttled = throttled
+		}
 		// A token endpoint that refuses the credentials will refuse them
 		// again: fail now, with its reason.
 		if errors.Is(err, errCredentials) {
@@ -82,11 +88,11 @@ func newAPIClient(c apiClientConfig, log zerolog.Logger) *http.Client {
 		if !retry || cerr != nil {
 			return retry, cerr
 		}
-		if resp != nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
+		if throttled {
 			return true, nil // not run: a wait, not a try
 		}
-		if n, ok := ctx.Value(triesKey{}).(*int); ok {
-			if *n++; *n >= max(c.MaxTries, 1) {
+		if st != nil {
+			if st.failed++; st.failed >= max(c.MaxTries, 1) {
 				return false, nil
 			}
 		}
@@ -109,16 +115,28 @@ func newAPIClient(c apiClientConfig, log zerolog.Logger) *http.Client {
 	return &http.Client{Transport: countTries{rc.StandardClient().Transport}}
 }
 
-// triesKey holds, in a request's context, how many of its tries failed in
-// a way that counts (throttling does not).
+// triesKey holds a request's tries in its context.
 type triesKey struct{}
 
-// countTries gives every request its own count of tries.
+// tries counts the tries of one request that failed in a way that counts
+// (throttling does not), and says whether the last answer was throttling.
+type tries struct {
+	failed    int
+	throttled bool
+}
+
+// countTries gives every request its own count of tries. A request given
+// up while it waited out throttling (the run stopped) did not run: its
+// error says so (load.ErrNotSent), so that nobody reads it back.
 type countTries struct{ next http.RoundTripper }
 
 func (c countTries) RoundTrip(r *http.Request) (*http.Response, error) {
-	n := 0
-	return c.next.RoundTrip(r.WithContext(context.WithValue(r.Context(), triesKey{}, &n)))
+	st := &tries{}
+	resp, err := c.next.RoundTrip(r.WithContext(context.WithValue(r.Context(), triesKey{}, st)))
+	if err != nil && st.throttled && r.Context().Err() != nil {
+		err = fmt.Errorf("%w (%w)", load.ErrNotSent, err)
+	}
+	return resp, err
 }
 
 // backoff waits what the server asked for on 429 and 503; otherwise

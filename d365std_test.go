@@ -348,11 +348,18 @@ func TestD365RetryQueueIsReadInBulk(t *testing.T) {
 		rows = append(rows, fmt.Sprintf("@p%d,%s,2026-11-21 09:00:00.000Z,%v", i, contactID(i), i%3 != 0))
 	}
 	writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV(rows...))
-	// The writes are throttled past their one try: all refused, all queued,
-	// and nothing changes in Dynamics, so only the queue brings them back.
+	// The writes are throttled until the run's max_run_time (a wait is not
+	// a try): none sent, all queued, and nothing changes in Dynamics, so
+	// only the queue brings them back.
+	cfg, err := os.ReadFile(p.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, p.config, "max_run_time: 2s\n"+string(cfg))
 	r = p.runWith(t, hooks{afterDecide: func(context.Context) { p.sim.Throttle(time.Second, 1000) }}, "run")
 	p.sim.Throttle(0, 0)
-	if r.code != exitWriteFailed || !strings.Contains(r.stdout, fmt.Sprintf("failed=%d", n)) {
+	writeFile(t, p.config, string(cfg))
+	if r.code != 143 || !strings.Contains(r.stdout, fmt.Sprintf("failed=%d", n)) {
 		t.Fatalf("night 2: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	n3 := len(p.sim.Requests())

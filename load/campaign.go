@@ -60,6 +60,11 @@ var ErrRaced = errors.New("unsubscribe-race-restored")
 // ErrNotRestored marks a raced write whose opt-out could not be set back.
 var ErrNotRestored = errors.New("unsubscribe race, opt-out NOT set back")
 
+// ErrNotSent marks a request the HTTP client gave up on while it waited
+// out throttling (a 429 or 503, which say the request did not run): its
+// outcome is known, nothing to read back.
+var ErrNotSent = errors.New("not sent: the service was throttling it when the run stopped")
+
 // singleTry marks a request the HTTP client must send once: its caller
 // decides what a failure means and when to try again.
 type singleTry struct{}
@@ -169,6 +174,8 @@ func (w *CampaignWriter) patch(ctx context.Context, pkey string, fields []string
 func (w *CampaignWriter) unguarded(ctx context.Context, cw *CampaignWrite) WriteResult {
 	a := w.patch(ctx, cw.PKey, cw.Fields, cw.Values)
 	switch {
+	case errors.Is(a.Err, ErrNotSent):
+		return a.WriteResult
 	case a.Err != nil:
 		return w.readBack(ctx, cw, a.Err)
 	case a.Status >= 500 && a.Status != http.StatusServiceUnavailable:

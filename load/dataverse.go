@@ -409,6 +409,10 @@ func (w *DataverseWriter) batch(ctx context.Context, writes []DataverseWrite, b 
 	req.Header.Set("Content-Type", "multipart/mixed; boundary="+boundary)
 	req.Header.Set("Prefer", "odata.continue-on-error")
 	resp, err := w.Client.Do(req)
+	if errors.Is(err, ErrNotSent) {
+		set(WriteResult{Err: fmt.Errorf("dataverse $batch: %w", extract.Unquery(err))})
+		return
+	}
 	if err != nil {
 		set(unknown(fmt.Errorf("dataverse $batch: %w", extract.Unquery(err))))
 		return
