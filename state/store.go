@@ -170,17 +170,29 @@ func open(path string, pairs []transform.Pair, readOnly bool) (*Store, error) {
 	}
 	// A file that exists is checked before bbolt maps it (an empty one is
 	// damaged: bbolt would take it for a new file).
-	if _, statErr := os.Lstat(real); !errors.Is(statErr, fs.ErrNotExist) {
+	_, statErr := os.Lstat(real)
+	exists := !errors.Is(statErr, fs.ErrNotExist)
+	if exists {
 		if err := checkFile(real); err != nil {
 			return nil, err
 		}
-		// bbolt's consistency check, in a process of its own, before the
-		// file is used: a damaged page can panic bbolt where no recover
-		// reaches (opening for writing walks every page to gather the free
-		// ones, in goroutines of its own), or be read as if whole (a
-		// damaged element count finds no key where one is).
+	}
+	// bbolt's consistency check, in a process of its own, before the file
+	// is used: a damaged page can panic bbolt where no recover reaches
+	// (opening for writing walks every page to gather the free ones, in
+	// goroutines of its own), or be read as if whole (a damaged element
+	// count finds no key where one is). A run checks before it opens; a
+	// reader once it has the file (after any commit it had to wait for),
+	// which the check then shares.
+	inconsistent := func() error {
 		if found := consistency(real); found != nil {
-			return nil, &CorruptError{Path: path, Problem: "bbolt's consistency check finds it inconsistent", Check: found}
+			return &CorruptError{Path: path, Problem: "bbolt's consistency check finds it inconsistent", Check: found}
+		}
+		return nil
+	}
+	if exists && !readOnly {
+		if err := inconsistent(); err != nil {
+			return nil, err
 		}
 	}
 	db, err := openBolt(real, &bolt.Options{
@@ -208,6 +220,12 @@ func open(path string, pairs []transform.Pair, readOnly bool) (*Store, error) {
 		return nil, fmt.Errorf("opening state %s: %w", path, err)
 	}
 	s.db = db
+	if exists && readOnly {
+		if err := inconsistent(); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	if err := s.init(pairs); err != nil {
 		s.Close()
 		return nil, err
