@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // corruptProject is a real state file after two backfills of 3,000
@@ -113,6 +116,12 @@ func TestDamagedStateStopsEveryCommand(t *testing.T) {
 		{"a leaf page's header", flip(leaves[len(leaves)/2]*pageSize+8, 0x07), "damaged"},
 		{"a branch page's header", flip(branches[0]*pageSize+8, 0x03), "damaged"},
 		{"a leaf page's element count", flip(leaves[1]*pageSize+10, 0x40), "damaged"},
+		// A single bit of a stored record, as the fault runs flipped them:
+		// in a contact's PKey, in a contact key, in a decision-log entry.
+		{"a bit of a contact's PKey", flipIn(t, good, "contacts", 3, "@p3"), "does not match its checksum"},
+		{"a bit of a contact key", flipIn(t, good, "contacts", 5, ""), "checksum"},
+		{"a bit of a decision-log entry", flipIn(t, good, "log", 2, "@p"), "does not match its checksum"},
+		{"a bit of a run record", flipIn(t, good, "runs", 1, "backfill"), "does not match its checksum"},
 	}
 	writers := [][]string{{"backfill"}, {"run"}}
 	readers := [][]string{{"runs", "--format", "json"}, {"audit", "--contact", "00000000-0000-0000-0000-000000000003", "--format", "json"},
@@ -173,6 +182,58 @@ func fnv64a(b []byte) uint64 {
 		h *= 1099511628211
 	}
 	return h
+}
+
+// flipIn returns a damage that flips one bit of the n-th record of a
+// bucket, found by its key and value side by side in a leaf page: in the
+// value, where it holds marker (or in the middle), or in the key when
+// marker is "".
+func flipIn(t *testing.T, good []byte, bucket string, n int, marker string) func([]byte) []byte {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "probe.db")
+	if err := os.WriteFile(path, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var kv []byte
+	var klen int
+	if err := db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket([]byte(bucket)).Cursor()
+		k, v := c.First()
+		for range n - 1 {
+			k, v = c.Next()
+		}
+		kv, klen = append(append([]byte{}, k...), v...), len(k)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// In the page that holds it now: freed pages keep stale copies.
+	at := -1
+	_, leaves := reachable(good)
+	for _, id := range leaves {
+		page := good[id*pageSize : (id+1)*pageSize]
+		if i := bytes.Index(page, kv); i >= 0 {
+			at = id*pageSize + i
+			break
+		}
+	}
+	if at < 0 {
+		t.Fatalf("record %d of %s is in no leaf page", n, bucket)
+	}
+	switch {
+	case marker == "":
+		at += klen / 2
+	case bytes.Contains(kv[klen:], []byte(marker)):
+		at += klen + bytes.Index(kv[klen:], []byte(marker)) + len(marker) - 1
+	default:
+		t.Fatalf("record %d of %s does not hold %q", n, bucket, marker)
+	}
+	return func(b []byte) []byte { b[at] ^= 0x02; return b }
 }
 
 // highWater is the number of pages the newer meta page says the file uses.

@@ -101,13 +101,13 @@ var errCounts = errors.New("stored totals malformed")
 
 // loadCounts reads the stored totals; ok is false when the file has none
 // yet (written before they were kept).
-func loadCounts(tx *bolt.Tx) (c *counts, ok bool, err error) {
+func (s *Store) loadCounts(tx *bolt.Tx) (c *counts, ok bool, err error) {
 	c = &counts{}
 	meta := tx.Bucket(bucketMeta)
 	if meta == nil {
 		return c, false, nil
 	}
-	v := meta.Get(keyCounts)
+	v := s.vb(meta, "meta").Get(keyCounts)
 	if v == nil {
 		return c, false, nil
 	}
@@ -141,7 +141,7 @@ func loadCounts(tx *bolt.Tx) (c *counts, ok bool, err error) {
 	return c, true, nil
 }
 
-func (c *counts) store(tx *bolt.Tx) error {
+func (s *Store) storeCounts(tx *bolt.Tx, c *counts) error {
 	b := []byte{countsVersion}
 	b = binary.AppendVarint(b, c.d365)
 	b = binary.AppendVarint(b, c.campaign)
@@ -151,18 +151,18 @@ func (c *counts) store(tx *bolt.Tx) error {
 			b = binary.AppendVarint(b, n)
 		}
 	}
-	return tx.Bucket(bucketMeta).Put(keyCounts, b)
+	return s.vb(tx.Bucket(bucketMeta), "meta").Put(keyCounts, b)
 }
 
 // recount counts every record: once for a file from before the totals
 // were kept, and in tests to check them.
-func recount(tx *bolt.Tx) (*counts, error) {
+func (s *Store) recount(tx *bolt.Tx) (*counts, error) {
 	c := &counts{}
 	b := tx.Bucket(bucketContacts)
 	if b == nil {
 		return c, nil
 	}
-	err := b.ForEach(func(k, v []byte) error {
+	err := s.vb(b, "contacts").ForEach(func(k, v []byte) error {
 		if err := c.add(v, 1); err != nil {
 			return fmt.Errorf("contact %x: %w", k, err)
 		}
@@ -204,9 +204,9 @@ func (s *Store) totals(c *counts) Totals {
 func (s *Store) Totals() (Totals, error) {
 	var t Totals
 	err := s.view(func(tx *bolt.Tx) error {
-		c, ok, err := loadCounts(tx)
+		c, ok, err := s.loadCounts(tx)
 		if err == nil && !ok {
-			c, err = recount(tx)
+			c, err = s.recount(tx)
 		}
 		if err != nil {
 			return err
@@ -224,7 +224,7 @@ func (s *Store) Totals() (Totals, error) {
 func (s *Store) Recount() (Totals, error) {
 	var t Totals
 	err := s.view(func(tx *bolt.Tx) error {
-		c, err := recount(tx)
+		c, err := s.recount(tx)
 		if err != nil {
 			return err
 		}

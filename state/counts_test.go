@@ -138,7 +138,7 @@ func TestTotalsFollowEveryWrite(t *testing.T) {
 	}
 	checkTotals(t, st, "drop")
 	if err := st.db.View(func(tx *bolt.Tx) error {
-		c, _, err := loadCounts(tx)
+		c, _, err := st.loadCounts(tx)
 		for id, n := range c.optOuts {
 			if n < 0 || (n != 0 && id != int(st.pairIDs[0]) && id != int(st.pairIDs[1])) {
 				t.Errorf("pair id %d keeps %d opt-outs", id, n)
@@ -168,13 +168,12 @@ func TestTotalsOfAnOlderFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := checkTotals(t, st, "new file")
-	// Make it look as schema 1 wrote it: version 1 records, no totals.
+	// Make it look as schema 1 wrote it: version 1 records, no totals (and
+	// no seals).
+	unsealAll(t, st, "1")
 	if err := st.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if err := meta.Delete(keyCounts); err != nil {
-			return err
-		}
-		if err := meta.Put(keySchema, []byte("1")); err != nil {
 			return err
 		}
 		bk := tx.Bucket(bucketContacts)
@@ -228,21 +227,22 @@ func TestTotalsOfAnOlderFile(t *testing.T) {
 			t.Errorf("contact %d: %+v, want %+v", k, got, w)
 		}
 	}
-	// Opening it wrote nothing (a run that writes no records changes
-	// nothing); the first commit stores the totals, from one full count,
-	// with the schema that says every writer keeps them.
+	// Opening it sealed it (schema 5: a run's first write, its history
+	// entry, is sealed) and stored nothing else (a run that writes no
+	// records changes nothing); the first commit stores the totals, from
+	// one full count.
 	meta := func() (schema string, counted bool) {
 		t.Helper()
+		n, _ := schemaOf(t, st)
 		if err := st.db.View(func(tx *bolt.Tx) error {
-			schema = string(tx.Bucket(bucketMeta).Get(keySchema))
 			counted = tx.Bucket(bucketMeta).Get(keyCounts) != nil
 			return nil
 		}); err != nil {
 			t.Fatal(err)
 		}
-		return schema, counted
+		return fmt.Sprint(n), counted
 	}
-	if schema, counted := meta(); schema != "1" || counted {
+	if schema, counted := meta(); schema != fmt.Sprint(SchemaVersion) || counted {
 		t.Fatalf("opening the older file stored schema %q, totals %v", schema, counted)
 	}
 	r, err := st.Reader()

@@ -25,6 +25,10 @@ func (s *Store) recoverDamage(err *error, old bool) {
 	if r == nil {
 		return
 	}
+	if d, ok := r.(damage); ok {
+		*err = &CorruptError{Path: s.path, Problem: d.err.Error()}
+		return
+	}
 	ce := &CorruptError{Path: s.path, Problem: fmt.Sprintf("reading it stopped at a damaged page (%v)", r)}
 	if s.readOnly {
 		ce.Check = consistency(s.path)

@@ -156,7 +156,7 @@ func decodeLog(k, v []byte, runs map[int64]logRun) (LogEntry, error) {
 }
 
 // putLog writes a chunk of a run's entries, and the run's shared part.
-func putLog(tx *bolt.Tx, entries []LogEntry, run *logRun) error {
+func (s *Store) putLog(tx *bolt.Tx, entries []LogEntry, run *logRun) error {
 	if len(entries) == 0 {
 		return nil
 	}
@@ -177,31 +177,33 @@ func putLog(tx *bolt.Tx, entries []LogEntry, run *logRun) error {
 		if err != nil {
 			return err
 		}
-		if err := rb.Put(logKey(entries[0].RunStarted, 0)[:8], v); err != nil {
+		if err := s.vb(rb, "log_runs").Put(logKey(entries[0].RunStarted, 0)[:8], v); err != nil {
 			return err
 		}
 	}
 	lb.FillPercent = 1 // always appended at the end: time only grows
+	lv, iv := s.vb(lb, "log"), s.vb(ib, "log_contact")
 	for i := range entries {
 		e := &entries[i]
 		k := logKey(e.RunStarted, e.Seq)
-		if err := lb.Put(k, e.encode()); err != nil {
+		if err := lv.Put(k, e.encode()); err != nil {
 			return err
 		}
-		if err := ib.Put(append(e.Contact[:len(e.Contact):len(e.Contact)], k...), nil); err != nil {
+		// an index entry holds no value, only its seal: the key is checked
+		if err := iv.Put(append(e.Contact[:len(e.Contact):len(e.Contact)], k...), nil); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func loadLogRuns(tx *bolt.Tx) (map[int64]logRun, error) {
+func (s *Store) loadLogRuns(tx *bolt.Tx) (map[int64]logRun, error) {
 	runs := map[int64]logRun{}
 	rb := tx.Bucket(bucketLogRuns)
 	if rb == nil {
 		return runs, nil
 	}
-	err := rb.ForEach(func(k, v []byte) error {
+	err := s.vb(rb, "log_runs").ForEach(func(k, v []byte) error {
 		var r logRun
 		if len(k) != 8 || json.Unmarshal(v, &r) != nil {
 			return errLogEntry
@@ -227,10 +229,11 @@ func (s *Store) QueryLog(q LogQuery, fn func(*LogEntry) error) error {
 		if lb == nil {
 			return nil
 		}
-		runs, err := loadLogRuns(tx)
+		runs, err := s.loadLogRuns(tx)
 		if err != nil {
 			return fmt.Errorf("state %s: %w", s.path, err)
 		}
+		lv := s.vb(lb, "log")
 		match := func(k, v []byte) error {
 			e, err := decodeLog(k, v, runs)
 			if err != nil {
@@ -248,11 +251,11 @@ func (s *Store) QueryLog(q LogQuery, fn func(*LogEntry) error) error {
 			if ib == nil {
 				return nil
 			}
-			c := ib.Cursor()
+			c := s.vb(ib, "log_contact").Cursor()
 			prefix := q.Contact[:]
 			for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 				lk := k[16:]
-				if err := match(lk, lb.Get(lk)); err != nil {
+				if err := match(lk, lv.Get(lk)); err != nil {
 					return err
 				}
 			}
@@ -263,13 +266,13 @@ func (s *Store) QueryLog(q LogQuery, fn func(*LogEntry) error) error {
 			from = logKey(q.Since, 0)
 		}
 		if q.RunID != "" {
-			if started, ok := runStarted(tx, q.RunID); ok {
+			if started, ok := s.runStarted(tx, q.RunID); ok {
 				from = logKey(started, 0)
 			} else {
 				return nil
 			}
 		}
-		c := lb.Cursor()
+		c := lv.Cursor()
 		for k, v := c.Seek(from); k != nil; k, v = c.Next() {
 			if q.RunID != "" && !bytes.Equal(k[:8], from[:8]) {
 				break
@@ -283,14 +286,14 @@ func (s *Store) QueryLog(q LogQuery, fn func(*LogEntry) error) error {
 }
 
 // pruneLog deletes entries of runs started before cutoff.
-func pruneLog(tx *bolt.Tx, cutoff time.Time) (int, error) {
+func (s *Store) pruneLog(tx *bolt.Tx, cutoff time.Time) (int, error) {
 	lb, ib := tx.Bucket(bucketLog), tx.Bucket(bucketLogContact)
 	if lb == nil || ib == nil {
 		return 0, nil
 	}
 	end := logKey(cutoff, 0)
 	var doomed [][]byte
-	c := lb.Cursor()
+	c := s.vb(lb, "log").Cursor()
 	for k, v := c.First(); k != nil && bytes.Compare(k, end) < 0; k, v = c.Next() {
 		if len(v) < 16 {
 			continue
@@ -307,7 +310,7 @@ func pruneLog(tx *bolt.Tx, cutoff time.Time) (int, error) {
 	}
 	if rb := tx.Bucket(bucketLogRuns); rb != nil {
 		var old [][]byte
-		c := rb.Cursor()
+		c := s.vb(rb, "log_runs").Cursor()
 		for k, _ := c.First(); k != nil && bytes.Compare(k, end[:8]) < 0; k, _ = c.Next() {
 			old = append(old, append([]byte{}, k...))
 		}
@@ -325,7 +328,7 @@ func pruneLog(tx *bolt.Tx, cutoff time.Time) (int, error) {
 func (s *Store) LogPairs() ([]transform.Pair, error) {
 	var pairs []transform.Pair
 	err := s.view(func(tx *bolt.Tx) error {
-		runs, err := loadLogRuns(tx)
+		runs, err := s.loadLogRuns(tx)
 		if err != nil {
 			return err
 		}

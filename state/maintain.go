@@ -36,13 +36,14 @@ func (s *Store) rewrite(ctx context.Context, fn func(v []byte) ([]byte, bool, er
 			if err := s.persist(tx); err != nil {
 				return err
 			}
-			tot, _, err := loadCounts(tx)
+			tot, _, err := s.loadCounts(tx)
 			if err != nil {
 				return err
 			}
 			type put struct{ k, v []byte }
 			var puts []put
-			c := b.Cursor()
+			vb := s.vb(b, "contacts")
+			c := vb.Cursor()
 			k, v := c.Seek(from)
 			if from != nil && bytes.Equal(k, from) {
 				k, v = c.Next()
@@ -61,15 +62,15 @@ func (s *Store) rewrite(ctx context.Context, fn func(v []byte) ([]byte, bool, er
 			}
 			done = k == nil
 			for _, p := range puts {
-				if err := tot.change(b.Get(p.k), p.v); err != nil {
+				if err := tot.change(vb.Get(p.k), p.v); err != nil {
 					return fmt.Errorf("contact %x: %w", p.k, err)
 				}
-				if err := b.Put(p.k, p.v); err != nil {
+				if err := vb.Put(p.k, p.v); err != nil {
 					return err
 				}
 			}
 			changed += len(puts)
-			return tot.store(tx)
+			return s.storeCounts(tx, tot)
 		})
 		if err != nil {
 			return changed, fmt.Errorf("state %s: %w", s.path, err)
@@ -216,7 +217,7 @@ func (s *Store) registry() (map[string]byte, error) {
 		if meta == nil || meta.Bucket(bucketPairs) == nil {
 			return nil
 		}
-		return meta.Bucket(bucketPairs).ForEach(func(k, v []byte) error {
+		return s.vb(meta.Bucket(bucketPairs), "pairs").ForEach(func(k, v []byte) error {
 			if len(v) == 1 {
 				reg[string(k)] = v[0]
 			}
@@ -252,7 +253,7 @@ func (s *Store) EachAgreed(fn func(id extract.ID, snap *transform.Snapshot, agre
 			return nil
 		}
 		var snap transform.Snapshot
-		return b.ForEach(func(k, v []byte) error {
+		return s.vb(b, "contacts").ForEach(func(k, v []byte) error {
 			var id extract.ID
 			copy(id[:], k)
 			r, err := parseRecord(v)

@@ -332,7 +332,7 @@ func TestReadsVersion1Records(t *testing.T) {
 	f1 := uint16(extract.False) | uint16(extract.False)<<2 | uint16(extract.True)<<6                          // DWritten true
 	v1 = append(v1, 2, ids[0], byte(f0), byte(f0>>8), ids[1], byte(f1), byte(f1>>8))
 	k1 := id(1)
-	if err := st.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketContacts).Put(k1[:], v1) }); err != nil {
+	if err := st.db.Update(func(tx *bolt.Tx) error { return st.vb(tx.Bucket(bucketContacts), "contacts").Put(k1[:], v1) }); err != nil {
 		t.Fatal(err)
 	}
 	want := transform.Snapshot{Known: true, DSeen: true, CSeen: true, DModified: 5000, CModified: 6000, Decided: 77, PKey: "@pk"}

@@ -33,7 +33,7 @@ func (s *Store) Meta(key string) (string, error) {
 	var v string
 	err := s.view(func(tx *bolt.Tx) error {
 		if meta := tx.Bucket(bucketMeta); meta != nil {
-			v = string(meta.Get([]byte("conn:" + key)))
+			v = string(s.vb(meta, "meta").Get([]byte("conn:" + key)))
 		}
 		return nil
 	})
@@ -75,7 +75,7 @@ func (s *Store) RetryQueue() ([]RetryItem, error) {
 		if b == nil {
 			return nil
 		}
-		return b.ForEach(func(k, v []byte) error {
+		return s.vb(b, "retry").ForEach(func(k, v []byte) error {
 			var it RetryItem
 			if len(k) != 16 || json.Unmarshal(v, &it) != nil {
 				return fmt.Errorf("retry queue entry %x malformed", k)
@@ -115,7 +115,7 @@ func (s *Store) Processed(sum string) (ProcessedFile, bool, error) {
 		if b == nil {
 			return nil
 		}
-		v := b.Get([]byte(sum))
+		v := s.vb(b, "files").Get([]byte(sum))
 		if v == nil {
 			return nil
 		}
@@ -143,7 +143,7 @@ func (s *Store) LastConfig() (*ConfigRecord, error) {
 		if meta == nil {
 			return nil
 		}
-		v := meta.Get(keyConfig)
+		v := s.vb(meta, "meta").Get(keyConfig)
 		if v == nil {
 			return nil
 		}
@@ -168,7 +168,7 @@ func (s *Store) finish(tx *bolt.Tx, fin *Final, c *counts) error {
 			if err != nil {
 				return err
 			}
-			if err := fb.Put([]byte(f.SHA256), v); err != nil {
+			if err := s.vb(fb, "files").Put([]byte(f.SHA256), v); err != nil {
 				return err
 			}
 		}
@@ -188,7 +188,7 @@ func (s *Store) finish(tx *bolt.Tx, fin *Final, c *counts) error {
 			if err != nil {
 				return err
 			}
-			if err := rb.Put(it.Contact[:], v); err != nil {
+			if err := s.vb(rb, "retry").Put(it.Contact[:], v); err != nil {
 				return err
 			}
 		}
@@ -196,7 +196,7 @@ func (s *Store) finish(tx *bolt.Tx, fin *Final, c *counts) error {
 	if len(fin.Forget) > 0 {
 		cb := tx.Bucket(bucketContacts)
 		for _, id := range fin.Forget {
-			if err := c.change(cb.Get(id[:]), nil); err != nil {
+			if err := c.change(s.vb(cb, "contacts").Get(id[:]), nil); err != nil {
 				return fmt.Errorf("contact %s: %w", id, err)
 			}
 			if err := cb.Delete(id[:]); err != nil {
@@ -210,7 +210,7 @@ func (s *Store) finish(tx *bolt.Tx, fin *Final, c *counts) error {
 		}
 	}
 	for k, v := range fin.Meta {
-		if err := tx.Bucket(bucketMeta).Put([]byte("conn:"+k), []byte(v)); err != nil {
+		if err := s.vb(tx.Bucket(bucketMeta), "meta").Put([]byte("conn:"+k), []byte(v)); err != nil {
 			return err
 		}
 	}
@@ -219,28 +219,28 @@ func (s *Store) finish(tx *bolt.Tx, fin *Final, c *counts) error {
 		if err != nil {
 			return err
 		}
-		if err := tx.Bucket(bucketMeta).Put(keyConfig, v); err != nil {
+		if err := s.vb(tx.Bucket(bucketMeta), "meta").Put(keyConfig, v); err != nil {
 			return err
 		}
 	}
 	if !fin.PruneBefore.IsZero() {
-		if _, err := pruneLog(tx, fin.PruneBefore); err != nil {
+		if _, err := s.pruneLog(tx, fin.PruneBefore); err != nil {
 			return fmt.Errorf("pruning the decision log: %w", err)
 		}
 	}
 	if fin.Run != nil {
-		return putRun(tx, fin.Run)
+		return s.putRun(tx, fin.Run)
 	}
 	return nil
 }
 
 // runStarted finds a run's start time by its id.
-func runStarted(tx *bolt.Tx, id string) (time.Time, bool) {
+func (s *Store) runStarted(tx *bolt.Tx, id string) (time.Time, bool) {
 	b := tx.Bucket(bucketRuns)
 	if b == nil {
 		return time.Time{}, false
 	}
-	c := b.Cursor()
+	c := s.vb(b, "runs").Cursor()
 	for k, v := c.Last(); k != nil; k, v = c.Prev() {
 		if len(k) > 8 && string(k[8:]) == id {
 			var r Run
@@ -261,7 +261,7 @@ func (s *Store) Queued(id extract.ID) (RetryItem, bool, error) {
 		if b == nil {
 			return nil
 		}
-		v := b.Get(id[:])
+		v := s.vb(b, "retry").Get(id[:])
 		if v == nil {
 			return nil
 		}

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"optsync/transform"
 )
 
@@ -174,12 +172,7 @@ func TestRecordKeepsETagAndWriteTimes(t *testing.T) {
 	if ok, err := r.Get(id(5), &got); !ok || err != nil || got != want {
 		t.Fatalf("%v %v\n got %+v\nwant %+v", ok, err, got, want)
 	}
-	if err := st.db.View(func(tx *bolt.Tx) error {
-		if v := string(tx.Bucket(bucketMeta).Get(keySchema)); v != fmt.Sprint(SchemaVersion) {
-			t.Errorf("schema %q, want %d", v, SchemaVersion)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+	if n, sealed := schemaOf(t, st); n != SchemaVersion || !sealed {
+		t.Errorf("schema %d (sealed %v), want %d", n, sealed, SchemaVersion)
 	}
 }

@@ -25,8 +25,21 @@ var releasedPairs = []transform.Pair{
 }
 
 // openReleased copies the state file the last released build wrote (schema
-// 1, record version 1) into a temporary folder and opens it.
+// 1, record version 1) into a temporary folder and opens it (for a run:
+// sealed whole first).
 func openReleased(t *testing.T) (*Store, string) {
+	t.Helper()
+	path := copyReleased(t)
+	st, err := Open(path, releasedPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, path
+}
+
+// copyReleased copies the released build's state file into a temporary
+// folder.
+func copyReleased(t *testing.T) string {
 	t.Helper()
 	f, err := os.Open(filepath.Join("testdata", "released-v1.db.gz"))
 	if err != nil {
@@ -48,11 +61,7 @@ func openReleased(t *testing.T) (*Store, string) {
 	if err := out.Close(); err != nil {
 		t.Fatal(err)
 	}
-	st, err := Open(path, releasedPairs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st, path
+	return path
 }
 
 func releasedID(n int) extract.ID {
@@ -79,14 +88,16 @@ func ms(s string) int64 {
 // current schema and writes the records it puts in the current layout; the
 // others are still read as they are.
 func TestReadsStateOfTheReleasedBuild(t *testing.T) {
-	st, _ := openReleased(t)
-	defer st.Close()
-
+	path := copyReleased(t)
+	raw, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
 	// What the file holds, as written: schema 1, version 1 records, and the
 	// contacts read through the API carry a row version.
 	versions := map[byte]int{}
 	rowVersions := 0
-	if err := st.db.View(func(tx *bolt.Tx) error {
+	if err := raw.View(func(tx *bolt.Tx) error {
 		if v := string(tx.Bucket(bucketMeta).Get(keySchema)); v != "1" {
 			t.Errorf("the fixture has schema %q, want 1", v)
 		}
@@ -113,6 +124,16 @@ func TestReadsStateOfTheReleasedBuild(t *testing.T) {
 	}
 	if versions[1] != 5 || len(versions) != 1 || rowVersions != 4 {
 		t.Fatalf("the fixture holds record versions %v with %d row versions; want 5 records of version 1, 4 with a row version", versions, rowVersions)
+	}
+	raw.Close()
+	// A run seals it whole as it opens it; the records keep their layout.
+	st, err := Open(path, releasedPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if n, sealed := schemaOf(t, st); n != SchemaVersion || !sealed {
+		t.Fatalf("opened for a run: schema %d, sealed %v", n, sealed)
 	}
 
 	d, c := ms("2025-03-01T10:00:00Z"), ms("2025-02-01T09:00:00Z")
@@ -187,8 +208,8 @@ func TestReadsStateOfTheReleasedBuild(t *testing.T) {
 	want[3] = three
 	check("after a commit")
 	if err := st.db.View(func(tx *bolt.Tx) error {
-		if v := string(tx.Bucket(bucketMeta).Get(keySchema)); v != fmt.Sprint(SchemaVersion) {
-			t.Errorf("schema %q after a commit, want %d", v, SchemaVersion)
+		if n, _, _ := readSchema(tx.Bucket(bucketMeta).Get(keySchema)); n != SchemaVersion {
+			t.Errorf("schema %d after a commit, want %d", n, SchemaVersion)
 		}
 		k3, k1 := releasedID(3), releasedID(1)
 		if v := tx.Bucket(bucketContacts).Get(k3[:]); v[0] != recordVersion {

@@ -146,12 +146,12 @@ func MergeReasons(groups, more []Reasons) []Reasons {
 // Outcome of a run whose process died while it held the lock.
 const OutcomeInterrupted = "interrupted"
 
-func putRun(tx *bolt.Tx, r *Run) error {
+func (s *Store) putRun(tx *bolt.Tx, r *Run) error {
 	v, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucketRuns).Put(runKey(r), v)
+	return s.vb(tx.Bucket(bucketRuns), "runs").Put(runKey(r), v)
 }
 
 // runKey orders the history by start time to the nanosecond; run ids carry
@@ -167,7 +167,7 @@ func (s *Store) BeginRun(r *Run) error {
 	return s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRuns)
 		var stale []*Run
-		if err := b.ForEach(func(_, v []byte) error {
+		if err := s.vb(b, "runs").ForEach(func(_, v []byte) error {
 			var old Run
 			if json.Unmarshal(v, &old) == nil && old.Outcome == "running" {
 				stale = append(stale, &old)
@@ -178,17 +178,17 @@ func (s *Store) BeginRun(r *Run) error {
 		}
 		for _, old := range stale {
 			old.Outcome = OutcomeInterrupted
-			if err := putRun(tx, old); err != nil {
+			if err := s.putRun(tx, old); err != nil {
 				return err
 			}
 		}
-		return putRun(tx, r)
+		return s.putRun(tx, r)
 	})
 }
 
 // EndRun stores a run's final record without touching snapshots.
 func (s *Store) EndRun(r *Run) error {
-	return s.update(func(tx *bolt.Tx) error { return putRun(tx, r) })
+	return s.update(func(tx *bolt.Tx) error { return s.putRun(tx, r) })
 }
 
 // Runs lists the run history, newest first.
@@ -199,7 +199,7 @@ func (s *Store) Runs() ([]Run, error) {
 		if b == nil {
 			return nil
 		}
-		c := b.Cursor()
+		c := s.vb(b, "runs").Cursor()
 		for k, v := c.Last(); k != nil; k, v = c.Prev() {
 			var r Run
 			if err := json.Unmarshal(v, &r); err != nil {

@@ -389,8 +389,8 @@ type Reader struct {
 	s    *Store
 	tx   *bolt.Tx
 	b    *bolt.Bucket
-	c    *bolt.Cursor
-	k, v []byte // the cursor's entry; k is nil before the first Get or at the end
+	c    *vcursor // nil: no contacts bucket
+	k, v []byte   // the cursor's entry; k is nil before the first Get or at the end
 	// end says no key at or after endFrom exists.
 	end     bool
 	endFrom extract.ID
@@ -413,7 +413,8 @@ func (s *Store) Reader() (*Reader, error) {
 	}
 	r := &Reader{s: s, tx: tx, b: tx.Bucket(bucketContacts), slot: s.slots()}
 	if r.b != nil {
-		r.c = r.b.Cursor()
+		c := s.vb(r.b, "contacts").Cursor()
+		r.c = &c
 	}
 	return r, nil
 }
@@ -468,7 +469,8 @@ func (r *Reader) Get(id extract.ID, snap *transform.Snapshot) (found bool, err e
 // whether there was one. Calls must ask for ids in increasing order; a
 // Reader walked this way is not used for Get. absent's snapshot is reused
 // between calls.
-func (r *Reader) Until(id *extract.ID, snap *transform.Snapshot, absent func(extract.ID, *transform.Snapshot) error) (bool, error) {
+func (r *Reader) Until(id *extract.ID, snap *transform.Snapshot, absent func(extract.ID, *transform.Snapshot) error) (found bool, err error) {
+	defer r.s.recoverDamage(&err, debug.SetPanicOnFault(true))
 	if r.c == nil {
 		return false, nil
 	}
@@ -482,7 +484,7 @@ func (r *Reader) Until(id *extract.ID, snap *transform.Snapshot, absent func(ext
 		var k extract.ID
 		copy(k[:], r.k)
 		if err := r.s.decode(r.v, &r.other, r.slot); err != nil {
-			return false, fmt.Errorf("state %s: contact %s: %w", r.s.path, k, err)
+			return false, &CorruptError{Path: r.s.path, Problem: fmt.Sprintf("contact %s: %v", k, err)}
 		}
 		if err := absent(k, &r.other); err != nil {
 			return false, err
@@ -501,7 +503,7 @@ func (r *Reader) Until(id *extract.ID, snap *transform.Snapshot, absent func(ext
 		err = r.s.decodeRecord(&rec, snap, r.slot)
 	}
 	if err != nil {
-		return false, fmt.Errorf("state %s: contact %s: %w", r.s.path, *id, err)
+		return false, &CorruptError{Path: r.s.path, Problem: fmt.Sprintf("contact %s: %v", *id, err)}
 	}
 	r.rec = rec
 	return true, nil
@@ -545,7 +547,9 @@ func (b *Batch) Put(id extract.ID, snap *transform.Snapshot) {
 
 func (b *Batch) put(id extract.ID, snap *transform.Snapshot, old *record) {
 	b.keys = append(b.keys, id)
+	start := len(b.data)
 	b.data = b.s.encode(b.data, snap, old)
+	b.data = appendSeal(b.data, start, id[:]) // sealed here: the commit writes it as it is
 	b.ends = append(b.ends, uint32(len(b.data)))
 	b.counted = append(b.counted, false)
 }
@@ -630,20 +634,23 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 		if err := s.persist(tx); err != nil {
 			return fmt.Errorf("state %s: %w", s.path, err)
 		}
-		c, _, err := loadCounts(tx)
+		c, _, err := s.loadCounts(tx)
 		if err != nil {
 			return fmt.Errorf("state %s: %w", s.path, err)
 		}
 		bk := tx.Bucket(bucketContacts)
 		bk.FillPercent = 0.9
+		vb := s.vb(bk, "contacts")
 		for _, i := range idx {
 			from := uint32(0)
 			if i > 0 {
 				from = b.ends[i-1]
 			}
-			v := b.data[from:b.ends[i]]
+			k := b.keys[i][:]
+			sv := b.data[from:b.ends[i]] // sealed in put
+			v := sv[:len(sv)-sealSize]
 			if len(s.unmapped) > 0 {
-				nv, carried, err := s.keepUnmapped(bk.Get(b.keys[i][:]), v)
+				nv, carried, err := s.keepUnmapped(vb.Get(k), v)
 				if err != nil {
 					return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
 				}
@@ -653,19 +660,21 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 						return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
 					}
 				}
-				v = nv
+				if carried {
+					v, sv = nv, sealed(k, nv)
+				}
 			}
 			if !b.counted[i] {
-				if err := c.change(bk.Get(b.keys[i][:]), v); err != nil {
+				if err := c.change(vb.Get(k), v); err != nil {
 					return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
 				}
 			}
-			if err := bk.Put(b.keys[i][:], v); err != nil {
+			if err := vb.PutSealed(k, sv); err != nil {
 				return fmt.Errorf("state %s: writing contact %s: %w", s.path, b.keys[i], err)
 			}
 		}
 		c.merge(&b.delta)
-		if err := putLog(tx, b.log, b.logRun); err != nil {
+		if err := s.putLog(tx, b.log, b.logRun); err != nil {
 			return fmt.Errorf("state %s: writing the decision log: %w", s.path, err)
 		}
 		if fin != nil {
@@ -673,7 +682,7 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 				return err
 			}
 		}
-		return c.store(tx)
+		return s.storeCounts(tx, c)
 	})
 	if err == nil {
 		s.persisted()

@@ -36,8 +36,10 @@ import (
 // version 1) and files of builds in between (schema 2: record version 2,
 // the ETag; schema 3: record version 3, the ETag and agreement times, and
 // the totals) are still read, and brought up to 4 by the first transaction
-// that writes records.
-const SchemaVersion = 4
+// that writes records. 5: every value ends with a seal, the CRC32C of its
+// key and value (seal.go); a file of 1 to 4 is read as it is by readers
+// and sealed whole by the first run that opens it (migrate.go).
+const SchemaVersion = 5
 
 var (
 	bucketMeta     = []byte("meta")
@@ -87,6 +89,10 @@ type Store struct {
 	path     string
 	lock     *runLock
 	readOnly bool
+	// sealed says the file's values carry their checksums (schema 5 on):
+	// every one read is checked. A file from before them is read as it
+	// is (by readers) or sealed whole first (by a run: migrate).
+	sealed bool
 	// mu guards shared, which says this run lets readers in for now.
 	mu     sync.Mutex
 	shared bool
@@ -186,7 +192,7 @@ func open(path string, pairs []transform.Pair, readOnly bool) (*Store, error) {
 	// which the check then shares.
 	inconsistent := func() error {
 		if found := consistency(real); found != nil {
-			return &CorruptError{Path: path, Problem: "bbolt's consistency check finds it inconsistent", Check: found}
+			return &CorruptError{Path: path, Problem: "checking it before use (bbolt's consistency check, then every record's checksum) finds it inconsistent", Check: found}
 		}
 		return nil
 	}
@@ -195,7 +201,7 @@ func open(path string, pairs []transform.Pair, readOnly bool) (*Store, error) {
 			return nil, err
 		}
 	}
-	db, err := openBolt(real, &bolt.Options{
+	opts := &bolt.Options{
 		Timeout:        wait,
 		ReadOnly:       readOnly,
 		NoFreelistSync: true,
@@ -209,7 +215,8 @@ func open(path string, pairs []transform.Pair, readOnly bool) (*Store, error) {
 			s.file = f
 			return f, err
 		},
-	})
+	}
+	db, err := openBolt(real, opts)
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		if readOnly {
 			return nil, err
@@ -226,7 +233,20 @@ func open(path string, pairs []transform.Pair, readOnly bool) (*Store, error) {
 			return nil, err
 		}
 	}
-	if err := s.init(pairs); err != nil {
+	err = s.init(pairs)
+	if errors.Is(err, errUnsealed) {
+		// A file from before the seals, opened by a run: sealed whole, then
+		// opened again.
+		if err = s.sealWhole(real); err == nil {
+			s.db.Close()
+			s.db = nil
+			if db, err = openBolt(real, opts); err == nil {
+				s.db = db
+				err = s.init(pairs)
+			}
+		}
+	}
+	if err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -321,17 +341,21 @@ func openBolt(path string, opt *bolt.Options) (db *bolt.DB, err error) {
 // registering new ones.
 func (s *Store) init(pairs []transform.Pair) error {
 	s.pairIDs = make([]byte, len(pairs))
+	// check reads the schema, which says whether the values are sealed.
 	check := func(tx *bolt.Tx) error {
+		s.sealed = true // a new file is written sealed from the start
 		meta := tx.Bucket(bucketMeta)
 		if meta == nil {
 			return nil
 		}
-		if v := meta.Get(keySchema); v != nil {
-			var n int
-			if _, err := fmt.Sscan(string(v), &n); err != nil || n > SchemaVersion {
-				return fmt.Errorf("state %s has schema %q; this optsync reads schema %d or older", s.path, v, SchemaVersion)
-			}
+		n, sealed, err := readSchema(meta.Get(keySchema))
+		if err != nil {
+			return &CorruptError{Path: s.path, Problem: err.Error()}
 		}
+		if n > SchemaVersion {
+			return fmt.Errorf("state %s has schema %d; this optsync reads schema %d or older", s.path, n, SchemaVersion)
+		}
+		s.sealed = sealed
 		return nil
 	}
 	if s.readOnly {
@@ -341,8 +365,9 @@ func (s *Store) init(pairs []transform.Pair) error {
 			}
 			if reg := tx.Bucket(bucketMeta); reg != nil {
 				if reg = reg.Bucket(bucketPairs); reg != nil {
+					vr := s.vb(reg, "pairs")
 					for i, p := range pairs {
-						if v := reg.Get(pairKey(p)); len(v) == 1 {
+						if v := vr.Get(pairKey(p)); len(v) == 1 {
 							s.pairIDs[i] = v[0]
 						}
 					}
@@ -355,16 +380,20 @@ func (s *Store) init(pairs []transform.Pair) error {
 		if err := check(tx); err != nil {
 			return err
 		}
+		if !s.sealed {
+			return errUnsealed // open seals the file whole, then opens it again
+		}
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
 			return err
 		}
 		if v := meta.Get(keySchema); v == nil {
-			if err := meta.Put(keySchema, []byte(fmt.Sprint(SchemaVersion))); err != nil {
+			if err := s.vb(meta, "meta").Put(keySchema, []byte(fmt.Sprint(SchemaVersion))); err != nil {
 				return err
 			}
 		} else {
-			s.schemaBehind = string(v) != fmt.Sprint(SchemaVersion)
+			n, _, _ := readSchema(v)
+			s.schemaBehind = n != SchemaVersion
 		}
 		reg, err := meta.CreateBucketIfNotExists(bucketPairs)
 		if err != nil {
@@ -381,7 +410,8 @@ func (s *Store) init(pairs []transform.Pair) error {
 			configured[string(pairKey(p))] = true
 		}
 		s.unmapped = map[byte]bool{}
-		_ = reg.ForEach(func(k, v []byte) error {
+		vr := s.vb(reg, "pairs")
+		_ = vr.ForEach(func(k, v []byte) error {
 			if len(v) == 1 {
 				used[v[0]] = true
 				if !configured[string(k)] {
@@ -392,7 +422,7 @@ func (s *Store) init(pairs []transform.Pair) error {
 		})
 		for i, p := range pairs {
 			k := pairKey(p)
-			if v := reg.Get(k); len(v) == 1 {
+			if v := vr.Get(k); len(v) == 1 {
 				s.pairIDs[i] = v[0]
 				continue
 			}
@@ -424,21 +454,22 @@ func (s *Store) init(pairs []transform.Pair) error {
 // that says every writer keeps them; from here on every write keeps them.
 func (s *Store) persist(tx *bolt.Tx) error {
 	meta := tx.Bucket(bucketMeta)
-	if meta.Get(keyCounts) == nil {
-		c, err := recount(tx)
+	vm := s.vb(meta, "meta")
+	if vm.Get(keyCounts) == nil {
+		c, err := s.recount(tx)
 		if err != nil {
 			return fmt.Errorf("counting the records once: %w", err)
 		}
-		if err := c.store(tx); err != nil {
+		if err := s.storeCounts(tx, c); err != nil {
 			return err
 		}
 	}
 	if s.schemaBehind {
-		if err := meta.Put(keySchema, []byte(fmt.Sprint(SchemaVersion))); err != nil {
+		if err := vm.Put(keySchema, []byte(fmt.Sprint(SchemaVersion))); err != nil {
 			return err
 		}
 	}
-	reg := meta.Bucket(bucketPairs)
+	reg := s.vb(meta.Bucket(bucketPairs), "pairs")
 	for k, id := range s.newPairs {
 		if err := reg.Put([]byte(k), []byte{id}); err != nil {
 			return err

@@ -1,0 +1,177 @@
+package state
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"strconv"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Every value the state file holds (schema 4 on) ends with a seal: a
+// marker byte and the CRC32C of the key and the value before it, so that a
+// flipped bit in either is found and named when the record is read, never
+// used. Keys are covered too: a key whose bit flipped is a different key,
+// whose seal then does not match.
+const (
+	sealMarker = 0xC3
+	sealSize   = 5
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func sealSum(k, payload []byte) uint32 {
+	return crc32.Update(crc32.Checksum(k, castagnoli), castagnoli, payload)
+}
+
+// seal appends the seal of k and payload to payload (which it may grow in
+// place: pass a slice the caller owns).
+func seal(k, payload []byte) []byte {
+	sum := sealSum(k, payload)
+	return binary.LittleEndian.AppendUint32(append(payload, sealMarker), sum)
+}
+
+// appendSeal seals dst[start:], the value just appended, under k.
+func appendSeal(dst []byte, start int, k []byte) []byte {
+	sum := sealSum(k, dst[start:])
+	return binary.LittleEndian.AppendUint32(append(dst, sealMarker), sum)
+}
+
+// sealed is seal on a copy, for a payload the caller keeps using.
+func sealed(k, payload []byte) []byte {
+	return seal(k, append(make([]byte, 0, len(payload)+sealSize), payload...))
+}
+
+// SealError names a record whose seal does not match.
+type SealError struct {
+	Bucket string
+	Key    []byte
+	Why    string
+}
+
+func (e *SealError) Error() string {
+	return fmt.Sprintf("record %q in %s %s", printable(e.Key), e.Bucket, e.Why)
+}
+
+// unseal returns the value without its seal, or a *SealError.
+func unseal(bucket string, k, v []byte) ([]byte, error) {
+	if len(v) < sealSize || v[len(v)-sealSize] != sealMarker {
+		return nil, &SealError{Bucket: bucket, Key: k, Why: "has no checksum"}
+	}
+	payload := v[:len(v)-sealSize]
+	if binary.LittleEndian.Uint32(v[len(v)-4:]) != sealSum(k, payload) {
+		return nil, &SealError{Bucket: bucket, Key: k, Why: "does not match its checksum (CRC32C over key and value): a bit of it changed"}
+	}
+	return payload, nil
+}
+
+// printable shows a key as text when it is text, else in hex.
+func printable(k []byte) string {
+	for _, c := range k {
+		if c < 0x20 || c > 0x7e {
+			return fmt.Sprintf("%x", k)
+		}
+	}
+	return string(k)
+}
+
+// sealSchema is the first schema whose values are all sealed.
+const sealSchema = 5
+
+// damage carries a *SealError out of a bbolt callback or cursor loop to the
+// package's boundary (view, update, Reader), which turns it into a
+// *CorruptError — the way bbolt's own checks of a damaged page leave a
+// transaction. It never leaves the package: a loop cannot forget to check
+// it and carry on with what it had read.
+type damage struct{ err *SealError }
+
+// vbucket reads and writes a bucket's values through their seals (or, in a
+// file from before them, as they are: sealed false).
+type vbucket struct {
+	b      *bolt.Bucket
+	name   string
+	sealed bool
+}
+
+func (s *Store) vb(b *bolt.Bucket, name string) vbucket {
+	return vbucket{b: b, name: name, sealed: s.sealed}
+}
+
+// open returns a value without its seal; a nil value (none, or a nested
+// bucket's entry) stays nil.
+func (x vbucket) open(k, v []byte) []byte {
+	if v == nil || !x.sealed {
+		return v
+	}
+	p, err := unseal(x.name, k, v)
+	if err != nil {
+		panic(damage{err.(*SealError)})
+	}
+	return p
+}
+
+// Get is the value of k (nil: none).
+func (x vbucket) Get(k []byte) []byte { return x.open(k, x.b.Get(k)) }
+
+// Put stores v under k, sealed. v is copied.
+func (x vbucket) Put(k, v []byte) error {
+	if !x.sealed {
+		return fmt.Errorf("state: writing %s into a file from before records were sealed", x.name)
+	}
+	return x.b.Put(k, sealed(k, v))
+}
+
+// PutSealed stores a value sealed already (with seal), which must stay
+// valid for the transaction.
+func (x vbucket) PutSealed(k, v []byte) error { return x.b.Put(k, v) }
+
+// ForEach calls fn with every key and its value (nil for a nested bucket).
+func (x vbucket) ForEach(fn func(k, v []byte) error) error {
+	return x.b.ForEach(func(k, v []byte) error { return fn(k, x.open(k, v)) })
+}
+
+// Cursor walks the bucket with values opened.
+func (x vbucket) Cursor() vcursor { return vcursor{c: x.b.Cursor(), x: x} }
+
+type vcursor struct {
+	c *bolt.Cursor
+	x vbucket
+}
+
+func (c vcursor) at(k, v []byte) ([]byte, []byte) {
+	if k == nil {
+		return nil, nil
+	}
+	return k, c.x.open(k, v)
+}
+
+func (c vcursor) First() ([]byte, []byte)        { return c.at(c.c.First()) }
+func (c vcursor) Last() ([]byte, []byte)         { return c.at(c.c.Last()) }
+func (c vcursor) Next() ([]byte, []byte)         { return c.at(c.c.Next()) }
+func (c vcursor) Prev() ([]byte, []byte)         { return c.at(c.c.Prev()) }
+func (c vcursor) Seek(k []byte) ([]byte, []byte) { return c.at(c.c.Seek(k)) }
+
+// errUnsealed says a file from before the seals was opened to be written:
+// open seals it whole first (migrate).
+var errUnsealed = errors.New("state values are not sealed yet")
+
+// readSchema reads the schema record: sealed (schema 5 on: every value of
+// the file is), or, in a file from before, the bare number (1 to 4). A
+// sealed record whose bit flipped is neither.
+func readSchema(v []byte) (n int, sealed bool, err error) {
+	if v == nil {
+		return 0, true, nil // not written yet: a new file
+	}
+	if p, err := unseal("meta", keySchema, v); err == nil {
+		if n, err := strconv.Atoi(string(p)); err == nil && n >= sealSchema {
+			return n, true, nil
+		}
+		return 0, false, fmt.Errorf("its schema record %q is not a schema", printable(p))
+	}
+	if n, err := strconv.Atoi(string(v)); err == nil && n >= 1 && n < sealSchema {
+		return n, false, nil
+	}
+	return 0, false, errors.New("its schema record does not match its checksum (CRC32C over key and value): a bit of it changed")
+}
