@@ -119,7 +119,7 @@ func TestDamagedStateStopsEveryCommand(t *testing.T) {
 		// A single bit of a stored record, as the fault runs flipped them:
 		// in a contact's PKey, in a contact key, in a decision-log entry.
 		{"a bit of a contact's PKey", flipIn(t, good, "contacts", 3, "@p3"), "does not match its checksum"},
-		{"a bit of a contact key", flipIn(t, good, "contacts", 5, ""), "checksum"},
+		{"a bit of a contact key", flipIn(t, good, "contacts", 5, ""), "is damaged"},
 		{"a bit of a decision-log entry", flipIn(t, good, "log", 2, "@p"), "does not match its checksum"},
 		{"a bit of a run record", flipIn(t, good, "runs", 1, "backfill"), "does not match its checksum"},
 	}

@@ -203,6 +203,29 @@ func runCheck(path string) int {
 	return 0
 }
 
+// checkSeals checks the seal of every record of a sealed file.
+func (s *Store) checkSeals() error {
+	if !s.sealed {
+		return nil
+	}
+	var found []string
+	err := s.view(func(tx *bolt.Tx) error {
+		verifySeals(tx, func(err error) {
+			if len(found) < 5 {
+				found = append(found, err.Error())
+			}
+		})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(found) > 0 {
+		return &CorruptError{Path: s.path, Problem: found[0], Check: found[1:]}
+	}
+	return nil
+}
+
 // verifySeals checks the seal of every value in a sealed file: a flipped
 // bit in a key is found only this way (a lookup by the right key finds
 // nothing, and reads on as if the record never was).

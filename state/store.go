@@ -182,22 +182,17 @@ func open(path string, pairs []transform.Pair, readOnly bool) (*Store, error) {
 		if err := checkFile(real); err != nil {
 			return nil, err
 		}
-	}
-	// bbolt's consistency check, in a process of its own, before the file
-	// is used: a damaged page can panic bbolt where no recover reaches
-	// (opening for writing walks every page to gather the free ones, in
-	// goroutines of its own), or be read as if whole (a damaged element
-	// count finds no key where one is). A run checks before it opens; a
-	// reader once it has the file (after any commit it had to wait for),
-	// which the check then shares.
-	inconsistent := func() error {
-		if found := consistency(real); found != nil {
-			return &CorruptError{Path: path, Problem: "checking it before use (bbolt's consistency check, then every record's checksum) finds it inconsistent", Check: found}
-		}
-		return nil
-	}
-	if exists && !readOnly {
-		if err := inconsistent(); err != nil {
+		// Before bbolt maps it: its pages walked as bbolt's open for
+		// writing walks them, in goroutines of its own where a damaged page
+		// panics beyond any recover; and as its consistency check does (a
+		// damaged element count would find no key where one is). Found
+		// wrong, bbolt's own check (tx.Check, in a process of its own) says
+		// what else it sees.
+		if err := walkPages(real); err != nil {
+			var ce *CorruptError
+			if errors.As(err, &ce) {
+				ce.Path, ce.Check = path, consistency(real)
+			}
 			return nil, err
 		}
 	}
@@ -227,13 +222,24 @@ func open(path string, pairs []transform.Pair, readOnly bool) (*Store, error) {
 		return nil, fmt.Errorf("opening state %s: %w", path, err)
 	}
 	s.db = db
-	if exists && readOnly {
-		if err := inconsistent(); err != nil {
-			s.Close()
-			return nil, err
+	// Every record's seal, before any is used and before anything is
+	// written (a damaged file is left as it was found).
+	err = s.view(func(tx *bolt.Tx) error {
+		if meta := tx.Bucket(bucketMeta); meta != nil {
+			_, sealed, err := readSchema(meta.Get(keySchema))
+			if err != nil {
+				return &CorruptError{Path: s.path, Problem: err.Error()}
+			}
+			s.sealed = sealed
 		}
+		return nil
+	})
+	if err == nil && exists {
+		err = s.checkSeals()
 	}
-	err = s.init(pairs)
+	if err == nil {
+		err = s.init(pairs)
+	}
 	if errors.Is(err, errUnsealed) {
 		// A file from before the seals, opened by a run: sealed whole, then
 		// opened again.
