@@ -22,9 +22,8 @@ type joined struct {
 	contacts []extract.Contact
 	profiles []extract.Profile
 	pairs    [][2]int32
-	// lost lists contacts of state, not in this run's input, whose profile
-	// this run's input links to another contact or to none: their entries
-	// are {lostEntry, index into lost}.
+	// lost lists contacts of state, not in this run's input, that lost a
+	// side (see gone): their entries are {lostEntry, index into lost}.
 	lost []extract.ID
 }
 
@@ -72,6 +71,14 @@ type decider struct {
 	// etag gives the ETag the API read a contact with ("" for none); nil
 	// when Dynamics is not read through the API.
 	etag func(*extract.Contact) string
+	// queued are the contacts of the retry queue: read again to be decided
+	// again, so never taken as unchanged. deleted are the contacts this
+	// run's read reported deleted in Dynamics: gone, as from a full read.
+	queued, deleted map[extract.ID]bool
+	// unchanged counts the entries whose rows told nothing new (see
+	// transform.ContactKnown), by what the join counted them as: both
+	// sides, a contact alone, a profile alone.
+	unchangedBoth, unchangedContacts, unchangedProfiles int
 	// counted in the first pass; viaStateContacts are the entries of
 	// viaState that came from the Dynamics side
 	viaState, viaStateContacts, waiting, stale int
@@ -152,6 +159,7 @@ type verdict struct {
 	contact   extract.Contact  // the Dynamics side as decided (a write's basis)
 	profile   *extract.Profile // the Campaign side as decided
 	decided   bool             // a contact with both sides known was decided
+	unchanged bool             // its rows told nothing new: not decided
 	blocked   string           // why the entry was not touched, for the rejects file
 	blockedAt extract.Reject
 }
@@ -165,13 +173,13 @@ func (d *decider) one(k int32, prev *transform.Snapshot, buf []transform.Decisio
 		v.id = c.ID
 	case p != nil:
 		v.id = p.ID
-	default: // its profile left it: see lostProfile
+	default: // it lost a side: see gone
 		v.id = d.matched.lost[d.matched.pairs[k][1]]
 		if prev == nil { // only found in state, so not possible
 			v.blocked = "gone from state"
 			return v
 		}
-		v.next = transform.LoseProfile(*prev)
+		v.next = d.gone(v.id, prev)
 		return v
 	}
 	// In a run, the profile state links to this contact may have left it:
@@ -197,9 +205,10 @@ func (d *decider) one(k int32, prev *transform.Snapshot, buf []transform.Decisio
 		return v
 	}
 	// A side read in full this run holds every record it has: one missing
-	// from it has no counterpart there (it is gone, or never was).
+	// from it has no counterpart there (it is gone, or never was); so has a
+	// contact the read reported deleted.
 	campaignAll := !d.incremental || d.campaignComplete
-	d365All := !d.incremental || d.d365Complete
+	d365All := !d.incremental || d.d365Complete || d.deleted[v.id]
 	// In a run, a profile other than the one state links to this contact is
 	// a second profile for one contact: none is touched, unless this run
 	// shows the first one has left the contact. A backfill, or a run that
@@ -214,6 +223,21 @@ func (d *decider) one(k int32, prev *transform.Snapshot, buf []transform.Decisio
 	if left {
 		lost := transform.LoseProfile(*prev)
 		prev = &lost
+	}
+	// In a run, rows that tell nothing state does not know are not changes:
+	// a contact whose every row read is one (and whose side missing from
+	// the input was not read in full) is not decided, exactly as by a run
+	// that read only the changes and did not see it.
+	if d.incremental && useState && !left && !d.queued[v.id] &&
+		(c == nil && !(d365All && prev.DSeen) || c != nil && transform.ContactKnown(d.rules, c, prev)) &&
+		(p == nil && !(campaignAll && prev.CSeen) || p != nil && transform.ProfileKnown(d.rules, p, prev)) {
+		v.next, v.unchanged = *prev, true
+		if c != nil && c.Modified == prev.DModified && d.etag != nil {
+			if tag := d.etag(c); tag != "" {
+				v.next.DETag = tag // the same version, as the API tags it now
+			}
+		}
+		return v
 	}
 	switch {
 	case c != nil && p == nil && !campaignAll && useState && prev.CSeen:
@@ -320,12 +344,11 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 	// that is not in this run's input is seen too (absent).
 	input := inInput{m: d.matched}
 	absent := func(id extract.ID, snap *transform.Snapshot) error {
-		if !input.has(id) && d.lostProfile(id, snap) {
+		if lost := d.gone(id, snap); !input.has(id) && lost != *snap {
 			d.matched.pairs = append(d.matched.pairs, [2]int32{lostEntry, int32(len(d.matched.lost))})
 			d.matched.lost = append(d.matched.lost, id)
 			dirty = append(dirty, int32(len(d.matched.pairs)-1))
-			lost := transform.LoseProfile(*snap)
-			// what it knew of the profile no longer counts among the
+			// what it knew of the side lost no longer counts among the
 			// opt-outs state knows (no input row: nothing is present)
 			d.optOutDelta += knownOptOuts(len(d.rules.Pairs), snap, &lost) - knownOptOuts(len(d.rules.Pairs), snap, snap)
 			snap = &lost
@@ -382,6 +405,15 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 		d.countPending(v.id, &v.next)
 		c, p := d.matched.at(int32(k))
 		switch {
+		case v.unchanged:
+			switch {
+			case c != nil && p != nil:
+				d.unchangedBoth++
+			case c != nil:
+				d.unchangedContacts++
+			default:
+				d.unchangedProfiles++
+			}
 		case v.decided && p == nil:
 			d.viaState++
 			d.viaStateContacts++
@@ -415,6 +447,21 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 		}
 	}
 	return dirty, nil
+}
+
+// gone is what a contact of state that has no row in this run's input
+// becomes: a side read in full without it no longer has it (the Dynamics
+// contact is gone, exactly as when a delta read reports it deleted), and
+// its profile may have left it (lostProfile).
+func (d *decider) gone(id extract.ID, snap *transform.Snapshot) transform.Snapshot {
+	next := *snap
+	if d.lostProfile(id, snap) {
+		next = transform.LoseProfile(next)
+	}
+	if next.DSeen && (!d.incremental || d.d365Complete || d.deleted[id]) {
+		next.DSeen, next.DETag = false, ""
+	}
+	return next
 }
 
 // lostProfile says whether a contact of state that is not in this run's

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -272,7 +273,8 @@ func exportSnapshots(cfg *Config, only *extract.ID, out io.Writer, log zerolog.L
 	}
 	w := csv.NewWriter(out)
 	if err := w.Write([]string{"contact_id", "profile_pkey", "d365_field", "campaign_field", "agreed_opted_out", "agreed_since",
-		"d365_value", "campaign_value", "d365_written_pending", "campaign_written_pending", "d365_modified", "campaign_modified", "last_decided"}); err != nil {
+		"d365_value", "campaign_value", "d365_written_pending", "campaign_written_pending", "d365_modified", "campaign_modified", "last_decided",
+		"campaign_field_modified", "campaign_conflict"}); err != nil {
 		return err
 	}
 	row := func(id extract.ID, s *transform.Snapshot, agreed *state.Agreed) error {
@@ -294,8 +296,11 @@ func exportSnapshots(cfg *Config, only *extract.ID, out io.Writer, log zerolog.L
 			if ps.S.Known() && agreed[i] != 0 {
 				since = time.Unix(agreed[i], 0).UTC().Format(time.RFC3339)
 			}
+			// the field's own change time, when the export gives one
+			fieldTime := seen(s.CSeen && ps.CTimeKnown, ps.CTime)
 			if err := w.Write([]string{id.String(), pkey, p.D365, p.Campaign, ps.S.String(), since, dRaw.String(), ps.CRaw.String(),
-				dPending.String(), ps.CWritten.String(), seen(s.DSeen, s.DModified), seen(s.CSeen, s.CModified), decided}); err != nil {
+				dPending.String(), ps.CWritten.String(), seen(s.DSeen, s.DModified), seen(s.CSeen, s.CModified), decided,
+				fieldTime, strconv.FormatBool(s.CConflict)}); err != nil {
 				return err
 			}
 		}

@@ -36,6 +36,7 @@ type summary struct {
 	ViaState          int // run: decided against the other side as state knows it
 	Waiting           int // run: no counterpart known yet
 	Stale             int // rows older than what state already knew
+	Unchanged         int // run: contacts whose rows told nothing new, not decided
 	Deleted           int // contacts deleted in Dynamics: their snapshots dropped
 	// Writes to an update file that the exports do not show yet, left by
 	// earlier runs, and the age of the oldest; those written again in this
@@ -117,8 +118,9 @@ func (s *summary) counts() map[string]int {
 		"superseded_contact_rows": s.Superseded, "blocked_contacts": s.Blocked,
 		"d365_update_rows": s.D365Rows, "campaign_update_rows": s.CampaignRows,
 		"decided_against_state": s.ViaState, "waiting_for_counterpart": s.Waiting, "stale_rows": s.Stale,
-		"deleted_in_d365":  s.Deleted,
-		"pending_not_seen": s.PendingNotSeen, "pending_oldest_age_seconds": int(s.PendingOldest / time.Second),
+		"unchanged_contacts": s.Unchanged,
+		"deleted_in_d365":    s.Deleted,
+		"pending_not_seen":   s.PendingNotSeen, "pending_oldest_age_seconds": int(s.PendingOldest / time.Second),
 		"pending_written_again": s.PendingWrittenAgain,
 		"known_opt_outs":        s.KnownOptOuts, "max_optin_limit": s.OptinLimit,
 	}
@@ -158,6 +160,9 @@ func (s *summary) line(d time.Duration) string {
 		s.DuplicateProfiles, s.Superseded, s.Blocked)
 	if s.ViaState+s.Waiting+s.Stale > 0 {
 		fmt.Fprintf(&b, " decided_against_state=%d waiting_for_counterpart=%d stale_rows=%d", s.ViaState, s.Waiting, s.Stale)
+	}
+	if s.Unchanged > 0 {
+		fmt.Fprintf(&b, " unchanged=%d", s.Unchanged)
 	}
 	if s.Deleted > 0 {
 		fmt.Fprintf(&b, " deleted_in_d365=%d", s.Deleted)

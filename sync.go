@@ -275,6 +275,18 @@ func (j *job) run(ctx context.Context) (err error) {
 	if j.dv != nil {
 		d.etag = j.dv.reader.ETag
 		d.d365Complete = j.dv.source && j.d365Path == "" && j.dv.complete
+		if len(j.dv.deleted) > 0 {
+			d.deleted = map[extract.ID]bool{}
+			for _, id := range j.dv.deleted {
+				d.deleted[id] = true
+			}
+		}
+	}
+	if len(j.queue) > 0 {
+		d.queued = map[extract.ID]bool{}
+		for _, it := range j.queue {
+			d.queued[it.Contact] = true
+		}
 	}
 	if j.cv != nil {
 		d.campaignComplete = j.cv.source && j.campaignPath == "" && j.cv.complete
@@ -304,6 +316,13 @@ func (j *job) run(ctx context.Context) (err error) {
 		j.hooks.afterDecide(ctx)
 	}
 	sum.ViaState, sum.Waiting, sum.Stale = d.viaState, d.waiting, d.stale
+	// Rows read again that told nothing new were not compared: a wide read
+	// counts what a read of the changes alone would.
+	sum.Unchanged = d.unchangedBoth + d.unchangedContacts + d.unchangedProfiles
+	sum.Matched -= d.unchangedBoth
+	sum.ComparedPairs -= d.unchangedBoth * len(rules.Pairs)
+	sum.ContactsNoMatch -= d.unchangedContacts
+	sum.ProfilesNoMatch -= d.unchangedProfiles
 	if len(d.future) > 0 {
 		// Once per record: the run's commit writes the times back unknown.
 		log.Warn().Int("records", len(d.future)).Strs("contacts", d.future[:min(len(d.future), 10)]).Time("not_after", j.notAfter).

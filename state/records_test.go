@@ -52,7 +52,9 @@ func TestETagRoundTrip(t *testing.T) {
 // one) held a row version parsed out of the ETag: every field but that one
 // is read, and it is not turned back into an ETag it may never have been.
 // Versions 2 and 3 (never released: builds between wrote them) held the
-// ETag, and 3 when each agreement was reached. In all three a pending
+// ETag, and 3 when each agreement was reached; 4 the runs of pending
+// writes, and neither the conflict flag nor the Campaign fields' own times
+// (they read as none). In all three a pending
 // write's run reads as "not recorded" (0), and in 1 and 2 an agreement's
 // time as not known (0). Re-encoded (a mapping dropped, a reset), they are
 // written in the current layout, with nothing lost and nothing made up.
@@ -67,6 +69,7 @@ func TestOlderRecordVersionsAreStillRead(t *testing.T) {
 		{2, `W/"4801245"`, 0},
 		{2, "", 0},
 		{3, `W/"4801245"`, decided - month},
+		{4, `W/"4801245"`, decided - month},
 	} {
 		t.Run(fmt.Sprintf("version %d etag %q", tt.version, tt.etag), func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "state.db")
@@ -96,9 +99,21 @@ func TestOlderRecordVersionsAreStillRead(t *testing.T) {
 			for i, pid := range st.pairIDs {
 				p := want.Pairs[i]
 				f := uint16(p.S) | uint16(p.DRaw)<<2 | uint16(p.CRaw)<<4 | uint16(p.DWritten)<<6 | uint16(p.CWritten)<<8
+				if tt.version == 4 && i == 0 {
+					// bit 10 meant nothing in version 4: not a field time
+					f |= pairCTime
+				}
 				v = append(v, pid, byte(f), byte(f>>8))
+				if tt.version == 4 { // write times: 0, not recorded
+					if p.DWritten.Known() {
+						v = binary.AppendUvarint(v, 0)
+					}
+					if p.CWritten.Known() {
+						v = binary.AppendUvarint(v, 0)
+					}
+				}
 			}
-			if tt.version == 3 { // pair 0 agreed a month before Decided
+			if tt.version >= 3 { // pair 0 agreed a month before Decided
 				v = binary.AppendVarint(append(v, st.pairIDs[0]), month)
 			}
 			get := func(v []byte) transform.Snapshot {
@@ -174,5 +189,65 @@ func TestRecordKeepsETagAndWriteTimes(t *testing.T) {
 	}
 	if n, sealed := schemaOf(t, st); n != SchemaVersion || !sealed {
 		t.Errorf("schema %d (sealed %v), want %d", n, sealed, SchemaVersion)
+	}
+}
+
+// Version 5 keeps whether Campaign showed two or more profiles for the
+// contact, and each Campaign field's own change time — before, after or
+// equal to lastModified, the epoch included — next to everything else.
+func TestRecordKeepsConflictAndFieldTimes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	cases := map[int]func(*transform.Snapshot){
+		1: func(s *transform.Snapshot) { s.CConflict = true },
+		2: func(s *transform.Snapshot) {
+			s.Pairs[0].CTime, s.Pairs[0].CTimeKnown = s.CModified-86_400_000, true
+			s.Pairs[1].CTime, s.Pairs[1].CTimeKnown = s.CModified+5, true
+		},
+		3: func(s *transform.Snapshot) {
+			s.CConflict, s.DSeen = true, true
+			s.Pairs[1].CTime, s.Pairs[1].CTimeKnown = 0, true // the epoch is a time
+			s.Pairs[0].CWrittenAt = 1_780_000_000_123
+		},
+		4: func(s *transform.Snapshot) {}, // neither
+	}
+	b := st.NewBatch(len(cases))
+	want := map[int]transform.Snapshot{}
+	for n := 1; n <= len(cases); n++ {
+		s := snap(n)
+		cases[n](&s)
+		want[n] = s
+		b.Put(id(n), &s)
+	}
+	if err := st.Commit(context.Background(), b, &Final{Run: &Run{ID: "r1", Started: time.Now(), Outcome: "ok"}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := st.Reader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for n := 1; n <= len(cases); n++ {
+		var got transform.Snapshot
+		if ok, err := r.Get(id(n), &got); !ok || err != nil || got != want[n] {
+			t.Errorf("contact %d: %v %v\n got %+v\nwant %+v", n, ok, err, got, want[n])
+		}
+		// re-encoded entry by entry (a mapping dropped, a reset), nothing is lost
+		pr, err := parseRecord(r.v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var entries []pairEntry
+		if err := pr.eachPair(func(e pairEntry) { entries = append(entries, e) }); err != nil {
+			t.Fatal(err)
+		}
+		var again transform.Snapshot
+		if err := st.decode(appendRecord(nil, pr, entries), &again, st.slots()); err != nil || again != want[n] {
+			t.Errorf("contact %d re-encoded: %v\n got %+v\nwant %+v", n, err, again, want[n])
+		}
 	}
 }

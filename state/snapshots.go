@@ -23,15 +23,18 @@ import (
 //	version(1) flags(1) varint(DModified ms) varint(CModified ms)
 //	varint(Decided s) uvarint(len) DETag uvarint(len) PKey count(1)
 //	then per pair: id(1) flags(2) [uvarint(DWrittenAt ms)] [uvarint(CWrittenAt ms)]
+//	[varint(CModified - CTime ms)]
 //	then per pair whose agreement is older than Decided:
 //	id(1) varint(Decided - Since)
 //
-// flags: bit 0 DSeen, bit 1 CSeen. Pair flags pack S, DRaw, CRaw, DWritten,
-// CWritten at two bits each; a pair with a pending write (DWritten or
-// CWritten known) carries when the run that wrote it started. An agreement
-// reached by the run that last changed the record (the usual case) costs no
-// byte; one reached before agreement times were kept is stored as Since 0,
-// not known.
+// flags: bit 0 DSeen, bit 1 CSeen, bit 2 CConflict (Campaign showed two or
+// more profiles for the contact). Pair flags pack S, DRaw, CRaw, DWritten,
+// CWritten at two bits each, and bit 10 says the Campaign field's own
+// change time follows; a pair with a pending write (DWritten or CWritten
+// known) carries when the run that wrote it started. An agreement reached
+// by the run that last changed the record (the usual case) costs no byte;
+// one reached before agreement times were kept is stored as Since 0, not
+// known.
 //
 // Older layouts are still read. Version 1, the last released one, held
 // varint(DVersion), a row version parsed out of the ETag, where DETag is now,
@@ -40,12 +43,23 @@ import (
 // write reads it first), and its times read as not known (0). Builds in
 // between wrote version 2 (DETag, no times) and version 3 (DETag and the
 // agreement times, no write times). A record rewritten is written in the
-// current layout, with what it did not know still not known.
-const recordVersion = 4
+// current layout, with what it did not know still not known. Version 4
+// had neither the conflict flag nor the Campaign fields' own change times:
+// its records read as holding no conflict and no such times.
+const recordVersion = 5
 
 const (
 	agreedTimesVersion = 3 // the first version with agreement times
 	writeTimesVersion  = 4 // the first version whose pair entries carry write times
+	fieldTimesVersion  = 5 // the first with the conflict flag and the Campaign fields' own times
+)
+
+// Record and pair flags beyond the two-bit values.
+const (
+	flagDSeen     = 1 << 0
+	flagCSeen     = 1 << 1
+	flagCConflict = 1 << 2
+	pairCTime     = 1 << 10
 )
 
 // encode appends snap's record. old is the record it replaces (nil: none,
@@ -55,10 +69,13 @@ const (
 func (s *Store) encode(dst []byte, snap *transform.Snapshot, old *record) []byte {
 	var f byte
 	if snap.DSeen {
-		f |= 1
+		f |= flagDSeen
 	}
 	if snap.CSeen {
-		f |= 2
+		f |= flagCSeen
+	}
+	if snap.CConflict {
+		f |= flagCConflict
 	}
 	dst = append(dst, recordVersion, f)
 	dst = binary.AppendVarint(dst, snap.DModified)
@@ -72,12 +89,18 @@ func (s *Store) encode(dst []byte, snap *transform.Snapshot, old *record) []byte
 	for i, id := range s.pairIDs {
 		p := snap.Pairs[i]
 		f := uint16(p.S) | uint16(p.DRaw)<<2 | uint16(p.CRaw)<<4 | uint16(p.DWritten)<<6 | uint16(p.CWritten)<<8
+		if p.CTimeKnown {
+			f |= pairCTime
+		}
 		dst = append(dst, id, byte(f), byte(f>>8))
 		if p.DWritten.Known() {
 			dst = binary.AppendUvarint(dst, uint64(max(p.DWrittenAt, 0)))
 		}
 		if p.CWritten.Known() {
 			dst = binary.AppendUvarint(dst, uint64(max(p.CWrittenAt, 0)))
+		}
+		if p.CTimeKnown {
+			dst = binary.AppendVarint(dst, snap.CModified-p.CTime)
 		}
 	}
 	for i, id := range s.pairIDs {
@@ -154,6 +177,9 @@ type pairEntry struct {
 	id                     byte
 	flags                  uint16
 	dWrittenAt, cWrittenAt int64
+	// cTimeAge is CModified less the Campaign field's own change time
+	// (flags bit 10).
+	cTimeAge int64
 	// since is when the pair's agreement was reached (Unix s; 0: not
 	// known), while it has one (S, the low two bits of flags, known).
 	since int64
@@ -166,6 +192,9 @@ func (e pairEntry) appendTo(dst []byte) []byte {
 	}
 	if e.flags>>8&3 != 0 {
 		dst = binary.AppendUvarint(dst, uint64(e.cWrittenAt))
+	}
+	if e.flags&pairCTime != 0 {
+		dst = binary.AppendVarint(dst, e.cTimeAge)
 	}
 	return dst
 }
@@ -194,6 +223,15 @@ func (r *record) walk(fn func(e pairEntry)) ([]byte, error) {
 				return nil, errTruncated
 			}
 			e.cWrittenAt, v = int64(x), v[n:]
+		}
+		if r.version < fieldTimesVersion {
+			e.flags &^= pairCTime
+		} else if e.flags&pairCTime != 0 {
+			x, n := binary.Varint(v)
+			if n <= 0 {
+				return nil, errTruncated
+			}
+			e.cTimeAge, v = x, v[n:]
 		}
 		fn(e)
 	}
@@ -313,7 +351,8 @@ func (s *Store) decode(v []byte, snap *transform.Snapshot, slot *[256]int8) erro
 // decodeRecord walks the entries itself rather than through walk: a run
 // decodes every record of the file.
 func (s *Store) decodeRecord(r *record, snap *transform.Snapshot, slot *[256]int8) error {
-	*snap = transform.Snapshot{Known: true, DSeen: r.flags&1 != 0, CSeen: r.flags&2 != 0,
+	*snap = transform.Snapshot{Known: true, DSeen: r.flags&flagDSeen != 0, CSeen: r.flags&flagCSeen != 0,
+		CConflict: r.version >= fieldTimesVersion && r.flags&flagCConflict != 0,
 		DModified: r.dModified, CModified: r.cModified, Decided: r.decide}
 	snap.PKey = string(r.pkey)
 	if len(r.etag) > 0 {
@@ -341,9 +380,21 @@ func (s *Store) decodeRecord(r *record, snap *transform.Snapshot, slot *[256]int
 			}
 			cAt, e = int64(x), e[n:]
 		}
+		var cAge int64
+		cTime := r.version >= fieldTimesVersion && f&pairCTime != 0
+		if cTime {
+			x, n := binary.Varint(e)
+			if n <= 0 {
+				return errTruncated
+			}
+			cAge, e = x, e[n:]
+		}
 		if i := slot[id]; i >= 0 {
 			snap.Pairs[i] = pairState(f)
 			snap.Pairs[i].DWrittenAt, snap.Pairs[i].CWrittenAt = dAt, cAt
+			if cTime {
+				snap.Pairs[i].CTime, snap.Pairs[i].CTimeKnown = r.cModified-cAge, true
+			}
 		}
 	}
 	return nil

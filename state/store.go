@@ -39,7 +39,11 @@ import (
 // that writes records. 5: every value ends with a seal, the CRC32C of its
 // key and value (seal.go); a file of 1 to 4 is read as it is by readers
 // and sealed whole by the first run that opens it (migrate.go).
-const SchemaVersion = 5
+// 6: contact records (version 5) also keep the Campaign fields' own change
+// times and whether Campaign showed two or more profiles for the contact —
+// an older optsync would decide such a contact again; a file of schema 5 is
+// brought up to 6 by the first transaction that writes records.
+const SchemaVersion = 6
 
 var (
 	bucketMeta     = []byte("meta")

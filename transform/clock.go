@@ -17,5 +17,10 @@ func ForgetFutureTimes(s *Snapshot, notAfter int64) (d, c bool) {
 	if s.CModified > notAfter {
 		s.CModified, c = extract.NoTime, true
 	}
+	for i := range s.Pairs {
+		if ps := &s.Pairs[i]; ps.CTimeKnown && ps.CTime > notAfter {
+			ps.CTime, ps.CTimeKnown, c = 0, false, true
+		}
+	}
 	return d, c
 }

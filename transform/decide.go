@@ -21,6 +21,13 @@ type PairState struct {
 	// DWrittenAt and CWrittenAt are when (Unix ms) the run that first wrote
 	// the pending value started (0: not recorded, state from before).
 	DWrittenAt, CWrittenAt int64
+	// CTime is the Campaign field's own change time as last read (Unix ms),
+	// when CTimeKnown — a campaign_modified_column gave one — else the
+	// profile's lastModified (CModified) stands for it. Kept so that the
+	// Campaign side of a contact that did not change is decided with its
+	// last known time, exactly as when its row is read again.
+	CTime      int64
+	CTimeKnown bool
 }
 
 // KnownOptOut says whether the pair counts among the opt-outs at stake, the
@@ -40,9 +47,14 @@ type Snapshot struct {
 	// incremental run decides a contact that changed on one side against
 	// the other side's values kept here.
 	DSeen, CSeen bool
-	DModified    int64 // Unix ms, as last read
-	CModified    int64 // Unix ms, the profile's lastModified as last read
-	PKey         string
+	// CConflict says a read found two or more Campaign profiles for the
+	// contact (one externalId): none is touched, and an incremental run
+	// does not decide the contact, until a read of every profile finds
+	// exactly one (or none).
+	CConflict bool
+	DModified int64 // Unix ms, as last read
+	CModified int64 // Unix ms, the profile's lastModified as last read
+	PKey      string
 	// Decided is when (Unix seconds) a run last changed this record; the
 	// caller sets it, Decide leaves it as it was.
 	Decided int64
@@ -124,14 +136,15 @@ func Decide(r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, bu
 		}
 		cv := p.Values[i]
 		tC := p.Modified
-		if p.FieldModified != nil && p.FieldModified[i] != extract.NoTime {
-			tC = p.FieldModified[i]
+		if t, ok := fieldTime(p, i); ok {
+			tC = t
 		}
 		// A side that has not shown a value this tool wrote to it still
 		// holds that value, whatever a stale export says (replay too: a
 		// stale export read as the truth could clear an opt-out this tool
 		// itself set and that is waiting to be imported).
 		next := PairState{S: old.S, DRaw: d, CRaw: cv}
+		next.CTime, next.CTimeKnown = fieldTime(p, i)
 		dEff, cEff := d, cv
 		dPend := pendingWrite(old.DWritten, d, old.DRaw, c.Modified == prev.DModified, r.ImportD365)
 		if dPend != pendingGone {
@@ -362,11 +375,26 @@ func ContactFromState(r *Rules, id extract.ID, s *Snapshot) extract.Contact {
 	return c
 }
 
-// ProfileFromState rebuilds a contact's Campaign side as state last knew it.
+// fieldTime is pair i's own change time in a profile row, when it has one.
+func fieldTime(p *extract.Profile, i int) (int64, bool) {
+	if p.FieldModified != nil && p.FieldModified[i] != extract.NoTime {
+		return p.FieldModified[i], true
+	}
+	return 0, false
+}
+
+// ProfileFromState rebuilds a contact's Campaign side as state last knew it:
+// its values, lastModified and each field's own change time.
 func ProfileFromState(r *Rules, id extract.ID, s *Snapshot) extract.Profile {
 	p := extract.Profile{ID: id, PKey: s.PKey, Modified: s.CModified}
 	for i := range r.Pairs {
 		p.Values[i] = s.Pairs[i].CRaw
+		if s.Pairs[i].CTimeKnown {
+			if p.FieldModified == nil {
+				p.FieldModified = extract.NewFieldTimes()
+			}
+			p.FieldModified[i] = s.Pairs[i].CTime
+		}
 	}
 	return p
 }
@@ -418,6 +446,7 @@ func SeeProfile(r *Rules, p *extract.Profile, prev *Snapshot) Snapshot {
 			ps.CWritten, ps.CWrittenAt = extract.Unknown, 0
 		}
 		ps.CRaw = p.Values[i]
+		ps.CTime, ps.CTimeKnown = fieldTime(p, i)
 	}
 	return next
 }
@@ -431,6 +460,55 @@ func LoseProfile(s Snapshot) Snapshot {
 	for i := range s.Pairs {
 		ps := &s.Pairs[i]
 		ps.S, ps.CRaw, ps.CWritten, ps.CWrittenAt = extract.Unknown, extract.Unknown, extract.Unknown, 0
+		ps.CTime, ps.CTimeKnown = 0, false
 	}
 	return s
+}
+
+// ContactKnown says a contact row tells nothing state does not know of its
+// Dynamics side: the same change time and values as last read, or a row
+// older than that (which does not undo newer knowledge). Such a row is not
+// a change: a run that reads it — a full read after an expired delta link,
+// an overlap behind a watermark, a file processed again — decides the
+// contact exactly as a run that did not read it.
+func ContactKnown(r *Rules, c *extract.Contact, prev *Snapshot) bool {
+	if !prev.DSeen || c.Modified < prev.DModified {
+		return prev.DSeen
+	}
+	if c.Modified != prev.DModified {
+		return false
+	}
+	for i, pair := range r.Pairs {
+		d := c.Values[i]
+		if pair.Invert {
+			d = d.Not()
+		}
+		if d != prev.Pairs[i].DRaw {
+			return false
+		}
+	}
+	return true
+}
+
+// ProfileKnown is ContactKnown for the Campaign side: the profile state
+// links to the contact, with the same lastModified, values and fields' own
+// change times as last read, or an older row of it.
+func ProfileKnown(r *Rules, p *extract.Profile, prev *Snapshot) bool {
+	if !prev.CSeen || p.PKey != prev.PKey {
+		return false
+	}
+	if p.Modified < prev.CModified {
+		return true
+	}
+	if p.Modified != prev.CModified {
+		return false
+	}
+	for i := range r.Pairs {
+		ps := &prev.Pairs[i]
+		t, known := fieldTime(p, i)
+		if p.Values[i] != ps.CRaw || known != ps.CTimeKnown || known && t != ps.CTime {
+			return false
+		}
+	}
+	return true
 }

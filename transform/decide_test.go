@@ -105,6 +105,10 @@ func runOne(t *testing.T, tc oneCase) {
 	dOpt := tc.optedD(tc.d)
 	wantDA, wantCA := tc.d, tc.c
 	wantNext := PairState{S: tc.snap, DRaw: dOpt, CRaw: tc.c}
+	if tc.ft != nil && tc.ft[0] != extract.NoTime {
+		// the field's own time is kept for the next run
+		wantNext.CTime, wantNext.CTimeKnown = tc.ft[0], true
+	}
 	switch {
 	case tc.skip != "":
 	case tc.to == ToCampaign:

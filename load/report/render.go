@@ -70,6 +70,7 @@ var countLabels = map[string]string{
 	"decided_against_state":         "decided against the other side as state knows it",
 	"waiting_for_counterpart":       "waiting for the other side",
 	"stale_rows":                    "rows older than what state knew",
+	"unchanged_contacts":            "contacts read again, unchanged: not decided",
 	"deleted_in_d365":               "contacts deleted in Dynamics",
 	"snapshots_forgotten":           "snapshots forgotten",
 	"pending_not_seen":              "writes to update files no export shows yet",
@@ -99,7 +100,7 @@ var skipNotes = map[string]string{
 
 // notCompared are the counts of records that were read but not decided.
 var notCompared = []string{"contacts_without_profile", "profiles_without_contact", "profiles_without_externalId",
-	"duplicate_externalId_profiles", "superseded_contact_rows", "blocked_contacts", "waiting_for_counterpart", "stale_rows"}
+	"duplicate_externalId_profiles", "superseded_contact_rows", "blocked_contacts", "waiting_for_counterpart", "stale_rows", "unchanged_contacts"}
 
 var statusWords = map[string][2]string{
 	"ok":            {"OK", "ok"},
