@@ -25,15 +25,22 @@ type joined struct {
 	// lost lists contacts of state, not in this run's input, that lost a
 	// side (see gone): their entries are {lostEntry, index into lost}.
 	lost []extract.ID
+	// conflicts lists contacts whose two or more profiles this run's input
+	// holds (the join leaves them out), sorted: their entries are
+	// {conflictEntry, index into conflicts}, when state must learn of it.
+	conflicts []extract.ID
 }
 
-const lostEntry = -2
+const (
+	lostEntry     = -2
+	conflictEntry = -3
+)
 
 func (j *joined) at(k int32) (*extract.Contact, *extract.Profile) {
 	m := j.pairs[k]
 	var c *extract.Contact
 	var p *extract.Profile
-	if m[0] == lostEntry {
+	if m[0] == lostEntry || m[0] == conflictEntry {
 		return nil, nil
 	}
 	if m[0] >= 0 {
@@ -161,6 +168,9 @@ type verdict struct {
 	decided   bool             // a contact with both sides known was decided
 	unchanged bool             // its rows told nothing new: not decided
 	blocked   string           // why the entry was not touched, for the rejects file
+	// record: next is stored although the entry is blocked (what was read
+	// of its contact, that Campaign shows it two or more profiles)
+	record    bool
 	blockedAt extract.Reject
 }
 
@@ -173,6 +183,10 @@ func (d *decider) one(k int32, prev *transform.Snapshot, buf []transform.Decisio
 		v.id = c.ID
 	case p != nil:
 		v.id = p.ID
+	case d.matched.pairs[k][0] == conflictEntry:
+		v.id = d.matched.conflicts[d.matched.pairs[k][1]]
+		v.next = d.inConflict(v.id, prev)
+		return v
 	default: // it lost a side: see gone
 		v.id = d.matched.lost[d.matched.pairs[k][1]]
 		if prev == nil { // only found in state, so not possible
@@ -195,12 +209,7 @@ func (d *decider) one(k int32, prev *transform.Snapshot, buf []transform.Decisio
 	}
 	if keptOut {
 		v.blocked = fmt.Sprintf("kept out: profile %s, which state links to contact %s, has a row in this run that is bad or whose time cannot be read", prev.PKey, v.id)
-		if c != nil {
-			v.blockedAt = extract.Reject{Source: d.d365Files[c.File].path, Line: int(c.Line), ID: v.id.String(), IDChecked: true, Reason: v.blocked}
-		}
-		if p != nil {
-			v.blockedAt = extract.Reject{Source: d.campFiles[p.File].path, Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: v.blocked}
-		}
+		d.blockAt(&v, c, p)
 		v.next = *prev
 		return v
 	}
@@ -209,6 +218,21 @@ func (d *decider) one(k int32, prev *transform.Snapshot, buf []transform.Decisio
 	// contact the read reported deleted.
 	campaignAll := !d.incremental || d.campaignComplete
 	d365All := !d.incremental || d.d365Complete || d.deleted[v.id]
+	// A contact Campaign has shown two or more profiles for (in any read)
+	// is decided again only once a read of every profile finds exactly one
+	// (or none): until then a run that sees one of them, or only the
+	// contact, records what it read of the contact and touches nothing.
+	if prev != nil && prev.CConflict {
+		if !campaignAll {
+			v.blocked = fmt.Sprintf("duplicate-externalId: Campaign has shown two or more profiles for contact %s; it is not touched until a backfill (or a read of every profile) finds exactly one", v.id)
+			d.blockAt(&v, c, p)
+			v.next, v.record = d.seeBlocked(c, prev), true
+			return v
+		}
+		settled := *prev
+		settled.CConflict = false
+		prev = &settled
+	}
 	// In a run, a profile other than the one state links to this contact is
 	// a second profile for one contact: none is touched, unless this run
 	// shows the first one has left the contact. A backfill, or a run that
@@ -217,7 +241,10 @@ func (d *decider) one(k int32, prev *transform.Snapshot, buf []transform.Decisio
 	if p != nil && !campaignAll && useState && prev.CSeen && prev.PKey != "" && prev.PKey != p.PKey && !left {
 		v.blocked = fmt.Sprintf("duplicate-externalId: contact %s is linked to profile %s in state; a second profile for one contact is not touched until a backfill settles it", p.ID, prev.PKey)
 		v.blockedAt = extract.Reject{Source: d.campFiles[p.File].path, Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: v.blocked}
-		v.next = *prev
+		// Two profiles for one contact: state remembers it, so that a
+		// later run that sees only one of them does not decide either.
+		v.next, v.record = d.seeBlocked(c, prev), true
+		v.next.CConflict = true
 		return v
 	}
 	if left {
@@ -289,6 +316,45 @@ func (d *decider) keepETag(next *transform.Snapshot, c *extract.Contact, prev *t
 	return ""
 }
 
+// blockAt names the row of a blocked entry for the rejects file: its
+// profile's when it has one, else its contact's.
+func (d *decider) blockAt(v *verdict, c *extract.Contact, p *extract.Profile) {
+	if c != nil {
+		v.blockedAt = extract.Reject{Source: d.d365Files[c.File].path, Line: int(c.Line), ID: v.id.String(), IDChecked: true, Reason: v.blocked}
+	}
+	if p != nil {
+		v.blockedAt = extract.Reject{Source: d.campFiles[p.File].path, Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: v.blocked}
+	}
+}
+
+// seeBlocked is what state keeps of a contact that is not decided because
+// its profiles are in conflict: what was read of the contact itself (so
+// that it is decided against its present once the conflict is settled),
+// nothing of the profiles.
+func (d *decider) seeBlocked(c *extract.Contact, prev *transform.Snapshot) transform.Snapshot {
+	if c == nil || c.Bad {
+		return *prev
+	}
+	next := transform.SeeContact(d.rules, c, prev)
+	d.keepETag(&next, c, prev, prev != nil && prev.DSeen && c.Modified < prev.DModified)
+	return next
+}
+
+// inConflict is what state keeps of a contact whose two or more profiles
+// this run's input holds.
+func (d *decider) inConflict(id extract.ID, prev *transform.Snapshot) transform.Snapshot {
+	next := transform.Snapshot{Known: true}
+	if prev != nil {
+		next = *prev
+	}
+	cs := d.matched.contacts
+	if i, ok := slices.BinarySearchFunc(cs, id, func(c extract.Contact, id extract.ID) int { return c.ID.Compare(id) }); ok {
+		next = d.seeBlocked(&cs[i], &next)
+	}
+	next.CConflict = true
+	return next
+}
+
 func lookup(r *state.Reader, id extract.ID, into *transform.Snapshot) (*transform.Snapshot, error) {
 	if r == nil {
 		return nil, nil
@@ -318,6 +384,8 @@ func entryID(m *joined, k int32) extract.ID {
 		return c.ID
 	case p != nil:
 		return p.ID
+	case m.pairs[k][0] == conflictEntry:
+		return m.conflicts[m.pairs[k][1]]
 	}
 	return m.lost[m.pairs[k][1]]
 }
@@ -383,7 +451,13 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 		decisions = v.decisions
 		d.count(int32(k), prevPtr, &v.next)
 		if v.blocked != "" {
-			if prevPtr != nil {
+			switch {
+			case v.record:
+				d.countPending(v.id, &v.next)
+				if prevPtr == nil || v.next != prev || forgot {
+					dirty = append(dirty, int32(k))
+				}
+			case prevPtr != nil:
 				d.countPending(v.id, prevPtr)
 			}
 			// Join counted a one-sided entry as without counterpart; it
@@ -446,6 +520,31 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 			return nil, err
 		}
 	}
+	// Contacts whose two or more profiles this run's input holds are left
+	// out by the join; state learns that Campaign shows them more than one.
+	if len(d.matched.conflicts) > 0 {
+		var r *state.Reader
+		if st != nil {
+			if r, err = st.Reader(); err != nil {
+				return nil, err
+			}
+			defer r.Close()
+		}
+		for i, id := range d.matched.conflicts {
+			prevPtr, err := lookup(r, id, &prev)
+			if err != nil {
+				return nil, err
+			}
+			d.forgetFuture(prevPtr)
+			next := d.inConflict(id, prevPtr)
+			if prevPtr != nil && next == prev {
+				continue
+			}
+			d.matched.pairs = append(d.matched.pairs, [2]int32{conflictEntry, int32(i)})
+			dirty = append(dirty, int32(len(d.matched.pairs)-1))
+			d.optOutDelta += knownOptOuts(len(d.rules.Pairs), prevPtr, &next) - knownOptOuts(len(d.rules.Pairs), prevPtr, prevPtr)
+		}
+	}
 	return dirty, nil
 }
 
@@ -457,6 +556,9 @@ func (d *decider) gone(id extract.ID, snap *transform.Snapshot) transform.Snapsh
 	next := *snap
 	if d.lostProfile(id, snap) {
 		next = transform.LoseProfile(next)
+	}
+	if !d.incremental || d.campaignComplete {
+		next.CConflict = false // a read of every profile found none for it
 	}
 	if next.DSeen && (!d.incremental || d.d365Complete || d.deleted[id]) {
 		next.DSeen, next.DETag = false, ""
@@ -593,7 +695,7 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 				forgot := d.forgetFuture(prevPtr)
 				v := d.one(k, prevPtr, decisions[:0])
 				decisions = v.decisions
-				if v.blocked != "" {
+				if v.blocked != "" && !v.record {
 					continue
 				}
 				refused := d.failed[v.id]

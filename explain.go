@@ -23,13 +23,16 @@ type presentState struct {
 	ProfilePKey string `json:"profile_pkey,omitempty"`
 	// AsOf says what the answer reflects: the last commit, even while a run
 	// holds the state.
-	AsOf     string          `json:"as_of"`
-	D365     sideNow         `json:"d365"`
-	Campaign sideNow         `json:"campaign"`
-	Changed  *runRef         `json:"last_changed,omitempty"`
-	Pairs    []pairNow       `json:"pairs"`
-	Retry    *retryNow       `json:"queued_retry,omitempty"`
-	History  []load.AuditRow `json:"history"`
+	AsOf     string  `json:"as_of"`
+	D365     sideNow `json:"d365"`
+	Campaign sideNow `json:"campaign"`
+	Changed  *runRef `json:"last_changed,omitempty"`
+	// ProfilesInConflict: Campaign has shown two or more profiles for the
+	// contact; no run decides it until a backfill finds exactly one.
+	ProfilesInConflict bool            `json:"profiles_in_conflict,omitempty"`
+	Pairs              []pairNow       `json:"pairs"`
+	Retry              *retryNow       `json:"queued_retry,omitempty"`
+	History            []load.AuditRow `json:"history"`
 }
 
 type sideNow struct {
@@ -135,7 +138,7 @@ func present(cfg *Config, st *state.Store, id extract.ID, field string) (*presen
 		}
 		return r
 	}
-	p.Known, p.Changed = true, ref(snap.Decided, true)
+	p.Known, p.Changed, p.ProfilesInConflict = true, ref(snap.Decided, true), snap.CConflict
 	if snap.CSeen {
 		p.ProfilePKey = snap.PKey
 	}
@@ -207,6 +210,9 @@ func (p *presentState) print(out io.Writer) error {
 	}
 	side("Dynamics", "modifiedon", p.D365)
 	side("Campaign", "lastModified", p.Campaign)
+	if p.ProfilesInConflict {
+		fmt.Fprintln(out, "  Campaign has shown two or more profiles with this contact's externalId: no run touches it until a backfill finds exactly one (duplicate-externalId)")
+	}
 	if p.Changed != nil {
 		fmt.Fprintf(out, "  last changed by %s\n", p.Changed)
 	}

@@ -232,7 +232,8 @@ func (j *job) run(ctx context.Context) (err error) {
 	contacts, profiles, rejects := id.contacts, id.profiles, id.rejects
 	sum.Superseded, sum.DuplicateProfiles, sum.Unlinked = id.superseded, id.duplicates, id.unlinked
 
-	matched := joined{contacts: contacts, profiles: profiles, pairs: make([][2]int32, 0, max(len(contacts), len(profiles)))}
+	matched := joined{contacts: contacts, profiles: profiles, pairs: make([][2]int32, 0, max(len(contacts), len(profiles))),
+		conflicts: id.conflicts}
 	// Which records the decider visits: the others (bad rows, the good side
 	// of a blocked pair) are in the input all the same, for the shrink guard.
 	joinedC, joinedP := make([]bool, len(contacts)), make([]bool, len(profiles))
@@ -596,6 +597,9 @@ type identified struct {
 	unlinked               int // profiles whose latest row links no contact
 	// owners says what the input links each PKey to (withOwners).
 	owners *transform.Owners
+	// conflicts are the contacts two or more profiles of the input name,
+	// sorted.
+	conflicts []extract.ID
 }
 
 // identify applies the identity rules to what was read: one row per
@@ -633,6 +637,9 @@ func identify(in *inputs, d365Files, campFiles []inputFile, withOwners bool) ide
 		}
 	}
 	for _, p := range grouped.Dups {
+		if n := len(id.conflicts); n == 0 || id.conflicts[n-1] != p.ID {
+			id.conflicts = append(id.conflicts, p.ID) // Dups come grouped by contact, in order
+		}
 		id.duplicates++
 		if !p.Bad { // a bad row has its own reject row already
 			id.rejects = append(id.rejects, extract.Reject{Source: campFiles[p.File].path, Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: "duplicate-externalId"})
