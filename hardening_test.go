@@ -75,7 +75,7 @@ func TestRunTightensOutDirAndWritesThroughNoLink(t *testing.T) {
 		t.Errorf("out_dir is %v after the run, want 0700", fi.Mode().Perm())
 	}
 	files, _ := filepath.Glob(p.path("out/*"))
-	if len(files) != 5 {
+	if len(files) != 6 { // audit, rejects, two update files, the report, the state identity
 		t.Fatalf("out_dir holds %v", files)
 	}
 	for _, f := range files {

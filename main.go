@@ -218,6 +218,7 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 				incremental: incremental, plan: plan, hooks: h,
 				d365Path: c.String("d365-csv"), campaignPath: c.String("campaign-csv"),
 				replay: opt[0], force: opt[1], allowMassOptin: opt[2], allowMissing: opt[3],
+				newState: c.Command.Name == "backfill" && c.Bool("new-state"),
 				progress: prog,
 			}
 			// A run that goes on too long (a service throttling it for
@@ -299,9 +300,10 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 				Action:       syncAction(true, false),
 			},
 			{
-				Name:         "backfill",
-				Usage:        "full reconciliation of one export per system: decide, write update and audit files, remember what was agreed",
-				Flags:        append(slices.Clone(exportFlags), replay, massOptin, allowMissing),
+				Name:  "backfill",
+				Usage: "full reconciliation of one export per system: decide, write update and audit files, remember what was agreed",
+				Flags: append(slices.Clone(exportFlags), replay, massOptin, allowMissing,
+					&cli.BoolFlag{Name: "new-state", Usage: "start over deliberately: a new state file (one found is moved aside, never deleted); every contact is decided as at first sight, and the run history records it"}),
 				OnUsageError: onUsage,
 				Action:       syncAction(false, false),
 			},

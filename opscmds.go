@@ -358,11 +358,17 @@ func stateReset(ctx context.Context, cfg *Config, field string, out io.Writer, l
 			return withCode(exitUsage, fmt.Errorf("--field %s: no mapping of that Dynamics field in %s", field, cfg.path))
 		}
 	}
+	if err := checkStateKept(cfg, false); err != nil {
+		return err
+	}
 	st, err := state.Open(cfg.State, cfg.rules.Pairs)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	if err := checkIdentity(cfg, st, false); err != nil {
+		return err
+	}
 	started := time.Now().UTC()
 	run := &state.Run{ID: newRunID(started), Command: "state reset", Started: started, Outcome: "running",
 		Direction: string(cfg.rules.Direction), Policy: string(cfg.rules.Policy)}

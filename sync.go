@@ -39,11 +39,15 @@ type job struct {
 	plan           bool
 	allowMassOptin bool
 	allowMissing   bool
-	progress       *progress
-	hooks          hooks
-	dv             *d365Conn     // the Dataverse connector, when d365 uses the API
-	cv             *campaignConn // the Campaign connector, when campaign uses the API
-	queue          []state.RetryItem
+	// newState: backfill --new-state, a deliberate start over; stateAside
+	// is where the state file found was moved ("" when there was none).
+	newState   bool
+	stateAside string
+	progress   *progress
+	hooks      hooks
+	dv         *d365Conn     // the Dataverse connector, when d365 uses the API
+	cv         *campaignConn // the Campaign connector, when campaign uses the API
+	queue      []state.RetryItem
 	// mappingAdded: a mapping is new since the last run, so systems read
 	// through an API are read in full; mappingsRemoved are dropped from
 	// state after the run's commit.
@@ -136,12 +140,19 @@ func (j *job) run(ctx context.Context) (err error) {
 	sum := newSummary(runID, j.command)
 	j.sum = sum
 
+	// A run never starts over silently from a lost state.
+	if err := checkStateKept(cfg, j.newState); err != nil {
+		return err
+	}
 	st, err := j.openState()
 	if err != nil {
 		return err
 	}
 	if st != nil {
 		defer st.Close()
+	}
+	if err := checkIdentity(cfg, st, j.newState); err != nil {
+		return err
 	}
 	run := &state.Run{ID: runID, Command: j.command, Started: started, Outcome: "running",
 		Direction: string(rules.Direction), Policy: string(rules.Policy),
@@ -180,6 +191,15 @@ func (j *job) run(ctx context.Context) (err error) {
 		}()
 		if run.ConfigChanges, err = j.configChanges(st); err != nil {
 			return err
+		}
+		if j.newState {
+			what := "there was no state file"
+			if j.stateAside != "" {
+				what = "the state file found was moved aside to " + j.stateAside
+			}
+			change := "state started over deliberately (backfill --new-state): " + what + "; every contact is decided as at first sight"
+			log.Warn().Str("change", change).Msg("starting over")
+			run.ConfigChanges = append(run.ConfigChanges, change)
 		}
 		// Until the commit, readers (runs, audit, state export) may read
 		// the last committed state beside this run.
@@ -480,6 +500,8 @@ func (j *job) run(ctx context.Context) (err error) {
 			run.Outcome = "running" // let the deferred recorder mark it failed
 			return fmt.Errorf("committing state (the files of this run are complete; the next run decides the contacts not yet committed again, the same way): %w", err)
 		}
+		// out_dir now holds files of a run that used this state file.
+		keepIdentity(cfg, st, log)
 		// Config housekeeping belongs to the run's commit: a removed
 		// mapping's snapshots go now that the run has committed (a run that
 		// stopped kept them). Killed here, the next run drops them.
@@ -696,6 +718,11 @@ func (j *job) openState() (*state.Store, error) {
 		// run holds the state, it plans against the run's last commit.
 		return openReadOnly(j.cfg, j.log)
 	}
+	if j.newState {
+		st, aside, err := state.OpenNew(j.cfg.State, j.cfg.rules.Pairs)
+		j.stateAside = aside
+		return st, err
+	}
 	return state.Open(j.cfg.State, j.cfg.rules.Pairs)
 }
 
@@ -711,7 +738,7 @@ func (j *job) runConfig() *state.RunConfig {
 	for _, o := range []struct {
 		on   bool
 		name string
-	}{{j.replay, "--replay"}, {j.force, "--force"}, {j.allowMassOptin, "--allow-mass-optin"}} {
+	}{{j.replay, "--replay"}, {j.force, "--force"}, {j.allowMassOptin, "--allow-mass-optin"}, {j.newState, "--new-state"}} {
 		if o.on {
 			rc.Options = append(rc.Options, o.name)
 		}

@@ -216,7 +216,7 @@ func TestOutputFilesArePrivate(t *testing.T) {
 	}
 	files, _ := filepath.Glob(p.path("out/*"))
 	files = append(files, p.path("optsync.db"))
-	if len(files) != 6 { // audit, rejects, two update files, the report, state
+	if len(files) != 7 { // audit, rejects, two update files, the report, the state identity, state
 		t.Fatalf("files: %v", files)
 	}
 	for _, f := range files {

@@ -116,6 +116,8 @@ type Store struct {
 	// Holder, for a read-only store, is the run that held the state when it
 	// was opened (nil: none): what is read is its last commit.
 	Holder *LockInfo
+	// id is the file's identity (see ID).
+	id string
 }
 
 // Open opens (creating if needed) the state file for a run that may write,
@@ -366,6 +368,7 @@ func (s *Store) init(pairs []transform.Pair) error {
 			return fmt.Errorf("state %s has schema %d; this optsync reads schema %d or older", s.path, n, SchemaVersion)
 		}
 		s.sealed = sealed
+		s.id = string(s.vb(meta, "meta").Get(keyStateID))
 		return nil
 	}
 	if s.readOnly {
@@ -404,6 +407,14 @@ func (s *Store) init(pairs []transform.Pair) error {
 		} else {
 			n, _, _ := readSchema(v)
 			s.schemaBehind = n != SchemaVersion
+		}
+		// A file gets its identity when it is created (one made before
+		// identities were kept, when a run first opens it).
+		if s.id == "" {
+			s.id = newStateID()
+			if err := s.vb(meta, "meta").Put(keyStateID, []byte(s.id)); err != nil {
+				return err
+			}
 		}
 		reg, err := meta.CreateBucketIfNotExists(bucketPairs)
 		if err != nil {
