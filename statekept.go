@@ -17,14 +17,15 @@ import (
 
 // checkStateKept stops a command that would start from nothing when runs
 // before it kept a state: a state file that is missing while out_dir holds
-// what earlier runs left (their files, the state identity file), or one
-// that is empty. Such a run would decide every contact as at first sight.
+// what earlier runs left (their update files, the state identity file).
+// Such a run would decide every contact as at first sight. (An empty state
+// file is refused when it is opened.)
 // newState (backfill --new-state) is the deliberate start over.
 func checkStateKept(cfg *Config, newState bool) error {
 	if newState {
 		return nil
 	}
-	fi, err := os.Lstat(cfg.State)
+	_, err := os.Lstat(cfg.State)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		found, err := load.RunHistory(cfg.OutDir)
@@ -35,10 +36,8 @@ func checkStateKept(cfg *Config, newState bool) error {
 			return nil // a first run
 		}
 		return &state.LostError{Path: cfg.State, Problem: fmt.Sprintf("does not exist, but out_dir %s holds what earlier runs left (%s)", cfg.OutDir, listSome(found, 3))}
-	case err == nil && fi.Mode().IsRegular() && fi.Size() == 0:
-		return &state.LostError{Path: cfg.State, Problem: "is empty (0 bytes): it holds no state"}
 	}
-	return nil // the open says what else is wrong
+	return nil // the open says what else is wrong (an empty file among it)
 }
 
 // checkIdentity compares the state file with the one out_dir's runs used

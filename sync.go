@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -206,6 +207,10 @@ func (j *job) run(ctx context.Context) (err error) {
 		if err := st.Share(); err != nil {
 			return err
 		}
+		// The files of runs that finished them but did not commit.
+		if err := recoverUncommitted(cfg, st, log); err != nil {
+			return err
+		}
 	}
 	var totals state.Totals // what state knows before this run
 	if st != nil {
@@ -278,7 +283,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	w, err := load.NewWriter(load.Options{
 		Dir: cfg.OutDir, RunID: runID, Pairs: rules.Pairs, Plan: j.plan,
 		D365Updates: cfg.D365.Target == "csv", CampaignUpdates: cfg.Campaign.Target == "csv",
-		PendingSince: runName,
+		PendingSince: runName, Uncommitted: !j.plan,
 	}, started)
 	if err != nil {
 		return err
@@ -287,6 +292,8 @@ func (j *job) run(ctx context.Context) (err error) {
 	defer func() {
 		if !finished {
 			w.Abort()
+		} else {
+			w.Close() // a run that failed after its files: they keep names that say so
 		}
 	}()
 	var examples []string
@@ -443,8 +450,10 @@ func (j *job) run(ctx context.Context) (err error) {
 	}
 	finished = true
 	sum.D365Rows, sum.CampaignRows = w.D365Rows, w.CampaignRows
-	for _, p := range w.Paths() {
-		log.Info().Str("file", p).Msg("written")
+	if j.plan {
+		for _, p := range w.Paths() {
+			log.Info().Str("file", p).Msg("written")
+		}
 	}
 	if j.hooks.beforeCommit != nil {
 		j.hooks.beforeCommit()
@@ -496,9 +505,19 @@ func (j *job) run(ctx context.Context) (err error) {
 		if cut != nil {
 			run.Outcome, run.ExitCode = state.OutcomeInterrupted, 128+int(cut.sig)
 		}
+		run.Committed = true // with the last transaction only
 		if err := d.commit(context.WithoutCancel(ctx), st, j.progress, started, dirty, fin); err != nil {
-			run.Outcome = "running" // let the deferred recorder mark it failed
-			return fmt.Errorf("committing state (the files of this run are complete; the next run decides the contacts not yet committed again, the same way): %w", err)
+			run.Outcome, run.Committed = "running", false // let the deferred recorder mark it failed
+			return fmt.Errorf("committing state (the files of this run keep names that say so, %s: not to be imported; the next run places the rows of the contacts committed and decides the others again, the same way): %w",
+				strings.Join(w.Paths(), ", "), err)
+		}
+		// State holds the run's decisions: its files take their final names.
+		if err := w.Commit(); err != nil {
+			run.Outcome = "running"
+			return fmt.Errorf("state holds the decisions of this run, but its files could not take their final names (the next run names them): %w", err)
+		}
+		for _, p := range w.Paths() {
+			log.Info().Str("file", p).Msg("written")
 		}
 		// out_dir now holds files of a run that used this state file.
 		keepIdentity(cfg, st, log)

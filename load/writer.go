@@ -87,6 +87,11 @@ type Options struct {
 	Plan bool
 	// D365Updates and CampaignUpdates ask for the update file of a CSV target.
 	D365Updates, CampaignUpdates bool
+	// Uncommitted: Finish gives the files names that say their run has not
+	// committed (<kind>-<run>-uncommitted.csv), and Commit their final
+	// names once state has recorded the run's decisions: an update file
+	// that looks finished is never one whose decisions state does not hold.
+	Uncommitted bool
 
 	// failCreate, in tests, makes creating the named file fail.
 	failCreate func(name string) error
@@ -107,6 +112,7 @@ type Writer struct {
 	d365      *outFile
 	campaign  *outFile
 	files     []*outFile
+	placed    []*outFile // finished, under their uncommitted names
 	row       []string
 	// Counts of rows written, by kind.
 	AuditRows, RejectRows, D365Rows, CampaignRows int
@@ -283,9 +289,9 @@ func PendingReason(since int64, name func(int64) string) string {
 }
 
 // Finish completes every file: flushed and synced, then all renamed into
-// place and the folder synced, so either every file of the run carries its
-// final name or none does. Only after it returns may state record the
-// changes.
+// place — their final names, or with Uncommitted names that say their run
+// has not committed — and the folder synced. Only after it returns may
+// state record the changes.
 func (w *Writer) Finish() error {
 	for _, f := range w.files {
 		if err := f.complete(); err != nil {
@@ -293,16 +299,55 @@ func (w *Writer) Finish() error {
 			return err
 		}
 	}
-	for _, f := range w.files {
+	for i, f := range w.files {
+		if w.opt.Uncommitted {
+			f.name, f.final = UncommittedName(f.name), w.dir.Path(UncommittedName(f.name))
+		}
 		if err := f.place(false); err != nil {
+			// Those placed already are removed with the rest: no file of a
+			// run that could not finish its files is left.
+			for _, g := range w.files[:i] {
+				w.dir.root.Remove(g.name)
+			}
 			w.Abort()
 			return err
 		}
 	}
-	w.files = nil
+	w.placed, w.files = w.files, nil
 	err := w.dir.sync()
-	w.dir.Close()
+	if !w.opt.Uncommitted {
+		w.dir.Close()
+	}
 	return err
+}
+
+// Commit gives the files of a finished Uncommitted writer their final
+// names, once state has recorded the run's decisions, and syncs the folder.
+func (w *Writer) Commit() error {
+	if !w.opt.Uncommitted {
+		return nil
+	}
+	defer func() {
+		w.placed = nil
+		w.dir.Close()
+	}()
+	for _, f := range w.placed {
+		final := finalName(f.name)
+		if err := w.dir.root.Rename(f.name, final); err != nil {
+			return fmt.Errorf("naming %s %s: %w", f.final, final, err)
+		}
+		f.name, f.final = final, w.dir.Path(final)
+	}
+	return w.dir.sync()
+}
+
+// Close releases the folder of a writer that will not commit (its run
+// failed after Finish): its files keep the names that say so.
+func (w *Writer) Close() {
+	if w.opt.Uncommitted && w.placed != nil {
+		w.placed = nil
+		w.dir.Close()
+	}
 }
 
 // Abort removes the unfinished files.
@@ -314,7 +359,7 @@ func (w *Writer) Abort() {
 	w.dir.Close()
 }
 
-// Paths lists the files a finished writer produced.
+// Paths lists the files a finished writer produced, by their names now.
 func (w *Writer) Paths() []string {
 	var out []string
 	for _, f := range []*outFile{w.audit, w.rejects, w.d365, w.campaign} {

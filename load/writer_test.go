@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -268,5 +269,46 @@ func TestNewWriterCreateFailure(t *testing.T) {
 				t.Errorf("left behind: %v, want nothing", got)
 			}
 		})
+	}
+}
+
+// An Uncommitted writer's files carry names that say so once finished, and
+// their final names only when Commit says state holds the run's decisions;
+// a writer closed without Commit leaves them under the names that say so.
+func TestUncommittedFilesTakeTheirNamesOnCommit(t *testing.T) {
+	names := func(dir string) []string {
+		es, _ := os.ReadDir(dir)
+		var out []string
+		for _, e := range es {
+			out = append(out, e.Name())
+		}
+		return out
+	}
+	for _, commit := range []bool{true, false} {
+		dir := t.TempDir()
+		w, err := NewWriter(Options{Dir: dir, RunID: "R", Pairs: pairs, D365Updates: true, CampaignUpdates: true, Uncommitted: true}, decided)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Finish(); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"audit-R-uncommitted.csv", "campaign-updates-R-uncommitted.csv", "d365-updates-R-uncommitted.csv", "rejects-R-uncommitted.csv"}
+		if got := names(dir); !slices.Equal(got, want) {
+			t.Fatalf("finished: %v, want %v", got, want)
+		}
+		if commit {
+			if err := w.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			want = []string{"audit-R.csv", "campaign-updates-R.csv", "d365-updates-R.csv", "rejects-R.csv"}
+		}
+		w.Close()
+		if got := names(dir); !slices.Equal(got, want) {
+			t.Fatalf("commit %v: %v, want %v", commit, got, want)
+		}
+		if got := w.Paths(); len(got) != 4 || filepath.Base(got[0]) != want[0] {
+			t.Fatalf("paths %v", got)
+		}
 	}
 }

@@ -33,7 +33,7 @@ func (e *CorruptError) Error() string {
 	if len(e.Check) > 0 {
 		fmt.Fprintf(&b, " (found: %s)", strings.Join(e.Check, "; "))
 	}
-	fmt.Fprintf(&b, ". optsync does not use a damaged state: restore the file from a backup, or, to start over deliberately, move it aside (mv %s %s.damaged): the next run then decides every contact as at first sight", e.Path, e.Path)
+	b.WriteString(". optsync does not use a damaged state: " + wayBack)
 	return b.String()
 }
 

@@ -15,7 +15,8 @@ import (
 
 // LostError says a run would have to start from a state other than the one
 // the runs before it kept: the file is missing although earlier runs
-// left their files, empty, or not the state those runs used. optsync never
+// left their files, or is not the state those runs used. (An empty or
+// otherwise damaged file is a CorruptError, with the same way back.) optsync never
 // starts over silently — a run without its state decides every contact as
 // at first sight and can clear opt-outs that state had agreed — so it
 // stops (exit 1), naming the file and the way back.
@@ -25,8 +26,13 @@ type LostError struct {
 }
 
 func (e *LostError) Error() string {
-	return fmt.Sprintf("state %s %s. optsync does not start over silently: a run without the state of the runs before it decides every contact as at first sight and can clear opt-outs that state had agreed. Restore the state file from a backup, or start over deliberately with `optsync backfill --new-state` (the run history records it)", e.Path, e.Problem)
+	return fmt.Sprintf("state %s %s. optsync does not start over silently: a run without the state of the runs before it decides every contact as at first sight and can clear opt-outs that state had agreed; %s", e.Path, e.Problem, wayBack)
 }
+
+// wayBack is what a lost or damaged state file's message ends with: the
+// one way back, and the one deliberate way to start over, for both.
+const wayBack = "restore the file from a backup, or start over deliberately with `optsync backfill --new-state` (it moves a state file found aside, never deletes it, and the run history records the start over): the run then decides every contact as at first sight"
+
 
 // keyStateID is the identity of a state file, made when it is created:
 // out_dir keeps it beside the files of the runs that used the file, so

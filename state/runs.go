@@ -36,6 +36,10 @@ type Run struct {
 	// time someone asks for the report of an old run.
 	Rejects      []Reasons `json:"rejects,omitempty"`
 	FailedWrites []Reasons `json:"failed_writes,omitempty"`
+	// Committed says the run's last transaction — the one that records
+	// it with its outcome — committed: state holds every decision it
+	// made, and its files may carry their final names.
+	Committed bool `json:"committed,omitempty"`
 }
 
 // RunConfig is the config a run was made with.

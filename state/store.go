@@ -171,6 +171,14 @@ func OpenReadOnly(path string, pairs []transform.Pair) (*Store, error) {
 }
 
 func open(path string, pairs []transform.Pair, readOnly bool) (*Store, error) {
+	return openHooked(path, pairs, readOnly, nil)
+}
+
+// fileHook, in tests, sees every file bbolt opens (the state file, and a
+// new one under its temporary name) and may inject faults into it.
+type fileHook func(f *os.File) error
+
+func openHooked(path string, pairs []transform.Pair, readOnly bool, hook fileHook) (*Store, error) {
 	s := &Store{path: path, readOnly: readOnly}
 	real, err := resolvePath(path)
 	if err != nil {
@@ -202,6 +210,21 @@ func open(path string, pairs []transform.Pair, readOnly bool) (*Store, error) {
 			return nil, err
 		}
 	}
+	openFunc := func(name string, flag int, mode os.FileMode) (*os.File, error) {
+		f, err := openFile(name, flag, mode, readOnly)
+		if err == nil && hook != nil {
+			if err = hook(f); err != nil {
+				f.Close()
+				f = nil
+			}
+		}
+		return f, err
+	}
+	if !exists && !readOnly {
+		if err := create(real, openFunc); err != nil {
+			return nil, fmt.Errorf("creating state %s: %w", path, err)
+		}
+	}
 	opts := &bolt.Options{
 		Timeout:        wait,
 		ReadOnly:       readOnly,
@@ -212,7 +235,7 @@ func open(path string, pairs []transform.Pair, readOnly bool) (*Store, error) {
 		// large first mapping (address space, not memory) avoids that.
 		InitialMmapSize: 1 << 30,
 		OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
-			f, err := openFile(name, flag, mode, readOnly)
+			f, err := openFunc(name, flag, mode)
 			s.file = f
 			return f, err
 		},
@@ -263,6 +286,38 @@ func open(path string, pairs []transform.Pair, readOnly bool) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// create makes a new state file whole: bbolt writes its first pages into a
+// file under a temporary name of its own and syncs it, and only then is it
+// linked to the state path (never replacing anything there). A state file
+// is never one bbolt did not finish: a failed write, a full disk or a kill
+// while it was created left a 0-byte state file, which the next run took
+// for a new one and a reader could not open ("write …: bad file
+// descriptor": bbolt writes the first pages of an empty file, even one
+// opened to be read).
+func create(path string, openFunc func(string, int, os.FileMode) (*os.File, error)) error {
+	tmp := path + ".new-" + newStateID()[:12]
+	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: writerWait, NoFreelistSync: true, FreelistType: bolt.FreelistMapType,
+		OpenFile: openFunc})
+	if err == nil {
+		err = db.Close()
+	}
+	if err == nil {
+		err = os.Link(tmp, path)
+	}
+	if rerr := os.Remove(tmp); err == nil && rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+		err = rerr
+	}
+	if err != nil {
+		return err
+	}
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return dir.Sync()
 }
 
 // Share lets readers open the file while this run reads and decides; the
