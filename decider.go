@@ -412,7 +412,9 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 	// that is not in this run's input is seen too (absent).
 	input := inInput{m: d.matched}
 	absent := func(id extract.ID, snap *transform.Snapshot) error {
-		if lost := d.gone(id, snap); !input.has(id) && lost != *snap {
+		// (a cheap test first: the walk meets every record of the file)
+		if !input.has(id) && d.losesSide(id, snap) {
+			lost := d.gone(id, snap)
 			d.matched.pairs = append(d.matched.pairs, [2]int32{lostEntry, int32(len(d.matched.lost))})
 			d.matched.lost = append(d.matched.lost, id)
 			dirty = append(dirty, int32(len(d.matched.pairs)-1))
@@ -553,6 +555,9 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 // contact is gone, exactly as when a delta read reports it deleted), and
 // its profile may have left it (lostProfile).
 func (d *decider) gone(id extract.ID, snap *transform.Snapshot) transform.Snapshot {
+	if !d.losesSide(id, snap) {
+		return *snap
+	}
 	next := *snap
 	if d.lostProfile(id, snap) {
 		next = transform.LoseProfile(next)
@@ -564,6 +569,12 @@ func (d *decider) gone(id extract.ID, snap *transform.Snapshot) transform.Snapsh
 		next.DSeen, next.DETag = false, ""
 	}
 	return next
+}
+
+// losesSide says whether gone changes the contact.
+func (d *decider) losesSide(id extract.ID, snap *transform.Snapshot) bool {
+	campaignAll, d365All := !d.incremental || d.campaignComplete, !d.incremental || d.d365Complete || d.deleted[id]
+	return d.lostProfile(id, snap) || snap.CConflict && campaignAll || snap.DSeen && d365All
 }
 
 // lostProfile says whether a contact of state that is not in this run's
