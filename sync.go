@@ -155,6 +155,11 @@ func (j *job) run(ctx context.Context) (err error) {
 	if err := checkIdentity(cfg, st, j.newState); err != nil {
 		return err
 	}
+	if j.newState {
+		// The start over is deliberate: from here on the new file is the
+		// state of this folder's runs, even if this run stops.
+		keepIdentity(cfg, st, log)
+	}
 	run := &state.Run{ID: runID, Command: j.command, Started: started, Outcome: "running",
 		Direction: string(rules.Direction), Policy: string(rules.Policy),
 		Version: readBuildInfo().short(), Config: j.runConfig()}
