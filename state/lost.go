@@ -33,7 +33,6 @@ func (e *LostError) Error() string {
 // one way back, and the one deliberate way to start over, for both.
 const wayBack = "restore the file from a backup, or start over deliberately with `optsync backfill --new-state` (it moves a state file found aside, never deletes it, and the run history records the start over): the run then decides every contact as at first sight"
 
-
 // keyStateID is the identity of a state file, made when it is created:
 // out_dir keeps it beside the files of the runs that used the file, so
 // that a run can tell the state of those runs from another one.

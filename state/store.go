@@ -297,6 +297,13 @@ func openHooked(path string, pairs []transform.Pair, readOnly bool, hook fileHoo
 // descriptor": bbolt writes the first pages of an empty file, even one
 // opened to be read).
 func create(path string, openFunc func(string, int, os.FileMode) (*os.File, error)) error {
+	// One left by a creation killed half-way (the run lock is held: no
+	// other run is creating one) goes first.
+	if left, _ := filepath.Glob(path + ".new-????????????"); len(left) > 0 {
+		for _, f := range left {
+			os.Remove(f)
+		}
+	}
 	tmp := path + ".new-" + newStateID()[:12]
 	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: writerWait, NoFreelistSync: true, FreelistType: bolt.FreelistMapType,
 		OpenFile: openFunc})
