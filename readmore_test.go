@@ -65,6 +65,10 @@ type simNight struct {
 	dURL, cURL string
 }
 
+// edits is a night's edits: as the night, 3,300 for 12,000
+// contacts.
+func (s *simNight) edits() int { return s.n * 11 / 40 }
+
 func (s *simNight) now() time.Time  { return time.UnixMilli(s.clock.Load()).UTC() }
 func (s *simNight) set(t time.Time) { s.clock.Store(t.UnixMilli()) }
 
@@ -380,7 +384,7 @@ func (s *simNight) nightPair(t *testing.T, first time.Time, w wideNight) (nightR
 	s.runAt(t, first, w.argsA...)
 	day := first
 	for k := 1; k < nights; k++ {
-		s.nightEdits(s.d, s.c, uint64(k), 3300, day.Add(time.Hour), day.Add(5*time.Hour), w.kind)
+		s.nightEdits(s.d, s.c, uint64(k), s.edits(), day.Add(time.Hour), day.Add(5*time.Hour), w.kind)
 		day = day.Add(6 * time.Hour)
 		s.runAt(t, day, w.argsA...)
 	}
@@ -389,8 +393,8 @@ func (s *simNight) nightPair(t *testing.T, first time.Time, w wideNight) (nightR
 	copyFile(t, db, saved)
 	d2, c2 := s.d.Clone(), s.c.Clone()
 	evening, night := day.Add(time.Hour), day.Add(6*time.Hour)
-	s.nightEdits(s.d, s.c, uint64(nights), 3300, evening, night.Add(-time.Hour), w.kind)
-	s.nightEdits(d2, c2, uint64(nights), 3300, evening, night.Add(-time.Hour), w.kind)
+	s.nightEdits(s.d, s.c, uint64(nights), s.edits(), evening, night.Add(-time.Hour), w.kind)
+	s.nightEdits(d2, c2, uint64(nights), s.edits(), evening, night.Add(-time.Hour), w.kind)
 	if !mapsEqual(s.values(s.d, s.c, nightMappings), s.values(d2, c2, nightMappings)) {
 		t.Fatal("the clones do not hold the same night")
 	}
@@ -448,17 +452,18 @@ func firstSync(nights int) time.Time {
 // changed.
 func TestNightAfterExpiredDeltaLinkDecidesAsTheDelta(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		nights int
-		kind   nightKind
+		name     string
+		contacts int
+		nights   int
+		kind     nightKind
 	}{
-		{"a night of edits", 1, nightKind{}},
-		{"the third night of edits, some dated back", 3, nightKind{backdated: true}},
-		{"contacts deleted while their profile changed", 2, nightKind{deletes: true}},
+		{"a night of edits", 12000, 1, nightKind{}}, // the night
+		{"the third night of edits, some dated back", 6000, 3, nightKind{backdated: true}},
+		{"contacts deleted while their profile changed", 6000, 2, nightKind{deletes: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			first := firstSync(tc.nights)
-			s := newSimNight(t, 12000, first, changedFilter, "  page_size: 5000\n")
+			s := newSimNight(t, tc.contacts, first, changedFilter, "  page_size: 5000\n")
 			a, b := s.nightPair(t, first, wideNight{nights: tc.nights, kind: tc.kind,
 				prepareB: func(d *d365sim.Server, _ *campaignsim.Server) { d.ExpireDeltaTokens() }})
 			compareNights(t, a, b)
@@ -466,7 +471,9 @@ func TestNightAfterExpiredDeltaLinkDecidesAsTheDelta(t *testing.T) {
 	}
 }
 
-// The class: every other way a run reads more than the changes.
+// The class: every other way a run reads more than the changes (nights of
+// 1,100 edits on 4,000 contacts: the same kinds of change, a third of the
+// time).
 func TestNightReadingMoreDecidesAsTheChanges(t *testing.T) {
 	first := firstSync(1)
 	for _, tc := range []struct {
@@ -482,7 +489,7 @@ func TestNightReadingMoreDecidesAsTheChanges(t *testing.T) {
 		{name: "added mapping", campaignA: changedFilter, campaignB: changedFilter, addMapping: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newSimNight(t, 12000, first, tc.campaignA, tc.d365A)
+			s := newSimNight(t, 4000, first, tc.campaignA, tc.d365A)
 			ms := nightMappings
 			if tc.addMapping {
 				ms = append(slices.Clone(nightMappings), nightMapping{"donotfax", "blackListFax", false})
