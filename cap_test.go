@@ -285,8 +285,8 @@ func TestCAPUnknownOutcomeIsReadBack(t *testing.T) {
 		name string
 		lose func(*odatacap.Server)
 	}{
-		{"answer dropped", func(s *odatacap.Server) { s.DropBatchAnswers(1) }},
-		{"answer garbled", func(s *odatacap.Server) { s.GarbleBatchAnswers(1) }},
+		{"answer dropped", func(s *odatacap.Server) { s.DropAnswers(1) }},
+		{"answer garbled", func(s *odatacap.Server) { s.GarbleAnswers(1) }},
 		{"JSON batch answer", func(s *odatacap.Server) { s.SetBatchAccept("application/json") }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

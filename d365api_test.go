@@ -418,7 +418,7 @@ func TestD365SecretIsNeverWritten(t *testing.T) {
 
 func TestD365MalformedPageIsFetchedAgain(t *testing.T) {
 	p := newAPIProject(t, 9, "  page_size: 4\n")
-	p.sim.MalformNextPage()
+	p.sim.MalformAnswers(1)
 	r := p.runWith(t, hooks{}, "run")
 	if r.code != 0 || !strings.Contains(r.stdout, "compared=9 pairs") {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)

@@ -178,8 +178,8 @@ func TestD365UnknownOutcomeIsReadBack(t *testing.T) {
 		mod  func(*d365sim.Options)
 		lose func(*d365sim.Server)
 	}{
-		{"answer dropped", nil, func(s *d365sim.Server) { s.DropBatchAnswers(1) }},
-		{"answer garbled", nil, func(s *d365sim.Server) { s.GarbleBatchAnswers(1) }},
+		{"answer dropped", nil, func(s *d365sim.Server) { s.DropAnswers(1) }},
+		{"answer garbled", nil, func(s *d365sim.Server) { s.GarbleAnswers(1) }},
 		{"JSON batch answer", func(o *d365sim.Options) { o.JSONBatchAlways = true }, func(*d365sim.Server) {}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -236,7 +236,7 @@ func TestCampaignUnknownOutcomeIsReadBack(t *testing.T) {
 		t.Fatalf("night 1: exit %d\n%s", r.code, r.stderr)
 	}
 	writeFile(t, p.path("drops/d365/2.csv"), dropContactsOne(contactID(1)+",2026-11-22T10:00:00Z,true"))
-	p.csim.DropPatchAnswers(1)
+	p.csim.DropAnswers(1)
 	r := p.run(t, hooks{}, "run")
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
