@@ -8,26 +8,13 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"optsync/extract"
 	"optsync/fixtures/campaignsim"
+	"optsync/fixtures/simcore"
 )
-
-// clock is the simulator's clock, moved by the tests.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // hookTransport lets a test act around each request: before it is sent
 // (returning a response answers it without sending) and after.
@@ -59,7 +46,7 @@ func fake(status int, hdr http.Header, body string) *http.Response {
 
 type guardEnv struct {
 	sim    *campaignsim.Server
-	clock  *clock
+	clock  *simcore.Clock // the simulator's, moved by the tests
 	w      *CampaignWriter
 	before func(r *http.Request) *http.Response
 	after  func(r *http.Request, resp *http.Response) *http.Response
@@ -72,7 +59,7 @@ const guardPKey = "@race1"
 func newGuardEnv(t *testing.T) *guardEnv {
 	t.Helper()
 	at := time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
-	e := &guardEnv{clock: &clock{t: at.Add(3 * time.Hour)}}
+	e := &guardEnv{clock: simcore.NewClock(at.Add(3 * time.Hour))}
 	e.sim = campaignsim.NewServer(campaignsim.Options{Organization: "o", ClientID: "c", ClientSecret: "s", Now: e.clock.Now, Seed: 1})
 	srv := httptest.NewServer(e.sim)
 	t.Cleanup(srv.Close)
