@@ -29,16 +29,24 @@ type Campaign struct {
 // CampaignSource names API rows in rejects.
 const CampaignSource = "campaign api"
 
+// paging is the query every paged read ends with. Campaign leaves "next"
+// out of a list of a table larger than its XtkBigTableThreshold (100,000
+// rows by default) unless the request asks for _forcePagination: without
+// it a big table would be read one page deep, and taken for all of it.
+func paging(lineCount int) string {
+	return fmt.Sprintf("_lineCount=%d&_forcePagination=true", lineCount)
+}
+
 // List reads every profile, page by page.
 func (c *Campaign) List(ctx context.Context, emit func(*Profile), reject func(Reject)) (Stats, error) {
-	return c.pages(ctx, fmt.Sprintf("%s%s/profile?_lineCount=%d", c.APIURL, c.Resource, c.pageSize()), emit, reject)
+	return c.pages(ctx, fmt.Sprintf("%s%s/profile?%s", c.APIURL, c.Resource, paging(c.pageSize())), emit, reject)
 }
 
 // ChangedSince reads the profiles a custom "changed since" filter returns:
 // profileAndServicesExt/profile/by<Name>?<Param>=<since>.
 func (c *Campaign) ChangedSince(ctx context.Context, name, param string, since time.Time, emit func(*Profile), reject func(Reject)) (Stats, error) {
-	link := fmt.Sprintf("%sprofileAndServicesExt/profile/by%s?%s=%s&_lineCount=%d", c.APIURL, name,
-		QueryValue(param), QueryValue(since.UTC().Format("2006-01-02 15:04:05.000Z")), c.pageSize())
+	link := fmt.Sprintf("%sprofileAndServicesExt/profile/by%s?%s=%s&%s", c.APIURL, name,
+		QueryValue(param), QueryValue(since.UTC().Format("2006-01-02 15:04:05.000Z")), paging(c.pageSize()))
 	return c.pages(ctx, link, emit, reject)
 }
 
@@ -288,7 +296,7 @@ type History struct {
 // evidence of a person's unsubscribe that a write overwrote, which the
 // profile itself no longer shows.
 func (c *Campaign) UnsubscribedAfter(ctx context.Context, pkey string, after int64) (History, error) {
-	link := fmt.Sprintf("%s%s/history/%s/events?_lineCount=%d", c.APIURL, c.Resource, url.PathEscape(pkey), 25)
+	link := fmt.Sprintf("%s%s/history/%s/events?%s", c.APIURL, c.Resource, url.PathEscape(pkey), paging(25))
 	for link != "" {
 		resp, err := c.get(ctx, link)
 		if err != nil {
