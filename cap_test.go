@@ -391,3 +391,30 @@ func TestCAPMessages(t *testing.T) {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
 }
+
+// The proxy in front of CAP has the simulators' fault switches
+// (fixtures/simcore): a 429 and 5xx it answers itself and a page of CAP's
+// cut short are retried, and every contact is read and decided.
+func TestCAPProxyFaultsAreRetried(t *testing.T) {
+	const n = 8
+	p := newCAPProject(t, n, odatacap.Options{PageSize: 3}, "  max_tries: 6\n")
+	p.cap.Throttle(time.Second, 1)
+	p.cap.SetFailRate(0.25)
+	p.cap.MalformAnswers(1)
+	r := p.run(t, hooks{}, "backfill")
+	if r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf("compared=%d pairs", n)) {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	seen := map[int]int{}
+	pages := 0
+	for _, q := range p.cap.Requests() {
+		seen[q.Status]++
+		if q.Method == "GET" && strings.HasSuffix(q.Path, "/contacts") && q.Status == 200 {
+			pages++
+		}
+	}
+	// three pages, and the one cut short read again
+	if seen[429] != 1 || seen[503] == 0 || pages != 4 {
+		t.Fatalf("statuses served %v, %d pages of contacts: the test proves nothing", seen, pages)
+	}
+}
