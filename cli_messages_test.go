@@ -54,7 +54,7 @@ func TestGlobalFlagsAfterTheCommand(t *testing.T) {
 		{[]string{"optsync", "run", "--", "--config", "x"}, []string{"optsync", "run", "--", "--config", "x"}},
 		{[]string{"optsync", "--config", "x.yaml"}, []string{"optsync", "--config", "x.yaml"}},
 	}
-	app := newApp(nil, nil, nil, hooks{})
+	app := cmdline{}.newApp(nil)
 	for _, tc := range cases {
 		if got := hoistGlobalFlags(tc.in, app.Flags); !slices.Equal(got, tc.want) {
 			t.Errorf("%q → %q, want %q", tc.in, got, tc.want)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http/httptest"
@@ -79,13 +78,7 @@ d365:
 
 func (p *apiProject) runWith(t *testing.T, h hooks, args ...string) cliResult {
 	t.Helper()
-	var out, errb bytes.Buffer
-	code := run(context.Background(), append([]string{"optsync", "--log-format", "json", "--config", p.config}, args...), &out, &errb, h)
-	r := cliResult{code: code, stdout: out.String(), stderr: errb.String()}
-	if m := runIDInSummary.FindStringSubmatch(r.stdout); m != nil {
-		r.runID = m[1]
-	}
-	return r
+	return p.cliWith(t, h, args...)
 }
 
 func (p *apiProject) donotemail(t *testing.T, i int) *bool {

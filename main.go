@@ -40,7 +40,7 @@ func main() {
 		debug.SetGCPercent(40)
 	}
 	ctx, stop := withSignals(context.Background())
-	code := run(ctx, os.Args, os.Stdout, os.Stderr, hooks{})
+	code := cmdline{stdout: os.Stdout, stderr: os.Stderr}.run(ctx, os.Args)
 	stop()
 	os.Exit(code)
 }
@@ -86,7 +86,8 @@ func withSignals(parent context.Context) (context.Context, func()) {
 	}
 }
 
-// hooks lets tests stop a run at a chosen point, the way a kill would.
+// hooks are the points where a test stops or pauses a run, the way a kill
+// would. Only the tests' kit (kit_test.go) sets them; main leaves them unset.
 type hooks struct {
 	afterDecide  func(ctx context.Context)
 	beforeCommit func()
@@ -111,12 +112,21 @@ func withCode(code int, err error) error { return &exitError{code: code, err: er
 // usage it printed): it only sets the exit code.
 var errShown = errors.New("usage shown")
 
-// run is main without the process: tests call it directly.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer, h hooks) int {
+// cmdline is main without the process: the streams the command line writes
+// to, and the hooks a test may stop a run at (none in main). Tests run it
+// in-process through their kit.
+type cmdline struct {
+	stdout, stderr io.Writer
+	hooks          hooks
+}
+
+// run runs one command line and returns its exit code.
+func (m cmdline) run(ctx context.Context, args []string) int {
+	stderr := m.stderr
 	// Until the flags are parsed there is no logger; errors before that
 	// (bad flags, bad log settings) are printed plainly.
 	log := zerolog.Nop()
-	app := newApp(stdout, stderr, &log, h)
+	app := m.newApp(&log)
 	err := app.RunContext(ctx, hoistGlobalFlags(args, app.Flags))
 	if err == nil {
 		return exitOK
@@ -167,7 +177,8 @@ func isUsageError(err error) bool {
 	return false
 }
 
-func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
+func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
+	stdout, stderr := m.stdout, m.stderr
 	// One progress reporter for the process: log lines on a terminal clear
 	// the bar's line before they print.
 	prog := newProgress(stderr, isTerminal(stderr))
@@ -215,7 +226,7 @@ func newApp(stdout, stderr io.Writer, log *zerolog.Logger, h hooks) *cli.App {
 			}
 			j := &job{
 				cfg: cfg, log: *log, stdout: stdout, command: c.Command.Name,
-				incremental: incremental, plan: plan, hooks: h,
+				incremental: incremental, plan: plan, hooks: m.hooks,
 				d365Path: c.String("d365-csv"), campaignPath: c.String("campaign-csv"),
 				replay: opt[0], force: opt[1], allowMassOptin: opt[2], allowMissing: opt[3],
 				newState: c.Command.Name == "backfill" && c.Bool("new-state"),

@@ -59,7 +59,7 @@ func TestHelperProcess(t *testing.T) {
 	ctx, stop := withSignals(context.Background())
 	defer stop()
 	args := append([]string{"optsync"}, strings.Split(os.Getenv("OPTSYNC_HELPER_ARGS"), "\x1f")...)
-	code := run(ctx, args, os.Stdout, os.Stderr, h)
+	code := cmdline{stdout: os.Stdout, stderr: os.Stderr, hooks: h}.run(ctx, args)
 	stop()
 	os.Exit(code)
 }

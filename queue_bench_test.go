@@ -63,7 +63,7 @@ func BenchmarkRetryQueueReread(b *testing.B) {
 		must(os.WriteFile(filepath.Join(dir, "drops", "1.csv"), []byte(night1), 0o600))
 		night := func(h hooks) int {
 			var out, errb bytes.Buffer
-			code := run(context.Background(), []string{"optsync", "--log-format", "json", "--config", filepath.Join(dir, "optsync.yaml"), "run"}, &out, &errb, h)
+			code := cmdline{stdout: &out, stderr: &errb, hooks: h}.run(context.Background(), []string{"optsync", "--log-format", "json", "--config", filepath.Join(dir, "optsync.yaml"), "run"})
 			if code != 0 && code != exitWriteFailed && code != 143 {
 				b.Fatalf("exit %d\n%s", code, errb.String())
 			}
@@ -160,7 +160,7 @@ func BenchmarkCampaignRetryQueueReread(b *testing.B) {
 		must(os.WriteFile(filepath.Join(dir, "drops", "1.csv"), []byte(night1), 0o600))
 		night := func(h hooks) int {
 			var out, errb bytes.Buffer
-			code := run(context.Background(), []string{"optsync", "--log-format", "json", "--config", filepath.Join(dir, "optsync.yaml"), "run"}, &out, &errb, h)
+			code := cmdline{stdout: &out, stderr: &errb, hooks: h}.run(context.Background(), []string{"optsync", "--log-format", "json", "--config", filepath.Join(dir, "optsync.yaml"), "run"})
 			if code != 0 && code != exitWriteFailed && code != 143 {
 				b.Fatalf("exit %d\n%s", code, errb.String())
 			}

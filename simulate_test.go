@@ -67,7 +67,7 @@ func TestSimulateCommandThenOptsync(t *testing.T) {
 	t.Setenv("OPTSYNC_SIM_SECRET", secret)
 	optsync := func(args ...string) (int, string) {
 		var stdout, stderr bytes.Buffer
-		code := run(context.Background(), append([]string{"optsync", "--config", cfg}, args...), &stdout, &stderr, hooks{})
+		code := cmdline{stdout: &stdout, stderr: &stderr}.run(context.Background(), append([]string{"optsync", "--config", cfg}, args...))
 		if strings.Contains(stdout.String()+stderr.String(), secret) {
 			t.Fatal("the secret reached the output")
 		}
