@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -12,93 +11,10 @@ import (
 	"time"
 
 	"optsync/fixtures/campaignsim"
-	"optsync/fixtures/d365sim"
+	"optsync/fixtures/testkit"
 )
 
-const campaignSecret = "camp-S3cret_7Yq!do-not-log"
-
-// campaignProject is a project whose Campaign side is the simulator; the
-// Dynamics side is a CSV drop unless withD365 also runs the Dataverse one.
-type campaignProject struct {
-	*project
-	csim *campaignsim.Server
-	dsim *d365sim.Server
-}
-
-func contactID(i int) string { return fmt.Sprintf("00000000-0000-0000-0000-%012d", i) }
-
-// newCampaignProject seeds n profiles (@p<i>, blackListEmail = i%4==0,
-// lastModified 2026-11-20 09:00) and, on the Dynamics side, n contacts
-// (donotemail = i%3==0, modifiedon 10:00: Dynamics newer).
-func newCampaignProject(t *testing.T, n int, withD365 bool, campaignExtra string) *campaignProject {
-	t.Helper()
-	csim := campaignsim.NewServer(campaignsim.Options{Organization: "acme", ClientID: "camp-client", ClientSecret: campaignSecret,
-		ChangedFilter: campaignsim.Filter{Name: "Changed", Param: "since"}, ValidationStatus: 400,
-		Seed: 1}) // fault draws repeat from run to run: a test cannot pass by luck
-	csrv := httptest.NewServer(csim)
-	t.Cleanup(csrv.Close)
-	t.Setenv("OPTSYNC_TEST_CAMPAIGN_SECRET", campaignSecret)
-	var ps []campaignsim.Profile
-	var rows []string
-	var cs []d365sim.Contact
-	cTime := time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
-	dTime := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
-	for i := 1; i <= n; i++ {
-		ps = append(ps, campaignsim.Profile{PKey: fmt.Sprintf("@p%d", i), ExternalID: contactID(i), LastModified: cTime,
-			Fields: map[string]*bool{"blackListEmail": boolp(i%4 == 0)}})
-		rows = append(rows, fmt.Sprintf("%s,%s,%v", contactID(i), dTime.Format(time.RFC3339), i%3 == 0))
-		cs = append(cs, d365sim.Contact{ID: contactID(i), ModifiedOn: dTime, Fields: map[string]*bool{"donotemail": boolp(i%3 == 0)}})
-	}
-	csim.Seed(ps)
-	d365 := "d365:\n  csv: drops/d365\n"
-	cp := &campaignProject{csim: csim}
-	if withD365 {
-		cp.dsim = d365sim.NewServer(d365sim.Options{Tenant: "tenant-1", ClientID: "client-1", ClientSecret: testSecret, ChangeTracking: true})
-		cp.dsim.Seed(cs)
-		dsrv := httptest.NewServer(cp.dsim)
-		t.Cleanup(dsrv.Close)
-		t.Setenv("OPTSYNC_TEST_D365_SECRET", testSecret)
-		d365 = fmt.Sprintf("d365:\n  source: api\n  target: api\n  url: %s\n  authority_url: %s\n  tenant_id: tenant-1\n  client_id: client-1\n  client_secret_env: OPTSYNC_TEST_D365_SECRET\n", dsrv.URL, dsrv.URL)
-	}
-	cfg := fmt.Sprintf(`direction: bidirectional
-mappings:
-  - d365: donotemail
-    campaign: blackListEmail
-safety:
-  max_optin: "100%%"
-%scampaign:
-  base_url: %s
-  ims_url: %s
-  organization: acme
-  client_id: camp-client
-  client_secret_env: OPTSYNC_TEST_CAMPAIGN_SECRET
-%s`, d365, csrv.URL, csrv.URL, campaignExtra)
-	cp.project = newProject(t, cfg)
-	if !withD365 {
-		writeFile(t, cp.path("drops/d365/1.csv"), dropContactsOne(rows...))
-	}
-	return cp
-}
-
-func dropContactsOne(rows ...string) string {
-	return "contactid,modifiedon,donotemail\n" + strings.Join(rows, "\n") + "\n"
-}
-
-func (p *campaignProject) run(t *testing.T, h hooks, args ...string) cliResult {
-	t.Helper()
-	return (&apiProject{project: p.project}).runWith(t, h, args...)
-}
-
-func (p *campaignProject) blackListEmail(t *testing.T, i int) *bool {
-	t.Helper()
-	pr, ok := p.csim.Profile(fmt.Sprintf("@p%d", i))
-	if !ok {
-		t.Fatalf("profile %d is gone", i)
-	}
-	return pr.Fields["blackListEmail"]
-}
-
-func (p *campaignProject) patches(since int) []campaignsim.RequestLog {
+func (p *simProject) patches(since int) []campaignsim.RequestLog {
 	var out []campaignsim.RequestLog
 	for _, r := range p.csim.Requests()[since:] {
 		if r.Method == "PATCH" {
@@ -110,7 +26,7 @@ func (p *campaignProject) patches(since int) []campaignsim.RequestLog {
 
 func TestCampaignFullScanWritesOnlyDifferences(t *testing.T) {
 	p := newCampaignProject(t, 12, false, "  source: api\n  target: api\n  page_size: 5\n")
-	r := p.run(t, hooks{}, "run")
+	r := p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -141,7 +57,7 @@ func TestCampaignFullScanWritesOnlyDifferences(t *testing.T) {
 	}
 	// A full scan again: the snapshots say nothing differs; nothing is sent.
 	n := len(p.csim.Requests())
-	r = p.run(t, hooks{}, "run")
+	r = p.cli(t, "run")
 	if r.code != 0 || len(p.patches(n)) != 0 {
 		t.Fatalf("second full scan: exit %d, %d PATCHes\n%s", r.code, len(p.patches(n)), r.stderr)
 	}
@@ -149,13 +65,13 @@ func TestCampaignFullScanWritesOnlyDifferences(t *testing.T) {
 
 func TestCampaignChangedFilterWatermark(t *testing.T) {
 	p := newCampaignProject(t, 6, false, "  source: api\n  target: api\n  changed_filter: {name: Changed, param: since}\n  overlap: 10m\n")
-	if r := p.run(t, hooks{}, "run"); r.code != 0 {
+	if r := p.cli(t, "run"); r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
 	n := len(p.csim.Requests())
 	// A user unsubscribes profile 1 in Campaign.
-	p.csim.SetField("@p1", "blackListEmail", boolp(true))
-	r := p.run(t, hooks{}, "run")
+	p.csim.SetField("@p1", "blackListEmail", testkit.Bool(true))
+	r := p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
@@ -177,7 +93,7 @@ func TestCampaignChangedFilterWatermark(t *testing.T) {
 		t.Fatalf("since=%s, want %s", since, want)
 	}
 	audit := p.out(t, "audit", r.runID)
-	if len(audit) != 1 || audit[0]["contact_id"] != contactID(1) || audit[0]["direction"] != "campaign->d365" {
+	if len(audit) != 1 || audit[0]["contact_id"] != testkit.GUID(1) || audit[0]["direction"] != "campaign->d365" {
 		t.Fatalf("audit %v", audit)
 	}
 	if upd := p.out(t, "d365-updates", r.runID); len(upd) != 1 || upd[0]["donotemail"] != "true" {
@@ -190,10 +106,10 @@ func TestCampaignChangedFilterWatermark(t *testing.T) {
 // meanwhile keeps its opt-out and waits in the retry queue.
 func TestCampaignReReadGuardKeepsAFreshOptOut(t *testing.T) {
 	p := newCampaignProject(t, 8, false, "  source: api\n  target: api\n")
-	r := p.run(t, hooks{afterDecide: func(context.Context) {
+	r := p.cliWith(t, hooks{afterDecide: func(context.Context) {
 		// Profile 4 is about to be cleared (Dynamics newer says may
 		// contact); its person unsubscribes from SMS in Campaign meanwhile.
-		p.csim.SetField("@p4", "blackListMobile", boolp(true))
+		p.csim.SetField("@p4", "blackListMobile", testkit.Bool(true))
 	}}, "run")
 	if r.code != exitWriteFailed {
 		t.Fatalf("exit %d, want 3\n%s", r.code, r.stderr)
@@ -210,13 +126,13 @@ func TestCampaignReReadGuardKeepsAFreshOptOut(t *testing.T) {
 			failed = append(failed, a["contact_id"]+" "+a["error"])
 		}
 	}
-	if len(failed) != 1 || !strings.HasPrefix(failed[0], contactID(4)) || !strings.Contains(failed[0], "changed in Campaign since it was read") {
+	if len(failed) != 1 || !strings.HasPrefix(failed[0], testkit.GUID(4)) || !strings.Contains(failed[0], "changed in Campaign since it was read") {
 		t.Fatalf("failed rows %v", failed)
 	}
 	// Next run: the queued contact is decided again against the profile as
 	// it is now. Its change makes Campaign the newer side: the opt-out
 	// stands and goes to Dynamics.
-	r = p.run(t, hooks{}, "run")
+	r = p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("retry run: exit %d\n%s", r.code, r.stderr)
 	}
@@ -227,7 +143,7 @@ func TestCampaignReReadGuardKeepsAFreshOptOut(t *testing.T) {
 	for _, a := range p.out(t, "audit", r.runID) {
 		got = append(got, a["contact_id"]+" "+a["direction"]+" "+a["new_value"]+" "+a["rule"])
 	}
-	if len(got) != 1 || got[0] != contactID(4)+" campaign->d365 true conflict-campaign-newer" {
+	if len(got) != 1 || got[0] != testkit.GUID(4)+" campaign->d365 true conflict-campaign-newer" {
 		t.Fatalf("retry run decided %v", got)
 	}
 }
@@ -237,7 +153,7 @@ func TestCampaignFaultsAndTokens(t *testing.T) {
 	p.csim.Throttle(time.Second, 1)
 	p.csim.ExpireTokens()
 	p.csim.SetFailRate(0.3)
-	r := p.run(t, hooks{afterDecide: func(context.Context) { p.csim.ExpireTokens() }}, "run")
+	r := p.cliWith(t, hooks{afterDecide: func(context.Context) { p.csim.ExpireTokens() }}, "run")
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
@@ -277,12 +193,12 @@ func TestCampaignFaultsAndTokens(t *testing.T) {
 // file, writes go through the API.
 func TestCampaignCSVSourceAPITarget(t *testing.T) {
 	p := newCampaignProject(t, 4, false, "  source: csv\n  target: api\n  csv: drops/campaign\n")
-	writeFile(t, p.path("drops/campaign/1.csv"), profilesCSV(
-		"@p1,"+contactID(1)+",2026-11-20 09:00:00.000Z,false",
-		"@p2,"+contactID(2)+",2026-11-20 09:00:00.000Z,false",
-		"@p3,"+contactID(3)+",2026-11-20 09:00:00.000Z,false",
-		"@p4,"+contactID(4)+",2026-11-20 09:00:00.000Z,true"))
-	r := p.run(t, hooks{}, "run")
+	testkit.WriteFile(t, p.path("drops/campaign/1.csv"), testkit.Profiles(
+		"@p1,"+testkit.GUID(1)+",2026-11-20 09:00:00.000Z,false",
+		"@p2,"+testkit.GUID(2)+",2026-11-20 09:00:00.000Z,false",
+		"@p3,"+testkit.GUID(3)+",2026-11-20 09:00:00.000Z,false",
+		"@p4,"+testkit.GUID(4)+",2026-11-20 09:00:00.000Z,true"))
+	r := p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
@@ -299,25 +215,25 @@ func TestCampaignCSVSourceAPITarget(t *testing.T) {
 
 func TestCampaignValidateOnlineAndSecret(t *testing.T) {
 	p := newCampaignProject(t, 2, false, "  source: api\n  target: api\n  changed_filter: {name: Changed, param: since}\n")
-	r := p.run(t, hooks{}, "validate", "--online")
+	r := p.cli(t, "validate", "--online")
 	if r.code != 0 || !strings.Contains(r.stdout, "organization acme answers") {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	cfg, _ := os.ReadFile(p.config)
-	writeFile(t, p.config, strings.Replace(strings.Replace(string(cfg), "name: Changed", "name: Nope", 1),
+	testkit.WriteFile(t, p.config, strings.Replace(strings.Replace(string(cfg), "name: Changed", "name: Nope", 1),
 		"    campaign: blackListEmail\n", "    campaign: blackListEmail\n  - d365: donotphone\n    campaign: ccpaOptOut\n", 1))
-	r = p.run(t, hooks{}, "validate", "--online")
+	r = p.cli(t, "validate", "--online")
 	if r.code != exitUsage || !strings.Contains(r.stdout, "changed_filter") {
 		t.Fatalf("a filter that does not answer: exit %d\n%s", r.code, r.stdout)
 	}
-	writeFile(t, p.config, string(cfg))
+	testkit.WriteFile(t, p.config, string(cfg))
 	t.Setenv("OPTSYNC_TEST_CAMPAIGN_SECRET", campaignSecret+"x")
-	bad := p.run(t, hooks{}, "--log-level", "debug", "run")
+	bad := p.cli(t, "--log-level", "debug", "run")
 	if bad.code == 0 {
 		t.Fatal("a wrong secret ran")
 	}
 	t.Setenv("OPTSYNC_TEST_CAMPAIGN_SECRET", campaignSecret)
-	good := p.run(t, hooks{}, "--log-level", "debug", "run")
+	good := p.cli(t, "--log-level", "debug", "run")
 	texts := []string{bad.stdout, bad.stderr, good.stdout, good.stderr}
 	_ = filepath.Walk(p.dir, func(path string, info os.FileInfo, err error) error {
 		if err == nil && info.Mode().IsRegular() {
@@ -355,7 +271,7 @@ func TestBothAPIsThreeNights(t *testing.T) {
 	}
 	night := func(name string) {
 		t.Helper()
-		if r := p.run(t, hooks{}, "run"); r.code != 0 {
+		if r := p.cli(t, "run"); r.code != 0 {
 			t.Fatalf("%s: exit %d\n%s\n%s", name, r.code, r.stdout, r.stderr)
 		}
 		check(name)
@@ -364,16 +280,16 @@ func TestBothAPIsThreeNights(t *testing.T) {
 
 	// Night 2: a person unsubscribes in Campaign; another opts back in in
 	// Dynamics (an opt-out cleared, guarded by the re-read).
-	p.csim.SetField("@p1", "blackListEmail", boolp(true))
-	p.dsim.SetField(contactID(3), "donotemail", boolp(false))
+	p.csim.SetField("@p1", "blackListEmail", testkit.Bool(true))
+	p.dsim.SetField(testkit.GUID(3), "donotemail", testkit.Bool(false))
 	want[1], want[3] = true, false
 	night("night 2")
 
 	// Night 3: one change on each side, and a Dynamics edit of another
 	// column that changes no mapped value.
-	p.csim.SetField("@p7", "blackListEmail", boolp(true))
-	p.dsim.SetField(contactID(10), "donotemail", boolp(true))
-	p.dsim.SetField(contactID(11), "donotphone", boolp(true))
+	p.csim.SetField("@p7", "blackListEmail", testkit.Bool(true))
+	p.dsim.SetField(testkit.GUID(10), "donotemail", testkit.Bool(true))
+	p.dsim.SetField(testkit.GUID(11), "donotphone", testkit.Bool(true))
 	want[7], want[10] = true, true
 	night("night 3")
 
@@ -386,9 +302,9 @@ func TestBothAPIsThreeNights(t *testing.T) {
 	}
 }
 
-func (p *campaignProject) dsimValue(t *testing.T, i int) *bool {
+func (p *simProject) dsimValue(t *testing.T, i int) *bool {
 	t.Helper()
-	c, ok := p.dsim.Contact(contactID(i))
+	c, ok := p.dsim.Contact(testkit.GUID(i))
 	if !ok {
 		t.Fatalf("contact %d is gone", i)
 	}
@@ -409,18 +325,18 @@ func deref(b *bool) string {
 // having a second profile.
 func TestCampaignAPIProfileRelinked(t *testing.T) {
 	p := newCampaignProject(t, 4, false, "  source: api\n  target: api\n")
-	if r := p.run(t, hooks{}, "run"); r.code != 0 {
+	if r := p.cli(t, "run"); r.code != 0 {
 		t.Fatalf("night 1: exit %d\n%s", r.code, r.stderr)
 	}
 	moved := time.Date(2026, 11, 21, 8, 0, 0, 0, time.UTC)
-	p.csim.Add(campaignsim.Profile{PKey: "@p2", LastModified: moved, Fields: map[string]*bool{"blackListEmail": boolp(false)}})
-	p.csim.Add(campaignsim.Profile{PKey: "@p3", ExternalID: contactID(2), LastModified: moved, Fields: map[string]*bool{"blackListEmail": boolp(true)}})
-	writeFile(t, p.path("drops/d365/2.csv"), dropContactsOne(contactID(3)+",2026-11-21T09:00:00Z,false"))
+	p.csim.Add(campaignsim.Profile{PKey: "@p2", LastModified: moved, Fields: map[string]*bool{"blackListEmail": testkit.Bool(false)}})
+	p.csim.Add(campaignsim.Profile{PKey: "@p3", ExternalID: testkit.GUID(2), LastModified: moved, Fields: map[string]*bool{"blackListEmail": testkit.Bool(true)}})
+	testkit.WriteFile(t, p.path("drops/d365/2.csv"), testkit.Contacts(testkit.GUID(3)+",2026-11-21T09:00:00Z,false"))
 	n := len(p.csim.Requests())
 	// The full scan has no profile for contact 3 any more: 1 of the 4
 	// records state knows on the Campaign side (the shrink guard counts by
 	// contact), more than max_missing's 10 %.
-	r := p.run(t, hooks{}, "run", "--allow-missing")
+	r := p.cli(t, "run", "--allow-missing")
 	if r.code != 0 {
 		t.Fatalf("night 2: exit %d\n%s", r.code, r.stderr)
 	}
@@ -431,7 +347,7 @@ func TestCampaignAPIProfileRelinked(t *testing.T) {
 		t.Fatalf("@p3 (contact 2's now) lost its opt-out: %v", v)
 	}
 	upd := p.out(t, "d365-updates", r.runID)
-	if len(upd) != 1 || upd[0]["contactid"] != contactID(2) || upd[0]["donotemail"] != "true" {
+	if len(upd) != 1 || upd[0]["contactid"] != testkit.GUID(2) || upd[0]["donotemail"] != "true" {
 		t.Fatalf("want contact 2 opted out from @p3 (first sight, Campaign newer), got %v\n%s", upd, r.stdout)
 	}
 	if rej := p.out(t, "rejects", r.runID); len(rej) != 0 {
@@ -448,7 +364,7 @@ func TestCampaignAPIProfileRelinked(t *testing.T) {
 // it still were its own.
 func TestCampaignFullScanProfileGone(t *testing.T) {
 	p := newCampaignProject(t, 4, false, "  source: api\n  target: api\n") // no changed_filter: every read is a full scan
-	if r := p.run(t, hooks{}, "run"); r.code != 0 {
+	if r := p.cli(t, "run"); r.code != 0 {
 		t.Fatalf("night 1: exit %d\n%s", r.code, r.stderr)
 	}
 	// Contact 2's profile @p2 is deleted and a new one, @p9, opted out,
@@ -457,18 +373,18 @@ func TestCampaignFullScanProfileGone(t *testing.T) {
 	if !p.csim.Delete("@p2") || !p.csim.Delete("@p3") {
 		t.Fatal("profiles not deleted")
 	}
-	p.csim.Add(campaignsim.Profile{PKey: "@p9", ExternalID: contactID(2), LastModified: time.Date(2026, 11, 21, 8, 0, 0, 0, time.UTC),
-		Fields: map[string]*bool{"blackListEmail": boolp(true)}})
-	writeFile(t, p.path("drops/d365/2.csv"), dropContactsOne(contactID(1)+",2026-11-20T10:00:00Z,false"))
+	p.csim.Add(campaignsim.Profile{PKey: "@p9", ExternalID: testkit.GUID(2), LastModified: time.Date(2026, 11, 21, 8, 0, 0, 0, time.UTC),
+		Fields: map[string]*bool{"blackListEmail": testkit.Bool(true)}})
+	testkit.WriteFile(t, p.path("drops/d365/2.csv"), testkit.Contacts(testkit.GUID(1)+",2026-11-20T10:00:00Z,false"))
 	// Contact 3 has no profile in the full scan: 1 of the 4 records state
 	// knows on the Campaign side (the shrink guard counts by contact; @p9
 	// stands for contact 2's), more than max_missing's 10 %. The night
 	// stops, and changes nothing, until told the profile is really gone.
-	r := p.run(t, hooks{}, "run")
+	r := p.cli(t, "run")
 	if r.code != exitSafety || !strings.Contains(r.stderr, "lacks 1 of the 4 profiles state knows") {
 		t.Fatalf("night 2 without --allow-missing: exit %d\n%s", r.code, r.stderr)
 	}
-	r = p.run(t, hooks{}, "run", "--allow-missing")
+	r = p.cli(t, "run", "--allow-missing")
 	if r.code != 0 {
 		t.Fatalf("night 2: exit %d\n%s", r.code, r.stderr)
 	}
@@ -476,19 +392,19 @@ func TestCampaignFullScanProfileGone(t *testing.T) {
 		t.Fatalf("rejects %v", rej)
 	}
 	upd := p.out(t, "d365-updates", r.runID)
-	if len(upd) != 1 || upd[0]["contactid"] != contactID(2) || upd[0]["donotemail"] != "true" {
+	if len(upd) != 1 || upd[0]["contactid"] != testkit.GUID(2) || upd[0]["donotemail"] != "true" {
 		t.Fatalf("want contact 2 opted out from @p9 (first sight, Campaign newer), got %v\n%s", upd, r.stdout)
 	}
 	out := p.path("export.csv")
-	if er := runCLI(t, "--config", p.config, "state", "export", "--output", out); er.code != 0 {
+	if er := p.cli(t, "state", "export", "--output", out); er.code != 0 {
 		t.Fatalf("state export: exit %d\n%s", er.code, er.stderr)
 	}
-	_, rows := readCSV(t, out)
+	_, rows := testkit.ReadCSV(t, out)
 	pkeys := map[string]string{}
 	for _, row := range rows {
 		pkeys[row["contact_id"]] = row["profile_pkey"]
 	}
-	if pkeys[contactID(2)] != "@p9" || pkeys[contactID(3)] != "" || pkeys[contactID(4)] != "@p4" {
+	if pkeys[testkit.GUID(2)] != "@p9" || pkeys[testkit.GUID(3)] != "" || pkeys[testkit.GUID(4)] != "@p4" {
 		t.Fatalf("profiles in state after night 2: %v; want contact 2 on @p9, contact 3 on none, contact 4 still on @p4", pkeys)
 	}
 }

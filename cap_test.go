@@ -3,110 +3,17 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"optsync/fixtures/campaignsim"
 	"optsync/fixtures/odatacap"
+	"optsync/fixtures/testkit"
 )
 
-// capProject is a project whose Dynamics side is SAP CAP serving a
-// Dataverse-shaped contacts set (an OData v4 server this project does not
-// write) and whose Campaign side is the Campaign simulator; both are read
-// and written through their APIs.
-type capProject struct {
-	*project
-	cap  *odatacap.Server
-	csim *campaignsim.Server
-	n    int
-}
-
-// newCAPProject seeds n contacts in CAP (donotemail = i%3==0, modified two
-// hours ago) and n profiles (blackListEmail = i%4==0, three hours ago, but
-// one hour ago for every fourth: those are newer in Campaign). d365Extra
-// goes into the d365 section of the config.
-func newCAPProject(t *testing.T, n int, o odatacap.Options, d365Extra string) *capProject {
-	t.Helper()
-	o.Tenant, o.ClientID, o.ClientSecret = "tenant-1", "client-1", testSecret
-	cs := odatacap.Start(t, o)
-	t.Setenv("OPTSYNC_TEST_D365_SECRET", testSecret)
-	csim := campaignsim.NewServer(campaignsim.Options{Organization: "acme", ClientID: "camp-client", ClientSecret: campaignSecret,
-		ChangedFilter: campaignsim.Filter{Name: "Changed", Param: "since"}, Seed: 1})
-	csrv := httptest.NewServer(csim)
-	t.Cleanup(csrv.Close)
-	t.Setenv("OPTSYNC_TEST_CAMPAIGN_SECRET", campaignSecret)
-	now := time.Now().UTC().Truncate(time.Second)
-	var contacts []odatacap.Contact
-	var profiles []campaignsim.Profile
-	for i := 1; i <= n; i++ {
-		contacts = append(contacts, odatacap.Contact{ID: contactID(i), ModifiedOn: now.Add(-2 * time.Hour),
-			Fields: map[string]*bool{"donotemail": boolp(i%3 == 0), "donotphone": boolp(false)}})
-		pt := now.Add(-3 * time.Hour)
-		if i%4 == 0 {
-			pt = now.Add(-time.Hour)
-		}
-		profiles = append(profiles, campaignsim.Profile{PKey: fmt.Sprintf("@p%d", i), ExternalID: contactID(i), LastModified: pt,
-			Fields: map[string]*bool{"blackListEmail": boolp(i%4 == 0)}})
-	}
-	cs.Seed(t, contacts)
-	csim.Seed(profiles)
-	cfg := fmt.Sprintf(`direction: bidirectional
-mappings:
-  - d365: donotemail
-    campaign: blackListEmail
-safety:
-  max_optin: "100%%"
-d365:
-  source: api
-  target: api
-  url: %s
-  authority_url: %s
-  tenant_id: tenant-1
-  client_id: client-1
-  client_secret_env: OPTSYNC_TEST_D365_SECRET
-  change_tracking: false
-  overlap: 1s
-%scampaign:
-  source: api
-  target: api
-  base_url: %s
-  ims_url: %s
-  organization: acme
-  client_id: camp-client
-  client_secret_env: OPTSYNC_TEST_CAMPAIGN_SECRET
-  changed_filter: {name: Changed, param: since}
-`, cs.URL, cs.URL, d365Extra, csrv.URL, csrv.URL)
-	return &capProject{project: newProject(t, cfg), cap: cs, csim: csim, n: n}
-}
-
-func (p *capProject) run(t *testing.T, h hooks, args ...string) cliResult {
-	t.Helper()
-	return (&apiProject{project: p.project}).runWith(t, h, args...)
-}
-
-func (p *capProject) donotemail(t *testing.T, i int) *bool {
-	t.Helper()
-	c, ok := p.cap.Contact(t, contactID(i))
-	if !ok {
-		t.Fatalf("contact %d is gone from CAP", i)
-	}
-	return c.Fields["donotemail"]
-}
-
-func (p *capProject) blackListEmail(t *testing.T, i int) *bool {
-	t.Helper()
-	pr, ok := p.csim.Profile(fmt.Sprintf("@p%d", i))
-	if !ok {
-		t.Fatalf("profile %d is gone", i)
-	}
-	return pr.Fields["blackListEmail"]
-}
-
 // batches counts the $batch requests CAP has received.
-func (p *capProject) batches() int {
+func (p *simProject) batches() int {
 	n := 0
 	for _, r := range p.cap.Requests() {
 		if r.Method == "POST" && strings.HasSuffix(r.Path, "$batch") {
@@ -142,7 +49,7 @@ func TestCAPEndToEndNights(t *testing.T) {
 	}
 	night := func(name string, args ...string) cliResult {
 		t.Helper()
-		r := p.run(t, hooks{}, args...)
+		r := p.cli(t, args...)
 		if r.code != 0 {
 			t.Fatalf("%s: exit %d\n%s\n%s", name, r.code, r.stdout, r.stderr)
 		}
@@ -169,26 +76,26 @@ func TestCAPEndToEndNights(t *testing.T) {
 	}
 
 	// Edits on both sides, and an edit of an unmapped column.
-	p.cap.SetField(t, contactID(1), "donotemail", boolp(true))
-	p.csim.SetField("@p2", "blackListEmail", boolp(true))
-	p.cap.SetField(t, contactID(5), "donotphone", boolp(true))
+	p.cap.SetField(t, testkit.GUID(1), "donotemail", testkit.Bool(true))
+	p.csim.SetField("@p2", "blackListEmail", testkit.Bool(true))
+	p.cap.SetField(t, testkit.GUID(5), "donotphone", testkit.Bool(true))
 	want[1], want[2] = true, true
 	night("the night that carries them", "run")
 
 	// Campaign opts 7 out; 7 was also edited in CAP (another column), so the
 	// night reads it with its ETag; between the read and the write a user
 	// edits it again: CAP refuses the stale ETag with 412.
-	p.csim.SetField("@p7", "blackListEmail", boolp(true))
-	p.cap.SetField(t, contactID(7), "donotfax", boolp(true))
-	r = p.run(t, hooks{afterDecide: func(context.Context) {
-		p.cap.SetField(t, contactID(7), "donotphone", boolp(true))
+	p.csim.SetField("@p7", "blackListEmail", testkit.Bool(true))
+	p.cap.SetField(t, testkit.GUID(7), "donotfax", testkit.Bool(true))
+	r = p.cliWith(t, hooks{afterDecide: func(context.Context) {
+		p.cap.SetField(t, testkit.GUID(7), "donotphone", testkit.Bool(true))
 	}}, "run")
 	if r.code != exitWriteFailed {
 		t.Fatalf("stale ETag night: exit %d, want %d\n%s\n%s", r.code, exitWriteFailed, r.stdout, r.stderr)
 	}
 	var refused string
 	for _, a := range p.out(t, "audit", r.runID) {
-		if a["contact_id"] == contactID(7) && a["direction"] == "campaign->d365" {
+		if a["contact_id"] == testkit.GUID(7) && a["direction"] == "campaign->d365" {
 			refused = a["outcome"] + " " + a["error"]
 		}
 	}
@@ -210,7 +117,7 @@ func TestCAPEndToEndNights(t *testing.T) {
 }
 
 // outcomesCAP is outcomes for a capProject.
-func (p *capProject) outcomes(t *testing.T, runID string) map[int]string {
+func (p *simProject) outcomes(t *testing.T, runID string) map[int]string {
 	t.Helper()
 	return outcomes(t, p.project, runID)
 }
@@ -223,18 +130,18 @@ func TestCAPNoWriteInTheDark(t *testing.T) {
 	const n = 8
 	p := newCAPProject(t, n, odatacap.Options{}, "")
 	cfg, _ := os.ReadFile(p.config)
-	writeFile(t, p.config, strings.Replace(string(cfg), "d365:\n  source: api\n", "d365:\n  source: csv\n  csv: drops/d365\n", 1))
+	testkit.WriteFile(t, p.config, strings.Replace(string(cfg), "d365:\n  source: api\n", "d365:\n  source: csv\n  csv: drops/d365\n", 1))
 	var rows []string
 	for i := 1; i <= n; i++ {
-		c, _ := p.cap.Contact(t, contactID(i))
-		rows = append(rows, fmt.Sprintf("%s,%s,%v", contactID(i), c.ModifiedOn.UTC().Format(time.RFC3339), i%3 == 0))
+		c, _ := p.cap.Contact(t, testkit.GUID(i))
+		rows = append(rows, fmt.Sprintf("%s,%s,%v", testkit.GUID(i), c.ModifiedOn.UTC().Format(time.RFC3339), i%3 == 0))
 	}
-	writeFile(t, p.path("drops/d365/1.csv"), dropContactsOne(rows...))
+	testkit.WriteFile(t, p.path("drops/d365/1.csv"), testkit.Contacts(rows...))
 	// Campaign is newer for 4 and 8 (opted out): both go to Dynamics. A
 	// user opts 8 out in CAP after the export was taken.
-	p.cap.SetField(t, contactID(8), "donotemail", boolp(true))
+	p.cap.SetField(t, testkit.GUID(8), "donotemail", testkit.Bool(true))
 	before := len(p.cap.Requests())
-	r := p.run(t, hooks{}, "run")
+	r := p.cli(t, "run")
 	if r.code != exitWriteFailed {
 		t.Fatalf("night 1: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -256,7 +163,7 @@ func TestCAPNoWriteInTheDark(t *testing.T) {
 	}
 	// Night 2: the queue is read from CAP in bulk; 8 is in sync now.
 	before = len(p.cap.Requests())
-	r = p.run(t, hooks{}, "run")
+	r = p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("night 2: exit %d\n%s", r.code, r.stderr)
 	}
@@ -291,16 +198,16 @@ func TestCAPUnknownOutcomeIsReadBack(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newCAPProject(t, 6, odatacap.Options{}, "")
-			if r := p.run(t, hooks{}, "backfill"); r.code != 0 {
+			if r := p.cli(t, "backfill"); r.code != 0 {
 				t.Fatalf("backfill: exit %d\n%s", r.code, r.stderr)
 			}
 			for _, i := range []int{1, 2, 5} {
-				p.csim.SetField(fmt.Sprintf("@p%d", i), "blackListEmail", boolp(true))
+				p.csim.SetField(fmt.Sprintf("@p%d", i), "blackListEmail", testkit.Bool(true))
 			}
 			tc.lose(p.cap)
 			b := p.batches()
-			r := p.run(t, hooks{afterDecide: func(context.Context) {
-				p.cap.SetField(t, contactID(5), "donotphone", boolp(true)) // 5's write is refused
+			r := p.cliWith(t, hooks{afterDecide: func(context.Context) {
+				p.cap.SetField(t, testkit.GUID(5), "donotphone", testkit.Bool(true)) // 5's write is refused
 			}}, "run")
 			if r.code != exitWriteFailed {
 				t.Fatalf("exit %d\n%s", r.code, r.stderr)
@@ -315,7 +222,7 @@ func TestCAPUnknownOutcomeIsReadBack(t *testing.T) {
 			if p.batches()-b != 1 {
 				t.Fatalf("%d $batch requests: one that ran was sent again", p.batches()-b)
 			}
-			r = p.run(t, hooks{}, "run")
+			r = p.cli(t, "run")
 			if got := p.outcomes(t, r.runID); r.code != 0 || len(got) != 1 || got[5] != "campaign->d365 applied" {
 				t.Fatalf("the night after: exit %d, outcomes %v\n%s", r.code, got, r.stderr)
 			}
@@ -328,14 +235,14 @@ func TestCAPUnknownOutcomeIsReadBack(t *testing.T) {
 func TestCAPPayloadTooLargeHalvesTheBatch(t *testing.T) {
 	const n = 12
 	p := newCAPProject(t, n, odatacap.Options{BodyLimit: "2kb"}, "  batch_size: 12\n  concurrency: 1\n")
-	if r := p.run(t, hooks{}, "backfill"); r.code != 0 {
+	if r := p.cli(t, "backfill"); r.code != 0 {
 		t.Fatalf("backfill: exit %d\n%s", r.code, r.stderr)
 	}
 	for i := 1; i <= n; i++ {
-		p.csim.SetField(fmt.Sprintf("@p%d", i), "blackListEmail", boolp(i%3 != 0))
+		p.csim.SetField(fmt.Sprintf("@p%d", i), "blackListEmail", testkit.Bool(i%3 != 0))
 	}
 	before := len(p.cap.Requests())
-	r := p.run(t, hooks{}, "run")
+	r := p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
@@ -366,20 +273,20 @@ func TestCAPPayloadTooLargeHalvesTheBatch(t *testing.T) {
 func TestCAPMessages(t *testing.T) {
 	p := newCAPProject(t, 4, odatacap.Options{}, "  max_tries: 2\n")
 	cfg, _ := os.ReadFile(p.config)
-	writeFile(t, p.config, strings.Replace(string(cfg), "direction:", "state: state/optsync.db\ndirection:", 1))
-	p.cap.Seed(t, []odatacap.Contact{{ID: contactID(9), ModifiedOn: time.Now().Add(-time.Hour), Fields: map[string]*bool{"donotemail": boolp(true)}}})
-	r := p.run(t, hooks{}, "plan")
+	testkit.WriteFile(t, p.config, strings.Replace(string(cfg), "direction:", "state: state/optsync.db\ndirection:", 1))
+	p.cap.Seed(t, []odatacap.Contact{{ID: testkit.GUID(9), ModifiedOn: time.Now().Add(-time.Hour), Fields: map[string]*bool{"donotemail": testkit.Bool(true)}}})
+	r := p.cli(t, "plan")
 	if r.code != 0 || !strings.Contains(r.stdout, "contacts_without_profile=1") || strings.Contains(r.stdout, "waiting_for_counterpart=1") {
 		t.Fatalf("first plan: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	t.Setenv("OPTSYNC_TEST_D365_SECRET", testSecret+"-wrong")
-	r = p.run(t, hooks{}, "run")
+	r = p.cli(t, "run")
 	if r.code != 1 || !strings.Contains(r.stderr, "AADSTS7000215: Invalid client secret provided.") {
 		t.Fatalf("a refused secret: exit %d\n%s", r.code, r.stderr)
 	}
 	t.Setenv("OPTSYNC_TEST_D365_SECRET", testSecret)
 	p.cap.ResetGets(100)
-	r = p.run(t, hooks{}, "run")
+	r = p.cli(t, "run")
 	p.cap.ResetGets(0)
 	if r.code != 1 || !strings.Contains(r.stderr, "dataverse: GET http://") || strings.Contains(r.stderr, "select") || strings.Contains(r.stderr, "?") {
 		t.Fatalf("a transport error: exit %d\n%s", r.code, r.stderr)
@@ -387,7 +294,7 @@ func TestCAPMessages(t *testing.T) {
 	if fi, err := os.Stat(p.path("state")); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("state folder: %v %v", fi, err)
 	}
-	if r := p.run(t, hooks{}, "run"); r.code != 0 {
+	if r := p.cli(t, "run"); r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
 }
@@ -401,7 +308,7 @@ func TestCAPProxyFaultsAreRetried(t *testing.T) {
 	p.cap.Throttle(time.Second, 1)
 	p.cap.SetFailRate(0.25)
 	p.cap.MalformAnswers(1)
-	r := p.run(t, hooks{}, "backfill")
+	r := p.cli(t, "backfill")
 	if r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf("compared=%d pairs", n)) {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"optsync/fixtures/testkit"
 	"os"
 	"path/filepath"
 	"slices"
@@ -35,8 +36,8 @@ func TestUsageOnHelpAndUnknownCommands(t *testing.T) {
 // command too, in either spelling.
 func TestGlobalFlagsAfterTheCommand(t *testing.T) {
 	p := newProject(t, fmt.Sprintf(onePairConfig, "bidirectional", "newest"))
-	writeFile(t, p.path("d365.csv"), contactsCSV(guidN(1)+",2026-11-20T10:00:00Z,true"))
-	writeFile(t, p.path("campaign.csv"), profilesCSV("@p1,"+guidN(1)+",2026-11-20 09:00:00.000Z,false"))
+	testkit.WriteFile(t, p.path("d365.csv"), testkit.Contacts(testkit.GUID(1)+",2026-11-20T10:00:00Z,true"))
+	testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles("@p1,"+testkit.GUID(1)+",2026-11-20 09:00:00.000Z,false"))
 	for _, args := range [][]string{
 		{"backfill", "--config", p.config},
 		{"backfill", "--config=" + p.config, "--log-level", "warn"},
@@ -67,11 +68,11 @@ func TestGlobalFlagsAfterTheCommand(t *testing.T) {
 // variable of a flag the command does not have is not read.
 func TestEnvironmentBooleans(t *testing.T) {
 	p := newProject(t, strings.Replace(fmt.Sprintf(onePairConfig, "d365-to-campaign", "newest"), `"100%"`, "0", 1))
-	writeFile(t, p.path("d365.csv"), contactsCSV(guidN(1)+",2026-11-20T10:00:00Z,false"))
-	writeFile(t, p.path("campaign.csv"), profilesCSV("@p1,"+guidN(1)+",2026-11-20 09:00:00.000Z,true"))
+	testkit.WriteFile(t, p.path("d365.csv"), testkit.Contacts(testkit.GUID(1)+",2026-11-20T10:00:00Z,false"))
+	testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles("@p1,"+testkit.GUID(1)+",2026-11-20 09:00:00.000Z,true"))
 	for v, want := range map[string]int{"yes": 0, "Y": 0, "TRUE": 0, "1": 0, "no": exitSafety, "n": exitSafety, "0": exitSafety, "": exitSafety, "maybe": exitUsage} {
 		t.Setenv("OPTSYNC_ALLOW_MASS_OPTIN", v)
-		r := runCLI(t, "--config", p.config, "plan", "--backfill") // plan has no such flag: never read
+		r := p.cli(t, "plan", "--backfill") // plan has no such flag: never read
 		if r.code != 0 {
 			t.Fatalf("plan with OPTSYNC_ALLOW_MASS_OPTIN=%q: exit %d\n%s", v, r.code, r.stderr)
 		}
@@ -85,8 +86,8 @@ func TestEnvironmentBooleans(t *testing.T) {
 		if want == 0 {
 			// a real clear happened; start the next case from a clean state
 			p = newProject(t, strings.Replace(fmt.Sprintf(onePairConfig, "d365-to-campaign", "newest"), `"100%"`, "0", 1))
-			writeFile(t, p.path("d365.csv"), contactsCSV(guidN(1)+",2026-11-20T10:00:00Z,false"))
-			writeFile(t, p.path("campaign.csv"), profilesCSV("@p1,"+guidN(1)+",2026-11-20 09:00:00.000Z,true"))
+			testkit.WriteFile(t, p.path("d365.csv"), testkit.Contacts(testkit.GUID(1)+",2026-11-20T10:00:00Z,false"))
+			testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles("@p1,"+testkit.GUID(1)+",2026-11-20 09:00:00.000Z,true"))
 		}
 	}
 }
@@ -101,10 +102,10 @@ func TestValidateCountsWhatARunRejects(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		writeFile(t, p.path(f), string(b))
+		testkit.WriteFile(t, p.path(f), string(b))
 	}
 	p.config = p.path("optsync.yaml")
-	v := runCLI(t, "--config", p.config, "validate")
+	v := p.cli(t, "validate")
 	if v.code != 0 {
 		t.Fatalf("validate: exit %d\n%s", v.code, v.stderr)
 	}

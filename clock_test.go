@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"optsync/fixtures/d365sim"
+	"optsync/fixtures/testkit"
 )
 
 // clockConfig maps donotemail ↔ blackListEmail, the Campaign field with a
@@ -89,7 +90,7 @@ func (p *clockProject) nightOf(t *testing.T, dc [2]string) cliResult {
 func (p *clockProject) nightRows(t *testing.T, d, c string) cliResult {
 	t.Helper()
 	p.nights++
-	writeFile(t, p.config, fmt.Sprintf(clockConfig, p.inputs, p.extra))
+	testkit.WriteFile(t, p.config, fmt.Sprintf(clockConfig, p.inputs, p.extra))
 	if d != "" {
 		p.d = d
 	}
@@ -101,12 +102,12 @@ func (p *clockProject) nightRows(t *testing.T, d, c string) cliResult {
 		dFile, cFile = fmt.Sprintf("drops/d365/%d.csv", p.nights), fmt.Sprintf("drops/campaign/%d.csv", p.nights)
 	}
 	if d != "" || !p.mode.run {
-		writeFile(t, p.path(dFile), "contactid,modifiedon,donotemail\n"+p.d+"\n")
+		testkit.WriteFile(t, p.path(dFile), "contactid,modifiedon,donotemail\n"+p.d+"\n")
 	}
 	if c != "" || !p.mode.run {
-		writeFile(t, p.path(cFile), "PKey,externalId,lastModified,blackListEmail,emailOptOutDate\n"+p.c+"\n")
+		testkit.WriteFile(t, p.path(cFile), "PKey,externalId,lastModified,blackListEmail,emailOptOutDate\n"+p.c+"\n")
 	}
-	r := runCLI(t, append([]string{"--config", p.config}, p.mode.args...)...)
+	r := p.cli(t, p.mode.args...)
 	if r.code != 0 {
 		t.Fatalf("night %d: exit %d\n%s%s", p.nights, r.code, r.stdout, r.stderr)
 	}
@@ -121,7 +122,7 @@ func (p *clockProject) carried(t *testing.T, r cliResult, system string) bool {
 	if _, err := os.Stat(path); err != nil {
 		return false
 	}
-	_, rows := readCSV(t, path)
+	_, rows := testkit.ReadCSV(t, path)
 	for _, row := range rows {
 		if (row["contactid"] == guid1 && row["donotemail"] == "true") || (row["externalId"] == guid1 && row["blackListEmail"] == "true") {
 			return true
@@ -223,7 +224,7 @@ func TestFutureTimeInStateIsForgotten(t *testing.T) {
 
 func TestMaxClockSkewConfig(t *testing.T) {
 	p := newProject(t, fmt.Sprintf(clockConfig, "d365: {csv: d365.csv}\ncampaign: {csv: campaign.csv}", "max_clock_skew: soon\n"))
-	if r := runCLI(t, "--config", p.config, "validate"); r.code != exitUsage || !strings.Contains(r.stderr, `max_clock_skew: \"soon\" is not a duration`) {
+	if r := p.cli(t, "validate"); r.code != exitUsage || !strings.Contains(r.stderr, `max_clock_skew: \"soon\" is not a duration`) {
 		t.Errorf("exit %d: %s", r.code, r.stderr)
 	}
 }
@@ -242,20 +243,20 @@ func futureThroughAPIs(t *testing.T, tracking bool) {
 	p := newCampaignProject(t, 3, true, "  source: api\n  target: api\n  changed_filter: {name: Changed, param: since}\n")
 	if !tracking { // modifiedon gt the watermark
 		cfg, _ := os.ReadFile(p.config)
-		writeFile(t, p.config, strings.Replace(string(cfg), "OPTSYNC_TEST_D365_SECRET\n", "OPTSYNC_TEST_D365_SECRET\n  change_tracking: false\n", 1))
+		testkit.WriteFile(t, p.config, strings.Replace(string(cfg), "OPTSYNC_TEST_D365_SECRET\n", "OPTSYNC_TEST_D365_SECRET\n  change_tracking: false\n", 1))
 	}
-	if r := p.run(t, hooks{}, "run"); r.code != 0 {
+	if r := p.cli(t, "run"); r.code != 0 {
 		t.Fatalf("night 1: exit %d\n%s", r.code, r.stderr)
 	}
 	// Contacts 1 and 2 and their profiles agree on false (3 opted out on
 	// both). A clock in the year 9999 dates contact 1 and profile @p2.
 	y9999 := time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)
-	c1, _ := p.dsim.Contact(contactID(1))
-	p.dsim.Seed([]d365sim.Contact{{ID: contactID(1), ModifiedOn: y9999, Fields: c1.Fields}})
+	c1, _ := p.dsim.Contact(testkit.GUID(1))
+	p.dsim.Seed([]d365sim.Contact{{ID: testkit.GUID(1), ModifiedOn: y9999, Fields: c1.Fields}})
 	p2, _ := p.csim.Profile("@p2")
 	p2.LastModified = y9999
 	p.csim.Add(p2)
-	r := p.run(t, hooks{}, "run")
+	r := p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("night 2: exit %d\n%s", r.code, r.stderr)
 	}
@@ -267,20 +268,20 @@ func futureThroughAPIs(t *testing.T, tracking bool) {
 		}
 		got[rj["source"]] = rj["id"]
 	}
-	if len(rejects) != 2 || got["dataverse"] != contactID(1) || got["campaign api"] != "@p2" {
+	if len(rejects) != 2 || got["dataverse"] != testkit.GUID(1) || got["campaign api"] != "@p2" {
 		t.Fatalf("night 2 rejects: %v", rejects)
 	}
 
 	// Both opt out for real.
-	p.dsim.SetField(contactID(1), "donotemail", boolp(true))
-	p.csim.SetField("@p2", "blackListEmail", boolp(true))
-	if r := p.run(t, hooks{}, "run"); r.code != 0 {
+	p.dsim.SetField(testkit.GUID(1), "donotemail", testkit.Bool(true))
+	p.csim.SetField("@p2", "blackListEmail", testkit.Bool(true))
+	if r := p.cli(t, "run"); r.code != 0 {
 		t.Fatalf("night 3: exit %d\n%s", r.code, r.stderr)
 	}
 	if v := p.blackListEmail(t, 1); v == nil || !*v {
 		t.Errorf("contact 1's opt-out did not reach Campaign: %v", v)
 	}
-	if c2, _ := p.dsim.Contact(contactID(2)); c2.Fields["donotemail"] == nil || !*c2.Fields["donotemail"] {
+	if c2, _ := p.dsim.Contact(testkit.GUID(2)); c2.Fields["donotemail"] == nil || !*c2.Fields["donotemail"] {
 		t.Errorf("profile @p2's opt-out did not reach Dynamics: %v", c2.Fields["donotemail"])
 	}
 }

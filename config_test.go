@@ -57,7 +57,7 @@ func TestConfigErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newProject(t, tc.config)
 			for _, cmd := range []string{"validate", "backfill", "plan"} {
-				r := runCLI(t, "--config", p.config, cmd)
+				r := p.cli(t, cmd)
 				if r.code != exitUsage {
 					t.Fatalf("%s: exit %d, want 2\n%s", cmd, r.code, r.stderr)
 				}
@@ -82,7 +82,7 @@ func TestConfigValid(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newProject(t, tc.config)
-			if r := runCLI(t, "--config", p.config, "validate"); r.code != 0 {
+			if r := p.cli(t, "validate"); r.code != 0 {
 				t.Fatalf("exit %d: %s", r.code, r.stderr)
 			}
 		})

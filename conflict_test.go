@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"optsync/fixtures/campaignsim"
+	"optsync/fixtures/testkit"
 )
 
 // conflictNights is the story over file drops: contact 1 is opted
@@ -15,10 +16,10 @@ import (
 func conflictNights(t *testing.T) *project {
 	t.Helper()
 	p := newProject(t, fmt.Sprintf(dropConfig, ""))
-	writeFile(t, p.path("drops/d365/1.csv"), dropContacts(
+	testkit.WriteFile(t, p.path("drops/d365/1.csv"), testkit.Contacts2(
 		guid1+",2026-11-20T10:00:00Z,true,true",
 		guid2+",2026-11-20T10:00:00Z,false,false"))
-	writeFile(t, p.path("drops/campaign/1.csv"), dropProfiles(
+	testkit.WriteFile(t, p.path("drops/campaign/1.csv"), testkit.Profiles2(
 		"@p1,"+guid1+",2026-11-21 10:00:00.000Z,false,false",
 		"@p2,"+guid1+",2026-11-21 11:00:00.000Z,false,false",
 		"@q2,"+guid2+",2026-11-21 10:00:00.000Z,false,false"))
@@ -64,7 +65,7 @@ func TestDuplicateProfileStaysOutUntilABackfillSettlesIt(t *testing.T) {
 		t.Fatalf("night 1: both profiles are rejected: %v", rej)
 	}
 	// Night 2: only @p2 changed, so only it is in the drop.
-	writeFile(t, p.path("drops/campaign/2.csv"), dropProfiles("@p2,"+guid1+",2026-11-27 09:00:00.000Z,false,false"))
+	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles2("@p2,"+guid1+",2026-11-27 09:00:00.000Z,false,false"))
 	r = p.run(t)
 	checkTotalsPairs(t, p, 2)
 	if row := dynamicsRow(t, p, r.runID); row != "" {
@@ -74,7 +75,7 @@ func TestDuplicateProfileStaysOutUntilABackfillSettlesIt(t *testing.T) {
 		t.Fatalf("night 2: the profile is not rejected as in conflict: %v", rej)
 	}
 	// Night 3: the contact changes in Dynamics; its profiles do not.
-	writeFile(t, p.path("drops/d365/3.csv"), dropContacts(guid1+",2026-11-28T10:00:00Z,true,false"))
+	testkit.WriteFile(t, p.path("drops/d365/3.csv"), testkit.Contacts2(guid1+",2026-11-28T10:00:00Z,true,false"))
 	r = p.run(t)
 	checkTotalsPairs(t, p, 2)
 	if row := dynamicsRow(t, p, r.runID); row != "" {
@@ -89,12 +90,12 @@ func TestDuplicateProfileStaysOutUntilABackfillSettlesIt(t *testing.T) {
 	if len(exp) == 0 || exp[0]["campaign_conflict"] != "true" || exp[0]["d365_modified"] != "2026-11-28T10:00:00Z" {
 		t.Fatalf("state of contact 1: %v", exp)
 	}
-	if r := runCLI(t, "--config", p.config, "audit", "--contact", guid1); !strings.Contains(r.stdout, "two or more profiles with this contact's externalId") {
+	if r := p.cli(t, "audit", "--contact", guid1); !strings.Contains(r.stdout, "two or more profiles with this contact's externalId") {
 		t.Fatalf("audit --contact does not say the profiles are in conflict:\n%s", r.stdout)
 	}
 	// A backfill that still finds both: still not touched.
-	writeFile(t, p.path("full/d365.csv"), dropContacts(guid1+",2026-11-28T10:00:00Z,true,false", guid2+",2026-11-20T10:00:00Z,false,false"))
-	writeFile(t, p.path("full/campaign.csv"), dropProfiles(
+	testkit.WriteFile(t, p.path("full/d365.csv"), testkit.Contacts2(guid1+",2026-11-28T10:00:00Z,true,false", guid2+",2026-11-20T10:00:00Z,false,false"))
+	testkit.WriteFile(t, p.path("full/campaign.csv"), testkit.Profiles2(
 		"@p1,"+guid1+",2026-11-21 10:00:00.000Z,false,false",
 		"@p2,"+guid1+",2026-11-27 09:00:00.000Z,false,false",
 		"@q2,"+guid2+",2026-11-21 10:00:00.000Z,false,false"))
@@ -104,7 +105,7 @@ func TestDuplicateProfileStaysOutUntilABackfillSettlesIt(t *testing.T) {
 		t.Fatalf("a backfill with both profiles: exit %d, %s\n%s", r.code, dynamicsRow(t, p, r.runID), r.stderr)
 	}
 	// A night that sees @p1 alone: still not touched.
-	writeFile(t, p.path("drops/campaign/4.csv"), dropProfiles("@p1,"+guid1+",2026-11-29 09:00:00.000Z,false,false"))
+	testkit.WriteFile(t, p.path("drops/campaign/4.csv"), testkit.Profiles2("@p1,"+guid1+",2026-11-29 09:00:00.000Z,false,false"))
 	r = p.run(t)
 	checkTotalsPairs(t, p, 2)
 	if row := dynamicsRow(t, p, r.runID); row != "" {
@@ -112,7 +113,7 @@ func TestDuplicateProfileStaysOutUntilABackfillSettlesIt(t *testing.T) {
 	}
 	// @p1 is merged away in Campaign: a backfill finds exactly one profile
 	// and settles it, deciding as at first sight (Campaign is newer).
-	writeFile(t, p.path("full/campaign.csv"), dropProfiles(
+	testkit.WriteFile(t, p.path("full/campaign.csv"), testkit.Profiles2(
 		"@p2,"+guid1+",2026-11-29 12:00:00.000Z,false,false",
 		"@q2,"+guid2+",2026-11-21 10:00:00.000Z,false,false"))
 	r = p.backfill(t, "--d365-csv", p.path("full/d365.csv"), "--campaign-csv", p.path("full/campaign.csv"))
@@ -133,10 +134,10 @@ func exportState(t *testing.T, p *project, id string) []map[string]string {
 	t.Helper()
 	out := p.path("export-" + id + ".csv")
 	_ = os.Remove(out)
-	if r := runCLI(t, "--config", p.config, "state", "export", "--contact", id, "--output", out); r.code != 0 {
+	if r := p.cli(t, "state", "export", "--contact", id, "--output", out); r.code != 0 {
 		t.Fatalf("state export: exit %d\n%s", r.code, r.stderr)
 	}
-	_, rows := readCSV(t, out)
+	_, rows := testkit.ReadCSV(t, out)
 	return rows
 }
 
@@ -148,8 +149,8 @@ func TestDuplicateProfileThroughTheAPIs(t *testing.T) {
 	p := newCampaignProject(t, 8, true, "  source: api\n  target: api\n"+changedFilter)
 	// contact 3 is opted out in Dynamics (i%3==0) and not in Campaign; a
 	// second profile shares its externalId, newer.
-	p.csim.Add(campaignsim.Profile{PKey: "@dup3", ExternalID: contactID(3), Fields: map[string]*bool{"blackListEmail": boolp(false)}})
-	r := p.run(t, hooks{}, "run")
+	p.csim.Add(campaignsim.Profile{PKey: "@dup3", ExternalID: testkit.GUID(3), Fields: map[string]*bool{"blackListEmail": testkit.Bool(false)}})
+	r := p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("first run: exit %d\n%s", r.code, r.stderr)
 	}
@@ -157,14 +158,14 @@ func TestDuplicateProfileThroughTheAPIs(t *testing.T) {
 		t.Fatalf("the full scan rejects both profiles: %v", rej)
 	}
 	optedOut := func() bool {
-		c, _ := p.dsim.Contact(contactID(3))
+		c, _ := p.dsim.Contact(testkit.GUID(3))
 		v := c.Fields["donotemail"]
 		return v != nil && *v
 	}
 	// Night 2: the duplicate is saved again in Campaign; the changed-since
 	// read returns it alone.
-	p.csim.SetField("@dup3", "blackListEmail", boolp(false))
-	r = p.run(t, hooks{}, "run")
+	p.csim.SetField("@dup3", "blackListEmail", testkit.Bool(false))
+	r = p.cli(t, "run")
 	if r.code != 0 || !optedOut() {
 		t.Fatalf("night 2: exit %d, Dynamics opt-out kept %v\n%s", r.code, optedOut(), r.stdout)
 	}
@@ -174,7 +175,7 @@ func TestDuplicateProfileThroughTheAPIs(t *testing.T) {
 	// @p3 is deleted in Campaign; a backfill reads every profile, finds
 	// @dup3 alone and settles the contact: Campaign is newer.
 	p.csim.Delete("@p3")
-	r = p.run(t, hooks{}, "backfill")
+	r = p.cli(t, "backfill")
 	if r.code != 0 {
 		t.Fatalf("backfill: exit %d\n%s", r.code, r.stderr)
 	}

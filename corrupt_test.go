@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"optsync/fixtures/testkit"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,12 +22,12 @@ func corruptProject(t *testing.T) (p *project, good []byte) {
 	p = newProject(t, fmt.Sprintf(onePairConfig, "bidirectional", "newest"))
 	var cs, ps []string
 	for i := 1; i <= 3000; i++ {
-		id := fmt.Sprintf("00000000-0000-0000-0000-%012d", i)
+		id := testkit.GUID(i)
 		cs = append(cs, fmt.Sprintf("%s,2026-11-20T10:00:00Z,%v", id, i%3 == 0))
 		ps = append(ps, fmt.Sprintf("@p%d,%s,2026-11-20 09:00:00.000Z,%v", i, id, i%4 == 0))
 	}
-	writeFile(t, p.path("d365.csv"), contactsCSV(cs...))
-	writeFile(t, p.path("campaign.csv"), profilesCSV(ps...))
+	testkit.WriteFile(t, p.path("d365.csv"), testkit.Contacts(cs...))
+	testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles(ps...))
 	for range 2 {
 		if r := p.backfill(t); r.code != 0 {
 			t.Fatalf("backfill: exit %d %s", r.code, r.stderr)

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,88 +9,12 @@ import (
 	"time"
 
 	"optsync/fixtures/d365sim"
+	"optsync/fixtures/testkit"
 )
-
-const testSecret = "s3cr3t-Vr8~q.XQ_do-not-log"
-
-// apiProject is a project whose Dynamics side is the simulator.
-type apiProject struct {
-	*project
-	sim *d365sim.Server
-	srv *httptest.Server
-}
-
-func boolp(b bool) *bool { return &b }
-
-// newAPIProject seeds the simulator with n contacts (contact i: donotemail
-// = i%3==0) and profiles for each in a Campaign drop; extra goes into the
-// d365 section of the config.
-func newAPIProject(t *testing.T, n int, extra string) *apiProject {
-	t.Helper()
-	return newAPIProjectWith(t, n, extra, nil)
-}
-
-// newAPIProjectWith is newAPIProject with the simulator's options changed
-// by mod first.
-func newAPIProjectWith(t *testing.T, n int, extra string, mod func(*d365sim.Options)) *apiProject {
-	t.Helper()
-	o := d365sim.Options{Tenant: "tenant-1", ClientID: "client-1", ClientSecret: testSecret, ChangeTracking: true}
-	if mod != nil {
-		mod(&o)
-	}
-	sim := d365sim.NewServer(o)
-	srv := httptest.NewServer(sim)
-	t.Cleanup(srv.Close)
-	t.Setenv("OPTSYNC_TEST_D365_SECRET", testSecret)
-	var cs []d365sim.Contact
-	var profiles []string
-	base := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
-	for i := 1; i <= n; i++ {
-		id := fmt.Sprintf("00000000-0000-0000-0000-%012d", i)
-		cs = append(cs, d365sim.Contact{ID: id, ModifiedOn: base, Fields: map[string]*bool{"donotemail": boolp(i%3 == 0)}})
-		// Campaign opted out of every fourth, and is older: first sight
-		// makes Dynamics win those that differ.
-		profiles = append(profiles, fmt.Sprintf("@p%d,%s,2026-11-20 09:00:00.000Z,%v", i, id, i%4 == 0))
-	}
-	sim.Seed(cs)
-	cfg := fmt.Sprintf(`direction: bidirectional
-mappings:
-  - d365: donotemail
-    campaign: blackListEmail
-safety:
-  max_optin: "100%%"
-d365:
-  source: api
-  url: %s
-  authority_url: %s
-  tenant_id: tenant-1
-  client_id: client-1
-  client_secret_env: OPTSYNC_TEST_D365_SECRET
-%scampaign:
-  csv: drops/campaign
-`, srv.URL, srv.URL, extra)
-	p := &apiProject{project: newProject(t, cfg), sim: sim, srv: srv}
-	writeFile(t, p.path("drops/campaign/1.csv"), profilesCSV(profiles...))
-	return p
-}
-
-func (p *apiProject) runWith(t *testing.T, h hooks, args ...string) cliResult {
-	t.Helper()
-	return p.cliWith(t, h, args...)
-}
-
-func (p *apiProject) donotemail(t *testing.T, i int) *bool {
-	t.Helper()
-	c, ok := p.sim.Contact(fmt.Sprintf("00000000-0000-0000-0000-%012d", i))
-	if !ok {
-		t.Fatalf("contact %d is gone", i)
-	}
-	return c.Fields["donotemail"]
-}
 
 func TestD365EndToEndTwice(t *testing.T) {
 	p := newAPIProject(t, 12, "  target: api\n  page_size: 5\n  batch_size: 2\n")
-	r := p.runWith(t, hooks{}, "run")
+	r := p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -104,7 +26,7 @@ func TestD365EndToEndTwice(t *testing.T) {
 		t.Fatalf("want 5 decisions, got %d: %v", len(audit), audit)
 	}
 	var pages int
-	for _, req := range p.sim.Requests() {
+	for _, req := range p.dsim.Requests() {
 		if req.Method == "GET" && strings.HasSuffix(req.Path, "/contacts") {
 			pages++
 			if strings.Contains(req.Query, "skiptoken") && strings.Contains(req.Query, "$select") == false {
@@ -116,35 +38,35 @@ func TestD365EndToEndTwice(t *testing.T) {
 		t.Fatalf("12 contacts at 5 a page: want 3 page reads, got %d", pages)
 	}
 	// Second run: nothing changed anywhere, so nothing is written.
-	r = p.runWith(t, hooks{}, "run")
+	r = p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("second run: exit %d\n%s", r.code, r.stderr)
 	}
 	if got := p.out(t, "audit", r.runID); len(got) != 0 {
 		t.Fatalf("second run wrote %v", got)
 	}
-	if patches, _ := p.sim.Stats(); patches != 0 {
+	if patches, _ := p.dsim.Stats(); patches != 0 {
 		t.Fatalf("no Dynamics write was due, but %d PATCHes were sent", patches)
 	}
 }
 
 func TestD365WritesThroughBatchAndDelta(t *testing.T) {
 	p := newAPIProject(t, 8, "  target: api\n")
-	r := p.runWith(t, hooks{}, "run")
+	r := p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
 	// Campaign 4 and 8 opted out and older: first sight, Dynamics newer,
 	// so Campaign is cleared (update file); nothing goes to Dynamics yet.
-	if patches, _ := p.sim.Stats(); patches != 0 {
+	if patches, _ := p.dsim.Stats(); patches != 0 {
 		t.Fatalf("patches %d", patches)
 	}
 	// Night 2: Campaign opts contact 5 out (newer); Dynamics deletes 7 and
 	// a user opts 2 out in Dynamics.
-	writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV("@p5,00000000-0000-0000-0000-000000000005,2026-11-21 09:00:00.000Z,true"))
-	p.sim.Delete("00000000-0000-0000-0000-000000000007")
-	p.sim.SetField("00000000-0000-0000-0000-000000000002", "donotemail", boolp(true))
-	r = p.runWith(t, hooks{}, "run")
+	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles("@p5,00000000-0000-0000-0000-000000000005,2026-11-21 09:00:00.000Z,true"))
+	p.dsim.Delete("00000000-0000-0000-0000-000000000007")
+	p.dsim.SetField("00000000-0000-0000-0000-000000000002", "donotemail", testkit.Bool(true))
+	r = p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("night 2: exit %d\n%s", r.code, r.stderr)
 	}
@@ -164,7 +86,7 @@ func TestD365WritesThroughBatchAndDelta(t *testing.T) {
 		t.Fatalf("the deletion was not counted: %s", r.stdout)
 	}
 	// The delta read asked only for changes: no full page of 8.
-	reqs := p.sim.Requests()
+	reqs := p.dsim.Requests()
 	var deltaReads int
 	for _, q := range reqs {
 		if q.Method == "GET" && strings.Contains(q.Query, "deltatoken") {
@@ -175,7 +97,7 @@ func TestD365WritesThroughBatchAndDelta(t *testing.T) {
 		t.Fatalf("night 2 did not follow the stored delta link")
 	}
 	out := p.path("export.csv")
-	runCLI(t, "--config", p.config, "state", "export", "--output", out)
+	p.cli(t, "state", "export", "--output", out)
 	b, _ := os.ReadFile(out)
 	if strings.Contains(string(b), "00000000-0000-0000-0000-000000000007") {
 		t.Fatalf("the deleted contact kept its snapshot")
@@ -184,11 +106,11 @@ func TestD365WritesThroughBatchAndDelta(t *testing.T) {
 
 func TestD365ExpiredDeltaFallsBackToFullRead(t *testing.T) {
 	p := newAPIProject(t, 6, "")
-	if r := p.runWith(t, hooks{}, "run"); r.code != 0 {
+	if r := p.cli(t, "run"); r.code != 0 {
 		t.Fatal(r.stderr)
 	}
-	p.sim.ExpireDeltaTokens()
-	r := p.runWith(t, hooks{}, "run")
+	p.dsim.ExpireDeltaTokens()
+	r := p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
@@ -204,11 +126,11 @@ func TestD365ExpiredDeltaFallsBackToFullRead(t *testing.T) {
 
 func TestD365RetryAfterIsHonoured(t *testing.T) {
 	p := newAPIProject(t, 3, "")
-	p.sim.Throttle(2*time.Second, 1)
-	if r := p.runWith(t, hooks{}, "run"); r.code != 0 {
+	p.dsim.Throttle(2*time.Second, 1)
+	if r := p.cli(t, "run"); r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
-	reqs := p.sim.Requests()
+	reqs := p.dsim.Requests()
 	for i, q := range reqs {
 		if q.Status == 429 {
 			if i+1 >= len(reqs) {
@@ -232,10 +154,10 @@ func TestD365RetryAfterIsHonoured(t *testing.T) {
 
 func TestD365TokenExpiryAndFaultsAreRetried(t *testing.T) {
 	p := newAPIProject(t, 20, "  target: api\n  page_size: 4\n  max_tries: 12\n")
-	p.sim.ExpireTokens()
-	p.sim.SetFailRate(0.3)
-	p.sim.SetResetRate(0.2)
-	r := p.runWith(t, hooks{}, "run")
+	p.dsim.ExpireTokens()
+	p.dsim.SetFailRate(0.3)
+	p.dsim.SetResetRate(0.2)
+	r := p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
@@ -243,7 +165,7 @@ func TestD365TokenExpiryAndFaultsAreRetried(t *testing.T) {
 		t.Fatalf("not every contact was read: %s", r.stdout)
 	}
 	var s5xx int
-	for _, q := range p.sim.Requests() {
+	for _, q := range p.dsim.Requests() {
 		if q.Status >= 500 {
 			s5xx++
 		}
@@ -253,15 +175,15 @@ func TestD365TokenExpiryAndFaultsAreRetried(t *testing.T) {
 	}
 	// The expired token: the client held none yet, so it got a fresh one;
 	// expire again mid-run through a hook and the run still completes.
-	p.sim.SetFailRate(0)
-	p.sim.SetResetRate(0)
-	writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV("@p2,00000000-0000-0000-0000-000000000002,2026-11-22 09:00:00.000Z,true"))
-	r = p.runWith(t, hooks{afterDecide: func(context.Context) { p.sim.ExpireTokens() }}, "run")
+	p.dsim.SetFailRate(0)
+	p.dsim.SetResetRate(0)
+	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles("@p2,00000000-0000-0000-0000-000000000002,2026-11-22 09:00:00.000Z,true"))
+	r = p.cliWith(t, hooks{afterDecide: func(context.Context) { p.dsim.ExpireTokens() }}, "run")
 	if r.code != 0 {
 		t.Fatalf("token expired mid-run: exit %d\n%s", r.code, r.stderr)
 	}
 	// The write after the expiry got a 401, then went through with a new token.
-	reqs := p.sim.Requests()
+	reqs := p.dsim.Requests()
 	last := reqs[len(reqs)-1]
 	if last.Method != "POST" || !strings.HasSuffix(last.Path, "$batch") || last.Status != 200 {
 		t.Fatalf("the last request was %s %s %d, want the $batch after a new token", last.Method, last.Path, last.Status)
@@ -280,22 +202,22 @@ func TestD365TokenExpiryAndFaultsAreRetried(t *testing.T) {
 
 func TestD365WatermarkWithoutChangeTracking(t *testing.T) {
 	p := newAPIProject(t, 5, "  change_tracking: false\n  overlap: 10m\n")
-	if r := p.runWith(t, hooks{}, "run"); r.code != 0 {
+	if r := p.cli(t, "run"); r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
-	first := len(p.sim.Requests())
-	for _, q := range p.sim.Requests() {
+	first := len(p.dsim.Requests())
+	for _, q := range p.dsim.Requests() {
 		if strings.Contains(q.Query, "deltatoken") || strings.Contains(q.Query, "track-changes") {
 			t.Fatalf("change tracking used although disabled: %s", q.Query)
 		}
 	}
-	p.sim.SetField(contactID(2), "donotemail", boolp(true))
-	r := p.runWith(t, hooks{}, "run")
+	p.dsim.SetField(testkit.GUID(2), "donotemail", testkit.Bool(true))
+	r := p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
 	var filter string
-	for _, q := range p.sim.Requests()[first:] {
+	for _, q := range p.dsim.Requests()[first:] {
 		if q.Method == "GET" && strings.HasSuffix(q.Path, "/contacts") {
 			filter = q.Query
 		}
@@ -307,22 +229,22 @@ func TestD365WatermarkWithoutChangeTracking(t *testing.T) {
 		t.Fatalf("second read's filter %q, want modifiedon gt 2026-11-20T09:50:00Z", filter)
 	}
 	audit := p.out(t, "audit", r.runID)
-	if len(audit) != 1 || audit[0]["contact_id"] != contactID(2) {
+	if len(audit) != 1 || audit[0]["contact_id"] != testkit.GUID(2) {
 		t.Fatalf("audit %v", audit)
 	}
 }
 
 func TestD365RefusedWritesAreQueued(t *testing.T) {
 	p := newAPIProject(t, 6, "  target: api\n")
-	if r := p.runWith(t, hooks{}, "run"); r.code != 0 {
+	if r := p.cli(t, "run"); r.code != 0 {
 		t.Fatal(r.stderr)
 	}
 	// Night 2: Campaign opts 1, 2 and 5 out. Contact 2 was also edited in
 	// Dynamics (another column), so this run reads it with its ETag; between
 	// the read and the write a user edits it again (412 on the stale ETag)
 	// and contact 5 is deleted (404).
-	p.sim.SetField("00000000-0000-0000-0000-000000000002", "donotphone", boolp(true))
-	writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV(
+	p.dsim.SetField("00000000-0000-0000-0000-000000000002", "donotphone", testkit.Bool(true))
+	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles(
 		"@p1,00000000-0000-0000-0000-000000000001,2026-11-21 09:00:00.000Z,true",
 		"@p2,00000000-0000-0000-0000-000000000002,2026-11-21 09:00:00.000Z,true",
 		"@p5,00000000-0000-0000-0000-000000000005,2026-11-21 09:00:00.000Z,true",
@@ -330,10 +252,10 @@ func TestD365RefusedWritesAreQueued(t *testing.T) {
 	// Contact 4 is not read this run (it did not change in Dynamics): its
 	// write goes with the row version state kept from the last read, so an
 	// edit made meanwhile is refused too, not overwritten.
-	r := p.runWith(t, hooks{afterDecide: func(context.Context) {
-		p.sim.SetField("00000000-0000-0000-0000-000000000002", "donotbulkemail", boolp(true))
-		p.sim.Delete("00000000-0000-0000-0000-000000000005")
-		p.sim.SetField("00000000-0000-0000-0000-000000000004", "donotphone", boolp(true))
+	r := p.cliWith(t, hooks{afterDecide: func(context.Context) {
+		p.dsim.SetField("00000000-0000-0000-0000-000000000002", "donotbulkemail", testkit.Bool(true))
+		p.dsim.Delete("00000000-0000-0000-0000-000000000005")
+		p.dsim.SetField("00000000-0000-0000-0000-000000000004", "donotphone", testkit.Bool(true))
 	}}, "run")
 	if r.code != exitWriteFailed {
 		t.Fatalf("exit %d, want 3\n%s", r.code, r.stderr)
@@ -351,14 +273,14 @@ func TestD365RefusedWritesAreQueued(t *testing.T) {
 	}
 	// Night 3: the queue is read again; contact 2 is decided again with its
 	// new version and written; 5 is gone and leaves the queue.
-	r = p.runWith(t, hooks{}, "run")
+	r = p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("night 3: exit %d\n%s", r.code, r.stderr)
 	}
 	if v := p.donotemail(t, 2); v == nil || !*v {
 		t.Fatalf("contact 2 was not written on the retry")
 	}
-	runs := runCLI(t, "--config", p.config, "runs")
+	runs := p.cli(t, "runs")
 	if !strings.Contains(runs.stdout, "failed-writes") {
 		t.Fatalf("runs:\n%s", runs.stdout)
 	}
@@ -370,24 +292,24 @@ func TestD365ValidateOnline(t *testing.T) {
 	cfg, _ := os.ReadFile(p.config)
 	bad := strings.Replace(string(cfg), "  - d365: donotemail\n    campaign: blackListEmail\n",
 		"  - d365: donotemail\n    campaign: blackListEmail\n  - d365: xx_missing\n    campaign: blackListMobile\n  - d365: modifiedon\n    campaign: blackListPhone\n", 1)
-	writeFile(t, p.config, bad)
-	r := p.runWith(t, hooks{}, "validate", "--online")
+	testkit.WriteFile(t, p.config, bad)
+	r := p.cli(t, "validate", "--online")
 	if r.code != exitUsage || !strings.Contains(r.stdout, "xx_missing does not exist") || !strings.Contains(r.stdout, "modifiedon is DateTime, not Boolean") {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
-	writeFile(t, p.config, string(cfg))
-	if r := p.runWith(t, hooks{}, "validate", "--online"); r.code != 0 || !strings.Contains(r.stdout, "token ok") {
+	testkit.WriteFile(t, p.config, string(cfg))
+	if r := p.cli(t, "validate", "--online"); r.code != 0 || !strings.Contains(r.stdout, "token ok") {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 }
 
 func TestD365SecretIsNeverWritten(t *testing.T) {
 	p := newAPIProject(t, 4, "  target: api\n")
-	writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV("@p1,00000000-0000-0000-0000-000000000001,2026-11-21 09:00:00.000Z,true"))
-	r := p.runWith(t, hooks{}, "--log-level", "debug", "run")
+	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles("@p1,00000000-0000-0000-0000-000000000001,2026-11-21 09:00:00.000Z,true"))
+	r := p.cli(t, "--log-level", "debug", "run")
 	// A failing run too: a wrong secret.
 	t.Setenv("OPTSYNC_TEST_D365_SECRET", testSecret+"-wrong")
-	bad := p.runWith(t, hooks{}, "--log-level", "debug", "run")
+	bad := p.cli(t, "--log-level", "debug", "run")
 	if bad.code == 0 || !strings.Contains(bad.stderr, "access token") {
 		t.Fatalf("a wrong secret: exit %d\n%s", bad.code, bad.stderr)
 	}
@@ -411,8 +333,8 @@ func TestD365SecretIsNeverWritten(t *testing.T) {
 
 func TestD365MalformedPageIsFetchedAgain(t *testing.T) {
 	p := newAPIProject(t, 9, "  page_size: 4\n")
-	p.sim.MalformAnswers(1)
-	r := p.runWith(t, hooks{}, "run")
+	p.dsim.MalformAnswers(1)
+	r := p.cli(t, "run")
 	if r.code != 0 || !strings.Contains(r.stdout, "compared=9 pairs") {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -422,19 +344,19 @@ func TestD365MalformedPageIsFetchedAgain(t *testing.T) {
 // through its API is read in full, not from its delta link.
 func TestD365AddedMappingReadsInFull(t *testing.T) {
 	p := newAPIProject(t, 4, "")
-	if r := p.runWith(t, hooks{}, "run"); r.code != 0 {
+	if r := p.cli(t, "run"); r.code != 0 {
 		t.Fatal(r.stderr)
 	}
 	cfg, _ := os.ReadFile(p.config)
-	writeFile(t, p.config, strings.Replace(string(cfg), "    campaign: blackListEmail\n",
+	testkit.WriteFile(t, p.config, strings.Replace(string(cfg), "    campaign: blackListEmail\n",
 		"    campaign: blackListEmail\n  - d365: donotphone\n    campaign: blackListPhone\n", 1))
-	writeFile(t, p.path("drops/campaign/2.csv"), "PKey,externalId,lastModified,blackListEmail,blackListPhone\n")
-	n := len(p.sim.Requests())
-	r := p.runWith(t, hooks{}, "run")
+	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), "PKey,externalId,lastModified,blackListEmail,blackListPhone\n")
+	n := len(p.dsim.Requests())
+	r := p.cli(t, "run")
 	if r.code != 0 || !strings.Contains(r.stderr, "mapping added") {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
-	for _, q := range p.sim.Requests()[n:] {
+	for _, q := range p.dsim.Requests()[n:] {
 		if strings.Contains(q.Query, "deltatoken") {
 			t.Fatalf("the run after adding a mapping followed the old delta link: %s", q.Query)
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"optsync/fixtures/d365sim"
+	"optsync/fixtures/testkit"
 )
 
 // Issue 9 against the simulator: each point with the simulator's Dataverse
@@ -20,9 +21,7 @@ func outcomes(t *testing.T, p *project, runID string) map[int]string {
 	t.Helper()
 	out := map[int]string{}
 	for _, a := range p.out(t, "audit", runID) {
-		var i int
-		fmt.Sscanf(a["contact_id"][24:], "%d", &i)
-		out[i] = strings.TrimSpace(a["direction"] + " " + a["outcome"] + " " + a["error"])
+		out[testkit.GUIDNumber(a["contact_id"])] = strings.TrimSpace(a["direction"] + " " + a["outcome"] + " " + a["error"])
 	}
 	return out
 }
@@ -40,7 +39,7 @@ func isBatch(q d365sim.RequestLog) bool {
 // written opt-out is taken as not imported yet, and a later export showing
 // the old value does not clear it (issue 14): a test that has Campaign
 // clear such an opt-out imports the update file first.
-func (p *apiProject) importCampaignUpdates(t *testing.T, runID string) {
+func (p *simProject) importCampaignUpdates(t *testing.T, runID string) {
 	t.Helper()
 	var rows []string
 	for _, u := range p.out(t, "campaign-updates", runID) {
@@ -49,8 +48,8 @@ func (p *apiProject) importCampaignUpdates(t *testing.T, runID string) {
 	if len(rows) == 0 {
 		t.Fatalf("run %s wrote no Campaign update rows", runID)
 	}
-	writeFile(t, p.path("drops/campaign/1-imported.csv"), profilesCSV(rows...))
-	r := p.runWith(t, hooks{}, "run")
+	testkit.WriteFile(t, p.path("drops/campaign/1-imported.csv"), testkit.Profiles(rows...))
+	r := p.cli(t, "run")
 	if r.code != 0 || !strings.Contains(r.stdout, "d365->campaign=0 campaign->d365=0") || !strings.Contains(r.stdout, "pending_not_seen=0") {
 		t.Fatalf("the night that reads the imported updates: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -61,7 +60,7 @@ func (p *apiProject) importCampaignUpdates(t *testing.T, runID string) {
 // contact saved again after it was read is refused (412), not overwritten.
 func TestD365OpaqueETagIsSentBackAsRead(t *testing.T) {
 	p := newAPIProjectWith(t, 6, "  target: api\n", func(o *d365sim.Options) { o.OpaqueETags = true })
-	r := p.runWith(t, hooks{}, "run")
+	r := p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("night 1: exit %d\n%s", r.code, r.stderr)
 	}
@@ -71,15 +70,15 @@ func TestD365OpaqueETagIsSentBackAsRead(t *testing.T) {
 	// Night 2: Campaign clears 3's opt-out and opts 1 and 2 out, later than
 	// Dynamics; 2 was also edited in Dynamics, so tonight reads it with a
 	// new ETag. After the read a user saves 3 "do not email" again.
-	p.sim.SetField(contactID(2), "donotphone", boolp(true))
-	writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV(
-		"@p1,"+contactID(1)+",2026-11-21 09:00:00.000Z,true",
+	p.dsim.SetField(testkit.GUID(2), "donotphone", testkit.Bool(true))
+	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles(
+		"@p1,"+testkit.GUID(1)+",2026-11-21 09:00:00.000Z,true",
 		// later than tonight's edit in Dynamics, within max_clock_skew
-		"@p2,"+contactID(2)+","+time.Now().UTC().Add(30*time.Minute).Format("2006-01-02 15:04:05.000Z")+",true",
-		"@p3,"+contactID(3)+",2026-11-21 09:00:00.000Z,false"))
-	n := len(p.sim.Requests())
-	r = p.runWith(t, hooks{afterDecide: func(context.Context) {
-		p.sim.SetField(contactID(3), "donotemail", boolp(true))
+		"@p2,"+testkit.GUID(2)+","+time.Now().UTC().Add(30*time.Minute).Format("2006-01-02 15:04:05.000Z")+",true",
+		"@p3,"+testkit.GUID(3)+",2026-11-21 09:00:00.000Z,false"))
+	n := len(p.dsim.Requests())
+	r = p.cliWith(t, hooks{afterDecide: func(context.Context) {
+		p.dsim.SetField(testkit.GUID(3), "donotemail", testkit.Bool(true))
 	}}, "run")
 	if r.code != exitWriteFailed {
 		t.Fatalf("night 2: exit %d, want %d\n%s", r.code, exitWriteFailed, r.stderr)
@@ -91,7 +90,7 @@ func TestD365OpaqueETagIsSentBackAsRead(t *testing.T) {
 	if v := p.donotemail(t, 3); v == nil || !*v {
 		t.Fatal("contact 3's opt-out was cleared over the user's save")
 	}
-	for _, q := range since(p.sim, n) {
+	for _, q := range since(p.dsim, n) {
 		for _, im := range q.IfMatch {
 			if !strings.HasPrefix(im, `W/"`) || strings.Trim(im[2:], `"`) == "" {
 				t.Fatalf("If-Match %q sent", im)
@@ -102,16 +101,16 @@ func TestD365OpaqueETagIsSentBackAsRead(t *testing.T) {
 
 // csvTargetProject: Dynamics read from a CSV drop and written through the
 // API (the simulator holds the same contacts as the drop).
-func csvTargetProject(t *testing.T, n int, mod func(*d365sim.Options)) *apiProject {
+func csvTargetProject(t *testing.T, n int, mod func(*d365sim.Options)) *simProject {
 	t.Helper()
 	p := newAPIProjectWith(t, n, "  target: api\n  csv: drops/d365\n", mod)
 	cfg, _ := os.ReadFile(p.config)
-	writeFile(t, p.config, strings.Replace(string(cfg), "  source: api\n", "  source: csv\n", 1))
+	testkit.WriteFile(t, p.config, strings.Replace(string(cfg), "  source: api\n", "  source: csv\n", 1))
 	var rows []string
 	for i := 1; i <= n; i++ {
-		rows = append(rows, fmt.Sprintf("%s,2026-11-20T10:00:00Z,%v", contactID(i), i%3 == 0))
+		rows = append(rows, fmt.Sprintf("%s,2026-11-20T10:00:00Z,%v", testkit.GUID(i), i%3 == 0))
 	}
-	writeFile(t, p.path("drops/d365/1.csv"), dropContactsOne(rows...))
+	testkit.WriteFile(t, p.path("drops/d365/1.csv"), testkit.Contacts(rows...))
 	return p
 }
 
@@ -121,18 +120,18 @@ func csvTargetProject(t *testing.T, n int, mod func(*d365sim.Options)) *apiProje
 // queue is read again from the API and the contact decided again.
 func TestD365NoWriteInTheDark(t *testing.T) {
 	p := csvTargetProject(t, 6, nil)
-	if r := p.runWith(t, hooks{}, "run"); r.code != 0 {
+	if r := p.cli(t, "run"); r.code != 0 {
 		t.Fatalf("night 1: exit %d\n%s", r.code, r.stderr)
 	}
 	// Campaign opts 1, 2 and 4 out. Contact 2 is edited in Dynamics after
 	// the export this night reads: its write must not go in the dark.
-	writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV(
-		"@p1,"+contactID(1)+",2026-11-21 09:00:00.000Z,true",
-		"@p2,"+contactID(2)+",2026-11-21 09:00:00.000Z,true",
-		"@p4,"+contactID(4)+",2026-11-21 09:00:00.000Z,true"))
-	p.sim.SetField(contactID(2), "donotphone", boolp(true))
-	n := len(p.sim.Requests())
-	r := p.runWith(t, hooks{}, "run")
+	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles(
+		"@p1,"+testkit.GUID(1)+",2026-11-21 09:00:00.000Z,true",
+		"@p2,"+testkit.GUID(2)+",2026-11-21 09:00:00.000Z,true",
+		"@p4,"+testkit.GUID(4)+",2026-11-21 09:00:00.000Z,true"))
+	p.dsim.SetField(testkit.GUID(2), "donotphone", testkit.Bool(true))
+	n := len(p.dsim.Requests())
+	r := p.cli(t, "run")
 	if r.code != exitWriteFailed {
 		t.Fatalf("night 2: exit %d\n%s", r.code, r.stderr)
 	}
@@ -145,7 +144,7 @@ func TestD365NoWriteInTheDark(t *testing.T) {
 		t.Fatal("contact 2 was written in the dark")
 	}
 	var reads, writes int
-	for _, q := range since(p.sim, n) {
+	for _, q := range since(p.dsim, n) {
 		if q.Method == "GET" && strings.Contains(q.Query, "contactid%20eq%20") {
 			reads++
 		}
@@ -160,7 +159,7 @@ func TestD365NoWriteInTheDark(t *testing.T) {
 		t.Fatalf("%d bulk reads and %d $batch, want one of each", reads, writes)
 	}
 	// Night 3: no new file; the queue is read from the API and 2 written.
-	r = p.runWith(t, hooks{}, "run")
+	r = p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("night 3: exit %d\n%s", r.code, r.stderr)
 	}
@@ -184,17 +183,17 @@ func TestD365UnknownOutcomeIsReadBack(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newAPIProjectWith(t, 6, "  target: api\n", tc.mod)
-			if r := p.runWith(t, hooks{}, "run"); r.code != 0 {
+			if r := p.cli(t, "run"); r.code != 0 {
 				t.Fatalf("night 1: exit %d\n%s", r.code, r.stderr)
 			}
-			writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV(
-				"@p1,"+contactID(1)+",2026-11-21 09:00:00.000Z,true",
-				"@p2,"+contactID(2)+",2026-11-21 09:00:00.000Z,true",
-				"@p4,"+contactID(4)+",2026-11-21 09:00:00.000Z,true"))
-			tc.lose(p.sim)
-			n := len(p.sim.Requests())
-			r := p.runWith(t, hooks{afterDecide: func(context.Context) {
-				p.sim.SetField(contactID(4), "donotphone", boolp(true)) // 4's write is refused: 412
+			testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles(
+				"@p1,"+testkit.GUID(1)+",2026-11-21 09:00:00.000Z,true",
+				"@p2,"+testkit.GUID(2)+",2026-11-21 09:00:00.000Z,true",
+				"@p4,"+testkit.GUID(4)+",2026-11-21 09:00:00.000Z,true"))
+			tc.lose(p.dsim)
+			n := len(p.dsim.Requests())
+			r := p.cliWith(t, hooks{afterDecide: func(context.Context) {
+				p.dsim.SetField(testkit.GUID(4), "donotphone", testkit.Bool(true)) // 4's write is refused: 412
 			}}, "run")
 			if r.code != exitWriteFailed {
 				t.Fatalf("exit %d\n%s", r.code, r.stderr)
@@ -204,7 +203,7 @@ func TestD365UnknownOutcomeIsReadBack(t *testing.T) {
 				t.Fatalf("outcomes %v", got)
 			}
 			batches := 0
-			for _, q := range since(p.sim, n) {
+			for _, q := range since(p.dsim, n) {
 				if isBatch(q) {
 					batches++
 					if q.Accept != "multipart/mixed" {
@@ -216,7 +215,7 @@ func TestD365UnknownOutcomeIsReadBack(t *testing.T) {
 				t.Fatalf("%d $batch requests: a batch that ran was sent again", batches)
 			}
 			// Night 3: 1 and 2 are in sync, and only 4 is tried again.
-			r = p.runWith(t, hooks{}, "run")
+			r = p.cli(t, "run")
 			if r.code != 0 {
 				t.Fatalf("night 3: exit %d\n%s", r.code, r.stderr)
 			}
@@ -232,12 +231,12 @@ func TestD365UnknownOutcomeIsReadBack(t *testing.T) {
 // is read back.
 func TestCampaignUnknownOutcomeIsReadBack(t *testing.T) {
 	p := newCampaignProject(t, 4, false, "  source: api\n  target: api\n  max_tries: 1\n")
-	if r := p.run(t, hooks{}, "run"); r.code != 0 {
+	if r := p.cli(t, "run"); r.code != 0 {
 		t.Fatalf("night 1: exit %d\n%s", r.code, r.stderr)
 	}
-	writeFile(t, p.path("drops/d365/2.csv"), dropContactsOne(contactID(1)+",2026-11-22T10:00:00Z,true"))
+	testkit.WriteFile(t, p.path("drops/d365/2.csv"), testkit.Contacts(testkit.GUID(1)+",2026-11-22T10:00:00Z,true"))
 	p.csim.DropAnswers(1)
-	r := p.run(t, hooks{}, "run")
+	r := p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
@@ -259,17 +258,17 @@ func TestD365StandardWireFormat(t *testing.T) {
 			p := newAPIProjectWith(t, 12, fmt.Sprintf("  target: api\n  page_size: 5\n  batch_size: 2\n  change_tracking: %v\n", tracking), func(o *d365sim.Options) {
 				o.OpaqueETags, o.PlusIsLiteral, o.RelativeLinks, o.JSONBatch, o.RelativeBatchURLs = true, true, true, true, true
 			})
-			if r := p.runWith(t, hooks{}, "run"); r.code != 0 {
+			if r := p.cli(t, "run"); r.code != 0 {
 				t.Fatalf("night 1: exit %d\n%s", r.code, r.stderr)
 			}
-			p.sim.SetField(contactID(5), "donotemail", boolp(true))
-			writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV(
-				"@p1,"+contactID(1)+",2026-11-21 09:00:00.000Z,true",
+			p.dsim.SetField(testkit.GUID(5), "donotemail", testkit.Bool(true))
+			testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles(
+				"@p1,"+testkit.GUID(1)+",2026-11-21 09:00:00.000Z,true",
 				// later than tonight's edit in Dynamics, within max_clock_skew
-				"@p2,"+contactID(2)+","+time.Now().UTC().Add(30*time.Minute).Format("2006-01-02 15:04:05.000Z")+",true",
-				"@p7,"+contactID(7)+",2026-11-21 09:00:00.000Z,true"))
-			n := len(p.sim.Requests())
-			r := p.runWith(t, hooks{}, "run")
+				"@p2,"+testkit.GUID(2)+","+time.Now().UTC().Add(30*time.Minute).Format("2006-01-02 15:04:05.000Z")+",true",
+				"@p7,"+testkit.GUID(7)+",2026-11-21 09:00:00.000Z,true"))
+			n := len(p.dsim.Requests())
+			r := p.cli(t, "run")
 			if r.code != 0 {
 				t.Fatalf("night 2: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 			}
@@ -282,7 +281,7 @@ func TestD365StandardWireFormat(t *testing.T) {
 			if got[5] != "d365->campaign applied" || got[1] != "campaign->d365 applied" {
 				t.Fatalf("outcomes %v", got)
 			}
-			for _, q := range since(p.sim, n) {
+			for _, q := range since(p.dsim, n) {
 				if q.Status >= 400 {
 					t.Fatalf("the simulator refused %s %s?%s: %d", q.Method, q.Path, q.Query, q.Status)
 				}
@@ -297,18 +296,18 @@ func TestD365PayloadTooLargeHalvesTheBatch(t *testing.T) {
 	// 12 writes in batches of 12, one in flight; the server takes bodies
 	// of about three change sets.
 	p := newAPIProjectWith(t, 12, "  target: api\n  batch_size: 12\n  concurrency: 1\n", func(o *d365sim.Options) { o.MaxBodyBytes = 1500 })
-	r := p.runWith(t, hooks{}, "run")
+	r := p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("night 1: exit %d\n%s", r.code, r.stderr)
 	}
 	p.importCampaignUpdates(t, r.runID)
 	var rows []string
 	for i := 1; i <= 12; i++ {
-		rows = append(rows, fmt.Sprintf("@p%d,%s,2026-11-21 09:00:00.000Z,%v", i, contactID(i), i%3 != 0))
+		rows = append(rows, fmt.Sprintf("@p%d,%s,2026-11-21 09:00:00.000Z,%v", i, testkit.GUID(i), i%3 != 0))
 	}
-	writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV(rows...))
-	n := len(p.sim.Requests())
-	r = p.runWith(t, hooks{}, "run")
+	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles(rows...))
+	n := len(p.dsim.Requests())
+	r = p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
@@ -316,7 +315,7 @@ func TestD365PayloadTooLargeHalvesTheBatch(t *testing.T) {
 		t.Fatalf("outcomes %v", got)
 	}
 	var refused, sent []int
-	for _, q := range since(p.sim, n) {
+	for _, q := range since(p.dsim, n) {
 		if isBatch(q) {
 			if q.Status == 413 {
 				refused = append(refused, q.BatchParts)
@@ -338,16 +337,16 @@ func TestD365PayloadTooLargeHalvesTheBatch(t *testing.T) {
 func TestD365RetryQueueIsReadInBulk(t *testing.T) {
 	const n = 150
 	p := newAPIProject(t, n, "  target: api\n  max_tries: 1\n")
-	r := p.runWith(t, hooks{}, "run")
+	r := p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("night 1: exit %d\n%s", r.code, r.stderr)
 	}
 	p.importCampaignUpdates(t, r.runID)
 	var rows []string
 	for i := 1; i <= n; i++ {
-		rows = append(rows, fmt.Sprintf("@p%d,%s,2026-11-21 09:00:00.000Z,%v", i, contactID(i), i%3 != 0))
+		rows = append(rows, fmt.Sprintf("@p%d,%s,2026-11-21 09:00:00.000Z,%v", i, testkit.GUID(i), i%3 != 0))
 	}
-	writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV(rows...))
+	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles(rows...))
 	// The writes are throttled until the run's max_run_time (a wait is not
 	// a try): none sent, all queued, and nothing changes in Dynamics, so
 	// only the queue brings them back.
@@ -355,15 +354,15 @@ func TestD365RetryQueueIsReadInBulk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, p.config, "max_run_time: 2s\n"+string(cfg))
-	r = p.runWith(t, hooks{afterDecide: func(context.Context) { p.sim.Throttle(time.Second, 1000) }}, "run")
-	p.sim.Throttle(0, 0)
-	writeFile(t, p.config, string(cfg))
+	testkit.WriteFile(t, p.config, "max_run_time: 2s\n"+string(cfg))
+	r = p.cliWith(t, hooks{afterDecide: func(context.Context) { p.dsim.Throttle(time.Second, 1000) }}, "run")
+	p.dsim.Throttle(0, 0)
+	testkit.WriteFile(t, p.config, string(cfg))
 	if r.code != 143 || !strings.Contains(r.stdout, fmt.Sprintf("failed=%d", n)) {
 		t.Fatalf("night 2: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
-	n3 := len(p.sim.Requests())
-	r = p.runWith(t, hooks{}, "run")
+	n3 := len(p.dsim.Requests())
+	r = p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("night 3: exit %d\n%s", r.code, r.stderr)
 	}
@@ -371,7 +370,7 @@ func TestD365RetryQueueIsReadInBulk(t *testing.T) {
 		t.Fatalf("night 3 decided %d contacts again, want %d", len(got), n)
 	}
 	var point, bulk int
-	for _, q := range since(p.sim, n3) {
+	for _, q := range since(p.dsim, n3) {
 		switch {
 		case q.Method == "GET" && strings.Contains(q.Path, "contacts("):
 			point++
@@ -392,15 +391,15 @@ func TestD365RetryQueueIsReadInBulk(t *testing.T) {
 func TestD365MessagesNameTheProblem(t *testing.T) {
 	p := newAPIProject(t, 3, "  max_tries: 2\n")
 	cfg, _ := os.ReadFile(p.config)
-	writeFile(t, p.config, strings.Replace(string(cfg), "direction:", "state: var/lib/optsync/optsync.db\ndirection:", 1))
+	testkit.WriteFile(t, p.config, strings.Replace(string(cfg), "direction:", "state: var/lib/optsync/optsync.db\ndirection:", 1))
 	t.Setenv("OPTSYNC_TEST_D365_SECRET", testSecret+"-wrong")
-	r := p.runWith(t, hooks{}, "run")
+	r := p.cli(t, "run")
 	if r.code != 1 || !strings.Contains(r.stderr, "AADSTS7000215: Invalid client secret provided.") || strings.Contains(r.stderr, testSecret) {
 		t.Fatalf("a refused secret: exit %d\n%s", r.code, r.stderr)
 	}
 	t.Setenv("OPTSYNC_TEST_D365_SECRET", testSecret)
-	p.sim.SetResetRate(1)
-	r = p.runWith(t, hooks{}, "run")
+	p.dsim.SetResetRate(1)
+	r = p.cli(t, "run")
 	if r.code != 1 || !strings.Contains(r.stderr, "dataverse: GET http://") || strings.Contains(r.stderr, "select") || strings.Contains(r.stderr, "?") {
 		t.Fatalf("a transport error: exit %d\n%s", r.code, r.stderr)
 	}
@@ -408,8 +407,8 @@ func TestD365MessagesNameTheProblem(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("state folder: %v %v", fi, err)
 	}
-	p.sim.SetResetRate(0)
-	if r := p.runWith(t, hooks{}, "run"); r.code != 0 {
+	p.dsim.SetResetRate(0)
+	if r := p.cli(t, "run"); r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
 }
@@ -420,11 +419,11 @@ func TestFirstPlanWithBothSidesReadWaitsForNothing(t *testing.T) {
 	p := newCampaignProject(t, 6, true, "  source: api\n  target: api\n")
 	// two contacts more in Dynamics, with no profile
 	p.dsim.Seed([]d365sim.Contact{
-		{ID: contactID(7), ModifiedOn: time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), Fields: map[string]*bool{"donotemail": boolp(true)}},
-		{ID: contactID(8), ModifiedOn: time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), Fields: map[string]*bool{"donotemail": boolp(false)}},
+		{ID: testkit.GUID(7), ModifiedOn: time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), Fields: map[string]*bool{"donotemail": testkit.Bool(true)}},
+		{ID: testkit.GUID(8), ModifiedOn: time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), Fields: map[string]*bool{"donotemail": testkit.Bool(false)}},
 	})
 	for _, cmd := range []string{"plan", "run"} {
-		r := p.run(t, hooks{}, cmd)
+		r := p.cli(t, cmd)
 		if r.code != 0 {
 			t.Fatalf("%s: exit %d\n%s", cmd, r.code, r.stderr)
 		}
@@ -448,18 +447,18 @@ func TestD365ExecutionTimeLimitSlowsTheRunDown(t *testing.T) {
 		o.Window = time.Second
 		o.MaxPageSize = 8
 	})
-	r := p.runWith(t, hooks{}, "run")
+	r := p.cli(t, "run")
 	if r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf("compared=%d pairs", n)) {
 		t.Fatalf("night 1: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	p.importCampaignUpdates(t, r.runID)
 	var rows []string
 	for i := 1; i <= n; i++ {
-		rows = append(rows, fmt.Sprintf("@p%d,%s,2026-11-21 09:00:00.000Z,%v", i, contactID(i), i%3 != 0))
+		rows = append(rows, fmt.Sprintf("@p%d,%s,2026-11-21 09:00:00.000Z,%v", i, testkit.GUID(i), i%3 != 0))
 	}
-	writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV(rows...))
-	first := len(p.sim.Requests())
-	r = p.runWith(t, hooks{}, "run")
+	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles(rows...))
+	first := len(p.dsim.Requests())
+	r = p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("night 2: exit %d\n%s", r.code, r.stderr)
 	}
@@ -472,7 +471,7 @@ func TestD365ExecutionTimeLimitSlowsTheRunDown(t *testing.T) {
 		}
 	}
 	throttled, batches := 0, 0
-	for _, q := range since(p.sim, first) {
+	for _, q := range since(p.dsim, first) {
 		if isBatch(q) && q.Status == 200 {
 			batches++
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"optsync/fixtures/d365sim"
+	"optsync/fixtures/testkit"
 	"optsync/state"
 )
 
@@ -21,29 +22,29 @@ func TestStrayQuoteStopsTheRun(t *testing.T) {
 	p := newProject(t, fmt.Sprintf(dropConfig, ""))
 	var contacts, profiles []string
 	for i := 1; i <= 20; i++ {
-		id := fmt.Sprintf("00000000-0000-0000-0000-%012d", i)
+		id := testkit.GUID(i)
 		contacts = append(contacts, id+",2026-11-20T10:00:00Z,false,false")
 		profiles = append(profiles, fmt.Sprintf("@p%d,%s,2026-11-28 09:00:00.000Z,%v,false", i, id, i > 10))
 	}
-	writeFile(t, p.path("drops/d365/2026-11-28.csv"), dropContacts(contacts...))
+	testkit.WriteFile(t, p.path("drops/d365/2026-11-28.csv"), testkit.Contacts2(contacts...))
 	broken := slices.Clone(profiles)
 	broken[9] = strings.Replace(broken[9], ",2026-11-28", `,"2026-11-28`, 1) // line 11
-	writeFile(t, p.path("drops/campaign/2026-11-28.csv"), dropProfiles(broken...))
+	testkit.WriteFile(t, p.path("drops/campaign/2026-11-28.csv"), testkit.Profiles2(broken...))
 
 	for _, cmd := range []string{"validate", "plan", "run"} {
-		r := runCLI(t, "--config", p.config, cmd)
+		r := p.cli(t, cmd)
 		if r.code != exitUsage || !strings.Contains(r.stderr, "2026-11-28.csv: line 11: a quoted field opened here runs to the end of the file") {
 			t.Fatalf("%s: exit %d, want 2 naming the file and line 11\n%s%s", cmd, r.code, r.stdout, r.stderr)
 		}
 	}
 	onlyReport(t, p, "line 11")
-	runs := runCLI(t, "--config", p.config, "runs", "--format", "json")
+	runs := p.cli(t, "runs", "--format", "json")
 	if !strings.Contains(runs.stdout, `"exit_code": 2`) {
 		t.Fatalf("the stopped run is not in the history: %s", runs.stdout)
 	}
 
 	// Fixed: both files are new still, and the ten unsubscribes arrive.
-	writeFile(t, p.path("drops/campaign/2026-11-28.csv"), dropProfiles(profiles...))
+	testkit.WriteFile(t, p.path("drops/campaign/2026-11-28.csv"), testkit.Profiles2(profiles...))
 	r := p.run(t)
 	if !strings.Contains(r.stdout, "campaign->d365=10") {
 		t.Fatalf("after the fix: %s", r.stdout)
@@ -64,7 +65,7 @@ func TestRejectShareStopsTheRun(t *testing.T) {
 	good := func(n int) []string {
 		var rows []string
 		for i := 1; i <= n; i++ {
-			rows = append(rows, fmt.Sprintf("00000000-0000-0000-0000-%012d,2026-11-20T10:00:00Z,false,false", i))
+			rows = append(rows, testkit.GUID(i)+",2026-11-20T10:00:00Z,false,false")
 		}
 		return rows
 	}
@@ -75,9 +76,9 @@ func TestRejectShareStopsTheRun(t *testing.T) {
 		}
 		return rows
 	}
-	writeFile(t, p.path("drops/campaign/1.csv"), dropProfiles("@p1,00000000-0000-0000-0000-000000000001,2026-11-20 09:00:00.000Z,true,false"))
-	writeFile(t, p.path("drops/d365/1.csv"), dropContacts(slices.Concat(good(10), junk(11))...))
-	r := runCLI(t, "--config", p.config, "run")
+	testkit.WriteFile(t, p.path("drops/campaign/1.csv"), testkit.Profiles2("@p1,00000000-0000-0000-0000-000000000001,2026-11-20 09:00:00.000Z,true,false"))
+	testkit.WriteFile(t, p.path("drops/d365/1.csv"), testkit.Contacts2(slices.Concat(good(10), junk(11))...))
+	r := p.cli(t, "run")
 	if r.code != exitUsage || !strings.Contains(r.stderr, "1.csv: 11 of its 21 rows were rejected (52.4 %), more than max_reject_share 50 %") {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
@@ -85,7 +86,7 @@ func TestRejectShareStopsTheRun(t *testing.T) {
 
 	// At 50 % the file is an export with bad rows: every one reported, in
 	// line order, the good rows decided.
-	writeFile(t, p.path("drops/d365/1.csv"), dropContacts(slices.Concat(junk(6), good(11), junk(5))...))
+	testkit.WriteFile(t, p.path("drops/d365/1.csv"), testkit.Contacts2(slices.Concat(junk(6), good(11), junk(5))...))
 	r = p.run(t)
 	rej := p.out(t, "rejects", r.runID)
 	if len(rej) != 11 || !strings.Contains(r.stdout, "rejected=11") {
@@ -135,7 +136,7 @@ func TestPartialsOfInterruptedRunsAreRemoved(t *testing.T) {
 	// Not ours to remove: another run's (not interrupted), or another name.
 	others := []string{"audit-20991231T000000Z-abcdef.csv.0123abcd.partial", "audit-x.csv.partial", "notes.txt.0123abcd.partial"} // as listed
 	for _, n := range others {
-		writeFile(t, p.path("out/"+n), "x")
+		testkit.WriteFile(t, p.path("out/"+n), "x")
 	}
 	r := p.backfill(t)
 	if r.code != 0 {
@@ -154,7 +155,7 @@ func TestPartialsOfInterruptedRunsAreRemoved(t *testing.T) {
 func TestThrottlingIsNotATry(t *testing.T) {
 	p := newCampaignProject(t, 6, false, "  source: api\n  target: api\n  max_tries: 2\n")
 	p.csim.Throttle(0, 8)
-	if r := p.run(t, hooks{}, "run"); r.code != 0 {
+	if r := p.cli(t, "run"); r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
 	n := 0
@@ -176,8 +177,8 @@ func TestThrottlingIsNotATry(t *testing.T) {
 // interrupted in the history — and the next run does the rest.
 func TestMaxRunTimeStopsLikeSIGTERM(t *testing.T) {
 	p := newCampaignProject(t, 10, false, "  source: api\n  target: api\n  concurrency: 1\n")
-	writeFile(t, p.config, strings.Replace(readFileT(t, p.config), "direction:", "max_run_time: 2s\ndirection:", 1))
-	r := p.run(t, hooks{afterDecide: func(context.Context) {
+	testkit.WriteFile(t, p.config, strings.Replace(testkit.ReadFile(t, p.config), "direction:", "max_run_time: 2s\ndirection:", 1))
+	r := p.cliWith(t, hooks{afterDecide: func(context.Context) {
 		// One call more goes through (profile 3's PATCH); every one after
 		// it is told to wait an hour.
 		p.csim.SetRequestLimit(1, time.Hour)
@@ -195,12 +196,12 @@ func TestMaxRunTimeStopsLikeSIGTERM(t *testing.T) {
 	if outcomes["@p3"] != "applied" || outcomes["@p4"] != "failed" || outcomes["@p9"] != "failed" {
 		t.Fatalf("audit outcomes %v", outcomes)
 	}
-	runs := runCLI(t, "--config", p.config, "runs", "--format", "json")
+	runs := p.cli(t, "runs", "--format", "json")
 	if !strings.Contains(runs.stdout, `"outcome": "interrupted"`) {
 		t.Fatalf("history: %s", runs.stdout)
 	}
 	p.csim.SetRequestLimit(0, 0)
-	r = p.run(t, hooks{}, "run")
+	r = p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("next run: exit %d\n%s", r.code, r.stderr)
 	}
@@ -211,23 +212,14 @@ func TestMaxRunTimeStopsLikeSIGTERM(t *testing.T) {
 	}
 }
 
-func readFileT(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
-
 // A header that does not parse is a broken export, exit 2 like a missing
 // column (it was exit 1, a runtime failure).
 func TestUnparseableHeaderExits2(t *testing.T) {
 	p := newProject(t, fmt.Sprintf(onePairConfig, "bidirectional", "newest"))
-	writeFile(t, p.path("d365.csv"), "contactid,modified\"on,donotemail\n00000000-0000-0000-0000-000000000001,2026-11-20T10:00:00Z,true\n")
-	writeFile(t, p.path("campaign.csv"), profilesCSV())
+	testkit.WriteFile(t, p.path("d365.csv"), "contactid,modified\"on,donotemail\n00000000-0000-0000-0000-000000000001,2026-11-20T10:00:00Z,true\n")
+	testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles())
 	for _, cmd := range []string{"backfill", "validate"} {
-		r := runCLI(t, "--config", p.config, cmd)
+		r := p.cli(t, cmd)
 		if r.code != exitUsage || !strings.Contains(r.stderr, "d365.csv: line 1: the header row does not parse") {
 			t.Fatalf("%s: exit %d\n%s", cmd, r.code, r.stderr)
 		}
@@ -241,16 +233,16 @@ func TestUnparseableHeaderExits2(t *testing.T) {
 // in the future does not move them: TestFutureDatedRecordsThroughTheAPIs.)
 func TestStoredFutureWatermarkIsNotUsed(t *testing.T) {
 	p := newCampaignProject(t, 4, true, "  source: api\n  target: api\n  changed_filter: {name: Changed, param: since}\n")
-	cfg := readFileT(t, p.config)
+	cfg := testkit.ReadFile(t, p.config)
 	cfg = strings.Replace(cfg, "OPTSYNC_TEST_D365_SECRET\n", "OPTSYNC_TEST_D365_SECRET\n  change_tracking: false\n", 1)
-	writeFile(t, p.config, "max_clock_skew: 2000h\n"+cfg) // a setting that let a clock 6 weeks ahead in
+	testkit.WriteFile(t, p.config, "max_clock_skew: 2000h\n"+cfg) // a setting that let a clock 6 weeks ahead in
 	ahead := time.Now().UTC().Add(1000 * time.Hour).Truncate(time.Second)
-	c1, _ := p.dsim.Contact(contactID(1))
-	p.dsim.Seed([]d365sim.Contact{{ID: contactID(1), ModifiedOn: ahead, Fields: c1.Fields}})
+	c1, _ := p.dsim.Contact(testkit.GUID(1))
+	p.dsim.Seed([]d365sim.Contact{{ID: testkit.GUID(1), ModifiedOn: ahead, Fields: c1.Fields}})
 	p1, _ := p.csim.Profile("@p1")
 	p1.LastModified = ahead
 	p.csim.Add(p1)
-	if r := p.run(t, hooks{}, "run"); r.code != 0 {
+	if r := p.cli(t, "run"); r.code != 0 {
 		t.Fatalf("night 1: exit %d\n%s", r.code, r.stderr)
 	}
 	watermarks := func() (d365, campaign string) {
@@ -267,11 +259,11 @@ func TestStoredFutureWatermarkIsNotUsed(t *testing.T) {
 		t.Fatalf("the setup did not store future watermarks: %q %q", d, c)
 	}
 
-	writeFile(t, p.config, cfg) // max_clock_skew back to its default
-	p.dsim.SetField(contactID(2), "donotemail", boolp(true))
-	p.csim.SetField("@p4", "blackListEmail", boolp(true))
+	testkit.WriteFile(t, p.config, cfg) // max_clock_skew back to its default
+	p.dsim.SetField(testkit.GUID(2), "donotemail", testkit.Bool(true))
+	p.csim.SetField("@p4", "blackListEmail", testkit.Bool(true))
 	started := time.Now()
-	r := p.run(t, hooks{}, "run")
+	r := p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("night 2: exit %d\n%s", r.code, r.stderr)
 	}

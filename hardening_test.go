@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"optsync/fixtures/testkit"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,8 +16,8 @@ import (
 func hostileProject(t *testing.T) *project {
 	t.Helper()
 	p := newProject(t, fmt.Sprintf(onePairConfig, "bidirectional", "newest"))
-	writeFile(t, p.path("d365.csv"), contactsCSV("00000000-0000-0000-0000-000000000001,2026-11-20T10:00:00Z,true"))
-	writeFile(t, p.path("campaign.csv"), profilesCSV("@p1,00000000-0000-0000-0000-000000000001,2026-11-20 09:00:00.000Z,false"))
+	testkit.WriteFile(t, p.path("d365.csv"), testkit.Contacts("00000000-0000-0000-0000-000000000001,2026-11-20T10:00:00Z,true"))
+	testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles("@p1,00000000-0000-0000-0000-000000000001,2026-11-20 09:00:00.000Z,false"))
 	return p
 }
 
@@ -65,7 +66,7 @@ func TestRunTightensOutDirAndWritesThroughNoLink(t *testing.T) {
 	}
 	metrics := p.path("optsync.prom")
 	metricsTarget := plantLink(t, metrics)
-	r := runCLI(t, "--config", p.config, "--metrics-file", metrics, "backfill")
+	r := p.cli(t, "--metrics-file", metrics, "backfill")
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
@@ -84,7 +85,7 @@ func TestRunTightensOutDirAndWritesThroughNoLink(t *testing.T) {
 
 	report := p.path("report.html")
 	reportTarget := plantLink(t, report)
-	if r := runCLI(t, "--config", p.config, "report", "--output", report); r.code != 0 {
+	if r := p.cli(t, "report", "--output", report); r.code != 0 {
 		t.Fatalf("report: exit %d: %s", r.code, r.stderr)
 	}
 	reportTarget()
@@ -94,7 +95,7 @@ func TestRunTightensOutDirAndWritesThroughNoLink(t *testing.T) {
 	if err := os.Chmod(p.path("out"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if r := runCLI(t, "--config", p.config, "report"); r.code != 0 {
+	if r := p.cli(t, "report"); r.code != 0 {
 		t.Fatalf("report: exit %d: %s", r.code, r.stderr)
 	}
 	if fi, _ := os.Stat(p.path("out")); fi.Mode().Perm() != 0o700 {
@@ -111,7 +112,7 @@ func TestStateExportOutputIsNew(t *testing.T) {
 		t.Fatal(r.stderr)
 	}
 	export := func(args ...string) cliResult {
-		return runCLI(t, append([]string{"--config", p.config, "state", "export"}, args...)...)
+		return p.cli(t, append([]string{"state", "export"}, args...)...)
 	}
 
 	link := p.path("link.csv")
@@ -138,7 +139,7 @@ func TestStateExportOutputIsNew(t *testing.T) {
 		t.Fatalf("export --force: exit %d: %s", r.code, r.stderr)
 	}
 	wantRegular(t, existing, 0o600)
-	if _, rows := readCSV(t, existing); len(rows) != 1 {
+	if _, rows := testkit.ReadCSV(t, existing); len(rows) != 1 {
 		t.Errorf("export holds %v", rows)
 	}
 
@@ -165,7 +166,7 @@ func TestStatePathLink(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{{"backfill"}, {"runs"}, {"plan", "--backfill"}, {"state", "export"}, {"state", "reset"}} {
-		r := runCLI(t, append([]string{"--config", p.config}, args...)...)
+		r := p.cli(t, args...)
 		if r.code == 0 || !strings.Contains(r.stderr, "does not create state through a link") {
 			t.Errorf("%v over a dangling state link: exit %d: %s", args, r.code, r.stderr)
 		}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"optsync/fixtures/testkit"
 	"optsync/state"
 )
 
@@ -63,7 +64,7 @@ func TestBuiltBinaryNamesItsRevision(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		writeFile(t, filepath.Join(src, f), string(b))
+		testkit.WriteFile(t, filepath.Join(src, f), string(b))
 	}
 	bin := filepath.Join(t.TempDir(), "optsync")
 	build := exec.Command("go", "build", "-buildvcs=true", "-o", bin, ".")
@@ -109,7 +110,7 @@ func TestBuiltBinaryNamesItsRevision(t *testing.T) {
 			t.Fatal(err)
 		}
 		sh := filepath.Join(t.TempDir(), "optsync.bash")
-		writeFile(t, sh, string(script))
+		testkit.WriteFile(t, sh, string(script))
 		for _, tc := range []struct{ line, want string }{
 			{`COMP_WORDS=(optsync rep); COMP_CWORD=1`, "report"},
 			{`COMP_WORDS=(optsync report --si); COMP_CWORD=2`, "--since"},

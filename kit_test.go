@@ -98,14 +98,3 @@ d365:
 campaign:
   csv: campaign.csv
 `
-
-// writeFile and readCSV are the kit's, under the names the root tests use.
-func writeFile(t testing.TB, path, content string) { t.Helper(); testkit.WriteFile(t, path, content) }
-
-func readCSV(t testing.TB, path string) ([]string, []map[string]string) {
-	t.Helper()
-	return testkit.ReadCSV(t, path)
-}
-
-func contactsCSV(rows ...string) string { return testkit.Contacts(rows...) }
-func profilesCSV(rows ...string) string { return testkit.Profiles(rows...) }

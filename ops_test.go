@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"optsync/fixtures/testkit"
 	"os"
 	"strings"
 	"testing"
@@ -39,17 +40,9 @@ const (
 	guid3 = "00000000-0000-0000-0000-000000000003"
 )
 
-func dropContacts(rows ...string) string {
-	return "contactid,modifiedon,donotemail,donotphone\n" + strings.Join(rows, "\n") + "\n"
-}
-
-func dropProfiles(rows ...string) string {
-	return "PKey,externalId,lastModified,blackListEmail,blackListPhone\n" + strings.Join(rows, "\n") + "\n"
-}
-
 func (p *project) run(t *testing.T, extra ...string) cliResult {
 	t.Helper()
-	r := runCLI(t, append([]string{"--config", p.config, "run"}, extra...)...)
+	r := p.cli(t, append([]string{"run"}, extra...)...)
 	if r.code != 0 {
 		t.Fatalf("run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
@@ -58,11 +51,11 @@ func (p *project) run(t *testing.T, extra ...string) cliResult {
 
 // night1 lays the first night's drop: three contacts on both sides.
 func night1(t *testing.T, p *project) {
-	writeFile(t, p.path("drops/d365/2026-11-27.csv"), dropContacts(
+	testkit.WriteFile(t, p.path("drops/d365/2026-11-27.csv"), testkit.Contacts2(
 		guid1+",2026-11-27T01:00:00Z,false,false",
 		guid2+",2026-11-27T01:00:00Z,true,false",
 		guid3+",2026-11-27T01:00:00Z,false,false"))
-	writeFile(t, p.path("drops/campaign/2026-11-27.csv"), dropProfiles(
+	testkit.WriteFile(t, p.path("drops/campaign/2026-11-27.csv"), testkit.Profiles2(
 		"@p1,"+guid1+",2026-11-27 00:30:00.000Z,false,false",
 		"@p2,"+guid2+",2026-11-27 00:30:00.000Z,false,false",
 		"@p3,"+guid3+",2026-11-27 00:30:00.000Z,false,false"))
@@ -88,7 +81,7 @@ func TestRunOverDropsIsIncremental(t *testing.T) {
 
 	// Night 2: only Campaign changed, for contact 3. It is decided against
 	// what state knows of its Dynamics side.
-	writeFile(t, p.path("drops/campaign/2026-11-28.csv"), dropProfiles("@p3,"+guid3+",2026-11-28 09:00:00.000Z,false,true"))
+	testkit.WriteFile(t, p.path("drops/campaign/2026-11-28.csv"), testkit.Profiles2("@p3,"+guid3+",2026-11-28 09:00:00.000Z,false,true"))
 	r = p.run(t)
 	audit = p.out(t, "audit", r.runID)
 	if len(audit) != 1 || audit[0]["contact_id"] != guid3 || audit[0]["d365_field"] != "donotphone" ||
@@ -117,8 +110,8 @@ func TestRunProcessesFilesOldestFirst(t *testing.T) {
 	p.run(t)
 	// Two days' Dynamics files arrive together; the later one (by name) wins
 	// even though it is written first.
-	writeFile(t, p.path("drops/d365/2026-11-29.csv"), dropContacts(guid1+",2026-11-29T01:00:00Z,false,false"))
-	writeFile(t, p.path("drops/d365/2026-11-28.csv"), dropContacts(guid1+",2026-11-28T01:00:00Z,true,false"))
+	testkit.WriteFile(t, p.path("drops/d365/2026-11-29.csv"), testkit.Contacts2(guid1+",2026-11-29T01:00:00Z,false,false"))
+	testkit.WriteFile(t, p.path("drops/d365/2026-11-28.csv"), testkit.Contacts2(guid1+",2026-11-28T01:00:00Z,true,false"))
 	r := p.run(t)
 	if got := p.out(t, "audit", r.runID); len(got) != 0 {
 		t.Fatalf("the later file sets contact 1 back to false, which Campaign has: want no write, got %v", got)
@@ -136,21 +129,21 @@ func TestRunProcessesFilesOldestFirst(t *testing.T) {
 
 func TestRunWaitsForACounterpart(t *testing.T) {
 	p := newProject(t, fmt.Sprintf(dropConfig, ""))
-	writeFile(t, p.path("drops/d365/a.csv"), dropContacts(guid1+",2026-11-27T01:00:00Z,true,false"))
-	writeFile(t, p.path("drops/campaign/a.csv"), dropProfiles())
+	testkit.WriteFile(t, p.path("drops/d365/a.csv"), testkit.Contacts2(guid1+",2026-11-27T01:00:00Z,true,false"))
+	testkit.WriteFile(t, p.path("drops/campaign/a.csv"), testkit.Profiles2())
 	r := p.run(t)
 	if !strings.Contains(r.stdout, "waiting_for_counterpart=1") {
 		t.Fatalf("summary: %s", r.stdout)
 	}
 	// The profile shows up a night later: the contact is decided then.
-	writeFile(t, p.path("drops/campaign/b.csv"), dropProfiles("@p1,"+guid1+",2026-11-26 00:00:00.000Z,false,false"))
+	testkit.WriteFile(t, p.path("drops/campaign/b.csv"), testkit.Profiles2("@p1,"+guid1+",2026-11-26 00:00:00.000Z,false,false"))
 	r = p.run(t)
 	audit := p.out(t, "audit", r.runID)
 	if len(audit) != 1 || audit[0]["direction"] != "d365->campaign" || audit[0]["rule"] != "conflict-d365-newer" {
 		t.Fatalf("counterpart arrived: %v", audit)
 	}
 	// A second profile for the same contact in a later drop is not touched.
-	writeFile(t, p.path("drops/campaign/c.csv"), dropProfiles("@other,"+guid1+",2026-11-28 00:00:00.000Z,false,true"))
+	testkit.WriteFile(t, p.path("drops/campaign/c.csv"), testkit.Profiles2("@other,"+guid1+",2026-11-28 00:00:00.000Z,false,true"))
 	r = p.run(t)
 	if got := p.out(t, "audit", r.runID); len(got) != 0 {
 		t.Fatalf("a second profile was acted on: %v", got)
@@ -164,14 +157,14 @@ func TestAuditHistoryAcrossRuns(t *testing.T) {
 	p := newProject(t, fmt.Sprintf(dropConfig, ""))
 	night1(t, p)
 	r1 := p.run(t)
-	writeFile(t, p.path("drops/campaign/2026-11-28.csv"), dropProfiles("@p2,"+guid2+",2026-11-28 09:00:00.000Z,false,false"))
+	testkit.WriteFile(t, p.path("drops/campaign/2026-11-28.csv"), testkit.Profiles2("@p2,"+guid2+",2026-11-28 09:00:00.000Z,false,false"))
 	r2 := p.run(t)
-	writeFile(t, p.path("drops/d365/2026-11-29.csv"), dropContacts(guid2+",2026-11-29T09:00:00Z,true,true"))
+	testkit.WriteFile(t, p.path("drops/d365/2026-11-29.csv"), testkit.Contacts2(guid2+",2026-11-29T09:00:00Z,true,true"))
 	r3 := p.run(t)
 	wantRuns := []string{r1.runID, r2.runID, r3.runID}
 
 	// json: what state holds now, then the history: every field, in time order
-	r := runCLI(t, "--config", p.config, "audit", "--contact", strings.ToUpper(guid2), "--format", "json")
+	r := p.cli(t, "audit", "--contact", strings.ToUpper(guid2), "--format", "json")
 	var answer struct {
 		Contact string
 		Known   bool
@@ -213,28 +206,28 @@ func TestAuditHistoryAcrossRuns(t *testing.T) {
 		t.Fatalf("runs %v, want in order %v (%v)", runs, wantRuns, rows[1])
 	}
 	// csv: the audit file's columns
-	r = runCLI(t, "--config", p.config, "audit", "--contact", guid2, "--format", "csv")
+	r = p.cli(t, "audit", "--contact", guid2, "--format", "csv")
 	if !strings.HasPrefix(r.stdout, "run_id,decided_at,contact_id,profile_pkey,d365_field,campaign_field,direction,old_value,new_value,rule,d365_modified,campaign_modified,outcome,error\n") ||
 		strings.Count(r.stdout, "\n") != 4 {
 		t.Fatalf("csv:\n%s", r.stdout)
 	}
 	// table: the present, then the history's header and three rows
-	r = runCLI(t, "--config", p.config, "audit", "--contact", guid2)
+	r = p.cli(t, "audit", "--contact", guid2)
 	_, history, _ := strings.Cut(r.stdout, "history, oldest first:\n")
 	if strings.Count(history, "\n") != 4 || !strings.Contains(history, "pending-write-not-seen") || !strings.Contains(history, "donotemail ↔ blackListEmail") ||
 		!strings.Contains(r.stdout, "blackListEmail=true by run "+r1.runID) {
 		t.Fatalf("table:\n%s", r.stdout)
 	}
 	// --run, --field, --since
-	r = runCLI(t, "--config", p.config, "audit", "--run", r3.runID, "--field", "blackListPhone", "--format", "csv")
+	r = p.cli(t, "audit", "--run", r3.runID, "--field", "blackListPhone", "--format", "csv")
 	if strings.Count(r.stdout, "\n") != 2 || !strings.Contains(r.stdout, "donotphone,blackListPhone") {
 		t.Fatalf("--run --field:\n%s", r.stdout)
 	}
-	r = runCLI(t, "--config", p.config, "audit", "--since", "1h", "--format", "csv")
+	r = p.cli(t, "audit", "--since", "1h", "--format", "csv")
 	if strings.Count(r.stdout, "\n") != 4 {
 		t.Fatalf("--since 1h:\n%s", r.stdout)
 	}
-	if r := runCLI(t, "--config", p.config, "audit"); r.code != exitUsage {
+	if r := p.cli(t, "audit"); r.code != exitUsage {
 		t.Fatalf("audit without a query: exit %d", r.code)
 	}
 }
@@ -243,18 +236,18 @@ func TestAuditRetentionPrunes(t *testing.T) {
 	p := newProject(t, fmt.Sprintf(dropConfig, "audit_retention: 1ms\n"))
 	night1(t, p)
 	p.run(t)
-	r := runCLI(t, "--config", p.config, "audit", "--contact", guid2, "--format", "csv")
+	r := p.cli(t, "audit", "--contact", guid2, "--format", "csv")
 	if strings.Count(r.stdout, "\n") != 2 {
 		t.Fatalf("the run's own decisions must survive its pruning:\n%s", r.stdout)
 	}
 	// The next run prunes everything older than 1 ms before its start.
-	writeFile(t, p.path("drops/d365/2026-11-28.csv"), dropContacts(guid3+",2026-11-28T01:00:00Z,true,false"))
+	testkit.WriteFile(t, p.path("drops/d365/2026-11-28.csv"), testkit.Contacts2(guid3+",2026-11-28T01:00:00Z,true,false"))
 	p.run(t)
-	r = runCLI(t, "--config", p.config, "audit", "--contact", guid2, "--format", "csv")
+	r = p.cli(t, "audit", "--contact", guid2, "--format", "csv")
 	if strings.Count(r.stdout, "\n") != 1 {
 		t.Fatalf("not pruned:\n%s", r.stdout)
 	}
-	r = runCLI(t, "--config", p.config, "audit", "--contact", guid3, "--format", "csv")
+	r = p.cli(t, "audit", "--contact", guid3, "--format", "csv")
 	if strings.Count(r.stdout, "\n") != 2 {
 		t.Fatalf("the newest run's decisions were pruned:\n%s", r.stdout)
 	}
@@ -267,10 +260,10 @@ func TestStateResetField(t *testing.T) {
 	// Both pairs of contact 1 change in Campaign, with a time older than
 	// Dynamics': incrementally that is only-campaign-changed for both.
 	// After resetting donotphone, that pair is first sight: Dynamics is newer.
-	if r := runCLI(t, "--config", p.config, "state", "reset", "--field", "donotphone"); r.code != 0 || !strings.Contains(r.stdout, "forgot") {
+	if r := p.cli(t, "state", "reset", "--field", "donotphone"); r.code != 0 || !strings.Contains(r.stdout, "forgot") {
 		t.Fatalf("reset: %d %s %s", r.code, r.stdout, r.stderr)
 	}
-	writeFile(t, p.path("drops/campaign/2026-11-28.csv"), dropProfiles("@p1,"+guid1+",2026-11-27 00:45:00.000Z,true,true"))
+	testkit.WriteFile(t, p.path("drops/campaign/2026-11-28.csv"), testkit.Profiles2("@p1,"+guid1+",2026-11-27 00:45:00.000Z,true,true"))
 	r := p.run(t)
 	byField := map[string]map[string]string{}
 	for _, row := range p.out(t, "audit", r.runID) {
@@ -279,10 +272,10 @@ func TestStateResetField(t *testing.T) {
 	if byField["donotemail"]["rule"] != "only-campaign-changed" || byField["donotphone"]["rule"] != "conflict-d365-newer" {
 		t.Fatalf("after reset --field donotphone: %v", byField)
 	}
-	if r := runCLI(t, "--config", p.config, "state", "reset", "--field", "nosuchfield"); r.code != exitUsage {
+	if r := p.cli(t, "state", "reset", "--field", "nosuchfield"); r.code != exitUsage {
 		t.Fatalf("unknown field: exit %d", r.code)
 	}
-	if runs := runCLI(t, "--config", p.config, "runs"); !strings.Contains(runs.stdout, "state reset") {
+	if runs := p.cli(t, "runs"); !strings.Contains(runs.stdout, "state reset") {
 		t.Fatalf("reset not in the history:\n%s", runs.stdout)
 	}
 }
@@ -292,14 +285,14 @@ func TestStateExport(t *testing.T) {
 	night1(t, p)
 	p.run(t)
 	out := p.path("export.csv")
-	if r := runCLI(t, "--config", p.config, "state", "export", "--output", out); r.code != 0 {
+	if r := p.cli(t, "state", "export", "--output", out); r.code != 0 {
 		t.Fatal(r.stderr)
 	}
 	fi, _ := os.Stat(out)
 	if fi.Mode().Perm() != 0o600 {
 		t.Fatalf("export is %v", fi.Mode().Perm())
 	}
-	_, rows := readCSV(t, out)
+	_, rows := testkit.ReadCSV(t, out)
 	if len(rows) != 6 {
 		t.Fatalf("want 3 contacts × 2 pairs, got %d", len(rows))
 	}
@@ -317,21 +310,21 @@ func TestRemovedMappingDropsSnapshots(t *testing.T) {
 	night1(t, p)
 	p.run(t)
 	oneMapping := strings.Replace(fmt.Sprintf(dropConfig, ""), "  - d365: donotphone\n    campaign: blackListPhone\n", "", 1)
-	writeFile(t, p.config, oneMapping)
-	writeFile(t, p.path("drops/d365/2026-11-28.csv"), dropContacts(guid3+",2026-11-28T01:00:00Z,false,false"))
-	r := runCLI(t, "--config", p.config, "run")
+	testkit.WriteFile(t, p.config, oneMapping)
+	testkit.WriteFile(t, p.path("drops/d365/2026-11-28.csv"), testkit.Contacts2(guid3+",2026-11-28T01:00:00Z,false,false"))
+	r := p.cli(t, "run")
 	if r.code != 0 || !strings.Contains(r.stderr, "mapping removed") {
 		t.Fatalf("exit %d, no log of the removal:\n%s", r.code, r.stderr)
 	}
-	runs := runCLI(t, "--config", p.config, "runs", "--format", "json")
+	runs := p.cli(t, "runs", "--format", "json")
 	if !strings.Contains(runs.stdout, "mapping removed, its snapshots dropped with the run's commit: donotphone ↔ blackListPhone") {
 		t.Fatalf("the change is not in the run history:\n%s", runs.stdout)
 	}
 	// Added back, the pair starts from first sight: no snapshot survives.
-	writeFile(t, p.config, fmt.Sprintf(dropConfig, ""))
+	testkit.WriteFile(t, p.config, fmt.Sprintf(dropConfig, ""))
 	out := p.path("export.csv")
-	runCLI(t, "--config", p.config, "state", "export", "--output", out)
-	_, rows := readCSV(t, out)
+	p.cli(t, "state", "export", "--output", out)
+	_, rows := testkit.ReadCSV(t, out)
 	for _, row := range rows {
 		if row["d365_field"] == "donotphone" && row["agreed_opted_out"] != "" {
 			t.Fatalf("a removed mapping kept its snapshot: %v", row)
@@ -359,8 +352,8 @@ func TestMetricsFileAfterEveryRun(t *testing.T) {
 	}
 	// A failed run writes the file too, with its exit code.
 	os.Remove(p.path("drops/d365/2026-11-27.csv"))
-	writeFile(t, p.path("drops/d365/bad.csv"), "contactid,modifiedon\n")
-	r := runCLI(t, "--config", p.config, "run")
+	testkit.WriteFile(t, p.path("drops/d365/bad.csv"), "contactid,modifiedon\n")
+	r := p.cli(t, "run")
 	if r.code != exitUsage {
 		t.Fatalf("missing column: exit %d", r.code)
 	}
@@ -411,7 +404,7 @@ func TestSIGTERMMidRun(t *testing.T) {
 	}
 	// Only its report, which says what happened: no file that looks done.
 	onlyReport(t, p, "Interrupted")
-	runs := runCLI(t, "--config", p.config, "runs")
+	runs := p.cli(t, "runs")
 	if !strings.Contains(runs.stdout, "interrupted") || !strings.Contains(runs.stdout, " 143 ") {
 		t.Fatalf("runs:\n%s", runs.stdout)
 	}
@@ -467,14 +460,14 @@ func TestStoppedRunAfterRemovedMappingKeepsState(t *testing.T) {
 	oneMapping := strings.Replace(both, "  - d365: donotphone\n    campaign: blackListPhone\n", "", 1)
 	oneMappingAdded := strings.Replace(oneMapping, "    campaign: blackListEmail\n", "    campaign: blackListEmail\n  - d365: donotfax\n    campaign: blackListFax\n", 1)
 	p := newProject(t, both)
-	writeFile(t, p.path("drops/d365/1.csv"), dropContacts(guid1+",2026-11-27T01:00:00Z,true,true", guid2+",2026-11-27T01:00:00Z,true,false"))
-	writeFile(t, p.path("drops/campaign/1.csv"), dropProfiles("@p1,"+guid1+",2026-11-27 00:30:00.000Z,true,true", "@p2,"+guid2+",2026-11-27 00:30:00.000Z,true,false"))
+	testkit.WriteFile(t, p.path("drops/d365/1.csv"), testkit.Contacts2(guid1+",2026-11-27T01:00:00Z,true,true", guid2+",2026-11-27T01:00:00Z,true,false"))
+	testkit.WriteFile(t, p.path("drops/campaign/1.csv"), testkit.Profiles2("@p1,"+guid1+",2026-11-27 00:30:00.000Z,true,true", "@p2,"+guid2+",2026-11-27 00:30:00.000Z,true,false"))
 	p.run(t)
 	export := func(name string) string {
 		t.Helper()
-		writeFile(t, p.config, both) // the old config: the removed mapping's rows
+		testkit.WriteFile(t, p.config, both) // the old config: the removed mapping's rows
 		out := p.path(name)
-		if r := runCLI(t, "--config", p.config, "state", "export", "--output", out); r.code != 0 {
+		if r := p.cli(t, "state", "export", "--output", out); r.code != 0 {
 			t.Fatalf("state export: %s", r.stderr)
 		}
 		b, err := os.ReadFile(out)
@@ -494,16 +487,16 @@ func TestStoppedRunAfterRemovedMappingKeepsState(t *testing.T) {
 		code   int
 	}{
 		// Both contacts clear their e-mail opt-out: two opt-outs cleared, limit 1.
-		{"safety limit", oneMapping, dropContacts(guid1+",2026-11-28T01:00:00Z,false,true", guid2+",2026-11-28T01:00:00Z,false,false"), exitSafety},
+		{"safety limit", oneMapping, testkit.Contacts2(guid1+",2026-11-28T01:00:00Z,false,true", guid2+",2026-11-28T01:00:00Z,false,false"), exitSafety},
 		{"missing column", oneMapping, "contactid,modifiedon,donotphone\n" + guid1 + ",2026-11-28T01:00:00Z,true\n", exitUsage},
 		{"safety limit, a mapping added too", oneMappingAdded, "contactid,modifiedon,donotemail,donotfax\n" +
 			guid1 + ",2026-11-28T01:00:00Z,false,\n" + guid2 + ",2026-11-28T01:00:00Z,false,\n", exitSafety},
 	}
 	for i, s := range stops {
 		drop := p.path(fmt.Sprintf("drops/d365/2-%d.csv", i))
-		writeFile(t, drop, s.drop)
-		writeFile(t, p.config, s.config)
-		r := runCLI(t, "--config", p.config, "run")
+		testkit.WriteFile(t, drop, s.drop)
+		testkit.WriteFile(t, p.config, s.config)
+		r := p.cli(t, "run")
 		if r.code != s.code || !strings.Contains(r.stderr, "mapping removed") {
 			t.Fatalf("%s: exit %d, want %d, and the removal logged\n%s%s", s.name, r.code, s.code, r.stdout, r.stderr)
 		}
@@ -517,14 +510,14 @@ func TestStoppedRunAfterRemovedMappingKeepsState(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	runs := runCLI(t, "--config", p.config, "runs", "--format", "json")
+	runs := p.cli(t, "runs", "--format", "json")
 	if strings.Count(runs.stdout, `"outcome": "safety-stop"`) != 2 || !strings.Contains(runs.stdout, "mapping removed") {
 		t.Fatalf("the stops are not in the history:\n%s", runs.stdout)
 	}
 	// The run that commits drops them.
-	writeFile(t, p.config, oneMapping)
-	writeFile(t, p.path("drops/d365/3.csv"), dropContacts(guid1+",2026-11-29T01:00:00Z,true,true"))
-	r := runCLI(t, "--config", p.config, "run")
+	testkit.WriteFile(t, p.config, oneMapping)
+	testkit.WriteFile(t, p.path("drops/d365/3.csv"), testkit.Contacts2(guid1+",2026-11-29T01:00:00Z,true,true"))
+	r := p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
@@ -540,7 +533,7 @@ func TestPendingWritesInMetricsAndRuns(t *testing.T) {
 	night1(t, p) // contact 2 opts out in Dynamics: written to Campaign
 	p.run(t)
 	// Campaign's next drop shows profile 2 edited, without the opt-out.
-	writeFile(t, p.path("drops/campaign/2026-11-28.csv"), dropProfiles("@p2,"+guid2+",2026-11-28 09:00:00.000Z,false,false"))
+	testkit.WriteFile(t, p.path("drops/campaign/2026-11-28.csv"), testkit.Profiles2("@p2,"+guid2+",2026-11-28 09:00:00.000Z,false,false"))
 	r := p.run(t)
 	if !strings.Contains(r.stdout, " pending_not_seen=1 pending_oldest=") || !strings.Contains(r.stdout, " pending_written_again=1") {
 		t.Fatalf("summary: %s", r.stdout)
@@ -552,12 +545,12 @@ func TestPendingWritesInMetricsAndRuns(t *testing.T) {
 	if got := families["optsync_last_run_pending_writes_oldest_age_seconds"].Metric[0].Gauge.GetValue(); got <= 0 || got > 60 {
 		t.Errorf("oldest pending write's age: %v s", got)
 	}
-	runs := runCLI(t, "--config", p.config, "runs")
+	runs := p.cli(t, "runs")
 	if !strings.Contains(runs.stdout, "PENDING NOT SEEN") || !strings.Contains(runs.stdout, "1 (oldest ") {
 		t.Fatalf("runs:\n%s", runs.stdout)
 	}
 	// The import: the drop shows the opt-out; nothing is pending any more.
-	writeFile(t, p.path("drops/campaign/2026-11-29.csv"), dropProfiles("@p2,"+guid2+",2026-11-29 09:00:00.000Z,true,false"))
+	testkit.WriteFile(t, p.path("drops/campaign/2026-11-29.csv"), testkit.Profiles2("@p2,"+guid2+",2026-11-29 09:00:00.000Z,true,false"))
 	r = p.run(t)
 	if !strings.Contains(r.stdout, " pending_not_seen=0 ") {
 		t.Fatalf("after the import: %s", r.stdout)

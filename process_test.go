@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"optsync/extract"
+	"optsync/fixtures/testkit"
 	"optsync/state"
 	"optsync/transform"
 )
@@ -155,8 +156,8 @@ func (h *helper) finish(t *testing.T) (int, string) {
 
 func TestSecondRunOnLockedStateExits75(t *testing.T) {
 	p := newProject(t, "direction: bidirectional\nmappings:\n  - d365: donotemail\n    campaign: blackListEmail\nstate: optsync.db\nd365:\n  csv: d365.csv\ncampaign:\n  csv: campaign.csv\n")
-	writeFile(t, p.path("d365.csv"), contactsCSV())
-	writeFile(t, p.path("campaign.csv"), profilesCSV())
+	testkit.WriteFile(t, p.path("d365.csv"), testkit.Contacts())
+	testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles())
 	holder, err := state.Open(p.path("optsync.db"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -187,8 +188,8 @@ func TestSecondRunOnLockedStateExits75(t *testing.T) {
 // other refuses with exit 75 naming that one's pid, host and start time.
 func TestConcurrentStartsAllNameTheHolder(t *testing.T) {
 	p := newProject(t, fmt.Sprintf(onePairConfig, "bidirectional", "newest"))
-	writeFile(t, p.path("d365.csv"), contactsCSV("00000000-0000-0000-0000-000000000001,2026-11-20T10:00:00Z,true"))
-	writeFile(t, p.path("campaign.csv"), profilesCSV("@p1,00000000-0000-0000-0000-000000000001,2026-11-20 09:00:00.000Z,true"))
+	testkit.WriteFile(t, p.path("d365.csv"), testkit.Contacts("00000000-0000-0000-0000-000000000001,2026-11-20T10:00:00Z,true"))
+	testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles("@p1,00000000-0000-0000-0000-000000000001,2026-11-20 09:00:00.000Z,true"))
 	if r := p.backfill(t); r.code != 0 {
 		t.Fatalf("first backfill: exit %d %s", r.code, r.stderr)
 	}
@@ -241,27 +242,27 @@ func TestReadersAnswerWhileARunIsPausedMidDecide(t *testing.T) {
 	p := newProject(t, fmt.Sprintf(dropConfig, ""))
 	night1(t, p)
 	first := p.run(t)
-	writeFile(t, p.path("drops/d365/2026-11-28.csv"), dropContacts(guid3+",2026-11-28T01:00:00Z,true,false"))
+	testkit.WriteFile(t, p.path("drops/d365/2026-11-28.csv"), testkit.Contacts2(guid3+",2026-11-28T01:00:00Z,true,false"))
 	h := startHelper(t, "pause-after-decide", "--config", p.config, "run")
 	if !h.waitPaused() {
 		code, out := h.finish(t)
 		t.Fatalf("the run did not pause: exit %d\n%s%s", code, out, h.stderr.String())
 	}
-	r := runCLI(t, "--config", p.config, "runs")
+	r := p.cli(t, "runs")
 	if r.code != 0 || !strings.Contains(r.stdout, first.runID) || !strings.Contains(r.stdout, "running") ||
 		!strings.Contains(r.stderr, "a run has held the state since") || !strings.Contains(r.stderr, fmt.Sprintf("pid %d", h.cmd.Process.Pid)) {
 		t.Fatalf("runs while a run is paused: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	if r := runCLI(t, "--config", p.config, "audit", "--contact", guid2); r.code != 0 || !strings.Contains(r.stdout, "conflict-d365-newer") ||
+	if r := p.cli(t, "audit", "--contact", guid2); r.code != 0 || !strings.Contains(r.stdout, "conflict-d365-newer") ||
 		!strings.Contains(r.stdout, "a run (pid") {
 		t.Fatalf("audit while a run is paused: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	if r := runCLI(t, "--config", p.config, "state", "export", "--contact", guid3); r.code != 0 || strings.Count(r.stdout, "\n") != 3 ||
+	if r := p.cli(t, "state", "export", "--contact", guid3); r.code != 0 || strings.Count(r.stdout, "\n") != 3 ||
 		strings.Contains(r.stdout, "2026-11-28T01:00:00Z") {
 		t.Fatalf("state export (of the last commit) while a run is paused: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	for _, cmd := range [][]string{{"run"}, {"backfill"}, {"state", "reset"}} {
-		if r := runCLI(t, append([]string{"--config", p.config}, cmd...)...); r.code != exitLocked {
+		if r := p.cli(t, cmd...); r.code != exitLocked {
 			t.Fatalf("%s while a run holds the state: exit %d\n%s", cmd, r.code, r.stderr)
 		}
 	}
@@ -269,7 +270,7 @@ func TestReadersAnswerWhileARunIsPausedMidDecide(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "d365->campaign=1") {
 		t.Fatalf("the paused run: exit %d\n%s%s", code, out, h.stderr.String())
 	}
-	if r := runCLI(t, "--config", p.config, "state", "export", "--contact", guid3); !strings.Contains(r.stdout, "2026-11-28T01:00:00Z") {
+	if r := p.cli(t, "state", "export", "--contact", guid3); !strings.Contains(r.stdout, "2026-11-28T01:00:00Z") {
 		t.Fatalf("state export after the run:\n%s", r.stdout)
 	}
 }
@@ -278,13 +279,13 @@ func TestReadersAnswerWhileARunIsPausedMidDecide(t *testing.T) {
 // from an earlier backfill matters.
 func killScenario(t *testing.T) *project {
 	p := newProject(t, fmt.Sprintf(onePairConfig, "bidirectional", "newest"))
-	writeFile(t, p.path("d365.csv"), contactsCSV(
+	testkit.WriteFile(t, p.path("d365.csv"), testkit.Contacts(
 		"00000000-0000-0000-0000-000000000001,2026-11-20T10:00:00Z,true",
 		"00000000-0000-0000-0000-000000000002,2026-11-20T10:00:00Z,false",
 		"00000000-0000-0000-0000-000000000003,2026-11-20T10:00:00Z,false",
 		"00000000-0000-0000-0000-000000000004,2026-11-20T08:00:00Z,false",
 	))
-	writeFile(t, p.path("campaign.csv"), profilesCSV(
+	testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles(
 		"@p1,00000000-0000-0000-0000-000000000001,2026-11-20 09:00:00.000Z,false",
 		"@p2,00000000-0000-0000-0000-000000000002,2026-11-20 11:00:00.000Z,true",
 		"@p3,00000000-0000-0000-0000-000000000003,2026-11-20 09:00:00.000Z,false",
@@ -380,7 +381,7 @@ func TestKilledBeforeCommitNextRunCompletes(t *testing.T) {
 		}
 	}
 	// The killed run is on record as interrupted.
-	r = runCLI(t, "--config", p.config, "runs")
+	r = p.cli(t, "runs")
 	if !strings.Contains(r.stdout, "interrupted") {
 		t.Errorf("runs does not show the killed run as interrupted:\n%s", r.stdout)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"optsync/fixtures/campaignsim"
 	"optsync/fixtures/d365sim"
+	"optsync/fixtures/testkit"
 )
 
 // BenchmarkRetryQueueReread measures a night that reads a retry queue of
@@ -43,7 +44,7 @@ func BenchmarkRetryQueueReread(b *testing.B) {
 		night1 := "PKey,externalId,lastModified,blackListEmail\n"
 		night2 := night1
 		for i := 1; i <= n; i++ {
-			id := fmt.Sprintf("00000000-0000-0000-0000-%012d", i)
+			id := testkit.GUID(i)
 			f := false
 			cs = append(cs, d365sim.Contact{ID: id, ModifiedOn: time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC), Fields: map[string]*bool{"donotemail": &f}})
 			night1 += fmt.Sprintf("@p%d,%s,2026-11-20 09:00:00.000Z,false\n", i, id)
@@ -133,7 +134,7 @@ func BenchmarkCampaignRetryQueueReread(b *testing.B) {
 		night1 := "contactid,modifiedon,donotemail\n"
 		night2 := night1
 		for i := 1; i <= n; i++ {
-			id := fmt.Sprintf("00000000-0000-0000-0000-%012d", i)
+			id := testkit.GUID(i)
 			f := false
 			ps = append(ps, campaignsim.Profile{PKey: fmt.Sprintf("@p%d", i), ExternalID: id, LastModified: time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC),
 				Fields: map[string]*bool{"blackListEmail": &f}})
@@ -143,7 +144,7 @@ func BenchmarkCampaignRetryQueueReread(b *testing.B) {
 		// a later profile puts the watermark past the others: the nights
 		// after the first read only what changed, and the queue
 		f := false
-		ps = append(ps, campaignsim.Profile{PKey: "@later", ExternalID: fmt.Sprintf("00000000-0000-0000-0000-%012d", n+1),
+		ps = append(ps, campaignsim.Profile{PKey: "@later", ExternalID: testkit.GUID(n + 1),
 			LastModified: time.Date(2026, 11, 20, 11, 0, 0, 0, time.UTC), Fields: map[string]*bool{"blackListEmail": &f}})
 		sim.Seed(ps)
 		cfg := fmt.Sprintf("direction: bidirectional\nmappings:\n  - {d365: donotemail, campaign: blackListEmail}\nsafety: {max_optin: \"100%%\"}\n"+

@@ -15,7 +15,7 @@ func TestCampaignUnsubscribeRaceUnderConcurrentEdits(t *testing.T) {
 	const n = 480
 	p := newCampaignProject(t, n, true, "  source: api\n  target: api\n  concurrency: 8\n  changed_filter: {name: Changed, param: since}\n")
 	p.csim.SetConcurrentUnsubscribes(0.5)
-	r := p.run(t, hooks{}, "run")
+	r := p.cli(t, "run")
 	if r.code != exitWriteFailed {
 		t.Fatalf("exit %d, want 3 (raced writes are queued)\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -66,7 +66,7 @@ func TestCampaignUnsubscribeRaceUnderConcurrentEdits(t *testing.T) {
 
 	// The next run reads the queued profiles again: each unsubscribe is the
 	// newer change and goes to Dynamics.
-	if r := p.run(t, hooks{}, "run"); r.code != 0 {
+	if r := p.cli(t, "run"); r.code != 0 {
 		t.Fatalf("next run: exit %d\n%s", r.code, r.stderr)
 	}
 	for _, u := range unsubs {

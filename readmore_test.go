@@ -6,7 +6,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +16,7 @@ import (
 
 	"optsync/fixtures/campaignsim"
 	"optsync/fixtures/d365sim"
+	"optsync/fixtures/testkit"
 )
 
 // Reading more than the changes must never change a decision: a run that
@@ -79,9 +79,9 @@ func tri(rng *rand.Rand) *bool {
 	case x < 4:
 		return nil
 	case x < 24:
-		return boolp(true)
+		return testkit.Bool(true)
 	}
-	return boolp(false)
+	return testkit.Bool(false)
 }
 
 // newSimNight seeds n contacts and a profile for most of them (every 50th
@@ -92,34 +92,27 @@ func newSimNight(t *testing.T, n int, first time.Time, campaignExtra, d365Extra 
 	t.Helper()
 	s := &simNight{t: t, n: n, dh: &swapHandler{}, ch: &swapHandler{}}
 	s.set(first)
-	s.d = d365sim.NewServer(d365sim.Options{Tenant: "tenant-1", ClientID: "client-1", ClientSecret: testSecret, ChangeTracking: true,
-		OtherAttributes: map[string]string{"xx_smsconsent": "Boolean"}, Now: s.now})
-	s.c = campaignsim.NewServer(campaignsim.Options{Organization: "acme", ClientID: "camp-client", ClientSecret: campaignSecret,
-		ChangedFilter: campaignsim.Filter{Name: "Changed", Param: "since"}, Now: s.now, Seed: 1})
+	s.d = newD365Sim(t, d365sim.Options{ChangeTracking: true, OtherAttributes: map[string]string{"xx_smsconsent": "Boolean"}, Now: s.now})
+	s.c = newCampaignSim(t, campaignsim.Options{ChangedFilter: campaignsim.Filter{Name: "Changed", Param: "since"}, Now: s.now, Seed: 1})
 	s.dh.h.Store(http.Handler(s.d))
 	s.ch.h.Store(http.Handler(s.c))
-	dsrv, csrv := httptest.NewServer(s.dh), httptest.NewServer(s.ch)
-	t.Cleanup(dsrv.Close)
-	t.Cleanup(csrv.Close)
-	s.dURL, s.cURL = dsrv.URL, csrv.URL
-	t.Setenv("OPTSYNC_TEST_D365_SECRET", testSecret)
-	t.Setenv("OPTSYNC_TEST_CAMPAIGN_SECRET", campaignSecret)
+	s.dURL, s.cURL = serve(t, s.dh), serve(t, s.ch)
 
 	rng := rand.New(rand.NewPCG(16, 1))
 	year := first.Add(-365 * 24 * time.Hour)
 	var cs []d365sim.Contact
 	var ps []campaignsim.Profile
 	for i := 1; i <= n; i++ {
-		dc := d365sim.Contact{ID: contactID(i), ModifiedOn: year.Add(time.Duration(rng.Int64N(int64(360 * 24 * time.Hour)))).Truncate(time.Second),
+		dc := d365sim.Contact{ID: testkit.GUID(i), ModifiedOn: year.Add(time.Duration(rng.Int64N(int64(360 * 24 * time.Hour)))).Truncate(time.Second),
 			Fields: map[string]*bool{}}
-		pr := campaignsim.Profile{PKey: fmt.Sprintf("@p%d", i), ExternalID: contactID(i),
+		pr := campaignsim.Profile{PKey: fmt.Sprintf("@p%d", i), ExternalID: testkit.GUID(i),
 			LastModified: year.Add(time.Duration(rng.Int64N(int64(360 * 24 * time.Hour)))), Fields: map[string]*bool{}}
 		for _, m := range nightMappings {
 			d := tri(rng)
 			dc.Fields[m.d365] = d
 			c := d
 			if d != nil && m.invert {
-				c = boolp(!*d)
+				c = testkit.Bool(!*d)
 			}
 			if rng.IntN(100) < 6 { // the two systems disagree here
 				c = tri(rng)
@@ -132,8 +125,8 @@ func newSimNight(t *testing.T, n int, first time.Time, campaignExtra, d365Extra 
 		}
 	}
 	for i := n + 1; i <= n+40; i++ {
-		ps = append(ps, campaignsim.Profile{PKey: fmt.Sprintf("@p%d", i), ExternalID: contactID(i), LastModified: year,
-			Fields: map[string]*bool{"blackListEmail": boolp(true)}})
+		ps = append(ps, campaignsim.Profile{PKey: fmt.Sprintf("@p%d", i), ExternalID: testkit.GUID(i), LastModified: year,
+			Fields: map[string]*bool{"blackListEmail": testkit.Bool(true)}})
 	}
 	s.d.Seed(cs)
 	s.c.Seed(ps)
@@ -151,27 +144,9 @@ func (s *simNight) configFor(campaignExtra, d365Extra string, ms []nightMapping)
 			b.WriteString("    invert: true\n")
 		}
 	}
-	fmt.Fprintf(&b, `safety:
-  max_optin: "100%%"
-d365:
-  source: api
-  target: api
-  url: %s
-  authority_url: %s
-  tenant_id: tenant-1
-  client_id: client-1
-  client_secret_env: OPTSYNC_TEST_D365_SECRET
-%scampaign:
-  source: api
-  target: api
-  base_url: %s
-  ims_url: %s
-  organization: acme
-  client_id: camp-client
-  client_secret_env: OPTSYNC_TEST_CAMPAIGN_SECRET
-  page_size: 1000
-  concurrency: 8
-%s`, s.dURL, s.dURL, d365Extra, s.cURL, s.cURL, campaignExtra)
+	b.WriteString("safety:\n  max_optin: \"100%\"\n")
+	b.WriteString(d365APISection(s.dURL, "  target: api\n"+d365Extra))
+	b.WriteString(campaignAPISection(s.cURL, "  source: api\n  target: api\n  page_size: 1000\n  concurrency: 8\n"+campaignExtra))
 	return b.String()
 }
 
@@ -179,7 +154,7 @@ d365:
 func (s *simNight) runAt(t *testing.T, at time.Time, args ...string) cliResult {
 	t.Helper()
 	s.set(at)
-	r := (&apiProject{project: s.project}).runWith(t, hooks{}, args...)
+	r := s.project.cli(t, args...)
 	if r.code != 0 && r.code != exitWriteFailed {
 		t.Fatalf("%v: exit %d\n%s\n%s", args, r.code, r.stdout, lastLines(r.stderr, 20))
 	}
@@ -217,14 +192,14 @@ func (s *simNight) nightEdits(d *d365sim.Server, c *campaignsim.Server, seed uin
 		m := nightMappings[rng.IntN(len(nightMappings))]
 		v := tri(rng)
 		if kind.deletes && rng.IntN(100) == 0 {
-			d.Delete(contactID(i))
+			d.Delete(testkit.GUID(i))
 			if i%50 != 0 {
 				c.SetField(fmt.Sprintf("@p%d", i), m.campaign, v)
 			}
 			continue
 		}
 		if rng.IntN(2) == 0 {
-			d.SetField(contactID(i), m.d365, v)
+			d.SetField(testkit.GUID(i), m.d365, v)
 			continue
 		}
 		if i%50 == 0 {
@@ -245,7 +220,7 @@ func (s *simNight) values(d *d365sim.Server, c *campaignsim.Server, fields []nig
 		return fmt.Sprint(*v)
 	}
 	for i := 1; i <= s.n; i++ {
-		ct, ok := d.Contact(contactID(i))
+		ct, ok := d.Contact(testkit.GUID(i))
 		if !ok {
 			continue
 		}
@@ -339,7 +314,7 @@ func compareNights(t *testing.T, a, b nightRun) {
 		msg.WriteString("  " + d + "\n")
 		var i int
 		if _, err := fmt.Sscanf(strings.TrimPrefix(strings.TrimPrefix(d, "contact "), "profile @p"), "%d", &i); err == nil {
-			id := contactID(i)
+			id := testkit.GUID(i)
 			fmt.Fprintf(&msg, "    narrow: %v\n    wide:   %v\n", a.audit[id], b.audit[id])
 		}
 	}
@@ -378,7 +353,7 @@ func (s *simNight) nightPair(t *testing.T, first time.Time, w wideNight) (nightR
 		if c == "" {
 			c = string(base)
 		}
-		writeFile(t, s.config, c)
+		testkit.WriteFile(t, s.config, c)
 	}
 	useConfig(w.configA)
 	s.runAt(t, first, w.argsA...)
@@ -572,15 +547,15 @@ func (p *dropNight) write(t *testing.T, name string, ds, cs []int) {
 	var b strings.Builder
 	b.WriteString("contactid,modifiedon,donotemail,donotphone\n")
 	for _, i := range ds {
-		fmt.Fprintf(&b, "%s,%s\n", contactID(i), strings.Join(p.d[i], ","))
+		fmt.Fprintf(&b, "%s,%s\n", testkit.GUID(i), strings.Join(p.d[i], ","))
 	}
-	writeFile(t, p.path("drops/d365/"+name+".csv"), b.String())
+	testkit.WriteFile(t, p.path("drops/d365/"+name+".csv"), b.String())
 	b.Reset()
 	b.WriteString("PKey,externalId,lastModified,blackListEmail,blackListPhone,emailOptOutDate\n")
 	for _, i := range cs {
-		fmt.Fprintf(&b, "@p%d,%s,%s\n", i, contactID(i), strings.Join(p.c[i], ","))
+		fmt.Fprintf(&b, "@p%d,%s,%s\n", i, testkit.GUID(i), strings.Join(p.c[i], ","))
 	}
-	writeFile(t, p.path("drops/campaign/"+name+".csv"), b.String())
+	testkit.WriteFile(t, p.path("drops/campaign/"+name+".csv"), b.String())
 }
 
 // edits changes the records of a night, each at its own time: a Campaign
@@ -649,13 +624,13 @@ func TestDropsReadAgainDecideAsTheChanges(t *testing.T) {
 		t.Run(wide, func(t *testing.T) {
 			p := newDropNight(t, 3000, first)
 			p.write(t, "1", nil, nil)
-			if r := runCLI(t, "--config", p.config, "run"); r.code != 0 {
+			if r := p.cli(t, "run"); r.code != 0 {
 				t.Fatalf("first night: exit %d\n%s", r.code, r.stderr)
 			}
 			copyFile(t, p.path("optsync.db"), p.path("start.db"))
 			ds, cs := p.edits(2, 900, first.Add(time.Hour), first.Add(5*time.Hour))
 			p.write(t, "2", ds, cs)
-			ra := runCLI(t, "--config", p.config, "run")
+			ra := p.cli(t, "run")
 			if ra.code != 0 {
 				t.Fatalf("narrow: exit %d\n%s", ra.code, ra.stderr)
 			}
@@ -704,21 +679,21 @@ func TestFullReadForgetsContactsGoneFromDynamics(t *testing.T) {
 	// The first sync, and a night that reads back its writes: the Campaign
 	// watermark is past the seeded profiles.
 	for range 2 {
-		if r := p.run(t, hooks{}, "run"); r.code != 0 {
+		if r := p.cli(t, "run"); r.code != 0 {
 			t.Fatalf("first nights: exit %d\n%s", r.code, r.stderr)
 		}
 	}
 	// Contact 1 (in step on both sides, never written) is deleted in
 	// Dynamics; a full read does not have it, and nothing of its profile.
-	p.dsim.Delete(contactID(1))
+	p.dsim.Delete(testkit.GUID(1))
 	p.dsim.ExpireDeltaTokens()
-	r := p.run(t, hooks{}, "run")
+	r := p.cli(t, "run")
 	if r.code != 0 || !strings.Contains(r.stderr, "reading every contact again") {
 		t.Fatalf("full read: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	// The person behind contact 1 unsubscribes in Campaign.
-	p.csim.SetField("@p1", "blackListEmail", boolp(true))
-	r = p.run(t, hooks{}, "run")
+	p.csim.SetField("@p1", "blackListEmail", testkit.Bool(true))
+	r = p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("a change of the gone contact's profile: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -726,13 +701,13 @@ func TestFullReadForgetsContactsGoneFromDynamics(t *testing.T) {
 		t.Fatalf("decided against a contact Dynamics no longer has: %v", got)
 	}
 	p.dsim.ExpireDeltaTokens()
-	if r = p.run(t, hooks{}, "run"); r.code != 0 || strings.Contains(r.stdout, "d365_missing") {
+	if r = p.cli(t, "run"); r.code != 0 || strings.Contains(r.stdout, "d365_missing") {
 		t.Fatalf("the second full read: exit %d\n%s", r.code, r.stdout)
 	}
 	var hist []struct {
 		Counts map[string]int `json:"counts"`
 	}
-	jr := runCLI(t, "--config", p.config, "runs", "--format", "json")
+	jr := p.cli(t, "runs", "--format", "json")
 	if err := json.Unmarshal([]byte(jr.stdout), &hist); err != nil || len(hist) == 0 {
 		t.Fatalf("runs: %v\n%s", err, jr.stdout)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"optsync/fixtures/testkit"
 	"optsync/state"
 )
 
@@ -232,7 +233,7 @@ func demoProject(t *testing.T) *project {
 		if err != nil {
 			t.Fatal(err)
 		}
-		writeFile(t, p.path(name), string(b))
+		testkit.WriteFile(t, p.path(name), string(b))
 	}
 	p.config = p.path("optsync.yaml")
 	return p
@@ -240,7 +241,7 @@ func demoProject(t *testing.T) *project {
 
 func runsJSON(t *testing.T, p *project) []state.Run {
 	t.Helper()
-	res := runCLI(t, "--config", p.config, "runs", "--format", "json")
+	res := p.cli(t, "runs", "--format", "json")
 	if res.code != 0 {
 		t.Fatalf("runs: exit %d\n%s", res.code, res.stderr)
 	}

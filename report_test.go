@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"optsync/fixtures/testkit"
 	"optsync/state"
 )
 
@@ -130,7 +131,7 @@ func TestReportSinceThreeNights(t *testing.T) {
 	for night := 1; night <= 3; night++ {
 		if night == 2 { // a profile moves on in Campaign between the exports
 			b, _ := os.ReadFile(p.path("campaign_profiles.csv"))
-			writeFile(t, p.path("campaign_profiles.csv"), strings.Replace(string(b), "2026", "2027", 1))
+			testkit.WriteFile(t, p.path("campaign_profiles.csv"), strings.Replace(string(b), "2026", "2027", 1))
 		}
 		res := p.backfill(t, "--allow-mass-optin")
 		if res.code != 0 {
@@ -139,7 +140,7 @@ func TestReportSinceThreeNights(t *testing.T) {
 		ids = append(ids, res.runID)
 	}
 	runs := runsJSON(t, p)
-	res := runCLI(t, "--config", p.config, "report", "--since", "30d")
+	res := p.cli(t, "report", "--since", "30d")
 	if res.code != 0 {
 		t.Fatalf("report: exit %d\n%s", res.code, res.stderr)
 	}
@@ -179,7 +180,7 @@ func TestReportSinceThreeNights(t *testing.T) {
 		t.Errorf("line 307 shown %d times", n)
 	}
 	// A window without those runs has none of them.
-	res = runCLI(t, "--config", p.config, "report", "--since", "2020-01-01T00:00:00Z", "--output", p.path("all.html"))
+	res = p.cli(t, "report", "--since", "2020-01-01T00:00:00Z", "--output", p.path("all.html"))
 	if res.code != 0 || !strings.Contains(readReport(t, p.path("all.html")), ids[0]) {
 		t.Fatalf("--output: exit %d %s", res.code, res.stderr)
 	}
@@ -187,7 +188,7 @@ func TestReportSinceThreeNights(t *testing.T) {
 
 func TestReportCommand(t *testing.T) {
 	p := demoProject(t)
-	if r := runCLI(t, "--config", p.config, "report"); r.code != exitUsage || !strings.Contains(r.stderr, "no run recorded") {
+	if r := p.cli(t, "report"); r.code != exitUsage || !strings.Contains(r.stderr, "no run recorded") {
 		t.Fatalf("no runs: exit %d %s", r.code, r.stderr)
 	}
 	first := p.backfill(t, "--allow-mass-optin").runID
@@ -230,14 +231,14 @@ func TestReportCommand(t *testing.T) {
 // with the run, message included, and shown in its report.
 func TestReportShowsFailedWrites(t *testing.T) {
 	p := newAPIProject(t, 6, "  target: api\n")
-	if r := p.runWith(t, hooks{}, "run"); r.code != 0 {
+	if r := p.cli(t, "run"); r.code != 0 {
 		t.Fatal(r.stderr)
 	}
-	writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV(
+	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles(
 		"@p1,00000000-0000-0000-0000-000000000001,2026-11-21 09:00:00.000Z,true",
 		"@p5,00000000-0000-0000-0000-000000000005,2026-11-21 09:00:00.000Z,true"))
-	r := p.runWith(t, hooks{afterDecide: func(context.Context) {
-		p.sim.Delete("00000000-0000-0000-0000-000000000005")
+	r := p.cliWith(t, hooks{afterDecide: func(context.Context) {
+		p.dsim.Delete("00000000-0000-0000-0000-000000000005")
 	}}, "run")
 	if r.code != exitWriteFailed {
 		t.Fatalf("exit %d, want 3\n%s", r.code, r.stderr)

@@ -12,12 +12,10 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"optsync/fixtures/testkit"
 	"optsync/state"
 	"optsync/transform"
 )
-
-// guidN is the n-th test contact's id; profiles are "@pN".
-func guidN(n int) string { return fmt.Sprintf("00000000-0000-0000-0000-%012x", n) }
 
 // people writes one export per system from rows "d,c,dTime,cTime" per
 // contact n (d and c: true, false or blank).
@@ -32,13 +30,13 @@ func exports(people []person) (d365, campaign string) {
 	var ds, cs []string
 	for _, p := range people {
 		if !p.noContact {
-			ds = append(ds, fmt.Sprintf("%s,%s,%s", guidN(p.n), p.dTime, p.d))
+			ds = append(ds, fmt.Sprintf("%s,%s,%s", testkit.GUID(p.n), p.dTime, p.d))
 		}
 		if !p.noProfile {
-			cs = append(cs, fmt.Sprintf("@p%d,%s,%s,%s", p.n, guidN(p.n), p.cTime, p.c))
+			cs = append(cs, fmt.Sprintf("@p%d,%s,%s,%s", p.n, testkit.GUID(p.n), p.cTime, p.c))
 		}
 	}
-	return contactsCSV(ds...), profilesCSV(cs...)
+	return testkit.Contacts(ds...), testkit.Profiles(cs...)
 }
 
 const (
@@ -74,7 +72,7 @@ func TestOneResubscribeInANightlyDropPasses(t *testing.T) {
 	p.run(t)
 	// Contact 2 (opted out of email on both sides since night 1) opts back
 	// in through Dynamics.
-	writeFile(t, p.path("drops/d365/2026-11-28.csv"), dropContacts(guid2+",2026-11-28T01:00:00Z,false,false"))
+	testkit.WriteFile(t, p.path("drops/d365/2026-11-28.csv"), testkit.Contacts2(guid2+",2026-11-28T01:00:00Z,false,false"))
 	r := p.run(t)
 	audit := p.out(t, "audit", r.runID)
 	if len(audit) != 1 || audit[0]["old_value"] != "true" || audit[0]["new_value"] != "false" || !strings.Contains(r.stdout, "opt_outs_cleared=1") {
@@ -97,11 +95,11 @@ func TestInterruptedBackfillFinishedByRunPasses(t *testing.T) {
 	write := func(d365, campaign string, ps []person) {
 		var ds, cs []string
 		for _, x := range ps {
-			ds = append(ds, fmt.Sprintf("%s,%s,%s,false", guidN(x.n), x.dTime, x.d))
-			cs = append(cs, fmt.Sprintf("@p%d,%s,%s,%s,false", x.n, guidN(x.n), x.cTime, x.c))
+			ds = append(ds, fmt.Sprintf("%s,%s,%s,false", testkit.GUID(x.n), x.dTime, x.d))
+			cs = append(cs, fmt.Sprintf("@p%d,%s,%s,%s,false", x.n, testkit.GUID(x.n), x.cTime, x.c))
 		}
-		writeFile(t, p.path(d365), dropContacts(ds...))
-		writeFile(t, p.path(campaign), dropProfiles(cs...))
+		testkit.WriteFile(t, p.path(d365), testkit.Contacts2(ds...))
+		testkit.WriteFile(t, p.path(campaign), testkit.Profiles2(cs...))
 	}
 	write("full/d365.csv", "full/campaign.csv", append(append([]person{}, people...), tail...))
 	// 15 of the 315 opt-outs at stake (4.8 %): within 5 %.
@@ -115,7 +113,7 @@ func TestInterruptedBackfillFinishedByRunPasses(t *testing.T) {
 	}
 	// The night's drop holds the 15 contacts not committed.
 	write("drops/d365/tail.csv", "drops/campaign/tail.csv", tail)
-	r := runCLI(t, "--config", p.config, "run")
+	r := p.cli(t, "run")
 	if r.code != 0 || !strings.Contains(r.stdout, "compared=30 pairs (15 contacts)") || !strings.Contains(r.stdout, "opt_outs_cleared=15") {
 		t.Fatalf("the run finishing the backfill: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
@@ -158,8 +156,8 @@ func TestMaxOptinIsAShareOfKnownOptOuts(t *testing.T) {
 			p := newProject(t, fivePercent("bidirectional")+"metrics_file: optsync.prom\n")
 			base := agreed(1, 400, 100)
 			d, c := exports(base)
-			writeFile(t, p.path("d365.csv"), d)
-			writeFile(t, p.path("campaign.csv"), c)
+			testkit.WriteFile(t, p.path("d365.csv"), d)
+			testkit.WriteFile(t, p.path("campaign.csv"), c)
 			if r := p.backfill(t); r.code != 0 {
 				t.Fatalf("first backfill: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 			}
@@ -167,7 +165,7 @@ func TestMaxOptinIsAShareOfKnownOptOuts(t *testing.T) {
 				base[i].d, base[i].dTime = "false", "2026-11-21T10:00:00Z"
 			}
 			d, c = exports(base)
-			writeFile(t, p.path("d365.csv"), d)
+			testkit.WriteFile(t, p.path("d365.csv"), d)
 			r := p.backfill(t)
 			if !tc.stops {
 				if r.code != 0 || !strings.Contains(r.stdout, "opt_outs_cleared=20") {
@@ -179,14 +177,14 @@ func TestMaxOptinIsAShareOfKnownOptOuts(t *testing.T) {
 				t.Fatalf("exit %d, want 4\n%s%s", r.code, r.stdout, r.stderr)
 			}
 			want := "safety stop: this run would clear 24 of 400 known opt-outs (6 %), limit 20 (safety.max_optin 5% of 400 known opt-outs). Nothing was written."
-			if !strings.Contains(r.stdout, want) || !strings.Contains(r.stdout, guidN(1)+" profile @p1: d365->campaign blackListEmail true → false (rule only-d365-changed)") {
+			if !strings.Contains(r.stdout, want) || !strings.Contains(r.stdout, testkit.GUID(1)+" profile @p1: d365->campaign blackListEmail true → false (rule only-d365-changed)") {
 				t.Fatalf("message:\n%s\nwant %s", r.stdout, want)
 			}
-			if table := runCLI(t, "--config", p.config, "runs").stdout; !strings.Contains(table, "safety-stop  4     0               0               0 (would clear 24)") {
+			if table := p.cli(t, "runs").stdout; !strings.Contains(table, "safety-stop  4     0               0               0 (would clear 24)") {
 				t.Errorf("runs table:\n%s", table)
 			}
 			var runs []state.Run
-			if err := json.Unmarshal([]byte(runCLI(t, "--config", p.config, "runs", "--format", "json").stdout), &runs); err != nil {
+			if err := json.Unmarshal([]byte(p.cli(t, "runs", "--format", "json").stdout), &runs); err != nil {
 				t.Fatal(err)
 			}
 			c0 := runs[0].Counts
@@ -256,16 +254,16 @@ func TestHeaderOnlyExportStops(t *testing.T) {
 			// Even a limit that would allow everything to be missing.
 			p := newProject(t, strings.Replace(fmt.Sprintf(onePairConfig, "bidirectional", "newest"), `max_optin: "100%"`, "max_optin: \"100%\"\n  max_missing: \"100%\"", 1))
 			d, c := exports(agreed(1, 3, 2))
-			writeFile(t, p.path("d365.csv"), d)
-			writeFile(t, p.path("campaign.csv"), c)
+			testkit.WriteFile(t, p.path("d365.csv"), d)
+			testkit.WriteFile(t, p.path("campaign.csv"), c)
 			if r := p.backfill(t); r.code != 0 {
 				t.Fatal(r.stderr)
 			}
 			before := stateData(t, p.path("optsync.db"))
 			if side == "Dynamics" {
-				writeFile(t, p.path("d365.csv"), contactsCSV())
+				testkit.WriteFile(t, p.path("d365.csv"), testkit.Contacts())
 			} else {
-				writeFile(t, p.path("campaign.csv"), profilesCSV())
+				testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles())
 			}
 			r := p.backfill(t)
 			if r.code != exitSafety {
@@ -273,7 +271,7 @@ func TestHeaderOnlyExportStops(t *testing.T) {
 			}
 			record := map[string]string{"Dynamics": "contacts", "Campaign": "profiles"}[side]
 			if !strings.Contains(r.stdout, "safety stop: the "+side+" input") || !strings.Contains(r.stdout, "has no rows, and state knows 5 "+record+" from "+side) ||
-				!strings.Contains(r.stdout, guidN(1)) {
+				!strings.Contains(r.stdout, testkit.GUID(1)) {
 				t.Fatalf("message:\n%s", r.stdout)
 			}
 			if after := stateData(t, p.path("optsync.db")); !reflect.DeepEqual(before, after) {
@@ -284,7 +282,7 @@ func TestHeaderOnlyExportStops(t *testing.T) {
 			if partial, _ := filepath.Glob(p.path("out/*.partial")); len(csvs) != 4 || len(partial) != 0 {
 				t.Fatalf("a stopped run left files: %v %v", csvs, partial)
 			}
-			runs := runCLI(t, "--config", p.config, "runs")
+			runs := p.cli(t, "runs")
 			if !strings.Contains(runs.stdout, "safety-stop") {
 				t.Fatalf("the stop is not in the history:\n%s", runs.stdout)
 			}
@@ -305,13 +303,13 @@ func TestShrinkGuard(t *testing.T) {
 		first[i].noProfile = true
 	}
 	d, c := exports(first)
-	writeFile(t, p.path("d365.csv"), d)
-	writeFile(t, p.path("campaign.csv"), c)
+	testkit.WriteFile(t, p.path("d365.csv"), d)
+	testkit.WriteFile(t, p.path("campaign.csv"), c)
 	if r := p.backfill(t); r.code != 0 {
 		t.Fatalf("first run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	d, c = exports(all)
-	writeFile(t, p.path("campaign.csv"), c)
+	testkit.WriteFile(t, p.path("campaign.csv"), c)
 	if r := p.backfill(t); r.code != 0 {
 		t.Fatalf("all profiles back: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
@@ -323,8 +321,8 @@ func TestShrinkGuard(t *testing.T) {
 	}
 	shrunk[0].noProfile, shrunk[1].noProfile = true, true
 	d, c = exports(shrunk)
-	writeFile(t, p.path("d365.csv"), d)
-	writeFile(t, p.path("campaign.csv"), c)
+	testkit.WriteFile(t, p.path("d365.csv"), d)
+	testkit.WriteFile(t, p.path("campaign.csv"), c)
 	r := p.backfill(t)
 	if r.code != exitSafety {
 		t.Fatalf("exit %d, want 4\n%s%s", r.code, r.stdout, r.stderr)
@@ -334,8 +332,8 @@ func TestShrinkGuard(t *testing.T) {
 		t.Fatalf("message:\n%s\nwant %s", r.stdout, want)
 	}
 	for _, n := range []int{5, 10, 15} {
-		if !strings.Contains(r.stdout, "contact "+guidN(n)+" (Dynamics record last read") {
-			t.Errorf("example %s missing:\n%s", guidN(n), r.stdout)
+		if !strings.Contains(r.stdout, "contact "+testkit.GUID(n)+" (Dynamics record last read") {
+			t.Errorf("example %s missing:\n%s", testkit.GUID(n), r.stdout)
 		}
 	}
 	if after := stateData(t, p.path("optsync.db")); !reflect.DeepEqual(before, after) {
@@ -350,10 +348,10 @@ func TestShrinkGuard(t *testing.T) {
 		t.Fatalf("after --allow-missing: %+v", tot)
 	}
 	// A disabled run decides and drops nothing: complete exports pass.
-	writeFile(t, p.config, fmt.Sprintf(onePairConfig, "disabled", "newest"))
+	testkit.WriteFile(t, p.config, fmt.Sprintf(onePairConfig, "disabled", "newest"))
 	d, c = exports(all)
-	writeFile(t, p.path("d365.csv"), d)
-	writeFile(t, p.path("campaign.csv"), c)
+	testkit.WriteFile(t, p.path("d365.csv"), d)
+	testkit.WriteFile(t, p.path("campaign.csv"), c)
 	if r := p.backfill(t); r.code != 0 {
 		t.Fatalf("disabled: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
@@ -368,21 +366,21 @@ func TestTotalsEqualARecountAfterRuns(t *testing.T) {
 	night1(t, p)
 	p.run(t)
 	checkTotalsPairs(t, p, 2)
-	writeFile(t, p.path("drops/campaign/2026-11-28.csv"), dropProfiles("@p2,"+guid2+",2026-11-28 09:00:00.000Z,false,true", "@p4,"+guidN(4)+",2026-11-28 09:00:00.000Z,true,true"))
+	testkit.WriteFile(t, p.path("drops/campaign/2026-11-28.csv"), testkit.Profiles2("@p2,"+guid2+",2026-11-28 09:00:00.000Z,false,true", "@p4,"+testkit.GUID(4)+",2026-11-28 09:00:00.000Z,true,true"))
 	p.run(t)
 	checkTotalsPairs(t, p, 2)
-	if r := runCLI(t, "--config", p.config, "state", "reset", "--field", "donotphone"); r.code != 0 {
+	if r := p.cli(t, "state", "reset", "--field", "donotphone"); r.code != 0 {
 		t.Fatal(r.stderr)
 	}
 	checkTotalsPairs(t, p, 2)
 	// A backfill killed after its first transaction of two contacts.
 	var ds, cs []string
 	for n := 1; n <= 9; n++ {
-		ds = append(ds, fmt.Sprintf("%s,2026-11-29T01:00:00Z,true,%v", guidN(n), n%2 == 0))
-		cs = append(cs, fmt.Sprintf("@p%d,%s,2026-11-29 00:00:00.000Z,%v,false", n, guidN(n), n%3 == 0))
+		ds = append(ds, fmt.Sprintf("%s,2026-11-29T01:00:00Z,true,%v", testkit.GUID(n), n%2 == 0))
+		cs = append(cs, fmt.Sprintf("@p%d,%s,2026-11-29 00:00:00.000Z,%v,false", n, testkit.GUID(n), n%3 == 0))
 	}
-	writeFile(t, p.path("full/d.csv"), dropContacts(ds...))
-	writeFile(t, p.path("full/c.csv"), dropProfiles(cs...))
+	testkit.WriteFile(t, p.path("full/d.csv"), testkit.Contacts2(ds...))
+	testkit.WriteFile(t, p.path("full/c.csv"), testkit.Profiles2(cs...))
 	backfill := []string{"--config", p.config, "backfill", "--d365-csv", p.path("full/d.csv"), "--campaign-csv", p.path("full/c.csv")}
 	if _, _, stderr, signaled := helperProcessEnv(t, []string{"OPTSYNC_HELPER_CHUNK=2"}, "kill-after-first-chunk", backfill...); !signaled {
 		t.Fatalf("not killed:\n%s", stderr)
@@ -393,9 +391,9 @@ func TestTotalsEqualARecountAfterRuns(t *testing.T) {
 	}
 	checkTotalsPairs(t, p, 2)
 	// The phone mapping removed: its opt-outs leave the totals.
-	writeFile(t, p.config, strings.Replace(fmt.Sprintf(dropConfig, ""), "  - d365: donotphone\n    campaign: blackListPhone\n", "", 1))
-	writeFile(t, p.path("drops/d365/2026-11-30.csv"), dropContacts(guid3+",2026-11-30T01:00:00Z,false"))
-	if r := runCLI(t, "--config", p.config, "run"); r.code != 0 {
+	testkit.WriteFile(t, p.config, strings.Replace(fmt.Sprintf(dropConfig, ""), "  - d365: donotphone\n    campaign: blackListPhone\n", "", 1))
+	testkit.WriteFile(t, p.path("drops/d365/2026-11-30.csv"), testkit.Contacts2(guid3+",2026-11-30T01:00:00Z,false"))
+	if r := p.cli(t, "run"); r.code != 0 {
 		t.Fatalf("run after removing a mapping: %d %s", r.code, r.stderr)
 	}
 	tot := checkTotalsPairs(t, p, 1)
@@ -411,7 +409,7 @@ func TestAuditExplainsTheInSyncContact(t *testing.T) {
 	p := newProject(t, fmt.Sprintf(dropConfig, ""))
 	night1(t, p)
 	r1 := p.run(t)
-	r := runCLI(t, "--config", p.config, "audit", "--contact", guid1)
+	r := p.cli(t, "audit", "--contact", guid1)
 	for _, want := range []string{
 		"contact " + guid1 + ", profile @p1: what state holds now (as of the last commit)",
 		"Dynamics: last read with modifiedon 2026-11-27T01:00:00Z",
@@ -424,7 +422,7 @@ func TestAuditExplainsTheInSyncContact(t *testing.T) {
 			t.Fatalf("audit --contact of an in-sync contact lacks %q: exit %d\n%s%s", want, r.code, r.stdout, r.stderr)
 		}
 	}
-	r = runCLI(t, "--config", p.config, "audit", "--contact", guid1, "--format", "json")
+	r = p.cli(t, "audit", "--contact", guid1, "--format", "json")
 	var answer presentState
 	if err := json.Unmarshal([]byte(r.stdout), &answer); err != nil {
 		t.Fatalf("json: %v\n%s", err, r.stdout)
@@ -434,21 +432,21 @@ func TestAuditExplainsTheInSyncContact(t *testing.T) {
 		t.Fatalf("json: %+v", answer)
 	}
 	// Never seen: said so.
-	r = runCLI(t, "--config", p.config, "audit", "--contact", guidN(99))
+	r = p.cli(t, "audit", "--contact", testkit.GUID(99))
 	if r.code != 0 || !strings.Contains(r.stdout, "state has never seen this contact") {
 		t.Fatalf("unknown contact: exit %d\n%s", r.code, r.stdout)
 	}
 	// --field narrows both parts; a field that is not mapped is an error.
-	r = runCLI(t, "--config", p.config, "audit", "--contact", guid2, "--field", "blackListPhone")
+	r = p.cli(t, "audit", "--contact", guid2, "--field", "blackListPhone")
 	if r.code != 0 || strings.Contains(r.stdout, "donotemail ↔") || !strings.Contains(r.stdout, "donotphone ↔ blackListPhone") {
 		t.Fatalf("--field: exit %d\n%s", r.code, r.stdout)
 	}
-	r = runCLI(t, "--config", p.config, "audit", "--contact", guid2, "--field", "blacklistemail")
+	r = p.cli(t, "audit", "--contact", guid2, "--field", "blacklistemail")
 	if r.code != exitUsage || !strings.Contains(r.stderr, "--field blacklistemail is not a mapped field; the mapped fields are donotemail, blackListEmail, donotphone, blackListPhone") {
 		t.Fatalf("unknown --field: exit %d\n%s", r.code, r.stderr)
 	}
 	// state export --contact: that contact's rows only.
-	r = runCLI(t, "--config", p.config, "state", "export", "--contact", strings.ToUpper(guid2))
+	r = p.cli(t, "state", "export", "--contact", strings.ToUpper(guid2))
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	if r.code != 0 || len(lines) != 3 || !strings.HasPrefix(lines[1], guid2+",@p2,donotemail,blackListEmail,true,") {
 		t.Fatalf("state export --contact: exit %d\n%s", r.code, r.stdout)
@@ -465,11 +463,11 @@ func TestSafetyStopWritesNoPendingWriteAgain(t *testing.T) {
 	p := newProject(t, fmt.Sprintf(onePairConfig, "bidirectional", "newest"))
 	var d, c []string
 	for n := 1; n <= 3; n++ {
-		d = append(d, guidN(n)+",2026-03-01T10:00:00Z,true")
-		c = append(c, fmt.Sprintf("@p%d,%s,2026-03-01 09:00:00.000Z,false", n, guidN(n)))
+		d = append(d, testkit.GUID(n)+",2026-03-01T10:00:00Z,true")
+		c = append(c, fmt.Sprintf("@p%d,%s,2026-03-01 09:00:00.000Z,false", n, testkit.GUID(n)))
 	}
-	writeFile(t, p.path("d365.csv"), contactsCSV(d...))
-	writeFile(t, p.path("campaign.csv"), profilesCSV(c...))
+	testkit.WriteFile(t, p.path("d365.csv"), testkit.Contacts(d...))
+	testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles(c...))
 	if r := p.backfill(t); r.code != 0 || !strings.Contains(r.stdout, "d365->campaign=3") {
 		t.Fatalf("first backfill: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
@@ -477,15 +475,15 @@ func TestSafetyStopWritesNoPendingWriteAgain(t *testing.T) {
 	// opt-outs are written again), and the Dynamics export lacks contact 3.
 	c = c[:0]
 	for n := 1; n <= 3; n++ {
-		c = append(c, fmt.Sprintf("@p%d,%s,2026-03-02 09:00:00.000Z,false", n, guidN(n)))
+		c = append(c, fmt.Sprintf("@p%d,%s,2026-03-02 09:00:00.000Z,false", n, testkit.GUID(n)))
 	}
-	writeFile(t, p.path("d365.csv"), contactsCSV(d[:2]...))
-	writeFile(t, p.path("campaign.csv"), profilesCSV(c...))
+	testkit.WriteFile(t, p.path("d365.csv"), testkit.Contacts(d[:2]...))
+	testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles(c...))
 	if r := p.backfill(t); r.code != exitSafety {
 		t.Fatalf("second backfill: exit %d, want %d\n%s%s", r.code, exitSafety, r.stdout, r.stderr)
 	}
 	var runs []state.Run
-	if err := json.Unmarshal([]byte(runCLI(t, "--config", p.config, "runs", "--format", "json").stdout), &runs); err != nil {
+	if err := json.Unmarshal([]byte(p.cli(t, "runs", "--format", "json").stdout), &runs); err != nil {
 		t.Fatal(err)
 	}
 	if c0 := runs[0].Counts; runs[0].Outcome != "safety-stop" || c0["pending_written_again"] != 0 || c0["pending_not_seen"] != 3 {

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"optsync/fixtures/testkit"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -124,7 +125,7 @@ func runNight(t *testing.T, p *project, night string) map[string]string {
 			if err != nil {
 				return err
 			}
-			writeFile(t, p.path(rel), string(b))
+			testkit.WriteFile(t, p.path(rel), string(b))
 			return nil
 		})
 		if err != nil {
@@ -154,14 +155,14 @@ func runNight(t *testing.T, p *project, night string) map[string]string {
 		if r.runID != "" {
 			key = strings.Replace(name, "-"+r.runID, "", 1)
 		}
-		got[key] = readFileT(t, p.path(filepath.Join("out", name)))
+		got[key] = testkit.ReadFile(t, p.path(filepath.Join("out", name)))
 	}
 	// What state holds after the night, read only.
 	export := filepath.Join(t.TempDir(), "state.csv")
 	if er := p.cli(t, "state", "export", "--output", export); er.code != 0 {
 		t.Fatalf("%s: state export: exit %d\n%s", night, er.code, er.stderr)
 	}
-	got["state.csv"] = readFileT(t, export)
+	got["state.csv"] = testkit.ReadFile(t, export)
 	return got
 }
 
@@ -225,7 +226,7 @@ func compareGolden(t *testing.T, golden string, got map[string]string) {
 			t.Errorf("%s: the night wrote %s, which has no golden file:\n%s", golden, name, got[name])
 			continue
 		}
-		w := readFileT(t, filepath.Join(golden, name))
+		w := testkit.ReadFile(t, filepath.Join(golden, name))
 		if w != got[name] {
 			t.Errorf("%s/%s differs (-want +got):\n%s", golden, name, lineDiff(w, got[name]))
 		}

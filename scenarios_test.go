@@ -8,6 +8,7 @@ import (
 
 	"github.com/jszwec/csvutil"
 
+	"optsync/fixtures/testkit"
 	"optsync/transform"
 )
 
@@ -54,8 +55,8 @@ const scenarioContact = "0f8fad5b-d9cb-469f-a165-70867728950e"
 func runScenario(t *testing.T, sc scenario) {
 	p := newProject(t, fmt.Sprintf(onePairConfig, sc.Direction, sc.Policy))
 	write := func(d, c string) {
-		writeFile(t, p.path("d365.csv"), contactsCSV(scenarioContact+","+sc.D365Modified+","+d))
-		writeFile(t, p.path("campaign.csv"), profilesCSV("@pk1,"+strings.ToUpper(scenarioContact)+","+sc.CampaignModified+","+c))
+		testkit.WriteFile(t, p.path("d365.csv"), testkit.Contacts(scenarioContact+","+sc.D365Modified+","+d))
+		testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles("@pk1,"+strings.ToUpper(scenarioContact)+","+sc.CampaignModified+","+c))
 	}
 	if sc.Snapshot != "" {
 		write(sc.Snapshot, sc.Snapshot)

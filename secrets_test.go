@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"io/fs"
+	"optsync/fixtures/testkit"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,10 +54,10 @@ func TestSecretInTheEnvKeyIsNeverShownNorStored(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			writeFile(t, p.config, strings.Replace(string(cfg), "client_secret_env: OPTSYNC_TEST_D365_SECRET", "client_secret_env: "+tc.value, 1))
+			testkit.WriteFile(t, p.config, strings.Replace(string(cfg), "client_secret_env: OPTSYNC_TEST_D365_SECRET", "client_secret_env: "+tc.value, 1))
 			var results []cliResult
 			for _, args := range [][]string{{"run"}, {"backfill", "--d365-csv", ""}, {"validate", "--online"}, {"plan"}, {"runs", "--format", "json"}, {"report"}, {"state", "export"}} {
-				r := p.runWith(t, hooks{}, append([]string{"--metrics-file", p.path("optsync.prom")}, args...)...)
+				r := p.cli(t, append([]string{"--metrics-file", p.path("optsync.prom")}, args...)...)
 				results = append(results, r)
 				if args[0] == "run" {
 					if r.code != exitUsage {

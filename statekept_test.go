@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"optsync/fixtures/testkit"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,15 +19,15 @@ import (
 func lostStateProject(t *testing.T) *project {
 	t.Helper()
 	p := newProject(t, fmt.Sprintf(dropConfig, ""))
-	writeFile(t, p.path("drops/d365/1.csv"), dropContacts(guid1+",2026-11-20T10:00:00Z,false,false"))
-	writeFile(t, p.path("drops/campaign/1.csv"), dropProfiles("@p1,"+guid1+",2026-11-20 09:00:00.000Z,false,false"))
+	testkit.WriteFile(t, p.path("drops/d365/1.csv"), testkit.Contacts2(guid1+",2026-11-20T10:00:00Z,false,false"))
+	testkit.WriteFile(t, p.path("drops/campaign/1.csv"), testkit.Profiles2("@p1,"+guid1+",2026-11-20 09:00:00.000Z,false,false"))
 	p.run(t)
-	writeFile(t, p.path("drops/d365/2.csv"), dropContacts(guid1+",2026-11-25T10:00:00Z,true,false"))
+	testkit.WriteFile(t, p.path("drops/d365/2.csv"), testkit.Contacts2(guid1+",2026-11-25T10:00:00Z,true,false"))
 	r := p.run(t)
 	if a := p.out(t, "audit", r.runID); len(a) != 1 || a[0]["rule"] != "only-d365-changed" || a[0]["new_value"] != "true" {
 		t.Fatalf("night 2: %v", a)
 	}
-	writeFile(t, p.path("drops/campaign/3.csv"), dropProfiles("@p1,"+guid1+",2026-11-27 09:00:00.000Z,false,false"))
+	testkit.WriteFile(t, p.path("drops/campaign/3.csv"), testkit.Profiles2("@p1,"+guid1+",2026-11-27 09:00:00.000Z,false,false"))
 	return p
 }
 
@@ -64,7 +65,7 @@ func TestLostStateStopsTheRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, cmd := range append(commands, readers...) {
-		r := runCLI(t, append([]string{"--config", p.config}, cmd...)...)
+		r := p.cli(t, cmd...)
 		wantLostStop(t, p, r, "is damaged: it is empty")
 		if fi, err := os.Stat(p.path("optsync.db")); err != nil || fi.Size() != 0 {
 			t.Fatalf("%v touched the empty state file: %v %v", cmd, fi, err)
@@ -75,7 +76,7 @@ func TestLostStateStopsTheRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, cmd := range commands {
-		r := runCLI(t, append([]string{"--config", p.config}, cmd...)...)
+		r := p.cli(t, cmd...)
 		wantLostStop(t, p, r, "does not exist, but out_dir "+p.path("out")+" holds what earlier runs left (campaign-updates-")
 		if !strings.Contains(r.stderr, "does not start over silently") {
 			t.Fatalf("%v: %s", cmd, r.stderr)
@@ -87,11 +88,11 @@ func TestLostStateStopsTheRun(t *testing.T) {
 
 	// Another job's state file (or a new one) in its place is refused too.
 	other := newProject(t, fmt.Sprintf(dropConfig, ""))
-	writeFile(t, other.path("drops/d365/1.csv"), dropContacts(guid1+",2026-11-20T10:00:00Z,false,false"))
-	writeFile(t, other.path("drops/campaign/1.csv"), dropProfiles("@p1,"+guid1+",2026-11-20 09:00:00.000Z,false,false"))
+	testkit.WriteFile(t, other.path("drops/d365/1.csv"), testkit.Contacts2(guid1+",2026-11-20T10:00:00Z,false,false"))
+	testkit.WriteFile(t, other.path("drops/campaign/1.csv"), testkit.Profiles2("@p1,"+guid1+",2026-11-20 09:00:00.000Z,false,false"))
 	other.run(t)
 	copyFile(t, other.path("optsync.db"), p.path("optsync.db"))
-	r := runCLI(t, "--config", p.config, "run")
+	r := p.cli(t, "run")
 	wantLostStop(t, p, r, "is not the state of the runs whose files are in out_dir")
 
 	// Restored from the backup, the night decides as the intact state does.
@@ -124,7 +125,7 @@ func TestLostStateStopsTheRun(t *testing.T) {
 			Options []string `json:"options"`
 		} `json:"config"`
 	}
-	jr := runCLI(t, "--config", p.config, "runs", "--format", "json")
+	jr := p.cli(t, "runs", "--format", "json")
 	if err := json.Unmarshal([]byte(jr.stdout), &hist); err != nil || len(hist) != 1 {
 		t.Fatalf("runs of the new state: %v\n%s", err, jr.stdout)
 	}
@@ -133,7 +134,7 @@ func TestLostStateStopsTheRun(t *testing.T) {
 		t.Fatalf("the run history does not record the start over: %+v", hist[0])
 	}
 	// From here on the new state is the one out_dir's runs use.
-	writeFile(t, p.path("drops/d365/4.csv"), dropContacts(guid1+",2026-11-28T10:00:00Z,true,true"))
+	testkit.WriteFile(t, p.path("drops/d365/4.csv"), testkit.Contacts2(guid1+",2026-11-28T10:00:00Z,true,true"))
 	p.run(t)
 }
 

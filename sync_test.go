@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"optsync/fixtures/testkit"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,8 +22,8 @@ func TestIncrementalBackfill(t *testing.T) {
 		"@p2,00000000-0000-0000-0000-000000000002,2026-11-20 11:00:00.000Z,true",
 		"@p3,00000000-0000-0000-0000-000000000003,2026-11-20 09:00:00.000Z,false",
 	}
-	writeFile(t, p.path("d365.csv"), contactsCSV(contacts...))
-	writeFile(t, p.path("campaign.csv"), profilesCSV(profiles...))
+	testkit.WriteFile(t, p.path("d365.csv"), testkit.Contacts(contacts...))
+	testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles(profiles...))
 	r := p.backfill(t)
 	if got := p.out(t, "audit", r.runID); len(got) != 2 {
 		t.Fatalf("first backfill: want 2 writes, got %v", got)
@@ -40,8 +41,8 @@ func TestIncrementalBackfill(t *testing.T) {
 	// The updates were imported: both sides now agree, with new times. Still nothing.
 	contacts[1] = "00000000-0000-0000-0000-000000000002,2026-11-21T01:00:00Z,true"
 	profiles[0] = "@p1,00000000-0000-0000-0000-000000000001,2026-11-21 01:00:00.000Z,true"
-	writeFile(t, p.path("d365.csv"), contactsCSV(contacts...))
-	writeFile(t, p.path("campaign.csv"), profilesCSV(profiles...))
+	testkit.WriteFile(t, p.path("d365.csv"), testkit.Contacts(contacts...))
+	testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles(profiles...))
 	r = p.backfill(t)
 	if got := p.out(t, "audit", r.runID); len(got) != 0 {
 		t.Fatalf("after import: wrote %v", got)
@@ -49,7 +50,7 @@ func TestIncrementalBackfill(t *testing.T) {
 
 	// Campaign opts contact 3 out: only that pair is written, to Dynamics.
 	profiles[2] = "@p3,00000000-0000-0000-0000-000000000003,2026-11-22 09:00:00.000Z,true"
-	writeFile(t, p.path("campaign.csv"), profilesCSV(profiles...))
+	testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles(profiles...))
 	r = p.backfill(t)
 	got := p.out(t, "audit", r.runID)
 	if len(got) != 1 || got[0]["contact_id"] != "00000000-0000-0000-0000-000000000003" ||
@@ -64,11 +65,11 @@ func TestIncrementalBackfill(t *testing.T) {
 func TestSafetyLimitStopsBeforeWriting(t *testing.T) {
 	cfg := strings.Replace(fmt.Sprintf(onePairConfig, "d365-to-campaign", "newest"), `"100%"`, "1", 1)
 	p := newProject(t, cfg)
-	writeFile(t, p.path("d365.csv"), contactsCSV(
+	testkit.WriteFile(t, p.path("d365.csv"), testkit.Contacts(
 		"00000000-0000-0000-0000-000000000001,2026-11-20T10:00:00Z,false",
 		"00000000-0000-0000-0000-000000000002,2026-11-20T10:00:00Z,false",
 	))
-	writeFile(t, p.path("campaign.csv"), profilesCSV(
+	testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles(
 		"@p1,00000000-0000-0000-0000-000000000001,2026-11-20 09:00:00.000Z,true",
 		"@p2,00000000-0000-0000-0000-000000000002,2026-11-20 09:00:00.000Z,true",
 	))
@@ -83,7 +84,7 @@ func TestSafetyLimitStopsBeforeWriting(t *testing.T) {
 	if got := dumpState(t, p.path("optsync.db")); len(got) != 0 {
 		t.Fatalf("a safety stop changed state: %v", got)
 	}
-	if runs := runCLI(t, "--config", p.config, "runs"); !strings.Contains(runs.stdout, "safety-stop") {
+	if runs := p.cli(t, "runs"); !strings.Contains(runs.stdout, "safety-stop") {
 		t.Fatalf("runs does not record the stop:\n%s", runs.stdout)
 	}
 
@@ -98,7 +99,7 @@ func TestSafetyLimitStopsBeforeWriting(t *testing.T) {
 
 func TestBadRowsAreRejectedAndGoodRowsGoOn(t *testing.T) {
 	p := newProject(t, fmt.Sprintf(onePairConfig, "d365-to-campaign", "newest"))
-	writeFile(t, p.path("d365.csv"), "\uFEFFcontactid,modifiedon,donotemail\r\n"+
+	testkit.WriteFile(t, p.path("d365.csv"), "\uFEFFcontactid,modifiedon,donotemail\r\n"+
 		"00000000-0000-0000-0000-000000000001,2026-11-20T10:00:00Z,yes\r\n"+ // line 2: good
 		"not-a-guid,2026-11-20T10:00:00Z,true\r\n"+ // 3
 		"00000000-0000-0000-0000-000000000003,yesterday,true\r\n"+ // 4
@@ -108,7 +109,7 @@ func TestBadRowsAreRejectedAndGoodRowsGoOn(t *testing.T) {
 		"{00000000-0000-0000-0000-00000000000A},2026-11-20T10:00:00Z,\"Do Not Allow\"\r\n"+ // 8: good
 		"00000000-0000-0000-0000-00000000000b,2026-11-20T10:00:00Z,n\r\n"+ // 9: older row
 		"00000000-0000-0000-0000-00000000000B,2026-11-21T10:00:00Z,y\r\n") // 10: newer row wins
-	writeFile(t, p.path("campaign.csv"), profilesCSV(
+	testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles(
 		"@p1,00000000-0000-0000-0000-000000000001,2026-11-20 09:00:00.000Z,false",          // 2
 		"@p4,00000000-0000-0000-0000-000000000004,2026-11-20 09:00:00.000Z,false",          // 3
 		"@pa,00000000-0000-0000-0000-00000000000a,2026-11-20 09:00:00.000Z,false",          // 4
@@ -168,8 +169,8 @@ func TestBadRowsAreRejectedAndGoodRowsGoOn(t *testing.T) {
 
 func TestMissingColumnExits2(t *testing.T) {
 	p := newProject(t, fmt.Sprintf(onePairConfig, "bidirectional", "newest"))
-	writeFile(t, p.path("d365.csv"), "contactid,modifiedon\n00000000-0000-0000-0000-000000000001,2026-11-20T10:00:00Z\n")
-	writeFile(t, p.path("campaign.csv"), profilesCSV())
+	testkit.WriteFile(t, p.path("d365.csv"), "contactid,modifiedon\n00000000-0000-0000-0000-000000000001,2026-11-20T10:00:00Z\n")
+	testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles())
 	r := p.backfill(t)
 	if r.code != exitUsage || !strings.Contains(r.stderr, "the required column donotemail is missing from the header") || !strings.Contains(r.stderr, "d365.csv") {
 		t.Fatalf("exit %d, stderr %s", r.code, r.stderr)
@@ -178,9 +179,9 @@ func TestMissingColumnExits2(t *testing.T) {
 
 func TestPlanWritesOnlyAuditAndRejects(t *testing.T) {
 	p := newProject(t, fmt.Sprintf(onePairConfig, "bidirectional", "newest"))
-	writeFile(t, p.path("d365.csv"), contactsCSV("00000000-0000-0000-0000-000000000001,2026-11-20T10:00:00Z,true"))
-	writeFile(t, p.path("campaign.csv"), profilesCSV("@p1,00000000-0000-0000-0000-000000000001,2026-11-20 09:00:00.000Z,false"))
-	r := runCLI(t, "--config", p.config, "plan")
+	testkit.WriteFile(t, p.path("d365.csv"), testkit.Contacts("00000000-0000-0000-0000-000000000001,2026-11-20T10:00:00Z,true"))
+	testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles("@p1,00000000-0000-0000-0000-000000000001,2026-11-20 09:00:00.000Z,false"))
+	r := p.cli(t, "plan")
 	if r.code != 0 {
 		t.Fatalf("exit %d %s", r.code, r.stderr)
 	}
@@ -209,8 +210,8 @@ func TestPlanWritesOnlyAuditAndRejects(t *testing.T) {
 
 func TestOutputFilesArePrivate(t *testing.T) {
 	p := newProject(t, fmt.Sprintf(onePairConfig, "bidirectional", "newest"))
-	writeFile(t, p.path("d365.csv"), contactsCSV("00000000-0000-0000-0000-000000000001,2026-11-20T10:00:00Z,true"))
-	writeFile(t, p.path("campaign.csv"), profilesCSV("@p1,00000000-0000-0000-0000-000000000001,2026-11-20 09:00:00.000Z,false"))
+	testkit.WriteFile(t, p.path("d365.csv"), testkit.Contacts("00000000-0000-0000-0000-000000000001,2026-11-20T10:00:00Z,true"))
+	testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles("@p1,00000000-0000-0000-0000-000000000001,2026-11-20 09:00:00.000Z,false"))
 	if r := p.backfill(t); r.code != 0 {
 		t.Fatal(r.stderr)
 	}

@@ -4,6 +4,7 @@ package main
 
 import (
 	"fmt"
+	"optsync/fixtures/testkit"
 	"os"
 	"path/filepath"
 	"slices"
@@ -54,13 +55,13 @@ func uncommittedScenario(t *testing.T) *project {
 	p := newProject(t, fmt.Sprintf(dropConfig, ""))
 	var cs, ps []string
 	for i := 1; i <= 6; i++ {
-		id := contactID(i)
+		id := testkit.GUID(i)
 		// odd: Dynamics newer and opted out; even: Campaign newer and opted out
 		cs = append(cs, fmt.Sprintf("%s,2026-11-20T1%d:00:00Z,%v,false", id, i%2, i%2 == 1))
 		ps = append(ps, fmt.Sprintf("@p%d,%s,2026-11-20 10:30:00.000Z,%v,false", i, id, i%2 == 0))
 	}
-	writeFile(t, p.path("drops/d365/1.csv"), dropContacts(cs...))
-	writeFile(t, p.path("drops/campaign/1.csv"), dropProfiles(ps...))
+	testkit.WriteFile(t, p.path("drops/d365/1.csv"), testkit.Contacts2(cs...))
+	testkit.WriteFile(t, p.path("drops/campaign/1.csv"), testkit.Profiles2(ps...))
 	return p
 }
 
@@ -114,7 +115,7 @@ func TestFailedCommitLeavesNoImportableUpdateFile(t *testing.T) {
 			failStateWrites(t, p.path("optsync.db"))
 		}
 	}}
-	r := (&apiProject{project: p}).runWith(t, h, "run")
+	r := p.cliWith(t, h, "run")
 	if r.code != exitFailure || !strings.Contains(r.stderr, "-uncommitted.csv") || !strings.Contains(r.stderr, "bad file descriptor") {
 		t.Fatalf("the run whose commit failed: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -134,7 +135,7 @@ func TestFailedCommitLeavesNoImportableUpdateFile(t *testing.T) {
 		t.Fatalf("no file of the failed run: %v", outNames(t, p))
 	}
 	// The state file opens, for readers too, as the first transaction left it.
-	if rr := runCLI(t, "--config", p.config, "runs", "--format", "json"); rr.code != 0 {
+	if rr := p.cli(t, "runs", "--format", "json"); rr.code != 0 {
 		t.Fatalf("runs after the failed commit: exit %d\n%s", rr.code, rr.stderr)
 	}
 	checkTotalsPairs(t, p, 2)

@@ -14,6 +14,7 @@ import (
 
 	"optsync/extract"
 	"optsync/fixtures/campaignsim"
+	"optsync/fixtures/testkit"
 )
 
 // BenchmarkCampaignWrites measures PATCH throughput against the Campaign
@@ -43,7 +44,7 @@ func BenchmarkCampaignWrites(b *testing.B) {
 		at := time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
 		for i := range n {
 			was := i%2 == 0
-			ps = append(ps, campaignsim.Profile{PKey: fmt.Sprintf("@p%d", i), ExternalID: fmt.Sprintf("00000000-0000-0000-0000-%012d", i+1),
+			ps = append(ps, campaignsim.Profile{PKey: fmt.Sprintf("@p%d", i), ExternalID: testkit.GUID(i + 1),
 				LastModified: at, Fields: map[string]*bool{"blackListEmail": &was}})
 			writes[i] = CampaignWrite{PKey: fmt.Sprintf("@p%d", i), Fields: []string{"blackListEmail"}, Values: []bool{!was},
 				ClearsOptOut: was, Modified: at.UnixMilli(), Was: []extract.Tri{extract.Of(was)}}
@@ -101,7 +102,7 @@ func BenchmarkCampaignRaceWindow(b *testing.B) {
 		at := time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
 		yes := true
 		for i := range n {
-			ps = append(ps, campaignsim.Profile{PKey: fmt.Sprintf("@p%d", i), ExternalID: fmt.Sprintf("00000000-0000-0000-0000-%012d", i+1),
+			ps = append(ps, campaignsim.Profile{PKey: fmt.Sprintf("@p%d", i), ExternalID: testkit.GUID(i + 1),
 				LastModified: at, Fields: map[string]*bool{"blackListEmail": &yes}})
 			writes[i] = CampaignWrite{PKey: fmt.Sprintf("@p%d", i), Fields: []string{"blackListEmail"}, Values: []bool{false},
 				ClearsOptOut: true, Modified: at.UnixMilli(), Was: []extract.Tri{extract.True}}

@@ -3,7 +3,6 @@ package load
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +12,7 @@ import (
 
 	"optsync/extract"
 	"optsync/fixtures/d365sim"
+	"optsync/fixtures/testkit"
 )
 
 // BenchmarkDataverseWrites measures PATCH throughput through $batch against
@@ -26,7 +26,7 @@ func BenchmarkDataverseWrites(b *testing.B) {
 	var cs []d365sim.Contact
 	writes := make([]DataverseWrite, n)
 	for i := range n {
-		id := fmt.Sprintf("00000000-0000-0000-0000-%012d", i+1)
+		id := testkit.GUID(i + 1)
 		f := false
 		cs = append(cs, d365sim.Contact{ID: id, ModifiedOn: time.Now().UTC().Truncate(time.Second), Fields: map[string]*bool{"donotemail": &f}})
 		writes[i].ID, _ = extract.ParseID(id)

@@ -1,7 +1,6 @@
 package load
 
 import (
-	"encoding/csv"
 	"errors"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"optsync/extract"
+	"optsync/fixtures/testkit"
 	"optsync/transform"
 )
 
@@ -34,22 +34,6 @@ func mustID(t *testing.T, s string) extract.ID {
 		t.Fatalf("bad id %q", s)
 	}
 	return id
-}
-
-func readCSV(t *testing.T, path string) [][]string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	r := csv.NewReader(f)
-	r.FieldsPerRecord = -1
-	recs, err := r.ReadAll()
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	return recs
 }
 
 func names(t *testing.T, dir string) []string {
@@ -172,7 +156,7 @@ func TestWriterRun(t *testing.T) {
 				{"R", "2026-11-29T02:00:00Z", s1, "@Abc_1-x", "donotbulkemail", "postal", "", "", "", "", dm, cm, Skipped, "unknown-value"},
 				{"R", "2026-11-29T02:00:00Z", s2, "@p2", "donotbulkemail", "postal", "campaign->d365", "true", "false", "conflict-campaign-newer", dm, cm, tt.outcome, ""},
 			}
-			if got := readCSV(t, filepath.Join(dir, "audit-R.csv")); !reflect.DeepEqual(got, wantAudit) {
+			if got := testkit.ReadRaggedRecords(t, filepath.Join(dir, "audit-R.csv")); !reflect.DeepEqual(got, wantAudit) {
 				t.Errorf("audit:\n got %q\nwant %q", got, wantAudit)
 			}
 			wantRej := [][]string{
@@ -181,16 +165,16 @@ func TestWriterRun(t *testing.T) {
 				{"campaign", "3", "'@SUM(A1)", "bad pkey"},
 				{"campaign", "4", "@Good_1", "'+bad flag"},
 			}
-			if got := readCSV(t, filepath.Join(dir, "rejects-R.csv")); !reflect.DeepEqual(got, wantRej) {
+			if got := testkit.ReadRaggedRecords(t, filepath.Join(dir, "rejects-R.csv")); !reflect.DeepEqual(got, wantRej) {
 				t.Errorf("rejects:\n got %q\nwant %q", got, wantRej)
 			}
 			if tt.wantD365 != nil {
-				if got := readCSV(t, filepath.Join(dir, "d365-updates-R.csv")); !reflect.DeepEqual(got, tt.wantD365) {
+				if got := testkit.ReadRaggedRecords(t, filepath.Join(dir, "d365-updates-R.csv")); !reflect.DeepEqual(got, tt.wantD365) {
 					t.Errorf("d365 updates:\n got %q\nwant %q", got, tt.wantD365)
 				}
 			}
 			if tt.wantCamp != nil {
-				if got := readCSV(t, filepath.Join(dir, "campaign-updates-R.csv")); !reflect.DeepEqual(got, tt.wantCamp) {
+				if got := testkit.ReadRaggedRecords(t, filepath.Join(dir, "campaign-updates-R.csv")); !reflect.DeepEqual(got, tt.wantCamp) {
 					t.Errorf("campaign updates:\n got %q\nwant %q", got, tt.wantCamp)
 				}
 			}
@@ -217,7 +201,7 @@ func TestAuditEscapesD365Field(t *testing.T) {
 	if err := w.Finish(); err != nil {
 		t.Fatal(err)
 	}
-	got := readCSV(t, filepath.Join(dir, "audit-R.csv"))
+	got := testkit.ReadRaggedRecords(t, filepath.Join(dir, "audit-R.csv"))
 	if len(got) != 2 || got[1][2] != id.String() || got[1][3] != "@-x" || got[1][4] != "'=cmd|'/c calc'!A1" {
 		t.Errorf("audit = %q", got)
 	}
