@@ -262,7 +262,7 @@ func TestBothAPIsThreeNights(t *testing.T) {
 	check := func(night string) {
 		t.Helper()
 		for i := 1; i <= n; i++ {
-			d := p.dsimValue(t, i)
+			d := p.donotemail(t, i)
 			c := p.blackListEmail(t, i)
 			if d == nil || c == nil || *d != want[i] || *c != want[i] {
 				t.Errorf("%s: contact %d: dynamics %v, campaign %v, want both %v", night, i, deref(d), deref(c), want[i])
@@ -300,15 +300,6 @@ func TestBothAPIsThreeNights(t *testing.T) {
 	if dp2, _ := p.dsim.Stats(); dp2 != dp || p.csim.Patches() != cp {
 		t.Fatalf("a quiet night sent writes: Dynamics %d → %d, Campaign %d → %d", dp, dp2, cp, p.csim.Patches())
 	}
-}
-
-func (p *simProject) dsimValue(t *testing.T, i int) *bool {
-	t.Helper()
-	c, ok := p.dsim.Contact(testkit.GUID(i))
-	if !ok {
-		t.Fatalf("contact %d is gone", i)
-	}
-	return c.Fields["donotemail"]
 }
 
 func deref(b *bool) string {

@@ -275,7 +275,7 @@ func TestStoredFutureWatermarkIsNotUsed(t *testing.T) {
 	if v := p.blackListEmail(t, 2); v == nil || !*v {
 		t.Errorf("contact 2's opt-out did not reach Campaign: %s", deref(v))
 	}
-	if v := p.dsimValue(t, 4); v == nil || !*v {
+	if v := p.donotemail(t, 4); v == nil || !*v {
 		t.Errorf("profile @p4's opt-out did not reach Dynamics: %s", deref(v))
 	}
 	d, c := watermarks()

@@ -9,12 +9,10 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	bolt "go.etcd.io/bbolt"
 )
 
 const dropConfig = `direction: bidirectional
@@ -418,39 +416,6 @@ func TestSIGTERMMidRun(t *testing.T) {
 	}
 }
 
-// dumpBuckets reads every key and value of a state file, but the run
-// history: what a run that stops must leave exactly as it was.
-func dumpBuckets(t *testing.T, path string) map[string]string {
-	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	out := map[string]string{}
-	var walk func(prefix string, b *bolt.Bucket) error
-	walk = func(prefix string, b *bolt.Bucket) error {
-		return b.ForEach(func(k, v []byte) error {
-			if v == nil {
-				return walk(prefix+string(k)+"/", b.Bucket(k))
-			}
-			out[prefix+string(k)] = string(v)
-			return nil
-		})
-	}
-	if err := db.View(func(tx *bolt.Tx) error {
-		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			if string(name) == "runs" {
-				return nil
-			}
-			return walk(string(name)+"/", b)
-		})
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // A run that stops — at the safety limit (exit 4) or on a missing column
 // (exit 2) — after a mapping was removed keeps every snapshot of that
 // mapping: config housekeeping belongs to the run's commit, and a run that
@@ -476,7 +441,7 @@ func TestStoppedRunAfterRemovedMappingKeepsState(t *testing.T) {
 		}
 		return string(b)
 	}
-	before, dump := export("before.csv"), dumpBuckets(t, p.path("optsync.db"))
+	before, dump := export("before.csv"), testkit.StateData(t, p.path("optsync.db"))
 	if !strings.Contains(before, "donotphone,blackListPhone,true") {
 		t.Fatalf("no snapshot of the mapping to remove:\n%s", before)
 	}
@@ -503,7 +468,7 @@ func TestStoppedRunAfterRemovedMappingKeepsState(t *testing.T) {
 		if after := export(fmt.Sprintf("after-%d.csv", i)); after != before {
 			t.Fatalf("%s: state export changed:\nbefore\n%s\nafter\n%s", s.name, before, after)
 		}
-		if got := dumpBuckets(t, p.path("optsync.db")); !maps.Equal(got, dump) {
+		if got := testkit.StateData(t, p.path("optsync.db")); !maps.Equal(got, dump) {
 			t.Fatalf("%s: state changed beyond the run history", s.name)
 		}
 		if err := os.Remove(drop); err != nil {

@@ -74,7 +74,7 @@ func TestCampaignUnsubscribeRaceUnderConcurrentEdits(t *testing.T) {
 		if c := p.blackListEmail(t, i); c == nil || !*c {
 			t.Errorf("%s: the opt-out is gone from Campaign after the next run", u.PKey)
 		}
-		if d := p.dsimValue(t, i); d == nil || !*d {
+		if d := p.donotemail(t, i); d == nil || !*d {
 			t.Errorf("contact %d: the %s unsubscribe did not reach Dynamics: donotemail %s", i, u.Moment, deref(d))
 		}
 	}

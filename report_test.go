@@ -27,23 +27,6 @@ func pageCounts(t *testing.T, page string) map[string]int {
 	return out
 }
 
-// trendPoints counts the glyphs of the trend chart by colour: one filled
-// circle per run and series, as gonum/plot draws them.
-func trendPoints(page string) map[string]int {
-	i := strings.Index(page, `id="chart-trend"`)
-	if i < 0 {
-		return nil
-	}
-	fig := page[i : i+strings.Index(page[i:], "</figure>")]
-	out := map[string]int{}
-	for _, m := range regexp.MustCompile(`<path d="([^"]*)"\s*style="fill:(#[0-9a-fA-F]{6})`).FindAllStringSubmatch(fig, -1) {
-		if strings.Contains(m[1], "A") {
-			out[strings.ToLower(m[2])]++
-		}
-	}
-	return out
-}
-
 func readReport(t *testing.T, path string) string {
 	t.Helper()
 	fi, err := os.Stat(path)
@@ -149,7 +132,7 @@ func TestReportSinceThreeNights(t *testing.T) {
 		t.Fatalf("report written to %q", path)
 	}
 	page := readReport(t, path)
-	points := trendPoints(page)
+	points := testkit.TrendGlyphs(page)
 	if len(points) != 5 {
 		t.Fatalf("trend series %v, want 5 colours", points)
 	}
@@ -217,10 +200,10 @@ func TestReportCommand(t *testing.T) {
 	}
 	// The report of an old run is that run's, with the trend up to it.
 	page := readReport(t, p.path("first.html"))
-	if !strings.Contains(page, "backfill "+first) || strings.Contains(page, second) || len(trendPoints(page)) != 5 {
+	if !strings.Contains(page, "backfill "+first) || strings.Contains(page, second) || len(testkit.TrendGlyphs(page)) != 5 {
 		t.Error("report --run of the first run is not that run's")
 	}
-	for _, n := range trendPoints(page) {
+	for _, n := range testkit.TrendGlyphs(page) {
 		if n != 1 {
 			t.Errorf("the first run's trend has %d points, want 1", n)
 		}

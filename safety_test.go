@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	bolt "go.etcd.io/bbolt"
-
 	"optsync/fixtures/testkit"
 	"optsync/state"
 	"optsync/transform"
@@ -211,39 +209,6 @@ func TestMaxOptinIsAShareOfKnownOptOuts(t *testing.T) {
 	}
 }
 
-// stateData is every bucket of the state file but the run history, key by
-// key: what a stopped run must leave exactly as it was.
-func stateData(t *testing.T, path string) map[string]string {
-	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	out := map[string]string{}
-	var walk func(prefix string, b *bolt.Bucket) error
-	walk = func(prefix string, b *bolt.Bucket) error {
-		return b.ForEach(func(k, v []byte) error {
-			if v == nil {
-				return walk(prefix+string(k)+"/", b.Bucket(k))
-			}
-			out[prefix+string(k)] = string(v)
-			return nil
-		})
-	}
-	if err := db.View(func(tx *bolt.Tx) error {
-		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			if string(name) == "runs" {
-				return nil
-			}
-			return walk(string(name)+"/", b)
-		})
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // TestHeaderOnlyExportStops: an export with its header only, against a
 // state that knows records on that side, stops with exit 4 whatever the
 // limit, naming the side; state's data stays byte for byte as it was (only
@@ -259,7 +224,7 @@ func TestHeaderOnlyExportStops(t *testing.T) {
 			if r := p.backfill(t); r.code != 0 {
 				t.Fatal(r.stderr)
 			}
-			before := stateData(t, p.path("optsync.db"))
+			before := testkit.StateData(t, p.path("optsync.db"))
 			if side == "Dynamics" {
 				testkit.WriteFile(t, p.path("d365.csv"), testkit.Contacts())
 			} else {
@@ -274,7 +239,7 @@ func TestHeaderOnlyExportStops(t *testing.T) {
 				!strings.Contains(r.stdout, testkit.GUID(1)) {
 				t.Fatalf("message:\n%s", r.stdout)
 			}
-			if after := stateData(t, p.path("optsync.db")); !reflect.DeepEqual(before, after) {
+			if after := testkit.StateData(t, p.path("optsync.db")); !reflect.DeepEqual(before, after) {
 				t.Fatal("a stopped run changed state")
 			}
 			// The first backfill's four files; of the stopped run, its report only.
@@ -313,7 +278,7 @@ func TestShrinkGuard(t *testing.T) {
 	if r := p.backfill(t); r.code != 0 {
 		t.Fatalf("all profiles back: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	before := stateData(t, p.path("optsync.db"))
+	before := testkit.StateData(t, p.path("optsync.db"))
 	// 3 of 20 contacts missing (15 %), 2 of 20 profiles (10 %, allowed).
 	shrunk := append([]person{}, all...)
 	for _, i := range []int{4, 9, 14} {
@@ -336,7 +301,7 @@ func TestShrinkGuard(t *testing.T) {
 			t.Errorf("example %s missing:\n%s", testkit.GUID(n), r.stdout)
 		}
 	}
-	if after := stateData(t, p.path("optsync.db")); !reflect.DeepEqual(before, after) {
+	if after := testkit.StateData(t, p.path("optsync.db")); !reflect.DeepEqual(before, after) {
 		t.Fatal("a stopped run changed state")
 	}
 	// Once, with --allow-missing: the missing contacts are taken as gone.

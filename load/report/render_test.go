@@ -2,7 +2,7 @@ package report
 
 import (
 	"bytes"
-	"regexp"
+	"optsync/fixtures/testkit"
 	"strings"
 	"testing"
 	"time"
@@ -44,22 +44,6 @@ func render(t *testing.T, r *Report) string {
 	return b.String()
 }
 
-// trendGlyphs counts the filled circles of the trend chart by colour.
-func trendGlyphs(page string) map[string]int {
-	i := strings.Index(page, `id="chart-trend"`)
-	if i < 0 {
-		return nil
-	}
-	fig := page[i : i+strings.Index(page[i:], "</figure>")]
-	out := map[string]int{}
-	for _, m := range regexp.MustCompile(`<path d="([^"]*)"\s*style="fill:(#[0-9a-fA-F]{6})`).FindAllStringSubmatch(fig, -1) {
-		if strings.Contains(m[1], "A") {
-			out[strings.ToLower(m[2])]++
-		}
-	}
-	return out
-}
-
 func TestRenderRun(t *testing.T) {
 	page := render(t, sample(OneRun))
 	for _, want := range []string{
@@ -83,7 +67,7 @@ func TestRenderRun(t *testing.T) {
 			t.Errorf("page holds %q", bad)
 		}
 	}
-	glyphs := trendGlyphs(page)
+	glyphs := testkit.TrendGlyphs(page)
 	if len(glyphs) != len(trendSeries) {
 		t.Fatalf("trend glyphs %v, want one colour per series", glyphs)
 	}
