@@ -116,12 +116,6 @@ func TestCAPEndToEndNights(t *testing.T) {
 	}
 }
 
-// outcomesCAP is outcomes for a capProject.
-func (p *simProject) outcomes(t *testing.T, runID string) map[int]string {
-	t.Helper()
-	return outcomes(t, p.project, runID)
-}
-
 // Points 2 and 6 against CAP: Dynamics read from a CSV export and written
 // through the API. A contact edited in CAP after the export is not written
 // in the dark; the others go with the ETag CAP just gave; the night after,

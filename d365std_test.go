@@ -15,17 +15,6 @@ import (
 // Issue 9 against the simulator: each point with the simulator's Dataverse
 // behaviour, or with the standard variant it now also speaks.
 
-// outcomes maps a contact's number to "direction outcome error" of its
-// audit row (one pair mapped).
-func outcomes(t *testing.T, p *project, runID string) map[int]string {
-	t.Helper()
-	out := map[int]string{}
-	for _, a := range p.out(t, "audit", runID) {
-		out[testkit.GUIDNumber(a["contact_id"])] = strings.TrimSpace(a["direction"] + " " + a["outcome"] + " " + a["error"])
-	}
-	return out
-}
-
 func since(sim *d365sim.Server, n int) []d365sim.RequestLog { return sim.Requests()[n:] }
 
 func isBatch(q d365sim.RequestLog) bool {
@@ -83,7 +72,7 @@ func TestD365OpaqueETagIsSentBackAsRead(t *testing.T) {
 	if r.code != exitWriteFailed {
 		t.Fatalf("night 2: exit %d, want %d\n%s", r.code, exitWriteFailed, r.stderr)
 	}
-	got := outcomes(t, p.project, r.runID)
+	got := p.outcomes(t, r.runID)
 	if got[1] != "campaign->d365 applied" || got[2] != "campaign->d365 applied" || !strings.HasPrefix(got[3], "campaign->d365 failed HTTP 412 0x80060882") {
 		t.Fatalf("outcomes %v", got)
 	}
@@ -135,7 +124,7 @@ func TestD365NoWriteInTheDark(t *testing.T) {
 	if r.code != exitWriteFailed {
 		t.Fatalf("night 2: exit %d\n%s", r.code, r.stderr)
 	}
-	got := outcomes(t, p.project, r.runID)
+	got := p.outcomes(t, r.runID)
 	if got[1] != "campaign->d365 applied" || got[4] != "campaign->d365 applied" ||
 		got[2] != "campaign->d365 failed the contact changed in Dynamics after it was read; not overwritten" {
 		t.Fatalf("outcomes %v", got)
@@ -198,7 +187,7 @@ func TestD365UnknownOutcomeIsReadBack(t *testing.T) {
 			if r.code != exitWriteFailed {
 				t.Fatalf("exit %d\n%s", r.code, r.stderr)
 			}
-			got := outcomes(t, p.project, r.runID)
+			got := p.outcomes(t, r.runID)
 			if got[1] != "campaign->d365 applied" || got[2] != "campaign->d365 applied" || !strings.Contains(got[4], "failed") {
 				t.Fatalf("outcomes %v", got)
 			}
@@ -219,7 +208,7 @@ func TestD365UnknownOutcomeIsReadBack(t *testing.T) {
 			if r.code != 0 {
 				t.Fatalf("night 3: exit %d\n%s", r.code, r.stderr)
 			}
-			got = outcomes(t, p.project, r.runID)
+			got = p.outcomes(t, r.runID)
 			if len(got) != 1 || got[4] != "campaign->d365 applied" {
 				t.Fatalf("night 3 outcomes %v", got)
 			}
@@ -240,7 +229,7 @@ func TestCampaignUnknownOutcomeIsReadBack(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
-	if got := outcomes(t, p.project, r.runID); got[1] != "d365->campaign applied" {
+	if got := p.outcomes(t, r.runID); got[1] != "d365->campaign applied" {
 		t.Fatalf("outcomes %v", got)
 	}
 	if v := p.blackListEmail(t, 1); v == nil || !*v {
@@ -277,7 +266,7 @@ func TestD365StandardWireFormat(t *testing.T) {
 					t.Fatalf("contact %d: %v", i, deref(v))
 				}
 			}
-			got := outcomes(t, p.project, r.runID)
+			got := p.outcomes(t, r.runID)
 			if got[5] != "d365->campaign applied" || got[1] != "campaign->d365 applied" {
 				t.Fatalf("outcomes %v", got)
 			}
@@ -311,7 +300,7 @@ func TestD365PayloadTooLargeHalvesTheBatch(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
-	if got := outcomes(t, p.project, r.runID); len(got) != 12 {
+	if got := p.outcomes(t, r.runID); len(got) != 12 {
 		t.Fatalf("outcomes %v", got)
 	}
 	var refused, sent []int
@@ -366,7 +355,7 @@ func TestD365RetryQueueIsReadInBulk(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("night 3: exit %d\n%s", r.code, r.stderr)
 	}
-	if got := outcomes(t, p.project, r.runID); len(got) != n {
+	if got := p.outcomes(t, r.runID); len(got) != n {
 		t.Fatalf("night 3 decided %d contacts again, want %d", len(got), n)
 	}
 	var point, bulk int
@@ -462,7 +451,7 @@ func TestD365ExecutionTimeLimitSlowsTheRunDown(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("night 2: exit %d\n%s", r.code, r.stderr)
 	}
-	if got := outcomes(t, p.project, r.runID); len(got) != n {
+	if got := p.outcomes(t, r.runID); len(got) != n {
 		t.Fatalf("%d decisions, want %d", len(got), n)
 	}
 	for i := 1; i <= n; i++ {

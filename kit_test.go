@@ -10,6 +10,7 @@ import (
 	"context"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 
 	"optsync/fixtures/testkit"
@@ -35,8 +36,15 @@ func runCLI(t testing.TB, args ...string) cliResult {
 // the only way hooks reach a run.
 func runHooked(t testing.TB, h hooks, args ...string) cliResult {
 	t.Helper()
+	return runAsGiven(t, h, append([]string{"--log-format", "json"}, args...)...)
+}
+
+// runAsGiven runs the command line as a user types it: the log format is
+// the console's unless args choose one.
+func runAsGiven(t testing.TB, h hooks, args ...string) cliResult {
+	t.Helper()
 	var out, errb bytes.Buffer
-	code := cmdline{stdout: &out, stderr: &errb, hooks: h}.run(context.Background(), append([]string{"optsync", "--log-format", "json"}, args...))
+	code := cmdline{stdout: &out, stderr: &errb, hooks: h}.run(context.Background(), append([]string{"optsync"}, args...))
 	r := cliResult{code: code, stdout: out.String(), stderr: errb.String()}
 	if m := runIDInSummary.FindStringSubmatch(r.stdout); m != nil {
 		r.runID = m[1]
@@ -75,6 +83,28 @@ func (p *project) cliWith(t testing.TB, h hooks, args ...string) cliResult {
 func (p *project) backfill(t testing.TB, extra ...string) cliResult {
 	t.Helper()
 	return p.cli(t, append([]string{"backfill"}, extra...)...)
+}
+
+// run runs `optsync run` (extra after it) and fails the test unless it
+// exits 0.
+func (p *project) run(t testing.TB, extra ...string) cliResult {
+	t.Helper()
+	r := p.cli(t, append([]string{"run"}, extra...)...)
+	if r.code != 0 {
+		t.Fatalf("run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	return r
+}
+
+// outcomes maps a contact's number (testkit.GUID's n) to "direction
+// outcome error" of its audit row in run runID (one pair mapped).
+func (p *project) outcomes(t testing.TB, runID string) map[int]string {
+	t.Helper()
+	out := map[int]string{}
+	for _, a := range p.out(t, "audit", runID) {
+		out[testkit.GUIDNumber(a["contact_id"])] = strings.TrimSpace(a["direction"] + " " + a["outcome"] + " " + a["error"])
+	}
+	return out
 }
 
 // out is the rows of one of a run's files in out/ (audit, rejects, …).

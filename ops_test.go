@@ -38,15 +38,6 @@ const (
 	guid3 = "00000000-0000-0000-0000-000000000003"
 )
 
-func (p *project) run(t *testing.T, extra ...string) cliResult {
-	t.Helper()
-	r := p.cli(t, append([]string{"run"}, extra...)...)
-	if r.code != 0 {
-		t.Fatalf("run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
-	}
-	return r
-}
-
 // night1 lays the first night's drop: three contacts on both sides.
 func night1(t *testing.T, p *project) {
 	testkit.WriteFile(t, p.path("drops/d365/2026-11-27.csv"), testkit.Contacts2(

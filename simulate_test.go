@@ -2,8 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,12 +64,11 @@ func TestSimulateCommandThenOptsync(t *testing.T) {
 
 	t.Setenv("OPTSYNC_SIM_SECRET", secret)
 	optsync := func(args ...string) (int, string) {
-		var stdout, stderr bytes.Buffer
-		code := cmdline{stdout: &stdout, stderr: &stderr}.run(context.Background(), append([]string{"optsync", "--config", cfg}, args...))
-		if strings.Contains(stdout.String()+stderr.String(), secret) {
+		r := runAsGiven(t, hooks{}, append([]string{"--config", cfg}, args...)...)
+		if strings.Contains(r.stdout+r.stderr, secret) {
 			t.Fatal("the secret reached the output")
 		}
-		return code, stdout.String() + stderr.String()
+		return r.code, r.stdout + r.stderr
 	}
 	code, text := optsync("backfill", "--allow-mass-optin")
 	if code != 0 || !strings.Contains(text, "compared=2915 pairs") || strings.Contains(text, "d365->campaign=0 ") || strings.Contains(text, "campaign->d365=0 ") {
