@@ -12,18 +12,8 @@ import (
 
 	"optsync/fixtures/campaignsim"
 	"optsync/fixtures/simcore"
+	"optsync/fixtures/testkit"
 )
-
-// bearer sends a token and an API key with every request, as the run's
-// API client does.
-type bearer struct{ token, key string }
-
-func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+b.token)
-	r.Header.Set("X-Api-Key", b.key)
-	return http.DefaultTransport.RoundTrip(r)
-}
 
 // Campaign leaves "next" out of a list of a table larger than its
 // XtkBigTableThreshold (100,000 profiles by default) unless the request
@@ -42,7 +32,7 @@ func TestCampaignReadsPastTheBigTableThreshold(t *testing.T) {
 	srv := httptest.NewServer(sim)
 	defer srv.Close()
 	tok := simcore.Token(t, srv.URL+sim.IMSPath(), url.Values{"grant_type": {"client_credentials"}, "client_id": {"c"}, "client_secret": {"s"}})
-	c := &Campaign{Client: &http.Client{Transport: bearer{tok, "c"}}, APIURL: srv.URL + sim.APIPrefix(), Resource: "profileAndServicesExt",
+	c := &Campaign{Client: &http.Client{Transport: testkit.Bearer{Token: tok, APIKey: "c"}}, APIURL: srv.URL + sim.APIPrefix(), Resource: "profileAndServicesExt",
 		Fields: []string{"blackListEmail"}, PageSize: 5}
 	for _, read := range []struct {
 		name string

@@ -14,6 +14,7 @@ import (
 
 	"optsync/extract"
 	"optsync/fixtures/campaignsim"
+	"optsync/fixtures/simcore"
 	"optsync/fixtures/testkit"
 )
 
@@ -27,12 +28,8 @@ func BenchmarkCampaignWrites(b *testing.B) {
 	sim := campaignsim.NewServer(campaignsim.Options{Organization: "o", ClientID: "c", ClientSecret: "s"})
 	srv := httptest.NewServer(sim)
 	defer srv.Close()
-	resp, err := http.PostForm(srv.URL+sim.IMSPath(), url.Values{"grant_type": {"client_credentials"}, "client_id": {"c"}, "client_secret": {"s"}, "scope": {"x"}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	token := readToken(b, resp)
-	client := &http.Client{Transport: apiKeyTransport{token: token, key: "c"}}
+	token := simcore.Token(b, srv.URL+sim.IMSPath(), url.Values{"grant_type": {"client_credentials"}, "client_id": {"c"}, "client_secret": {"s"}, "scope": {"x"}})
+	client := &http.Client{Transport: testkit.Bearer{Token: token, APIKey: "c"}}
 	api := srv.URL + sim.APIPrefix()
 	reader := &extract.Campaign{Client: client, APIURL: api, Resource: "profileAndServices", Fields: []string{"blackListEmail"}}
 	w := &CampaignWriter{Client: client, Reader: reader, APIURL: api, Resource: "profileAndServices", Concurrency: concurrency}
@@ -64,15 +61,6 @@ func BenchmarkCampaignWrites(b *testing.B) {
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "PATCH/s")
 }
 
-type apiKeyTransport struct{ token, key string }
-
-func (t apiKeyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+t.token)
-	r.Header.Set("X-Api-Key", t.key)
-	return http.DefaultTransport.RoundTrip(r)
-}
-
 // BenchmarkCampaignRaceWindow measures the window in which a person's
 // unsubscribe can land unseen between the re-read before a clearing PATCH
 // and that PATCH: for every clearing PATCH, the time from the simulator
@@ -86,11 +74,8 @@ func BenchmarkCampaignRaceWindow(b *testing.B) {
 	sim := campaignsim.NewServer(campaignsim.Options{Organization: "o", ClientID: "c", ClientSecret: "s"})
 	srv := httptest.NewServer(sim)
 	defer srv.Close()
-	resp, err := http.PostForm(srv.URL+sim.IMSPath(), url.Values{"grant_type": {"client_credentials"}, "client_id": {"c"}, "client_secret": {"s"}, "scope": {"x"}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	client := &http.Client{Transport: apiKeyTransport{token: readToken(b, resp), key: "c"}}
+	token := simcore.Token(b, srv.URL+sim.IMSPath(), url.Values{"grant_type": {"client_credentials"}, "client_id": {"c"}, "client_secret": {"s"}, "scope": {"x"}})
+	client := &http.Client{Transport: testkit.Bearer{Token: token, APIKey: "c"}}
 	api := srv.URL + sim.APIPrefix()
 	reader := &extract.Campaign{Client: client, APIURL: api, Resource: "profileAndServices", Fields: []string{"blackListEmail"}}
 	w := &CampaignWriter{Client: client, Reader: reader, APIURL: api, Resource: "profileAndServices", Concurrency: concurrency, MaxTries: 3}

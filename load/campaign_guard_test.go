@@ -14,6 +14,7 @@ import (
 	"optsync/extract"
 	"optsync/fixtures/campaignsim"
 	"optsync/fixtures/simcore"
+	"optsync/fixtures/testkit"
 )
 
 // hookTransport lets a test act around each request: before it is sent
@@ -63,16 +64,12 @@ func newGuardEnv(t *testing.T) *guardEnv {
 	e.sim = campaignsim.NewServer(campaignsim.Options{Organization: "o", ClientID: "c", ClientSecret: "s", Now: e.clock.Now, Seed: 1})
 	srv := httptest.NewServer(e.sim)
 	t.Cleanup(srv.Close)
-	resp, err := http.PostForm(srv.URL+e.sim.IMSPath(), url.Values{"grant_type": {"client_credentials"}, "client_id": {"c"}, "client_secret": {"s"}, "scope": {"x"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	token := readToken(t, resp)
+	token := simcore.Token(t, srv.URL+e.sim.IMSPath(), url.Values{"grant_type": {"client_credentials"}, "client_id": {"c"}, "client_secret": {"s"}, "scope": {"x"}})
 	yes := true
 	e.sim.Seed([]campaignsim.Profile{{PKey: guardPKey, ExternalID: "00000000-0000-0000-0000-000000000001", LastModified: at,
 		Fields: map[string]*bool{"blackListEmail": &yes}}})
 	client := &http.Client{Transport: hookTransport{
-		base: apiKeyTransport{token: token, key: "c"},
+		base: testkit.Bearer{Token: token, APIKey: "c"},
 		before: func(r *http.Request) *http.Response {
 			e.clock.Add(10 * time.Millisecond)
 			if e.before != nil {

@@ -2,9 +2,9 @@ package load
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strconv"
 	"testing"
@@ -12,6 +12,7 @@ import (
 
 	"optsync/extract"
 	"optsync/fixtures/d365sim"
+	"optsync/fixtures/simcore"
 	"optsync/fixtures/testkit"
 )
 
@@ -37,8 +38,8 @@ func BenchmarkDataverseWrites(b *testing.B) {
 	srv := httptest.NewServer(sim)
 	defer srv.Close()
 	// Authentication is the bearer's job, not this benchmark's.
-	token := getToken(b, srv.URL+sim.TokenURL())
-	client := &http.Client{Transport: headerTransport{token}}
+	token := simcore.Token(b, srv.URL+sim.TokenURL(), url.Values{"grant_type": {"client_credentials"}, "client_id": {"c"}, "client_secret": {"s"}, "scope": {"https://org.crm.dynamics.com/.default"}})
+	client := &http.Client{Transport: testkit.Bearer{Token: token}}
 	reader := &extract.Dataverse{Client: client, BaseURL: srv.URL + d365sim.APIPath, Fields: []string{"donotemail"}, Concurrency: concurrency}
 	w := &DataverseWriter{Client: client, Reader: reader, BaseURL: srv.URL + d365sim.APIPath, BatchSize: 500, Concurrency: concurrency}
 	ids := make([]extract.ID, n)
@@ -68,33 +69,6 @@ func BenchmarkDataverseWrites(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "updates/s")
-}
-
-type headerTransport struct{ token string }
-
-func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+h.token)
-	return http.DefaultTransport.RoundTrip(r)
-}
-
-func getToken(b *testing.B, tokenURL string) string {
-	resp, err := http.PostForm(tokenURL, map[string][]string{"grant_type": {"client_credentials"}, "client_id": {"c"}, "client_secret": {"s"}, "scope": {"https://org.crm.dynamics.com/.default"}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return readToken(b, resp)
-}
-
-func readToken(b testing.TB, resp *http.Response) string {
-	defer resp.Body.Close()
-	var tok struct {
-		AccessToken string `json:"access_token"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || tok.AccessToken == "" {
-		b.Fatalf("token: %v %d", err, resp.StatusCode)
-	}
-	return tok.AccessToken
 }
 
 // benchSettings reads the simulated latency and the concurrency both write
