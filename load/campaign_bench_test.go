@@ -26,11 +26,7 @@ func BenchmarkCampaignWrites(b *testing.B) {
 	latency, concurrency := benchSettings()
 	const n = 400
 	sim := campaignsim.NewServer(campaignsim.Options{Organization: "o", ClientID: "c", ClientSecret: "s"})
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
-	token := simcore.Token(b, srv.URL+sim.IMSPath(), url.Values{"grant_type": {"client_credentials"}, "client_id": {"c"}, "client_secret": {"s"}, "scope": {"x"}})
-	client := &http.Client{Transport: testkit.Bearer{Token: token, APIKey: "c"}}
-	api := srv.URL + sim.APIPrefix()
+	client, api := campaignAPI(b, sim)
 	reader := &extract.Campaign{Client: client, APIURL: api, Resource: "profileAndServices", Fields: []string{"blackListEmail"}}
 	w := &CampaignWriter{Client: client, Reader: reader, APIURL: api, Resource: "profileAndServices", Concurrency: concurrency}
 	b.ResetTimer()
@@ -72,11 +68,7 @@ func BenchmarkCampaignRaceWindow(b *testing.B) {
 	latency, concurrency := benchSettings()
 	const n = 200
 	sim := campaignsim.NewServer(campaignsim.Options{Organization: "o", ClientID: "c", ClientSecret: "s"})
-	srv := httptest.NewServer(sim)
-	defer srv.Close()
-	token := simcore.Token(b, srv.URL+sim.IMSPath(), url.Values{"grant_type": {"client_credentials"}, "client_id": {"c"}, "client_secret": {"s"}, "scope": {"x"}})
-	client := &http.Client{Transport: testkit.Bearer{Token: token, APIKey: "c"}}
-	api := srv.URL + sim.APIPrefix()
+	client, api := campaignAPI(b, sim)
 	reader := &extract.Campaign{Client: client, APIURL: api, Resource: "profileAndServices", Fields: []string{"blackListEmail"}}
 	w := &CampaignWriter{Client: client, Reader: reader, APIURL: api, Resource: "profileAndServices", Concurrency: concurrency, MaxTries: 3}
 	var windows []time.Duration
@@ -122,4 +114,15 @@ func BenchmarkCampaignRaceWindow(b *testing.B) {
 	b.ReportMetric(float64(pct(0.99).Microseconds()), "p99-µs")
 	b.ReportMetric(float64(windows[len(windows)-1].Microseconds()), "max-µs")
 	b.ReportMetric(float64((pct(0.99) - latency).Microseconds()), "client-p99-µs")
+}
+
+// campaignAPI serves sim (client "c", secret "s") until the test ends and
+// returns a client authenticated against it, as the run's API client is,
+// and its API's URL.
+func campaignAPI(tb testing.TB, sim *campaignsim.Server) (*http.Client, string) {
+	tb.Helper()
+	srv := httptest.NewServer(sim)
+	tb.Cleanup(srv.Close)
+	token := simcore.Token(tb, srv.URL+sim.IMSPath(), url.Values{"grant_type": {"client_credentials"}, "client_id": {"c"}, "client_secret": {"s"}, "scope": {"x"}})
+	return &http.Client{Transport: testkit.Bearer{Token: token, APIKey: "c"}}, srv.URL + sim.APIPrefix()
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +12,6 @@ import (
 	"optsync/extract"
 	"optsync/fixtures/campaignsim"
 	"optsync/fixtures/simcore"
-	"optsync/fixtures/testkit"
 )
 
 // hookTransport lets a test act around each request: before it is sent
@@ -62,14 +59,12 @@ func newGuardEnv(t *testing.T) *guardEnv {
 	at := time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
 	e := &guardEnv{clock: simcore.NewClock(at.Add(3 * time.Hour))}
 	e.sim = campaignsim.NewServer(campaignsim.Options{Organization: "o", ClientID: "c", ClientSecret: "s", Now: e.clock.Now, Seed: 1})
-	srv := httptest.NewServer(e.sim)
-	t.Cleanup(srv.Close)
-	token := simcore.Token(t, srv.URL+e.sim.IMSPath(), url.Values{"grant_type": {"client_credentials"}, "client_id": {"c"}, "client_secret": {"s"}, "scope": {"x"}})
+	authed, api := campaignAPI(t, e.sim)
 	yes := true
 	e.sim.Seed([]campaignsim.Profile{{PKey: guardPKey, ExternalID: "00000000-0000-0000-0000-000000000001", LastModified: at,
 		Fields: map[string]*bool{"blackListEmail": &yes}}})
 	client := &http.Client{Transport: hookTransport{
-		base: testkit.Bearer{Token: token, APIKey: "c"},
+		base: authed.Transport,
 		before: func(r *http.Request) *http.Response {
 			e.clock.Add(10 * time.Millisecond)
 			if e.before != nil {
@@ -84,7 +79,6 @@ func newGuardEnv(t *testing.T) *guardEnv {
 			return resp
 		},
 	}}
-	api := srv.URL + e.sim.APIPrefix()
 	reader := &extract.Campaign{Client: client, APIURL: api, Resource: "profileAndServices", Fields: []string{"blackListEmail"}}
 	e.w = &CampaignWriter{Client: client, Reader: reader, APIURL: api, Resource: "profileAndServices", Concurrency: 1, MaxTries: 3}
 	return e
