@@ -8,6 +8,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -50,6 +51,13 @@ func runAsGiven(t testing.TB, h hooks, args ...string) cliResult {
 		r.runID = m[1]
 	}
 	return r
+}
+
+// mainWith is main with a stop point: the process's own streams and
+// signals (ctx), for the helper process that process_test.go starts and
+// kills.
+func mainWith(ctx context.Context, h hooks, args []string) int {
+	return cmdline{stdout: os.Stdout, stderr: os.Stderr, hooks: h}.run(ctx, args)
 }
 
 // project is a config plus inputs in a temporary folder.

@@ -60,7 +60,7 @@ func TestHelperProcess(t *testing.T) {
 	ctx, stop := withSignals(context.Background())
 	defer stop()
 	args := append([]string{"optsync"}, strings.Split(os.Getenv("OPTSYNC_HELPER_ARGS"), "\x1f")...)
-	code := cmdline{stdout: os.Stdout, stderr: os.Stderr, hooks: h}.run(ctx, args)
+	code := mainWith(ctx, h, args)
 	stop()
 	os.Exit(code)
 }
