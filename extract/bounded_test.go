@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"optsync/fixtures/testkit"
 	"runtime"
 	"strings"
 	"testing"
@@ -18,11 +19,11 @@ import (
 // The error names the file and the line where the quote opened, and no row
 // after it is read as part of the field.
 func TestStrayQuoteBreaksTheFile(t *testing.T) {
-	head := "contactid,modifiedon,donotemail\n" + gid(1) + "," + t0 + ",true\n\n"
+	head := "contactid,modifiedon,donotemail\n" + testkit.V4GUID(1) + "," + t0 + ",true\n\n"
 	rows := func(from, n int) string {
 		var b strings.Builder
 		for i := from; i < from+n; i++ {
-			fmt.Fprintf(&b, "%s,%s,false\n", gid(i), t0)
+			fmt.Fprintf(&b, "%s,%s,false\n", testkit.V4GUID(i), t0)
 		}
 		return b.String()
 	}
@@ -33,11 +34,11 @@ func TestStrayQuoteBreaksTheFile(t *testing.T) {
 		line int
 		why  string
 	}{
-		{"to the end of the file", head + gid(2) + "," + t0 + ",\"true\n" + rows(3, 20), Limits{}, 4, "runs to the end of the file"},
-		{"past the line bound", head + gid(2) + "," + t0 + ",\"true\n" + rows(3, 200) + "\"\n", Limits{MaxFieldLines: 100}, 4, "runs past 65536 bytes or 100 lines"},
-		{"past the byte bound", head + gid(2) + "," + t0 + ",\"" + strings.Repeat("x", 70<<10) + "\"\n" + rows(3, 2), Limits{}, 4, "runs past 65536 bytes"},
-		{"configured bounds", head + gid(2) + "," + t0 + ",\"a\nb\nc\nd\"\n" + rows(3, 2), Limits{MaxFieldLines: 3}, 4, "3 lines"},
-		{"in a CRLF file", strings.ReplaceAll(head+gid(2)+","+t0+",\"true\n"+rows(3, 5), "\n", "\r\n"), Limits{}, 4, "end of the file"},
+		{"to the end of the file", head + testkit.V4GUID(2) + "," + t0 + ",\"true\n" + rows(3, 20), Limits{}, 4, "runs to the end of the file"},
+		{"past the line bound", head + testkit.V4GUID(2) + "," + t0 + ",\"true\n" + rows(3, 200) + "\"\n", Limits{MaxFieldLines: 100}, 4, "runs past 65536 bytes or 100 lines"},
+		{"past the byte bound", head + testkit.V4GUID(2) + "," + t0 + ",\"" + strings.Repeat("x", 70<<10) + "\"\n" + rows(3, 2), Limits{}, 4, "runs past 65536 bytes"},
+		{"configured bounds", head + testkit.V4GUID(2) + "," + t0 + ",\"a\nb\nc\nd\"\n" + rows(3, 2), Limits{MaxFieldLines: 3}, 4, "3 lines"},
+		{"in a CRLF file", strings.ReplaceAll(head+testkit.V4GUID(2)+","+t0+",\"true\n"+rows(3, 5), "\n", "\r\n"), Limits{}, 4, "end of the file"},
 		{"a row without an end", head + strings.Repeat("x", 2<<20), Limits{}, 4, "runs past 1048576 bytes"},
 		{"in the header", "contactid,\"modifiedon,donotemail\n" + rows(1, 3), Limits{}, 1, "runs to the end"},
 	}
@@ -67,9 +68,9 @@ func TestStrayQuoteBreaksTheFile(t *testing.T) {
 func TestQuotedFieldsWithinBounds(t *testing.T) {
 	multi := "\"" + strings.Repeat("line\n", 99) + "end\""
 	in := "PKey,externalId,lastModified,blackListEmail,note\n" +
-		"@p1," + gid(1) + "," + t0 + ",true,\"a, \"\"quoted\"\" note\"\n" +
-		"@p2," + gid(2) + "," + t0 + ",false," + multi + "\n" +
-		"@p3," + gid(3) + "," + t0 + ",true,\"" + strings.Repeat("y", 64<<10-2) + "\"\n"
+		"@p1," + testkit.V4GUID(1) + "," + t0 + ",true,\"a, \"\"quoted\"\" note\"\n" +
+		"@p2," + testkit.V4GUID(2) + "," + t0 + ",false," + multi + "\n" +
+		"@p3," + testkit.V4GUID(3) + "," + t0 + ",true,\"" + strings.Repeat("y", 64<<10-2) + "\"\n"
 	for _, data := range []string{in, strings.ReplaceAll(in, "\n", "\r\n")} {
 		r := readProfiles(context.Background(), data, Layout{Fields: []string{"blackListEmail"}})
 		if r.err != nil || len(r.profiles) != 3 || len(r.rejects) != 0 || r.profiles[2].Line != 103 {
@@ -151,7 +152,7 @@ func (e *endless) Read(p []byte) (int, error) {
 // Memory stays bounded: a quote that opens on line 3 of a 200 MB file is
 // found after 100 lines, having held a few megabytes at most.
 func TestStrayQuoteMemoryIsBounded(t *testing.T) {
-	in := io.MultiReader(strings.NewReader("PKey,externalId,lastModified,blackListEmail\n@p1,"+gid(1)+","+t0+",true\n@p2,"+gid(2)+","+t0+",\""), &endless{left: 200 << 20})
+	in := io.MultiReader(strings.NewReader("PKey,externalId,lastModified,blackListEmail\n@p1,"+testkit.V4GUID(1)+","+t0+",true\n@p2,"+testkit.V4GUID(2)+","+t0+",\""), &endless{left: 200 << 20})
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
@@ -172,7 +173,7 @@ func TestRejectShare(t *testing.T) {
 		var b bytes.Buffer
 		b.WriteString("contactid,modifiedon,donotemail\n")
 		for i := range good {
-			fmt.Fprintf(&b, "%s,%s,true\n", gid(i), t0)
+			fmt.Fprintf(&b, "%s,%s,true\n", testkit.V4GUID(i), t0)
 		}
 		for range bad {
 			b.WriteString("junk\n")
@@ -207,7 +208,7 @@ func TestRejectShare(t *testing.T) {
 
 // A header that does not parse is a broken file (exit 2), not a run failure.
 func TestHeaderDoesNotParse(t *testing.T) {
-	r := readContacts(context.Background(), "contactid,modi\"fiedon,donotemail\n"+gid(1)+","+t0+",true\n", Layout{Fields: []string{"donotemail"}})
+	r := readContacts(context.Background(), "contactid,modi\"fiedon,donotemail\n"+testkit.V4GUID(1)+","+t0+",true\n", Layout{Fields: []string{"donotemail"}})
 	var b *BrokenFileError
 	if !errors.As(r.err, &b) || b.Line != 1 || !strings.Contains(b.Error(), "header row does not parse") {
 		t.Fatalf("err %v", r.err)

@@ -26,7 +26,7 @@ func TestCampaignReadsPastTheBigTableThreshold(t *testing.T) {
 	at := time.Date(2026, 11, 20, 9, 0, 0, 0, time.UTC)
 	var ps []campaignsim.Profile
 	for i := 1; i <= n; i++ {
-		ps = append(ps, campaignsim.Profile{PKey: fmt.Sprintf("@p%d", i), ExternalID: gid(i), LastModified: at})
+		ps = append(ps, campaignsim.Profile{PKey: fmt.Sprintf("@p%d", i), ExternalID: testkit.V4GUID(i), LastModified: at})
 	}
 	sim.Seed(ps)
 	srv := httptest.NewServer(sim)

@@ -3,6 +3,7 @@ package extract
 import (
 	"context"
 	"encoding/json"
+	"optsync/fixtures/testkit"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +16,7 @@ import (
 func TestFutureTimesAreBadRows(t *testing.T) {
 	notAfter := time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC)
 	at, past := "2026-11-29T03:00:00Z", "2026-11-29T02:59:00Z"
-	id := gid(1)
+	id := testkit.V4GUID(1)
 	csvContacts := func(mod string) (Reject, bool, int) {
 		r := readContacts(context.Background(), "contactid,modifiedon,donotemail\n"+id+","+mod+",true\n",
 			Layout{Fields: []string{"donotemail"}, NotAfter: notAfter})

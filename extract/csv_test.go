@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"optsync/fixtures/testkit"
 	"os"
 	"strings"
 	"testing"
@@ -34,9 +35,6 @@ func readProfiles(ctx context.Context, in string, l Layout) result {
 		func(rj Reject) { r.rejects = append(r.rejects, rj) })
 	return r
 }
-
-// gid is a distinct canonical GUID per n.
-func gid(n int) string { return fmt.Sprintf("%08x-0000-4000-a000-%012x", n+0xabc0, n) }
 
 func mustID(t *testing.T, s string) ID {
 	t.Helper()
@@ -93,7 +91,7 @@ func TestReadContactsExcelExport(t *testing.T) {
 }
 
 func TestReadContactsHeaders(t *testing.T) {
-	row := gid(1) + "," + t0 + ",true,false\n"
+	row := testkit.V4GUID(1) + "," + t0 + ",true,false\n"
 	cases := []struct {
 		name, header string
 		columns      map[string]string
@@ -112,7 +110,7 @@ func TestReadContactsHeaders(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			in := c.header + "\n" + row
 			if c.name == "reordered" {
-				in = c.header + "\nfalse,zz," + t0 + "," + gid(1) + ",true\n"
+				in = c.header + "\nfalse,zz," + t0 + "," + testkit.V4GUID(1) + ",true\n"
 			}
 			for _, crlf := range []bool{false, true} {
 				if crlf {
@@ -123,7 +121,7 @@ func TestReadContactsHeaders(t *testing.T) {
 					t.Fatalf("crlf=%v: err %v, rejects %+v, contacts %+v", crlf, r.err, r.rejects, r.contacts)
 				}
 				got := r.contacts[0]
-				if got.ID.String() != gid(1) || got.Modified != ms(2026, 11, 29, 2, 0, 0, 0) ||
+				if got.ID.String() != testkit.V4GUID(1) || got.Modified != ms(2026, 11, 29, 2, 0, 0, 0) ||
 					got.Values != [MaxFields]Tri{True, False} || got.Line != 2 || got.Bad {
 					t.Errorf("crlf=%v: contact = %+v", crlf, got)
 				}
@@ -232,12 +230,12 @@ func TestReadEmptyExport(t *testing.T) {
 // be the newest row of its record.
 func TestMalformedRowTimeIsUnknown(t *testing.T) {
 	ctx := context.Background()
-	r := readContacts(ctx, "contactid,modifiedon,donotemail,donotphone\n"+gid(1)+","+t0+",true\n", contactLayout)
+	r := readContacts(ctx, "contactid,modifiedon,donotemail,donotphone\n"+testkit.V4GUID(1)+","+t0+",true\n", contactLayout)
 	if len(r.contacts) != 1 || !r.contacts[0].Bad || r.contacts[0].Modified != NoTime {
 		t.Errorf("contacts = %+v", r.contacts)
 	}
-	r = readProfiles(ctx, "PKey,externalId,lastModified,blackListEmail,blackListMobile\n@p1,"+gid(1)+","+t0+",true\n@p2,nope,"+t0+",x,y,z\n", profileLayout(false))
-	if len(r.profiles) != 2 || !r.profiles[0].Bad || r.profiles[0].Modified != NoTime || r.profiles[0].PKey != "@p1" || r.profiles[0].ID != mustID(t, gid(1)) ||
+	r = readProfiles(ctx, "PKey,externalId,lastModified,blackListEmail,blackListMobile\n@p1,"+testkit.V4GUID(1)+","+t0+",true\n@p2,nope,"+t0+",x,y,z\n", profileLayout(false))
+	if len(r.profiles) != 2 || !r.profiles[0].Bad || r.profiles[0].Modified != NoTime || r.profiles[0].PKey != "@p1" || r.profiles[0].ID != mustID(t, testkit.V4GUID(1)) ||
 		!r.profiles[1].Bad || !r.profiles[1].Unlinked || r.profiles[1].PKey != "@p2" {
 		t.Errorf("profiles = %+v", r.profiles)
 	}
@@ -254,29 +252,29 @@ func TestReadContactsBadRows(t *testing.T) {
 	}{
 		{"not a GUID", "not-a-guid," + t0 + ",true,false", "not-a-guid", []string{"contactid", "not-a-guid", "GUID"}, false},
 		{"empty id", "," + t0 + ",true,false", "", []string{"contactid", "GUID"}, false},
-		{"GUID too short", gid(2)[:35] + "," + t0 + ",true,false", gid(2)[:35], []string{"contactid"}, false},
-		{"one brace", "{" + gid(2) + "," + t0 + ",true,false", "{" + gid(2), []string{"contactid"}, false},
-		{"bad boolean", gid(2) + "," + t0 + ",maybe,false", gid(2), []string{"donotemail", "maybe", "boolean"}, true},
-		{"bad second boolean", "{" + strings.ToUpper(gid(2)) + "}," + t0 + ",true,2", gid(2), []string{"donotphone", `"2"`}, true},
-		{"bad timestamp", gid(2) + ",yesterday,true,false", gid(2), []string{"modifiedon", "yesterday", "timestamp"}, true},
-		{"31 February", gid(2) + ",2026-02-31T00:00:00Z,true,false", gid(2), []string{"modifiedon", "2026-02-31"}, true},
-		{"month 13", gid(2) + ",2026-13-01 00:00:00,true,false", gid(2), []string{"modifiedon"}, true},
-		{"blank timestamp", gid(2) + ",,true,false", gid(2), []string{"modifiedon"}, true},
-		{"two problems", gid(2) + ",never,yes,perhaps", gid(2), []string{"modifiedon", "never", "donotphone", "perhaps"}, true},
-		{"multi-line bad value", gid(2) + "," + t0 + ",\"tr\nue\",false", gid(2), []string{"donotemail"}, true},
+		{"GUID too short", testkit.V4GUID(2)[:35] + "," + t0 + ",true,false", testkit.V4GUID(2)[:35], []string{"contactid"}, false},
+		{"one brace", "{" + testkit.V4GUID(2) + "," + t0 + ",true,false", "{" + testkit.V4GUID(2), []string{"contactid"}, false},
+		{"bad boolean", testkit.V4GUID(2) + "," + t0 + ",maybe,false", testkit.V4GUID(2), []string{"donotemail", "maybe", "boolean"}, true},
+		{"bad second boolean", "{" + strings.ToUpper(testkit.V4GUID(2)) + "}," + t0 + ",true,2", testkit.V4GUID(2), []string{"donotphone", `"2"`}, true},
+		{"bad timestamp", testkit.V4GUID(2) + ",yesterday,true,false", testkit.V4GUID(2), []string{"modifiedon", "yesterday", "timestamp"}, true},
+		{"31 February", testkit.V4GUID(2) + ",2026-02-31T00:00:00Z,true,false", testkit.V4GUID(2), []string{"modifiedon", "2026-02-31"}, true},
+		{"month 13", testkit.V4GUID(2) + ",2026-13-01 00:00:00,true,false", testkit.V4GUID(2), []string{"modifiedon"}, true},
+		{"blank timestamp", testkit.V4GUID(2) + ",,true,false", testkit.V4GUID(2), []string{"modifiedon"}, true},
+		{"two problems", testkit.V4GUID(2) + ",never,yes,perhaps", testkit.V4GUID(2), []string{"modifiedon", "never", "donotphone", "perhaps"}, true},
+		{"multi-line bad value", testkit.V4GUID(2) + "," + t0 + ",\"tr\nue\",false", testkit.V4GUID(2), []string{"donotemail"}, true},
 		// A row of the wrong width that still names a contact blocks it.
-		{"too few fields", gid(2) + "," + t0 + ",true", gid(2), []string{"3 fields", "4"}, true},
-		{"too many fields", gid(2) + "," + t0 + ",true,false,x", gid(2), []string{"5 fields", "4"}, true},
-		{"too many, multi-line", gid(2) + "," + t0 + ",\"a\nb\",false,x", gid(2), []string{"5 fields"}, true},
+		{"too few fields", testkit.V4GUID(2) + "," + t0 + ",true", testkit.V4GUID(2), []string{"3 fields", "4"}, true},
+		{"too many fields", testkit.V4GUID(2) + "," + t0 + ",true,false,x", testkit.V4GUID(2), []string{"5 fields", "4"}, true},
+		{"too many, multi-line", testkit.V4GUID(2) + "," + t0 + ",\"a\nb\",false,x", testkit.V4GUID(2), []string{"5 fields"}, true},
 		{"too few, no id", "x," + t0, "", []string{"2 fields", "4"}, false},
-		{"bare quote", gid(2) + "," + t0 + ",tr\"ue,false", "", []string{"malformed CSV", "quote"}, false},
-		{"quote after quoted", gid(2) + "," + t0 + ",\"true\"x,false", "", []string{"malformed CSV", "quote"}, false},
-		{"bad quote, multi-line", gid(2) + "," + t0 + ",\"a\nb\"c,false", "", []string{"lines 3-4", "quote"}, false},
+		{"bare quote", testkit.V4GUID(2) + "," + t0 + ",tr\"ue,false", "", []string{"malformed CSV", "quote"}, false},
+		{"quote after quoted", testkit.V4GUID(2) + "," + t0 + ",\"true\"x,false", "", []string{"malformed CSV", "quote"}, false},
+		{"bad quote, multi-line", testkit.V4GUID(2) + "," + t0 + ",\"a\nb\"c,false", "", []string{"lines 3-4", "quote"}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			after := 4 + strings.Count(c.row, "\n")
-			in := header + gid(1) + "," + t0 + ",true,false\n" + c.row + "\n" + gid(3) + "," + t0 + ",no,Do Not Allow\n"
+			in := header + testkit.V4GUID(1) + "," + t0 + ",true,false\n" + c.row + "\n" + testkit.V4GUID(3) + "," + t0 + ",no,Do Not Allow\n"
 			r := readContacts(context.Background(), in, contactLayout)
 			if r.err != nil {
 				t.Fatal(r.err)
@@ -285,11 +283,11 @@ func TestReadContactsBadRows(t *testing.T) {
 				t.Fatalf("rejects = %+v, want 1", r.rejects)
 			}
 			checkReject(t, r.rejects[0], "d365.csv", 3, c.id, c.reason)
-			want := []Contact{{ID: mustID(t, gid(1)), Values: [MaxFields]Tri{True, False}, Line: 2}}
+			want := []Contact{{ID: mustID(t, testkit.V4GUID(1)), Values: [MaxFields]Tri{True, False}, Line: 2}}
 			if c.emitBad {
-				want = append(want, Contact{ID: mustID(t, gid(2)), Line: 3, Bad: true})
+				want = append(want, Contact{ID: mustID(t, testkit.V4GUID(2)), Line: 3, Bad: true})
 			}
-			want = append(want, Contact{ID: mustID(t, gid(3)), Values: [MaxFields]Tri{False, True}, Line: int32(after)})
+			want = append(want, Contact{ID: mustID(t, testkit.V4GUID(3)), Values: [MaxFields]Tri{False, True}, Line: int32(after)})
 			if len(r.contacts) != len(want) {
 				t.Fatalf("emitted %+v, want %d contacts", r.contacts, len(want))
 			}
@@ -309,13 +307,13 @@ func TestReadContactsBadRows(t *testing.T) {
 // Dynamics two-option labels are Dynamics-only: Campaign has no such export.
 func TestLabelsOnlyForDynamics(t *testing.T) {
 	c := readContacts(context.Background(), "contactid,modifiedon,donotemail,donotsendmm\n"+
-		gid(1)+","+t0+",Do Not Allow,Send\n"+gid(2)+","+t0+",allow,do not send\n",
+		testkit.V4GUID(1)+","+t0+",Do Not Allow,Send\n"+testkit.V4GUID(2)+","+t0+",allow,do not send\n",
 		Layout{Fields: []string{"donotemail", "donotsendmm"}})
 	if len(c.rejects) != 0 || len(c.contacts) != 2 ||
 		c.contacts[0].Values != [MaxFields]Tri{True, False} || c.contacts[1].Values != [MaxFields]Tri{False, True} {
 		t.Errorf("contacts %+v, rejects %+v", c.contacts, c.rejects)
 	}
-	p := readProfiles(context.Background(), "PKey,externalId,lastModified,blackListEmail\n@p1,"+gid(1)+","+t0+",Do Not Allow\n",
+	p := readProfiles(context.Background(), "PKey,externalId,lastModified,blackListEmail\n@p1,"+testkit.V4GUID(1)+","+t0+",Do Not Allow\n",
 		Layout{Fields: []string{"blackListEmail"}})
 	if len(p.rejects) != 1 || len(p.profiles) != 1 || !p.profiles[0].Bad {
 		t.Fatalf("profiles %+v, rejects %+v", p.profiles, p.rejects)
@@ -333,11 +331,11 @@ func profileLayout(times bool) Layout {
 
 func TestReadProfiles(t *testing.T) {
 	in := "\uFEFFpkey,External ID,LASTMODIFIED,blacklistemail,blackListMobile,SMSOptOutDate\r\n" +
-		"@abc_1-X," + gid(1) + ",2026-11-29 02:00:00.000Z,true,false,2026-11-30T00:00:00Z\r\n" +
+		"@abc_1-X," + testkit.V4GUID(1) + ",2026-11-29 02:00:00.000Z,true,false,2026-11-30T00:00:00Z\r\n" +
 		"@p2,,2026-11-29 02:00:00.000Z,true,false,\r\n" +
 		"@p3,not-a-guid,garbage,maybe,false,\r\n" +
-		"@p4,\"{" + strings.ToUpper(gid(4)) + "}\",2026-11-29T03:00:00+01:00,,NULL,\r\n" +
-		"\"@p5\"," + gid(5) + ",2026-11-29 02:00:00,\"n\",\"y\",\"2026-11-29 01:00:00\"\r\n"
+		"@p4,\"{" + strings.ToUpper(testkit.V4GUID(4)) + "}\",2026-11-29T03:00:00+01:00,,NULL,\r\n" +
+		"\"@p5\"," + testkit.V4GUID(5) + ",2026-11-29 02:00:00,\"n\",\"y\",\"2026-11-29 01:00:00\"\r\n"
 	l := profileLayout(true)
 	l.Columns = map[string]string{"externalId": "external id"}
 	r := readProfiles(context.Background(), in, l)
@@ -353,11 +351,11 @@ func TestReadProfiles(t *testing.T) {
 	// Rows linked to no contact are emitted Unlinked, with their PKey and
 	// time only (an unreadable one is NoTime): they are not bad rows.
 	want := []Profile{
-		{ID: mustID(t, gid(1)), PKey: "@abc_1-X", Modified: base, FieldModified: times(NoTime, base+22*3600*1000), Values: [MaxFields]Tri{True, False}, Line: 2},
+		{ID: mustID(t, testkit.V4GUID(1)), PKey: "@abc_1-X", Modified: base, FieldModified: times(NoTime, base+22*3600*1000), Values: [MaxFields]Tri{True, False}, Line: 2},
 		{PKey: "@p2", Modified: base, Line: 3, Unlinked: true},
 		{PKey: "@p3", Modified: NoTime, Line: 4, Unlinked: true},
-		{ID: mustID(t, gid(4)), PKey: "@p4", Modified: base, FieldModified: times(NoTime, NoTime), Line: 5},
-		{ID: mustID(t, gid(5)), PKey: "@p5", Modified: base, FieldModified: times(NoTime, base-3600*1000), Values: [MaxFields]Tri{False, True}, Line: 6},
+		{ID: mustID(t, testkit.V4GUID(4)), PKey: "@p4", Modified: base, FieldModified: times(NoTime, NoTime), Line: 5},
+		{ID: mustID(t, testkit.V4GUID(5)), PKey: "@p5", Modified: base, FieldModified: times(NoTime, base-3600*1000), Values: [MaxFields]Tri{False, True}, Line: 6},
 	}
 	if len(r.profiles) != len(want) {
 		t.Fatalf("profiles = %+v, want %d", r.profiles, len(want))
@@ -373,7 +371,7 @@ func TestReadProfiles(t *testing.T) {
 		t.Errorf("stats = %+v, want 5 rows, 2 unlinked", r.st)
 	}
 	// Without change-time columns FieldModified stays nil.
-	r = readProfiles(context.Background(), "PKey,externalId,lastModified,blackListEmail,blackListMobile\n@p1,"+gid(1)+","+t0+",1,0\n", profileLayout(false))
+	r = readProfiles(context.Background(), "PKey,externalId,lastModified,blackListEmail,blackListMobile\n@p1,"+testkit.V4GUID(1)+","+t0+",1,0\n", profileLayout(false))
 	if len(r.profiles) != 1 || r.profiles[0].FieldModified != nil || r.profiles[0].Values != [MaxFields]Tri{True, False} {
 		t.Errorf("profiles = %+v", r.profiles)
 	}
@@ -391,22 +389,22 @@ func TestReadProfilesBadRows(t *testing.T) {
 		reason  []string
 		emitted string // what the bad row leaves among the profiles
 	}{
-		{"PKey without @", row("p2", gid(2), t0, "true", "false", ""), "p2", []string{"PKey", "p2"}, "@3 bad=true"},
-		{"PKey formula", row("=cmd|x", gid(2), t0, "true", "false", ""), "=cmd|x", []string{"PKey"}, "@3 bad=true"},
-		{"PKey with space", row("\"@p 2\"", gid(2), t0, "true", "false", ""), "@p 2", []string{"PKey"}, "@3 bad=true"},
-		{"PKey only @", row("@", gid(2), t0, "true", "false", ""), "@", []string{"PKey"}, "@3 bad=true"},
-		{"PKey empty", row("", gid(2), t0, "true", "false", ""), "", []string{"PKey"}, "@3 bad=true"},
-		{"PKey dot", row("@a.b", gid(2), t0, "true", "false", ""), "@a.b", []string{"PKey"}, "@3 bad=true"},
-		{"bad lastModified", row("@p2", gid(2), "2026-02-31 00:00:00.000Z", "true", "false", ""), "@p2", []string{"lastModified", "2026-02-31"}, "@p2@3 bad=true"},
-		{"bad boolean", row("@p2", gid(2), t0, "true", "opted-out", ""), "@p2", []string{"blackListMobile", "opted-out", "boolean"}, "@p2@3 bad=true"},
-		{"bad change time", row("@p2", gid(2), t0, "true", "false", "soon"), "@p2", []string{"smsOptOutDate", "soon", "timestamp"}, "@p2@3 bad=true"},
+		{"PKey without @", row("p2", testkit.V4GUID(2), t0, "true", "false", ""), "p2", []string{"PKey", "p2"}, "@3 bad=true"},
+		{"PKey formula", row("=cmd|x", testkit.V4GUID(2), t0, "true", "false", ""), "=cmd|x", []string{"PKey"}, "@3 bad=true"},
+		{"PKey with space", row("\"@p 2\"", testkit.V4GUID(2), t0, "true", "false", ""), "@p 2", []string{"PKey"}, "@3 bad=true"},
+		{"PKey only @", row("@", testkit.V4GUID(2), t0, "true", "false", ""), "@", []string{"PKey"}, "@3 bad=true"},
+		{"PKey empty", row("", testkit.V4GUID(2), t0, "true", "false", ""), "", []string{"PKey"}, "@3 bad=true"},
+		{"PKey dot", row("@a.b", testkit.V4GUID(2), t0, "true", "false", ""), "@a.b", []string{"PKey"}, "@3 bad=true"},
+		{"bad lastModified", row("@p2", testkit.V4GUID(2), "2026-02-31 00:00:00.000Z", "true", "false", ""), "@p2", []string{"lastModified", "2026-02-31"}, "@p2@3 bad=true"},
+		{"bad boolean", row("@p2", testkit.V4GUID(2), t0, "true", "opted-out", ""), "@p2", []string{"blackListMobile", "opted-out", "boolean"}, "@p2@3 bad=true"},
+		{"bad change time", row("@p2", testkit.V4GUID(2), t0, "true", "false", "soon"), "@p2", []string{"smsOptOutDate", "soon", "timestamp"}, "@p2@3 bad=true"},
 		// A malformed row whose PKey reads is a bad row of that profile.
-		{"too few fields", row("@p2", gid(2), t0, "true", "false", "")[:50], "@p2", []string{"fields", "6"}, "@p2@3 bad=true"},
-		{"bare quote", row("@p2", gid(2), t0, "tr\"ue", "false", ""), "", []string{"quote"}, ""},
+		{"too few fields", row("@p2", testkit.V4GUID(2), t0, "true", "false", "")[:50], "@p2", []string{"fields", "6"}, "@p2@3 bad=true"},
+		{"bare quote", row("@p2", testkit.V4GUID(2), t0, "tr\"ue", "false", ""), "", []string{"quote"}, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			in := header + row("@p1", gid(1), t0, "true", "false", "") + "\n" + c.row + "\n" + row("@p3", gid(3), t0, "no", "yes", t0) + "\n"
+			in := header + row("@p1", testkit.V4GUID(1), t0, "true", "false", "") + "\n" + c.row + "\n" + row("@p3", testkit.V4GUID(3), t0, "no", "yes", t0) + "\n"
 			r := readProfiles(context.Background(), in, profileLayout(true))
 			if r.err != nil {
 				t.Fatal(r.err)
@@ -442,7 +440,7 @@ func TestReadCancelled(t *testing.T) {
 	b.WriteString("contactid,modifiedon,donotemail,PKey,externalId,lastModified,blackListEmail\n")
 	const n = 20000
 	for i := 0; i < n; i++ {
-		fmt.Fprintf(&b, "%s,%s,true,@p%d,%s,%s,false\n", gid(i), t0, i, gid(i), t0)
+		fmt.Fprintf(&b, "%s,%s,true,@p%d,%s,%s,false\n", testkit.V4GUID(i), t0, i, testkit.V4GUID(i), t0)
 	}
 	in := b.String()
 	cl, pl := Layout{Fields: []string{"donotemail"}}, Layout{Fields: []string{"blackListEmail"}}
@@ -474,7 +472,7 @@ func TestReadCancelled(t *testing.T) {
 // Excel "CSV UTF-8" and PowerShell's Export-Csv write a BOM, and some
 // exporters quote every cell, the header included.
 func TestReadQuotedHeaderAfterBOM(t *testing.T) {
-	in := "\uFEFF\"contactid\",\"modifiedon\",\"donotemail\"\r\n\"" + gid(1) + "\",\"" + t0 + "\",\"true\"\r\n"
+	in := "\uFEFF\"contactid\",\"modifiedon\",\"donotemail\"\r\n\"" + testkit.V4GUID(1) + "\",\"" + t0 + "\",\"true\"\r\n"
 	r := readContacts(context.Background(), in, Layout{Fields: []string{"donotemail"}})
 	if r.err != nil || len(r.rejects) != 0 || len(r.contacts) != 1 || r.contacts[0].Values[0] != True {
 		t.Errorf("err %v, rejects %+v, contacts %+v; want one contact", r.err, r.rejects, r.contacts)
@@ -484,9 +482,9 @@ func TestReadQuotedHeaderAfterBOM(t *testing.T) {
 // A bad row whose record still names a contact is emitted Bad, so that a
 // second profile with the same externalId is seen as a duplicate (SPEC: none is touched).
 func TestProfileWithBadPKeyIsEmittedBad(t *testing.T) {
-	in := "PKey,externalId,lastModified,blackListEmail\n=bad," + gid(1) + "," + t0 + ",true\n@ok," + gid(1) + "," + t0 + ",false\n"
+	in := "PKey,externalId,lastModified,blackListEmail\n=bad," + testkit.V4GUID(1) + "," + t0 + ",true\n@ok," + testkit.V4GUID(1) + "," + t0 + ",false\n"
 	r := readProfiles(context.Background(), in, Layout{Fields: []string{"blackListEmail"}})
-	if len(r.profiles) != 2 || r.profiles[0].ID != mustID(t, gid(1)) || !r.profiles[0].Bad || r.profiles[0].Line != 2 {
+	if len(r.profiles) != 2 || r.profiles[0].ID != mustID(t, testkit.V4GUID(1)) || !r.profiles[0].Bad || r.profiles[0].Line != 2 {
 		t.Errorf("profiles = %+v; want the bad one emitted Bad at line 2", r.profiles)
 	}
 }

@@ -64,6 +64,8 @@ func copyReleased(t *testing.T) string {
 	return path
 }
 
+// releasedID is contact n as the released build's state file holds it:
+// the ids of testdata/released-v1.db, not the kit's.
 func releasedID(n int) extract.ID {
 	id, ok := extract.ParseID(fmt.Sprintf("00000000-0000-4000-8000-%012d", n))
 	if !ok {
