@@ -16,7 +16,7 @@ import (
 )
 
 // update rewrites the golden files of the scenario folders from what the
-// runs give now: `go test -run TestScenarioFolders -update`, then read the
+// runs give now: `go test . -run TestScenarioFolders -update`, then read the
 // diff before committing it.
 var update = flag.Bool("update", false, "rewrite the golden files under fixtures/scenarios/<case>/night*/golden")
 
