@@ -69,7 +69,7 @@ func TestGlobalFlagsAfterTheCommand(t *testing.T) {
 func TestEnvironmentBooleans(t *testing.T) {
 	p := newProject(t, strings.Replace(fmt.Sprintf(onePairConfig, "d365-to-campaign", "newest"), `"100%"`, "0", 1))
 	testkit.WriteFile(t, p.path("d365.csv"), testkit.Contacts(testkit.GUID(1)+",2026-11-20T10:00:00Z,false"))
-	testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles("@p1,"+testkit.GUID(1)+",2026-11-20 09:00:00.000Z,true"))
+	testkit.WriteFile(t, p.path("campaign.csv"), campaignOptOuts("2026-11-20 09:00:00.000Z", 1))
 	for v, want := range map[string]int{"yes": 0, "Y": 0, "TRUE": 0, "1": 0, "no": exitSafety, "n": exitSafety, "0": exitSafety, "": exitSafety, "maybe": exitUsage} {
 		t.Setenv("OPTSYNC_ALLOW_MASS_OPTIN", v)
 		r := p.cli(t, "plan", "--backfill") // plan has no such flag: never read
@@ -87,7 +87,7 @@ func TestEnvironmentBooleans(t *testing.T) {
 			// a real clear happened; start the next case from a clean state
 			p = newProject(t, strings.Replace(fmt.Sprintf(onePairConfig, "d365-to-campaign", "newest"), `"100%"`, "0", 1))
 			testkit.WriteFile(t, p.path("d365.csv"), testkit.Contacts(testkit.GUID(1)+",2026-11-20T10:00:00Z,false"))
-			testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles("@p1,"+testkit.GUID(1)+",2026-11-20 09:00:00.000Z,true"))
+			testkit.WriteFile(t, p.path("campaign.csv"), campaignOptOuts("2026-11-20 09:00:00.000Z", 1))
 		}
 	}
 }

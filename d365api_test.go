@@ -63,7 +63,7 @@ func TestD365WritesThroughBatchAndDelta(t *testing.T) {
 	}
 	// Night 2: Campaign opts contact 5 out (newer); Dynamics deletes 7 and
 	// a user opts 2 out in Dynamics.
-	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles("@p5,00000000-0000-0000-0000-000000000005,2026-11-21 09:00:00.000Z,true"))
+	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), campaignOptOuts("2026-11-21 09:00:00.000Z", 5))
 	p.dsim.Delete("00000000-0000-0000-0000-000000000007")
 	p.dsim.SetField("00000000-0000-0000-0000-000000000002", "donotemail", testkit.Bool(true))
 	r = p.cli(t, "run")
@@ -177,7 +177,7 @@ func TestD365TokenExpiryAndFaultsAreRetried(t *testing.T) {
 	// expire again mid-run through a hook and the run still completes.
 	p.dsim.SetFailRate(0)
 	p.dsim.SetResetRate(0)
-	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles("@p2,00000000-0000-0000-0000-000000000002,2026-11-22 09:00:00.000Z,true"))
+	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), campaignOptOuts("2026-11-22 09:00:00.000Z", 2))
 	r = p.cliWith(t, hooks{afterDecide: func(context.Context) { p.dsim.ExpireTokens() }}, "run")
 	if r.code != 0 {
 		t.Fatalf("token expired mid-run: exit %d\n%s", r.code, r.stderr)
@@ -244,11 +244,7 @@ func TestD365RefusedWritesAreQueued(t *testing.T) {
 	// the read and the write a user edits it again (412 on the stale ETag)
 	// and contact 5 is deleted (404).
 	p.dsim.SetField("00000000-0000-0000-0000-000000000002", "donotphone", testkit.Bool(true))
-	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles(
-		"@p1,00000000-0000-0000-0000-000000000001,2026-11-21 09:00:00.000Z,true",
-		"@p2,00000000-0000-0000-0000-000000000002,2026-11-21 09:00:00.000Z,true",
-		"@p5,00000000-0000-0000-0000-000000000005,2026-11-21 09:00:00.000Z,true",
-		"@p4,00000000-0000-0000-0000-000000000004,2026-11-21 09:00:00.000Z,true"))
+	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), campaignOptOuts("2026-11-21 09:00:00.000Z", 1, 2, 5, 4))
 	// Contact 4 is not read this run (it did not change in Dynamics): its
 	// write goes with the row version state kept from the last read, so an
 	// edit made meanwhile is refused too, not overwritten.
@@ -305,7 +301,7 @@ func TestD365ValidateOnline(t *testing.T) {
 
 func TestD365SecretIsNeverWritten(t *testing.T) {
 	p := newAPIProject(t, 4, "  target: api\n")
-	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles("@p1,00000000-0000-0000-0000-000000000001,2026-11-21 09:00:00.000Z,true"))
+	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), campaignOptOuts("2026-11-21 09:00:00.000Z", 1))
 	r := p.cli(t, "--log-level", "debug", "run")
 	// A failing run too: a wrong secret.
 	t.Setenv("OPTSYNC_TEST_D365_SECRET", testSecret+"-wrong")

@@ -114,10 +114,7 @@ func TestD365NoWriteInTheDark(t *testing.T) {
 	}
 	// Campaign opts 1, 2 and 4 out. Contact 2 is edited in Dynamics after
 	// the export this night reads: its write must not go in the dark.
-	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles(
-		"@p1,"+testkit.GUID(1)+",2026-11-21 09:00:00.000Z,true",
-		"@p2,"+testkit.GUID(2)+",2026-11-21 09:00:00.000Z,true",
-		"@p4,"+testkit.GUID(4)+",2026-11-21 09:00:00.000Z,true"))
+	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), campaignOptOuts("2026-11-21 09:00:00.000Z", 1, 2, 4))
 	p.dsim.SetField(testkit.GUID(2), "donotphone", testkit.Bool(true))
 	n := len(p.dsim.Requests())
 	r := p.cli(t, "run")
@@ -175,10 +172,7 @@ func TestD365UnknownOutcomeIsReadBack(t *testing.T) {
 			if r := p.cli(t, "run"); r.code != 0 {
 				t.Fatalf("night 1: exit %d\n%s", r.code, r.stderr)
 			}
-			testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles(
-				"@p1,"+testkit.GUID(1)+",2026-11-21 09:00:00.000Z,true",
-				"@p2,"+testkit.GUID(2)+",2026-11-21 09:00:00.000Z,true",
-				"@p4,"+testkit.GUID(4)+",2026-11-21 09:00:00.000Z,true"))
+			testkit.WriteFile(t, p.path("drops/campaign/2.csv"), campaignOptOuts("2026-11-21 09:00:00.000Z", 1, 2, 4))
 			tc.lose(p.dsim)
 			n := len(p.dsim.Requests())
 			r := p.cliWith(t, hooks{afterDecide: func(context.Context) {

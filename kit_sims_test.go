@@ -233,3 +233,13 @@ func newCAPProject(t *testing.T, n int, o odatacap.Options, d365Extra string) *s
 		campaignAPISection(curl, "  source: api\n  target: api\n  changed_filter: {name: Changed, param: since}\n")
 	return &simProject{project: newProject(t, cfg), cap: cs, csim: csim, n: n}
 }
+
+// campaignOptOuts is a Campaign export (one mapping) in which the seeded
+// profiles nums opted out of email at lastModified (Campaign's layout).
+func campaignOptOuts(lastModified string, nums ...int) string {
+	var rows []string
+	for _, i := range nums {
+		rows = append(rows, testkit.PKey(i)+","+testkit.GUID(i)+","+lastModified+",true")
+	}
+	return testkit.Profiles(rows...)
+}

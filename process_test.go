@@ -189,7 +189,7 @@ func TestSecondRunOnLockedStateExits75(t *testing.T) {
 func TestConcurrentStartsAllNameTheHolder(t *testing.T) {
 	p := newProject(t, fmt.Sprintf(onePairConfig, "bidirectional", "newest"))
 	testkit.WriteFile(t, p.path("d365.csv"), testkit.Contacts("00000000-0000-0000-0000-000000000001,2026-11-20T10:00:00Z,true"))
-	testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles("@p1,00000000-0000-0000-0000-000000000001,2026-11-20 09:00:00.000Z,true"))
+	testkit.WriteFile(t, p.path("campaign.csv"), campaignOptOuts("2026-11-20 09:00:00.000Z", 1))
 	if r := p.backfill(t); r.code != 0 {
 		t.Fatalf("first backfill: exit %d %s", r.code, r.stderr)
 	}

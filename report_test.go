@@ -217,9 +217,7 @@ func TestReportShowsFailedWrites(t *testing.T) {
 	if r := p.cli(t, "run"); r.code != 0 {
 		t.Fatal(r.stderr)
 	}
-	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles(
-		"@p1,00000000-0000-0000-0000-000000000001,2026-11-21 09:00:00.000Z,true",
-		"@p5,00000000-0000-0000-0000-000000000005,2026-11-21 09:00:00.000Z,true"))
+	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), campaignOptOuts("2026-11-21 09:00:00.000Z", 1, 5))
 	r := p.cliWith(t, hooks{afterDecide: func(context.Context) {
 		p.dsim.Delete("00000000-0000-0000-0000-000000000005")
 	}}, "run")

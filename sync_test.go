@@ -69,10 +69,7 @@ func TestSafetyLimitStopsBeforeWriting(t *testing.T) {
 		"00000000-0000-0000-0000-000000000001,2026-11-20T10:00:00Z,false",
 		"00000000-0000-0000-0000-000000000002,2026-11-20T10:00:00Z,false",
 	))
-	testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles(
-		"@p1,00000000-0000-0000-0000-000000000001,2026-11-20 09:00:00.000Z,true",
-		"@p2,00000000-0000-0000-0000-000000000002,2026-11-20 09:00:00.000Z,true",
-	))
+	testkit.WriteFile(t, p.path("campaign.csv"), campaignOptOuts("2026-11-20 09:00:00.000Z", 1, 2))
 	r := p.backfill(t)
 	if r.code != exitSafety {
 		t.Fatalf("exit %d, want 4\n%s%s", r.code, r.stdout, r.stderr)
