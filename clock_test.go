@@ -102,7 +102,7 @@ func (p *clockProject) nightRows(t *testing.T, d, c string) cliResult {
 		dFile, cFile = fmt.Sprintf("drops/d365/%d.csv", p.nights), fmt.Sprintf("drops/campaign/%d.csv", p.nights)
 	}
 	if d != "" || !p.mode.run {
-		testkit.WriteFile(t, p.path(dFile), "contactid,modifiedon,donotemail\n"+p.d+"\n")
+		testkit.WriteFile(t, p.path(dFile), testkit.Contacts(p.d))
 	}
 	if c != "" || !p.mode.run {
 		testkit.WriteFile(t, p.path(cFile), "PKey,externalId,lastModified,blackListEmail,emailOptOutDate\n"+p.c+"\n")

@@ -346,7 +346,7 @@ func TestD365AddedMappingReadsInFull(t *testing.T) {
 	cfg, _ := os.ReadFile(p.config)
 	testkit.WriteFile(t, p.config, strings.Replace(string(cfg), "    campaign: blackListEmail\n",
 		"    campaign: blackListEmail\n  - d365: donotphone\n    campaign: blackListPhone\n", 1))
-	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), "PKey,externalId,lastModified,blackListEmail,blackListPhone\n")
+	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles2())
 	n := len(p.dsim.Requests())
 	r := p.cli(t, "run")
 	if r.code != 0 || !strings.Contains(r.stderr, "mapping added") {
