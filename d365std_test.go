@@ -63,7 +63,7 @@ func TestD365OpaqueETagIsSentBackAsRead(t *testing.T) {
 	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles(
 		"@p1,"+testkit.GUID(1)+",2026-11-21 09:00:00.000Z,true",
 		// later than tonight's edit in Dynamics, within max_clock_skew
-		"@p2,"+testkit.GUID(2)+","+time.Now().UTC().Add(30*time.Minute).Format("2006-01-02 15:04:05.000Z")+",true",
+		"@p2,"+testkit.GUID(2)+","+testkit.CampaignAt(time.Now().Add(30*time.Minute))+",true",
 		"@p3,"+testkit.GUID(3)+",2026-11-21 09:00:00.000Z,false"))
 	n := len(p.dsim.Requests())
 	r = p.cliWith(t, hooks{afterDecide: func(context.Context) {
@@ -248,7 +248,7 @@ func TestD365StandardWireFormat(t *testing.T) {
 			testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles(
 				"@p1,"+testkit.GUID(1)+",2026-11-21 09:00:00.000Z,true",
 				// later than tonight's edit in Dynamics, within max_clock_skew
-				"@p2,"+testkit.GUID(2)+","+time.Now().UTC().Add(30*time.Minute).Format("2006-01-02 15:04:05.000Z")+",true",
+				"@p2,"+testkit.GUID(2)+","+testkit.CampaignAt(time.Now().Add(30*time.Minute))+",true",
 				"@p7,"+testkit.GUID(7)+",2026-11-21 09:00:00.000Z,true"))
 			n := len(p.dsim.Requests())
 			r := p.cli(t, "run")
