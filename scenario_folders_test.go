@@ -70,6 +70,11 @@ func runScenarioFolder(t *testing.T, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The nights' files are read from out/: a config that writes them
+	// elsewhere would leave them unchecked.
+	if !strings.Contains(string(config), "\nout_dir: out\n") {
+		t.Fatalf("%s/optsync.yaml: a scenario's config sets out_dir: out", dir)
+	}
 	p := newProject(t, string(config))
 	for _, d := range []string{"drops/d365", "drops/campaign"} {
 		if err := os.MkdirAll(p.path(d), 0o700); err != nil {
@@ -154,6 +159,9 @@ func runNight(t *testing.T, p *project, night string) map[string]string {
 		key := name
 		if r.runID != "" {
 			key = strings.Replace(name, "-"+r.runID, "", 1)
+		}
+		if _, ok := got[key]; ok {
+			t.Fatalf("%s: out/%s would overwrite the golden file %s", night, name, key)
 		}
 		got[key] = testkit.ReadFile(t, p.path(filepath.Join("out", name)))
 	}
