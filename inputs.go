@@ -20,12 +20,23 @@ import (
 	"optsync/state"
 )
 
-// inputFile is one export a run reads.
+// inputFile is one export a run reads, or a source that is no file.
 type inputFile struct {
 	path  string
 	size  int64
 	mtime time.Time
 	sum   string // hex SHA-256; empty for a backfill, which does not remember files
+	// src is set for a source that is no file (an API, the retry queue):
+	// path is then empty.
+	src extract.Source
+}
+
+// source is where the input's records come from, for rejects and messages.
+func (f inputFile) source() extract.Source {
+	if f.src.Kind == 0 {
+		return extract.File(f.path)
+	}
+	return f.src
 }
 
 // dropFiles lists the files a configured source names: a file, a glob or a
@@ -145,7 +156,7 @@ func (j *job) extract(ctx context.Context, st *state.Store, d365Files, campFiles
 	in := &inputs{rejects: spool}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if len(d365Files) == 1 && d365Files[0].path == dataversePseudoFile && j.dv != nil {
+		if len(d365Files) == 1 && d365Files[0].src.Kind == extract.APISource && j.dv != nil {
 			return j.dv.read(ctx, st, !j.incremental || j.mappingAdded, j.queue,
 				func(c *extract.Contact) {
 					in.d365.Rows++
@@ -176,7 +187,7 @@ func (j *job) extract(ctx context.Context, st *state.Store, d365Files, campFiles
 		return nil
 	})
 	g.Go(func() error {
-		if len(campFiles) == 1 && campFiles[0].path == campaignPseudoFile && j.cv != nil {
+		if len(campFiles) == 1 && campFiles[0].src.Kind == extract.APISource && j.cv != nil {
 			stats, err := j.cv.read(ctx, st, !j.incremental || j.mappingAdded, j.queue,
 				func(p *extract.Profile) { in.profiles = append(in.profiles, *p) },
 				func(r extract.Reject) { in.rejects.Add(r) })

@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -73,12 +72,12 @@ func newRunID(t time.Time) string {
 // not processed yet (run).
 func (j *job) sources(ctx context.Context, st *state.Store) (d365, campaign []inputFile, err error) {
 	if j.dv != nil && j.dv.source && j.d365Path == "" {
-		d365 = []inputFile{{path: dataversePseudoFile}}
+		d365 = []inputFile{{src: j.dv.contacts.Source()}}
 	} else if d365, err = j.systemFiles(ctx, st, "d365", j.cfg.D365.CSV, j.d365Path); err != nil {
 		return nil, nil, err
 	}
 	if j.cv != nil && j.cv.source && j.campaignPath == "" {
-		campaign = []inputFile{{path: campaignPseudoFile}}
+		campaign = []inputFile{{src: j.cv.profiles.Source()}}
 	} else if campaign, err = j.systemFiles(ctx, st, "campaign", j.cfg.Campaign.CSV, j.campaignPath); err != nil {
 		return nil, nil, err
 	}
@@ -627,7 +626,7 @@ func inputName(files []inputFile) string {
 	case 0:
 		return "no file"
 	case 1:
-		return files[0].path
+		return files[0].source().String()
 	}
 	return plural(len(files), "file")
 }
@@ -671,14 +670,14 @@ func identify(in *inputs, d365Files, campFiles []inputFile, withOwners bool) ide
 	for _, s := range superseded {
 		id.superseded++
 		if !s.Bad {
-			id.rejects = append(id.rejects, extract.Reject{Source: d365Files[s.File].path, Line: int(s.Line), ID: s.ID.String(), IDChecked: true,
+			id.rejects = append(id.rejects, extract.Reject{Source: d365Files[s.File].source().String(), Line: int(s.Line), ID: s.ID.String(), IDChecked: true,
 				Reason: supersededBy(d365Files, &s, "contact")})
 		}
 	}
 	for _, s := range grouped.Superseded {
 		id.superseded++
 		if !s.Bad {
-			id.rejects = append(id.rejects, extract.Reject{Source: campFiles[s.File].path, Line: int(s.Line), ID: s.PKey, IDChecked: true,
+			id.rejects = append(id.rejects, extract.Reject{Source: campFiles[s.File].source().String(), Line: int(s.Line), ID: s.PKey, IDChecked: true,
 				Reason: supersededBy(campFiles, &s, "profile")})
 		}
 	}
@@ -688,7 +687,7 @@ func identify(in *inputs, d365Files, campFiles []inputFile, withOwners bool) ide
 		}
 		id.duplicates++
 		if !p.Bad { // a bad row has its own reject row already
-			id.rejects = append(id.rejects, extract.Reject{Source: campFiles[p.File].path, Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: "duplicate-externalId"})
+			id.rejects = append(id.rejects, extract.Reject{Source: campFiles[p.File].source().String(), Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: "duplicate-externalId"})
 		}
 	}
 	return id
@@ -700,7 +699,7 @@ func where(files []inputFile, file, byFile uint16, line int32) string {
 	if file == byFile {
 		return fmt.Sprintf("line %d", line)
 	}
-	return fmt.Sprintf("%s line %d", filepath.Base(files[byFile].path), line)
+	return fmt.Sprintf("%s line %d", files[byFile].source().Short(), line)
 }
 
 // removePartials removes the temporary files that runs killed before
@@ -879,7 +878,7 @@ func (j *job) requeue(ctx context.Context, st *state.Store, rules *transform.Rul
 			return nil, err
 		}
 		j.dv.deleted = append(j.dv.deleted, gone...)
-		return append(d365Files, inputFile{path: "retry queue (" + dataversePseudoFile + ")"}), nil
+		return append(d365Files, inputFile{src: extract.RetryQueue(j.dv.contacts.Source())}), nil
 	}
 	r, err := st.Reader()
 	if err != nil {
@@ -900,7 +899,7 @@ func (j *job) requeue(ctx context.Context, st *state.Store, rules *transform.Rul
 		}
 	}
 	j.log.Info().Int("contacts", len(queue)).Msg("deciding the retry queue again")
-	return append(d365Files, inputFile{path: "retry queue"}), nil
+	return append(d365Files, inputFile{src: extract.RetryQueue(extract.Source{})}), nil
 }
 
 // connect makes the API connectors the config asks for.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"optsync/extract"
+	"optsync/extract/apiclient"
 )
 
 // CampaignWrite is one profile's fields to PATCH.
@@ -59,22 +60,6 @@ var ErrRaced = errors.New("unsubscribe-race-restored")
 
 // ErrNotRestored marks a raced write whose opt-out could not be set back.
 var ErrNotRestored = errors.New("unsubscribe race, opt-out NOT set back")
-
-// ErrNotSent marks a request the HTTP client gave up on while it waited
-// out throttling (a 429 or 503, which say the request did not run): its
-// outcome is known, nothing to read back.
-var ErrNotSent = errors.New("not sent: the service was throttling it when the run stopped")
-
-// singleTry marks a request the HTTP client must send once: its caller
-// decides what a failure means and when to try again.
-type singleTry struct{}
-
-// SingleTry returns a context whose requests the API client does not
-// retry by itself.
-func SingleTry(ctx context.Context) context.Context { return context.WithValue(ctx, singleTry{}, true) }
-
-// IsSingleTry reports whether a request's context asks for one try.
-func IsSingleTry(ctx context.Context) bool { v, _ := ctx.Value(singleTry{}).(bool); return v }
 
 // CampaignWriter PATCHes profiles, up to Concurrency at once (Campaign has
 // no batch endpoint).
@@ -174,7 +159,7 @@ func (w *CampaignWriter) patch(ctx context.Context, pkey string, fields []string
 func (w *CampaignWriter) unguarded(ctx context.Context, cw *CampaignWrite) WriteResult {
 	a := w.patch(ctx, cw.PKey, cw.Fields, cw.Values)
 	switch {
-	case errors.Is(a.Err, ErrNotSent):
+	case errors.Is(a.Err, apiclient.ErrNotSent):
 		return a.WriteResult
 	case a.Err != nil:
 		return w.readBack(ctx, cw, a.Err)
@@ -248,7 +233,7 @@ func (w *CampaignWriter) guarded(ctx context.Context, cw *CampaignWrite) WriteRe
 		if err := ctx.Err(); err != nil {
 			return WriteResult{Err: fmt.Errorf("not sent: %w", err)}
 		}
-		a := w.patch(SingleTry(ctx), cw.PKey, cw.Fields, cw.Values)
+		a := w.patch(apiclient.SingleTry(ctx), cw.PKey, cw.Fields, cw.Values)
 		if a.retryAfter > 0 {
 			// Throttled: not applied. The wait is not a try; the next try
 			// reads the profile again.

@@ -23,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"optsync/extract"
+	"optsync/extract/apiclient"
 )
 
 // DataverseWrite is one contact's fields to PATCH, in their own polarity.
@@ -86,15 +87,6 @@ func isUnknown(r WriteResult) bool {
 type DataverseReader interface {
 	Current(ctx context.Context, ids []extract.ID) (map[extract.ID]extract.Current, error)
 }
-
-type unrepeatable struct{}
-
-// Unrepeatable reports whether the request of ctx must not be sent again
-// after a failure that leaves its outcome unknown (a connection lost after
-// sending, a 5xx other than 503): a $batch may have been applied, and
-// sending it again would meet its own changed ETags. The writer reads the
-// records back instead.
-func Unrepeatable(ctx context.Context) bool { return ctx.Value(unrepeatable{}) != nil }
 
 // sendRounds bounds how often writes whose outcome was unknown, and that
 // reading back showed not applied, are sent again in one run.
@@ -398,7 +390,7 @@ func (w *DataverseWriter) batch(ctx context.Context, writes []DataverseWrite, b 
 		set(WriteResult{Err: fmt.Errorf("not sent: %w", err)})
 		return
 	}
-	req, err := http.NewRequestWithContext(context.WithValue(ctx, unrepeatable{}, true), http.MethodPost, w.BaseURL+"$batch", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(apiclient.Unrepeatable(ctx), http.MethodPost, w.BaseURL+"$batch", bytes.NewReader(body))
 	if err != nil {
 		set(WriteResult{Err: fmt.Errorf("not sent: %w", err)})
 		return
@@ -409,7 +401,7 @@ func (w *DataverseWriter) batch(ctx context.Context, writes []DataverseWrite, b 
 	req.Header.Set("Content-Type", "multipart/mixed; boundary="+boundary)
 	req.Header.Set("Prefer", "odata.continue-on-error")
 	resp, err := w.Client.Do(req)
-	if errors.Is(err, ErrNotSent) {
+	if errors.Is(err, apiclient.ErrNotSent) {
 		set(WriteResult{Err: fmt.Errorf("dataverse $batch: %w", extract.Unquery(err))})
 		return
 	}

@@ -1,4 +1,9 @@
-package main
+// Package apiclient is the one HTTP client both API connectors share, for
+// their reads (extract) and their writes (load): OAuth 2.0 client-credential
+// tokens, renewed when they expire or are refused, and retries with backoff
+// that honour Retry-After. It lives under extract, the first stage, so that
+// every later stage can use it without importing backwards.
+package apiclient
 
 import (
 	"bytes"
@@ -19,12 +24,11 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 
 	"optsync/extract"
-	"optsync/load"
 )
 
-// apiClientConfig is what both connectors' HTTP clients are made of: one
-// retry policy and one way of holding a token, shared, not copied.
-type apiClientConfig struct {
+// Config is what both connectors' HTTP clients are made of: one retry
+// policy and one way of holding a token, shared, not copied.
+type Config struct {
 	TokenURL     string
 	ClientID     string
 	ClientSecret string
@@ -37,7 +41,7 @@ type apiClientConfig struct {
 	OnThrottle func()
 }
 
-// newAPIClient returns an HTTP client that gets OAuth 2.0 client-credential
+// New returns an HTTP client that gets OAuth 2.0 client-credential
 // tokens, renews them when they expire or a request answers 401 (once per
 // request), and retries throttled, failed and dropped requests: 429 and 503
 // wait exactly as long as Retry-After says, other 5xx and network errors
@@ -45,9 +49,9 @@ type apiClientConfig struct {
 // MaxTries with an error naming the last status. Throttling (429, 503) is
 // waited out and not counted as a try: a service that throttles for hours
 // is bounded by the run's max_run_time instead. A request the writer
-// marks load.Unrepeatable (a $batch) is not sent again after a failure
+// marks Unrepeatable (a $batch) is not sent again after a failure
 // that leaves its outcome unknown: the writer reads the records back.
-func newAPIClient(c apiClientConfig, log zerolog.Logger) *http.Client {
+func New(c Config, log zerolog.Logger) *http.Client {
 	cc := &clientcredentials.Config{ClientID: c.ClientID, ClientSecret: c.ClientSecret, TokenURL: c.TokenURL, Scopes: c.Scopes,
 		AuthStyle: oauth2.AuthStyleInParams}
 	plain := &http.Client{Timeout: c.Timeout, Transport: http.DefaultTransport.(*http.Transport).Clone()}
@@ -76,12 +80,12 @@ func newAPIClient(c apiClientConfig, log zerolog.Logger) *http.Client {
 		}
 		// 429 and 503 say the request was not run; a lost connection or
 		// another 5xx does not.
-		if load.Unrepeatable(ctx) && ctx.Err() == nil && (err != nil || resp.StatusCode >= 500 && resp.StatusCode != http.StatusServiceUnavailable) {
+		if isUnrepeatable(ctx) && ctx.Err() == nil && (err != nil || resp.StatusCode >= 500 && resp.StatusCode != http.StatusServiceUnavailable) {
 			return false, nil
 		}
 		// A PATCH clearing a Campaign opt-out is tried once: after a wait
 		// it must be preceded by a fresh re-read, which its caller makes.
-		if load.IsSingleTry(ctx) {
+		if isSingleTry(ctx) {
 			return false, nil
 		}
 		retry, cerr := retryablehttp.DefaultRetryPolicy(ctx, resp, err)
@@ -106,7 +110,7 @@ func newAPIClient(c apiClientConfig, log zerolog.Logger) *http.Client {
 	rc.ErrorHandler = func(resp *http.Response, err error, tries int) (*http.Response, error) {
 		if err != nil {
 			// not the *url.Error: its text holds the query string
-			return resp, fmt.Errorf("gave up after %s: %w", plural(tries, "try"), extract.Unquery(err))
+			return resp, fmt.Errorf("gave up after %s: %w", triesText(tries), extract.Unquery(err))
 		}
 		// The last answer goes back to the caller, whose error names its
 		// status and the service's own error code and message.
@@ -127,14 +131,14 @@ type tries struct {
 
 // countTries gives every request its own count of tries. A request given
 // up while it waited out throttling (the run stopped) did not run: its
-// error says so (load.ErrNotSent), so that nobody reads it back.
+// error says so (ErrNotSent), so that nobody reads it back.
 type countTries struct{ next http.RoundTripper }
 
 func (c countTries) RoundTrip(r *http.Request) (*http.Response, error) {
 	st := &tries{}
 	resp, err := c.next.RoundTrip(r.WithContext(context.WithValue(r.Context(), triesKey{}, st)))
 	if err != nil && st.throttled && r.Context().Err() != nil {
-		err = fmt.Errorf("%w (%w)", load.ErrNotSent, err)
+		err = fmt.Errorf("%w (%w)", ErrNotSent, err)
 	}
 	return resp, err
 }
@@ -241,3 +245,39 @@ func (b *bearer) authorize(req *http.Request, tok *oauth2.Token, body []byte) *h
 	}
 	return r
 }
+
+// triesText counts a request's tries for its error.
+func triesText(n int) string {
+	if n == 1 {
+		return "1 try"
+	}
+	return fmt.Sprintf("%d tries", n)
+}
+
+// ErrNotSent marks a request the HTTP client gave up on while it waited
+// out throttling (a 429 or 503, which say the request did not run): its
+// outcome is known, nothing to read back.
+var ErrNotSent = errors.New("not sent: the service was throttling it when the run stopped")
+
+type unrepeatable struct{}
+
+// Unrepeatable returns a context whose request must not be sent again after
+// a failure that leaves its outcome unknown (a connection lost after
+// sending, a 5xx other than 503): a $batch may have been applied, and
+// sending it again would meet its own changed ETags. The writer reads the
+// records back instead.
+func Unrepeatable(ctx context.Context) context.Context {
+	return context.WithValue(ctx, unrepeatable{}, true)
+}
+
+func isUnrepeatable(ctx context.Context) bool { return ctx.Value(unrepeatable{}) != nil }
+
+// singleTry marks a request the HTTP client must send once: its caller
+// decides what a failure means and when to try again.
+type singleTry struct{}
+
+// SingleTry returns a context whose requests the API client does not
+// retry by itself.
+func SingleTry(ctx context.Context) context.Context { return context.WithValue(ctx, singleTry{}, true) }
+
+func isSingleTry(ctx context.Context) bool { v, _ := ctx.Value(singleTry{}).(bool); return v }

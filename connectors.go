@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/rs/zerolog"
+
+	"optsync/extract"
+	"optsync/extract/apiclient"
+	"optsync/load"
+	"optsync/state"
+)
+
+// apiSource is how a run reads one system through its API: from the
+// cursor the last run left (a plain value: a connector does not read
+// state), handing back the next one with what it read.
+type apiSource[R any] interface {
+	Source() extract.Source
+	Read(ctx context.Context, from extract.Cursor, emit func(*R), reject func(extract.Reject)) (extract.Read, error)
+}
+
+// readAPI reads a system through its API from the cursor state keeps under
+// key (none for a full read: a backfill, a mapping added, no state), and
+// returns what the read found and the cursor to keep under next with the
+// run's last transaction. Nothing is stored here.
+func readAPI[R any](ctx context.Context, src apiSource[R], st *state.Store, key, next string, full bool, queue []state.RetryItem,
+	emit func(*R), reject func(extract.Reject)) (extract.Read, map[string]string, error) {
+	from := extract.Cursor{Queue: make([]extract.Queued, len(queue))}
+	for i, it := range queue {
+		from.Queue[i] = extract.Queued{Contact: it.Contact, PKey: it.PKey, Campaign: it.System != "d365"}
+	}
+	if key != "" && st != nil && !full {
+		var err error
+		if from.Position, err = st.Meta(key); err != nil {
+			return extract.Read{}, nil, err
+		}
+	}
+	res, err := src.Read(ctx, from, emit, reject)
+	meta := map[string]string{}
+	if err == nil && res.Next != nil {
+		meta[next] = *res.Next
+	}
+	return res, meta, err
+}
+
+// d365Conn is the Dataverse Web API connector of one run.
+type d365Conn struct {
+	reader   *extract.Dataverse
+	contacts *extract.DataverseContacts
+	writer   *load.DataverseWriter // nil when the target is csv
+	source   bool                  // contacts are read through the API
+	tracking bool
+
+	// what the read found, for the run's last transaction
+	meta    map[string]string
+	deleted []extract.ID
+	// complete: this run read every contact (a first or refused delta
+	// link, no watermark, a backfill)
+	complete bool
+}
+
+func newD365Conn(cfg *D365Config, fields []string, log zerolog.Logger) (*d365Conn, error) {
+	secret, err := cfg.secret("d365")
+	if err != nil {
+		return nil, err
+	}
+	c := &d365Conn{source: cfg.Source == "api", tracking: cfg.tracking()}
+	client := apiclient.New(apiclient.Config{
+		TokenURL:     cfg.AuthorityURL + "/" + cfg.TenantID + "/oauth2/v2.0/token",
+		ClientID:     cfg.ClientID,
+		ClientSecret: secret,
+		Scopes:       []string{cfg.URL + "/.default"},
+		Timeout:      cfg.timeout,
+		MaxTries:     cfg.MaxTries,
+		// A throttled service gets fewer writes in flight for the rest of
+		// the run: slower, but the run finishes.
+		OnThrottle: func() {
+			if c.writer != nil {
+				c.writer.Throttled()
+			}
+		},
+	}, log)
+	base := cfg.URL + "/api/data/v9.2/"
+	c.reader = &extract.Dataverse{Client: client, BaseURL: base, Fields: fields, PageSize: cfg.PageSize, Concurrency: cfg.Concurrency}
+	c.contacts = &extract.DataverseContacts{API: c.reader, Tracking: c.tracking, Overlap: cfg.overlap, Log: log}
+	if cfg.Target == "api" {
+		c.writer = &load.DataverseWriter{Client: client, Reader: c.reader, BaseURL: base, BatchSize: cfg.BatchSize, Concurrency: cfg.Concurrency, Log: log}
+	}
+	return c, nil
+}
+
+// read reads the contacts of this run (see extract.DataverseContacts): the
+// new delta link or watermark goes with the run's last transaction.
+func (c *d365Conn) read(ctx context.Context, st *state.Store, full bool, queue []state.RetryItem, emit func(*extract.Contact), reject func(extract.Reject)) error {
+	key := state.KeyD365Watermark
+	if c.tracking {
+		key = state.KeyD365Delta
+	}
+	res, meta, err := readAPI(ctx, c.contacts, st, key, key, full, queue, emit, reject)
+	c.meta, c.deleted, c.complete = meta, res.Deleted, res.Complete
+	return err
+}
+
+// readQueued reads queued contacts again, in bulk, and returns those that
+// no longer exist.
+func (c *d365Conn) readQueued(ctx context.Context, ids []extract.ID, emit func(*extract.Contact), reject func(extract.Reject)) ([]extract.ID, error) {
+	return c.contacts.ReadQueued(ctx, ids, emit, reject)
+}
+
+// campaignConn is the Campaign Standard REST API connector of one run.
+type campaignConn struct {
+	reader   *extract.Campaign
+	profiles *extract.CampaignProfiles
+	writer   *load.CampaignWriter // nil when the target is csv
+	source   bool
+	filtered bool // a changed-since filter is configured
+	meta     map[string]string
+	// complete: this run read every profile (a full scan)
+	complete bool
+}
+
+func newCampaignConn(cfg *CampaignConfig, fields, fieldTimes []string, log zerolog.Logger) (*campaignConn, error) {
+	secret, err := cfg.secret("campaign")
+	if err != nil {
+		return nil, err
+	}
+	client := apiclient.New(apiclient.Config{
+		TokenURL:     cfg.IMSURL + "/ims/token/v3",
+		ClientID:     cfg.ClientID,
+		ClientSecret: secret,
+		Scopes:       cfg.Scopes,
+		Timeout:      cfg.timeout,
+		MaxTries:     cfg.MaxTries,
+		Header:       http.Header{"X-Api-Key": {cfg.ClientID}},
+	}, log)
+	api := cfg.BaseURL + "/" + cfg.Organization + "/campaign/"
+	c := &campaignConn{source: cfg.Source == "api", filtered: cfg.ChangedFilter.Name != "",
+		reader: &extract.Campaign{Client: client, APIURL: api, Resource: cfg.Resource, Fields: fields, FieldTimes: fieldTimes, PageSize: cfg.PageSize}}
+	c.profiles = &extract.CampaignProfiles{API: c.reader, FilterName: cfg.ChangedFilter.Name, FilterParam: cfg.ChangedFilter.Param,
+		Overlap: cfg.overlap, Concurrency: cfg.Concurrency, Log: log}
+	if cfg.Target == "api" {
+		c.writer = &load.CampaignWriter{Client: client, Reader: c.reader, APIURL: api, Resource: cfg.Resource, Concurrency: cfg.Concurrency, MaxTries: cfg.MaxTries}
+	}
+	return c, nil
+}
+
+// read reads the profiles of this run (see extract.CampaignProfiles): the
+// new watermark goes with the run's last transaction.
+func (c *campaignConn) read(ctx context.Context, st *state.Store, full bool, queue []state.RetryItem, emit func(*extract.Profile), reject func(extract.Reject)) (extract.Stats, error) {
+	key := ""
+	if c.filtered { // without a filter every read is a full scan: no watermark to read
+		key = state.KeyCampaignWatermark
+	}
+	res, meta, err := readAPI(ctx, c.profiles, st, key, state.KeyCampaignWatermark, full, queue, emit, reject)
+	c.meta, c.complete = meta, res.Complete
+	return res.Stats, err
+}
