@@ -10,6 +10,7 @@ import (
 	"optsync/extract/apiclient"
 	"optsync/load"
 	"optsync/state"
+	"optsync/transform"
 )
 
 // apiSource is how a run reads one system through its API: from the
@@ -155,4 +156,43 @@ func (c *campaignConn) read(ctx context.Context, st *state.Store, full bool, que
 	res, meta, err := readAPI(ctx, c.profiles, st, key, state.KeyCampaignWatermark, full, queue, emit, reject)
 	c.meta, c.complete = meta, res.Complete
 	return res.Stats, err
+}
+
+// apiWriters are the run's writes through the APIs (see load.APIWriters);
+// a plan holds none.
+func (j *job) apiWriters() *load.APIWriters {
+	a := &load.APIWriters{Pairs: j.cfg.rules.Pairs, Redact: j.cfg.redact, Log: j.log,
+		Stage: func(name string, total int64, unit string) load.Bar { return j.progress.stage(name, total, unit) }}
+	if j.plan {
+		return a
+	}
+	if j.dv != nil {
+		a.Dataverse = j.dv.writer
+	}
+	if j.cv != nil {
+		a.Campaign = j.cv.writer
+	}
+	return a
+}
+
+// apply sends the held writes to their APIs and counts what they refused
+// in the run's summary. It returns the contacts whose writes were refused.
+func (j *job) apply(ctx context.Context, api *load.APIWriters, held []load.Held, w *load.Writer, sum *summary) (map[extract.ID]load.Refused, error) {
+	sent, err := api.Apply(ctx, held, w)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range sent.Writes {
+		if r.RaceRestored {
+			sum.RaceRestored++
+			continue
+		}
+		sum.Failed++
+		ex := state.Example{Source: "Campaign", ID: r.ID.String(), PKey: r.PKey, Field: r.Field, Message: r.Message}
+		if r.Target == transform.ToD365 {
+			ex.Source = "Dynamics 365"
+		}
+		sum.failedWrites = state.AddReason(sum.failedWrites, r.Message, ex)
+	}
+	return sent.Refused, nil
 }

@@ -70,7 +70,7 @@ type decider struct {
 	// failed holds contacts whose writes an API refused: their state
 	// records what was read but not those writes (and they go to the retry
 	// queue).
-	failed map[extract.ID]failure
+	failed map[extract.ID]load.Refused
 	// d365Complete and campaignComplete say this run read every record of
 	// that side (a full API read): a record missing from it has no
 	// counterpart there, it is not waiting for one.
@@ -714,11 +714,11 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 				// keep the old agreement and no write is pending, so the
 				// next run decides them again.
 				for _, dec := range v.decisions {
-					if dec.Skip == "" && dec.Target == transform.ToD365 && refused.d365 == "" {
+					if dec.Skip == "" && dec.Target == transform.ToD365 && refused.D365 == "" {
 						// the write moves the record: the ETag read before it is stale
 						v.next.DETag = ""
 					}
-					if dec.Skip != "" || refused.of(dec.Target) == "" {
+					if dec.Skip != "" || refused.Of(dec.Target) == "" {
 						continue
 					}
 					ps := &v.next.Pairs[dec.Pair]
@@ -774,7 +774,7 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, s
 	return g.Wait()
 }
 
-func (d *decider) logEntry(run *state.Run, seq uint32, v *verdict, dec *transform.Decision, refused failure) state.LogEntry {
+func (d *decider) logEntry(run *state.Run, seq uint32, v *verdict, dec *transform.Decision, refused load.Refused) state.LogEntry {
 	p := d.rules.Pairs[dec.Pair]
 	e := state.LogEntry{
 		RunStarted: run.Started, Seq: seq, RunID: run.ID, Contact: v.id, PKey: v.pkey, Pair: dec.Pair,
@@ -790,8 +790,8 @@ func (d *decider) logEntry(run *state.Run, seq uint32, v *verdict, dec *transfor
 		e.Outcome, e.Error = transform.OutcomePendingNotSeen, load.PendingReason(dec.Since, d.runName)
 		return e
 	}
-	if why := refused.of(dec.Target); why != "" {
-		e.Outcome, e.Error = refused.outcome(dec.Target), why
+	if why := refused.Of(dec.Target); why != "" {
+		e.Outcome, e.Error = refused.Outcome(dec.Target), why
 	}
 	return e
 }

@@ -302,7 +302,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	}()
 	var examples []string
 	d := &decider{rules: &rules, incremental: j.incremental, matched: &matched, d365Files: d365Files, campFiles: campFiles,
-		owners: id.owners, runName: runName, failed: map[extract.ID]failure{}, notAfter: j.notAfter.UnixMilli(),
+		owners: id.owners, runName: runName, failed: map[extract.ID]load.Refused{}, notAfter: j.notAfter.UnixMilli(),
 		chunk: j.hooks.commitChunk, afterChunk: j.hooks.afterChunk}
 	if j.dv != nil {
 		d.etag = j.dv.reader.ETag
@@ -323,7 +323,8 @@ func (j *job) run(ctx context.Context) (err error) {
 	if j.cv != nil {
 		d.campaignComplete = j.cv.source && j.campaignPath == "" && j.cv.complete
 	}
-	var held []heldChange // changes waiting for an API's answer
+	api := j.apiWriters()
+	var held []load.Held // changes waiting for an API's answer
 	var dirty []int32
 	if rules.Direction != transform.Disabled {
 		dirty, err = d.all(ctx, st, j.progress, func(ch *load.Change, blocked *extract.Reject) error {
@@ -334,8 +335,8 @@ func (j *job) run(ctx context.Context) (err error) {
 			}
 			sum.addDecisions(ch.Decisions)
 			examples = j.addExamples(examples, ch)
-			if j.holds(ch) {
-				held = append(held, j.hold(ch, rules.Pairs))
+			if api.Holds(ch) {
+				held = append(held, api.Hold(ch))
 				return nil
 			}
 			return w.Change(ch)
@@ -436,7 +437,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	// API writes go out now; what a service applied is kept (and committed
 	// even if a signal arrives meanwhile), what it refused or what was not
 	// sent is audited as failed and queued for the next run.
-	if d.failed, err = j.apply(ctx, held, w, sum); err != nil {
+	if d.failed, err = j.apply(ctx, api, held, w, sum); err != nil {
 		return err
 	}
 	run.FailedWrites = sum.failedWrites
@@ -479,14 +480,14 @@ func (j *job) run(ctx context.Context) (err error) {
 			fin.RetryDone = append(fin.RetryDone, it.Contact)
 		}
 		for id, f := range d.failed {
-			it := state.RetryItem{Contact: id, PKey: f.pkey, RunID: runID, Since: started}
+			it := state.RetryItem{Contact: id, PKey: f.PKey, RunID: runID, Since: started}
 			switch {
-			case f.d365 != "" && f.campaign != "":
-				it.System, it.Reason = "d365+campaign", f.d365+"; "+f.campaign
-			case f.d365 != "":
-				it.System, it.Reason = "d365", f.d365
+			case f.D365 != "" && f.Campaign != "":
+				it.System, it.Reason = "d365+campaign", f.D365+"; "+f.Campaign
+			case f.D365 != "":
+				it.System, it.Reason = "d365", f.D365
 			default:
-				it.System, it.Reason = "campaign", f.campaign
+				it.System, it.Reason = "campaign", f.Campaign
 			}
 			fin.Retry = append(fin.Retry, it)
 		}
