@@ -8,7 +8,6 @@ import (
 	"github.com/rs/zerolog"
 	"io"
 	"maps"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -95,7 +94,7 @@ func validateInputs(ctx context.Context, cfg *Config, online bool, log zerolog.L
 			if r.IDChecked && r.ID != "" {
 				id = " (" + r.ID + ")"
 			}
-			fmt.Fprintf(out, "      %s line %d%s: %s\n", filepath.Base(r.Source), r.Line, id, r.Reason)
+			fmt.Fprintf(out, "      %s line %d%s: %s\n", r.Source.Short(), r.Line, id, r.Reason)
 		}
 	}
 	return nil
@@ -128,13 +127,13 @@ func (t *tally) Add(r extract.Reject) {
 	}
 	g.n++
 	i, _ := slices.BinarySearchFunc(g.examples, r, func(a, b extract.Reject) int {
-		if c := cmp.Compare(a.Source, b.Source); c != 0 {
+		if c := a.Source.Compare(b.Source); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.Line, b.Line)
 	})
 	if i < 3 {
-		r.Reason, r.ID, r.Source = strings.Clone(r.Reason), strings.Clone(r.ID), strings.Clone(r.Source)
+		r.Reason, r.ID, r.Source.Name = strings.Clone(r.Reason), strings.Clone(r.ID), strings.Clone(r.Source.Name)
 		g.examples = slices.Insert(g.examples, i, r)[:min(len(g.examples)+1, 3)]
 	}
 }

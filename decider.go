@@ -240,7 +240,7 @@ func (d *decider) one(k int32, prev *transform.Snapshot, buf []transform.Decisio
 	// the only one (the other is gone, or was relinked: left).
 	if p != nil && !campaignAll && useState && prev.CSeen && prev.PKey != "" && prev.PKey != p.PKey && !left {
 		v.blocked = fmt.Sprintf("duplicate-externalId: contact %s is linked to profile %s in state; a second profile for one contact is not touched until a backfill settles it", p.ID, prev.PKey)
-		v.blockedAt = extract.Reject{Source: d.campFiles[p.File].source().String(), Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: v.blocked}
+		v.blockedAt = extract.Reject{Source: d.campFiles[p.File].source(), Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: v.blocked}
 		// Two profiles for one contact: state remembers it, so that a
 		// later run that sees only one of them does not decide either.
 		v.next, v.record = d.seeBlocked(c, prev), true
@@ -320,10 +320,10 @@ func (d *decider) keepETag(next *transform.Snapshot, c *extract.Contact, prev *t
 // profile's when it has one, else its contact's.
 func (d *decider) blockAt(v *verdict, c *extract.Contact, p *extract.Profile) {
 	if c != nil {
-		v.blockedAt = extract.Reject{Source: d.d365Files[c.File].source().String(), Line: int(c.Line), ID: v.id.String(), IDChecked: true, Reason: v.blocked}
+		v.blockedAt = extract.Reject{Source: d.d365Files[c.File].source(), Line: int(c.Line), ID: v.id.String(), IDChecked: true, Reason: v.blocked}
 	}
 	if p != nil {
-		v.blockedAt = extract.Reject{Source: d.campFiles[p.File].source().String(), Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: v.blocked}
+		v.blockedAt = extract.Reject{Source: d.campFiles[p.File].source(), Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: v.blocked}
 	}
 }
 

@@ -371,7 +371,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	err = spool.Merge(rejects, func(r extract.Reject) error {
 		// The report keeps ids and PKeys of a checked shape only, never
 		// other text of a bad row: file and line find the row.
-		ex := state.Example{Source: r.Source, Line: r.Line}
+		ex := state.Example{Source: r.Source.String(), Line: r.Line}
 		if r.IDChecked {
 			ex.ID = r.ID
 		}
@@ -671,14 +671,14 @@ func identify(in *inputs, d365Files, campFiles []inputFile, withOwners bool) ide
 	for _, s := range superseded {
 		id.superseded++
 		if !s.Bad {
-			id.rejects = append(id.rejects, extract.Reject{Source: d365Files[s.File].source().String(), Line: int(s.Line), ID: s.ID.String(), IDChecked: true,
+			id.rejects = append(id.rejects, extract.Reject{Source: d365Files[s.File].source(), Line: int(s.Line), ID: s.ID.String(), IDChecked: true,
 				Reason: supersededBy(d365Files, &s, "contact")})
 		}
 	}
 	for _, s := range grouped.Superseded {
 		id.superseded++
 		if !s.Bad {
-			id.rejects = append(id.rejects, extract.Reject{Source: campFiles[s.File].source().String(), Line: int(s.Line), ID: s.PKey, IDChecked: true,
+			id.rejects = append(id.rejects, extract.Reject{Source: campFiles[s.File].source(), Line: int(s.Line), ID: s.PKey, IDChecked: true,
 				Reason: supersededBy(campFiles, &s, "profile")})
 		}
 	}
@@ -688,7 +688,7 @@ func identify(in *inputs, d365Files, campFiles []inputFile, withOwners bool) ide
 		}
 		id.duplicates++
 		if !p.Bad { // a bad row has its own reject row already
-			id.rejects = append(id.rejects, extract.Reject{Source: campFiles[p.File].source().String(), Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: "duplicate-externalId"})
+			id.rejects = append(id.rejects, extract.Reject{Source: campFiles[p.File].source(), Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: "duplicate-externalId"})
 		}
 	}
 	return id

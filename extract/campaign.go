@@ -184,7 +184,7 @@ func (c *Campaign) record(rec map[string]json.RawMessage, n int, st *Stats, emit
 	id, linked := ParseID(str("externalId"))
 	if !IsPKey(pkey) {
 		st.Rejected++
-		reject(Reject{Source: CampaignSource, Line: n, ID: pkey, Reason: fmt.Sprintf("PKey %q is not of the form @ followed by letters, digits, _ or -", clip(pkey))})
+		reject(Reject{Source: CampaignAPI(), Line: n, ID: pkey, Reason: fmt.Sprintf("PKey %q is not of the form @ followed by letters, digits, _ or -", clip(pkey))})
 		if linked {
 			// As in files: a profile of that contact that cannot be told
 			// apart from its others keeps the contact out of the run.
@@ -237,7 +237,7 @@ func (c *Campaign) record(rec map[string]json.RawMessage, n int, st *Stats, emit
 	if problems != nil {
 		st.Rejected++
 		p.Bad = true
-		reject(Reject{Source: CampaignSource, Line: n, ID: pkey, IDChecked: true, Reason: strings.Join(problems, "; ")})
+		reject(Reject{Source: CampaignAPI(), Line: n, ID: pkey, IDChecked: true, Reason: strings.Join(problems, "; ")})
 	}
 	emit(&p)
 }

@@ -57,23 +57,24 @@ func TestFutureTimesAreBadRows(t *testing.T) {
 		return first(rejects), got[0].Bad, len(rejects)
 	}
 	for _, tc := range []struct {
-		name         string
-		read         func() (Reject, bool, int)
-		source, want string
-		line         int
-		rowID        string
+		name   string
+		read   func() (Reject, bool, int)
+		source Source
+		want   string
+		line   int
+		rowID  string
 	}{
-		{"csv contact, year 9999", func() (Reject, bool, int) { return csvContacts("9999-12-31T00:00:00Z") }, "d365.csv", "modifiedon 9999-12-31T00:00:00Z is in the future", 2, id},
-		{"csv contact, a clock an hour and a second ahead", func() (Reject, bool, int) { return csvContacts("2026-11-29T03:00:01Z") }, "d365.csv", "modifiedon 2026-11-29T03:00:01Z is in the future: later than 2026-11-29T03:00:00Z", 2, id},
-		{"csv contact at the bound", func() (Reject, bool, int) { return csvContacts(at) }, "", "", 0, ""},
-		{"csv profile", func() (Reject, bool, int) { return csvProfiles("9999-01-01 00:00:00.000Z", past) }, "campaign.csv", "lastModified 9999-01-01T00:00:00Z is in the future", 2, "@p1"},
-		{"csv profile, per-field time", func() (Reject, bool, int) { return csvProfiles(past, "2027-01-01 00:00:00.000Z") }, "campaign.csv", "smsOptOutDate 2027-01-01T00:00:00Z is in the future", 2, "@p1"},
-		{"csv profile at the bound", func() (Reject, bool, int) { return csvProfiles(at, at) }, "", "", 0, ""},
-		{"dataverse", func() (Reject, bool, int) { return dataverse("9999-12-31T00:00:00Z") }, DataverseSource, "modifiedon 9999-12-31T00:00:00Z is in the future", 7, id},
-		{"dataverse at the bound", func() (Reject, bool, int) { return dataverse(at) }, "", "", 0, ""},
-		{"campaign api", func() (Reject, bool, int) { return campaign("9999-01-01 00:00:00.000Z", "") }, CampaignSource, "lastModified 9999-01-01T00:00:00Z is in the future", 7, "@p1"},
-		{"campaign api, per-field time", func() (Reject, bool, int) { return campaign(past, "2027-01-01 00:00:00.000Z") }, CampaignSource, "smsOptOutDate 2027-01-01T00:00:00Z is in the future", 7, "@p1"},
-		{"campaign api at the bound", func() (Reject, bool, int) { return campaign(at, at) }, "", "", 0, ""},
+		{"csv contact, year 9999", func() (Reject, bool, int) { return csvContacts("9999-12-31T00:00:00Z") }, File("d365.csv"), "modifiedon 9999-12-31T00:00:00Z is in the future", 2, id},
+		{"csv contact, a clock an hour and a second ahead", func() (Reject, bool, int) { return csvContacts("2026-11-29T03:00:01Z") }, File("d365.csv"), "modifiedon 2026-11-29T03:00:01Z is in the future: later than 2026-11-29T03:00:00Z", 2, id},
+		{"csv contact at the bound", func() (Reject, bool, int) { return csvContacts(at) }, Source{}, "", 0, ""},
+		{"csv profile", func() (Reject, bool, int) { return csvProfiles("9999-01-01 00:00:00.000Z", past) }, File("campaign.csv"), "lastModified 9999-01-01T00:00:00Z is in the future", 2, "@p1"},
+		{"csv profile, per-field time", func() (Reject, bool, int) { return csvProfiles(past, "2027-01-01 00:00:00.000Z") }, File("campaign.csv"), "smsOptOutDate 2027-01-01T00:00:00Z is in the future", 2, "@p1"},
+		{"csv profile at the bound", func() (Reject, bool, int) { return csvProfiles(at, at) }, Source{}, "", 0, ""},
+		{"dataverse", func() (Reject, bool, int) { return dataverse("9999-12-31T00:00:00Z") }, DataverseAPI(), "modifiedon 9999-12-31T00:00:00Z is in the future", 7, id},
+		{"dataverse at the bound", func() (Reject, bool, int) { return dataverse(at) }, Source{}, "", 0, ""},
+		{"campaign api", func() (Reject, bool, int) { return campaign("9999-01-01 00:00:00.000Z", "") }, CampaignAPI(), "lastModified 9999-01-01T00:00:00Z is in the future", 7, "@p1"},
+		{"campaign api, per-field time", func() (Reject, bool, int) { return campaign(past, "2027-01-01 00:00:00.000Z") }, CampaignAPI(), "smsOptOutDate 2027-01-01T00:00:00Z is in the future", 7, "@p1"},
+		{"campaign api at the bound", func() (Reject, bool, int) { return campaign(at, at) }, Source{}, "", 0, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rj, bad, n := tc.read()

@@ -58,7 +58,7 @@ type Profile struct {
 
 // Reject is an input row that was not processed, and why.
 type Reject struct {
-	Source string
+	Source Source
 	Line   int
 	ID     string
 	Reason string
@@ -198,7 +198,7 @@ func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emi
 		id, ok := ParseID(raw)
 		if !ok {
 			st.Rejected++
-			reject(Reject{Source: source, Line: line, ID: raw, Reason: fmt.Sprintf("contactid %q is not a GUID", clip(raw))})
+			reject(Reject{Source: File(source), Line: line, ID: raw, Reason: fmt.Sprintf("contactid %q is not a GUID", clip(raw))})
 			return
 		}
 		c.ID = id
@@ -216,7 +216,7 @@ func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emi
 		if problems != nil {
 			st.Rejected++
 			c.Bad = true
-			reject(Reject{Source: source, Line: line, ID: id.String(), Reason: strings.Join(problems, "; "), IDChecked: true})
+			reject(Reject{Source: File(source), Line: line, ID: id.String(), Reason: strings.Join(problems, "; "), IDChecked: true})
 		}
 		emit(&c)
 	}, func(line int, rec []string, reason string) {
@@ -227,13 +227,13 @@ func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emi
 			id, ok = ParseID(rec[idCol])
 		}
 		if !ok {
-			reject(Reject{Source: source, Line: line, ID: "", Reason: reason})
+			reject(Reject{Source: File(source), Line: line, ID: "", Reason: reason})
 			return
 		}
 		// A malformed row may be the newest for its contact: keep the
 		// contact out of the run rather than trust an older row. Its
 		// cells may be shifted, so its time is not read.
-		reject(Reject{Source: source, Line: line, ID: id.String(), Reason: reason, IDChecked: true})
+		reject(Reject{Source: File(source), Line: line, ID: id.String(), Reason: reason, IDChecked: true})
 		emit(&Contact{ID: id, Modified: NoTime, Line: int32(line), Bad: true})
 	})
 	if err != nil {
@@ -291,7 +291,7 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emi
 		pkey := strings.TrimSpace(rec[pkCol])
 		if !IsPKey(pkey) {
 			st.Rejected++
-			reject(Reject{Source: source, Line: line, ID: pkey, Reason: fmt.Sprintf("PKey %q is not of the form @ followed by letters, digits, _ or -", clip(pkey))})
+			reject(Reject{Source: File(source), Line: line, ID: pkey, Reason: fmt.Sprintf("PKey %q is not of the form @ followed by letters, digits, _ or -", clip(pkey))})
 			if linked {
 				// A profile of that contact that cannot be told apart
 				// from its others: the contact stays out of the run.
@@ -337,7 +337,7 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emi
 		if problems != nil {
 			st.Rejected++
 			p.Bad = true
-			reject(Reject{Source: source, Line: line, ID: pkey, Reason: strings.Join(problems, "; "), IDChecked: true})
+			reject(Reject{Source: File(source), Line: line, ID: pkey, Reason: strings.Join(problems, "; "), IDChecked: true})
 		}
 		emit(&p)
 	}, func(line int, rec []string, reason string) {
@@ -358,13 +358,13 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emi
 			// A bad row of that profile, not a second profile: it may be
 			// the profile's newest row (its cells may be shifted, so its
 			// time is not read), which keeps the profile out.
-			reject(Reject{Source: source, Line: line, ID: name, Reason: reason, IDChecked: true})
+			reject(Reject{Source: File(source), Line: line, ID: name, Reason: reason, IDChecked: true})
 			emit(&Profile{ID: id, PKey: strings.Clone(name), Modified: NoTime, Line: int32(line), Bad: true, Unlinked: !linked})
 		case linked:
-			reject(Reject{Source: source, Line: line, ID: id.String(), Reason: reason, IDChecked: true})
+			reject(Reject{Source: File(source), Line: line, ID: id.String(), Reason: reason, IDChecked: true})
 			emit(&Profile{ID: id, Modified: NoTime, Line: int32(line), Bad: true})
 		default:
-			reject(Reject{Source: source, Line: line, Reason: reason})
+			reject(Reject{Source: File(source), Line: line, Reason: reason})
 		}
 	})
 	if err != nil {

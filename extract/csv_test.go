@@ -45,10 +45,10 @@ func mustID(t *testing.T, s string) ID {
 	return id
 }
 
-func checkReject(t *testing.T, got Reject, source string, line int, id string, reason []string) {
+func checkReject(t *testing.T, got Reject, source Source, line int, id string, reason []string) {
 	t.Helper()
 	if got.Source != source || got.Line != line || got.ID != id {
-		t.Errorf("reject = %+v; want source %q line %d id %q", got, source, line, id)
+		t.Errorf("reject = %+v; want source %+v line %d id %q", got, source, line, id)
 	}
 	for _, w := range reason {
 		if !strings.Contains(got.Reason, w) {
@@ -282,7 +282,7 @@ func TestReadContactsBadRows(t *testing.T) {
 			if len(r.rejects) != 1 {
 				t.Fatalf("rejects = %+v, want 1", r.rejects)
 			}
-			checkReject(t, r.rejects[0], "d365.csv", 3, c.id, c.reason)
+			checkReject(t, r.rejects[0], File("d365.csv"), 3, c.id, c.reason)
 			want := []Contact{{ID: mustID(t, testkit.V4GUID(1)), Values: [MaxFields]Tri{True, False}, Line: 2}}
 			if c.emitBad {
 				want = append(want, Contact{ID: mustID(t, testkit.V4GUID(2)), Line: 3, Bad: true})
@@ -318,7 +318,7 @@ func TestLabelsOnlyForDynamics(t *testing.T) {
 	if len(p.rejects) != 1 || len(p.profiles) != 1 || !p.profiles[0].Bad {
 		t.Fatalf("profiles %+v, rejects %+v", p.profiles, p.rejects)
 	}
-	checkReject(t, p.rejects[0], "campaign.csv", 2, "@p1", []string{"blackListEmail", "Do Not Allow", "boolean"})
+	checkReject(t, p.rejects[0], File("campaign.csv"), 2, "@p1", []string{"blackListEmail", "Do Not Allow", "boolean"})
 }
 
 func profileLayout(times bool) Layout {
@@ -412,7 +412,7 @@ func TestReadProfilesBadRows(t *testing.T) {
 			if len(r.rejects) != 1 {
 				t.Fatalf("rejects = %+v, want 1", r.rejects)
 			}
-			checkReject(t, r.rejects[0], "campaign.csv", 3, c.id, c.reason)
+			checkReject(t, r.rejects[0], File("campaign.csv"), 3, c.id, c.reason)
 			var got []string
 			for _, p := range r.profiles {
 				got = append(got, fmt.Sprintf("%s@%d bad=%v", p.PKey, p.Line, p.Bad))

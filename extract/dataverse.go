@@ -376,7 +376,7 @@ func (d *Dataverse) record(rec map[string]json.RawMessage, n int, emit func(*Con
 	raw := str("contactid")
 	id, ok := ParseID(raw)
 	if !ok {
-		reject(Reject{Source: DataverseSource, Line: n, ID: raw, Reason: fmt.Sprintf("contactid %q is not a GUID", clip(raw))})
+		reject(Reject{Source: DataverseAPI(), Line: n, ID: raw, Reason: fmt.Sprintf("contactid %q is not a GUID", clip(raw))})
 		return
 	}
 	c := Contact{ID: id, Line: int32(n), ETag: d.keepETag(str("@odata.etag"))}
@@ -401,7 +401,7 @@ func (d *Dataverse) record(rec map[string]json.RawMessage, n int, emit func(*Con
 	}
 	if problems != nil {
 		c.Bad = true
-		reject(Reject{Source: DataverseSource, Line: n, ID: id.String(), IDChecked: true, Reason: strings.Join(problems, "; ")})
+		reject(Reject{Source: DataverseAPI(), Line: n, ID: id.String(), IDChecked: true, Reason: strings.Join(problems, "; ")})
 	}
 	emit(&c)
 }

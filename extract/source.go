@@ -1,6 +1,9 @@
 package extract
 
-import "path/filepath"
+import (
+	"cmp"
+	"path/filepath"
+)
 
 // SourceKind says what a run's records were read from.
 type SourceKind uint8
@@ -35,6 +38,14 @@ func (s Source) Short() string {
 		return filepath.Base(s.Name)
 	}
 	return s.Name
+}
+
+// Compare orders sources by name, as the rejects file lists them.
+func (s Source) Compare(o Source) int {
+	if c := cmp.Compare(s.Name, o.Name); c != 0 {
+		return c
+	}
+	return cmp.Compare(s.Kind, o.Kind)
 }
 
 // IsFile says the source is an export file, to be opened, hashed and

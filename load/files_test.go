@@ -250,7 +250,7 @@ func TestWriterPlantedLinks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Reject(extract.Reject{Source: "d365", Line: 2, Reason: "bad guid"}); err != nil {
+	if err := w.Reject(extract.Reject{Source: extract.File("d365"), Line: 2, Reason: "bad guid"}); err != nil {
 		t.Fatal(err)
 	}
 	// A co-tenant quick enough to have got in before the folder was

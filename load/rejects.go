@@ -24,7 +24,7 @@ type RejectSpool struct {
 	dir   *Dir
 	runID string
 	mu    sync.Mutex
-	spill map[string]*spill
+	spill map[extract.Source]*spill
 	err   error
 }
 
@@ -41,7 +41,7 @@ func NewRejectSpool(outDir, runID string) (*RejectSpool, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &RejectSpool{dir: d, runID: runID, spill: map[string]*spill{}}, nil
+	return &RejectSpool{dir: d, runID: runID, spill: map[extract.Source]*spill{}}, nil
 }
 
 // Add spills one reject. Safe for concurrent use (both systems are read at
@@ -103,19 +103,19 @@ func (s *RejectSpool) Merge(later []extract.Reject, each func(extract.Reject) er
 		return s.err
 	}
 	slices.SortStableFunc(later, func(a, b extract.Reject) int {
-		if c := cmp.Compare(a.Source, b.Source); c != 0 {
+		if c := a.Source.Compare(b.Source); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.Line, b.Line)
 	})
-	sources := make([]string, 0, len(s.spill))
+	sources := make([]extract.Source, 0, len(s.spill))
 	for src := range s.spill {
 		sources = append(sources, src)
 	}
-	slices.Sort(sources)
+	slices.SortFunc(sources, extract.Source.Compare)
 	k := 0
 	for _, src := range sources {
-		for k < len(later) && later[k].Source < src {
+		for k < len(later) && later[k].Source.Compare(src) < 0 {
 			if err := each(later[k]); err != nil {
 				return err
 			}
@@ -139,7 +139,7 @@ func (s *RejectSpool) Merge(later []extract.Reject, each func(extract.Reject) er
 }
 
 // replay merges one source's spill with its later rejects.
-func (s *RejectSpool) replay(src string, sp *spill, later []extract.Reject, each func(extract.Reject) error) error {
+func (s *RejectSpool) replay(src extract.Source, sp *spill, later []extract.Reject, each func(extract.Reject) error) error {
 	sp.out.csv.Flush()
 	if err := sp.out.csv.Error(); err != nil {
 		return fmt.Errorf("spilling rejects: %w", err)
@@ -213,6 +213,6 @@ func (s *RejectSpool) Close() {
 	for _, sp := range s.spill {
 		sp.out.abort()
 	}
-	s.spill = map[string]*spill{}
+	s.spill = map[extract.Source]*spill{}
 	s.dir.Close()
 }

@@ -25,13 +25,13 @@ func TestRejectSpoolMerge(t *testing.T) {
 		go func() { // both systems are read at once
 			defer wg.Done()
 			for line := 2; line <= 400; line += 2 {
-				s.Add(extract.Reject{Source: src, Line: line, ID: "@p" + fmt.Sprint(line), IDChecked: true, Reason: "bad, \"quoted\"\nreason"})
+				s.Add(extract.Reject{Source: extract.File(src), Line: line, ID: "@p" + fmt.Sprint(line), IDChecked: true, Reason: "bad, \"quoted\"\nreason"})
 			}
 		}()
 	}
 	wg.Wait()
-	s.Add(extract.Reject{Source: "c.csv", Line: 9, Reason: "late line"})
-	s.Add(extract.Reject{Source: "c.csv", Line: 3, Reason: "out of order"})
+	s.Add(extract.Reject{Source: extract.File("c.csv"), Line: 9, Reason: "late line"})
+	s.Add(extract.Reject{Source: extract.File("c.csv"), Line: 3, Reason: "out of order"})
 	if s.Len() != 402 {
 		t.Fatalf("Len %d", s.Len())
 	}
@@ -39,11 +39,11 @@ func TestRejectSpoolMerge(t *testing.T) {
 		t.Fatalf("spill files %v", entries)
 	}
 	later := []extract.Reject{
-		{Source: "b.csv", Line: 3, Reason: "superseded"},
-		{Source: "a.csv", Line: 400, Reason: "duplicate"},
-		{Source: "0.csv", Line: 1, Reason: "before every source"},
-		{Source: "z.csv", Line: 1, Reason: "after every source"},
-		{Source: "a.csv", Line: 1, Reason: "first of a"},
+		{Source: extract.File("b.csv"), Line: 3, Reason: "superseded"},
+		{Source: extract.File("a.csv"), Line: 400, Reason: "duplicate"},
+		{Source: extract.File("0.csv"), Line: 1, Reason: "before every source"},
+		{Source: extract.File("z.csv"), Line: 1, Reason: "after every source"},
+		{Source: extract.File("a.csv"), Line: 1, Reason: "first of a"},
 	}
 	var got []extract.Reject
 	if err := s.Merge(later, func(r extract.Reject) error { got = append(got, r); return nil }); err != nil {
@@ -54,13 +54,13 @@ func TestRejectSpoolMerge(t *testing.T) {
 	}
 	for i := 1; i < len(got); i++ {
 		a, b := got[i-1], got[i]
-		if a.Source > b.Source || a.Source == b.Source && a.Line > b.Line {
+		if a.Source.Compare(b.Source) > 0 || a.Source == b.Source && a.Line > b.Line {
 			t.Fatalf("out of order at %d: %+v then %+v", i, a, b)
 		}
 	}
 	first := map[string]extract.Reject{}
 	for i, r := range got {
-		if r.Source == "a.csv" && r.Line == 400 {
+		if r.Source == extract.File("a.csv") && r.Line == 400 {
 			if _, seen := first["a400"]; !seen {
 				first["a400"] = r
 				if r.Reason == "duplicate" || got[i+1].Reason != "duplicate" {
@@ -69,7 +69,7 @@ func TestRejectSpoolMerge(t *testing.T) {
 			}
 		}
 	}
-	if got[0].Source != "0.csv" || got[len(got)-1].Source != "z.csv" || got[1].Reason != "first of a" {
+	if got[0].Source != extract.File("0.csv") || got[len(got)-1].Source != extract.File("z.csv") || got[1].Reason != "first of a" {
 		t.Errorf("ends: %+v … %+v", got[:2], got[len(got)-1])
 	}
 	if r := got[1+1]; r.ID != "@p2" || !r.IDChecked || r.Reason != "bad, \"quoted\"\nreason" {
@@ -77,7 +77,7 @@ func TestRejectSpoolMerge(t *testing.T) {
 	}
 	var c []string
 	for _, r := range got {
-		if r.Source == "c.csv" {
+		if r.Source == extract.File("c.csv") {
 			c = append(c, r.Reason)
 		}
 	}
@@ -87,5 +87,32 @@ func TestRejectSpoolMerge(t *testing.T) {
 	s.Close()
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Fatalf("the spool left %v", entries)
+	}
+}
+
+// A source that is no file (an API, the retry queue) keeps its kind through
+// the spool, and is written under its name, in name order among files.
+func TestRejectSpoolSources(t *testing.T) {
+	s, err := NewRejectSpool(t.TempDir(), "R1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	api, queue, file := extract.DataverseAPI(), extract.RetryQueue(extract.DataverseAPI()), extract.File("/drops/d365/night.csv")
+	s.Add(extract.Reject{Source: api, Line: 3, Reason: "bad"})
+	s.Add(extract.Reject{Source: file, Line: 2, Reason: "bad"})
+	var got []extract.Source
+	err = s.Merge([]extract.Reject{{Source: queue, Line: 1, Reason: "superseded"}}, func(r extract.Reject) error {
+		got = append(got, r.Source)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []extract.Source{file, api, queue}; len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+		t.Fatalf("merged %+v, want %+v", got, want)
+	}
+	if got[1].Kind != extract.APISource || got[1].IsFile() || got[2].String() != "retry queue (dataverse)" {
+		t.Errorf("kinds lost: %+v", got)
 	}
 }

@@ -188,7 +188,7 @@ func (w *Writer) create(name string) (*outFile, error) {
 func (w *Writer) Reject(r extract.Reject) error {
 	w.RejectRows++
 	return w.rejEnc.Encode(RejectRow{
-		Source: escapeCell(r.Source),
+		Source: escapeCell(r.Source.String()),
 		Line:   r.Line,
 		ID:     escapeID(r.ID, r.IDChecked),
 		Reason: escapeCell(r.Reason),

@@ -75,9 +75,9 @@ func TestWriterRun(t *testing.T) {
 		D365After: [extract.MaxFields]extract.Tri{extract.True}, CampaignAfter: [extract.MaxFields]extract.Tri{extract.True},
 	}}
 	rejects := []extract.Reject{
-		{Source: "d365", Line: 7, ID: "=HYPERLINK(x)", Reason: "=bad guid"},
-		{Source: "campaign", Line: 3, ID: "@SUM(A1)", Reason: "bad pkey"},
-		{Source: "campaign", Line: 4, ID: "@Good_1", Reason: "+bad flag", IDChecked: true},
+		{Source: extract.File("d365"), Line: 7, ID: "=HYPERLINK(x)", Reason: "=bad guid"},
+		{Source: extract.File("campaign"), Line: 3, ID: "@SUM(A1)", Reason: "bad pkey"},
+		{Source: extract.File("campaign"), Line: 4, ID: "@Good_1", Reason: "+bad flag", IDChecked: true},
 	}
 	const dm, cm = "2026-11-28T10:00:00.123Z", "2026-11-28T09:30:00Z"
 	tests := []struct {
@@ -214,7 +214,7 @@ func TestAbortRemovesPartials(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := w.Reject(extract.Reject{Source: "d365", Line: 2, Reason: "x"}); err != nil {
+		if err := w.Reject(extract.Reject{Source: extract.File("d365"), Line: 2, Reason: "x"}); err != nil {
 			t.Fatal(err)
 		}
 		w.Abort()
