@@ -7,10 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -145,7 +143,7 @@ func (w *CampaignWriter) patch(ctx context.Context, pkey string, fields []string
 		ae := extract.ReadCampaignError("", resp)
 		a.Status, a.Code, a.Message = resp.StatusCode, ae.Code, ae.Message
 		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
-			a.retryAfter = retryAfter(resp)
+			a.retryAfter = apiclient.RetryAfter(resp)
 		}
 		return a
 	}
@@ -188,18 +186,6 @@ func (w *CampaignWriter) readBack(ctx context.Context, cw *CampaignWrite, why er
 		}
 	}
 	return WriteResult{Status: http.StatusOK, ReadBack: true}
-}
-
-// retryAfter is how long a throttled answer asks to wait (at least a
-// second when it does not say).
-func retryAfter(resp *http.Response) time.Duration {
-	if s, err := strconv.Atoi(strings.TrimSpace(resp.Header.Get("Retry-After"))); err == nil && s >= 0 {
-		return max(time.Duration(s)*time.Second, time.Millisecond)
-	}
-	if t, err := http.ParseTime(resp.Header.Get("Retry-After")); err == nil {
-		return max(time.Until(t), time.Millisecond)
-	}
-	return time.Second
 }
 
 // guarded makes a write that clears an opt-out. Campaign has no
@@ -257,7 +243,7 @@ func (w *CampaignWriter) guarded(ctx context.Context, cw *CampaignWrite) WriteRe
 		if failures >= max(w.MaxTries, 1) {
 			return a.WriteResult
 		}
-		if err := sleep(ctx, backoff(failures)); err != nil {
+		if err := sleep(ctx, apiclient.Backoff(failures)); err != nil {
 			return WriteResult{Err: fmt.Errorf("not sent: %w", err)}
 		}
 	}
@@ -354,11 +340,4 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// backoff is the wait before the n-th retry of a failed clearing PATCH:
-// exponential from half a second, with jitter.
-func backoff(n int) time.Duration {
-	d := min(500*time.Millisecond<<min(n-1, 8), 2*time.Minute)
-	return d/2 + rand.N(d/2+1)
 }

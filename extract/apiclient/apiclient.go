@@ -14,6 +14,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -59,8 +60,8 @@ func New(c Config, log zerolog.Logger) *http.Client {
 	rc := retryablehttp.NewClient()
 	rc.HTTPClient = &http.Client{Timeout: c.Timeout, Transport: auth}
 	rc.RetryMax = math.MaxInt32 // tries are counted in CheckRetry, throttling left out
-	rc.RetryWaitMin = 500 * time.Millisecond
-	rc.RetryWaitMax = 2 * time.Minute
+	rc.RetryWaitMin = waitMin
+	rc.RetryWaitMax = waitMax
 	rc.Logger = nil
 	rc.Backoff = backoff
 	rc.CheckRetry = func(ctx context.Context, resp *http.Response, err error) (bool, error) {
@@ -144,14 +145,41 @@ func (c countTries) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // backoff waits what the server asked for on 429 and 503; otherwise
-// exponentially, with jitter so that parallel workers do not retry in step.
+// Backoff's wait before the attempt's retry (attempt counts from 0).
 func backoff(min, max time.Duration, attempt int, resp *http.Response) time.Duration {
 	if resp != nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) &&
 		resp.Header.Get("Retry-After") != "" {
 		return retryablehttp.DefaultBackoff(min, max, attempt, resp)
 	}
-	d := retryablehttp.DefaultBackoff(min, max, attempt, nil)
+	return Backoff(attempt + 1)
+}
+
+// Backoff is the wait before the n-th retry (from 1) of a failed request:
+// exponential from half a second up to two minutes, with jitter so that
+// parallel workers do not retry in step. The client waits it between its
+// own tries; a caller that tries once at a time (SingleTry) waits it too.
+func Backoff(n int) time.Duration {
+	d := min(waitMin<<min(max(n-1, 0), 8), waitMax)
 	return d/2 + rand.N(d/2+1)
+}
+
+// The bounds of Backoff's waits.
+const (
+	waitMin = 500 * time.Millisecond
+	waitMax = 2 * time.Minute
+)
+
+// RetryAfter is how long a throttled answer (429, 503) asks to wait: its
+// Retry-After in seconds or as a date, at least a millisecond; a second
+// when it says nothing. For a caller that tries once at a time (SingleTry).
+func RetryAfter(resp *http.Response) time.Duration {
+	if s, err := strconv.Atoi(strings.TrimSpace(resp.Header.Get("Retry-After"))); err == nil && s >= 0 {
+		return max(time.Duration(s)*time.Second, time.Millisecond)
+	}
+	if t, err := http.ParseTime(resp.Header.Get("Retry-After")); err == nil {
+		return max(time.Until(t), time.Millisecond)
+	}
+	return time.Second
 }
 
 // bearer adds a client-credentials token to every request and gets a new
