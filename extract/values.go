@@ -1,6 +1,11 @@
-// Package extract reads changed contacts and profiles from the systems'
-// exports into plain records. It knows spellings, layouts and columns; it
-// makes no decisions.
+// Package extract reads changed contacts and profiles into plain records:
+// from the systems' CSV exports, and through their APIs (DataverseContacts,
+// CampaignProfiles), each read starting from a cursor the run hands in as a
+// value and handing the next one back; it never reads state. Source names
+// where records came from (a file, an API, the retry queue) for rejects and
+// messages. It knows spellings, layouts, columns and the APIs' shapes; it
+// makes no decisions. The HTTP client both APIs are read and written with
+// is in extract/apiclient.
 package extract
 
 import (

@@ -1,6 +1,8 @@
 // Package load applies decisions to the targets. For CSV targets that means
-// the update files the systems' own import tools read; every run also writes
-// its audit and rejects files.
+// the update files the systems' own import tools read; for API targets, the
+// Dataverse $batch and Campaign PATCH writes, held until every decision is
+// made (APIWriters), with what the services refused returned as a value.
+// Every run also writes its audit and rejects files.
 package load
 
 import (
