@@ -45,7 +45,8 @@ func readAPI[R any](ctx context.Context, src apiSource[R], st *state.Store, key,
 	return res, meta, err
 }
 
-// d365Conn is the Dataverse Web API connector of one run.
+// d365Conn is what a run holds of the Dataverse connector: its reader and
+// writer, and what its read found, for the run's last transaction.
 type d365Conn struct {
 	reader   *extract.Dataverse
 	contacts *extract.DataverseContacts
@@ -92,7 +93,8 @@ func newD365Conn(cfg *D365Config, fields []string, log zerolog.Logger) (*d365Con
 }
 
 // read reads the contacts of this run (see extract.DataverseContacts): the
-// new delta link or watermark goes with the run's last transaction.
+// run takes the stored delta link or watermark from state and hands it to
+// the connector; the new one goes with the run's last transaction.
 func (c *d365Conn) read(ctx context.Context, st *state.Store, full bool, queue []state.RetryItem, emit func(*extract.Contact), reject func(extract.Reject)) error {
 	key := state.KeyD365Watermark
 	if c.tracking {
@@ -109,7 +111,8 @@ func (c *d365Conn) readQueued(ctx context.Context, ids []extract.ID, emit func(*
 	return c.contacts.ReadQueued(ctx, ids, emit, reject)
 }
 
-// campaignConn is the Campaign Standard REST API connector of one run.
+// campaignConn is what a run holds of the Campaign connector: its reader
+// and writer, and what its read found, for the run's last transaction.
 type campaignConn struct {
 	reader   *extract.Campaign
 	profiles *extract.CampaignProfiles
@@ -147,7 +150,8 @@ func newCampaignConn(cfg *CampaignConfig, fields, fieldTimes []string, log zerol
 }
 
 // read reads the profiles of this run (see extract.CampaignProfiles): the
-// new watermark goes with the run's last transaction.
+// run takes the stored watermark from state and hands it to the connector;
+// the new one goes with the run's last transaction.
 func (c *campaignConn) read(ctx context.Context, st *state.Store, full bool, queue []state.RetryItem, emit func(*extract.Profile), reject func(extract.Reject)) (extract.Stats, error) {
 	key := ""
 	if c.filtered { // without a filter every read is a full scan: no watermark to read
