@@ -230,7 +230,7 @@ func (d *Dataverse) get(ctx context.Context, link, prefer string) (*http.Respons
 	if err != nil {
 		return nil, fmt.Errorf("dataverse: %w", err)
 	}
-	setODataHeaders(req.Header)
+	SetODataHeaders(req.Header)
 	p := []string{fmt.Sprintf("odata.maxpagesize=%d", d.pageSize())}
 	if prefer != "" {
 		p = append(p, prefer)
@@ -243,8 +243,9 @@ func (d *Dataverse) get(ctx context.Context, link, prefer string) (*http.Respons
 	return resp, nil
 }
 
-// SetODataHeaders sets the headers every Web API request carries.
-func setODataHeaders(h http.Header) {
+// SetODataHeaders sets the headers every Web API request carries, reads
+// and writes alike (a $batch then asks for multipart/mixed instead).
+func SetODataHeaders(h http.Header) {
 	h.Set("OData-Version", "4.0")
 	h.Set("OData-MaxVersion", "4.0")
 	h.Set("Accept", "application/json")

@@ -395,8 +395,7 @@ func (w *DataverseWriter) batch(ctx context.Context, writes []DataverseWrite, b 
 		set(WriteResult{Err: fmt.Errorf("not sent: %w", err)})
 		return
 	}
-	req.Header.Set("OData-Version", "4.0")
-	req.Header.Set("OData-MaxVersion", "4.0")
+	extract.SetODataHeaders(req.Header)
 	req.Header.Set("Accept", "multipart/mixed")
 	req.Header.Set("Content-Type", "multipart/mixed; boundary="+boundary)
 	req.Header.Set("Prefer", "odata.continue-on-error")
