@@ -358,3 +358,45 @@ func TestD365AddedMappingReadsInFull(t *testing.T) {
 		}
 	}
 }
+
+// Dynamics read from CSV drops and written through the API: the retry
+// queue is read again through the API, and a drop row of a queued contact
+// is superseded by it. The reject names the queue as a source, not as a
+// file: "retry queue (dataverse) line 1", the name it has always had.
+func TestD365QueueReadAgainSupersedesADropRow(t *testing.T) {
+	p := newAPIProject(t, 4, "  target: api\n")
+	cfg, _ := os.ReadFile(p.config)
+	writeFile(t, p.config, strings.Replace(string(cfg), "d365:\n  source: api\n", "d365:\n  source: csv\n  csv: drops/d365\n", 1))
+	var rows []string
+	for i := 1; i <= 4; i++ {
+		rows = append(rows, fmt.Sprintf("%s,2026-11-20T10:00:00Z,%v", contactID(i), i%3 == 0))
+	}
+	writeFile(t, p.path("drops/d365/1.csv"), dropContactsOne(rows...))
+	if r := p.runWith(t, hooks{}, "run"); r.code != 0 {
+		t.Fatalf("night 1: exit %d\n%s", r.code, r.stderr)
+	}
+	// Night 2: Campaign opts 2 out; a user edits 2 in Dynamics before the
+	// write: refused, queued.
+	writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV("@p2,"+contactID(2)+",2026-11-21 09:00:00.000Z,true"))
+	r := p.runWith(t, hooks{afterDecide: func(context.Context) {
+		p.sim.SetField(contactID(2), "donotphone", boolp(true))
+	}}, "run")
+	if r.code != exitWriteFailed {
+		t.Fatalf("night 2: exit %d, want %d\n%s", r.code, exitWriteFailed, r.stderr)
+	}
+	// Night 3: an export still holding 2 as it was arrives; the queue,
+	// read again through the API, is the later row.
+	writeFile(t, p.path("drops/d365/2.csv"), dropContactsOne(rows[1]))
+	r = p.runWith(t, hooks{}, "run")
+	if r.code != 0 {
+		t.Fatalf("night 3: exit %d\n%s", r.code, r.stderr)
+	}
+	var got []string
+	for _, rj := range p.out(t, "rejects", r.runID) {
+		got = append(got, filepath.Base(rj["source"])+" "+rj["line"]+" "+rj["id"]+" "+rj["reason"])
+	}
+	want := "2.csv 2 " + contactID(2) + " superseded: retry queue (dataverse) line 1 is a later row for this contact"
+	if len(got) != 1 || got[0] != want {
+		t.Fatalf("rejects %q, want %q", got, want)
+	}
+}
