@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -366,28 +367,28 @@ func TestD365AddedMappingReadsInFull(t *testing.T) {
 func TestD365QueueReadAgainSupersedesADropRow(t *testing.T) {
 	p := newAPIProject(t, 4, "  target: api\n")
 	cfg, _ := os.ReadFile(p.config)
-	writeFile(t, p.config, strings.Replace(string(cfg), "d365:\n  source: api\n", "d365:\n  source: csv\n  csv: drops/d365\n", 1))
+	testkit.WriteFile(t, p.config, strings.Replace(string(cfg), "d365:\n  source: api\n", "d365:\n  source: csv\n  csv: drops/d365\n", 1))
 	var rows []string
 	for i := 1; i <= 4; i++ {
-		rows = append(rows, fmt.Sprintf("%s,2026-11-20T10:00:00Z,%v", contactID(i), i%3 == 0))
+		rows = append(rows, fmt.Sprintf("%s,2026-11-20T10:00:00Z,%v", testkit.GUID(i), i%3 == 0))
 	}
-	writeFile(t, p.path("drops/d365/1.csv"), dropContactsOne(rows...))
-	if r := p.runWith(t, hooks{}, "run"); r.code != 0 {
+	testkit.WriteFile(t, p.path("drops/d365/1.csv"), testkit.Contacts(rows...))
+	if r := p.cli(t, "run"); r.code != 0 {
 		t.Fatalf("night 1: exit %d\n%s", r.code, r.stderr)
 	}
 	// Night 2: Campaign opts 2 out; a user edits 2 in Dynamics before the
 	// write: refused, queued.
-	writeFile(t, p.path("drops/campaign/2.csv"), profilesCSV("@p2,"+contactID(2)+",2026-11-21 09:00:00.000Z,true"))
-	r := p.runWith(t, hooks{afterDecide: func(context.Context) {
-		p.sim.SetField(contactID(2), "donotphone", boolp(true))
+	testkit.WriteFile(t, p.path("drops/campaign/2.csv"), testkit.Profiles("@p2,"+testkit.GUID(2)+",2026-11-21 09:00:00.000Z,true"))
+	r := p.cliWith(t, hooks{afterDecide: func(context.Context) {
+		p.dsim.SetField(testkit.GUID(2), "donotphone", testkit.Bool(true))
 	}}, "run")
 	if r.code != exitWriteFailed {
 		t.Fatalf("night 2: exit %d, want %d\n%s", r.code, exitWriteFailed, r.stderr)
 	}
 	// Night 3: an export still holding 2 as it was arrives; the queue,
 	// read again through the API, is the later row.
-	writeFile(t, p.path("drops/d365/2.csv"), dropContactsOne(rows[1]))
-	r = p.runWith(t, hooks{}, "run")
+	testkit.WriteFile(t, p.path("drops/d365/2.csv"), testkit.Contacts(rows[1]))
+	r = p.cli(t, "run")
 	if r.code != 0 {
 		t.Fatalf("night 3: exit %d\n%s", r.code, r.stderr)
 	}
@@ -395,7 +396,7 @@ func TestD365QueueReadAgainSupersedesADropRow(t *testing.T) {
 	for _, rj := range p.out(t, "rejects", r.runID) {
 		got = append(got, filepath.Base(rj["source"])+" "+rj["line"]+" "+rj["id"]+" "+rj["reason"])
 	}
-	want := "2.csv 2 " + contactID(2) + " superseded: retry queue (dataverse) line 1 is a later row for this contact"
+	want := "2.csv 2 " + testkit.GUID(2) + " superseded: retry queue (dataverse) line 1 is a later row for this contact"
 	if len(got) != 1 || got[0] != want {
 		t.Fatalf("rejects %q, want %q", got, want)
 	}
