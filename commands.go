@@ -27,7 +27,7 @@ import (
 // missing column fails it.
 func validateInputs(ctx context.Context, cfg *Config, online bool, log zerolog.Logger, out io.Writer) error {
 	fmt.Fprintf(out, "config %s: ok (direction %s, policy %s, %s, max_optin %s, max_missing %s)\n",
-		cfg.path, cfg.rules.Direction, cfg.rules.Policy, plural(len(cfg.rules.Pairs), "mapping"), cfg.maxOptin, cfg.maxMissing)
+		cfg.path, cfg.transform.Rules.Direction, cfg.transform.Rules.Policy, plural(len(cfg.transform.Rules.Pairs), "mapping"), cfg.transform.OptinLimit, cfg.transform.MissingLimit)
 	if online {
 		if err := validateOnline(ctx, cfg, log, out); err != nil {
 			return err
@@ -57,7 +57,7 @@ func validateInputs(ctx context.Context, cfg *Config, online bool, log zerolog.L
 		return err
 	}
 	// Held to the same clock as a run: a row dated too far ahead is a reject.
-	j := &job{cfg: cfg, log: log, notAfter: cfg.notAfter(time.Now().UTC())}
+	j := &job{cfg: cfg, log: log, notAfter: cfg.extract.NotAfter(time.Now().UTC())}
 	// Rejects are tallied by reason as they are found, not held: a file of
 	// millions of bad rows is summed up, not kept.
 	t := &tally{groups: map[string]*rejectKind{}}
@@ -221,7 +221,7 @@ func validateOnline(ctx context.Context, cfg *Config, log zerolog.Logger, out io
 		return nil
 	}
 	j := &job{cfg: cfg, log: log}
-	if err := j.connect(&cfg.rules); err != nil {
+	if err := j.connect(&cfg.transform.Rules); err != nil {
 		return err
 	}
 	var problems []string
@@ -230,7 +230,7 @@ func validateOnline(ctx context.Context, cfg *Config, log zerolog.Logger, out io
 		if err != nil {
 			return fmt.Errorf("validate --online: %w", err)
 		}
-		for i, p := range cfg.rules.Pairs {
+		for i, p := range cfg.transform.Rules.Pairs {
 			switch t, ok := types[p.D365]; {
 			case !ok:
 				problems = append(problems, fmt.Sprintf("mappings[%d]: d365 field %s does not exist on contact", i, p.D365))
@@ -242,7 +242,7 @@ func validateOnline(ctx context.Context, cfg *Config, log zerolog.Logger, out io
 			problems = append(problems, "d365.change_tracking: change tracking is not enabled on the contact table (enable it, or set change_tracking: false)")
 		}
 		if len(problems) == 0 {
-			fmt.Fprintf(out, "d365 %s: token ok, %s exist and are boolean, change tracking %v\n", cfg.D365.URL, plural(len(cfg.rules.Pairs), "mapped field"), tracking)
+			fmt.Fprintf(out, "d365 %s: token ok, %s exist and are boolean, change tracking %v\n", cfg.extract.DataverseConn.URL, plural(len(cfg.transform.Rules.Pairs), "mapped field"), tracking)
 		}
 	}
 	if j.cv != nil {
@@ -251,23 +251,23 @@ func validateOnline(ctx context.Context, cfg *Config, log zerolog.Logger, out io
 		if err != nil {
 			return fmt.Errorf("validate --online: %w", err)
 		}
-		for i, p := range cfg.rules.Pairs {
+		for i, p := range cfg.transform.Rules.Pairs {
 			switch t, ok := types[p.Campaign]; {
 			case !ok:
-				problems = append(problems, fmt.Sprintf("mappings[%d]: campaign field %s is not on the %s profile resource", i, p.Campaign, cfg.Campaign.Resource))
+				problems = append(problems, fmt.Sprintf("mappings[%d]: campaign field %s is not on the %s profile resource", i, p.Campaign, cfg.extract.CampaignConn.Resource))
 			case t != "boolean":
 				problems = append(problems, fmt.Sprintf("mappings[%d]: campaign field %s is %s, not boolean", i, p.Campaign, t))
 			}
 		}
-		if f := cfg.Campaign.ChangedFilter; f.Name != "" {
-			_, err := j.cv.reader.ChangedSince(ctx, f.Name, f.Param, time.Now().Add(time.Minute), func(*extract.Profile) {}, func(extract.Reject) {})
+		if f := cfg.extract.CampaignConn; f.FilterName != "" {
+			_, err := j.cv.reader.ChangedSince(ctx, f.FilterName, f.FilterParam, time.Now().Add(time.Minute), func(*extract.Profile) {}, func(extract.Reject) {})
 			if err != nil {
-				problems = append(problems, fmt.Sprintf("campaign.changed_filter: by%s?%s= does not answer: %v", f.Name, f.Param, err))
+				problems = append(problems, fmt.Sprintf("campaign.changed_filter: by%s?%s= does not answer: %v", f.FilterName, f.FilterParam, err))
 			}
 		}
-		if len(problems) == n {
+		if cc := cfg.extract.CampaignConn; len(problems) == n {
 			fmt.Fprintf(out, "campaign %s: token ok, organization %s answers, %s boolean on %s\n",
-				cfg.Campaign.BaseURL, cfg.Campaign.Organization, plural(len(cfg.rules.Pairs), "mapped field"), cfg.Campaign.Resource)
+				cc.BaseURL, cc.Organization, plural(len(cfg.transform.Rules.Pairs), "mapped field"), cc.Resource)
 		}
 	}
 	if len(problems) > 0 {

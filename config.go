@@ -5,20 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
-	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
 	"optsync/extract"
+	"optsync/load"
+	"optsync/state"
 	"optsync/transform"
 )
 
@@ -50,18 +49,18 @@ type Config struct {
 	// (default 6h).
 	MaxRunTime string `yaml:"max_run_time"`
 
-	path           string
-	rules          transform.Rules
-	maxOptin       optinLimit
-	maxMissing     missingLimit
-	auditRetention time.Duration
-	maxClockSkew   time.Duration
-	limits         extract.Limits
-	maxRunTime     time.Duration
+	path string
+	// What each stage is given, from the values above (validate).
+	extract   extract.Options
+	transform transform.Options
+	load      load.Options
+	state     state.Options
+	// limits and maxRunTime are input: and max_run_time (config_limits.go).
+	limits     extract.Limits
+	maxRunTime time.Duration
 	// private are the config's free-text values, as written and as
 	// resolved, kept out of what the run history stores (redact).
-	private      []privateValue
-	pendingAlert time.Duration
+	private []privateValue
 }
 
 // MappingConfig is one entry of mappings.
@@ -100,13 +99,8 @@ type Credentials struct {
 	ClientID         string `yaml:"client_id"`
 	ClientSecretEnv  string `yaml:"client_secret_env"`
 	ClientSecretFile string `yaml:"client_secret_file"`
-	ClientSecret     string `yaml:"client_secret"` // refused: see validate
+	ClientSecret     string `yaml:"client_secret"` // refused: see extract.Credentials.Check
 }
-
-// envName is what an environment variable may be called. A value of
-// client_secret_env that is not a name is most likely the secret itself,
-// pasted into the wrong key: it is never shown.
-var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // shownEnvName says whether a client_secret_env value is written the way
 // environment variables are (OPTSYNC_D365_SECRET), so that a message may
@@ -118,28 +112,8 @@ func shownEnvName(s string) bool {
 
 var conventionalEnvName = regexp.MustCompile(`^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$`)
 
-func (cr *Credentials) validate(system string, api bool, c *Config) error {
-	if cr.ClientSecret != "" {
-		return fmt.Errorf("%s.client_secret: a secret is never read from the config file; name an environment variable (client_secret_env) or a file (client_secret_file)", system)
-	}
-	if cr.ClientSecretEnv != "" && !envName.MatchString(cr.ClientSecretEnv) {
-		return fmt.Errorf("%s.client_secret_env must name an environment variable; the value given looks like a secret and is not shown", system)
-	}
-	if !api {
-		return nil
-	}
-	if cr.ClientID == "" {
-		return fmt.Errorf("%s.client_id is required with the API", system)
-	}
-	if (cr.ClientSecretEnv == "") == (cr.ClientSecretFile == "") {
-		return fmt.Errorf("%s: name the client secret with exactly one of client_secret_env and client_secret_file", system)
-	}
-	cr.ClientSecretFile = c.resolve(cr.ClientSecretFile)
-	return nil
-}
-
 // secret reads the client secret where the config says it is.
-func (cr *Credentials) secret(system string) (string, error) {
+func secret(system string, cr extract.Credentials) (string, error) {
 	if cr.ClientSecretEnv != "" {
 		v := os.Getenv(cr.ClientSecretEnv)
 		if v == "" && !shownEnvName(cr.ClientSecretEnv) {
@@ -161,7 +135,7 @@ func (cr *Credentials) secret(system string) (string, error) {
 	return v, nil
 }
 
-// Tuning is how a connector paces itself.
+// Tuning is how a connector paces itself (extract.Tuning).
 type Tuning struct {
 	PageSize    int    `yaml:"page_size"`
 	Concurrency int    `yaml:"concurrency"`
@@ -170,50 +144,6 @@ type Tuning struct {
 	// Dynamics' modifiedon has whole seconds.
 	Overlap  string `yaml:"overlap"`
 	MaxTries int    `yaml:"max_tries"`
-
-	timeout, overlap time.Duration
-}
-
-type intSetting struct {
-	key      string
-	v        *int
-	def, max int
-}
-
-func (t *Tuning) validate(system string, ints ...intSetting) error {
-	ints = append(ints, intSetting{"max_tries", &t.MaxTries, 5, 20})
-	for _, n := range ints {
-		if *n.v == 0 {
-			*n.v = n.def
-		}
-		if *n.v < 1 || *n.v > n.max {
-			return fmt.Errorf("%s.%s: %d is outside 1..%d", system, n.key, *n.v, n.max)
-		}
-	}
-	for _, d := range []struct {
-		key string
-		s   string
-		v   *time.Duration
-		def time.Duration
-	}{{"timeout", t.Timeout, &t.timeout, 2 * time.Minute}, {"overlap", t.Overlap, &t.overlap, 5 * time.Minute}} {
-		*d.v = d.def
-		if d.s != "" {
-			v, err := time.ParseDuration(d.s)
-			if err != nil || v < 0 {
-				return fmt.Errorf("%s.%s: %q is not a duration (90s, 5m)", system, d.key, d.s)
-			}
-			*d.v = v
-		}
-	}
-	return nil
-}
-
-func checkURL(key, raw, want string) (string, error) {
-	u, err := url.Parse(raw)
-	if raw == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return "", fmt.Errorf("%s: %q is not a URL (%s)", key, raw, want)
-	}
-	return strings.TrimRight(raw, "/"), nil
 }
 
 // D365Config adds the Dataverse Web API settings to a system's.
@@ -234,28 +164,6 @@ func (d *D365Config) api() bool { return d.Source == "api" || d.Target == "api" 
 
 // tracking reports whether change tracking is to be used (default true).
 func (d *D365Config) tracking() bool { return d.ChangeTracking == nil || *d.ChangeTracking }
-
-// validateAPI checks the Web API settings when the API is a source or target.
-func (d *D365Config) validateAPI(c *Config) error {
-	if err := d.Credentials.validate("d365", d.api(), c); err != nil || !d.api() {
-		return err
-	}
-	var err error
-	if d.URL, err = checkURL("d365.url", d.URL, "the organisation URL, https://<org>.crm.dynamics.com"); err != nil {
-		return err
-	}
-	if d.TenantID == "" {
-		return errors.New("d365.tenant_id is required with the API")
-	}
-	if d.AuthorityURL == "" {
-		d.AuthorityURL = "https://login.microsoftonline.com"
-	}
-	if d.AuthorityURL, err = checkURL("d365.authority_url", d.AuthorityURL, "the Entra ID host"); err != nil {
-		return err
-	}
-	return d.Tuning.validate("d365", intSetting{"page_size", &d.PageSize, 5000, 5000},
-		intSetting{"batch_size", &d.BatchSize, 500, 1000}, intSetting{"concurrency", &d.Concurrency, 4, 52})
-}
 
 // CampaignConfig adds the Campaign Standard REST API settings.
 type CampaignConfig struct {
@@ -280,40 +188,6 @@ type CampaignConfig struct {
 
 func (cc *CampaignConfig) api() bool { return cc.Source == "api" || cc.Target == "api" }
 
-func (cc *CampaignConfig) validateAPI(c *Config) error {
-	if err := cc.Credentials.validate("campaign", cc.api(), c); err != nil || !cc.api() {
-		return err
-	}
-	var err error
-	if cc.BaseURL == "" {
-		cc.BaseURL = "https://mc.adobe.io"
-	}
-	if cc.BaseURL, err = checkURL("campaign.base_url", cc.BaseURL, "the Adobe I/O host, https://mc.adobe.io"); err != nil {
-		return err
-	}
-	if cc.IMSURL == "" {
-		cc.IMSURL = "https://ims-na1.adobelogin.com"
-	}
-	if cc.IMSURL, err = checkURL("campaign.ims_url", cc.IMSURL, "the Adobe IMS host"); err != nil {
-		return err
-	}
-	if cc.Organization == "" || strings.ContainsAny(cc.Organization, "/?#") {
-		return fmt.Errorf("campaign.organization: %q is not an organization id", cc.Organization)
-	}
-	switch cc.Resource {
-	case "":
-		cc.Resource = "profileAndServices"
-	case "profileAndServices", "profileAndServicesExt":
-	default:
-		return fmt.Errorf("campaign.resource: %q (want profileAndServices or profileAndServicesExt)", cc.Resource)
-	}
-	if (cc.ChangedFilter.Name == "") != (cc.ChangedFilter.Param == "") {
-		return errors.New("campaign.changed_filter: name and param go together")
-	}
-	return cc.Tuning.validate("campaign", intSetting{"page_size", &cc.PageSize, 500, 5000},
-		intSetting{"concurrency", &cc.Concurrency, 4, 64})
-}
-
 // configError is a problem with the config; it exits 2.
 type configError struct{ msg string }
 
@@ -322,15 +196,6 @@ func (e *configError) Error() string { return e.msg }
 func configErrorf(format string, args ...any) error {
 	return &configError{fmt.Sprintf(format, args...)}
 }
-
-// campaignFields is the fixed set Campaign allows to be mapped.
-var campaignFields = map[string]bool{
-	"blackList": true, "blackListEmail": true, "blackListFax": true, "blackListMobile": true,
-	"blackListPhone": true, "blackListPostalMail": true, "blackListPushnotification": true, "ccpaOptOut": true,
-}
-
-// Dataverse logical names are lower-case; custom columns carry a prefix.
-var logicalName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 
 // loadConfig reads and validates the config file.
 func loadConfig(path string) (*Config, error) {
@@ -351,114 +216,49 @@ func loadConfig(path string) (*Config, error) {
 	return &c, nil
 }
 
+// validate hands each stage its part of the config and has it checked, in
+// the order the stages run; the message names the key. What the root reads
+// itself it resolves here: paths against the config file's folder, and the
+// sources and targets as the stages settled them.
 func (c *Config) validate() error {
 	c.collectPrivate() // as written; again below as resolved
-	dir, err := transform.ParseDirection(c.Direction)
-	if c.Direction == "" {
-		return errors.New("direction: missing (disabled, d365-to-campaign, campaign-to-d365 or bidirectional)")
+	c.transform = transform.Options{Direction: c.Direction, Policy: c.Policy,
+		MaxOptin: c.Safety.MaxOptin, MinOptin: c.Safety.MinOptin, MaxMissing: c.Safety.MaxMissing}
+	d365 := extract.Input{Key: "d365", Source: c.D365.Source, Columns: c.D365.Columns, TimeLayout: c.D365.TimeLayout}
+	campaign := extract.Input{Key: "campaign", Source: c.Campaign.Source, Columns: c.Campaign.Columns, TimeLayout: c.Campaign.TimeLayout}
+	for _, m := range c.Mappings {
+		c.transform.Mappings = append(c.transform.Mappings, transform.Mapping{D365: m.D365, Campaign: m.Campaign, Invert: m.Invert})
+		d365.Fields = append(d365.Fields, m.D365)
+		campaign.Fields = append(campaign.Fields, m.Campaign)
+		campaign.FieldTimes = append(campaign.FieldTimes, m.CampaignModifiedColumn)
 	}
-	if err != nil {
-		return fmt.Errorf("direction: %w", err)
-	}
-	if c.Policy == "" {
-		c.Policy = string(transform.Newest)
-	}
-	pol, err := transform.ParsePolicy(c.Policy)
-	if err != nil {
-		return fmt.Errorf("policy: %w", err)
-	}
-	c.rules = transform.Rules{Direction: dir, Policy: pol}
-	if len(c.Mappings) == 0 && dir != transform.Disabled {
-		return fmt.Errorf("mappings: empty; direction %s needs at least one mapping", dir)
-	}
-	if len(c.Mappings) > extract.MaxFields {
-		return fmt.Errorf("mappings: %d entries; Campaign has only %d fields to map", len(c.Mappings), extract.MaxFields)
-	}
-	byCampaign := map[string]int{}
-	byD365 := map[string]int{}
-	for i, m := range c.Mappings {
-		at := fmt.Sprintf("mappings[%d] (%s ↔ %s)", i, m.D365, m.Campaign)
-		if m.D365 == "" || m.Campaign == "" {
-			return fmt.Errorf("%s: both d365 and campaign are required", at)
-		}
-		if !logicalName.MatchString(m.D365) {
-			return fmt.Errorf("%s: d365 field %q is not a Dataverse logical name (lower-case letters, digits, _)", at, m.D365)
-		}
-		if !campaignFields[m.Campaign] {
-			return fmt.Errorf("%s: campaign field %q is not one of blackList, blackListEmail, blackListFax, blackListMobile, blackListPhone, blackListPostalMail, blackListPushnotification, ccpaOptOut", at, m.Campaign)
-		}
-		if j, dup := byCampaign[m.Campaign]; dup {
-			return fmt.Errorf("%s: campaign field %s is already fed by mappings[%d] (%s); two Dynamics fields cannot feed one Campaign field", at, m.Campaign, j, c.Mappings[j].D365)
-		}
-		byCampaign[m.Campaign] = i
-		if j, dup := byD365[m.D365]; dup && (dir == transform.Bidirectional || dir == transform.CampaignToD365) {
-			return fmt.Errorf("%s: d365 field %s is already mapped by mappings[%d] (to %s); in %s one Dynamics field cannot take two Campaign fields", at, m.D365, j, c.Mappings[j].Campaign, dir)
-		}
-		byD365[m.D365] = i
-		c.rules.Pairs = append(c.rules.Pairs, transform.Pair{D365: m.D365, Campaign: m.Campaign, Invert: m.Invert})
-	}
-	if c.maxOptin, err = parseOptinLimit(c.Safety.MaxOptin); err != nil {
-		return fmt.Errorf("safety.max_optin: %w", err)
-	}
-	c.maxOptin.min = defaultMinOptin
-	if m := c.Safety.MinOptin; m != nil {
-		if *m < 0 {
-			return fmt.Errorf("safety.min_optin: %d is below 0", *m)
-		}
-		c.maxOptin.min = *m
-	}
-	if c.maxMissing, err = parseMissingLimit(c.Safety.MaxMissing); err != nil {
-		return fmt.Errorf("safety.max_missing: %w", err)
-	}
-	for _, s := range []struct {
-		name string
-		sys  *SystemConfig
-		api  bool // the API connector is built
-	}{{"d365", &c.D365.SystemConfig, true}, {"campaign", &c.Campaign.SystemConfig, true}} {
-		for _, kv := range []struct {
-			key string
-			val *string
-		}{{"source", &s.sys.Source}, {"target", &s.sys.Target}} {
-			if kv.key == "target" && *kv.val == "" {
-				*kv.val = s.sys.Source
-			}
-			switch *kv.val {
-			case "", "csv":
-				*kv.val = "csv"
-			case "api":
-				if !s.api {
-					return fmt.Errorf("%s.%s: api is not available in this build; use csv", s.name, kv.key)
-				}
-			default:
-				return fmt.Errorf("%s.%s: unknown %s %q (want csv)", s.name, kv.key, kv.key, *kv.val)
-			}
-		}
-		s.sys.CSV = c.resolve(s.sys.CSV)
-	}
-	if err := c.D365.validateAPI(c); err != nil {
+	if err := c.transform.Check(); err != nil {
 		return err
 	}
-	if err := c.Campaign.validateAPI(c); err != nil {
+	c.extract = extract.Options{D365: d365, Campaign: campaign, MaxClockSkew: c.MaxClockSkew,
+		DataverseConn: extract.DataverseConn{Used: c.D365.api(), Credentials: c.credentials(c.D365.Credentials, c.D365.api()),
+			Tuning: c.D365.Tuning.extract(), URL: c.D365.URL, TenantID: c.D365.TenantID, AuthorityURL: c.D365.AuthorityURL},
+		CampaignConn: extract.CampaignConn{Used: c.Campaign.api(), Credentials: c.credentials(c.Campaign.Credentials, c.Campaign.api()),
+			Tuning: c.Campaign.Tuning.extract(), BaseURL: c.Campaign.BaseURL, Organization: c.Campaign.Organization, IMSURL: c.Campaign.IMSURL,
+			Scopes: c.Campaign.Scopes, Resource: c.Campaign.Resource, FilterName: c.Campaign.ChangedFilter.Name, FilterParam: c.Campaign.ChangedFilter.Param}}
+	if err := c.extract.Check(); err != nil {
 		return err
 	}
-	if c.auditRetention, err = parseRetention(c.AuditRetention); err != nil {
-		return fmt.Errorf("audit_retention: %w", err)
+	c.load = load.Options{D365Target: c.D365.target(), CampaignTarget: c.Campaign.target(), D365BatchSize: c.D365.BatchSize, D365API: c.D365.api()}
+	if err := c.load.Check(); err != nil {
+		return err
 	}
-	c.maxClockSkew = defaultClockSkew
-	if c.MaxClockSkew != "" {
-		if c.maxClockSkew, err = time.ParseDuration(strings.TrimSpace(c.MaxClockSkew)); err != nil || c.maxClockSkew < 0 {
-			return fmt.Errorf("max_clock_skew: %q is not a duration (90s, 1h)", c.MaxClockSkew)
-		}
-	}
-	c.pendingAlert = defaultPendingAlert
-	if strings.TrimSpace(c.PendingAlert) != "" {
-		if c.pendingAlert, err = parseRetention(c.PendingAlert); err != nil {
-			return fmt.Errorf("pending_alert: %w", err)
-		}
+	c.state = state.Options{AuditRetention: c.AuditRetention, PendingAlert: c.PendingAlert}
+	if err := c.state.Check(); err != nil {
+		return err
 	}
 	if err := c.validateLimits(); err != nil {
 		return err
 	}
+	c.extract.Limits = c.limits
+	c.D365.Source, c.D365.Target = c.extract.D365.Source, c.load.D365Target
+	c.Campaign.Source, c.Campaign.Target = c.extract.Campaign.Source, c.load.CampaignTarget
+	c.D365.CSV, c.Campaign.CSV = c.resolve(c.D365.CSV), c.resolve(c.Campaign.CSV)
 	c.MetricsFile = c.resolve(c.MetricsFile)
 	if c.State == "" {
 		c.State = "optsync.db"
@@ -468,8 +268,32 @@ func (c *Config) validate() error {
 		c.OutDir = "out"
 	}
 	c.OutDir = c.resolve(c.OutDir)
+	c.state.Path, c.load.OutDir = c.State, c.OutDir
 	c.collectPrivate()
 	return nil
+}
+
+// target is where the system's writes go: as configured, or where its
+// records come from.
+func (s *SystemConfig) target() string {
+	if s.Target == "" {
+		return s.Source
+	}
+	return s.Target
+}
+
+// credentials are the API client's, with the secret file found from the
+// config's folder when the API is used.
+func (c *Config) credentials(cr Credentials, api bool) extract.Credentials {
+	out := extract.Credentials{ClientID: cr.ClientID, ClientSecretEnv: cr.ClientSecretEnv, ClientSecretFile: cr.ClientSecretFile, ClientSecret: cr.ClientSecret}
+	if api {
+		out.ClientSecretFile = c.resolve(out.ClientSecretFile)
+	}
+	return out
+}
+
+func (t Tuning) extract() extract.Tuning {
+	return extract.Tuning{PageSize: t.PageSize, Concurrency: t.Concurrency, MaxTries: t.MaxTries, Timeout: t.Timeout, Overlap: t.Overlap}
 }
 
 // privateValue is one config value that the run history must not hold.
@@ -523,6 +347,14 @@ func (c *Config) collectPrivate() {
 	add("campaign.base_url", c.Campaign.BaseURL)
 	add("campaign.organization", c.Campaign.Organization)
 	add("campaign.ims_url", c.Campaign.IMSURL)
+	// as the extract stage resolved them (none before it has)
+	d, cp := &c.extract.DataverseConn, &c.extract.CampaignConn
+	add("d365.client_secret_file", d.ClientSecretFile)
+	add("campaign.client_secret_file", cp.ClientSecretFile)
+	add("d365.url", d.URL)
+	add("d365.authority_url", d.AuthorityURL)
+	add("campaign.base_url", cp.BaseURL)
+	add("campaign.ims_url", cp.IMSURL)
 	add("campaign.changed_filter.name", c.Campaign.ChangedFilter.Name)
 	add("campaign.changed_filter.param", c.Campaign.ChangedFilter.Param)
 	for i, sc := range c.Campaign.Scopes {
@@ -704,158 +536,4 @@ func (c *Config) resolve(p string) string {
 		return p
 	}
 	return filepath.Join(filepath.Dir(c.path), p)
-}
-
-// defaultClockSkew is max_clock_skew when the config does not set it.
-const defaultClockSkew = time.Hour
-
-// notAfter is the latest change time a run started at start believes: its
-// start plus max_clock_skew. Every change time read (rows, per-field
-// columns) and every one kept in state is held to it.
-func (c *Config) notAfter(start time.Time) time.Time { return start.Add(c.maxClockSkew) }
-
-// d365Layout and campaignLayout tell the readers which columns to take;
-// notAfter is the latest change time believed (see Config.notAfter).
-func (c *Config) d365Layout(notAfter time.Time) extract.Layout {
-	l := extract.Layout{Columns: c.D365.Columns, TimeLayout: c.D365.TimeLayout, NotAfter: notAfter, ColumnsKey: "d365.columns", Limits: c.limits}
-	for _, m := range c.Mappings {
-		l.Fields = append(l.Fields, m.D365)
-	}
-	return l
-}
-
-func (c *Config) campaignLayout(notAfter time.Time) extract.Layout {
-	l := extract.Layout{Columns: c.Campaign.Columns, TimeLayout: c.Campaign.TimeLayout, NotAfter: notAfter, ColumnsKey: "campaign.columns", Limits: c.limits}
-	any := false
-	for _, m := range c.Mappings {
-		l.Fields = append(l.Fields, m.Campaign)
-		l.FieldTimes = append(l.FieldTimes, m.CampaignModifiedColumn)
-		any = any || m.CampaignModifiedColumn != ""
-	}
-	if !any {
-		l.FieldTimes = nil
-	}
-	return l
-}
-
-// optinLimit is safety.max_optin: a count, or a percentage of the opt-outs
-// known before the run (rounded up, never below safety.min_optin).
-type optinLimit struct {
-	count   int
-	percent float64
-	isPct   bool
-	min     int
-}
-
-const (
-	defaultMaxOptin = 1000
-	defaultMinOptin = 10
-)
-
-// parseShare reads a count ("100") or a percentage ("2%").
-func parseShare(s string) (count int, pct float64, isPct bool, err error) {
-	if p, ok := strings.CutSuffix(s, "%"); ok {
-		v, err := strconv.ParseFloat(strings.TrimSpace(p), 64)
-		if err != nil || v < 0 || v > 100 {
-			return 0, 0, false, fmt.Errorf("%q is not a percentage from 0%% to 100%%", s)
-		}
-		return 0, v, true, nil
-	}
-	v, err := strconv.Atoi(s)
-	if err != nil || v < 0 {
-		return 0, 0, false, fmt.Errorf("%q is neither a count (100) nor a percentage (2%%)", s)
-	}
-	return v, 0, false, nil
-}
-
-func parseOptinLimit(s string) (optinLimit, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return optinLimit{count: defaultMaxOptin, min: defaultMinOptin}, nil
-	}
-	n, pct, isPct, err := parseShare(s)
-	return optinLimit{count: n, percent: pct, isPct: isPct, min: defaultMinOptin}, err
-}
-
-// allowed is the most opt-outs a run may clear when known opt-outs are at
-// stake before it.
-func (l optinLimit) allowed(known int) int {
-	if l.isPct {
-		// the epsilon keeps 29% of 100 at 29 despite binary fractions
-		return max(int(math.Ceil(l.percent*float64(known)/100-1e-9)), l.min)
-	}
-	return l.count
-}
-
-func (l optinLimit) String() string {
-	if l.isPct {
-		return strconv.FormatFloat(l.percent, 'f', -1, 64) + "%"
-	}
-	return strconv.Itoa(l.count)
-}
-
-// explain says how the limit came about, for a stop message.
-func (l optinLimit) explain(known, limit int) string {
-	if !l.isPct {
-		return "safety.max_optin " + l.String()
-	}
-	if limit == l.min && int(math.Ceil(l.percent*float64(known)/100-1e-9)) < l.min {
-		return fmt.Sprintf("safety.max_optin %s of %s, raised to safety.min_optin %d", l, plural(known, "known opt-out"), l.min)
-	}
-	return fmt.Sprintf("safety.max_optin %s of %s", l, plural(known, "known opt-out"))
-}
-
-// missingLimit is safety.max_missing: a count, or a percentage of the
-// records state knows on a side.
-type missingLimit struct {
-	count   int
-	percent float64
-	isPct   bool
-}
-
-const defaultMaxMissing = "10%"
-
-func parseMissingLimit(s string) (missingLimit, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		s = defaultMaxMissing
-	}
-	n, pct, isPct, err := parseShare(s)
-	return missingLimit{count: n, percent: pct, isPct: isPct}, err
-}
-
-// allowed is the most of known records a full read may lack.
-func (l missingLimit) allowed(known int) int {
-	if l.isPct {
-		return int(math.Floor(l.percent*float64(known)/100 + 1e-9))
-	}
-	return l.count
-}
-
-func (l missingLimit) String() string {
-	if l.isPct {
-		return strconv.FormatFloat(l.percent, 'f', -1, 64) + "%"
-	}
-	return strconv.Itoa(l.count)
-}
-
-const defaultRetention = 400 * 24 * time.Hour
-
-// parseRetention reads days ("400", "400d") or a Go duration ("72h").
-// defaultPendingAlert is how long a write may wait to be imported before
-// every run warns about it.
-const defaultPendingAlert = 3 * 24 * time.Hour
-
-func parseRetention(s string) (time.Duration, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return defaultRetention, nil
-	}
-	if days, err := strconv.Atoi(strings.TrimSuffix(s, "d")); err == nil && days > 0 {
-		return time.Duration(days) * 24 * time.Hour, nil
-	}
-	if d, err := time.ParseDuration(s); err == nil && d > 0 {
-		return d, nil
-	}
-	return 0, fmt.Errorf("%q is neither a number of days (400d) nor a duration (72h)", s)
 }

@@ -89,53 +89,6 @@ func TestConfigValid(t *testing.T) {
 	}
 }
 
-func TestOptinLimit(t *testing.T) {
-	cases := []struct {
-		spec  string
-		known int
-		want  int
-	}{
-		// a count stays a count
-		{"", 10, 1000}, {"100", 10, 100}, {"0", 10, 0}, {"100", 100000, 100},
-		// a percentage of the known opt-outs, rounded up, never below min_optin (10)
-		{"5%", 20000, 1000}, {"29%", 100, 29}, {"5%", 401, 21}, {"5%", 400, 20},
-		{"5%", 8, 10}, {"100%", 1, 10}, {"2%", 49, 10}, {"5%", 0, 10},
-	}
-	for _, tc := range cases {
-		l, err := parseOptinLimit(tc.spec)
-		if err != nil {
-			t.Fatalf("%q: %v", tc.spec, err)
-		}
-		if got := l.allowed(tc.known); got != tc.want {
-			t.Errorf("%q of %d = %d, want %d", tc.spec, tc.known, got, tc.want)
-		}
-	}
-	l, _ := parseOptinLimit("5%")
-	l.min = 0
-	if got := l.allowed(8); got != 1 {
-		t.Errorf("5%% of 8 with min_optin 0 = %d, want 1", got)
-	}
-}
-
-func TestMissingLimit(t *testing.T) {
-	cases := []struct {
-		spec  string
-		known int
-		want  int
-	}{
-		{"", 2930, 293}, {"10%", 100, 10}, {"10%", 9, 0}, {"25", 1000, 25}, {"0", 5, 0}, {"100%", 7, 7},
-	}
-	for _, tc := range cases {
-		l, err := parseMissingLimit(tc.spec)
-		if err != nil {
-			t.Fatalf("%q: %v", tc.spec, err)
-		}
-		if got := l.allowed(tc.known); got != tc.want {
-			t.Errorf("%q of %d = %d, want %d", tc.spec, tc.known, got, tc.want)
-		}
-	}
-}
-
 func TestRelativePathsResolveAgainstConfig(t *testing.T) {
 	p := newProject(t, "direction: bidirectional\nmappings:\n  - d365: donotemail\n    campaign: blackListEmail\nstate: s/state.db\nout_dir: o\nd365:\n  csv: in/d.csv\ncampaign:\n  csv: /abs/c.csv\n")
 	cfg, err := loadConfig(p.config)

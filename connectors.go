@@ -62,19 +62,20 @@ type d365Conn struct {
 	complete bool
 }
 
-func newD365Conn(cfg *D365Config, fields []string, log zerolog.Logger) (*d365Conn, error) {
-	secret, err := cfg.secret("d365")
+func newD365Conn(cfg *Config, fields []string, log zerolog.Logger) (*d365Conn, error) {
+	o := &cfg.extract.DataverseConn
+	secret, err := secret("d365", o.Credentials)
 	if err != nil {
 		return nil, err
 	}
-	c := &d365Conn{source: cfg.Source == "api", tracking: cfg.tracking()}
+	c := &d365Conn{source: cfg.D365.Source == "api", tracking: cfg.D365.tracking()}
 	client := apiclient.New(apiclient.Config{
-		TokenURL:     cfg.AuthorityURL + "/" + cfg.TenantID + "/oauth2/v2.0/token",
-		ClientID:     cfg.ClientID,
+		TokenURL:     o.AuthorityURL + "/" + o.TenantID + "/oauth2/v2.0/token",
+		ClientID:     o.ClientID,
 		ClientSecret: secret,
-		Scopes:       []string{cfg.URL + "/.default"},
-		Timeout:      cfg.timeout,
-		MaxTries:     cfg.MaxTries,
+		Scopes:       []string{o.URL + "/.default"},
+		Timeout:      o.TimeoutDuration(),
+		MaxTries:     o.MaxTries,
 		// A throttled service gets fewer writes in flight for the rest of
 		// the run: slower, but the run finishes.
 		OnThrottle: func() {
@@ -83,11 +84,11 @@ func newD365Conn(cfg *D365Config, fields []string, log zerolog.Logger) (*d365Con
 			}
 		},
 	}, log)
-	base := cfg.URL + "/api/data/v9.2/"
-	c.reader = &extract.Dataverse{Client: client, BaseURL: base, Fields: fields, PageSize: cfg.PageSize, Concurrency: cfg.Concurrency}
-	c.contacts = &extract.DataverseContacts{API: c.reader, Tracking: c.tracking, Overlap: cfg.overlap, Log: log}
-	if cfg.Target == "api" {
-		c.writer = &load.DataverseWriter{Client: client, Reader: c.reader, BaseURL: base, BatchSize: cfg.BatchSize, Concurrency: cfg.Concurrency, Log: log}
+	base := o.URL + "/api/data/v9.2/"
+	c.reader = &extract.Dataverse{Client: client, BaseURL: base, Fields: fields, PageSize: o.PageSize, Concurrency: o.Concurrency}
+	c.contacts = &extract.DataverseContacts{API: c.reader, Tracking: c.tracking, Overlap: o.OverlapDuration(), Log: log}
+	if cfg.load.D365Target == "api" {
+		c.writer = &load.DataverseWriter{Client: client, Reader: c.reader, BaseURL: base, BatchSize: cfg.load.D365BatchSize, Concurrency: o.Concurrency, Log: log}
 	}
 	return c, nil
 }
@@ -124,27 +125,28 @@ type campaignConn struct {
 	complete bool
 }
 
-func newCampaignConn(cfg *CampaignConfig, fields, fieldTimes []string, log zerolog.Logger) (*campaignConn, error) {
-	secret, err := cfg.secret("campaign")
+func newCampaignConn(cfg *Config, fields, fieldTimes []string, log zerolog.Logger) (*campaignConn, error) {
+	o := &cfg.extract.CampaignConn
+	secret, err := secret("campaign", o.Credentials)
 	if err != nil {
 		return nil, err
 	}
 	client := apiclient.New(apiclient.Config{
-		TokenURL:     cfg.IMSURL + "/ims/token/v3",
-		ClientID:     cfg.ClientID,
+		TokenURL:     o.IMSURL + "/ims/token/v3",
+		ClientID:     o.ClientID,
 		ClientSecret: secret,
-		Scopes:       cfg.Scopes,
-		Timeout:      cfg.timeout,
-		MaxTries:     cfg.MaxTries,
-		Header:       http.Header{"X-Api-Key": {cfg.ClientID}},
+		Scopes:       o.Scopes,
+		Timeout:      o.TimeoutDuration(),
+		MaxTries:     o.MaxTries,
+		Header:       http.Header{"X-Api-Key": {o.ClientID}},
 	}, log)
-	api := cfg.BaseURL + "/" + cfg.Organization + "/campaign/"
-	c := &campaignConn{source: cfg.Source == "api", filtered: cfg.ChangedFilter.Name != "",
-		reader: &extract.Campaign{Client: client, APIURL: api, Resource: cfg.Resource, Fields: fields, FieldTimes: fieldTimes, PageSize: cfg.PageSize}}
-	c.profiles = &extract.CampaignProfiles{API: c.reader, FilterName: cfg.ChangedFilter.Name, FilterParam: cfg.ChangedFilter.Param,
-		Overlap: cfg.overlap, Concurrency: cfg.Concurrency, Log: log}
-	if cfg.Target == "api" {
-		c.writer = &load.CampaignWriter{Client: client, Reader: c.reader, APIURL: api, Resource: cfg.Resource, Concurrency: cfg.Concurrency, MaxTries: cfg.MaxTries}
+	api := o.BaseURL + "/" + o.Organization + "/campaign/"
+	c := &campaignConn{source: cfg.Campaign.Source == "api", filtered: o.FilterName != "",
+		reader: &extract.Campaign{Client: client, APIURL: api, Resource: o.Resource, Fields: fields, FieldTimes: fieldTimes, PageSize: o.PageSize}}
+	c.profiles = &extract.CampaignProfiles{API: c.reader, FilterName: o.FilterName, FilterParam: o.FilterParam,
+		Overlap: o.OverlapDuration(), Concurrency: o.Concurrency, Log: log}
+	if cfg.load.CampaignTarget == "api" {
+		c.writer = &load.CampaignWriter{Client: client, Reader: c.reader, APIURL: api, Resource: o.Resource, Concurrency: o.Concurrency, MaxTries: o.MaxTries}
 	}
 	return c, nil
 }
@@ -165,8 +167,8 @@ func (c *campaignConn) read(ctx context.Context, st *state.Store, full bool, que
 // apiWriters are the run's writes through the APIs (see load.APIWriters);
 // a plan holds none.
 func (j *job) apiWriters() *load.APIWriters {
-	a := &load.APIWriters{Pairs: j.cfg.rules.Pairs, Redact: j.cfg.redact, Log: j.log,
-		Stage: func(name string, total int64, unit string) load.Bar { return j.progress.stage(name, total, unit) }}
+	a := &load.APIWriters{Pairs: j.cfg.transform.Rules.Pairs, Redact: j.cfg.redact, Log: j.log,
+		Stage: func(name string, total int64, unit string) load.Bar { return j.progress.Stage(name, total, unit) }}
 	if j.plan {
 		return a
 	}

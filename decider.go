@@ -11,6 +11,7 @@ import (
 
 	"optsync/extract"
 	"optsync/load"
+	"optsync/load/progress"
 	"optsync/state"
 	"optsync/transform"
 )
@@ -395,7 +396,7 @@ func entryID(m *joined, k int32) extract.ID {
 // sink (blocked entries with their reason), and lists the entries whose
 // state changes or that have decisions to log. Nothing per decision is held
 // in memory.
-func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink func(ch *load.Change, blocked *extract.Reject) error) (dirty []int32, err error) {
+func (d *decider) all(ctx context.Context, st *state.Store, prog *progress.Progress, sink func(ch *load.Change, blocked *extract.Reject) error) (dirty []int32, err error) {
 	var reader *state.Reader
 	if st != nil {
 		if reader, err = st.Reader(); err != nil {
@@ -403,7 +404,7 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress, sink
 		}
 		defer reader.Close()
 	}
-	bar := prog.stage("deciding", int64(len(d.matched.pairs)), "contacts")
+	bar := prog.Stage("deciding", int64(len(d.matched.pairs)), "contacts")
 	defer bar.Done()
 	decisions := make([]transform.Decision, 0, extract.MaxFields)
 	var prev transform.Snapshot
@@ -664,8 +665,8 @@ const commitChunk = 1 << 15
 //
 // While bbolt writes one chunk, the next is decided and encoded: chunks hold
 // disjoint contacts, so reading the next one beside the write is safe.
-func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress, started time.Time, dirty []int32, fin *state.Final) error {
-	bar := prog.stage("committing state", int64(len(dirty)), "contacts")
+func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress.Progress, started time.Time, dirty []int32, fin *state.Final) error {
+	bar := prog.Stage("committing state", int64(len(dirty)), "contacts")
 	defer bar.Done()
 	chunkSize := cmp.Or(d.chunk, commitChunk)
 	free := make(chan *state.Batch, 2)

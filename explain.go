@@ -150,7 +150,7 @@ func present(cfg *Config, st *state.Store, id extract.ID, field string) (*presen
 	if snap.CSeen {
 		p.Campaign.Modified = extract.FormatTime(snap.CModified)
 	}
-	for i, pair := range cfg.rules.Pairs {
+	for i, pair := range cfg.transform.Rules.Pairs {
 		if field != "" && pair.D365 != field && pair.Campaign != field {
 			continue
 		}

@@ -171,7 +171,7 @@ func (j *job) extract(ctx context.Context, st *state.Store, d365Files, campFiles
 		in.contacts = make([]extract.Contact, 0, min(est, firstRows))
 		for i, f := range d365Files {
 			err := j.readFile(ctx, f, "reading Dynamics", func(r io.Reader) error {
-				st, err := extract.ReadContacts(ctx, r, f.path, j.cfg.d365Layout(j.notAfter),
+				st, err := extract.ReadContacts(ctx, r, f.path, j.cfg.extract.D365Layout(j.notAfter),
 					func(c *extract.Contact) {
 						c.File = uint16(i)
 						in.contacts = append(grow(in.contacts, est), *c)
@@ -198,7 +198,7 @@ func (j *job) extract(ctx context.Context, st *state.Store, d365Files, campFiles
 		in.profiles = make([]extract.Profile, 0, min(est, firstRows))
 		for i, f := range campFiles {
 			err := j.readFile(ctx, f, "reading Campaign", func(r io.Reader) error {
-				st, err := extract.ReadProfiles(ctx, r, f.path, j.cfg.campaignLayout(j.notAfter),
+				st, err := extract.ReadProfiles(ctx, r, f.path, j.cfg.extract.CampaignLayout(j.notAfter),
 					func(p *extract.Profile) {
 						p.File = uint16(i)
 						in.profiles = append(grow(in.profiles, est), *p)
@@ -235,7 +235,7 @@ func (j *job) readFile(ctx context.Context, in inputFile, stage string, read fun
 		return fmt.Errorf("input %s cannot be read: %w", in.path, err)
 	}
 	defer f.Close()
-	bar := j.progress.stage(stage+" "+filepath.Base(in.path), in.size, "bytes")
+	bar := j.progress.Stage(stage+" "+filepath.Base(in.path), in.size, "bytes")
 	defer bar.Done()
 	return read(bar.Reader(f))
 }

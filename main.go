@@ -19,6 +19,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"optsync/extract"
+	"optsync/load"
+	"optsync/load/progress"
 	"optsync/state"
 )
 
@@ -95,6 +97,17 @@ type hooks struct {
 	// afterChunk is called after the nth transaction (from 1) committed.
 	commitChunk int
 	afterChunk  func(n int)
+}
+
+// summary is a run's counts (load.Summary), with the first failed writes
+// of each message, which go into the run's record in state.
+type summary struct {
+	load.Summary
+	failedWrites []state.Reasons
+}
+
+func newSummary(runID, command string) *summary {
+	return &summary{Summary: load.NewSummary(runID, command)}
 }
 
 // exitError carries an exit code through urfave/cli.
@@ -181,7 +194,7 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 	stdout, stderr := m.stdout, m.stderr
 	// One progress reporter for the process: log lines on a terminal clear
 	// the bar's line before they print.
-	prog := newProgress(stderr, isTerminal(stderr))
+	prog := progress.New(stderr, progress.IsTerminal(stderr))
 	exportFlags := []cli.Flag{
 		&cli.StringFlag{Name: "d365-csv", Usage: "Dynamics contacts export (default: d365.csv of the config)", EnvVars: []string{"OPTSYNC_D365_CSV"}},
 		&cli.StringFlag{Name: "campaign-csv", Usage: "Campaign profiles export (default: campaign.csv of the config)", EnvVars: []string{"OPTSYNC_CAMPAIGN_CSV"}},
@@ -206,7 +219,7 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 				// Monitoring must hear of a run that could not even start.
 				if path := c.String("metrics-file"); path != "" && !plan {
 					now := time.Now().UTC()
-					if merr := writeMetrics(path, runMetrics{Command: c.Command.Name, Started: now, Ended: now, ExitCode: exitCode(err)}); merr != nil {
+					if merr := load.WriteMetrics(path, load.RunMetrics{Command: c.Command.Name, Started: now, Ended: now, ExitCode: exitCode(err)}); merr != nil {
 						log.Error().Err(merr).Str("file", path).Msg("writing the metrics file")
 					}
 				}
@@ -242,11 +255,14 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 				metricsPath = cfg.MetricsFile
 			}
 			if metricsPath != "" && !plan {
-				m := runMetrics{Command: j.command, Started: j.started, Ended: time.Now().UTC(), ExitCode: exitOK, Sum: j.sum}
+				m := load.RunMetrics{Command: j.command, Started: j.started, Ended: time.Now().UTC(), ExitCode: exitOK}
+				if j.sum != nil {
+					m.Sum = &j.sum.Summary
+				}
 				if err != nil {
 					m.ExitCode = exitCode(err)
 				}
-				if merr := writeMetrics(metricsPath, m); merr != nil {
+				if merr := load.WriteMetrics(metricsPath, m); merr != nil {
 					log.Error().Err(merr).Str("file", metricsPath).Msg("writing the metrics file")
 				}
 			}
@@ -295,7 +311,7 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 			&cli.StringFlag{Name: "metrics-file", Usage: "write Prometheus textfile metrics here after every run (default: metrics_file of the config)", EnvVars: []string{"OPTSYNC_METRICS_FILE"}},
 		},
 		Before: func(c *cli.Context) error {
-			l, err := newLogger(prog.logWriter(stderr), isTerminal(stderr), c.String("log-format"), c.String("log-level"))
+			l, err := newLogger(prog.LogWriter(stderr), progress.IsTerminal(stderr), c.String("log-format"), c.String("log-level"))
 			if err != nil {
 				return withCode(exitUsage, err)
 			}

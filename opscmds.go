@@ -32,7 +32,7 @@ func openReadOnly(cfg *Config, log zerolog.Logger) (*state.Store, error) {
 	if _, err := os.Lstat(cfg.State); errors.Is(err, fs.ErrNotExist) { // a dangling link is an error, not "no state"
 		return nil, nil
 	}
-	st, err := state.OpenReadOnly(cfg.State, cfg.rules.Pairs)
+	st, err := state.OpenReadOnly(cfg.State, cfg.transform.Rules.Pairs)
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +52,7 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 	if t, err := time.Parse("2006-01-02", s); err == nil {
 		return t, nil
 	}
-	if d, err := parseRetention(s); err == nil {
+	if d, err := state.ParseDays(s, state.DefaultRetention); err == nil {
 		return now.Add(-d), nil
 	}
 	return time.Time{}, fmt.Errorf("--since %q: want RFC 3339, a date (2026-11-01) or an age (72h, 30d)", s)
@@ -192,7 +192,7 @@ func auditCommand(cfg *Config, c *cli.Context, out io.Writer, log zerolog.Logger
 // checkField refuses a --field that names no mapping: a typo must not read
 // as "no history". A mapping the decision log still has entries of counts.
 func checkField(cfg *Config, st *state.Store, field string) error {
-	pairs := slices.Clone(cfg.rules.Pairs)
+	pairs := slices.Clone(cfg.transform.Rules.Pairs)
 	if st != nil {
 		logged, err := st.LogPairs()
 		if err != nil {
@@ -210,7 +210,7 @@ func checkField(cfg *Config, st *state.Store, field string) error {
 			return nil
 		}
 	}
-	for _, p := range cfg.rules.Pairs {
+	for _, p := range cfg.transform.Rules.Pairs {
 		names = append(names, p.D365, p.Campaign)
 	}
 	return withCode(exitUsage, fmt.Errorf("--field %s is not a mapped field; the mapped fields are %s", field, strings.Join(names, ", ")))
@@ -282,7 +282,7 @@ func exportSnapshots(cfg *Config, only *extract.ID, out io.Writer, log zerolog.L
 		if s.Decided != 0 {
 			decided = time.Unix(s.Decided, 0).UTC().Format(time.RFC3339)
 		}
-		for i, p := range cfg.rules.Pairs {
+		for i, p := range cfg.transform.Rules.Pairs {
 			ps := s.Pairs[i]
 			dRaw, dPending := ps.DRaw, ps.DWritten
 			if p.Invert { // the Dynamics columns in the field's own polarity
@@ -346,10 +346,10 @@ func seen(ok bool, ms int64) string {
 // stateReset forgets agreed snapshots so the next run decides those pairs
 // as at first sight, and records that it did in the run history.
 func stateReset(ctx context.Context, cfg *Config, field string, out io.Writer, log zerolog.Logger) error {
-	pairs := cfg.rules.Pairs
+	pairs := cfg.transform.Rules.Pairs
 	if field != "" {
 		pairs = nil
-		for _, p := range cfg.rules.Pairs {
+		for _, p := range cfg.transform.Rules.Pairs {
 			if strings.EqualFold(p.D365, field) {
 				pairs = append(pairs, p)
 			}
@@ -361,7 +361,7 @@ func stateReset(ctx context.Context, cfg *Config, field string, out io.Writer, l
 	if err := checkStateKept(cfg, false); err != nil {
 		return err
 	}
-	st, err := state.Open(cfg.State, cfg.rules.Pairs)
+	st, err := state.Open(cfg.State, cfg.transform.Rules.Pairs)
 	if err != nil {
 		return err
 	}
@@ -371,7 +371,7 @@ func stateReset(ctx context.Context, cfg *Config, field string, out io.Writer, l
 	}
 	started := time.Now().UTC()
 	run := &state.Run{ID: newRunID(started), Command: "state reset", Started: started, Outcome: "running",
-		Direction: string(cfg.rules.Direction), Policy: string(cfg.rules.Policy)}
+		Direction: string(cfg.transform.Rules.Direction), Policy: string(cfg.transform.Rules.Policy)}
 	if err := st.BeginRun(run); err != nil {
 		return err
 	}

@@ -130,7 +130,7 @@ func (g *guard) message(cfg *Config) string {
 				c.system, c.input, plural(c.known, c.record), c.system)
 		} else {
 			fmt.Fprintf(&b, "safety stop: the %s input (%s) lacks %d of the %s state knows from %s (%s); safety.max_missing %s allows %d. Nothing was written or dropped.\n",
-				c.system, c.input, c.missing(), plural(c.known, c.record), c.system, percent(c.missing(), c.known), cfg.maxMissing, c.limit)
+				c.system, c.input, c.missing(), plural(c.known, c.record), c.system, percent(c.missing(), c.known), cfg.transform.MissingLimit, c.limit)
 		}
 		b.WriteString("first examples (in state, not in the input):\n")
 		for _, e := range c.examples {
@@ -139,7 +139,7 @@ func (g *guard) message(cfg *Config) string {
 	}
 	if g.optinStops() {
 		fmt.Fprintf(&b, "safety stop: this run would clear %d of %s (%s), limit %d (%s). Nothing was written.\n",
-			g.clears, plural(g.knownOptOuts, "known opt-out"), percent(g.clears, g.knownOptOuts), g.optinLimit, cfg.maxOptin.explain(g.knownOptOuts, g.optinLimit))
+			g.clears, plural(g.knownOptOuts, "known opt-out"), percent(g.clears, g.knownOptOuts), g.optinLimit, cfg.transform.OptinLimit.Explain(g.knownOptOuts, g.optinLimit))
 		b.WriteString("first examples:\n")
 		for _, e := range g.optinExamples {
 			b.WriteString("  " + e + "\n")
@@ -178,7 +178,7 @@ func (g *guard) err() error {
 func (j *job) checkSafety(st *state.Store, tot state.Totals, d *decider, sum *summary, in *safetyInputs) (*guard, error) {
 	g := &guard{clears: sum.OptoutsCleared, optinExamples: in.examples}
 	g.knownOptOuts = tot.OptOutSum() + d.optOutDelta
-	g.optinLimit = j.cfg.maxOptin.allowed(g.knownOptOuts)
+	g.optinLimit = j.cfg.transform.OptinLimit.Allowed(g.knownOptOuts)
 	sum.KnownOptOuts, sum.OptinLimit = g.knownOptOuts, g.optinLimit
 	if st == nil {
 		return g, nil
@@ -198,7 +198,7 @@ func (j *job) checkSafety(st *state.Store, tot state.Totals, d *decider, sum *su
 	g.sides[1].present += cx
 	for i := range g.sides {
 		c := &g.sides[i]
-		c.limit = j.cfg.maxMissing.allowed(c.known)
+		c.limit = j.cfg.transform.MissingLimit.Allowed(c.known)
 		if c.checked {
 			if i == 0 {
 				sum.MissingD365, sum.KnownD365 = c.missing(), c.known

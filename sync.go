@@ -18,6 +18,7 @@ import (
 
 	"optsync/extract"
 	"optsync/load"
+	"optsync/load/progress"
 	"optsync/state"
 	"optsync/transform"
 )
@@ -43,7 +44,7 @@ type job struct {
 	// is where the state file found was moved ("" when there was none).
 	newState   bool
 	stateAside string
-	progress   *progress
+	progress   *progress.Progress
 	hooks      hooks
 	dv         *d365Conn     // the Dataverse connector, when d365 uses the API
 	cv         *campaignConn // the Campaign connector, when campaign uses the API
@@ -128,11 +129,11 @@ func (j *job) run(ctx context.Context) (err error) {
 	cfg := j.cfg
 	j.started = time.Now().UTC()
 	started := j.started
-	j.notAfter = cfg.notAfter(started)
+	j.notAfter = cfg.extract.NotAfter(started)
 	runID := newRunID(started)
 	log := j.log.With().Str("run_id", runID).Str("command", j.command).Logger()
 	j.log = log
-	rules := cfg.rules
+	rules := cfg.transform.Rules
 	rules.Replay = j.replay
 	// A write to an update file is seen only after someone imports it.
 	rules.ImportD365, rules.ImportCampaign = cfg.D365.Target == "csv", cfg.Campaign.Target == "csv"
@@ -166,7 +167,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		// A plan is not in the history; its report previews the run.
 		defer func() {
 			if err == nil {
-				run.Ended, run.Outcome, run.Counts = time.Now().UTC(), "planned", sum.counts()
+				run.Ended, run.Outcome, run.Counts = time.Now().UTC(), "planned", sum.Counts()
 				j.report(st, run)
 			}
 		}()
@@ -182,7 +183,7 @@ func (j *job) run(ctx context.Context) (err error) {
 			}
 			// The history keeps no config value: a secret pasted into the
 			// wrong key would otherwise end up in the state file.
-			run.Ended, run.ExitCode, run.Error, run.Counts = time.Now().UTC(), exitCode(err), cfg.redact(err.Error()), sum.counts()
+			run.Ended, run.ExitCode, run.Error, run.Counts = time.Now().UTC(), exitCode(err), cfg.redact(err.Error()), sum.Counts()
 			run.Outcome = "error"
 			var se *signalError
 			if errors.As(err, &se) {
@@ -275,7 +276,7 @@ func (j *job) run(ctx context.Context) (err error) {
 			joinedP[pi] = true
 		}
 	})
-	sum.addJoin(js, len(rules.Pairs))
+	sum.AddJoin(js, len(rules.Pairs))
 
 	// load: decisions stream into the run's files as they are made; the
 	// files stay under temporary names until Finish, so a safety stop (or
@@ -284,7 +285,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	w, err := load.NewWriter(load.Options{
+	w, err := load.NewWriter(load.WriterOptions{
 		Dir: cfg.OutDir, RunID: runID, Pairs: rules.Pairs, Plan: j.plan,
 		D365Updates: cfg.D365.Target == "csv", CampaignUpdates: cfg.Campaign.Target == "csv",
 		PendingSince: runName, Uncommitted: !j.plan,
@@ -333,7 +334,7 @@ func (j *job) run(ctx context.Context) (err error) {
 				rejects = append(rejects, *blocked)
 				return nil
 			}
-			sum.addDecisions(ch.Decisions)
+			sum.AddDecisions(ch.Decisions)
 			examples = j.addExamples(examples, ch)
 			if api.Holds(ch) {
 				held = append(held, api.Hold(ch))
@@ -412,8 +413,8 @@ func (j *job) run(ctx context.Context) (err error) {
 		}
 		w.Abort()
 		fmt.Fprintln(j.stdout, g.message(cfg))
-		sum.stopped()
-		run.Ended, run.Outcome, run.ExitCode, run.Counts = time.Now().UTC(), "safety-stop", exitSafety, sum.counts()
+		sum.Stopped()
+		run.Ended, run.Outcome, run.ExitCode, run.Counts = time.Now().UTC(), "safety-stop", exitSafety, sum.Counts()
 		if err := st.EndRun(run); err != nil {
 			return err
 		}
@@ -491,8 +492,8 @@ func (j *job) run(ctx context.Context) (err error) {
 			}
 			fin.Retry = append(fin.Retry, it)
 		}
-		if cfg.auditRetention > 0 {
-			fin.PruneBefore = started.Add(-cfg.auditRetention)
+		if cfg.state.Retention() > 0 {
+			fin.PruneBefore = started.Add(-cfg.state.Retention())
 		}
 		for _, f := range slices.Concat(d365Files, campFiles) {
 			if f.sum != "" {
@@ -503,7 +504,7 @@ func (j *job) run(ctx context.Context) (err error) {
 				fin.Files = append(fin.Files, state.ProcessedFile{SHA256: f.sum, System: system, Path: f.path, Size: f.size, RunID: runID, Processed: time.Now().UTC()})
 			}
 		}
-		run.Ended, run.Outcome, run.ExitCode, run.Counts = time.Now().UTC(), "ok", exitOK, sum.counts()
+		run.Ended, run.Outcome, run.ExitCode, run.Counts = time.Now().UTC(), "ok", exitOK, sum.Counts()
 		if len(d.failed) > 0 {
 			run.Outcome, run.ExitCode = "failed-writes", exitWriteFailed
 		}
@@ -530,7 +531,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		// mapping's snapshots go now that the run has committed (a run that
 		// stopped kept them). Killed here, the next run drops them.
 		if len(j.mappingsRemoved) > 0 {
-			dropped, err := st.DropUnmapped(context.WithoutCancel(ctx), cfg.rules.Pairs)
+			dropped, err := st.DropUnmapped(context.WithoutCancel(ctx), cfg.transform.Rules.Pairs)
 			if err != nil {
 				log.Error().Err(err).Msg("dropping the snapshots of removed mappings failed; the next run drops them")
 			}
@@ -540,8 +541,8 @@ func (j *job) run(ctx context.Context) (err error) {
 		}
 		j.report(st, run)
 	}
-	fmt.Fprintln(j.stdout, sum.line(time.Since(started)))
-	log.Info().Interface("counts", sum.counts()).Str("took", took(time.Since(started))).Msg("run finished")
+	fmt.Fprintln(j.stdout, sum.Line(time.Since(started)))
+	log.Info().Interface("counts", sum.Counts()).Str("took", took(time.Since(started))).Msg("run finished")
 	if cut != nil {
 		return cut // what was applied is committed; the rest is queued
 	}
@@ -580,7 +581,7 @@ func (j *job) reportPending(groups map[int64]*pendingGroup, runName func(int64) 
 		sum.PendingNotSeen += g.writes
 		age := j.started.Sub(time.UnixMilli(g.oldest))
 		sum.PendingOldest = max(sum.PendingOldest, age)
-		if age <= j.cfg.pendingAlert {
+		if age <= j.cfg.state.PendingAlertAfter() {
 			continue
 		}
 		ids := make([]string, len(g.contacts))
@@ -594,7 +595,7 @@ func (j *job) reportPending(groups map[int64]*pendingGroup, runName func(int64) 
 		if at != 0 {
 			ev = ev.Time("written_at", time.UnixMilli(at).UTC())
 		}
-		ev.Dur("pending_alert", j.cfg.pendingAlert).Msg("writes in update files are not seen in the exports for longer than pending_alert: import the update file of the run that wrote them, or of the latest run that wrote them again")
+		ev.Dur("pending_alert", j.cfg.state.PendingAlertAfter()).Msg("writes in update files are not seen in the exports for longer than pending_alert: import the update file of the run that wrote them, or of the latest run that wrote them again")
 	}
 }
 
@@ -743,20 +744,20 @@ func (j *job) openState() (*state.Store, error) {
 		return openReadOnly(j.cfg, j.log)
 	}
 	if j.newState {
-		st, aside, err := state.OpenNew(j.cfg.State, j.cfg.rules.Pairs)
+		st, aside, err := state.OpenNew(j.cfg.State, j.cfg.transform.Rules.Pairs)
 		j.stateAside = aside
 		return st, err
 	}
-	return state.Open(j.cfg.State, j.cfg.rules.Pairs)
+	return state.Open(j.cfg.State, j.cfg.transform.Rules.Pairs)
 }
 
 // runConfig is the config in effect, kept with the run for its report.
 func (j *job) runConfig() *state.RunConfig {
 	cfg := j.cfg
-	rc := &state.RunConfig{Direction: string(cfg.rules.Direction), Policy: string(cfg.rules.Policy),
-		MaxOptin: cfg.maxOptin.String(),
+	rc := &state.RunConfig{Direction: string(cfg.transform.Rules.Direction), Policy: string(cfg.transform.Rules.Policy),
+		MaxOptin: cfg.transform.OptinLimit.String(),
 		D365:     cfg.D365.Source + " → " + cfg.D365.Target, Campaign: cfg.Campaign.Source + " → " + cfg.Campaign.Target}
-	for _, p := range cfg.rules.Pairs {
+	for _, p := range cfg.transform.Rules.Pairs {
 		rc.Mappings = append(rc.Mappings, state.Mapping{D365: p.D365, Campaign: p.Campaign, Invert: p.Invert})
 	}
 	for _, o := range []struct {
@@ -771,7 +772,7 @@ func (j *job) runConfig() *state.RunConfig {
 }
 
 func (j *job) configRecord() *state.ConfigRecord {
-	return &state.ConfigRecord{Direction: string(j.cfg.rules.Direction), Policy: string(j.cfg.rules.Policy), Pairs: j.cfg.rules.Pairs}
+	return &state.ConfigRecord{Direction: string(j.cfg.transform.Rules.Direction), Policy: string(j.cfg.transform.Rules.Policy), Pairs: j.cfg.transform.Rules.Pairs}
 }
 
 // configChanges compares the config with the one the last run used: changes
@@ -781,7 +782,7 @@ func (j *job) configRecord() *state.ConfigRecord {
 // removed loses its snapshots once the run has committed, so a run that
 // stops (safety limit, missing column, …) leaves state as it was.
 func (j *job) configChanges(st *state.Store) ([]string, error) {
-	removed, err := st.Unmapped(j.cfg.rules.Pairs)
+	removed, err := st.Unmapped(j.cfg.transform.Rules.Pairs)
 	if err != nil {
 		return nil, err
 	}
@@ -837,7 +838,7 @@ func (j *job) addExamples(examples []string, ch *load.Change) []string {
 		if !d.ClearsOptOut || d.Skip != "" {
 			continue
 		}
-		p := j.cfg.rules.Pairs[d.Pair]
+		p := j.cfg.transform.Rules.Pairs[d.Pair]
 		field := p.Campaign
 		if d.Target == transform.ToD365 {
 			field = p.D365
@@ -912,15 +913,15 @@ func (j *job) connect(rules *transform.Rules) error {
 			fields[i] = p.D365
 		}
 		var err error
-		if j.dv, err = newD365Conn(&cfg.D365, fields, j.log); err != nil {
+		if j.dv, err = newD365Conn(cfg, fields, j.log); err != nil {
 			return err
 		}
 		j.dv.reader.NotAfter = j.notAfter
 	}
 	if cfg.Campaign.api() {
-		l := cfg.campaignLayout(j.notAfter)
+		l := cfg.extract.CampaignLayout(j.notAfter)
 		var err error
-		if j.cv, err = newCampaignConn(&cfg.Campaign, l.Fields, l.FieldTimes, j.log); err != nil {
+		if j.cv, err = newCampaignConn(cfg, l.Fields, l.FieldTimes, j.log); err != nil {
 			return err
 		}
 		j.cv.reader.NotAfter = j.notAfter

@@ -57,7 +57,7 @@ func recoverUncommitted(cfg *Config, st *state.Store, log zerolog.Logger) error 
 			if _, err := d.Stat(strings.Replace(name, "-uncommitted.csv", ".csv", 1)); err == nil {
 				continue // done by an earlier run
 			}
-			keep := writtenBy(reader, cfg.rules.Pairs, rec, known, strings.HasPrefix(name, "d365-"))
+			keep := writtenBy(reader, cfg.transform.Rules.Pairs, rec, known, strings.HasPrefix(name, "d365-"))
 			kept, dropped, err := d.RecoverUpdates(name, keep)
 			if err != nil {
 				return err

@@ -5,7 +5,9 @@
 // where records came from (a file, an API, the retry queue) for rejects and
 // messages. It knows spellings, layouts, columns and the APIs' shapes; it
 // makes no decisions. The HTTP client both APIs are read and written with
-// is in extract/apiclient.
+// is in extract/apiclient. Options is the reads' part of the config (the
+// inputs, the API connections, max_clock_skew, input:), with the checks
+// that name its keys.
 package extract
 
 import (

@@ -2,7 +2,11 @@
 // the update files the systems' own import tools read; for API targets, the
 // Dataverse $batch and Campaign PATCH writes, held until every decision is
 // made (APIWriters), with what the services refused returned as a value.
-// Every run also writes its audit and rejects files.
+// Every run also writes its audit and rejects files. What a run tells the
+// people watching it is here too: its summary line (Summary), the
+// Prometheus metrics file (WriteMetrics) and, in load/progress, the
+// progress display on a terminal. Options is the writes' part of the
+// config (out_dir, targets, d365.batch_size), with its checks.
 package load
 
 import (

@@ -246,7 +246,7 @@ func TestWriterPlantedLinks(t *testing.T) {
 	for _, n := range []string{"audit-R.csv.partial", "rejects-R.csv.partial", "d365-updates-R.csv.partial", "audit-R.csv", "rejects-R.csv"} {
 		plant(n)
 	}
-	w, err := NewWriter(Options{Dir: dir, RunID: "R", Pairs: pairs, D365Updates: true, CampaignUpdates: true}, decided)
+	w, err := NewWriter(WriterOptions{Dir: dir, RunID: "R", Pairs: pairs, D365Updates: true, CampaignUpdates: true}, decided)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,8 +78,8 @@ type Change struct {
 	CampaignRaced bool
 }
 
-// Options says which files a run writes.
-type Options struct {
+// WriterOptions says which files a run writes.
+type WriterOptions struct {
 	Dir   string
 	RunID string
 	Pairs []transform.Pair
@@ -102,7 +102,7 @@ type Options struct {
 
 // Writer writes one run's output files.
 type Writer struct {
-	opt       Options
+	opt       WriterOptions
 	dir       *Dir
 	decidedAt string
 	audit     *outFile
@@ -119,7 +119,7 @@ type Writer struct {
 }
 
 // NewWriter creates the run's files (0600, in a 0700 folder: see OutDir).
-func NewWriter(opt Options, decidedAt time.Time) (_ *Writer, err error) {
+func NewWriter(opt WriterOptions, decidedAt time.Time) (_ *Writer, err error) {
 	dir, err := OutDir(opt.Dir)
 	if err != nil {
 		return nil, err

@@ -101,7 +101,7 @@ func TestWriterRun(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "out")
-			w, err := NewWriter(Options{Dir: dir, RunID: "R", Pairs: pairs, Plan: tt.plan, D365Updates: tt.d, CampaignUpdates: tt.c}, decided)
+			w, err := NewWriter(WriterOptions{Dir: dir, RunID: "R", Pairs: pairs, Plan: tt.plan, D365Updates: tt.d, CampaignUpdates: tt.c}, decided)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -189,7 +189,7 @@ func TestWriterRun(t *testing.T) {
 func TestAuditEscapesD365Field(t *testing.T) {
 	dir := t.TempDir()
 	p := []transform.Pair{{D365: "=cmd|'/c calc'!A1", Campaign: "email"}}
-	w, err := NewWriter(Options{Dir: dir, RunID: "R", Pairs: p, Plan: true}, decided)
+	w, err := NewWriter(WriterOptions{Dir: dir, RunID: "R", Pairs: p, Plan: true}, decided)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ func TestAuditEscapesD365Field(t *testing.T) {
 func TestAbortRemovesPartials(t *testing.T) {
 	for _, plan := range []bool{false, true} {
 		dir := t.TempDir()
-		w, err := NewWriter(Options{Dir: dir, RunID: "R", Pairs: pairs, Plan: plan, D365Updates: true, CampaignUpdates: true}, decided)
+		w, err := NewWriter(WriterOptions{Dir: dir, RunID: "R", Pairs: pairs, Plan: plan, D365Updates: true, CampaignUpdates: true}, decided)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -244,7 +244,7 @@ func TestNewWriterCreateFailure(t *testing.T) {
 						t.Errorf("NewWriter panicked: %v", r)
 					}
 				}()
-				_, err = NewWriter(Options{Dir: dir, RunID: "R", Pairs: pairs, D365Updates: true, CampaignUpdates: true, failCreate: fail}, decided)
+				_, err = NewWriter(WriterOptions{Dir: dir, RunID: "R", Pairs: pairs, D365Updates: true, CampaignUpdates: true, failCreate: fail}, decided)
 				if !errors.Is(err, boom) {
 					t.Errorf("NewWriter: %v, want %v", err, boom)
 				}
@@ -270,7 +270,7 @@ func TestUncommittedFilesTakeTheirNamesOnCommit(t *testing.T) {
 	}
 	for _, commit := range []bool{true, false} {
 		dir := t.TempDir()
-		w, err := NewWriter(Options{Dir: dir, RunID: "R", Pairs: pairs, D365Updates: true, CampaignUpdates: true, Uncommitted: true}, decided)
+		w, err := NewWriter(WriterOptions{Dir: dir, RunID: "R", Pairs: pairs, D365Updates: true, CampaignUpdates: true, Uncommitted: true}, decided)
 		if err != nil {
 			t.Fatal(err)
 		}

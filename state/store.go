@@ -1,6 +1,7 @@
 // Package state keeps what optsync knows between runs in one bbolt file:
 // per-contact snapshots, totals over them, the decision log, the run history
-// and the schema version.
+// and the schema version. Options is its part of the config (the state
+// file, audit_retention, pending_alert), with its checks.
 //
 // Two locks guard it. A run (backfill, run, state reset) holds the run lock,
 // <state>.lock, for its whole life: a second run exits at once, naming the

@@ -1,5 +1,8 @@
 // Package transform decides, per contact and mapped pair, which value each
 // system should hold. It is pure: records and snapshots in, decisions out.
+// Options is the rules' part of the config (direction, policy, mappings,
+// the safety limits max_optin, min_optin and max_missing), with the checks
+// that name its keys and the limits' arithmetic (OptinLimit, MissingLimit).
 package transform
 
 import "fmt"

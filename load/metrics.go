@@ -1,4 +1,4 @@
-package main
+package load
 
 import (
 	"fmt"
@@ -7,27 +7,25 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
-
-	"optsync/load"
 )
 
-// runMetrics is what one run reports to cron monitoring.
-type runMetrics struct {
+// RunMetrics is what one run reports to cron monitoring.
+type RunMetrics struct {
 	Command  string
 	Started  time.Time
 	Ended    time.Time
 	ExitCode int
-	Sum      *summary // may be nil when the run failed before counting
+	Sum      *Summary // may be nil when the run failed before counting
 }
 
 const metricsPrefix = "optsync_last_run_"
 
-// writeMetrics writes the Prometheus textfile-collector format to path,
+// WriteMetrics writes the Prometheus textfile-collector format to path,
 // atomically and never through a link, as every file optsync writes
-// (load.WriteFile). It is 0644, for node_exporter: the file holds counts
+// (WriteFile). It is 0644, for node_exporter: the file holds counts
 // only, no personal data. (prometheus.WriteToTextfile is not used: it sets
 // the mode by name, which a link planted in the folder would redirect.)
-func writeMetrics(path string, m runMetrics) error {
+func WriteMetrics(path string, m RunMetrics) error {
 	reg := prometheus.NewRegistry()
 	cmd := prometheus.Labels{"command": m.Command}
 
@@ -116,7 +114,7 @@ func writeMetrics(path string, m runMetrics) error {
 	if err != nil {
 		return fmt.Errorf("metrics: gather: %w", err)
 	}
-	err = load.WriteFile(path, load.FileOptions{Mode: 0o644}, func(w io.Writer) error {
+	err = WriteFile(path, FileOptions{Mode: 0o644}, func(w io.Writer) error {
 		for _, mf := range mfs {
 			if _, err := expfmt.MetricFamilyToText(w, mf); err != nil {
 				return err

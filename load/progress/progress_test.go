@@ -1,4 +1,4 @@
-package main
+package progress
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 
 // output is what p has written to buf so far, read under p's lock: a bar of
 // unknown total draws from its own goroutine.
-func output(p *progress, buf *bytes.Buffer) string {
+func output(p *Progress, buf *bytes.Buffer) string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return buf.String()
@@ -27,10 +27,10 @@ func lastLine(out string) string {
 
 func TestProgressDisabledWritesNothing(t *testing.T) {
 	var buf bytes.Buffer
-	p := newProgress(&buf, false)
+	p := New(&buf, false)
 	for _, total := range []int64{0, 1000} {
 		for _, unit := range []string{"rows", "bytes"} {
-			s := p.stage("reading d365.csv", total, unit)
+			s := p.Stage("reading d365.csv", total, unit)
 			for range 100_000 {
 				s.Add(1)
 			}
@@ -46,29 +46,29 @@ func TestProgressDisabledWritesNothing(t *testing.T) {
 		t.Fatalf("disabled progress wrote %q", buf.String())
 	}
 
-	// A nil *progress (a job built without one) is disabled too.
-	var none *progress
-	s := none.stage("decisions", 10, "contacts")
+	// A nil *Progress (a job built without one) is disabled too.
+	var none *Progress
+	s := none.Stage("decisions", 10, "contacts")
 	s.Add(5)
 	s.Done()
 
 	// Nor does enabled draw on a nil writer.
-	if s := newProgress(nil, true).stage("x", 1, "rows"); s != nil {
-		t.Fatal("newProgress(nil, true) draws")
+	if s := New(nil, true).Stage("x", 1, "rows"); s != nil {
+		t.Fatal("New(nil, true) draws")
 	}
 }
 
 func TestProgressDisabledReaderIsTheReader(t *testing.T) {
 	r := strings.NewReader("x")
-	if got := newProgress(io.Discard, false).stage("x", 1, "bytes").Reader(r); got != io.Reader(r) {
+	if got := New(io.Discard, false).Stage("x", 1, "bytes").Reader(r); got != io.Reader(r) {
 		t.Fatalf("disabled Reader wrapped the reader: %T", got)
 	}
 }
 
 func TestProgressKnownTotal(t *testing.T) {
 	var buf bytes.Buffer
-	p := newProgress(&buf, true)
-	s := p.stage("reading contacts", 5000, "rows")
+	p := New(&buf, true)
+	s := p.Stage("reading contacts", 5000, "rows")
 	for range 5000 {
 		s.Add(1)
 	}
@@ -88,8 +88,8 @@ func TestProgressKnownTotal(t *testing.T) {
 
 func TestProgressUnknownTotal(t *testing.T) {
 	var buf bytes.Buffer
-	p := newProgress(&buf, true)
-	s := p.stage("decisions", 0, "contacts")
+	p := New(&buf, true)
+	s := p.Stage("decisions", 0, "contacts")
 	for range 12345 {
 		s.Add(1)
 	}
@@ -108,15 +108,15 @@ func TestProgressUnknownTotal(t *testing.T) {
 
 func TestProgressStageEndedEarlyOrPastItsTotal(t *testing.T) {
 	var buf bytes.Buffer
-	p := newProgress(&buf, true)
-	s := p.stage("writes", 1000, "rows")
+	p := New(&buf, true)
+	s := p.Stage("writes", 1000, "rows")
 	s.Add(400)
 	s.Done()
 	if got, want := lastLine(output(p, &buf)), "writes: 400 of 1000 rows in "; !strings.HasPrefix(got, want) {
 		t.Errorf("last line %q, want it to start %q", got, want)
 	}
 
-	s = p.stage("reading export", 100, "rows")
+	s = p.Stage("reading export", 100, "rows")
 	for range 1000 {
 		s.Add(1)
 	}
@@ -129,8 +129,8 @@ func TestProgressStageEndedEarlyOrPastItsTotal(t *testing.T) {
 func TestProgressReaderCountsBytes(t *testing.T) {
 	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
 	var buf bytes.Buffer
-	p := newProgress(&buf, true)
-	s := p.stage("reading d365.csv", int64(len(data)), "bytes")
+	p := New(&buf, true)
+	s := p.Stage("reading d365.csv", int64(len(data)), "bytes")
 	// Reads of uneven sizes, as through a bufio.Reader over a file.
 	n, err := io.Copy(io.Discard, s.Reader(iotest.HalfReader(bytes.NewReader(data))))
 	if err != nil || n != int64(len(data)) {
@@ -150,8 +150,8 @@ func TestProgressReaderCountsBytes(t *testing.T) {
 }
 
 func TestProgressReaderPassesErrors(t *testing.T) {
-	p := newProgress(io.Discard, true)
-	s := p.stage("reading", 0, "bytes")
+	p := New(io.Discard, true)
+	s := p.Stage("reading", 0, "bytes")
 	defer s.Done()
 	r := s.Reader(iotest.TimeoutReader(strings.NewReader("abc")))
 	b := make([]byte, 10)
@@ -170,10 +170,10 @@ func TestProgressReaderPassesErrors(t *testing.T) {
 // counts without drawing until the line is free.
 func TestProgressConcurrentStagesShareTheLine(t *testing.T) {
 	var buf bytes.Buffer
-	p := newProgress(&buf, true)
+	p := New(&buf, true)
 	p.throttle = 0 // every push draws: what is drawn does not depend on timing
-	a := p.stage("alpha", 1000, "rows")
-	b := p.stage("beta", 1000, "rows")
+	a := p.Stage("alpha", 1000, "rows")
+	b := p.Stage("beta", 1000, "rows")
 	a.Add(10)
 	b.Add(20)
 	if out := output(p, &buf); strings.Contains(out, "beta") {
@@ -185,7 +185,7 @@ func TestProgressConcurrentStagesShareTheLine(t *testing.T) {
 	if out := output(p, &buf)[mark:]; !strings.Contains(out, "beta:") || !strings.Contains(out, "/1000") {
 		t.Fatalf("beta did not take the line when alpha ended: %q", out)
 	}
-	c := p.stage("gamma", 0, "rows")
+	c := p.Stage("gamma", 0, "rows")
 	c.Add(7)
 	c.Done() // leaves its line above beta's bar, without having drawn
 	if out := output(p, &buf); strings.Count(out, "gamma:") != 1 || !strings.Contains(out, "gamma: 7 rows in ") {
@@ -203,8 +203,8 @@ func TestProgressConcurrentStagesShareTheLine(t *testing.T) {
 
 func TestStageAddConcurrent(t *testing.T) {
 	var buf bytes.Buffer
-	p := newProgress(&buf, true)
-	s := p.stage("writes", 0, "rows")
+	p := New(&buf, true)
+	s := p.Stage("writes", 0, "rows")
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
@@ -225,10 +225,10 @@ func TestStageAddConcurrent(t *testing.T) {
 }
 
 func TestStageAddDisabledAllocatesNothing(t *testing.T) {
-	p := newProgress(io.Discard, false)
+	p := New(io.Discard, false)
 	r := strings.NewReader("")
 	allocs := testing.AllocsPerRun(1000, func() {
-		s := p.stage("decisions", 1000, "rows")
+		s := p.Stage("decisions", 1000, "rows")
 		s.Add(1)
 		_ = s.Reader(r)
 		s.Done()
@@ -239,10 +239,10 @@ func TestStageAddDisabledAllocatesNothing(t *testing.T) {
 }
 
 func TestProgressIsTerminal(t *testing.T) {
-	if isTerminal(&bytes.Buffer{}) {
+	if IsTerminal(&bytes.Buffer{}) {
 		t.Error("a bytes.Buffer is a terminal")
 	}
-	if isTerminal(nil) || isTerminal((*os.File)(nil)) {
+	if IsTerminal(nil) || IsTerminal((*os.File)(nil)) {
 		t.Error("nil is a terminal")
 	}
 	f, err := os.Create(filepath.Join(t.TempDir(), "stderr.log"))
@@ -250,7 +250,7 @@ func TestProgressIsTerminal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if isTerminal(f) {
+	if IsTerminal(f) {
 		t.Error("a regular file is a terminal")
 	}
 	pr, pw, err := os.Pipe()
@@ -259,13 +259,13 @@ func TestProgressIsTerminal(t *testing.T) {
 	}
 	defer pr.Close()
 	defer pw.Close()
-	if isTerminal(pw) {
+	if IsTerminal(pw) {
 		t.Error("a pipe (stderr under cron, or piped to a log) is a terminal")
 	}
 }
 
 func BenchmarkStageAddDisabled(b *testing.B) {
-	s := newProgress(io.Discard, false).stage("decisions", 0, "rows")
+	s := New(io.Discard, false).Stage("decisions", 0, "rows")
 	b.ReportAllocs()
 	for b.Loop() {
 		s.Add(1)
@@ -274,7 +274,7 @@ func BenchmarkStageAddDisabled(b *testing.B) {
 }
 
 func BenchmarkStageAddEnabled(b *testing.B) {
-	s := newProgress(io.Discard, true).stage("decisions", 0, "rows")
+	s := New(io.Discard, true).Stage("decisions", 0, "rows")
 	b.ReportAllocs()
 	for b.Loop() {
 		s.Add(1)

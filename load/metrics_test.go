@@ -1,4 +1,4 @@
-package main
+package load
 
 import (
 	"maps"
@@ -130,14 +130,14 @@ func TestWriteMetricsFullRun(t *testing.T) {
 	ended := started.Add(83*time.Second + 250*time.Millisecond)
 
 	// Every count distinct, so a swapped field shows up as a wrong value.
-	s := newSummary("run-1", "sync")
+	s := NewSummary("run-1", "sync")
 	s.ToCampaign, s.ToD365 = 7, 3
 	s.Rules = map[string]int{"newest_wins": 6, "optout_wins": 4}
 	s.Skipped, s.Rejected, s.Failed = 2, 1, 5
 	s.ComparedPairs, s.OptoutsCleared = 120, 9
 	s.Matched = 60 // not exported as a metric
 
-	err := writeMetrics(path, runMetrics{Command: "sync", Started: started, Ended: ended, ExitCode: 0, Sum: s})
+	err := WriteMetrics(path, RunMetrics{Command: "sync", Started: started, Ended: ended, ExitCode: 0, Sum: &s})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,10 +222,10 @@ func TestWriteMetricsFailedRunReplacesFile(t *testing.T) {
 	// A previous successful run's file, still held open by a reader (as
 	// node_exporter might): an atomic rename leaves the reader's view intact,
 	// an in-place rewrite would truncate it.
-	s := newSummary("run-0", "sync")
+	s := NewSummary("run-0", "sync")
 	s.ToCampaign, s.Rules = 11, map[string]int{"newest_wins": 11}
-	old := runMetrics{Command: "sync", Started: time.Unix(1000, 0), Ended: time.Unix(1010, 0), Sum: s}
-	if err := writeMetrics(path, old); err != nil {
+	old := RunMetrics{Command: "sync", Started: time.Unix(1000, 0), Ended: time.Unix(1010, 0), Sum: &s}
+	if err := WriteMetrics(path, old); err != nil {
 		t.Fatal(err)
 	}
 	oldBytes, err := os.ReadFile(path)
@@ -240,7 +240,7 @@ func TestWriteMetricsFailedRunReplacesFile(t *testing.T) {
 
 	started := time.Date(2026, 11, 30, 2, 0, 0, 0, time.UTC)
 	ended := started.Add(1500 * time.Millisecond)
-	err = writeMetrics(path, runMetrics{Command: "backfill", Started: started, Ended: ended, ExitCode: 4, Sum: nil})
+	err = WriteMetrics(path, RunMetrics{Command: "backfill", Started: started, Ended: ended, ExitCode: 4, Sum: nil})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +282,7 @@ func TestWriteMetricsFailedRunReplacesFile(t *testing.T) {
 
 func TestWriteMetricsMissingFolder(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "no-such-dir", "optsync.prom")
-	if err := writeMetrics(path, runMetrics{Command: "sync"}); err == nil {
+	if err := WriteMetrics(path, RunMetrics{Command: "sync"}); err == nil {
 		t.Fatal("writeMetrics into a missing folder: got nil error")
 	}
 }

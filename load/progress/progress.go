@@ -1,4 +1,18 @@
-package main
+// Package progress is the progress display of a run, for a person watching
+// a terminal: under cron, or whenever stderr is not a terminal, New is
+// called with enabled false and nothing of this package writes a byte.
+// On a terminal, each long stage (rows read per export, decisions, writes)
+// gets a progressbar line with its count and rate, replaced when the stage
+// ends by one summary line that stays:
+//
+//	reading d365.csv: 48.2 MB in 2.1s (23.0 MB/s)
+//	decisions: 1000000 contacts in 1.3s (769231 contacts/s)
+//
+// Stages may run at once (the two exports are read concurrently), but a
+// terminal has one line to redraw: the first stage to draw owns it and the
+// others count silently, print their summary line above it when they end, and
+// the next one to draw takes the line over when its owner ends.
+package progress
 
 import (
 	"fmt"
@@ -17,20 +31,6 @@ import (
 	"golang.org/x/term"
 )
 
-// Progress is for a person watching a terminal: under cron, or whenever stderr
-// is not a terminal, newProgress is called with enabled false and nothing of
-// this file writes a byte. On a terminal, each long stage (rows read per
-// export, decisions, writes) gets a progressbar line with its count and rate,
-// replaced when the stage ends by one summary line that stays:
-//
-//	reading d365.csv: 48.2 MB in 2.1s (23.0 MB/s)
-//	decisions: 1000000 contacts in 1.3s (769231 contacts/s)
-//
-// Stages may run at once (the two exports are read concurrently), but a
-// terminal has one line to redraw: the first stage to draw owns it and the
-// others count silently, print their summary line above it when they end, and
-// the next one to draw takes the line over when its owner ends.
-
 const (
 	// progressThrottle is the least time between two redraws of a bar.
 	progressThrottle = 100 * time.Millisecond
@@ -44,32 +44,32 @@ const (
 	eraseLine = "\r\x1b[2K"
 )
 
-// progress shows long stages on a terminal and is silent everywhere else.
-// The zero value and a nil *progress are disabled.
-type progress struct {
+// Progress shows long stages on a terminal and is silent everywhere else.
+// The zero value and a nil *Progress are disabled.
+type Progress struct {
 	throttle time.Duration // least time between redraws; tests set 0
 
-	mu    sync.Mutex // guards w, owner and every stageBar.closed
+	mu    sync.Mutex // guards w, owner and every Bar.closed
 	w     io.Writer  // nil when disabled
 	fd    int        // w's descriptor, to ask its width; -1 if w is no *os.File
-	owner *stageBar  // the stage drawing on w's current line, if any
+	owner *Bar       // the stage drawing on w's current line, if any
 }
 
-// newProgress returns a reporter drawing on w only when enabled is true;
-// callers pass enabled = isTerminal(w).
-func newProgress(w io.Writer, enabled bool) *progress {
+// New returns a reporter drawing on w only when enabled is true;
+// callers pass enabled = IsTerminal(w).
+func New(w io.Writer, enabled bool) *Progress {
 	if !enabled || w == nil {
-		return &progress{}
+		return &Progress{}
 	}
-	p := &progress{throttle: progressThrottle, w: w, fd: -1}
+	p := &Progress{throttle: progressThrottle, w: w, fd: -1}
 	if f, ok := w.(*os.File); ok && f != nil {
 		p.fd = int(f.Fd())
 	}
 	return p
 }
 
-// isTerminal reports whether w is an *os.File that is a terminal.
-func isTerminal(w io.Writer) bool {
+// IsTerminal reports whether w is an *os.File that is a terminal.
+func IsTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok || f == nil {
 		return false
@@ -78,12 +78,12 @@ func isTerminal(w io.Writer) bool {
 	return isatty.IsTerminal(fd) || isatty.IsCygwinTerminal(fd)
 }
 
-// stageBar is one stage's bar. A nil *stageBar, what a disabled progress
+// Bar is one stage's bar. A nil *Bar, what a disabled progress
 // hands out, does nothing and allocates nothing. Add and Reader are safe for
 // concurrent use; call Done once the stage ends (defer it: a bar of unknown
 // total keeps a goroutine spinning until then).
-type stageBar struct {
-	p     *progress
+type Bar struct {
+	p     *Progress
 	name  string
 	unit  string
 	total int64 // <= 0: unknown
@@ -103,11 +103,11 @@ type stageBar struct {
 	closed bool // guarded by p.mu: ended, its bar may no longer draw
 }
 
-// stage starts a bar for one stage. total <= 0 means unknown (a spinner with a
+// Stage starts a bar for one stage. total <= 0 means unknown (a spinner with a
 // count and a rate). unit is "bytes" (shown as bytes and bytes/s; for reading a
 // file whose size is the total) or what is counted, such as "rows" or
 // "contacts" (shown as a count and unit/s).
-func (p *progress) stage(name string, total int64, unit string) *stageBar {
+func (p *Progress) Stage(name string, total int64, unit string) *Bar {
 	if p == nil || p.w == nil {
 		return nil
 	}
@@ -118,7 +118,7 @@ func (p *progress) stage(name string, total int64, unit string) *stageBar {
 		total = 0
 	}
 	now := time.Now()
-	s := &stageBar{p: p, name: name, unit: unit, total: total, start: now, max: total, step: 1, last: now}
+	s := &Bar{p: p, name: name, unit: unit, total: total, start: now, max: total, step: 1, last: now}
 	s.next.Store(1)
 
 	desc, width := s.layout()
@@ -152,7 +152,7 @@ func (p *progress) stage(name string, total int64, unit string) *stageBar {
 // layout fits the description and the bar's width to the terminal, when its
 // width is known, so that the line does not wrap (a wrapped line cannot be
 // redrawn in place).
-func (s *stageBar) layout() (desc string, width int) {
+func (s *Bar) layout() (desc string, width int) {
 	desc, width = s.name, 40
 	if s.p.fd < 0 {
 		return desc, width
@@ -198,7 +198,7 @@ func shorten(s string, n int) string {
 
 // Add counts n more units (n <= 0 is ignored). It costs an atomic add and a
 // comparison; the bar itself is touched about every flushEvery.
-func (s *stageBar) Add(n int64) {
+func (s *Bar) Add(n int64) {
 	if s == nil || n <= 0 {
 		return
 	}
@@ -207,7 +207,7 @@ func (s *stageBar) Add(n int64) {
 	}
 }
 
-func (s *stageBar) flush() {
+func (s *Bar) flush() {
 	if !s.mu.TryLock() {
 		return // another goroutine is at it; a later Add will come back
 	}
@@ -229,7 +229,7 @@ func (s *stageBar) flush() {
 }
 
 // push gives the bar what was added since the last push. s.mu is held.
-func (s *stageBar) push() {
+func (s *Bar) push() {
 	v := s.n.Load()
 	d := v - s.shown
 	if d <= 0 {
@@ -247,7 +247,7 @@ func (s *stageBar) push() {
 
 // Done ends the stage: its bar goes and one line with its count, time and
 // rate stays. Later calls, and Adds after it, do nothing.
-func (s *stageBar) Done() {
+func (s *Bar) Done() {
 	if s == nil {
 		return
 	}
@@ -275,7 +275,7 @@ func (s *stageBar) Done() {
 }
 
 // summary is the line a stage leaves once done.
-func (s *stageBar) summary(n int64, took time.Duration) string {
+func (s *Bar) summary(n int64, took time.Duration) string {
 	secs := max(took.Seconds(), 1e-9)
 	rate := float64(n) / secs
 	var done string
@@ -324,7 +324,7 @@ func humanBytes(b float64) string {
 
 // Reader returns r counting the bytes read from it into the stage (r itself
 // when the stage is disabled).
-func (s *stageBar) Reader(r io.Reader) io.Reader {
+func (s *Bar) Reader(r io.Reader) io.Reader {
 	if s == nil {
 		return r
 	}
@@ -334,7 +334,7 @@ func (s *stageBar) Reader(r io.Reader) io.Reader {
 // countingReader wraps an io.Reader and adds the bytes read to a stage.
 type countingReader struct {
 	r io.Reader
-	s *stageBar
+	s *Bar
 }
 
 func (c *countingReader) Read(b []byte) (int, error) {
@@ -346,7 +346,7 @@ func (c *countingReader) Read(b []byte) (int, error) {
 // stageWriter is where a stage's bar draws: through to the terminal while the
 // stage owns the line (taking it if it is free), nowhere otherwise. Bars of
 // the stages not shown still run, so that their rates are right once shown.
-type stageWriter struct{ s *stageBar }
+type stageWriter struct{ s *Bar }
 
 func (sw stageWriter) Write(b []byte) (int, error) {
 	p := sw.s.p
@@ -364,10 +364,10 @@ func (sw stageWriter) Write(b []byte) (int, error) {
 	return p.w.Write(b)
 }
 
-// logWriter is where log lines go while bars may be drawn on w: a line
+// LogWriter is where log lines go while bars may be drawn on w: a line
 // first clears the bar's line, and the bar draws itself again below it on
 // its next update. Without bars it is w itself.
-func (p *progress) logWriter(w io.Writer) io.Writer {
+func (p *Progress) LogWriter(w io.Writer) io.Writer {
 	if p == nil || p.w == nil {
 		return w
 	}
@@ -375,7 +375,7 @@ func (p *progress) logWriter(w io.Writer) io.Writer {
 }
 
 type progressLog struct {
-	p *progress
+	p *Progress
 	w io.Writer
 }
 

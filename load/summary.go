@@ -1,4 +1,4 @@
-package main
+package load
 
 import (
 	"fmt"
@@ -6,12 +6,12 @@ import (
 	"strings"
 	"time"
 
-	"optsync/state"
 	"optsync/transform"
 )
 
-// summary counts one run for its closing line and its history record.
-type summary struct {
+// Summary counts one run for its closing line, its metrics and its history
+// record.
+type Summary struct {
 	runID, command    string
 	ContactRows       int
 	ProfileRows       int
@@ -45,9 +45,6 @@ type summary struct {
 	PendingOldest       time.Duration
 	PendingWrittenAgain int
 	SkipReasons         map[string]int
-	// failedWrites keeps the first failed writes of each message for the
-	// run's report.
-	failedWrites []state.Reasons
 	// The safety limits' figures: opt-outs known before the run and the
 	// limit they gave; for a side read in full, the records state knew
 	// there and how many of them the input lacked.
@@ -59,11 +56,13 @@ type summary struct {
 	WouldClear int
 }
 
-func newSummary(runID, command string) *summary {
-	return &summary{runID: runID, command: command, Rules: map[string]int{}, SkipReasons: map[string]int{}}
+// NewSummary starts the counts of run runID of command (run, backfill …).
+func NewSummary(runID, command string) Summary {
+	return Summary{runID: runID, command: command, Rules: map[string]int{}, SkipReasons: map[string]int{}}
 }
 
-func (s *summary) addJoin(js transform.JoinStats, pairs int) {
+// AddJoin counts what the join found.
+func (s *Summary) AddJoin(js transform.JoinStats, pairs int) {
 	s.Matched = js.Matched
 	s.ComparedPairs = js.Matched * pairs
 	s.ContactsNoMatch = js.ContactsNoMatch
@@ -71,7 +70,9 @@ func (s *summary) addJoin(js transform.JoinStats, pairs int) {
 	s.Blocked = js.Blocked
 }
 
-func (s *summary) addDecisions(ds []transform.Decision) {
+// AddDecisions counts decisions: writes by direction and rule, skips by
+// reason.
+func (s *Summary) AddDecisions(ds []transform.Decision) {
 	for _, d := range ds {
 		if d.Skip != "" {
 			s.Skipped++
@@ -95,17 +96,17 @@ func (s *summary) addDecisions(ds []transform.Decision) {
 	}
 }
 
-// stopped makes the counts those of a run a safety limit stopped: it wrote
+// Stopped makes the counts those of a run a safety limit stopped: it wrote
 // nothing, so it counts no writes; what it would have cleared is kept.
-func (s *summary) stopped() {
+func (s *Summary) Stopped() {
 	s.WouldClear = s.OptoutsCleared
 	s.ToCampaign, s.ToD365, s.OptoutsCleared = 0, 0, 0
 	s.PendingWrittenAgain = 0 // its update files were not written either
 	s.Rules = map[string]int{}
 }
 
-// counts is the flat form kept in the run history.
-func (s *summary) counts() map[string]int {
+// Counts is the flat form kept in the run history.
+func (s *Summary) Counts() map[string]int {
 	m := map[string]int{
 		"contact_rows": s.ContactRows, "profile_rows": s.ProfileRows,
 		"matched_contacts": s.Matched, "compared_pairs": s.ComparedPairs,
@@ -142,11 +143,11 @@ func (s *summary) counts() map[string]int {
 	return m
 }
 
-// line is the one-line summary printed at the end of every run.
-func (s *summary) line(d time.Duration) string {
+// Line is the one-line summary printed at the end of every run.
+func (s *Summary) Line(d time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "optsync %s %s: compared=%s (%s) d365->campaign=%d campaign->d365=%d",
-		s.command, s.runID, plural(s.ComparedPairs, "pair"), plural(s.Matched, "contact"), s.ToCampaign, s.ToD365)
+		s.command, s.runID, Plural(s.ComparedPairs, "pair"), Plural(s.Matched, "contact"), s.ToCampaign, s.ToD365)
 	rules := make([]string, 0, len(s.Rules))
 	for r := range s.Rules {
 		rules = append(rules, r)
@@ -177,6 +178,6 @@ func (s *summary) line(d time.Duration) string {
 	if s.RaceRestored > 0 {
 		fmt.Fprintf(&b, " unsubscribe_race_restored=%d", s.RaceRestored)
 	}
-	fmt.Fprintf(&b, " took=%s", took(d))
+	fmt.Fprintf(&b, " took=%s", Took(d))
 	return b.String()
 }
