@@ -159,7 +159,7 @@ func reasonKind(reason string) string {
 // listRuns prints the run history, newest first.
 func listRuns(cfg *Config, format string, out io.Writer, log zerolog.Logger) error {
 	if format != "table" && format != "json" {
-		return withCode(exitUsage, fmt.Errorf("--format %q: want table or json", format))
+		return usagef("--format %q: want table or json", format)
 	}
 	var runs []state.Run
 	st, err := openReadOnly(cfg, log)
@@ -274,7 +274,7 @@ func validateOnline(ctx context.Context, cfg *Config, log zerolog.Logger, out io
 		for _, p := range problems {
 			fmt.Fprintln(out, "problem:", p)
 		}
-		return withCode(exitUsage, fmt.Errorf("validate --online: %s", plural(len(problems), "problem")))
+		return usagef("validate --online: %s", plural(len(problems), "problem"))
 	}
 	return nil
 }

@@ -83,7 +83,7 @@ func installCommands(stdout io.Writer, onUsage cli.OnUsageErrorFunc) []*cli.Comm
 					_, err = io.WriteString(stdout, s)
 					return err
 				default:
-					return withCode(exitUsage, fmt.Errorf("completion %q: want bash, zsh or fish", shell))
+					return usagef("completion %q: want bash, zsh or fish", shell)
 				}
 			},
 		},

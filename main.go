@@ -22,6 +22,7 @@ import (
 	"optsync/load"
 	"optsync/load/progress"
 	"optsync/state"
+	"optsync/transform"
 )
 
 // Exit codes of the SPEC.
@@ -110,16 +111,32 @@ func newSummary(runID, command string) *summary {
 	return &summary{Summary: load.NewSummary(runID, command)}
 }
 
-// exitError carries an exit code through urfave/cli.
-type exitError struct {
-	code int
-	err  error
+// usageError is a command line, flag, variable or argument that is wrong:
+// the command did nothing and exits 2. The config's own errors are
+// configError, the inputs' extract.MissingColumnError and BrokenFileError.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usage(err error) error { return &usageError{err: err} }
+
+func usagef(format string, args ...any) error { return usage(fmt.Errorf(format, args...)) }
+
+// withCode gives err the kind whose exit code is code. It is the adapter
+// for the callers not yet returning their kind themselves (sync.go,
+// inputs.go, safety.go); exitCode alone chooses the code.
+func withCode(code int, err error) error {
+	switch code {
+	case exitUsage:
+		return usage(err)
+	case exitWriteFailed:
+		return &load.FailedWritesError{Err: err}
+	case exitSafety:
+		return &transform.SafetyStopError{Err: err}
+	}
+	return err // no caller passes another code; TestWithCodeKinds holds them to these
 }
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
-
-func withCode(code int, err error) error { return &exitError{code: code, err: err} }
 
 // errShown is the error of a run that has said all there is to say (the
 // usage it printed): it only sets the exit code.
@@ -156,38 +173,45 @@ func (m cmdline) run(ctx context.Context, args []string) int {
 	return code
 }
 
+// exitCode is the one place an error becomes the SPEC's exit code: 0 ok,
+// 1 runtime failure, 2 usage or config error, 3 finished but some writes
+// failed, 4 safety stop, 75 state locked, 128+signal (130, 143) stopped
+// by a signal or max_run_time.
 func exitCode(err error) int {
-	var ee *exitError
-	var ce *configError
-	var mc *extract.MissingColumnError
-	var bf *extract.BrokenFileError
-	var le *state.LockedError
-	var se *signalError
+	var (
+		ue *usageError
+		fw *load.FailedWritesError
+		ss *transform.SafetyStopError
+		ce *configError
+		mc *extract.MissingColumnError
+		bf *extract.BrokenFileError
+		le *state.LockedError
+		se *signalError
+		lc cli.ExitCoder
+	)
 	switch {
-	case errors.As(err, &ee):
-		return ee.code
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.As(err, &fw):
+		return exitWriteFailed
+	case errors.As(err, &ss):
+		return exitSafety
 	case errors.As(err, &ce), errors.As(err, &mc), errors.As(err, &bf):
 		return exitUsage
 	case errors.As(err, &le):
 		return exitLocked
 	case errors.As(err, &se):
 		return 128 + int(se.sig)
-	case isUsageError(err):
+	case errors.As(err, &lc):
+		// urfave/cli's own "No help topic for …" (help of a command
+		// that does not exist); optsync's errors are never cli.ExitCoders.
 		return exitUsage
 	}
+	// Among these the state file's damage: *state.CorruptError,
+	// *state.LostError, *state.SealError.
 	return exitFailure
-}
-
-// isUsageError recognises urfave/cli's own complaints about the command
-// line, which come as plain errors.
-func isUsageError(err error) bool {
-	msg := err.Error()
-	for _, prefix := range []string{"No help topic for", "flag provided but not defined", "flag needs an argument", "invalid value", "invalid boolean", "Required flag"} {
-		if strings.HasPrefix(msg, prefix) {
-			return true
-		}
-	}
-	return false
 }
 
 func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
@@ -208,7 +232,7 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 	loadCfg := func(c *cli.Context) (*Config, error) {
 		cfg, err := loadConfig(c.String("config"))
 		if err != nil {
-			return nil, withCode(exitUsage, err)
+			return nil, usage(err)
 		}
 		return cfg, nil
 	}
@@ -235,7 +259,7 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 				}
 			}
 			if incremental && (c.String("d365-csv") != "" || c.String("campaign-csv") != "") {
-				return withCode(exitUsage, errors.New("--d365-csv and --campaign-csv name full exports: use them with backfill or plan --backfill; run reads the configured drops"))
+				return usage(errors.New("--d365-csv and --campaign-csv name full exports: use them with backfill or plan --backfill; run reads the configured drops"))
 			}
 			j := &job{
 				cfg: cfg, log: *log, stdout: stdout, command: c.Command.Name,
@@ -269,7 +293,16 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 			return err
 		}
 	}
-	onUsage := func(_ *cli.Context, err error, _ bool) error { return withCode(exitUsage, err) }
+	onUsage := func(_ *cli.Context, err error, _ bool) error { return usage(err) }
+	// A command of commands (state) answers a bad flag as urfave/cli does
+	// without a handler, the message and its help, but with a usage error.
+	onGroupUsage := func(c *cli.Context, err error, _ bool) error {
+		fmt.Fprintf(c.App.Writer, "Incorrect Usage: %s\n\n", err)
+		if lineage := c.Lineage(); len(lineage) > 1 {
+			_ = cli.ShowCommandHelp(lineage[1], c.Command.Name)
+		}
+		return usage(err)
+	}
 	return &cli.App{
 		Name:      "optsync",
 		Usage:     "keep opt-in/opt-out flags in step between Dynamics 365 contacts and Adobe Campaign profiles",
@@ -289,20 +322,20 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 			switch {
 			case len(args) == 0:
 				_ = cli.ShowAppHelp(c)
-				return withCode(exitUsage, errShown)
+				return usage(errShown)
 			case args[0] == "help" && len(args) > 1 && c.App.Command(args[1]) != nil:
 				_ = cli.ShowCommandHelp(c, args[1])
-				return withCode(exitUsage, errShown)
+				return usage(errShown)
 			case args[0] == "help" && len(args) == 1:
 				_ = cli.ShowAppHelp(c)
-				return withCode(exitUsage, errShown)
+				return usage(errShown)
 			}
 			name := args[0]
 			if name == "help" {
 				name = args[1]
 			}
 			cli.HelpPrinter(stderr, cli.AppHelpTemplate, c.App)
-			return withCode(exitUsage, fmt.Errorf("unknown command %q: the commands are %s (listed above)", name, commandNames(c.App)))
+			return usagef("unknown command %q: the commands are %s (listed above)", name, commandNames(c.App))
 		},
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Value: "optsync.yaml", Usage: "config file", EnvVars: []string{"OPTSYNC_CONFIG"}},
@@ -313,7 +346,7 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 		Before: func(c *cli.Context) error {
 			l, err := newLogger(prog.LogWriter(stderr), progress.IsTerminal(stderr), c.String("log-format"), c.String("log-level"))
 			if err != nil {
-				return withCode(exitUsage, err)
+				return usage(err)
 			}
 			*log = l
 			return nil
@@ -408,8 +441,9 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 				},
 			},
 			{
-				Name:  "state",
-				Usage: "snapshot tools: export, reset",
+				Name:         "state",
+				Usage:        "snapshot tools: export, reset",
+				OnUsageError: onGroupUsage,
 				Subcommands: []*cli.Command{
 					{
 						Name:         "export",
@@ -530,7 +564,7 @@ func boolOption(c *cli.Context, name string) (bool, error) {
 	case "false", "0", "no", "n":
 		return false, nil
 	}
-	return false, withCode(exitUsage, fmt.Errorf("%s=%q: want true/false, 1/0, yes/no or y/n", env, v))
+	return false, usagef("%s=%q: want true/false, 1/0, yes/no or y/n", env, v)
 }
 
 // newLogger logs JSON unless stderr is a terminal (or the format says).

@@ -66,7 +66,7 @@ func auditCommand(cfg *Config, c *cli.Context, out io.Writer, log zerolog.Logger
 	if v := c.String("contact"); v != "" {
 		id, ok := extract.ParseID(v)
 		if !ok {
-			return withCode(exitUsage, fmt.Errorf("--contact %q is not a GUID", v))
+			return usagef("--contact %q is not a GUID", v)
 		}
 		q.Contact = &id
 	}
@@ -74,16 +74,16 @@ func auditCommand(cfg *Config, c *cli.Context, out io.Writer, log zerolog.Logger
 	if v := c.String("since"); v != "" {
 		t, err := parseSince(v, time.Now())
 		if err != nil {
-			return withCode(exitUsage, err)
+			return usage(err)
 		}
 		q.Since = t
 	}
 	if q.Contact == nil && q.RunID == "" && q.Since.IsZero() {
-		return withCode(exitUsage, errors.New("audit needs --contact ID, --run ID or --since TIME"))
+		return usage(errors.New("audit needs --contact ID, --run ID or --since TIME"))
 	}
 	format := c.String("format")
 	if format != "table" && format != "csv" && format != "json" {
-		return withCode(exitUsage, fmt.Errorf("--format %q: want table, csv or json", format))
+		return usagef("--format %q: want table, csv or json", format)
 	}
 	st, err := openReadOnly(cfg, log)
 	if err != nil {
@@ -106,7 +106,7 @@ func auditCommand(cfg *Config, c *cli.Context, out io.Writer, log zerolog.Logger
 				return err
 			}
 			if !slices.ContainsFunc(runs, func(r state.Run) bool { return r.ID == q.RunID }) {
-				return withCode(exitUsage, fmt.Errorf("--run %s: no such run in %s (see optsync runs)", q.RunID, cfg.State))
+				return usagef("--run %s: no such run in %s (see optsync runs)", q.RunID, cfg.State)
 			}
 		}
 		err = st.QueryLog(q, func(e *state.LogEntry) error {
@@ -213,7 +213,7 @@ func checkField(cfg *Config, st *state.Store, field string) error {
 	for _, p := range cfg.transform.Rules.Pairs {
 		names = append(names, p.D365, p.Campaign)
 	}
-	return withCode(exitUsage, fmt.Errorf("--field %s is not a mapped field; the mapped fields are %s", field, strings.Join(names, ", ")))
+	return usagef("--field %s is not a mapped field; the mapped fields are %s", field, strings.Join(names, ", "))
 }
 
 func dash(s string) string {
@@ -233,7 +233,7 @@ func stateExport(cfg *Config, output string, force bool, contact string, stdout 
 	if contact != "" {
 		id, ok := extract.ParseID(contact)
 		if !ok {
-			return withCode(exitUsage, fmt.Errorf("--contact %q is not a GUID", contact))
+			return usagef("--contact %q is not a GUID", contact)
 		}
 		only = &id
 	}
@@ -246,15 +246,15 @@ func stateExport(cfg *Config, output string, force bool, contact string, stdout 
 	case err != nil:
 		return fmt.Errorf("state export: %w", err)
 	case fi.Mode()&fs.ModeSymlink != 0:
-		return withCode(exitUsage, fmt.Errorf("state export: --output %s is a symbolic link; optsync neither writes through a link nor replaces one: remove it or name the file itself", output))
+		return usagef("state export: --output %s is a symbolic link; optsync neither writes through a link nor replaces one: remove it or name the file itself", output)
 	case !fi.Mode().IsRegular():
-		return withCode(exitUsage, fmt.Errorf("state export: --output %s exists and is not a regular file (%s)", output, fi.Mode().Type()))
+		return usagef("state export: --output %s exists and is not a regular file (%s)", output, fi.Mode().Type())
 	case !force:
-		return withCode(exitUsage, fmt.Errorf("state export: --output %s exists; pass --force to replace it", output))
+		return usagef("state export: --output %s exists; pass --force to replace it", output)
 	}
 	err = load.WriteFile(output, load.FileOptions{NoReplace: !force}, func(w io.Writer) error { return exportSnapshots(cfg, only, w, log) })
 	if errors.Is(err, fs.ErrExist) {
-		return withCode(exitUsage, fmt.Errorf("state export: %w; pass --force to replace it", err))
+		return usagef("state export: %w; pass --force to replace it", err)
 	}
 	if err != nil {
 		return fmt.Errorf("state export: %w", err)
@@ -355,7 +355,7 @@ func stateReset(ctx context.Context, cfg *Config, field string, out io.Writer, l
 			}
 		}
 		if pairs == nil {
-			return withCode(exitUsage, fmt.Errorf("--field %s: no mapping of that Dynamics field in %s", field, cfg.path))
+			return usagef("--field %s: no mapping of that Dynamics field in %s", field, cfg.path)
 		}
 	}
 	if err := checkStateKept(cfg, false); err != nil {

@@ -137,14 +137,14 @@ func writeOutReport(outDir, name string, r *report.Report) (string, error) {
 // reportCommand writes the report of one recorded run or of a period.
 func reportCommand(cfg *Config, runID, since, output string, stdout io.Writer, log zerolog.Logger) error {
 	if runID != "" && since != "" {
-		return withCode(exitUsage, errors.New("report takes --run ID or --since TIME, not both"))
+		return usage(errors.New("report takes --run ID or --since TIME, not both"))
 	}
 	now := time.Now().UTC()
 	var from time.Time
 	if since != "" {
 		t, err := parseSince(since, now)
 		if err != nil {
-			return withCode(exitUsage, err)
+			return usage(err)
 		}
 		from = t
 	}
@@ -169,9 +169,9 @@ func reportCommand(cfg *Config, runID, since, output string, stdout io.Writer, l
 		i := slices.IndexFunc(history, func(h state.Run) bool { return h.ID == runID || (runID == "" && isSync(&h)) })
 		if i < 0 {
 			if runID == "" {
-				return withCode(exitUsage, fmt.Errorf("no run recorded in %s yet: nothing to report", cfg.State))
+				return usagef("no run recorded in %s yet: nothing to report", cfg.State)
 			}
-			return withCode(exitUsage, fmt.Errorf("--run %s: no such run in %s (see optsync runs)", runID, cfg.State))
+			return usagef("--run %s: no such run in %s (see optsync runs)", runID, cfg.State)
 		}
 		r = runReport(&history[i], history, false, now)
 		name = "report-" + history[i].ID + ".html"

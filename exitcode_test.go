@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+
+	"optsync/extract"
+	"optsync/load"
+	"optsync/state"
+	"optsync/transform"
+)
+
+// TestExitCodes: each kind of error the stages and commands return exits
+// with the SPEC's code, however deep it is wrapped, and withCode (the
+// adapter of the callers not converted yet) gives each code its kind.
+func TestExitCodes(t *testing.T) {
+	plain := errors.New("x")
+	for _, tc := range []struct {
+		name string
+		err  error
+		want int
+	}{
+		{"nil", nil, exitOK},
+		{"plain", plain, exitFailure},
+		{"usage", usagef("--format %q: want table or json", "x"), exitUsage},
+		{"config", configErrorf("direction: %q", "x"), exitUsage},
+		{"missing column", &extract.MissingColumnError{}, exitUsage},
+		{"broken file", &extract.BrokenFileError{}, exitUsage},
+		{"failed writes", &load.FailedWritesError{Err: plain}, exitWriteFailed},
+		{"safety stop", &transform.SafetyStopError{Err: plain}, exitSafety},
+		{"locked", &state.LockedError{Path: "s.db"}, exitLocked},
+		{"corrupt state", &state.CorruptError{Path: "s.db"}, exitFailure},
+		{"lost state", &state.LostError{Path: "s.db"}, exitFailure},
+		{"seal", &state.SealError{Bucket: "b"}, exitFailure},
+		{"SIGINT", &signalError{sig: syscall.SIGINT}, 130},
+		{"SIGTERM", &signalError{sig: syscall.SIGTERM}, 143},
+		{"max_run_time", &signalError{sig: syscall.SIGTERM, after: 1}, 143},
+		{"cli help topic", cli.Exit("No help topic for 'x'", 3), exitUsage},
+		{"wrapped locked", fmt.Errorf("open: %w", &state.LockedError{Path: "s.db"}), exitLocked},
+		{"wrapped safety", fmt.Errorf("run: %w", &transform.SafetyStopError{Err: plain}), exitSafety},
+		{"withCode usage", withCode(exitUsage, plain), exitUsage},
+		{"withCode failed writes", withCode(exitWriteFailed, plain), exitWriteFailed},
+		{"withCode safety", withCode(exitSafety, plain), exitSafety},
+	} {
+		if got := exitCode(tc.err); got != tc.want {
+			t.Errorf("%s: exit %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	if err := withCode(exitSafety, plain); !errors.Is(err, plain) || err.Error() != "x" {
+		t.Errorf("withCode changed the error: %v", err)
+	}
+}
+
+// TestLibraryComplaintsExitUsage: what urfave/cli itself refuses (a bad
+// flag of a command of commands, help of a command that does not exist)
+// exits 2 like the rest of the usage errors, with the library's message.
+// The help cases run in a child process: the library's help command is a
+// package variable, and running it in-process grows it a cycle of
+// subcommands that the fish completion of a later test recurses into.
+func TestLibraryComplaintsExitUsage(t *testing.T) {
+	if args := os.Getenv("OPTSYNC_TEST_ARGS"); args != "" {
+		code := cmdline{stdout: os.Stdout, stderr: os.Stderr}.run(context.Background(), append([]string{"optsync"}, strings.Fields(args)...))
+		os.Exit(code)
+	}
+	for _, tc := range []struct {
+		args string
+		want string
+	}{
+		{"state --bogus", "flag provided but not defined: -bogus"},
+		{"state help nosuch", "No help topic for 'nosuch'"},
+		{"state nosuch", "No help topic for 'nosuch'"},
+		{"runs --help extra", "No help topic for 'extra'"},
+		{"run --force=maybe", "invalid boolean value"},
+	} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestLibraryComplaintsExitUsage$")
+		cmd.Env = append(os.Environ(), "OPTSYNC_TEST_ARGS="+tc.args, "OPTSYNC_LOG_FORMAT=json")
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != exitUsage || !strings.Contains(stderr.String(), tc.want) {
+			t.Errorf("%s: %v, want exit %d and %q\n%s", tc.args, err, exitUsage, tc.want, stderr.String())
+		}
+		if tc.args == "state --bogus" && (!strings.Contains(stdout.String(), "Incorrect Usage: flag provided but not defined: -bogus") || !strings.Contains(stdout.String(), "optsync state - snapshot tools")) {
+			t.Errorf("state --bogus: no usage shown\n%s", stdout.String())
+		}
+	}
+}
