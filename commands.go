@@ -3,21 +3,21 @@ package main
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
-	"github.com/rs/zerolog"
 	"io"
 	"maps"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"optsync/extract"
+	"optsync/load/show"
 	"optsync/state"
+	"optsync/state/inspect"
 )
 
 // validateInputs reads the exports the config names as a run would, and
@@ -173,41 +173,12 @@ func listRuns(cfg *Config, format string, out io.Writer, log zerolog.Logger) err
 		}
 	}
 	if format == "json" {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		enc.SetEscapeHTML(false) // "d365->campaign", not "d365-\u003ecampaign"
 		if runs == nil {
 			runs = []state.Run{}
 		}
-		return enc.Encode(runs)
+		return show.JSON(out, runs)
 	}
-	if len(runs) == 0 {
-		fmt.Fprintf(out, "no runs recorded in %s\n", cfg.State)
-		return nil
-	}
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "RUN\tSTARTED\tDURATION\tCOMMAND\tOUTCOME\tEXIT\tD365->CAMPAIGN\tCAMPAIGN->D365\tOPT-OUTS CLEARED\tSKIPPED\tREJECTED\tFAILED\tPENDING NOT SEEN")
-	for _, r := range runs {
-		dur := "-"
-		if !r.Ended.IsZero() {
-			dur = took(r.Ended.Sub(r.Started))
-		}
-		cleared := strconv.Itoa(r.Counts["opt_outs_cleared"])
-		if n := r.Counts["would_clear"]; n > 0 { // a safety stop wrote nothing
-			cleared += " (would clear " + strconv.Itoa(n) + ")"
-		}
-		pending := "-"
-		if n, ok := r.Counts["pending_not_seen"]; ok {
-			pending = strconv.Itoa(n)
-			if age := r.Counts["pending_oldest_age_seconds"]; n > 0 {
-				pending += " (oldest " + (time.Duration(age) * time.Second).String() + ")"
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%d\t%d\t%d\t%s\n", r.ID, r.Started.Format(time.RFC3339), dur,
-			r.Command, r.Outcome, r.ExitCode, r.Counts["d365->campaign"], r.Counts["campaign->d365"], cleared,
-			r.Counts["skipped"], r.Counts["rejected"], r.Counts["failed"], pending)
-	}
-	return tw.Flush()
+	return show.Runs(out, cfg.State, inspect.Runs(runs))
 }
 
 // validateOnline gets a token from each API the config uses and checks the

@@ -15,6 +15,7 @@ import (
 	"optsync/extract"
 	"optsync/load"
 	"optsync/state"
+	"optsync/state/inspect"
 	"optsync/transform"
 )
 
@@ -36,6 +37,7 @@ func TestExitCodes(t *testing.T) {
 		{"broken file", &extract.BrokenFileError{}, exitUsage},
 		{"failed writes", &load.FailedWritesError{Err: plain}, exitWriteFailed},
 		{"safety stop", &transform.SafetyStopError{Err: plain}, exitSafety},
+		{"query", inspect.NoSuchRun("r1", "s.db"), exitUsage},
 		{"locked", &state.LockedError{Path: "s.db"}, exitLocked},
 		{"corrupt state", &state.CorruptError{Path: "s.db"}, exitFailure},
 		{"lost state", &state.LostError{Path: "s.db"}, exitFailure},

@@ -22,6 +22,7 @@ import (
 	"optsync/load"
 	"optsync/load/progress"
 	"optsync/state"
+	"optsync/state/inspect"
 	"optsync/transform"
 )
 
@@ -113,7 +114,8 @@ func newSummary(runID, command string) *summary {
 
 // usageError is a command line, flag, variable or argument that is wrong:
 // the command did nothing and exits 2. The config's own errors are
-// configError, the inputs' extract.MissingColumnError and BrokenFileError.
+// configError, the inputs' extract.MissingColumnError and BrokenFileError,
+// a read-only command's question about what state lacks inspect.QueryError.
 type usageError struct{ err error }
 
 func (e *usageError) Error() string { return e.err.Error() }
@@ -185,6 +187,7 @@ func exitCode(err error) int {
 		ce *configError
 		mc *extract.MissingColumnError
 		bf *extract.BrokenFileError
+		qe *inspect.QueryError
 		le *state.LockedError
 		se *signalError
 		lc cli.ExitCoder
@@ -198,7 +201,7 @@ func exitCode(err error) int {
 		return exitWriteFailed
 	case errors.As(err, &ss):
 		return exitSafety
-	case errors.As(err, &ce), errors.As(err, &mc), errors.As(err, &bf):
+	case errors.As(err, &ce), errors.As(err, &mc), errors.As(err, &bf), errors.As(err, &qe):
 		return exitUsage
 	case errors.As(err, &le):
 		return exitLocked
@@ -292,16 +295,6 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 			}
 			return err
 		}
-	}
-	onUsage := func(_ *cli.Context, err error, _ bool) error { return usage(err) }
-	// A command of commands (state) answers a bad flag as urfave/cli does
-	// without a handler, the message and its help, but with a usage error.
-	onGroupUsage := func(c *cli.Context, err error, _ bool) error {
-		fmt.Fprintf(c.App.Writer, "Incorrect Usage: %s\n\n", err)
-		if lineage := c.Lineage(); len(lineage) > 1 {
-			_ = cli.ShowCommandHelp(lineage[1], c.Command.Name)
-		}
-		return usage(err)
 	}
 	return &cli.App{
 		Name:      "optsync",
@@ -479,6 +472,21 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 			},
 		}, installCommands(stdout, onUsage)...),
 	}
+}
+
+// onUsage makes urfave/cli's complaint about a command's flags a usage
+// error.
+func onUsage(_ *cli.Context, err error, _ bool) error { return usage(err) }
+
+// onGroupUsage is onUsage for a command of commands (state): it answers a
+// bad flag as urfave/cli does without a handler, the message and the
+// command's help, but with a usage error.
+func onGroupUsage(c *cli.Context, err error, _ bool) error {
+	fmt.Fprintf(c.App.Writer, "Incorrect Usage: %s\n\n", err)
+	if lineage := c.Lineage(); len(lineage) > 1 {
+		_ = cli.ShowCommandHelp(lineage[1], c.Command.Name)
+	}
+	return usage(err)
 }
 
 // hoistGlobalFlags moves the global flags written after the command to

@@ -2,27 +2,22 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
-	"slices"
-	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
-	"github.com/jszwec/csvutil"
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
 	"optsync/extract"
 	"optsync/load"
+	"optsync/load/show"
 	"optsync/state"
-	"optsync/transform"
+	"optsync/state/inspect"
 )
 
 // openReadOnly opens the state file for a command that only reads it; nil
@@ -62,24 +57,9 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 // decision log kept in state; for one contact it first says what state
 // holds for that person now.
 func auditCommand(cfg *Config, c *cli.Context, out io.Writer, log zerolog.Logger) error {
-	var q state.LogQuery
-	if v := c.String("contact"); v != "" {
-		id, ok := extract.ParseID(v)
-		if !ok {
-			return usagef("--contact %q is not a GUID", v)
-		}
-		q.Contact = &id
-	}
-	q.RunID, q.Field = c.String("run"), c.String("field")
-	if v := c.String("since"); v != "" {
-		t, err := parseSince(v, time.Now())
-		if err != nil {
-			return usage(err)
-		}
-		q.Since = t
-	}
-	if q.Contact == nil && q.RunID == "" && q.Since.IsZero() {
-		return usage(errors.New("audit needs --contact ID, --run ID or --since TIME"))
+	q, err := auditQuery(c)
+	if err != nil {
+		return err
 	}
 	format := c.String("format")
 	if format != "table" && format != "csv" && format != "json" {
@@ -92,135 +72,47 @@ func auditCommand(cfg *Config, c *cli.Context, out io.Writer, log zerolog.Logger
 	if st != nil {
 		defer st.Close()
 	}
+	pairs := cfg.transform.Rules.Pairs
 	if q.Field != "" {
-		if err := checkField(cfg, st, q.Field); err != nil {
+		if err := inspect.CheckField(st, pairs, q.Field); err != nil {
 			return err
 		}
 	}
-	var rows []load.AuditRow
-	var now *presentState
-	if st != nil {
-		if q.RunID != "" {
-			runs, err := st.Runs()
-			if err != nil {
-				return err
-			}
-			if !slices.ContainsFunc(runs, func(r state.Run) bool { return r.ID == q.RunID }) {
-				return usagef("--run %s: no such run in %s (see optsync runs)", q.RunID, cfg.State)
-			}
-		}
-		err = st.QueryLog(q, func(e *state.LogEntry) error {
-			rows = append(rows, load.AuditRow{
-				RunID: e.RunID, DecidedAt: e.RunStarted.Format(time.RFC3339), ContactID: e.Contact.String(), ProfilePKey: e.PKey,
-				D365Field: e.D365Field, CampaignField: e.CampaignField, Direction: e.Direction, OldValue: e.Old, NewValue: e.New,
-				Rule: e.Rule, D365Modified: extract.FormatTime(e.D365Modified), CampaignModified: extract.FormatTime(e.CampaignModified),
-				Outcome: e.Outcome, Error: e.Error,
-			})
-			return nil
-		})
-		if err != nil {
-			return err
-		}
+	rows, err := inspect.Audit(st, cfg.State, q)
+	if err != nil {
+		return err
 	}
+	var now *show.Contact
 	if q.Contact != nil && format != "csv" {
-		if now, err = present(cfg, st, *q.Contact, q.Field); err != nil {
+		if now, err = inspect.Present(st, pairs, *q.Contact, q.Field); err != nil {
 			return err
 		}
 	}
-	if rows == nil {
-		rows = []load.AuditRow{}
-	}
-	switch format {
-	case "json":
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		enc.SetEscapeHTML(false) // "d365->campaign", not "d365-\u003ecampaign"
-		if now != nil {
-			now.History = rows
-			return enc.Encode(now)
-		}
-		return enc.Encode(rows)
-	case "csv":
-		w := csv.NewWriter(out)
-		enc := csvutil.NewEncoder(w)
-		if err := enc.EncodeHeader(load.AuditRow{}); err != nil {
-			return err
-		}
-		for i := range rows {
-			if err := enc.Encode(load.CSVSafe(rows[i])); err != nil {
-				return err
-			}
-		}
-		w.Flush()
-		return w.Error()
-	}
-	if now != nil {
-		if err := now.print(out); err != nil {
-			return err
-		}
-		if !now.Known && len(rows) == 0 {
-			return nil
-		}
-		fmt.Fprintln(out)
-		if len(rows) == 0 {
-			fmt.Fprintln(out, "history: no decisions recorded for this contact (its pairs were in step, or blank, whenever it was compared)")
-			return nil
-		}
-		fmt.Fprintln(out, "history, oldest first:")
-	}
-	if len(rows) == 0 {
-		fmt.Fprintln(out, "no decisions recorded for that query")
-		return nil
-	}
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DECIDED\tRUN\tCONTACT\tPROFILE\tPAIR\tDIRECTION\tCHANGE\tRULE\tD365 MODIFIED\tCAMPAIGN MODIFIED\tOUTCOME")
-	for _, r := range rows {
-		change := r.OldValue + " → " + r.NewValue
-		if r.OldValue == "" {
-			change = "(unknown) → " + r.NewValue
-		}
-		rule, outcome := dash(r.Rule), r.Outcome
-		if r.Outcome == load.Skipped {
-			change, rule, outcome = "-", "-", "skipped: "+r.Error
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ↔ %s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.DecidedAt, r.RunID, r.ContactID, r.ProfilePKey,
-			r.D365Field, r.CampaignField, dash(r.Direction), change, rule, r.D365Modified, r.CampaignModified, outcome)
-	}
-	return tw.Flush()
+	return show.Audit(out, format, rows, now)
 }
 
-// checkField refuses a --field that names no mapping: a typo must not read
-// as "no history". A mapping the decision log still has entries of counts.
-func checkField(cfg *Config, st *state.Store, field string) error {
-	pairs := slices.Clone(cfg.transform.Rules.Pairs)
-	if st != nil {
-		logged, err := st.LogPairs()
+// auditQuery reads audit's flags: --contact, --run, --since, --field.
+func auditQuery(c *cli.Context) (state.LogQuery, error) {
+	var q state.LogQuery
+	if v := c.String("contact"); v != "" {
+		id, ok := extract.ParseID(v)
+		if !ok {
+			return q, usagef("--contact %q is not a GUID", v)
+		}
+		q.Contact = &id
+	}
+	q.RunID, q.Field = c.String("run"), c.String("field")
+	if v := c.String("since"); v != "" {
+		t, err := parseSince(v, time.Now())
 		if err != nil {
-			return err
+			return q, usage(err)
 		}
-		for _, p := range logged {
-			if !slices.ContainsFunc(pairs, func(q transform.Pair) bool { return q.D365 == p.D365 && q.Campaign == p.Campaign }) {
-				pairs = append(pairs, p)
-			}
-		}
+		q.Since = t
 	}
-	var names []string
-	for _, p := range pairs {
-		if p.D365 == field || p.Campaign == field {
-			return nil
-		}
+	if q.Contact == nil && q.RunID == "" && q.Since.IsZero() {
+		return q, usage(errors.New("audit needs --contact ID, --run ID or --since TIME"))
 	}
-	for _, p := range cfg.transform.Rules.Pairs {
-		names = append(names, p.D365, p.Campaign)
-	}
-	return usagef("--field %s is not a mapped field; the mapped fields are %s", field, strings.Join(names, ", "))
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
+	return q, nil
 }
 
 // stateExport writes every snapshot as CSV (one contact's, with contact):
@@ -271,76 +163,18 @@ func exportSnapshots(cfg *Config, only *extract.ID, out io.Writer, log zerolog.L
 	if st != nil {
 		defer st.Close()
 	}
-	w := csv.NewWriter(out)
-	if err := w.Write([]string{"contact_id", "profile_pkey", "d365_field", "campaign_field", "agreed_opted_out", "agreed_since",
-		"d365_value", "campaign_value", "d365_written_pending", "campaign_written_pending", "d365_modified", "campaign_modified", "last_decided",
-		"campaign_field_modified", "campaign_conflict"}); err != nil {
+	w, err := show.NewSnapshotCSV(out)
+	if err != nil {
 		return err
 	}
-	row := func(id extract.ID, s *transform.Snapshot, agreed *state.Agreed) error {
-		decided := ""
-		if s.Decided != 0 {
-			decided = time.Unix(s.Decided, 0).UTC().Format(time.RFC3339)
-		}
-		for i, p := range cfg.transform.Rules.Pairs {
-			ps := s.Pairs[i]
-			dRaw, dPending := ps.DRaw, ps.DWritten
-			if p.Invert { // the Dynamics columns in the field's own polarity
-				dRaw, dPending = dRaw.Not(), dPending.Not()
-			}
-			pkey := s.PKey
-			if !s.CSeen {
-				pkey = ""
-			}
-			since := ""
-			if ps.S.Known() && agreed[i] != 0 {
-				since = time.Unix(agreed[i], 0).UTC().Format(time.RFC3339)
-			}
-			// the field's own change time, when the export gives one
-			fieldTime := seen(s.CSeen && ps.CTimeKnown, ps.CTime)
-			if err := w.Write([]string{id.String(), pkey, p.D365, p.Campaign, ps.S.String(), since, dRaw.String(), ps.CRaw.String(),
-				dPending.String(), ps.CWritten.String(), seen(s.DSeen, s.DModified), seen(s.CSeen, s.CModified), decided,
-				fieldTime, strconv.FormatBool(s.CConflict)}); err != nil {
-				return err
-			}
-		}
-		return nil
+	absent, err := inspect.Snapshots(st, cfg.transform.Rules.Pairs, only, w.Write)
+	if err != nil {
+		return err
 	}
-	switch {
-	case st == nil:
-	case only != nil:
-		r, err := st.Reader()
-		if err != nil {
-			return err
-		}
-		var s transform.Snapshot
-		found, err := r.Get(*only, &s)
-		agreed := r.Agreed()
-		r.Close()
-		if err != nil {
-			return err
-		}
-		if found {
-			if err := row(*only, &s, &agreed); err != nil {
-				return err
-			}
-		} else {
-			log.Warn().Str("contact", only.String()).Msg("state holds no record of this contact")
-		}
-	default:
-		if err := st.EachAgreed(row); err != nil {
-			return err
-		}
+	if absent {
+		log.Warn().Str("contact", only.String()).Msg("state holds no record of this contact")
 	}
-	w.Flush()
-	return w.Error()
-}
-
-func seen(ok bool, ms int64) string {
-	if !ok {
-		return ""
-	}
-	return extract.FormatTime(ms)
+	return w.Flush()
 }
 
 // stateReset forgets agreed snapshots so the next run decides those pairs

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"optsync/fixtures/testkit"
+	"optsync/load/show"
 	"optsync/state"
 	"optsync/transform"
 )
@@ -388,7 +389,7 @@ func TestAuditExplainsTheInSyncContact(t *testing.T) {
 		}
 	}
 	r = p.cli(t, "audit", "--contact", guid1, "--format", "json")
-	var answer presentState
+	var answer show.Contact
 	if err := json.Unmarshal([]byte(r.stdout), &answer); err != nil {
 		t.Fatalf("json: %v\n%s", err, r.stdout)
 	}
