@@ -38,6 +38,7 @@ func TestExitCodes(t *testing.T) {
 		{"failed writes", &load.FailedWritesError{Err: plain}, exitWriteFailed},
 		{"safety stop", &transform.SafetyStopError{Err: plain}, exitSafety},
 		{"query", inspect.NoSuchRun("r1", "s.db"), exitUsage},
+		{"output refused", &load.OutputRefusedError{}, exitUsage},
 		{"locked", &state.LockedError{Path: "s.db"}, exitLocked},
 		{"corrupt state", &state.CorruptError{Path: "s.db"}, exitFailure},
 		{"lost state", &state.LostError{Path: "s.db"}, exitFailure},

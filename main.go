@@ -115,7 +115,8 @@ func newSummary(runID, command string) *summary {
 // usageError is a command line, flag, variable or argument that is wrong:
 // the command did nothing and exits 2. The config's own errors are
 // configError, the inputs' extract.MissingColumnError and BrokenFileError,
-// a read-only command's question about what state lacks inspect.QueryError.
+// a read-only command's question about what state lacks inspect.QueryError,
+// an --output refused load.OutputRefusedError.
 type usageError struct{ err error }
 
 func (e *usageError) Error() string { return e.err.Error() }
@@ -188,6 +189,7 @@ func exitCode(err error) int {
 		mc *extract.MissingColumnError
 		bf *extract.BrokenFileError
 		qe *inspect.QueryError
+		oe *load.OutputRefusedError
 		le *state.LockedError
 		se *signalError
 		lc cli.ExitCoder
@@ -201,7 +203,7 @@ func exitCode(err error) int {
 		return exitWriteFailed
 	case errors.As(err, &ss):
 		return exitSafety
-	case errors.As(err, &ce), errors.As(err, &mc), errors.As(err, &bf), errors.As(err, &qe):
+	case errors.As(err, &ce), errors.As(err, &mc), errors.As(err, &bf), errors.As(err, &qe), errors.As(err, &oe):
 		return exitUsage
 	case errors.As(err, &le):
 		return exitLocked

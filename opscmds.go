@@ -132,26 +132,7 @@ func stateExport(cfg *Config, output string, force bool, contact string, stdout 
 	if output == "" {
 		return exportSnapshots(cfg, only, stdout, log)
 	}
-	fi, err := os.Lstat(output)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-	case err != nil:
-		return fmt.Errorf("state export: %w", err)
-	case fi.Mode()&fs.ModeSymlink != 0:
-		return usagef("state export: --output %s is a symbolic link; optsync neither writes through a link nor replaces one: remove it or name the file itself", output)
-	case !fi.Mode().IsRegular():
-		return usagef("state export: --output %s exists and is not a regular file (%s)", output, fi.Mode().Type())
-	case !force:
-		return usagef("state export: --output %s exists; pass --force to replace it", output)
-	}
-	err = load.WriteFile(output, load.FileOptions{NoReplace: !force}, func(w io.Writer) error { return exportSnapshots(cfg, only, w, log) })
-	if errors.Is(err, fs.ErrExist) {
-		return usagef("state export: %w; pass --force to replace it", err)
-	}
-	if err != nil {
-		return fmt.Errorf("state export: %w", err)
-	}
-	return nil
+	return load.WriteExport("state export", output, force, func(w io.Writer) error { return exportSnapshots(cfg, only, w, log) })
 }
 
 // exportSnapshots writes the snapshots' CSV (only's, when set) to out.
