@@ -47,6 +47,7 @@ func TestExitCodes(t *testing.T) {
 		{"SIGTERM", &signalError{sig: syscall.SIGTERM}, 143},
 		{"max_run_time", &signalError{sig: syscall.SIGTERM, after: 1}, 143},
 		{"cli help topic", cli.Exit("No help topic for 'x'", 3), exitUsage},
+		{"another ExitCoder", fmt.Errorf("check: %w", otherExitCoder{}), exitFailure},
 		{"wrapped locked", fmt.Errorf("open: %w", &state.LockedError{Path: "s.db"}), exitLocked},
 		{"wrapped safety", fmt.Errorf("run: %w", &transform.SafetyStopError{Err: plain}), exitSafety},
 		{"withCode usage", withCode(exitUsage, plain), exitUsage},
@@ -97,3 +98,10 @@ func TestLibraryComplaintsExitUsage(t *testing.T) {
 		}
 	}
 }
+
+// otherExitCoder has an ExitCode method, as *exec.ExitError does, but is
+// not urfave/cli's own error.
+type otherExitCoder struct{}
+
+func (otherExitCoder) Error() string { return "exit status 3" }
+func (otherExitCoder) ExitCode() int { return 3 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"reflect"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -192,7 +193,6 @@ func exitCode(err error) int {
 		oe *load.OutputRefusedError
 		le *state.LockedError
 		se *signalError
-		lc cli.ExitCoder
 	)
 	switch {
 	case err == nil:
@@ -209,9 +209,7 @@ func exitCode(err error) int {
 		return exitLocked
 	case errors.As(err, &se):
 		return 128 + int(se.sig)
-	case errors.As(err, &lc):
-		// urfave/cli's own "No help topic for …" (help of a command
-		// that does not exist); optsync's errors are never cli.ExitCoders.
+	case isLibraryExit(err):
 		return exitUsage
 	}
 	// Among these the state file's damage: *state.CorruptError,
@@ -474,6 +472,14 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 			},
 		}, installCommands(stdout, onUsage)...),
 	}
+}
+
+// isLibraryExit recognises, by its type, the error urfave/cli itself makes
+// with cli.Exit: "No help topic for …", help of a command that does not
+// exist. Another cli.ExitCoder (an *exec.ExitError) is not the library's.
+func isLibraryExit(err error) bool {
+	var lc cli.ExitCoder
+	return errors.As(err, &lc) && reflect.TypeOf(lc) == reflect.TypeOf(cli.Exit("", 0))
 }
 
 // onUsage makes urfave/cli's complaint about a command's flags a usage
