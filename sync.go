@@ -748,6 +748,10 @@ func (j *job) openState() (*state.Store, error) {
 		j.stateAside = aside
 		return st, err
 	}
+	if !j.incremental {
+		// A backfill reads every record: the whole file is checked first.
+		return state.OpenFull(j.cfg.State, j.cfg.transform.Rules.Pairs)
+	}
 	return state.Open(j.cfg.State, j.cfg.transform.Rules.Pairs)
 }
 

@@ -43,6 +43,7 @@ func (e *CorruptError) Error() string {
 // high-water page id, transaction id, FNV-64a checksum of the fields
 // before it). Two meta pages, 0 and 1; a commit writes page txid%2.
 const (
+	freelistPage   = 0x10
 	boltMagic      = 0xED0CDAED
 	boltVersion    = 2
 	pageHeaderSize = 16
@@ -53,10 +54,14 @@ const (
 type metaPage struct {
 	pageSize uint32
 	root     uint64
+	freelist uint64 // the free list's page (noFreelist: not kept in the file)
 	pgid     uint64 // the high-water mark: pages the file must hold
 	txid     uint64
 	problem  string // "" when valid
 }
+
+// noFreelist is the free list page of a file written without one.
+const noFreelist = 1<<64 - 1
 
 func parseMeta(page []byte) metaPage {
 	if len(page) < pageHeaderSize+metaSize {
@@ -64,7 +69,7 @@ func parseMeta(page []byte) metaPage {
 	}
 	m := page[pageHeaderSize : pageHeaderSize+metaSize]
 	le := binary.LittleEndian
-	mp := metaPage{pageSize: le.Uint32(m[8:]), root: le.Uint64(m[16:]), pgid: le.Uint64(m[40:]), txid: le.Uint64(m[48:])}
+	mp := metaPage{pageSize: le.Uint32(m[8:]), root: le.Uint64(m[16:]), freelist: le.Uint64(m[32:]), pgid: le.Uint64(m[40:]), txid: le.Uint64(m[48:])}
 	h := fnv.New64a()
 	h.Write(m[:metaChecked])
 	switch {
@@ -81,27 +86,30 @@ func parseMeta(page []byte) metaPage {
 // checkFile looks at an existing state file before bbolt maps it: bbolt
 // trusts a truncated file (and faults reading past its end), falls back
 // silently to the older meta page when the newer is damaged (losing the
-// last transaction), and takes an empty file as a new one.
-func checkFile(path string) error {
+// last transaction), and takes an empty file as a new one. A meta page
+// torn by a commit that did not finish is no damage (committed.go): torn
+// then names the state file the record beside it belongs to, to be
+// compared with the file's own identity once it is open.
+func checkFile(path, statePath string) (torn *committed, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil // bbolt's open reports it
+		return nil, nil // bbolt's open reports it
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("state %s: %w", path, err)
+		return nil, fmt.Errorf("state %s: %w", path, err)
 	}
 	size := fi.Size()
 	bad := func(format string, a ...any) error {
 		return &CorruptError{Path: path, Problem: fmt.Sprintf(format, a...)}
 	}
 	if size == 0 {
-		return bad("it is empty (0 bytes), which no state file is; a new one is only ever created where none exists")
+		return nil, bad("it is empty (0 bytes), which no state file is; a new one is only ever created where none exists")
 	}
 	head := make([]byte, min(size, 1<<17))
 	if _, err := io.ReadFull(f, head); err != nil {
-		return fmt.Errorf("state %s: reading its first pages: %w", path, err)
+		return nil, fmt.Errorf("state %s: reading its first pages: %w", path, err)
 	}
 	m0 := parseMeta(head)
 	ps := int64(m0.pageSize)
@@ -118,42 +126,109 @@ func checkFile(path string) error {
 			}
 		}
 		if ps == 0 {
-			return bad("neither of its two meta pages is valid (page 0: %s): it is not a state file, or its start is destroyed (%d bytes)", m0.problem, size)
+			return nil, bad("neither of its two meta pages is valid (page 0: %s): it is not a state file, or its start is destroyed (%d bytes)", m0.problem, size)
 		}
-		return bad("meta page 0 is damaged (%s): bbolt would fall back to meta page 1 and silently lose the last transaction", m0.problem)
 	}
 	if ps < 1024 || ps > 1<<16 || ps&(ps-1) != 0 {
-		return bad("meta page 0 names a page size of %d", ps)
+		return nil, bad("meta page 0 names a page size of %d", ps)
 	}
 	if size < 2*ps {
-		return bad("it is %d bytes, shorter than its two meta pages (%d bytes each): truncated", size, ps)
+		return nil, bad("it is %d bytes, shorter than its two meta pages (%d bytes each): truncated", size, ps)
 	}
 	m1 := parseMeta(head[ps:])
+	var newest metaPage
 	switch {
-	case m1.problem != "":
-		return bad("meta page 1 is damaged (%s): bbolt would fall back to meta page 0 and silently lose the last transaction", m1.problem)
+	case m0.problem != "" && m1.problem != "":
+		return nil, bad("neither of its two meta pages is valid (page 0: %s; page 1: %s)", m0.problem, m1.problem)
+	case m0.problem != "" || m1.problem != "":
+		damaged, good, problem := 0, m1, m0.problem
+		if m1.problem != "" {
+			damaged, good, problem = 1, m0, m1.problem
+		}
+		// Each commit writes the meta page of its transaction's parity:
+		// the damaged page is the one the next commit was writing, if that
+		// commit did not finish while good's transaction was the last one
+		// that did.
+		last, known := readCommitted(statePath)
+		if !known || last.txid != good.txid || int(good.txid%2) == damaged {
+			return nil, bad("meta page %d is damaged (%s): bbolt would fall back to meta page %d and silently lose the last transaction", damaged, problem, 1-damaged)
+		}
+		newest, torn = good, &last
 	case int64(m1.pageSize) != ps:
-		return bad("its meta pages disagree on the page size (%d, %d)", ps, m1.pageSize)
+		return nil, bad("its meta pages disagree on the page size (%d, %d)", ps, m1.pageSize)
 	case m0.txid%2 != 0 || m1.txid%2 != 1 || max(m0.txid, m1.txid)-min(m0.txid, m1.txid) != 1:
 		// Each commit writes the meta page of its own parity, so the two
 		// always hold consecutive transactions: anything else is an old
 		// page written back, or a damaged one that still checks.
-		return bad("its meta pages hold transactions %d and %d, not two consecutive ones: one was replaced", m0.txid, m1.txid)
-	}
-	newest := m0
-	if m1.txid > m0.txid {
-		newest = m1
+		return nil, bad("its meta pages hold transactions %d and %d, not two consecutive ones: one was replaced", m0.txid, m1.txid)
+	default:
+		newest = m0
+		if m1.txid > m0.txid {
+			newest = m1
+		}
 	}
 	if size%ps != 0 {
-		return bad("its size, %d bytes, is not a whole number of %d-byte pages: truncated or appended to", size, ps)
+		return nil, bad("its size, %d bytes, is not a whole number of %d-byte pages: truncated or appended to", size, ps)
 	}
 	if want := int64(newest.pgid) * ps; size < want {
-		return bad("it is %d bytes, shorter than the %d pages (%d bytes) its last transaction (%d) uses: truncated", size, newest.pgid, want, newest.txid)
+		return nil, bad("it is %d bytes, shorter than the %d pages (%d bytes) its last transaction (%d) uses: truncated", size, newest.pgid, want, newest.txid)
 	}
 	if newest.root >= newest.pgid || newest.root < 2 {
-		return bad("its last transaction's root page (%d) lies outside its %d pages", newest.root, newest.pgid)
+		return nil, bad("its last transaction's root page (%d) lies outside its %d pages", newest.root, newest.pgid)
 	}
-	return nil
+	if newest.freelist != noFreelist {
+		if problem := checkFreelist(f, uint64(ps), newest); problem != "" {
+			return nil, bad("%s", problem)
+		}
+	}
+	return torn, nil
+}
+
+// checkFreelist reads the free list a writer's bbolt loads at open (pages
+// it will write over): its page is a free list page, and the pages it
+// lists lie inside the file's pages in use, each once, in order, as bbolt
+// writes them. (Whether a page it lists is also reached from the root,
+// which would let bbolt overwrite a live page, is what the walk of every
+// page finds: a backfill makes it.)
+func checkFreelist(f *os.File, ps uint64, m metaPage) string {
+	id := m.freelist
+	if id < 2 || id >= m.pgid {
+		return fmt.Sprintf("its last transaction's free list (page %d) lies outside its %d pages", id, m.pgid)
+	}
+	hdr := make([]byte, pageHeaderSize+8)
+	if _, err := f.ReadAt(hdr, int64(id*ps)); err != nil {
+		return fmt.Sprintf("its free list (page %d) cannot be read: %v", id, err)
+	}
+	le := binary.LittleEndian
+	overflow := uint64(le.Uint32(hdr[12:]))
+	switch {
+	case le.Uint64(hdr) != id:
+		return fmt.Sprintf("its free list page %d names itself page %d", id, le.Uint64(hdr))
+	case le.Uint16(hdr[8:]) != freelistPage:
+		return fmt.Sprintf("its free list page %d has type/flags %#x", id, le.Uint16(hdr[8:]))
+	case id+overflow >= m.pgid:
+		return fmt.Sprintf("its free list page %d runs past the %d pages in use", id, m.pgid)
+	}
+	count, skip := uint64(le.Uint16(hdr[10:])), uint64(0)
+	if count == 0xFFFF { // the real count is the first element
+		count, skip = le.Uint64(hdr[pageHeaderSize:]), 1
+	}
+	if pageHeaderSize+(count+skip)*8 > (overflow+1)*ps {
+		return fmt.Sprintf("its free list page %d lists %d pages, more than fit in it", id, count)
+	}
+	ids := make([]byte, count*8)
+	if _, err := f.ReadAt(ids, int64(id*ps+pageHeaderSize+skip*8)); err != nil {
+		return fmt.Sprintf("its free list (page %d) cannot be read: %v", id, err)
+	}
+	prev := uint64(1)
+	for i := range count {
+		p := le.Uint64(ids[i*8:])
+		if p <= prev || p >= m.pgid {
+			return fmt.Sprintf("its free list (page %d) lists page %d out of order or outside the %d pages in use", id, p, m.pgid)
+		}
+		prev = p
+	}
+	return ""
 }
 
 // checkEnv makes a process that imports this package run bbolt's

@@ -41,7 +41,7 @@ func readOnlyFD(t *testing.T, f *os.File) {
 func TestFailedWritesLeaveTheStateOpenable(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "state.db")
-	_, err := openHooked(path, testPairs, false, func(f *os.File) error {
+	_, err := openHooked(path, testPairs, false, false, func(f *os.File) error {
 		readOnlyFD(t, f)
 		return nil
 	})
@@ -56,7 +56,7 @@ func TestFailedWritesLeaveTheStateOpenable(t *testing.T) {
 	}
 
 	var file *os.File
-	st, err := openHooked(path, testPairs, false, func(f *os.File) error {
+	st, err := openHooked(path, testPairs, false, false, func(f *os.File) error {
 		file = f
 		return nil
 	})
@@ -87,7 +87,7 @@ func TestFailedWritesLeaveTheStateOpenable(t *testing.T) {
 	st.Close()
 
 	for _, readOnly := range []bool{true, false} {
-		st, err := openHooked(path, testPairs, readOnly, nil)
+		st, err := openHooked(path, testPairs, readOnly, false, nil)
 		if err != nil {
 			t.Fatalf("opening (read-only %v) after the failed commit: %v", readOnly, err)
 		}

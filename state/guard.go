@@ -26,7 +26,7 @@ func (s *Store) recoverDamage(err *error, old bool) {
 		return
 	}
 	if d, ok := r.(damage); ok {
-		*err = &CorruptError{Path: s.path, Problem: d.err.Error()}
+		*err = &CorruptError{Path: s.path, Problem: d.problem}
 		return
 	}
 	ce := &CorruptError{Path: s.path, Problem: fmt.Sprintf("reading it stopped at a damaged page (%v)", r)}

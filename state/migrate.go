@@ -29,8 +29,7 @@ func (s *Store) sealWhole(real string) error {
 		return fmt.Errorf("state %s: sealing it: %w", s.path, err)
 	}
 	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
+		FreelistType: bolt.FreelistMapType,
 		OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
 			return openFile(name, flag|os.O_EXCL, mode, false)
 		},

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -80,23 +81,32 @@ func printable(k []byte) string {
 // sealSchema is the first schema whose values are all sealed.
 const sealSchema = 5
 
-// damage carries a *SealError out of a bbolt callback or cursor loop to the
-// package's boundary (view, update, Reader), which turns it into a
-// *CorruptError — the way bbolt's own checks of a damaged page leave a
-// transaction. It never leaves the package: a loop cannot forget to check
-// it and carry on with what it had read.
-type damage struct{ err *SealError }
+// damage carries a seal that does not match, or a damaged page, out of a
+// bbolt callback or cursor loop to the package's boundary (view, update,
+// Reader), which turns it into a *CorruptError — the way bbolt's own checks
+// of a damaged page leave a transaction. It never leaves the package: a
+// loop cannot forget to check it and carry on with what it had read.
+type damage struct{ problem string }
 
 // vbucket reads and writes a bucket's values through their seals (or, in a
-// file from before them, as they are: sealed false).
+// file from before them, as they are: sealed false), checking the pages it
+// reaches first (pages.go).
 type vbucket struct {
 	b      *bolt.Bucket
 	name   string
 	sealed bool
+	pv     *pageView
+	root   uint64
 }
 
 func (s *Store) vb(b *bolt.Bucket, name string) vbucket {
-	return vbucket{b: b, name: name, sealed: s.sealed}
+	x := vbucket{b: b, name: name, sealed: s.sealed}
+	if b != nil {
+		if x.pv = s.pages(b.Tx()); x.pv != nil {
+			x.root = uint64(b.Root())
+		}
+	}
+	return x
 }
 
 // open returns a value without its seal; a nil value (none, or a nested
@@ -107,51 +117,104 @@ func (x vbucket) open(k, v []byte) []byte {
 	}
 	p, err := unseal(x.name, k, v)
 	if err != nil {
-		panic(damage{err.(*SealError)})
+		panic(damage{err.Error()})
 	}
 	return p
 }
 
 // Get is the value of k (nil: none).
-func (x vbucket) Get(k []byte) []byte { return x.open(k, x.b.Get(k)) }
+func (x vbucket) Get(k []byte) []byte {
+	x.pv.key(x.root, k, false, x.name)
+	return x.open(k, x.b.Get(k))
+}
 
 // Put stores v under k, sealed. v is copied.
 func (x vbucket) Put(k, v []byte) error {
 	if !x.sealed {
 		return fmt.Errorf("state: writing %s into a file from before records were sealed", x.name)
 	}
+	x.pv.key(x.root, k, false, x.name)
 	return x.b.Put(k, sealed(k, v))
 }
 
 // PutSealed stores a value sealed already (with seal), which must stay
 // valid for the transaction.
-func (x vbucket) PutSealed(k, v []byte) error { return x.b.Put(k, v) }
+func (x vbucket) PutSealed(k, v []byte) error {
+	x.pv.key(x.root, k, false, x.name)
+	return x.b.Put(k, v)
+}
+
+// Delete removes k; bbolt may merge the pages beside it, which are checked
+// first too.
+func (x vbucket) Delete(k []byte) error {
+	x.pv.key(x.root, k, true, x.name)
+	return x.b.Delete(k)
+}
 
 // ForEach calls fn with every key and its value (nil for a nested bucket).
 func (x vbucket) ForEach(fn func(k, v []byte) error) error {
+	x.pv.span(x.root, nil, nil, x.name)
 	return x.b.ForEach(func(k, v []byte) error { return fn(k, x.open(k, v)) })
 }
 
-// Cursor walks the bucket with values opened.
-func (x vbucket) Cursor() vcursor { return vcursor{c: x.b.Cursor(), x: x} }
+// Cursor walks the bucket with values opened, checking the pages between
+// each key it returns and the one before (or, after Covering, none within
+// the range covered).
+func (x vbucket) Cursor() *vcursor { return &vcursor{c: x.b.Cursor(), x: x} }
 
 type vcursor struct {
 	c *bolt.Cursor
 	x vbucket
+	// last is the key returned before (nil: none yet); from, to and
+	// covered say which range was checked whole beforehand.
+	last     []byte
+	from, to []byte
+	covered  bool
 }
 
-func (c vcursor) at(k, v []byte) ([]byte, []byte) {
+// Covering checks every page of [from, to] (nil: open-ended) at once, for a
+// scan of that range.
+func (c *vcursor) Covering(from, to []byte) *vcursor {
+	c.x.pv.span(c.x.root, from, to, c.x.name)
+	c.from, c.to, c.covered = from, to, true
+	return c
+}
+
+func (c *vcursor) within(k []byte) bool {
+	return c.covered && (c.from == nil || bytes.Compare(k, c.from) >= 0) && (c.to == nil || bytes.Compare(k, c.to) <= 0)
+}
+
+// at checks the pages between the key returned before and k (every page a
+// step of bbolt's cursor may have passed), then opens k's value.
+func (c *vcursor) at(k, v []byte) ([]byte, []byte) {
 	if k == nil {
+		c.last = nil
 		return nil, nil
 	}
+	if c.x.pv != nil && !(c.within(k) && (c.last == nil || c.within(c.last))) {
+		lo, hi := c.last, k
+		if lo != nil && bytes.Compare(lo, hi) > 0 {
+			lo, hi = hi, lo
+		}
+		c.x.pv.span(c.x.root, lo, hi, c.x.name)
+	}
+	c.last = append(c.last[:0], k...)
 	return k, c.x.open(k, v)
 }
 
-func (c vcursor) First() ([]byte, []byte)        { return c.at(c.c.First()) }
-func (c vcursor) Last() ([]byte, []byte)         { return c.at(c.c.Last()) }
-func (c vcursor) Next() ([]byte, []byte)         { return c.at(c.c.Next()) }
-func (c vcursor) Prev() ([]byte, []byte)         { return c.at(c.c.Prev()) }
-func (c vcursor) Seek(k []byte) ([]byte, []byte) { return c.at(c.c.Seek(k)) }
+func (c *vcursor) First() ([]byte, []byte) { c.last = nil; return c.at(c.c.First()) }
+func (c *vcursor) Last() ([]byte, []byte) {
+	c.x.pv.span(c.x.root, nil, nil, c.x.name) // a step back from the end (rare: a short history)
+	c.last = nil
+	return c.at(c.c.Last())
+}
+func (c *vcursor) Next() ([]byte, []byte) { return c.at(c.c.Next()) }
+func (c *vcursor) Prev() ([]byte, []byte) { return c.at(c.c.Prev()) }
+func (c *vcursor) Seek(k []byte) ([]byte, []byte) {
+	c.x.pv.key(c.x.root, k, false, c.x.name)
+	c.last = append(c.last[:0], k...)
+	return c.at(c.c.Seek(k))
+}
 
 // errUnsealed says a file from before the seals was opened to be written:
 // open seals it whole first (migrate).

@@ -464,8 +464,7 @@ func (s *Store) Reader() (*Reader, error) {
 	}
 	r := &Reader{s: s, tx: tx, b: tx.Bucket(bucketContacts), slot: s.slots()}
 	if r.b != nil {
-		c := s.vb(r.b, "contacts").Cursor()
-		r.c = &c
+		r.c = s.vb(r.b, "contacts").Cursor()
 	}
 	return r, nil
 }

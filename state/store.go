@@ -15,6 +15,7 @@ package state
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -119,6 +120,10 @@ type Store struct {
 	Holder *LockInfo
 	// id is the file's identity (see ID).
 	id string
+	// guard checks the pages a command reaches (pages.go).
+	guard *pageGuard
+	// mark is <state>.committed, open once a commit has been recorded.
+	mark *os.File
 }
 
 // Open opens (creating if needed) the state file for a run that may write,
@@ -128,6 +133,18 @@ type Store struct {
 // A missing folder is created 0700, as out_dir is: the file holds
 // personal data.
 func Open(path string, pairs []transform.Pair) (*Store, error) {
+	return openWriter(path, pairs, false)
+}
+
+// OpenFull is Open for a command that reads every record anyway (a
+// backfill): every page of the file is walked and every record's seal
+// checked before anything is used, so that nothing is left to check as
+// the records are read.
+func OpenFull(path string, pairs []transform.Pair) (*Store, error) {
+	return openWriter(path, pairs, true)
+}
+
+func openWriter(path string, pairs []transform.Pair, full bool) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating the folder of state %s: %w", path, err)
 	}
@@ -136,7 +153,7 @@ func Open(path string, pairs []transform.Pair) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := open(path, pairs, false)
+	s, err := openHooked(path, pairs, false, full, nil)
 	if err != nil {
 		lock.release()
 		return nil, err
@@ -172,14 +189,21 @@ func OpenReadOnly(path string, pairs []transform.Pair) (*Store, error) {
 }
 
 func open(path string, pairs []transform.Pair, readOnly bool) (*Store, error) {
-	return openHooked(path, pairs, readOnly, nil)
+	return openHooked(path, pairs, readOnly, false, nil)
 }
 
 // fileHook, in tests, sees every file bbolt opens (the state file, and a
 // new one under its temporary name) and may inject faults into it.
 type fileHook func(f *os.File) error
 
-func openHooked(path string, pairs []transform.Pair, readOnly bool, hook fileHook) (*Store, error) {
+// openHooked opens the state file. Its shape (size, meta pages, free list)
+// is checked before bbolt maps it; its pages and records are then checked
+// as commands reach them (pages.go, seals on every read). full walks every
+// page and checks every seal first, for a command that reads everything
+// anyway (backfill); so does a writer's open of a file whose free list
+// bbolt would rebuild by walking every page itself, in goroutines where a
+// damaged page panics beyond any recover.
+func openHooked(path string, pairs []transform.Pair, readOnly, full bool, hook fileHook) (*Store, error) {
 	s := &Store{path: path, readOnly: readOnly}
 	real, err := resolvePath(path)
 	if err != nil {
@@ -193,22 +217,25 @@ func openHooked(path string, pairs []transform.Pair, readOnly bool, hook fileHoo
 	// damaged: bbolt would take it for a new file).
 	_, statErr := os.Lstat(real)
 	exists := !errors.Is(statErr, fs.ErrNotExist)
+	var torn *committed
+	walked := false
 	if exists {
-		if err := checkFile(real); err != nil {
+		if torn, err = checkFile(real, path); err != nil {
 			return nil, err
 		}
-		// Before bbolt maps it: its pages walked as bbolt's open for
-		// writing walks them, in goroutines of its own where a damaged page
-		// panics beyond any recover; and as its consistency check does (a
-		// damaged element count would find no key where one is). Found
-		// wrong, bbolt's own check (tx.Check, in a process of its own) says
-		// what else it sees.
-		if err := walkPages(real); err != nil {
-			var ce *CorruptError
-			if errors.As(err, &ce) {
-				ce.Path, ce.Check = path, consistency(real)
+		if full || !readOnly && !freelistKept(real) {
+			// Its pages walked as bbolt's check (tx.Check) walks them, and
+			// as its open for writing does when it rebuilds the free list.
+			// Found wrong, bbolt's own check (tx.Check, in a process of its
+			// own) says what else it sees.
+			if err := walkPages(real); err != nil {
+				var ce *CorruptError
+				if errors.As(err, &ce) {
+					ce.Path, ce.Check = path, consistency(real)
+				}
+				return nil, err
 			}
-			return nil, err
+			walked = true
 		}
 	}
 	openFunc := func(name string, flag int, mode os.FileMode) (*os.File, error) {
@@ -227,9 +254,12 @@ func openHooked(path string, pairs []transform.Pair, readOnly bool, hook fileHoo
 		}
 	}
 	opts := &bolt.Options{
-		Timeout:        wait,
-		ReadOnly:       readOnly,
-		NoFreelistSync: true,
+		Timeout:  wait,
+		ReadOnly: readOnly,
+		// The free list is kept in the file: without it bbolt rebuilds it
+		// at every open by walking every page, seconds at millions of
+		// contacts however little a run then does.
+		NoFreelistSync: false,
 		FreelistType:   bolt.FreelistMapType,
 		// Each time a growing file is mapped again, bbolt copies every
 		// node of the open write transaction out of the old mapping; a
@@ -252,8 +282,6 @@ func openHooked(path string, pairs []transform.Pair, readOnly bool, hook fileHoo
 		return nil, fmt.Errorf("opening state %s: %w", path, err)
 	}
 	s.db = db
-	// Every record's seal, before any is used and before anything is
-	// written (a damaged file is left as it was found).
 	err = s.view(func(tx *bolt.Tx) error {
 		if meta := tx.Bucket(bucketMeta); meta != nil {
 			_, sealed, err := readSchema(meta.Get(keySchema))
@@ -264,7 +292,13 @@ func openHooked(path string, pairs []transform.Pair, readOnly bool, hook fileHoo
 		}
 		return nil
 	})
-	if err == nil && exists {
+	// From here every page reached is checked (with its records' seals),
+	// unless every one was walked already; the schema read just now is
+	// read again through the check by init.
+	s.guard = &pageGuard{off: walked, sealed: s.sealed}
+	if err == nil && exists && full {
+		// Every record's seal, before any is used and before anything is
+		// written (a damaged file is left as it was found).
 		err = s.checkSeals()
 	}
 	if err == nil {
@@ -278,15 +312,52 @@ func openHooked(path string, pairs []transform.Pair, readOnly bool, hook fileHoo
 			s.db = nil
 			if db, err = openBolt(real, opts); err == nil {
 				s.db = db
+				s.guard = &pageGuard{sealed: true}
 				err = s.init(pairs)
 			}
 		}
+	}
+	if err == nil && torn != nil && torn.id != s.id {
+		err = &CorruptError{Path: path, Problem: fmt.Sprintf("a meta page is damaged, and the record of the last commit beside it (%s%s) is another state file's: bbolt would fall back to the other meta page and may silently lose the last transaction", path, committedSuffix)}
+	}
+	if err == nil && !readOnly {
+		// What this run starts from is committed: a torn meta page from
+		// here on is one of its own commits that did not finish.
+		_ = s.view(func(tx *bolt.Tx) error { return s.noteCommittedErr(tx.ID()) })
 	}
 	if err != nil {
 		s.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// noteCommittedErr is noteCommitted whose failure is ignored: without the
+// record a torn meta page is taken as damage, the safe side.
+func (s *Store) noteCommittedErr(txid int) error {
+	_ = s.noteCommitted(txid)
+	return nil
+}
+
+// freelistKept says whether the file's last transaction kept its free list
+// in the file (else bbolt's open for writing rebuilds it from every page).
+func freelistKept(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	head := make([]byte, 2*65536)
+	n, _ := io.ReadFull(f, head)
+	m0 := parseMeta(head[:n])
+	if m0.problem != "" || int(m0.pageSize) > n/2 {
+		return false
+	}
+	newest := m0
+	if m1 := parseMeta(head[m0.pageSize:n]); m1.problem == "" && m1.txid > m0.txid {
+		newest = m1
+	}
+	return newest.freelist != noFreelist
 }
 
 // create makes a new state file whole: bbolt writes its first pages into a
@@ -306,7 +377,7 @@ func create(path string, openFunc func(string, int, os.FileMode) (*os.File, erro
 		}
 	}
 	tmp := path + ".new-" + newStateID()[:12]
-	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: writerWait, NoFreelistSync: true, FreelistType: bolt.FreelistMapType,
+	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: writerWait, FreelistType: bolt.FreelistMapType,
 		OpenFile: openFunc})
 	if err == nil {
 		err = db.Close()
@@ -386,7 +457,9 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) (err error) {
 	}
 	defer s.recoverDamage(&err, debug.SetPanicOnFault(true))
 	var inFn bool
+	var txid int
 	err = s.db.Update(func(tx *bolt.Tx) error {
+		txid = tx.ID()
 		if err := fn(tx); err != nil {
 			inFn = true
 			return err
@@ -395,6 +468,10 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) (err error) {
 	})
 	if err != nil && !inFn {
 		err = fmt.Errorf("state %s: committing: %w", s.path, err)
+	}
+	if err == nil {
+		// recorded before the next commit can start (committed.go)
+		_ = s.noteCommitted(txid)
 	}
 	return err
 }
@@ -585,6 +662,10 @@ func (s *Store) Close() error {
 	}
 	err := s.db.Close()
 	s.db = nil
+	if s.mark != nil {
+		s.mark.Close()
+		s.mark = nil
+	}
 	s.lock.release()
 	s.lock = nil
 	return err

@@ -1,7 +1,6 @@
 package state
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -102,83 +101,36 @@ func (w *pageWalk) page(id uint64) []byte {
 	return p
 }
 
-// element returns the key (and a leaf's value and flags) of element i of
-// page p, checked to lie inside it.
-func (w *pageWalk) element(id uint64, p []byte, i int) (key, val []byte, flags uint32, child uint64, ok bool) {
-	le := binary.LittleEndian
-	at := pageHeaderSize + i*elemSize
-	e := p[at : at+elemSize]
-	var from, to uint64
-	if le.Uint16(p[8:]) == branchPage {
-		from, to, child = uint64(at)+uint64(le.Uint32(e)), uint64(at)+uint64(le.Uint32(e))+uint64(le.Uint32(e[4:])), le.Uint64(e[8:])
-	} else {
-		flags = le.Uint32(e)
-		from = uint64(at) + uint64(le.Uint32(e[4:]))
-		to = from + uint64(le.Uint32(e[8:])) + uint64(le.Uint32(e[12:]))
-	}
-	if to > uint64(len(p)) || from > to {
-		w.fail("page %d: element %d lies outside the page", id, i)
-		return nil, nil, 0, 0, false
-	}
-	if le.Uint16(p[8:]) == branchPage {
-		return p[from:to], nil, 0, child, true
-	}
-	kend := from + uint64(le.Uint32(e[8:]))
-	return p[from:kend], p[kend:to], flags, 0, true
-}
-
 // tree walks the subtree at id, whose keys must lie in [lo, hi) (nil: no
-// bound), and returns its greatest key.
-func (w *pageWalk) tree(id uint64, lo, hi []byte, depth int) (last []byte) {
+// bound), checking each page as the page guard does (pages.go), and the
+// buckets its leaves name.
+func (w *pageWalk) tree(id uint64, lo, hi []byte, depth int) {
 	if depth > 64 {
 		w.fail("page %d lies deeper than any tree of this size", id)
-		return nil
+		return
 	}
-	p := w.page(id)
-	if p == nil {
-		return nil
+	b := w.page(id)
+	if b == nil {
+		return
 	}
-	count := int(binary.LittleEndian.Uint16(p[10:]))
-	if pageHeaderSize+count*elemSize > len(p) {
-		w.fail("page %d holds %d elements, more than fit in it", id, count)
-		return nil
+	p := rawPage{b: b, branch: binary.LittleEndian.Uint16(b[8:]) == branchPage, count: int(binary.LittleEndian.Uint16(b[10:]))}
+	if problem := p.check(id, w.hwm, lo, hi, false, ""); problem != "" {
+		w.fail("%s", problem)
+		return
 	}
-	branch := binary.LittleEndian.Uint16(p[8:]) == branchPage
-	prev := lo
-	for i := 0; i < count && w.problem == ""; i++ {
-		key, val, flags, child, ok := w.element(id, p, i)
-		if !ok {
-			return nil
-		}
-		switch {
-		case i == 0 && prev != nil && bytes.Compare(prev, key) > 0,
-			i > 0 && bytes.Compare(prev, key) >= 0:
-			w.fail("page %d: key %d is out of order", id, i)
-			return nil
-		case hi != nil && bytes.Compare(key, hi) >= 0:
-			w.fail("page %d: key %d is not below its parent's next key", id, i)
-			return nil
-		}
-		if branch {
+	for i := 0; i < p.count && w.problem == ""; i++ {
+		if p.branch {
 			next := hi
-			if i+1 < count {
-				if nk, _, _, _, ok := w.element(id, p, i+1); ok {
-					next = nk
-				}
+			if i+1 < p.count {
+				next = p.key(i + 1)
 			}
-			prev = w.tree(child, key, next, depth+1)
+			w.tree(p.child(i), p.key(i), next, depth+1)
 			continue
 		}
-		prev = key
-		if flags&bucketLeaf != 0 {
-			if len(val) < 16 {
-				w.fail("page %d: bucket %q is cut short", id, printable(key))
-				return nil
-			}
-			if root := binary.LittleEndian.Uint64(val); root != 0 {
+		if v, flags := p.value(i); flags&bucketLeaf != 0 {
+			if root := binary.LittleEndian.Uint64(v); root != 0 {
 				w.tree(root, nil, nil, depth+1) // a bucket of its own keys
 			}
 		}
 	}
-	return prev
 }
