@@ -61,8 +61,15 @@ func (s *Store) rewrite(ctx context.Context, fn func(v []byte) ([]byte, bool, er
 				n++
 			}
 			done = k == nil
+			var ops indexOps
 			for _, p := range puts {
-				if err := tot.change(vb.Get(p.k), p.v); err != nil {
+				old := vb.Get(p.k)
+				if err := tot.change(old, p.v); err != nil {
+					return fmt.Errorf("contact %x: %w", p.k, err)
+				}
+				var id extract.ID
+				copy(id[:], p.k)
+				if err := ops.changeValues(id, old, p.v); err != nil {
 					return fmt.Errorf("contact %x: %w", p.k, err)
 				}
 				if err := vb.Put(p.k, p.v); err != nil {
@@ -70,6 +77,9 @@ func (s *Store) rewrite(ctx context.Context, fn func(v []byte) ([]byte, bool, er
 				}
 			}
 			changed += len(puts)
+			if err := s.applyIndex(tx, &ops); err != nil {
+				return err
+			}
 			return s.storeCounts(tx, tot)
 		})
 		if err != nil {

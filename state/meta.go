@@ -157,7 +157,7 @@ func (s *Store) LastConfig() (*ConfigRecord, error) {
 }
 
 // finish writes a run's closing records inside its last transaction.
-func (s *Store) finish(tx *bolt.Tx, fin *Final, c *counts) error {
+func (s *Store) finish(tx *bolt.Tx, fin *Final, c *counts, ops *indexOps) error {
 	if len(fin.Files) > 0 {
 		fb, err := tx.CreateBucketIfNotExists(bucketFiles)
 		if err != nil {
@@ -195,11 +195,16 @@ func (s *Store) finish(tx *bolt.Tx, fin *Final, c *counts) error {
 	}
 	if len(fin.Forget) > 0 {
 		cb := tx.Bucket(bucketContacts)
+		vc := s.vb(cb, "contacts")
 		for _, id := range fin.Forget {
-			if err := c.change(s.vb(cb, "contacts").Get(id[:]), nil); err != nil {
+			old := vc.Get(id[:])
+			if err := c.change(old, nil); err != nil {
 				return fmt.Errorf("contact %s: %w", id, err)
 			}
-			if err := cb.Delete(id[:]); err != nil {
+			if err := ops.changeValues(id, old, nil); err != nil {
+				return fmt.Errorf("contact %s: %w", id, err)
+			}
+			if err := vc.Delete(id[:]); err != nil {
 				return err
 			}
 		}

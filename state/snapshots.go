@@ -577,7 +577,11 @@ type Batch struct {
 	// already (PutRead); the others are counted against the file when
 	// committed.
 	counted []bool
-	delta   counts
+	// oldPK and oldAts are, for a counted entry, the index keys of the
+	// record it replaces (indexKeys).
+	oldPK  [][]byte
+	oldAts [][]int64
+	delta  counts
 	log     []LogEntry
 	// logRun names the run and mappings the log entries belong to.
 	logRun *logRun
@@ -586,7 +590,7 @@ type Batch struct {
 // NewBatch starts an empty batch sized for about n contacts.
 func (s *Store) NewBatch(n int) *Batch {
 	return &Batch{s: s, keys: make([]extract.ID, 0, n), ends: make([]uint32, 0, n), data: make([]byte, 0, n*(24+3*len(s.pairIDs))),
-		counted: make([]bool, 0, n)}
+		counted: make([]bool, 0, n), oldPK: make([][]byte, 0, n), oldAts: make([][]int64, 0, n)}
 }
 
 // Put records the contact's new snapshot.
@@ -602,6 +606,7 @@ func (b *Batch) put(id extract.ID, snap *transform.Snapshot, old *record) {
 	b.data = appendSeal(b.data, start, id[:]) // sealed here: the commit writes it as it is
 	b.ends = append(b.ends, uint32(len(b.data)))
 	b.counted = append(b.counted, false)
+	b.oldPK, b.oldAts = append(b.oldPK, nil), append(b.oldAts, nil)
 }
 
 // PutRead records the contact's new snapshot over the record r last read
@@ -622,11 +627,19 @@ func (b *Batch) PutRead(r *Reader, id extract.ID, snap *transform.Snapshot) {
 	b.put(id, snap, old)
 	b.delta.addSnapshot(snap, b.s.pairIDs, 1)
 	b.counted[len(b.counted)-1] = true
+	pk, ats, _ := indexKeys(old, id)
+	if pk == nil {
+		pk = []byte{} // known: none
+	}
+	b.oldPK[len(b.oldPK)-1], b.oldAts[len(b.oldAts)-1] = pk, ats
 }
 
 // Reset empties the batch, keeping its memory.
 func (b *Batch) Reset() {
 	b.keys, b.ends, b.data, b.log, b.counted = b.keys[:0], b.ends[:0], b.data[:0], b.log[:0], b.counted[:0]
+	clear(b.oldPK)
+	clear(b.oldAts)
+	b.oldPK, b.oldAts = b.oldPK[:0], b.oldAts[:0]
 	b.delta = counts{}
 }
 
@@ -691,6 +704,7 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 		bk := tx.Bucket(bucketContacts)
 		bk.FillPercent = 0.9
 		vb := s.vb(bk, "contacts")
+		var ops indexOps
 		for _, i := range idx {
 			from := uint32(0)
 			if i > 0 {
@@ -715,9 +729,27 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 				}
 			}
 			if !b.counted[i] {
-				if err := c.change(vb.Get(k), v); err != nil {
+				old := vb.Get(k)
+				if err := c.change(old, v); err != nil {
 					return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
 				}
+				if err := ops.changeValues(b.keys[i], old, v); err != nil {
+					return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
+				}
+			} else {
+				nr, err := parseRecord(v)
+				if err != nil {
+					return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
+				}
+				npk, nats, err := indexKeys(&nr, b.keys[i])
+				if err != nil {
+					return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
+				}
+				opk := b.oldPK[i]
+				if len(opk) == 0 {
+					opk = nil
+				}
+				ops.changeKeys(b.keys[i], opk, b.oldAts[i], npk, nats)
 			}
 			if err := vb.PutSealed(k, sv); err != nil {
 				return fmt.Errorf("state %s: writing contact %s: %w", s.path, b.keys[i], err)
@@ -728,9 +760,12 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 			return fmt.Errorf("state %s: writing the decision log: %w", s.path, err)
 		}
 		if fin != nil {
-			if err := s.finish(tx, fin, c); err != nil {
+			if err := s.finish(tx, fin, c, &ops); err != nil {
 				return err
 			}
+		}
+		if err := s.applyIndex(tx, &ops); err != nil {
+			return fmt.Errorf("state %s: %w", s.path, err)
 		}
 		return s.storeCounts(tx, c)
 	})

@@ -45,7 +45,11 @@ import (
 // times and whether Campaign showed two or more profiles for the contact —
 // an older optsync would decide such a contact again; a file of schema 5 is
 // brought up to 6 by the first transaction that writes records.
-const SchemaVersion = 6
+// 7: the file keeps an index of the records by PKey and one of the pending
+// writes (index.go), and its totals count the profiles and pending writes:
+// an older optsync would change records without them. A file of 6 (or
+// before) gets them from the first run that opens it.
+const SchemaVersion = 7
 
 var (
 	bucketMeta     = []byte("meta")
@@ -544,6 +548,10 @@ func (s *Store) init(pairs []transform.Pair) error {
 			if err := s.vb(meta, "meta").Put(keySchema, []byte(fmt.Sprint(SchemaVersion))); err != nil {
 				return err
 			}
+			// a new file: its indexes are built (empty)
+			if err := s.markIndexes(tx); err != nil {
+				return err
+			}
 		} else {
 			n, _, _ := readSchema(v)
 			s.schemaBehind = n != SchemaVersion
@@ -616,7 +624,13 @@ func (s *Store) init(pairs []transform.Pair) error {
 func (s *Store) persist(tx *bolt.Tx) error {
 	meta := tx.Bucket(bucketMeta)
 	vm := s.vb(meta, "meta")
-	if vm.Get(keyCounts) == nil {
+	kept, ok, err := s.loadCounts(tx)
+	if err != nil {
+		return err
+	}
+	if !ok || kept.v1 {
+		// none yet, or from before the profiles and pending writes were
+		// counted
 		c, err := s.recount(tx)
 		if err != nil {
 			return fmt.Errorf("counting the records once: %w", err)

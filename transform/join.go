@@ -1,8 +1,6 @@
 package transform
 
 import (
-	"cmp"
-	"hash/maphash"
 	"math"
 	"slices"
 	"strings"
@@ -32,33 +30,20 @@ func order(t int64) int64 {
 }
 
 // DedupContacts sorts contacts by id and keeps, per id, the row with the
-// latest modifiedon (equal: the later row). A winning row that is bad keeps
-// the contact out of the run: an older good row is not a safe stand-in for a
-// newer unreadable one.
+// latest modifiedon (equal: the later row): DedupStream over a slice.
 func DedupContacts(cs []extract.Contact) (kept []extract.Contact, superseded []Superseded) {
-	slices.SortFunc(cs, func(a, b extract.Contact) int {
-		if c := a.ID.Compare(b.ID); c != 0 {
-			return c
+	slices.SortFunc(cs, func(a, b extract.Contact) int { return ContactOrder(&a, &b) })
+	i := 0
+	d := NewDedupStream(func() *extract.Contact {
+		if i == len(cs) {
+			return nil
 		}
-		if c := cmp.Compare(order(a.Modified), order(b.Modified)); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(a.File, b.File); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.Line, b.Line)
-	})
-	kept = cs[:0]
-	for i := range cs {
-		if i+1 < len(cs) && cs[i+1].ID == cs[i].ID {
-			superseded = append(superseded, Superseded{ID: cs[i].ID, File: cs[i].File, Line: cs[i].Line, Bad: cs[i].Bad})
-			continue
-		}
-		for j := len(superseded) - 1; j >= 0 && superseded[j].ID == cs[i].ID; j-- {
-			superseded[j].By, superseded[j].ByFile = cs[i].Line, cs[i].File
-			superseded[j].ByUnknownTime = cs[i].Modified == extract.NoTime
-		}
-		kept = append(kept, cs[i])
+		i++
+		return &cs[i-1]
+	}, func(s Superseded) { superseded = append(superseded, s) })
+	kept = cs[:0] // written at or behind what was read
+	for c := d.Next(); c != nil; c = d.Next() {
+		kept = append(kept, *c)
 	}
 	return kept, superseded
 }
@@ -80,11 +65,7 @@ type Owners struct {
 	list []owner // sorted by PKey
 }
 
-type owner struct {
-	pkey string
-	id   extract.ID
-	kind OwnerKind
-}
+type owner = OwnerEntry
 
 // Lookup tells what the run's input makes of pkey, and the contact its
 // latest row links it to (for OwnerContact). A nil Owners knows nothing.
@@ -92,11 +73,11 @@ func (o *Owners) Lookup(pkey string) (OwnerKind, extract.ID) {
 	if o == nil || pkey == "" {
 		return OwnerNone, extract.ID{}
 	}
-	i, ok := slices.BinarySearchFunc(o.list, pkey, func(e owner, k string) int { return strings.Compare(e.pkey, k) })
+	i, ok := slices.BinarySearchFunc(o.list, pkey, func(e owner, k string) int { return strings.Compare(e.PKey, k) })
 	if !ok {
 		return OwnerNone, extract.ID{}
 	}
-	return o.list[i].kind, o.list[i].id
+	return o.list[i].Kind, o.list[i].ID
 }
 
 // Grouped is what the identity rules make of a run's profile rows.
@@ -111,194 +92,72 @@ type Grouped struct {
 	Owners     *Owners // when asked for
 }
 
-// GroupProfiles applies the identity rules to a run's profile rows.
-//
-// A profile is its PKey: rows of one PKey are one record whatever externalId
-// they carry (the same profile exported twice, in two files of a drop, or
-// relinked in between). The latest row wins (equal times: the later file,
-// then line) and links the profile to its contact, or to none; the others
-// are superseded, and a contact only they named has no profile in this
-// run. A winning row that is bad, or whose time cannot be read (it may be
-// the newest), keeps the profile out: every contact any of its rows names
-// is kept out with it.
-//
-// Then per contact: one profile is the contact's; two or more profiles with
-// one externalId are all returned in Dups and the contact keeps a single
-// Bad entry in Kept, so that it is not touched; so does a contact named by
-// a profile that is kept out, or by a row whose PKey cannot be read.
+// GroupProfiles applies the identity rules to a run's profile rows held in
+// memory: PKeyStream, then ContactProfiles (see them).
 // withOwners also returns, for each PKey, what the input links it to.
 func GroupProfiles(ps []extract.Profile, withOwners bool) Grouped {
 	var g Grouped
-	drop := samePKey(ps, &g.Superseded)
+	slices.SortFunc(ps, func(a, b extract.Profile) int { return ProfilePKeyOrder(&a, &b) })
 	var owners []owner
-	w := 0
-	for i := range ps {
-		if drop[i/64]&(1<<(i%64)) != 0 {
-			continue
-		}
-		p := ps[i]
-		keptOut := p.Bad || p.Modified == extract.NoTime
-		if withOwners && p.PKey != "" {
-			o := owner{pkey: p.PKey, id: p.ID, kind: OwnerContact}
-			switch {
-			case keptOut:
-				o.kind = OwnerKeptOut
-			case p.Unlinked:
-				o.kind = OwnerNoContact
-			}
-			owners = append(owners, o)
-		}
-		if p.Unlinked {
-			if !keptOut {
-				g.Unlinked++
-			}
-			continue
-		}
-		ps[w] = p
-		w++
-	}
+	var addOwner func(string, OwnerKind, extract.ID)
 	if withOwners {
-		slices.SortFunc(owners, func(a, b owner) int { return strings.Compare(a.pkey, b.pkey) })
+		addOwner = func(pkey string, kind OwnerKind, id extract.ID) {
+			owners = append(owners, owner{PKey: pkey, Kind: kind, ID: id})
+		}
+	}
+	i := 0
+	ks := NewPKeyStream(func() *extract.Profile {
+		if i == len(ps) {
+			return nil
+		}
+		i++
+		return &ps[i-1]
+	}, func(s Superseded) { g.Superseded = append(g.Superseded, s) }, addOwner)
+	kept := ps[:0] // written at or behind what was read: a group is read whole first
+	for p := ks.Next(); p != nil; p = ks.Next() {
+		kept = append(kept, *p)
+	}
+	g.Unlinked = ks.Unlinked
+	if withOwners {
 		g.Owners = &Owners{list: owners}
 	}
-	ps = ps[:w]
-	slices.SortFunc(ps, func(a, b extract.Profile) int {
-		if c := a.ID.Compare(b.ID); c != 0 {
-			return c
+	slices.SortFunc(kept, func(a, b extract.Profile) int { return ProfileContactOrder(&a, &b) })
+	j := 0
+	cp := NewContactProfiles(func() *extract.Profile {
+		if j == len(kept) {
+			return nil
 		}
-		if c := cmp.Compare(a.PKey, b.PKey); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(a.File, b.File); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.Line, b.Line)
-	})
-	// Kept reuses ps: it only ever writes at or behind i, after the group at
-	// i has been copied into Dups.
-	kept := ps[:0]
-	for i := 0; i < len(ps); {
-		j := i + 1
-		for j < len(ps) && ps[j].ID == ps[i].ID {
-			j++
-		}
-		if j-i == 1 && !ps[i].Bad {
-			kept = append(kept, ps[i])
-			i = j
-			continue
-		}
-		// Entries with a PKey are profiles (bad or good); entries without
-		// are rows that may be one: they keep the contact out, but are not
-		// counted as duplicates.
-		profiles := 0
-		for k := i; k < j; k++ {
-			if ps[k].PKey != "" {
-				profiles++
-			}
-		}
-		if profiles > 1 {
-			for k := i; k < j; k++ {
-				if ps[k].PKey != "" {
-					g.Dups = append(g.Dups, ps[k])
-				}
-			}
-		}
-		first := ps[i]
-		first.Bad = true
-		kept = append(kept, first)
-		i = j
+		j++
+		return &kept[j-1]
+	}, func(p *extract.Profile) { g.Dups = append(g.Dups, *p) })
+	out := kept[:0]
+	for p := cp.Next(); p != nil; p = cp.Next() {
+		out = append(out, *p)
 	}
-	g.Kept = kept
+	g.Kept = out
 	return g
 }
 
-// samePKey finds the rows that share a PKey, keeps the latest of each and
-// marks the others in the returned bit set. Distinct PKeys are the rule, so
-// rows are first sifted through a hash bitmap: only rows whose hash was seen
-// before are compared as strings (a sort of a million strings would be a
-// visible share of a backfill).
-func samePKey(ps []extract.Profile, superseded *[]Superseded) []uint64 {
-	drop := make([]uint64, (len(ps)+63)/64)
-	if len(ps) < 2 {
-		return drop
-	}
-	// 16 bits a row: about one row in 16 is compared for nothing; capped
-	// at 16 MB a bitmap (at 15 million rows, one in five).
-	bits := uint64(1024)
-	for bits < uint64(len(ps))*16 && bits < 1<<27 {
-		bits <<= 1
-	}
-	seen, twice := make([]uint64, bits/64), make([]uint64, bits/64)
-	seed := maphash.MakeSeed()
-	for i := range ps {
-		if ps[i].PKey == "" {
-			continue
-		}
-		h := maphash.String(seed, ps[i].PKey) & (bits - 1)
-		if seen[h/64]&(1<<(h%64)) != 0 {
-			twice[h/64] |= 1 << (h % 64)
-		}
-		seen[h/64] |= 1 << (h % 64)
-	}
-	var cand []int32
-	for i := range ps {
-		if ps[i].PKey == "" {
-			continue
-		}
-		h := maphash.String(seed, ps[i].PKey) & (bits - 1)
-		if twice[h/64]&(1<<(h%64)) != 0 {
-			cand = append(cand, int32(i))
-		}
-	}
-	slices.SortFunc(cand, func(x, y int32) int {
-		a, b := &ps[x], &ps[y]
-		if c := strings.Compare(a.PKey, b.PKey); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(order(a.Modified), order(b.Modified)); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(a.File, b.File); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.Line, b.Line)
-	})
-	for i := 0; i < len(cand); {
-		j := i + 1
-		for j < len(cand) && ps[cand[j]].PKey == ps[cand[i]].PKey {
-			j++
-		}
-		win := &ps[cand[j-1]]
-		keptOut := win.Bad || win.Modified == extract.NoTime
-		named := map[extract.ID]bool{}
-		if !win.Unlinked {
-			named[win.ID] = true
-		}
-		for _, k := range cand[i : j-1] {
-			r := &ps[k]
-			s := Superseded{PKey: r.PKey, File: r.File, Line: r.Line, ByFile: win.File, By: win.Line,
-				Bad: r.Bad, ByUnknownTime: win.Modified == extract.NoTime}
-			if !r.Unlinked {
-				s.ID = r.ID
-			}
-			*superseded = append(*superseded, s)
-			if keptOut && !r.Unlinked && !named[r.ID] {
-				// The profile may still be this contact's: the contact
-				// stays out with it. Not a profile of its own (no PKey),
-				// so not a duplicate either.
-				named[r.ID] = true
-				r.Bad, r.PKey = true, ""
-				continue
-			}
-			drop[k/64] |= 1 << (k % 64)
-		}
-		if keptOut && !win.Unlinked {
-			win.Bad = true
-		}
-		i = j
-	}
-	return drop
+// OwnersOf makes an Owners from what PKeyStream reported, in PKey order.
+func OwnersOf(list []OwnerEntry) *Owners { return &Owners{list: list} }
+
+// OwnerEntry is what PKeyStream reports of one PKey.
+type OwnerEntry struct {
+	PKey string
+	ID   extract.ID
+	Kind OwnerKind
 }
+
+// Len is the number of PKeys the input holds.
+func (o *Owners) Len() int {
+	if o == nil {
+		return 0
+	}
+	return len(o.list)
+}
+
+// At is the i-th PKey, in PKey order.
+func (o *Owners) At(i int) OwnerEntry { return o.list[i] }
 
 // JoinStats counts the identity outcomes of a join.
 type JoinStats struct {

@@ -1,0 +1,301 @@
+// Package spill sorts more records than memory holds: records are kept in
+// memory up to a budget, and beyond it sorted in runs written to disk and
+// merged (an external merge sort). The files have no name: they are
+// created unlinked (O_TMPFILE, or removed at once), so a process killed at
+// any moment leaves none behind, and no other process can open them.
+package spill
+
+import (
+	"bufio"
+	"container/heap"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// TempFile creates a file in dir that has no name (mode 0600), for a
+// process's scratch data: it is gone when the process closes it or dies.
+func TempFile(dir string) (*os.File, error) {
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err == nil {
+		return os.NewFile(uintptr(fd), filepath.Join(dir, "(unnamed spill)")), nil
+	}
+	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EINVAL) {
+		return nil, fmt.Errorf("spill file in %s: %w", dir, err)
+	}
+	// A file system without O_TMPFILE: a name for an instant.
+	f, err := os.CreateTemp(dir, ".optsync-spill-*")
+	if err != nil {
+		return nil, fmt.Errorf("spill file in %s: %w", dir, err)
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("spill file in %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+// Codec says how a sorter keeps records of type T: their order, their
+// encoding on disk, and what one costs in memory.
+type Codec[T any] struct {
+	// Compare orders records; records that compare equal keep the order
+	// in which they were added.
+	Compare func(a, b *T) int
+	// Append encodes a record; Decode reads one back from what Append
+	// wrote (b is exactly one record, and may be reused after).
+	Append func(dst []byte, t *T) []byte
+	Decode func(b []byte, t *T) error
+	// Size is what a record holds in memory beyond the slice element
+	// itself (strings it points to, say); nil: nothing.
+	Size func(t *T) int
+}
+
+// Sorter collects records and hands them back in order. Records are held
+// in memory while they fit in Budget bytes; past it, each Budget's worth is
+// sorted and written to a run file in Dir, and the runs are merged. The
+// zero Budget keeps everything in memory.
+type Sorter[T any] struct {
+	codec  Codec[T]
+	budget int64
+	dir    string
+	elem   int64
+
+	items []T
+	held  int64
+	runs  []*os.File
+	buf   []byte
+	// Spilled counts the runs written, and Bytes their size.
+	Spilled int
+	Bytes   int64
+}
+
+// NewSorter makes a sorter that spills into dir beyond budget bytes.
+func NewSorter[T any](codec Codec[T], budget int64, dir string, elemSize int) *Sorter[T] {
+	return &Sorter[T]{codec: codec, budget: budget, dir: dir, elem: int64(elemSize)}
+}
+
+// Codec is the sorter's codec.
+func (s *Sorter[T]) Codec() Codec[T] { return s.codec }
+
+// Add keeps a copy of t.
+func (s *Sorter[T]) Add(t *T) error {
+	if s.items == nil && s.budget > 0 {
+		// Room for what the budget holds, once: a slice that doubles as it
+		// grows would hold twice the budget while it copies.
+		s.items = make([]T, 0, min(s.budget/max(s.elem, 1), 1<<16))
+	}
+	if len(s.items) == cap(s.items) && s.budget > 0 {
+		n := min(2*cap(s.items)+1, int(s.budget/max(s.elem, 1))+1)
+		if n > cap(s.items) {
+			s.items = slices.Grow(s.items, n-len(s.items))
+		}
+	}
+	s.items = append(s.items, *t)
+	s.held += s.elem
+	if s.codec.Size != nil {
+		s.held += int64(s.codec.Size(t))
+	}
+	if s.budget > 0 && s.held >= s.budget {
+		return s.spill()
+	}
+	return nil
+}
+
+// Len is the number of records held in memory (not those spilled).
+func (s *Sorter[T]) Len() int { return len(s.items) }
+
+
+// spill sorts what memory holds and writes it as a run.
+func (s *Sorter[T]) spill() error {
+	s.sortItems()
+	f, err := TempFile(s.dir)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	var n int64
+	for i := range s.items {
+		s.buf = s.codec.Append(s.buf[:0], &s.items[i])
+		var hdr [binary.MaxVarintLen64]byte
+		k := binary.PutUvarint(hdr[:], uint64(len(s.buf)))
+		w.Write(hdr[:k])
+		if _, err := w.Write(s.buf); err != nil {
+			f.Close()
+			return fmt.Errorf("writing a sorted run to %s: %w", s.dir, err)
+		}
+		n += int64(k + len(s.buf))
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return fmt.Errorf("writing a sorted run to %s: %w", s.dir, err)
+	}
+	s.runs = append(s.runs, f)
+	s.Spilled++
+	s.Bytes += n
+	clear(s.items) // let go of what the records point to
+	s.items = s.items[:0]
+	s.held = 0
+	return nil
+}
+
+// sortItems sorts the records held, stably.
+func (s *Sorter[T]) sortItems() {
+	slices.SortStableFunc(s.items, func(a, b T) int { return s.codec.Compare(&a, &b) })
+}
+
+// Stream hands records back one at a time, in order.
+type Stream[T any] interface {
+	// Next returns the next record (valid until the following call), or
+	// nil at the end or on an error (then Err says which).
+	Next() *T
+	Err() error
+	Close()
+}
+
+// Sorted ends adding and returns the records in order. In memory when
+// nothing was spilled; otherwise what memory holds is spilled too and
+// every run is merged.
+func (s *Sorter[T]) Sorted() (Stream[T], error) {
+	if len(s.runs) == 0 {
+		s.sortItems()
+		return &memStream[T]{items: s.items}, nil
+	}
+	if len(s.items) > 0 {
+		if err := s.spill(); err != nil {
+			return nil, err
+		}
+	}
+	s.items = nil
+	m := &mergeStream[T]{codec: s.codec}
+	for i, f := range s.runs {
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return nil, fmt.Errorf("reading a sorted run back: %w", err)
+		}
+		r := &runReader[T]{f: f, r: bufio.NewReaderSize(f, 256<<10), n: i, codec: s.codec}
+		if r.advance() {
+			m.h = append(m.h, r)
+		} else if r.err != nil {
+			return nil, r.err
+		}
+	}
+	s.runs = nil
+	heap.Init(&m.h)
+	return m, nil
+}
+
+// Close lets go of whatever the sorter still holds (its runs included).
+func (s *Sorter[T]) Close() {
+	for _, f := range s.runs {
+		f.Close()
+	}
+	s.runs, s.items = nil, nil
+}
+
+type memStream[T any] struct {
+	items []T
+	i     int
+}
+
+func (m *memStream[T]) Next() *T {
+	if m.i >= len(m.items) {
+		return nil
+	}
+	m.i++
+	return &m.items[m.i-1]
+}
+
+func (m *memStream[T]) Err() error { return nil }
+func (m *memStream[T]) Close()     { m.items = nil }
+
+type runReader[T any] struct {
+	f     *os.File
+	r     *bufio.Reader
+	n     int // the run's place: earlier runs hold earlier additions
+	codec Codec[T]
+	cur   T
+	buf   []byte
+	err   error
+}
+
+func (r *runReader[T]) advance() bool {
+	l, err := binary.ReadUvarint(r.r)
+	if errors.Is(err, io.EOF) {
+		return false
+	}
+	if err == nil {
+		r.buf = slices.Grow(r.buf[:0], int(l))[:l]
+		_, err = io.ReadFull(r.r, r.buf)
+	}
+	if err == nil {
+		var t T
+		r.cur = t
+		err = r.codec.Decode(r.buf, &r.cur)
+	}
+	if err != nil {
+		r.err = fmt.Errorf("reading a sorted run back: %w", err)
+		return false
+	}
+	return true
+}
+
+type runHeap[T any] []*runReader[T]
+
+func (h runHeap[T]) Len() int { return len(h) }
+func (h runHeap[T]) Less(i, j int) bool {
+	if c := h[i].codec.Compare(&h[i].cur, &h[j].cur); c != 0 {
+		return c < 0
+	}
+	return h[i].n < h[j].n
+}
+func (h runHeap[T]) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *runHeap[T]) Push(x any)   { *h = append(*h, x.(*runReader[T])) }
+func (h *runHeap[T]) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+type mergeStream[T any] struct {
+	codec Codec[T]
+	h     runHeap[T]
+	out   T
+	err   error
+	once  sync.Once
+}
+
+func (m *mergeStream[T]) Next() *T {
+	if m.err != nil || len(m.h) == 0 {
+		return nil
+	}
+	top := m.h[0]
+	m.out = top.cur
+	if top.advance() {
+		heap.Fix(&m.h, 0)
+	} else {
+		if top.err != nil {
+			m.err = top.err
+		}
+		top.f.Close()
+		heap.Pop(&m.h)
+	}
+	return &m.out
+}
+
+func (m *mergeStream[T]) Err() error { return m.err }
+
+func (m *mergeStream[T]) Close() {
+	m.once.Do(func() {
+		for _, r := range m.h {
+			r.f.Close()
+		}
+		m.h = nil
+	})
+}

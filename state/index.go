@@ -1,0 +1,555 @@
+package state
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"maps"
+	"runtime/debug"
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
+
+	"optsync/extract"
+	"optsync/extract/spill"
+)
+
+// Two indexes let a night touch what changed instead of every record:
+//
+//   - pkeys: PKey, 0, contact id → (seal only), one entry per record that
+//     links its contact to a profile (Campaign side read, a PKey). A run
+//     whose input links a PKey to a contact finds through it the contact
+//     state linked that profile to before (issue 8: that contact loses it),
+//     and the shrink guard counts Campaign's records by PKey.
+//   - pending: start of the run that wrote (Unix ms, 8 bytes big-endian),
+//     contact id → (seal only), one entry per contact and run with a write
+//     to an update file not seen yet: the contacts a warning names.
+//
+// Both change in the same transaction as the records they index, so a run
+// killed at any point leaves them true. A backfill rewrites the pkeys index
+// whole instead (every record's entry, in PKey order, after its records):
+// it drops the index with its first write and marks it built in its last
+// transaction, so an index a killed backfill left half-built is never
+// used, only built again. A file from before them gets both, once, from
+// the first run that opens it (BuildIndexes).
+var (
+	bucketPKeys   = []byte("pkeys")
+	bucketPending = []byte("pending")
+	keyPKeysOK    = []byte("index_pkeys")
+	keyPendingOK  = []byte("index_pending")
+)
+
+func pkeyIndexKey(pkey []byte, id extract.ID) []byte {
+	k := make([]byte, 0, len(pkey)+1+16)
+	k = append(append(k, pkey...), 0)
+	return append(k, id[:]...)
+}
+
+func pendingIndexKey(at int64, id extract.ID) []byte {
+	k := binary.BigEndian.AppendUint64(make([]byte, 0, 24), uint64(at))
+	return append(k, id[:]...)
+}
+
+// indexKeys are the index entries a record makes: its pkeys key (nil:
+// none) and the runs of its pending writes (sorted, once each).
+func indexKeys(r *record, id extract.ID) (pk []byte, ats []int64, err error) {
+	if r == nil {
+		return nil, nil, nil
+	}
+	if r.flags&flagCSeen != 0 && len(r.pkey) > 0 {
+		pk = pkeyIndexKey(r.pkey, id)
+	}
+	_, err = r.walk(func(e pairEntry) {
+		if e.flags>>6&3 != 0 {
+			ats = append(ats, e.dWrittenAt)
+		}
+		if e.flags>>8&3 != 0 {
+			ats = append(ats, e.cWrittenAt)
+		}
+	})
+	slices.Sort(ats)
+	return pk, slices.Compact(ats), err
+}
+
+// indexOps collects the index changes of one transaction, to apply in key
+// order: per key, the last change (true: the entry is put, false: deleted)
+// — a contact written twice in one transaction changes its entries twice.
+type indexOps struct {
+	pk, pd map[string]bool
+}
+
+func (o *indexOps) set(m *map[string]bool, k []byte, put bool) {
+	if *m == nil {
+		*m = map[string]bool{}
+	}
+	(*m)[string(k)] = put
+}
+
+// change adds what replacing old by new (either nil) changes in the
+// indexes.
+func (o *indexOps) change(id extract.ID, old, new *record) error {
+	opk, oats, err := indexKeys(old, id)
+	if err != nil {
+		return err
+	}
+	npk, nats, err := indexKeys(new, id)
+	if err != nil {
+		return err
+	}
+	o.changeKeys(id, opk, oats, npk, nats)
+	return nil
+}
+
+// changeKeys is change for index keys worked out already.
+func (o *indexOps) changeKeys(id extract.ID, opk []byte, oats []int64, npk []byte, nats []int64) {
+	if !bytes.Equal(opk, npk) {
+		if opk != nil {
+			o.set(&o.pk, opk, false)
+		}
+		if npk != nil {
+			o.set(&o.pk, npk, true)
+		}
+	}
+	for _, at := range oats {
+		if _, found := slices.BinarySearch(nats, at); !found {
+			o.set(&o.pd, pendingIndexKey(at, id), false)
+		}
+	}
+	for _, at := range nats {
+		if _, found := slices.BinarySearch(oats, at); !found {
+			o.set(&o.pd, pendingIndexKey(at, id), true)
+		}
+	}
+}
+
+// changeValues is change for stored values (nil: none).
+func (o *indexOps) changeValues(id extract.ID, old, new []byte) error {
+	var or, nr *record
+	if old != nil {
+		r, err := parseRecord(old)
+		if err != nil {
+			return err
+		}
+		or = &r
+	}
+	if new != nil {
+		r, err := parseRecord(new)
+		if err != nil {
+			return err
+		}
+		nr = &r
+	}
+	return o.change(id, or, nr)
+}
+
+// applyIndex writes the changes into the indexes that are kept (an index
+// not marked built is left alone: it is built whole later).
+func (s *Store) applyIndex(tx *bolt.Tx, o *indexOps) error {
+	pk, pd := s.indexesBuilt(tx)
+	apply := func(built bool, name []byte, ops map[string]bool) error {
+		if !built || len(ops) == 0 {
+			return nil
+		}
+		b, err := tx.CreateBucketIfNotExists(name)
+		if err != nil {
+			return err
+		}
+		vb := s.vb(b, string(name))
+		for _, k := range slices.Sorted(maps.Keys(ops)) {
+			if ops[k] {
+				err = vb.Put([]byte(k), nil)
+			} else {
+				err = vb.Delete([]byte(k))
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := apply(pk, bucketPKeys, o.pk); err != nil {
+		return fmt.Errorf("the PKey index: %w", err)
+	}
+	if err := apply(pd, bucketPending, o.pd); err != nil {
+		return fmt.Errorf("the index of pending writes: %w", err)
+	}
+	clear(o.pk)
+	clear(o.pd)
+	return nil
+}
+
+// indexesBuilt says which indexes are built (and so kept by every write).
+func (s *Store) indexesBuilt(tx *bolt.Tx) (pkeys, pending bool) {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return false, false
+	}
+	vm := s.vb(meta, "meta")
+	return vm.Get(keyPKeysOK) != nil, vm.Get(keyPendingOK) != nil
+}
+
+// IndexesReady says whether both indexes are built: a run can then find a
+// profile's contact and count pending writes without reading every record.
+func (s *Store) IndexesReady() (bool, error) {
+	var pk, pd bool
+	err := s.view(func(tx *bolt.Tx) error {
+		pk, pd = s.indexesBuilt(tx)
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("state %s: %w", s.path, err)
+	}
+	return pk && pd, nil
+}
+
+// markIndexes marks a new file's (empty) indexes built.
+func (s *Store) markIndexes(tx *bolt.Tx) error {
+	vm := s.vb(tx.Bucket(bucketMeta), "meta")
+	if err := vm.Put(keyPKeysOK, []byte("1")); err != nil {
+		return err
+	}
+	return vm.Put(keyPendingOK, []byte("1"))
+}
+
+// indexChunk bounds one transaction of an index written whole: bbolt holds
+// a transaction's pages in memory.
+const indexChunk = 1 << 16
+
+// BuildIndexes builds the indexes a file lacks (made before them, or a
+// backfill that rewrote the PKey index was killed) from every record: once,
+// by the first run that finds them missing. Entries are sorted in runs on
+// disk in dir beyond budget bytes. It returns how many records it read
+// (0: nothing was missing).
+func (s *Store) BuildIndexes(ctx context.Context, budget int64, dir string) (int, error) {
+	var pk, pd bool
+	if err := s.view(func(tx *bolt.Tx) error { pk, pd = s.indexesBuilt(tx); return nil }); err != nil {
+		return 0, err
+	}
+	if pk && pd {
+		return 0, nil
+	}
+	pkeys := spill.NewSorter(spill.Codec[[]byte]{
+		Compare: func(a, b *[]byte) int { return bytes.Compare(*a, *b) },
+		Append:  func(dst []byte, k *[]byte) []byte { return append(dst, *k...) },
+		Decode:  func(b []byte, k *[]byte) error { *k = append((*k)[:0], b...); return nil },
+		Size:    func(k *[]byte) int { return len(*k) },
+	}, budget/2, dir, 24)
+	defer pkeys.Close()
+	pending := spill.NewSorter(pkeys.Codec(), budget/2, dir, 24)
+	defer pending.Close()
+	n := 0
+	err := s.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketContacts)
+		if b == nil {
+			return nil
+		}
+		return s.vb(b, "contacts").ForEach(func(k, v []byte) error {
+			if n++; n&0xffff == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			var id extract.ID
+			copy(id[:], k)
+			r, err := parseRecord(v)
+			if err != nil {
+				return fmt.Errorf("contact %s: %w", id, err)
+			}
+			key, ats, err := indexKeys(&r, id)
+			if err != nil {
+				return fmt.Errorf("contact %s: %w", id, err)
+			}
+			if key != nil && !pk {
+				if err := pkeys.Add(&key); err != nil {
+					return err
+				}
+			}
+			for _, at := range ats {
+				if !pd {
+					k := pendingIndexKey(at, id)
+					if err := pending.Add(&k); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("state %s: building its indexes: %w", s.path, err)
+	}
+	for _, x := range []struct {
+		done   bool
+		name   []byte
+		marker []byte
+		keys   *spill.Sorter[[]byte]
+	}{{pk, bucketPKeys, keyPKeysOK, pkeys}, {pd, bucketPending, keyPendingOK, pending}} {
+		if x.done {
+			continue
+		}
+		stream, err := x.keys.Sorted()
+		if err != nil {
+			return 0, err
+		}
+		next := func() ([]byte, error) {
+			if k := stream.Next(); k != nil {
+				return *k, nil
+			}
+			return nil, stream.Err()
+		}
+		err = s.writeIndex(ctx, x.name, x.marker, next)
+		stream.Close()
+		if err != nil {
+			return 0, fmt.Errorf("state %s: building its indexes: %w", s.path, err)
+		}
+	}
+	return n, nil
+}
+
+// writeIndex replaces an index with the keys next gives (in order), in
+// transactions of indexChunk keys, and marks it built with the last.
+func (s *Store) writeIndex(ctx context.Context, name, marker []byte, next func() ([]byte, error)) error {
+	if err := s.update(func(tx *bolt.Tx) error {
+		if err := s.vb(tx.Bucket(bucketMeta), "meta").Delete(marker); err != nil {
+			return err
+		}
+		if tx.Bucket(name) != nil {
+			if err := tx.DeleteBucket(name); err != nil {
+				return err
+			}
+		}
+		_, err := tx.CreateBucket(name)
+		return err
+	}); err != nil {
+		return err
+	}
+	k, err := next()
+	for done := false; !done; {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		err = s.update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(name)
+			b.FillPercent = 1 // appended in key order
+			vb := s.vb(b, string(name))
+			for n := 0; k != nil && n < indexChunk; n++ {
+				if err := vb.Put(k, nil); err != nil {
+					return err
+				}
+				if k, err = next(); err != nil {
+					return err
+				}
+			}
+			if k == nil {
+				done = true
+				return s.vb(tx.Bucket(bucketMeta), "meta").Put(marker, []byte("1"))
+			}
+			return nil
+		})
+	}
+	return err
+}
+
+// DropPKeyIndex starts a rewrite of the PKey index whole (a backfill, which
+// reads every record): from this transaction on, commits leave it alone
+// and it is not used, until WritePKeyIndex marks it built again.
+func (s *Store) DropPKeyIndex() error {
+	return s.update(func(tx *bolt.Tx) error {
+		if err := s.vb(tx.Bucket(bucketMeta), "meta").Delete(keyPKeysOK); err != nil {
+			return err
+		}
+		if tx.Bucket(bucketPKeys) != nil {
+			return tx.DeleteBucket(bucketPKeys)
+		}
+		return nil
+	})
+}
+
+// WritePKeyIndex writes the PKey index whole from next, which gives every
+// record's (PKey, contact) in PKey order (ok false at the end), and marks
+// it built with its last transaction.
+func (s *Store) WritePKeyIndex(ctx context.Context, next func() (pkey string, id extract.ID, ok bool, err error)) error {
+	return s.writeIndex(ctx, bucketPKeys, keyPKeysOK, func() ([]byte, error) {
+		pkey, id, ok, err := next()
+		if err != nil || !ok {
+			return nil, err
+		}
+		return pkeyIndexKey([]byte(pkey), id), nil
+	})
+}
+
+// PKeyContacts lists the contacts whose record links them to pkey (in id
+// order), through the PKey index, which must be built.
+func (r *Reader) PKeyContacts(pkey string) (ids []extract.ID, err error) {
+	defer r.s.recoverDamage(&err, debug.SetPanicOnFault(true))
+	b := r.tx.Bucket(bucketPKeys)
+	if b == nil {
+		return nil, nil
+	}
+	prefix := append([]byte(pkey), 0)
+	c := r.s.vb(b, "pkeys").Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		if len(k) != len(prefix)+16 {
+			return nil, &CorruptError{Path: r.s.path, Problem: fmt.Sprintf("the PKey index holds a key %q of the wrong length", printable(k))}
+		}
+		var id extract.ID
+		copy(id[:], k[len(prefix):])
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+// PKeyCount counts the records linking their contact to each PKey, for
+// PKeys asked for in increasing order: a cursor walks the PKey index
+// forward, so asking for every PKey of a full export reads the index once.
+type PKeyCount struct {
+	r    *Reader
+	c    *vcursor
+	k    []byte
+	done bool
+}
+
+// PKeyCounter starts a forward count over the PKey index (which must be
+// built).
+func (r *Reader) PKeyCounter() *PKeyCount {
+	pc := &PKeyCount{r: r}
+	if b := r.tx.Bucket(bucketPKeys); b != nil {
+		pc.c = r.s.vb(b, "pkeys").Cursor()
+	}
+	return pc
+}
+
+// Count is the number of records linking their contact to pkey.
+func (pc *PKeyCount) Count(pkey string) (n int, err error) {
+	defer pc.r.s.recoverDamage(&err, debug.SetPanicOnFault(true))
+	if pc.c == nil || pc.done {
+		return 0, nil
+	}
+	prefix := append([]byte(pkey), 0)
+	if pc.k == nil || bytes.Compare(pc.k, prefix) < 0 {
+		// a few steps forward, else a seek
+		for i := 0; i < 4 && pc.k != nil && bytes.Compare(pc.k, prefix) < 0; i++ {
+			pc.k, _ = pc.c.Next()
+		}
+		if pc.k == nil || bytes.Compare(pc.k, prefix) < 0 {
+			pc.k, _ = pc.c.Seek(prefix)
+		}
+	}
+	for pc.k != nil && bytes.HasPrefix(pc.k, prefix) {
+		n++
+		pc.k, _ = pc.c.Next()
+	}
+	pc.done = pc.k == nil
+	return n, nil
+}
+
+// EachPKey calls fn with every (PKey, contact) of the PKey index, in PKey
+// order (fn returning false stops).
+func (r *Reader) EachPKey(fn func(pkey string, id extract.ID) bool) (err error) {
+	defer r.s.recoverDamage(&err, debug.SetPanicOnFault(true))
+	b := r.tx.Bucket(bucketPKeys)
+	if b == nil {
+		return nil
+	}
+	c := r.s.vb(b, "pkeys").Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if len(k) < 17 || k[len(k)-17] != 0 {
+			return &CorruptError{Path: r.s.path, Problem: fmt.Sprintf("the PKey index holds a key %q of the wrong shape", printable(k))}
+		}
+		var id extract.ID
+		copy(id[:], k[len(k)-16:])
+		if !fn(string(k[:len(k)-17]), id) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// PendingContacts lists, in id order, contacts with a write not seen yet
+// made by the run that started at (Unix ms; 0: not recorded), through the
+// index of pending writes (which must be built); fn returning false stops.
+func (r *Reader) PendingContacts(at int64, fn func(id extract.ID) bool) (err error) {
+	defer r.s.recoverDamage(&err, debug.SetPanicOnFault(true))
+	b := r.tx.Bucket(bucketPending)
+	if b == nil {
+		return nil
+	}
+	prefix := binary.BigEndian.AppendUint64(nil, uint64(at))
+	c := r.s.vb(b, "pending").Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		if len(k) != 24 {
+			return &CorruptError{Path: r.s.path, Problem: fmt.Sprintf("the index of pending writes holds a key %x of the wrong length", k)}
+		}
+		var id extract.ID
+		copy(id[:], k[8:])
+		if !fn(id) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// VerifyIndexes compares both indexes, when built, with what a read of
+// every record makes of them; tests call it beside Recount.
+func (s *Store) VerifyIndexes() error {
+	return s.view(func(tx *bolt.Tx) error {
+		pk, pd := s.indexesBuilt(tx)
+		var wantPK, wantPD [][]byte
+		if b := tx.Bucket(bucketContacts); b != nil {
+			if err := s.vb(b, "contacts").ForEach(func(k, v []byte) error {
+				var id extract.ID
+				copy(id[:], k)
+				r, err := parseRecord(v)
+				if err != nil {
+					return err
+				}
+				key, ats, err := indexKeys(&r, id)
+				if key != nil {
+					wantPK = append(wantPK, key)
+				}
+				for _, at := range ats {
+					wantPD = append(wantPD, pendingIndexKey(at, id))
+				}
+				return err
+			}); err != nil {
+				return err
+			}
+		}
+		for _, x := range []struct {
+			built bool
+			name  []byte
+			want  [][]byte
+		}{{pk, bucketPKeys, wantPK}, {pd, bucketPending, wantPD}} {
+			if !x.built {
+				continue
+			}
+			slices.SortFunc(x.want, bytes.Compare)
+			var got [][]byte
+			if b := tx.Bucket(x.name); b != nil {
+				_ = b.ForEach(func(k, _ []byte) error { got = append(got, slices.Clone(k)); return nil })
+			}
+			if !slices.EqualFunc(got, x.want, bytes.Equal) {
+				return fmt.Errorf("state %s: the %s index holds %d entries, a read of every record makes %d (%s)", s.path, x.name, len(got), len(x.want), firstDiff(got, x.want))
+			}
+		}
+		return nil
+	})
+}
+
+func firstDiff(got, want [][]byte) string {
+	for i := range max(len(got), len(want)) {
+		switch {
+		case i >= len(got):
+			return fmt.Sprintf("missing %q", printable(want[i]))
+		case i >= len(want):
+			return fmt.Sprintf("extra %q", printable(got[i]))
+		case !bytes.Equal(got[i], want[i]):
+			return fmt.Sprintf("%q where %q belongs", printable(got[i]), printable(want[i]))
+		}
+	}
+	return "same"
+}
