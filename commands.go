@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -71,8 +72,33 @@ func validateInputs(ctx context.Context, cfg *Config, online bool, log zerolog.L
 	if len(campFiles) > 0 {
 		fmt.Fprintf(out, "campaign %s: columns ok, %s\n", cfg.Campaign.CSV, plural(in.campaign.Rows, "row"))
 	}
-	for _, r := range identify(in, d365Files, campFiles, false).rejects {
-		t.Add(r)
+	// The identity rules' rejects (superseded rows, duplicates), as a run
+	// finds them.
+	dir := cfg.TmpDir
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		dir = os.TempDir() // validate creates nothing of the config's
+	}
+	b := j.budgets()
+	later := newRejectSorter(b.rejects, dir)
+	defer later.Close()
+	id, err := identify(in, identifyOptions{d365Files: d365Files, campFiles: campFiles, budget: b.byContact, dir: dir, later: later})
+	if err != nil {
+		return err
+	}
+	defer id.Close()
+	if err := id.drain(); err != nil {
+		return err
+	}
+	rs, err := later.Sorted()
+	if err != nil {
+		return err
+	}
+	for r := rs.Next(); r != nil; r = rs.Next() {
+		t.Add(*r)
+	}
+	rs.Close()
+	if err := rs.Err(); err != nil {
+		return err
 	}
 	if t.n == 0 {
 		fmt.Fprintln(out, "would be rejected: none")

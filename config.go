@@ -48,6 +48,10 @@ type Config struct {
 	// MaxRunTime is how long a run may take before it stops as on SIGTERM
 	// (default 6h).
 	MaxRunTime string `yaml:"max_run_time"`
+	// MemoryBudget bounds what a run holds in memory (default 1GB): past
+	// it, records are sorted in runs on disk in TmpDir (default out_dir).
+	MemoryBudget string `yaml:"memory_budget"`
+	TmpDir       string `yaml:"tmp_dir"`
 
 	path string
 	// What each stage is given, from the values above (validate).
@@ -56,8 +60,9 @@ type Config struct {
 	load      load.Options
 	state     state.Options
 	// limits and maxRunTime are input: and max_run_time (config_limits.go).
-	limits     extract.Limits
-	maxRunTime time.Duration
+	limits       extract.Limits
+	maxRunTime   time.Duration
+	memoryBudget int64
 	// private are the config's free-text values, as written and as
 	// resolved, kept out of what the run history stores (redact).
 	private []privateValue
@@ -269,6 +274,11 @@ func (c *Config) validate() error {
 	}
 	c.OutDir = c.resolve(c.OutDir)
 	c.state.Path, c.load.OutDir = c.State, c.OutDir
+	if c.TmpDir == "" {
+		c.TmpDir = c.OutDir
+	} else {
+		c.TmpDir = c.resolve(c.TmpDir)
+	}
 	c.collectPrivate()
 	return nil
 }
@@ -323,6 +333,7 @@ func (c *Config) collectPrivate() {
 	add("state", c.State)
 	add("out_dir", c.OutDir)
 	add("metrics_file", c.MetricsFile)
+	add("tmp_dir", c.TmpDir)
 	for i, m := range c.Mappings {
 		add(fmt.Sprintf("mappings[%d].campaign_modified_column", i), m.CampaignModifiedColumn)
 	}

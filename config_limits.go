@@ -47,5 +47,43 @@ func (c *Config) validateLimits() error {
 		}
 		c.maxRunTime = d
 	}
+	c.memoryBudget = defaultMemoryBudget
+	if c.MemoryBudget != "" {
+		n, err := parseSize(c.MemoryBudget)
+		if err != nil || n < minMemoryBudget {
+			return fmt.Errorf("memory_budget: %q is not a size of at least 64MB (1GB, 300MB)", c.MemoryBudget)
+		}
+		c.memoryBudget = n
+	}
 	return nil
+}
+
+// defaultMemoryBudget is memory_budget when the config does not set it:
+// the peak a run may reach (RSS). minMemoryBudget is the least that makes
+// sense: the process itself, its buffers and the state file's pages as a
+// commit writes them take some tens of MB whatever the budget.
+const (
+	defaultMemoryBudget = 1 << 30
+	minMemoryBudget     = 64 << 20
+)
+
+// parseSize reads a size: a number of bytes, or with KB, MB, GB (powers of
+// 1024; KiB, MiB, GiB too).
+func parseSize(s string) (int64, error) {
+	s = strings.ToUpper(strings.TrimSpace(s))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		n      int64
+	}{{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30}, {"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.n
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v <= 0 || v*float64(mult) > 1<<50 {
+		return 0, fmt.Errorf("not a size")
+	}
+	return int64(v * float64(mult)), nil
 }

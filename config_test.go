@@ -50,6 +50,8 @@ func TestConfigErrors(t *testing.T) {
 		{"concurrency over 52", strings.Replace(base("bidirectional", "newest", m("donotemail", "blackListEmail")), "d365:\n  csv: d.csv", d365API+"  concurrency: 53\n", 1), "d365.concurrency"},
 		{"two secret sources", strings.Replace(base("bidirectional", "newest", m("donotemail", "blackListEmail")), "d365:\n  csv: d.csv", d365API+"  client_secret_file: s.txt\n", 1), "exactly one of client_secret_env and client_secret_file"},
 		{"bad d365 name", base("bidirectional", "newest", m("Do Not Email", "blackListEmail")), "is not a Dataverse logical name"},
+		{"memory_budget not a size", base("bidirectional", "newest", m("donotemail", "blackListEmail")) + "memory_budget: plenty\n", `memory_budget: "plenty" is not a size of at least 64MB`},
+		{"memory_budget too small", base("bidirectional", "newest", m("donotemail", "blackListEmail")) + "memory_budget: 10MB\n", `memory_budget: "10MB" is not a size of at least 64MB`},
 		{"secret as the env name", strings.Replace(base("bidirectional", "newest", m("donotemail", "blackListEmail")), "d365:\n  csv: d.csv", strings.Replace(d365API, "OPTSYNC_TEST_SECRET", "hunter2~Xq.9-zz", 1), 1),
 			"d365.client_secret_env must name an environment variable; the value given looks like a secret and is not shown"},
 	}
@@ -84,6 +86,33 @@ func TestConfigValid(t *testing.T) {
 			p := newProject(t, tc.config)
 			if r := p.cli(t, "validate"); r.code != 0 {
 				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			}
+		})
+	}
+}
+
+// TestMemoryBudget reads memory_budget's sizes, and tmp_dir defaults to
+// out_dir.
+func TestMemoryBudget(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  int64
+	}{{"", 1 << 30}, {"1GB", 1 << 30}, {"300MB", 300 << 20}, {"1.5GiB", 3 << 29}, {"512mb", 512 << 20}, {"67108864", 64 << 20}} {
+		t.Run(tc.value, func(t *testing.T) {
+			cfg := "direction: bidirectional\nmappings:\n  - d365: donotemail\n    campaign: blackListEmail\nout_dir: o\n"
+			if tc.value != "" {
+				cfg += "memory_budget: " + tc.value + "\n"
+			}
+			p := newProject(t, cfg)
+			c, err := loadConfig(p.config)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.memoryBudget != tc.want {
+				t.Fatalf("memory_budget %q: %d, want %d", tc.value, c.memoryBudget, tc.want)
+			}
+			if c.TmpDir != p.path("o") {
+				t.Fatalf("tmp_dir %s, want out_dir %s", c.TmpDir, p.path("o"))
 			}
 		})
 	}

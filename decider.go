@@ -1,57 +1,26 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"cmp"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
+	"os"
 	"slices"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"optsync/extract"
+	"optsync/extract/spill"
 	"optsync/load"
 	"optsync/load/progress"
 	"optsync/state"
 	"optsync/transform"
 )
-
-// joined lists the join's entries as indexes into the two sorted sides, -1
-// for a side missing from the inputs: pointer-free, so a million of them
-// are 8 MB that the garbage collector need not scan.
-type joined struct {
-	contacts []extract.Contact
-	profiles []extract.Profile
-	pairs    [][2]int32
-	// lost lists contacts of state, not in this run's input, that lost a
-	// side (see gone): their entries are {lostEntry, index into lost}.
-	lost []extract.ID
-	// conflicts lists contacts whose two or more profiles this run's input
-	// holds (the join leaves them out), sorted: their entries are
-	// {conflictEntry, index into conflicts}, when state must learn of it.
-	conflicts []extract.ID
-}
-
-const (
-	lostEntry     = -2
-	conflictEntry = -3
-)
-
-func (j *joined) at(k int32) (*extract.Contact, *extract.Profile) {
-	m := j.pairs[k]
-	var c *extract.Contact
-	var p *extract.Profile
-	if m[0] == lostEntry || m[0] == conflictEntry {
-		return nil, nil
-	}
-	if m[0] >= 0 {
-		c = &j.contacts[m[0]]
-	}
-	if m[1] >= 0 {
-		p = &j.profiles[m[1]]
-	}
-	return c, p
-}
 
 // decider makes a run's decisions. It is called twice over the same
 // entries — once to write the files, once, chunk by chunk, to commit state
@@ -60,9 +29,10 @@ func (j *joined) at(k int32) (*extract.Contact, *extract.Profile) {
 type decider struct {
 	rules       *transform.Rules
 	incremental bool
-	matched     *joined
 	d365Files   []inputFile
 	campFiles   []inputFile
+	// walk: state is read whole beside the entries (see all).
+	walk bool
 	// owners says, in a run, what this run's input links each of its PKeys
 	// to: a profile state links to one contact may belong to another now.
 	owners *transform.Owners
@@ -83,6 +53,16 @@ type decider struct {
 	// again, so never taken as unchanged. deleted are the contacts this
 	// run's read reported deleted in Dynamics: gone, as from a full read.
 	queued, deleted map[extract.ID]bool
+	// dirty keeps the entries the commit decides again.
+	dirty *dirtyStore
+	// candidates (without a walk) are the contacts that may lose a side
+	// although the input has no row of theirs, in id order; those the input
+	// holds are zeroed as the entries pass (candNext).
+	candidates          []extract.ID
+	candNext, candInput int
+	// collect, when set, takes every record's (PKey, contact) after the
+	// run: the PKey index written whole.
+	collect func(pkey string, id extract.ID) error
 	// unchanged counts the entries whose rows told nothing new (see
 	// transform.ContactKnown), by what the join counted them as: both
 	// sides, a contact alone, a profile alone.
@@ -92,18 +72,40 @@ type decider struct {
 	viaState, viaStateContacts, waiting, stale int
 	// one-sided entries blocked (by a profile that state links them to)
 	blockedNoProfile, blockedNoContact int
-	// notAfter is the latest change time believed (Unix ms); future lists
-	// the contacts whose state held a later one (first pass).
+	// notAfter is the latest change time believed (Unix ms); futureN counts
+	// the contacts whose state held a later one (first pass), future names
+	// the first ten.
 	notAfter int64
+	futureN  int
 	future   []string
 	// pending groups the writes to update files that state holds, not yet
-	// seen in an export, left by earlier runs, by the run that wrote them.
-	pending map[int64]*pendingGroup
+	// seen in an export, left by earlier runs, by the run that wrote them,
+	// as the contacts visited stand after this run; pendPrev counts those
+	// of the contacts visited as they stood before it (without a walk, the
+	// others are the kept totals); pendGone lists, for groups old enough
+	// to warn of (written before pendAlertBefore, or at a time not
+	// recorded), the contacts visited whose write in it was seen.
+	pending         map[int64]*pendingGroup
+	pendPrev        map[int64]int
+	pendGone        map[int64]map[extract.ID]bool
+	pendAlertBefore int64
 	// For the safety limits, also from the first pass: optOutDelta is what
 	// this run's reads change in the opt-outs state knows (a pair never
 	// agreed counts as now read); presentD and presentC count the input's
-	// records that state already knew on that side.
+	// records that state already knew on that side (presentC by contact,
+	// when pkeyCounted is false: identify counts them by PKey); missingD
+	// and missingC are the first records state knows that the input
+	// lacks.
 	optOutDelta, presentD, presentC int
+	pkeyCounted                     bool
+	missingD, missingC              []string
+	// missed (with pkeyCounted) hands, in contact order, the records of
+	// state whose PKey the input lacks: present after all when their
+	// contact has a profile in the input (Campaign replaced it); missedC
+	// keeps the first of the others.
+	missed     spill.Stream[state.PKeyEntry]
+	missedHead *state.PKeyEntry
+	missedC    []state.PKeyEntry
 	// chunk is the contacts per state transaction (commitChunk unless a
 	// test says); afterChunk, when set, hears of each one committed.
 	chunk      int
@@ -120,13 +122,25 @@ type pendingGroup struct {
 	contacts []extract.ID // the first few
 }
 
+// eachPending calls fn with when each write not seen yet in a snapshot was
+// made, for the configured pairs and the sides written to update files,
+// leaving out this run's own.
+func (d *decider) eachPending(s *transform.Snapshot, fn func(at int64)) {
+	for i := range d.rules.Pairs {
+		ps := &s.Pairs[i]
+		if d.rules.ImportD365 && ps.DWritten.Known() && ps.DWrittenAt != d.rules.Started {
+			fn(max(ps.DWrittenAt, 0))
+		}
+		if d.rules.ImportCampaign && ps.CWritten.Known() && ps.CWrittenAt != d.rules.Started {
+			fn(max(ps.CWrittenAt, 0))
+		}
+	}
+}
+
 // countPending counts the writes not seen yet in a contact's snapshot as
 // it stands after this run, leaving out this run's own.
 func (d *decider) countPending(id extract.ID, s *transform.Snapshot) {
-	add := func(at int64) {
-		if at == d.rules.Started {
-			return
-		}
+	d.eachPending(s, func(at int64) {
 		when := at
 		if when == 0 {
 			when = s.Decided * 1000
@@ -144,16 +158,7 @@ func (d *decider) countPending(id extract.ID, s *transform.Snapshot) {
 		if len(g.contacts) < 5 && !slices.Contains(g.contacts, id) {
 			g.contacts = append(g.contacts, id)
 		}
-	}
-	for i := range d.rules.Pairs {
-		ps := &s.Pairs[i]
-		if d.rules.ImportD365 && ps.DWritten.Known() {
-			add(ps.DWrittenAt)
-		}
-		if d.rules.ImportCampaign && ps.CWritten.Known() {
-			add(ps.CWrittenAt)
-		}
-	}
+	})
 }
 
 // verdict is what the decider made of one entry.
@@ -175,21 +180,16 @@ type verdict struct {
 	blockedAt extract.Reject
 }
 
-func (d *decider) one(k int32, prev *transform.Snapshot, buf []transform.Decision) verdict {
-	c, p := d.matched.at(k)
+func (d *decider) one(e *entry, prev *transform.Snapshot, buf []transform.Decision) verdict {
+	c, p := e.contact(), e.profile()
 	useState := prev != nil && !d.rules.Replay
 	var v verdict
-	switch {
-	case c != nil:
-		v.id = c.ID
-	case p != nil:
-		v.id = p.ID
-	case d.matched.pairs[k][0] == conflictEntry:
-		v.id = d.matched.conflicts[d.matched.pairs[k][1]]
-		v.next = d.inConflict(v.id, prev)
+	v.id = e.id
+	switch e.kind {
+	case entryConflict:
+		v.next = d.inConflict(e, prev)
 		return v
-	default: // it lost a side: see gone
-		v.id = d.matched.lost[d.matched.pairs[k][1]]
+	case entryLost: // it lost a side: see gone
 		if prev == nil { // only found in state, so not possible
 			v.blocked = "gone from state"
 			return v
@@ -343,14 +343,13 @@ func (d *decider) seeBlocked(c *extract.Contact, prev *transform.Snapshot) trans
 
 // inConflict is what state keeps of a contact whose two or more profiles
 // this run's input holds.
-func (d *decider) inConflict(id extract.ID, prev *transform.Snapshot) transform.Snapshot {
+func (d *decider) inConflict(e *entry, prev *transform.Snapshot) transform.Snapshot {
 	next := transform.Snapshot{Known: true}
 	if prev != nil {
 		next = *prev
 	}
-	cs := d.matched.contacts
-	if i, ok := slices.BinarySearchFunc(cs, id, func(c extract.Contact, id extract.ID) int { return c.ID.Compare(id) }); ok {
-		next = d.seeBlocked(&cs[i], &next)
+	if c := e.contact(); c != nil {
+		next = d.seeBlocked(c, &next)
 	}
 	next.CConflict = true
 	return next
@@ -378,69 +377,77 @@ func (d *decider) forgetFuture(prev *transform.Snapshot) bool {
 	return fd || fc
 }
 
-func entryID(m *joined, k int32) extract.ID {
-	c, p := m.at(k)
-	switch {
-	case c != nil:
-		return c.ID
-	case p != nil:
-		return p.ID
-	case m.pairs[k][0] == conflictEntry:
-		return m.conflicts[m.pairs[k][1]]
-	}
-	return m.lost[m.pairs[k][1]]
-}
-
 // all makes every decision of the run against the state as it was when
-// the run began, hands each contact with something to write or report to
-// sink (blocked entries with their reason), and lists the entries whose
-// state changes or that have decisions to log. Nothing per decision is held
+// the run began, reading the entries of src in id order; it hands each
+// contact with something to write or report to sink (blocked entries with
+// their reason), and keeps the entries whose state changes or that have
+// decisions to log for the commit (d.dirty). Nothing per decision is held
 // in memory.
-func (d *decider) all(ctx context.Context, st *state.Store, prog *progress.Progress, sink func(ch *load.Change, blocked *extract.Reject) error) (dirty []int32, err error) {
+//
+// With walk, state is read whole, in step with the entries: a contact of
+// state that is not in this run's input is seen too — what a backfill, or a
+// run that read a side in full, must see (every record missing from a full
+// read has lost that side). Without, a night touches what it reads: the
+// contacts that may have lost their profile are found through the PKey
+// index (those whose PKey this run's input links to another contact, or to
+// none) and the contacts the read reported deleted are looked up; pending
+// writes are counted from the kept totals.
+func (d *decider) all(ctx context.Context, st *state.Store, src *identity, prog *progress.Progress, total int64, sink func(ch *load.Change, blocked *extract.Reject) error) (err error) {
 	var reader *state.Reader
 	if st != nil {
 		if reader, err = st.Reader(); err != nil {
-			return nil, err
+			return err
 		}
 		defer reader.Close()
 	}
-	bar := prog.Stage("deciding", int64(len(d.matched.pairs)), "contacts")
+	bar := prog.Stage("deciding", total, "contacts")
 	defer bar.Done()
 	decisions := make([]transform.Decision, 0, extract.MaxFields)
 	var prev transform.Snapshot
 	var ch load.Change
-	// State is walked whole, in step with the entries: a contact of state
-	// that is not in this run's input is seen too (absent).
-	input := inInput{m: d.matched}
 	absent := func(id extract.ID, snap *transform.Snapshot) error {
-		// (a cheap test first: the walk meets every record of the file)
-		if !input.has(id) && d.losesSide(id, snap) {
+		d.missingExample(id, snap, false, false)
+		after := snap
+		if d.losesSide(id, snap) {
 			lost := d.gone(id, snap)
-			d.matched.pairs = append(d.matched.pairs, [2]int32{lostEntry, int32(len(d.matched.lost))})
-			d.matched.lost = append(d.matched.lost, id)
-			dirty = append(dirty, int32(len(d.matched.pairs)-1))
+			if err := d.dirty.add(&entry{kind: entryLost, id: id}); err != nil {
+				return err
+			}
 			// what it knew of the side lost no longer counts among the
 			// opt-outs state knows (no input row: nothing is present)
 			d.optOutDelta += knownOptOuts(len(d.rules.Pairs), snap, &lost) - knownOptOuts(len(d.rules.Pairs), snap, snap)
-			snap = &lost
+			after = &lost
 		}
-		d.countPending(id, snap)
-		return nil
+		return d.visit(id, snap, after)
 	}
-	entries := len(d.matched.pairs)
-	for k := range entries {
-		if k&0xfff == 0 {
+	if !d.walk {
+		if err := d.findCandidates(reader); err != nil {
+			return err
+		}
+	}
+	n := 0
+	for e := src.next(); e != nil; e = src.next() {
+		if n++; n&0xfff == 0 {
 			if err := ctx.Err(); err != nil {
-				return nil, err
+				return err
 			}
 		}
 		bar.Add(1)
-		id := entryID(d.matched, int32(k))
+		if k := len(src.conflicts); k > 0 && src.conflicts[k-1] == e.id && e.kind == entryBlocked {
+			e.kind = entryConflict
+		}
+		d.seen(e.id)
+		d.missedUntil(&e.id, e.hasP)
 		var prevPtr *transform.Snapshot
-		if reader != nil {
-			found, err := reader.Until(&id, &prev, absent)
+		if reader != nil && (d.walk || e.kind != entryBlocked) {
+			var found bool
+			if d.walk {
+				found, err = reader.Until(&e.id, &prev, absent)
+			} else {
+				found, err = reader.Get(e.id, &prev)
+			}
 			if err != nil {
-				return nil, err
+				return err
 			}
 			if found {
 				prevPtr = &prev
@@ -448,24 +455,54 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress.Progr
 		}
 		forgot := d.forgetFuture(prevPtr)
 		if forgot {
-			d.future = append(d.future, id.String())
+			d.futureN++
+			if len(d.future) < 10 {
+				d.future = append(d.future, e.id.String())
+			}
 		}
-		v := d.one(int32(k), prevPtr, decisions[:0])
-		decisions = v.decisions
-		d.count(int32(k), prevPtr, &v.next)
-		if v.blocked != "" {
-			switch {
-			case v.record:
-				d.countPending(v.id, &v.next)
-				if prevPtr == nil || v.next != prev || forgot {
-					dirty = append(dirty, int32(k))
+		switch e.kind {
+		case entryBlocked:
+			// a bad row, or a contact whose profiles are in conflict with
+			// nothing to record: in the input, not decided
+			d.present(e, prevPtr)
+			if err := d.visit(e.id, prevPtr, prevPtr); err != nil {
+				return err
+			}
+			continue
+		case entryConflict:
+			d.present(e, prevPtr)
+			next := d.inConflict(e, prevPtr)
+			if prevPtr == nil || next != prev || forgot {
+				if err := d.dirty.add(e); err != nil {
+					return err
 				}
-			case prevPtr != nil:
-				d.countPending(v.id, prevPtr)
+				d.optOutDelta += knownOptOuts(len(d.rules.Pairs), prevPtr, &next) - knownOptOuts(len(d.rules.Pairs), prevPtr, prevPtr)
+			}
+			if err := d.visit(e.id, prevPtr, &next); err != nil {
+				return err
+			}
+			continue
+		}
+		v := d.one(e, prevPtr, decisions[:0])
+		decisions = v.decisions
+		d.count(e, prevPtr, &v.next)
+		c, p := e.contact(), e.profile()
+		if v.blocked != "" {
+			after := prevPtr
+			if v.record {
+				after = &v.next
+				if prevPtr == nil || v.next != prev || forgot {
+					if err := d.dirty.add(e); err != nil {
+						return err
+					}
+				}
+			}
+			if err := d.visit(e.id, prevPtr, after); err != nil {
+				return err
 			}
 			// Join counted a one-sided entry as without counterpart; it
 			// is counted as blocked instead.
-			switch c, p := d.matched.at(int32(k)); {
+			switch {
 			case p == nil:
 				d.blockedNoProfile++
 			case c == nil:
@@ -475,12 +512,13 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress.Progr
 			// verdict (a kilobyte) on the heap.
 			blocked := v.blockedAt
 			if err := sink(nil, &blocked); err != nil {
-				return nil, err
+				return err
 			}
 			continue
 		}
-		d.countPending(v.id, &v.next)
-		c, p := d.matched.at(int32(k))
+		if err := d.visit(e.id, prevPtr, &v.next); err != nil {
+			return err
+		}
 		switch {
 		case v.unchanged:
 			switch {
@@ -511,44 +549,144 @@ func (d *decider) all(ctx context.Context, st *state.Store, prog *progress.Progr
 				ProfileModified: v.profile.Modified, CampaignRead: v.profile.Values,
 			}
 			if err := sink(&ch, nil); err != nil {
-				return nil, err
+				return err
 			}
 		}
 		if prevPtr == nil || v.next != prev || len(v.decisions) > 0 || forgot {
-			dirty = append(dirty, int32(k))
+			if err := d.dirty.add(e); err != nil {
+				return err
+			}
 		}
 	}
-	if reader != nil {
+	if err := src.Err(); err != nil {
+		return err
+	}
+	d.missedUntil(nil, false)
+	if err := streamErr(d.missed); err != nil {
+		return err
+	}
+	if reader != nil && d.walk {
 		if _, err := reader.Until(nil, &prev, absent); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	// Contacts whose two or more profiles this run's input holds are left
-	// out by the join; state learns that Campaign shows them more than one.
-	if len(d.matched.conflicts) > 0 {
-		var r *state.Reader
-		if st != nil {
-			if r, err = st.Reader(); err != nil {
-				return nil, err
+	if !d.walk && reader != nil {
+		return d.lostCandidates(reader)
+	}
+	return nil
+}
+
+// visit accounts for one contact of state (or of the input) as it stands
+// before this run (prev; nil: new) and after it (next): its pending writes,
+// and, when the PKey index is rewritten whole, its entry.
+func (d *decider) visit(id extract.ID, prev, next *transform.Snapshot) error {
+	if prev != nil {
+		d.eachPending(prev, func(at int64) { d.pendPrev[at]++ })
+	}
+	if next == nil {
+		return nil
+	}
+	d.countPending(id, next)
+	if prev != nil && d.pendAlertBefore != 0 {
+		// a write of a group that warns, seen this run: the index still
+		// names the contact for it
+		d.eachPending(prev, func(at int64) {
+			if at >= d.pendAlertBefore && at != 0 || hasPending(d, next, at) {
+				return
 			}
-			defer r.Close()
+			if d.pendGone[at] == nil {
+				d.pendGone[at] = map[extract.ID]bool{}
+			}
+			d.pendGone[at][id] = true
+		})
+	}
+	if d.collect != nil && next.CSeen && next.PKey != "" && !d.deleted[id] {
+		return d.collect(next.PKey, id)
+	}
+	return nil
+}
+
+func hasPending(d *decider, s *transform.Snapshot, at int64) bool {
+	found := false
+	d.eachPending(s, func(a int64) { found = found || a == at })
+	return found
+}
+
+// seen marks the candidates (contacts that may have lost their profile,
+// found through the PKey index) that the input holds: those are decided
+// as entries. Entries come in id order, as do the candidates.
+func (d *decider) seen(id extract.ID) {
+	for d.candNext < len(d.candidates) && d.candidates[d.candNext].Compare(id) < 0 {
+		d.candNext++
+	}
+	if d.candNext < len(d.candidates) && d.candidates[d.candNext] == id {
+		d.candidates[d.candNext] = extract.ID{} // in the input
+		d.candInput++
+		d.candNext++
+	}
+}
+
+// findCandidates lists, before a night's entries are read, the contacts
+// that may lose a side although the input has no row of theirs: the
+// contacts state links to a PKey this run's input links to another contact
+// or to none (through the PKey index), and those the read reported
+// deleted.
+func (d *decider) findCandidates(r *state.Reader) error {
+	if r == nil {
+		return nil
+	}
+	for i := range d.owners.Len() {
+		o := d.owners.At(i)
+		ids, err := r.PKeyContacts(o.PKey)
+		if err != nil {
+			return err
 		}
-		for i, id := range d.matched.conflicts {
-			prevPtr, err := lookup(r, id, &prev)
-			if err != nil {
-				return nil, err
+		for _, id := range ids {
+			if o.Kind != transform.OwnerContact || id != o.ID {
+				d.candidates = append(d.candidates, id)
 			}
-			d.forgetFuture(prevPtr)
-			next := d.inConflict(id, prevPtr)
-			if prevPtr != nil && next == prev {
-				continue
-			}
-			d.matched.pairs = append(d.matched.pairs, [2]int32{conflictEntry, int32(i)})
-			dirty = append(dirty, int32(len(d.matched.pairs)-1))
-			d.optOutDelta += knownOptOuts(len(d.rules.Pairs), prevPtr, &next) - knownOptOuts(len(d.rules.Pairs), prevPtr, prevPtr)
 		}
 	}
-	return dirty, nil
+	for id := range d.deleted {
+		d.candidates = append(d.candidates, id)
+	}
+	slices.SortFunc(d.candidates, extract.ID.Compare)
+	d.candidates = slices.Compact(d.candidates)
+	if len(d.candidates) > 0 && d.candidates[0] == (extract.ID{}) {
+		d.candidates = d.candidates[1:] // the zero id is no contact
+	}
+	return nil
+}
+
+// lostCandidates decides the candidates the input did not hold, as the
+// walk decides a contact of state that is not in the input.
+func (d *decider) lostCandidates(r *state.Reader) error {
+	var snap transform.Snapshot
+	for _, id := range d.candidates {
+		if id == (extract.ID{}) {
+			continue
+		}
+		found, err := r.Get(id, &snap)
+		if err != nil {
+			return err
+		}
+		if !found {
+			continue // the index names it, state has no record: never both
+		}
+		d.forgetFuture(&snap)
+		if !d.losesSide(id, &snap) {
+			continue
+		}
+		lost := d.gone(id, &snap)
+		if err := d.dirty.add(&entry{kind: entryLost, id: id}); err != nil {
+			return err
+		}
+		d.optOutDelta += knownOptOuts(len(d.rules.Pairs), &snap, &lost) - knownOptOuts(len(d.rules.Pairs), &snap, &snap)
+		if err := d.visit(id, &snap, &lost); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // gone is what a contact of state that has no row in this run's input
@@ -595,33 +733,60 @@ func (d *decider) lostProfile(id extract.ID, snap *transform.Snapshot) bool {
 	return kind == transform.OwnerNoContact || kind == transform.OwnerContact && owner != id
 }
 
-// inInput says whether a contact has a row in this run's input on either
-// side, usable or not (a contact kept out by a bad row or a duplicate is
-// left as state has it). ids come in increasing order.
-type inInput struct {
-	m      *joined
-	ci, pi int
-}
-
-func (in *inInput) has(id extract.ID) bool {
-	cs, ps := in.m.contacts, in.m.profiles
-	for in.ci < len(cs) && cs[in.ci].ID.Compare(id) < 0 {
-		in.ci++
-	}
-	for in.pi < len(ps) && ps[in.pi].ID.Compare(id) < 0 {
-		in.pi++
-	}
-	return in.ci < len(cs) && cs[in.ci].ID == id || in.pi < len(ps) && ps[in.pi].ID == id
-}
-
 // count adds one entry to the safety limits' figures.
-func (d *decider) count(k int32, prev, next *transform.Snapshot) {
-	c, p := d.matched.at(k)
-	if prev != nil {
-		d.presentD += b2i(c != nil && prev.DSeen)
-		d.presentC += b2i(p != nil && prev.CSeen)
-	}
+func (d *decider) count(e *entry, prev, next *transform.Snapshot) {
+	d.present(e, prev)
 	d.optOutDelta += knownOptOuts(len(d.rules.Pairs), prev, next) - knownOptOuts(len(d.rules.Pairs), prev, prev)
+}
+
+// missedUntil passes the records of state whose PKey the input lacks up to
+// contact id (nil: all): one whose contact has a profile in the input
+// (hasP, for id) is present; the others are missing.
+func (d *decider) missedUntil(id *extract.ID, hasP bool) {
+	if d.missed == nil {
+		return
+	}
+	if d.missedHead == nil {
+		d.missedHead = d.missed.Next()
+	}
+	for d.missedHead != nil && (id == nil || d.missedHead.ID.Compare(*id) <= 0) {
+		switch {
+		case id != nil && d.missedHead.ID == *id && hasP:
+			d.presentC++
+		case len(d.missedC) < 10:
+			d.missedC = append(d.missedC, *d.missedHead)
+		}
+		d.missedHead = d.missed.Next()
+	}
+}
+
+// present counts an entry of the input among the records state knows on
+// each side (the shrink guard), and keeps the first records state knows
+// that the input lacks, for its message. Campaign's records are counted by
+// PKey through the PKey index when it is there (identify); without it
+// (a reader of a file from before it), by contact.
+func (d *decider) present(e *entry, prev *transform.Snapshot) {
+	if prev == nil {
+		return
+	}
+	if e.hasC && prev.DSeen {
+		d.presentD++
+	}
+	if !d.pkeyCounted && e.hasP && prev.CSeen {
+		d.presentC++
+	}
+	d.missingExample(e.id, prev, e.hasC, e.hasP)
+}
+
+// missingExample keeps a record of state the input lacks on a side (the
+// first ten of each), for a shrink guard's message.
+func (d *decider) missingExample(id extract.ID, s *transform.Snapshot, hasC, hasP bool) {
+	if s.DSeen && !hasC && len(d.missingD) < 10 {
+		d.missingD = append(d.missingD, fmt.Sprintf("contact %s (Dynamics record last read with modifiedon %s)", id, extract.FormatTime(s.DModified)))
+	}
+	if !d.pkeyCounted && s.CSeen && !hasP && len(d.missingC) < 10 {
+		d.missingC = append(d.missingC, fmt.Sprintf("contact %s profile %s (last read with lastModified %s)", id, s.PKey, extract.FormatTime(s.CModified)))
+	}
 }
 
 // knownOptOuts counts a contact's known opt-outs: agreements as in agreed
@@ -655,6 +820,12 @@ func b2i(b bool) int {
 // while fsyncs stay few.
 const commitChunk = 1 << 15
 
+// scatteredChunk is the chunk of a run that looks records up rather than
+// walking them: its contacts lie apart in the file, each dirtying pages
+// of its own (its record's, its PKey's, its pending writes'), which bbolt
+// holds in memory, materialised, until the transaction commits.
+const scatteredChunk = 1 << 10
+
 // commit records the dirty entries' snapshots and decisions in id order, a
 // chunk per transaction, fin with the last. Each chunk is decided again
 // from state as it stands, which for these contacts is still the state the
@@ -665,18 +836,37 @@ const commitChunk = 1 << 15
 //
 // While bbolt writes one chunk, the next is decided and encoded: chunks hold
 // disjoint contacts, so reading the next one beside the write is safe.
-func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress.Progress, started time.Time, dirty []int32, fin *state.Final) error {
-	bar := prog.Stage("committing state", int64(len(dirty)), "contacts")
+//
+// pkeys, when set, is every record's (PKey, contact) after the run, in
+// PKey order: the PKey index is then written whole after the records
+// (dropped before the first chunk, marked built by the last transaction),
+// which is how a backfill that changes most records keeps it (see
+// state/index.go).
+func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress.Progress, started time.Time, fin *state.Final, pkeys func() (string, extract.ID, bool, error)) error {
+	bar := prog.Stage("committing state", int64(d.dirty.Len()), "contacts")
 	defer bar.Done()
-	chunkSize := cmp.Or(d.chunk, commitChunk)
+	if pkeys != nil {
+		if err := st.DropPKeyIndex(); err != nil {
+			return err
+		}
+	}
+	chunkSize := commitChunk
+	if !d.walk {
+		chunkSize = scatteredChunk
+	}
+	chunkSize = cmp.Or(d.chunk, chunkSize)
 	free := make(chan *state.Batch, 2)
 	for range 2 {
-		free <- st.NewBatch(min(len(dirty), chunkSize))
+		free <- st.NewBatch(min(d.dirty.Len(), chunkSize))
 	}
 	type chunk struct {
 		batch *state.Batch
 		n     int  // dirty entries it covers
 		last  bool // fin goes with it
+	}
+	next, err := d.dirty.reader()
+	if err != nil {
+		return err
 	}
 	ready := make(chan chunk, 1)
 	g, gctx := errgroup.WithContext(ctx)
@@ -685,8 +875,12 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress.Pr
 		decisions := make([]transform.Decision, 0, extract.MaxFields)
 		var prev transform.Snapshot
 		var seq uint32
-		for lo := 0; lo == 0 || lo < len(dirty); lo += chunkSize {
-			hi := min(lo+chunkSize, len(dirty))
+		var e entry
+		more, err := next(&e)
+		for first := true; first || more; first = false {
+			if err != nil {
+				return err
+			}
 			var batch *state.Batch
 			select {
 			case batch = <-free:
@@ -698,55 +892,27 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress.Pr
 			if err != nil {
 				return err
 			}
-			for _, k := range dirty[lo:hi] {
-				prevPtr, err := lookup(reader, entryID(d.matched, k), &prev)
+			n := 0
+			for ; more && n < chunkSize; n++ {
+				prevPtr, err := lookup(reader, e.id, &prev)
 				if err != nil {
 					reader.Close()
 					return err
 				}
 				forgot := d.forgetFuture(prevPtr)
-				v := d.one(k, prevPtr, decisions[:0])
+				v := d.one(&e, prevPtr, decisions[:0])
 				decisions = v.decisions
-				if v.blocked != "" && !v.record {
-					continue
+				if v.blocked == "" || v.record {
+					d.record(batch, reader, fin, &v, prevPtr, &prev, forgot, started, &seq)
 				}
-				refused := d.failed[v.id]
-				// What was read is kept; refused writes are not: their pairs
-				// keep the old agreement and no write is pending, so the
-				// next run decides them again.
-				for _, dec := range v.decisions {
-					if dec.Skip == "" && dec.Target == transform.ToD365 && refused.D365 == "" {
-						// the write moves the record: the ETag read before it is stale
-						v.next.DETag = ""
-					}
-					if dec.Skip != "" || refused.Of(dec.Target) == "" {
-						continue
-					}
-					ps := &v.next.Pairs[dec.Pair]
-					if dec.Target == transform.ToD365 {
-						ps.DWritten, ps.DWrittenAt = extract.Unknown, 0
-					} else {
-						ps.CWritten, ps.CWrittenAt = extract.Unknown, 0
-					}
-					ps.S = extract.Unknown
-					if prevPtr != nil {
-						ps.S = prevPtr.Pairs[dec.Pair].S
-					}
-				}
-				if prevPtr == nil || v.next != prev || forgot {
-					v.next.Decided = started.Unix()
-					// An agreement that changes dates from this run (Decided);
-					// PutRead keeps the date of one that does not.
-					batch.PutRead(reader, v.id, &v.next)
-				}
-				for i := range v.decisions {
-					seq++
-					batch.AddLog(d.logEntry(fin.Run, seq, &v, &v.decisions[i], refused), fin.Run.ID, d.rules.Pairs)
+				if more, err = next(&e); err != nil {
+					reader.Close()
+					return err
 				}
 			}
 			reader.Close()
 			select {
-			case ready <- chunk{batch, hi - lo, hi == len(dirty)}:
+			case ready <- chunk{batch, n, !more && pkeys == nil}:
 			case <-gctx.Done():
 				return gctx.Err()
 			}
@@ -772,7 +938,201 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress.Pr
 		}
 		return nil
 	})
-	return g.Wait()
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if pkeys == nil {
+		return nil
+	}
+	// The records are in; the PKey index is written whole, and the run's
+	// last transaction marks it built.
+	if err := st.WritePKeyIndex(ctx, pkeys); err != nil {
+		return err
+	}
+	fin.Run.Ended = time.Now().UTC()
+	return st.Commit(ctx, st.NewBatch(0), fin)
+}
+
+// record puts one decided entry into the batch: its new snapshot when it
+// changed, and its decisions for the log. What was read is kept; writes an
+// API refused are not: their pairs keep the old agreement and no write is
+// pending, so the next run decides them again.
+func (d *decider) record(batch *state.Batch, reader *state.Reader, fin *state.Final, v *verdict, prevPtr, prev *transform.Snapshot, forgot bool, started time.Time, seq *uint32) {
+	refused := d.failed[v.id]
+	for _, dec := range v.decisions {
+		if dec.Skip == "" && dec.Target == transform.ToD365 && refused.D365 == "" {
+			// the write moves the record: the ETag read before it is stale
+			v.next.DETag = ""
+		}
+		if dec.Skip != "" || refused.Of(dec.Target) == "" {
+			continue
+		}
+		ps := &v.next.Pairs[dec.Pair]
+		if dec.Target == transform.ToD365 {
+			ps.DWritten, ps.DWrittenAt = extract.Unknown, 0
+		} else {
+			ps.CWritten, ps.CWrittenAt = extract.Unknown, 0
+		}
+		ps.S = extract.Unknown
+		if prevPtr != nil {
+			ps.S = prevPtr.Pairs[dec.Pair].S
+		}
+	}
+	if prevPtr == nil || v.next != *prev || forgot {
+		v.next.Decided = started.Unix()
+		// An agreement that changes dates from this run (Decided);
+		// PutRead keeps the date of one that does not.
+		batch.PutRead(reader, v.id, &v.next)
+	}
+	for i := range v.decisions {
+		*seq++
+		batch.AddLog(d.logEntry(fin.Run, *seq, v, &v.decisions[i], refused), fin.Run.ID, d.rules.Pairs)
+	}
+}
+
+// dirtyStore keeps the entries the commit decides again, in the order the
+// first pass found them: in memory up to a budget, beyond it in a file
+// without a name (extract/spill), read back once.
+type dirtyStore struct {
+	budget int64
+	dir    string
+	// cItems and pItems, when set, hold every row in memory: an entry is
+	// kept as its place in them (identity.cItems, pItems).
+	cItems []extract.Contact
+	pItems []extract.Profile
+	buf    []byte
+	f      *os.File
+	w      *bufio.Writer
+	n      int
+	spilt  int64
+}
+
+func (s *dirtyStore) Len() int { return s.n }
+
+func (s *dirtyStore) add(e *entry) error {
+	start := len(s.buf)
+	s.buf = append(s.buf, 0, 0, e.kind) // length, filled in below
+	s.buf = append(s.buf, e.id[:]...)
+	var f byte
+	if e.hasC {
+		f |= 1
+	}
+	if e.hasP {
+		f |= 2
+	}
+	refs := s.cItems != nil && s.pItems != nil && (!e.hasC || e.ci >= 0) && (!e.hasP || e.pi >= 0)
+	if refs {
+		f |= 4
+	}
+	s.buf = append(s.buf, f)
+	switch {
+	case refs:
+		s.buf = binary.LittleEndian.AppendUint32(s.buf, uint32(e.ci))
+		s.buf = binary.LittleEndian.AppendUint32(s.buf, uint32(e.pi))
+	default:
+		if e.hasC {
+			s.buf = extract.AppendContact(s.buf, &e.c)
+		}
+		if e.hasP {
+			s.buf = extract.AppendProfile(s.buf, &e.p)
+		}
+	}
+	l := len(s.buf) - start - 2
+	if l > 0xffff {
+		return fmt.Errorf("an entry of %d bytes is too long to keep for the commit", l)
+	}
+	binary.LittleEndian.PutUint16(s.buf[start:], uint16(l))
+	s.n++
+	if s.budget > 0 && int64(len(s.buf)) >= s.budget {
+		return s.spill()
+	}
+	return nil
+}
+
+func (s *dirtyStore) spill() error {
+	if s.f == nil {
+		f, err := spill.TempFile(s.dir)
+		if err != nil {
+			return err
+		}
+		s.f, s.w = f, bufio.NewWriterSize(f, 1<<20)
+	}
+	if _, err := s.w.Write(s.buf); err != nil {
+		return fmt.Errorf("keeping the run's entries for its commit in %s: %w", s.dir, err)
+	}
+	s.spilt += int64(len(s.buf))
+	s.buf = s.buf[:0]
+	return nil
+}
+
+// reader hands the entries back in order, once.
+func (s *dirtyStore) reader() (func(*entry) (bool, error), error) {
+	var r *bufio.Reader
+	if s.f != nil {
+		if err := s.spill(); err != nil {
+			return nil, err
+		}
+		if err := s.w.Flush(); err != nil {
+			return nil, fmt.Errorf("keeping the run's entries for its commit in %s: %w", s.dir, err)
+		}
+		if _, err := s.f.Seek(0, io.SeekStart); err != nil {
+			return nil, err
+		}
+		r = bufio.NewReaderSize(s.f, 1<<20)
+	} else {
+		r = bufio.NewReader(bytes.NewReader(s.buf))
+	}
+	var rec []byte
+	return func(e *entry) (bool, error) {
+		var hdr [2]byte
+		if _, err := io.ReadFull(r, hdr[:]); err == io.EOF {
+			return false, nil
+		} else if err != nil {
+			return false, fmt.Errorf("reading the run's entries back: %w", err)
+		}
+		rec = slices.Grow(rec[:0], int(binary.LittleEndian.Uint16(hdr[:])))[:binary.LittleEndian.Uint16(hdr[:])]
+		if _, err := io.ReadFull(r, rec); err != nil || len(rec) < 18 {
+			return false, fmt.Errorf("reading the run's entries back: %v", err)
+		}
+		*e = entry{kind: rec[0]}
+		copy(e.id[:], rec[1:17])
+		f := rec[17]
+		b := rec[18:]
+		e.hasC, e.hasP = f&1 != 0, f&2 != 0
+		if f&4 != 0 {
+			if len(b) != 8 {
+				return false, fmt.Errorf("reading the run's entries back: an entry malformed")
+			}
+			e.ci, e.pi = int32(binary.LittleEndian.Uint32(b)), int32(binary.LittleEndian.Uint32(b[4:]))
+			if e.hasC {
+				e.c = s.cItems[e.ci]
+			}
+			if e.hasP {
+				e.p = s.pItems[e.pi]
+			}
+			return true, nil
+		}
+		if e.hasC {
+			const cl = 37
+			if len(b) < cl || extract.DecodeContact(b[:cl], &e.c) != nil {
+				return false, fmt.Errorf("reading the run's entries back: a contact malformed")
+			}
+			b = b[cl:]
+		}
+		if e.hasP && extract.DecodeProfile(b, &e.p) != nil {
+			return false, fmt.Errorf("reading the run's entries back: a profile malformed")
+		}
+		return true, nil
+	}, nil
+}
+
+// Close lets go of the file.
+func (s *dirtyStore) Close() {
+	if s.f != nil {
+		s.f.Close()
+		s.f = nil
+	}
+	s.buf, s.cItems, s.pItems = nil, nil, nil
 }
 
 func (d *decider) logEntry(run *state.Run, seq uint32, v *verdict, dec *transform.Decision, refused load.Refused) state.LogEntry {

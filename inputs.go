@@ -1,7 +1,7 @@
 package main
 
 import (
-	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"optsync/extract"
+	"optsync/extract/spill"
 	"optsync/state"
 )
 
@@ -131,10 +132,12 @@ func hashFile(path string) (string, error) {
 	return state.FileSum(sum), nil
 }
 
-// inputs is what extract produced from both systems' files.
+// inputs is what extract produced from both systems' files: the rows,
+// sorted as the identity rules read them (by contact id; profiles by PKey),
+// in memory within the run's budget, else in runs on disk.
 type inputs struct {
-	contacts []extract.Contact
-	profiles []extract.Profile
+	contacts *spill.Sorter[extract.Contact]
+	profiles *spill.Sorter[extract.Profile]
 	// rejects takes the rows rejected while reading: a run's spool on
 	// disk, validate's tally.
 	rejects  rejectSink
@@ -153,32 +156,48 @@ type rejectSink interface {
 // Each record remembers which file it came from, so that a later file wins
 // over an earlier one for the same record.
 func (j *job) extract(ctx context.Context, st *state.Store, d365Files, campFiles []inputFile, spool rejectSink) (*inputs, error) {
-	in := &inputs{rejects: spool}
+	b := j.budgets()
+	in := &inputs{rejects: spool,
+		contacts: newContactSorter(b.contacts, j.cfg.TmpDir),
+		profiles: newProfileSorter(false, b.profiles, j.cfg.TmpDir)}
 	g, ctx := errgroup.WithContext(ctx)
+	var cerr, perr error // the first error adding a row (a full disk)
+	addContact := func(c *extract.Contact) {
+		if err := in.contacts.Add(c); err != nil && cerr == nil {
+			cerr = err
+		}
+	}
+	addProfile := func(p *extract.Profile) {
+		if err := in.profiles.Add(p); err != nil && perr == nil {
+			perr = err
+		}
+	}
 	g.Go(func() error {
 		if len(d365Files) == 1 && d365Files[0].src.Kind == extract.APISource && j.dv != nil {
-			return j.dv.read(ctx, st, !j.incremental || j.mappingAdded, j.queue,
+			err := j.dv.read(ctx, st, !j.incremental || j.mappingAdded, j.queue,
 				func(c *extract.Contact) {
 					in.d365.Rows++
-					in.contacts = append(in.contacts, *c)
+					addContact(c)
 				},
 				func(r extract.Reject) {
 					in.d365.Rejected++
 					in.rejects.Add(r)
 				})
+			return cmp.Or(err, cerr)
 		}
-		est := estimateAll(d365Files)
-		in.contacts = make([]extract.Contact, 0, min(est, firstRows))
 		for i, f := range d365Files {
 			err := j.readFile(ctx, f, "reading Dynamics", func(r io.Reader) error {
+				hint := sizeHint{file: f, reserve: in.contacts.Reserve}
+				r = hint.reader(r)
 				st, err := extract.ReadContacts(ctx, r, f.path, j.cfg.extract.D365Layout(j.notAfter),
 					func(c *extract.Contact) {
 						c.File = uint16(i)
-						in.contacts = append(grow(in.contacts, est), *c)
+						hint.row(in.contacts.Len())
+						addContact(c)
 					},
 					func(r extract.Reject) { in.rejects.Add(r) })
 				in.d365.Rows, in.d365.Rejected = in.d365.Rows+st.Rows, in.d365.Rejected+st.Rejected
-				return err
+				return cmp.Or(err, cerr)
 			})
 			if err != nil {
 				return err
@@ -189,24 +208,24 @@ func (j *job) extract(ctx context.Context, st *state.Store, d365Files, campFiles
 	g.Go(func() error {
 		if len(campFiles) == 1 && campFiles[0].src.Kind == extract.APISource && j.cv != nil {
 			stats, err := j.cv.read(ctx, st, !j.incremental || j.mappingAdded, j.queue,
-				func(p *extract.Profile) { in.profiles = append(in.profiles, *p) },
-				func(r extract.Reject) { in.rejects.Add(r) })
+				addProfile, func(r extract.Reject) { in.rejects.Add(r) })
 			in.campaign = stats
-			return err
+			return cmp.Or(err, perr)
 		}
-		est := estimateAll(campFiles)
-		in.profiles = make([]extract.Profile, 0, min(est, firstRows))
 		for i, f := range campFiles {
 			err := j.readFile(ctx, f, "reading Campaign", func(r io.Reader) error {
+				hint := sizeHint{file: f, reserve: in.profiles.Reserve}
+				r = hint.reader(r)
 				st, err := extract.ReadProfiles(ctx, r, f.path, j.cfg.extract.CampaignLayout(j.notAfter),
 					func(p *extract.Profile) {
 						p.File = uint16(i)
-						in.profiles = append(grow(in.profiles, est), *p)
+						hint.row(in.profiles.Len())
+						addProfile(p)
 					},
 					func(r extract.Reject) { in.rejects.Add(r) })
 				in.campaign.Rows, in.campaign.Rejected = in.campaign.Rows+st.Rows, in.campaign.Rejected+st.Rejected
 				in.campaign.Unlinked += st.Unlinked
-				return err
+				return cmp.Or(err, perr)
 			})
 			if err != nil {
 				return err
@@ -215,15 +234,94 @@ func (j *job) extract(ctx context.Context, st *state.Store, d365Files, campFiles
 		return nil
 	})
 	if err := g.Wait(); err != nil {
+		in.contacts.Close()
+		in.profiles.Close()
 		return nil, err
 	}
 	if err := spool.Err(); err != nil {
 		return nil, err
 	}
-	j.log.Info().Int("files", len(d365Files)).Int("rows", in.d365.Rows).Int("rejected", in.d365.Rejected).Msg("read Dynamics contacts")
+	j.log.Info().Int("files", len(d365Files)).Int("rows", in.d365.Rows).Int("rejected", in.d365.Rejected).
+		Int("sorted_runs_on_disk", in.contacts.Spilled).Msg("read Dynamics contacts")
 	j.log.Info().Int("files", len(campFiles)).Int("rows", in.campaign.Rows).Int("rejected", in.campaign.Rejected).
-		Int("without_externalId", in.campaign.Unlinked).Msg("read Campaign profiles")
+		Int("without_externalId", in.campaign.Unlinked).Int("sorted_runs_on_disk", in.profiles.Spilled).Msg("read Campaign profiles")
 	return in, nil
+}
+
+// budgets divides the run's memory budget (memory_budget) between what it
+// holds at once. What stays out of it: the process itself, buffers, the
+// garbage collector's headroom (GOGC 40: the heap may grow 40 % past what
+// is live) and the state file's pages as a commit writes them.
+type budgets struct {
+	contacts, profiles, byContact, rejects, dirty, pkeys int64
+}
+
+func (j *job) budgets() budgets {
+	total := j.cfg.memoryBudget
+	if total == 0 {
+		total = defaultMemoryBudget
+	}
+	live := (total - 96<<20) * 10 / 15 // what may be live under the GC's headroom
+	live = max(live, 8<<20)
+	if j.hooks.memoryBudget > 0 {
+		live = j.hooks.memoryBudget
+	}
+	return budgets{
+		// read at once, both sides
+		contacts: live * 30 / 100,
+		profiles: live * 45 / 100,
+		// the profiles sorted again by contact while the contacts wait
+		byContact: live * 45 / 100,
+		rejects:   live * 5 / 100,
+		// the decisions' pass: what the commit decides again, and the PKey
+		// index of a backfill, beside the rows read back
+		dirty: live * 10 / 100,
+		pkeys: live * 10 / 100,
+	}
+}
+
+// sizeHint makes room for the rows a file's size promises once its first
+// hintRows good rows are in (a file of junk reserves nothing): the rows
+// held then, scaled by the bytes read to reach them. Without it the
+// records' slice doubles as it grows, up to twice what it needs.
+type sizeHint struct {
+	file    inputFile
+	reserve func(n int)
+	read    int64
+	rows    int
+	done    bool
+}
+
+// hintRows is late enough that the reader's read-ahead (about 1 MB) is a
+// few percent of what was read, so the estimate is close (a short one
+// doubles the slice again).
+const hintRows = 1 << 18
+
+func (h *sizeHint) reader(r io.Reader) io.Reader { return &hintReader{r: r, h: h} }
+
+// row counts a good row; held is what the sorter holds in memory before it.
+func (h *sizeHint) row(held int) {
+	if h.done {
+		return
+	}
+	if h.rows++; h.rows < hintRows || h.read <= 0 {
+		return
+	}
+	h.done = true
+	// Over by a few percent (the read-ahead makes it short by as much).
+	rest := float64(h.file.size-h.read) / float64(h.read) * float64(h.rows) * 1.08
+	h.reserve(held + int(rest) + hintRows/16)
+}
+
+type hintReader struct {
+	r io.Reader
+	h *sizeHint
+}
+
+func (r *hintReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.h.read += int64(n)
+	return n, err
 }
 
 func (j *job) readFile(ctx context.Context, in inputFile, stage string, read func(io.Reader) error) error {
@@ -238,48 +336,4 @@ func (j *job) readFile(ctx context.Context, in inputFile, stage string, read fun
 	bar := j.progress.Stage(stage+" "+filepath.Base(in.path), in.size, "bytes")
 	defer bar.Done()
 	return read(bar.Reader(f))
-}
-
-// firstRows is the room records get before the file has shown that it
-// holds them: a file of junk lines would be estimated at millions of rows,
-// and the garbage collector lets garbage grow with the heap, room untouched
-// included.
-const firstRows = 1 << 16
-
-// grow gives s, once full, the room the files' sizes estimate, in one step:
-// records good enough to keep have filled the first room.
-func grow[T any](s []T, est int) []T {
-	if len(s) < cap(s) || est <= cap(s) {
-		return s
-	}
-	n := make([]T, len(s), est)
-	copy(n, s)
-	return n
-}
-
-// estimateAll sizes the record slice from the files' sizes and the
-// length of their first lines, so that a large export is neither copied
-// again and again as the slice grows nor given room it will not use.
-func estimateAll(files []inputFile) int {
-	total := 0
-	for _, f := range files {
-		total += estimateRows(f.path, f.size)
-	}
-	return min(total, 50_000_000)
-}
-
-func estimateRows(path string, size int64) int {
-	f, err := os.Open(path)
-	if err != nil || size == 0 {
-		return 0
-	}
-	defer f.Close()
-	sample := make([]byte, 64<<10)
-	n, _ := f.ReadAt(sample, 0)
-	lines := bytes.Count(sample[:n], []byte{'\n'})
-	if lines < 2 {
-		return 0
-	}
-	rows := size * int64(lines) / int64(n)
-	return int(rows + rows/50 + 16)
 }

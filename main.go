@@ -100,6 +100,10 @@ type hooks struct {
 	// afterChunk is called after the nth transaction (from 1) committed.
 	commitChunk int
 	afterChunk  func(n int)
+	// memoryBudget, when set, is what the run may hold live in bytes, in
+	// place of what memory_budget leaves (which has a floor): tests make
+	// every sorter spill every few records.
+	memoryBudget int64
 }
 
 // summary is a run's counts (load.Summary), with the first failed writes

@@ -29,6 +29,8 @@ func TestHelperProcess(t *testing.T) {
 		t.Skip("helper process only")
 	}
 	var h hooks
+	// A budget of a few KB: every sorter spills every few records.
+	h.memoryBudget, _ = strconv.ParseInt(os.Getenv("OPTSYNC_HELPER_BUDGET"), 10, 64)
 	switch mode {
 	case "kill-before-commit":
 		h.beforeCommit = func() { _ = syscall.Kill(os.Getpid(), syscall.SIGKILL); select {} }

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"slices"
 	"strings"
 
 	"optsync/extract"
@@ -44,77 +42,6 @@ func (c *sideCheck) stops() bool {
 func (g *guard) optinStops() bool { return g.clears > g.optinLimit }
 
 func (g *guard) missingStops() bool { return g.sides[0].stops() || g.sides[1].stops() }
-
-// presence counts, for the shrink guard, the input's records that the
-// decider did not visit (bad rows, and the good side of a blocked pair):
-// they are in the export, so they are not missing.
-func presence(st *state.Store, contacts []extract.Contact, profiles []extract.Profile, joinedC, joinedP []bool) (d, c int, err error) {
-	r, err := st.Reader()
-	if err != nil {
-		return 0, 0, err
-	}
-	defer r.Close()
-	var snap transform.Snapshot
-	for i := range contacts {
-		if joinedC[i] {
-			continue
-		}
-		found, err := r.Get(contacts[i].ID, &snap)
-		if err != nil {
-			return 0, 0, err
-		}
-		d += b2i(found && snap.DSeen)
-	}
-	r2, err := st.Reader() // a second walk from the start
-	if err != nil {
-		return 0, 0, err
-	}
-	defer r2.Close()
-	for i := range profiles {
-		if joinedP[i] {
-			continue
-		}
-		found, err := r2.Get(profiles[i].ID, &snap)
-		if err != nil {
-			return 0, 0, err
-		}
-		c += b2i(found && snap.CSeen)
-	}
-	return d, c, nil
-}
-
-var errEnough = errors.New("enough examples")
-
-// missingExamples finds the first records state knows on each stopping
-// side that the input lacks. It walks state from the start and stops at
-// ten: only a stopped run pays for it.
-func missingExamples(st *state.Store, g *guard, contacts []extract.Contact, profiles []extract.Profile) error {
-	hasContact := func(id extract.ID) bool {
-		_, ok := slices.BinarySearchFunc(contacts, id, func(c extract.Contact, id extract.ID) int { return c.ID.Compare(id) })
-		return ok
-	}
-	hasProfile := func(id extract.ID) bool {
-		_, ok := slices.BinarySearchFunc(profiles, id, func(p extract.Profile, id extract.ID) int { return p.ID.Compare(id) })
-		return ok
-	}
-	d, c := &g.sides[0], &g.sides[1]
-	err := st.Each(func(id extract.ID, s *transform.Snapshot) error {
-		if d.stops() && len(d.examples) < 10 && s.DSeen && !hasContact(id) {
-			d.examples = append(d.examples, fmt.Sprintf("contact %s (Dynamics record last read with modifiedon %s)", id, extract.FormatTime(s.DModified)))
-		}
-		if c.stops() && len(c.examples) < 10 && s.CSeen && !hasProfile(id) {
-			c.examples = append(c.examples, fmt.Sprintf("contact %s profile %s (last read with lastModified %s)", id, s.PKey, extract.FormatTime(s.CModified)))
-		}
-		if (!d.stops() || len(d.examples) == 10) && (!c.stops() || len(c.examples) == 10) {
-			return errEnough
-		}
-		return nil
-	})
-	if errors.Is(err, errEnough) {
-		return nil
-	}
-	return err
-}
 
 // message is what a stopped run prints: each limit it hit, its figures and
 // first examples, and what to do.
@@ -175,7 +102,11 @@ func (g *guard) err() error {
 }
 
 // checkSafety works the limits out for a run whose decisions are made.
-func (j *job) checkSafety(st *state.Store, tot state.Totals, d *decider, sum *summary, in *safetyInputs) (*guard, error) {
+// The Dynamics side counts contacts; the Campaign side counts profiles by
+// PKey (through the PKey index, identify): a profile relinked to another
+// contact is in the export, not missing. A reader of a file from before the
+// index counts Campaign's records by contact.
+func (j *job) checkSafety(st *state.Store, tot state.Totals, d *decider, id *identity, sum *summary, in *safetyInputs) (*guard, error) {
 	g := &guard{clears: sum.OptoutsCleared, optinExamples: in.examples}
 	g.knownOptOuts = tot.OptOutSum() + d.optOutDelta
 	g.optinLimit = j.cfg.transform.OptinLimit.Allowed(g.knownOptOuts)
@@ -184,18 +115,35 @@ func (j *job) checkSafety(st *state.Store, tot state.Totals, d *decider, sum *su
 		return g, nil
 	}
 	g.sides[0] = sideCheck{checked: in.fullD365, system: "Dynamics", record: "contact", input: in.d365Input, rows: in.d365Rows,
-		known: tot.D365, present: d.presentD}
+		known: tot.D365, present: d.presentD, examples: d.missingD}
 	g.sides[1] = sideCheck{checked: in.fullCampaign, system: "Campaign", record: "profile", input: in.campaignInput, rows: in.campaignRows,
-		known: tot.Campaign, present: d.presentC}
-	if !in.fullD365 && !in.fullCampaign {
-		return g, nil
+		known: tot.Campaign, present: d.presentC, examples: d.missingC}
+	if id.pkeyCounted {
+		// By PKey: a profile the input holds, anywhere, is present; one it
+		// lacks is present still when its contact has a profile in the
+		// input (Campaign replaced it: a merge).
+		c := &g.sides[1]
+		c.known, c.present, c.examples = tot.Profiles, id.presentC+d.presentC, nil
+		if in.fullCampaign && c.known-c.present > 0 {
+			r, err := st.Reader()
+			if err != nil {
+				return nil, err
+			}
+			defer r.Close()
+			var snap transform.Snapshot
+			for _, e := range d.missedC {
+				found, err := r.Get(e.ID, &snap)
+				if err != nil {
+					return nil, err
+				}
+				last := ""
+				if found {
+					last = extract.FormatTime(snap.CModified)
+				}
+				c.examples = append(c.examples, fmt.Sprintf("contact %s profile %s (last read with lastModified %s)", e.ID, e.PKey, last))
+			}
+		}
 	}
-	dx, cx, err := presence(st, in.contacts, in.profiles, in.joinedC, in.joinedP)
-	if err != nil {
-		return nil, err
-	}
-	g.sides[0].present += dx
-	g.sides[1].present += cx
 	for i := range g.sides {
 		c := &g.sides[i]
 		c.limit = j.cfg.transform.MissingLimit.Allowed(c.known)
@@ -207,11 +155,6 @@ func (j *job) checkSafety(st *state.Store, tot state.Totals, d *decider, sum *su
 			}
 		}
 	}
-	if g.missingStops() {
-		if err := missingExamples(st, g, in.contacts, in.profiles); err != nil {
-			return nil, err
-		}
-	}
 	return g, nil
 }
 
@@ -220,8 +163,5 @@ type safetyInputs struct {
 	fullD365, fullCampaign   bool
 	d365Input, campaignInput string
 	d365Rows, campaignRows   int
-	contacts                 []extract.Contact
-	profiles                 []extract.Profile
-	joinedC, joinedP         []bool
 	examples                 []string
 }

@@ -459,3 +459,42 @@ func TestSafetyStopWritesNoPendingWriteAgain(t *testing.T) {
 		t.Fatalf("the stopped run left an update file: %v", err)
 	}
 }
+
+// TestShrinkGuardCountsProfilesByPKey: the Campaign side of the shrink
+// guard counts profiles, by PKey: a profile that moved to another contact
+// (Campaign relinked it) is in the export, not missing; one gone from it is.
+func TestShrinkGuardCountsProfilesByPKey(t *testing.T) {
+	p := newProject(t, fmt.Sprintf(onePairConfig, "bidirectional", "newest"))
+	all := agreed(1, 10, 10)
+	d, c := exports(all)
+	testkit.WriteFile(t, p.path("d365.csv"), d)
+	testkit.WriteFile(t, p.path("campaign.csv"), c)
+	if r := p.backfill(t); r.code != 0 {
+		t.Fatalf("first run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// 3 of the 20 profiles now name contacts new to state: counted by
+	// contact, 15 % of them would be missing (max_missing allows 10 %).
+	_, c = exports(all[3:])
+	var moved []string
+	for n := 1; n <= 3; n++ {
+		moved = append(moved, fmt.Sprintf("@p%d,%s,%s,%s", n, testkit.GUID(20+n), cOld, "true"))
+	}
+	testkit.WriteFile(t, p.path("campaign.csv"), c+strings.Join(moved, "\n")+"\n")
+	if r := p.backfill(t); r.code != 0 {
+		t.Fatalf("relinked profiles: exit %d, want 0\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// 3 of the 20 gone from the export: a shrink.
+	before := testkit.StateData(t, p.path("optsync.db"))
+	_, c = exports(all[3:])
+	testkit.WriteFile(t, p.path("campaign.csv"), c)
+	r := p.backfill(t)
+	if r.code != exitSafety {
+		t.Fatalf("3 profiles gone: exit %d, want 4\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if want := "lacks 3 of the 20 profiles state knows from Campaign (15 %)"; !strings.Contains(r.stdout, want) {
+		t.Fatalf("message:\n%s\nwant %s", r.stdout, want)
+	}
+	if after := testkit.StateData(t, p.path("optsync.db")); !reflect.DeepEqual(before, after) {
+		t.Fatal("a stopped run changed state")
+	}
+}

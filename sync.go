@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,7 +10,9 @@ import (
 	"io"
 	"io/fs"
 	"maps"
+	"math"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -17,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"optsync/extract"
+	"optsync/extract/spill"
 	"optsync/load"
 	"optsync/load/progress"
 	"optsync/state"
@@ -248,35 +252,74 @@ func (j *job) run(ctx context.Context) (err error) {
 		return err
 	}
 	defer spool.Close()
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// The collector works harder as the heap nears the budget (a soft
+		// limit: the budget's shares keep what is live well below it).
+		debug.SetMemoryLimit(cfg.memoryBudget)
+	}
+	if err := os.MkdirAll(cfg.TmpDir, 0o700); err != nil {
+		return fmt.Errorf("tmp_dir %s: %w", cfg.TmpDir, err)
+	}
+	if removed, err := spill.RemoveLeftovers(cfg.TmpDir); len(removed) > 0 || err != nil {
+		log.Info().Strs("files", removed).AnErr("error", err).Msg("removed spill files left by a killed run")
+	}
 	in, err := j.extract(ctx, st, d365Files, campFiles, spool)
 	if err != nil {
 		return interrupted(ctx, err)
 	}
+	defer in.contacts.Close()
+	defer in.profiles.Close()
 	if d365Files, err = j.requeue(ctx, st, &rules, in, d365Files); err != nil {
 		return interrupted(ctx, err)
 	}
 	sum.ContactRows, sum.ProfileRows = in.d365.Rows, in.campaign.Rows
+	b := j.budgets()
+
+	// The PKey index and the index of pending writes let a night touch what
+	// changed; a file from before them gets them once, here.
+	indexed := false
+	if st != nil {
+		if indexed, err = st.IndexesReady(); err != nil {
+			return err
+		}
+		if !indexed && !j.plan {
+			t0 := time.Now()
+			n, err := st.BuildIndexes(ctx, b.pkeys, cfg.TmpDir)
+			if err != nil {
+				return interrupted(ctx, err)
+			}
+			log.Info().Int("records", n).Str("took", took(time.Since(t0))).Msg("built the state's indexes (once: the state file is from before them)")
+			indexed = true
+		}
+	}
+	campaignComplete := j.cv != nil && j.cv.source && j.campaignPath == "" && j.cv.complete
+	d365Complete := j.dv != nil && j.dv.source && j.d365Path == "" && j.dv.complete
+	// State is read whole when the run reads a side in full (every record
+	// it lacks has lost that side), or has no index to look records up by.
+	walk := st != nil && (!j.incremental || d365Complete || campaignComplete || !indexed || !totals.PendingKnown)
 
 	// transform: identity rules, then decisions.
-	id := identify(in, d365Files, campFiles, j.incremental)
-	contacts, profiles, rejects := id.contacts, id.profiles, id.rejects
-	sum.Superseded, sum.DuplicateProfiles, sum.Unlinked = id.superseded, id.duplicates, id.unlinked
-
-	matched := joined{contacts: contacts, profiles: profiles, pairs: make([][2]int32, 0, max(len(contacts), len(profiles))),
-		conflicts: id.conflicts}
-	// Which records the decider visits: the others (bad rows, the good side
-	// of a blocked pair) are in the input all the same, for the shrink guard.
-	joinedC, joinedP := make([]bool, len(contacts)), make([]bool, len(profiles))
-	js := transform.Join(contacts, profiles, func(ci, pi int) {
-		matched.pairs = append(matched.pairs, [2]int32{int32(ci), int32(pi)})
-		if ci >= 0 {
-			joinedC[ci] = true
+	later := newRejectSorter(b.rejects, cfg.TmpDir)
+	defer later.Close()
+	opts := identifyOptions{d365Files: d365Files, campFiles: campFiles, withOwners: j.incremental,
+		budget: b.byContact, dir: cfg.TmpDir, later: later}
+	if indexed && j.fullRead("campaign") {
+		// The shrink guard counts Campaign's records by PKey.
+		if opts.pkeys, err = st.Reader(); err != nil {
+			return err
 		}
-		if pi >= 0 {
-			joinedP[pi] = true
-		}
-	})
-	sum.AddJoin(js, len(rules.Pairs))
+	}
+	id, err := identify(in, opts)
+	if opts.pkeys != nil {
+		// identify has counted: a read view left open would hold off the
+		// commit for ever once bbolt must map the grown file again (it
+		// waits for every open view).
+		opts.pkeys.Close()
+	}
+	if err != nil {
+		return interrupted(ctx, err)
+	}
+	defer id.Close()
 
 	// load: decisions stream into the run's files as they are made; the
 	// files stay under temporary names until Finish, so a safety stop (or
@@ -302,12 +345,18 @@ func (j *job) run(ctx context.Context) (err error) {
 		}
 	}()
 	var examples []string
-	d := &decider{rules: &rules, incremental: j.incremental, matched: &matched, d365Files: d365Files, campFiles: campFiles,
+	d := &decider{rules: &rules, incremental: j.incremental, d365Files: d365Files, campFiles: campFiles, walk: walk,
 		owners: id.owners, runName: runName, failed: map[extract.ID]load.Refused{}, notAfter: j.notAfter.UnixMilli(),
-		chunk: j.hooks.commitChunk, afterChunk: j.hooks.afterChunk}
+		chunk: j.hooks.commitChunk, afterChunk: j.hooks.afterChunk, pkeyCounted: id.pkeyCounted,
+		d365Complete: d365Complete, campaignComplete: campaignComplete,
+		pendPrev: map[int64]int{}, pendGone: map[int64]map[extract.ID]bool{},
+		dirty: &dirtyStore{budget: b.dirty, dir: cfg.TmpDir, cItems: id.cItems, pItems: id.pItems}, missed: id.missed}
+	defer d.dirty.Close()
+	if !walk {
+		d.pendAlertBefore = started.Add(-cfg.state.PendingAlertAfter()).UnixMilli()
+	}
 	if j.dv != nil {
 		d.etag = j.dv.reader.ETag
-		d.d365Complete = j.dv.source && j.d365Path == "" && j.dv.complete
 		if len(j.dv.deleted) > 0 {
 			d.deleted = map[extract.ID]bool{}
 			for _, id := range j.dv.deleted {
@@ -321,31 +370,39 @@ func (j *job) run(ctx context.Context) (err error) {
 			d.queued[it.Contact] = true
 		}
 	}
-	if j.cv != nil {
-		d.campaignComplete = j.cv.source && j.campaignPath == "" && j.cv.complete
+	// A backfill rewrites the PKey index whole when it changes most records
+	// (see commit): every record's entry, as it stands after the run.
+	var pkeys *spill.Sorter[state.PKeyEntry]
+	if !j.incremental && st != nil && !j.plan {
+		pkeys = newPKeySorter(b.pkeys, cfg.TmpDir, false)
+		defer pkeys.Close()
+		d.collect = func(pkey string, id extract.ID) error { return pkeys.Add(&state.PKeyEntry{PKey: pkey, ID: id}) }
 	}
 	api := j.apiWriters()
 	var held []load.Held // changes waiting for an API's answer
-	var dirty []int32
-	if rules.Direction != transform.Disabled {
-		dirty, err = d.all(ctx, st, j.progress, func(ch *load.Change, blocked *extract.Reject) error {
-			if blocked != nil {
-				sum.Blocked++
-				rejects = append(rejects, *blocked)
-				return nil
-			}
-			sum.AddDecisions(ch.Decisions)
-			examples = j.addExamples(examples, ch)
-			if api.Holds(ch) {
-				held = append(held, api.Hold(ch))
-				return nil
-			}
-			return w.Change(ch)
-		})
-		if err != nil {
-			return interrupted(ctx, err)
+	sink := func(ch *load.Change, blocked *extract.Reject) error {
+		if blocked != nil {
+			sum.Blocked++
+			return later.Add(blocked)
 		}
+		sum.AddDecisions(ch.Decisions)
+		examples = j.addExamples(examples, ch)
+		if api.Holds(ch) {
+			held = append(held, api.Hold(ch))
+			return nil
+		}
+		return w.Change(ch)
 	}
+	if rules.Direction != transform.Disabled {
+		err = d.all(ctx, st, id, j.progress, int64(max(in.d365.Rows, in.campaign.Rows)), sink)
+	} else {
+		err = id.drain() // nothing is decided; the rows are still checked
+	}
+	if err != nil {
+		return interrupted(ctx, err)
+	}
+	sum.Superseded, sum.DuplicateProfiles, sum.Unlinked = id.superseded, id.duplicates, id.unlinked
+	sum.AddJoin(id.stats, len(rules.Pairs))
 	if j.hooks.afterDecide != nil {
 		j.hooks.afterDecide(ctx)
 	}
@@ -357,19 +414,33 @@ func (j *job) run(ctx context.Context) (err error) {
 	sum.ComparedPairs -= d.unchangedBoth * len(rules.Pairs)
 	sum.ContactsNoMatch -= d.unchangedContacts
 	sum.ProfilesNoMatch -= d.unchangedProfiles
-	if len(d.future) > 0 {
+	if d.futureN > 0 {
 		// Once per record: the run's commit writes the times back unknown.
-		log.Warn().Int("records", len(d.future)).Strs("contacts", d.future[:min(len(d.future), 10)]).Time("not_after", j.notAfter).
+		log.Warn().Int("records", d.futureN).Strs("contacts", d.future).Time("not_after", j.notAfter).
 			Msg("change times in state later than the run's start plus max_clock_skew were treated as unknown: a present-day row of these records is not taken as stale")
 	}
-	j.reportPending(d.pending, runName, sum)
+	pending, err := j.pendingGroups(st, d, totals)
+	if err != nil {
+		return err
+	}
+	j.reportPending(pending, runName, sum)
 	// A one-sided record decided against state had its counterpart after all.
 	sum.ComparedPairs += d.viaState * len(rules.Pairs)
 	sum.Matched += d.viaState
 	sum.ContactsNoMatch -= d.viaStateContacts + d.blockedNoProfile
 	sum.ProfilesNoMatch -= d.viaState - d.viaStateContacts + d.blockedNoContact
-	sum.Rejected = spool.Len() + len(rejects)
-	err = spool.Merge(rejects, func(r extract.Reject) error {
+	rejected, err := later.Sorted()
+	if err != nil {
+		return err
+	}
+	nlater := 0
+	err = spool.Merge(func() *extract.Reject {
+		r := rejected.Next()
+		if r != nil {
+			nlater++
+		}
+		return r
+	}, func(r extract.Reject) error {
 		// The report keeps ids and PKeys of a checked shape only, never
 		// other text of a bad row: file and line find the row.
 		ex := state.Example{Source: r.Source.String(), Line: r.Line}
@@ -379,21 +450,25 @@ func (j *job) run(ctx context.Context) (err error) {
 		run.Rejects = state.AddReason(run.Rejects, r.Reason, ex)
 		return w.Reject(r)
 	})
+	rejected.Close()
+	if err == nil {
+		err = rejected.Err()
+	}
 	if err != nil {
 		return err
 	}
+	sum.Rejected = spool.Len() + nlater
 	spool.Close()
 
 	// Safety: nothing is written (or dropped) when the run would clear too
 	// many of the opt-outs at stake, or when a full read lacks too many of
 	// the records state knows.
-	g, err := j.checkSafety(st, totals, d, sum, &safetyInputs{
+	g, err := j.checkSafety(st, totals, d, id, sum, &safetyInputs{
 		// A disabled run decides nothing and so drops nothing: no shrink to guard.
 		fullD365:     j.fullRead("d365") && rules.Direction != transform.Disabled,
 		fullCampaign: j.fullRead("campaign") && rules.Direction != transform.Disabled,
 		d365Input:    inputName(d365Files), campaignInput: inputName(campFiles),
-		d365Rows: in.d365.Rows, campaignRows: in.campaign.Rows,
-		contacts: contacts, profiles: profiles, joinedC: joinedC, joinedP: joinedP, examples: examples,
+		d365Rows: in.d365.Rows, campaignRows: in.campaign.Rows, examples: examples,
 	})
 	if err != nil {
 		return err
@@ -512,7 +587,26 @@ func (j *job) run(ctx context.Context) (err error) {
 			run.Outcome, run.ExitCode = state.OutcomeInterrupted, 128+int(cut.sig)
 		}
 		run.Committed = true // with the last transaction only
-		if err := d.commit(context.WithoutCancel(ctx), st, j.progress, started, dirty, fin); err != nil {
+		// A backfill that changed more than a few records writes the PKey
+		// index whole: its entries change in PKey order, not in the
+		// contacts' order the commit writes them in, and a page of the
+		// index rewritten per record changed costs more than all of it.
+		var whole func() (string, extract.ID, bool, error)
+		if pkeys != nil && int64(d.dirty.Len())*64 > int64(max(totals.D365, totals.Campaign)) {
+			stream, err := pkeys.Sorted()
+			if err != nil {
+				return err
+			}
+			defer stream.Close()
+			whole = func() (string, extract.ID, bool, error) {
+				e := stream.Next()
+				if e == nil {
+					return "", extract.ID{}, false, stream.Err()
+				}
+				return e.PKey, e.ID, true, nil
+			}
+		}
+		if err := d.commit(context.WithoutCancel(ctx), st, j.progress, started, fin, whole); err != nil {
 			run.Outcome, run.Committed = "running", false // let the deferred recorder mark it failed
 			return fmt.Errorf("committing state (the files of this run keep names that say so, %s: not to be imported; the next run places the rows of the contacts committed and decides the others again, the same way): %w",
 				strings.Join(w.Paths(), ", "), err)
@@ -571,6 +665,97 @@ func runNames(st *state.Store) (func(int64) string, error) {
 	return func(at int64) string { return byStart[at] }, nil
 }
 
+// pendingGroups are the writes to update files that no export has shown
+// yet, left by earlier runs, per run that wrote them, as state stands after
+// this run. In a walk the decider counted them over every record; without
+// one, they are the kept totals, less what the contacts the run visited
+// held before it, plus what they hold now; the contacts a warning names
+// come from the index of pending writes (without those whose write this
+// run saw).
+func (j *job) pendingGroups(st *state.Store, d *decider, tot state.Totals) (map[int64]*pendingGroup, error) {
+	if d.walk || st == nil {
+		return d.pending, nil
+	}
+	groups := map[int64]*pendingGroup{}
+	group := func(at int64) *pendingGroup {
+		g := groups[at]
+		if g == nil {
+			g = &pendingGroup{oldest: at}
+			if at == 0 {
+				g.oldest = math.MaxInt64
+			}
+			groups[at] = g
+		}
+		return g
+	}
+	for at, g := range tot.Pending {
+		if at == d.rules.Started {
+			continue
+		}
+		for i := range g {
+			if d.rules.ImportD365 {
+				group(at).writes += g[i][0]
+			}
+			if d.rules.ImportCampaign {
+				group(at).writes += g[i][1]
+			}
+		}
+	}
+	for at, n := range d.pendPrev {
+		group(at).writes -= n
+	}
+	for at, v := range d.pending {
+		g := group(at)
+		g.writes += v.writes
+		g.oldest = min(g.oldest, v.oldest)
+		g.contacts = append(g.contacts, v.contacts...)
+	}
+	r, err := st.Reader()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	var snap transform.Snapshot
+	for at, g := range groups {
+		if g.writes <= 0 {
+			delete(groups, at)
+			continue
+		}
+		if at != 0 && j.started.Sub(time.UnixMilli(at)) <= j.cfg.state.PendingAlertAfter() {
+			continue // no warning: no contacts to name
+		}
+		var ferr error
+		err := r.PendingContacts(at, func(id extract.ID) bool {
+			if d.pendGone[at][id] {
+				return true
+			}
+			if !slices.Contains(g.contacts, id) {
+				g.contacts = append(g.contacts, id)
+			}
+			if at != 0 {
+				return len(g.contacts) < 10
+			}
+			// written at a time not recorded: when at the latest is when
+			// its record last changed
+			found, err := r.Get(id, &snap)
+			if err != nil {
+				ferr = err
+				return false
+			}
+			if found {
+				g.oldest = min(g.oldest, snap.Decided*1000)
+			}
+			return true
+		})
+		if err = cmp.Or(err, ferr); err != nil {
+			return nil, err
+		}
+		slices.SortFunc(g.contacts, extract.ID.Compare)
+		g.contacts = g.contacts[:min(len(g.contacts), 5)]
+	}
+	return groups, nil
+}
+
 // reportPending counts the writes to update files that no export has shown
 // yet, and warns of those older than pending_alert: each run, until they
 // are seen, so that a lost or forgotten update file does not go unnoticed.
@@ -599,15 +784,6 @@ func (j *job) reportPending(groups map[int64]*pendingGroup, runName func(int64) 
 	}
 }
 
-// supersededBy is the reject reason of a row replaced by a later row of its
-// record (a contact or a profile).
-func supersededBy(files []inputFile, s *transform.Superseded, record string) string {
-	if s.ByUnknownTime {
-		return fmt.Sprintf("superseded: %s, whose time cannot be read, may be a later row for this %s", where(files, s.File, s.ByFile, s.By), record)
-	}
-	return fmt.Sprintf("superseded: %s is a later row for this %s", where(files, s.File, s.ByFile, s.By), record)
-}
-
 // fullRead says whether this run read a system's records in full: a
 // backfill always does; a run does when the system's API was read in full
 // (its first run, a refused delta link, or Campaign without a changed-since
@@ -631,68 +807,6 @@ func inputName(files []inputFile) string {
 		return files[0].source().String()
 	}
 	return plural(len(files), "file")
-}
-
-// identified is what the identity rules make of a run's inputs.
-type identified struct {
-	contacts []extract.Contact
-	profiles []extract.Profile
-	// rejects are the rows read that go no further: bad rows, superseded
-	// rows, profiles sharing an externalId.
-	rejects                []extract.Reject
-	superseded, duplicates int
-	unlinked               int // profiles whose latest row links no contact
-	// owners says what the input links each PKey to (withOwners).
-	owners *transform.Owners
-	// conflicts are the contacts two or more profiles of the input name,
-	// sorted.
-	conflicts []extract.ID
-}
-
-// identify applies the identity rules to what was read: one row per
-// record (the latest), no profile sharing its externalId with another. The
-// two sorts are independent; on two cores they take the time of one.
-// withOwners: a run needs to know where each PKey of its input went, for a
-// profile state links to one contact may be another's now.
-func identify(in *inputs, d365Files, campFiles []inputFile, withOwners bool) identified {
-	var (
-		id         identified
-		superseded []transform.Superseded
-		grouped    transform.Grouped
-		sorted     = make(chan struct{})
-	)
-	go func() {
-		grouped = transform.GroupProfiles(in.profiles, withOwners)
-		close(sorted)
-	}()
-	id.contacts, superseded = transform.DedupContacts(in.contacts)
-	<-sorted
-	id.profiles, id.unlinked, id.owners = grouped.Kept, grouped.Unlinked, grouped.Owners
-	// id.rejects are those found after reading, merged with the spool's.
-	for _, s := range superseded {
-		id.superseded++
-		if !s.Bad {
-			id.rejects = append(id.rejects, extract.Reject{Source: d365Files[s.File].source(), Line: int(s.Line), ID: s.ID.String(), IDChecked: true,
-				Reason: supersededBy(d365Files, &s, "contact")})
-		}
-	}
-	for _, s := range grouped.Superseded {
-		id.superseded++
-		if !s.Bad {
-			id.rejects = append(id.rejects, extract.Reject{Source: campFiles[s.File].source(), Line: int(s.Line), ID: s.PKey, IDChecked: true,
-				Reason: supersededBy(campFiles, &s, "profile")})
-		}
-	}
-	for _, p := range grouped.Dups {
-		if n := len(id.conflicts); n == 0 || id.conflicts[n-1] != p.ID {
-			id.conflicts = append(id.conflicts, p.ID) // Dups come grouped by contact, in order
-		}
-		id.duplicates++
-		if !p.Bad { // a bad row has its own reject row already
-			id.rejects = append(id.rejects, extract.Reject{Source: campFiles[p.File].source(), Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: "duplicate-externalId"})
-		}
-	}
-	return id
 }
 
 // where names a row for a reject reason: the line, and the file when it is
@@ -871,16 +985,19 @@ func (j *job) requeue(ctx context.Context, st *state.Store, rules *transform.Rul
 			ids[i] = it.Contact
 		}
 		n := int32(0)
+		var aerr error
 		gone, err := j.dv.readQueued(ctx, ids, func(c *extract.Contact) {
 			n++
 			c.File, c.Line = file, n
 			in.d365.Rows++
-			in.contacts = append(in.contacts, *c)
+			if err := in.contacts.Add(c); err != nil && aerr == nil {
+				aerr = err
+			}
 		}, func(r extract.Reject) {
 			in.d365.Rejected++
 			in.rejects.Add(r)
 		})
-		if err != nil {
+		if err = cmp.Or(err, aerr); err != nil {
 			return nil, err
 		}
 		j.dv.deleted = append(j.dv.deleted, gone...)
@@ -901,7 +1018,9 @@ func (j *job) requeue(ctx context.Context, st *state.Store, rules *transform.Rul
 			transform.ForgetFutureTimes(&snap, j.notAfter.UnixMilli())
 			c := transform.ContactFromState(rules, it.Contact, &snap)
 			c.File, c.Line = file, int32(i+1)
-			in.contacts = append(in.contacts, c)
+			if err := in.contacts.Add(&c); err != nil {
+				return nil, err
+			}
 		}
 	}
 	j.log.Info().Int("contacts", len(queue)).Msg("deciding the retry queue again")

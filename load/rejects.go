@@ -95,66 +95,60 @@ func (s *RejectSpool) Len() int {
 
 // Merge calls each for every spilled reject and every one of later, sorted
 // by source and line (a spilled reject before a later one of the same
-// line). later is sorted in place.
-func (s *RejectSpool) Merge(later []extract.Reject, each func(extract.Reject) error) error {
+// line). later hands the rejects found later in that order (nil at the
+// end): sorted by the caller, in memory or on disk, so that a million
+// superseded rows are not held.
+func (s *RejectSpool) Merge(later func() *extract.Reject, each func(extract.Reject) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
 		return s.err
 	}
-	slices.SortStableFunc(later, func(a, b extract.Reject) int {
-		if c := a.Source.Compare(b.Source); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.Line, b.Line)
-	})
 	sources := make([]extract.Source, 0, len(s.spill))
 	for src := range s.spill {
 		sources = append(sources, src)
 	}
 	slices.SortFunc(sources, extract.Source.Compare)
-	k := 0
+	next := later()
 	for _, src := range sources {
-		for k < len(later) && later[k].Source.Compare(src) < 0 {
-			if err := each(later[k]); err != nil {
+		for next != nil && next.Source.Compare(src) < 0 {
+			if err := each(*next); err != nil {
 				return err
 			}
-			k++
+			next = later()
 		}
-		end := k
-		for end < len(later) && later[end].Source == src {
-			end++
-		}
-		if err := s.replay(src, s.spill[src], later[k:end], each); err != nil {
+		var err error
+		if next, err = s.replay(src, s.spill[src], next, later, each); err != nil {
 			return err
 		}
-		k = end
 	}
-	for ; k < len(later); k++ {
-		if err := each(later[k]); err != nil {
+	for ; next != nil; next = later() {
+		if err := each(*next); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// replay merges one source's spill with its later rejects.
-func (s *RejectSpool) replay(src extract.Source, sp *spill, later []extract.Reject, each func(extract.Reject) error) error {
+// replay merges one source's spill with its later rejects (next, then what
+// later gives while the source is the same), and returns the first later
+// reject of another source.
+func (s *RejectSpool) replay(src extract.Source, sp *spill, next *extract.Reject, later func() *extract.Reject, each func(extract.Reject) error) (*extract.Reject, error) {
 	sp.out.csv.Flush()
 	if err := sp.out.csv.Error(); err != nil {
-		return fmt.Errorf("spilling rejects: %w", err)
+		return nil, fmt.Errorf("spilling rejects: %w", err)
 	}
 	if err := sp.out.buf.Flush(); err != nil {
-		return fmt.Errorf("spilling rejects: %w", err)
+		return nil, fmt.Errorf("spilling rejects: %w", err)
 	}
 	f, err := s.dir.root.Open(sp.out.tmp)
 	if err != nil {
-		return fmt.Errorf("reading spilled rejects back: %w", err)
+		return nil, fmt.Errorf("reading spilled rejects back: %w", err)
 	}
 	defer f.Close()
 	cr := csv.NewReader(bufio.NewReaderSize(f, 256<<10))
 	cr.FieldsPerRecord = 4
-	next := func() (extract.Reject, bool, error) {
+	read := func() (extract.Reject, bool, error) {
 		rec, err := cr.Read()
 		if errors.Is(err, io.EOF) {
 			return extract.Reject{}, false, nil
@@ -173,9 +167,9 @@ func (s *RejectSpool) replay(src extract.Source, sp *spill, later []extract.Reje
 		// memory rather than written out of order.
 		var all []extract.Reject
 		for {
-			r, ok, err := next()
+			r, ok, err := read()
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if !ok {
 				break
@@ -184,7 +178,7 @@ func (s *RejectSpool) replay(src extract.Source, sp *spill, later []extract.Reje
 		}
 		slices.SortStableFunc(all, func(a, b extract.Reject) int { return cmp.Compare(a.Line, b.Line) })
 		i := 0
-		next = func() (extract.Reject, bool, error) {
+		read = func() (extract.Reject, bool, error) {
 			if i == len(all) {
 				return extract.Reject{}, false, nil
 			}
@@ -192,18 +186,20 @@ func (s *RejectSpool) replay(src extract.Source, sp *spill, later []extract.Reje
 			return all[i-1], true, nil
 		}
 	}
-	r, ok, err := next()
-	for err == nil && (ok || len(later) > 0) {
-		if ok && (len(later) == 0 || r.Line <= later[0].Line) {
+	r, ok, err := read()
+	mine := func() bool { return next != nil && next.Source == src }
+	for err == nil && (ok || mine()) {
+		if ok && (!mine() || r.Line <= next.Line) {
 			if err = each(r); err == nil {
-				r, ok, err = next()
+				r, ok, err = read()
 			}
 			continue
 		}
-		err = each(later[0])
-		later = later[1:]
+		if err = each(*next); err == nil {
+			next = later()
+		}
 	}
-	return err
+	return next, err
 }
 
 // Close removes the spills.

@@ -1,8 +1,10 @@
 package load
 
 import (
+	"cmp"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -45,8 +47,21 @@ func TestRejectSpoolMerge(t *testing.T) {
 		{Source: extract.File("z.csv"), Line: 1, Reason: "after every source"},
 		{Source: extract.File("a.csv"), Line: 1, Reason: "first of a"},
 	}
+	// Merge takes them sorted by source and line, as the run's sorter
+	// hands them over.
+	slices.SortStableFunc(later, func(a, b extract.Reject) int {
+		return cmp.Or(a.Source.Compare(b.Source), cmp.Compare(a.Line, b.Line))
+	})
+	next := func() *extract.Reject {
+		if len(later) == 0 {
+			return nil
+		}
+		r := &later[0]
+		later = later[1:]
+		return r
+	}
 	var got []extract.Reject
-	if err := s.Merge(later, func(r extract.Reject) error { got = append(got, r); return nil }); err != nil {
+	if err := s.Merge(next, func(r extract.Reject) error { got = append(got, r); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 407 {
@@ -102,7 +117,15 @@ func TestRejectSpoolSources(t *testing.T) {
 	s.Add(extract.Reject{Source: api, Line: 3, Reason: "bad"})
 	s.Add(extract.Reject{Source: file, Line: 2, Reason: "bad"})
 	var got []extract.Source
-	err = s.Merge([]extract.Reject{{Source: queue, Line: 1, Reason: "superseded"}}, func(r extract.Reject) error {
+	later := []extract.Reject{{Source: queue, Line: 1, Reason: "superseded"}}
+	err = s.Merge(func() *extract.Reject {
+		if len(later) == 0 {
+			return nil
+		}
+		r := &later[0]
+		later = later[1:]
+		return r
+	}, func(r extract.Reject) error {
 		got = append(got, r.Source)
 		return nil
 	})

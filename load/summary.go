@@ -67,7 +67,7 @@ func (s *Summary) AddJoin(js transform.JoinStats, pairs int) {
 	s.ComparedPairs = js.Matched * pairs
 	s.ContactsNoMatch = js.ContactsNoMatch
 	s.ProfilesNoMatch = js.ProfilesNoMatch
-	s.Blocked = js.Blocked
+	s.Blocked += js.Blocked // and the entries blocked by what state knows
 }
 
 // AddDecisions counts decisions: writes by direction and rule, skips by

@@ -265,7 +265,7 @@ func runCheck(path string) int {
 			report(err)
 		}
 		if n == 0 {
-			verifySeals(tx, report)
+			verifySeals(tx, report, nil)
 		}
 		return nil
 	})
@@ -289,7 +289,7 @@ func (s *Store) checkSeals() error {
 			if len(found) < 5 {
 				found = append(found, err.Error())
 			}
-		})
+		}, func() { s.releaseMapping(tx) })
 		return nil
 	})
 	if err != nil {
@@ -304,7 +304,10 @@ func (s *Store) checkSeals() error {
 // verifySeals checks the seal of every value in a sealed file: a flipped
 // bit in a key is found only this way (a lookup by the right key finds
 // nothing, and reads on as if the record never was).
-func verifySeals(tx *bolt.Tx, report func(error)) {
+//
+// release, when set, is called every scanEvery values: a scan through the
+// mapping would otherwise leave the whole file in the resident set.
+func verifySeals(tx *bolt.Tx, report func(error), release func()) {
 	meta := tx.Bucket(bucketMeta)
 	if meta == nil {
 		return
@@ -317,6 +320,7 @@ func verifySeals(tx *bolt.Tx, report func(error)) {
 	if !sealed {
 		return
 	}
+	n := 0
 	var walk func(name string, b *bolt.Bucket)
 	walk = func(name string, b *bolt.Bucket) {
 		_ = b.ForEach(func(k, v []byte) error {
@@ -325,6 +329,9 @@ func verifySeals(tx *bolt.Tx, report func(error)) {
 					walk(string(k), child)
 					return nil
 				}
+			}
+			if n++; release != nil && n%scanEvery == 0 {
+				release()
 			}
 			if _, err := unseal(name, k, v); err != nil {
 				report(err)

@@ -248,7 +248,11 @@ func (s *Store) recount(tx *bolt.Tx) (*counts, error) {
 	if b == nil {
 		return c, nil
 	}
+	n := 0
 	err := s.vb(b, "contacts").ForEach(func(k, v []byte) error {
+		if n++; n%scanEvery == 0 {
+			s.releaseMapping(tx)
+		}
 		if err := c.add(v, 1); err != nil {
 			return fmt.Errorf("contact %x: %w", k, err)
 		}

@@ -77,6 +77,9 @@ func indexKeys(r *record, id extract.ID) (pk []byte, ats []int64, err error) {
 // — a contact written twice in one transaction changes its entries twice.
 type indexOps struct {
 	pk, pd map[string]bool
+	// noPK, noPD: that index is not kept now (a backfill writes the PKey
+	// index whole after its records): its changes are not collected.
+	noPK, noPD bool
 }
 
 func (o *indexOps) set(m *map[string]bool, k []byte, put bool) {
@@ -103,13 +106,16 @@ func (o *indexOps) change(id extract.ID, old, new *record) error {
 
 // changeKeys is change for index keys worked out already.
 func (o *indexOps) changeKeys(id extract.ID, opk []byte, oats []int64, npk []byte, nats []int64) {
-	if !bytes.Equal(opk, npk) {
+	if !o.noPK && !bytes.Equal(opk, npk) {
 		if opk != nil {
 			o.set(&o.pk, opk, false)
 		}
 		if npk != nil {
 			o.set(&o.pk, npk, true)
 		}
+	}
+	if o.noPD {
+		return
 	}
 	for _, at := range oats {
 		if _, found := slices.BinarySearch(nats, at); !found {
@@ -234,6 +240,7 @@ func (s *Store) BuildIndexes(ctx context.Context, budget int64, dir string) (int
 		Append:  func(dst []byte, k *[]byte) []byte { return append(dst, *k...) },
 		Decode:  func(b []byte, k *[]byte) error { *k = append((*k)[:0], b...); return nil },
 		Size:    func(k *[]byte) int { return len(*k) },
+		Key:     func(k *[]byte) uint64 { return spill.PrefixKey(string(*k)) },
 	}, budget/2, dir, 24)
 	defer pkeys.Close()
 	pending := spill.NewSorter(pkeys.Codec(), budget/2, dir, 24)
@@ -249,6 +256,7 @@ func (s *Store) BuildIndexes(ctx context.Context, budget int64, dir string) (int
 				if err := ctx.Err(); err != nil {
 					return err
 				}
+				s.releaseMapping(tx)
 			}
 			var id extract.ID
 			copy(id[:], k)
@@ -390,6 +398,7 @@ func (r *Reader) PKeyContacts(pkey string) (ids []extract.ID, err error) {
 	if b == nil {
 		return nil, nil
 	}
+	r.s.touched(r.tx, 1)
 	prefix := append([]byte(pkey), 0)
 	c := r.s.vb(b, "pkeys").Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
@@ -403,48 +412,93 @@ func (r *Reader) PKeyContacts(pkey string) (ids []extract.ID, err error) {
 	return ids, nil
 }
 
+// PKeyEntry is one entry of the PKey index: a record linking contact ID
+// to profile PKey.
+type PKeyEntry struct {
+	PKey string
+	ID   extract.ID
+}
+
 // PKeyCount counts the records linking their contact to each PKey, for
 // PKeys asked for in increasing order: a cursor walks the PKey index
 // forward, so asking for every PKey of a full export reads the index once.
+// Every entry it passes over (a PKey not asked for) goes to missed.
 type PKeyCount struct {
-	r    *Reader
-	c    *vcursor
-	k    []byte
-	done bool
+	r       *Reader
+	c       *vcursor
+	k       []byte
+	started bool
+	missed  func(PKeyEntry) error
+	err     error
+	steps   int // entries passed, for releasing the mapping every scanEvery
+}
+
+// next moves the cursor on.
+func (pc *PKeyCount) next() {
+	if pc.steps++; pc.steps%scanEvery == 0 {
+		pc.r.s.releaseMapping(pc.r.tx)
+	}
+	pc.k, _ = pc.c.Next()
 }
 
 // PKeyCounter starts a forward count over the PKey index (which must be
-// built).
-func (r *Reader) PKeyCounter() *PKeyCount {
-	pc := &PKeyCount{r: r}
+// built); missed hears of every entry whose PKey is not asked for.
+func (r *Reader) PKeyCounter(missed func(PKeyEntry) error) *PKeyCount {
+	pc := &PKeyCount{r: r, missed: missed}
 	if b := r.tx.Bucket(bucketPKeys); b != nil {
 		pc.c = r.s.vb(b, "pkeys").Cursor()
 	}
 	return pc
 }
 
+func (pc *PKeyCount) passOver() {
+	if len(pc.k) < 17 || pc.k[len(pc.k)-17] != 0 {
+		panic(damage{fmt.Sprintf("the PKey index holds a key %q of the wrong shape", printable(pc.k))})
+	}
+	var id extract.ID
+	copy(id[:], pc.k[len(pc.k)-16:])
+	if err := pc.missed(PKeyEntry{PKey: string(pc.k[:len(pc.k)-17]), ID: id}); err != nil && pc.err == nil {
+		pc.err = err
+	}
+	pc.next()
+}
+
 // Count is the number of records linking their contact to pkey.
 func (pc *PKeyCount) Count(pkey string) (n int, err error) {
 	defer pc.r.s.recoverDamage(&err, debug.SetPanicOnFault(true))
-	if pc.c == nil || pc.done {
+	if pc.c == nil {
 		return 0, nil
 	}
+	if !pc.started {
+		pc.started = true
+		pc.k, _ = pc.c.First()
+	}
 	prefix := append([]byte(pkey), 0)
-	if pc.k == nil || bytes.Compare(pc.k, prefix) < 0 {
-		// a few steps forward, else a seek
-		for i := 0; i < 4 && pc.k != nil && bytes.Compare(pc.k, prefix) < 0; i++ {
-			pc.k, _ = pc.c.Next()
-		}
-		if pc.k == nil || bytes.Compare(pc.k, prefix) < 0 {
-			pc.k, _ = pc.c.Seek(prefix)
-		}
+	for pc.k != nil && bytes.Compare(pc.k, prefix) < 0 {
+		pc.passOver()
 	}
 	for pc.k != nil && bytes.HasPrefix(pc.k, prefix) {
 		n++
-		pc.k, _ = pc.c.Next()
+		pc.next()
 	}
-	pc.done = pc.k == nil
-	return n, nil
+	return n, pc.err
+}
+
+// Finish ends the count: the entries past the last PKey asked for go to
+// missed.
+func (pc *PKeyCount) Finish() (err error) {
+	if pc.c == nil {
+		return nil
+	}
+	defer pc.r.s.recoverDamage(&err, debug.SetPanicOnFault(true))
+	if !pc.started {
+		pc.started = true
+		pc.k, _ = pc.c.First()
+	}
+	for pc.k != nil {
+		pc.passOver()
+	}
+	return pc.err
 }
 
 // EachPKey calls fn with every (PKey, contact) of the PKey index, in PKey

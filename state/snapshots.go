@@ -454,6 +454,16 @@ type Reader struct {
 	// rec is the record the last Get (or Until) found, parsed (valid with
 	// the view).
 	rec record
+	// steps counts the records a walk passed, to release the mapping every
+	// scanEvery.
+	steps int
+}
+
+// stepped counts a record a walk passed.
+func (r *Reader) stepped() {
+	if r.steps++; r.steps%scanEvery == 0 {
+		r.s.releaseMapping(r.tx)
+	}
 }
 
 // Reader starts a read view; Close it when done.
@@ -478,6 +488,7 @@ func (r *Reader) Get(id extract.ID, snap *transform.Snapshot) (found bool, err e
 	if r.c == nil {
 		return false, nil
 	}
+	r.s.touched(r.tx, 1)
 	// Past the last key: nothing at or after endFrom exists, and ids come
 	// in order, so a run over a new or small file seeks once, not per contact.
 	if r.end && bytes.Compare(id[:], r.endFrom[:]) >= 0 {
@@ -528,6 +539,7 @@ func (r *Reader) Until(id *extract.ID, snap *transform.Snapshot, absent func(ext
 		r.walking = true
 		r.k, r.v = r.c.First()
 	} else if r.k != nil && bytes.Equal(r.k, r.walkedTo[:]) {
+		r.stepped()
 		r.k, r.v = r.c.Next()
 	}
 	for r.k != nil && (id == nil || bytes.Compare(r.k, id[:]) < 0) {
@@ -539,6 +551,7 @@ func (r *Reader) Until(id *extract.ID, snap *transform.Snapshot, absent func(ext
 		if err := absent(k, &r.other); err != nil {
 			return false, err
 		}
+		r.stepped()
 		r.k, r.v = r.c.Next()
 	}
 	if id == nil || r.k == nil || !bytes.Equal(r.k, id[:]) {
@@ -582,7 +595,7 @@ type Batch struct {
 	oldPK  [][]byte
 	oldAts [][]int64
 	delta  counts
-	log     []LogEntry
+	log    []LogEntry
 	// logRun names the run and mappings the log entries belong to.
 	logRun *logRun
 }
@@ -705,6 +718,8 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 		bk.FillPercent = 0.9
 		vb := s.vb(bk, "contacts")
 		var ops indexOps
+		pk, pd := s.indexesBuilt(tx)
+		ops.noPK, ops.noPD = !pk, !pd
 		for _, i := range idx {
 			from := uint32(0)
 			if i > 0 {

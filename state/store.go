@@ -128,6 +128,9 @@ type Store struct {
 	guard *pageGuard
 	// mark is <state>.committed, open once a commit has been recorded.
 	mark *os.File
+	// release keeps the mapped pages of the file out of the resident set
+	// (release.go).
+	release pageReleaser
 }
 
 // Open opens (creating if needed) the state file for a run that may write,
@@ -297,9 +300,10 @@ func openHooked(path string, pairs []transform.Pair, readOnly, full bool, hook f
 		return nil
 	})
 	// From here every page reached is checked (with its records' seals),
-	// unless every one was walked already; the schema read just now is
-	// read again through the check by init.
-	s.guard = &pageGuard{off: walked, sealed: s.sealed}
+	// unless every one was walked already, or the file is new: every page
+	// it will hold is one this process writes (as after a walk). The schema
+	// read just now is read again through the check by init.
+	s.guard = &pageGuard{off: walked || !exists, sealed: s.sealed}
 	if err == nil && exists && full {
 		// Every record's seal, before any is used and before anything is
 		// written (a damaged file is left as it was found).
@@ -462,6 +466,7 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) (err error) {
 	defer s.recoverDamage(&err, debug.SetPanicOnFault(true))
 	var inFn bool
 	var txid int
+	defer s.releaseDuring()()
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		txid = tx.ID()
 		if err := fn(tx); err != nil {

@@ -69,6 +69,9 @@ type DedupStream struct {
 	ahead      *extract.Contact
 	cur        extract.Contact
 	group      []Superseded
+	read       int
+	// Index is the place, among the rows read, of the row Next returned.
+	Index int
 }
 
 // NewDedupStream reads contacts from next.
@@ -83,14 +86,21 @@ func (d *DedupStream) Next() *extract.Contact {
 		if d.ahead = d.next(); d.ahead == nil {
 			return nil
 		}
+		d.read++
 	}
 	d.cur = *d.ahead
+	d.Index = d.read - 1
 	d.group = d.group[:0]
 	for {
 		d.ahead = d.next()
-		if d.ahead == nil || d.ahead.ID != d.cur.ID {
+		if d.ahead == nil {
 			break
 		}
+		d.read++
+		if d.ahead.ID != d.cur.ID {
+			break
+		}
+		d.Index = d.read - 1
 		d.group = append(d.group, Superseded{ID: d.cur.ID, File: d.cur.File, Line: d.cur.Line, Bad: d.cur.Bad})
 		d.cur = *d.ahead
 	}
@@ -233,6 +243,10 @@ type ContactProfiles struct {
 	ahead *extract.Profile
 	group []extract.Profile
 	cur   extract.Profile
+	read  int
+	// Index is the place, among the profiles read, of the one Next
+	// returned (or, for a Bad entry, of the first of its contact).
+	Index int
 }
 
 // NewContactProfiles reads kept profiles from next.
@@ -247,11 +261,17 @@ func (c *ContactProfiles) Next() *extract.Profile {
 		if c.ahead = c.next(); c.ahead == nil {
 			return nil
 		}
+		c.read++
 	}
+	c.Index = c.read - 1
 	c.group = append(c.group[:0], *c.ahead)
 	for {
 		c.ahead = c.next()
-		if c.ahead == nil || c.ahead.ID != c.group[0].ID {
+		if c.ahead == nil {
+			break
+		}
+		c.read++
+		if c.ahead.ID != c.group[0].ID {
 			break
 		}
 		c.group = append(c.group, *c.ahead)

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -30,16 +31,40 @@ func TempFile(dir string) (*os.File, error) {
 	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EINVAL) {
 		return nil, fmt.Errorf("spill file in %s: %w", dir, err)
 	}
-	// A file system without O_TMPFILE: a name for an instant.
-	f, err := os.CreateTemp(dir, ".optsync-spill-*")
+	// A file system without O_TMPFILE: a name for an instant, one that
+	// RemoveLeftovers knows (a kill in that instant leaves it behind).
+	f, err := os.CreateTemp(dir, leftoverPrefix+"*")
 	if err != nil {
 		return nil, fmt.Errorf("spill file in %s: %w", dir, err)
 	}
-	if err := os.Remove(f.Name()); err != nil {
+	if err := os.Remove(f.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		f.Close()
 		return nil, fmt.Errorf("spill file in %s: %w", dir, err)
 	}
 	return f, nil
+}
+
+// leftoverPrefix starts the name a spill file has for an instant where
+// the file system cannot create one without a name.
+const leftoverPrefix = ".optsync-spill-"
+
+// RemoveLeftovers removes from dir the spill files a process killed in
+// the instant they had a name left behind, and returns their names. No
+// run reads them: a spill file is read only through the descriptor that
+// wrote it.
+func RemoveLeftovers(dir string) ([]string, error) {
+	found, err := filepath.Glob(filepath.Join(dir, leftoverPrefix+"*"))
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	for _, name := range found {
+		if err := os.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return removed, fmt.Errorf("removing a spill file left by a killed run: %w", err)
+		}
+		removed = append(removed, filepath.Base(name))
+	}
+	return removed, nil
 }
 
 // Codec says how a sorter keeps records of type T: their order, their
@@ -55,6 +80,22 @@ type Codec[T any] struct {
 	// Size is what a record holds in memory beyond the slice element
 	// itself (strings it points to, say); nil: nothing.
 	Size func(t *T) int
+	// Stable keeps records that compare equal in the order added. (Every
+	// sort is stable now; kept for what callers say they rely on.)
+	Stable bool
+	// Key, when set, is a key whose order agrees with Compare (Key(a) <
+	// Key(b) only when a sorts before b): the sort compares keys held in
+	// a compact array of its own and calls Compare only on ties, so most
+	// comparisons touch neither the records nor what they point to.
+	Key func(t *T) uint64
+}
+
+// PrefixKey is a Key for records ordered by a string first: its first 8
+// bytes, big-endian, padded with zero bytes.
+func PrefixKey(s string) uint64 {
+	var b [8]byte
+	copy(b[:], s)
+	return binary.BigEndian.Uint64(b[:])
 }
 
 // Sorter collects records and hands them back in order. Records are held
@@ -67,10 +108,11 @@ type Sorter[T any] struct {
 	dir    string
 	elem   int64
 
-	items []T
-	held  int64
-	runs  []*os.File
-	buf   []byte
+	items  []T
+	sorted bool
+	held   int64
+	runs   []*os.File
+	buf    []byte
 	// Spilled counts the runs written, and Bytes their size.
 	Spilled int
 	Bytes   int64
@@ -98,6 +140,7 @@ func (s *Sorter[T]) Add(t *T) error {
 		}
 	}
 	s.items = append(s.items, *t)
+	s.sorted = false
 	s.held += s.elem
 	if s.codec.Size != nil {
 		s.held += int64(s.codec.Size(t))
@@ -108,9 +151,45 @@ func (s *Sorter[T]) Add(t *T) error {
 	return nil
 }
 
+// Reserve makes room for n records in all at once (no more than the
+// budget holds): a slice that doubles as it grows holds up to twice what
+// it needs, and copies as it grows.
+func (s *Sorter[T]) Reserve(n int) {
+	if s.budget > 0 {
+		n = min(n, int(s.budget/max(s.elem, 1))+1)
+	}
+	if n > cap(s.items) {
+		s.items = slices.Grow(s.items, n-len(s.items))
+	}
+}
+
+// InMemory returns the records, sorted, when none was spilled: a caller
+// may then work on them in place (and hand the result to FromSlice), where
+// a stream would hold a second copy.
+func (s *Sorter[T]) InMemory() ([]T, bool) {
+	if len(s.runs) > 0 {
+		return nil, false
+	}
+	s.sortItems()
+	return s.items, true
+}
+
+// FromSlice makes a sorter that holds items (in memory, not copied),
+// spilling as any other would once they pass the budget.
+func FromSlice[T any](codec Codec[T], budget int64, dir string, elemSize int, items []T) *Sorter[T] {
+	s := NewSorter(codec, budget, dir, elemSize)
+	s.items = items
+	for i := range items {
+		s.held += s.elem
+		if codec.Size != nil {
+			s.held += int64(codec.Size(&items[i]))
+		}
+	}
+	return s
+}
+
 // Len is the number of records held in memory (not those spilled).
 func (s *Sorter[T]) Len() int { return len(s.items) }
-
 
 // spill sorts what memory holds and writes it as a run.
 func (s *Sorter[T]) spill() error {
@@ -141,13 +220,68 @@ func (s *Sorter[T]) spill() error {
 	s.Bytes += n
 	clear(s.items) // let go of what the records point to
 	s.items = s.items[:0]
+	s.sorted = false
 	s.held = 0
 	return nil
 }
 
-// sortItems sorts the records held, stably.
+// sortItems sorts the records held, stably. The records are large and
+// point elsewhere (strings): a sort that moved them at every swap and
+// compared them through pointers (which escape to the heap, two
+// allocations a comparison) took most of a backfill. What is sorted is a
+// compact array of (key, place); the records then move once, each to its
+// place, following the permutation's cycles.
 func (s *Sorter[T]) sortItems() {
-	slices.SortStableFunc(s.items, func(a, b T) int { return s.codec.Compare(&a, &b) })
+	if s.sorted {
+		return
+	}
+	s.sorted = true
+	items := s.items
+	if len(items) < 2 {
+		return
+	}
+	type ent struct {
+		key uint64
+		at  int
+	}
+	ents := make([]ent, len(items))
+	for i := range items {
+		ents[i].at = i
+		if s.codec.Key != nil {
+			ents[i].key = s.codec.Key(&items[i])
+		}
+	}
+	compare := s.codec.Compare
+	slices.SortFunc(ents, func(a, b ent) int {
+		if a.key != b.key {
+			if a.key < b.key {
+				return -1
+			}
+			return 1
+		}
+		if c := compare(&items[a.at], &items[b.at]); c != 0 {
+			return c
+		}
+		return a.at - b.at // stable: the order added
+	})
+	// items[k] is to hold what items[ents[k].at] holds now.
+	for k := range ents {
+		if ents[k].at < 0 {
+			continue
+		}
+		tmp := items[k]
+		j := k
+		for {
+			from := ents[j].at
+			ents[j].at = -1
+			if from == k {
+				items[j] = tmp
+				break
+			}
+			items[j] = items[from]
+			j = from
+		}
+	}
 }
 
 // Stream hands records back one at a time, in order.

@@ -1,0 +1,121 @@
+package spill
+
+import (
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+type rec struct{ key, seq uint32 }
+
+var recCodec = Codec[rec]{
+	Compare: func(a, b *rec) int { return int(a.key) - int(b.key) },
+	Append: func(dst []byte, r *rec) []byte {
+		return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(dst, r.key), r.seq)
+	},
+	Decode: func(b []byte, r *rec) error {
+		if len(b) != 8 {
+			return errors.New("bad length")
+		}
+		r.key, r.seq = binary.BigEndian.Uint32(b), binary.BigEndian.Uint32(b[4:])
+		return nil
+	},
+	Stable: true,
+}
+
+// TestSorterSpillsInOrder: whatever the budget, records come back in
+// order, records with equal keys in the order added, and the runs on disk
+// leave no file in the folder.
+func TestSorterSpillsInOrder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	in := make([]rec, 5000)
+	for i := range in {
+		in[i] = rec{key: rng.Uint32N(300), seq: uint32(i)}
+	}
+	want := slices.Clone(in)
+	slices.SortStableFunc(want, func(a, b rec) int { return recCodec.Compare(&a, &b) })
+	keyed := recCodec
+	keyed.Key = func(r *rec) uint64 { return uint64(r.key) >> 4 } // ties left to Compare
+	for _, tc := range []struct {
+		name       string
+		budget     int64
+		wantSpills bool
+	}{{"in memory", 0, false}, {"large budget", 1 << 30, false}, {"tiny budget", 8 * 64, true}, {"16 records a run", 8 * 16, true}} {
+		for _, codec := range []Codec[rec]{recCodec, keyed} {
+			t.Run(tc.name, func(t *testing.T) {
+				dir := t.TempDir()
+				s := NewSorter(codec, tc.budget, dir, 8)
+				defer s.Close()
+				for i := range in {
+					if err := s.Add(&in[i]); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if left, _ := os.ReadDir(dir); len(left) > 0 {
+					t.Fatalf("named files in the folder: %v", left)
+				}
+				st, err := s.Sorted()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer st.Close()
+				var got []rec
+				for r := st.Next(); r != nil; r = st.Next() {
+					got = append(got, *r)
+				}
+				if err := st.Err(); err != nil {
+					t.Fatal(err)
+				}
+				if !slices.Equal(got, want) {
+					t.Fatalf("out of order (%d records, %d spilled runs)", len(got), s.Spilled)
+				}
+				if (s.Spilled > 0) != tc.wantSpills {
+					t.Fatalf("spilled %d runs", s.Spilled)
+				}
+			})
+		}
+	}
+}
+
+// TestRemoveLeftovers removes the named spill files a kill may leave, and
+// nothing else.
+func TestRemoveLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{leftoverPrefix + "123", leftoverPrefix + "abc", "audit-x.csv", "spill-not-ours"} {
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removed, err := RemoveLeftovers(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(removed)
+	if !slices.Equal(removed, []string{leftoverPrefix + "123", leftoverPrefix + "abc"}) {
+		t.Fatalf("removed %v", removed)
+	}
+	left, _ := os.ReadDir(dir)
+	if len(left) != 2 {
+		t.Fatalf("left %v", left)
+	}
+}
+
+// TestTempFileMode: a spill file is the process's alone.
+func TestTempFileMode(t *testing.T) {
+	f, err := TempFile(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v", fi.Mode())
+	}
+}

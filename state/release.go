@@ -1,0 +1,108 @@
+package state
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+)
+
+// A fault on the mapped file maps the pages around it that the page cache
+// holds too (fault-around: up to 16 pages), so a few thousand lookups
+// scattered over a file the page cache holds whole put all of it in the
+// process's resident set. Lookups release the mapping (drop its page
+// table entries) at most every releaseTick; checking the clock every
+// checkEvery lookups keeps that cheap for a walk, whose lookups fault
+// little.
+const checkEvery = 64
+
+// scanEvery is how many records a scan of a whole bucket (sequential: few
+// faults a page) reads between two releases of the mapping.
+const scanEvery = 1 << 15
+
+// pageReleaser lets go of the state file's pages the process has mapped.
+type pageReleaser struct {
+	n    atomic.Int64
+	last atomic.Int64 // when the mapping was last released (Unix ns)
+}
+
+// touched counts n lookups made in tx and, every releaseTick, drops the
+// mapping's page table entries (madvise MADV_DONTNEED). The file is mapped
+// read-only and shared: the pages stay in the page cache, and a later read
+// maps them again, so nothing read or to be read changes. tx must be open:
+// bbolt maps the file again only while no transaction is (a read
+// transaction holds the mapping lock; a write transaction maps again only
+// inside its Commit), so the range is the one tx reads.
+func (s *Store) touched(tx *bolt.Tx, n int) {
+	if s.release.n.Add(int64(n))%checkEvery >= int64(n) {
+		return
+	}
+	now := time.Now().UnixNano()
+	if now-s.release.last.Load() < int64(releaseTick) {
+		return
+	}
+	s.release.last.Store(now)
+	s.releaseMapping(tx)
+}
+
+func (s *Store) releaseMapping(tx *bolt.Tx) {
+	if s.db == nil || tx == nil {
+		return
+	}
+	info := s.db.Info()
+	size := tx.Size()
+	if info == nil || info.Data == 0 || size <= 0 {
+		return
+	}
+	// Info gives the address as a uintptr; reading it back as a pointer
+	// keeps vet's unsafe-pointer rule (as pages does).
+	data := unsafe.Slice(*(**byte)(unsafe.Pointer(&info.Data)), size)
+	// Advice only: a failure costs memory, never data.
+	_ = unix.Madvise(data, unix.MADV_DONTNEED)
+}
+
+// releaseDuring releases the mapping every few milliseconds until the
+// function it returns is called: while a write transaction commits, bbolt
+// copies every record of each page it rewrites out of the mapping (its
+// nodes point into it), and those faults map the pages around them too,
+// where touched cannot be counted. Each release holds a read transaction,
+// so the mapping it drops is the current one (bbolt maps the file again
+// only once no transaction is open).
+func (s *Store) releaseDuring() (stop func()) {
+	if s.db == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(releaseTick)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			tx, err := s.db.Begin(false)
+			if err != nil {
+				return
+			}
+			s.releaseMapping(tx)
+			_ = tx.Rollback()
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
+// releaseTick is how often the mapping is released while lookups or a
+// commit fault pages in: a few hundred pages in that time, each mapping up
+// to 16.
+const releaseTick = 2 * time.Millisecond
