@@ -20,8 +20,7 @@ import (
 )
 
 // TestExitCodes: each kind of error the stages and commands return exits
-// with the SPEC's code, however deep it is wrapped, and withCode (the
-// adapter of the callers not converted yet) gives each code its kind.
+// with the SPEC's code, however deep it is wrapped.
 func TestExitCodes(t *testing.T) {
 	plain := errors.New("x")
 	for _, tc := range []struct {
@@ -50,16 +49,10 @@ func TestExitCodes(t *testing.T) {
 		{"another ExitCoder", fmt.Errorf("check: %w", otherExitCoder{}), exitFailure},
 		{"wrapped locked", fmt.Errorf("open: %w", &state.LockedError{Path: "s.db"}), exitLocked},
 		{"wrapped safety", fmt.Errorf("run: %w", &transform.SafetyStopError{Err: plain}), exitSafety},
-		{"withCode usage", withCode(exitUsage, plain), exitUsage},
-		{"withCode failed writes", withCode(exitWriteFailed, plain), exitWriteFailed},
-		{"withCode safety", withCode(exitSafety, plain), exitSafety},
 	} {
 		if got := exitCode(tc.err); got != tc.want {
 			t.Errorf("%s: exit %d, want %d", tc.name, got, tc.want)
 		}
-	}
-	if err := withCode(exitSafety, plain); !errors.Is(err, plain) || err.Error() != "x" {
-		t.Errorf("withCode changed the error: %v", err)
 	}
 }
 

@@ -65,7 +65,7 @@ func dropFiles(pattern string) ([]inputFile, error) {
 			return nil, fmt.Errorf("glob %q: %w", pattern, err)
 		}
 	default:
-		return nil, withCode(exitUsage, fmt.Errorf("input %s does not exist", pattern))
+		return nil, usagef("input %s does not exist", pattern)
 	}
 	var files []inputFile
 	for _, p := range paths {
@@ -327,7 +327,7 @@ func (r *hintReader) Read(p []byte) (int, error) {
 func (j *job) readFile(ctx context.Context, in inputFile, stage string, read func(io.Reader) error) error {
 	f, err := os.Open(in.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return withCode(exitUsage, fmt.Errorf("input %s does not exist", in.path))
+		return usagef("input %s does not exist", in.path)
 	}
 	if err != nil {
 		return fmt.Errorf("input %s cannot be read: %w", in.path, err)

@@ -131,21 +131,6 @@ func usage(err error) error { return &usageError{err: err} }
 
 func usagef(format string, args ...any) error { return usage(fmt.Errorf(format, args...)) }
 
-// withCode gives err the kind whose exit code is code. It is the adapter
-// for the callers not yet returning their kind themselves (sync.go,
-// inputs.go, safety.go); exitCode alone chooses the code.
-func withCode(code int, err error) error {
-	switch code {
-	case exitUsage:
-		return usage(err)
-	case exitWriteFailed:
-		return &load.FailedWritesError{Err: err}
-	case exitSafety:
-		return &transform.SafetyStopError{Err: err}
-	}
-	return err // no caller passes another code; TestWithCodeKinds holds them to these
-}
-
 // errShown is the error of a run that has said all there is to say (the
 // usage it printed): it only sets the exit code.
 var errShown = errors.New("usage shown")

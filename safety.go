@@ -98,7 +98,7 @@ func (g *guard) err() error {
 	if g.optinStops() {
 		why = append(why, fmt.Sprintf("safety.max_optin: %d of %s would be cleared, limit %d", g.clears, plural(g.knownOptOuts, "known opt-out"), g.optinLimit))
 	}
-	return withCode(exitSafety, fmt.Errorf("stopped by %s; nothing was written", strings.Join(why, "; ")))
+	return &transform.SafetyStopError{Err: fmt.Errorf("stopped by %s; nothing was written", strings.Join(why, "; "))}
 }
 
 // checkSafety works the limits out for a run whose decisions are made.

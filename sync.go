@@ -97,22 +97,22 @@ func (j *job) systemFiles(ctx context.Context, st *state.Store, system, pattern,
 			pattern = flag
 		}
 		if pattern == "" {
-			return nil, withCode(exitUsage, fmt.Errorf("no %s export to read: set %s.csv in the config or pass --%s-csv", system, system, system))
+			return nil, usagef("no %s export to read: set %s.csv in the config or pass --%s-csv", system, system, system)
 		}
 		fi, err := os.Stat(pattern)
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, withCode(exitUsage, fmt.Errorf("input %s does not exist", pattern))
+			return nil, usagef("input %s does not exist", pattern)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("input %s: %w", pattern, err)
 		}
 		if !fi.Mode().IsRegular() {
-			return nil, withCode(exitUsage, fmt.Errorf("%s input %s is not a file: a backfill reads one full export per system (--%s-csv FILE)", system, pattern, system))
+			return nil, usagef("%s input %s is not a file: a backfill reads one full export per system (--%s-csv FILE)", system, pattern, system)
 		}
 		return []inputFile{{path: pattern, size: fi.Size(), mtime: fi.ModTime()}}, nil
 	}
 	if pattern == "" {
-		return nil, withCode(exitUsage, fmt.Errorf("%s.csv is not set: run reads the files it names (a file, a glob or a folder)", system))
+		return nil, usagef("%s.csv is not set: run reads the files it names (a file, a glob or a folder)", system)
 	}
 	all, err := dropFiles(pattern)
 	if err != nil {
@@ -644,7 +644,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		log.Info().Msg("a signal arrived after this run's writes were done: it finished its files and state first")
 	}
 	if len(d.failed) > 0 {
-		return withCode(exitWriteFailed, fmt.Errorf("the writes of %s were refused or not sent; they are queued for the next run", plural(len(d.failed), "contact")))
+		return &load.FailedWritesError{Err: fmt.Errorf("the writes of %s were refused or not sent; they are queued for the next run", plural(len(d.failed), "contact"))}
 	}
 	return nil
 }
