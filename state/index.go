@@ -381,12 +381,14 @@ func (s *Store) DropPKeyIndex() error {
 // record's (PKey, contact) in PKey order (ok false at the end), and marks
 // it built with its last transaction.
 func (s *Store) WritePKeyIndex(ctx context.Context, next func() (pkey string, id extract.ID, ok bool, err error)) error {
+	var k []byte // one buffer: a put copies the key, and writeIndex puts it before asking for the next
 	return s.writeIndex(ctx, bucketPKeys, keyPKeysOK, func() ([]byte, error) {
 		pkey, id, ok, err := next()
 		if err != nil || !ok {
 			return nil, err
 		}
-		return pkeyIndexKey([]byte(pkey), id), nil
+		k = append(append(append(k[:0], pkey...), 0), id[:]...)
+		return k, nil
 	})
 }
 

@@ -40,12 +40,15 @@ func TestSorterSpillsInOrder(t *testing.T) {
 	slices.SortStableFunc(want, func(a, b rec) int { return recCodec.Compare(&a, &b) })
 	keyed := recCodec
 	keyed.Key = func(r *rec) uint64 { return uint64(r.key) >> 4 } // ties left to Compare
+	// a key whose every byte varies: the radix sort makes every pass
+	wide := recCodec
+	wide.Key = func(r *rec) uint64 { return uint64(r.key)<<52 | uint64(r.key)<<30 | uint64(r.key)*0x1357 }
 	for _, tc := range []struct {
 		name       string
 		budget     int64
 		wantSpills bool
 	}{{"in memory", 0, false}, {"large budget", 1 << 30, false}, {"tiny budget", 8 * 64, true}, {"16 records a run", 8 * 16, true}} {
-		for _, codec := range []Codec[rec]{recCodec, keyed} {
+		for _, codec := range []Codec[rec]{recCodec, keyed, wide} {
 			t.Run(tc.name, func(t *testing.T) {
 				dir := t.TempDir()
 				s := NewSorter(codec, tc.budget, dir, 8)
