@@ -119,6 +119,17 @@ func TestParseID(t *testing.T) {
 			t.Errorf("ParseID(%q) = %s, true; want not ok", in, id)
 		}
 	}
+	// every byte in every digit's place: only 0-9, a-f and A-F are digits
+	for c := 0; c < 256; c++ {
+		hex := c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+		for _, at := range []int{0, 1, 9, 35} {
+			in := []byte(canon)
+			in[at] = byte(c)
+			if _, ok := ParseID(string(in)); ok != hex {
+				t.Errorf("ParseID with byte %#x at %d: ok %v", c, at, ok)
+			}
+		}
+	}
 }
 
 func TestIDOrderMatchesCanonicalText(t *testing.T) {
