@@ -2,6 +2,7 @@ package extract
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/csv"
 	"errors"
@@ -394,18 +395,36 @@ func clip(s string) string {
 
 type table struct {
 	source string
+	// br is the buffer both the fast path (rows without a quote) and r
+	// (encoding/csv, for the rest) read from, one record at a time.
+	br     *bufio.Reader
 	r      *csv.Reader
 	header []string
+	// csvEnd is the last line r has read, in r's numbering; off is the
+	// lines the fast path read, which r does not count: r's line n is the
+	// file's line n+off.
+	csvEnd, off int
+	fields      []string
 }
 
+// tableBuffer is the read buffer's size. encoding/csv reads straight from
+// a *bufio.Reader of 4096 bytes or more (it wraps a smaller one in a
+// buffer of its own, which would read ahead of the fast path).
+const tableBuffer = 1 << 20
+
 func openTable(r io.Reader, source string, lim Limits) (*table, error) {
+	return openTableSize(r, source, lim, tableBuffer)
+}
+
+func openTableSize(r io.Reader, source string, lim Limits, size int) (*table, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	// The BOM must go before the CSV parser (and the quote guard) sees it,
 	// or a quoted first header reads as a bare quote.
 	if b, err := br.Peek(3); err == nil && string(b) == "\uFEFF" {
 		_, _ = br.Discard(3)
 	}
-	cr := csv.NewReader(bufio.NewReaderSize(newQuoteGuard(br, source, lim), 1<<20))
+	rb := bufio.NewReaderSize(newQuoteGuard(br, source, lim), max(size, 4096))
+	cr := csv.NewReader(rb)
 	cr.ReuseRecord = true
 	header, err := cr.Read()
 	if errors.Is(err, io.EOF) {
@@ -426,7 +445,60 @@ func openTable(r io.Reader, source string, lim Limits) (*table, error) {
 	for i, name := range header {
 		h[i] = strings.TrimSpace(name)
 	}
-	return &table{source: source, r: cr, header: h}, nil
+	t := &table{source: source, br: rb, r: cr, header: h}
+	t.csvEnd = t.lastLine(header)
+	return t, nil
+}
+
+// lastLine is the line (r's numbering) where the record r read last ends:
+// a quoted field keeps each line break it spans as a \n.
+func (t *table) lastLine(rec []string) int {
+	line, _ := t.r.FieldPos(len(rec) - 1)
+	return line + strings.Count(rec[len(rec)-1], "\n")
+}
+
+// fast reads the next line itself when the buffer holds it whole and it
+// has no quote: it then splits at commas into what encoding/csv would
+// make of it (a blank line is skipped: rec nil). ok false leaves the line
+// to encoding/csv: a quote, a line longer than the buffer, the end of the
+// file, a read error. encoding/csv built a [][]string and copied every
+// byte of every row on its way; most rows have no quote.
+func (t *table) fast() (line int, rec []string, ok bool) {
+	b, _ := t.br.Peek(t.br.Buffered())
+	i := bytes.IndexByte(b, '\n')
+	if i < 0 {
+		// Errors are left for encoding/csv to meet: the reader below
+		// returns them again.
+		b, _ = t.br.Peek(t.br.Size())
+		i = bytes.IndexByte(b, '\n')
+	}
+	if i < 0 || bytes.IndexByte(b[:i], '"') >= 0 {
+		return 0, nil, false
+	}
+	l := b[:i]
+	if len(l) > 0 && l[len(l)-1] == '\r' {
+		l = l[:len(l)-1] // \r\n ends a line as \n does
+	}
+	t.off++
+	line = t.csvEnd + t.off
+	if len(l) == 0 {
+		_, _ = t.br.Discard(i + 1)
+		return line, nil, true
+	}
+	str := string(l) // one string for the record, as encoding/csv makes
+	_, _ = t.br.Discard(i + 1)
+	rec = t.fields[:0]
+	for {
+		c := strings.IndexByte(str, ',')
+		if c < 0 {
+			break
+		}
+		rec = append(rec, str[:c])
+		str = str[c+1:]
+	}
+	rec = append(rec, str)
+	t.fields = rec
+	return line, rec, true
 }
 
 // column finds a logical column: its configured header, else its own name,
@@ -472,11 +544,24 @@ func (t *table) columns(names []string, l Layout, aliases map[string][]string) (
 // rows calls row for each well-formed data row and bad for each row the CSV
 // layer could not split into the header's columns.
 func (t *table) rows(ctx context.Context, row func(line int, rec []string), bad func(line int, rec []string, reason string)) error {
+	fieldCount := func(line int, rec []string) {
+		bad(line, rec, fmt.Sprintf("row has %d field%s, the header has %d", len(rec), map[bool]string{true: "", false: "s"}[len(rec) == 1], len(t.header)))
+	}
 	for n := 0; ; n++ {
 		if n&0xfff == 0 {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+		}
+		if line, rec, ok := t.fast(); ok {
+			switch {
+			case rec == nil: // a blank line
+			case len(rec) != len(t.header):
+				fieldCount(line, rec)
+			default:
+				row(line, rec)
+			}
+			continue
 		}
 		rec, err := t.r.Read()
 		if errors.Is(err, io.EOF) {
@@ -485,15 +570,18 @@ func (t *table) rows(ctx context.Context, row func(line int, rec []string), bad 
 		var pe *csv.ParseError
 		switch {
 		case errors.Is(err, csv.ErrFieldCount):
+			t.csvEnd = t.lastLine(rec)
 			line, _ := t.r.FieldPos(0)
-			bad(line, rec, fmt.Sprintf("row has %d field%s, the header has %d", len(rec), map[bool]string{true: "", false: "s"}[len(rec) == 1], len(t.header)))
+			fieldCount(line+t.off, rec)
 			continue
 		case errors.As(err, &pe):
+			t.csvEnd = pe.Line // the rest of that line is dropped
+			start, end := pe.StartLine+t.off, pe.Line+t.off
 			reason := fmt.Sprintf("malformed CSV: %v", pe.Err)
-			if pe.StartLine != pe.Line {
-				reason = fmt.Sprintf("malformed CSV in the record spanning lines %d-%d: %v", pe.StartLine, pe.Line, pe.Err)
+			if start != end {
+				reason = fmt.Sprintf("malformed CSV in the record spanning lines %d-%d: %v", start, end, pe.Err)
 			}
-			bad(pe.StartLine, nil, reason)
+			bad(start, nil, reason)
 			continue
 		case err != nil:
 			var broken *BrokenFileError
@@ -502,7 +590,8 @@ func (t *table) rows(ctx context.Context, row func(line int, rec []string), bad 
 			}
 			return fmt.Errorf("%s: %w", t.source, err)
 		}
+		t.csvEnd = t.lastLine(rec)
 		line, _ := t.r.FieldPos(0)
-		row(line, rec)
+		row(line+t.off, rec)
 	}
 }

@@ -1,9 +1,13 @@
 package extract
 
 import (
+	"bufio"
 	"context"
+	"encoding/csv"
 	"errors"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"optsync/fixtures/testkit"
 	"os"
 	"strings"
@@ -499,4 +503,113 @@ func TestRecordSizes(t *testing.T) {
 	if got := unsafe.Sizeof(Profile{}); got != 64 {
 		t.Errorf("Profile is %d bytes, want 64", got)
 	}
+}
+
+// TestTableRowsAgreeWithEncodingCSV: the rows a table reads (lines without
+// a quote split by the fast path, the rest by encoding/csv, from one
+// buffer) are what encoding/csv alone reads, with the same lines, fields
+// and reasons for bad rows, across buffer boundaries, CRLF, blank lines,
+// quoted fields spanning lines, stray quotes and rows of the wrong width.
+func TestTableRowsAgreeWithEncodingCSV(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 13))
+	cells := []string{"a", "bb", "", " ", "x y", "\"q\"", "\"q,\n\"", "\"\"\"\"", "\"r\r\n\"", "c\"d", "\"e\"f", "\r", "é"}
+	ends := []string{"\n", "\n", "\n", "\r\n", "\n\n", "\r\n\r\n", "\r\r\n"}
+	for n := range 3000 {
+		var b strings.Builder
+		if rng.IntN(10) == 0 {
+			b.WriteString("\ufeff")
+		}
+		b.WriteString("h1,h2,h3\n")
+		for range rng.IntN(400) {
+			width := 3
+			if rng.IntN(20) == 0 {
+				width = 1 + rng.IntN(5)
+			}
+			for i := range width {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				if rng.IntN(8) == 0 {
+					b.WriteString(cells[rng.IntN(len(cells))])
+				} else {
+					b.WriteString(strings.Repeat("v", rng.IntN(12)))
+				}
+			}
+			b.WriteString(ends[rng.IntN(len(ends))])
+		}
+		if rng.IntN(4) == 0 {
+			b.WriteString("t1,t2") // no end of line
+		}
+		in := b.String()
+		want := referenceRows(in)
+		got := tableRows(in)
+		if got != want {
+			t.Fatalf("input %d %q:\nencoding/csv %s\ntable        %s", n, in, want, got)
+		}
+	}
+}
+
+func tableRows(in string) string {
+	var out []string
+	tb, err := openTableSize(strings.NewReader(in), "f", Limits{}, 4096)
+	if err != nil {
+		return fmt.Sprintf("ERR %v", err)
+	}
+	err = tb.rows(context.Background(), func(line int, rec []string) {
+		out = append(out, fmt.Sprintf("%d %q", line, rec))
+	}, func(line int, rec []string, reason string) {
+		out = append(out, fmt.Sprintf("bad %d %q %s", line, rec, reason))
+	})
+	if err != nil {
+		out = append(out, fmt.Sprintf("ERR %v", err))
+	}
+	return strings.Join(out, " | ")
+}
+
+// referenceRows reads as tables did before the fast path: encoding/csv
+// alone.
+func referenceRows(in string) string {
+	br := bufio.NewReader(strings.NewReader(in))
+	if b, err := br.Peek(3); err == nil && string(b) == "\ufeff" {
+		_, _ = br.Discard(3)
+	}
+	cr := csv.NewReader(newQuoteGuard(br, "f", Limits{}))
+	cr.ReuseRecord = true
+	header, err := cr.Read()
+	if err != nil {
+		return fmt.Sprintf("ERR header %v", err)
+	}
+	width := len(header)
+	var out []string
+	for {
+		rec, err := cr.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		var pe *csv.ParseError
+		switch {
+		case errors.Is(err, csv.ErrFieldCount):
+			line, _ := cr.FieldPos(0)
+			out = append(out, fmt.Sprintf("bad %d %q row has %d field%s, the header has %d", line, rec, len(rec), map[bool]string{true: "", false: "s"}[len(rec) == 1], width))
+			continue
+		case errors.As(err, &pe):
+			reason := fmt.Sprintf("malformed CSV: %v", pe.Err)
+			if pe.StartLine != pe.Line {
+				reason = fmt.Sprintf("malformed CSV in the record spanning lines %d-%d: %v", pe.StartLine, pe.Line, pe.Err)
+			}
+			out = append(out, fmt.Sprintf("bad %d %q %s", pe.StartLine, []string(nil), reason))
+			continue
+		case err != nil:
+			var broken *BrokenFileError
+			if errors.As(err, &broken) {
+				out = append(out, fmt.Sprintf("ERR %v", broken))
+			} else {
+				out = append(out, fmt.Sprintf("ERR f: %v", err))
+			}
+			return strings.Join(out, " | ")
+		}
+		line, _ := cr.FieldPos(0)
+		out = append(out, fmt.Sprintf("%d %q", line, rec))
+	}
+	return strings.Join(out, " | ")
 }
