@@ -10,6 +10,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // MaxFields bounds the mapped pairs: Campaign offers eight opt-out fields and
@@ -199,7 +200,7 @@ func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emi
 		id, ok := ParseID(raw)
 		if !ok {
 			st.Rejected++
-			reject(Reject{Source: File(source), Line: line, ID: raw, Reason: fmt.Sprintf("contactid %q is not a GUID", clip(raw))})
+			reject(Reject{Source: File(source), Line: line, ID: strings.Clone(raw), Reason: fmt.Sprintf("contactid %q is not a GUID", clip(raw))})
 			return
 		}
 		c.ID = id
@@ -292,7 +293,7 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emi
 		pkey := strings.TrimSpace(rec[pkCol])
 		if !IsPKey(pkey) {
 			st.Rejected++
-			reject(Reject{Source: File(source), Line: line, ID: pkey, Reason: fmt.Sprintf("PKey %q is not of the form @ followed by letters, digits, _ or -", clip(pkey))})
+			reject(Reject{Source: File(source), Line: line, ID: strings.Clone(pkey), Reason: fmt.Sprintf("PKey %q is not of the form @ followed by letters, digits, _ or -", clip(pkey))})
 			if linked {
 				// A profile of that contact that cannot be told apart
 				// from its others: the contact stays out of the run.
@@ -338,7 +339,7 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emi
 		if problems != nil {
 			st.Rejected++
 			p.Bad = true
-			reject(Reject{Source: File(source), Line: line, ID: pkey, Reason: strings.Join(problems, "; "), IDChecked: true})
+			reject(Reject{Source: File(source), Line: line, ID: p.PKey, Reason: strings.Join(problems, "; "), IDChecked: true})
 		}
 		emit(&p)
 	}, func(line int, rec []string, reason string) {
@@ -348,7 +349,7 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emi
 		// every other profile reject does.
 		name := ""
 		if pkCol < len(rec) && IsPKey(strings.TrimSpace(rec[pkCol])) {
-			name = strings.TrimSpace(rec[pkCol])
+			name = strings.Clone(strings.TrimSpace(rec[pkCol]))
 		}
 		id, linked := ID{}, false
 		if extCol < len(rec) {
@@ -360,7 +361,7 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emi
 			// the profile's newest row (its cells may be shifted, so its
 			// time is not read), which keeps the profile out.
 			reject(Reject{Source: File(source), Line: line, ID: name, Reason: reason, IDChecked: true})
-			emit(&Profile{ID: id, PKey: strings.Clone(name), Modified: NoTime, Line: int32(line), Bad: true, Unlinked: !linked})
+			emit(&Profile{ID: id, PKey: name, Modified: NoTime, Line: int32(line), Bad: true, Unlinked: !linked})
 		case linked:
 			reject(Reject{Source: File(source), Line: line, ID: id.String(), Reason: reason, IDChecked: true})
 			emit(&Profile{ID: id, Modified: NoTime, Line: int32(line), Bad: true})
@@ -485,7 +486,9 @@ func (t *table) fast() (line int, rec []string, ok bool) {
 		_, _ = t.br.Discard(i + 1)
 		return line, nil, true
 	}
-	str := string(l) // one string for the record, as encoding/csv makes
+	// The fields point into the read buffer (no copy of the row): they
+	// hold until the next read, and a caller keeps a copy of what it keeps.
+	str := unsafe.String(unsafe.SliceData(l), len(l))
 	_, _ = t.br.Discard(i + 1)
 	rec = t.fields[:0]
 	for {
@@ -542,7 +545,9 @@ func (t *table) columns(names []string, l Layout, aliases map[string][]string) (
 }
 
 // rows calls row for each well-formed data row and bad for each row the CSV
-// layer could not split into the header's columns.
+// layer could not split into the header's columns. The strings of rec may
+// point into the read buffer: they hold until row or bad returns, and
+// whatever outlives the call is copied (strings.Clone).
 func (t *table) rows(ctx context.Context, row func(line int, rec []string), bad func(line int, rec []string, reason string)) error {
 	fieldCount := func(line int, rec []string) {
 		bad(line, rec, fmt.Sprintf("row has %d field%s, the header has %d", len(rec), map[bool]string{true: "", false: "s"}[len(rec) == 1], len(t.header)))

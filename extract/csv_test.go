@@ -613,3 +613,66 @@ func referenceRows(in string) string {
 	}
 	return strings.Join(out, " | ")
 }
+
+// TestRowsKeptPastTheReadBuffer: what a reader keeps of a row (a PKey, the
+// id a reject names) is its own copy, not the read buffer the row was
+// split in, which later rows overwrite: files of several buffers' worth
+// with bad rows throughout keep every PKey and reject id as written.
+func TestRowsKeptPastTheReadBuffer(t *testing.T) {
+	const n = 60000 // about 5 MB: several read buffers
+	var c, p strings.Builder
+	c.WriteString("contactid,modifiedon,donotemail,donotphone\n")
+	p.WriteString("PKey,externalId,lastModified,blackListEmail\n")
+	guid := func(i int) string { return fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i) }
+	for i := range n {
+		switch i % 7 {
+		case 3: // a bad id, a bad PKey
+			fmt.Fprintf(&c, "bad-%d,%s,false,false\n", i, t0)
+			fmt.Fprintf(&p, "bad-%d,%s,2026-11-29 02:00:00.000Z,true\n", i, guid(i))
+		case 5: // a bad value, a bad row of a good PKey
+			fmt.Fprintf(&c, "%s,%s,maybe,false\n", guid(i), t0)
+			fmt.Fprintf(&p, "@p%d,%s,2026-11-29 02:00:00.000Z,maybe\n", i, guid(i))
+		default:
+			fmt.Fprintf(&c, "%s,%s,true,false\n", guid(i), t0)
+			fmt.Fprintf(&p, "@p%d,%s,2026-11-29 02:00:00.000Z,false,extra\n", i, guid(i))
+		}
+	}
+	rc := readContacts(context.Background(), c.String(), Layout{Fields: []string{"donotemail", "donotphone"}, Limits: Limits{MaxRejectShare: 1}})
+	rp := readProfiles(context.Background(), p.String(), Layout{Fields: []string{"blackListEmail"}, Limits: Limits{MaxRejectShare: 1}})
+	for _, r := range []result{rc, rp} {
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if len(r.rejects) < n/7 {
+			t.Fatalf("%d rejects", len(r.rejects))
+		}
+	}
+	for _, rj := range rc.rejects {
+		i := rj.Line - 2
+		want := guid(i)
+		if i%7 == 3 {
+			want = fmt.Sprintf("bad-%d", i)
+		}
+		if rj.ID != want {
+			t.Fatalf("contact reject of line %d names %q, want %q", rj.Line, rj.ID, want)
+		}
+	}
+	for _, rj := range rp.rejects {
+		i := rj.Line - 2
+		want := fmt.Sprintf("@p%d", i)
+		if i%7 == 3 {
+			want = fmt.Sprintf("bad-%d", i)
+		}
+		if rj.ID != want {
+			t.Fatalf("profile reject of line %d names %q, want %q", rj.Line, rj.ID, want)
+		}
+	}
+	for _, pr := range rp.profiles {
+		if (pr.Line-2)%7 == 3 {
+			continue // no PKey: a bad row of its contact
+		}
+		if want := fmt.Sprintf("@p%d", pr.Line-2); pr.PKey != want {
+			t.Fatalf("profile of line %d has PKey %q, want %q", pr.Line, pr.PKey, want)
+		}
+	}
+}
