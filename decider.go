@@ -63,6 +63,9 @@ type decider struct {
 	// collect, when set, takes every record's (PKey, contact) after the
 	// run: the PKey index written whole.
 	collect func(pkey string, id extract.ID) error
+	// release, when set, lets go of the rows read, once the commit no
+	// longer needs them.
+	release func()
 	// unchanged counts the entries whose rows told nothing new (see
 	// transform.ContactKnown), by what the join counted them as: both
 	// sides, a contact alone, a profile alone.
@@ -945,7 +948,13 @@ func (d *decider) commit(ctx context.Context, st *state.Store, prog *progress.Pr
 		return nil
 	}
 	// The records are in; the PKey index is written whole, and the run's
-	// last transaction marks it built.
+	// last transaction marks it built. The rows read are not needed any
+	// more: let them go, or the collector marks them again and again while
+	// the index is written.
+	d.dirty.Close()
+	if d.release != nil {
+		d.release()
+	}
 	if err := st.WritePKeyIndex(ctx, pkeys); err != nil {
 		return err
 	}

@@ -418,6 +418,19 @@ func (id *identity) drain() error {
 	return id.Err()
 }
 
+// releaseRows lets go of the sorted rows once every entry is decided (what
+// the identity rules counted stays).
+func (id *identity) releaseRows() {
+	if id.cstream != nil {
+		id.cstream.Close()
+	}
+	if id.pstream != nil {
+		id.pstream.Close()
+	}
+	id.contacts, id.profiles, id.cItems, id.pItems = nil, nil, nil, nil
+	id.c, id.p, id.e = nil, nil, entry{}
+}
+
 // Close lets go of the sorted rows.
 func (id *identity) Close() {
 	if id.cstream != nil {

@@ -377,6 +377,11 @@ func (j *job) run(ctx context.Context) (err error) {
 		pkeys = newPKeySorter(b.pkeys, cfg.TmpDir, false)
 		defer pkeys.Close()
 		d.collect = func(pkey string, id extract.ID) error { return pkeys.Add(&state.PKeyEntry{PKey: pkey, ID: id}) }
+		d.release = func() {
+			id.releaseRows()
+			in.contacts.Close()
+			in.profiles.Close()
+		}
 	}
 	api := j.apiWriters()
 	var held []load.Held // changes waiting for an API's answer
