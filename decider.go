@@ -1014,11 +1014,27 @@ type dirtyStore struct {
 	w      *bufio.Writer
 	n      int
 	spilt  int64
+	// rows is how many entries may come (the larger side's rows): the
+	// buffer is made for them once, within the budget, where one doubling
+	// as it grew copied itself over and over (a backfill keeps an entry of
+	// every contact).
+	rows int
 }
+
+// dirtyRefSize is what an entry placed in the rows held takes: length,
+// kind, id, flags, two places.
+const dirtyRefSize = 2 + 1 + 16 + 1 + 4 + 4
 
 func (s *dirtyStore) Len() int { return s.n }
 
 func (s *dirtyStore) add(e *entry) error {
+	if s.buf == nil && s.rows > 0 && s.cItems != nil && s.pItems != nil {
+		n := int64(s.rows) * dirtyRefSize
+		if s.budget > 0 {
+			n = min(n, s.budget+dirtyRefSize)
+		}
+		s.buf = make([]byte, 0, n)
+	}
 	start := len(s.buf)
 	s.buf = append(s.buf, 0, 0, e.kind) // length, filled in below
 	s.buf = append(s.buf, e.id[:]...)

@@ -350,7 +350,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		chunk: j.hooks.commitChunk, afterChunk: j.hooks.afterChunk, pkeyCounted: id.pkeyCounted,
 		d365Complete: d365Complete, campaignComplete: campaignComplete,
 		pendPrev: map[int64]int{}, pendGone: map[int64]map[extract.ID]bool{},
-		dirty: &dirtyStore{budget: b.dirty, dir: cfg.TmpDir, cItems: id.cItems, pItems: id.pItems}, missed: id.missed}
+		dirty: &dirtyStore{budget: b.dirty, dir: cfg.TmpDir, cItems: id.cItems, pItems: id.pItems, rows: max(in.d365.Rows, in.campaign.Rows)}, missed: id.missed}
 	defer d.dirty.Close()
 	if !walk {
 		d.pendAlertBefore = started.Add(-cfg.state.PendingAlertAfter()).UnixMilli()
