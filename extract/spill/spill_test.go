@@ -43,12 +43,15 @@ func TestSorterSpillsInOrder(t *testing.T) {
 	// a key whose every byte varies: the radix sort makes every pass
 	wide := recCodec
 	wide.Key = func(r *rec) uint64 { return uint64(r.key)<<52 | uint64(r.key)<<30 | uint64(r.key)*0x1357 }
+	// a key whose highest byte takes every value up to 0xff
+	full := recCodec
+	full.Key = func(r *rec) uint64 { return uint64(r.key)*0xff/299<<56 | uint64(r.key) }
 	for _, tc := range []struct {
 		name       string
 		budget     int64
 		wantSpills bool
 	}{{"in memory", 0, false}, {"large budget", 1 << 30, false}, {"tiny budget", 8 * 64, true}, {"16 records a run", 8 * 16, true}} {
-		for _, codec := range []Codec[rec]{recCodec, keyed, wide} {
+		for _, codec := range []Codec[rec]{recCodec, keyed, wide, full} {
 			t.Run(tc.name, func(t *testing.T) {
 				dir := t.TempDir()
 				s := NewSorter(codec, tc.budget, dir, 8)
