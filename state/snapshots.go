@@ -473,6 +473,12 @@ func (s *Store) Reader() (*Reader, error) {
 		return nil, fmt.Errorf("state %s: %w", s.path, err)
 	}
 	r := &Reader{s: s, tx: tx, b: tx.Bucket(bucketContacts), slot: s.slots()}
+	s.viewsMu.Lock()
+	if s.views == nil {
+		s.views = map[*Reader]struct{}{}
+	}
+	s.views[r] = struct{}{}
+	s.viewsMu.Unlock()
 	if r.b != nil {
 		r.c = s.vb(r.b, "contacts").Cursor()
 	}
@@ -577,7 +583,16 @@ func (r *Reader) Until(id *extract.ID, snap *transform.Snapshot, absent func(ext
 func (r *Reader) Agreed() Agreed { return r.s.agreed(&r.rec) }
 
 // Close ends the view.
-func (r *Reader) Close() error { return r.tx.Rollback() }
+func (r *Reader) Close() error {
+	r.s.viewsMu.Lock()
+	_, open := r.s.views[r]
+	delete(r.s.views, r)
+	r.s.viewsMu.Unlock()
+	if !open {
+		return nil // rolled back by Store.Close already
+	}
+	return r.tx.Rollback()
+}
 
 // Batch collects snapshot changes and decision-log entries in memory,
 // encoded, for one Commit.

@@ -106,6 +106,10 @@ type Store struct {
 	// mu guards shared, which says this run lets readers in for now.
 	mu     sync.Mutex
 	shared bool
+	// viewsMu guards views, the read views handed out and not closed yet
+	// (not mu: exclusive holds that while it waits for other processes).
+	viewsMu sync.Mutex
+	views   map[*Reader]struct{}
 	// pairIDs[i] is the stored id of the configured pair i (0: none yet).
 	pairIDs []byte
 	// A run that writes nothing changes nothing in state but its entry in
@@ -678,6 +682,16 @@ func pairKey(p transform.Pair) []byte {
 func (s *Store) Close() error {
 	if s.db == nil {
 		return nil
+	}
+	// A view still open here is one a panic or an early return left
+	// behind: bbolt's Close would wait on it for ever, so the process
+	// would hang instead of ending.
+	s.viewsMu.Lock()
+	left := s.views
+	s.views = nil
+	s.viewsMu.Unlock()
+	for r := range left {
+		_ = r.tx.Rollback()
 	}
 	err := s.db.Close()
 	s.db = nil
