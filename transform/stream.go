@@ -19,13 +19,7 @@ func ContactOrder(a, b *extract.Contact) int {
 	if c := a.ID.Compare(b.ID); c != 0 {
 		return c
 	}
-	if c := cmp.Compare(order(a.Modified), order(b.Modified)); c != 0 {
-		return c
-	}
-	if c := cmp.Compare(a.File, b.File); c != 0 {
-		return c
-	}
-	return cmp.Compare(a.Line, b.Line)
+	return rowPlace(a.Modified, b.Modified, a.File, b.File, a.Line, b.Line)
 }
 
 // ProfilePKeyOrder is the order PKeyStream reads profile rows in: by PKey
@@ -35,13 +29,20 @@ func ProfilePKeyOrder(a, b *extract.Profile) int {
 	if c := strings.Compare(a.PKey, b.PKey); c != 0 {
 		return c
 	}
-	if c := cmp.Compare(order(a.Modified), order(b.Modified)); c != 0 {
+	return rowPlace(a.Modified, b.Modified, a.File, b.File, a.Line, b.Line)
+}
+
+// rowPlace orders the rows of one record, the same on both sides: by
+// change time, a row whose time cannot be read last (it may be the
+// newest), then by file and line.
+func rowPlace(aMod, bMod int64, aFile, bFile uint16, aLine, bLine int32) int {
+	if c := cmp.Compare(order(aMod), order(bMod)); c != 0 {
 		return c
 	}
-	if c := cmp.Compare(a.File, b.File); c != 0 {
+	if c := cmp.Compare(aFile, bFile); c != 0 {
 		return c
 	}
-	return cmp.Compare(a.Line, b.Line)
+	return cmp.Compare(aLine, bLine)
 }
 
 // ProfileContactOrder is the order ContactProfiles reads the profiles
