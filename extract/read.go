@@ -1,0 +1,305 @@
+package extract
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"optsync/extract/spill"
+)
+
+// Records is what a run read of both systems: the rows, sorted as the
+// identity rules read them (the sorters' order), in memory within the
+// run's budget, else in runs on disk; and what each read found.
+type Records struct {
+	Contacts *spill.Sorter[Contact]
+	Profiles *spill.Sorter[Profile]
+	// D365 and Campaign count the rows read and rejected on each side.
+	D365, Campaign Stats
+	// DataverseRead and CampaignRead are what the reads through the APIs
+	// found (the next cursor, whether every record was read, the contacts
+	// deleted); zero for a side read from files.
+	DataverseRead, CampaignRead Read
+	// FullD365 and FullCampaign: the run read every record of the side (a
+	// backfill, or an API read in full: a first run, a refused delta link,
+	// Campaign without a changed-since filter).
+	FullD365, FullCampaign bool
+
+	d365ByAPI bool
+}
+
+// Close drops the rows held.
+func (r *Records) Close() {
+	r.Contacts.Close()
+	r.Profiles.Close()
+}
+
+// RejectSink takes rejects as the readers find them, from both systems at
+// once: a run's spool on disk, validate's tally.
+type RejectSink interface {
+	Add(Reject)
+	Err() error
+}
+
+// Bar shows how far a read has got (the progress display).
+type Bar interface {
+	Reader(io.Reader) io.Reader
+	Done()
+}
+
+// APIs are the readers of the systems a run reaches through their APIs
+// (nil: not reached); a system read from files may still be reached, to
+// read its queued records again or for its writes.
+type APIs struct {
+	Contacts *DataverseContacts
+	Profiles *CampaignProfiles
+}
+
+// Reading is how a run reads its inputs.
+type Reading struct {
+	// Contacts and Profiles take the rows: sorters in the identity rules'
+	// order, within the run's memory budget.
+	Contacts *spill.Sorter[Contact]
+	Profiles *spill.Sorter[Profile]
+	// D365Layout and CampaignLayout are the exports' columns and times.
+	D365Layout, CampaignLayout Layout
+	// APIs read the systems whose input is their API, from D365From and
+	// CampaignFrom (the cursors state keeps, handed in as values).
+	APIs                   APIs
+	D365From, CampaignFrom Cursor
+	// Incremental: a run, whose inputs hold changes; else a backfill,
+	// which reads every record.
+	Incremental bool
+	// Known are the retry queue's contacts as state knows them (Line: the
+	// place in the queue), decided again when Dynamics is not reached
+	// through its API; through it they are read again from Dataverse
+	// (D365From.Queue).
+	Known   []Contact
+	Rejects RejectSink
+	// Stage starts a progress bar.
+	Stage func(name string, total int64, unit string) Bar
+	Log   zerolog.Logger
+}
+
+// Read reads both systems' inputs, at once, then the retry queue. Each row
+// remembers which input it came from (Contact.File, Profile.File: its
+// place in d365 or campaign), so that a later file wins over an earlier one
+// for the same record. The retry queue's contacts, when there are any to
+// read again, come as one more input of Dynamics: the inputs returned.
+func (o *Reading) Read(ctx context.Context, d365, campaign []InputFile) (*Records, []InputFile, error) {
+	in := &Records{Contacts: o.Contacts, Profiles: o.Profiles}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return o.readContacts(gctx, in, d365) })
+	g.Go(func() error { return o.readProfiles(gctx, in, campaign) })
+	if err := g.Wait(); err != nil {
+		in.Close()
+		return nil, nil, err
+	}
+	if err := o.Rejects.Err(); err != nil {
+		return nil, nil, err
+	}
+	o.Log.Info().Int("files", len(d365)).Int("rows", in.D365.Rows).Int("rejected", in.D365.Rejected).
+		Int("sorted_runs_on_disk", in.Contacts.Spilled).Msg("read Dynamics contacts")
+	o.Log.Info().Int("files", len(campaign)).Int("rows", in.Campaign.Rows).Int("rejected", in.Campaign.Rejected).
+		Int("without_externalId", in.Campaign.Unlinked).Int("sorted_runs_on_disk", in.Profiles.Spilled).Msg("read Campaign profiles")
+	in.FullD365 = !o.Incremental || in.DataverseRead.Complete
+	in.FullCampaign = !o.Incremental || in.CampaignRead.Complete
+	d365, err := o.requeue(ctx, in, d365)
+	if err != nil {
+		in.Close()
+		return nil, nil, err
+	}
+	return in, d365, nil
+}
+
+// byAPI says the side's input is its API, and reader reads it.
+func byAPI[T any](inputs []InputFile, reader *T) bool {
+	return len(inputs) == 1 && inputs[0].Src.Kind == APISource && reader != nil
+}
+
+func (o *Reading) readContacts(ctx context.Context, in *Records, inputs []InputFile) error {
+	var aerr error // the first error adding a row (a full disk)
+	add := func(c *Contact) {
+		if err := in.Contacts.Add(c); err != nil && aerr == nil {
+			aerr = err
+		}
+	}
+	if byAPI(inputs, o.APIs.Contacts) {
+		in.d365ByAPI = true
+		res, err := o.APIs.Contacts.Read(ctx, o.D365From, func(c *Contact) {
+			in.D365.Rows++
+			add(c)
+		}, func(r Reject) {
+			in.D365.Rejected++
+			o.Rejects.Add(r)
+		})
+		in.DataverseRead = res
+		return cmp.Or(err, aerr)
+	}
+	for i, f := range inputs {
+		err := o.readFile(ctx, f, "reading Dynamics", func(r io.Reader) error {
+			hint := sizeHint{size: f.Size, reserve: in.Contacts.Reserve}
+			r = hint.reader(r)
+			st, err := ReadContacts(ctx, r, f.Path, o.D365Layout,
+				func(c *Contact) {
+					c.File = uint16(i)
+					hint.row(in.Contacts.Len())
+					add(c)
+				},
+				o.Rejects.Add)
+			in.D365.Rows, in.D365.Rejected = in.D365.Rows+st.Rows, in.D365.Rejected+st.Rejected
+			return cmp.Or(err, aerr)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (o *Reading) readProfiles(ctx context.Context, in *Records, inputs []InputFile) error {
+	var aerr error // the first error adding a row (a full disk)
+	add := func(p *Profile) {
+		if err := in.Profiles.Add(p); err != nil && aerr == nil {
+			aerr = err
+		}
+	}
+	if byAPI(inputs, o.APIs.Profiles) {
+		res, err := o.APIs.Profiles.Read(ctx, o.CampaignFrom, add, o.Rejects.Add)
+		in.CampaignRead, in.Campaign = res, res.Stats
+		return cmp.Or(err, aerr)
+	}
+	for i, f := range inputs {
+		err := o.readFile(ctx, f, "reading Campaign", func(r io.Reader) error {
+			hint := sizeHint{size: f.Size, reserve: in.Profiles.Reserve}
+			r = hint.reader(r)
+			st, err := ReadProfiles(ctx, r, f.Path, o.CampaignLayout,
+				func(p *Profile) {
+					p.File = uint16(i)
+					hint.row(in.Profiles.Len())
+					add(p)
+				},
+				o.Rejects.Add)
+			in.Campaign.Rows, in.Campaign.Rejected = in.Campaign.Rows+st.Rows, in.Campaign.Rejected+st.Rejected
+			in.Campaign.Unlinked += st.Unlinked
+			return cmp.Or(err, aerr)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (o *Reading) readFile(ctx context.Context, in InputFile, stage string, read func(io.Reader) error) error {
+	f, err := os.Open(in.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return inputErrorf("input %s does not exist", in.Path)
+	}
+	if err != nil {
+		return fmt.Errorf("input %s cannot be read: %w", in.Path, err)
+	}
+	defer f.Close()
+	bar := o.Stage(stage+" "+filepath.Base(in.Path), in.Size, "bytes")
+	defer bar.Done()
+	return read(bar.Reader(f))
+}
+
+// requeue brings back the contacts whose writes were refused last time
+// when Dynamics is read from files. When Dynamics is reached through its
+// API, they are read from it again, in bulk, with their ETags; otherwise
+// their Dynamics side is what state knows (Known). With the API as source,
+// its read has already read them again; a queued profile is read again by
+// the Campaign read when Campaign is read through its API.
+func (o *Reading) requeue(ctx context.Context, in *Records, d365 []InputFile) ([]InputFile, error) {
+	queue := o.D365From.Queue
+	if len(queue) == 0 || in.d365ByAPI {
+		return d365, nil
+	}
+	file := uint16(len(d365))
+	if o.APIs.Contacts != nil {
+		ids := make([]ID, len(queue))
+		for i, it := range queue {
+			ids[i] = it.Contact
+		}
+		n := int32(0)
+		var aerr error
+		gone, err := o.APIs.Contacts.ReadQueued(ctx, ids, func(c *Contact) {
+			n++
+			c.File, c.Line = file, n
+			in.D365.Rows++
+			if err := in.Contacts.Add(c); err != nil && aerr == nil {
+				aerr = err
+			}
+		}, func(r Reject) {
+			in.D365.Rejected++
+			o.Rejects.Add(r)
+		})
+		if err = cmp.Or(err, aerr); err != nil {
+			return nil, err
+		}
+		in.DataverseRead.Deleted = append(in.DataverseRead.Deleted, gone...)
+		return append(d365, InputFile{Src: RetryQueue(o.APIs.Contacts.Source())}), nil
+	}
+	for i := range o.Known {
+		c := o.Known[i]
+		c.File = file
+		if err := in.Contacts.Add(&c); err != nil {
+			return nil, err
+		}
+	}
+	o.Log.Info().Int("contacts", len(queue)).Msg("deciding the retry queue again")
+	return append(d365, InputFile{Src: RetryQueue(Source{})}), nil
+}
+
+// sizeHint makes room for the rows a file's size promises once its first
+// hintRows good rows are in (a file of junk reserves nothing): the rows
+// held then, scaled by the bytes read to reach them. Without it the
+// records' slice doubles as it grows, up to twice what it needs.
+type sizeHint struct {
+	size    int64
+	reserve func(n int)
+	read    int64
+	rows    int
+	done    bool
+}
+
+// hintRows is late enough that the reader's read-ahead (about 1 MB) is a
+// few percent of what was read, so the estimate is close (a short one
+// doubles the slice again).
+const hintRows = 1 << 18
+
+func (h *sizeHint) reader(r io.Reader) io.Reader { return &hintReader{r: r, h: h} }
+
+// row counts a good row; held is what the sorter holds in memory before it.
+func (h *sizeHint) row(held int) {
+	if h.done {
+		return
+	}
+	if h.rows++; h.rows < hintRows || h.read <= 0 {
+		return
+	}
+	h.done = true
+	// Over by a few percent (the read-ahead makes it short by as much).
+	rest := float64(h.size-h.read) / float64(h.read) * float64(h.rows) * 1.08
+	h.reserve(held + int(rest) + hintRows/16)
+}
+
+type hintReader struct {
+	r io.Reader
+	h *sizeHint
+}
+
+func (r *hintReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.h.read += int64(n)
+	return n, err
+}
