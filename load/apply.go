@@ -192,3 +192,12 @@ func (a *APIWriters) Apply(ctx context.Context, held []Held, w *Writer) (Sent, e
 	a.Log.Info().Int("contacts", len(held)).Int("to_dynamics", len(dw)).Int("to_campaign", len(cw)).Int("refused", len(out.Refused)).Msg("wrote through the APIs")
 	return out, nil
 }
+
+// System names the system that refused the write, as the run's record
+// names it.
+func (r RefusedWrite) System() string {
+	if r.Target == transform.ToD365 {
+		return "Dynamics 365"
+	}
+	return "Campaign"
+}

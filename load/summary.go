@@ -181,3 +181,15 @@ func (s *Summary) Line(d time.Duration) string {
 	fmt.Fprintf(&b, " took=%s", Took(d))
 	return b.String()
 }
+
+// AddRefused counts the writes the APIs refused: an opt-out set back
+// because the person unsubscribed meanwhile is no failure.
+func (s *Summary) AddRefused(writes []RefusedWrite) {
+	for _, r := range writes {
+		if r.RaceRestored {
+			s.RaceRestored++
+		} else {
+			s.Failed++
+		}
+	}
+}
