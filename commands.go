@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"optsync/extract"
+	"optsync/load"
 	"optsync/load/show"
 	"optsync/state"
 	"optsync/state/inspect"
@@ -34,7 +35,7 @@ func validateInputs(ctx context.Context, cfg *Config, online bool, log zerolog.L
 			return err
 		}
 	}
-	list := func(system, pattern string, api bool) ([]inputFile, error) {
+	list := func(system, pattern string, api bool) ([]extract.InputFile, error) {
 		switch {
 		case api:
 			fmt.Fprintf(out, "%s: read through the API (check it with --online)\n", system)
@@ -43,7 +44,7 @@ func validateInputs(ctx context.Context, cfg *Config, online bool, log zerolog.L
 			fmt.Fprintf(out, "%s: no csv configured (pass one to backfill)\n", system)
 			return nil, nil
 		}
-		files, err := dropFiles(pattern)
+		files, err := extract.DropFiles(pattern)
 		if err == nil && len(files) == 0 {
 			fmt.Fprintf(out, "%s %s: no files yet\n", system, pattern)
 		}
@@ -62,15 +63,19 @@ func validateInputs(ctx context.Context, cfg *Config, online bool, log zerolog.L
 	// Rejects are tallied by reason as they are found, not held: a file of
 	// millions of bad rows is summed up, not kept.
 	t := &tally{groups: map[string]*rejectKind{}}
-	in, err := j.extract(ctx, nil, d365Files, campFiles, t)
+	r, err := j.reading(nil, nil, &load.Connections{}, nil, t)
+	if err != nil {
+		return err
+	}
+	in, _, err := r.Read(ctx, d365Files, campFiles)
 	if err != nil {
 		return err
 	}
 	if len(d365Files) > 0 {
-		fmt.Fprintf(out, "d365 %s: columns ok, %s\n", cfg.D365.CSV, plural(in.d365.Rows, "row"))
+		fmt.Fprintf(out, "d365 %s: columns ok, %s\n", cfg.D365.CSV, plural(in.D365.Rows, "row"))
 	}
 	if len(campFiles) > 0 {
-		fmt.Fprintf(out, "campaign %s: columns ok, %s\n", cfg.Campaign.CSV, plural(in.campaign.Rows, "row"))
+		fmt.Fprintf(out, "campaign %s: columns ok, %s\n", cfg.Campaign.CSV, plural(in.Campaign.Rows, "row"))
 	}
 	// The identity rules' rejects (superseded rows, duplicates), as a run
 	// finds them.
@@ -79,9 +84,9 @@ func validateInputs(ctx context.Context, cfg *Config, online bool, log zerolog.L
 		dir = os.TempDir() // validate creates nothing of the config's
 	}
 	b := j.budgets()
-	later := newRejectSorter(b.rejects, dir)
+	later := newRejectSorter(b.Rejects, dir)
 	defer later.Close()
-	id, err := identify(in, identifyOptions{d365Files: d365Files, campFiles: campFiles, budget: b.byContact, dir: dir, later: later})
+	id, err := identify(in, identifyOptions{d365Files: d365Files, campFiles: campFiles, budget: b.ByContact, dir: dir, later: later})
 	if err != nil {
 		return err
 	}
@@ -218,12 +223,13 @@ func validateOnline(ctx context.Context, cfg *Config, log zerolog.Logger, out io
 		return nil
 	}
 	j := &job{cfg: cfg, log: log}
-	if err := j.connect(&cfg.transform.Rules); err != nil {
+	conns, err := j.connect()
+	if err != nil {
 		return err
 	}
 	var problems []string
-	if j.dv != nil {
-		types, tracking, err := j.dv.reader.Attributes(ctx)
+	if conns.Contacts != nil {
+		types, tracking, err := conns.Contacts.API.Attributes(ctx)
 		if err != nil {
 			return fmt.Errorf("validate --online: %w", err)
 		}
@@ -242,9 +248,9 @@ func validateOnline(ctx context.Context, cfg *Config, log zerolog.Logger, out io
 			fmt.Fprintf(out, "d365 %s: token ok, %s exist and are boolean, change tracking %v\n", cfg.extract.DataverseConn.URL, plural(len(cfg.transform.Rules.Pairs), "mapped field"), tracking)
 		}
 	}
-	if j.cv != nil {
+	if conns.Profiles != nil {
 		n := len(problems)
-		types, err := j.cv.reader.ResourceFields(ctx)
+		types, err := conns.Profiles.API.ResourceFields(ctx)
 		if err != nil {
 			return fmt.Errorf("validate --online: %w", err)
 		}
@@ -257,7 +263,7 @@ func validateOnline(ctx context.Context, cfg *Config, log zerolog.Logger, out io
 			}
 		}
 		if f := cfg.extract.CampaignConn; f.FilterName != "" {
-			_, err := j.cv.reader.ChangedSince(ctx, f.FilterName, f.FilterParam, time.Now().Add(time.Minute), func(*extract.Profile) {}, func(extract.Reject) {})
+			_, err := conns.Profiles.API.ChangedSince(ctx, f.FilterName, f.FilterParam, time.Now().Add(time.Minute), func(*extract.Profile) {}, func(extract.Reject) {})
 			if err != nil {
 				problems = append(problems, fmt.Sprintf("campaign.changed_filter: by%s?%s= does not answer: %v", f.FilterName, f.FilterParam, err))
 			}

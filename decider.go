@@ -29,8 +29,8 @@ import (
 type decider struct {
 	rules       *transform.Rules
 	incremental bool
-	d365Files   []inputFile
-	campFiles   []inputFile
+	d365Files   []extract.InputFile
+	campFiles   []extract.InputFile
 	// walk: state is read whole beside the entries (see all).
 	walk bool
 	// owners says, in a run, what this run's input links each of its PKeys
@@ -244,7 +244,7 @@ func (d *decider) one(e *entry, prev *transform.Snapshot, buf []transform.Decisi
 	// the only one (the other is gone, or was relinked: left).
 	if p != nil && !campaignAll && useState && prev.CSeen && prev.PKey != "" && prev.PKey != p.PKey && !left {
 		v.blocked = fmt.Sprintf("duplicate-externalId: contact %s is linked to profile %s in state; a second profile for one contact is not touched until a backfill settles it", p.ID, prev.PKey)
-		v.blockedAt = extract.Reject{Source: d.campFiles[p.File].source(), Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: v.blocked}
+		v.blockedAt = extract.Reject{Source: d.campFiles[p.File].Source(), Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: v.blocked}
 		// Two profiles for one contact: state remembers it, so that a
 		// later run that sees only one of them does not decide either.
 		v.next, v.record = d.seeBlocked(c, prev), true
@@ -324,10 +324,10 @@ func (d *decider) keepETag(next *transform.Snapshot, c *extract.Contact, prev *t
 // profile's when it has one, else its contact's.
 func (d *decider) blockAt(v *verdict, c *extract.Contact, p *extract.Profile) {
 	if c != nil {
-		v.blockedAt = extract.Reject{Source: d.d365Files[c.File].source(), Line: int(c.Line), ID: v.id.String(), IDChecked: true, Reason: v.blocked}
+		v.blockedAt = extract.Reject{Source: d.d365Files[c.File].Source(), Line: int(c.Line), ID: v.id.String(), IDChecked: true, Reason: v.blocked}
 	}
 	if p != nil {
-		v.blockedAt = extract.Reject{Source: d.campFiles[p.File].source(), Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: v.blocked}
+		v.blockedAt = extract.Reject{Source: d.campFiles[p.File].Source(), Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: v.blocked}
 	}
 }
 

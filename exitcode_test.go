@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"optsync/extract"
+	"optsync/fixtures/testkit"
 	"optsync/load"
 	"optsync/state"
 	"optsync/state/inspect"
@@ -34,6 +35,7 @@ func TestExitCodes(t *testing.T) {
 		{"config", configErrorf("direction: %q", "x"), exitUsage},
 		{"missing column", &extract.MissingColumnError{}, exitUsage},
 		{"broken file", &extract.BrokenFileError{}, exitUsage},
+		{"input not there", &extract.InputError{}, exitUsage},
 		{"failed writes", &load.FailedWritesError{Err: plain}, exitWriteFailed},
 		{"safety stop", &transform.SafetyStopError{Err: plain}, exitSafety},
 		{"query", inspect.NoSuchRun("r1", "s.db"), exitUsage},
@@ -52,6 +54,31 @@ func TestExitCodes(t *testing.T) {
 	} {
 		if got := exitCode(tc.err); got != tc.want {
 			t.Errorf("%s: exit %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestInputsNotThereExitUsage: an input the command line or the config
+// names that is not there to read stops the run before anything is read,
+// exits 2 and names it.
+func TestInputsNotThereExitUsage(t *testing.T) {
+	p := newProject(t, fmt.Sprintf(onePairConfig, "bidirectional", "newest"))
+	testkit.WriteFile(t, p.path("campaign.csv"), testkit.Profiles("@p1,"+testkit.GUID(1)+",2026-11-20 09:00:00.000Z,false"))
+	if err := os.Mkdir(p.path("folder"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"backfill"}, "input " + p.path("d365.csv") + " does not exist"},
+		{[]string{"backfill", "--d365-csv", p.path("nosuch.csv")}, "input " + p.path("nosuch.csv") + " does not exist"},
+		{[]string{"backfill", "--d365-csv", p.path("folder")}, "d365 input " + p.path("folder") + " is not a file"},
+		{[]string{"run"}, "input " + p.path("d365.csv") + " does not exist"},
+	} {
+		r := p.cli(t, tc.args...)
+		if r.code != exitUsage || !strings.Contains(r.stdout+r.stderr, tc.want) {
+			t.Errorf("%q: exit %d, want %d and %q\n%s%s", tc.args, r.code, exitUsage, tc.want, r.stdout, r.stderr)
 		}
 	}
 }

@@ -199,7 +199,7 @@ type identity struct {
 
 // identifyOptions are what identify needs besides the inputs.
 type identifyOptions struct {
-	d365Files, campFiles []inputFile
+	d365Files, campFiles []extract.InputFile
 	withOwners           bool
 	// pkeys, when set (the PKey index is built), counts the input's PKeys
 	// in it (the shrink guard's Campaign side).
@@ -214,7 +214,7 @@ type identifyOptions struct {
 // profiles through PKeyStream into their sort by contact (the rule by PKey
 // needs every row of a PKey, in any file); the rest happens as the decider
 // reads entries.
-func identify(in *inputs, o identifyOptions) (*identity, error) {
+func identify(in *extract.Records, o identifyOptions) (*identity, error) {
 	id := &identity{later: o.later}
 	var owners []transform.OwnerEntry
 	reject := func(r extract.Reject) {
@@ -248,13 +248,13 @@ func identify(in *inputs, o identifyOptions) (*identity, error) {
 	superseded := func(s transform.Superseded) {
 		id.superseded++
 		if !s.Bad {
-			reject(extract.Reject{Source: o.campFiles[s.File].source(), Line: int(s.Line), ID: s.PKey, IDChecked: true,
+			reject(extract.Reject{Source: o.campFiles[s.File].Source(), Line: int(s.Line), ID: s.PKey, IDChecked: true,
 				Reason: supersededBy(o.campFiles, &s, "profile")})
 		}
 	}
 	var byContact *spill.Sorter[extract.Profile]
 	var ks *transform.PKeyStream
-	if items, ok := in.profiles.InMemory(); ok {
+	if items, ok := in.Profiles.InMemory(); ok {
 		// In memory: the rule by PKey writes what it keeps over the rows
 		// it has read (a group is copied before any of it is written), as
 		// the sort by contact then works on them in place.
@@ -274,7 +274,7 @@ func identify(in *inputs, o identifyOptions) (*identity, error) {
 		clear(items[w:])
 		byContact = spill.FromSlice(profileCodec(true), o.budget, o.dir, profileSize, items[:w])
 	} else {
-		pstream, err := in.profiles.Sorted()
+		pstream, err := in.Profiles.Sorted()
 		if err != nil {
 			return nil, err
 		}
@@ -324,19 +324,19 @@ func identify(in *inputs, o identifyOptions) (*identity, error) {
 		}
 		id.duplicates++
 		if !p.Bad { // a bad row has its own reject row already
-			reject(extract.Reject{Source: o.campFiles[p.File].source(), Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: "duplicate-externalId"})
+			reject(extract.Reject{Source: o.campFiles[p.File].Source(), Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: "duplicate-externalId"})
 		}
 	})
-	if items, ok := in.contacts.InMemory(); ok {
+	if items, ok := in.Contacts.InMemory(); ok {
 		id.cItems = items
 	}
-	if id.cstream, err = in.contacts.Sorted(); err != nil {
+	if id.cstream, err = in.Contacts.Sorted(); err != nil {
 		return nil, err
 	}
 	id.contacts = transform.NewDedupStream(id.cstream.Next, func(s transform.Superseded) {
 		id.superseded++
 		if !s.Bad {
-			reject(extract.Reject{Source: o.d365Files[s.File].source(), Line: int(s.Line), ID: s.ID.String(), IDChecked: true,
+			reject(extract.Reject{Source: o.d365Files[s.File].Source(), Line: int(s.Line), ID: s.ID.String(), IDChecked: true,
 				Reason: supersededBy(o.d365Files, &s, "contact")})
 		}
 	})
@@ -446,9 +446,9 @@ func (id *identity) Close() {
 
 // supersededBy is the reject reason of a row replaced by a later row of its
 // record (a contact or a profile).
-func supersededBy(files []inputFile, s *transform.Superseded, record string) string {
+func supersededBy(files []extract.InputFile, s *transform.Superseded, record string) string {
 	if s.ByUnknownTime {
-		return fmt.Sprintf("superseded: %s, whose time cannot be read, may be a later row for this %s", where(files, s.File, s.ByFile, s.By), record)
+		return fmt.Sprintf("superseded: %s, whose time cannot be read, may be a later row for this %s", extract.Where(files, s.File, s.ByFile, s.By), record)
 	}
-	return fmt.Sprintf("superseded: %s is a later row for this %s", where(files, s.File, s.ByFile, s.By), record)
+	return fmt.Sprintf("superseded: %s is a later row for this %s", extract.Where(files, s.File, s.ByFile, s.By), record)
 }

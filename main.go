@@ -117,11 +117,23 @@ func newSummary(runID, command string) *summary {
 	return &summary{Summary: load.NewSummary(runID, command)}
 }
 
+// addRefused counts the writes the APIs refused, keeping the first of each
+// message for the run's record.
+func (s *summary) addRefused(writes []load.RefusedWrite) {
+	s.AddRefused(writes)
+	for _, r := range writes {
+		if !r.RaceRestored {
+			ex := state.Example{Source: r.System(), ID: r.ID.String(), PKey: r.PKey, Field: r.Field, Message: r.Message}
+			s.failedWrites = state.AddReason(s.failedWrites, r.Message, ex)
+		}
+	}
+}
+
 // usageError is a command line, flag, variable or argument that is wrong:
 // the command did nothing and exits 2. The config's own errors are
-// configError, the inputs' extract.MissingColumnError and BrokenFileError,
-// a read-only command's question about what state lacks inspect.QueryError,
-// an --output refused load.OutputRefusedError.
+// configError, the inputs' extract.MissingColumnError, BrokenFileError and
+// InputError, a read-only command's question about what state lacks
+// inspect.QueryError, an --output refused load.OutputRefusedError.
 type usageError struct{ err error }
 
 func (e *usageError) Error() string { return e.err.Error() }
@@ -178,6 +190,7 @@ func exitCode(err error) int {
 		ce *configError
 		mc *extract.MissingColumnError
 		bf *extract.BrokenFileError
+		ie *extract.InputError
 		qe *inspect.QueryError
 		oe *load.OutputRefusedError
 		le *state.LockedError
@@ -192,7 +205,7 @@ func exitCode(err error) int {
 		return exitWriteFailed
 	case errors.As(err, &ss):
 		return exitSafety
-	case errors.As(err, &ce), errors.As(err, &mc), errors.As(err, &bf), errors.As(err, &qe), errors.As(err, &oe):
+	case errors.As(err, &ce), errors.As(err, &mc), errors.As(err, &bf), errors.As(err, &ie), errors.As(err, &qe), errors.As(err, &oe):
 		return exitUsage
 	case errors.As(err, &le):
 		return exitLocked

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"maps"
 	"math"
 	"os"
@@ -50,9 +49,6 @@ type job struct {
 	stateAside string
 	progress   *progress.Progress
 	hooks      hooks
-	dv         *d365Conn     // the Dataverse connector, when d365 uses the API
-	cv         *campaignConn // the Campaign connector, when campaign uses the API
-	queue      []state.RetryItem
 	// mappingAdded: a mapping is new since the last run, so systems read
 	// through an API are read in full; mappingsRemoved are dropped from
 	// state after the run's commit.
@@ -70,63 +66,6 @@ func newRunID(t time.Time) string {
 	var b [3]byte
 	_, _ = rand.Read(b[:])
 	return t.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
-}
-
-// sources works out what this run reads: for a system read through its
-// API a stand-in file, else one full export (backfill) or the drop's files
-// not processed yet (run).
-func (j *job) sources(ctx context.Context, st *state.Store) (d365, campaign []inputFile, err error) {
-	if j.dv != nil && j.dv.source && j.d365Path == "" {
-		d365 = []inputFile{{src: j.dv.contacts.Source()}}
-	} else if d365, err = j.systemFiles(ctx, st, "d365", j.cfg.D365.CSV, j.d365Path); err != nil {
-		return nil, nil, err
-	}
-	if j.cv != nil && j.cv.source && j.campaignPath == "" {
-		campaign = []inputFile{{src: j.cv.profiles.Source()}}
-	} else if campaign, err = j.systemFiles(ctx, st, "campaign", j.cfg.Campaign.CSV, j.campaignPath); err != nil {
-		return nil, nil, err
-	}
-	return d365, campaign, nil
-}
-
-// systemFiles lists one system's files: the export named by the flag or the
-// config for a backfill, the new files of the configured drop for a run.
-func (j *job) systemFiles(ctx context.Context, st *state.Store, system, pattern, flag string) ([]inputFile, error) {
-	if !j.incremental {
-		if flag != "" {
-			pattern = flag
-		}
-		if pattern == "" {
-			return nil, usagef("no %s export to read: set %s.csv in the config or pass --%s-csv", system, system, system)
-		}
-		fi, err := os.Stat(pattern)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, usagef("input %s does not exist", pattern)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("input %s: %w", pattern, err)
-		}
-		if !fi.Mode().IsRegular() {
-			return nil, usagef("%s input %s is not a file: a backfill reads one full export per system (--%s-csv FILE)", system, pattern, system)
-		}
-		return []inputFile{{path: pattern, size: fi.Size(), mtime: fi.ModTime()}}, nil
-	}
-	if pattern == "" {
-		return nil, usagef("%s.csv is not set: run reads the files it names (a file, a glob or a folder)", system)
-	}
-	all, err := dropFiles(pattern)
-	if err != nil {
-		return nil, err
-	}
-	fresh, skipped, err := newFiles(ctx, st, all, j.force)
-	if err != nil {
-		return nil, err
-	}
-	for _, f := range skipped {
-		j.log.Debug().Str("file", f.path).Msg("already processed")
-	}
-	j.log.Info().Str("system", system).Str("source", pattern).Int("new_files", len(fresh)).Int("already_processed", len(skipped)).Msg("file drop")
-	return fresh, nil
 }
 
 func (j *job) run(ctx context.Context) (err error) {
@@ -227,11 +166,13 @@ func (j *job) run(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	if err := j.connect(&rules); err != nil {
+	conns, err := j.connect()
+	if err != nil {
 		return err
 	}
+	var queue []state.RetryItem
 	if st != nil && j.incremental { // plan too: it shows what the run would do with them
-		if j.queue, err = st.RetryQueue(); err != nil {
+		if queue, err = st.RetryQueue(); err != nil {
 			return err
 		}
 	}
@@ -241,7 +182,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		log.Warn().Msg("direction is disabled: nothing will move; inputs are still checked")
 	}
 
-	d365Files, campFiles, err := j.sources(ctx, st)
+	d365Files, campFiles, err := j.inputs(ctx, st)
 	if err != nil {
 		return err
 	}
@@ -263,16 +204,16 @@ func (j *job) run(ctx context.Context) (err error) {
 	if removed, err := spill.RemoveLeftovers(cfg.TmpDir); len(removed) > 0 || err != nil {
 		log.Info().Strs("files", removed).AnErr("error", err).Msg("removed spill files left by a killed run")
 	}
-	in, err := j.extract(ctx, st, d365Files, campFiles, spool)
+	reading, err := j.reading(st, &rules, conns, queue, spool)
+	if err != nil {
+		return err
+	}
+	in, d365Files, err := reading.Read(ctx, d365Files, campFiles)
 	if err != nil {
 		return interrupted(ctx, err)
 	}
-	defer in.contacts.Close()
-	defer in.profiles.Close()
-	if d365Files, err = j.requeue(ctx, st, &rules, in, d365Files); err != nil {
-		return interrupted(ctx, err)
-	}
-	sum.ContactRows, sum.ProfileRows = in.d365.Rows, in.campaign.Rows
+	defer in.Close()
+	sum.ContactRows, sum.ProfileRows = in.D365.Rows, in.Campaign.Rows
 	b := j.budgets()
 
 	// The PKey index and the index of pending writes let a night touch what
@@ -284,7 +225,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		}
 		if !indexed && !j.plan {
 			t0 := time.Now()
-			n, err := st.BuildIndexes(ctx, b.pkeys, cfg.TmpDir)
+			n, err := st.BuildIndexes(ctx, b.PKeys, cfg.TmpDir)
 			if err != nil {
 				return interrupted(ctx, err)
 			}
@@ -292,18 +233,17 @@ func (j *job) run(ctx context.Context) (err error) {
 			indexed = true
 		}
 	}
-	campaignComplete := j.cv != nil && j.cv.source && j.campaignPath == "" && j.cv.complete
-	d365Complete := j.dv != nil && j.dv.source && j.d365Path == "" && j.dv.complete
+	campaignComplete, d365Complete := in.CampaignRead.Complete, in.DataverseRead.Complete
 	// State is read whole when the run reads a side in full (every record
 	// it lacks has lost that side), or has no index to look records up by.
 	walk := st != nil && (!j.incremental || d365Complete || campaignComplete || !indexed || !totals.PendingKnown)
 
 	// transform: identity rules, then decisions.
-	later := newRejectSorter(b.rejects, cfg.TmpDir)
+	later := newRejectSorter(b.Rejects, cfg.TmpDir)
 	defer later.Close()
 	opts := identifyOptions{d365Files: d365Files, campFiles: campFiles, withOwners: j.incremental,
-		budget: b.byContact, dir: cfg.TmpDir, later: later}
-	if indexed && j.fullRead("campaign") {
+		budget: b.ByContact, dir: cfg.TmpDir, later: later}
+	if indexed && in.FullCampaign {
 		// The shrink guard counts Campaign's records by PKey.
 		if opts.pkeys, err = st.Reader(); err != nil {
 			return err
@@ -350,23 +290,23 @@ func (j *job) run(ctx context.Context) (err error) {
 		chunk: j.hooks.commitChunk, afterChunk: j.hooks.afterChunk, pkeyCounted: id.pkeyCounted,
 		d365Complete: d365Complete, campaignComplete: campaignComplete,
 		pendPrev: map[int64]int{}, pendGone: map[int64]map[extract.ID]bool{},
-		dirty: &dirtyStore{budget: b.dirty, dir: cfg.TmpDir, cItems: id.cItems, pItems: id.pItems, rows: max(in.d365.Rows, in.campaign.Rows)}, missed: id.missed}
+		dirty: &dirtyStore{budget: b.Dirty, dir: cfg.TmpDir, cItems: id.cItems, pItems: id.pItems, rows: max(in.D365.Rows, in.Campaign.Rows)}, missed: id.missed}
 	defer d.dirty.Close()
 	if !walk {
 		d.pendAlertBefore = started.Add(-cfg.state.PendingAlertAfter()).UnixMilli()
 	}
-	if j.dv != nil {
-		d.etag = j.dv.reader.ETag
-		if len(j.dv.deleted) > 0 {
+	if conns.Contacts != nil {
+		d.etag = conns.Contacts.API.ETag
+		if len(in.DataverseRead.Deleted) > 0 {
 			d.deleted = map[extract.ID]bool{}
-			for _, id := range j.dv.deleted {
+			for _, id := range in.DataverseRead.Deleted {
 				d.deleted[id] = true
 			}
 		}
 	}
-	if len(j.queue) > 0 {
+	if len(queue) > 0 {
 		d.queued = map[extract.ID]bool{}
-		for _, it := range j.queue {
+		for _, it := range queue {
 			d.queued[it.Contact] = true
 		}
 	}
@@ -374,16 +314,17 @@ func (j *job) run(ctx context.Context) (err error) {
 	// (see commit): every record's entry, as it stands after the run.
 	var pkeys *spill.Sorter[state.PKeyEntry]
 	if !j.incremental && st != nil && !j.plan {
-		pkeys = newPKeySorter(b.pkeys, cfg.TmpDir, false)
+		pkeys = newPKeySorter(b.PKeys, cfg.TmpDir, false)
 		defer pkeys.Close()
 		d.collect = func(pkey string, id extract.ID) error { return pkeys.Add(&state.PKeyEntry{PKey: pkey, ID: id}) }
 		d.release = func() {
 			id.releaseRows()
-			in.contacts.Close()
-			in.profiles.Close()
+			in.Contacts.Close()
+			in.Profiles.Close()
 		}
 	}
-	api := j.apiWriters()
+	api := conns.Writers(j.plan, rules.Pairs, cfg.redact,
+		func(name string, total int64, unit string) load.Bar { return j.progress.Stage(name, total, unit) }, log)
 	var held []load.Held // changes waiting for an API's answer
 	sink := func(ch *load.Change, blocked *extract.Reject) error {
 		if blocked != nil {
@@ -399,7 +340,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		return w.Change(ch)
 	}
 	if rules.Direction != transform.Disabled {
-		err = d.all(ctx, st, id, j.progress, int64(max(in.d365.Rows, in.campaign.Rows)), sink)
+		err = d.all(ctx, st, id, j.progress, int64(max(in.D365.Rows, in.Campaign.Rows)), sink)
 	} else {
 		err = id.drain() // nothing is decided; the rows are still checked
 	}
@@ -470,10 +411,10 @@ func (j *job) run(ctx context.Context) (err error) {
 	// the records state knows.
 	g, err := j.checkSafety(st, totals, d, id, sum, &safetyInputs{
 		// A disabled run decides nothing and so drops nothing: no shrink to guard.
-		fullD365:     j.fullRead("d365") && rules.Direction != transform.Disabled,
-		fullCampaign: j.fullRead("campaign") && rules.Direction != transform.Disabled,
-		d365Input:    inputName(d365Files), campaignInput: inputName(campFiles),
-		d365Rows: in.d365.Rows, campaignRows: in.campaign.Rows, examples: examples,
+		fullD365:     in.FullD365 && rules.Direction != transform.Disabled,
+		fullCampaign: in.FullCampaign && rules.Direction != transform.Disabled,
+		d365Input:    extract.Name(d365Files), campaignInput: extract.Name(campFiles),
+		d365Rows: in.D365.Rows, campaignRows: in.Campaign.Rows, examples: examples,
 	})
 	if err != nil {
 		return err
@@ -518,9 +459,12 @@ func (j *job) run(ctx context.Context) (err error) {
 	// API writes go out now; what a service applied is kept (and committed
 	// even if a signal arrives meanwhile), what it refused or what was not
 	// sent is audited as failed and queued for the next run.
-	if d.failed, err = j.apply(ctx, api, held, w, sum); err != nil {
+	sent, err := api.Apply(ctx, held, w)
+	if err != nil {
 		return err
 	}
+	d.failed = sent.Refused
+	sum.addRefused(sent.Writes)
 	run.FailedWrites = sum.failedWrites
 	// A signal that arrived while API writes went out stopped the rest of
 	// them; one that arrives from here on does not stop the run, whose
@@ -548,16 +492,10 @@ func (j *job) run(ctx context.Context) (err error) {
 		// The files are complete: their writes are applied, and state must
 		// now say so even if a signal arrives meanwhile.
 		fin := &state.Final{Run: run, Config: j.configRecord(), ForgetReadPositions: j.mappingAdded}
-		fin.Meta = map[string]string{}
-		if j.dv != nil {
-			maps.Copy(fin.Meta, j.dv.meta)
-			fin.Forget = j.dv.deleted
-			sum.Deleted = len(j.dv.deleted)
-		}
-		if j.cv != nil && j.cv.source {
-			maps.Copy(fin.Meta, j.cv.meta)
-		}
-		for _, it := range j.queue {
+		fin.Meta = state.NextPositions(cfg.D365.tracking(), in.DataverseRead.Next, in.CampaignRead.Next)
+		fin.Forget = in.DataverseRead.Deleted
+		sum.Deleted = len(fin.Forget)
+		for _, it := range queue {
 			fin.RetryDone = append(fin.RetryDone, it.Contact)
 		}
 		for id, f := range d.failed {
@@ -576,12 +514,12 @@ func (j *job) run(ctx context.Context) (err error) {
 			fin.PruneBefore = started.Add(-cfg.state.Retention())
 		}
 		for _, f := range slices.Concat(d365Files, campFiles) {
-			if f.sum != "" {
+			if f.Sum != "" {
 				system := "d365"
 				if slices.Contains(campFiles, f) {
 					system = "campaign"
 				}
-				fin.Files = append(fin.Files, state.ProcessedFile{SHA256: f.sum, System: system, Path: f.path, Size: f.size, RunID: runID, Processed: time.Now().UTC()})
+				fin.Files = append(fin.Files, state.ProcessedFile{SHA256: f.Sum, System: system, Path: f.Path, Size: f.Size, RunID: runID, Processed: time.Now().UTC()})
 			}
 		}
 		run.Ended, run.Outcome, run.ExitCode, run.Counts = time.Now().UTC(), "ok", exitOK, sum.Counts()
@@ -789,40 +727,6 @@ func (j *job) reportPending(groups map[int64]*pendingGroup, runName func(int64) 
 	}
 }
 
-// fullRead says whether this run read a system's records in full: a
-// backfill always does; a run does when the system's API was read in full
-// (its first run, a refused delta link, or Campaign without a changed-since
-// filter).
-func (j *job) fullRead(system string) bool {
-	if !j.incremental {
-		return true
-	}
-	if system == "d365" {
-		return j.dv != nil && j.dv.source && j.d365Path == "" && j.dv.complete
-	}
-	return j.cv != nil && j.cv.source && j.campaignPath == "" && j.cv.complete
-}
-
-// inputName names a side's input for a message.
-func inputName(files []inputFile) string {
-	switch len(files) {
-	case 0:
-		return "no file"
-	case 1:
-		return files[0].source().String()
-	}
-	return plural(len(files), "file")
-}
-
-// where names a row for a reject reason: the line, and the file when it is
-// another one.
-func where(files []inputFile, file, byFile uint16, line int32) string {
-	if file == byFile {
-		return fmt.Sprintf("line %d", line)
-	}
-	return fmt.Sprintf("%s line %d", files[byFile].source().Short(), line)
-}
-
 // removePartials removes the temporary files that runs killed before
 // they could clean up (recorded as interrupted) left in out_dir. A failure
 // is logged: it stops nothing.
@@ -972,87 +876,64 @@ func (j *job) addExamples(examples []string, ch *load.Change) []string {
 	return examples
 }
 
-// requeue brings back the contacts whose writes were refused last time when
-// Dynamics is read from files. When Dynamics is written through its API,
-// they are read from it again, in bulk, with their ETags; otherwise their
-// Dynamics side comes from what state knows. With the API as source, the
-// connector's read has already read them again; a queued profile is read
-// again by the Campaign connector when Campaign is read through its API.
-func (j *job) requeue(ctx context.Context, st *state.Store, rules *transform.Rules, in *inputs, d365Files []inputFile) ([]inputFile, error) {
-	queue := j.queue
-	if len(queue) == 0 || (j.dv != nil && j.dv.source) {
-		return d365Files, nil
+// budgets divides the run's memory budget between what it holds at once.
+func (j *job) budgets() spill.Budgets {
+	if j.hooks.memoryBudget > 0 {
+		return spill.Live(j.hooks.memoryBudget)
 	}
-	file := uint16(len(d365Files))
-	if j.dv != nil {
-		ids := make([]extract.ID, len(queue))
-		for i, it := range queue {
-			ids[i] = it.Contact
+	return spill.Divide(cmp.Or(j.cfg.memoryBudget, defaultMemoryBudget))
+}
+
+// connect makes the API connectors the config asks for.
+func (j *job) connect() (*load.Connections, error) {
+	return load.Connect(load.ConnectOptions{Extract: &j.cfg.extract, Load: &j.cfg.load, Tracking: j.cfg.D365.tracking(),
+		NotAfter: j.notAfter, Secret: secret, Log: j.log})
+}
+
+// inputs lists what this run reads of each system: its API, or its files.
+func (j *job) inputs(ctx context.Context, st *state.Store) (d365, campaign []extract.InputFile, err error) {
+	l := extract.Listing{Incremental: j.incremental, Force: j.force, Log: j.log}
+	if st != nil {
+		l.Processed = func(sum string) (bool, error) {
+			_, seen, err := st.Processed(sum)
+			return seen, err
 		}
-		n := int32(0)
-		var aerr error
-		gone, err := j.dv.readQueued(ctx, ids, func(c *extract.Contact) {
-			n++
-			c.File, c.Line = file, n
-			in.d365.Rows++
-			if err := in.contacts.Add(c); err != nil && aerr == nil {
-				aerr = err
+	}
+	ds := extract.System{Name: "d365", Pattern: j.cfg.D365.CSV, Flag: j.d365Path}
+	if j.cfg.D365.Source == "api" {
+		ds.API = extract.DataverseAPI()
+	}
+	cs := extract.System{Name: "campaign", Pattern: j.cfg.Campaign.CSV, Flag: j.campaignPath}
+	if j.cfg.Campaign.Source == "api" {
+		cs.API = extract.CampaignAPI()
+	}
+	return l.List(ctx, ds, cs)
+}
+
+// reading is how this run reads its inputs: the APIs from the read
+// positions state keeps (none for a full read: a backfill, a mapping
+// added, no state), the retry queue again.
+func (j *job) reading(st *state.Store, rules *transform.Rules, conns *load.Connections, queue []state.RetryItem, rejects extract.RejectSink) (*extract.Reading, error) {
+	r := &extract.Reading{D365Layout: j.cfg.extract.D365Layout(j.notAfter), CampaignLayout: j.cfg.extract.CampaignLayout(j.notAfter),
+		APIs: conns.APIs, Incremental: j.incremental, Rejects: rejects, Log: j.log,
+		Stage: func(name string, total int64, unit string) extract.Bar { return j.progress.Stage(name, total, unit) }}
+	if st != nil {
+		var err error
+		if j.incremental && !j.mappingAdded {
+			r.D365From.Position, r.CampaignFrom.Position, err = st.ReadPositions(j.cfg.D365.tracking(), j.cfg.extract.CampaignConn.FilterName != "")
+			if err != nil {
+				return nil, err
 			}
-		}, func(r extract.Reject) {
-			in.d365.Rejected++
-			in.rejects.Add(r)
-		})
-		if err = cmp.Or(err, aerr); err != nil {
-			return nil, err
 		}
-		j.dv.deleted = append(j.dv.deleted, gone...)
-		return append(d365Files, inputFile{src: extract.RetryQueue(j.dv.contacts.Source())}), nil
-	}
-	r, err := st.Reader()
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	var snap transform.Snapshot
-	for i, it := range queue {
-		found, err := r.Get(it.Contact, &snap)
-		if err != nil {
-			return nil, err
-		}
-		if found && snap.DSeen {
-			transform.ForgetFutureTimes(&snap, j.notAfter.UnixMilli())
-			c := transform.ContactFromState(rules, it.Contact, &snap)
-			c.File, c.Line = file, int32(i+1)
-			if err := in.contacts.Add(&c); err != nil {
+		r.D365From.Queue = state.Queued(queue)
+		r.CampaignFrom.Queue = r.D365From.Queue
+		if conns.Contacts == nil {
+			if r.Known, err = st.QueuedContacts(rules, queue, j.notAfter.UnixMilli()); err != nil {
 				return nil, err
 			}
 		}
 	}
-	j.log.Info().Int("contacts", len(queue)).Msg("deciding the retry queue again")
-	return append(d365Files, inputFile{src: extract.RetryQueue(extract.Source{})}), nil
-}
-
-// connect makes the API connectors the config asks for.
-func (j *job) connect(rules *transform.Rules) error {
-	cfg := j.cfg
-	if cfg.D365.api() {
-		fields := make([]string, len(rules.Pairs))
-		for i, p := range rules.Pairs {
-			fields[i] = p.D365
-		}
-		var err error
-		if j.dv, err = newD365Conn(cfg, fields, j.log); err != nil {
-			return err
-		}
-		j.dv.reader.NotAfter = j.notAfter
-	}
-	if cfg.Campaign.api() {
-		l := cfg.extract.CampaignLayout(j.notAfter)
-		var err error
-		if j.cv, err = newCampaignConn(cfg, l.Fields, l.FieldTimes, j.log); err != nil {
-			return err
-		}
-		j.cv.reader.NotAfter = j.notAfter
-	}
-	return nil
+	b := j.budgets()
+	r.Contacts, r.Profiles = newContactSorter(b.Contacts, j.cfg.TmpDir), newProfileSorter(false, b.Profiles, j.cfg.TmpDir)
+	return r, nil
 }
