@@ -63,11 +63,7 @@ func validateInputs(ctx context.Context, cfg *Config, online bool, log zerolog.L
 	// Rejects are tallied by reason as they are found, not held: a file of
 	// millions of bad rows is summed up, not kept.
 	t := &tally{groups: map[string]*rejectKind{}}
-	r, err := j.reading(nil, nil, &load.Connections{}, nil, t)
-	if err != nil {
-		return err
-	}
-	in, _, err := r.Read(ctx, d365Files, campFiles)
+	in, _, err := j.reading(&load.Connections{}, t).Read(ctx, d365Files, campFiles)
 	if err != nil {
 		return err
 	}

@@ -204,8 +204,8 @@ func (j *job) run(ctx context.Context) (err error) {
 	if removed, err := spill.RemoveLeftovers(cfg.TmpDir); len(removed) > 0 || err != nil {
 		log.Info().Strs("files", removed).AnErr("error", err).Msg("removed spill files left by a killed run")
 	}
-	reading, err := j.reading(st, &rules, conns, queue, spool)
-	if err != nil {
+	reading := j.reading(conns, spool)
+	if err := j.fromState(reading, st, &rules, queue); err != nil {
 		return err
 	}
 	in, d365Files, err := reading.Read(ctx, d365Files, campFiles)
@@ -910,30 +910,35 @@ func (j *job) inputs(ctx context.Context, st *state.Store) (d365, campaign []ext
 	return l.List(ctx, ds, cs)
 }
 
-// reading is how this run reads its inputs: the APIs from the read
-// positions state keeps (none for a full read: a backfill, a mapping
-// added, no state), the retry queue again.
-func (j *job) reading(st *state.Store, rules *transform.Rules, conns *load.Connections, queue []state.RetryItem, rejects extract.RejectSink) (*extract.Reading, error) {
-	r := &extract.Reading{D365Layout: j.cfg.extract.D365Layout(j.notAfter), CampaignLayout: j.cfg.extract.CampaignLayout(j.notAfter),
+// reading is how this run reads its inputs, rows into sorters within
+// the run's memory budget.
+func (j *job) reading(conns *load.Connections, rejects extract.RejectSink) *extract.Reading {
+	b := j.budgets()
+	return &extract.Reading{Contacts: newContactSorter(b.Contacts, j.cfg.TmpDir), Profiles: newProfileSorter(false, b.Profiles, j.cfg.TmpDir),
+		D365Layout: j.cfg.extract.D365Layout(j.notAfter), CampaignLayout: j.cfg.extract.CampaignLayout(j.notAfter),
 		APIs: conns.APIs, Incremental: j.incremental, Rejects: rejects, Log: j.log,
 		Stage: func(name string, total int64, unit string) extract.Bar { return j.progress.Stage(name, total, unit) }}
-	if st != nil {
-		var err error
-		if j.incremental && !j.mappingAdded {
-			r.D365From.Position, r.CampaignFrom.Position, err = st.ReadPositions(j.cfg.D365.tracking(), j.cfg.extract.CampaignConn.FilterName != "")
-			if err != nil {
-				return nil, err
-			}
-		}
-		r.D365From.Queue = state.Queued(queue)
-		r.CampaignFrom.Queue = r.D365From.Queue
-		if conns.Contacts == nil {
-			if r.Known, err = st.QueuedContacts(rules, queue, j.notAfter.UnixMilli()); err != nil {
-				return nil, err
-			}
+}
+
+// fromState hands the reads what state knows for them, as values: where
+// the APIs' reads start (nowhere for a full read: a backfill, a mapping
+// added), and the retry queue, with its contacts as state knows them when
+// Dynamics is not reached through its API.
+func (j *job) fromState(r *extract.Reading, st *state.Store, rules *transform.Rules, queue []state.RetryItem) error {
+	if st == nil {
+		return nil
+	}
+	var err error
+	if j.incremental && !j.mappingAdded {
+		r.D365From.Position, r.CampaignFrom.Position, err = st.ReadPositions(j.cfg.D365.tracking(), j.cfg.extract.CampaignConn.FilterName != "")
+		if err != nil {
+			return err
 		}
 	}
-	b := j.budgets()
-	r.Contacts, r.Profiles = newContactSorter(b.Contacts, j.cfg.TmpDir), newProfileSorter(false, b.Profiles, j.cfg.TmpDir)
-	return r, nil
+	r.D365From.Queue = state.Queued(queue)
+	r.CampaignFrom.Queue = r.D365From.Queue
+	if r.APIs.Contacts == nil {
+		r.Known, err = st.QueuedContacts(rules, queue, j.notAfter.UnixMilli())
+	}
+	return err
 }
