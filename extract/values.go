@@ -1,11 +1,18 @@
-// Package extract reads changed contacts and profiles into plain records:
-// from the systems' CSV exports, and through their APIs (DataverseContacts,
-// CampaignProfiles), each read starting from a cursor the run hands in as a
-// value and handing the next one back; it never reads state. Source names
-// where records came from (a file, an API, the retry queue) for rejects and
-// messages. It knows spellings, layouts, columns and the APIs' shapes; it
-// makes no decisions. The HTTP client both APIs are read and written with
-// is in extract/apiclient. Options is the reads' part of the config (the
+// Package extract owns a run's inputs and reads them into plain records.
+// Listing lists what a run reads of each system (InputFile): its API, the
+// one export a backfill names, or a drop folder's files, oldest first and
+// hashed, less those already processed (a predicate the run hands in).
+// Reading.Read reads both systems at once, CSV exports or the APIs
+// (DataverseContacts, CampaignProfiles, each from a Cursor the run hands
+// in as a value), into the sorted contact and profile streams (Records),
+// then the retry queue again; the next cursors, the contacts found deleted
+// and whether a side was read in full come back in the Records. It never
+// reads state and imports no other stage. Source names where records came
+// from (a file, an API, the retry queue) for rejects and messages. It knows
+// spellings, layouts, columns and the APIs' shapes; it makes no decisions.
+// The HTTP client both APIs are read and written with is in
+// extract/apiclient; sorting past the memory budget, and the budget's
+// shares, in extract/spill. Options is the reads' part of the config (the
 // inputs, the API connections, max_clock_skew, input:), with the checks
 // that name its keys.
 package extract

@@ -2,6 +2,8 @@
 // the update files the systems' own import tools read; for API targets, the
 // Dataverse $batch and Campaign PATCH writes, held until every decision is
 // made (APIWriters), with what the services refused returned as a value.
+// Connect makes a run's API connectors: one client per system, shared by
+// extract's reader and load's writer.
 // Every run also writes its audit and rejects files. What a run tells the
 // people watching it is here too: its summary line (Summary), the
 // Prometheus metrics file (WriteMetrics) and, in load/progress, the
