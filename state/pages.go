@@ -184,6 +184,7 @@ type pageView struct {
 	ps, hwm  uint64
 	sound    map[uint64]bool
 	rootTree uint64
+	write    bool // the view of a write transaction
 }
 
 // pages returns the checker of tx's view (nil when the guard is off or the
@@ -209,7 +210,7 @@ func (s *Store) pages(tx *bolt.Tx) *pageView {
 	// (Info gives its address as a uintptr; reading it back as a pointer
 	// keeps vet's unsafe-pointer rule.)
 	data := unsafe.Slice(*(**byte)(unsafe.Pointer(&info.Data)), hwm*ps)
-	v := &pageView{g: g, data: data, ps: ps, hwm: hwm}
+	v := &pageView{g: g, data: data, ps: ps, hwm: hwm, write: tx.Writable()}
 	root, ok := metaRoot(data, ps, uint64(base))
 	if !ok {
 		// a meta page this view does not use was torn; the other one is it
@@ -281,12 +282,26 @@ func (v *pageView) page(id uint64, lo, hi []byte, bucket string) rawPage {
 	return p
 }
 
+// leafRange is the key range [lo, hi) of a leaf page checked in a view (a
+// nil bound is open). Its keys lie in it, and no key outside it does, so
+// a cursor that moves between two keys of the range stays on that page.
+type leafRange struct {
+	lo, hi []byte
+	ok     bool // a leaf was reached
+}
+
+// holds says k lies in the range (false when no leaf was reached).
+func (r *leafRange) holds(k []byte) bool {
+	return r.ok && (r.lo == nil || bytes.Compare(k, r.lo) >= 0) && (r.hi == nil || bytes.Compare(k, r.hi) < 0)
+}
+
 // key checks the pages bbolt descends through from a bucket's root to key;
 // wide adds, at each level, the pages beside them, which a delete may merge
-// into them. A root of 0 is a bucket held inline in its parent's page.
-func (v *pageView) key(root uint64, key []byte, wide bool, bucket string) {
+// into them. A root of 0 is a bucket held inline in its parent's page. It
+// returns the range of the leaf reached.
+func (v *pageView) key(root uint64, key []byte, wide bool, bucket string) leafRange {
 	if v == nil || root == 0 {
-		return
+		return leafRange{}
 	}
 	var lo, hi []byte
 	id := root
@@ -296,7 +311,7 @@ func (v *pageView) key(root uint64, key []byte, wide bool, bucket string) {
 		}
 		p := v.page(id, lo, hi, bucket)
 		if !p.branch {
-			return
+			return leafRange{lo: lo, hi: hi, ok: true}
 		}
 		if p.count == 0 {
 			v.damaged(fmt.Sprintf("page %d is a branch without elements", id))
@@ -326,18 +341,31 @@ func (v *pageView) bound(p rawPage, i int, hi []byte) []byte {
 // (nil: open-ended): every page a cursor passes between two keys. It does
 // not go into the buckets the pages name.
 func (v *pageView) span(root uint64, from, to []byte, bucket string) {
-	if v == nil || root == 0 {
-		return
-	}
-	v.spanAt(root, nil, nil, from, to, 0, bucket)
+	v.spanTo(root, from, to, nil, bucket)
 }
 
-func (v *pageView) spanAt(id uint64, lo, hi, from, to []byte, depth int, bucket string) {
+// spanTo is span, returning the range of the leaf checked that holds at
+// (none: no leaf of the span holds it).
+func (v *pageView) spanTo(root uint64, from, to, at []byte, bucket string) leafRange {
+	var r leafRange
+	if v == nil || root == 0 {
+		return r
+	}
+	v.spanAt(root, nil, nil, from, to, 0, bucket, at, &r)
+	return r
+}
+
+func (v *pageView) spanAt(id uint64, lo, hi, from, to []byte, depth int, bucket string, at []byte, r *leafRange) {
 	if depth > 64 {
 		v.damaged(fmt.Sprintf("page %d lies deeper than any tree of this size", id))
 	}
 	p := v.page(id, lo, hi, bucket)
 	if !p.branch {
+		if at != nil && !r.ok {
+			if c := (leafRange{lo: lo, hi: hi, ok: true}); c.holds(at) {
+				*r = c
+			}
+		}
 		return
 	}
 	first, last := p.search(from), p.count-1
@@ -345,6 +373,6 @@ func (v *pageView) spanAt(id uint64, lo, hi, from, to []byte, depth int, bucket 
 		last = p.search(to)
 	}
 	for i := first; i <= last; i++ {
-		v.spanAt(p.child(i), p.key(i), v.bound(p, i, hi), from, to, depth+1, bucket)
+		v.spanAt(p.child(i), p.key(i), v.bound(p, i, hi), from, to, depth+1, bucket, at, r)
 	}
 }

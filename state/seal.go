@@ -170,6 +170,10 @@ type vcursor struct {
 	last     []byte
 	from, to []byte
 	covered  bool
+	// leaf is the range of the checked leaf last holds, in a read view
+	// (a write transaction's cursor moves over nodes it may have changed:
+	// it spans every step).
+	leaf leafRange
 }
 
 // Covering checks every page of [from, to] (nil: open-ended) at once, for a
@@ -191,27 +195,43 @@ func (c *vcursor) at(k, v []byte) ([]byte, []byte) {
 		c.last = nil
 		return nil, nil
 	}
-	if c.x.pv != nil && !(c.within(k) && (c.last == nil || c.within(c.last))) {
+	// A step between two keys of one leaf checked passes no other page:
+	// lookups in id order (a night's) step within a leaf or seek, and
+	// need no walk down from the root for each step.
+	if c.x.pv != nil && !(c.within(k) && (c.last == nil || c.within(c.last))) &&
+		!(c.last != nil && c.leaf.holds(c.last) && c.leaf.holds(k)) {
 		lo, hi := c.last, k
 		if lo != nil && bytes.Compare(lo, hi) > 0 {
 			lo, hi = hi, lo
 		}
-		c.x.pv.span(c.x.root, lo, hi, c.x.name)
+		c.leaf = c.x.pv.spanTo(c.x.root, lo, hi, k, c.x.name)
+		if c.x.pv.write {
+			c.leaf = leafRange{}
+		}
 	}
 	c.last = append(c.last[:0], k...)
 	return k, c.x.open(k, v)
 }
 
-func (c *vcursor) First() ([]byte, []byte) { c.last = nil; return c.at(c.c.First()) }
+// inLeaf says k lies in the leaf the cursor stands on, as checked: a
+// step forward to it stays on that page.
+func (c *vcursor) inLeaf(k []byte) bool { return c.leaf.holds(k) }
+
+func (c *vcursor) First() ([]byte, []byte) {
+	c.last, c.leaf = nil, leafRange{}
+	return c.at(c.c.First())
+}
 func (c *vcursor) Last() ([]byte, []byte) {
 	c.x.pv.span(c.x.root, nil, nil, c.x.name) // a step back from the end (rare: a short history)
-	c.last = nil
+	c.last, c.leaf = nil, leafRange{}
 	return c.at(c.c.Last())
 }
 func (c *vcursor) Next() ([]byte, []byte) { return c.at(c.c.Next()) }
 func (c *vcursor) Prev() ([]byte, []byte) { return c.at(c.c.Prev()) }
 func (c *vcursor) Seek(k []byte) ([]byte, []byte) {
-	c.x.pv.key(c.x.root, k, false, c.x.name)
+	if c.leaf = c.x.pv.key(c.x.root, k, false, c.x.name); c.x.pv != nil && c.x.pv.write {
+		c.leaf = leafRange{}
+	}
 	c.last = append(c.last[:0], k...)
 	return c.at(c.c.Seek(k))
 }

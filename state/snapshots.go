@@ -502,7 +502,9 @@ func (r *Reader) Get(id extract.ID, snap *transform.Snapshot) (found bool, err e
 	}
 	r.end = false
 	walked := false
-	if r.k != nil && bytes.Compare(r.k, id[:]) < 0 {
+	// Steps stay on the leaf the cursor stands on when it is known (pages
+	// checked): an id past it is sought, a walk down the tree either way.
+	if r.k != nil && bytes.Compare(r.k, id[:]) < 0 && (!r.c.leaf.ok || r.c.inLeaf(id[:])) {
 		for i := 0; i < 4 && r.k != nil && bytes.Compare(r.k, id[:]) < 0; i++ {
 			r.k, r.v = r.c.Next()
 		}

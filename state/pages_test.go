@@ -1,0 +1,162 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"optsync/extract"
+	"optsync/transform"
+)
+
+// leafKeys is a leaf page of a bucket, with its first and last key.
+type leafKeys struct {
+	id          uint64
+	first, last []byte
+}
+
+// bucketLeaves lists the leaf pages of the bucket rooted at root, in key
+// order, read from the file's bytes.
+func bucketLeaves(t *testing.T, data []byte, root, pageSize uint64) []leafKeys {
+	t.Helper()
+	hwm := uint64(len(data)) / pageSize
+	var out []leafKeys
+	var walk func(id uint64)
+	walk = func(id uint64) {
+		p, problem := readRawPage(data, id, hwm, pageSize)
+		if problem != "" {
+			t.Fatal(problem)
+		}
+		if p.branch {
+			for i := range p.count {
+				walk(p.child(i))
+			}
+			return
+		}
+		out = append(out, leafKeys{id: id, first: append([]byte(nil), p.key(0)...), last: append([]byte(nil), p.key(p.count-1)...)})
+	}
+	walk(root)
+	return out
+}
+
+// TestLookupsInOrderCheckThePagesTheyPass: a night's lookups in id order
+// step within the leaf they stand on and seek past it, without a walk down
+// the tree per step; a step or a seek onto another leaf still checks it
+// before anything on it is used, and the records found are the ones kept.
+func TestLookupsInOrderCheckThePagesTheyPass(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "optsync.db")
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// every second id, so that the ids between two records are not kept
+	const n = 1500
+	b := st.NewBatch(n)
+	for i := 1; i <= n; i++ {
+		s := fullSnap(i)
+		b.Put(id(2*i), &s)
+	}
+	if err := st.Commit(context.Background(), b, &Final{Run: &Run{ID: "r1", Started: time.Now(), Outcome: "ok"}}); err != nil {
+		t.Fatal(err)
+	}
+	var root uint64
+	pageSize := uint64(st.db.Info().PageSize)
+	if err := st.db.View(func(tx *bolt.Tx) error {
+		root = uint64(tx.Bucket(bucketContacts).Root())
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaves := bucketLeaves(t, good, root, pageSize)
+	if len(leaves) < 8 {
+		t.Fatalf("the contacts are on %d leaves; the test needs more", len(leaves))
+	}
+	idOf := func(k []byte) extract.ID { var i extract.ID; copy(i[:], k); return i }
+	next := func(k []byte) extract.ID { i := idOf(k); i[15]++; return i } // odd: not kept
+	a, stepInto, seekTo := leaves[3], leaves[4], leaves[6]
+
+	for _, tc := range []struct {
+		name    string
+		damaged uint64 // a leaf whose second value has a flipped bit: not the record the step lands on
+		then    extract.ID
+	}{
+		{"a step past the leaf's last key onto the next leaf", stepInto.id, next(a.last)},
+		{"a seek onto a later leaf", seekTo.id, idOf(seekTo.first)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := append([]byte(nil), good...)
+			p, _ := readRawPage(data, tc.damaged, uint64(len(data))/pageSize, pageSize)
+			v, _ := p.value(1)
+			v[0] ^= 0x10
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			st, err := Open(path, testPairs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			r, err := st.Reader()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			var s transform.Snapshot
+			if found, err := r.Get(idOf(a.last), &s); err != nil || !found {
+				t.Fatalf("Get of a sound leaf's last record: found %v, %v", found, err)
+			}
+			_, err = r.Get(tc.then, &s)
+			var ce *CorruptError
+			if !errors.As(err, &ce) {
+				t.Fatalf("Get(%s) over the damaged leaf %d: %v, want a *CorruptError", tc.then, tc.damaged, err)
+			}
+		})
+	}
+
+	t.Run("every id in order, kept or not", func(t *testing.T) {
+		if err := os.WriteFile(path, good, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		st, err := Open(path, testPairs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		r, err := st.Reader()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		// strides of 1, 3 and 97 ids: steps within a leaf, onto the next
+		// one, and seeks past several
+		for _, stride := range []int{1, 3, 97} {
+			r.k, r.end = nil, false
+			for i := 0; i <= 2*n+2; i += stride {
+				var s transform.Snapshot
+				found, err := r.Get(id(i), &s)
+				if err != nil {
+					t.Fatalf("stride %d, Get(%d): %v", stride, i, err)
+				}
+				kept := i%2 == 0 && i >= 2 && i <= 2*n
+				if found != kept {
+					t.Fatalf("stride %d, Get(%d): found %v, want %v", stride, i, found, kept)
+				}
+				if want := fullSnap(i / 2); kept && (s.DModified != want.DModified || s.PKey != want.PKey) {
+					t.Fatalf("stride %d, Get(%d): %+v, want %+v", stride, i, s, want)
+				}
+			}
+		}
+	})
+}
