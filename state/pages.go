@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"sort"
 	"sync"
 	"unsafe"
@@ -111,8 +112,14 @@ func (p rawPage) check(id, hwm uint64, lo, hi []byte, sealed bool, bucket string
 					return problem
 				}
 			case flags&bucketLeaf == 0 && sealed:
-				if _, err := unseal(bucket, key, v); err != nil {
-					return err.Error()
+				// A leaf element's key and value lie one after the other:
+				// their seal is one checksum over both (unseal, two calls
+				// and the same sum, says what is wrong).
+				if n := len(v); n < sealSize || v[n-sealSize] != sealMarker ||
+					le.Uint32(v[n-4:]) != crc32.Checksum(p.b[from:to-sealSize], castagnoli) {
+					if _, err := unseal(bucket, key, v); err != nil {
+						return err.Error()
+					}
 				}
 			}
 		}
