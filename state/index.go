@@ -13,6 +13,7 @@ import (
 
 	"optsync/extract"
 	"optsync/extract/spill"
+	"optsync/transform"
 )
 
 // Two indexes let a night touch what changed instead of every record:
@@ -415,11 +416,8 @@ func (r *Reader) PKeyContacts(pkey string) (ids []extract.ID, err error) {
 }
 
 // PKeyEntry is one entry of the PKey index: a record linking contact ID
-// to profile PKey.
-type PKeyEntry struct {
-	PKey string
-	ID   extract.ID
-}
+// to profile PKey (the identity rules count the input's PKeys with it).
+type PKeyEntry = transform.PKeyEntry
 
 // PKeyCount counts the records linking their contact to each PKey, for
 // PKeys asked for in increasing order: a cursor walks the PKey index

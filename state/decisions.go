@@ -1,0 +1,278 @@
+package state
+
+import (
+	"cmp"
+	"context"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"optsync/extract"
+	"optsync/load"
+	"optsync/load/progress"
+	"optsync/transform"
+)
+
+// commitChunk is how many contacts one state transaction takes. bbolt splits
+// nodes only when a transaction commits, so a million puts in one
+// transaction pile into one in-memory node; 32K keep each commit small
+// while fsyncs stay few.
+const commitChunk = 1 << 15
+
+// scatteredChunk is the chunk of a run that looks records up rather than
+// walking them: its contacts lie apart in the file, each dirtying pages
+// of its own (its record's, its PKey's, its pending writes'), which bbolt
+// holds in memory, materialised, until the transaction commits.
+const scatteredChunk = 1 << 10
+
+// CommitOptions is what the commit of a run's decisions needs besides them.
+type CommitOptions struct {
+	// Started is the run's start: an agreement that changes dates from it.
+	Started time.Time
+	// Final is the run's final record, committed with the last transaction
+	// only (Run.Ended is set as it goes).
+	Final *Final
+	// PKeys, when set, is every record's (PKey, contact) after the run, in
+	// PKey order: the PKey index is then written whole after the records
+	// (dropped before the first chunk, marked built by the last
+	// transaction), which is how a backfill that changes most records keeps
+	// it (see index.go). Release, when set, lets go of the rows read
+	// before that.
+	PKeys   func() (string, extract.ID, bool, error)
+	Release func()
+	// Failed holds contacts whose writes an API refused: their state
+	// records what was read but not those writes (and they go to the retry
+	// queue).
+	Failed map[extract.ID]load.Refused
+	// RunName names a run by its start (Unix ms), for pending writes.
+	RunName func(int64) string
+	// Chunk is the contacts per transaction (0: commitChunk in a walk,
+	// else scatteredChunk); AfterChunk, when set, hears of each one
+	// committed.
+	Chunk      int
+	AfterChunk func(n int)
+	Progress   *progress.Progress
+}
+
+// CommitDecisions records the snapshots and decisions of the entries the
+// decider kept (dirty) in id order, a chunk per transaction, the run's
+// final record with the last. Each chunk is decided again (d.Again) from
+// state as it stands, which for these contacts is still the state the
+// first pass read. Each contact's record is written whole: a run killed
+// here leaves every contact either as it was (the next run decides it
+// again, the same way) or as decided, and the files its decisions went to
+// were complete before the first chunk.
+//
+// While bbolt writes one chunk, the next is decided and encoded: chunks hold
+// disjoint contacts, so reading the next one beside the write is safe.
+func (s *Store) CommitDecisions(ctx context.Context, d *transform.Decider, dirty *Dirty, o CommitOptions) error {
+	bar := o.Progress.Stage("committing state", int64(dirty.Len()), "contacts")
+	defer bar.Done()
+	if o.PKeys != nil {
+		if err := s.DropPKeyIndex(); err != nil {
+			return err
+		}
+	}
+	size := commitChunk
+	if !d.Walk() {
+		size = scatteredChunk
+	}
+	c := &committer{s: s, d: d, o: o, size: cmp.Or(o.Chunk, size), bar: bar,
+		free: make(chan *Batch, 2), ready: make(chan chunk, 1)}
+	for range 2 {
+		c.free <- s.NewBatch(min(dirty.Len(), c.size))
+	}
+	next, err := dirty.reader()
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return c.decideChunks(gctx, next) })
+	g.Go(func() error { return c.writeChunks(ctx) })
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if o.PKeys == nil {
+		return nil
+	}
+	// The records are in; the PKey index is written whole, and the run's
+	// last transaction marks it built. The rows read are not needed any
+	// more: let them go, or the collector marks them again and again while
+	// the index is written.
+	dirty.Close()
+	if o.Release != nil {
+		o.Release()
+	}
+	if err := s.WritePKeyIndex(ctx, o.PKeys); err != nil {
+		return err
+	}
+	o.Final.Run.Ended = time.Now().UTC()
+	return s.Commit(ctx, s.NewBatch(0), o.Final)
+}
+
+// committer is one commit of a run's decisions: one goroutine decides
+// and encodes chunks, another writes them.
+type committer struct {
+	s     *Store
+	d     *transform.Decider
+	o     CommitOptions
+	size  int
+	bar   *progress.Bar
+	free  chan *Batch
+	ready chan chunk
+	// of the deciding goroutine
+	decisions []transform.Decision
+	prev      transform.Snapshot
+	seq       uint32
+}
+
+type chunk struct {
+	batch *Batch
+	n     int  // dirty entries it covers
+	last  bool // the final record goes with it
+}
+
+// decideChunks decides the kept entries again, a chunk at a time, into
+// the batches free hands back.
+func (c *committer) decideChunks(ctx context.Context, next func(*transform.Entry) (bool, error)) error {
+	defer close(c.ready)
+	c.decisions = make([]transform.Decision, 0, extract.MaxFields)
+	var e transform.Entry
+	more, err := next(&e)
+	for first := true; first || more; first = false {
+		if err != nil {
+			return err
+		}
+		var batch *Batch
+		select {
+		case batch = <-c.free:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		batch.Reset()
+		var n int
+		if n, more, err = c.decideChunk(batch, &e, more, next); err != nil {
+			return err
+		}
+		select {
+		case c.ready <- chunk{batch, n, !more && c.o.PKeys == nil}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// decideChunk decides up to a chunk of entries, e the first, into batch,
+// against state as a new read view shows it.
+func (c *committer) decideChunk(batch *Batch, e *transform.Entry, more bool, next func(*transform.Entry) (bool, error)) (n int, _ bool, err error) {
+	reader, err := c.s.Reader()
+	if err != nil {
+		return 0, false, err
+	}
+	defer reader.Close()
+	for ; more && n < c.size; n++ {
+		found, err := reader.Get(e.ID, &c.prev)
+		if err != nil {
+			return n, false, err
+		}
+		prevPtr := &c.prev
+		if !found {
+			prevPtr = nil
+		}
+		v, forgot := c.d.Again(e, prevPtr, c.decisions[:0])
+		c.decisions = v.Decisions()
+		if v.Recorded() {
+			c.record(batch, reader, &v, prevPtr, forgot)
+		}
+		if more, err = next(e); err != nil {
+			return n, false, err
+		}
+	}
+	return n, more, nil
+}
+
+// writeChunks commits the chunks as they are ready, the final record with
+// the last.
+func (c *committer) writeChunks(ctx context.Context) error {
+	n := 0
+	for ch := range c.ready {
+		var f *Final
+		if ch.last {
+			f = c.o.Final
+			f.Run.Ended = time.Now().UTC() // the run's end includes its commit
+		}
+		if err := c.s.Commit(ctx, ch.batch, f); err != nil {
+			return err
+		}
+		if n++; c.o.AfterChunk != nil {
+			c.o.AfterChunk(n)
+		}
+		c.bar.Add(int64(ch.n))
+		c.free <- ch.batch
+	}
+	return nil
+}
+
+// record puts one decided entry into the batch: its new snapshot when it
+// changed, and its decisions for the log. What was read is kept; writes an
+// API refused are not: their pairs keep the old agreement and no write is
+// pending, so the next run decides them again.
+func (c *committer) record(batch *Batch, reader *Reader, v *transform.Verdict, prevPtr *transform.Snapshot, forgot bool) {
+	refused := c.o.Failed[v.ID()]
+	next, decisions := v.Next(), v.Decisions()
+	for _, dec := range decisions {
+		if dec.Skip == "" && dec.Target == transform.ToD365 && refused.D365 == "" {
+			// the write moves the record: the ETag read before it is stale
+			next.DETag = ""
+		}
+		if dec.Skip != "" || refused.Of(dec.Target) == "" {
+			continue
+		}
+		ps := &next.Pairs[dec.Pair]
+		if dec.Target == transform.ToD365 {
+			ps.DWritten, ps.DWrittenAt = extract.Unknown, 0
+		} else {
+			ps.CWritten, ps.CWrittenAt = extract.Unknown, 0
+		}
+		ps.S = extract.Unknown
+		if prevPtr != nil {
+			ps.S = prevPtr.Pairs[dec.Pair].S
+		}
+	}
+	if prevPtr == nil || *next != c.prev || forgot {
+		next.Decided = c.o.Started.Unix()
+		// An agreement that changes dates from this run (Decided);
+		// PutRead keeps the date of one that does not.
+		batch.PutRead(reader, v.ID(), next)
+	}
+	run := c.o.Final.Run
+	for i := range decisions {
+		c.seq++
+		batch.AddLog(c.logEntry(run, c.seq, v, &decisions[i], refused), run.ID, c.d.Rules().Pairs)
+	}
+}
+
+func (c *committer) logEntry(run *Run, seq uint32, v *transform.Verdict, dec *transform.Decision, refused load.Refused) LogEntry {
+	p := c.d.Rules().Pairs[dec.Pair]
+	e := LogEntry{
+		RunStarted: run.Started, Seq: seq, RunID: run.ID, Contact: v.ID(), PKey: v.PKey(), Pair: dec.Pair,
+		D365Field: p.D365, CampaignField: p.Campaign, Direction: dec.Target.String(), Rule: dec.Rule,
+		D365Modified: dec.DModified, CampaignModified: dec.CModified, Outcome: load.Applied,
+	}
+	if dec.Skip != "" {
+		e.Outcome, e.Error = load.Skipped, dec.Skip
+		return e
+	}
+	e.Old, e.New = dec.Old.String(), dec.New.String()
+	if dec.Pending {
+		e.Outcome, e.Error = transform.OutcomePendingNotSeen, load.PendingReason(dec.Since, c.o.RunName)
+		return e
+	}
+	if why := refused.Of(dec.Target); why != "" {
+		e.Outcome, e.Error = refused.Outcome(dec.Target), why
+	}
+	return e
+}
+
+var _ transform.Prior = (*Reader)(nil)

@@ -1,0 +1,126 @@
+package transform
+
+import (
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"strings"
+
+	"optsync/extract"
+	"optsync/extract/spill"
+)
+
+// How the rows and entries the rules read are ordered and encoded when a
+// sort spills them: the orders are the rules' (a record's rows together,
+// in the order the rules place them); the sorters themselves, which may
+// write to disk, are made by the caller with these codecs.
+
+// Sizes of the records as held in memory (the struct; a profile's PKey
+// comes on top: extract.ProfileSize), for the sorters' budgets.
+const (
+	ContactSize = 48
+	ProfileSize = 64
+	RejectSize  = 64
+	PKeySize    = 32
+)
+
+// idKey is a sort key of records ordered by contact id first.
+func idKey(id *extract.ID) uint64 { return binary.BigEndian.Uint64(id[:8]) }
+
+// ContactCodec orders contacts by id (ContactOrder).
+func ContactCodec() spill.Codec[extract.Contact] {
+	return spill.Codec[extract.Contact]{
+		Compare: ContactOrder, Append: extract.AppendContact, Decode: extract.DecodeContact,
+		Key: func(c *extract.Contact) uint64 { return idKey(&c.ID) },
+	}
+}
+
+// ProfileCodec orders profiles by PKey (ProfilePKeyOrder) or byContact
+// (ProfileContactOrder).
+func ProfileCodec(byContact bool) spill.Codec[extract.Profile] {
+	c := spill.Codec[extract.Profile]{
+		Compare: ProfilePKeyOrder, Append: extract.AppendProfile, Decode: extract.DecodeProfile, Size: extract.ProfileSize,
+		Key: func(p *extract.Profile) uint64 { return spill.PrefixKey(p.PKey) },
+	}
+	if byContact {
+		c.Compare, c.Key = ProfileContactOrder, func(p *extract.Profile) uint64 { return idKey(&p.ID) }
+	}
+	return c
+}
+
+// RejectCodec orders the rejects found after reading (superseded rows,
+// duplicates, entries kept out) by source and line, for the merge with the
+// spool of those found while reading.
+func RejectCodec() spill.Codec[extract.Reject] {
+	return spill.Codec[extract.Reject]{
+		Compare: func(a, b *extract.Reject) int {
+			return cmp.Or(a.Source.Compare(b.Source), cmp.Compare(a.Line, b.Line))
+		},
+		Append: appendReject,
+		Decode: decodeReject,
+		Size:   func(r *extract.Reject) int { return len(r.Source.Name) + len(r.ID) + len(r.Reason) },
+		Stable: true, // a reject found earlier stays first on its line
+	}
+}
+
+func appendReject(dst []byte, r *extract.Reject) []byte {
+	dst = binary.AppendUvarint(dst, uint64(r.Line))
+	f := byte(r.Source.Kind) << 1 // a source's kind and its name
+	if r.IDChecked {
+		f |= 1
+	}
+	dst = append(dst, f)
+	for _, s := range []string{r.Source.Name, r.ID, r.Reason} {
+		dst = binary.AppendUvarint(dst, uint64(len(s)))
+		dst = append(dst, s...)
+	}
+	return dst
+}
+
+func decodeReject(b []byte, r *extract.Reject) error {
+	line, n := binary.Uvarint(b)
+	if n <= 0 || len(b) < n+1 {
+		return errors.New("spilled reject malformed")
+	}
+	r.Line, r.IDChecked, r.Source.Kind = int(line), b[n]&1 == 1, extract.SourceKind(b[n]>>1)
+	b = b[n+1:]
+	for _, dst := range []*string{&r.Source.Name, &r.ID, &r.Reason} {
+		l, n := binary.Uvarint(b)
+		if n <= 0 || uint64(len(b)-n) < l {
+			return errors.New("spilled reject malformed")
+		}
+		*dst, b = string(b[n:n+int(l)]), b[n+int(l):]
+	}
+	return nil
+}
+
+// PKeyEntry is a record linking contact ID to profile PKey: an entry of
+// state's PKey index.
+type PKeyEntry struct {
+	PKey string
+	ID   extract.ID
+}
+
+// PKeyCodec orders records' (PKey, contact): by PKey (for the PKey index
+// written whole), or byID.
+func PKeyCodec(byID bool) spill.Codec[PKeyEntry] {
+	order := func(a, b *PKeyEntry) int { return cmp.Or(strings.Compare(a.PKey, b.PKey), a.ID.Compare(b.ID)) }
+	key := func(e *PKeyEntry) uint64 { return spill.PrefixKey(e.PKey) }
+	if byID {
+		order = func(a, b *PKeyEntry) int { return cmp.Or(a.ID.Compare(b.ID), strings.Compare(a.PKey, b.PKey)) }
+		key = func(e *PKeyEntry) uint64 { return idKey(&e.ID) }
+	}
+	return spill.Codec[PKeyEntry]{
+		Compare: order, Key: key,
+		Append: func(dst []byte, e *PKeyEntry) []byte { return append(append(dst, e.ID[:]...), e.PKey...) },
+		Decode: func(b []byte, e *PKeyEntry) error {
+			if len(b) < 16 {
+				return errors.New("spilled PKey entry malformed")
+			}
+			copy(e.ID[:], b)
+			e.PKey = string(b[16:])
+			return nil
+		},
+		Size: func(e *PKeyEntry) int { return len(e.PKey) },
+	}
+}

@@ -1,0 +1,437 @@
+package transform
+
+import (
+	"fmt"
+
+	"optsync/extract"
+	"optsync/extract/spill"
+)
+
+// A run's rows go through the identity rules as sorted streams, never all
+// at once unless they fit: each system's rows are sorted (in memory within
+// the run's memory budget, else in runs on disk, merged), the rules read
+// them a record at a time (stream.go), and the two sides are joined as a
+// merge by contact id into the entries the decider visits.
+//
+//	contacts  sorted by id              → DedupStream ──────────────┐
+//	profiles  sorted by PKey → PKeyStream → sorted by contact        ├→ join → entries
+//	                                      → ContactProfiles ─────────┘
+//
+// Everything a rule sets aside (a superseded row, a duplicate profile) goes
+// to the run's rejects as it is found.
+
+// Entry is one contact the decider visits: its rows in the input (a
+// contact, a profile, both), or, found in state, one that lost a side or
+// whose profiles are in conflict.
+type Entry struct {
+	Kind       uint8
+	ID         extract.ID
+	HasC, HasP bool
+	C          extract.Contact
+	P          extract.Profile
+	// CI and PI place C and P in the rows held in memory, when they are
+	// (Identity.Held): the commit finds them there again; -1 when not.
+	CI, PI int32
+}
+
+// The kinds of entry.
+const (
+	EntryPair     = iota // decided
+	EntryBlocked         // in the input, kept out: a bad row, two profiles
+	EntryLost            // in state only: it lost a side
+	EntryConflict        // two or more profiles in the input name it
+)
+
+func (e *Entry) contact() *extract.Contact {
+	if e.HasC {
+		return &e.C
+	}
+	return nil
+}
+
+func (e *Entry) profile() *extract.Profile {
+	if e.HasP {
+		return &e.P
+	}
+	return nil
+}
+
+// Identity is what the identity rules make of a run's inputs, read as the
+// decider asks for entries.
+type Identity struct {
+	contacts *DedupStream
+	profiles *ContactProfiles
+	cstream  spill.Stream[extract.Contact]
+	pstream  spill.Stream[extract.Profile]
+	// owners says what the input links each PKey to (a run: a profile
+	// state links to one contact may be another's now).
+	owners    *Owners
+	ownerList []OwnerEntry // as the rule by PKey finds them, in PKey order
+	// presentC counts the records of the PKey index whose PKey the input
+	// holds (pkeyCounted: the index was there to count with); missed
+	// hands, in contact order, those whose PKey it lacks.
+	presentC    int
+	pkeyCounted bool
+	missed      spill.Stream[PKeyEntry]
+	later       *spill.Sorter[extract.Reject]
+	// Superseded, Duplicates and Unlinked count the rows the rules set
+	// aside: a later row of the record replaced it, a second profile
+	// for one contact, a profile without contact.
+	Superseded, Duplicates, Unlinked int
+	// conflicts are the contacts two or more profiles of the input name,
+	// in id order (the join keeps them out).
+	conflicts []extract.ID
+	err       error
+	// cItems and pItems are the sorted rows the streams read, when they
+	// are all in memory (nil when spilled): entries are placed in them.
+	cItems []extract.Contact
+	pItems []extract.Profile
+
+	// the join's lookahead and counts
+	c      *extract.Contact
+	p      *extract.Profile
+	pulled bool
+	// Stats are the join's counts, once every entry is read.
+	Stats JoinStats
+	e     Entry
+}
+
+// PKeyCounter counts, for PKeys asked for in increasing order, the records
+// of state linking their contact to each (state.PKeyCount).
+type PKeyCounter interface {
+	Count(pkey string) (int, error)
+	Finish() error
+}
+
+// IdentifyOptions are what Identify needs besides the rows.
+type IdentifyOptions struct {
+	// D365Sources and CampaignSources name each side's inputs by the
+	// rows' File, for the reject rows.
+	D365Sources, CampaignSources []extract.Source
+	// WithOwners keeps what the input links each PKey to (a run).
+	WithOwners bool
+	// CountPKeys, when set (state's PKey index is built), starts the count
+	// of the input's PKeys in it (the shrink guard's Campaign side); missed
+	// hears of the index's entries whose PKey the input lacks.
+	CountPKeys func(missed func(PKeyEntry) error) PKeyCounter
+	// Later takes the rejects the rules find.
+	Later *spill.Sorter[extract.Reject]
+	// Sorts makes the sorts the rules need.
+	Sorts Sorts
+}
+
+// Sorts makes the sorts the identity rules need (with ProfileCodec and
+// PKeyCodec): the caller chooses how much memory they hold and where they
+// spill, so that transform itself opens no file.
+type Sorts interface {
+	// ProfilesByContact sorts profiles by contact.
+	ProfilesByContact() *spill.Sorter[extract.Profile]
+	// HeldByContact sorts by contact, in place, profiles all held in
+	// memory.
+	HeldByContact(held []extract.Profile) *spill.Sorter[extract.Profile]
+	// PKeysByID sorts PKey entries by contact.
+	PKeysByID() *spill.Sorter[PKeyEntry]
+}
+
+// Identify starts the identity rules over the rows read: it runs the
+// profiles through PKeyStream into their sort by contact (the rule by PKey
+// needs every row of a PKey, in any file); the rest happens as the decider
+// reads entries.
+func Identify(contacts *spill.Sorter[extract.Contact], profiles *spill.Sorter[extract.Profile], o IdentifyOptions) (*Identity, error) {
+	id := &Identity{later: o.Later}
+	owner, count, err := id.counting(o)
+	if err != nil {
+		return nil, err
+	}
+	if count != nil {
+		defer count.missed.Close()
+	}
+	byContact, err := id.byPKey(profiles, o, owner)
+	if err == nil && count != nil {
+		if err = count.pc.Finish(); err == nil {
+			id.missed, err = count.missed.Sorted()
+		}
+	}
+	err = cmpErr(err, id.err)
+	if err != nil {
+		if byContact != nil {
+			byContact.Close()
+		}
+		return nil, err
+	}
+	if err := id.joinByContact(contacts, byContact, o); err != nil {
+		return nil, err
+	}
+	return id, nil
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// pkeyCount is the count of the input's PKeys in state's PKey index.
+type pkeyCount struct {
+	pc     PKeyCounter
+	missed *spill.Sorter[PKeyEntry]
+}
+
+// counting makes what the rule by PKey tells of each PKey it keeps: its
+// owner (for a run), its count in state's PKey index (for the shrink
+// guard).
+func (id *Identity) counting(o IdentifyOptions) (func(string, OwnerKind, extract.ID), *pkeyCount, error) {
+	var count *pkeyCount
+	if o.CountPKeys != nil {
+		id.pkeyCounted = true
+		missed := o.Sorts.PKeysByID()
+		count = &pkeyCount{missed: missed, pc: o.CountPKeys(func(e PKeyEntry) error { return missed.Add(&e) })}
+	}
+	if !o.WithOwners && count == nil {
+		return nil, nil, nil
+	}
+	owner := func(pkey string, kind OwnerKind, cid extract.ID) {
+		if o.WithOwners {
+			id.ownerList = append(id.ownerList, OwnerEntry{PKey: pkey, ID: cid, Kind: kind})
+		}
+		if count != nil {
+			n, err := count.pc.Count(pkey)
+			if err != nil && id.err == nil {
+				id.err = err
+			}
+			id.presentC += n
+		}
+	}
+	return owner, count, nil
+}
+
+// byPKey runs the rule by PKey over the profiles, into their sort by
+// contact.
+func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOptions, owner func(string, OwnerKind, extract.ID)) (*spill.Sorter[extract.Profile], error) {
+	superseded := func(s Superseded) {
+		id.Superseded++
+		if !s.Bad {
+			id.reject(extract.Reject{Source: o.CampaignSources[s.File], Line: int(s.Line), ID: s.PKey, IDChecked: true,
+				Reason: supersededBy(o.CampaignSources, &s, "profile")})
+		}
+	}
+	var ks *PKeyStream
+	defer func() {
+		if ks != nil {
+			id.Unlinked = ks.Unlinked
+		}
+	}()
+	if items, ok := profiles.InMemory(); ok {
+		// In memory: the rule by PKey writes what it keeps over the rows
+		// it has read (a group is copied before any of it is written), as
+		// the sort by contact then works on them in place.
+		i := 0
+		ks = NewPKeyStream(func() *extract.Profile {
+			if i == len(items) {
+				return nil
+			}
+			i++
+			return &items[i-1]
+		}, superseded, owner)
+		w := 0
+		for p := ks.Next(); p != nil; p = ks.Next() {
+			items[w] = *p
+			w++
+		}
+		clear(items[w:])
+		return o.Sorts.HeldByContact(items[:w]), nil
+	}
+	pstream, err := profiles.Sorted()
+	if err != nil {
+		return nil, err
+	}
+	defer pstream.Close()
+	ks = NewPKeyStream(pstream.Next, superseded, owner)
+	byContact := o.Sorts.ProfilesByContact()
+	for p := ks.Next(); p != nil; p = ks.Next() {
+		if err := byContact.Add(p); err != nil {
+			byContact.Close()
+			return nil, err
+		}
+	}
+	if err := pstream.Err(); err != nil {
+		byContact.Close()
+		return nil, err
+	}
+	return byContact, nil
+}
+
+func (id *Identity) reject(r extract.Reject) {
+	if err := id.later.Add(&r); err != nil && id.err == nil {
+		id.err = err
+	}
+}
+
+// joinByContact starts the rules by contact on both sides (the dedup of
+// contacts, the duplicates of profiles) that the join reads.
+func (id *Identity) joinByContact(contacts *spill.Sorter[extract.Contact], byContact *spill.Sorter[extract.Profile], o IdentifyOptions) error {
+	if o.WithOwners {
+		id.owners, id.ownerList = OwnersOf(id.ownerList), nil
+	}
+	var err error
+	if items, ok := byContact.InMemory(); ok {
+		id.pItems = items
+	}
+	if id.pstream, err = byContact.Sorted(); err != nil {
+		return err
+	}
+	id.profiles = NewContactProfiles(id.pstream.Next, func(p *extract.Profile) {
+		if n := len(id.conflicts); n == 0 || id.conflicts[n-1] != p.ID {
+			id.conflicts = append(id.conflicts, p.ID) // dups come grouped by contact, in order
+		}
+		id.Duplicates++
+		if !p.Bad { // a bad row has its own reject row already
+			id.reject(extract.Reject{Source: o.CampaignSources[p.File], Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: "duplicate-externalId"})
+		}
+	})
+	if items, ok := contacts.InMemory(); ok {
+		id.cItems = items
+	}
+	if id.cstream, err = contacts.Sorted(); err != nil {
+		return err
+	}
+	id.contacts = NewDedupStream(id.cstream.Next, func(s Superseded) {
+		id.Superseded++
+		if !s.Bad {
+			id.reject(extract.Reject{Source: o.D365Sources[s.File], Line: int(s.Line), ID: s.ID.String(), IDChecked: true,
+				Reason: supersededBy(o.D365Sources, &s, "contact")})
+		}
+	})
+	return nil
+}
+
+// Next joins the two sides by contact id: the next entry, nil at the end
+// (or on an error: Err says).
+func (id *Identity) Next() *Entry {
+	if !id.pulled {
+		id.c, id.p, id.pulled = id.contacts.Next(), id.profiles.Next(), true
+	}
+	if id.err != nil || id.c == nil && id.p == nil {
+		return nil
+	}
+	k := 0
+	switch {
+	case id.c == nil:
+		k = 1
+	case id.p == nil:
+		k = -1
+	default:
+		k = id.c.ID.Compare(id.p.ID)
+	}
+	e := &id.e
+	*e = Entry{Kind: EntryPair, CI: -1, PI: -1}
+	if k <= 0 {
+		e.ID, e.HasC, e.C = id.c.ID, true, *id.c
+		if id.cItems != nil {
+			e.CI = int32(id.contacts.Index)
+		}
+		id.c = id.contacts.Next()
+	}
+	if k >= 0 {
+		e.ID, e.HasP, e.P = id.p.ID, true, *id.p
+		if id.pItems != nil {
+			e.PI = int32(id.profiles.Index)
+		}
+		id.p = id.profiles.Next()
+	}
+	switch {
+	case e.HasC && e.HasP && (e.C.Bad || e.P.Bad):
+		e.Kind = EntryBlocked
+		id.Stats.Blocked++
+	case e.HasC && e.HasP:
+		id.Stats.Matched++
+	case e.HasC && e.C.Bad, e.HasP && e.P.Bad:
+		e.Kind = EntryBlocked
+	case e.HasC:
+		id.Stats.ContactsNoMatch++
+	default:
+		id.Stats.ProfilesNoMatch++
+	}
+	return e
+}
+
+// Err is the first error reading the sorted rows back met.
+func (id *Identity) Err() error {
+	for _, err := range []error{id.err, streamErr(id.cstream), streamErr(id.pstream)} {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func streamErr[T any](s spill.Stream[T]) error {
+	if s == nil {
+		return nil
+	}
+	return s.Err()
+}
+
+// Drain reads every entry without deciding (a disabled run, validate): the
+// rules still find every reject.
+func (id *Identity) Drain() error {
+	for e := id.Next(); e != nil; e = id.Next() {
+	}
+	return id.Err()
+}
+
+// Held are the sorted rows the entries are placed in (Entry.CI, PI), when
+// they are all in memory (nil when spilled).
+func (id *Identity) Held() ([]extract.Contact, []extract.Profile) { return id.cItems, id.pItems }
+
+// Owners says what the input links each PKey to (nil without WithOwners).
+func (id *Identity) Owners() *Owners { return id.owners }
+
+// PKeyCounted says whether the input's PKeys were counted in state's PKey
+// index (IdentifyOptions.CountPKeys).
+func (id *Identity) PKeyCounted() bool { return id.pkeyCounted }
+
+// ReleaseRows lets go of the sorted rows once every entry is decided (what
+// the identity rules counted stays).
+func (id *Identity) ReleaseRows() {
+	if id.cstream != nil {
+		id.cstream.Close()
+	}
+	if id.pstream != nil {
+		id.pstream.Close()
+	}
+	id.contacts, id.profiles, id.cItems, id.pItems = nil, nil, nil, nil
+	id.c, id.p, id.e = nil, nil, Entry{}
+}
+
+// Close lets go of the sorted rows.
+func (id *Identity) Close() {
+	if id.cstream != nil {
+		id.cstream.Close()
+	}
+	if id.pstream != nil {
+		id.pstream.Close()
+	}
+	if id.missed != nil {
+		id.missed.Close()
+	}
+}
+
+// supersededBy is the reject reason of a row replaced by a later row of its
+// record (a contact or a profile).
+func supersededBy(sources []extract.Source, s *Superseded, record string) string {
+	if s.ByUnknownTime {
+		return fmt.Sprintf("superseded: %s, whose time cannot be read, may be a later row for this %s", rowAt(sources, s.File, s.ByFile, s.By), record)
+	}
+	return fmt.Sprintf("superseded: %s is a later row for this %s", rowAt(sources, s.File, s.ByFile, s.By), record)
+}
+
+// rowAt names a row for a reject reason: the line, and the file when it
+// is another one.
+func rowAt(sources []extract.Source, file, byFile uint16, line int32) string {
+	if file == byFile {
+		return fmt.Sprintf("line %d", line)
+	}
+	return fmt.Sprintf("%s line %d", sources[byFile].Short(), line)
+}
