@@ -20,6 +20,7 @@ import (
 	"optsync/load/show"
 	"optsync/state"
 	"optsync/state/inspect"
+	"optsync/transform"
 )
 
 // validateInputs reads the exports the config names as a run would, and
@@ -82,12 +83,13 @@ func validateInputs(ctx context.Context, cfg *Config, online bool, log zerolog.L
 	b := j.budgets()
 	later := newRejectSorter(b.Rejects, dir)
 	defer later.Close()
-	id, err := identify(in, identifyOptions{d365Files: d365Files, campFiles: campFiles, budget: b.ByContact, dir: dir, later: later})
+	id, err := transform.Identify(in.Contacts, in.Profiles, transform.IdentifyOptions{D365Files: d365Files, CampaignFiles: campFiles,
+		Later: later, Sorts: sorts{budget: b.ByContact, dir: dir}})
 	if err != nil {
 		return err
 	}
 	defer id.Close()
-	if err := id.drain(); err != nil {
+	if err := id.Drain(); err != nil {
 		return err
 	}
 	rs, err := later.Sorted()

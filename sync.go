@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"math"
 	"os"
 	"runtime/debug"
 	"slices"
@@ -241,21 +240,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	// transform: identity rules, then decisions.
 	later := newRejectSorter(b.Rejects, cfg.TmpDir)
 	defer later.Close()
-	opts := identifyOptions{d365Files: d365Files, campFiles: campFiles, withOwners: j.incremental,
-		budget: b.ByContact, dir: cfg.TmpDir, later: later}
-	if indexed && in.FullCampaign {
-		// The shrink guard counts Campaign's records by PKey.
-		if opts.pkeys, err = st.Reader(); err != nil {
-			return err
-		}
-	}
-	id, err := identify(in, opts)
-	if opts.pkeys != nil {
-		// identify has counted: a read view left open would hold off the
-		// commit for ever once bbolt must map the grown file again (it
-		// waits for every open view).
-		opts.pkeys.Close()
-	}
+	id, err := j.identify(st, in, d365Files, campFiles, later, indexed && in.FullCampaign)
 	if err != nil {
 		return interrupted(ctx, err)
 	}
@@ -284,97 +269,93 @@ func (j *job) run(ctx context.Context) (err error) {
 			w.Close() // a run that failed after its files: they keep names that say so
 		}
 	}()
-	var examples []string
-	d := &decider{rules: &rules, incremental: j.incremental, d365Files: d365Files, campFiles: campFiles, walk: walk,
-		owners: id.owners, runName: runName, failed: map[extract.ID]load.Refused{}, notAfter: j.notAfter.UnixMilli(),
-		chunk: j.hooks.commitChunk, afterChunk: j.hooks.afterChunk, pkeyCounted: id.pkeyCounted,
-		d365Complete: d365Complete, campaignComplete: campaignComplete,
-		pendPrev: map[int64]int{}, pendGone: map[int64]map[extract.ID]bool{},
-		dirty: &dirtyStore{budget: b.Dirty, dir: cfg.TmpDir, cItems: id.cItems, pItems: id.pItems, rows: max(in.D365.Rows, in.Campaign.Rows)}, missed: id.missed}
-	defer d.dirty.Close()
+	cItems, pItems := id.Held()
+	dirty := state.NewDirty(b.Dirty, cfg.TmpDir, cItems, pItems, max(in.D365.Rows, in.Campaign.Rows))
+	defer dirty.Close()
+	dopts := transform.DecideOptions{Rules: &rules, Incremental: j.incremental, D365Files: d365Files, CampaignFiles: campFiles,
+		Walk: walk, D365Complete: d365Complete, CampaignComplete: campaignComplete, Dirty: dirty, NotAfter: j.notAfter.UnixMilli()}
 	if !walk {
-		d.pendAlertBefore = started.Add(-cfg.state.PendingAlertAfter()).UnixMilli()
+		dopts.PendAlertBefore = started.Add(-cfg.state.PendingAlertAfter()).UnixMilli()
 	}
 	if conns.Contacts != nil {
-		d.etag = conns.Contacts.API.ETag
-		if len(in.DataverseRead.Deleted) > 0 {
-			d.deleted = map[extract.ID]bool{}
-			for _, id := range in.DataverseRead.Deleted {
-				d.deleted[id] = true
-			}
-		}
+		dopts.ETag, dopts.Deleted = conns.Contacts.API.ETag, in.DataverseRead.Deleted
 	}
-	if len(queue) > 0 {
-		d.queued = map[extract.ID]bool{}
-		for _, it := range queue {
-			d.queued[it.Contact] = true
-		}
+	for _, it := range queue {
+		dopts.Queued = append(dopts.Queued, it.Contact)
 	}
 	// A backfill rewrites the PKey index whole when it changes most records
 	// (see commit): every record's entry, as it stands after the run.
 	var pkeys *spill.Sorter[state.PKeyEntry]
+	var release func()
 	if !j.incremental && st != nil && !j.plan {
 		pkeys = newPKeySorter(b.PKeys, cfg.TmpDir, false)
 		defer pkeys.Close()
-		d.collect = func(pkey string, id extract.ID) error { return pkeys.Add(&state.PKeyEntry{PKey: pkey, ID: id}) }
-		d.release = func() {
-			id.releaseRows()
+		dopts.Collect = func(pkey string, id extract.ID) error { return pkeys.Add(&state.PKeyEntry{PKey: pkey, ID: id}) }
+		release = func() {
+			id.ReleaseRows()
 			in.Contacts.Close()
 			in.Profiles.Close()
 		}
 	}
+	d := transform.NewDecider(dopts, id)
 	api := conns.Writers(j.plan, rules.Pairs, cfg.redact,
 		func(name string, total int64, unit string) load.Bar { return j.progress.Stage(name, total, unit) }, log)
 	var held []load.Held // changes waiting for an API's answer
-	sink := func(ch *load.Change, blocked *extract.Reject) error {
+	sink := func(ch *transform.Change, blocked *extract.Reject) error {
 		if blocked != nil {
 			sum.Blocked++
 			return later.Add(blocked)
 		}
 		sum.AddDecisions(ch.Decisions)
-		examples = j.addExamples(examples, ch)
-		if api.Holds(ch) {
-			held = append(held, api.Hold(ch))
+		lc := &load.Change{Change: *ch}
+		if api.Holds(lc) {
+			held = append(held, api.Hold(lc))
 			return nil
 		}
-		return w.Change(ch)
+		return w.Change(lc)
 	}
 	if rules.Direction != transform.Disabled {
-		err = d.all(ctx, st, id, j.progress, int64(max(in.D365.Rows, in.Campaign.Rows)), sink)
+		bar := j.progress.Stage("deciding", int64(max(in.D365.Rows, in.Campaign.Rows)), "contacts")
+		err = withPrior(st, func(p transform.Prior) error { return d.All(ctx, p, bar, sink) })
+		bar.Done()
 	} else {
-		err = id.drain() // nothing is decided; the rows are still checked
+		err = id.Drain() // nothing is decided; the rows are still checked
 	}
 	if err != nil {
 		return interrupted(ctx, err)
 	}
-	sum.Superseded, sum.DuplicateProfiles, sum.Unlinked = id.superseded, id.duplicates, id.unlinked
-	sum.AddJoin(id.stats, len(rules.Pairs))
+	sum.Superseded, sum.DuplicateProfiles, sum.Unlinked = id.Superseded, id.Duplicates, id.Unlinked
+	sum.AddJoin(id.Stats, len(rules.Pairs))
 	if j.hooks.afterDecide != nil {
 		j.hooks.afterDecide(ctx)
 	}
-	sum.ViaState, sum.Waiting, sum.Stale = d.viaState, d.waiting, d.stale
+	tally := d.Tally()
+	sum.ViaState, sum.Waiting, sum.Stale = tally.ViaState, tally.Waiting, tally.Stale
 	// Rows read again that told nothing new were not compared: a wide read
 	// counts what a read of the changes alone would.
-	sum.Unchanged = d.unchangedBoth + d.unchangedContacts + d.unchangedProfiles
-	sum.Matched -= d.unchangedBoth
-	sum.ComparedPairs -= d.unchangedBoth * len(rules.Pairs)
-	sum.ContactsNoMatch -= d.unchangedContacts
-	sum.ProfilesNoMatch -= d.unchangedProfiles
-	if d.futureN > 0 {
+	sum.Unchanged = tally.UnchangedBoth + tally.UnchangedContacts + tally.UnchangedProfiles
+	sum.Matched -= tally.UnchangedBoth
+	sum.ComparedPairs -= tally.UnchangedBoth * len(rules.Pairs)
+	sum.ContactsNoMatch -= tally.UnchangedContacts
+	sum.ProfilesNoMatch -= tally.UnchangedProfiles
+	if tally.FutureN > 0 {
 		// Once per record: the run's commit writes the times back unknown.
-		log.Warn().Int("records", d.futureN).Strs("contacts", d.future).Time("not_after", j.notAfter).
+		log.Warn().Int("records", tally.FutureN).Strs("contacts", tally.Future).Time("not_after", j.notAfter).
 			Msg("change times in state later than the run's start plus max_clock_skew were treated as unknown: a present-day row of these records is not taken as stale")
 	}
-	pending, err := j.pendingGroups(st, d, totals)
-	if err != nil {
+	var pending map[int64]*transform.PendingGroup
+	if err := withPrior(st, func(p transform.Prior) (err error) {
+		pending, err = d.PendingGroups(p, totals.Pending, started, cfg.state.PendingAlertAfter())
+		return err
+	}); err != nil {
 		return err
 	}
 	j.reportPending(pending, runName, sum)
 	// A one-sided record decided against state had its counterpart after all.
-	sum.ComparedPairs += d.viaState * len(rules.Pairs)
-	sum.Matched += d.viaState
-	sum.ContactsNoMatch -= d.viaStateContacts + d.blockedNoProfile
-	sum.ProfilesNoMatch -= d.viaState - d.viaStateContacts + d.blockedNoContact
+	sum.ComparedPairs += tally.ViaState * len(rules.Pairs)
+	sum.Matched += tally.ViaState
+	sum.ContactsNoMatch -= tally.ViaStateContacts + tally.BlockedNoProfile
+	sum.ProfilesNoMatch -= tally.ViaState - tally.ViaStateContacts + tally.BlockedNoContact
 	rejected, err := later.Sorted()
 	if err != nil {
 		return err
@@ -409,45 +390,33 @@ func (j *job) run(ctx context.Context) (err error) {
 	// Safety: nothing is written (or dropped) when the run would clear too
 	// many of the opt-outs at stake, or when a full read lacks too many of
 	// the records state knows.
-	g, err := j.checkSafety(st, totals, d, id, sum, &safetyInputs{
-		// A disabled run decides nothing and so drops nothing: no shrink to guard.
-		fullD365:     in.FullD365 && rules.Direction != transform.Disabled,
-		fullCampaign: in.FullCampaign && rules.Direction != transform.Disabled,
-		d365Input:    extract.Name(d365Files), campaignInput: extract.Name(campFiles),
-		d365Rows: in.D365.Rows, campaignRows: in.Campaign.Rows, examples: examples,
-	})
+	g, err := j.guard(st, d, totals, sum, d365Files, campFiles, in)
 	if err != nil {
 		return err
 	}
-	run.Config.Limit = g.optinLimit
-	optin, missing := g.optinStops() && !j.allowMassOptin, g.missingStops() && !j.allowMissing
+	run.Config.Limit = g.OptinLimit
+	stop, stopErr := g.Stop(j.allowMassOptin, j.allowMissing)
 	switch {
-	case (g.optinStops() || g.missingStops()) && j.plan:
-		log.Warn().Int("opt_outs_cleared", g.clears).Int("known_opt_outs", g.knownOptOuts).Int("limit", g.optinLimit).
-			Bool("max_optin", g.optinStops()).Bool("max_missing", g.missingStops()).Msg("a run with these inputs would stop at a safety limit")
-	case optin || missing:
-		if !optin {
-			g.clears = 0 // --allow-mass-optin: only the shrink is reported
-		}
-		if !missing {
-			g.sides[0].checked, g.sides[1].checked = false, false
-		}
+	case (g.OptinStops() || g.MissingStops()) && j.plan:
+		log.Warn().Int("opt_outs_cleared", g.Clears).Int("known_opt_outs", g.KnownOptOuts).Int("limit", g.OptinLimit).
+			Bool("max_optin", g.OptinStops()).Bool("max_missing", g.MissingStops()).Msg("a run with these inputs would stop at a safety limit")
+	case stopErr != nil:
 		w.Abort()
-		fmt.Fprintln(j.stdout, g.message(cfg))
+		fmt.Fprintln(j.stdout, stop)
 		sum.Stopped()
 		run.Ended, run.Outcome, run.ExitCode, run.Counts = time.Now().UTC(), "safety-stop", exitSafety, sum.Counts()
 		if err := st.EndRun(run); err != nil {
 			return err
 		}
 		j.report(st, run)
-		return g.err()
+		return stopErr
 	default:
-		if g.optinStops() {
-			log.Warn().Int("opt_outs_cleared", g.clears).Int("known_opt_outs", g.knownOptOuts).Int("limit", g.optinLimit).Msg("safety.max_optin exceeded; going on because of --allow-mass-optin")
+		if g.OptinStops() {
+			log.Warn().Int("opt_outs_cleared", g.Clears).Int("known_opt_outs", g.KnownOptOuts).Int("limit", g.OptinLimit).Msg("safety.max_optin exceeded; going on because of --allow-mass-optin")
 		}
-		for _, c := range g.sides {
-			if c.stops() {
-				log.Warn().Str("system", c.system).Int("known", c.known).Int("missing", c.missing()).Int("limit", c.limit).Msg("safety.max_missing exceeded; going on because of --allow-missing")
+		for _, c := range g.Sides {
+			if c.Stops() {
+				log.Warn().Str("system", c.System).Int("known", c.Known).Int("missing", c.Missing()).Int("limit", c.Limit).Msg("safety.max_missing exceeded; going on because of --allow-missing")
 			}
 		}
 	}
@@ -463,7 +432,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	d.failed = sent.Refused
+	failed := sent.Refused
 	sum.addRefused(sent.Writes)
 	run.FailedWrites = sum.failedWrites
 	// A signal that arrived while API writes went out stopped the rest of
@@ -498,7 +467,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		for _, it := range queue {
 			fin.RetryDone = append(fin.RetryDone, it.Contact)
 		}
-		for id, f := range d.failed {
+		for id, f := range failed {
 			it := state.RetryItem{Contact: id, PKey: f.PKey, RunID: runID, Since: started}
 			switch {
 			case f.D365 != "" && f.Campaign != "":
@@ -523,7 +492,7 @@ func (j *job) run(ctx context.Context) (err error) {
 			}
 		}
 		run.Ended, run.Outcome, run.ExitCode, run.Counts = time.Now().UTC(), "ok", exitOK, sum.Counts()
-		if len(d.failed) > 0 {
+		if len(failed) > 0 {
 			run.Outcome, run.ExitCode = "failed-writes", exitWriteFailed
 		}
 		if cut != nil {
@@ -535,7 +504,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		// contacts' order the commit writes them in, and a page of the
 		// index rewritten per record changed costs more than all of it.
 		var whole func() (string, extract.ID, bool, error)
-		if pkeys != nil && int64(d.dirty.Len())*64 > int64(max(totals.D365, totals.Campaign)) {
+		if pkeys != nil && int64(dirty.Len())*64 > int64(max(totals.D365, totals.Campaign)) {
 			stream, err := pkeys.Sorted()
 			if err != nil {
 				return err
@@ -549,7 +518,9 @@ func (j *job) run(ctx context.Context) (err error) {
 				return e.PKey, e.ID, true, nil
 			}
 		}
-		if err := d.commit(context.WithoutCancel(ctx), st, j.progress, started, fin, whole); err != nil {
+		if err := st.CommitDecisions(context.WithoutCancel(ctx), d, dirty, state.CommitOptions{Started: started, Final: fin,
+			PKeys: whole, Release: release, Failed: failed, RunName: runName,
+			Chunk: j.hooks.commitChunk, AfterChunk: j.hooks.afterChunk, Progress: j.progress}); err != nil {
 			run.Outcome, run.Committed = "running", false // let the deferred recorder mark it failed
 			return fmt.Errorf("committing state (the files of this run keep names that say so, %s: not to be imported; the next run places the rows of the contacts committed and decides the others again, the same way): %w",
 				strings.Join(w.Paths(), ", "), err)
@@ -586,8 +557,8 @@ func (j *job) run(ctx context.Context) (err error) {
 	if ctx.Err() != nil {
 		log.Info().Msg("a signal arrived after this run's writes were done: it finished its files and state first")
 	}
-	if len(d.failed) > 0 {
-		return &load.FailedWritesError{Err: fmt.Errorf("the writes of %s were refused or not sent; they are queued for the next run", plural(len(d.failed), "contact"))}
+	if len(failed) > 0 {
+		return &load.FailedWritesError{Err: fmt.Errorf("the writes of %s were refused or not sent; they are queued for the next run", plural(len(failed), "contact"))}
 	}
 	return nil
 }
@@ -608,115 +579,24 @@ func runNames(st *state.Store) (func(int64) string, error) {
 	return func(at int64) string { return byStart[at] }, nil
 }
 
-// pendingGroups are the writes to update files that no export has shown
-// yet, left by earlier runs, per run that wrote them, as state stands after
-// this run. In a walk the decider counted them over every record; without
-// one, they are the kept totals, less what the contacts the run visited
-// held before it, plus what they hold now; the contacts a warning names
-// come from the index of pending writes (without those whose write this
-// run saw).
-func (j *job) pendingGroups(st *state.Store, d *decider, tot state.Totals) (map[int64]*pendingGroup, error) {
-	if d.walk || st == nil {
-		return d.pending, nil
-	}
-	groups := map[int64]*pendingGroup{}
-	group := func(at int64) *pendingGroup {
-		g := groups[at]
-		if g == nil {
-			g = &pendingGroup{oldest: at}
-			if at == 0 {
-				g.oldest = math.MaxInt64
-			}
-			groups[at] = g
-		}
-		return g
-	}
-	for at, g := range tot.Pending {
-		if at == d.rules.Started {
-			continue
-		}
-		for i := range g {
-			if d.rules.ImportD365 {
-				group(at).writes += g[i][0]
-			}
-			if d.rules.ImportCampaign {
-				group(at).writes += g[i][1]
-			}
-		}
-	}
-	for at, n := range d.pendPrev {
-		group(at).writes -= n
-	}
-	for at, v := range d.pending {
-		g := group(at)
-		g.writes += v.writes
-		g.oldest = min(g.oldest, v.oldest)
-		g.contacts = append(g.contacts, v.contacts...)
-	}
-	r, err := st.Reader()
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	var snap transform.Snapshot
-	for at, g := range groups {
-		if g.writes <= 0 {
-			delete(groups, at)
-			continue
-		}
-		if at != 0 && j.started.Sub(time.UnixMilli(at)) <= j.cfg.state.PendingAlertAfter() {
-			continue // no warning: no contacts to name
-		}
-		var ferr error
-		err := r.PendingContacts(at, func(id extract.ID) bool {
-			if d.pendGone[at][id] {
-				return true
-			}
-			if !slices.Contains(g.contacts, id) {
-				g.contacts = append(g.contacts, id)
-			}
-			if at != 0 {
-				return len(g.contacts) < 10
-			}
-			// written at a time not recorded: when at the latest is when
-			// its record last changed
-			found, err := r.Get(id, &snap)
-			if err != nil {
-				ferr = err
-				return false
-			}
-			if found {
-				g.oldest = min(g.oldest, snap.Decided*1000)
-			}
-			return true
-		})
-		if err = cmp.Or(err, ferr); err != nil {
-			return nil, err
-		}
-		slices.SortFunc(g.contacts, extract.ID.Compare)
-		g.contacts = g.contacts[:min(len(g.contacts), 5)]
-	}
-	return groups, nil
-}
-
 // reportPending counts the writes to update files that no export has shown
 // yet, and warns of those older than pending_alert: each run, until they
 // are seen, so that a lost or forgotten update file does not go unnoticed.
-func (j *job) reportPending(groups map[int64]*pendingGroup, runName func(int64) string, sum *summary) {
+func (j *job) reportPending(groups map[int64]*transform.PendingGroup, runName func(int64) string, sum *summary) {
 	ats := slices.Sorted(maps.Keys(groups))
 	for _, at := range ats {
 		g := groups[at]
-		sum.PendingNotSeen += g.writes
-		age := j.started.Sub(time.UnixMilli(g.oldest))
+		sum.PendingNotSeen += g.Writes()
+		age := j.started.Sub(time.UnixMilli(g.Oldest()))
 		sum.PendingOldest = max(sum.PendingOldest, age)
 		if age <= j.cfg.state.PendingAlertAfter() {
 			continue
 		}
-		ids := make([]string, len(g.contacts))
-		for i, id := range g.contacts {
+		ids := make([]string, len(g.Contacts()))
+		for i, id := range g.Contacts() {
 			ids[i] = id.String()
 		}
-		ev := j.log.Warn().Int("writes", g.writes).Str("age", age.Round(time.Minute).String()).Strs("contacts", ids)
+		ev := j.log.Warn().Int("writes", g.Writes()).Str("age", age.Round(time.Minute).String()).Strs("contacts", ids)
 		if name := runName(at); name != "" {
 			ev = ev.Str("written_by", name)
 		}
@@ -856,26 +736,6 @@ func pairName(p transform.Pair) string {
 	return s
 }
 
-// addExamples keeps the first opt-out clearings for a safety stop's message.
-func (j *job) addExamples(examples []string, ch *load.Change) []string {
-	for _, d := range ch.Decisions {
-		if len(examples) == 10 {
-			break
-		}
-		if !d.ClearsOptOut || d.Skip != "" {
-			continue
-		}
-		p := j.cfg.transform.Rules.Pairs[d.Pair]
-		field := p.Campaign
-		if d.Target == transform.ToD365 {
-			field = p.D365
-		}
-		examples = append(examples, fmt.Sprintf("contact %s profile %s: %s %s %s → %s (rule %s)",
-			ch.ID, ch.PKey, d.Target, field, d.Old, d.New, d.Rule))
-	}
-	return examples
-}
-
 // budgets divides the run's memory budget between what it holds at once.
 func (j *job) budgets() spill.Budgets {
 	if j.hooks.memoryBudget > 0 {
@@ -941,4 +801,58 @@ func (j *job) fromState(r *extract.Reading, st *state.Store, rules *transform.Ru
 		r.Known, err = st.QueuedContacts(rules, queue, j.notAfter.UnixMilli())
 	}
 	return err
+}
+
+// identify starts the identity rules over what was read; countPKeys: the
+// shrink guard counts Campaign's records by PKey, in state's PKey index.
+func (j *job) identify(st *state.Store, in *extract.Records, d365Files, campFiles []extract.InputFile, later *spill.Sorter[extract.Reject], countPKeys bool) (*transform.Identity, error) {
+	o := transform.IdentifyOptions{D365Files: d365Files, CampaignFiles: campFiles,
+		WithOwners: j.incremental, Later: later, Sorts: sorts{budget: j.budgets().ByContact, dir: j.cfg.TmpDir}}
+	if countPKeys {
+		r, err := st.Reader()
+		if err != nil {
+			return nil, err
+		}
+		// Identify counts, then the view is closed: one left open would
+		// hold off the commit for ever once bbolt must map the grown file
+		// again (it waits for every open view).
+		defer r.Close()
+		o.CountPKeys = func(missed func(transform.PKeyEntry) error) transform.PKeyCounter { return r.PKeyCounter(missed) }
+	}
+	return transform.Identify(in.Contacts, in.Profiles, o)
+}
+
+// guard works the safety limits out for a run whose decisions are made.
+func (j *job) guard(st *state.Store, d *transform.Decider, tot state.Totals, sum *summary, d365Files, campFiles []extract.InputFile, in *extract.Records) (g transform.Guard, err error) {
+	// A disabled run decides nothing and so drops nothing: no shrink to guard.
+	decides := d.Rules().Direction != transform.Disabled
+	err = withPrior(st, func(p transform.Prior) (err error) {
+		g, err = d.Guard(p, transform.Known{D365: tot.D365, Campaign: tot.Campaign, Profiles: tot.Profiles, OptOuts: tot.OptOutSum()},
+			transform.GuardInputs{FullD365: in.FullD365 && decides, FullCampaign: in.FullCampaign && decides,
+				D365Input: extract.Name(d365Files), CampaignInput: extract.Name(campFiles), D365Rows: in.D365.Rows, CampaignRows: in.Campaign.Rows,
+				Clears: sum.OptoutsCleared, Optin: j.cfg.transform.OptinLimit, Missing: j.cfg.transform.MissingLimit})
+		return err
+	})
+	sum.KnownOptOuts, sum.OptinLimit = g.KnownOptOuts, g.OptinLimit
+	if c := g.Sides[0]; c.Checked {
+		sum.MissingD365, sum.KnownD365 = c.Missing(), c.Known
+	}
+	if c := g.Sides[1]; c.Checked {
+		sum.MissingCampaign, sum.KnownCampaign = c.Missing(), c.Known
+	}
+	return g, err
+}
+
+// withPrior hands fn a read view of state (nil when there is none), closed
+// after.
+func withPrior(st *state.Store, fn func(transform.Prior) error) error {
+	if st == nil {
+		return fn(nil)
+	}
+	r, err := st.Reader()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return fn(r)
 }

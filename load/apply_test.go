@@ -14,13 +14,13 @@ import (
 func TestHold(t *testing.T) {
 	pairs := []transform.Pair{{D365: "donotemail", Campaign: "blackListEmail"}, {D365: "donotphone", Campaign: "blackListPhone"}, {D365: "donotfax", Campaign: "blackListFax"}}
 	id, _ := extract.ParseID("00000000-0000-0000-0000-000000000001")
-	ch := &Change{ID: id, PKey: "@p1", ETag: `W/"7"`, ContactModified: 10, ProfileModified: 20, D365Changed: true, CampaignChanged: true,
+	ch := &Change{Change: transform.Change{ID: id, PKey: "@p1", ETag: `W/"7"`, ContactModified: 10, ProfileModified: 20, D365Changed: true, CampaignChanged: true,
 		Decisions: []transform.Decision{
 			{Pair: 0, Target: transform.ToD365, Old: extract.False, New: extract.True},
 			{Pair: 1, Target: transform.ToCampaign, Old: extract.True, New: extract.False, ClearsOptOut: true},
 			{Pair: 2, Target: transform.ToCampaign, New: extract.True, Skip: "unknown"},
 			{Pair: 2, Target: transform.ToD365, New: extract.True, Pending: true},
-		}}
+		}}}
 	ch.D365Read[0], ch.CampaignRead[1] = extract.False, extract.True
 	both := &APIWriters{Dataverse: &DataverseWriter{}, Campaign: &CampaignWriter{}, Pairs: pairs}
 	h := both.Hold(ch)
@@ -40,7 +40,7 @@ func TestHold(t *testing.T) {
 	if h := filesOnly.Hold(ch); h.campaign != nil {
 		t.Errorf("a target written to files got an API write: %+v", h.campaign)
 	}
-	if filesOnly.Holds(&Change{CampaignChanged: true}) || !filesOnly.Holds(&Change{D365Changed: true}) || (&APIWriters{}).Holds(ch) {
+	if filesOnly.Holds(&Change{Change: transform.Change{CampaignChanged: true}}) || !filesOnly.Holds(&Change{Change: transform.Change{D365Changed: true}}) || (&APIWriters{}).Holds(ch) {
 		t.Error("Holds holds a change for a target written to files")
 	}
 }

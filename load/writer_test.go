@@ -54,7 +54,7 @@ func TestWriterRun(t *testing.T) {
 	id1 := mustID(t, "0A1B2C3D-0000-0000-0000-00000000000A")
 	id2 := mustID(t, "{ffffffff-1111-2222-3333-444444444444}")
 	s1, s2 := id1.String(), id2.String()
-	changes := []*Change{{
+	changes := []*Change{{Change: transform.Change{
 		ID: id1, PKey: "@Abc_1-x",
 		Decisions: []transform.Decision{
 			{Pair: 0, Target: transform.ToCampaign, Old: extract.False, New: extract.True, Rule: "only-d365-changed", DModified: dMod, CModified: cMod},
@@ -63,17 +63,17 @@ func TestWriterRun(t *testing.T) {
 		},
 		D365After: [extract.MaxFields]extract.Tri{extract.False, extract.True}, CampaignAfter: [extract.MaxFields]extract.Tri{extract.True, extract.Unknown},
 		CampaignChanged: true,
-	}, {
+	}}, {Change: transform.Change{
 		ID: id2, PKey: "@p2",
 		Decisions: []transform.Decision{
 			{Pair: 1, Target: transform.ToD365, Old: extract.True, New: extract.False, Rule: "conflict-campaign-newer", DModified: dMod, CModified: cMod},
 		},
 		D365After: [extract.MaxFields]extract.Tri{extract.True, extract.False}, CampaignAfter: [extract.MaxFields]extract.Tri{extract.False, extract.True},
 		D365Changed: true,
-	}, {
+	}}, {Change: transform.Change{
 		ID: id2, PKey: "@p3", // nothing changed: no update rows
 		D365After: [extract.MaxFields]extract.Tri{extract.True}, CampaignAfter: [extract.MaxFields]extract.Tri{extract.True},
-	}}
+	}}}
 	rejects := []extract.Reject{
 		{Source: extract.File("d365"), Line: 7, ID: "=HYPERLINK(x)", Reason: "=bad guid"},
 		{Source: extract.File("campaign"), Line: 3, ID: "@SUM(A1)", Reason: "bad pkey"},
@@ -194,7 +194,7 @@ func TestAuditEscapesD365Field(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := mustID(t, "0a1b2c3d-0000-0000-0000-00000000000a")
-	err = w.Change(&Change{ID: id, PKey: "@-x", Decisions: []transform.Decision{{Target: transform.ToCampaign, Old: extract.False, New: extract.True}}})
+	err = w.Change(&Change{Change: transform.Change{ID: id, PKey: "@-x", Decisions: []transform.Decision{{Target: transform.ToCampaign, Old: extract.False, New: extract.True}}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 type Decider struct {
 	rules                          *Rules
 	incremental                    bool
-	d365Sources, campSources       []extract.Source
+	d365Files, campFiles           []extract.InputFile
 	walk                           bool
 	owners                         *Owners
 	d365Complete, campaignComplete bool
@@ -69,9 +69,9 @@ type DecideOptions struct {
 	// Incremental: the inputs hold changes (run), not full exports
 	// (backfill).
 	Incremental bool
-	// D365Sources and CampaignSources name each side's inputs by the
-	// rows' File, for the rejects file.
-	D365Sources, CampaignSources []extract.Source
+	// D365Files and CampaignFiles are each side's inputs, by the rows'
+	// File, for the rejects file.
+	D365Files, CampaignFiles []extract.InputFile
 	// Walk: state is read whole beside the entries (see All).
 	Walk bool
 	// D365Complete and CampaignComplete say this run read every record of
@@ -126,7 +126,7 @@ type Tally struct {
 
 // NewDecider makes the decider of the entries src hands.
 func NewDecider(o DecideOptions, src *Identity) *Decider {
-	d := &Decider{rules: o.Rules, incremental: o.Incremental, d365Sources: o.D365Sources, campSources: o.CampaignSources,
+	d := &Decider{rules: o.Rules, incremental: o.Incremental, d365Files: o.D365Files, campFiles: o.CampaignFiles,
 		walk: o.Walk, owners: src.owners, d365Complete: o.D365Complete, campaignComplete: o.CampaignComplete,
 		etag: o.ETag, dirty: o.Dirty, collect: o.Collect, notAfter: o.NotAfter, pendAlertBefore: o.PendAlertBefore,
 		src: src, pkeyCounted: src.pkeyCounted, missed: src.missed,
@@ -269,7 +269,7 @@ func (d *Decider) keptBack(v *Verdict, c *extract.Contact, p *extract.Profile, p
 	// the only one (the other is gone, or was relinked: left).
 	if p != nil && !campaignAll && useState && prev.CSeen && prev.PKey != "" && prev.PKey != p.PKey && !left {
 		v.blocked = fmt.Sprintf("duplicate-externalId: contact %s is linked to profile %s in state; a second profile for one contact is not touched until a backfill settles it", p.ID, prev.PKey)
-		v.blockedAt = extract.Reject{Source: d.campSources[p.File], Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: v.blocked}
+		v.blockedAt = extract.Reject{Source: d.campFiles[p.File].Source(), Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: v.blocked}
 		// Two profiles for one contact: state remembers it, so that a
 		// later run that sees only one of them does not decide either.
 		v.next, v.record = d.seeBlocked(c, prev), true
@@ -336,10 +336,10 @@ func (d *Decider) keepETag(next *Snapshot, c *extract.Contact, prev *Snapshot, s
 // profile's when it has one, else its contact's.
 func (d *Decider) blockAt(v *Verdict, c *extract.Contact, p *extract.Profile) {
 	if c != nil {
-		v.blockedAt = extract.Reject{Source: d.d365Sources[c.File], Line: int(c.Line), ID: v.id.String(), IDChecked: true, Reason: v.blocked}
+		v.blockedAt = extract.Reject{Source: d.d365Files[c.File].Source(), Line: int(c.Line), ID: v.id.String(), IDChecked: true, Reason: v.blocked}
 	}
 	if p != nil {
-		v.blockedAt = extract.Reject{Source: d.campSources[p.File], Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: v.blocked}
+		v.blockedAt = extract.Reject{Source: d.campFiles[p.File].Source(), Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: v.blocked}
 	}
 }
 

@@ -105,9 +105,9 @@ type PKeyCounter interface {
 
 // IdentifyOptions are what Identify needs besides the rows.
 type IdentifyOptions struct {
-	// D365Sources and CampaignSources name each side's inputs by the
-	// rows' File, for the reject rows.
-	D365Sources, CampaignSources []extract.Source
+	// D365Files and CampaignFiles are each side's inputs, by the rows'
+	// File, for the reject rows.
+	D365Files, CampaignFiles []extract.InputFile
 	// WithOwners keeps what the input links each PKey to (a run).
 	WithOwners bool
 	// CountPKeys, when set (state's PKey index is built), starts the count
@@ -212,8 +212,8 @@ func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOp
 	superseded := func(s Superseded) {
 		id.Superseded++
 		if !s.Bad {
-			id.reject(extract.Reject{Source: o.CampaignSources[s.File], Line: int(s.Line), ID: s.PKey, IDChecked: true,
-				Reason: supersededBy(o.CampaignSources, &s, "profile")})
+			id.reject(extract.Reject{Source: o.CampaignFiles[s.File].Source(), Line: int(s.Line), ID: s.PKey, IDChecked: true,
+				Reason: supersededBy(o.CampaignFiles, &s, "profile")})
 		}
 	}
 	var ks *PKeyStream
@@ -287,7 +287,7 @@ func (id *Identity) joinByContact(contacts *spill.Sorter[extract.Contact], byCon
 		}
 		id.Duplicates++
 		if !p.Bad { // a bad row has its own reject row already
-			id.reject(extract.Reject{Source: o.CampaignSources[p.File], Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: "duplicate-externalId"})
+			id.reject(extract.Reject{Source: o.CampaignFiles[p.File].Source(), Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: "duplicate-externalId"})
 		}
 	})
 	if items, ok := contacts.InMemory(); ok {
@@ -299,8 +299,8 @@ func (id *Identity) joinByContact(contacts *spill.Sorter[extract.Contact], byCon
 	id.contacts = NewDedupStream(id.cstream.Next, func(s Superseded) {
 		id.Superseded++
 		if !s.Bad {
-			id.reject(extract.Reject{Source: o.D365Sources[s.File], Line: int(s.Line), ID: s.ID.String(), IDChecked: true,
-				Reason: supersededBy(o.D365Sources, &s, "contact")})
+			id.reject(extract.Reject{Source: o.D365Files[s.File].Source(), Line: int(s.Line), ID: s.ID.String(), IDChecked: true,
+				Reason: supersededBy(o.D365Files, &s, "contact")})
 		}
 	})
 	return nil
@@ -420,18 +420,9 @@ func (id *Identity) Close() {
 
 // supersededBy is the reject reason of a row replaced by a later row of its
 // record (a contact or a profile).
-func supersededBy(sources []extract.Source, s *Superseded, record string) string {
+func supersededBy(files []extract.InputFile, s *Superseded, record string) string {
 	if s.ByUnknownTime {
-		return fmt.Sprintf("superseded: %s, whose time cannot be read, may be a later row for this %s", rowAt(sources, s.File, s.ByFile, s.By), record)
+		return fmt.Sprintf("superseded: %s, whose time cannot be read, may be a later row for this %s", extract.Where(files, s.File, s.ByFile, s.By), record)
 	}
-	return fmt.Sprintf("superseded: %s is a later row for this %s", rowAt(sources, s.File, s.ByFile, s.By), record)
-}
-
-// rowAt names a row for a reject reason: the line, and the file when it
-// is another one.
-func rowAt(sources []extract.Source, file, byFile uint16, line int32) string {
-	if file == byFile {
-		return fmt.Sprintf("line %d", line)
-	}
-	return fmt.Sprintf("%s line %d", sources[byFile].Short(), line)
+	return fmt.Sprintf("superseded: %s is a later row for this %s", extract.Where(files, s.File, s.ByFile, s.By), record)
 }
