@@ -284,18 +284,12 @@ func (j *job) run(ctx context.Context) (err error) {
 		dopts.Queued = append(dopts.Queued, it.Contact)
 	}
 	// A backfill rewrites the PKey index whole when it changes most records
-	// (see commit): every record's entry, as it stands after the run.
+	// (see the commit): every record's entry, as it stands after the run.
 	var pkeys *spill.Sorter[state.PKeyEntry]
-	var release func()
 	if !j.incremental && st != nil && !j.plan {
 		pkeys = newPKeySorter(b.PKeys, cfg.TmpDir, false)
 		defer pkeys.Close()
 		dopts.Collect = func(pkey string, id extract.ID) error { return pkeys.Add(&state.PKeyEntry{PKey: pkey, ID: id}) }
-		release = func() {
-			id.ReleaseRows()
-			in.Contacts.Close()
-			in.Profiles.Close()
-		}
 	}
 	d := transform.NewDecider(dopts, id)
 	api := conns.Writers(j.plan, rules.Pairs, cfg.redact,
@@ -330,32 +324,17 @@ func (j *job) run(ctx context.Context) (err error) {
 		j.hooks.afterDecide(ctx)
 	}
 	tally := d.Tally()
-	sum.ViaState, sum.Waiting, sum.Stale = tally.ViaState, tally.Waiting, tally.Stale
-	// Rows read again that told nothing new were not compared: a wide read
-	// counts what a read of the changes alone would.
-	sum.Unchanged = tally.UnchangedBoth + tally.UnchangedContacts + tally.UnchangedProfiles
-	sum.Matched -= tally.UnchangedBoth
-	sum.ComparedPairs -= tally.UnchangedBoth * len(rules.Pairs)
-	sum.ContactsNoMatch -= tally.UnchangedContacts
-	sum.ProfilesNoMatch -= tally.UnchangedProfiles
+	addTally(sum, tally, len(rules.Pairs))
 	if tally.FutureN > 0 {
 		// Once per record: the run's commit writes the times back unknown.
 		log.Warn().Int("records", tally.FutureN).Strs("contacts", tally.Future).Time("not_after", j.notAfter).
 			Msg("change times in state later than the run's start plus max_clock_skew were treated as unknown: a present-day row of these records is not taken as stale")
 	}
-	var pending map[int64]*transform.PendingGroup
-	if err := withPrior(st, func(p transform.Prior) (err error) {
-		pending, err = d.PendingGroups(p, totals.Pending, started, cfg.state.PendingAlertAfter())
-		return err
-	}); err != nil {
+	pending, err := j.pendingGroups(st, d, totals)
+	if err != nil {
 		return err
 	}
 	j.reportPending(pending, runName, sum)
-	// A one-sided record decided against state had its counterpart after all.
-	sum.ComparedPairs += tally.ViaState * len(rules.Pairs)
-	sum.Matched += tally.ViaState
-	sum.ContactsNoMatch -= tally.ViaStateContacts + tally.BlockedNoProfile
-	sum.ProfilesNoMatch -= tally.ViaState - tally.ViaStateContacts + tally.BlockedNoContact
 	rejected, err := later.Sorted()
 	if err != nil {
 		return err
@@ -519,7 +498,7 @@ func (j *job) run(ctx context.Context) (err error) {
 			}
 		}
 		if err := st.CommitDecisions(context.WithoutCancel(ctx), d, dirty, state.CommitOptions{Started: started, Final: fin,
-			PKeys: whole, Release: release, Failed: failed, RunName: runName,
+			PKeys: whole, Release: func() { id.ReleaseRows(); in.Contacts.Close(); in.Profiles.Close() }, Failed: failed, RunName: runName,
 			Chunk: j.hooks.commitChunk, AfterChunk: j.hooks.afterChunk, Progress: j.progress}); err != nil {
 			run.Outcome, run.Committed = "running", false // let the deferred recorder mark it failed
 			return fmt.Errorf("committing state (the files of this run keep names that say so, %s: not to be imported; the next run places the rows of the contacts committed and decides the others again, the same way): %w",
@@ -577,6 +556,29 @@ func runNames(st *state.Store) (func(int64) string, error) {
 		}
 	}
 	return func(at int64) string { return byStart[at] }, nil
+}
+
+// addTally counts what the decider found in the summary. Rows read again
+// that told nothing new were not compared: a wide read counts what a read
+// of the changes alone would. A one-sided record decided against state had
+// its counterpart after all.
+func addTally(sum *summary, t transform.Tally, pairs int) {
+	sum.ViaState, sum.Waiting, sum.Stale = t.ViaState, t.Waiting, t.Stale
+	sum.Unchanged = t.UnchangedBoth + t.UnchangedContacts + t.UnchangedProfiles
+	sum.Matched += t.ViaState - t.UnchangedBoth
+	sum.ComparedPairs += (t.ViaState - t.UnchangedBoth) * pairs
+	sum.ContactsNoMatch -= t.UnchangedContacts + t.ViaStateContacts + t.BlockedNoProfile
+	sum.ProfilesNoMatch -= t.UnchangedProfiles + t.ViaState - t.ViaStateContacts + t.BlockedNoContact
+}
+
+// pendingGroups are the writes to update files that no export has shown
+// yet, per run that wrote them, as state stands after this run.
+func (j *job) pendingGroups(st *state.Store, d *transform.Decider, totals state.Totals) (pending map[int64]*transform.PendingGroup, err error) {
+	err = withPrior(st, func(p transform.Prior) (err error) {
+		pending, err = d.PendingGroups(p, totals.Pending, j.started, j.cfg.state.PendingAlertAfter())
+		return err
+	})
+	return pending, err
 }
 
 // reportPending counts the writes to update files that no export has shown

@@ -1,6 +1,8 @@
 // Package state keeps what optsync knows between runs in one bbolt file:
 // per-contact snapshots, totals over them, the decision log, the run history
-// and the schema version. Options is its part of the config (the state
+// and the schema version. It commits a run's decisions (CommitDecisions):
+// the entries transform kept (Dirty) decided again, a chunk per
+// transaction, the run's final record with the last. Options is its part of the config (the state
 // file, audit_retention, pending_alert), with its checks.
 //
 // Two locks guard it. A run (backfill, run, state reset) holds the run lock,

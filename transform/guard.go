@@ -37,7 +37,7 @@ func (d *Decider) missedUntil(id *extract.ID, hasP bool) {
 // present counts an entry of the input among the records state knows on
 // each side (the shrink guard), and keeps the first records state knows
 // that the input lacks, for its message. Campaign's records are counted by
-// PKey through the PKey index when it is there (identify); without it
+// PKey through the PKey index when it is there (Identify); without it
 // (a reader of a file from before it), by contact.
 func (d *Decider) present(e *Entry, prev *Snapshot) {
 	if prev == nil {

@@ -1,5 +1,24 @@
 // Package transform decides, per contact and mapped pair, which value each
-// system should hold. It is pure: records and snapshots in, decisions out.
+// system should hold. It owns a run's rules from the rows read to the
+// decisions:
+//
+//   - the identity rules (Identify): the dedup of rows by contactid and by
+//     PKey, the grouping of profiles by contact, the join of both sides
+//     into entries, and the reject rows these rules produce;
+//   - the decisions (Decider.All, Decide): each entry against what state
+//     knew of it, handed forward as Change values, and the entries whose
+//     record changes kept for the commit, which decides them again
+//     (Decider.Again);
+//   - the bookkeeping of writes to update files not seen yet in an export
+//     (Decider.PendingGroups);
+//   - the safety limits (Decider.Guard): what they allow, and the stop's
+//     message and error (Guard.Stop, SafetyStopError).
+//
+// It is pure: it opens no file and imports no later stage. What it reads
+// of state comes through Prior (state.Reader), the entries it keeps go to
+// Dirty (state.Dirty), its sorts are made by the caller (Sorts, with the
+// codecs here).
+//
 // Options is the rules' part of the config (direction, policy, mappings,
 // the safety limits max_optin, min_optin and max_missing), with the checks
 // that name its keys and the limits' arithmetic (OptinLimit, MissingLimit).
