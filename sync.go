@@ -295,18 +295,19 @@ func (j *job) run(ctx context.Context) (err error) {
 	api := conns.Writers(j.plan, rules.Pairs, cfg.redact,
 		func(name string, total int64, unit string) load.Bar { return j.progress.Stage(name, total, unit) }, log)
 	var held []load.Held // changes waiting for an API's answer
+	var lc load.Change   // one, reused: the writers copy what they keep
 	sink := func(ch *transform.Change, blocked *extract.Reject) error {
 		if blocked != nil {
 			sum.Blocked++
 			return later.Add(blocked)
 		}
 		sum.AddDecisions(ch.Decisions)
-		lc := &load.Change{Change: *ch}
-		if api.Holds(lc) {
-			held = append(held, api.Hold(lc))
+		lc = load.Change{Change: *ch}
+		if api.Holds(&lc) {
+			held = append(held, api.Hold(&lc))
 			return nil
 		}
-		return w.Change(lc)
+		return w.Change(&lc)
 	}
 	if rules.Direction != transform.Disabled {
 		bar := j.progress.Stage("deciding", int64(max(in.D365.Rows, in.Campaign.Rows)), "contacts")
