@@ -1,6 +1,7 @@
 package transform
 
 import (
+	"cmp"
 	"fmt"
 
 	"optsync/extract"
@@ -139,10 +140,7 @@ type Sorts interface {
 // reads entries.
 func Identify(contacts *spill.Sorter[extract.Contact], profiles *spill.Sorter[extract.Profile], o IdentifyOptions) (*Identity, error) {
 	id := &Identity{later: o.Later}
-	owner, count, err := id.counting(o)
-	if err != nil {
-		return nil, err
-	}
+	owner, count := id.counting(o)
 	if count != nil {
 		defer count.missed.Close()
 	}
@@ -152,8 +150,7 @@ func Identify(contacts *spill.Sorter[extract.Contact], profiles *spill.Sorter[ex
 			id.missed, err = count.missed.Sorted()
 		}
 	}
-	err = cmpErr(err, id.err)
-	if err != nil {
+	if err = cmp.Or(err, id.err); err != nil {
 		if byContact != nil {
 			byContact.Close()
 		}
@@ -165,13 +162,6 @@ func Identify(contacts *spill.Sorter[extract.Contact], profiles *spill.Sorter[ex
 	return id, nil
 }
 
-func cmpErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
-}
-
 // pkeyCount is the count of the input's PKeys in state's PKey index.
 type pkeyCount struct {
 	pc     PKeyCounter
@@ -181,7 +171,7 @@ type pkeyCount struct {
 // counting makes what the rule by PKey tells of each PKey it keeps: its
 // owner (for a run), its count in state's PKey index (for the shrink
 // guard).
-func (id *Identity) counting(o IdentifyOptions) (func(string, OwnerKind, extract.ID), *pkeyCount, error) {
+func (id *Identity) counting(o IdentifyOptions) (func(string, OwnerKind, extract.ID), *pkeyCount) {
 	var count *pkeyCount
 	if o.CountPKeys != nil {
 		id.pkeyCounted = true
@@ -189,7 +179,7 @@ func (id *Identity) counting(o IdentifyOptions) (func(string, OwnerKind, extract
 		count = &pkeyCount{missed: missed, pc: o.CountPKeys(func(e PKeyEntry) error { return missed.Add(&e) })}
 	}
 	if !o.WithOwners && count == nil {
-		return nil, nil, nil
+		return nil, nil
 	}
 	owner := func(pkey string, kind OwnerKind, cid extract.ID) {
 		if o.WithOwners {
@@ -203,7 +193,7 @@ func (id *Identity) counting(o IdentifyOptions) (func(string, OwnerKind, extract
 			id.presentC += n
 		}
 	}
-	return owner, count, nil
+	return owner, count
 }
 
 // byPKey runs the rule by PKey over the profiles, into their sort by
