@@ -123,6 +123,7 @@ type committer struct {
 	// of the deciding goroutine
 	decisions []transform.Decision
 	prev      transform.Snapshot
+	v         transform.Verdict
 	seq       uint32
 }
 
@@ -180,10 +181,10 @@ func (c *committer) decideChunk(batch *Batch, e *transform.Entry, more bool, nex
 		if !found {
 			prevPtr = nil
 		}
-		v, forgot := c.d.Again(e, prevPtr, c.decisions[:0])
-		c.decisions = v.Decisions()
-		if v.Recorded() {
-			c.record(batch, reader, &v, prevPtr, forgot)
+		forgot := c.d.Again(e, prevPtr, c.decisions[:0], &c.v)
+		c.decisions = c.v.Decisions()
+		if c.v.Recorded() {
+			c.record(batch, reader, &c.v, prevPtr, forgot)
 		}
 		if more, err = next(e); err != nil {
 			return n, false, err

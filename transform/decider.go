@@ -425,13 +425,15 @@ func (d *Decider) lostProfile(id extract.ID, snap *Snapshot) bool {
 	return kind == OwnerNoContact || kind == OwnerContact && owner != id
 }
 
-// Again decides an entry again, for the commit, against its record as
-// state holds it now (prev; nil: none), which for the entries the first
-// pass kept is the record it read: forgot says a change time of prev
-// beyond NotAfter was made unknown, in place, as All did.
-func (d *Decider) Again(e *Entry, prev *Snapshot, buf []Decision) (v Verdict, forgot bool) {
+// Again decides an entry again, for the commit, into v, against its
+// record as state holds it now (prev; nil: none), which for the entries
+// the first pass kept is the record it read: forgot says a change time of
+// prev beyond NotAfter was made unknown, in place, as All did. (v is the
+// caller's: a verdict is a kilobyte, copied once.)
+func (d *Decider) Again(e *Entry, prev *Snapshot, buf []Decision, v *Verdict) (forgot bool) {
 	forgot = d.forgetFuture(prev)
-	return d.one(e, prev, buf), forgot
+	*v = d.one(e, prev, buf)
+	return forgot
 }
 
 // Recorded says whether the commit records v: a blocked entry only when
