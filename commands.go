@@ -83,8 +83,7 @@ func validateInputs(ctx context.Context, cfg *Config, online bool, log zerolog.L
 	b := j.budgets()
 	later := newRejectSorter(b.Rejects, dir)
 	defer later.Close()
-	id, err := transform.Identify(in.Contacts, in.Profiles, transform.IdentifyOptions{D365Files: d365Files, CampaignFiles: campFiles,
-		Later: later, Sorts: sorts{budget: b.ByContact, dir: dir}})
+	id, err := transform.Identify(in.Contacts, in.Profiles, transform.IdentifyOptions{D365Files: d365Files, CampaignFiles: campFiles, Later: later, Sorts: sorts{budget: b.ByContact, dir: dir}})
 	if err != nil {
 		return err
 	}
