@@ -106,29 +106,6 @@ type hooks struct {
 	memoryBudget int64
 }
 
-// summary is a run's counts (load.Summary), with the first failed writes
-// of each message, which go into the run's record in state.
-type summary struct {
-	load.Summary
-	failedWrites []state.Reasons
-}
-
-func newSummary(runID, command string) *summary {
-	return &summary{Summary: load.NewSummary(runID, command)}
-}
-
-// addRefused counts the writes the APIs refused, keeping the first of each
-// message for the run's record.
-func (s *summary) addRefused(writes []load.RefusedWrite) {
-	s.AddRefused(writes)
-	for _, r := range writes {
-		if !r.RaceRestored {
-			ex := state.Example{Source: r.System(), ID: r.ID.String(), PKey: r.PKey, Field: r.Field, Message: r.Message}
-			s.failedWrites = state.AddReason(s.failedWrites, r.Message, ex)
-		}
-	}
-}
-
 // usageError is a command line, flag, variable or argument that is wrong:
 // the command did nothing and exits 2. The config's own errors are
 // configError, the inputs' extract.MissingColumnError, BrokenFileError and
@@ -286,7 +263,7 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 			if metricsPath != "" && !plan {
 				m := load.RunMetrics{Command: j.command, Started: j.started, Ended: time.Now().UTC(), ExitCode: exitOK}
 				if j.sum != nil {
-					m.Sum = &j.sum.Summary
+					m.Sum = j.sum
 				}
 				if err != nil {
 					m.ExitCode = exitCode(err)

@@ -54,7 +54,7 @@ type job struct {
 	mappingAdded    bool
 	mappingsRemoved []transform.Pair
 	// sum and started are the run's, for the caller's metrics.
-	sum     *summary
+	sum     *load.Summary
 	started time.Time
 	// notAfter is the latest change time this run believes: its start
 	// plus max_clock_skew.
@@ -80,7 +80,8 @@ func (j *job) run(ctx context.Context) (err error) {
 	// A write to an update file is seen only after someone imports it.
 	rules.ImportD365, rules.ImportCampaign = cfg.D365.Target == "csv", cfg.Campaign.Target == "csv"
 	rules.Started = started.UnixMilli()
-	sum := newSummary(runID, j.command)
+	s := load.NewSummary(runID, j.command)
+	sum := &s
 	j.sum = sum
 
 	// A run never starts over silently from a lost state.
@@ -413,8 +414,8 @@ func (j *job) run(ctx context.Context) (err error) {
 		return err
 	}
 	failed := sent.Refused
-	sum.addRefused(sent.Writes)
-	run.FailedWrites = sum.failedWrites
+	sum.AddRefused(sent.Writes)
+	run.FailedWrites = sum.FailedWrites
 	// A signal that arrived while API writes went out stopped the rest of
 	// them; one that arrives from here on does not stop the run, whose
 	// every write is done: it finishes its files and commit.
@@ -563,7 +564,7 @@ func runNames(st *state.Store) (func(int64) string, error) {
 // that told nothing new were not compared: a wide read counts what a read
 // of the changes alone would. A one-sided record decided against state had
 // its counterpart after all.
-func addTally(sum *summary, t transform.Tally, pairs int) {
+func addTally(sum *load.Summary, t transform.Tally, pairs int) {
 	sum.ViaState, sum.Waiting, sum.Stale = t.ViaState, t.Waiting, t.Stale
 	sum.Unchanged = t.UnchangedBoth + t.UnchangedContacts + t.UnchangedProfiles
 	sum.Matched += t.ViaState - t.UnchangedBoth
@@ -585,7 +586,7 @@ func (j *job) pendingGroups(st *state.Store, d *transform.Decider, totals state.
 // reportPending counts the writes to update files that no export has shown
 // yet, and warns of those older than pending_alert: each run, until they
 // are seen, so that a lost or forgotten update file does not go unnoticed.
-func (j *job) reportPending(groups map[int64]*transform.PendingGroup, runName func(int64) string, sum *summary) {
+func (j *job) reportPending(groups map[int64]*transform.PendingGroup, runName func(int64) string, sum *load.Summary) {
 	ats := slices.Sorted(maps.Keys(groups))
 	for _, at := range ats {
 		g := groups[at]
@@ -826,7 +827,7 @@ func (j *job) identify(st *state.Store, in *extract.Records, d365Files, campFile
 }
 
 // guard works the safety limits out for a run whose decisions are made.
-func (j *job) guard(st *state.Store, d *transform.Decider, tot state.Totals, sum *summary, d365Files, campFiles []extract.InputFile, in *extract.Records) (g transform.Guard, err error) {
+func (j *job) guard(st *state.Store, d *transform.Decider, tot state.Totals, sum *load.Summary, d365Files, campFiles []extract.InputFile, in *extract.Records) (g transform.Guard, err error) {
 	// A disabled run decides nothing and so drops nothing: no shrink to guard.
 	decides := d.Rules().Direction != transform.Disabled
 	err = withPrior(st, func(p transform.Prior) (err error) {

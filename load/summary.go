@@ -54,6 +54,9 @@ type Summary struct {
 	// WouldClear is what a run stopped by a safety limit would have
 	// cleared; such a run counts no writes.
 	WouldClear int
+	// FailedWrites keeps the first failed writes of each message, for the
+	// run's record in state.
+	FailedWrites []Reasons
 }
 
 // NewSummary starts the counts of run runID of command (run, backfill …).
@@ -182,14 +185,17 @@ func (s *Summary) Line(d time.Duration) string {
 	return b.String()
 }
 
-// AddRefused counts the writes the APIs refused: an opt-out set back
+// AddRefused counts the writes the APIs refused, keeping the first of
+// each message for the run's record (FailedWrites): an opt-out set back
 // because the person unsubscribed meanwhile is no failure.
 func (s *Summary) AddRefused(writes []RefusedWrite) {
 	for _, r := range writes {
 		if r.RaceRestored {
 			s.RaceRestored++
-		} else {
-			s.Failed++
+			continue
 		}
+		s.Failed++
+		ex := Example{Source: r.System(), ID: r.ID.String(), PKey: r.PKey, Field: r.Field, Message: r.Message}
+		s.FailedWrites = AddReason(s.FailedWrites, r.Message, ex)
 	}
 }
