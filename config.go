@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -43,7 +42,7 @@ type Config struct {
 	// shown for longer than this is logged as a warning every run: days
 	// ("3d") or a Go duration ("36h"). Default 3 days.
 	PendingAlert string `yaml:"pending_alert"`
-	// Input bounds what an input file may hold (config_limits.go).
+	// Input bounds what an input file may hold (extract.InputLimits).
 	Input InputConfig `yaml:"input"`
 	// MaxRunTime is how long a run may take before it stops as on SIGTERM
 	// (default 6h).
@@ -59,13 +58,16 @@ type Config struct {
 	transform transform.Options
 	load      load.Options
 	state     state.Options
-	// limits and maxRunTime are input: and max_run_time (config_limits.go).
-	limits       extract.Limits
-	maxRunTime   time.Duration
-	memoryBudget int64
 	// private are the config's free-text values, as written and as
 	// resolved, kept out of what the run history stores (redact).
 	private []privateValue
+}
+
+// InputConfig is input: (extract.InputLimits).
+type InputConfig struct {
+	MaxFieldBytes  int    `yaml:"max_field_bytes"`
+	MaxFieldLines  int    `yaml:"max_field_lines"`
+	MaxRejectShare string `yaml:"max_reject_share"`
 }
 
 // MappingConfig is one entry of mappings.
@@ -240,7 +242,8 @@ func (c *Config) validate() error {
 	if err := c.transform.Check(); err != nil {
 		return err
 	}
-	c.extract = extract.Options{D365: d365, Campaign: campaign, MaxClockSkew: c.MaxClockSkew,
+	c.extract = extract.Options{D365: d365, Campaign: campaign, MaxClockSkew: c.MaxClockSkew, MemoryBudget: c.MemoryBudget,
+		Input: extract.InputLimits{MaxFieldBytes: c.Input.MaxFieldBytes, MaxFieldLines: c.Input.MaxFieldLines, MaxRejectShare: c.Input.MaxRejectShare},
 		DataverseConn: extract.DataverseConn{Used: c.D365.api(), Credentials: c.credentials(c.D365.Credentials, c.D365.api()),
 			Tuning: c.D365.Tuning.extract(), URL: c.D365.URL, TenantID: c.D365.TenantID, AuthorityURL: c.D365.AuthorityURL},
 		CampaignConn: extract.CampaignConn{Used: c.Campaign.api(), Credentials: c.credentials(c.Campaign.Credentials, c.Campaign.api()),
@@ -253,14 +256,10 @@ func (c *Config) validate() error {
 	if err := c.load.Check(); err != nil {
 		return err
 	}
-	c.state = state.Options{AuditRetention: c.AuditRetention, PendingAlert: c.PendingAlert}
+	c.state = state.Options{AuditRetention: c.AuditRetention, PendingAlert: c.PendingAlert, MaxRunTime: c.MaxRunTime}
 	if err := c.state.Check(); err != nil {
 		return err
 	}
-	if err := c.validateLimits(); err != nil {
-		return err
-	}
-	c.extract.Limits = c.limits
 	c.D365.Source, c.D365.Target = c.extract.D365.Source, c.load.D365Target
 	c.Campaign.Source, c.Campaign.Target = c.extract.Campaign.Source, c.load.CampaignTarget
 	c.D365.CSV, c.Campaign.CSV = c.resolve(c.D365.CSV), c.resolve(c.Campaign.CSV)

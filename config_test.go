@@ -108,8 +108,8 @@ func TestMemoryBudget(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.memoryBudget != tc.want {
-				t.Fatalf("memory_budget %q: %d, want %d", tc.value, c.memoryBudget, tc.want)
+			if c.extract.MemoryBytes() != tc.want {
+				t.Fatalf("memory_budget %q: %d, want %d", tc.value, c.extract.MemoryBytes(), tc.want)
 			}
 			if c.TmpDir != p.path("o") {
 				t.Fatalf("tmp_dir %s, want out_dir %s", c.TmpDir, p.path("o"))

@@ -253,7 +253,7 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 			}
 			// A run that goes on too long (a service throttling it for
 			// hours) stops as it would on SIGTERM.
-			ctx, cancel := context.WithTimeoutCause(c.Context, cfg.maxRunTime, &signalError{sig: syscall.SIGTERM, after: cfg.maxRunTime})
+			ctx, cancel := context.WithTimeoutCause(c.Context, cfg.state.RunTime(), &signalError{sig: syscall.SIGTERM, after: cfg.state.RunTime()})
 			err = j.run(ctx)
 			cancel()
 			metricsPath := c.String("metrics-file")

@@ -196,7 +196,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// The collector works harder as the heap nears the budget (a soft
 		// limit: the budget's shares keep what is live well below it).
-		debug.SetMemoryLimit(cfg.memoryBudget)
+		debug.SetMemoryLimit(cfg.extract.MemoryBytes())
 	}
 	if err := os.MkdirAll(cfg.TmpDir, 0o700); err != nil {
 		return fmt.Errorf("tmp_dir %s: %w", cfg.TmpDir, err)
@@ -745,7 +745,7 @@ func (j *job) budgets() spill.Budgets {
 	if j.hooks.memoryBudget > 0 {
 		return spill.Live(j.hooks.memoryBudget)
 	}
-	return spill.Divide(cmp.Or(j.cfg.memoryBudget, defaultMemoryBudget))
+	return spill.Divide(j.cfg.extract.MemoryBytes())
 }
 
 // connect makes the API connectors the config asks for.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -12,7 +13,8 @@ import (
 // Options is what the config says of the reads: each system's input (CSV
 // or API, the columns and time layout of its exports), how each API is
 // reached and paced, how far ahead of a run a change time may be
-// (max_clock_skew) and what an input file may hold (input:). The config
+// (max_clock_skew), what an input file may hold (input:) and what a run
+// may hold in memory (memory_budget). The config
 // file fills the fields as written; Check sets the defaults and reads the
 // durations.
 type Options struct {
@@ -21,9 +23,24 @@ type Options struct {
 	CampaignConn   CampaignConn
 	// MaxClockSkew is max_clock_skew as written ("" is 1h).
 	MaxClockSkew string
-	Limits       Limits
+	// Input is input: as written; Check makes Limits of it.
+	Input  InputLimits
+	Limits Limits
+	// MemoryBudget is memory_budget as written ("" is 1GB): what a run may
+	// hold in memory; past it, records are sorted in runs on disk.
+	MemoryBudget string
 
 	maxClockSkew time.Duration
+	memoryBudget int64
+}
+
+// InputLimits is input: as written. A quoted field that runs past
+// max_field_bytes or max_field_lines (or to the end of the file) is a
+// stray quote, and a file with more than max_reject_share of its rows
+// rejected is not an export. Either stops the run, exit 2.
+type InputLimits struct {
+	MaxFieldBytes, MaxFieldLines int
+	MaxRejectShare               string
 }
 
 // Input is one system's records: where they come from (source: csv or
@@ -68,7 +85,74 @@ func (o *Options) Check() error {
 			return fmt.Errorf("max_clock_skew: %q is not a duration (90s, 1h)", o.MaxClockSkew)
 		}
 	}
+	return o.checkLimits()
+}
+
+// checkLimits checks input: and memory_budget.
+func (o *Options) checkLimits() error {
+	in := o.Input
+	if in.MaxFieldBytes < 0 || in.MaxFieldBytes > 1<<30 {
+		return fmt.Errorf("input.max_field_bytes: %d is outside 1..1073741824 (default 65536)", in.MaxFieldBytes)
+	}
+	if in.MaxFieldLines < 0 || in.MaxFieldLines > 1<<20 {
+		return fmt.Errorf("input.max_field_lines: %d is outside 1..1048576 (default 100)", in.MaxFieldLines)
+	}
+	o.Limits = Limits{MaxFieldBytes: in.MaxFieldBytes, MaxFieldLines: in.MaxFieldLines}
+	if s := strings.TrimSpace(in.MaxRejectShare); s != "" {
+		v, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
+		if err != nil || !strings.HasSuffix(s, "%") || v <= 0 || v > 100 {
+			return fmt.Errorf("input.max_reject_share: %q is not a share of rows (50%%)", in.MaxRejectShare)
+		}
+		o.Limits.MaxRejectShare = v / 100
+	}
+	o.memoryBudget = defaultMemoryBudget
+	if o.MemoryBudget != "" {
+		n, err := parseSize(o.MemoryBudget)
+		if err != nil || n < minMemoryBudget {
+			return fmt.Errorf("memory_budget: %q is not a size of at least 64MB (1GB, 300MB)", o.MemoryBudget)
+		}
+		o.memoryBudget = n
+	}
 	return nil
+}
+
+// MemoryBytes is memory_budget in bytes: the peak a run may reach (RSS);
+// the default before Check.
+func (o *Options) MemoryBytes() int64 {
+	if o.memoryBudget == 0 {
+		return defaultMemoryBudget
+	}
+	return o.memoryBudget
+}
+
+// defaultMemoryBudget is memory_budget when the config does not set it.
+// minMemoryBudget is the least that makes sense: the process itself, its
+// buffers and the state file's pages as a commit writes them take some
+// tens of MB whatever the budget.
+const (
+	defaultMemoryBudget = 1 << 30
+	minMemoryBudget     = 64 << 20
+)
+
+// parseSize reads a size: a number of bytes, or with KB, MB, GB (powers of
+// 1024; KiB, MiB, GiB too).
+func parseSize(s string) (int64, error) {
+	s = strings.ToUpper(strings.TrimSpace(s))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		n      int64
+	}{{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30}, {"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.n
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v <= 0 || v*float64(mult) > 1<<50 {
+		return 0, errors.New("not a size")
+	}
+	return int64(v * float64(mult)), nil
 }
 
 // NotAfter is the latest change time a run started at start believes: its

@@ -28,6 +28,12 @@ func TestOptionsCheck(t *testing.T) {
 			o.CampaignConn = CampaignConn{Used: true, Organization: "o", Resource: "profiles", Credentials: Credentials{ClientID: "c", ClientSecretFile: "/s"}}
 		}, `campaign.resource: "profiles" (want profileAndServices or profileAndServicesExt)`},
 		{"clock skew", func(o *Options) { o.MaxClockSkew = "-1h" }, `max_clock_skew: "-1h" is not a duration (90s, 1h)`},
+		{"field bytes", func(o *Options) { o.Input.MaxFieldBytes = 1<<30 + 1 }, "input.max_field_bytes: 1073741825 is outside 1..1073741824 (default 65536)"},
+		{"field lines", func(o *Options) { o.Input.MaxFieldLines = -1 }, "input.max_field_lines: -1 is outside 1..1048576 (default 100)"},
+		{"reject share without %", func(o *Options) { o.Input.MaxRejectShare = "50" }, `input.max_reject_share: "50" is not a share of rows (50%)`},
+		{"reject share over 100%", func(o *Options) { o.Input.MaxRejectShare = "101%" }, `input.max_reject_share: "101%" is not a share of rows (50%)`},
+		{"memory not a size", func(o *Options) { o.MemoryBudget = "plenty" }, `memory_budget: "plenty" is not a size of at least 64MB (1GB, 300MB)`},
+		{"memory too small", func(o *Options) { o.MemoryBudget = "10MB" }, `memory_budget: "10MB" is not a size of at least 64MB (1GB, 300MB)`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := Options{D365: Input{Key: "d365"}, Campaign: Input{Key: "campaign"}, DataverseConn: api()}
@@ -46,6 +52,9 @@ func TestOptionsCheck(t *testing.T) {
 		d.PageSize != 5000 || d.Concurrency != 4 || d.MaxTries != 5 || d.TimeoutDuration() != 2*time.Minute || d.OverlapDuration() != 5*time.Minute {
 		t.Fatalf("defaults: %+v", o)
 	}
+	if o.MemoryBytes() != 1<<30 || o.Limits != (Limits{}) {
+		t.Fatalf("memory budget %d, limits %+v", o.MemoryBytes(), o.Limits)
+	}
 	start := time.Date(2026, 12, 1, 2, 0, 0, 0, time.UTC)
 	if got := o.NotAfter(start); !got.Equal(start.Add(time.Hour)) {
 		t.Fatalf("NotAfter: %v", got)
@@ -62,5 +71,22 @@ func TestCampaignLayoutFieldTimes(t *testing.T) {
 	o.Campaign.FieldTimes[1] = "emailChanged"
 	if l := o.CampaignLayout(time.Time{}); len(l.FieldTimes) != 2 || l.FieldTimes[1] != "emailChanged" {
 		t.Fatalf("one column named: %+v", l)
+	}
+}
+
+// memory_budget takes bytes or KB, MB, GB (powers of 1024), and input:
+// becomes the readers' Limits.
+func TestOptionsSizes(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  int64
+	}{{"", 1 << 30}, {"1GB", 1 << 30}, {"300MB", 300 << 20}, {"1.5GiB", 3 << 29}, {"512mb", 512 << 20}, {"67108864", 64 << 20}} {
+		o := Options{MemoryBudget: tc.value, Input: InputLimits{MaxFieldBytes: 10, MaxFieldLines: 2, MaxRejectShare: " 12.5% "}}
+		if err := o.Check(); err != nil || o.MemoryBytes() != tc.want {
+			t.Errorf("memory_budget %q: %d, %v; want %d", tc.value, o.MemoryBytes(), err, tc.want)
+		}
+		if o.Limits != (Limits{MaxFieldBytes: 10, MaxFieldLines: 2, MaxRejectShare: 0.125}) {
+			t.Errorf("limits %+v", o.Limits)
+		}
 	}
 }

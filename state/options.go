@@ -9,20 +9,26 @@ import (
 
 // Options is what the config says of what is kept between runs: the state
 // file (state), how long the decision log keeps a run's decisions
-// (audit_retention) and how long a write to an update file may wait to be
-// seen in the exports before every run warns of it (pending_alert). The
+// (audit_retention), how long a write to an update file may wait to be
+// seen in the exports before every run warns of it (pending_alert), and
+// how long a run may hold it (max_run_time). The
 // config file fills the fields as written; Check reads the durations.
 type Options struct {
 	Path                         string
 	AuditRetention, PendingAlert string
+	// MaxRunTime is max_run_time as written ("" is 6h): how long a run may
+	// hold the state before it stops as on SIGTERM, so that a service
+	// throttling it for hours does not keep the next night from running.
+	MaxRunTime string
 
-	retention, pendingAlert time.Duration
+	retention, pendingAlert, maxRunTime time.Duration
 }
 
 // DefaultRetention is audit_retention when the config does not set it.
 const (
 	DefaultRetention    = 400 * 24 * time.Hour
 	defaultPendingAlert = 3 * 24 * time.Hour
+	defaultMaxRunTime   = 6 * time.Hour
 )
 
 // Check reads the durations; its errors name the config key.
@@ -34,8 +40,19 @@ func (o *Options) Check() error {
 	if o.pendingAlert, err = ParseDays(o.PendingAlert, defaultPendingAlert); err != nil {
 		return fmt.Errorf("pending_alert: %w", err)
 	}
+	o.maxRunTime = defaultMaxRunTime
+	if o.MaxRunTime != "" {
+		d, err := time.ParseDuration(strings.TrimSpace(o.MaxRunTime))
+		if err != nil || d <= 0 {
+			return fmt.Errorf("max_run_time: %q is not a duration (6h, 90m)", o.MaxRunTime)
+		}
+		o.maxRunTime = d
+	}
 	return nil
 }
+
+// RunTime is how long a run may take (max_run_time, default 6h).
+func (o *Options) RunTime() time.Duration { return o.maxRunTime }
 
 // Retention is how long the decision log keeps a run's decisions (default
 // 400 days).
