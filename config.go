@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
-	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -59,8 +58,8 @@ type Config struct {
 	load      load.Options
 	state     state.Options
 	// private are the config's free-text values, as written and as
-	// resolved, kept out of what the run history stores (redact).
-	private []privateValue
+	// resolved, kept out of what the run history stores.
+	private extract.Private
 }
 
 // InputConfig is input: (extract.InputLimits).
@@ -107,39 +106,6 @@ type Credentials struct {
 	ClientSecretEnv  string `yaml:"client_secret_env"`
 	ClientSecretFile string `yaml:"client_secret_file"`
 	ClientSecret     string `yaml:"client_secret"` // refused: see extract.Credentials.Check
-}
-
-// shownEnvName says whether a client_secret_env value is written the way
-// environment variables are (OPTSYNC_D365_SECRET), so that a message may
-// name it. A valid name that is not — lower case, or one long word — may
-// still be a secret.
-func shownEnvName(s string) bool {
-	return conventionalEnvName.MatchString(s) && (strings.Contains(s, "_") || len(s) <= 12)
-}
-
-var conventionalEnvName = regexp.MustCompile(`^[A-Z][A-Z0-9]*(_[A-Z0-9]+)*$`)
-
-// secret reads the client secret where the config says it is.
-func secret(system string, cr extract.Credentials) (string, error) {
-	if cr.ClientSecretEnv != "" {
-		v := os.Getenv(cr.ClientSecretEnv)
-		if v == "" && !shownEnvName(cr.ClientSecretEnv) {
-			return "", configErrorf("%s.client_secret_env: the environment variable it names is not set (its name is not shown: it is not written as variables are, and may be the secret itself)", system)
-		}
-		if v == "" {
-			return "", configErrorf("%s.client_secret_env: environment variable %s is not set", system, cr.ClientSecretEnv)
-		}
-		return v, nil
-	}
-	b, err := os.ReadFile(cr.ClientSecretFile)
-	if err != nil {
-		return "", configErrorf("%s.client_secret_file: %v", system, err)
-	}
-	v := strings.TrimSpace(string(b))
-	if v == "" {
-		return "", configErrorf("%s.client_secret_file: %s is empty", system, cr.ClientSecretFile)
-	}
-	return v, nil
 }
 
 // Tuning is how a connector paces itself (extract.Tuning).
@@ -228,7 +194,7 @@ func loadConfig(path string) (*Config, error) {
 // itself it resolves here: paths against the config file's folder, and the
 // sources and targets as the stages settled them.
 func (c *Config) validate() error {
-	c.collectPrivate() // as written; again below as resolved
+	c.addPrivate() // as written; again below as resolved
 	c.transform = transform.Options{Direction: c.Direction, Policy: c.Policy,
 		MaxOptin: c.Safety.MaxOptin, MinOptin: c.Safety.MinOptin, MaxMissing: c.Safety.MaxMissing}
 	d365 := extract.Input{Key: "d365", Source: c.D365.Source, Columns: c.D365.Columns, TimeLayout: c.D365.TimeLayout}
@@ -244,11 +210,21 @@ func (c *Config) validate() error {
 	}
 	c.extract = extract.Options{D365: d365, Campaign: campaign, MaxClockSkew: c.MaxClockSkew, MemoryBudget: c.MemoryBudget,
 		Input: extract.InputLimits{MaxFieldBytes: c.Input.MaxFieldBytes, MaxFieldLines: c.Input.MaxFieldLines, MaxRejectShare: c.Input.MaxRejectShare},
-		DataverseConn: extract.DataverseConn{Used: c.D365.api(), Credentials: c.credentials(c.D365.Credentials, c.D365.api()),
+		DataverseConn: extract.DataverseConn{Used: c.D365.api(), Credentials: extract.Credentials(c.D365.Credentials),
 			Tuning: c.D365.Tuning.extract(), URL: c.D365.URL, TenantID: c.D365.TenantID, AuthorityURL: c.D365.AuthorityURL},
-		CampaignConn: extract.CampaignConn{Used: c.Campaign.api(), Credentials: c.credentials(c.Campaign.Credentials, c.Campaign.api()),
+		CampaignConn: extract.CampaignConn{Used: c.Campaign.api(), Credentials: extract.Credentials(c.Campaign.Credentials),
 			Tuning: c.Campaign.Tuning.extract(), BaseURL: c.Campaign.BaseURL, Organization: c.Campaign.Organization, IMSURL: c.Campaign.IMSURL,
 			Scopes: c.Campaign.Scopes, Resource: c.Campaign.Resource, FilterName: c.Campaign.ChangedFilter.Name, FilterParam: c.Campaign.ChangedFilter.Param}}
+	c.extract.AddPrivate(&c.private)
+	// The secret files are found from the config's folder.
+	for _, cn := range []struct {
+		used bool
+		file *string
+	}{{c.D365.api(), &c.extract.DataverseConn.ClientSecretFile}, {c.Campaign.api(), &c.extract.CampaignConn.ClientSecretFile}} {
+		if cn.used {
+			*cn.file = c.resolve(*cn.file)
+		}
+	}
 	if err := c.extract.Check(); err != nil {
 		return err
 	}
@@ -278,8 +254,18 @@ func (c *Config) validate() error {
 	} else {
 		c.TmpDir = c.resolve(c.TmpDir)
 	}
-	c.collectPrivate()
+	c.addPrivate()
+	c.extract.AddPrivate(&c.private)
 	return nil
+}
+
+// addPrivate adds the root's own free-text values, its paths, to
+// c.private (extract.Private): the stages add theirs.
+func (c *Config) addPrivate() {
+	for _, v := range [][2]string{{"state", c.State}, {"out_dir", c.OutDir}, {"metrics_file", c.MetricsFile}, {"tmp_dir", c.TmpDir},
+		{"d365.csv", c.D365.CSV}, {"campaign.csv", c.Campaign.CSV}} {
+		c.private.Add(v[0], v[1])
+	}
 }
 
 // target is where the system's writes go: as configured, or where its
@@ -291,131 +277,8 @@ func (s *SystemConfig) target() string {
 	return s.Target
 }
 
-// credentials are the API client's, with the secret file found from the
-// config's folder when the API is used.
-func (c *Config) credentials(cr Credentials, api bool) extract.Credentials {
-	out := extract.Credentials{ClientID: cr.ClientID, ClientSecretEnv: cr.ClientSecretEnv, ClientSecretFile: cr.ClientSecretFile, ClientSecret: cr.ClientSecret}
-	if api {
-		out.ClientSecretFile = c.resolve(out.ClientSecretFile)
-	}
-	return out
-}
-
 func (t Tuning) extract() extract.Tuning {
 	return extract.Tuning{PageSize: t.PageSize, Concurrency: t.Concurrency, MaxTries: t.MaxTries, Timeout: t.Timeout, Overlap: t.Overlap}
-}
-
-// privateValue is one config value that the run history must not hold.
-// credential marks the keys meant for credentials (client_id, the secret's
-// env var or file, tenant_id): a secret pasted into the wrong key most
-// likely lands in one of them, so their short values are hidden too.
-type privateValue struct {
-	key, value string
-	credential bool
-}
-
-// collectPrivate adds the config's free-text values to c.private: every
-// value that is not checked against a fixed set or a strict shape
-// (direction, policy, source, target, resource, mapped field names,
-// numbers and durations), since any of them may hold a secret pasted into
-// the wrong key.
-func (c *Config) collectPrivate() {
-	add := func(key, v string) {
-		v = strings.TrimSpace(v)
-		credential := strings.Contains(key, "client_") || strings.HasSuffix(key, "tenant_id")
-		pv := privateValue{key, v, credential}
-		if len(v) < 3 || slices.Contains(c.private, pv) {
-			return
-		}
-		c.private = append(c.private, pv)
-	}
-	add("state", c.State)
-	add("out_dir", c.OutDir)
-	add("metrics_file", c.MetricsFile)
-	add("tmp_dir", c.TmpDir)
-	for i, m := range c.Mappings {
-		add(fmt.Sprintf("mappings[%d].campaign_modified_column", i), m.CampaignModifiedColumn)
-	}
-	for _, s := range []struct {
-		name string
-		sys  *SystemConfig
-		cr   *Credentials
-	}{{"d365", &c.D365.SystemConfig, &c.D365.Credentials}, {"campaign", &c.Campaign.SystemConfig, &c.Campaign.Credentials}} {
-		add(s.name+".csv", s.sys.CSV)
-		add(s.name+".time_layout", s.sys.TimeLayout)
-		for k, v := range s.sys.Columns {
-			add(s.name+".columns."+k, v)
-		}
-		add(s.name+".client_id", s.cr.ClientID)
-		add(s.name+".client_secret_env", s.cr.ClientSecretEnv)
-		add(s.name+".client_secret_file", s.cr.ClientSecretFile)
-		add(s.name+".client_secret", s.cr.ClientSecret)
-	}
-	add("d365.url", c.D365.URL)
-	add("d365.tenant_id", c.D365.TenantID)
-	add("d365.authority_url", c.D365.AuthorityURL)
-	add("campaign.base_url", c.Campaign.BaseURL)
-	add("campaign.organization", c.Campaign.Organization)
-	add("campaign.ims_url", c.Campaign.IMSURL)
-	// as the extract stage resolved them (none before it has)
-	d, cp := &c.extract.DataverseConn, &c.extract.CampaignConn
-	add("d365.client_secret_file", d.ClientSecretFile)
-	add("campaign.client_secret_file", cp.ClientSecretFile)
-	add("d365.url", d.URL)
-	add("d365.authority_url", d.AuthorityURL)
-	add("campaign.base_url", cp.BaseURL)
-	add("campaign.ims_url", cp.IMSURL)
-	add("campaign.changed_filter.name", c.Campaign.ChangedFilter.Name)
-	add("campaign.changed_filter.param", c.Campaign.ChangedFilter.Param)
-	for i, sc := range c.Campaign.Scopes {
-		add(fmt.Sprintf("campaign.scopes[%d]", i), sc)
-	}
-	// Longest first, so a path is replaced before a shorter value inside it.
-	slices.SortStableFunc(c.private, func(a, b privateValue) int { return len(b.value) - len(a.value) })
-}
-
-// redact is text for the run history: every config value in it replaced by
-// its key (<d365.client_secret_env>). Values of 8 characters or more are
-// replaced wherever they occur. Shorter ones are no secret unless they sit
-// in a credential key, where they are replaced as whole words only (so that
-// a short client id does not eat part of a word); other short values stay,
-// or a changed_filter param "since" would turn every "since" of a service's
-// message into a key name.
-func (c *Config) redact(text string) string {
-	for _, p := range c.private {
-		short := len(p.value) < 8
-		if short && !p.credential {
-			continue
-		}
-		text = replaceValue(text, p.value, "<"+p.key+">", short)
-	}
-	return text
-}
-
-func replaceValue(s, old, repl string, wholeWord bool) string {
-	if !wholeWord {
-		return strings.ReplaceAll(s, old, repl)
-	}
-	word := func(b byte) bool {
-		return b == '_' || b >= '0' && b <= '9' || b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z'
-	}
-	var b strings.Builder
-	for {
-		i := strings.Index(s, old)
-		if i < 0 {
-			b.WriteString(s)
-			return b.String()
-		}
-		j := i + len(old)
-		if (i == 0 || !word(s[i-1])) && (j == len(s) || !word(s[j])) {
-			b.WriteString(s[:i])
-			b.WriteString(repl)
-			s = s[j:]
-			continue
-		}
-		b.WriteString(s[:i+1])
-		s = s[i+1:]
-	}
 }
 
 // yamlProblems says what the YAML decoder found in the config's words, not

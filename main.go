@@ -168,6 +168,7 @@ func exitCode(err error) int {
 		mc *extract.MissingColumnError
 		bf *extract.BrokenFileError
 		ie *extract.InputError
+		sc *extract.SecretError
 		qe *inspect.QueryError
 		oe *load.OutputRefusedError
 		le *state.LockedError
@@ -182,7 +183,7 @@ func exitCode(err error) int {
 		return exitWriteFailed
 	case errors.As(err, &ss):
 		return exitSafety
-	case errors.As(err, &ce), errors.As(err, &mc), errors.As(err, &bf), errors.As(err, &ie), errors.As(err, &qe), errors.As(err, &oe):
+	case errors.As(err, &ce), errors.As(err, &mc), errors.As(err, &bf), errors.As(err, &ie), errors.As(err, &sc), errors.As(err, &qe), errors.As(err, &oe):
 		return exitUsage
 	case errors.As(err, &le):
 		return exitLocked

@@ -194,7 +194,7 @@ func stateReset(ctx context.Context, cfg *Config, field string, out io.Writer, l
 	run.Ended, run.Counts = time.Now().UTC(), map[string]int{"snapshots_forgotten": n}
 	run.Outcome, run.ExitCode = "ok", exitOK
 	if err != nil {
-		run.Outcome, run.ExitCode, run.Error = "error", exitFailure, cfg.redact(err.Error())
+		run.Outcome, run.ExitCode, run.Error = "error", exitFailure, cfg.private.Redact(err.Error())
 	}
 	if rerr := st.EndRun(run); err == nil {
 		err = rerr

@@ -126,7 +126,7 @@ func (j *job) run(ctx context.Context) (err error) {
 			}
 			// The history keeps no config value: a secret pasted into the
 			// wrong key would otherwise end up in the state file.
-			run.Ended, run.ExitCode, run.Error, run.Counts = time.Now().UTC(), exitCode(err), cfg.redact(err.Error()), sum.Counts()
+			run.Ended, run.ExitCode, run.Error, run.Counts = time.Now().UTC(), exitCode(err), cfg.private.Redact(err.Error()), sum.Counts()
 			run.Outcome = "error"
 			var se *signalError
 			if errors.As(err, &se) {
@@ -293,7 +293,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		dopts.Collect = func(pkey string, id extract.ID) error { return pkeys.Add(&state.PKeyEntry{PKey: pkey, ID: id}) }
 	}
 	d := transform.NewDecider(dopts, id)
-	api := conns.Writers(j.plan, rules.Pairs, cfg.redact,
+	api := conns.Writers(j.plan, rules.Pairs, cfg.private.Redact,
 		func(name string, total int64, unit string) load.Bar { return j.progress.Stage(name, total, unit) }, log)
 	var held []load.Held // changes waiting for an API's answer
 	var lc load.Change   // one, reused: the writers copy what they keep
@@ -751,7 +751,8 @@ func (j *job) budgets() spill.Budgets {
 // connect makes the API connectors the config asks for.
 func (j *job) connect() (*load.Connections, error) {
 	return load.Connect(load.ConnectOptions{Extract: &j.cfg.extract, Load: &j.cfg.load, Tracking: j.cfg.D365.tracking(),
-		NotAfter: j.notAfter, Secret: secret, Log: j.log})
+		NotAfter: j.notAfter, Log: j.log,
+		Secret: func(system string, cr extract.Credentials) (string, error) { return cr.Secret(system) }})
 }
 
 // inputs lists what this run reads of each system: its API, or its files.
