@@ -17,9 +17,6 @@ import (
 
 	"optsync/extract"
 	"optsync/load"
-	"optsync/load/show"
-	"optsync/state"
-	"optsync/state/inspect"
 	"optsync/transform"
 )
 
@@ -182,31 +179,6 @@ func reasonKind(reason string) string {
 	k := quoted.ReplaceAllString(reason, `"…"`)
 	k = fileLine.ReplaceAllString(k, "line N")
 	return number.ReplaceAllString(k, "N")
-}
-
-// listRuns prints the run history, newest first.
-func listRuns(cfg *Config, format string, out io.Writer, log zerolog.Logger) error {
-	if format != "table" && format != "json" {
-		return usagef("--format %q: want table or json", format)
-	}
-	var runs []state.Run
-	st, err := openReadOnly(cfg, log)
-	if err != nil {
-		return err
-	}
-	if st != nil {
-		defer st.Close()
-		if runs, err = st.Runs(); err != nil {
-			return err
-		}
-	}
-	if format == "json" {
-		if runs == nil {
-			runs = []state.Run{}
-		}
-		return show.JSON(out, runs)
-	}
-	return show.Runs(out, cfg.State, inspect.Runs(runs))
 }
 
 // validateOnline gets a token from each API the config uses and checks the

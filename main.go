@@ -380,7 +380,8 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 					if err != nil {
 						return err
 					}
-					return auditCommand(cfg, c, stdout, *log)
+					return inspect.AuditCommand(source(cfg, *log), inspect.AuditFlags{Contact: c.String("contact"), Run: c.String("run"),
+						Since: c.String("since"), Field: c.String("field"), Format: c.String("format")}, stdout)
 				},
 			},
 			{
@@ -393,7 +394,7 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 					if err != nil {
 						return err
 					}
-					return listRuns(cfg, c.String("format"), stdout, *log)
+					return inspect.ListRuns(source(cfg, *log), c.String("format"), stdout)
 				},
 			},
 			{
@@ -410,7 +411,7 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 					if err != nil {
 						return err
 					}
-					return reportCommand(cfg, c.String("run"), c.String("since"), c.String("output"), stdout, *log)
+					return inspect.ReportCommand(source(cfg, *log), cfg.OutDir, c.String("run"), c.String("since"), c.String("output"), readBuildInfo().short(), stdout)
 				},
 			},
 			{
@@ -432,7 +433,7 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 							if err != nil {
 								return err
 							}
-							return stateExport(cfg, c.String("output"), c.Bool("force"), c.String("contact"), stdout, *log)
+							return inspect.Export(source(cfg, *log), c.String("output"), c.Bool("force"), c.String("contact"), stdout)
 						},
 					},
 					{
@@ -445,13 +446,19 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 							if err != nil {
 								return err
 							}
-							return stateReset(c.Context, cfg, c.String("field"), stdout, *log)
+							return state.Reset{Path: cfg.State, OutDir: cfg.OutDir, Rules: &cfg.transform.Rules, Field: c.String("field"), ConfigPath: cfg.path,
+								ExitCode: exitCode, Redact: cfg.private.Redact, Log: *log}.Run(c.Context, stdout)
 						},
 					},
 				},
 			},
 		}, installCommands(stdout, onUsage)...),
 	}
+}
+
+// source is the state a read-only command reads.
+func source(cfg *Config, log zerolog.Logger) inspect.Source {
+	return inspect.Source{Path: cfg.State, Pairs: cfg.transform.Rules.Pairs, Log: log}
 }
 
 // isLibraryExit recognises, by its type, the error urfave/cli itself makes

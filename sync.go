@@ -1,10 +1,7 @@
 package main
 
 import (
-	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +19,7 @@ import (
 	"optsync/load"
 	"optsync/load/progress"
 	"optsync/state"
+	"optsync/state/inspect"
 	"optsync/transform"
 )
 
@@ -61,18 +59,12 @@ type job struct {
 	notAfter time.Time
 }
 
-func newRunID(t time.Time) string {
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	return t.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
-}
-
 func (j *job) run(ctx context.Context) (err error) {
 	cfg := j.cfg
 	j.started = time.Now().UTC()
 	started := j.started
 	j.notAfter = cfg.extract.NotAfter(started)
-	runID := newRunID(started)
+	runID := state.NewRunID(started)
 	log := j.log.With().Str("run_id", runID).Str("command", j.command).Logger()
 	j.log = log
 	rules := cfg.transform.Rules
@@ -85,27 +77,30 @@ func (j *job) run(ctx context.Context) (err error) {
 	j.sum = sum
 
 	// A run never starts over silently from a lost state.
-	if err := checkStateKept(cfg, j.newState); err != nil {
+	if err := state.CheckKept(cfg.State, cfg.OutDir, j.newState); err != nil {
 		return err
 	}
-	st, err := j.openState()
+	st, aside, err := state.OpenForRun(cfg.State, cfg.transform.Rules.Pairs, j.stateKind(), log)
+	j.stateAside = aside
 	if err != nil {
 		return err
 	}
 	if st != nil {
 		defer st.Close()
 	}
-	if err := checkIdentity(cfg, st, j.newState); err != nil {
+	if err := state.CheckIdentity(st, cfg.OutDir, j.newState); err != nil {
 		return err
 	}
 	if j.newState {
 		// The start over is deliberate: from here on the new file is the
 		// state of this folder's runs, even if this run stops.
-		keepIdentity(cfg, st, log)
+		state.KeepIdentity(st, cfg.OutDir, log)
 	}
+	record := &state.ConfigRecord{Direction: string(rules.Direction), Policy: string(rules.Policy), Pairs: cfg.transform.Rules.Pairs}
 	run := &state.Run{ID: runID, Command: j.command, Started: started, Outcome: "running",
 		Direction: string(rules.Direction), Policy: string(rules.Policy),
-		Version: readBuildInfo().short(), Config: j.runConfig()}
+		Version: readBuildInfo().short(), Config: state.NewRunConfig(&cfg.transform.Rules, cfg.transform.OptinLimit.String(),
+			cfg.D365.Source+" → "+cfg.D365.Target, cfg.Campaign.Source+" → "+cfg.Campaign.Target, j.flags())}
 	if j.plan {
 		// A plan is not in the history; its report previews the run.
 		defer func() {
@@ -118,7 +113,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		if err := st.BeginRun(run); err != nil {
 			return err
 		}
-		j.removePartials(st)
+		st.RemovePartials(cfg.OutDir, log)
 		// Whatever stops the run from here is recorded in its history.
 		defer func() {
 			if err == nil || run.Outcome != "running" {
@@ -126,21 +121,19 @@ func (j *job) run(ctx context.Context) (err error) {
 			}
 			// The history keeps no config value: a secret pasted into the
 			// wrong key would otherwise end up in the state file.
-			run.Ended, run.ExitCode, run.Error, run.Counts = time.Now().UTC(), exitCode(err), cfg.private.Redact(err.Error()), sum.Counts()
-			run.Outcome = "error"
-			var se *signalError
-			if errors.As(err, &se) {
-				run.Outcome = state.OutcomeInterrupted
-			}
+			run.End(exitCode(err), sum.Counts())
+			run.Error = cfg.private.Redact(err.Error())
 			if rerr := st.EndRun(run); rerr != nil {
 				log.Error().Err(rerr).Msg("recording the failed run")
 				return
 			}
 			j.report(st, run)
 		}()
-		if run.ConfigChanges, err = j.configChanges(st); err != nil {
+		diff, err := st.ConfigChanges(record, log)
+		if err != nil {
 			return err
 		}
+		run.ConfigChanges, j.mappingAdded, j.mappingsRemoved = diff.Changes, diff.MappingAdded, diff.Removed
 		if j.newState {
 			what := "there was no state file"
 			if j.stateAside != "" {
@@ -156,7 +149,7 @@ func (j *job) run(ctx context.Context) (err error) {
 			return err
 		}
 		// The files of runs that finished them but did not commit.
-		if err := recoverUncommitted(cfg, st, log); err != nil {
+		if err := state.RecoverUncommitted(st, cfg.OutDir, cfg.transform.Rules.Pairs, log); err != nil {
 			return err
 		}
 	}
@@ -250,7 +243,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	// load: decisions stream into the run's files as they are made; the
 	// files stay under temporary names until Finish, so a safety stop (or
 	// any failure) leaves nothing behind.
-	runName, err := runNames(st)
+	runName, err := state.RunNames(st)
 	if err != nil {
 		return err
 	}
@@ -385,7 +378,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		w.Abort()
 		fmt.Fprintln(j.stdout, stop)
 		sum.Stopped()
-		run.Ended, run.Outcome, run.ExitCode, run.Counts = time.Now().UTC(), "safety-stop", exitSafety, sum.Counts()
+		run.End(exitCode(stopErr), sum.Counts())
 		if err := st.EndRun(run); err != nil {
 			return err
 		}
@@ -425,6 +418,15 @@ func (j *job) run(ctx context.Context) (err error) {
 	} else {
 		cut = nil
 	}
+	// What the run returns once its files and state are done; its record
+	// keeps the exit code that error gets.
+	var result error
+	switch {
+	case cut != nil:
+		result = cut // what was applied is committed; the rest is queued
+	case len(failed) > 0:
+		result = &load.FailedWritesError{Err: fmt.Errorf("the writes of %s were refused or not sent; they are queued for the next run", plural(len(failed), "contact"))}
+	}
 	if err := w.Finish(); err != nil {
 		return err
 	}
@@ -441,44 +443,13 @@ func (j *job) run(ctx context.Context) (err error) {
 	if !j.plan {
 		// The files are complete: their writes are applied, and state must
 		// now say so even if a signal arrives meanwhile.
-		fin := &state.Final{Run: run, Config: j.configRecord(), ForgetReadPositions: j.mappingAdded}
-		fin.Meta = state.NextPositions(cfg.D365.tracking(), in.DataverseRead.Next, in.CampaignRead.Next)
-		fin.Forget = in.DataverseRead.Deleted
-		sum.Deleted = len(fin.Forget)
-		for _, it := range queue {
-			fin.RetryDone = append(fin.RetryDone, it.Contact)
-		}
-		for id, f := range failed {
-			it := state.RetryItem{Contact: id, PKey: f.PKey, RunID: runID, Since: started}
-			switch {
-			case f.D365 != "" && f.Campaign != "":
-				it.System, it.Reason = "d365+campaign", f.D365+"; "+f.Campaign
-			case f.D365 != "":
-				it.System, it.Reason = "d365", f.D365
-			default:
-				it.System, it.Reason = "campaign", f.Campaign
-			}
-			fin.Retry = append(fin.Retry, it)
-		}
-		if cfg.state.Retention() > 0 {
-			fin.PruneBefore = started.Add(-cfg.state.Retention())
-		}
-		for _, f := range slices.Concat(d365Files, campFiles) {
-			if f.Sum != "" {
-				system := "d365"
-				if slices.Contains(campFiles, f) {
-					system = "campaign"
-				}
-				fin.Files = append(fin.Files, state.ProcessedFile{SHA256: f.Sum, System: system, Path: f.Path, Size: f.Size, RunID: runID, Processed: time.Now().UTC()})
-			}
-		}
-		run.Ended, run.Outcome, run.ExitCode, run.Counts = time.Now().UTC(), "ok", exitOK, sum.Counts()
-		if len(failed) > 0 {
-			run.Outcome, run.ExitCode = "failed-writes", exitWriteFailed
-		}
-		if cut != nil {
-			run.Outcome, run.ExitCode = state.OutcomeInterrupted, 128+int(cut.sig)
-		}
+		end := state.Ending{Run: run, Config: record, MappingAdded: j.mappingAdded, Queued: queue, Failed: failed,
+			Meta:      state.NextPositions(cfg.D365.tracking(), in.DataverseRead.Next, in.CampaignRead.Next),
+			Deleted:   in.DataverseRead.Deleted,
+			Retention: cfg.state.Retention(), Files: processed(d365Files, campFiles, runID)}
+		sum.Deleted = len(end.Deleted)
+		fin := end.Final()
+		run.End(exitCode(result), sum.Counts())
 		run.Committed = true // with the last transaction only
 		// A backfill that changed more than a few records writes the PKey
 		// index whole: its entries change in PKey order, not in the
@@ -515,7 +486,7 @@ func (j *job) run(ctx context.Context) (err error) {
 			log.Info().Str("file", p).Msg("written")
 		}
 		// out_dir now holds files of a run that used this state file.
-		keepIdentity(cfg, st, log)
+		state.KeepIdentity(st, cfg.OutDir, log)
 		// Config housekeeping belongs to the run's commit: a removed
 		// mapping's snapshots go now that the run has committed (a run that
 		// stopped kept them). Killed here, the next run drops them.
@@ -525,39 +496,22 @@ func (j *job) run(ctx context.Context) (err error) {
 				log.Error().Err(err).Msg("dropping the snapshots of removed mappings failed; the next run drops them")
 			}
 			for _, p := range dropped {
-				log.Info().Str("mapping", pairName(p)).Msg("snapshots of a removed mapping dropped")
+				log.Info().Str("mapping", state.PairName(p)).Msg("snapshots of a removed mapping dropped")
 			}
 		}
 		j.report(st, run)
 	}
 	fmt.Fprintln(j.stdout, sum.Line(time.Since(started)))
 	log.Info().Interface("counts", sum.Counts()).Str("took", took(time.Since(started))).Msg("run finished")
-	if cut != nil {
-		return cut // what was applied is committed; the rest is queued
-	}
-	if ctx.Err() != nil {
+	if cut == nil && ctx.Err() != nil {
 		log.Info().Msg("a signal arrived after this run's writes were done: it finished its files and state first")
 	}
-	if len(failed) > 0 {
-		return &load.FailedWritesError{Err: fmt.Errorf("the writes of %s were refused or not sent; they are queued for the next run", plural(len(failed), "contact"))}
-	}
-	return nil
+	return result
 }
 
-// runNames names past runs by their start (Unix ms): a write not yet
-// seen remembers only when the run that wrote it started.
-func runNames(st *state.Store) (func(int64) string, error) {
-	byStart := map[int64]string{}
-	if st != nil {
-		runs, err := st.Runs()
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range runs {
-			byStart[r.Started.UnixMilli()] = r.ID
-		}
-	}
-	return func(at int64) string { return byStart[at] }, nil
+// report writes the page of the run just recorded beside its audit file.
+func (j *job) report(st *state.Store, run *state.Run) {
+	inspect.WriteRunReport(st, run, j.plan, j.cfg.OutDir, readBuildInfo().short(), j.log)
 }
 
 // addTally counts what the decider found in the summary. Rows read again
@@ -611,30 +565,6 @@ func (j *job) reportPending(groups map[int64]*transform.PendingGroup, runName fu
 	}
 }
 
-// removePartials removes the temporary files that runs killed before
-// they could clean up (recorded as interrupted) left in out_dir. A failure
-// is logged: it stops nothing.
-func (j *job) removePartials(st *state.Store) {
-	runs, err := st.Runs()
-	if err != nil {
-		j.log.Warn().Err(err).Msg("reading the run history for files of interrupted runs")
-		return
-	}
-	var ids []string
-	for _, r := range runs {
-		if r.Outcome == state.OutcomeInterrupted {
-			ids = append(ids, r.ID)
-		}
-	}
-	removed, err := load.RemovePartials(j.cfg.OutDir, ids)
-	if len(removed) > 0 {
-		j.log.Info().Int("files", len(removed)).Strs("names", removed[:min(len(removed), 10)]).Msg("removed the temporary files of interrupted runs")
-	}
-	if err != nil {
-		j.log.Warn().Err(err).Msg("removing the temporary files of interrupted runs")
-	}
-}
-
 // interrupted turns a cancellation by a signal into the signal's error.
 func interrupted(ctx context.Context, err error) error {
 	var se *signalError
@@ -642,102 +572,6 @@ func interrupted(ctx context.Context, err error) error {
 		return se
 	}
 	return err
-}
-
-func (j *job) openState() (*state.Store, error) {
-	if j.plan {
-		// plan changes nothing, not even a first empty state file; while a
-		// run holds the state, it plans against the run's last commit.
-		return openReadOnly(j.cfg, j.log)
-	}
-	if j.newState {
-		st, aside, err := state.OpenNew(j.cfg.State, j.cfg.transform.Rules.Pairs)
-		j.stateAside = aside
-		return st, err
-	}
-	if !j.incremental {
-		// A backfill reads every record: the whole file is checked first.
-		return state.OpenFull(j.cfg.State, j.cfg.transform.Rules.Pairs)
-	}
-	return state.Open(j.cfg.State, j.cfg.transform.Rules.Pairs)
-}
-
-// runConfig is the config in effect, kept with the run for its report.
-func (j *job) runConfig() *state.RunConfig {
-	cfg := j.cfg
-	rc := &state.RunConfig{Direction: string(cfg.transform.Rules.Direction), Policy: string(cfg.transform.Rules.Policy),
-		MaxOptin: cfg.transform.OptinLimit.String(),
-		D365:     cfg.D365.Source + " → " + cfg.D365.Target, Campaign: cfg.Campaign.Source + " → " + cfg.Campaign.Target}
-	for _, p := range cfg.transform.Rules.Pairs {
-		rc.Mappings = append(rc.Mappings, state.Mapping{D365: p.D365, Campaign: p.Campaign, Invert: p.Invert})
-	}
-	for _, o := range []struct {
-		on   bool
-		name string
-	}{{j.replay, "--replay"}, {j.force, "--force"}, {j.allowMassOptin, "--allow-mass-optin"}, {j.newState, "--new-state"}} {
-		if o.on {
-			rc.Options = append(rc.Options, o.name)
-		}
-	}
-	return rc
-}
-
-func (j *job) configRecord() *state.ConfigRecord {
-	return &state.ConfigRecord{Direction: string(j.cfg.transform.Rules.Direction), Policy: string(j.cfg.transform.Rules.Policy), Pairs: j.cfg.transform.Rules.Pairs}
-}
-
-// configChanges compares the config with the one the last run used: changes
-// are logged and recorded with the run. Nothing is changed in state here:
-// a mapping added makes every system read through its API read in full
-// (its read positions are dropped with the run's commit), and a mapping
-// removed loses its snapshots once the run has committed, so a run that
-// stops (safety limit, missing column, …) leaves state as it was.
-func (j *job) configChanges(st *state.Store) ([]string, error) {
-	removed, err := st.Unmapped(j.cfg.transform.Rules.Pairs)
-	if err != nil {
-		return nil, err
-	}
-	j.mappingsRemoved = removed
-	last, err := st.LastConfig()
-	if err != nil {
-		return nil, err
-	}
-	now := j.configRecord()
-	var changes []string
-	if last != nil {
-		if last.Direction != now.Direction {
-			changes = append(changes, fmt.Sprintf("direction %s → %s", last.Direction, now.Direction))
-		}
-		if last.Policy != now.Policy {
-			changes = append(changes, fmt.Sprintf("policy %s → %s", last.Policy, now.Policy))
-		}
-		for _, p := range now.Pairs {
-			if !slices.Contains(last.Pairs, p) {
-				j.mappingAdded = true
-				changes = append(changes, "mapping added: "+pairName(p)+" (systems read through an API are read in full this run; for file drops, run a backfill)")
-			}
-		}
-	}
-	for _, p := range removed {
-		if last == nil || slices.Contains(last.Pairs, p) {
-			changes = append(changes, "mapping removed, its snapshots dropped with the run's commit: "+pairName(p))
-		} else {
-			// A run that committed but was killed before dropping them.
-			j.log.Info().Str("mapping", pairName(p)).Msg("the snapshots of a mapping removed earlier are dropped with this run's commit")
-		}
-	}
-	for _, c := range changes {
-		j.log.Warn().Str("change", c).Msg("config changed since the last run")
-	}
-	return changes, nil
-}
-
-func pairName(p transform.Pair) string {
-	s := p.D365 + " ↔ " + p.Campaign
-	if p.Invert {
-		s += " (invert)"
-	}
-	return s
 }
 
 // budgets divides the run's memory budget between what it holds at once.
@@ -860,4 +694,48 @@ func withPrior(st *state.Store, fn func(transform.Prior) error) error {
 	}
 	defer r.Close()
 	return fn(r)
+}
+
+// stateKind is how this run uses the state file.
+func (j *job) stateKind() state.RunKind {
+	switch {
+	case j.plan:
+		return state.Plan
+	case j.newState:
+		return state.NewState
+	case !j.incremental:
+		return state.Backfill
+	}
+	return state.Incremental
+}
+
+// flags are the command's flags that change decisions or limits, for the
+// run's record.
+func (j *job) flags() []string {
+	var on []string
+	for _, o := range []struct {
+		on   bool
+		name string
+	}{{j.replay, "--replay"}, {j.force, "--force"}, {j.allowMassOptin, "--allow-mass-optin"}, {j.newState, "--new-state"}} {
+		if o.on {
+			on = append(on, o.name)
+		}
+	}
+	return on
+}
+
+// processed are the input files this run read that state remembers as
+// processed (a run's drops: a backfill's export has no sum).
+func processed(d365Files, campFiles []extract.InputFile, runID string) []state.ProcessedFile {
+	var out []state.ProcessedFile
+	for _, f := range slices.Concat(d365Files, campFiles) {
+		if f.Sum != "" {
+			system := "d365"
+			if slices.Contains(campFiles, f) {
+				system = "campaign"
+			}
+			out = append(out, state.ProcessedFile{SHA256: f.Sum, System: system, Path: f.Path, Size: f.Size, RunID: runID, Processed: time.Now().UTC()})
+		}
+	}
+	return out
 }

@@ -6,7 +6,6 @@
 package inspect
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -18,16 +17,11 @@ import (
 	"optsync/transform"
 )
 
-// QueryError is a question that names what state does not hold: a run id
-// not in the history, a field no mapping has. The command did nothing; it
-// exits 2 like any usage error.
-type QueryError struct{ msg string }
+// QueryError is a question that names what state does not hold
+// (state.QueryError): exit 2.
+type QueryError = state.QueryError
 
-func (e *QueryError) Error() string { return e.msg }
-
-func queryErrorf(format string, args ...any) error {
-	return &QueryError{msg: fmt.Sprintf(format, args...)}
-}
+func queryErrorf(format string, args ...any) error { return state.QueryErrorf(format, args...) }
 
 // NoSuchRun is the error of a --run that names no run of the history.
 func NoSuchRun(runID, statePath string) error {

@@ -1,4 +1,4 @@
-package main
+package state
 
 import (
 	"strings"
@@ -7,11 +7,10 @@ import (
 
 	"optsync/extract"
 	"optsync/load"
-	"optsync/state"
 	"optsync/transform"
 )
 
-// recoverUncommitted is a run's first step with the files earlier runs
+// RecoverUncommitted is a run's first step with the files earlier runs
 // finished but did not commit (they carry names that say so, and must not
 // be imported). A run whose last transaction committed, stopped before it
 // named its files, gets them named. A run that did not commit may have
@@ -20,8 +19,8 @@ import (
 // into the file's final name, the others are left out — this run decides
 // those contacts again, the same way unless their records moved. The
 // uncommitted files stay, for whoever looks into what happened.
-func recoverUncommitted(cfg *Config, st *state.Store, log zerolog.Logger) error {
-	runs, err := load.FindUncommitted(cfg.OutDir)
+func RecoverUncommitted(st *Store, outDir string, pairs []transform.Pair, log zerolog.Logger) error {
+	runs, err := load.FindUncommitted(outDir)
 	if err != nil || len(runs) == 0 {
 		return err
 	}
@@ -29,11 +28,11 @@ func recoverUncommitted(cfg *Config, st *state.Store, log zerolog.Logger) error 
 	if err != nil {
 		return err
 	}
-	byID := map[string]state.Run{}
+	byID := map[string]Run{}
 	for _, r := range history {
 		byID[r.ID] = r
 	}
-	d, err := load.OutDir(cfg.OutDir)
+	d, err := load.OutDir(outDir)
 	if err != nil {
 		return err
 	}
@@ -57,7 +56,7 @@ func recoverUncommitted(cfg *Config, st *state.Store, log zerolog.Logger) error 
 			if _, err := d.Stat(strings.Replace(name, "-uncommitted.csv", ".csv", 1)); err == nil {
 				continue // done by an earlier run
 			}
-			keep := writtenBy(reader, cfg.transform.Rules.Pairs, rec, known, strings.HasPrefix(name, "d365-"))
+			keep := writtenBy(reader, pairs, rec, known, strings.HasPrefix(name, "d365-"))
 			kept, dropped, err := d.RecoverUpdates(name, keep)
 			if err != nil {
 				return err
@@ -77,7 +76,7 @@ func recoverUncommitted(cfg *Config, st *state.Store, log zerolog.Logger) error 
 // recorded as made by that run (pending writes stamped with its start):
 // a Dynamics row by its contactid, a Campaign row by its externalId and
 // PKey. Of a run state has no record of, no row is.
-func writtenBy(r *state.Reader, pairs []transform.Pair, run state.Run, known, d365 bool) load.KeepRow {
+func writtenBy(r *Reader, pairs []transform.Pair, run Run, known, d365 bool) load.KeepRow {
 	at := run.Started.UnixMilli()
 	var snap transform.Snapshot
 	return func(row map[string]string) (bool, error) {
