@@ -1,0 +1,158 @@
+package state
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"optsync/extract"
+	"optsync/load"
+	"optsync/transform"
+)
+
+// A run's outcome is named after the exit code it ends with.
+func TestRunEnd(t *testing.T) {
+	for code, want := range map[int]string{0: "ok", 1: "error", 2: "error", 3: "failed-writes", 4: "safety-stop", 75: "error", 130: OutcomeInterrupted, 143: OutcomeInterrupted} {
+		r := Run{Outcome: "running"}
+		r.End(code, map[string]int{"x": 1})
+		if r.Outcome != want || r.ExitCode != code || r.Ended.IsZero() || r.Counts["x"] != 1 {
+			t.Errorf("code %d: %+v, want outcome %s", code, r, want)
+		}
+	}
+}
+
+// The final record queues the refused writes by the system that refused
+// them, settles the queue read, keeps every connector's read position.
+func TestEndingFinal(t *testing.T) {
+	started := time.Date(2026, 12, 1, 2, 0, 0, 0, time.UTC)
+	a, b, c := extract.ID{1}, extract.ID{2}, extract.ID{3}
+	end := Ending{Run: &Run{ID: "r1", Started: started}, MappingAdded: true, Retention: 24 * time.Hour,
+		Meta:   []map[string]string{{"d365": "delta"}, {"campaign": "mark"}},
+		Queued: []RetryItem{{Contact: c}},
+		Failed: map[extract.ID]load.Refused{a: {D365: "412", Campaign: "429", PKey: "@p"}, b: {Campaign: "500"}}}
+	fin := end.Final()
+	if !fin.ForgetReadPositions || fin.Meta["d365"] != "delta" || fin.Meta["campaign"] != "mark" ||
+		len(fin.RetryDone) != 1 || fin.RetryDone[0] != c || !fin.PruneBefore.Equal(started.Add(-24*time.Hour)) {
+		t.Fatalf("final: %+v", fin)
+	}
+	if len(fin.Retry) != 2 {
+		t.Fatalf("retry: %+v", fin.Retry)
+	}
+	for _, it := range fin.Retry {
+		want := map[extract.ID]string{a: "d365+campaign 412; 429", b: "campaign 500"}[it.Contact]
+		if it.System+" "+it.Reason != want || it.RunID != "r1" || !it.Since.Equal(started) {
+			t.Errorf("%v: %+v, want %s", it.Contact, it, want)
+		}
+	}
+	if (&Ending{Run: &Run{}}).Final().PruneBefore != (time.Time{}) {
+		t.Error("no retention prunes nothing")
+	}
+}
+
+// A missing state file beside what earlier runs left is refused, unless
+// the run starts over on purpose; another state file than out_dir's runs
+// used is refused too.
+func TestCheckKeptAndIdentity(t *testing.T) {
+	dir := t.TempDir()
+	path, out := filepath.Join(dir, "s.db"), filepath.Join(dir, "out")
+	if err := CheckKept(path, out, false); err != nil {
+		t.Fatalf("first run: %v", err)
+	}
+	if err := os.MkdirAll(out, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(out, "d365-updates-20261130T020000Z-abcdef.csv"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var lost *LostError
+	if err := CheckKept(path, out, false); !errors.As(err, &lost) {
+		t.Fatalf("lost state: %v", err)
+	}
+	if err := CheckKept(path, out, true); err != nil {
+		t.Fatalf("--new-state: %v", err)
+	}
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	KeepIdentity(st, out, zerolog.Nop())
+	if err := CheckIdentity(st, out, false); err != nil {
+		t.Fatalf("same state: %v", err)
+	}
+	other := filepath.Join(dir, "other")
+	if err := os.MkdirAll(other, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	d, err := load.OutDir(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.WriteStateIdentity(load.StateIdentity{ID: "another", State: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	if err := CheckIdentity(st, other, false); !errors.As(err, &lost) || !strings.Contains(err.Error(), "names another") {
+		t.Fatalf("another state: %v", err)
+	}
+}
+
+// Config changes since the last committed run are listed and logged; a
+// removed mapping is reported, its snapshots kept until the commit.
+func TestConfigChanges(t *testing.T) {
+	st, err := Open(filepath.Join(t.TempDir(), "s.db"), testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := &ConfigRecord{Direction: "bidirectional", Policy: "newest", Pairs: testPairs}
+	run := &Run{ID: "r1", Started: time.Now(), Outcome: "running"}
+	if err := st.BeginRun(run); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Commit(context.Background(), st.NewBatch(0), &Final{Run: run, Config: last}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	added := transform.Pair{D365: "donotphone", Campaign: "blackListPhone"}
+	now := &ConfigRecord{Direction: "d365-to-campaign", Policy: "newest", Pairs: []transform.Pair{testPairs[0], added}}
+	if st, err = Open(st.path, now.Pairs); err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var logged bytes.Buffer
+	diff, err := st.ConfigChanges(now, zerolog.New(&logged))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"direction bidirectional → d365-to-campaign", "mapping added: donotphone ↔ blackListPhone",
+		"mapping removed, its snapshots dropped with the run's commit: " + PairName(testPairs[1])}
+	if !diff.MappingAdded || len(diff.Removed) != 1 || diff.Removed[0] != testPairs[1] || len(diff.Changes) != 3 {
+		t.Fatalf("diff: %+v", diff)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(diff.Changes[i], w) || !strings.Contains(logged.String(), w) {
+			t.Errorf("change %d: %q, want %q (logged: %s)", i, diff.Changes[i], w, logged.String())
+		}
+	}
+}
+
+// state reset refuses a field no mapping has, naming the config, before
+// it opens anything.
+func TestResetUnknownField(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	err := Reset{Path: path, Rules: &transform.Rules{Pairs: testPairs}, Field: "nosuch", ConfigPath: "optsync.yaml"}.Run(context.Background(), nil)
+	var qe *QueryError
+	if !errors.As(err, &qe) || err.Error() != "--field nosuch: no mapping of that Dynamics field in optsync.yaml" {
+		t.Fatalf("got %v", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("state file made: %v", err)
+	}
+}
