@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"optsync/fixtures/testkit"
+	"optsync/load"
 	"os"
 	"path/filepath"
 	"slices"
@@ -119,7 +120,7 @@ func TestValidateCountsWhatARunRejects(t *testing.T) {
 	}
 	byKind := map[string]int{}
 	for _, row := range rejects {
-		byKind[reasonKind(row["reason"])]++
+		byKind[load.ReasonKind(row["reason"])]++
 	}
 	for kind, n := range byKind {
 		if !strings.Contains(v.stdout, fmt.Sprintf("  %d × %s\n", n, kind)) {

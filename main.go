@@ -22,6 +22,7 @@ import (
 	"optsync/extract"
 	"optsync/load"
 	"optsync/load/progress"
+	"optsync/load/show"
 	"optsync/state"
 	"optsync/state/inspect"
 	"optsync/transform"
@@ -279,7 +280,7 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 	return &cli.App{
 		Name:      "optsync",
 		Usage:     "keep opt-in/opt-out flags in step between Dynamics 365 contacts and Adobe Campaign profiles",
-		Version:   readBuildInfo().line(),
+		Version:   show.ReadBuild().Line(),
 		Writer:    stdout,
 		ErrWriter: stderr,
 		// The completion scripts ask the binary for the next words.
@@ -411,7 +412,7 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 					if err != nil {
 						return err
 					}
-					return inspect.ReportCommand(source(cfg, *log), cfg.OutDir, c.String("run"), c.String("since"), c.String("output"), readBuildInfo().short(), stdout)
+					return inspect.ReportCommand(source(cfg, *log), cfg.OutDir, c.String("run"), c.String("since"), c.String("output"), show.ReadBuild().Short(), stdout)
 				},
 			},
 			{
@@ -452,7 +453,7 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 					},
 				},
 			},
-		}, installCommands(stdout, onUsage)...),
+		}, installCommands(stdout)...),
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"optsync/extract/spill"
 	"optsync/load"
 	"optsync/load/progress"
+	"optsync/load/show"
 	"optsync/state"
 	"optsync/state/inspect"
 	"optsync/transform"
@@ -99,7 +100,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	record := &state.ConfigRecord{Direction: string(rules.Direction), Policy: string(rules.Policy), Pairs: cfg.transform.Rules.Pairs}
 	run := &state.Run{ID: runID, Command: j.command, Started: started, Outcome: "running",
 		Direction: string(rules.Direction), Policy: string(rules.Policy),
-		Version: readBuildInfo().short(), Config: state.NewRunConfig(&cfg.transform.Rules, cfg.transform.OptinLimit.String(),
+		Version: show.ReadBuild().Short(), Config: state.NewRunConfig(&cfg.transform.Rules, cfg.transform.OptinLimit.String(),
 			cfg.D365.Source+" → "+cfg.D365.Target, cfg.Campaign.Source+" → "+cfg.Campaign.Target, j.flags())}
 	if j.plan {
 		// A plan is not in the history; its report previews the run.
@@ -222,7 +223,7 @@ func (j *job) run(ctx context.Context) (err error) {
 			if err != nil {
 				return interrupted(ctx, err)
 			}
-			log.Info().Int("records", n).Str("took", took(time.Since(t0))).Msg("built the state's indexes (once: the state file is from before them)")
+			log.Info().Int("records", n).Str("took", load.Took(time.Since(t0))).Msg("built the state's indexes (once: the state file is from before them)")
 			indexed = true
 		}
 	}
@@ -502,7 +503,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		j.report(st, run)
 	}
 	fmt.Fprintln(j.stdout, sum.Line(time.Since(started)))
-	log.Info().Interface("counts", sum.Counts()).Str("took", took(time.Since(started))).Msg("run finished")
+	log.Info().Interface("counts", sum.Counts()).Str("took", load.Took(time.Since(started))).Msg("run finished")
 	if cut == nil && ctx.Err() != nil {
 		log.Info().Msg("a signal arrived after this run's writes were done: it finished its files and state first")
 	}
@@ -511,7 +512,7 @@ func (j *job) run(ctx context.Context) (err error) {
 
 // report writes the page of the run just recorded beside its audit file.
 func (j *job) report(st *state.Store, run *state.Run) {
-	inspect.WriteRunReport(st, run, j.plan, j.cfg.OutDir, readBuildInfo().short(), j.log)
+	inspect.WriteRunReport(st, run, j.plan, j.cfg.OutDir, show.ReadBuild().Short(), j.log)
 }
 
 // addTally counts what the decider found in the summary. Rows read again

@@ -1,4 +1,4 @@
-package main
+package show
 
 import (
 	"fmt"
@@ -7,12 +7,12 @@ import (
 	"strings"
 )
 
-// buildInfo is what the Go toolchain stamped into the binary: the module
+// Build is what the Go toolchain stamped into the binary: the module
 // version, and with VCS stamping (go build in a git checkout) the
 // revision, its commit time and whether the tree had uncommitted changes.
 // Go records no build time, so that builds are reproducible; the commit
 // time is the nearest it has. go run and go test stamp no VCS information.
-type buildInfo struct {
+type Build struct {
 	Version    string // the module version, "(devel)" when unknown
 	Revision   string
 	CommitTime string
@@ -20,8 +20,9 @@ type buildInfo struct {
 	GoVersion  string
 }
 
-func readBuildInfo() buildInfo {
-	b := buildInfo{Version: "(devel)"}
+// ReadBuild reads what the toolchain stamped into this binary.
+func ReadBuild() Build {
+	b := Build{Version: "(devel)"}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return b
@@ -43,9 +44,9 @@ func readBuildInfo() buildInfo {
 	return b
 }
 
-// short is the version as one word, kept with every run: the module
+// Short is the version as one word, kept with every run: the module
 // version, and the revision when the version does not carry it already.
-func (b buildInfo) short() string {
+func (b Build) Short() string {
 	v := b.Version
 	if b.Revision != "" && !strings.Contains(v, shortRev(b.Revision)) {
 		v += "+" + shortRev(b.Revision)
@@ -58,8 +59,8 @@ func (b buildInfo) short() string {
 
 func shortRev(r string) string { return r[:min(12, len(r))] }
 
-// line is what --version prints.
-func (b buildInfo) line() string {
+// Line is what --version prints.
+func (b Build) Line() string {
 	if b.Revision == "" {
 		return b.Version + " (no VCS revision: built by go run or go test, or with -buildvcs=false)"
 	}
@@ -70,7 +71,8 @@ func (b buildInfo) line() string {
 	return s + ", committed " + b.CommitTime
 }
 
-func (b buildInfo) write(w io.Writer) {
+// Write is what the version command prints.
+func (b Build) Write(w io.Writer) {
 	fmt.Fprintf(w, "optsync %s\n", b.Version)
 	if b.Revision == "" {
 		fmt.Fprintln(w, "revision:    unknown (built by go run or go test, or with -buildvcs=false: no VCS information stamped)")
