@@ -3,12 +3,12 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"reflect"
 	"runtime/debug"
 	"slices"
@@ -49,47 +49,6 @@ func main() {
 	code := cmdline{stdout: os.Stdout, stderr: os.Stderr}.run(ctx, os.Args)
 	stop()
 	os.Exit(code)
-}
-
-// signalError is a run stopped by SIGINT or SIGTERM; it exits 128+signal.
-// kept says the run had applied some API writes, which it committed. A run
-// that reaches max_run_time (after, set) stops the same way, as on SIGTERM.
-type signalError struct {
-	sig   syscall.Signal
-	kept  bool
-	after time.Duration
-}
-
-func (e *signalError) Error() string {
-	by := "interrupted by " + e.sig.String()
-	if e.after > 0 {
-		by = fmt.Sprintf("stopped after max_run_time %s, as on SIGTERM", e.after)
-	}
-	if e.kept {
-		return by + " while writing: what was applied is kept, the writes not sent are queued for the next run"
-	}
-	return by + ": nothing of this run was kept; the next run does its work"
-}
-
-// withSignals cancels the context on SIGINT or SIGTERM, with the signal as
-// the cause, so that the run stops reading and deciding and exits 130/143.
-func withSignals(parent context.Context) (context.Context, func()) {
-	ctx, cancel := context.WithCancelCause(parent)
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() {
-		select {
-		case s := <-ch:
-			cancel(&signalError{sig: s.(syscall.Signal)})
-		case <-done:
-		}
-	}()
-	return ctx, func() {
-		signal.Stop(ch)
-		close(done)
-		cancel(nil)
-	}
 }
 
 // hooks are the points where a test stops or pauses a run, the way a kill
@@ -225,12 +184,8 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 			cfg, err := loadCfg(c)
 			if err != nil {
 				// Monitoring must hear of a run that could not even start.
-				if path := c.String("metrics-file"); path != "" && !plan {
-					now := time.Now().UTC()
-					if merr := load.WriteMetrics(path, load.RunMetrics{Command: c.Command.Name, Started: now, Ended: now, ExitCode: exitCode(err)}); merr != nil {
-						log.Error().Err(merr).Str("file", path).Msg("writing the metrics file")
-					}
-				}
+				now := time.Now().UTC()
+				writeMetrics(c.String("metrics-file"), !plan, load.RunMetrics{Command: c.Command.Name, Started: now, Ended: now, ExitCode: exitCode(err)}, *log)
 				return err
 			}
 			if plan && c.Bool("backfill") {
@@ -258,22 +213,8 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 			ctx, cancel := context.WithTimeoutCause(c.Context, cfg.state.RunTime(), &signalError{sig: syscall.SIGTERM, after: cfg.state.RunTime()})
 			err = j.run(ctx)
 			cancel()
-			metricsPath := c.String("metrics-file")
-			if metricsPath == "" {
-				metricsPath = cfg.MetricsFile
-			}
-			if metricsPath != "" && !plan {
-				m := load.RunMetrics{Command: j.command, Started: j.started, Ended: time.Now().UTC(), ExitCode: exitOK}
-				if j.sum != nil {
-					m.Sum = j.sum
-				}
-				if err != nil {
-					m.ExitCode = exitCode(err)
-				}
-				if merr := load.WriteMetrics(metricsPath, m); merr != nil {
-					log.Error().Err(merr).Str("file", metricsPath).Msg("writing the metrics file")
-				}
-			}
+			writeMetrics(cmp.Or(c.String("metrics-file"), cfg.MetricsFile), !plan,
+				load.RunMetrics{Command: j.command, Started: j.started, Ended: time.Now().UTC(), ExitCode: exitCode(err), Sum: j.sum}, *log)
 			return err
 		}
 	}
@@ -454,6 +395,17 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 				},
 			},
 		}, installCommands(stdout)...),
+	}
+}
+
+// writeMetrics writes the metrics file, when there is one and the command
+// makes metrics (a plan does not). Failing is logged: the run is not.
+func writeMetrics(path string, makes bool, m load.RunMetrics, log zerolog.Logger) {
+	if path == "" || !makes {
+		return
+	}
+	if err := load.WriteMetrics(path, m); err != nil {
+		log.Error().Err(err).Str("file", path).Msg("writing the metrics file")
 	}
 }
 

@@ -566,15 +566,6 @@ func (j *job) reportPending(groups map[int64]*transform.PendingGroup, runName fu
 	}
 }
 
-// interrupted turns a cancellation by a signal into the signal's error.
-func interrupted(ctx context.Context, err error) error {
-	var se *signalError
-	if errors.As(context.Cause(ctx), &se) && ctx.Err() != nil {
-		return se
-	}
-	return err
-}
-
 // budgets divides the run's memory budget between what it holds at once.
 func (j *job) budgets() spill.Budgets {
 	if j.hooks.memoryBudget > 0 {
