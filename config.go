@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/xrash/smetrics"
 	"go.yaml.in/yaml/v3"
 
 	"optsync/extract"
@@ -372,7 +373,7 @@ func configSections() map[string]section {
 func closest(s string, keys []string) string {
 	best, bestD := "", 3
 	for _, k := range keys {
-		d := editDistance(strings.ToLower(s), k)
+		d := smetrics.WagnerFischer(strings.ToLower(s), k, 1, 1, 1) // Levenshtein
 		if strings.HasPrefix(k, strings.ToLower(s)) || strings.HasPrefix(strings.ToLower(s), k) {
 			d = min(d, 2)
 		}
@@ -381,26 +382,6 @@ func closest(s string, keys []string) string {
 		}
 	}
 	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }
 
 // resolve makes a config path relative to the config file's folder.
