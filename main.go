@@ -68,9 +68,10 @@ type hooks struct {
 
 // usageError is a command line, flag, variable or argument that is wrong:
 // the command did nothing and exits 2. The config's own errors are
-// configError, the inputs' extract.MissingColumnError, BrokenFileError and
-// InputError, a read-only command's question about what state lacks
-// inspect.QueryError, an --output refused load.OutputRefusedError.
+// configError (and a secret not where it says, extract.SecretError), the
+// inputs' extract.MissingColumnError, BrokenFileError and InputError, a
+// read-only command's question about what state lacks state.QueryError,
+// an --output refused load.OutputRefusedError.
 type usageError struct{ err error }
 
 func (e *usageError) Error() string { return e.err.Error() }
@@ -118,7 +119,9 @@ func (m cmdline) run(ctx context.Context, args []string) int {
 // exitCode is the one place an error becomes the SPEC's exit code: 0 ok,
 // 1 runtime failure, 2 usage or config error, 3 finished but some writes
 // failed, 4 safety stop, 75 state locked, 128+signal (130, 143) stopped
-// by a signal or max_run_time.
+// by a signal or max_run_time. The run history keeps the same code: a
+// run's record is closed with exitCode of the error the run returns
+// (state.Run.End), and state reset's with this function too.
 func exitCode(err error) int {
 	var (
 		ue *usageError
@@ -129,7 +132,7 @@ func exitCode(err error) int {
 		bf *extract.BrokenFileError
 		ie *extract.InputError
 		sc *extract.SecretError
-		qe *inspect.QueryError
+		qe *state.QueryError
 		oe *load.OutputRefusedError
 		le *state.LockedError
 		se *signalError
