@@ -13,8 +13,10 @@
 // The HTTP client both APIs are read and written with is in
 // extract/apiclient; sorting past the memory budget, and the budget's
 // shares, in extract/spill. Options is the reads' part of the config (the
-// inputs, the API connections, max_clock_skew, input:), with the checks
-// that name its keys.
+// inputs, the API connections, max_clock_skew, input:, memory_budget),
+// with the checks that name its keys. Credentials live here: the client
+// secret is read where the config says (Credentials.Secret), and Private
+// keeps the config's free-text values out of the run history.
 package extract
 
 import (

@@ -7,8 +7,10 @@
 // Every run also writes its audit and rejects files. What a run tells the
 // people watching it is here too: its summary line (Summary), the
 // Prometheus metrics file (WriteMetrics) and, in load/progress, the
-// progress display on a terminal. Options is the writes' part of the
-// config (out_dir, targets, d365.batch_size), with its checks.
+// progress display on a terminal. The rejects and failed writes a run
+// keeps are counted by reason (Reasons); validate's tally of what a run
+// would reject is Tally. Options is the writes' part of the config
+// (out_dir, targets, d365.batch_size), with its checks.
 package load
 
 import (

@@ -2,8 +2,16 @@
 // per-contact snapshots, totals over them, the decision log, the run history
 // and the schema version. It commits a run's decisions (CommitDecisions):
 // the entries transform kept (Dirty) decided again, a chunk per
-// transaction, the run's final record with the last. Options is its part of the config (the state
-// file, audit_retention, pending_alert), with its checks.
+// transaction, the run's final record with the last. Options is its part
+// of the config (the state file, audit_retention, pending_alert,
+// max_run_time), with its checks.
+//
+// It also owns a run's start and end around the stages (start.go,
+// kept.go, recover.go, reset.go): opening the file as the command needs,
+// refusing to start over silently from a lost or another state file,
+// placing the files of runs that did not commit, the config's changes
+// since the last run, the run's final record (Ending; Run.End names its
+// outcome after the exit code main chose) and state reset.
 //
 // Two locks guard it. A run (backfill, run, state reset) holds the run lock,
 // <state>.lock, for its whole life: a second run exits at once, naming the

@@ -1,8 +1,9 @@
 // Package inspect answers the read-only commands from state: the
 // decisions recorded (audit), what state holds for a contact, the run
 // history (runs, and the model of the HTML report), the snapshots (state
-// export). It returns plain values for load/show and load/report to
-// render; it never writes to state.
+// export), and runs those commands (commands.go: ListRuns, AuditCommand,
+// Export, ReportCommand). It returns plain values for load/show and
+// load/report to render; it never writes to state.
 package inspect
 
 import (
