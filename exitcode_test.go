@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -36,9 +37,11 @@ func TestExitCodes(t *testing.T) {
 		{"missing column", &extract.MissingColumnError{}, exitUsage},
 		{"broken file", &extract.BrokenFileError{}, exitUsage},
 		{"input not there", &extract.InputError{}, exitUsage},
+		{"secret not found", &extract.SecretError{}, exitUsage},
 		{"failed writes", &load.FailedWritesError{Err: plain}, exitWriteFailed},
 		{"safety stop", &transform.SafetyStopError{Err: plain}, exitSafety},
 		{"query", inspect.NoSuchRun("r1", "s.db"), exitUsage},
+		{"state reset's query", state.QueryErrorf("--field x: no mapping of that Dynamics field in c.yaml"), exitUsage},
 		{"output refused", &load.OutputRefusedError{}, exitUsage},
 		{"locked", &state.LockedError{Path: "s.db"}, exitLocked},
 		{"corrupt state", &state.CorruptError{Path: "s.db"}, exitFailure},
@@ -125,3 +128,36 @@ type otherExitCoder struct{}
 
 func (otherExitCoder) Error() string { return "exit status 3" }
 func (otherExitCoder) ExitCode() int { return 3 }
+
+// TestHistoryKeepsTheProcessExitCode: a run's record in the history
+// holds the code the process exited with, and an outcome named after it,
+// whatever ended it: a run that finished, one a broken file stopped, a
+// state reset.
+func TestHistoryKeepsTheProcessExitCode(t *testing.T) {
+	p := newProject(t, fmt.Sprintf(dropConfig, ""))
+	id := testkit.GUID(1)
+	testkit.WriteFile(t, p.path("drops/d365/2026-11-27.csv"), testkit.Contacts2(id+",2026-11-20T10:00:00Z,true,false"))
+	testkit.WriteFile(t, p.path("drops/campaign/2026-11-27.csv"), testkit.Profiles2("@p1,"+id+",2026-11-27 09:00:00.000Z,false,false"))
+	var codes []int
+	codes = append(codes, p.cli(t, "run").code)
+	testkit.WriteFile(t, p.path("drops/campaign/2026-11-28.csv"), testkit.Profiles2(`@p1,`+id+`,"2026-11-28 09:00:00.000Z,true,false`))
+	codes = append(codes, p.cli(t, "run").code)
+	codes = append(codes, p.cli(t, "state", "reset").code)
+	if codes[0] != exitOK || codes[1] != exitUsage || codes[2] != exitOK {
+		t.Fatalf("exit codes %v, want 0 2 0", codes)
+	}
+	var runs []state.Run
+	if err := json.Unmarshal([]byte(p.cli(t, "runs", "--format", "json").stdout), &runs); err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) != 3 {
+		t.Fatalf("%d runs recorded, want 3", len(runs))
+	}
+	outcomes := []string{"ok", "error", "ok"}
+	for i, r := range runs { // newest first
+		want := len(codes) - 1 - i
+		if r.ExitCode != codes[want] || r.Outcome != outcomes[want] {
+			t.Errorf("%s: recorded exit %d %s, the process exited %d (%s)", r.Command, r.ExitCode, r.Outcome, codes[want], outcomes[want])
+		}
+	}
+}
