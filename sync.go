@@ -41,12 +41,10 @@ type job struct {
 	plan           bool
 	allowMassOptin bool
 	allowMissing   bool
-	// newState: backfill --new-state, a deliberate start over; stateAside
-	// is where the state file found was moved ("" when there was none).
-	newState   bool
-	stateAside string
-	progress   *progress.Progress
-	hooks      hooks
+	// newState: backfill --new-state, a deliberate start over.
+	newState bool
+	progress *progress.Progress
+	hooks    hooks
 	// mappingAdded: a mapping is new since the last run, so systems read
 	// through an API are read in full; mappingsRemoved are dropped from
 	// state after the run's commit.
@@ -78,24 +76,12 @@ func (j *job) run(ctx context.Context) (err error) {
 	j.sum = sum
 
 	// A run never starts over silently from a lost state.
-	if err := state.CheckKept(cfg.State, cfg.OutDir, j.newState); err != nil {
-		return err
-	}
-	st, aside, err := state.OpenForRun(cfg.State, cfg.transform.Rules.Pairs, j.stateKind(), log)
-	j.stateAside = aside
+	st, aside, err := state.OpenRun(cfg.State, cfg.OutDir, cfg.transform.Rules.Pairs, j.stateKind(), log)
 	if err != nil {
 		return err
 	}
 	if st != nil {
 		defer st.Close()
-	}
-	if err := state.CheckIdentity(st, cfg.OutDir, j.newState); err != nil {
-		return err
-	}
-	if j.newState {
-		// The start over is deliberate: from here on the new file is the
-		// state of this folder's runs, even if this run stops.
-		state.KeepIdentity(st, cfg.OutDir, log)
 	}
 	record := &state.ConfigRecord{Direction: string(rules.Direction), Policy: string(rules.Policy), Pairs: cfg.transform.Rules.Pairs}
 	run := &state.Run{ID: runID, Command: j.command, Started: started, Outcome: "running",
@@ -114,7 +100,6 @@ func (j *job) run(ctx context.Context) (err error) {
 		if err := st.BeginRun(run); err != nil {
 			return err
 		}
-		st.RemovePartials(cfg.OutDir, log)
 		// Whatever stops the run from here is recorded in its history.
 		defer func() {
 			if err == nil || run.Outcome != "running" {
@@ -130,29 +115,11 @@ func (j *job) run(ctx context.Context) (err error) {
 			}
 			j.report(st, run)
 		}()
-		diff, err := st.ConfigChanges(record, log)
+		diff, err := st.Prepare(run, record, cfg.OutDir, j.newState, aside, log)
 		if err != nil {
 			return err
 		}
-		run.ConfigChanges, j.mappingAdded, j.mappingsRemoved = diff.Changes, diff.MappingAdded, diff.Removed
-		if j.newState {
-			what := "there was no state file"
-			if j.stateAside != "" {
-				what = "the state file found was moved aside to " + j.stateAside
-			}
-			change := "state started over deliberately (backfill --new-state): " + what + "; every contact is decided as at first sight"
-			log.Warn().Str("change", change).Msg("starting over")
-			run.ConfigChanges = append(run.ConfigChanges, change)
-		}
-		// Until the commit, readers (runs, audit, state export) may read
-		// the last committed state beside this run.
-		if err := st.Share(); err != nil {
-			return err
-		}
-		// The files of runs that finished them but did not commit.
-		if err := state.RecoverUncommitted(st, cfg.OutDir, cfg.transform.Rules.Pairs, log); err != nil {
-			return err
-		}
+		j.mappingAdded, j.mappingsRemoved = diff.MappingAdded, diff.Removed
 	}
 	var totals state.Totals // what state knows before this run
 	if st != nil {

@@ -69,9 +69,63 @@ const (
 	Plan
 )
 
-// OpenForRun opens the state file as a run of kind uses it; aside is
-// where NewState moved the file it found ("" when there was none).
-func OpenForRun(path string, pairs []transform.Pair, kind RunKind, log zerolog.Logger) (st *Store, aside string, err error) {
+// OpenRun opens the state file as a run of kind uses it, once it is sure
+// the run does not start over silently: not from nothing while outDir
+// holds what earlier runs left, nor from another state file than theirs.
+// A deliberate start over (NewState) makes the new file this folder's
+// state at once, even if the run stops. aside is where NewState moved the
+// file it found ("" when there was none). A plan without a state file
+// gets nil.
+func OpenRun(path, outDir string, pairs []transform.Pair, kind RunKind, log zerolog.Logger) (st *Store, aside string, err error) {
+	if err := CheckKept(path, outDir, kind == NewState); err != nil {
+		return nil, "", err
+	}
+	if st, aside, err = openForRun(path, pairs, kind, log); err != nil {
+		return nil, aside, err
+	}
+	if err := CheckIdentity(st, outDir, kind == NewState); err != nil {
+		if st != nil {
+			st.Close()
+		}
+		return nil, aside, err
+	}
+	if kind == NewState {
+		KeepIdentity(st, outDir, log)
+	}
+	return st, aside, nil
+}
+
+// Prepare readies state for a run recorded as started (BeginRun) under
+// config now: it removes what interrupted runs left in outDir, records
+// the config's changes since the last run with the run (and a deliberate
+// start over: newState, the file found moved to aside), lets readers read
+// the last commit beside the run, and places the files of runs that did
+// not commit.
+func (s *Store) Prepare(run *Run, now *ConfigRecord, outDir string, newState bool, aside string, log zerolog.Logger) (ConfigDiff, error) {
+	s.RemovePartials(outDir, log)
+	diff, err := s.ConfigChanges(now, log)
+	if err != nil {
+		return diff, err
+	}
+	run.ConfigChanges = diff.Changes
+	if newState {
+		what := "there was no state file"
+		if aside != "" {
+			what = "the state file found was moved aside to " + aside
+		}
+		change := "state started over deliberately (backfill --new-state): " + what + "; every contact is decided as at first sight"
+		log.Warn().Str("change", change).Msg("starting over")
+		run.ConfigChanges = append(run.ConfigChanges, change)
+	}
+	// Until the commit, readers (runs, audit, state export) may read the
+	// last committed state beside this run.
+	if err := s.Share(); err != nil {
+		return diff, err
+	}
+	return diff, RecoverUncommitted(s, outDir, now.Pairs, log)
+}
+
+func openForRun(path string, pairs []transform.Pair, kind RunKind, log zerolog.Logger) (st *Store, aside string, err error) {
 	switch kind {
 	case Plan:
 		st, err = OpenToRead(path, pairs, log)
