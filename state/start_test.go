@@ -156,3 +156,45 @@ func TestResetUnknownField(t *testing.T) {
 		t.Fatalf("state file made: %v", err)
 	}
 }
+
+// OpenRun: a plan without state gets none and makes none; a state file
+// that is not out_dir's is refused and left unlocked for the next try.
+func TestOpenRun(t *testing.T) {
+	dir := t.TempDir()
+	path, out := filepath.Join(dir, "s.db"), filepath.Join(dir, "out")
+	st, _, err := OpenRun(path, out, testPairs, Plan, zerolog.Nop())
+	if st != nil || err != nil {
+		t.Fatalf("plan without state: %v, %v", st, err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a plan made the state file: %v", err)
+	}
+	if err := os.MkdirAll(out, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	d, err := load.OutDir(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.WriteStateIdentity(load.StateIdentity{ID: "another", State: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	st, err = Open(path, testPairs) // made, with an identity of its own
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	var lost *LostError
+	if _, _, err := OpenRun(path, out, testPairs, Incremental, zerolog.Nop()); !errors.As(err, &lost) {
+		t.Fatalf("another state: %v", err)
+	}
+	st, aside, err := OpenRun(path, out, testPairs, NewState, zerolog.Nop())
+	if err != nil || aside == "" {
+		t.Fatalf("--new-state after a refusal: %v (aside %q)", err, aside)
+	}
+	defer st.Close()
+	if kept, _, _ := load.ReadStateIdentity(out); kept.ID != st.ID() {
+		t.Fatalf("out_dir names %s, the new state is %s", kept.ID, st.ID())
+	}
+}
