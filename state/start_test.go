@@ -34,7 +34,7 @@ func TestEndingFinal(t *testing.T) {
 	started := time.Date(2026, 12, 1, 2, 0, 0, 0, time.UTC)
 	a, b, c := extract.ID{1}, extract.ID{2}, extract.ID{3}
 	end := Ending{Run: &Run{ID: "r1", Started: started}, MappingAdded: true, Retention: 24 * time.Hour,
-		Meta:   []map[string]string{{"d365": "delta"}, {"campaign": "mark"}},
+		Meta:   map[string]string{"d365": "delta", "campaign": "mark"},
 		Queued: []RetryItem{{Contact: c}},
 		Failed: map[extract.ID]load.Refused{a: {D365: "412", Campaign: "429", PKey: "@p"}, b: {Campaign: "500"}}}
 	fin := end.Final()
