@@ -14,6 +14,7 @@ import (
 	"optsync/load"
 	"optsync/load/show"
 	"optsync/transform"
+	"optsync/transform/sorts"
 )
 
 // validateInputs reads the exports the config names as a run would, and
@@ -75,9 +76,9 @@ func (j *job) identityRejects(in *extract.Records, d365Files, campFiles []extrac
 		dir = os.TempDir() // validate creates nothing of the config's
 	}
 	b := j.budgets()
-	later := newRejectSorter(b.Rejects, dir)
+	later := sorts.Rejects(b.Rejects, dir)
 	defer later.Close()
-	id, err := transform.Identify(in.Contacts, in.Profiles, transform.IdentifyOptions{D365Files: d365Files, CampaignFiles: campFiles, Later: later, Sorts: sorts{budget: b.ByContact, dir: dir}})
+	id, err := transform.Identify(in.Contacts, in.Profiles, transform.IdentifyOptions{D365Files: d365Files, CampaignFiles: campFiles, Later: later, Sorts: sorts.Identity{Budget: b.ByContact, Dir: dir}})
 	if err != nil {
 		return err
 	}

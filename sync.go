@@ -22,6 +22,7 @@ import (
 	"optsync/state"
 	"optsync/state/inspect"
 	"optsync/transform"
+	"optsync/transform/sorts"
 )
 
 // job is one backfill, run or plan: extract → transform → load, then state.
@@ -200,7 +201,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	walk := st != nil && (!j.incremental || d365Complete || campaignComplete || !indexed || !totals.PendingKnown)
 
 	// transform: identity rules, then decisions.
-	later := newRejectSorter(b.Rejects, cfg.TmpDir)
+	later := sorts.Rejects(b.Rejects, cfg.TmpDir)
 	defer later.Close()
 	id, err := j.identify(st, in, d365Files, campFiles, later, indexed && in.FullCampaign)
 	if err != nil {
@@ -249,7 +250,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	// (see the commit): every record's entry, as it stands after the run.
 	var pkeys *spill.Sorter[state.PKeyEntry]
 	if !j.incremental && st != nil && !j.plan {
-		pkeys = newPKeySorter(b.PKeys, cfg.TmpDir, false)
+		pkeys = sorts.PKeys(b.PKeys, cfg.TmpDir, false)
 		defer pkeys.Close()
 		dopts.Collect = func(pkey string, id extract.ID) error { return pkeys.Add(&state.PKeyEntry{PKey: pkey, ID: id}) }
 	}
@@ -572,7 +573,7 @@ func (j *job) inputs(ctx context.Context, st *state.Store) (d365, campaign []ext
 // the run's memory budget.
 func (j *job) reading(conns *load.Connections, rejects extract.RejectSink) *extract.Reading {
 	b := j.budgets()
-	return &extract.Reading{Contacts: newContactSorter(b.Contacts, j.cfg.TmpDir), Profiles: newProfileSorter(false, b.Profiles, j.cfg.TmpDir),
+	return &extract.Reading{Contacts: sorts.Contacts(b.Contacts, j.cfg.TmpDir), Profiles: sorts.Profiles(false, b.Profiles, j.cfg.TmpDir),
 		D365Layout: j.cfg.extract.D365Layout(j.notAfter), CampaignLayout: j.cfg.extract.CampaignLayout(j.notAfter),
 		APIs: conns.APIs, Incremental: j.incremental, Rejects: rejects, Log: j.log,
 		Stage: func(name string, total int64, unit string) extract.Bar { return j.progress.Stage(name, total, unit) }}
@@ -605,7 +606,7 @@ func (j *job) fromState(r *extract.Reading, st *state.Store, rules *transform.Ru
 // shrink guard counts Campaign's records by PKey, in state's PKey index.
 func (j *job) identify(st *state.Store, in *extract.Records, d365Files, campFiles []extract.InputFile, later *spill.Sorter[extract.Reject], countPKeys bool) (*transform.Identity, error) {
 	o := transform.IdentifyOptions{D365Files: d365Files, CampaignFiles: campFiles,
-		WithOwners: j.incremental, Later: later, Sorts: sorts{budget: j.budgets().ByContact, dir: j.cfg.TmpDir}}
+		WithOwners: j.incremental, Later: later, Sorts: sorts.Identity{Budget: j.budgets().ByContact, Dir: j.cfg.TmpDir}}
 	if countPKeys {
 		r, err := st.Reader()
 		if err != nil {

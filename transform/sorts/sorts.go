@@ -1,0 +1,52 @@
+// Package sorts makes the run's sorts in the identity rules' orders
+// (transform's codecs), each within its share of the memory budget and
+// spilling to a folder beyond it: transform itself opens no file, so the
+// sorts that may are made here, by the caller's choice of budget and folder.
+package sorts
+
+import (
+	"optsync/extract"
+	"optsync/extract/spill"
+	"optsync/transform"
+)
+
+// Contacts sorts contacts as the identity rules read them.
+func Contacts(budget int64, dir string) *spill.Sorter[extract.Contact] {
+	return spill.NewSorter(transform.ContactCodec(), budget, dir, transform.ContactSize)
+}
+
+// Profiles sorts profiles by PKey, or by contact.
+func Profiles(byContact bool, budget int64, dir string) *spill.Sorter[extract.Profile] {
+	return spill.NewSorter(transform.ProfileCodec(byContact), budget, dir, transform.ProfileSize)
+}
+
+// Rejects sorts the rejects found after reading into the rejects file's
+// order.
+func Rejects(budget int64, dir string) *spill.Sorter[extract.Reject] {
+	return spill.NewSorter(transform.RejectCodec(), budget, dir, transform.RejectSize)
+}
+
+// PKeys sorts PKey entries by PKey, or by contact.
+func PKeys(budget int64, dir string, byID bool) *spill.Sorter[transform.PKeyEntry] {
+	return spill.NewSorter(transform.PKeyCodec(byID), budget, dir, transform.PKeySize)
+}
+
+// Identity makes the sorts of the identity rules (transform.Sorts): the
+// sort of profiles by contact within Budget, the PKeys state has that the
+// input lacks within an eighth of it.
+type Identity struct {
+	Budget int64
+	Dir    string
+}
+
+func (s Identity) ProfilesByContact() *spill.Sorter[extract.Profile] {
+	return Profiles(true, s.Budget, s.Dir)
+}
+
+func (s Identity) HeldByContact(held []extract.Profile) *spill.Sorter[extract.Profile] {
+	return spill.FromSlice(transform.ProfileCodec(true), s.Budget, s.Dir, transform.ProfileSize, held)
+}
+
+func (s Identity) PKeysByID() *spill.Sorter[transform.PKeyEntry] {
+	return PKeys(s.Budget/8, s.Dir, true)
+}
