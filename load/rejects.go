@@ -24,11 +24,11 @@ type RejectSpool struct {
 	dir   *Dir
 	runID string
 	mu    sync.Mutex
-	spill map[extract.Source]*spill
+	spill map[extract.Source]*sourceSpill
 	err   error
 }
 
-type spill struct {
+type sourceSpill struct {
 	out    *outFile
 	n      int
 	last   int
@@ -41,7 +41,7 @@ func NewRejectSpool(outDir, runID string) (*RejectSpool, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &RejectSpool{dir: d, runID: runID, spill: map[extract.Source]*spill{}}, nil
+	return &RejectSpool{dir: d, runID: runID, spill: map[extract.Source]*sourceSpill{}}, nil
 }
 
 // Add spills one reject. Safe for concurrent use (both systems are read at
@@ -59,7 +59,7 @@ func (s *RejectSpool) Add(r extract.Reject) {
 			s.err = err
 			return
 		}
-		sp = &spill{out: out, sorted: true}
+		sp = &sourceSpill{out: out, sorted: true}
 		s.spill[r.Source] = sp
 	}
 	checked := "0"
@@ -133,7 +133,7 @@ func (s *RejectSpool) Merge(later func() *extract.Reject, each func(extract.Reje
 // replay merges one source's spill with its later rejects (next, then what
 // later gives while the source is the same), and returns the first later
 // reject of another source.
-func (s *RejectSpool) replay(src extract.Source, sp *spill, next *extract.Reject, later func() *extract.Reject, each func(extract.Reject) error) (*extract.Reject, error) {
+func (s *RejectSpool) replay(src extract.Source, sp *sourceSpill, next *extract.Reject, later func() *extract.Reject, each func(extract.Reject) error) (*extract.Reject, error) {
 	sp.out.csv.Flush()
 	if err := sp.out.csv.Error(); err != nil {
 		return nil, fmt.Errorf("spilling rejects: %w", err)
@@ -209,6 +209,6 @@ func (s *RejectSpool) Close() {
 	for _, sp := range s.spill {
 		sp.out.abort()
 	}
-	s.spill = map[extract.Source]*spill{}
+	s.spill = map[extract.Source]*sourceSpill{}
 	s.dir.Close()
 }

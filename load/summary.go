@@ -2,11 +2,14 @@ package load
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
 
 	"optsync/transform"
+
+	"github.com/rs/zerolog"
 )
 
 // Summary counts one run for its closing line, its metrics and its history
@@ -198,4 +201,68 @@ func (s *Summary) AddRefused(writes []RefusedWrite) {
 		ex := Example{Source: r.System(), ID: r.ID.String(), PKey: r.PKey, Field: r.Field, Message: r.Message}
 		s.FailedWrites = AddReason(s.FailedWrites, r.Message, ex)
 	}
+}
+
+// AddIdentity counts what the identity rules set aside and joined.
+func (s *Summary) AddIdentity(id *transform.Identity, pairs int) {
+	s.Superseded, s.DuplicateProfiles, s.Unlinked = id.Superseded, id.Duplicates, id.Unlinked
+	s.AddJoin(id.Stats, pairs)
+}
+
+// AddTally counts what the decider found. Rows read again that told
+// nothing new were not compared: a wide read counts what a read of the
+// changes alone would. A one-sided record decided against state had its
+// counterpart after all.
+func (s *Summary) AddTally(t transform.Tally, pairs int) {
+	s.ViaState, s.Waiting, s.Stale = t.ViaState, t.Waiting, t.Stale
+	s.Unchanged = t.UnchangedBoth + t.UnchangedContacts + t.UnchangedProfiles
+	s.Matched += t.ViaState - t.UnchangedBoth
+	s.ComparedPairs += (t.ViaState - t.UnchangedBoth) * pairs
+	s.ContactsNoMatch -= t.UnchangedContacts + t.ViaStateContacts + t.BlockedNoProfile
+	s.ProfilesNoMatch -= t.UnchangedProfiles + t.ViaState - t.ViaStateContacts + t.BlockedNoContact
+}
+
+// AddGuard counts what the safety limits found.
+func (s *Summary) AddGuard(g *transform.Guard) {
+	s.KnownOptOuts, s.OptinLimit = g.KnownOptOuts, g.OptinLimit
+	if c := g.Sides[0]; c.Checked {
+		s.MissingD365, s.KnownD365 = c.Missing(), c.Known
+	}
+	if c := g.Sides[1]; c.Checked {
+		s.MissingCampaign, s.KnownCampaign = c.Missing(), c.Known
+	}
+}
+
+// AddPending counts the writes to update files that no export has shown
+// yet, and warns of those older than alertAfter: each run, until they are
+// seen, so that a lost or forgotten update file does not go unnoticed.
+func (s *Summary) AddPending(groups map[int64]*transform.PendingGroup, runName func(int64) string, started time.Time, alertAfter time.Duration, log zerolog.Logger) {
+	for _, at := range slices.Sorted(maps.Keys(groups)) {
+		g := groups[at]
+		s.PendingNotSeen += g.Writes()
+		age := started.Sub(time.UnixMilli(g.Oldest()))
+		s.PendingOldest = max(s.PendingOldest, age)
+		if age <= alertAfter {
+			continue
+		}
+		ids := make([]string, len(g.Contacts()))
+		for i, id := range g.Contacts() {
+			ids[i] = id.String()
+		}
+		ev := log.Warn().Int("writes", g.Writes()).Str("age", age.Round(time.Minute).String()).Strs("contacts", ids)
+		if name := runName(at); name != "" {
+			ev = ev.Str("written_by", name)
+		}
+		if at != 0 {
+			ev = ev.Time("written_at", time.UnixMilli(at).UTC())
+		}
+		ev.Dur("pending_alert", alertAfter).Msg("writes in update files are not seen in the exports for longer than pending_alert: import the update file of the run that wrote them, or of the latest run that wrote them again")
+	}
+}
+
+// AddDecided counts what the identity rules set aside and joined, and what
+// the decider found (AddTally).
+func (s *Summary) AddDecided(id *transform.Identity, t transform.Tally, pairs int) {
+	s.AddIdentity(id, pairs)
+	s.AddTally(t, pairs)
 }
