@@ -384,6 +384,9 @@ func (s *Sorter[T]) Sorted() (Stream[T], error) {
 
 // Close lets go of whatever the sorter still holds (its runs included).
 func (s *Sorter[T]) Close() {
+	if s == nil { // none was needed
+		return
+	}
 	for _, f := range s.runs {
 		f.Close()
 	}
