@@ -690,7 +690,7 @@ func pairKey(p transform.Pair) []byte {
 
 // Close releases the file and the run lock.
 func (s *Store) Close() error {
-	if s.db == nil {
+	if s == nil || s.db == nil { // a plan without a state file
 		return nil
 	}
 	// A view still open here is one a panic or an early return left

@@ -1,0 +1,95 @@
+package state
+
+import (
+	"context"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// History keeps a run's record in the run history: begun, then closed
+// however the run ends, and the run's report written beside its files. A
+// plan is not in the history; its report previews the run.
+type History struct {
+	Store *Store
+	Run   *Run
+	Plan  bool
+	// Code is the exit code of the error a run returns (main's one table
+	// of them): the record keeps it.
+	Code   func(error) int
+	Counts func() map[string]int
+	// Redact takes config values out of an error's text: a secret pasted
+	// into the wrong key would otherwise end up in the state file.
+	Redact func(string) string
+	// Report writes the page of the run just recorded.
+	Report func(*Store, *Run)
+	Log    zerolog.Logger
+}
+
+// Start opens state for the run (OpenRun: a run never starts over
+// silently from a lost state), records it begun and readies state for it
+// under config now (Prepare). From then on End, deferred, closes the
+// run's record and the store; a start that fails has closed them.
+func (h *History) Start(path, outDir string, kind RunKind, now *ConfigRecord) (diff ConfigDiff, err error) {
+	st, aside, err := OpenRun(path, outDir, now.Pairs, kind, h.Log)
+	if err != nil || h.Plan {
+		h.Store = st
+		return diff, err
+	}
+	if err := st.BeginRun(h.Run); err != nil {
+		st.Close()
+		return diff, err
+	}
+	h.Store = st
+	if diff, err = st.Prepare(h.Run, now, outDir, kind == NewState, aside, h.Log); err != nil {
+		h.End(&err)
+	}
+	return diff, err
+}
+
+// End closes the record of a run that returned *errp, once the run is
+// over (deferred), then the store: a plan's report previews the run; whatever stopped a
+// run that had not closed its record itself (as a safety stop or a commit
+// does) is recorded as its end.
+func (h *History) End(errp *error) {
+	defer h.Store.Close()
+	err, run := *errp, h.Run
+	if h.Plan {
+		if err == nil {
+			run.Ended, run.Outcome, run.Counts = time.Now().UTC(), "planned", h.Counts()
+			h.Report(h.Store, run)
+		}
+		return
+	}
+	if err == nil || run.Outcome != "running" {
+		return
+	}
+	run.End(h.Code(err), h.Counts())
+	run.Error = h.Redact(err.Error())
+	if rerr := h.Store.EndRun(run); rerr != nil {
+		h.Log.Error().Err(rerr).Msg("recording the failed run")
+		return
+	}
+	h.Report(h.Store, run)
+}
+
+// Stopped records a run stopped at a safety limit by err, and returns err.
+func (h *History) Stopped(err error) error {
+	h.Run.End(h.Code(err), h.Counts())
+	if rerr := h.Store.EndRun(h.Run); rerr != nil {
+		return rerr
+	}
+	h.Report(h.Store, h.Run)
+	return err
+}
+
+// Commit commits a finished run that returns result (Store.CommitRun),
+// then writes its report.
+func (h *History) Commit(ctx context.Context, result error, c RunCommit) error {
+	c.Run, c.Code, c.Log = h.Run, h.Code(result), h.Log
+	if err := h.Store.CommitRun(ctx, c); err != nil {
+		return err
+	}
+	h.Report(h.Store, h.Run)
+	return nil
+}

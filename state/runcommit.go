@@ -1,0 +1,120 @@
+package state
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"optsync/extract"
+	"optsync/extract/spill"
+	"optsync/load"
+	"optsync/load/progress"
+	"optsync/transform"
+)
+
+// RunCommit is what a run whose files are finished commits: its decisions,
+// its ending, then its files' final names and the config's housekeeping.
+type RunCommit struct {
+	Ending
+	// Code is the exit code the run returns, which its history keeps.
+	Code    int
+	Decider *transform.Decider
+	Dirty   *Dirty
+	Output  *load.Output
+	// PKeys, when set, is a backfill's every (PKey, contact) after the
+	// run; Known the most records state knew of a side before it.
+	PKeys *spill.Sorter[transform.PKeyEntry]
+	Known int
+	// Release lets go of the rows read, before the PKey index is written.
+	Release func()
+	RunName func(int64) string
+	// Pairs are the configured mappings; DropUnmapped: some were removed
+	// since the last run, and their snapshots go with this commit.
+	Pairs        []transform.Pair
+	DropUnmapped bool
+	OutDir       string
+	Chunk        int
+	AfterChunk   func(n int)
+	Progress     *progress.Progress
+	Log          zerolog.Logger
+}
+
+// CommitRun records a finished run: its files are complete and their
+// writes applied, so state must now say so even if a signal arrives
+// meanwhile (ctx only carries values). Then the files take their final
+// names. A failure leaves the run's record running, for its caller's
+// failure recorder.
+func (s *Store) CommitRun(ctx context.Context, c RunCommit) error {
+	ctx = context.WithoutCancel(ctx)
+	run, sum := c.Run, c.Output.Sum
+	sum.Deleted = len(c.Deleted)
+	fin := c.Final()
+	run.End(c.Code, sum.Counts())
+	run.Committed = true // with the last transaction only
+	// A backfill that changed more than a few records writes the PKey
+	// index whole: its entries change in PKey order, not in the contacts'
+	// order the commit writes them in, and a page of the index rewritten
+	// per record changed costs more than all of it.
+	var whole func() (string, extract.ID, bool, error)
+	if c.PKeys != nil && int64(c.Dirty.Len())*64 > int64(c.Known) {
+		stream, err := c.PKeys.Sorted()
+		if err != nil {
+			return err
+		}
+		defer stream.Close()
+		whole = func() (string, extract.ID, bool, error) {
+			e := stream.Next()
+			if e == nil {
+				return "", extract.ID{}, false, stream.Err()
+			}
+			return e.PKey, e.ID, true, nil
+		}
+	}
+	if err := s.CommitDecisions(ctx, c.Decider, c.Dirty, CommitOptions{Started: run.Started, Final: fin,
+		PKeys: whole, Release: c.Release, Failed: c.Failed, RunName: c.RunName,
+		Chunk: c.Chunk, AfterChunk: c.AfterChunk, Progress: c.Progress}); err != nil {
+		run.Outcome, run.Committed = "running", false
+		return fmt.Errorf("committing state (the files of this run keep names that say so, %s: not to be imported; the next run places the rows of the contacts committed and decides the others again, the same way): %w",
+			strings.Join(c.Output.Paths(), ", "), err)
+	}
+	// State holds the run's decisions: its files take their final names.
+	if err := c.Output.Commit(c.Log); err != nil {
+		run.Outcome = "running"
+		return fmt.Errorf("state holds the decisions of this run, but its files could not take their final names (the next run names them): %w", err)
+	}
+	// out_dir now holds files of a run that used this state file.
+	KeepIdentity(s, c.OutDir, c.Log)
+	// Config housekeeping belongs to the run's commit: a removed mapping's
+	// snapshots go now that the run has committed (a run that stopped kept
+	// them). Killed here, the next run drops them.
+	if c.DropUnmapped {
+		dropped, err := s.DropUnmapped(ctx, c.Pairs)
+		if err != nil {
+			c.Log.Error().Err(err).Msg("dropping the snapshots of removed mappings failed; the next run drops them")
+		}
+		for _, p := range dropped {
+			c.Log.Info().Str("mapping", PairName(p)).Msg("snapshots of a removed mapping dropped")
+		}
+	}
+	return nil
+}
+
+// ProcessedFiles are the input files a run read that state remembers as
+// processed (a run's drops: a backfill's export has no sum).
+func ProcessedFiles(d365, campaign []extract.InputFile, runID string) []ProcessedFile {
+	var out []ProcessedFile
+	for _, f := range slices.Concat(d365, campaign) {
+		if f.Sum != "" {
+			system := "d365"
+			if slices.Contains(campaign, f) {
+				system = "campaign"
+			}
+			out = append(out, ProcessedFile{SHA256: f.Sum, System: system, Path: f.Path, Size: f.Size, RunID: runID, Processed: time.Now().UTC()})
+		}
+	}
+	return out
+}
