@@ -5,11 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
-	"os"
-	"runtime/debug"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -46,11 +41,6 @@ type job struct {
 	newState bool
 	progress *progress.Progress
 	hooks    hooks
-	// mappingAdded: a mapping is new since the last run, so systems read
-	// through an API are read in full; mappingsRemoved are dropped from
-	// state after the run's commit.
-	mappingAdded    bool
-	mappingsRemoved []transform.Pair
 	// sum and started are the run's, for the caller's metrics.
 	sum     *load.Summary
 	started time.Time
@@ -59,479 +49,171 @@ type job struct {
 	notAfter time.Time
 }
 
+// run is a run's order: open state → extract → transform → load → state
+// commit, each stage's result handed to the next.
 func (j *job) run(ctx context.Context) (err error) {
 	cfg := j.cfg
 	j.started = time.Now().UTC()
-	started := j.started
-	j.notAfter = cfg.extract.NotAfter(started)
-	runID := state.NewRunID(started)
-	log := j.log.With().Str("run_id", runID).Str("command", j.command).Logger()
-	j.log = log
-	rules := cfg.transform.Rules
-	rules.Replay = j.replay
-	// A write to an update file is seen only after someone imports it.
-	rules.ImportD365, rules.ImportCampaign = cfg.D365.Target == "csv", cfg.Campaign.Target == "csv"
-	rules.Started = started.UnixMilli()
-	s := load.NewSummary(runID, j.command)
+	j.notAfter = cfg.extract.NotAfter(j.started)
+	run, record, rules := j.newRun()
+	log := j.log.With().Str("run_id", run.ID).Str("command", j.command).Logger()
+	s := load.NewSummary(run.ID, j.command)
 	sum := &s
-	j.sum = sum
+	j.log, j.sum = log, sum
 
-	// A run never starts over silently from a lost state.
-	st, aside, err := state.OpenRun(cfg.State, cfg.OutDir, cfg.transform.Rules.Pairs, j.stateKind(), log)
+	// state: opened for the run, which its history records from here on.
+	h := &state.History{Run: run, Plan: j.plan, Code: exitCode, Counts: sum.Counts, Redact: cfg.private.Redact, Report: j.report, Log: log}
+	diff, err := h.Start(cfg.State, cfg.OutDir, j.stateKind(), record)
 	if err != nil {
 		return err
 	}
-	if st != nil {
-		defer st.Close()
-	}
-	record := &state.ConfigRecord{Direction: string(rules.Direction), Policy: string(rules.Policy), Pairs: cfg.transform.Rules.Pairs}
-	run := &state.Run{ID: runID, Command: j.command, Started: started, Outcome: "running",
-		Direction: string(rules.Direction), Policy: string(rules.Policy),
-		Version: show.ReadBuild().Short(), Config: state.NewRunConfig(&cfg.transform.Rules, cfg.transform.OptinLimit.String(),
-			cfg.D365.Source+" → "+cfg.D365.Target, cfg.Campaign.Source+" → "+cfg.Campaign.Target, j.flags())}
-	if j.plan {
-		// A plan is not in the history; its report previews the run.
-		defer func() {
-			if err == nil {
-				run.Ended, run.Outcome, run.Counts = time.Now().UTC(), "planned", sum.Counts()
-				j.report(st, run)
-			}
-		}()
-	} else {
-		if err := st.BeginRun(run); err != nil {
-			return err
-		}
-		// Whatever stops the run from here is recorded in its history.
-		defer func() {
-			if err == nil || run.Outcome != "running" {
-				return
-			}
-			// The history keeps no config value: a secret pasted into the
-			// wrong key would otherwise end up in the state file.
-			run.End(exitCode(err), sum.Counts())
-			run.Error = cfg.private.Redact(err.Error())
-			if rerr := st.EndRun(run); rerr != nil {
-				log.Error().Err(rerr).Msg("recording the failed run")
-				return
-			}
-			j.report(st, run)
-		}()
-		diff, err := st.Prepare(run, record, cfg.OutDir, j.newState, aside, log)
-		if err != nil {
-			return err
-		}
-		j.mappingAdded, j.mappingsRemoved = diff.MappingAdded, diff.Removed
-	}
-	var totals state.Totals // what state knows before this run
-	if st != nil {
-		if totals, err = st.Totals(); err != nil {
-			return err
-		}
-	}
+	defer h.End(&err)
+	st := h.Store
 	conns, err := j.connect()
 	if err != nil {
 		return err
 	}
-	var queue []state.RetryItem
-	if st != nil && j.incremental { // plan too: it shows what the run would do with them
-		if queue, err = st.RetryQueue(); err != nil {
-			return err
-		}
+	before, err := st.Before(j.beforeOptions(&rules, diff, conns))
+	if err != nil {
+		return err
 	}
-	log.Info().Str("direction", string(rules.Direction)).Str("policy", string(rules.Policy)).
-		Bool("replay", rules.Replay).Bool("plan", j.plan).Bool("incremental", j.incremental).Msg("run started")
-	if rules.Direction == transform.Disabled {
-		log.Warn().Msg("direction is disabled: nothing will move; inputs are still checked")
-	}
+	j.logStart(&rules)
 
-	d365Files, campFiles, err := j.inputs(ctx, st)
+	// extract: the inputs listed, then read into sorters within the budget.
+	b := j.budgets()
+	out, err := load.NewOutput(cfg.OutDir, run.ID, sum, sorts.Rejects(b.Rejects, cfg.TmpDir))
 	if err != nil {
 		return err
 	}
-	// Rejects go to disk as they are found: a file of millions of bad rows
-	// must not be held in memory.
-	spool, err := load.NewRejectSpool(cfg.OutDir, runID)
-	if err != nil {
-		return err
-	}
-	defer spool.Close()
-	if os.Getenv("GOMEMLIMIT") == "" {
-		// The collector works harder as the heap nears the budget (a soft
-		// limit: the budget's shares keep what is live well below it).
-		debug.SetMemoryLimit(cfg.extract.MemoryBytes())
-	}
-	if err := os.MkdirAll(cfg.TmpDir, 0o700); err != nil {
-		return fmt.Errorf("tmp_dir %s: %w", cfg.TmpDir, err)
-	}
-	if removed, err := spill.RemoveLeftovers(cfg.TmpDir); len(removed) > 0 || err != nil {
-		log.Info().Strs("files", removed).AnErr("error", err).Msg("removed spill files left by a killed run")
-	}
-	reading := j.reading(conns, spool)
-	if err := j.fromState(reading, st, &rules, queue); err != nil {
-		return err
-	}
-	in, d365Files, err := reading.Read(ctx, d365Files, campFiles)
+	defer out.Close()
+	in, d365Files, campFiles, err := j.read(ctx, st, conns, out.Spool, before)
 	if err != nil {
 		return interrupted(ctx, err)
 	}
 	defer in.Close()
 	sum.ContactRows, sum.ProfileRows = in.D365.Rows, in.Campaign.Rows
-	b := j.budgets()
-
-	// The PKey index and the index of pending writes let a night touch what
-	// changed; a file from before them gets them once, here.
-	indexed := false
-	if st != nil {
-		if indexed, err = st.IndexesReady(); err != nil {
-			return err
-		}
-		if !indexed && !j.plan {
-			t0 := time.Now()
-			n, err := st.BuildIndexes(ctx, b.PKeys, cfg.TmpDir)
-			if err != nil {
-				return interrupted(ctx, err)
-			}
-			log.Info().Int("records", n).Str("took", load.Took(time.Since(t0))).Msg("built the state's indexes (once: the state file is from before them)")
-			indexed = true
-		}
+	indexed, err := st.Indexes(ctx, !j.plan, b.PKeys, cfg.TmpDir, log)
+	if err != nil {
+		return interrupted(ctx, err)
 	}
-	campaignComplete, d365Complete := in.CampaignRead.Complete, in.DataverseRead.Complete
-	// State is read whole when the run reads a side in full (every record
-	// it lacks has lost that side), or has no index to look records up by.
-	walk := st != nil && (!j.incremental || d365Complete || campaignComplete || !indexed || !totals.PendingKnown)
 
-	// transform: identity rules, then decisions.
-	later := sorts.Rejects(b.Rejects, cfg.TmpDir)
-	defer later.Close()
-	id, err := j.identify(st, in, d365Files, campFiles, later, indexed && in.FullCampaign)
+	// transform: identity rules, then decisions streamed into load's files
+	// (under temporary names until Finish) and held API writes.
+	id, err := j.identify(st, in, d365Files, campFiles, out.Later, indexed && in.FullCampaign)
 	if err != nil {
 		return interrupted(ctx, err)
 	}
 	defer id.Close()
-
-	// load: decisions stream into the run's files as they are made; the
-	// files stay under temporary names until Finish, so a safety stop (or
-	// any failure) leaves nothing behind.
 	runName, err := state.RunNames(st)
+	if err == nil {
+		err = out.Open(j.writerOptions(&rules, run.ID, runName), j.started, conns.Writers(j.plan, rules.Pairs, cfg.private.Redact, j.loadStage, log))
+	}
 	if err != nil {
 		return err
 	}
-	w, err := load.NewWriter(load.WriterOptions{
-		Dir: cfg.OutDir, RunID: runID, Pairs: rules.Pairs, Plan: j.plan,
-		D365Updates: cfg.D365.Target == "csv", CampaignUpdates: cfg.Campaign.Target == "csv",
-		PendingSince: runName, Uncommitted: !j.plan,
-	}, started)
-	if err != nil {
-		return err
-	}
-	finished := false
-	defer func() {
-		if !finished {
-			w.Abort()
-		} else {
-			w.Close() // a run that failed after its files: they keep names that say so
-		}
-	}()
-	cItems, pItems := id.Held()
-	dirty := state.NewDirty(b.Dirty, cfg.TmpDir, cItems, pItems, max(in.D365.Rows, in.Campaign.Rows))
+	opts, dirty, pkeys := j.decideOptions(&rules, st, in, d365Files, campFiles, before, indexed, id, conns)
 	defer dirty.Close()
-	dopts := transform.DecideOptions{Rules: &rules, Incremental: j.incremental, D365Files: d365Files, CampaignFiles: campFiles,
-		Walk: walk, D365Complete: d365Complete, CampaignComplete: campaignComplete, Dirty: dirty, NotAfter: j.notAfter.UnixMilli()}
-	if !walk {
-		dopts.PendAlertBefore = started.Add(-cfg.state.PendingAlertAfter()).UnixMilli()
-	}
-	if conns.Contacts != nil {
-		dopts.ETag, dopts.Deleted = conns.Contacts.API.ETag, in.DataverseRead.Deleted
-	}
-	for _, it := range queue {
-		dopts.Queued = append(dopts.Queued, it.Contact)
-	}
-	// A backfill rewrites the PKey index whole when it changes most records
-	// (see the commit): every record's entry, as it stands after the run.
-	var pkeys *spill.Sorter[state.PKeyEntry]
-	if !j.incremental && st != nil && !j.plan {
-		pkeys = sorts.PKeys(b.PKeys, cfg.TmpDir, false)
-		defer pkeys.Close()
-		dopts.Collect = func(pkey string, id extract.ID) error { return pkeys.Add(&state.PKeyEntry{PKey: pkey, ID: id}) }
-	}
-	d := transform.NewDecider(dopts, id)
-	api := conns.Writers(j.plan, rules.Pairs, cfg.private.Redact,
-		func(name string, total int64, unit string) load.Bar { return j.progress.Stage(name, total, unit) }, log)
-	var held []load.Held // changes waiting for an API's answer
-	var lc load.Change   // one, reused: the writers copy what they keep
-	sink := func(ch *transform.Change, blocked *extract.Reject) error {
-		if blocked != nil {
-			sum.Blocked++
-			return later.Add(blocked)
-		}
-		sum.AddDecisions(ch.Decisions)
-		lc = load.Change{Change: *ch}
-		if api.Holds(&lc) {
-			held = append(held, api.Hold(&lc))
-			return nil
-		}
-		return w.Change(&lc)
-	}
-	if rules.Direction != transform.Disabled {
-		bar := j.progress.Stage("deciding", int64(max(in.D365.Rows, in.Campaign.Rows)), "contacts")
-		err = withPrior(st, func(p transform.Prior) error { return d.All(ctx, p, bar, sink) })
-		bar.Done()
-	} else {
-		err = id.Drain() // nothing is decided; the rows are still checked
-	}
-	if err != nil {
+	defer pkeys.Close()
+	d := transform.NewDecider(opts, id)
+	if err := j.decide(ctx, st, d, id, out, in); err != nil {
 		return interrupted(ctx, err)
 	}
-	sum.Superseded, sum.DuplicateProfiles, sum.Unlinked = id.Superseded, id.Duplicates, id.Unlinked
-	sum.AddJoin(id.Stats, len(rules.Pairs))
 	if j.hooks.afterDecide != nil {
 		j.hooks.afterDecide(ctx)
 	}
 	tally := d.Tally()
-	addTally(sum, tally, len(rules.Pairs))
-	if tally.FutureN > 0 {
-		// Once per record: the run's commit writes the times back unknown.
-		log.Warn().Int("records", tally.FutureN).Strs("contacts", tally.Future).Time("not_after", j.notAfter).
-			Msg("change times in state later than the run's start plus max_clock_skew were treated as unknown: a present-day row of these records is not taken as stale")
-	}
-	pending, err := j.pendingGroups(st, d, totals)
-	if err != nil {
-		return err
-	}
-	j.reportPending(pending, runName, sum)
-	rejected, err := later.Sorted()
-	if err != nil {
-		return err
-	}
-	nlater := 0
-	err = spool.Merge(func() *extract.Reject {
-		r := rejected.Next()
-		if r != nil {
-			nlater++
-		}
-		return r
-	}, func(r extract.Reject) error {
-		// The report keeps ids and PKeys of a checked shape only, never
-		// other text of a bad row: file and line find the row.
-		ex := state.Example{Source: r.Source.String(), Line: r.Line}
-		if r.IDChecked {
-			ex.ID = r.ID
-		}
-		run.Rejects = state.AddReason(run.Rejects, r.Reason, ex)
-		return w.Reject(r)
-	})
-	rejected.Close()
+	sum.AddDecided(id, tally, len(rules.Pairs))
+	tally.LogFuture(j.notAfter, log)
+	pending, err := st.PendingGroups(d, before.Totals.Pending, j.started, cfg.state.PendingAlertAfter())
 	if err == nil {
-		err = rejected.Err()
+		sum.AddPending(pending, runName, j.started, cfg.state.PendingAlertAfter(), log)
+		run.Rejects, err = out.Rejects()
 	}
 	if err != nil {
 		return err
 	}
-	sum.Rejected = spool.Len() + nlater
-	spool.Close()
-
 	// Safety: nothing is written (or dropped) when the run would clear too
 	// many of the opt-outs at stake, or when a full read lacks too many of
 	// the records state knows.
-	g, err := j.guard(st, d, totals, sum, d365Files, campFiles, in)
+	g, err := st.Guard(d, before.Totals, j.guardInputs(d, in, d365Files, campFiles))
 	if err != nil {
 		return err
 	}
+	sum.AddGuard(&g)
 	run.Config.Limit = g.OptinLimit
-	stop, stopErr := g.Stop(j.allowMassOptin, j.allowMissing)
-	switch {
-	case (g.OptinStops() || g.MissingStops()) && j.plan:
-		log.Warn().Int("opt_outs_cleared", g.Clears).Int("known_opt_outs", g.KnownOptOuts).Int("limit", g.OptinLimit).
-			Bool("max_optin", g.OptinStops()).Bool("max_missing", g.MissingStops()).Msg("a run with these inputs would stop at a safety limit")
-	case stopErr != nil:
-		w.Abort()
+	if stop, err := g.Enforce(j.plan, j.allowMassOptin, j.allowMissing, log); err != nil {
+		out.Stopped()
 		fmt.Fprintln(j.stdout, stop)
-		sum.Stopped()
-		run.End(exitCode(stopErr), sum.Counts())
-		if err := st.EndRun(run); err != nil {
-			return err
-		}
-		j.report(st, run)
-		return stopErr
-	default:
-		if g.OptinStops() {
-			log.Warn().Int("opt_outs_cleared", g.Clears).Int("known_opt_outs", g.KnownOptOuts).Int("limit", g.OptinLimit).Msg("safety.max_optin exceeded; going on because of --allow-mass-optin")
-		}
-		for _, c := range g.Sides {
-			if c.Stops() {
-				log.Warn().Str("system", c.System).Int("known", c.Known).Int("missing", c.Missing()).Int("limit", c.Limit).Msg("safety.max_missing exceeded; going on because of --allow-missing")
-			}
-		}
+		return h.Stopped(err)
 	}
 	// A signal before anything was written abandons the run: nothing of it
 	// is kept, and the next run does all of it.
 	if err := ctx.Err(); err != nil {
 		return interrupted(ctx, err)
 	}
-	// API writes go out now; what a service applied is kept (and committed
-	// even if a signal arrives meanwhile), what it refused or what was not
-	// sent is audited as failed and queued for the next run.
-	sent, err := api.Apply(ctx, held, w)
+
+	// load: the API writes, then the files complete.
+	sent, err := out.Apply(ctx)
 	if err != nil {
 		return err
 	}
-	failed := sent.Refused
-	sum.AddRefused(sent.Writes)
 	run.FailedWrites = sum.FailedWrites
-	// A signal that arrived while API writes went out stopped the rest of
-	// them; one that arrives from here on does not stop the run, whose
-	// every write is done: it finishes its files and commit.
-	var cut *signalError
-	if len(held) > 0 && errors.As(context.Cause(ctx), &cut) {
-		cut = &signalError{sig: cut.sig, kept: true, after: cut.after}
-	} else {
-		cut = nil
-	}
-	// What the run returns once its files and state are done; its record
-	// keeps the exit code that error gets.
-	var result error
-	switch {
-	case cut != nil:
-		result = cut // what was applied is committed; the rest is queued
-	case len(failed) > 0:
-		result = &load.FailedWritesError{Err: fmt.Errorf("the writes of %s were refused or not sent; they are queued for the next run", plural(len(failed), "contact"))}
-	}
-	if err := w.Finish(); err != nil {
+	result := afterWrites(ctx, out.Held(), len(sent.Refused))
+	if err := out.Finish(log); err != nil {
 		return err
-	}
-	finished = true
-	sum.D365Rows, sum.CampaignRows = w.D365Rows, w.CampaignRows
-	if j.plan {
-		for _, p := range w.Paths() {
-			log.Info().Str("file", p).Msg("written")
-		}
 	}
 	if j.hooks.beforeCommit != nil {
 		j.hooks.beforeCommit()
 	}
+
+	// state: the run's decisions and ending, then the files' final names.
 	if !j.plan {
-		// The files are complete: their writes are applied, and state must
-		// now say so even if a signal arrives meanwhile.
-		end := state.Ending{Run: run, Config: record, MappingAdded: j.mappingAdded, Queued: queue, Failed: failed,
-			Meta:      state.NextPositions(cfg.D365.tracking(), in.DataverseRead.Next, in.CampaignRead.Next),
-			Deleted:   in.DataverseRead.Deleted,
-			Retention: cfg.state.Retention(), Files: processed(d365Files, campFiles, runID)}
-		sum.Deleted = len(end.Deleted)
-		fin := end.Final()
-		run.End(exitCode(result), sum.Counts())
-		run.Committed = true // with the last transaction only
-		// A backfill that changed more than a few records writes the PKey
-		// index whole: its entries change in PKey order, not in the
-		// contacts' order the commit writes them in, and a page of the
-		// index rewritten per record changed costs more than all of it.
-		var whole func() (string, extract.ID, bool, error)
-		if pkeys != nil && int64(dirty.Len())*64 > int64(max(totals.D365, totals.Campaign)) {
-			stream, err := pkeys.Sorted()
-			if err != nil {
-				return err
-			}
-			defer stream.Close()
-			whole = func() (string, extract.ID, bool, error) {
-				e := stream.Next()
-				if e == nil {
-					return "", extract.ID{}, false, stream.Err()
-				}
-				return e.PKey, e.ID, true, nil
-			}
-		}
-		if err := st.CommitDecisions(context.WithoutCancel(ctx), d, dirty, state.CommitOptions{Started: started, Final: fin,
-			PKeys: whole, Release: func() { id.ReleaseRows(); in.Contacts.Close(); in.Profiles.Close() }, Failed: failed, RunName: runName,
+		if err := h.Commit(ctx, result, state.RunCommit{Decider: d, Dirty: dirty, Output: out,
+			Ending: state.Ending{Config: record, MappingAdded: diff.MappingAdded, Queued: before.Queue, Failed: sent.Refused,
+				Meta:    state.NextPositions(cfg.D365.tracking(), in.DataverseRead.Next, in.CampaignRead.Next),
+				Deleted: in.DataverseRead.Deleted, Retention: cfg.state.Retention(), Files: state.ProcessedFiles(d365Files, campFiles, run.ID)},
+			PKeys: pkeys, Known: max(before.Totals.D365, before.Totals.Campaign), RunName: runName,
+			Release: func() { id.ReleaseRows(); in.Contacts.Close(); in.Profiles.Close() },
+			Pairs:   rules.Pairs, DropUnmapped: len(diff.Removed) > 0, OutDir: cfg.OutDir,
 			Chunk: j.hooks.commitChunk, AfterChunk: j.hooks.afterChunk, Progress: j.progress}); err != nil {
-			run.Outcome, run.Committed = "running", false // let the deferred recorder mark it failed
-			return fmt.Errorf("committing state (the files of this run keep names that say so, %s: not to be imported; the next run places the rows of the contacts committed and decides the others again, the same way): %w",
-				strings.Join(w.Paths(), ", "), err)
+			return err
 		}
-		// State holds the run's decisions: its files take their final names.
-		if err := w.Commit(); err != nil {
-			run.Outcome = "running"
-			return fmt.Errorf("state holds the decisions of this run, but its files could not take their final names (the next run names them): %w", err)
-		}
-		for _, p := range w.Paths() {
-			log.Info().Str("file", p).Msg("written")
-		}
-		// out_dir now holds files of a run that used this state file.
-		state.KeepIdentity(st, cfg.OutDir, log)
-		// Config housekeeping belongs to the run's commit: a removed
-		// mapping's snapshots go now that the run has committed (a run that
-		// stopped kept them). Killed here, the next run drops them.
-		if len(j.mappingsRemoved) > 0 {
-			dropped, err := st.DropUnmapped(context.WithoutCancel(ctx), cfg.transform.Rules.Pairs)
-			if err != nil {
-				log.Error().Err(err).Msg("dropping the snapshots of removed mappings failed; the next run drops them")
-			}
-			for _, p := range dropped {
-				log.Info().Str("mapping", state.PairName(p)).Msg("snapshots of a removed mapping dropped")
-			}
-		}
-		j.report(st, run)
 	}
-	fmt.Fprintln(j.stdout, sum.Line(time.Since(started)))
-	log.Info().Interface("counts", sum.Counts()).Str("took", load.Took(time.Since(started))).Msg("run finished")
-	if cut == nil && ctx.Err() != nil {
+	fmt.Fprintln(j.stdout, sum.Line(time.Since(j.started)))
+	log.Info().Interface("counts", sum.Counts()).Str("took", load.Took(time.Since(j.started))).Msg("run finished")
+	if _, cut := result.(*signalError); !cut && ctx.Err() != nil {
 		log.Info().Msg("a signal arrived after this run's writes were done: it finished its files and state first")
 	}
 	return result
 }
 
+// newRun is the run's record, the config it records, and its rules: the
+// config's, with this command's.
+func (j *job) newRun() (*state.Run, *state.ConfigRecord, transform.Rules) {
+	cfg, rules := j.cfg, j.cfg.transform.Rules
+	rules.Replay = j.replay
+	// A write to an update file is seen only after someone imports it.
+	rules.ImportD365, rules.ImportCampaign = cfg.D365.Target == "csv", cfg.Campaign.Target == "csv"
+	rules.Started = j.started.UnixMilli()
+	direction, policy := string(rules.Direction), string(rules.Policy)
+	return &state.Run{ID: state.NewRunID(j.started), Command: j.command, Started: j.started, Outcome: "running",
+			Direction: direction, Policy: policy, Version: show.ReadBuild().Short(),
+			Config: state.NewRunConfig(&cfg.transform.Rules, cfg.transform.OptinLimit.String(),
+				cfg.D365.Source+" → "+cfg.D365.Target, cfg.Campaign.Source+" → "+cfg.Campaign.Target, j.flags())},
+		&state.ConfigRecord{Direction: direction, Policy: policy, Pairs: rules.Pairs}, rules
+}
+
+func (j *job) logStart(rules *transform.Rules) {
+	j.log.Info().Str("direction", string(rules.Direction)).Str("policy", string(rules.Policy)).
+		Bool("replay", rules.Replay).Bool("plan", j.plan).Bool("incremental", j.incremental).Msg("run started")
+	if rules.Direction == transform.Disabled {
+		j.log.Warn().Msg("direction is disabled: nothing will move; inputs are still checked")
+	}
+}
+
 // report writes the page of the run just recorded beside its audit file.
 func (j *job) report(st *state.Store, run *state.Run) {
 	inspect.WriteRunReport(st, run, j.plan, j.cfg.OutDir, show.ReadBuild().Short(), j.log)
-}
-
-// addTally counts what the decider found in the summary. Rows read again
-// that told nothing new were not compared: a wide read counts what a read
-// of the changes alone would. A one-sided record decided against state had
-// its counterpart after all.
-func addTally(sum *load.Summary, t transform.Tally, pairs int) {
-	sum.ViaState, sum.Waiting, sum.Stale = t.ViaState, t.Waiting, t.Stale
-	sum.Unchanged = t.UnchangedBoth + t.UnchangedContacts + t.UnchangedProfiles
-	sum.Matched += t.ViaState - t.UnchangedBoth
-	sum.ComparedPairs += (t.ViaState - t.UnchangedBoth) * pairs
-	sum.ContactsNoMatch -= t.UnchangedContacts + t.ViaStateContacts + t.BlockedNoProfile
-	sum.ProfilesNoMatch -= t.UnchangedProfiles + t.ViaState - t.ViaStateContacts + t.BlockedNoContact
-}
-
-// pendingGroups are the writes to update files that no export has shown
-// yet, per run that wrote them, as state stands after this run.
-func (j *job) pendingGroups(st *state.Store, d *transform.Decider, totals state.Totals) (pending map[int64]*transform.PendingGroup, err error) {
-	err = withPrior(st, func(p transform.Prior) (err error) {
-		pending, err = d.PendingGroups(p, totals.Pending, j.started, j.cfg.state.PendingAlertAfter())
-		return err
-	})
-	return pending, err
-}
-
-// reportPending counts the writes to update files that no export has shown
-// yet, and warns of those older than pending_alert: each run, until they
-// are seen, so that a lost or forgotten update file does not go unnoticed.
-func (j *job) reportPending(groups map[int64]*transform.PendingGroup, runName func(int64) string, sum *load.Summary) {
-	ats := slices.Sorted(maps.Keys(groups))
-	for _, at := range ats {
-		g := groups[at]
-		sum.PendingNotSeen += g.Writes()
-		age := j.started.Sub(time.UnixMilli(g.Oldest()))
-		sum.PendingOldest = max(sum.PendingOldest, age)
-		if age <= j.cfg.state.PendingAlertAfter() {
-			continue
-		}
-		ids := make([]string, len(g.Contacts()))
-		for i, id := range g.Contacts() {
-			ids[i] = id.String()
-		}
-		ev := j.log.Warn().Int("writes", g.Writes()).Str("age", age.Round(time.Minute).String()).Strs("contacts", ids)
-		if name := runName(at); name != "" {
-			ev = ev.Str("written_by", name)
-		}
-		if at != 0 {
-			ev = ev.Time("written_at", time.UnixMilli(at).UTC())
-		}
-		ev.Dur("pending_alert", j.cfg.state.PendingAlertAfter()).Msg("writes in update files are not seen in the exports for longer than pending_alert: import the update file of the run that wrote them, or of the latest run that wrote them again")
-	}
 }
 
 // budgets divides the run's memory budget between what it holds at once.
@@ -549,15 +231,16 @@ func (j *job) connect() (*load.Connections, error) {
 		Secret: func(system string, cr extract.Credentials) (string, error) { return cr.Secret(system) }})
 }
 
-// inputs lists what this run reads of each system: its API, or its files.
-func (j *job) inputs(ctx context.Context, st *state.Store) (d365, campaign []extract.InputFile, err error) {
-	l := extract.Listing{Incremental: j.incremental, Force: j.force, Log: j.log}
-	if st != nil {
-		l.Processed = func(sum string) (bool, error) {
-			_, seen, err := st.Processed(sum)
-			return seen, err
-		}
-	}
+// beforeOptions is what the run asks of state before it reads.
+func (j *job) beforeOptions(rules *transform.Rules, diff state.ConfigDiff, conns *load.Connections) state.BeforeOptions {
+	return state.BeforeOptions{Incremental: j.incremental, FullRead: diff.MappingAdded, Tracking: j.cfg.D365.tracking(),
+		Filtered: j.cfg.extract.CampaignConn.FilterName != "", KnownContacts: conns.APIs.Contacts == nil, Rules: rules, NotAfter: j.notAfter.UnixMilli()}
+}
+
+// read lists what this run reads of each system (its API, or its files)
+// and reads it within the memory budget, from where state says.
+func (j *job) read(ctx context.Context, st *state.Store, conns *load.Connections, rejects extract.RejectSink, before state.Before) (in *extract.Records, d365, campaign []extract.InputFile, err error) {
+	l := extract.Listing{Incremental: j.incremental, Force: j.force, Log: j.log, Processed: st.ProcessedBefore()}
 	ds := extract.System{Name: "d365", Pattern: j.cfg.D365.CSV, Flag: j.d365Path}
 	if j.cfg.D365.Source == "api" {
 		ds.API = extract.DataverseAPI()
@@ -566,7 +249,16 @@ func (j *job) inputs(ctx context.Context, st *state.Store) (d365, campaign []ext
 	if j.cfg.Campaign.Source == "api" {
 		cs.API = extract.CampaignAPI()
 	}
-	return l.List(ctx, ds, cs)
+	if d365, campaign, err = l.List(ctx, ds, cs); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := j.cfg.extract.WithinBudget(j.cfg.TmpDir, j.log); err != nil {
+		return nil, nil, nil, err
+	}
+	r := j.reading(conns, rejects)
+	r.D365From, r.CampaignFrom, r.Known = before.D365From, before.CampaignFrom, before.Known
+	in, d365, err = r.Read(ctx, d365, campaign)
+	return in, d365, campaign, err
 }
 
 // reading is how this run reads its inputs, rows into sorters within
@@ -577,29 +269,6 @@ func (j *job) reading(conns *load.Connections, rejects extract.RejectSink) *extr
 		D365Layout: j.cfg.extract.D365Layout(j.notAfter), CampaignLayout: j.cfg.extract.CampaignLayout(j.notAfter),
 		APIs: conns.APIs, Incremental: j.incremental, Rejects: rejects, Log: j.log,
 		Stage: func(name string, total int64, unit string) extract.Bar { return j.progress.Stage(name, total, unit) }}
-}
-
-// fromState hands the reads what state knows for them, as values: where
-// the APIs' reads start (nowhere for a full read: a backfill, a mapping
-// added), and the retry queue, with its contacts as state knows them when
-// Dynamics is not reached through its API.
-func (j *job) fromState(r *extract.Reading, st *state.Store, rules *transform.Rules, queue []state.RetryItem) error {
-	if st == nil {
-		return nil
-	}
-	var err error
-	if j.incremental && !j.mappingAdded {
-		r.D365From.Position, r.CampaignFrom.Position, err = st.ReadPositions(j.cfg.D365.tracking(), j.cfg.extract.CampaignConn.FilterName != "")
-		if err != nil {
-			return err
-		}
-	}
-	r.D365From.Queue = state.Queued(queue)
-	r.CampaignFrom.Queue = r.D365From.Queue
-	if r.APIs.Contacts == nil {
-		r.Known, err = st.QueuedContacts(rules, queue, j.notAfter.UnixMilli())
-	}
-	return err
 }
 
 // identify starts the identity rules over what was read; countPKeys: the
@@ -621,39 +290,79 @@ func (j *job) identify(st *state.Store, in *extract.Records, d365Files, campFile
 	return transform.Identify(in.Contacts, in.Profiles, o)
 }
 
-// guard works the safety limits out for a run whose decisions are made.
-func (j *job) guard(st *state.Store, d *transform.Decider, tot state.Totals, sum *load.Summary, d365Files, campFiles []extract.InputFile, in *extract.Records) (g transform.Guard, err error) {
-	// A disabled run decides nothing and so drops nothing: no shrink to guard.
-	decides := d.Rules().Direction != transform.Disabled
-	err = withPrior(st, func(p transform.Prior) (err error) {
-		g, err = d.Guard(p, transform.Known{D365: tot.D365, Campaign: tot.Campaign, Profiles: tot.Profiles, OptOuts: tot.OptOutSum()},
-			transform.GuardInputs{FullD365: in.FullD365 && decides, FullCampaign: in.FullCampaign && decides,
-				D365Input: extract.Name(d365Files), CampaignInput: extract.Name(campFiles), D365Rows: in.D365.Rows, CampaignRows: in.Campaign.Rows,
-				Clears: sum.OptoutsCleared, Optin: j.cfg.transform.OptinLimit, Missing: j.cfg.transform.MissingLimit})
-		return err
-	})
-	sum.KnownOptOuts, sum.OptinLimit = g.KnownOptOuts, g.OptinLimit
-	if c := g.Sides[0]; c.Checked {
-		sum.MissingD365, sum.KnownD365 = c.Missing(), c.Known
-	}
-	if c := g.Sides[1]; c.Checked {
-		sum.MissingCampaign, sum.KnownCampaign = c.Missing(), c.Known
-	}
-	return g, err
+func (j *job) writerOptions(rules *transform.Rules, runID string, runName func(int64) string) load.WriterOptions {
+	return load.WriterOptions{Dir: j.cfg.OutDir, RunID: runID, Pairs: rules.Pairs, Plan: j.plan, PendingSince: runName, Uncommitted: !j.plan,
+		D365Updates: j.cfg.D365.Target == "csv", CampaignUpdates: j.cfg.Campaign.Target == "csv"}
 }
 
-// withPrior hands fn a read view of state (nil when there is none), closed
-// after.
-func withPrior(st *state.Store, fn func(transform.Prior) error) error {
-	if st == nil {
-		return fn(nil)
+func (j *job) loadStage(name string, total int64, unit string) load.Bar {
+	return j.progress.Stage(name, total, unit)
+}
+
+// decideOptions are the decisions' options for what this run read; a
+// backfill that commits collects every record's PKey entry (pkeys) for
+// the commit to write the PKey index whole (state.RunCommit).
+func (j *job) decideOptions(rules *transform.Rules, st *state.Store, in *extract.Records, d365Files, campFiles []extract.InputFile, before state.Before, indexed bool, id *transform.Identity, conns *load.Connections) (o transform.DecideOptions, dirty *state.Dirty, pkeys *spill.Sorter[state.PKeyEntry]) {
+	b := j.budgets()
+	cItems, pItems := id.Held()
+	dirty = state.NewDirty(b.Dirty, j.cfg.TmpDir, cItems, pItems, max(in.D365.Rows, in.Campaign.Rows))
+	d365Complete, campaignComplete := in.DataverseRead.Complete, in.CampaignRead.Complete
+	// State is read whole when the run reads a side in full (every record
+	// it lacks has lost that side), or has no index to look records up by.
+	walk := st != nil && (!j.incremental || d365Complete || campaignComplete || !indexed || !before.Totals.PendingKnown)
+	o = transform.DecideOptions{Rules: rules, Incremental: j.incremental, D365Files: d365Files, CampaignFiles: campFiles, Walk: walk,
+		D365Complete: d365Complete, CampaignComplete: campaignComplete, Dirty: dirty, NotAfter: j.notAfter.UnixMilli()}
+	if !walk {
+		o.PendAlertBefore = j.started.Add(-j.cfg.state.PendingAlertAfter()).UnixMilli()
 	}
-	r, err := st.Reader()
-	if err != nil {
-		return err
+	if conns.Contacts != nil {
+		o.ETag, o.Deleted = conns.Contacts.API.ETag, in.DataverseRead.Deleted
 	}
-	defer r.Close()
-	return fn(r)
+	for _, it := range before.Queue {
+		o.Queued = append(o.Queued, it.Contact)
+	}
+	if !j.incremental && st != nil && !j.plan {
+		pkeys = sorts.PKeys(b.PKeys, j.cfg.TmpDir, false)
+		o.Collect = func(pkey string, id extract.ID) error { return pkeys.Add(&state.PKeyEntry{PKey: pkey, ID: id}) }
+	}
+	return o, dirty, pkeys
+}
+
+// decide makes the run's decisions into out; a disabled run decides
+// nothing, but its rows are still checked.
+func (j *job) decide(ctx context.Context, st *state.Store, d *transform.Decider, id *transform.Identity, out *load.Output, in *extract.Records) error {
+	if d.Rules().Direction == transform.Disabled {
+		return id.Drain()
+	}
+	bar := j.progress.Stage("deciding", int64(max(in.D365.Rows, in.Campaign.Rows)), "contacts")
+	defer bar.Done()
+	return st.WithPrior(func(p transform.Prior) error { return d.All(ctx, p, bar, out.Decided) })
+}
+
+// guardInputs are what the safety limits weigh of what the run read. A
+// disabled run decides nothing and so drops nothing: no shrink to guard.
+func (j *job) guardInputs(d *transform.Decider, in *extract.Records, d365Files, campFiles []extract.InputFile) transform.GuardInputs {
+	decides := d.Rules().Direction != transform.Disabled
+	return transform.GuardInputs{FullD365: in.FullD365 && decides, FullCampaign: in.FullCampaign && decides,
+		D365Input: extract.Name(d365Files), CampaignInput: extract.Name(campFiles), D365Rows: in.D365.Rows, CampaignRows: in.Campaign.Rows,
+		Clears: j.sum.OptoutsCleared, Optin: j.cfg.transform.OptinLimit, Missing: j.cfg.transform.MissingLimit}
+}
+
+// afterWrites is what a run whose writes are done returns once its files
+// and state are done; its record keeps the exit code that error gets. A
+// signal that arrived while API writes went out (held: some did) stopped
+// the rest of them: what was applied is committed, the rest queued. One
+// that arrives from here on does not stop the run, whose every write is
+// done: it finishes its files and commit.
+func afterWrites(ctx context.Context, held bool, refused int) error {
+	var cut *signalError
+	if held && errors.As(context.Cause(ctx), &cut) {
+		return &signalError{sig: cut.sig, kept: true, after: cut.after}
+	}
+	if refused > 0 {
+		return &load.FailedWritesError{Err: fmt.Errorf("the writes of %s were refused or not sent; they are queued for the next run", plural(refused, "contact"))}
+	}
+	return nil
 }
 
 // stateKind is how this run uses the state file.
@@ -682,20 +391,4 @@ func (j *job) flags() []string {
 		}
 	}
 	return on
-}
-
-// processed are the input files this run read that state remembers as
-// processed (a run's drops: a backfill's export has no sum).
-func processed(d365Files, campFiles []extract.InputFile, runID string) []state.ProcessedFile {
-	var out []state.ProcessedFile
-	for _, f := range slices.Concat(d365Files, campFiles) {
-		if f.Sum != "" {
-			system := "d365"
-			if slices.Contains(campFiles, f) {
-				system = "campaign"
-			}
-			out = append(out, state.ProcessedFile{SHA256: f.Sum, System: system, Path: f.Path, Size: f.Size, RunID: runID, Processed: time.Now().UTC()})
-		}
-	}
-	return out
 }
