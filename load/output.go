@@ -2,6 +2,8 @@ package load
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -70,7 +72,7 @@ func (o *Output) Decided(ch *transform.Change, blocked *extract.Reject) error {
 
 // Rejects writes the rejects file, the spooled rejects merged with those
 // found later by source and line, counts them, and returns their reasons
-// for the run's history. The report keeps ids and PKeys of a checked
+// for the run's history (those found before a failure too). The report keeps ids and PKeys of a checked
 // shape only, never other text of a bad row: file and line find the row.
 func (o *Output) Rejects() (reasons []Reasons, err error) {
 	rejected, err := o.Later.Sorted()
@@ -97,7 +99,7 @@ func (o *Output) Rejects() (reasons []Reasons, err error) {
 		err = rejected.Err()
 	}
 	if err != nil {
-		return nil, err
+		return reasons, err
 	}
 	o.Sum.Rejected = o.Spool.Len() + nlater
 	o.Spool.Close()
@@ -105,9 +107,10 @@ func (o *Output) Rejects() (reasons []Reasons, err error) {
 }
 
 // Stopped removes the files of a run stopped at a safety limit, which
-// writes nothing.
-func (o *Output) Stopped() {
+// writes nothing, and prints why it stopped.
+func (o *Output) Stopped(stdout io.Writer, message string) {
 	o.w.Abort()
+	fmt.Fprintln(stdout, message)
 	o.Sum.Stopped()
 }
 

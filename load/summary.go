@@ -2,6 +2,7 @@ package load
 
 import (
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -265,4 +266,11 @@ func (s *Summary) AddPending(groups map[int64]*transform.PendingGroup, runName f
 func (s *Summary) AddDecided(id *transform.Identity, t transform.Tally, pairs int) {
 	s.AddIdentity(id, pairs)
 	s.AddTally(t, pairs)
+}
+
+// Finished prints the summary line of a run that started at started and
+// logs its counts.
+func (s *Summary) Finished(stdout io.Writer, started time.Time, log zerolog.Logger) {
+	fmt.Fprintln(stdout, s.Line(time.Since(started)))
+	log.Info().Interface("counts", s.Counts()).Str("took", Took(time.Since(started))).Msg("run finished")
 }

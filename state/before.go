@@ -7,8 +7,10 @@ import (
 	"github.com/rs/zerolog"
 
 	"optsync/extract"
+	"optsync/extract/spill"
 	"optsync/load"
 	"optsync/transform"
+	"optsync/transform/sorts"
 )
 
 // Before is what state knows before a run reads, handed to the stages as
@@ -24,6 +26,8 @@ type Before struct {
 	// Known are the retry queue's contacts as state knows them, for a run
 	// that does not reach Dynamics through its API (QueuedContacts).
 	Known []extract.Contact
+	// RunName names past runs by their start (RunNames).
+	RunName func(int64) string
 }
 
 // BeforeOptions says what a run asks of state before it reads.
@@ -45,8 +49,8 @@ type BeforeOptions struct {
 // Before reads what a run needs of state before its reads; nothing without
 // a state (a plan's first run).
 func (s *Store) Before(o BeforeOptions) (b Before, err error) {
-	if s == nil {
-		return b, nil
+	if b.RunName, err = RunNames(s); err != nil || s == nil {
+		return b, err
 	}
 	if b.Totals, err = s.Totals(); err != nil {
 		return b, err
@@ -136,4 +140,84 @@ func (s *Store) ProcessedBefore() func(sum string) (bool, error) {
 		_, seen, err := s.Processed(sum)
 		return seen, err
 	}
+}
+
+// Identify runs the identity rules over what was read, once state's
+// indexes are ready (Indexes: build, unless a plan). When they are and
+// Campaign was read in full, the shrink guard counts Campaign's records by
+// PKey in state's PKey index.
+func (s *Store) Identify(ctx context.Context, in *extract.Records, o transform.IdentifyOptions, build bool, budget int64, dir string, log zerolog.Logger) (id *transform.Identity, indexed bool, err error) {
+	if indexed, err = s.Indexes(ctx, build, budget, dir, log); err != nil {
+		return nil, false, err
+	}
+	if indexed && in.FullCampaign {
+		r, err := s.Reader()
+		if err != nil {
+			return nil, false, err
+		}
+		// Identify counts, then the view is closed: one left open would
+		// hold off the commit for ever once bbolt must map the grown file
+		// again (it waits for every open view).
+		defer r.Close()
+		o.CountPKeys = func(missed func(transform.PKeyEntry) error) transform.PKeyCounter { return r.PKeyCounter(missed) }
+	}
+	id, err = transform.Identify(in.Contacts, in.Profiles, o)
+	return id, indexed, err
+}
+
+// Deciding is state's part of a run's decisions: how the decider reads
+// state, the entries it keeps for the commit to decide again (Dirty) and,
+// for a backfill that commits, every record's PKey entry (PKeys), from
+// which the commit may write the PKey index whole (RunCommit).
+type Deciding struct {
+	Options transform.DecideOptions
+	Dirty   *Dirty
+	PKeys   *spill.Sorter[PKeyEntry]
+}
+
+// DecidingOptions are what a run read and how it commits.
+type DecidingOptions struct {
+	transform.DecideOptions
+	In      *extract.Records
+	Before  Before
+	Indexed bool
+	// Commits: a run that commits (not a plan) with a state file.
+	Commits bool
+	// Held are the identity rules' rows held in memory (Identity.Held).
+	HeldContacts []extract.Contact
+	HeldProfiles []extract.Profile
+	Budgets      spill.Budgets
+	TmpDir       string
+	// PendingAlertBefore is the start of the run less pending_alert.
+	PendingAlertBefore int64
+}
+
+// Deciding works out state's part of the decisions of a run.
+func (s *Store) Deciding(o DecidingOptions) Deciding {
+	in, dec := o.In, Deciding{Options: o.DecideOptions}
+	do := &dec.Options
+	dec.Dirty = NewDirty(o.Budgets.Dirty, o.TmpDir, o.HeldContacts, o.HeldProfiles, max(in.D365.Rows, in.Campaign.Rows))
+	do.Dirty = dec.Dirty
+	do.D365Complete, do.CampaignComplete = in.DataverseRead.Complete, in.CampaignRead.Complete
+	// State is read whole when the run reads a side in full (every record
+	// it lacks has lost that side), or has no index to look records up by.
+	do.Walk = s != nil && (!do.Incremental || do.D365Complete || do.CampaignComplete || !o.Indexed || !o.Before.Totals.PendingKnown)
+	if !do.Walk {
+		do.PendAlertBefore = o.PendingAlertBefore
+	}
+	for _, it := range o.Before.Queue {
+		do.Queued = append(do.Queued, it.Contact)
+	}
+	if !do.Incremental && s != nil && o.Commits {
+		pkeys := sorts.PKeys(o.Budgets.PKeys, o.TmpDir, false)
+		dec.PKeys = pkeys
+		do.Collect = func(pkey string, id extract.ID) error { return pkeys.Add(&PKeyEntry{PKey: pkey, ID: id}) }
+	}
+	return dec
+}
+
+// Close lets go of what the decisions kept.
+func (d *Deciding) Close() {
+	d.Dirty.Close()
+	d.PKeys.Close()
 }

@@ -2,6 +2,8 @@ package state
 
 import (
 	"context"
+	"optsync/load"
+	"optsync/transform"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -24,6 +26,8 @@ type History struct {
 	// Report writes the page of the run just recorded.
 	Report func(*Store, *Run)
 	Log    zerolog.Logger
+
+	now *ConfigRecord // the config the run started with
 }
 
 // Start opens state for the run (OpenRun: a run never starts over
@@ -31,6 +35,7 @@ type History struct {
 // under config now (Prepare). From then on End, deferred, closes the
 // run's record and the store; a start that fails has closed them.
 func (h *History) Start(path, outDir string, kind RunKind, now *ConfigRecord) (diff ConfigDiff, err error) {
+	h.now = now
 	st, aside, err := OpenRun(path, outDir, now.Pairs, kind, h.Log)
 	if err != nil || h.Plan {
 		h.Store = st
@@ -84,12 +89,65 @@ func (h *History) Stopped(err error) error {
 }
 
 // Commit commits a finished run that returns result (Store.CommitRun),
-// then writes its report.
+// then writes its report. A plan commits nothing.
 func (h *History) Commit(ctx context.Context, result error, c RunCommit) error {
-	c.Run, c.Code, c.Log = h.Run, h.Code(result), h.Log
+	if h.Plan {
+		return nil
+	}
+	c.Run, c.Config, c.Code, c.Log = h.Run, h.now, h.Code(result), h.Log
 	if err := h.Store.CommitRun(ctx, c); err != nil {
 		return err
 	}
 	h.Report(h.Store, h.Run)
 	return nil
+}
+
+// Kind is how a run uses the state file.
+func Kind(plan, newState, incremental bool) RunKind {
+	switch {
+	case plan:
+		return Plan
+	case newState:
+		return NewState
+	case !incremental:
+		return Backfill
+	}
+	return Incremental
+}
+
+// Flags are the command's flags that change decisions or limits, for the
+// run's record.
+func Flags(replay, force, allowMassOptin, newState bool) []string {
+	var on []string
+	for _, o := range []struct {
+		on   bool
+		name string
+	}{{replay, "--replay"}, {force, "--force"}, {allowMassOptin, "--allow-mass-optin"}, {newState, "--new-state"}} {
+		if o.on {
+			on = append(on, o.name)
+		}
+	}
+	return on
+}
+
+// Guard works the safety limits out for the run d decided (Store.Guard),
+// and counts them in the run's summary and record.
+func (h *History) Guard(d *transform.Decider, before Totals, in transform.GuardInputs, sum *load.Summary) (transform.Guard, error) {
+	g, err := h.Store.Guard(d, before, in)
+	sum.AddGuard(&g)
+	if err == nil {
+		h.Run.Config.Limit = g.OptinLimit
+	}
+	return g, err
+}
+
+// Pending counts in sum the writes to update files that no export has
+// shown yet after the run d decided, and warns of those older than
+// alertAfter (Summary.AddPending).
+func (h *History) Pending(d *transform.Decider, before Before, alertAfter time.Duration, sum *load.Summary) error {
+	pending, err := h.Store.PendingGroups(d, before.Totals.Pending, h.Run.Started, alertAfter)
+	if err == nil {
+		sum.AddPending(pending, before.RunName, h.Run.Started, alertAfter, h.Log)
+	}
+	return err
 }

@@ -52,6 +52,9 @@ func (s *Store) CommitRun(ctx context.Context, c RunCommit) error {
 	ctx = context.WithoutCancel(ctx)
 	run, sum := c.Run, c.Output.Sum
 	sum.Deleted = len(c.Deleted)
+	for i := range c.Files {
+		c.Files[i].RunID = run.ID
+	}
 	fin := c.Final()
 	run.End(c.Code, sum.Counts())
 	run.Committed = true // with the last transaction only
@@ -104,8 +107,9 @@ func (s *Store) CommitRun(ctx context.Context, c RunCommit) error {
 }
 
 // ProcessedFiles are the input files a run read that state remembers as
-// processed (a run's drops: a backfill's export has no sum).
-func ProcessedFiles(d365, campaign []extract.InputFile, runID string) []ProcessedFile {
+// processed (a run's drops: a backfill's export has no sum); CommitRun
+// names the run.
+func ProcessedFiles(d365, campaign []extract.InputFile) []ProcessedFile {
 	var out []ProcessedFile
 	for _, f := range slices.Concat(d365, campaign) {
 		if f.Sum != "" {
@@ -113,7 +117,7 @@ func ProcessedFiles(d365, campaign []extract.InputFile, runID string) []Processe
 			if slices.Contains(campaign, f) {
 				system = "campaign"
 			}
-			out = append(out, ProcessedFile{SHA256: f.Sum, System: system, Path: f.Path, Size: f.Size, RunID: runID, Processed: time.Now().UTC()})
+			out = append(out, ProcessedFile{SHA256: f.Sum, System: system, Path: f.Path, Size: f.Size, Processed: time.Now().UTC()})
 		}
 	}
 	return out

@@ -1,6 +1,7 @@
 package transform
 
 import (
+	"optsync/extract"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -36,9 +37,28 @@ func (g Guard) Enforce(plan, allowOptin, allowMissing bool, log zerolog.Logger) 
 // LogFuture warns, once per record, of change times in state later than
 // notAfter, which the decider treated as unknown (the run's commit writes
 // them back unknown).
-func (t *Tally) LogFuture(notAfter time.Time, log zerolog.Logger) {
+func (t Tally) LogFuture(notAfter time.Time, log zerolog.Logger) {
 	if t.FutureN > 0 {
 		log.Warn().Int("records", t.FutureN).Strs("contacts", t.Future).Time("not_after", notAfter).
 			Msg("change times in state later than the run's start plus max_clock_skew were treated as unknown: a present-day row of these records is not taken as stale")
 	}
+}
+
+// LogStart says how a run decides, as it starts.
+func (r *Rules) LogStart(plan, incremental bool, log zerolog.Logger) {
+	log.Info().Str("direction", string(r.Direction)).Str("policy", string(r.Policy)).
+		Bool("replay", r.Replay).Bool("plan", plan).Bool("incremental", incremental).Msg("run started")
+	if r.Direction == Disabled {
+		log.Warn().Msg("direction is disabled: nothing will move; inputs are still checked")
+	}
+}
+
+// GuardInputs are what the safety limits weigh of what a run read (in,
+// from inputs d365 and campaign) and of its decisions, which clear clears
+// opt-outs. A run that decides nothing drops nothing: no shrink to guard.
+func (d *Decider) GuardInputs(in *extract.Records, d365, campaign []extract.InputFile, clears int, optin OptinLimit, missing MissingLimit) GuardInputs {
+	decides := d.rules.Direction != Disabled
+	return GuardInputs{FullD365: in.FullD365 && decides, FullCampaign: in.FullCampaign && decides,
+		D365Input: extract.Name(d365), CampaignInput: extract.Name(campaign), D365Rows: in.D365.Rows, CampaignRows: in.Campaign.Rows,
+		Clears: clears, Optin: optin, Missing: missing}
 }
