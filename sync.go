@@ -90,13 +90,13 @@ func (j *job) run(ctx context.Context) (err error) {
 		return interrupted(ctx, err)
 	}
 	defer id.Close()
-	if err := out.Open(j.writerOptions(&rules, run.ID, before.RunName), j.started, conns.Writers(j.plan, rules.Pairs, cfg.private.Redact, j.loadStage, log)); err != nil {
+	if err := out.Open(j.writerOptions(&rules, run.ID, before.RunName), j.started, conns.Writers(j.plan, rules.Pairs, cfg.private.Redact, j.progress, log)); err != nil {
 		return err
 	}
 	dec := st.Deciding(j.decidingOptions(&rules, in, d365Files, campFiles, before, indexed, id, conns))
 	defer dec.Close()
-	d, err := j.decide(ctx, st, dec, id, out, in)
-	if err != nil {
+	d := transform.NewDecider(dec.Options, id)
+	if err := st.Decide(ctx, d, id, out.Decided, j.progress, max(in.D365.Rows, in.Campaign.Rows)); err != nil {
 		return interrupted(ctx, err)
 	}
 	if j.hooks.afterDecide != nil {
@@ -155,14 +155,11 @@ func (j *job) run(ctx context.Context) (err error) {
 // runCommit is what the run commits once its files are finished.
 func (j *job) runCommit(diff state.ConfigDiff, before state.Before, in *extract.Records, d365Files, campFiles []extract.InputFile,
 	d *transform.Decider, dec state.Deciding, out *load.Output, id *transform.Identity, sent load.Sent) state.RunCommit {
-	cfg := j.cfg
-	return state.RunCommit{Decider: d, Dirty: dec.Dirty, Output: out, PKeys: dec.PKeys, Known: max(before.Totals.D365, before.Totals.Campaign),
-		Ending: state.Ending{MappingAdded: diff.MappingAdded, Queued: before.Queue, Failed: sent.Refused,
-			Meta:    state.NextPositions(cfg.D365.tracking(), in.DataverseRead.Next, in.CampaignRead.Next),
-			Deleted: in.DataverseRead.Deleted, Retention: cfg.state.Retention(), Files: state.ProcessedFiles(d365Files, campFiles)},
-		RunName: before.RunName, Release: func() { id.ReleaseRows(); in.Contacts.Close(); in.Profiles.Close() },
-		Pairs: d.Rules().Pairs, DropUnmapped: len(diff.Removed) > 0, OutDir: cfg.OutDir,
-		Chunk: j.hooks.commitChunk, AfterChunk: j.hooks.afterChunk, Progress: j.progress}
+	return state.RunCommit{Decider: d, Deciding: dec, Output: out, Before: before, Diff: diff,
+		Ending: state.Ending{Failed: sent.Refused, Meta: state.NextPositions(j.cfg.D365.tracking(), in.DataverseRead.Next, in.CampaignRead.Next),
+			Deleted: in.DataverseRead.Deleted, Retention: j.cfg.state.Retention(), Files: state.ProcessedFiles(d365Files, campFiles)},
+		Release: func() { id.ReleaseRows(); in.Contacts.Close(); in.Profiles.Close() },
+		Chunk:   j.hooks.commitChunk, AfterChunk: j.hooks.afterChunk, Progress: j.progress}
 }
 
 // decidingOptions are the decisions' options for what this run read.
@@ -205,12 +202,7 @@ func (j *job) report(st *state.Store, run *state.Run) {
 }
 
 // budgets divides the run's memory budget between what it holds at once.
-func (j *job) budgets() spill.Budgets {
-	if j.hooks.memoryBudget > 0 {
-		return spill.Live(j.hooks.memoryBudget)
-	}
-	return spill.Divide(j.cfg.extract.MemoryBytes())
-}
+func (j *job) budgets() spill.Budgets { return j.cfg.extract.Budgets(j.hooks.memoryBudget) }
 
 // connect makes the API connectors the config asks for.
 func (j *job) connect() (*load.Connections, error) {
@@ -234,24 +226,11 @@ func (j *job) before(st *state.Store, rules *transform.Rules, diff state.ConfigD
 // read lists what this run reads of each system (its API, or its files)
 // and reads it within the memory budget, from where state says.
 func (j *job) read(ctx context.Context, st *state.Store, conns *load.Connections, rejects extract.RejectSink, before state.Before) (in *extract.Records, d365, campaign []extract.InputFile, err error) {
-	l := extract.Listing{Incremental: j.incremental, Force: j.force, Log: j.log, Processed: st.ProcessedBefore()}
-	ds := extract.System{Name: "d365", Pattern: j.cfg.D365.CSV, Flag: j.d365Path}
-	if j.cfg.D365.Source == "api" {
-		ds.API = extract.DataverseAPI()
-	}
-	cs := extract.System{Name: "campaign", Pattern: j.cfg.Campaign.CSV, Flag: j.campaignPath}
-	if j.cfg.Campaign.Source == "api" {
-		cs.API = extract.CampaignAPI()
-	}
-	if d365, campaign, err = l.List(ctx, ds, cs); err != nil {
-		return nil, nil, nil, err
-	}
-	if err := j.cfg.extract.WithinBudget(j.cfg.TmpDir, j.log); err != nil {
-		return nil, nil, nil, err
-	}
-	r := j.reading(conns, rejects)
+	cfg, r := j.cfg, j.reading(conns, rejects)
 	r.D365From, r.CampaignFrom, r.Known = before.D365From, before.CampaignFrom, before.Known
-	if in, d365, err = r.Read(ctx, d365, campaign); err == nil {
+	in, d365, campaign, err = cfg.extract.ListAndRead(ctx, extract.Listing{Incremental: j.incremental, Force: j.force, Log: j.log, Processed: st.ProcessedBefore()},
+		extract.InputOf("d365", cfg.D365.Source, cfg.D365.CSV, j.d365Path), extract.InputOf("campaign", cfg.Campaign.Source, cfg.Campaign.CSV, j.campaignPath), r, cfg.TmpDir)
+	if err == nil {
 		j.sum.ContactRows, j.sum.ProfileRows = in.D365.Rows, in.Campaign.Rows
 	}
 	return in, d365, campaign, err
@@ -270,22 +249,6 @@ func (j *job) reading(conns *load.Connections, rejects extract.RejectSink) *extr
 func (j *job) writerOptions(rules *transform.Rules, runID string, runName func(int64) string) load.WriterOptions {
 	return load.WriterOptions{Dir: j.cfg.OutDir, RunID: runID, Pairs: rules.Pairs, Plan: j.plan, PendingSince: runName, Uncommitted: !j.plan,
 		D365Updates: j.cfg.D365.Target == "csv", CampaignUpdates: j.cfg.Campaign.Target == "csv"}
-}
-
-func (j *job) loadStage(name string, total int64, unit string) load.Bar {
-	return j.progress.Stage(name, total, unit)
-}
-
-// decide makes the run's decisions into out; a disabled run decides
-// nothing, but its rows are still checked.
-func (j *job) decide(ctx context.Context, st *state.Store, dec state.Deciding, id *transform.Identity, out *load.Output, in *extract.Records) (*transform.Decider, error) {
-	d := transform.NewDecider(dec.Options, id)
-	if d.Rules().Direction == transform.Disabled {
-		return d, id.Drain()
-	}
-	bar := j.progress.Stage("deciding", int64(max(in.D365.Rows, in.Campaign.Rows)), "contacts")
-	defer bar.Done()
-	return d, st.WithPrior(func(p transform.Prior) error { return d.All(ctx, p, bar, out.Decided) })
 }
 
 // afterWrites is what a run whose writes are done returns once its files

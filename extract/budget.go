@@ -1,6 +1,7 @@
 package extract
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"runtime/debug"
@@ -26,4 +27,41 @@ func (o *Options) WithinBudget(tmpDir string, log zerolog.Logger) error {
 		log.Info().Strs("files", removed).AnErr("error", err).Msg("removed spill files left by a killed run")
 	}
 	return nil
+}
+
+// Budgets divides memory_budget between what a run holds at once; live,
+// when set (tests), is what may be live in place of what the budget
+// leaves (which has a floor).
+func (o *Options) Budgets(live int64) spill.Budgets {
+	if live > 0 {
+		return spill.Live(live)
+	}
+	return spill.Divide(o.MemoryBytes())
+}
+
+// InputOf is where a system's records come from: its API (source: api),
+// or its files, the backfill's flag winning over the config's csv.
+func InputOf(name, source, csv, flag string) System {
+	s := System{Name: name, Pattern: csv, Flag: flag}
+	switch {
+	case source == "api" && name == "d365":
+		s.API = DataverseAPI()
+	case source == "api":
+		s.API = CampaignAPI()
+	}
+	return s
+}
+
+// ListAndRead lists what a run reads of both systems (Listing.List),
+// readies tmpDir within the budget (WithinBudget) and reads the inputs
+// (Reading.Read), which it returns.
+func (o *Options) ListAndRead(ctx context.Context, l Listing, d365, campaign System, r *Reading, tmpDir string) (in *Records, d365Inputs, campaignInputs []InputFile, err error) {
+	if d365Inputs, campaignInputs, err = l.List(ctx, d365, campaign); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := o.WithinBudget(tmpDir, l.Log); err != nil {
+		return nil, nil, nil, err
+	}
+	in, d365Inputs, err = r.Read(ctx, d365Inputs, campaignInputs)
+	return in, d365Inputs, campaignInputs, err
 }

@@ -8,6 +8,7 @@ import (
 
 	"optsync/extract"
 	"optsync/extract/apiclient"
+	"optsync/load/progress"
 	"optsync/transform"
 )
 
@@ -113,9 +114,9 @@ func (c *Connections) campaign(o ConnectOptions) error {
 
 // Writers are the run's writes through the APIs, held until every
 // decision is made; a plan holds none (it writes nothing).
-func (c *Connections) Writers(plan bool, pairs []transform.Pair, redact func(string) string,
-	stage func(name string, total int64, unit string) Bar, log zerolog.Logger) *APIWriters {
-	a := &APIWriters{Pairs: pairs, Redact: redact, Log: log, Stage: stage}
+func (c *Connections) Writers(plan bool, pairs []transform.Pair, redact func(string) string, prog *progress.Progress, log zerolog.Logger) *APIWriters {
+	a := &APIWriters{Pairs: pairs, Redact: redact, Log: log,
+		Stage: func(name string, total int64, unit string) Bar { return prog.Stage(name, total, unit) }}
 	if !plan {
 		a.Dataverse, a.Campaign = c.Dataverse, c.Campaign
 	}

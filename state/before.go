@@ -9,6 +9,7 @@ import (
 	"optsync/extract"
 	"optsync/extract/spill"
 	"optsync/load"
+	"optsync/load/progress"
 	"optsync/transform"
 	"optsync/transform/sorts"
 )
@@ -220,4 +221,16 @@ func (s *Store) Deciding(o DecidingOptions) Deciding {
 func (d *Deciding) Close() {
 	d.Dirty.Close()
 	d.PKeys.Close()
+}
+
+// Decide makes every decision of d over what id hands, each to sink as it
+// is made, against state as it stood before the run; a disabled run
+// decides nothing, but its rows are still checked.
+func (s *Store) Decide(ctx context.Context, d *transform.Decider, id *transform.Identity, sink transform.Sink, prog *progress.Progress, rows int) error {
+	if d.Rules().Direction == transform.Disabled {
+		return id.Drain()
+	}
+	bar := prog.Stage("deciding", int64(rows), "contacts")
+	defer bar.Done()
+	return s.WithPrior(func(p transform.Prior) error { return d.All(ctx, p, bar, sink) })
 }

@@ -27,7 +27,8 @@ type History struct {
 	Report func(*Store, *Run)
 	Log    zerolog.Logger
 
-	now *ConfigRecord // the config the run started with
+	now    *ConfigRecord // the config the run started with
+	outDir string
 }
 
 // Start opens state for the run (OpenRun: a run never starts over
@@ -35,7 +36,7 @@ type History struct {
 // under config now (Prepare). From then on End, deferred, closes the
 // run's record and the store; a start that fails has closed them.
 func (h *History) Start(path, outDir string, kind RunKind, now *ConfigRecord) (diff ConfigDiff, err error) {
-	h.now = now
+	h.now, h.outDir = now, outDir
 	st, aside, err := OpenRun(path, outDir, now.Pairs, kind, h.Log)
 	if err != nil || h.Plan {
 		h.Store = st
@@ -95,6 +96,7 @@ func (h *History) Commit(ctx context.Context, result error, c RunCommit) error {
 		return nil
 	}
 	c.Run, c.Config, c.Code, c.Log = h.Run, h.now, h.Code(result), h.Log
+	c.Pairs, c.OutDir = h.now.Pairs, h.outDir
 	if err := h.Store.CommitRun(ctx, c); err != nil {
 		return err
 	}

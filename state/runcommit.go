@@ -10,7 +10,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"optsync/extract"
-	"optsync/extract/spill"
 	"optsync/load"
 	"optsync/load/progress"
 	"optsync/transform"
@@ -21,26 +20,24 @@ import (
 type RunCommit struct {
 	Ending
 	// Code is the exit code the run returns, which its history keeps.
-	Code    int
-	Decider *transform.Decider
-	Dirty   *Dirty
-	Output  *load.Output
-	// PKeys, when set, is a backfill's every (PKey, contact) after the
-	// run; Known the most records state knew of a side before it.
-	PKeys *spill.Sorter[transform.PKeyEntry]
-	Known int
+	Code     int
+	Decider  *transform.Decider
+	Deciding Deciding
+	Output   *load.Output
+	// Before and Diff are what state said at the run's start: its retry
+	// queue is settled, its totals say whether the PKey index is written
+	// whole, a mapping removed since has its snapshots dropped.
+	Before Before
+	Diff   ConfigDiff
 	// Release lets go of the rows read, before the PKey index is written.
 	Release func()
-	RunName func(int64) string
-	// Pairs are the configured mappings; DropUnmapped: some were removed
-	// since the last run, and their snapshots go with this commit.
-	Pairs        []transform.Pair
-	DropUnmapped bool
-	OutDir       string
-	Chunk        int
-	AfterChunk   func(n int)
-	Progress     *progress.Progress
-	Log          zerolog.Logger
+	// Pairs are the configured mappings.
+	Pairs      []transform.Pair
+	OutDir     string
+	Chunk      int
+	AfterChunk func(n int)
+	Progress   *progress.Progress
+	Log        zerolog.Logger
 }
 
 // CommitRun records a finished run: its files are complete and their
@@ -51,6 +48,7 @@ type RunCommit struct {
 func (s *Store) CommitRun(ctx context.Context, c RunCommit) error {
 	ctx = context.WithoutCancel(ctx)
 	run, sum := c.Run, c.Output.Sum
+	c.MappingAdded, c.Queued = c.Diff.MappingAdded, c.Before.Queue
 	sum.Deleted = len(c.Deleted)
 	for i := range c.Files {
 		c.Files[i].RunID = run.ID
@@ -63,8 +61,8 @@ func (s *Store) CommitRun(ctx context.Context, c RunCommit) error {
 	// order the commit writes them in, and a page of the index rewritten
 	// per record changed costs more than all of it.
 	var whole func() (string, extract.ID, bool, error)
-	if c.PKeys != nil && int64(c.Dirty.Len())*64 > int64(c.Known) {
-		stream, err := c.PKeys.Sorted()
+	if pkeys, dirty := c.Deciding.PKeys, c.Deciding.Dirty; pkeys != nil && int64(dirty.Len())*64 > int64(max(c.Before.Totals.D365, c.Before.Totals.Campaign)) {
+		stream, err := pkeys.Sorted()
 		if err != nil {
 			return err
 		}
@@ -77,8 +75,8 @@ func (s *Store) CommitRun(ctx context.Context, c RunCommit) error {
 			return e.PKey, e.ID, true, nil
 		}
 	}
-	if err := s.CommitDecisions(ctx, c.Decider, c.Dirty, CommitOptions{Started: run.Started, Final: fin,
-		PKeys: whole, Release: c.Release, Failed: c.Failed, RunName: c.RunName,
+	if err := s.CommitDecisions(ctx, c.Decider, c.Deciding.Dirty, CommitOptions{Started: run.Started, Final: fin,
+		PKeys: whole, Release: c.Release, Failed: c.Failed, RunName: c.Before.RunName,
 		Chunk: c.Chunk, AfterChunk: c.AfterChunk, Progress: c.Progress}); err != nil {
 		run.Outcome, run.Committed = "running", false
 		return fmt.Errorf("committing state (the files of this run keep names that say so, %s: not to be imported; the next run places the rows of the contacts committed and decides the others again, the same way): %w",
@@ -94,7 +92,7 @@ func (s *Store) CommitRun(ctx context.Context, c RunCommit) error {
 	// Config housekeeping belongs to the run's commit: a removed mapping's
 	// snapshots go now that the run has committed (a run that stopped kept
 	// them). Killed here, the next run drops them.
-	if c.DropUnmapped {
+	if len(c.Diff.Removed) > 0 {
 		dropped, err := s.DropUnmapped(ctx, c.Pairs)
 		if err != nil {
 			c.Log.Error().Err(err).Msg("dropping the snapshots of removed mappings failed; the next run drops them")
