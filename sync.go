@@ -52,12 +52,12 @@ type job struct {
 // run is a run's order: open state → extract → transform → load → state
 // commit, each stage's result handed to the next.
 func (j *job) run(ctx context.Context) (err error) {
-	run, record, rules := j.start()
+	run, rules := j.start()
 	cfg, sum, log := j.cfg, j.sum, j.log
 
 	// state: opened for the run, which its history records from here on.
 	h := &state.History{Run: run, Plan: j.plan, Code: exitCode, Counts: sum.Counts, Redact: cfg.private.Redact, Report: j.report, Log: log}
-	diff, err := h.Start(cfg.State, cfg.OutDir, state.Kind(j.plan, j.newState, j.incremental), record)
+	diff, err := h.Start(cfg.State, cfg.OutDir, state.Kind(j.plan, j.newState, j.incremental), rules.Pairs)
 	if err != nil {
 		return err
 	}
@@ -164,36 +164,27 @@ func (j *job) runCommit(diff state.ConfigDiff, before state.Before, in *extract.
 
 // decidingOptions are the decisions' options for what this run read.
 func (j *job) decidingOptions(rules *transform.Rules, in *extract.Records, d365Files, campFiles []extract.InputFile, before state.Before, indexed bool, id *transform.Identity, conns *load.Connections) state.DecidingOptions {
-	o := state.DecidingOptions{In: in, Before: before, Indexed: indexed, Commits: !j.plan, Budgets: j.budgets(), TmpDir: j.cfg.TmpDir,
+	return state.DecidingOptions{In: in, Before: before, Indexed: indexed, Commits: !j.plan, Budgets: j.budgets(), TmpDir: j.cfg.TmpDir, Held: id, Conns: conns,
 		PendingAlertBefore: j.started.Add(-j.cfg.state.PendingAlertAfter()).UnixMilli(),
 		DecideOptions:      transform.DecideOptions{Rules: rules, Incremental: j.incremental, D365Files: d365Files, CampaignFiles: campFiles, NotAfter: j.notAfter.UnixMilli()}}
-	o.HeldContacts, o.HeldProfiles = id.Held()
-	if conns.Contacts != nil {
-		o.ETag, o.Deleted = conns.Contacts.API.ETag, in.DataverseRead.Deleted
-	}
-	return o
 }
 
-// start starts the run's clock, log and summary, and makes its record, the
-// config it records, and its rules: the config's, with this command's.
-func (j *job) start() (*state.Run, *state.ConfigRecord, transform.Rules) {
+// start starts the run's clock, record, log and summary, and makes its
+// rules: the config's, with this command's.
+func (j *job) start() (*state.Run, transform.Rules) {
 	cfg, rules := j.cfg, j.cfg.transform.Rules
 	j.started = time.Now().UTC()
 	j.notAfter = cfg.extract.NotAfter(j.started)
-	id := state.NewRunID(j.started)
-	j.log = j.log.With().Str("run_id", id).Str("command", j.command).Logger()
-	sum := load.NewSummary(id, j.command)
+	run := state.NewRun(j.command, j.started, show.ReadBuild().Short(), state.NewRunConfig(&rules, cfg.transform.OptinLimit.String(),
+		cfg.D365.Source+" → "+cfg.D365.Target, cfg.Campaign.Source+" → "+cfg.Campaign.Target, state.Flags(j.replay, j.force, j.allowMassOptin, j.newState)))
+	j.log = j.log.With().Str("run_id", run.ID).Str("command", j.command).Logger()
+	sum := load.NewSummary(run.ID, j.command)
 	j.sum = &sum
 	rules.Replay = j.replay
 	// A write to an update file is seen only after someone imports it.
 	rules.ImportD365, rules.ImportCampaign = cfg.D365.Target == "csv", cfg.Campaign.Target == "csv"
 	rules.Started = j.started.UnixMilli()
-	direction, policy := string(rules.Direction), string(rules.Policy)
-	return &state.Run{ID: id, Command: j.command, Started: j.started, Outcome: "running",
-			Direction: direction, Policy: policy, Version: show.ReadBuild().Short(),
-			Config: state.NewRunConfig(&cfg.transform.Rules, cfg.transform.OptinLimit.String(),
-				cfg.D365.Source+" → "+cfg.D365.Target, cfg.Campaign.Source+" → "+cfg.Campaign.Target, state.Flags(j.replay, j.force, j.allowMassOptin, j.newState))},
-		&state.ConfigRecord{Direction: direction, Policy: policy, Pairs: rules.Pairs}, rules
+	return run, rules
 }
 
 // report writes the page of the run just recorded beside its audit file.

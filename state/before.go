@@ -184,11 +184,12 @@ type DecidingOptions struct {
 	Indexed bool
 	// Commits: a run that commits (not a plan) with a state file.
 	Commits bool
-	// Held are the identity rules' rows held in memory (Identity.Held).
-	HeldContacts []extract.Contact
-	HeldProfiles []extract.Profile
-	Budgets      spill.Budgets
-	TmpDir       string
+	// Held holds rows in memory (Identity.Held) for the commit; Conns
+	// read Dynamics through its API (its ETags, the contacts deleted).
+	Held    *transform.Identity
+	Conns   *load.Connections
+	Budgets spill.Budgets
+	TmpDir  string
 	// PendingAlertBefore is the start of the run less pending_alert.
 	PendingAlertBefore int64
 }
@@ -197,7 +198,8 @@ type DecidingOptions struct {
 func (s *Store) Deciding(o DecidingOptions) Deciding {
 	in, dec := o.In, Deciding{Options: o.DecideOptions}
 	do := &dec.Options
-	dec.Dirty = NewDirty(o.Budgets.Dirty, o.TmpDir, o.HeldContacts, o.HeldProfiles, max(in.D365.Rows, in.Campaign.Rows))
+	cItems, pItems := o.Held.Held()
+	dec.Dirty = NewDirty(o.Budgets.Dirty, o.TmpDir, cItems, pItems, max(in.D365.Rows, in.Campaign.Rows))
 	do.Dirty = dec.Dirty
 	do.D365Complete, do.CampaignComplete = in.DataverseRead.Complete, in.CampaignRead.Complete
 	// State is read whole when the run reads a side in full (every record
@@ -205,6 +207,9 @@ func (s *Store) Deciding(o DecidingOptions) Deciding {
 	do.Walk = s != nil && (!do.Incremental || do.D365Complete || do.CampaignComplete || !o.Indexed || !o.Before.Totals.PendingKnown)
 	if !do.Walk {
 		do.PendAlertBefore = o.PendingAlertBefore
+	}
+	if o.Conns.Contacts != nil {
+		do.ETag, do.Deleted = o.Conns.Contacts.API.ETag, in.DataverseRead.Deleted
 	}
 	for _, it := range o.Before.Queue {
 		do.Queued = append(do.Queued, it.Contact)

@@ -33,9 +33,11 @@ type History struct {
 
 // Start opens state for the run (OpenRun: a run never starts over
 // silently from a lost state), records it begun and readies state for it
-// under config now (Prepare). From then on End, deferred, closes the
-// run's record and the store; a start that fails has closed them.
-func (h *History) Start(path, outDir string, kind RunKind, now *ConfigRecord) (diff ConfigDiff, err error) {
+// with the configured mappings pairs (Prepare). From then on End,
+// deferred, closes the run's record and the store; a start that fails has
+// closed them.
+func (h *History) Start(path, outDir string, kind RunKind, pairs []transform.Pair) (diff ConfigDiff, err error) {
+	now := &ConfigRecord{Direction: h.Run.Direction, Policy: h.Run.Policy, Pairs: pairs}
 	h.now, h.outDir = now, outDir
 	st, aside, err := OpenRun(path, outDir, now.Pairs, kind, h.Log)
 	if err != nil || h.Plan {

@@ -192,6 +192,13 @@ func NewRunConfig(rules *transform.Rules, maxOptin, d365, campaign string, optio
 	return rc
 }
 
+// NewRun is the record of a run of command, by build version, starting at
+// started with config.
+func NewRun(command string, started time.Time, version string, config *RunConfig) *Run {
+	return &Run{ID: NewRunID(started), Command: command, Started: started, Outcome: "running",
+		Direction: config.Direction, Policy: config.Policy, Version: version, Config: config}
+}
+
 // ConfigDiff is how the config changed since the last run: the changes
 // for the history, whether a mapping was added (systems read through an
 // API are read in full) and the mappings removed (their snapshots go with
