@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"time"
 
@@ -62,8 +61,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		return err
 	}
 	defer h.End(&err)
-	st := h.Store
-	conns, before, err := j.before(st, &rules, diff)
+	conns, before, err := j.before(h.Store, &rules, diff)
 	if err != nil {
 		return err
 	}
@@ -76,7 +74,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		return err
 	}
 	defer out.Close()
-	in, d365Files, campFiles, err := j.read(ctx, st, conns, out.Spool, before)
+	in, d365Files, campFiles, err := j.read(ctx, h.Store, conns, out.Spool, before)
 	if err != nil {
 		return interrupted(ctx, err)
 	}
@@ -84,19 +82,20 @@ func (j *job) run(ctx context.Context) (err error) {
 
 	// transform: identity rules, then decisions streamed into load's files
 	// (under temporary names until Finish) and held API writes.
-	id, indexed, err := st.Identify(ctx, in, transform.IdentifyOptions{D365Files: d365Files, CampaignFiles: campFiles, WithOwners: j.incremental,
+	id, indexed, err := h.Store.Identify(ctx, in, transform.IdentifyOptions{D365Files: d365Files, CampaignFiles: campFiles, WithOwners: j.incremental,
 		Later: out.Later, Sorts: sorts.Identity{Budget: b.ByContact, Dir: cfg.TmpDir}}, !j.plan, b.PKeys, cfg.TmpDir, log)
 	if err != nil {
 		return interrupted(ctx, err)
 	}
 	defer id.Close()
-	if err := out.Open(j.writerOptions(&rules, run.ID, before.RunName), j.started, conns.Writers(j.plan, rules.Pairs, cfg.private.Redact, j.progress, log)); err != nil {
+	if err := out.Open(load.WriterOptions{Dir: cfg.OutDir, RunID: run.ID, Pairs: rules.Pairs, Plan: j.plan, PendingSince: before.RunName, Uncommitted: !j.plan,
+		D365Updates: rules.ImportD365, CampaignUpdates: rules.ImportCampaign}, j.started, conns.Writers(j.plan, rules.Pairs, cfg.private.Redact, j.progress, log)); err != nil {
 		return err
 	}
-	dec := st.Deciding(j.decidingOptions(&rules, in, d365Files, campFiles, before, indexed, id, conns))
+	dec := h.Store.Deciding(j.decidingOptions(&rules, in, d365Files, campFiles, before, indexed, id, conns))
 	defer dec.Close()
 	d := transform.NewDecider(dec.Options, id)
-	if err := st.Decide(ctx, d, id, out.Decided, j.progress, max(in.D365.Rows, in.Campaign.Rows)); err != nil {
+	if err := h.Store.Decide(ctx, d, id, out.Decided, j.progress, max(in.D365.Rows, in.Campaign.Rows)); err != nil {
 		return interrupted(ctx, err)
 	}
 	if j.hooks.afterDecide != nil {
@@ -133,7 +132,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		return err
 	}
 	run.FailedWrites = sum.FailedWrites
-	result := afterWrites(ctx, out.Held(), len(sent.Refused))
+	result := out.Result(keptCut(ctx))
 	if err := out.Finish(log); err != nil {
 		return err
 	}
@@ -237,24 +236,14 @@ func (j *job) reading(conns *load.Connections, rejects extract.RejectSink) *extr
 		Stage: func(name string, total int64, unit string) extract.Bar { return j.progress.Stage(name, total, unit) }}
 }
 
-func (j *job) writerOptions(rules *transform.Rules, runID string, runName func(int64) string) load.WriterOptions {
-	return load.WriterOptions{Dir: j.cfg.OutDir, RunID: runID, Pairs: rules.Pairs, Plan: j.plan, PendingSince: runName, Uncommitted: !j.plan,
-		D365Updates: j.cfg.D365.Target == "csv", CampaignUpdates: j.cfg.Campaign.Target == "csv"}
-}
-
-// afterWrites is what a run whose writes are done returns once its files
-// and state are done; its record keeps the exit code that error gets. A
-// signal that arrived while API writes went out (held: some did) stopped
-// the rest of them: what was applied is committed, the rest queued. One
-// that arrives from here on does not stop the run, whose every write is
-// done: it finishes its files and commit.
-func afterWrites(ctx context.Context, held bool, refused int) error {
+// keptCut is the signal that arrived while API writes went out, which
+// stopped the rest of them: what was applied is kept and committed, the
+// rest queued. One that arrives later does not stop the run, whose every
+// write is done: it finishes its files and commit.
+func keptCut(ctx context.Context) error {
 	var cut *signalError
-	if held && errors.As(context.Cause(ctx), &cut) {
-		return &signalError{sig: cut.sig, kept: true, after: cut.after}
+	if !errors.As(context.Cause(ctx), &cut) {
+		return nil
 	}
-	if refused > 0 {
-		return &load.FailedWritesError{Err: fmt.Errorf("the writes of %s were refused or not sent; they are queued for the next run", plural(refused, "contact"))}
-	}
-	return nil
+	return &signalError{sig: cut.sig, kept: true, after: cut.after}
 }

@@ -30,6 +30,7 @@ type Output struct {
 	api      *APIWriters
 	held     []Held // changes waiting for an API's answer
 	lc       Change // one, reused: the writers copy what they keep
+	refused  int    // contacts whose writes were refused or not sent
 	finished bool
 }
 
@@ -123,11 +124,23 @@ func (o *Output) Apply(ctx context.Context) (Sent, error) {
 		return sent, err
 	}
 	o.Sum.AddRefused(sent.Writes)
+	o.refused = len(sent.Refused)
 	return sent, nil
 }
 
-// Held reports whether any change waited for an API.
-func (o *Output) Held() bool { return len(o.held) > 0 }
+// Result is what a run whose API writes went out returns once its files
+// and state are done, its record keeping the exit code that error gets:
+// cut, the signal that stopped the writes when there were any, else a
+// FailedWritesError when some were refused or not sent, else nil.
+func (o *Output) Result(cut error) error {
+	switch {
+	case cut != nil && len(o.held) > 0:
+		return cut
+	case o.refused > 0:
+		return &FailedWritesError{Err: fmt.Errorf("the writes of %s were refused or not sent; they are queued for the next run", Plural(o.refused, "contact"))}
+	}
+	return nil
+}
 
 // Finish completes the files (see Writer.Finish); a plan's are final and
 // logged.
