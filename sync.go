@@ -51,11 +51,10 @@ type job struct {
 // run is a run's order: open state → extract → transform → load → state
 // commit, each stage's result handed to the next.
 func (j *job) run(ctx context.Context) (err error) {
-	run, rules := j.start()
-	cfg, sum, log := j.cfg, j.sum, j.log
+	h, rules := j.start()
+	cfg, sum, log, run := j.cfg, j.sum, j.log, h.Run
 
 	// state: opened for the run, which its history records from here on.
-	h := &state.History{Run: run, Plan: j.plan, Code: exitCode, Counts: sum.Counts, Redact: cfg.private.Redact, Report: j.report, Log: log}
 	diff, err := h.Start(cfg.State, cfg.OutDir, state.Kind(j.plan, j.newState, j.incremental), rules.Pairs)
 	if err != nil {
 		return err
@@ -74,7 +73,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		return err
 	}
 	defer out.Close()
-	in, d365Files, campFiles, err := j.read(ctx, h.Store, conns, out.Spool, before)
+	in, err := j.read(ctx, h.Store, conns, out.Spool, before)
 	if err != nil {
 		return interrupted(ctx, err)
 	}
@@ -82,7 +81,7 @@ func (j *job) run(ctx context.Context) (err error) {
 
 	// transform: identity rules, then decisions streamed into load's files
 	// (under temporary names until Finish) and held API writes.
-	id, indexed, err := h.Store.Identify(ctx, in, transform.IdentifyOptions{D365Files: d365Files, CampaignFiles: campFiles, WithOwners: j.incremental,
+	id, indexed, err := h.Store.Identify(ctx, in, transform.IdentifyOptions{D365Files: in.D365Inputs, CampaignFiles: in.CampaignInputs, WithOwners: j.incremental,
 		Later: out.Later, Sorts: sorts.Identity{Budget: b.ByContact, Dir: cfg.TmpDir}}, !j.plan, b.PKeys, cfg.TmpDir, log)
 	if err != nil {
 		return interrupted(ctx, err)
@@ -92,7 +91,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		D365Updates: rules.ImportD365, CampaignUpdates: rules.ImportCampaign}, j.started, conns.Writers(j.plan, rules.Pairs, cfg.private.Redact, j.progress, log)); err != nil {
 		return err
 	}
-	dec := h.Store.Deciding(j.decidingOptions(&rules, in, d365Files, campFiles, before, indexed, id, conns))
+	dec := h.Store.Deciding(j.decidingOptions(&rules, in, before, indexed, id, conns))
 	defer dec.Close()
 	d := transform.NewDecider(dec.Options, id)
 	if err := h.Store.Decide(ctx, d, id, out.Decided, j.progress, max(in.D365.Rows, in.Campaign.Rows)); err != nil {
@@ -112,7 +111,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	// Safety: nothing is written (or dropped) when the run would clear too
 	// many of the opt-outs at stake, or when a full read lacks too many of
 	// the records state knows.
-	g, err := h.Guard(d, before.Totals, d.GuardInputs(in, d365Files, campFiles, sum.OptoutsCleared, cfg.transform.OptinLimit, cfg.transform.MissingLimit), sum)
+	g, err := h.Guard(d, before.Totals, d.GuardInputs(in, sum.OptoutsCleared, cfg.transform.OptinLimit, cfg.transform.MissingLimit), sum)
 	if err != nil {
 		return err
 	}
@@ -141,7 +140,7 @@ func (j *job) run(ctx context.Context) (err error) {
 	}
 
 	// state: the run's decisions and ending, then the files' final names.
-	if err := h.Commit(ctx, result, j.runCommit(diff, before, in, d365Files, campFiles, d, dec, out, id, sent)); err != nil {
+	if err := h.Commit(ctx, result, j.runCommit(diff, before, in, d, dec, out, id, sent)); err != nil {
 		return err
 	}
 	sum.Finished(j.stdout, j.started, log)
@@ -152,43 +151,35 @@ func (j *job) run(ctx context.Context) (err error) {
 }
 
 // runCommit is what the run commits once its files are finished.
-func (j *job) runCommit(diff state.ConfigDiff, before state.Before, in *extract.Records, d365Files, campFiles []extract.InputFile,
-	d *transform.Decider, dec state.Deciding, out *load.Output, id *transform.Identity, sent load.Sent) state.RunCommit {
+func (j *job) runCommit(diff state.ConfigDiff, before state.Before, in *extract.Records, d *transform.Decider, dec state.Deciding, out *load.Output, id *transform.Identity, sent load.Sent) state.RunCommit {
 	return state.RunCommit{Decider: d, Deciding: dec, Output: out, Before: before, Diff: diff,
 		Ending: state.Ending{Failed: sent.Refused, Meta: state.NextPositions(j.cfg.D365.tracking(), in.DataverseRead.Next, in.CampaignRead.Next),
-			Deleted: in.DataverseRead.Deleted, Retention: j.cfg.state.Retention(), Files: state.ProcessedFiles(d365Files, campFiles)},
+			Deleted: in.DataverseRead.Deleted, Retention: j.cfg.state.Retention(), Files: state.ProcessedFiles(in.D365Inputs, in.CampaignInputs)},
 		Release: func() { id.ReleaseRows(); in.Contacts.Close(); in.Profiles.Close() },
 		Chunk:   j.hooks.commitChunk, AfterChunk: j.hooks.afterChunk, Progress: j.progress}
 }
 
 // decidingOptions are the decisions' options for what this run read.
-func (j *job) decidingOptions(rules *transform.Rules, in *extract.Records, d365Files, campFiles []extract.InputFile, before state.Before, indexed bool, id *transform.Identity, conns *load.Connections) state.DecidingOptions {
+func (j *job) decidingOptions(rules *transform.Rules, in *extract.Records, before state.Before, indexed bool, id *transform.Identity, conns *load.Connections) state.DecidingOptions {
 	return state.DecidingOptions{In: in, Before: before, Indexed: indexed, Commits: !j.plan, Budgets: j.budgets(), TmpDir: j.cfg.TmpDir, Held: id, Conns: conns,
 		PendingAlertBefore: j.started.Add(-j.cfg.state.PendingAlertAfter()).UnixMilli(),
-		DecideOptions:      transform.DecideOptions{Rules: rules, Incremental: j.incremental, D365Files: d365Files, CampaignFiles: campFiles, NotAfter: j.notAfter.UnixMilli()}}
+		DecideOptions:      transform.DecideOptions{Rules: rules, Incremental: j.incremental, NotAfter: j.notAfter.UnixMilli()}}
 }
 
 // start starts the run's clock, record, log and summary, and makes its
-// rules: the config's, with this command's.
-func (j *job) start() (*state.Run, transform.Rules) {
-	cfg, rules := j.cfg, j.cfg.transform.Rules
+// history and its rules.
+func (j *job) start() (*state.History, transform.Rules) {
+	cfg := j.cfg
 	j.started = time.Now().UTC()
 	j.notAfter = cfg.extract.NotAfter(j.started)
+	rules := cfg.transform.RunRules(j.replay, cfg.D365.Target == "csv", cfg.Campaign.Target == "csv", j.started)
 	run := state.NewRun(j.command, j.started, show.ReadBuild().Short(), state.NewRunConfig(&rules, cfg.transform.OptinLimit.String(),
 		cfg.D365.Source+" → "+cfg.D365.Target, cfg.Campaign.Source+" → "+cfg.Campaign.Target, state.Flags(j.replay, j.force, j.allowMassOptin, j.newState)))
 	j.log = j.log.With().Str("run_id", run.ID).Str("command", j.command).Logger()
 	sum := load.NewSummary(run.ID, j.command)
 	j.sum = &sum
-	rules.Replay = j.replay
-	// A write to an update file is seen only after someone imports it.
-	rules.ImportD365, rules.ImportCampaign = cfg.D365.Target == "csv", cfg.Campaign.Target == "csv"
-	rules.Started = j.started.UnixMilli()
-	return run, rules
-}
-
-// report writes the page of the run just recorded beside its audit file.
-func (j *job) report(st *state.Store, run *state.Run) {
-	inspect.WriteRunReport(st, run, j.plan, j.cfg.OutDir, show.ReadBuild().Short(), j.log)
+	return &state.History{Run: run, Plan: j.plan, Code: exitCode, Counts: sum.Counts, Redact: cfg.private.Redact,
+		Report: inspect.Reporter(j.plan, cfg.OutDir, show.ReadBuild().Short(), j.log), Log: j.log}, rules
 }
 
 // budgets divides the run's memory budget between what it holds at once.
@@ -215,15 +206,15 @@ func (j *job) before(st *state.Store, rules *transform.Rules, diff state.ConfigD
 
 // read lists what this run reads of each system (its API, or its files)
 // and reads it within the memory budget, from where state says.
-func (j *job) read(ctx context.Context, st *state.Store, conns *load.Connections, rejects extract.RejectSink, before state.Before) (in *extract.Records, d365, campaign []extract.InputFile, err error) {
+func (j *job) read(ctx context.Context, st *state.Store, conns *load.Connections, rejects extract.RejectSink, before state.Before) (*extract.Records, error) {
 	cfg, r := j.cfg, j.reading(conns, rejects)
 	r.D365From, r.CampaignFrom, r.Known = before.D365From, before.CampaignFrom, before.Known
-	in, d365, campaign, err = cfg.extract.ListAndRead(ctx, extract.Listing{Incremental: j.incremental, Force: j.force, Log: j.log, Processed: st.ProcessedBefore()},
+	in, err := cfg.extract.ListAndRead(ctx, extract.Listing{Incremental: j.incremental, Force: j.force, Log: j.log, Processed: st.ProcessedBefore()},
 		extract.InputOf("d365", cfg.D365.Source, cfg.D365.CSV, j.d365Path), extract.InputOf("campaign", cfg.Campaign.Source, cfg.Campaign.CSV, j.campaignPath), r, cfg.TmpDir)
 	if err == nil {
 		j.sum.ContactRows, j.sum.ProfileRows = in.D365.Rows, in.Campaign.Rows
 	}
-	return in, d365, campaign, err
+	return in, err
 }
 
 // reading is how this run reads its inputs, rows into sorters within

@@ -54,14 +54,19 @@ func InputOf(name, source, csv, flag string) System {
 
 // ListAndRead lists what a run reads of both systems (Listing.List),
 // readies tmpDir within the budget (WithinBudget) and reads the inputs
-// (Reading.Read), which it returns.
-func (o *Options) ListAndRead(ctx context.Context, l Listing, d365, campaign System, r *Reading, tmpDir string) (in *Records, d365Inputs, campaignInputs []InputFile, err error) {
-	if d365Inputs, campaignInputs, err = l.List(ctx, d365, campaign); err != nil {
-		return nil, nil, nil, err
+// (Reading.Read).
+func (o *Options) ListAndRead(ctx context.Context, l Listing, d365, campaign System, r *Reading, tmpDir string) (*Records, error) {
+	d365Inputs, campaignInputs, err := l.List(ctx, d365, campaign)
+	if err != nil {
+		return nil, err
 	}
 	if err := o.WithinBudget(tmpDir, l.Log); err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	in, d365Inputs, err = r.Read(ctx, d365Inputs, campaignInputs)
-	return in, d365Inputs, campaignInputs, err
+	in, d365Inputs, err := r.Read(ctx, d365Inputs, campaignInputs)
+	if err != nil {
+		return nil, err
+	}
+	in.D365Inputs, in.CampaignInputs = d365Inputs, campaignInputs
+	return in, nil
 }

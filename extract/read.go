@@ -32,6 +32,9 @@ type Records struct {
 	// backfill, or an API read in full: a first run, a refused delta link,
 	// Campaign without a changed-since filter).
 	FullD365, FullCampaign bool
+	// D365Inputs and CampaignInputs are the inputs read (ListAndRead):
+	// the retry queue's contacts, when read, are one more of Dynamics.
+	D365Inputs, CampaignInputs []InputFile
 
 	d365ByAPI bool
 }

@@ -200,7 +200,7 @@ func (s *Store) Deciding(o DecidingOptions) Deciding {
 	do := &dec.Options
 	cItems, pItems := o.Held.Held()
 	dec.Dirty = NewDirty(o.Budgets.Dirty, o.TmpDir, cItems, pItems, max(in.D365.Rows, in.Campaign.Rows))
-	do.Dirty = dec.Dirty
+	do.Dirty, do.D365Files, do.CampaignFiles = dec.Dirty, in.D365Inputs, in.CampaignInputs
 	do.D365Complete, do.CampaignComplete = in.DataverseRead.Complete, in.CampaignRead.Complete
 	// State is read whole when the run reads a side in full (every record
 	// it lacks has lost that side), or has no index to look records up by.

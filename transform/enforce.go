@@ -53,12 +53,12 @@ func (r *Rules) LogStart(plan, incremental bool, log zerolog.Logger) {
 	}
 }
 
-// GuardInputs are what the safety limits weigh of what a run read (in,
-// from inputs d365 and campaign) and of its decisions, which clear clears
-// opt-outs. A run that decides nothing drops nothing: no shrink to guard.
-func (d *Decider) GuardInputs(in *extract.Records, d365, campaign []extract.InputFile, clears int, optin OptinLimit, missing MissingLimit) GuardInputs {
+// GuardInputs are what the safety limits weigh of what a run read and of
+// its decisions, which clear clears opt-outs. A run that decides nothing
+// drops nothing: no shrink to guard.
+func (d *Decider) GuardInputs(in *extract.Records, clears int, optin OptinLimit, missing MissingLimit) GuardInputs {
 	decides := d.rules.Direction != Disabled
 	return GuardInputs{FullD365: in.FullD365 && decides, FullCampaign: in.FullCampaign && decides,
-		D365Input: extract.Name(d365), CampaignInput: extract.Name(campaign), D365Rows: in.D365.Rows, CampaignRows: in.Campaign.Rows,
+		D365Input: extract.Name(in.D365Inputs), CampaignInput: extract.Name(in.CampaignInputs), D365Rows: in.D365.Rows, CampaignRows: in.Campaign.Rows,
 		Clears: clears, Optin: optin, Missing: missing}
 }

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"optsync/extract"
 )
@@ -45,6 +46,15 @@ var campaignFields = map[string]bool{
 
 // Dataverse logical names are lower-case; custom columns carry a prefix.
 var logicalName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+
+// RunRules are the rules of a run that started at started: replay, and
+// whether a system's writes go to update files — a write there is seen
+// only after someone imports it.
+func (o *Options) RunRules(replay, importD365, importCampaign bool, started time.Time) Rules {
+	r := o.Rules
+	r.Replay, r.ImportD365, r.ImportCampaign, r.Started = replay, importD365, importCampaign, started.UnixMilli()
+	return r
+}
 
 // Check reads the options into Rules and the safety limits; its errors
 // name the config key (direction, mappings[1], safety.max_optin …).

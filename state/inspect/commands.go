@@ -227,6 +227,12 @@ func ReportCommand(src Source, outDir, runID, since, output, version string, std
 	return nil
 }
 
+// Reporter writes the page of each run recorded beside its audit file
+// (WriteRunReport), for the run's history (state.History.Report).
+func Reporter(preview bool, outDir, version string, log zerolog.Logger) func(*state.Store, *state.Run) {
+	return func(st *state.Store, run *state.Run) { WriteRunReport(st, run, preview, outDir, version, log) }
+}
+
 // WriteRunReport writes the page of the run just recorded beside its
 // audit file (preview: a plan's). A report that cannot be written does not
 // change how the run ended: it is logged, and optsync report --run writes
