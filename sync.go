@@ -26,7 +26,7 @@ type job struct {
 	stdout  io.Writer
 	command string
 	// incremental: the inputs hold changes (run), not full exports
-	// (backfill); a record whose counterpart is not in them is decided
+	// (backfill): a record without its counterpart in them is decided
 	// against what state knows of the other side.
 	incremental    bool
 	d365Path       string // backfill: one export per system
@@ -78,6 +78,7 @@ func (j *job) run(ctx context.Context) (err error) {
 		return interrupted(ctx, err)
 	}
 	defer in.Close()
+	sum.ContactRows, sum.ProfileRows = in.D365.Rows, in.Campaign.Rows
 
 	// transform: identity rules, then decisions streamed into load's files
 	// (under temporary names until Finish) and held API writes.
@@ -169,16 +170,13 @@ func (j *job) decidingOptions(rules *transform.Rules, in *extract.Records, befor
 // start starts the run's clock, record, log and summary, and makes its
 // history and its rules.
 func (j *job) start() (*state.History, transform.Rules) {
-	cfg := j.cfg
-	j.started = time.Now().UTC()
-	j.notAfter = cfg.extract.NotAfter(j.started)
+	cfg, started := j.cfg, time.Now().UTC()
+	j.started, j.notAfter = started, cfg.extract.NotAfter(started)
 	rules := cfg.transform.RunRules(j.replay, cfg.D365.Target == "csv", cfg.Campaign.Target == "csv", j.started)
 	run := state.NewRun(j.command, j.started, show.ReadBuild().Short(), state.NewRunConfig(&rules, cfg.transform.OptinLimit.String(),
 		cfg.D365.Source+" → "+cfg.D365.Target, cfg.Campaign.Source+" → "+cfg.Campaign.Target, state.Flags(j.replay, j.force, j.allowMassOptin, j.newState)))
-	j.log = j.log.With().Str("run_id", run.ID).Str("command", j.command).Logger()
-	sum := load.NewSummary(run.ID, j.command)
-	j.sum = &sum
-	return &state.History{Run: run, Plan: j.plan, Code: exitCode, Counts: sum.Counts, Redact: cfg.private.Redact,
+	j.log, j.sum = j.log.With().Str("run_id", run.ID).Str("command", j.command).Logger(), load.NewSummary(run.ID, j.command)
+	return &state.History{Run: run, Plan: j.plan, Code: exitCode, Counts: j.sum.Counts, Redact: cfg.private.Redact,
 		Report: inspect.Reporter(j.plan, cfg.OutDir, show.ReadBuild().Short(), j.log), Log: j.log}, rules
 }
 
@@ -188,12 +186,10 @@ func (j *job) budgets() spill.Budgets { return j.cfg.extract.Budgets(j.hooks.mem
 // connect makes the API connectors the config asks for.
 func (j *job) connect() (*load.Connections, error) {
 	return load.Connect(load.ConnectOptions{Extract: &j.cfg.extract, Load: &j.cfg.load, Tracking: j.cfg.D365.tracking(),
-		NotAfter: j.notAfter, Log: j.log,
-		Secret: func(system string, cr extract.Credentials) (string, error) { return cr.Secret(system) }})
+		NotAfter: j.notAfter, Log: j.log})
 }
 
-// before connects the APIs the config asks for, and reads what the run
-// needs of state before it reads the inputs.
+// before connects the APIs, and reads what the run needs of state first.
 func (j *job) before(st *state.Store, rules *transform.Rules, diff state.ConfigDiff) (*load.Connections, state.Before, error) {
 	conns, err := j.connect()
 	if err != nil {
@@ -209,28 +205,21 @@ func (j *job) before(st *state.Store, rules *transform.Rules, diff state.ConfigD
 func (j *job) read(ctx context.Context, st *state.Store, conns *load.Connections, rejects extract.RejectSink, before state.Before) (*extract.Records, error) {
 	cfg, r := j.cfg, j.reading(conns, rejects)
 	r.D365From, r.CampaignFrom, r.Known = before.D365From, before.CampaignFrom, before.Known
-	in, err := cfg.extract.ListAndRead(ctx, extract.Listing{Incremental: j.incremental, Force: j.force, Log: j.log, Processed: st.ProcessedBefore()},
+	return cfg.extract.ListAndRead(ctx, extract.Listing{Incremental: j.incremental, Force: j.force, Log: j.log, Processed: st.ProcessedBefore()},
 		extract.InputOf("d365", cfg.D365.Source, cfg.D365.CSV, j.d365Path), extract.InputOf("campaign", cfg.Campaign.Source, cfg.Campaign.CSV, j.campaignPath), r, cfg.TmpDir)
-	if err == nil {
-		j.sum.ContactRows, j.sum.ProfileRows = in.D365.Rows, in.Campaign.Rows
-	}
-	return in, err
 }
 
-// reading is how this run reads its inputs, rows into sorters within
-// the run's memory budget.
+// reading reads this run's rows into sorters within its memory budget.
 func (j *job) reading(conns *load.Connections, rejects extract.RejectSink) *extract.Reading {
-	b := j.budgets()
-	return &extract.Reading{Contacts: sorts.Contacts(b.Contacts, j.cfg.TmpDir), Profiles: sorts.Profiles(false, b.Profiles, j.cfg.TmpDir),
+	return &extract.Reading{Contacts: sorts.Contacts(j.budgets().Contacts, j.cfg.TmpDir), Profiles: sorts.Profiles(false, j.budgets().Profiles, j.cfg.TmpDir),
 		D365Layout: j.cfg.extract.D365Layout(j.notAfter), CampaignLayout: j.cfg.extract.CampaignLayout(j.notAfter),
 		APIs: conns.APIs, Incremental: j.incremental, Rejects: rejects, Log: j.log,
 		Stage: func(name string, total int64, unit string) extract.Bar { return j.progress.Stage(name, total, unit) }}
 }
 
-// keptCut is the signal that arrived while API writes went out, which
-// stopped the rest of them: what was applied is kept and committed, the
-// rest queued. One that arrives later does not stop the run, whose every
-// write is done: it finishes its files and commit.
+// keptCut is the signal that stopped the API writes going out: what was
+// applied is kept and committed, the rest queued. One arriving later does
+// not stop the run, whose every write is done: it finishes files and commit.
 func keptCut(ctx context.Context) error {
 	var cut *signalError
 	if !errors.As(context.Cause(ctx), &cut) {

@@ -31,7 +31,8 @@ type ConnectOptions struct {
 	Tracking bool
 	// NotAfter is the latest change time the run believes.
 	NotAfter time.Time
-	// Secret reads a client secret where the config says it is.
+	// Secret reads a client secret where the config says it is (nil:
+	// Credentials.Secret).
 	Secret func(system string, cr extract.Credentials) (string, error)
 	Log    zerolog.Logger
 }
@@ -39,6 +40,9 @@ type ConnectOptions struct {
 // Connect makes the connectors the config asks for; nothing is sent yet.
 func Connect(o ConnectOptions) (*Connections, error) {
 	c := &Connections{}
+	if o.Secret == nil {
+		o.Secret = func(system string, cr extract.Credentials) (string, error) { return cr.Secret(system) }
+	}
 	if o.Extract.DataverseConn.Used {
 		if err := c.dataverse(o); err != nil {
 			return nil, err

@@ -137,7 +137,7 @@ func TestWriteMetricsFullRun(t *testing.T) {
 	s.ComparedPairs, s.OptoutsCleared = 120, 9
 	s.Matched = 60 // not exported as a metric
 
-	err := WriteMetrics(path, RunMetrics{Command: "sync", Started: started, Ended: ended, ExitCode: 0, Sum: &s})
+	err := WriteMetrics(path, RunMetrics{Command: "sync", Started: started, Ended: ended, ExitCode: 0, Sum: s})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func TestWriteMetricsFailedRunReplacesFile(t *testing.T) {
 	// an in-place rewrite would truncate it.
 	s := NewSummary("run-0", "sync")
 	s.ToCampaign, s.Rules = 11, map[string]int{"newest_wins": 11}
-	old := RunMetrics{Command: "sync", Started: time.Unix(1000, 0), Ended: time.Unix(1010, 0), Sum: &s}
+	old := RunMetrics{Command: "sync", Started: time.Unix(1000, 0), Ended: time.Unix(1010, 0), Sum: s}
 	if err := WriteMetrics(path, old); err != nil {
 		t.Fatal(err)
 	}

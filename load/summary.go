@@ -64,8 +64,8 @@ type Summary struct {
 }
 
 // NewSummary starts the counts of run runID of command (run, backfill …).
-func NewSummary(runID, command string) Summary {
-	return Summary{runID: runID, command: command, Rules: map[string]int{}, SkipReasons: map[string]int{}}
+func NewSummary(runID, command string) *Summary {
+	return &Summary{runID: runID, command: command, Rules: map[string]int{}, SkipReasons: map[string]int{}}
 }
 
 // AddJoin counts what the join found.
