@@ -116,3 +116,20 @@ func TestNameAndWhere(t *testing.T) {
 		t.Errorf("other file: %q", got)
 	}
 }
+
+// A system's input is its API when its source says so, else its files.
+func TestInputOf(t *testing.T) {
+	for _, tc := range []struct {
+		name, source string
+		want         Source
+	}{
+		{"d365", "api", DataverseAPI()},
+		{"campaign", "api", CampaignAPI()},
+		{"d365", "csv", Source{}},
+	} {
+		s := InputOf(tc.name, tc.source, "drop/*.csv", "x.csv")
+		if s.API != tc.want || s.Name != tc.name || s.Pattern != "drop/*.csv" || s.Flag != "x.csv" {
+			t.Errorf("InputOf(%s, %s) = %+v", tc.name, tc.source, s)
+		}
+	}
+}
