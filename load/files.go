@@ -9,8 +9,10 @@
 // Prometheus metrics file (WriteMetrics) and, in load/progress, the
 // progress display on a terminal. The rejects and failed writes a run
 // keeps are counted by reason (Reasons); validate's tally of what a run
-// would reject is Tally. Options is the writes' part of the config
-// (out_dir, targets, d365.batch_size), with its checks.
+// would reject is Tally. Output is one run's output as the run sees it: the
+// rejects, the files, the held API writes, their counts, and what the run
+// returns once its writes went out. Options is the writes' part of the
+// config (out_dir, targets, d365.batch_size), with its checks.
 package load
 
 import (

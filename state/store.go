@@ -7,11 +7,14 @@
 // max_run_time), with its checks.
 //
 // It also owns a run's start and end around the stages (start.go,
-// kept.go, recover.go, reset.go): opening the file as the command needs,
-// refusing to start over silently from a lost or another state file,
-// placing the files of runs that did not commit, the config's changes
-// since the last run, the run's final record (Ending; Run.End names its
-// outcome after the exit code main chose) and state reset.
+// kept.go, recover.go, reset.go, history.go, runcommit.go): opening the file
+// as the command needs, refusing to start over silently from a lost or
+// another state file, placing the files of runs that did not commit, the
+// config's changes since the last run, the run's record (History: start,
+// failure recorder, safety stop, commit with CommitRun), the run's final
+// record (Ending; Run.End names its outcome after the exit code main chose)
+// and state reset. What state gives the stages goes out as values (Before,
+// Identify, Deciding).
 //
 // Two locks guard it. A run (backfill, run, state reset) holds the run lock,
 // <state>.lock, for its whole life: a second run exits at once, naming the
