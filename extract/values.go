@@ -6,8 +6,10 @@
 // (DataverseContacts, CampaignProfiles, each from a Cursor the run hands
 // in as a value), into the sorted contact and profile streams (Records),
 // then the retry queue again; the next cursors, the contacts found deleted
-// and whether a side was read in full come back in the Records. It never
-// reads state and imports no other stage. Source names where records came
+// and whether a side was read in full come back in the Records, with the
+// inputs they came from. Options.ListAndRead is a run's whole read: the
+// listing, tmp_dir and the memory limit readied (WithinBudget), the read.
+// It never reads state and imports no other stage. Source names where records came
 // from (a file, an API, the retry queue) for rejects and messages. It knows
 // spellings, layouts, columns and the APIs' shapes; it makes no decisions.
 // The HTTP client both APIs are read and written with is in
