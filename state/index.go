@@ -2,6 +2,7 @@ package state
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -196,27 +197,31 @@ func (s *Store) indexesBuilt(tx *bolt.Tx) (pkeys, pending bool) {
 	return vm.Get(keyPKeysOK) != nil, vm.Get(keyPendingOK) != nil
 }
 
-// IndexesReady says whether both indexes are built: a run can then find a
-// profile's contact and count pending writes without reading every record.
+// IndexesReady says whether the indexes are built: a run can then find a
+// profile's contact and count pending writes without reading every
+// record, and append its decisions to the log's index (log.go).
 func (s *Store) IndexesReady() (bool, error) {
-	var pk, pd bool
+	var pk, pd, lg bool
 	err := s.view(func(tx *bolt.Tx) error {
 		pk, pd = s.indexesBuilt(tx)
+		lg = s.logIndexed(tx)
 		return nil
 	})
 	if err != nil {
 		return false, fmt.Errorf("state %s: %w", s.path, err)
 	}
-	return pk && pd, nil
+	return pk && pd && lg, nil
 }
 
 // markIndexes marks a new file's (empty) indexes built.
 func (s *Store) markIndexes(tx *bolt.Tx) error {
 	vm := s.vb(tx.Bucket(bucketMeta), "meta")
-	if err := vm.Put(keyPKeysOK, []byte("1")); err != nil {
-		return err
+	for _, k := range [][]byte{keyPKeysOK, keyPendingOK, keyLogIndexOK} {
+		if err := vm.Put(k, []byte("1")); err != nil {
+			return err
+		}
 	}
-	return vm.Put(keyPendingOK, []byte("1"))
+	return nil
 }
 
 // indexChunk bounds one transaction of an index written whole: bbolt holds
@@ -224,27 +229,30 @@ func (s *Store) markIndexes(tx *bolt.Tx) error {
 const indexChunk = 1 << 16
 
 // BuildIndexes builds the indexes a file lacks (made before them, or a
-// backfill that rewrote the PKey index was killed) from every record: once,
-// by the first run that finds them missing. Entries are sorted in runs on
-// disk in dir beyond budget bytes. It returns how many records it read
-// (0: nothing was missing).
+// backfill that rewrote the PKey index was killed) from every record, and
+// the log's from the log: once, by the first run that finds them missing.
+// Entries are sorted in runs on disk in dir beyond budget bytes. It
+// returns how many records it read (0: no record index was missing).
 func (s *Store) BuildIndexes(ctx context.Context, budget int64, dir string) (int, error) {
-	var pk, pd bool
-	if err := s.view(func(tx *bolt.Tx) error { pk, pd = s.indexesBuilt(tx); return nil }); err != nil {
+	var pk, pd, lg bool
+	if err := s.view(func(tx *bolt.Tx) error {
+		pk, pd = s.indexesBuilt(tx)
+		lg = s.logIndexed(tx)
+		return nil
+	}); err != nil {
 		return 0, err
+	}
+	if !lg {
+		if err := s.buildLogIndex(ctx, budget, dir); err != nil {
+			return 0, fmt.Errorf("state %s: building the decision log's index: %w", s.path, err)
+		}
 	}
 	if pk && pd {
 		return 0, nil
 	}
-	pkeys := spill.NewSorter(spill.Codec[[]byte]{
-		Compare: func(a, b *[]byte) int { return bytes.Compare(*a, *b) },
-		Append:  func(dst []byte, k *[]byte) []byte { return append(dst, *k...) },
-		Decode:  func(b []byte, k *[]byte) error { *k = append((*k)[:0], b...); return nil },
-		Size:    func(k *[]byte) int { return len(*k) },
-		Key:     func(k *[]byte) uint64 { return spill.PrefixKey(string(*k)) },
-	}, budget/2, dir, 24)
+	pkeys := newKeySorter(budget/2, dir)
 	defer pkeys.Close()
-	pending := spill.NewSorter(pkeys.Codec(), budget/2, dir, 24)
+	pending := newKeySorter(budget/2, dir)
 	defer pending.Close()
 	n := 0
 	err := s.view(func(tx *bolt.Tx) error {
@@ -307,7 +315,7 @@ func (s *Store) BuildIndexes(ctx context.Context, budget int64, dir string) (int
 			}
 			return nil, stream.Err()
 		}
-		err = s.writeIndex(ctx, x.name, x.marker, next)
+		err = s.writeIndex(ctx, x.name, x.marker, next, nil)
 		stream.Close()
 		if err != nil {
 			return 0, fmt.Errorf("state %s: building its indexes: %w", s.path, err)
@@ -316,9 +324,74 @@ func (s *Store) BuildIndexes(ctx context.Context, budget int64, dir string) (int
 	return n, nil
 }
 
+// newKeySorter sorts byte keys, in runs on disk in dir beyond budget.
+func newKeySorter(budget int64, dir string) *spill.Sorter[[]byte] {
+	return spill.NewSorter(spill.Codec[[]byte]{
+		Compare: func(a, b *[]byte) int { return bytes.Compare(*a, *b) },
+		Append:  func(dst []byte, k *[]byte) []byte { return append(dst, *k...) },
+		Decode:  func(b []byte, k *[]byte) error { *k = append((*k)[:0], b...); return nil },
+		Size:    func(k *[]byte) int { return len(*k) },
+		Key:     func(k *[]byte) uint64 { return spill.PrefixKey(string(*k)) },
+	}, budget, dir, 24)
+}
+
+// buildLogIndex builds log_index from the log (a file from before it):
+// written whole in transactions of its own, the last of which marks it
+// built, drops log_contact and stores the schema that says so. Until
+// then log_contact is the index, and every write keeps it.
+func (s *Store) buildLogIndex(ctx context.Context, budget int64, dir string) error {
+	keys := newKeySorter(budget, dir)
+	defer keys.Close()
+	n := 0
+	err := s.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLog)
+		if b == nil {
+			return nil
+		}
+		return s.vb(b, "log").ForEach(func(k, v []byte) error {
+			if n++; n%scanEvery == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				s.releaseMapping(tx)
+			}
+			if len(k) != 12 || len(v) < 16 {
+				return &CorruptError{Path: s.path, Problem: fmt.Sprintf("decision log entry %x: %v", k, errLogEntry)}
+			}
+			var contact extract.ID
+			copy(contact[:], v)
+			ik := logIndexKey(k, contact)
+			return keys.Add(&ik)
+		})
+	})
+	if err != nil {
+		return err
+	}
+	stream, err := keys.Sorted()
+	if err != nil {
+		return err
+	}
+	defer stream.Close()
+	return s.writeIndex(ctx, bucketLogIndex, keyLogIndexOK, func() ([]byte, error) {
+		if k := stream.Next(); k != nil {
+			return *k, nil
+		}
+		return nil, stream.Err()
+	}, func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketLogContact) != nil {
+			if err := tx.DeleteBucket(bucketLogContact); err != nil {
+				return err
+			}
+		}
+		// an older optsync would write its entries to log_contact only
+		return s.vb(tx.Bucket(bucketMeta), "meta").Put(keySchema, []byte(fmt.Sprint(SchemaVersion)))
+	})
+}
+
 // writeIndex replaces an index with the keys next gives (in order), in
-// transactions of indexChunk keys, and marks it built with the last.
-func (s *Store) writeIndex(ctx context.Context, name, marker []byte, next func() ([]byte, error)) error {
+// transactions of indexChunk keys, and marks it built with the last, in
+// which fin (when set) runs too.
+func (s *Store) writeIndex(ctx context.Context, name, marker []byte, next func() ([]byte, error), fin func(*bolt.Tx) error) error {
 	if err := s.update(func(tx *bolt.Tx) error {
 		if err := s.vb(tx.Bucket(bucketMeta), "meta").Delete(marker); err != nil {
 			return err
@@ -334,7 +407,7 @@ func (s *Store) writeIndex(ctx context.Context, name, marker []byte, next func()
 		return err
 	}
 	k, err := next()
-	for done := false; !done; {
+	for finished := false; !finished; {
 		if err != nil {
 			return err
 		}
@@ -345,7 +418,7 @@ func (s *Store) writeIndex(ctx context.Context, name, marker []byte, next func()
 			b := tx.Bucket(name)
 			b.FillPercent = 1 // appended in key order
 			vb := s.vb(b, string(name))
-			for n := 0; k != nil && n < indexChunk; n++ {
+			for n := 0; k != nil && n < cmp.Or(s.indexChunk, indexChunk); n++ {
 				if err := vb.Put(k, nil); err != nil {
 					return err
 				}
@@ -353,11 +426,16 @@ func (s *Store) writeIndex(ctx context.Context, name, marker []byte, next func()
 					return err
 				}
 			}
-			if k == nil {
-				done = true
-				return s.vb(tx.Bucket(bucketMeta), "meta").Put(marker, []byte("1"))
+			if k != nil {
+				return nil
 			}
-			return nil
+			finished = true
+			if fin != nil {
+				if err := fin(tx); err != nil {
+					return err
+				}
+			}
+			return s.vb(tx.Bucket(bucketMeta), "meta").Put(marker, []byte("1"))
 		})
 	}
 	return err
@@ -390,7 +468,7 @@ func (s *Store) WritePKeyIndex(ctx context.Context, next func() (pkey string, id
 		}
 		k = append(append(append(k[:0], pkey...), 0), id[:]...)
 		return k, nil
-	})
+	}, nil)
 }
 
 // PKeyContacts lists the contacts whose record links them to pkey (in id
@@ -547,8 +625,9 @@ func (r *Reader) PendingContacts(at int64, fn func(id extract.ID) bool) (err err
 	return nil
 }
 
-// VerifyIndexes compares both indexes, when built, with what a read of
-// every record makes of them; tests call it beside Recount.
+// VerifyIndexes compares the indexes, when built, with what a read of
+// every record (and of the log) makes of them; tests call it beside
+// Recount.
 func (s *Store) VerifyIndexes() error {
 	return s.view(func(tx *bolt.Tx) error {
 		pk, pd := s.indexesBuilt(tx)
@@ -573,11 +652,26 @@ func (s *Store) VerifyIndexes() error {
 				return err
 			}
 		}
+		lg := s.logIndexed(tx)
+		var wantLog [][]byte
+		if b := tx.Bucket(bucketLog); b != nil && lg {
+			if err := s.vb(b, "log").ForEach(func(k, v []byte) error {
+				var contact extract.ID
+				copy(contact[:], v)
+				wantLog = append(wantLog, logIndexKey(k, contact))
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		if lg && tx.Bucket(bucketLogContact) != nil {
+			return fmt.Errorf("state %s: the log is indexed by log_index, and log_contact is still there", s.path)
+		}
 		for _, x := range []struct {
 			built bool
 			name  []byte
 			want  [][]byte
-		}{{pk, bucketPKeys, wantPK}, {pd, bucketPending, wantPD}} {
+		}{{pk, bucketPKeys, wantPK}, {pd, bucketPending, wantPD}, {lg, bucketLogIndex, wantLog}} {
 			if !x.built {
 				continue
 			}

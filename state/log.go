@@ -17,16 +17,45 @@ import (
 
 // The decision log keeps every audit row of every run. Entries are keyed by
 // the run's start time and a sequence number, so a run's entries sit
-// together in time order; a second bucket indexes them by contact, so one
-// person's history is a single prefix scan. A run's id and its mappings
-// are kept once per run (log_runs), not in every entry: at a million
-// contacts the log is the larger part of the file, and each byte of an
-// entry is 200 KB a night.
+// together in time order; a second bucket indexes them by contact within
+// their run (log_index: start, contact, sequence), so one person's history
+// is a prefix seek per run kept. A run's entries go to the end of both:
+// a night's commit appends to the index, where an index keyed by contact
+// first (log_contact, schema 7 and before) had it rewrite a page of its
+// own per contact decided, scattered over the file like the records (a
+// third of a night's commit). A run's id and its mappings are kept once
+// per run (log_runs), not in every entry: at a million contacts the log is
+// the larger part of the file, and each byte of an entry is 200 KB a
+// night.
+//
+// A file from before log_index keeps log_contact (and every write keeps
+// it) until the first run that opens it builds log_index from the log
+// (BuildIndexes), in transactions of its own: killed half-way, the file
+// still has log_contact, whole, and no mark that log_index is built; the
+// next run builds it again. The transaction that marks it built drops
+// log_contact.
 var (
 	bucketLog        = []byte("log")
 	bucketLogContact = []byte("log_contact")
+	bucketLogIndex   = []byte("log_index")
 	bucketLogRuns    = []byte("log_runs")
+	keyLogIndexOK    = []byte("index_log")
 )
+
+// logIndexKey is an entry's key in log_index: the run's start (as in the
+// log's key), the contact, the sequence number.
+func logIndexKey(lk []byte, contact extract.ID) []byte {
+	k := make([]byte, 0, 8+16+4)
+	k = append(append(k, lk[:8]...), contact[:]...)
+	return append(k, lk[8:12]...)
+}
+
+// logIndexed says whether the file's log is indexed by log_index (else by
+// log_contact).
+func (s *Store) logIndexed(tx *bolt.Tx) bool {
+	meta := tx.Bucket(bucketMeta)
+	return meta != nil && s.vb(meta, "meta").Get(keyLogIndexOK) != nil
+}
 
 // LogEntry is one decision as kept in state: an audit row.
 type LogEntry struct {
@@ -164,7 +193,11 @@ func (s *Store) putLog(tx *bolt.Tx, entries []LogEntry, run *logRun) error {
 	if err != nil {
 		return err
 	}
-	ib, err := tx.CreateBucketIfNotExists(bucketLogContact)
+	indexed, name := s.logIndexed(tx), bucketLogContact
+	if indexed {
+		name = bucketLogIndex
+	}
+	ib, err := tx.CreateBucketIfNotExists(name)
 	if err != nil {
 		return err
 	}
@@ -182,15 +215,30 @@ func (s *Store) putLog(tx *bolt.Tx, entries []LogEntry, run *logRun) error {
 		}
 	}
 	lb.FillPercent = 1 // always appended at the end: time only grows
-	lv, iv := s.vb(lb, "log"), s.vb(ib, "log_contact")
+	lv := s.vb(lb, "log")
+	keys := make([][]byte, len(entries))
 	for i := range entries {
 		e := &entries[i]
 		k := logKey(e.RunStarted, e.Seq)
 		if err := lv.Put(k, e.encode()); err != nil {
 			return err
 		}
+		if indexed {
+			keys[i] = logIndexKey(k, e.Contact)
+		} else {
+			keys[i] = append(e.Contact[:len(e.Contact):len(e.Contact)], k...)
+		}
+	}
+	iv := s.vb(ib, "log_contact")
+	if indexed {
+		// A run's chunks come in contact order: its entries go to the end.
+		ib.FillPercent = 1
+		iv = s.vb(ib, "log_index")
+		slices.SortFunc(keys, bytes.Compare)
+	}
+	for _, k := range keys {
 		// an index entry holds no value, only its seal: the key is checked
-		if err := iv.Put(append(e.Contact[:len(e.Contact):len(e.Contact)], k...), nil); err != nil {
+		if err := iv.Put(k, nil); err != nil {
 			return err
 		}
 	}
@@ -246,6 +294,9 @@ func (s *Store) QueryLog(q LogQuery, fn func(*LogEntry) error) error {
 			}
 			return fn(&e)
 		}
+		if q.Contact != nil && s.logIndexed(tx) {
+			return s.contactLog(tx, *q.Contact, q.Since, lv, match)
+		}
 		if q.Contact != nil {
 			ib := tx.Bucket(bucketLogContact)
 			if ib == nil {
@@ -285,9 +336,51 @@ func (s *Store) QueryLog(q LogQuery, fn func(*LogEntry) error) error {
 	})
 }
 
+// contactLog hands match the entries of one contact, oldest first: in each
+// run kept (from since on), the contact's keys of log_index, one seek
+// apart; a seek past them lands on the next run.
+func (s *Store) contactLog(tx *bolt.Tx, contact extract.ID, since time.Time, lv vbucket, match func(k, v []byte) error) error {
+	ib := tx.Bucket(bucketLogIndex)
+	if ib == nil {
+		return nil
+	}
+	c := s.vb(ib, "log_index").Cursor()
+	from := []byte{}
+	if !since.IsZero() {
+		from = logKey(since, 0)[:8]
+	}
+	k, _ := c.Seek(from)
+	for k != nil {
+		if len(k) != 28 {
+			return &CorruptError{Path: s.path, Problem: fmt.Sprintf("the decision log's index holds a key %x of the wrong length", k)}
+		}
+		prefix := append(slices.Clone(k[:8]), contact[:]...)
+		for k, _ = c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			lk := append(slices.Clone(k[:8]), k[24:]...)
+			if err := match(lk, lv.Get(lk)); err != nil {
+				return err
+			}
+		}
+		if k == nil || !bytes.Equal(k[:8], prefix[:8]) {
+			continue // k is the next run's first key, or there is none
+		}
+		// past the contact within the run: on to the next run
+		next := binary.BigEndian.Uint64(prefix[:8]) + 1
+		if next == 0 {
+			return nil
+		}
+		k, _ = c.Seek(binary.BigEndian.AppendUint64(nil, next))
+	}
+	return nil
+}
+
 // pruneLog deletes entries of runs started before cutoff.
 func (s *Store) pruneLog(tx *bolt.Tx, cutoff time.Time) (int, error) {
+	indexed := s.logIndexed(tx)
 	lb, ib := tx.Bucket(bucketLog), tx.Bucket(bucketLogContact)
+	if indexed {
+		ib = tx.Bucket(bucketLogIndex)
+	}
 	if lb == nil || ib == nil {
 		return 0, nil
 	}
@@ -303,6 +396,11 @@ func (s *Store) pruneLog(tx *bolt.Tx, cutoff time.Time) (int, error) {
 	for _, ik := range doomed {
 		if err := lb.Delete(ik[16:]); err != nil {
 			return 0, err
+		}
+		if indexed {
+			var contact extract.ID
+			copy(contact[:], ik)
+			ik = logIndexKey(ik[16:], contact)
 		}
 		if err := ib.Delete(ik); err != nil {
 			return 0, err

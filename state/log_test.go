@@ -139,6 +139,127 @@ func TestQueryLog(t *testing.T) {
 		t.Fatalf("empty log: %v", got)
 	}
 	fillLog(t, st)
+	checkQueries(t, st)
+	// The index appends each run's entries, in contact order within it.
+	var got []string
+	for _, k := range bucketKeys(t, st, bucketLogIndex) {
+		got = append(got, fmt.Sprintf("%s/%d/%d", time.Unix(0, int64(binary.BigEndian.Uint64(k))).Sub(logT0), k[23], binary.BigEndian.Uint32(k[24:])))
+	}
+	want := []string{"0s/1/1", "0s/1/3", "0s/2/2", "1h0m0s/1/1", "1h0m0s/1/2", "2h0m0s/1/2", "2h0m0s/2/1"}
+	if !slices.Equal(got, want) {
+		t.Errorf("log_index keys (run/contact/seq) %v, want %v", got, want)
+	}
+	if err := st.VerifyIndexes(); err != nil {
+		t.Error(err)
+	}
+}
+
+// withoutLogIndex makes st's log look as schema 7 kept it, indexed by
+// contact first (log_contact): no log_index, no mark, schema 7.
+func withoutLogIndex(t *testing.T, st *Store) {
+	t.Helper()
+	if err := st.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketLogIndex) != nil {
+			if err := tx.DeleteBucket(bucketLogIndex); err != nil {
+				return err
+			}
+		}
+		meta := st.vb(tx.Bucket(bucketMeta), "meta")
+		if err := meta.Put(keySchema, []byte("7")); err != nil {
+			return err
+		}
+		return meta.Delete(keyLogIndexOK)
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A file of schema 7 keeps its log indexed by contact first: its writes keep
+// log_contact, and the first run builds log_index from the log (in
+// transactions of its own), dropping log_contact with the last; every
+// question is answered the same before, after, and by a file whose build
+// was stopped half-way (a kill between two of its transactions), which
+// the next run builds again.
+func TestLogIndexBuiltFromAnOlderFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withoutLogIndex(t, st)
+	st.Close()
+	if st, err = Open(path, testPairs); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { st.Close() }()
+	fillLog(t, st)
+	if n := len(bucketKeys(t, st, bucketLogContact)); n != 7 || len(bucketKeys(t, st, bucketLogIndex)) != 0 {
+		t.Fatalf("an older file's writes: log_contact holds %d entries, log_index %d", n, len(bucketKeys(t, st, bucketLogIndex)))
+	}
+	checkQueries(t, st)
+	if ready, err := st.IndexesReady(); err != nil || ready {
+		t.Fatalf("indexes ready without log_index: %v %v", ready, err)
+	}
+
+	// Stopped after its first transaction of two entries.
+	st.indexChunk = 2
+	if _, err := st.BuildIndexes(&stopAfter{Context: context.Background(), n: 1}, 1<<20, t.TempDir()); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a build stopped half-way: %v", err)
+	}
+	if n := len(bucketKeys(t, st, bucketLogIndex)); n != 2 {
+		t.Fatalf("the stopped build wrote %d keys of log_index, want 2 (the test stops it elsewhere)", n)
+	}
+	if ready, err := st.IndexesReady(); err != nil || ready {
+		t.Fatalf("indexes ready after a build stopped half-way: %v %v", ready, err)
+	}
+	st.Close()
+	if st, err = OpenReadOnly(path, testPairs); err != nil {
+		t.Fatal(err)
+	}
+	checkQueries(t, st)
+	st.Close()
+
+	if st, err = Open(path, testPairs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.BuildIndexes(context.Background(), 64, t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	if ready, err := st.IndexesReady(); err != nil || !ready {
+		t.Fatalf("indexes not ready after the build: %v %v", ready, err)
+	}
+	if n, _ := schemaOf(t, st); n != SchemaVersion {
+		t.Errorf("schema %d after the build, want %d", n, SchemaVersion)
+	}
+	if n := len(bucketKeys(t, st, bucketLogContact)); n != 0 {
+		t.Errorf("log_contact still holds %d entries", n)
+	}
+	if err := st.VerifyIndexes(); err != nil {
+		t.Error(err)
+	}
+	checkQueries(t, st)
+	// and the next run's entries go to log_index
+	fillLog(t, st)
+	if err := st.VerifyIndexes(); err != nil {
+		t.Error(err)
+	}
+}
+
+// stopAfter is a context that is done once Err has been asked n times.
+type stopAfter struct {
+	context.Context
+	n int
+}
+
+func (c *stopAfter) Err() error {
+	if c.n--; c.n < 0 {
+		return context.Canceled
+	}
+	return nil
+}
+
+func checkQueries(t *testing.T, st *Store) {
+	t.Helper()
 	a, b, c := id(1), id(2), id(3)
 	cases := []struct {
 		name string
@@ -169,9 +290,11 @@ func TestQueryLog(t *testing.T) {
 		})
 	}
 	stop := errors.New("stop")
-	calls := 0
-	if err := st.QueryLog(LogQuery{}, func(*LogEntry) error { calls++; return stop }); !errors.Is(err, stop) || calls != 1 {
-		t.Errorf("callback error: err=%v after %d calls", err, calls)
+	for _, q := range []LogQuery{{}, {Contact: &a}} {
+		calls := 0
+		if err := st.QueryLog(q, func(*LogEntry) error { calls++; return stop }); !errors.Is(err, stop) || calls != 1 {
+			t.Errorf("callback error (%+v): err=%v after %d calls", q, err, calls)
+		}
 	}
 }
 
@@ -218,14 +341,14 @@ func TestPruneLog(t *testing.T) {
 	if got, want := queryNames(t, st, LogQuery{Contact: &a}), []string{"r2/1/1/donotemail", "r2/2/1/xx_sms", "r3/2/1/xx_sms"}; !slices.Equal(got, want) {
 		t.Errorf("contact after prune: %v, want %v", got, want)
 	}
-	if n, m := len(bucketKeys(t, st, bucketLog)), len(bucketKeys(t, st, bucketLogContact)); n != 4 || m != 4 {
+	if n, m := len(bucketKeys(t, st, bucketLog)), len(bucketKeys(t, st, bucketLogIndex)); n != 4 || m != 4 {
 		t.Errorf("log has %d entries, contact index %d; want 4 and 4", n, m)
 	}
 	if got, want := runKeys(), []string{"1h0m0s", "2h0m0s"}; !slices.Equal(got, want) {
 		t.Errorf("log_runs keys %v, want %v", got, want)
 	}
 	prune(logT0.Add(2*time.Hour + time.Nanosecond))
-	if n, m := len(bucketKeys(t, st, bucketLog)), len(bucketKeys(t, st, bucketLogContact)); n != 0 || m != 0 || len(runKeys()) != 0 {
+	if n, m := len(bucketKeys(t, st, bucketLog)), len(bucketKeys(t, st, bucketLogIndex)); n != 0 || m != 0 || len(runKeys()) != 0 {
 		t.Errorf("after pruning all: log %d, index %d, runs %v", n, m, runKeys())
 	}
 	if got := queryNames(t, st, LogQuery{Contact: &a}); got != nil {

@@ -62,7 +62,12 @@ import (
 // writes (index.go), and its totals count the profiles and pending writes:
 // an older optsync would change records without them. A file of 6 (or
 // before) gets them from the first run that opens it.
-const SchemaVersion = 7
+// 8: the decision log is indexed by run, then contact (log_index), where
+// 7 indexed it by contact first (log_contact, which a night rewrote a page
+// of per contact decided): an older optsync would write its entries to
+// log_contact only. A file of 7 (or before) gets log_index from the first
+// run that opens it (BuildIndexes), and keeps log_contact until then.
+const SchemaVersion = 8
 
 var (
 	bucketMeta     = []byte("meta")
@@ -148,6 +153,9 @@ type Store struct {
 	// release keeps the mapped pages of the file out of the resident set
 	// (release.go).
 	release pageReleaser
+	// indexChunk, when set, is the keys per transaction of an index
+	// written whole (tests make it small to stop a build half-way).
+	indexChunk int
 }
 
 // Open opens (creating if needed) the state file for a run that may write,
