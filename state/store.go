@@ -292,7 +292,13 @@ func openHooked(path string, pairs []transform.Pair, readOnly, full bool, hook f
 		// at every open by walking every page, seconds at millions of
 		// contacts however little a run then does.
 		NoFreelistSync: false,
-		FreelistType:   bolt.FreelistMapType,
+		// A page is taken from the lowest free ones (the array keeps them
+		// in order; the map hands them out in no order): a night's pages,
+		// written in page order, then lie together, where scattered over
+		// the file they took a 10 M-contact night's commit 1.5 – 2.5 times
+		// as long to write and sync. A page at a time is taken off the
+		// front of the array, as cheap as the map's.
+		FreelistType: bolt.FreelistArrayType,
 		// Each time a growing file is mapped again, bbolt copies every
 		// node of the open write transaction out of the old mapping; a
 		// large first mapping (address space, not memory) avoids that.
