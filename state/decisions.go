@@ -3,6 +3,7 @@ package state
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -77,8 +78,13 @@ func (s *Store) CommitDecisions(ctx context.Context, d *transform.Decider, dirty
 	if !d.Walk() {
 		size = scatteredChunk
 	}
+	// What the run's lookups kept is taken (while no commit came between:
+	// the chunks below write other contacts than the one taken), and
+	// nothing more is kept.
 	c := &committer{s: s, d: d, o: o, size: cmp.Or(o.Chunk, size), bar: bar,
-		free: make(chan *Batch, 2), ready: make(chan chunk, 1)}
+		free: make(chan *Batch, 2), ready: make(chan chunk, 1), tag: s.commits.Load(), slot: s.slots()}
+	s.reads.pause()
+	defer s.reads.stop()
 	for range 2 {
 		c.free <- s.NewBatch(min(dirty.Len(), c.size))
 	}
@@ -125,6 +131,11 @@ type committer struct {
 	prev      transform.Snapshot
 	v         transform.Verdict
 	seq       uint32
+	// tag is the commits made before this one began; rec the record
+	// taken for the contact decided (kept_reads.go).
+	tag  int64
+	slot *[256]int8
+	rec  record
 }
 
 type chunk struct {
@@ -172,25 +183,52 @@ func (c *committer) decideChunk(batch *Batch, e *transform.Entry, more bool, nex
 		return 0, false, err
 	}
 	defer reader.Close()
+	reader.keep = false
 	for ; more && n < c.size; n++ {
-		found, err := reader.Get(e.ID, &c.prev)
+		old, err := c.prior(reader, e.ID)
 		if err != nil {
 			return n, false, err
 		}
 		prevPtr := &c.prev
-		if !found {
+		if old == nil {
 			prevPtr = nil
 		}
 		forgot := c.d.Again(e, prevPtr, c.decisions[:0], &c.v)
 		c.decisions = c.v.Decisions()
 		if c.v.Recorded() {
-			c.record(batch, reader, &c.v, prevPtr, forgot)
+			c.record(batch, old, &c.v, prevPtr, forgot)
 		}
 		if more, err = next(e); err != nil {
 			return n, false, err
 		}
 	}
 	return n, more, nil
+}
+
+// prior fills c.prev with the contact's record as the file holds it and
+// returns that record (nil: none): the copy the run's lookup kept, when
+// no commit came between, else looked up in reader.
+func (c *committer) prior(reader *Reader, id extract.ID) (*record, error) {
+	if v, found, ok := c.s.reads.take(id, c.tag); ok {
+		if !found {
+			return nil, nil
+		}
+		rec, err := parseRecord(v)
+		if err == nil {
+			err = c.s.decodeRecord(&rec, &c.prev, c.slot)
+		}
+		if err != nil {
+			return nil, &CorruptError{Path: c.s.path, Problem: fmt.Sprintf("contact %s: %v", id, err)}
+		}
+		c.rec = rec
+		return &c.rec, nil
+	}
+	found, err := reader.Get(id, &c.prev)
+	if err != nil || !found {
+		return nil, err
+	}
+	c.rec = reader.rec
+	return &c.rec, nil
 }
 
 // writeChunks commits the chunks as they are ready, the final record with
@@ -219,7 +257,7 @@ func (c *committer) writeChunks(ctx context.Context) error {
 // changed, and its decisions for the log. What was read is kept; writes an
 // API refused are not: their pairs keep the old agreement and no write is
 // pending, so the next run decides them again.
-func (c *committer) record(batch *Batch, reader *Reader, v *transform.Verdict, prevPtr *transform.Snapshot, forgot bool) {
+func (c *committer) record(batch *Batch, old *record, v *transform.Verdict, prevPtr *transform.Snapshot, forgot bool) {
 	refused := c.o.Failed[v.ID()]
 	next, decisions := v.Next(), v.Decisions()
 	for _, dec := range decisions {
@@ -244,8 +282,8 @@ func (c *committer) record(batch *Batch, reader *Reader, v *transform.Verdict, p
 	if prevPtr == nil || *next != c.prev || forgot {
 		next.Decided = c.o.Started.Unix()
 		// An agreement that changes dates from this run (Decided);
-		// PutRead keeps the date of one that does not.
-		batch.PutRead(reader, v.ID(), next)
+		// putOver keeps the date of one that does not.
+		batch.putOver(v.ID(), next, old)
 	}
 	run := c.o.Final.Run
 	for i := range decisions {

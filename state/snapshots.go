@@ -457,6 +457,10 @@ type Reader struct {
 	// steps counts the records a walk passed, to release the mapping every
 	// scanEvery.
 	steps int
+	// keep: what Get finds is kept for the commit, tagged with tag, the
+	// commits made before the view began (kept_reads.go).
+	keep bool
+	tag  int64
 }
 
 // stepped counts a record a walk passed.
@@ -468,11 +472,12 @@ func (r *Reader) stepped() {
 
 // Reader starts a read view; Close it when done.
 func (s *Store) Reader() (*Reader, error) {
+	tag := s.commits.Load() // before the view begins: a commit between makes its reads miss, never match
 	tx, err := s.db.Begin(false)
 	if err != nil {
 		return nil, fmt.Errorf("state %s: %w", s.path, err)
 	}
-	r := &Reader{s: s, tx: tx, b: tx.Bucket(bucketContacts), slot: s.slots()}
+	r := &Reader{s: s, tx: tx, b: tx.Bucket(bucketContacts), slot: s.slots(), tag: tag, keep: !s.readOnly}
 	s.viewsMu.Lock()
 	if s.views == nil {
 		s.views = map[*Reader]struct{}{}
@@ -516,9 +521,11 @@ func (r *Reader) Get(id extract.ID, snap *transform.Snapshot) (found bool, err e
 	}
 	if r.k == nil {
 		r.end, r.endFrom = true, id
+		r.kept(id, nil, false)
 		return false, nil
 	}
 	if !bytes.Equal(r.k, id[:]) {
+		r.kept(id, nil, false)
 		return false, nil
 	}
 	rec, err := parseRecord(r.v)
@@ -529,7 +536,14 @@ func (r *Reader) Get(id extract.ID, snap *transform.Snapshot) (found bool, err e
 		return false, &CorruptError{Path: r.s.path, Problem: fmt.Sprintf("contact %s: %v", id, err)}
 	}
 	r.rec = rec
+	r.kept(id, r.v, true)
 	return true, nil
+}
+
+func (r *Reader) kept(id extract.ID, v []byte, found bool) {
+	if r.keep {
+		r.s.reads.keep(id, v, found, r.tag)
+	}
 }
 
 // Until walks the stored contacts in key order: it calls absent for every
@@ -650,6 +664,14 @@ func (b *Batch) PutRead(r *Reader, id extract.ID, snap *transform.Snapshot) {
 	var old *record
 	if r.k != nil && !r.end && bytes.Equal(r.k, id[:]) {
 		old = &r.rec
+	}
+	b.putOver(id, snap, old)
+}
+
+// putOver is PutRead over old, the record read (nil: none), decoded
+// already.
+func (b *Batch) putOver(id extract.ID, snap *transform.Snapshot, old *record) {
+	if old != nil {
 		// Get decoded the record, entries and all: walking it again
 		// cannot fail.
 		_ = b.delta.addRecord(old, -1)

@@ -34,6 +34,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -153,6 +154,10 @@ type Store struct {
 	// release keeps the mapped pages of the file out of the resident set
 	// (release.go).
 	release pageReleaser
+	// commits counts the write transactions committed; reads keeps what
+	// a run's lookups found, for its commit (kept_reads.go).
+	commits atomic.Int64
+	reads   keptReads
 	// indexChunk, when set, is the keys per transaction of an index
 	// written whole (tests make it small to stop a build half-way).
 	indexChunk int
@@ -510,6 +515,7 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) (err error) {
 		err = fmt.Errorf("state %s: committing: %w", s.path, err)
 	}
 	if err == nil {
+		s.commits.Add(1)
 		// recorded before the next commit can start (committed.go)
 		_ = s.noteCommitted(txid)
 	}
