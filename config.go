@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -20,37 +21,30 @@ import (
 	"optsync/transform"
 )
 
-// Config is the YAML file of the SPEC.
+// Config is the YAML file of the SPEC. Its keys are read into the Options
+// of the stage each concerns (validate), which documents and checks them:
+// transform (direction, policy, mappings, safety), extract (sources,
+// columns, the APIs, input, max_clock_skew, memory_budget), load (targets,
+// out_dir, batch_size) and state (state, audit_retention, pending_alert,
+// max_run_time). The root reads metrics_file and tmp_dir (default out_dir)
+// itself, and resolves every path against the config file's folder.
 type Config struct {
-	Direction string          `yaml:"direction"`
-	Policy    string          `yaml:"policy"`
-	Mappings  []MappingConfig `yaml:"mappings"`
-	State     string          `yaml:"state"`
-	OutDir    string          `yaml:"out_dir"`
-	Safety    SafetyConfig    `yaml:"safety"`
-	D365      D365Config      `yaml:"d365"`
-	Campaign  CampaignConfig  `yaml:"campaign"`
-	// AuditRetention is how long the decision log keeps a run's decisions:
-	// days ("400" or "400d") or a Go duration ("72h"). Default 400 days.
-	AuditRetention string `yaml:"audit_retention"`
-	// MetricsFile, when set, gets the Prometheus textfile of every run.
-	MetricsFile string `yaml:"metrics_file"`
-	// MaxClockSkew is how far ahead of a run's start a change time may be
-	// and still be believed (default 1h): a later one is a bad value.
-	MaxClockSkew string `yaml:"max_clock_skew"`
-	// PendingAlert: a write to an update file that the exports have not
-	// shown for longer than this is logged as a warning every run: days
-	// ("3d") or a Go duration ("36h"). Default 3 days.
-	PendingAlert string `yaml:"pending_alert"`
-	// Input bounds what an input file may hold (extract.InputLimits).
-	Input InputConfig `yaml:"input"`
-	// MaxRunTime is how long a run may take before it stops as on SIGTERM
-	// (default 6h).
-	MaxRunTime string `yaml:"max_run_time"`
-	// MemoryBudget bounds what a run holds in memory (default 1GB): past
-	// it, records are sorted in runs on disk in TmpDir (default out_dir).
-	MemoryBudget string `yaml:"memory_budget"`
-	TmpDir       string `yaml:"tmp_dir"`
+	Direction      string              `yaml:"direction"`
+	Policy         string              `yaml:"policy"`
+	Mappings       []Mapping           `yaml:"mappings"`
+	State          string              `yaml:"state"`
+	OutDir         string              `yaml:"out_dir"`
+	Safety         transform.Safety    `yaml:"safety"`
+	D365           D365Config          `yaml:"d365"`
+	Campaign       CampaignConfig      `yaml:"campaign"`
+	AuditRetention string              `yaml:"audit_retention"`
+	MetricsFile    string              `yaml:"metrics_file"`
+	MaxClockSkew   string              `yaml:"max_clock_skew"`
+	PendingAlert   string              `yaml:"pending_alert"`
+	Input          extract.InputLimits `yaml:"input"`
+	MaxRunTime     string              `yaml:"max_run_time"`
+	MemoryBudget   string              `yaml:"memory_budget"`
+	TmpDir         string              `yaml:"tmp_dir"`
 
 	path string
 	// What each stage is given, from the values above (validate).
@@ -63,104 +57,46 @@ type Config struct {
 	private extract.Private
 }
 
-// InputConfig is input: (extract.InputLimits).
-type InputConfig struct {
-	MaxFieldBytes  int    `yaml:"max_field_bytes"`
-	MaxFieldLines  int    `yaml:"max_field_lines"`
-	MaxRejectShare string `yaml:"max_reject_share"`
-}
-
-// MappingConfig is one entry of mappings.
-type MappingConfig struct {
-	D365                   string `yaml:"d365"`
-	Campaign               string `yaml:"campaign"`
-	Invert                 bool   `yaml:"invert"`
+// Mapping is one entry of mappings: transform's pair, and the column of
+// Campaign's exports that holds the field's change time (extract's).
+type Mapping struct {
+	transform.Mapping      `yaml:",inline"`
 	CampaignModifiedColumn string `yaml:"campaign_modified_column"`
 }
 
-// SafetyConfig holds the limits that stop a run before it writes.
-type SafetyConfig struct {
-	// MaxOptin is the most opt-outs a run may clear: a count, or a share of
-	// the opt-outs known before the run, never below MinOptin.
-	MaxOptin string `yaml:"max_optin"`
-	MinOptin *int   `yaml:"min_optin"`
-	// MaxMissing is the most records state knows on a side that a full
-	// read of that side may lack: a count, or a share of those records.
-	MaxMissing string `yaml:"max_missing"`
-}
-
-// SystemConfig says where one system's records come from and where its
-// writes go.
+// SystemConfig says where one system's records come from (extract) and
+// where its writes go (load; target defaults to source, csv is the run's
+// update file).
 type SystemConfig struct {
-	Source string `yaml:"source"`
-	// Target defaults to Source; csv means the run's update file.
+	Source     string            `yaml:"source"`
 	Target     string            `yaml:"target"`
 	CSV        string            `yaml:"csv"`
 	Columns    map[string]string `yaml:"columns"`
 	TimeLayout string            `yaml:"time_layout"`
 }
 
-// Credentials name an API client and where its secret is: an environment
-// variable or a file, never the config itself.
-type Credentials struct {
-	ClientID         string `yaml:"client_id"`
-	ClientSecretEnv  string `yaml:"client_secret_env"`
-	ClientSecretFile string `yaml:"client_secret_file"`
-	ClientSecret     string `yaml:"client_secret"` // refused: see extract.Credentials.Check
-}
-
-// Tuning is how a connector paces itself (extract.Tuning).
-type Tuning struct {
-	PageSize    int    `yaml:"page_size"`
-	Concurrency int    `yaml:"concurrency"`
-	Timeout     string `yaml:"timeout"`
-	// Overlap is read again behind a watermark: late commits exist, and
-	// Dynamics' modifiedon has whole seconds.
-	Overlap  string `yaml:"overlap"`
-	MaxTries int    `yaml:"max_tries"`
-}
-
-// D365Config adds the Dataverse Web API settings to a system's.
+// D365Config is d365:, with the Dataverse Web API's settings.
 type D365Config struct {
-	SystemConfig `yaml:",inline"`
-	Credentials  `yaml:",inline"`
-	Tuning       `yaml:",inline"`
-	// URL is the organisation's URL, https://<org>.crm<N>.dynamics.com.
-	URL      string `yaml:"url"`
-	TenantID string `yaml:"tenant_id"`
-	// AuthorityURL is the Entra ID host (sovereign clouds, tests).
-	AuthorityURL   string `yaml:"authority_url"`
-	BatchSize      int    `yaml:"batch_size"`
-	ChangeTracking *bool  `yaml:"change_tracking"`
+	SystemConfig          `yaml:",inline"`
+	extract.DataverseConn `yaml:",inline"`
+	BatchSize             int   `yaml:"batch_size"`
+	ChangeTracking        *bool `yaml:"change_tracking"`
 }
 
-func (d *D365Config) api() bool { return d.Source == "api" || d.Target == "api" }
-
-// tracking reports whether change tracking is to be used (default true).
-func (d *D365Config) tracking() bool { return d.ChangeTracking == nil || *d.ChangeTracking }
-
-// CampaignConfig adds the Campaign Standard REST API settings.
+// CampaignConfig is campaign:, with the Campaign Standard REST API's.
 type CampaignConfig struct {
-	SystemConfig `yaml:",inline"`
-	Credentials  `yaml:",inline"`
-	Tuning       `yaml:",inline"`
-	// BaseURL is the Adobe I/O host; Organization the tenant's path segment.
-	BaseURL      string   `yaml:"base_url"`
-	Organization string   `yaml:"organization"`
-	IMSURL       string   `yaml:"ims_url"`
-	Scopes       []string `yaml:"scopes"`
-	// Resource is profileAndServices, or profileAndServicesExt for custom
-	// fields and filters.
-	Resource string `yaml:"resource"`
-	// ChangedFilter is a custom filter defined in Campaign that returns the
-	// profiles changed since a time: profileAndServicesExt/profile/by<Name>?<Param>=.
-	ChangedFilter struct {
+	SystemConfig         `yaml:",inline"`
+	extract.CampaignConn `yaml:",inline"`
+	ChangedFilter        struct {
 		Name  string `yaml:"name"`
 		Param string `yaml:"param"`
 	} `yaml:"changed_filter"`
 }
 
-func (cc *CampaignConfig) api() bool { return cc.Source == "api" || cc.Target == "api" }
+func (s *SystemConfig) api() bool { return s.Source == "api" || s.Target == "api" }
+
+// tracking reports whether change tracking is to be used (default true).
+func (d *D365Config) tracking() bool { return d.ChangeTracking == nil || *d.ChangeTracking }
 
 // configError is a problem with the config; it exits 2.
 type configError struct{ msg string }
@@ -191,45 +127,36 @@ func loadConfig(path string) (*Config, error) {
 }
 
 // validate hands each stage its part of the config and has it checked, in
-// the order the stages run; the message names the key. What the root reads
-// itself it resolves here: paths against the config file's folder, and the
-// sources and targets as the stages settled them.
+// the order the stages run; the message names the key. Then the paths are
+// resolved, and the sources and targets taken as the stages settled them.
 func (c *Config) validate() error {
-	c.addPrivate() // as written; again below as resolved
-	c.transform = transform.Options{Direction: c.Direction, Policy: c.Policy,
-		MaxOptin: c.Safety.MaxOptin, MinOptin: c.Safety.MinOptin, MaxMissing: c.Safety.MaxMissing}
-	d365 := extract.Input{Key: "d365", Source: c.D365.Source, Columns: c.D365.Columns, TimeLayout: c.D365.TimeLayout}
-	campaign := extract.Input{Key: "campaign", Source: c.Campaign.Source, Columns: c.Campaign.Columns, TimeLayout: c.Campaign.TimeLayout}
+	d365, campaign := &c.D365, &c.Campaign
+	c.transform = transform.Options{Direction: c.Direction, Policy: c.Policy, Safety: c.Safety}
+	c.extract = extract.Options{MaxClockSkew: c.MaxClockSkew, MemoryBudget: c.MemoryBudget, Input: c.Input,
+		D365:          extract.Input{Key: "d365", Source: d365.Source, Columns: d365.Columns, TimeLayout: d365.TimeLayout},
+		Campaign:      extract.Input{Key: "campaign", Source: campaign.Source, Columns: campaign.Columns, TimeLayout: campaign.TimeLayout},
+		DataverseConn: d365.DataverseConn, CampaignConn: campaign.CampaignConn}
+	c.extract.DataverseConn.Used, c.extract.CampaignConn.Used = d365.api(), campaign.api()
+	c.extract.CampaignConn.FilterName, c.extract.CampaignConn.FilterParam = campaign.ChangedFilter.Name, campaign.ChangedFilter.Param
 	for _, m := range c.Mappings {
-		c.transform.Mappings = append(c.transform.Mappings, transform.Mapping{D365: m.D365, Campaign: m.Campaign, Invert: m.Invert})
-		d365.Fields = append(d365.Fields, m.D365)
-		campaign.Fields = append(campaign.Fields, m.Campaign)
-		campaign.FieldTimes = append(campaign.FieldTimes, m.CampaignModifiedColumn)
+		c.transform.Mappings = append(c.transform.Mappings, m.Mapping)
+		c.extract.D365.Fields = append(c.extract.D365.Fields, m.D365)
+		c.extract.Campaign.Fields = append(c.extract.Campaign.Fields, m.Campaign)
+		c.extract.Campaign.FieldTimes = append(c.extract.Campaign.FieldTimes, m.CampaignModifiedColumn)
 	}
+	c.addPrivate() // as written; again below as resolved
 	if err := c.transform.Check(); err != nil {
 		return err
 	}
-	c.extract = extract.Options{D365: d365, Campaign: campaign, MaxClockSkew: c.MaxClockSkew, MemoryBudget: c.MemoryBudget,
-		Input: extract.InputLimits{MaxFieldBytes: c.Input.MaxFieldBytes, MaxFieldLines: c.Input.MaxFieldLines, MaxRejectShare: c.Input.MaxRejectShare},
-		DataverseConn: extract.DataverseConn{Used: c.D365.api(), Credentials: extract.Credentials(c.D365.Credentials),
-			Tuning: c.D365.Tuning.extract(), URL: c.D365.URL, TenantID: c.D365.TenantID, AuthorityURL: c.D365.AuthorityURL},
-		CampaignConn: extract.CampaignConn{Used: c.Campaign.api(), Credentials: extract.Credentials(c.Campaign.Credentials),
-			Tuning: c.Campaign.Tuning.extract(), BaseURL: c.Campaign.BaseURL, Organization: c.Campaign.Organization, IMSURL: c.Campaign.IMSURL,
-			Scopes: c.Campaign.Scopes, Resource: c.Campaign.Resource, FilterName: c.Campaign.ChangedFilter.Name, FilterParam: c.Campaign.ChangedFilter.Param}}
-	c.extract.AddPrivate(&c.private)
 	// The secret files are found from the config's folder.
-	for _, cn := range []struct {
-		used bool
-		file *string
-	}{{c.D365.api(), &c.extract.DataverseConn.ClientSecretFile}, {c.Campaign.api(), &c.extract.CampaignConn.ClientSecretFile}} {
-		if cn.used {
-			*cn.file = c.resolve(*cn.file)
-		}
+	for _, conn := range []*extract.Credentials{&c.extract.DataverseConn.Credentials, &c.extract.CampaignConn.Credentials} {
+		conn.ClientSecretFile = c.resolve(conn.ClientSecretFile)
 	}
 	if err := c.extract.Check(); err != nil {
 		return err
 	}
-	c.load = load.Options{D365Target: c.D365.target(), CampaignTarget: c.Campaign.target(), D365BatchSize: c.D365.BatchSize, D365API: c.D365.api()}
+	c.load = load.Options{D365Target: cmp.Or(d365.Target, d365.Source), CampaignTarget: cmp.Or(campaign.Target, campaign.Source),
+		D365BatchSize: d365.BatchSize, D365API: c.extract.DataverseConn.Used}
 	if err := c.load.Check(); err != nil {
 		return err
 	}
@@ -237,49 +164,24 @@ func (c *Config) validate() error {
 	if err := c.state.Check(); err != nil {
 		return err
 	}
-	c.D365.Source, c.D365.Target = c.extract.D365.Source, c.load.D365Target
-	c.Campaign.Source, c.Campaign.Target = c.extract.Campaign.Source, c.load.CampaignTarget
-	c.D365.CSV, c.Campaign.CSV = c.resolve(c.D365.CSV), c.resolve(c.Campaign.CSV)
-	c.MetricsFile = c.resolve(c.MetricsFile)
-	if c.State == "" {
-		c.State = "optsync.db"
-	}
-	c.State = c.resolve(c.State)
-	if c.OutDir == "" {
-		c.OutDir = "out"
-	}
-	c.OutDir = c.resolve(c.OutDir)
+	d365.Source, d365.Target = c.extract.D365.Source, c.load.D365Target
+	campaign.Source, campaign.Target = c.extract.Campaign.Source, c.load.CampaignTarget
+	d365.CSV, campaign.CSV, c.MetricsFile = c.resolve(d365.CSV), c.resolve(campaign.CSV), c.resolve(c.MetricsFile)
+	c.State, c.OutDir = c.resolve(cmp.Or(c.State, "optsync.db")), c.resolve(cmp.Or(c.OutDir, "out"))
+	c.TmpDir = cmp.Or(c.resolve(c.TmpDir), c.OutDir)
 	c.state.Path, c.load.OutDir = c.State, c.OutDir
-	if c.TmpDir == "" {
-		c.TmpDir = c.OutDir
-	} else {
-		c.TmpDir = c.resolve(c.TmpDir)
-	}
 	c.addPrivate()
-	c.extract.AddPrivate(&c.private)
 	return nil
 }
 
-// addPrivate adds the root's own free-text values, its paths, to
-// c.private (extract.Private): the stages add theirs.
+// addPrivate adds the config's free-text values to c.private: the root's
+// own, its paths, and the reads' (extract.Private).
 func (c *Config) addPrivate() {
 	for _, v := range [][2]string{{"state", c.State}, {"out_dir", c.OutDir}, {"metrics_file", c.MetricsFile}, {"tmp_dir", c.TmpDir},
 		{"d365.csv", c.D365.CSV}, {"campaign.csv", c.Campaign.CSV}} {
 		c.private.Add(v[0], v[1])
 	}
-}
-
-// target is where the system's writes go: as configured, or where its
-// records come from.
-func (s *SystemConfig) target() string {
-	if s.Target == "" {
-		return s.Source
-	}
-	return s.Target
-}
-
-func (t Tuning) extract() extract.Tuning {
-	return extract.Tuning{PageSize: t.PageSize, Concurrency: t.Concurrency, MaxTries: t.MaxTries, Timeout: t.Timeout, Overlap: t.Overlap}
+	c.extract.AddPrivate(&c.private)
 }
 
 // yamlProblems says what the YAML decoder found in the config's words, not

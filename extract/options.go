@@ -39,8 +39,9 @@ type Options struct {
 // stray quote, and a file with more than max_reject_share of its rows
 // rejected is not an export. Either stops the run, exit 2.
 type InputLimits struct {
-	MaxFieldBytes, MaxFieldLines int
-	MaxRejectShare               string
+	MaxFieldBytes  int    `yaml:"max_field_bytes"`
+	MaxFieldLines  int    `yaml:"max_field_lines"`
+	MaxRejectShare string `yaml:"max_reject_share"`
 }
 
 // Input is one system's records: where they come from (source: csv or
@@ -181,9 +182,11 @@ func (o *Options) CampaignLayout(notAfter time.Time) Layout {
 // Credentials name an API client and where its secret is: an environment
 // variable or a file, never the config itself.
 type Credentials struct {
-	ClientID, ClientSecretEnv, ClientSecretFile string
+	ClientID         string `yaml:"client_id"`
+	ClientSecretEnv  string `yaml:"client_secret_env"`
+	ClientSecretFile string `yaml:"client_secret_file"`
 	// ClientSecret is a secret written into the config: always refused.
-	ClientSecret string
+	ClientSecret string `yaml:"client_secret"`
 }
 
 // envName is what an environment variable may be called. A value of
@@ -215,11 +218,14 @@ func (cr *Credentials) Check(system string, api bool) error {
 // Tuning is how a connector paces itself: its reads here, and in load its
 // writes, which share the client (timeout, max_tries) and concurrency.
 type Tuning struct {
-	PageSize, Concurrency, MaxTries int
+	PageSize    int `yaml:"page_size"`
+	Concurrency int `yaml:"concurrency"`
 	// Timeout and Overlap as written; Overlap is read again behind a
 	// watermark: late commits exist, and Dynamics' modifiedon has whole
 	// seconds.
-	Timeout, Overlap string
+	Timeout  string `yaml:"timeout"`
+	Overlap  string `yaml:"overlap"`
+	MaxTries int    `yaml:"max_tries"`
 
 	timeout, overlap time.Duration
 }
@@ -282,15 +288,16 @@ func checkURL(key, raw, want string) (string, error) {
 }
 
 // DataverseConn is how the Dataverse Web API is reached, when it is read
-// or written (Used).
+// or written (Used): the config's d365: keys of the API.
 type DataverseConn struct {
-	Used bool
-	Credentials
-	Tuning
+	Used        bool `yaml:"-"` // d365.source or d365.target is api
+	Credentials `yaml:",inline"`
+	Tuning      `yaml:",inline"`
 	// URL is the organisation's URL, https://<org>.crm<N>.dynamics.com.
-	URL, TenantID string
+	URL      string `yaml:"url"`
+	TenantID string `yaml:"tenant_id"`
 	// AuthorityURL is the Entra ID host (sovereign clouds, tests).
-	AuthorityURL string
+	AuthorityURL string `yaml:"authority_url"`
 }
 
 // Check sets the defaults and checks the values when the API is used.
@@ -315,21 +322,24 @@ func (d *DataverseConn) Check() error {
 }
 
 // CampaignConn is how the Campaign Standard REST API is reached, when it
-// is read or written (Used).
+// is read or written (Used): the config's campaign: keys of the API.
 type CampaignConn struct {
-	Used bool
-	Credentials
-	Tuning
+	Used        bool `yaml:"-"` // campaign.source or campaign.target is api
+	Credentials `yaml:",inline"`
+	Tuning      `yaml:",inline"`
 	// BaseURL is the Adobe I/O host; Organization the tenant's path segment.
-	BaseURL, Organization, IMSURL string
-	Scopes                        []string
+	BaseURL      string   `yaml:"base_url"`
+	Organization string   `yaml:"organization"`
+	IMSURL       string   `yaml:"ims_url"`
+	Scopes       []string `yaml:"scopes"`
 	// Resource is profileAndServices, or profileAndServicesExt for custom
 	// fields and filters.
-	Resource string
+	Resource string `yaml:"resource"`
 	// FilterName and FilterParam name a custom filter defined in Campaign
 	// that returns the profiles changed since a time:
-	// profileAndServicesExt/profile/by<Name>?<Param>=.
-	FilterName, FilterParam string
+	// profileAndServicesExt/profile/by<Name>?<Param>= (changed_filter:).
+	FilterName  string `yaml:"-"`
+	FilterParam string `yaml:"-"`
 }
 
 // Check sets the defaults and checks the values when the API is used.

@@ -19,11 +19,7 @@ import (
 type Options struct {
 	Direction, Policy string
 	Mappings          []Mapping
-	// MaxOptin, MinOptin and MaxMissing are safety.max_optin,
-	// safety.min_optin and safety.max_missing as written.
-	MaxOptin   string
-	MinOptin   *int
-	MaxMissing string
+	Safety
 
 	// Set by Check.
 	Rules        Rules
@@ -31,11 +27,24 @@ type Options struct {
 	MissingLimit MissingLimit
 }
 
+// Safety is the config's safety: as written, the limits that stop a run
+// before it writes.
+type Safety struct {
+	// MaxOptin is the most opt-outs a run may clear: a count, or a share
+	// of the opt-outs known before the run, never below MinOptin.
+	MaxOptin string `yaml:"max_optin"`
+	MinOptin *int   `yaml:"min_optin"`
+	// MaxMissing is the most records state knows on a side that a full
+	// read of that side may lack: a count, or a share of those records.
+	MaxMissing string `yaml:"max_missing"`
+}
+
 // Mapping is one entry of mappings: which Dynamics field feeds which
 // Campaign field.
 type Mapping struct {
-	D365, Campaign string
-	Invert         bool
+	D365     string `yaml:"d365"`
+	Campaign string `yaml:"campaign"`
+	Invert   bool   `yaml:"invert"`
 }
 
 // campaignFields is the fixed set Campaign allows to be mapped.
