@@ -95,6 +95,16 @@ type CampaignConfig struct {
 
 func (s *SystemConfig) api() bool { return s.Source == "api" || s.Target == "api" }
 
+// system is what is read of the system: its API (api, when read through
+// it), or the files csv names (or flag, a backfill's --<name>-csv).
+func (s *SystemConfig) system(name, flag string, api extract.Source) extract.System {
+	sys := extract.System{Name: name, Pattern: s.CSV, Flag: flag}
+	if s.Source == "api" {
+		sys.API = api
+	}
+	return sys
+}
+
 // tracking reports whether change tracking is to be used (default true).
 func (d *D365Config) tracking() bool { return d.ChangeTracking == nil || *d.ChangeTracking }
 

@@ -306,7 +306,7 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 					if err != nil {
 						return err
 					}
-					return validateInputs(c.Context, cfg, online, *log, stdout)
+					return validate(c.Context, cfg, online, *log, stdout)
 				},
 			},
 			{

@@ -371,6 +371,30 @@ func (id *Identity) Drain() error {
 	return id.Err()
 }
 
+// IdentityRejects runs the identity rules over the rows read, deciding
+// nothing (validate), and hands add the rejects they find (superseded
+// rows, duplicates) in the order a run's rejects file lists them; o.Later
+// holds them meanwhile.
+func IdentityRejects(contacts *spill.Sorter[extract.Contact], profiles *spill.Sorter[extract.Profile], o IdentifyOptions, add func(extract.Reject)) error {
+	id, err := Identify(contacts, profiles, o)
+	if err != nil {
+		return err
+	}
+	defer id.Close()
+	if err := id.Drain(); err != nil {
+		return err
+	}
+	rs, err := o.Later.Sorted()
+	if err != nil {
+		return err
+	}
+	defer rs.Close()
+	for r := rs.Next(); r != nil; r = rs.Next() {
+		add(*r)
+	}
+	return rs.Err()
+}
+
 // Held are the sorted rows the entries are placed in (Entry.CI, PI), when
 // they are all in memory (nil when spilled).
 func (id *Identity) Held() ([]extract.Contact, []extract.Profile) { return id.cItems, id.pItems }

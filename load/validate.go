@@ -1,0 +1,98 @@
+package load
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"optsync/extract"
+	"optsync/transform"
+)
+
+// Validation is validate's check of the inputs: each system's drop, read
+// as a run reads it, and the rows a run would reject, by reason with the
+// first examples (Tally): the same rows a backfill over these files (or a
+// first run over the drops) lists in its rejects file. It writes nothing
+// but its answer.
+type Validation struct {
+	// D365 and Campaign are the systems as the config names them.
+	D365, Campaign extract.System
+	// Reading reads as a run does; the tally takes its rejects.
+	Reading *extract.Reading
+	// Identify is how the identity rules run (their sorts, Later for
+	// their rejects); the inputs are filled in.
+	Identify transform.IdentifyOptions
+}
+
+// Check answers on out. Only a file that cannot be read as an export (a
+// missing column, a broken file) fails it.
+func (v Validation) Check(ctx context.Context, out io.Writer) error {
+	var files [2][]extract.InputFile
+	for i, s := range []extract.System{v.D365, v.Campaign} {
+		switch {
+		case s.API != extract.Source{}:
+			fmt.Fprintf(out, "%s: read through the API (check it with --online)\n", s.Name)
+		case s.Pattern == "":
+			fmt.Fprintf(out, "%s: no csv configured (pass one to backfill)\n", s.Name)
+		default:
+			var err error
+			if files[i], err = extract.DropFiles(s.Pattern); err != nil {
+				return err
+			} else if len(files[i]) == 0 {
+				fmt.Fprintf(out, "%s %s: no files yet\n", s.Name, s.Pattern)
+			}
+		}
+	}
+	t := &Tally{}
+	v.Reading.Rejects = t
+	in, _, err := v.Reading.Read(ctx, files[0], files[1])
+	if err != nil {
+		return err
+	}
+	for i, rows := range []int{in.D365.Rows, in.Campaign.Rows} {
+		if s := []extract.System{v.D365, v.Campaign}[i]; len(files[i]) > 0 {
+			fmt.Fprintf(out, "%s %s: columns ok, %s\n", s.Name, s.Pattern, Plural(rows, "row"))
+		}
+	}
+	v.Identify.D365Files, v.Identify.CampaignFiles = files[0], files[1]
+	if err := transform.IdentityRejects(in.Contacts, in.Profiles, v.Identify, t.Add); err != nil {
+		return err
+	}
+	t.Write(out)
+	return nil
+}
+
+// CheckOnline gets a token from each API the connections reach and checks
+// the mapped fields against the live services (extract's CheckMapping),
+// saying on out what it found; it returns how many problems it found.
+// tracking: the config counts on Dataverse's change tracking.
+func (c *Connections) CheckOnline(ctx context.Context, o *extract.Options, tracking bool, out io.Writer) (int, error) {
+	if c.Contacts == nil && c.Profiles == nil {
+		fmt.Fprintln(out, "online: no system uses the API; nothing to check")
+		return 0, nil
+	}
+	var problems []string
+	fields := Plural(len(o.D365.Fields), "mapped field")
+	if c.Contacts != nil {
+		found, on, err := c.Contacts.API.CheckMapping(ctx, o.D365.Fields, tracking)
+		if err != nil {
+			return 0, err
+		}
+		if problems = found; len(problems) == 0 {
+			fmt.Fprintf(out, "d365 %s: token ok, %s exist and are boolean, change tracking %v\n", o.DataverseConn.URL, fields, on)
+		}
+	}
+	if cc := &o.CampaignConn; c.Profiles != nil {
+		found, err := c.Profiles.API.CheckMapping(ctx, o.Campaign.Fields, cc)
+		if err != nil {
+			return 0, err
+		}
+		if problems = append(problems, found...); len(found) == 0 {
+			fmt.Fprintf(out, "campaign %s: token ok, organization %s answers, %s boolean on %s\n", cc.BaseURL, cc.Organization, fields, cc.Resource)
+		}
+	}
+	for _, p := range problems {
+		fmt.Fprintln(out, "problem:", p)
+	}
+	return len(problems), nil
+}
