@@ -8,11 +8,9 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"github.com/urfave/cli/v2"
 
 	"optsync/extract"
 	"optsync/load"
-	"optsync/load/show"
 	"optsync/transform"
 	"optsync/transform/sorts"
 )
@@ -45,46 +43,6 @@ func validate(ctx context.Context, cfg *Config, online bool, log zerolog.Logger,
 	defer later.Close()
 	return load.Validation{D365: cfg.D365.system("d365", "", extract.DataverseAPI()), Campaign: cfg.Campaign.system("campaign", "", extract.CampaignAPI()), Reading: j.reading(&load.Connections{}, nil),
 		Identify: transform.IdentifyOptions{Later: later, Sorts: sorts.Identity{Budget: b.ByContact, Dir: dir}}}.Check(ctx, out)
-}
-
-// installCommands are version, completion and man.
-func installCommands(stdout io.Writer) []*cli.Command {
-	write := func(s string, err error) error {
-		if err == nil {
-			_, err = io.WriteString(stdout, s)
-		}
-		return err
-	}
-	return []*cli.Command{{
-		Name: "version", Usage: "the version, VCS revision and commit time this binary was built from", OnUsageError: onUsage,
-		Action: func(c *cli.Context) error { show.ReadBuild().Write(stdout); return nil },
-	}, {
-		Name: "completion", Usage: "print a shell completion script: completion bash|zsh|fish", ArgsUsage: "bash|zsh|fish", OnUsageError: onUsage,
-		Action: func(c *cli.Context) error {
-			switch shell := c.Args().First(); {
-			case shell == "fish":
-				s, err := c.App.ToFishCompletion()
-				return write(s, wrap("fish completion", err))
-			case show.Completion(shell) != "":
-				return write(show.Completion(shell), nil)
-			default:
-				return usagef("completion %q: want bash, zsh or fish", shell)
-			}
-		},
-	}, {
-		Name: "man", Usage: "print the man page (roff): optsync man > /usr/local/share/man/man1/optsync.1", OnUsageError: onUsage,
-		Action: func(c *cli.Context) error {
-			s, err := c.App.ToManWithSection(1)
-			return write(s, wrap("man page", err))
-		},
-	}}
-}
-
-func wrap(what string, err error) error {
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	return nil
 }
 
 // The root's messages use the words of the run's outputs (load/words.go).

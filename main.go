@@ -123,32 +123,20 @@ func (m cmdline) run(ctx context.Context, args []string) int {
 // run's record is closed with exitCode of the error the run returns
 // (state.Run.End), and state reset's with this function too.
 func exitCode(err error) int {
-	var (
-		ue *usageError
-		fw *load.FailedWritesError
-		ss *transform.SafetyStopError
-		ce *configError
-		mc *extract.MissingColumnError
-		bf *extract.BrokenFileError
-		ie *extract.InputError
-		sc *extract.SecretError
-		qe *state.QueryError
-		oe *load.OutputRefusedError
-		le *state.LockedError
-		se *signalError
-	)
+	var se *signalError
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.As(err, &ue):
+	case is[*usageError](err):
 		return exitUsage
-	case errors.As(err, &fw):
+	case is[*load.FailedWritesError](err):
 		return exitWriteFailed
-	case errors.As(err, &ss):
+	case is[*transform.SafetyStopError](err):
 		return exitSafety
-	case errors.As(err, &ce), errors.As(err, &mc), errors.As(err, &bf), errors.As(err, &ie), errors.As(err, &sc), errors.As(err, &qe), errors.As(err, &oe):
+	case is[*configError](err), is[*extract.MissingColumnError](err), is[*extract.BrokenFileError](err), is[*extract.InputError](err),
+		is[*extract.SecretError](err), is[*state.QueryError](err), is[*load.OutputRefusedError](err), is[*show.ShellError](err):
 		return exitUsage
-	case errors.As(err, &le):
+	case is[*state.LockedError](err):
 		return exitLocked
 	case errors.As(err, &se):
 		return 128 + int(se.sig)
@@ -160,6 +148,13 @@ func exitCode(err error) int {
 	return exitFailure
 }
 
+func is[T error](err error) bool {
+	var t T
+	return errors.As(err, &t)
+}
+
+// newApp is the command table. Every command answers a bad flag with a
+// usage error (usageErrors), and reads the config first (withConfig).
 func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 	stdout, stderr := m.stdout, m.stderr
 	// One progress reporter for the process: log lines on a terminal clear
@@ -175,51 +170,11 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 	force := &cli.BoolFlag{Name: "force", Usage: "process drop files again even if they were processed before [$OPTSYNC_FORCE]"}
 	massOptin := &cli.BoolFlag{Name: "allow-mass-optin", Usage: "let this run clear more opt-outs than safety.max_optin [$OPTSYNC_ALLOW_MASS_OPTIN]"}
 	allowMissing := &cli.BoolFlag{Name: "allow-missing", Usage: "let this run's full read lack more of the records state knows than safety.max_missing [$OPTSYNC_ALLOW_MISSING]"}
-	loadCfg := func(c *cli.Context) (*Config, error) {
-		cfg, err := loadConfig(c.String("config"))
-		if err != nil {
-			return nil, usage(err)
-		}
-		return cfg, nil
+	sync := func(incremental, plan bool) cli.ActionFunc {
+		return func(c *cli.Context) error { return m.sync(c, *log, prog, incremental, plan) }
 	}
-	syncAction := func(incremental, plan bool) cli.ActionFunc {
-		return func(c *cli.Context) error {
-			cfg, err := loadCfg(c)
-			if err != nil {
-				// Monitoring must hear of a run that could not even start.
-				now := time.Now().UTC()
-				writeMetrics(c.String("metrics-file"), !plan, load.RunMetrics{Command: c.Command.Name, Started: now, Ended: now, ExitCode: exitCode(err)}, *log)
-				return err
-			}
-			if plan && c.Bool("backfill") {
-				incremental = false
-			}
-			var opt [4]bool
-			for i, name := range []string{"replay", "force", "allow-mass-optin", "allow-missing"} {
-				if opt[i], err = boolOption(c, name); err != nil {
-					return err
-				}
-			}
-			if incremental && (c.String("d365-csv") != "" || c.String("campaign-csv") != "") {
-				return usage(errors.New("--d365-csv and --campaign-csv name full exports: use them with backfill or plan --backfill; run reads the configured drops"))
-			}
-			j := &job{
-				cfg: cfg, log: *log, stdout: stdout, command: c.Command.Name,
-				incremental: incremental, plan: plan, hooks: m.hooks,
-				d365Path: c.String("d365-csv"), campaignPath: c.String("campaign-csv"),
-				replay: opt[0], force: opt[1], allowMassOptin: opt[2], allowMissing: opt[3],
-				newState: c.Command.Name == "backfill" && c.Bool("new-state"),
-				progress: prog,
-			}
-			// A run that goes on too long (a service throttling it for
-			// hours) stops as it would on SIGTERM.
-			ctx, cancel := context.WithTimeoutCause(c.Context, cfg.state.RunTime(), &signalError{sig: syscall.SIGTERM, after: cfg.state.RunTime()})
-			err = j.run(ctx)
-			cancel()
-			writeMetrics(cmp.Or(c.String("metrics-file"), cfg.MetricsFile), !plan,
-				load.RunMetrics{Command: j.command, Started: j.started, Ended: time.Now().UTC(), ExitCode: exitCode(err), Sum: j.sum}, *log)
-			return err
-		}
+	source := func(cfg *Config) inspect.Source {
+		return inspect.Source{Path: cfg.State, Pairs: cfg.transform.Rules.Pairs, Log: *log}
 	}
 	return &cli.App{
 		Name:      "optsync",
@@ -233,86 +188,54 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 		ExitErrHandler:  func(*cli.Context, error) {},
 		OnUsageError:    onUsage,
 		HideHelpCommand: true,
-		// No command, `help` or an unknown command: the usage and the
-		// command list, and exit 2.
-		Action: func(c *cli.Context) error {
-			args := c.Args().Slice()
-			switch {
-			case len(args) == 0:
-				_ = cli.ShowAppHelp(c)
-				return usage(errShown)
-			case args[0] == "help" && len(args) > 1 && c.App.Command(args[1]) != nil:
-				_ = cli.ShowCommandHelp(c, args[1])
-				return usage(errShown)
-			case args[0] == "help" && len(args) == 1:
-				_ = cli.ShowAppHelp(c)
-				return usage(errShown)
-			}
-			name := args[0]
-			if name == "help" {
-				name = args[1]
-			}
-			cli.HelpPrinter(stderr, cli.AppHelpTemplate, c.App)
-			return usagef("unknown command %q: the commands are %s (listed above)", name, commandNames(c.App))
-		},
+		Action:          helpOrUnknown,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Value: "optsync.yaml", Usage: "config file", EnvVars: []string{"OPTSYNC_CONFIG"}},
 			&cli.StringFlag{Name: "log-format", Value: "auto", Usage: "auto, json or console", EnvVars: []string{"OPTSYNC_LOG_FORMAT"}},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "trace, debug, info, warn, error", EnvVars: []string{"OPTSYNC_LOG_LEVEL"}},
 			&cli.StringFlag{Name: "metrics-file", Usage: "write Prometheus textfile metrics here after every run (default: metrics_file of the config)", EnvVars: []string{"OPTSYNC_METRICS_FILE"}},
 		},
-		Before: func(c *cli.Context) error {
-			l, err := newLogger(prog.LogWriter(stderr), progress.IsTerminal(stderr), c.String("log-format"), c.String("log-level"))
-			if err != nil {
+		Before: func(c *cli.Context) (err error) {
+			if *log, err = prog.Logger(stderr, c.String("log-format"), c.String("log-level")); err != nil {
 				return usage(err)
 			}
-			*log = l
 			return nil
 		},
-		Commands: append([]*cli.Command{
+		Commands: usageErrors([]*cli.Command{
 			{
-				Name:         "run",
-				Usage:        "incremental sync: what changed since the last run, through the APIs or the drops' files not processed yet (oldest first)",
-				Flags:        []cli.Flag{force, massOptin, allowMissing},
-				OnUsageError: onUsage,
-				Action:       syncAction(true, false),
+				Name:   "run",
+				Usage:  "incremental sync: what changed since the last run, through the APIs or the drops' files not processed yet (oldest first)",
+				Flags:  []cli.Flag{force, massOptin, allowMissing},
+				Action: sync(true, false),
 			},
 			{
 				Name:  "backfill",
 				Usage: "full reconciliation of one export per system: decide, write update and audit files, remember what was agreed",
 				Flags: append(slices.Clone(exportFlags), replay, massOptin, allowMissing,
 					&cli.BoolFlag{Name: "new-state", Usage: "start over deliberately: a new state file (one found is moved aside, never deleted); every contact is decided as at first sight, and the run history records it"}),
-				OnUsageError: onUsage,
-				Action:       syncAction(false, false),
+				Action: sync(false, false),
 			},
 			{
-				Name:         "plan",
-				Usage:        "what run (or plan --backfill) would do: writes only the audit (outcome planned) and rejects files; state is not changed",
-				Flags:        append(slices.Clone(exportFlags), replay, force, &cli.BoolFlag{Name: "backfill", Usage: "plan a backfill instead of a run"}),
-				OnUsageError: onUsage,
-				Action:       syncAction(true, true),
+				Name:   "plan",
+				Usage:  "what run (or plan --backfill) would do: writes only the audit (outcome planned) and rejects files; state is not changed",
+				Flags:  append(slices.Clone(exportFlags), replay, force, &cli.BoolFlag{Name: "backfill", Usage: "plan a backfill instead of a run"}),
+				Action: sync(true, true),
 			},
 			{
-				Name:         "validate",
-				Usage:        "check the config, the exports' columns and the rows a run would reject (--online: credentials and field types through the APIs)",
-				OnUsageError: onUsage,
-				Flags:        []cli.Flag{&cli.BoolFlag{Name: "online", Usage: "also get a token and check the mapped fields against the live service [$OPTSYNC_ONLINE]"}},
+				Name:  "validate",
+				Usage: "check the config, the exports' columns and the rows a run would reject (--online: credentials and field types through the APIs)",
+				Flags: []cli.Flag{&cli.BoolFlag{Name: "online", Usage: "also get a token and check the mapped fields against the live service [$OPTSYNC_ONLINE]"}},
 				Action: func(c *cli.Context) error {
 					online, err := boolOption(c, "online")
 					if err != nil {
 						return err
 					}
-					cfg, err := loadCfg(c)
-					if err != nil {
-						return err
-					}
-					return validate(c.Context, cfg, online, *log, stdout)
+					return withConfig(func(c *cli.Context, cfg *Config) error { return validate(c.Context, cfg, online, *log, stdout) })(c)
 				},
 			},
 			{
-				Name:         "audit",
-				Usage:        "what state holds for a contact now, and the decisions recorded: --contact ID | --run ID | --since TIME [--field NAME] [--format table|csv|json]",
-				OnUsageError: onUsage,
+				Name:  "audit",
+				Usage: "what state holds for a contact now, and the decisions recorded: --contact ID | --run ID | --since TIME [--field NAME] [--format table|csv|json]",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "contact", Usage: "a contact GUID: what state holds for that person now, then their whole history"},
 					&cli.StringFlag{Name: "run", Usage: "a run id"},
@@ -320,101 +243,163 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 					&cli.StringFlag{Name: "field", Usage: "only this Dynamics or Campaign field"},
 					&cli.StringFlag{Name: "format", Value: "table", Usage: "table, csv or json", EnvVars: []string{"OPTSYNC_FORMAT"}},
 				},
-				Action: func(c *cli.Context) error {
-					cfg, err := loadCfg(c)
-					if err != nil {
-						return err
-					}
-					return inspect.AuditCommand(source(cfg, *log), inspect.AuditFlags{Contact: c.String("contact"), Run: c.String("run"),
+				Action: withConfig(func(c *cli.Context, cfg *Config) error {
+					return inspect.AuditCommand(source(cfg), inspect.AuditFlags{Contact: c.String("contact"), Run: c.String("run"),
 						Since: c.String("since"), Field: c.String("field"), Format: c.String("format")}, stdout)
-				},
+				}),
 			},
 			{
-				Name:         "runs",
-				Usage:        "past runs with their counts and outcome, newest first",
-				OnUsageError: onUsage,
-				Flags:        []cli.Flag{&cli.StringFlag{Name: "format", Value: "table", Usage: "table or json", EnvVars: []string{"OPTSYNC_FORMAT"}}},
-				Action: func(c *cli.Context) error {
-					cfg, err := loadCfg(c)
-					if err != nil {
-						return err
-					}
-					return inspect.ListRuns(source(cfg, *log), c.String("format"), stdout)
-				},
+				Name:  "runs",
+				Usage: "past runs with their counts and outcome, newest first",
+				Flags: []cli.Flag{&cli.StringFlag{Name: "format", Value: "table", Usage: "table or json", EnvVars: []string{"OPTSYNC_FORMAT"}}},
+				Action: withConfig(func(c *cli.Context, cfg *Config) error {
+					return inspect.ListRuns(source(cfg), c.String("format"), stdout)
+				}),
 			},
 			{
-				Name:         "report",
-				Usage:        "write the HTML report of a run (default: the latest) or of the runs since a time",
-				OnUsageError: onUsage,
+				Name:  "report",
+				Usage: "write the HTML report of a run (default: the latest) or of the runs since a time",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "run", Usage: "a run id (see optsync runs)"},
 					&cli.StringFlag{Name: "since", Usage: "every run started since: RFC 3339, a date (2026-11-01) or an age (72h, 30d)"},
 					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "file to write (created 0600; default: out_dir/report-<run>.html or out_dir/report-since-<time>.html)"},
 				},
-				Action: func(c *cli.Context) error {
-					cfg, err := loadCfg(c)
-					if err != nil {
-						return err
-					}
-					return inspect.ReportCommand(source(cfg, *log), cfg.OutDir, c.String("run"), c.String("since"), c.String("output"), show.ReadBuild().Short(), stdout)
-				},
+				Action: withConfig(func(c *cli.Context, cfg *Config) error {
+					return inspect.ReportCommand(source(cfg), cfg.OutDir, c.String("run"), c.String("since"), c.String("output"), show.ReadBuild().Short(), stdout)
+				}),
 			},
 			{
 				Name:         "state",
 				Usage:        "snapshot tools: export, reset",
 				OnUsageError: onGroupUsage,
-				Subcommands: []*cli.Command{
+				Subcommands: usageErrors([]*cli.Command{
 					{
-						Name:         "export",
-						Usage:        "snapshots as CSV: contact, profile, pair, agreed value and since when, last decided",
-						OnUsageError: onUsage,
+						Name:  "export",
+						Usage: "snapshots as CSV: contact, profile, pair, agreed value and since when, last decided",
 						Flags: []cli.Flag{
 							&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "file to write (created new, 0600, never through a link; default: stdout)"},
 							&cli.BoolFlag{Name: "force", Usage: "replace an existing --output file"},
 							&cli.StringFlag{Name: "contact", Usage: "only this contact (a GUID)"},
 						},
-						Action: func(c *cli.Context) error {
-							cfg, err := loadCfg(c)
-							if err != nil {
-								return err
-							}
-							return inspect.Export(source(cfg, *log), c.String("output"), c.Bool("force"), c.String("contact"), stdout)
-						},
+						Action: withConfig(func(c *cli.Context, cfg *Config) error {
+							return inspect.Export(source(cfg), c.String("output"), c.Bool("force"), c.String("contact"), stdout)
+						}),
 					},
 					{
-						Name:         "reset",
-						Usage:        "forget snapshots, so the next run decides those pairs as at first sight (the vendor's Replay data)",
-						OnUsageError: onUsage,
-						Flags:        []cli.Flag{&cli.StringFlag{Name: "field", Usage: "only the mapping of this Dynamics field"}},
-						Action: func(c *cli.Context) error {
-							cfg, err := loadCfg(c)
-							if err != nil {
-								return err
-							}
+						Name:  "reset",
+						Usage: "forget snapshots, so the next run decides those pairs as at first sight (the vendor's Replay data)",
+						Flags: []cli.Flag{&cli.StringFlag{Name: "field", Usage: "only the mapping of this Dynamics field"}},
+						Action: withConfig(func(c *cli.Context, cfg *Config) error {
 							return state.Reset{Path: cfg.State, OutDir: cfg.OutDir, Rules: &cfg.transform.Rules, Field: c.String("field"), ConfigPath: cfg.path,
 								ExitCode: exitCode, Redact: cfg.private.Redact, Log: *log}.Run(c.Context, stdout)
-						},
+						}),
 					},
+				}),
+			},
+			{
+				Name:   "version",
+				Usage:  "the version, VCS revision and commit time this binary was built from",
+				Action: func(c *cli.Context) error { show.ReadBuild().Write(stdout); return nil },
+			},
+			{
+				Name:      "completion",
+				Usage:     "print a shell completion script: completion bash|zsh|fish",
+				ArgsUsage: "bash|zsh|fish",
+				Action: func(c *cli.Context) error {
+					return show.WriteCompletion(stdout, c.Args().First(), c.App.ToFishCompletion)
 				},
 			},
-		}, installCommands(stdout)...),
+			{
+				Name:   "man",
+				Usage:  "print the man page (roff): optsync man > /usr/local/share/man/man1/optsync.1",
+				Action: func(c *cli.Context) error { return show.WriteMan(stdout, c.App.ToManWithSection) },
+			},
+		}),
 	}
 }
 
-// writeMetrics writes the metrics file, when there is one and the command
-// makes metrics (a plan does not). Failing is logged: the run is not.
-func writeMetrics(path string, makes bool, m load.RunMetrics, log zerolog.Logger) {
-	if path == "" || !makes {
-		return
+// sync runs backfill, run or plan, and writes the metrics file (a plan
+// makes none).
+func (m cmdline) sync(c *cli.Context, log zerolog.Logger, prog *progress.Progress, incremental, plan bool) error {
+	metrics := load.RunMetrics{Command: c.Command.Name, Started: time.Now().UTC()}
+	cfg, err := loadConfig(c.String("config"))
+	if err != nil {
+		// Monitoring must hear of a run that could not even start.
+		err = usage(err)
+		metrics.Ended, metrics.ExitCode = metrics.Started, exitCode(err)
+		load.WriteMetricsFile(c.String("metrics-file"), !plan, metrics, log)
+		return err
 	}
-	if err := load.WriteMetrics(path, m); err != nil {
-		log.Error().Err(err).Str("file", path).Msg("writing the metrics file")
+	if plan && c.Bool("backfill") {
+		incremental = false
+	}
+	var opt [4]bool
+	for i, name := range []string{"replay", "force", "allow-mass-optin", "allow-missing"} {
+		if opt[i], err = boolOption(c, name); err != nil {
+			return err
+		}
+	}
+	if incremental && (c.String("d365-csv") != "" || c.String("campaign-csv") != "") {
+		return usage(errors.New("--d365-csv and --campaign-csv name full exports: use them with backfill or plan --backfill; run reads the configured drops"))
+	}
+	j := &job{
+		cfg: cfg, log: log, stdout: m.stdout, command: c.Command.Name,
+		incremental: incremental, plan: plan, hooks: m.hooks,
+		d365Path: c.String("d365-csv"), campaignPath: c.String("campaign-csv"),
+		replay: opt[0], force: opt[1], allowMassOptin: opt[2], allowMissing: opt[3],
+		newState: c.Command.Name == "backfill" && c.Bool("new-state"),
+		progress: prog,
+	}
+	// A run that goes on too long (a service throttling it for hours)
+	// stops as it would on SIGTERM.
+	ctx, cancel := context.WithTimeoutCause(c.Context, cfg.state.RunTime(), &signalError{sig: syscall.SIGTERM, after: cfg.state.RunTime()})
+	err = j.run(ctx)
+	cancel()
+	metrics.Started, metrics.Ended, metrics.ExitCode, metrics.Sum = j.started, time.Now().UTC(), exitCode(err), j.sum
+	load.WriteMetricsFile(cmp.Or(c.String("metrics-file"), cfg.MetricsFile), !plan, metrics, log)
+	return err
+}
+
+// withConfig reads the config before the command's action.
+func withConfig(action func(*cli.Context, *Config) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		cfg, err := loadConfig(c.String("config"))
+		if err != nil {
+			return usage(err)
+		}
+		return action(c, cfg)
 	}
 }
 
-// source is the state a read-only command reads.
-func source(cfg *Config, log zerolog.Logger) inspect.Source {
-	return inspect.Source{Path: cfg.State, Pairs: cfg.transform.Rules.Pairs, Log: log}
+// helpOrUnknown answers no command, `help` or an unknown command: the
+// usage and the command list, and exit 2.
+func helpOrUnknown(c *cli.Context) error {
+	args := c.Args().Slice()
+	help := len(args) > 0 && args[0] == "help"
+	if help {
+		args = args[1:]
+	}
+	switch {
+	case len(args) == 0:
+		_ = cli.ShowAppHelp(c)
+		return usage(errShown)
+	case help && c.App.Command(args[0]) != nil:
+		_ = cli.ShowCommandHelp(c, args[0])
+		return usage(errShown)
+	}
+	cli.HelpPrinter(c.App.ErrWriter, cli.AppHelpTemplate, c.App)
+	return usagef("unknown command %q: the commands are %s (listed above)", args[0], commandNames(c.App))
+}
+
+// usageErrors makes urfave/cli's complaint about a command's flags a usage
+// error, for every command that has no handler of its own.
+func usageErrors(cmds []*cli.Command) []*cli.Command {
+	for _, c := range cmds {
+		if c.OnUsageError == nil {
+			c.OnUsageError = onUsage
+		}
+	}
+	return cmds
 }
 
 // isLibraryExit recognises, by its type, the error urfave/cli itself makes
@@ -524,25 +509,4 @@ func boolOption(c *cli.Context, name string) (bool, error) {
 		return false, nil
 	}
 	return false, usagef("%s=%q: want true/false, 1/0, yes/no or y/n", env, v)
-}
-
-// newLogger logs JSON unless stderr is a terminal (or the format says).
-func newLogger(w io.Writer, terminal bool, format, level string) (zerolog.Logger, error) {
-	lvl, err := zerolog.ParseLevel(level)
-	if err != nil || level == "" {
-		return zerolog.Nop(), fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", level)
-	}
-	switch format {
-	case "auto":
-		if terminal {
-			w = zerolog.ConsoleWriter{Out: w}
-		}
-	case "console":
-		w = zerolog.ConsoleWriter{Out: w, NoColor: true}
-	case "json":
-	default:
-		return zerolog.Nop(), fmt.Errorf("--log-format %q: want auto, json or console", format)
-	}
-	// Both exports are read at once, and both log: one write at a time.
-	return zerolog.New(zerolog.SyncWriter(w)).Level(lvl).With().Timestamp().Logger(), nil
 }

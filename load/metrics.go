@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
+	"github.com/rs/zerolog"
 )
 
 // RunMetrics is what one run reports to cron monitoring.
@@ -19,6 +20,18 @@ type RunMetrics struct {
 }
 
 const metricsPrefix = "optsync_last_run_"
+
+// WriteMetricsFile writes the metrics file, when there is one (path) and
+// the command makes metrics (makes: a plan does not). Failing is logged:
+// the run is not.
+func WriteMetricsFile(path string, makes bool, m RunMetrics, log zerolog.Logger) {
+	if path == "" || !makes {
+		return
+	}
+	if err := WriteMetrics(path, m); err != nil {
+		log.Error().Err(err).Str("file", path).Msg("writing the metrics file")
+	}
+}
 
 // WriteMetrics writes the Prometheus textfile-collector format to path,
 // atomically and never through a link, as every file optsync writes

@@ -27,6 +27,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 )
@@ -386,4 +387,28 @@ func (l *progressLog) Write(b []byte) (int, error) {
 		_, _ = io.WriteString(l.w, eraseLine)
 	}
 	return l.w.Write(b)
+}
+
+// Logger is the process's logger, writing through the display
+// (LogWriter(w)): JSON, unless w is a terminal and format is auto, or
+// format is console. format and level are --log-format and --log-level.
+func (p *Progress) Logger(w io.Writer, format, level string) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil || level == "" {
+		return zerolog.Nop(), fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", level)
+	}
+	out := p.LogWriter(w)
+	switch format {
+	case "auto":
+		if IsTerminal(w) {
+			out = zerolog.ConsoleWriter{Out: out}
+		}
+	case "console":
+		out = zerolog.ConsoleWriter{Out: out, NoColor: true}
+	case "json":
+	default:
+		return zerolog.Nop(), fmt.Errorf("--log-format %q: want auto, json or console", format)
+	}
+	// Both exports are read at once, and both log: one write at a time.
+	return zerolog.New(zerolog.SyncWriter(out)).Level(lvl).With().Timestamp().Logger(), nil
 }
