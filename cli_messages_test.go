@@ -55,6 +55,8 @@ func TestGlobalFlagsAfterTheCommand(t *testing.T) {
 		{[]string{"optsync", "state", "export", "--metrics-file", "m"}, []string{"optsync", "--metrics-file", "m", "state", "export"}},
 		{[]string{"optsync", "run", "--", "--config", "x"}, []string{"optsync", "run", "--", "--config", "x"}},
 		{[]string{"optsync", "--config", "x.yaml"}, []string{"optsync", "--config", "x.yaml"}},
+		{[]string{"optsync", "-h", "run", "-h", "--config"}, []string{"optsync", "-h", "--config", "run", "-h"}},
+		{[]string{"optsync", "-x", "run", "x", "-metrics-file=m"}, []string{"optsync", "-x", "-metrics-file=m", "run", "x"}},
 	}
 	app := cmdline{}.newApp(nil)
 	for _, tc := range cases {

@@ -41,7 +41,7 @@ func validate(ctx context.Context, cfg *Config, online bool, log zerolog.Logger,
 	b := j.budgets()
 	later := sorts.Rejects(b.Rejects, dir)
 	defer later.Close()
-	return load.Validation{D365: cfg.D365.system("d365", "", extract.DataverseAPI()), Campaign: cfg.Campaign.system("campaign", "", extract.CampaignAPI()), Reading: j.reading(&load.Connections{}, nil),
+	return load.Validation{D365: cfg.D365.System("", extract.DataverseAPI()), Campaign: cfg.Campaign.System("", extract.CampaignAPI()), Reading: j.reading(&load.Connections{}, nil),
 		Identify: transform.IdentifyOptions{Later: later, Sorts: sorts.Identity{Budget: b.ByContact, Dir: dir}}}.Check(ctx, out)
 }
 

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/xrash/smetrics"
@@ -64,46 +65,30 @@ type Mapping struct {
 	CampaignModifiedColumn string `yaml:"campaign_modified_column"`
 }
 
-// SystemConfig says where one system's records come from (extract) and
-// where its writes go (load; target defaults to source, csv is the run's
-// update file).
-type SystemConfig struct {
-	Source     string            `yaml:"source"`
-	Target     string            `yaml:"target"`
-	CSV        string            `yaml:"csv"`
-	Columns    map[string]string `yaml:"columns"`
-	TimeLayout string            `yaml:"time_layout"`
-}
-
-// D365Config is d365:, with the Dataverse Web API's settings.
+// D365Config is d365:: what extract reads (the exports, the Web API) and
+// where load writes (target: csv, the run's update file, or api; default
+// source).
 type D365Config struct {
-	SystemConfig          `yaml:",inline"`
+	extract.Input         `yaml:",inline"`
 	extract.DataverseConn `yaml:",inline"`
-	BatchSize             int   `yaml:"batch_size"`
-	ChangeTracking        *bool `yaml:"change_tracking"`
+	Target                string `yaml:"target"`
+	BatchSize             int    `yaml:"batch_size"`
+	ChangeTracking        *bool  `yaml:"change_tracking"`
 }
 
-// CampaignConfig is campaign:, with the Campaign Standard REST API's.
+// CampaignConfig is campaign:, as d365: is.
 type CampaignConfig struct {
-	SystemConfig         `yaml:",inline"`
+	extract.Input        `yaml:",inline"`
 	extract.CampaignConn `yaml:",inline"`
+	Target               string `yaml:"target"`
 	ChangedFilter        struct {
 		Name  string `yaml:"name"`
 		Param string `yaml:"param"`
 	} `yaml:"changed_filter"`
 }
 
-func (s *SystemConfig) api() bool { return s.Source == "api" || s.Target == "api" }
-
-// system is what is read of the system: its API (api, when read through
-// it), or the files csv names (or flag, a backfill's --<name>-csv).
-func (s *SystemConfig) system(name, flag string, api extract.Source) extract.System {
-	sys := extract.System{Name: name, Pattern: s.CSV, Flag: flag}
-	if s.Source == "api" {
-		sys.API = api
-	}
-	return sys
-}
+func (d *D365Config) api() bool     { return d.Source == "api" || d.Target == "api" }
+func (c *CampaignConfig) api() bool { return c.Source == "api" || c.Target == "api" }
 
 // tracking reports whether change tracking is to be used (default true).
 func (d *D365Config) tracking() bool { return d.ChangeTracking == nil || *d.ChangeTracking }
@@ -141,11 +126,10 @@ func loadConfig(path string) (*Config, error) {
 // resolved, and the sources and targets taken as the stages settled them.
 func (c *Config) validate() error {
 	d365, campaign := &c.D365, &c.Campaign
+	d365.Key, campaign.Key = "d365", "campaign"
 	c.transform = transform.Options{Direction: c.Direction, Policy: c.Policy, Safety: c.Safety}
 	c.extract = extract.Options{MaxClockSkew: c.MaxClockSkew, MemoryBudget: c.MemoryBudget, Input: c.Input,
-		D365:          extract.Input{Key: "d365", Source: d365.Source, Columns: d365.Columns, TimeLayout: d365.TimeLayout},
-		Campaign:      extract.Input{Key: "campaign", Source: campaign.Source, Columns: campaign.Columns, TimeLayout: campaign.TimeLayout},
-		DataverseConn: d365.DataverseConn, CampaignConn: campaign.CampaignConn}
+		D365: d365.Input, Campaign: campaign.Input, DataverseConn: d365.DataverseConn, CampaignConn: campaign.CampaignConn}
 	c.extract.DataverseConn.Used, c.extract.CampaignConn.Used = d365.api(), campaign.api()
 	c.extract.CampaignConn.FilterName, c.extract.CampaignConn.FilterParam = campaign.ChangedFilter.Name, campaign.ChangedFilter.Param
 	for _, m := range c.Mappings {
@@ -174,9 +158,10 @@ func (c *Config) validate() error {
 	if err := c.state.Check(); err != nil {
 		return err
 	}
-	d365.Source, d365.Target = c.extract.D365.Source, c.load.D365Target
-	campaign.Source, campaign.Target = c.extract.Campaign.Source, c.load.CampaignTarget
-	d365.CSV, campaign.CSV, c.MetricsFile = c.resolve(d365.CSV), c.resolve(campaign.CSV), c.resolve(c.MetricsFile)
+	c.extract.D365.CSV, c.extract.Campaign.CSV = c.resolve(d365.CSV), c.resolve(campaign.CSV)
+	d365.Input, d365.Target = c.extract.D365, c.load.D365Target
+	campaign.Input, campaign.Target = c.extract.Campaign, c.load.CampaignTarget
+	c.MetricsFile = c.resolve(c.MetricsFile)
 	c.State, c.OutDir = c.resolve(cmp.Or(c.State, "optsync.db")), c.resolve(cmp.Or(c.OutDir, "out"))
 	c.TmpDir = cmp.Or(c.resolve(c.TmpDir), c.OutDir)
 	c.state.Path, c.load.OutDir = c.State, c.OutDir
@@ -202,28 +187,22 @@ func yamlProblems(err error) string {
 	if !errors.As(err, &te) {
 		return strings.TrimPrefix(err.Error(), "yaml: ")
 	}
-	sections := configSections()
-	out := make([]string, 0, len(te.Errors))
-	for _, e := range te.Errors {
+	sections := map[string]section{}
+	addSections(sections, reflect.TypeFor[Config](), "")
+	out := slices.Clone(te.Errors)
+	for i, e := range te.Errors {
 		m := unknownField.FindStringSubmatch(e)
-		if m == nil {
-			out = append(out, e)
+		if m == nil || sections[m[3]].keys == nil {
 			continue
 		}
-		sec, ok := sections[m[3]]
-		if !ok {
-			out = append(out, e)
-			continue
-		}
-		line, key := m[1], m[2]
-		msg := fmt.Sprintf("line %s: unknown key %q", line, key)
+		sec, key := sections[m[3]], m[2]
+		out[i] = fmt.Sprintf("line %s: unknown key %q", m[1], key)
 		if sec.name != "" {
-			msg += " in " + sec.name
+			out[i] += " in " + sec.name
 		}
 		if near := closest(key, sec.keys); near != "" {
-			msg += fmt.Sprintf(" (did you mean %q?)", near)
+			out[i] += fmt.Sprintf(" (did you mean %q?)", near)
 		}
-		out = append(out, msg)
 	}
 	return strings.Join(out, "; ")
 }
@@ -236,57 +215,41 @@ type section struct {
 	keys []string
 }
 
-// configSections lists, by Go type, every mapping of the config file with
-// its keys, from the yaml tags (inline structs add theirs to their parent).
-func configSections() map[string]section {
-	out := map[string]section{}
-	var walk func(t reflect.Type, name string)
-	walk = func(t reflect.Type, name string) {
-		var keys []string
-		var add func(t reflect.Type)
-		add = func(t reflect.Type) {
-			for i := range t.NumField() {
-				f := t.Field(i)
-				tag := f.Tag.Get("yaml")
-				key, opts, _ := strings.Cut(tag, ",")
-				if opts == "inline" {
-					add(f.Type)
-					continue
-				}
-				if key == "" || key == "-" {
-					continue
-				}
-				keys = append(keys, key)
-				ft := f.Type
-				for ft.Kind() == reflect.Pointer || ft.Kind() == reflect.Slice {
-					ft = ft.Elem()
-				}
-				if ft.Kind() == reflect.Struct {
-					sub := key
-					if name != "" {
-						sub = name + "." + key
-					}
-					if f.Type.Kind() == reflect.Slice {
-						sub = "an entry of " + sub
-					}
-					walk(ft, sub)
-				}
+// addSections adds the mapping of Go type t, at name, and those within it
+// to sections, by the type's name as the decoder gives it; the keys are the
+// yaml tags (inline structs add theirs to their parent's).
+func addSections(sections map[string]section, t reflect.Type, name string) {
+	var keys []string
+	var add func(t reflect.Type)
+	add = func(t reflect.Type) {
+		for f := range t.Fields() {
+			key, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if opts == "inline" {
+				add(f.Type)
+			}
+			if key == "" || key == "-" {
+				continue
+			}
+			keys = append(keys, key)
+			if ft := f.Type; ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
+				addSections(sections, ft.Elem(), "an entry of "+strings.TrimPrefix(name+"."+key, "."))
+			} else if ft.Kind() == reflect.Struct {
+				addSections(sections, ft, strings.TrimPrefix(name+"."+key, "."))
 			}
 		}
-		add(t)
-		out[t.String()] = section{name: name, keys: keys}
 	}
-	walk(reflect.TypeFor[Config](), "")
-	return out
+	add(t)
+	sections[t.String()] = section{name: name, keys: keys}
 }
 
 // closest is the key nearest to s, if one is near enough to be a slip:
 // at most two edits apart, or one a prefix of the other.
 func closest(s string, keys []string) string {
+	s = strings.ToLower(s)
 	best, bestD := "", 3
 	for _, k := range keys {
-		d := smetrics.WagnerFischer(strings.ToLower(s), k, 1, 1, 1) // Levenshtein
-		if strings.HasPrefix(k, strings.ToLower(s)) || strings.HasPrefix(strings.ToLower(s), k) {
+		d := smetrics.WagnerFischer(s, k, 1, 1, 1) // Levenshtein
+		if strings.HasPrefix(k, s) || strings.HasPrefix(s, k) {
 			d = min(d, 2)
 		}
 		if d < bestD {

@@ -429,29 +429,26 @@ func onGroupUsage(c *cli.Context, err error, _ bool) error {
 // before it, where urfave/cli reads them: `optsync run --config x.yaml`
 // works as `optsync --config x.yaml run` does.
 func hoistGlobalFlags(args []string, flags []cli.Flag) []string {
-	global := map[string]bool{}
-	for _, f := range flags {
-		for _, n := range f.Names() {
-			global[n] = true
-		}
-	}
-	name := func(a string) (string, bool) {
-		if !strings.HasPrefix(a, "-") || a == "-" || a == "--" {
-			return "", false
-		}
+	// flag says a is a flag; global, that it is one of flags (not help);
+	// next, that its value is the next word.
+	flag := func(a string) (isFlag, global, next bool) {
 		n, _, withValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		return n, withValue
+		if !strings.HasPrefix(a, "-") || a == "-" || a == "--" || n == "" {
+			return false, false, false
+		}
+		global = n != "help" && n != "h" && slices.ContainsFunc(flags, func(f cli.Flag) bool { return slices.Contains(f.Names(), n) })
+		return true, global, global && !withValue
 	}
 	// The command is the first word that is neither a flag nor a global
 	// flag's value.
 	cmd := 1
 	for cmd < len(args) {
-		n, withValue := name(args[cmd])
-		if n == "" {
+		isFlag, _, next := flag(args[cmd])
+		if !isFlag {
 			break
 		}
 		cmd++
-		if global[n] && !withValue && n != "help" && n != "h" {
+		if next {
 			cmd++
 		}
 	}
@@ -460,19 +457,17 @@ func hoistGlobalFlags(args []string, flags []cli.Flag) []string {
 	}
 	var moved, rest []string
 	for i := cmd; i < len(args); i++ {
-		if args[i] == "--" {
-			rest = append(rest, args[i:]...)
-			break
-		}
-		n, withValue := name(args[i])
-		if n == "" || !global[n] || n == "help" || n == "h" {
+		_, global, next := flag(args[i])
+		switch {
+		case args[i] == "--":
+			return slices.Concat(args[:cmd], moved, rest, args[i:])
+		case !global:
 			rest = append(rest, args[i])
-			continue
-		}
-		moved = append(moved, args[i])
-		if !withValue && i+1 < len(args) {
-			moved = append(moved, args[i+1])
+		case next && i+1 < len(args):
+			moved = append(moved, args[i], args[i+1])
 			i++
+		default:
+			moved = append(moved, args[i])
 		}
 	}
 	return slices.Concat(args[:cmd], moved, rest)

@@ -44,18 +44,31 @@ type InputLimits struct {
 	MaxRejectShare string `yaml:"max_reject_share"`
 }
 
-// Input is one system's records: where they come from (source: csv or
-// api) and, for exports, which columns to take.
+// Input is one system's records, as its section of the config says: where
+// they come from (source: csv or api), the exports (csv: a file, a glob or
+// a folder, the drop) and which of their columns to take.
 type Input struct {
 	// Key is the system's section of the config (d365, campaign), for
 	// messages.
-	Key        string
-	Source     string
-	Columns    map[string]string
-	TimeLayout string
+	Key        string            `yaml:"-"`
+	Source     string            `yaml:"source"`
+	CSV        string            `yaml:"csv"`
+	Columns    map[string]string `yaml:"columns"`
+	TimeLayout string            `yaml:"time_layout"`
 	// Fields are the mapped fields, in pair order; FieldTimes (Campaign
 	// only) the columns holding each field's change time ("": none).
-	Fields, FieldTimes []string
+	Fields, FieldTimes []string `yaml:"-"`
+}
+
+// System is what is read of the system: its API (api) when the config
+// reads it through it, else the files of csv or of flag (a backfill's
+// --<key>-csv).
+func (in *Input) System(flag string, api Source) System {
+	s := System{Name: in.Key, Pattern: in.CSV, Flag: flag}
+	if in.Source == "api" {
+		s.API = api
+	}
+	return s
 }
 
 // defaultClockSkew is max_clock_skew when the config does not set it.
