@@ -67,11 +67,8 @@ type hooks struct {
 }
 
 // usageError is a command line, flag, variable or argument that is wrong:
-// the command did nothing and exits 2. The config's own errors are
-// configError (and a secret not where it says, extract.SecretError), the
-// inputs' extract.MissingColumnError, BrokenFileError and InputError, a
-// read-only command's question about what state lacks state.QueryError,
-// an --output refused load.OutputRefusedError.
+// the command did nothing and exits 2 (as on the other errors exitCode
+// lists with it: the config's, the inputs', a read-only command's).
 type usageError struct{ err error }
 
 func (e *usageError) Error() string { return e.err.Error() }
@@ -177,8 +174,7 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 		return inspect.Source{Path: cfg.State, Pairs: cfg.transform.Rules.Pairs, Log: *log}
 	}
 	return &cli.App{
-		Name:      "optsync",
-		Usage:     "keep opt-in/opt-out flags in step between Dynamics 365 contacts and Adobe Campaign profiles",
+		Name: "optsync", Usage: "keep opt-in/opt-out flags in step between Dynamics 365 contacts and Adobe Campaign profiles",
 		Version:   show.ReadBuild().Line(),
 		Writer:    stdout,
 		ErrWriter: stderr,
@@ -201,120 +197,92 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 			}
 			return nil
 		},
-		Commands: usageErrors([]*cli.Command{
-			{
-				Name:   "run",
-				Usage:  "incremental sync: what changed since the last run, through the APIs or the drops' files not processed yet (oldest first)",
-				Flags:  []cli.Flag{force, massOptin, allowMissing},
-				Action: sync(true, false),
+		Commands: usageErrors([]*cli.Command{{
+			Name: "run", Usage: "incremental sync: what changed since the last run, through the APIs or the drops' files not processed yet (oldest first)",
+			Flags:  []cli.Flag{force, massOptin, allowMissing},
+			Action: sync(true, false),
+		}, {
+			Name: "backfill", Usage: "full reconciliation of one export per system: decide, write update and audit files, remember what was agreed",
+			Flags: append(slices.Clone(exportFlags), replay, massOptin, allowMissing,
+				&cli.BoolFlag{Name: "new-state", Usage: "start over deliberately: a new state file (one found is moved aside, never deleted); every contact is decided as at first sight, and the run history records it"}),
+			Action: sync(false, false),
+		}, {
+			Name: "plan", Usage: "what run (or plan --backfill) would do: writes only the audit (outcome planned) and rejects files; state is not changed",
+			Flags:  append(slices.Clone(exportFlags), replay, force, &cli.BoolFlag{Name: "backfill", Usage: "plan a backfill instead of a run"}),
+			Action: sync(true, true),
+		}, {
+			Name: "validate", Usage: "check the config, the exports' columns and the rows a run would reject (--online: credentials and field types through the APIs)",
+			Flags: []cli.Flag{&cli.BoolFlag{Name: "online", Usage: "also get a token and check the mapped fields against the live service [$OPTSYNC_ONLINE]"}},
+			Action: func(c *cli.Context) error {
+				online, err := boolOption(c, "online")
+				if err != nil {
+					return err
+				}
+				return withConfig(func(c *cli.Context, cfg *Config) error { return validate(c.Context, cfg, online, *log, stdout) })(c)
 			},
-			{
-				Name:  "backfill",
-				Usage: "full reconciliation of one export per system: decide, write update and audit files, remember what was agreed",
-				Flags: append(slices.Clone(exportFlags), replay, massOptin, allowMissing,
-					&cli.BoolFlag{Name: "new-state", Usage: "start over deliberately: a new state file (one found is moved aside, never deleted); every contact is decided as at first sight, and the run history records it"}),
-				Action: sync(false, false),
+		}, {
+			Name: "audit", Usage: "what state holds for a contact now, and the decisions recorded: --contact ID | --run ID | --since TIME [--field NAME] [--format table|csv|json]",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "contact", Usage: "a contact GUID: what state holds for that person now, then their whole history"},
+				&cli.StringFlag{Name: "run", Usage: "a run id"},
+				&cli.StringFlag{Name: "since", Usage: "decisions of runs started since: RFC 3339, a date (2026-11-01) or an age (72h, 30d)"},
+				&cli.StringFlag{Name: "field", Usage: "only this Dynamics or Campaign field"},
+				&cli.StringFlag{Name: "format", Value: "table", Usage: "table, csv or json", EnvVars: []string{"OPTSYNC_FORMAT"}},
 			},
-			{
-				Name:   "plan",
-				Usage:  "what run (or plan --backfill) would do: writes only the audit (outcome planned) and rejects files; state is not changed",
-				Flags:  append(slices.Clone(exportFlags), replay, force, &cli.BoolFlag{Name: "backfill", Usage: "plan a backfill instead of a run"}),
-				Action: sync(true, true),
+			Action: withConfig(func(c *cli.Context, cfg *Config) error {
+				return inspect.AuditCommand(source(cfg), inspect.AuditFlags{Contact: c.String("contact"), Run: c.String("run"),
+					Since: c.String("since"), Field: c.String("field"), Format: c.String("format")}, stdout)
+			}),
+		}, {
+			Name: "runs", Usage: "past runs with their counts and outcome, newest first",
+			Flags: []cli.Flag{&cli.StringFlag{Name: "format", Value: "table", Usage: "table or json", EnvVars: []string{"OPTSYNC_FORMAT"}}},
+			Action: withConfig(func(c *cli.Context, cfg *Config) error {
+				return inspect.ListRuns(source(cfg), c.String("format"), stdout)
+			}),
+		}, {
+			Name: "report", Usage: "write the HTML report of a run (default: the latest) or of the runs since a time",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "run", Usage: "a run id (see optsync runs)"},
+				&cli.StringFlag{Name: "since", Usage: "every run started since: RFC 3339, a date (2026-11-01) or an age (72h, 30d)"},
+				&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "file to write (created 0600; default: out_dir/report-<run>.html or out_dir/report-since-<time>.html)"},
 			},
-			{
-				Name:  "validate",
-				Usage: "check the config, the exports' columns and the rows a run would reject (--online: credentials and field types through the APIs)",
-				Flags: []cli.Flag{&cli.BoolFlag{Name: "online", Usage: "also get a token and check the mapped fields against the live service [$OPTSYNC_ONLINE]"}},
-				Action: func(c *cli.Context) error {
-					online, err := boolOption(c, "online")
-					if err != nil {
-						return err
-					}
-					return withConfig(func(c *cli.Context, cfg *Config) error { return validate(c.Context, cfg, online, *log, stdout) })(c)
-				},
-			},
-			{
-				Name:  "audit",
-				Usage: "what state holds for a contact now, and the decisions recorded: --contact ID | --run ID | --since TIME [--field NAME] [--format table|csv|json]",
+			Action: withConfig(func(c *cli.Context, cfg *Config) error {
+				return inspect.ReportCommand(source(cfg), cfg.OutDir, c.String("run"), c.String("since"), c.String("output"), show.ReadBuild().Short(), stdout)
+			}),
+		}, {
+			Name: "state", Usage: "snapshot tools: export, reset",
+			OnUsageError: onGroupUsage,
+			Subcommands: usageErrors([]*cli.Command{{
+				Name: "export", Usage: "snapshots as CSV: contact, profile, pair, agreed value and since when, last decided",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "contact", Usage: "a contact GUID: what state holds for that person now, then their whole history"},
-					&cli.StringFlag{Name: "run", Usage: "a run id"},
-					&cli.StringFlag{Name: "since", Usage: "decisions of runs started since: RFC 3339, a date (2026-11-01) or an age (72h, 30d)"},
-					&cli.StringFlag{Name: "field", Usage: "only this Dynamics or Campaign field"},
-					&cli.StringFlag{Name: "format", Value: "table", Usage: "table, csv or json", EnvVars: []string{"OPTSYNC_FORMAT"}},
+					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "file to write (created new, 0600, never through a link; default: stdout)"},
+					&cli.BoolFlag{Name: "force", Usage: "replace an existing --output file"},
+					&cli.StringFlag{Name: "contact", Usage: "only this contact (a GUID)"},
 				},
 				Action: withConfig(func(c *cli.Context, cfg *Config) error {
-					return inspect.AuditCommand(source(cfg), inspect.AuditFlags{Contact: c.String("contact"), Run: c.String("run"),
-						Since: c.String("since"), Field: c.String("field"), Format: c.String("format")}, stdout)
+					return inspect.Export(source(cfg), c.String("output"), c.Bool("force"), c.String("contact"), stdout)
 				}),
-			},
-			{
-				Name:  "runs",
-				Usage: "past runs with their counts and outcome, newest first",
-				Flags: []cli.Flag{&cli.StringFlag{Name: "format", Value: "table", Usage: "table or json", EnvVars: []string{"OPTSYNC_FORMAT"}}},
+			}, {
+				Name: "reset", Usage: "forget snapshots, so the next run decides those pairs as at first sight (the vendor's Replay data)",
+				Flags: []cli.Flag{&cli.StringFlag{Name: "field", Usage: "only the mapping of this Dynamics field"}},
 				Action: withConfig(func(c *cli.Context, cfg *Config) error {
-					return inspect.ListRuns(source(cfg), c.String("format"), stdout)
+					return state.Reset{Path: cfg.State, OutDir: cfg.OutDir, Rules: &cfg.transform.Rules, Field: c.String("field"), ConfigPath: cfg.path,
+						ExitCode: exitCode, Redact: cfg.private.Redact, Log: *log}.Run(c.Context, stdout)
 				}),
+			}}),
+		}, {
+			Name: "version", Usage: "the version, VCS revision and commit time this binary was built from",
+			Action: func(c *cli.Context) error { show.ReadBuild().Write(stdout); return nil },
+		}, {
+			Name: "completion", Usage: "print a shell completion script: completion bash|zsh|fish",
+			ArgsUsage: "bash|zsh|fish",
+			Action: func(c *cli.Context) error {
+				return show.WriteCompletion(stdout, c.Args().First(), c.App.ToFishCompletion)
 			},
-			{
-				Name:  "report",
-				Usage: "write the HTML report of a run (default: the latest) or of the runs since a time",
-				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "run", Usage: "a run id (see optsync runs)"},
-					&cli.StringFlag{Name: "since", Usage: "every run started since: RFC 3339, a date (2026-11-01) or an age (72h, 30d)"},
-					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "file to write (created 0600; default: out_dir/report-<run>.html or out_dir/report-since-<time>.html)"},
-				},
-				Action: withConfig(func(c *cli.Context, cfg *Config) error {
-					return inspect.ReportCommand(source(cfg), cfg.OutDir, c.String("run"), c.String("since"), c.String("output"), show.ReadBuild().Short(), stdout)
-				}),
-			},
-			{
-				Name:         "state",
-				Usage:        "snapshot tools: export, reset",
-				OnUsageError: onGroupUsage,
-				Subcommands: usageErrors([]*cli.Command{
-					{
-						Name:  "export",
-						Usage: "snapshots as CSV: contact, profile, pair, agreed value and since when, last decided",
-						Flags: []cli.Flag{
-							&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "file to write (created new, 0600, never through a link; default: stdout)"},
-							&cli.BoolFlag{Name: "force", Usage: "replace an existing --output file"},
-							&cli.StringFlag{Name: "contact", Usage: "only this contact (a GUID)"},
-						},
-						Action: withConfig(func(c *cli.Context, cfg *Config) error {
-							return inspect.Export(source(cfg), c.String("output"), c.Bool("force"), c.String("contact"), stdout)
-						}),
-					},
-					{
-						Name:  "reset",
-						Usage: "forget snapshots, so the next run decides those pairs as at first sight (the vendor's Replay data)",
-						Flags: []cli.Flag{&cli.StringFlag{Name: "field", Usage: "only the mapping of this Dynamics field"}},
-						Action: withConfig(func(c *cli.Context, cfg *Config) error {
-							return state.Reset{Path: cfg.State, OutDir: cfg.OutDir, Rules: &cfg.transform.Rules, Field: c.String("field"), ConfigPath: cfg.path,
-								ExitCode: exitCode, Redact: cfg.private.Redact, Log: *log}.Run(c.Context, stdout)
-						}),
-					},
-				}),
-			},
-			{
-				Name:   "version",
-				Usage:  "the version, VCS revision and commit time this binary was built from",
-				Action: func(c *cli.Context) error { show.ReadBuild().Write(stdout); return nil },
-			},
-			{
-				Name:      "completion",
-				Usage:     "print a shell completion script: completion bash|zsh|fish",
-				ArgsUsage: "bash|zsh|fish",
-				Action: func(c *cli.Context) error {
-					return show.WriteCompletion(stdout, c.Args().First(), c.App.ToFishCompletion)
-				},
-			},
-			{
-				Name:   "man",
-				Usage:  "print the man page (roff): optsync man > /usr/local/share/man/man1/optsync.1",
-				Action: func(c *cli.Context) error { return show.WriteMan(stdout, c.App.ToManWithSection) },
-			},
-		}),
+		}, {
+			Name: "man", Usage: "print the man page (roff): optsync man > /usr/local/share/man/man1/optsync.1",
+			Action: func(c *cli.Context) error { return show.WriteMan(stdout, c.App.ToManWithSection) },
+		}}),
 	}
 }
 
