@@ -8,11 +8,13 @@
 // people watching it is here too: its summary line (Summary), the
 // Prometheus metrics file (WriteMetrics) and, in load/progress, the
 // progress display on a terminal. The rejects and failed writes a run
-// keeps are counted by reason (Reasons); validate's tally of what a run
-// would reject is Tally. Output is one run's output as the run sees it: the
-// rejects, the files, the held API writes, their counts, and what the run
-// returns once its writes went out. Options is the writes' part of the
-// config (out_dir, targets, d365.batch_size), with its checks.
+// keeps are counted by reason (Reasons). validate's check of the inputs
+// is here (Validation: the drops read as a run reads them, and Tally, what
+// a run would reject), and its --online check of the connections
+// (Connections.CheckOnline). Output is one run's output as the run sees
+// it: the rejects, the files, the held API writes, their counts, and what
+// the run returns once its writes went out. Options is the writes' part of
+// the config (out_dir, targets, d365.batch_size), with its checks.
 package load
 
 import (

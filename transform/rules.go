@@ -4,7 +4,8 @@
 //
 //   - the identity rules (Identify): the dedup of rows by contactid and by
 //     PKey, the grouping of profiles by contact, the join of both sides
-//     into entries, and the reject rows these rules produce;
+//     into entries, and the reject rows these rules produce
+//     (IdentityRejects: those alone, for validate);
 //   - the decisions (Decider.All, Decide): each entry against what state
 //     knew of it, handed forward as Change values, and the entries whose
 //     record changes kept for the commit, which decides them again

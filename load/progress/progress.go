@@ -11,7 +11,9 @@
 // Stages may run at once (the two exports are read concurrently), but a
 // terminal has one line to redraw: the first stage to draw owns it and the
 // others count silently, print their summary line above it when they end, and
-// the next one to draw takes the line over when its owner ends.
+// the next one to draw takes the line over when its owner ends. The
+// process's log lines go through it too (Logger), so that they clear the
+// bar's line before they print.
 package progress
 
 import (

@@ -1,8 +1,8 @@
 // Package show renders for people what the read-only commands print: the
 // decisions recorded and what state holds for a contact (audit), the run
 // history (runs), the snapshots' CSV (state export), and what the binary
-// says of itself (version, its shell completion scripts). It takes plain
-// values; the queries that fill them are state/inspect's.
+// says of itself (version, its shell completion scripts, its man page).
+// It takes plain values; the queries that fill them are state/inspect's.
 package show
 
 import (
