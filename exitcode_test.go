@@ -16,6 +16,7 @@ import (
 	"optsync/extract"
 	"optsync/fixtures/testkit"
 	"optsync/load"
+	"optsync/load/show"
 	"optsync/state"
 	"optsync/state/inspect"
 	"optsync/transform"
@@ -43,6 +44,7 @@ func TestExitCodes(t *testing.T) {
 		{"query", inspect.NoSuchRun("r1", "s.db"), exitUsage},
 		{"state reset's query", state.QueryErrorf("--field x: no mapping of that Dynamics field in c.yaml"), exitUsage},
 		{"output refused", &load.OutputRefusedError{}, exitUsage},
+		{"no completion for the shell", &show.ShellError{Shell: "tcsh"}, exitUsage},
 		{"locked", &state.LockedError{Path: "s.db"}, exitLocked},
 		{"corrupt state", &state.CorruptError{Path: "s.db"}, exitFailure},
 		{"lost state", &state.LostError{Path: "s.db"}, exitFailure},

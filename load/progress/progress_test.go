@@ -281,3 +281,26 @@ func BenchmarkStageAddEnabled(b *testing.B) {
 	}
 	s.Done()
 }
+
+// TestLogger: a log line is JSON off a terminal, plain text when asked;
+// a format or level that is none is refused naming its flag.
+func TestLogger(t *testing.T) {
+	var buf bytes.Buffer
+	p := New(&buf, false)
+	for _, tc := range []struct{ format, level, want string }{
+		{"auto", "info", `{"level":"info"`}, {"json", "debug", `{"level":"info"`}, {"console", "info", "INF hello"},
+		{"auto", "warn", ""}, {"xml", "info", `--log-format "xml": want auto, json or console`}, {"json", "loud", `--log-level "loud": want trace`},
+		{"json", "", `--log-level "": want trace`},
+	} {
+		buf.Reset()
+		log, err := p.Logger(&buf, tc.format, tc.level)
+		log.Info().Msg("hello")
+		got := buf.String()
+		if err != nil {
+			got = err.Error()
+		}
+		if !strings.Contains(got, tc.want) || (tc.want == "") != (got == "") {
+			t.Errorf("%s/%s: %q, want %q", tc.format, tc.level, got, tc.want)
+		}
+	}
+}

@@ -1,6 +1,8 @@
 package show
 
 import (
+	"errors"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -56,5 +58,24 @@ func TestAudit(t *testing.T) {
 				t.Errorf("%s: lacks %q\n%s", tc.format, w, b.String())
 			}
 		}
+	}
+}
+
+func TestWriteCompletion(t *testing.T) {
+	fish := func() (string, error) { return "complete -c optsync\n", nil }
+	for _, tc := range []struct {
+		shell, want string
+		err         bool
+	}{{"bash", bashCompletion, false}, {"zsh", zshCompletion, false}, {"fish", "complete -c optsync\n", false}, {"tcsh", "", true}, {"", "", true}} {
+		var b strings.Builder
+		err := WriteCompletion(&b, tc.shell, fish)
+		var se *ShellError
+		if tc.err != errors.As(err, &se) || b.String() != tc.want {
+			t.Errorf("%q: %v, wrote %d bytes", tc.shell, err, b.Len())
+		}
+	}
+	failing := func(int) (string, error) { return "", errors.New("no template") }
+	if err := WriteMan(io.Discard, failing); err == nil || err.Error() != "man page: no template" {
+		t.Errorf("man: %v", err)
 	}
 }
