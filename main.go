@@ -443,10 +443,8 @@ func hoistGlobalFlags(args []string, flags []cli.Flag) []string {
 
 func commandNames(app *cli.App) string {
 	var names []string
-	for _, c := range app.Commands {
-		if !c.Hidden {
-			names = append(names, c.Name)
-		}
+	for _, c := range app.VisibleCommands() {
+		names = append(names, c.Name)
 	}
 	return strings.Join(names, ", ")
 }
@@ -464,11 +462,9 @@ func boolOption(c *cli.Context, name string) (bool, error) {
 	env := "OPTSYNC_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 	v := strings.TrimSpace(os.Getenv(env))
 	switch strings.ToLower(v) {
-	case "":
-		return false, nil
 	case "true", "1", "yes", "y":
 		return true, nil
-	case "false", "0", "no", "n":
+	case "", "false", "0", "no", "n":
 		return false, nil
 	}
 	return false, usagef("%s=%q: want true/false, 1/0, yes/no or y/n", env, v)
