@@ -23,12 +23,9 @@ import (
 )
 
 // Config is the YAML file of the SPEC. Its keys are read into the Options
-// of the stage each concerns (validate), which documents and checks them:
-// transform (direction, policy, mappings, safety), extract (sources,
-// columns, the APIs, input, max_clock_skew, memory_budget), load (targets,
-// out_dir, batch_size) and state (state, audit_retention, pending_alert,
-// max_run_time). The root reads metrics_file and tmp_dir (default out_dir)
-// itself, and resolves every path against the config file's folder.
+// of the stage each concerns (validate), which documents and checks them;
+// the root reads metrics_file and tmp_dir (default out_dir) itself, and
+// resolves every path against the config file's folder.
 type Config struct {
 	Direction      string              `yaml:"direction"`
 	Policy         string              `yaml:"policy"`
