@@ -135,25 +135,18 @@ func (c *Config) validate() error {
 		c.extract.Campaign.Fields = append(c.extract.Campaign.Fields, m.Campaign)
 		c.extract.Campaign.FieldTimes = append(c.extract.Campaign.FieldTimes, m.CampaignModifiedColumn)
 	}
+	c.load = load.Options{D365Target: cmp.Or(d365.Target, d365.Source), CampaignTarget: cmp.Or(campaign.Target, campaign.Source),
+		D365BatchSize: d365.BatchSize, D365API: c.extract.DataverseConn.Used}
+	c.state = state.Options{AuditRetention: c.AuditRetention, PendingAlert: c.PendingAlert, MaxRunTime: c.MaxRunTime}
 	c.addPrivate() // as written; again below as resolved
-	if err := c.transform.Check(); err != nil {
-		return err
-	}
 	// The secret files are found from the config's folder.
 	for _, conn := range []*extract.Credentials{&c.extract.DataverseConn.Credentials, &c.extract.CampaignConn.Credentials} {
 		conn.ClientSecretFile = c.resolve(conn.ClientSecretFile)
 	}
-	if err := c.extract.Check(); err != nil {
-		return err
-	}
-	c.load = load.Options{D365Target: cmp.Or(d365.Target, d365.Source), CampaignTarget: cmp.Or(campaign.Target, campaign.Source),
-		D365BatchSize: d365.BatchSize, D365API: c.extract.DataverseConn.Used}
-	if err := c.load.Check(); err != nil {
-		return err
-	}
-	c.state = state.Options{AuditRetention: c.AuditRetention, PendingAlert: c.PendingAlert, MaxRunTime: c.MaxRunTime}
-	if err := c.state.Check(); err != nil {
-		return err
+	for _, check := range []func() error{c.transform.Check, c.extract.Check, c.load.Check, c.state.Check} {
+		if err := check(); err != nil {
+			return err
+		}
 	}
 	c.extract.D365.CSV, c.extract.Campaign.CSV = c.resolve(d365.CSV), c.resolve(campaign.CSV)
 	d365.Input, d365.Target = c.extract.D365, c.load.D365Target
