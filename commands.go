@@ -4,15 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"optsync/extract"
 	"optsync/load"
-	"optsync/transform"
-	"optsync/transform/sorts"
 )
 
 // validate checks the config, then the inputs as a run would read them
@@ -34,15 +31,8 @@ func validate(ctx context.Context, cfg *Config, online bool, log zerolog.Logger,
 	}
 	// Held to the same clock as a run: a row dated too far ahead is a reject.
 	j := &job{cfg: cfg, log: log, notAfter: cfg.extract.NotAfter(time.Now().UTC())}
-	dir := cfg.TmpDir
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		dir = os.TempDir() // validate creates nothing of the config's
-	}
-	b := j.budgets()
-	later := sorts.Rejects(b.Rejects, dir)
-	defer later.Close()
-	return load.Validation{D365: cfg.D365.System("", extract.DataverseAPI()), Campaign: cfg.Campaign.System("", extract.CampaignAPI()), Reading: j.reading(&load.Connections{}, nil),
-		Identify: transform.IdentifyOptions{Later: later, Sorts: sorts.Identity{Budget: b.ByContact, Dir: dir}}}.Check(ctx, out)
+	return load.Validation{D365: extract.InputOf("d365", cfg.D365.Source, cfg.D365.CSV, ""), Campaign: extract.InputOf("campaign", cfg.Campaign.Source, cfg.Campaign.CSV, ""),
+		Reading: j.reading(&load.Connections{}, nil), Budgets: j.budgets(), TmpDir: cfg.TmpDir}.Check(ctx, out)
 }
 
 // The root's messages use the words of the run's outputs (load/words.go).

@@ -60,17 +60,6 @@ type Input struct {
 	Fields, FieldTimes []string `yaml:"-"`
 }
 
-// System is what is read of the system: its API (api) when the config
-// reads it through it, else the files of csv or of flag (a backfill's
-// --<key>-csv).
-func (in *Input) System(flag string, api Source) System {
-	s := System{Name: in.Key, Pattern: in.CSV, Flag: flag}
-	if in.Source == "api" {
-		s.API = api
-	}
-	return s
-}
-
 // defaultClockSkew is max_clock_skew when the config does not set it.
 const defaultClockSkew = time.Hour
 

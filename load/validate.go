@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 
 	"optsync/extract"
+	"optsync/extract/spill"
 	"optsync/transform"
+	"optsync/transform/sorts"
 )
 
 // Validation is validate's check of the inputs: each system's drop, read
@@ -19,9 +22,11 @@ type Validation struct {
 	D365, Campaign extract.System
 	// Reading reads as a run does; the tally takes its rejects.
 	Reading *extract.Reading
-	// Identify is how the identity rules run (their sorts, Later for
-	// their rejects); the inputs are filled in.
-	Identify transform.IdentifyOptions
+	// Budgets and TmpDir are the run's, for the identity rules' sorts:
+	// validate creates nothing of the config's, so they spill to the
+	// system's temporary folder when TmpDir is not there yet.
+	Budgets spill.Budgets
+	TmpDir  string
 }
 
 // Check answers on out. Only a file that cannot be read as an export (a
@@ -54,8 +59,14 @@ func (v Validation) Check(ctx context.Context, out io.Writer) error {
 			fmt.Fprintf(out, "%s %s: columns ok, %s\n", s.Name, s.Pattern, Plural(rows, "row"))
 		}
 	}
-	v.Identify.D365Files, v.Identify.CampaignFiles = files[0], files[1]
-	if err := transform.IdentityRejects(in.Contacts, in.Profiles, v.Identify, t.Add); err != nil {
+	dir := v.TmpDir
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		dir = os.TempDir()
+	}
+	later := sorts.Rejects(v.Budgets.Rejects, dir)
+	defer later.Close()
+	o := transform.IdentifyOptions{D365Files: files[0], CampaignFiles: files[1], Later: later, Sorts: sorts.Identity{Budget: v.Budgets.ByContact, Dir: dir}}
+	if err := transform.IdentityRejects(in.Contacts, in.Profiles, o, t.Add); err != nil {
 		return err
 	}
 	t.Write(out)
