@@ -17,7 +17,7 @@ import (
 func validate(ctx context.Context, cfg *Config, online bool, log zerolog.Logger, out io.Writer) error {
 	tr := &cfg.transform
 	fmt.Fprintf(out, "config %s: ok (direction %s, policy %s, %s, max_optin %s, max_missing %s)\n",
-		cfg.path, tr.Rules.Direction, tr.Rules.Policy, plural(len(tr.Rules.Pairs), "mapping"), tr.OptinLimit, tr.MissingLimit)
+		cfg.path, tr.Rules.Direction, tr.Rules.Policy, load.Plural(len(tr.Rules.Pairs), "mapping"), tr.OptinLimit, tr.MissingLimit)
 	if online {
 		conns, err := (&job{cfg: cfg, log: log}).connect()
 		if err != nil {
@@ -26,7 +26,7 @@ func validate(ctx context.Context, cfg *Config, online bool, log zerolog.Logger,
 		if n, err := conns.CheckOnline(ctx, &cfg.extract, cfg.D365.tracking(), out); err != nil {
 			return fmt.Errorf("validate --online: %w", err)
 		} else if n > 0 {
-			return usagef("validate --online: %s", plural(n, "problem"))
+			return usagef("validate --online: %s", load.Plural(n, "problem"))
 		}
 	}
 	// Held to the same clock as a run: a row dated too far ahead is a reject.
@@ -34,6 +34,3 @@ func validate(ctx context.Context, cfg *Config, online bool, log zerolog.Logger,
 	return load.Validation{D365: extract.InputOf("d365", cfg.D365.Source, cfg.D365.CSV, ""), Campaign: extract.InputOf("campaign", cfg.Campaign.Source, cfg.Campaign.CSV, ""),
 		Reading: j.reading(&load.Connections{}, nil), Budgets: j.budgets(), TmpDir: cfg.TmpDir}.Check(ctx, out)
 }
-
-// The root's messages use the words of the run's outputs (load/words.go).
-func plural(n int, one string) string { return load.Plural(n, one) }
