@@ -70,7 +70,6 @@ type D365Config struct {
 	extract.DataverseConn `yaml:",inline"`
 	Target                string `yaml:"target"`
 	BatchSize             int    `yaml:"batch_size"`
-	ChangeTracking        *bool  `yaml:"change_tracking"`
 }
 
 // CampaignConfig is campaign:, as d365: is.
@@ -78,42 +77,23 @@ type CampaignConfig struct {
 	extract.Input        `yaml:",inline"`
 	extract.CampaignConn `yaml:",inline"`
 	Target               string `yaml:"target"`
-	ChangedFilter        struct {
-		Name  string `yaml:"name"`
-		Param string `yaml:"param"`
-	} `yaml:"changed_filter"`
-}
-
-func (d *D365Config) api() bool     { return d.Source == "api" || d.Target == "api" }
-func (c *CampaignConfig) api() bool { return c.Source == "api" || c.Target == "api" }
-
-// tracking reports whether change tracking is to be used (default true).
-func (d *D365Config) tracking() bool { return d.ChangeTracking == nil || *d.ChangeTracking }
-
-// configError is a problem with the config; it exits 2.
-type configError struct{ msg string }
-
-func (e *configError) Error() string { return e.msg }
-
-func configErrorf(format string, args ...any) error {
-	return &configError{fmt.Sprintf(format, args...)}
 }
 
 // loadConfig reads and validates the config file.
 func loadConfig(path string) (*Config, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return nil, configErrorf("config: %v", err)
+		return nil, usagef("config: %v", err)
 	}
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, configErrorf("config %s: %s", path, yamlProblems(err))
+		return nil, usagef("config %s: %s", path, yamlProblems(err))
 	}
 	c.path = path
 	if err := c.validate(); err != nil {
-		return nil, configErrorf("config %s: %v", path, err)
+		return nil, usagef("config %s: %v", path, err)
 	}
 	return &c, nil
 }
@@ -127,8 +107,7 @@ func (c *Config) validate() error {
 	c.transform = transform.Options{Direction: c.Direction, Policy: c.Policy, Safety: c.Safety}
 	c.extract = extract.Options{MaxClockSkew: c.MaxClockSkew, MemoryBudget: c.MemoryBudget, Input: c.Input,
 		D365: d365.Input, Campaign: campaign.Input, DataverseConn: d365.DataverseConn, CampaignConn: campaign.CampaignConn}
-	c.extract.DataverseConn.Used, c.extract.CampaignConn.Used = d365.api(), campaign.api()
-	c.extract.CampaignConn.FilterName, c.extract.CampaignConn.FilterParam = campaign.ChangedFilter.Name, campaign.ChangedFilter.Param
+	c.extract.DataverseConn.Used, c.extract.CampaignConn.Used = d365.Source == "api" || d365.Target == "api", campaign.Source == "api" || campaign.Target == "api"
 	for _, m := range c.Mappings {
 		c.transform.Mappings = append(c.transform.Mappings, m.Mapping)
 		c.extract.D365.Fields = append(c.extract.D365.Fields, m.D365)

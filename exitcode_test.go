@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -34,7 +35,7 @@ func TestExitCodes(t *testing.T) {
 		{"nil", nil, exitOK},
 		{"plain", plain, exitFailure},
 		{"usage", usagef("--format %q: want table or json", "x"), exitUsage},
-		{"config", configErrorf("direction: %q", "x"), exitUsage},
+		{"config", func() error { _, err := loadConfig(filepath.Join(t.TempDir(), "none.yaml")); return err }(), exitUsage},
 		{"missing column", &extract.MissingColumnError{}, exitUsage},
 		{"broken file", &extract.BrokenFileError{}, exitUsage},
 		{"input not there", &extract.InputError{}, exitUsage},

@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"reflect"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -39,12 +38,6 @@ const (
 )
 
 func main() {
-	// Most of a run's heap is a few large arrays without pointers, cheap to
-	// mark; collecting at 40 % growth instead of 100 % keeps a million-contact
-	// backfill under 300 MB for little CPU. GOGC, when set, still decides.
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(40)
-	}
 	ctx, stop := withSignals(context.Background())
 	code := cmdline{stdout: os.Stdout, stderr: os.Stderr}.run(ctx, os.Args)
 	stop()
@@ -53,16 +46,15 @@ func main() {
 
 // hooks are the points where a test stops or pauses a run, the way a kill
 // would. Only the tests' kit (kit_test.go) sets them; main leaves them unset.
+// commitChunk, when set, is the contacts per state transaction, and
+// afterChunk is called after the nth transaction (from 1) committed;
+// memoryBudget, when set, replaces what memory_budget leaves (which has a
+// floor), so that tests make every sorter spill every few records.
 type hooks struct {
 	afterDecide  func(ctx context.Context)
 	beforeCommit func()
-	// commitChunk, when set, is the contacts per state transaction, and
-	// afterChunk is called after the nth transaction (from 1) committed.
-	commitChunk int
-	afterChunk  func(n int)
-	// memoryBudget, when set, is what the run may hold live in bytes, in
-	// place of what memory_budget leaves (which has a floor): tests make
-	// every sorter spill every few records.
+	commitChunk  int
+	afterChunk   func(n int)
 	memoryBudget int64
 }
 
@@ -121,6 +113,7 @@ func (m cmdline) run(ctx context.Context, args []string) int {
 // (state.Run.End), and state reset's with this function too.
 func exitCode(err error) int {
 	var se *signalError
+	var lc cli.ExitCoder
 	switch {
 	case err == nil:
 		return exitOK
@@ -130,14 +123,16 @@ func exitCode(err error) int {
 		return exitWriteFailed
 	case is[*transform.SafetyStopError](err):
 		return exitSafety
-	case is[*configError](err), is[*extract.MissingColumnError](err), is[*extract.BrokenFileError](err), is[*extract.InputError](err),
-		is[*extract.SecretError](err), is[*state.QueryError](err), is[*load.OutputRefusedError](err), is[*show.ShellError](err):
+	case is[*extract.MissingColumnError](err), is[*extract.BrokenFileError](err), is[*extract.InputError](err),
+		is[*extract.SecretError](err), is[*state.QueryError](err), is[*load.OutputRefusedError](err), is[*show.ShellError](err), is[*load.ProblemsError](err):
 		return exitUsage
 	case is[*state.LockedError](err):
 		return exitLocked
 	case errors.As(err, &se):
 		return 128 + int(se.sig)
-	case isLibraryExit(err):
+	case errors.As(err, &lc) && reflect.TypeOf(lc) == reflect.TypeOf(cli.Exit("", 0)):
+		// urfave/cli's own, made with cli.Exit ("No help topic for …");
+		// another cli.ExitCoder (an *exec.ExitError) is not the library's.
 		return exitUsage
 	}
 	// Among these the state file's damage: *state.CorruptError,
@@ -293,7 +288,6 @@ func (m cmdline) sync(c *cli.Context, log zerolog.Logger, prog *progress.Progres
 	cfg, err := loadConfig(c.String("config"))
 	if err != nil {
 		// Monitoring must hear of a run that could not even start.
-		err = usage(err)
 		metrics.Ended, metrics.ExitCode = metrics.Started, exitCode(err)
 		load.WriteMetricsFile(c.String("metrics-file"), !plan, metrics, log)
 		return err
@@ -333,7 +327,7 @@ func withConfig(action func(*cli.Context, *Config) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		cfg, err := loadConfig(c.String("config"))
 		if err != nil {
-			return usage(err)
+			return err
 		}
 		return action(c, cfg)
 	}
@@ -356,7 +350,11 @@ func helpOrUnknown(c *cli.Context) error {
 		return usage(errShown)
 	}
 	cli.HelpPrinter(c.App.ErrWriter, cli.AppHelpTemplate, c.App)
-	return usagef("unknown command %q: the commands are %s (listed above)", args[0], commandNames(c.App))
+	var names []string
+	for _, cmd := range c.App.VisibleCommands() {
+		names = append(names, cmd.Name)
+	}
+	return usagef("unknown command %q: the commands are %s (listed above)", args[0], strings.Join(names, ", "))
 }
 
 // usageErrors makes urfave/cli's complaint about a command's flags a usage
@@ -368,14 +366,6 @@ func usageErrors(cmds []*cli.Command) []*cli.Command {
 		}
 	}
 	return cmds
-}
-
-// isLibraryExit recognises, by its type, the error urfave/cli itself makes
-// with cli.Exit: "No help topic for …", help of a command that does not
-// exist. Another cli.ExitCoder (an *exec.ExitError) is not the library's.
-func isLibraryExit(err error) bool {
-	var lc cli.ExitCoder
-	return errors.As(err, &lc) && reflect.TypeOf(lc) == reflect.TypeOf(cli.Exit("", 0))
 }
 
 // onUsage makes urfave/cli's complaint about a command's flags a usage
@@ -441,14 +431,6 @@ func hoistGlobalFlags(args []string, flags []cli.Flag) []string {
 	return slices.Concat(args[:cmd], moved, rest)
 }
 
-func commandNames(app *cli.App) string {
-	var names []string
-	for _, c := range app.VisibleCommands() {
-		names = append(names, c.Name)
-	}
-	return strings.Join(names, ", ")
-}
-
 // boolOption reads a boolean flag, or else its environment variable
 // (OPTSYNC_ and the flag's name), which takes the spellings the exports'
 // flags take: true/false, 1/0, yes/no, y/n, in any case.
@@ -468,4 +450,25 @@ func boolOption(c *cli.Context, name string) (bool, error) {
 		return false, nil
 	}
 	return false, usagef("%s=%q: want true/false, 1/0, yes/no or y/n", env, v)
+}
+
+// validate checks the config, then the inputs as a run would read them
+// (load.Validation), with --online the APIs too.
+func validate(ctx context.Context, cfg *Config, online bool, log zerolog.Logger, out io.Writer) error {
+	tr := &cfg.transform
+	fmt.Fprintf(out, "config %s: ok (direction %s, policy %s, %s, max_optin %s, max_missing %s)\n",
+		cfg.path, tr.Rules.Direction, tr.Rules.Policy, load.Plural(len(tr.Rules.Pairs), "mapping"), tr.OptinLimit, tr.MissingLimit)
+	if online {
+		conns, err := (&job{cfg: cfg, log: log}).connect()
+		if err != nil {
+			return err
+		}
+		if err := conns.CheckOnline(ctx, &cfg.extract, out); err != nil {
+			return fmt.Errorf("validate --online: %w", err)
+		}
+	}
+	// Held to the same clock as a run: a row dated too far ahead is a reject.
+	j := &job{cfg: cfg, log: log, notAfter: cfg.extract.NotAfter(time.Now().UTC())}
+	return load.Validation{D365: extract.InputOf("d365", cfg.D365.Source, cfg.D365.CSV, ""), Campaign: extract.InputOf("campaign", cfg.Campaign.Source, cfg.Campaign.CSV, ""),
+		Reading: j.reading(&load.Connections{}, nil), Budgets: j.budgets(), TmpDir: cfg.TmpDir}.Check(ctx, out)
 }

@@ -28,18 +28,13 @@ type job struct {
 	// incremental: the inputs hold changes (run), not full exports
 	// (backfill): a record without its counterpart in them is decided
 	// against what state knows of the other side.
-	incremental    bool
-	d365Path       string // backfill: one export per system
-	campaignPath   string
-	force          bool // run: process files already processed
-	replay         bool
-	plan           bool
-	allowMassOptin bool
-	allowMissing   bool
-	// newState: backfill --new-state, a deliberate start over.
-	newState bool
-	progress *progress.Progress
-	hooks    hooks
+	incremental bool
+	// d365Path and campaignPath: backfill's one export per system; the
+	// flags of the command line (newState: backfill --new-state).
+	d365Path, campaignPath                                      string
+	force, replay, plan, allowMassOptin, allowMissing, newState bool
+	progress                                                    *progress.Progress
+	hooks                                                       hooks
 	// sum and started are the run's, for the caller's metrics.
 	sum     *load.Summary
 	started time.Time
@@ -154,7 +149,7 @@ func (j *job) run(ctx context.Context) (err error) {
 // runCommit is what the run commits once its files are finished.
 func (j *job) runCommit(diff state.ConfigDiff, before state.Before, in *extract.Records, d *transform.Decider, dec state.Deciding, out *load.Output, id *transform.Identity, sent load.Sent) state.RunCommit {
 	return state.RunCommit{Decider: d, Deciding: dec, Output: out, Before: before, Diff: diff,
-		Ending: state.Ending{Failed: sent.Refused, Meta: state.NextPositions(j.cfg.D365.tracking(), in.DataverseRead.Next, in.CampaignRead.Next),
+		Ending: state.Ending{Failed: sent.Refused, Meta: state.NextPositions(j.cfg.extract.DataverseConn.Tracking(), in.DataverseRead.Next, in.CampaignRead.Next),
 			Deleted: in.DataverseRead.Deleted, Retention: j.cfg.state.Retention(), Files: state.ProcessedFiles(in.D365Inputs, in.CampaignInputs)},
 		Release: func() { id.ReleaseRows(); in.Contacts.Close(); in.Profiles.Close() },
 		Chunk:   j.hooks.commitChunk, AfterChunk: j.hooks.afterChunk, Progress: j.progress}
@@ -185,7 +180,7 @@ func (j *job) budgets() spill.Budgets { return j.cfg.extract.Budgets(j.hooks.mem
 
 // connect makes the API connectors the config asks for.
 func (j *job) connect() (*load.Connections, error) {
-	return load.Connect(load.ConnectOptions{Extract: &j.cfg.extract, Load: &j.cfg.load, Tracking: j.cfg.D365.tracking(),
+	return load.Connect(load.ConnectOptions{Extract: &j.cfg.extract, Load: &j.cfg.load, Tracking: j.cfg.extract.DataverseConn.Tracking(),
 		NotAfter: j.notAfter, Log: j.log})
 }
 
@@ -195,8 +190,8 @@ func (j *job) before(st *state.Store, rules *transform.Rules, diff state.ConfigD
 	if err != nil {
 		return nil, state.Before{}, err
 	}
-	before, err := st.Before(state.BeforeOptions{Incremental: j.incremental, FullRead: diff.MappingAdded, Tracking: j.cfg.D365.tracking(),
-		Filtered: j.cfg.extract.CampaignConn.FilterName != "", KnownContacts: conns.APIs.Contacts == nil, Rules: rules, NotAfter: j.notAfter.UnixMilli()})
+	before, err := st.Before(state.BeforeOptions{Incremental: j.incremental, FullRead: diff.MappingAdded, Tracking: j.cfg.extract.DataverseConn.Tracking(),
+		Filtered: j.cfg.extract.CampaignConn.ChangedFilter.Name != "", KnownContacts: conns.APIs.Contacts == nil, Rules: rules, NotAfter: j.notAfter.UnixMilli()})
 	return conns, before, err
 }
 

@@ -47,10 +47,10 @@ func (c *Campaign) CheckMapping(ctx context.Context, fields []string, conn *Camp
 			problems = append(problems, fmt.Sprintf("mappings[%d]: campaign field %s is %s, not boolean", i, f, t))
 		}
 	}
-	if conn.FilterName != "" {
-		_, err := c.ChangedSince(ctx, conn.FilterName, conn.FilterParam, time.Now().Add(time.Minute), func(*Profile) {}, func(Reject) {})
+	if conn.ChangedFilter.Name != "" {
+		_, err := c.ChangedSince(ctx, conn.ChangedFilter.Name, conn.ChangedFilter.Param, time.Now().Add(time.Minute), func(*Profile) {}, func(Reject) {})
 		if err != nil {
-			problems = append(problems, fmt.Sprintf("campaign.changed_filter: by%s?%s= does not answer: %v", conn.FilterName, conn.FilterParam, err))
+			problems = append(problems, fmt.Sprintf("campaign.changed_filter: by%s?%s= does not answer: %v", conn.ChangedFilter.Name, conn.ChangedFilter.Param, err))
 		}
 	}
 	return problems, nil

@@ -299,8 +299,12 @@ type DataverseConn struct {
 	URL      string `yaml:"url"`
 	TenantID string `yaml:"tenant_id"`
 	// AuthorityURL is the Entra ID host (sovereign clouds, tests).
-	AuthorityURL string `yaml:"authority_url"`
+	AuthorityURL   string `yaml:"authority_url"`
+	ChangeTracking *bool  `yaml:"change_tracking"`
 }
+
+// Tracking reports whether change tracking is to be used (default true).
+func (d *DataverseConn) Tracking() bool { return d.ChangeTracking == nil || *d.ChangeTracking }
 
 // Check sets the defaults and checks the values when the API is used.
 func (d *DataverseConn) Check() error {
@@ -336,12 +340,15 @@ type CampaignConn struct {
 	Scopes       []string `yaml:"scopes"`
 	// Resource is profileAndServices, or profileAndServicesExt for custom
 	// fields and filters.
-	Resource string `yaml:"resource"`
-	// FilterName and FilterParam name a custom filter defined in Campaign
-	// that returns the profiles changed since a time:
-	// profileAndServicesExt/profile/by<Name>?<Param>= (changed_filter:).
-	FilterName  string `yaml:"-"`
-	FilterParam string `yaml:"-"`
+	Resource      string        `yaml:"resource"`
+	ChangedFilter ChangedFilter `yaml:"changed_filter"`
+}
+
+// ChangedFilter names a custom filter defined in Campaign that returns the
+// profiles changed since a time: profileAndServicesExt/profile/by<Name>?<Param>=.
+type ChangedFilter struct {
+	Name  string `yaml:"name"`
+	Param string `yaml:"param"`
 }
 
 // Check sets the defaults and checks the values when the API is used.
@@ -372,7 +379,7 @@ func (cc *CampaignConn) Check() error {
 	default:
 		return fmt.Errorf("campaign.resource: %q (want profileAndServices or profileAndServicesExt)", cc.Resource)
 	}
-	if (cc.FilterName == "") != (cc.FilterParam == "") {
+	if (cc.ChangedFilter.Name == "") != (cc.ChangedFilter.Param == "") {
 		return errors.New("campaign.changed_filter: name and param go together")
 	}
 	return cc.Tuning.check("campaign", IntSetting{"page_size", &cc.PageSize, 500, 5000}, IntSetting{"concurrency", &cc.Concurrency, 4, 64})

@@ -108,8 +108,8 @@ func (o *Options) AddPrivate(p *Private) {
 	p.Add("campaign.base_url", c.BaseURL)
 	p.Add("campaign.organization", c.Organization)
 	p.Add("campaign.ims_url", c.IMSURL)
-	p.Add("campaign.changed_filter.name", c.FilterName)
-	p.Add("campaign.changed_filter.param", c.FilterParam)
+	p.Add("campaign.changed_filter.name", c.ChangedFilter.Name)
+	p.Add("campaign.changed_filter.param", c.ChangedFilter.Param)
 	for i, sc := range c.Scopes {
 		p.Add(fmt.Sprintf("campaign.scopes[%d]", i), sc)
 	}

@@ -12,7 +12,7 @@ func TestRedact(t *testing.T) {
 	o := Options{D365: Input{Key: "d365", Columns: map[string]string{"donotemail": "Mail"}}, Campaign: Input{Key: "campaign"},
 		DataverseConn: DataverseConn{Used: true, URL: "https://contoso.crm4.dynamics.com", TenantID: "7f1c0000-aaaa-bbbb-cccc-000000000001",
 			Credentials: Credentials{ClientID: "2b9e0000-aaaa-bbbb-cccc-000000000002", ClientSecretEnv: "abcSecret123XYZ"}},
-		CampaignConn: CampaignConn{FilterName: "Changed", FilterParam: "since", Credentials: Credentials{ClientID: "ab1"}}}
+		CampaignConn: CampaignConn{ChangedFilter: ChangedFilter{Name: "Changed", Param: "since"}, Credentials: Credentials{ClientID: "ab1"}}}
 	var p Private
 	o.AddPrivate(&p)
 	if err := o.Check(); err != nil {

@@ -107,7 +107,7 @@ func (c *Connections) campaign(o ConnectOptions) error {
 	l := o.Extract.CampaignLayout(o.NotAfter)
 	reader := &extract.Campaign{Client: client, APIURL: api, Resource: conn.Resource, Fields: l.Fields, FieldTimes: l.FieldTimes,
 		PageSize: conn.PageSize, NotAfter: o.NotAfter}
-	c.Profiles = &extract.CampaignProfiles{API: reader, FilterName: conn.FilterName, FilterParam: conn.FilterParam,
+	c.Profiles = &extract.CampaignProfiles{API: reader, FilterName: conn.ChangedFilter.Name, FilterParam: conn.ChangedFilter.Param,
 		Overlap: conn.OverlapDuration(), Concurrency: conn.Concurrency, Log: o.Log}
 	if o.Load.CampaignTarget == "api" {
 		c.Campaign = &CampaignWriter{Client: client, Reader: reader, APIURL: api, Resource: conn.Resource,

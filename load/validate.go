@@ -75,19 +75,18 @@ func (v Validation) Check(ctx context.Context, out io.Writer) error {
 
 // CheckOnline gets a token from each API the connections reach and checks
 // the mapped fields against the live services (extract's CheckMapping),
-// saying on out what it found; it returns how many problems it found.
-// tracking: the config counts on Dataverse's change tracking.
-func (c *Connections) CheckOnline(ctx context.Context, o *extract.Options, tracking bool, out io.Writer) (int, error) {
+// saying on out what it found; problems found are a *ProblemsError.
+func (c *Connections) CheckOnline(ctx context.Context, o *extract.Options, out io.Writer) error {
 	if c.Contacts == nil && c.Profiles == nil {
 		fmt.Fprintln(out, "online: no system uses the API; nothing to check")
-		return 0, nil
+		return nil
 	}
 	var problems []string
 	fields := Plural(len(o.D365.Fields), "mapped field")
 	if c.Contacts != nil {
-		found, on, err := c.Contacts.API.CheckMapping(ctx, o.D365.Fields, tracking)
+		found, on, err := c.Contacts.API.CheckMapping(ctx, o.D365.Fields, o.DataverseConn.Tracking())
 		if err != nil {
-			return 0, err
+			return err
 		}
 		if problems = found; len(problems) == 0 {
 			fmt.Fprintf(out, "d365 %s: token ok, %s exist and are boolean, change tracking %v\n", o.DataverseConn.URL, fields, on)
@@ -96,7 +95,7 @@ func (c *Connections) CheckOnline(ctx context.Context, o *extract.Options, track
 	if cc := &o.CampaignConn; c.Profiles != nil {
 		found, err := c.Profiles.API.CheckMapping(ctx, o.Campaign.Fields, cc)
 		if err != nil {
-			return 0, err
+			return err
 		}
 		if problems = append(problems, found...); len(found) == 0 {
 			fmt.Fprintf(out, "campaign %s: token ok, organization %s answers, %s boolean on %s\n", cc.BaseURL, cc.Organization, fields, cc.Resource)
@@ -105,5 +104,14 @@ func (c *Connections) CheckOnline(ctx context.Context, o *extract.Options, track
 	for _, p := range problems {
 		fmt.Fprintln(out, "problem:", p)
 	}
-	return len(problems), nil
+	if len(problems) > 0 {
+		return &ProblemsError{N: len(problems)}
+	}
+	return nil
 }
+
+// ProblemsError is what a check found wrong with the config, each problem
+// printed as found: the command exits 2.
+type ProblemsError struct{ N int }
+
+func (e *ProblemsError) Error() string { return Plural(e.N, "problem") }
