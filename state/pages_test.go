@@ -103,21 +103,12 @@ func TestLookupsInOrderCheckThePagesTheyPass(t *testing.T) {
 			if err := os.WriteFile(path, data, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			st, err := Open(path, testPairs)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
-			r, err := st.Reader()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
+			r := readerOf(t, path)
 			var s transform.Snapshot
 			if found, err := r.Get(idOf(a.last), &s); err != nil || !found {
 				t.Fatalf("Get of a sound leaf's last record: found %v, %v", found, err)
 			}
-			_, err = r.Get(tc.then, &s)
+			_, err := r.Get(tc.then, &s)
 			var ce *CorruptError
 			if !errors.As(err, &ce) {
 				t.Fatalf("Get(%s) over the damaged leaf %d: %v, want a *CorruptError", tc.then, tc.damaged, err)
@@ -129,16 +120,7 @@ func TestLookupsInOrderCheckThePagesTheyPass(t *testing.T) {
 		if err := os.WriteFile(path, good, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		st, err := Open(path, testPairs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer st.Close()
-		r, err := st.Reader()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
+		r := readerOf(t, path)
 		// strides of 1, 3 and 97 ids: steps within a leaf, onto the next
 		// one, and seeks past several
 		for _, stride := range []int{1, 3, 97} {
@@ -159,4 +141,21 @@ func TestLookupsInOrderCheckThePagesTheyPass(t *testing.T) {
 			}
 		}
 	})
+}
+
+// readerOf opens the state file at path and a read view of it, both
+// closed when the test (or subtest) ends.
+func readerOf(t *testing.T, path string) *Reader {
+	t.Helper()
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	r, err := st.Reader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
 }
