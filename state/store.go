@@ -257,25 +257,63 @@ func openHooked(path string, pairs []transform.Pair, readOnly, full bool, hook f
 	var torn *committed
 	walked := false
 	if exists {
-		if torn, err = checkFile(real, path); err != nil {
+		if torn, walked, err = checkBeforeMapping(real, path, readOnly, full); err != nil {
 			return nil, err
 		}
-		if full || !readOnly && !freelistKept(real) {
-			// Its pages walked as bbolt's check (tx.Check) walks them, and
-			// as its open for writing does when it rebuilds the free list.
-			// Found wrong, bbolt's own check (tx.Check, in a process of its
-			// own) says what else it sees.
-			if err := walkPages(real); err != nil {
-				var ce *CorruptError
-				if errors.As(err, &ce) {
-					ce.Path, ce.Check = path, consistency(real)
-				}
-				return nil, err
-			}
-			walked = true
+	}
+	openFunc := hookedOpener(readOnly, hook)
+	if !exists && !readOnly {
+		if err := create(real, openFunc); err != nil {
+			return nil, fmt.Errorf("creating state %s: %w", path, err)
 		}
 	}
-	openFunc := func(name string, flag int, mode os.FileMode) (*os.File, error) {
+	opts := s.boltOptions(wait, readOnly, openFunc)
+	db, err := openBolt(real, opts)
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		if readOnly {
+			return nil, err
+		}
+		return nil, fmt.Errorf("state %s: readers (optsync runs, audit, state export or plan) kept it open for %s; the run did not start", path, wait)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening state %s: %w", path, err)
+	}
+	s.db = db
+	if err := s.prepare(real, opts, pairs, exists, full, walked, torn); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// checkBeforeMapping checks an existing file's shape before bbolt maps it,
+// so that bbolt never sees a file it would misread or panic on. It returns
+// the meta page found torn (if one is) and whether every page was walked.
+func checkBeforeMapping(real, path string, readOnly, full bool) (torn *committed, walked bool, err error) {
+	if torn, err = checkFile(real, path); err != nil {
+		return nil, false, err
+	}
+	if full || !readOnly && !freelistKept(real) {
+		// Its pages walked as bbolt's check (tx.Check) walks them, and
+		// as its open for writing does when it rebuilds the free list.
+		// Found wrong, bbolt's own check (tx.Check, in a process of its
+		// own) says what else it sees.
+		if err := walkPages(real); err != nil {
+			var ce *CorruptError
+			if errors.As(err, &ce) {
+				ce.Path, ce.Check = path, consistency(real)
+			}
+			return nil, false, err
+		}
+		walked = true
+	}
+	return torn, walked, nil
+}
+
+// hookedOpener opens every file bbolt opens the way the mode needs, and
+// hands it to the test hook (if any) before bbolt uses it.
+func hookedOpener(readOnly bool, hook fileHook) func(string, int, os.FileMode) (*os.File, error) {
+	return func(name string, flag int, mode os.FileMode) (*os.File, error) {
 		f, err := openFile(name, flag, mode, readOnly)
 		if err == nil && hook != nil {
 			if err = hook(f); err != nil {
@@ -285,12 +323,12 @@ func openHooked(path string, pairs []transform.Pair, readOnly, full bool, hook f
 		}
 		return f, err
 	}
-	if !exists && !readOnly {
-		if err := create(real, openFunc); err != nil {
-			return nil, fmt.Errorf("creating state %s: %w", path, err)
-		}
-	}
-	opts := &bolt.Options{
+}
+
+// boltOptions are the options every open of the state file uses; the file
+// bbolt opens is kept in s (for the checks that read it directly).
+func (s *Store) boltOptions(wait time.Duration, readOnly bool, openFunc func(string, int, os.FileMode) (*os.File, error)) *bolt.Options {
+	return &bolt.Options{
 		Timeout:  wait,
 		ReadOnly: readOnly,
 		// The free list is kept in the file: without it bbolt rebuilds it
@@ -314,18 +352,15 @@ func openHooked(path string, pairs []transform.Pair, readOnly, full bool, hook f
 			return f, err
 		},
 	}
-	db, err := openBolt(real, opts)
-	if errors.Is(err, bolterrors.ErrTimeout) {
-		if readOnly {
-			return nil, err
-		}
-		return nil, fmt.Errorf("state %s: readers (optsync runs, audit, state export or plan) kept it open for %s; the run did not start", path, wait)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("opening state %s: %w", path, err)
-	}
-	s.db = db
-	err = s.view(func(tx *bolt.Tx) error {
+}
+
+// prepare makes a freshly mapped file ready for use: the page guard set,
+// seals checked (full), the schema and pairs read (init), a file from
+// before the seals sealed, a torn meta page told apart from another
+// file's, and what this run starts from noted as committed. The caller
+// closes s when it fails.
+func (s *Store) prepare(real string, opts *bolt.Options, pairs []transform.Pair, exists, full, walked bool, torn *committed) error {
+	err := s.view(func(tx *bolt.Tx) error {
 		if meta := tx.Bucket(bucketMeta); meta != nil {
 			_, sealed, err := readSchema(meta.Get(keySchema))
 			if err != nil {
@@ -349,31 +384,35 @@ func openHooked(path string, pairs []transform.Pair, readOnly, full bool, hook f
 		err = s.init(pairs)
 	}
 	if errors.Is(err, errUnsealed) {
-		// A file from before the seals, opened by a run: sealed whole, then
-		// opened again.
-		if err = s.sealWhole(real); err == nil {
-			s.db.Close()
-			s.db = nil
-			if db, err = openBolt(real, opts); err == nil {
-				s.db = db
-				s.guard = &pageGuard{sealed: true}
-				err = s.init(pairs)
-			}
-		}
+		err = s.sealAndReopen(real, opts, pairs)
 	}
 	if err == nil && torn != nil && torn.id != s.id {
-		err = &CorruptError{Path: path, Problem: fmt.Sprintf("a meta page is damaged, and the record of the last commit beside it (%s%s) is another state file's: bbolt would fall back to the other meta page and may silently lose the last transaction", path, committedSuffix)}
+		err = &CorruptError{Path: s.path, Problem: fmt.Sprintf("a meta page is damaged, and the record of the last commit beside it (%s%s) is another state file's: bbolt would fall back to the other meta page and may silently lose the last transaction", s.path, committedSuffix)}
 	}
-	if err == nil && !readOnly {
+	if err == nil && !s.readOnly {
 		// What this run starts from is committed: a torn meta page from
 		// here on is one of its own commits that did not finish.
 		_ = s.view(func(tx *bolt.Tx) error { return s.noteCommittedErr(tx.ID()) })
 	}
+	return err
+}
+
+// sealAndReopen handles a file from before the seals, opened by a run: it
+// is sealed whole, then opened again.
+func (s *Store) sealAndReopen(real string, opts *bolt.Options, pairs []transform.Pair) error {
+	err := s.sealWhole(real)
 	if err != nil {
-		s.Close()
-		return nil, err
+		return err
 	}
-	return s, nil
+	s.db.Close()
+	s.db = nil
+	db, err := openBolt(real, opts)
+	if err != nil {
+		return err
+	}
+	s.db = db
+	s.guard = &pageGuard{sealed: true}
+	return s.init(pairs)
 }
 
 // noteCommittedErr is noteCommitted whose failure is ignored: without the
