@@ -578,27 +578,9 @@ func openBolt(path string, opt *bolt.Options) (db *bolt.DB, err error) {
 // registering new ones.
 func (s *Store) init(pairs []transform.Pair) error {
 	s.pairIDs = make([]byte, len(pairs))
-	// check reads the schema, which says whether the values are sealed.
-	check := func(tx *bolt.Tx) error {
-		s.sealed = true // a new file is written sealed from the start
-		meta := tx.Bucket(bucketMeta)
-		if meta == nil {
-			return nil
-		}
-		n, sealed, err := readSchema(meta.Get(keySchema))
-		if err != nil {
-			return &CorruptError{Path: s.path, Problem: err.Error()}
-		}
-		if n > SchemaVersion {
-			return fmt.Errorf("state %s has schema %d; this optsync reads schema %d or older", s.path, n, SchemaVersion)
-		}
-		s.sealed = sealed
-		s.id = string(s.vb(meta, "meta").Get(keyStateID))
-		return nil
-	}
 	if s.readOnly {
 		return s.view(func(tx *bolt.Tx) error {
-			if err := check(tx); err != nil {
+			if err := s.checkSchema(tx); err != nil {
 				return err
 			}
 			if reg := tx.Bucket(bucketMeta); reg != nil {
@@ -615,86 +597,124 @@ func (s *Store) init(pairs []transform.Pair) error {
 		})
 	}
 	return s.update(func(tx *bolt.Tx) error {
-		if err := check(tx); err != nil {
+		if err := s.checkSchema(tx); err != nil {
 			return err
 		}
 		if !s.sealed {
 			return errUnsealed // open seals the file whole, then opens it again
 		}
-		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		reg, err := s.ensureLayout(tx)
 		if err != nil {
 			return err
 		}
-		if v := meta.Get(keySchema); v == nil {
-			if err := s.vb(meta, "meta").Put(keySchema, []byte(fmt.Sprint(SchemaVersion))); err != nil {
-				return err
-			}
-			// a new file: its indexes are built (empty)
-			if err := s.markIndexes(tx); err != nil {
-				return err
-			}
-		} else {
-			n, _, _ := readSchema(v)
-			s.schemaBehind = n != SchemaVersion
+		return s.assignPairIDs(reg, pairs)
+	})
+}
+
+// checkSchema reads the schema, which says whether the values are sealed,
+// and refuses a file written by a newer optsync.
+func (s *Store) checkSchema(tx *bolt.Tx) error {
+	s.sealed = true // a new file is written sealed from the start
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return nil
+	}
+	n, sealed, err := readSchema(meta.Get(keySchema))
+	if err != nil {
+		return &CorruptError{Path: s.path, Problem: err.Error()}
+	}
+	if n > SchemaVersion {
+		return fmt.Errorf("state %s has schema %d; this optsync reads schema %d or older", s.path, n, SchemaVersion)
+	}
+	s.sealed = sealed
+	s.id = string(s.vb(meta, "meta").Get(keyStateID))
+	return nil
+}
+
+// ensureLayout gives a writer's file the buckets, schema, indexes and
+// identity every command expects, and returns the pair registry.
+func (s *Store) ensureLayout(tx *bolt.Tx) (*bolt.Bucket, error) {
+	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+	if err != nil {
+		return nil, err
+	}
+	if v := meta.Get(keySchema); v == nil {
+		if err := s.vb(meta, "meta").Put(keySchema, []byte(fmt.Sprint(SchemaVersion))); err != nil {
+			return nil, err
 		}
-		// A file gets its identity when it is created (one made before
-		// identities were kept, when a run first opens it).
-		if s.id == "" {
-			s.id = newStateID()
-			if err := s.vb(meta, "meta").Put(keyStateID, []byte(s.id)); err != nil {
-				return err
-			}
+		// a new file: its indexes are built (empty)
+		if err := s.markIndexes(tx); err != nil {
+			return nil, err
 		}
-		reg, err := meta.CreateBucketIfNotExists(bucketPairs)
-		if err != nil {
-			return err
+	} else {
+		n, _, _ := readSchema(v)
+		s.schemaBehind = n != SchemaVersion
+	}
+	// A file gets its identity when it is created (one made before
+	// identities were kept, when a run first opens it).
+	if s.id == "" {
+		s.id = newStateID()
+		if err := s.vb(meta, "meta").Put(keyStateID, []byte(s.id)); err != nil {
+			return nil, err
 		}
-		for _, name := range [][]byte{bucketContacts, bucketRuns} {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return err
-			}
+	}
+	reg, err := meta.CreateBucketIfNotExists(bucketPairs)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range [][]byte{bucketContacts, bucketRuns} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return nil, err
 		}
-		used := map[byte]bool{}
-		configured := map[string]bool{}
-		for _, p := range pairs {
-			configured[string(pairKey(p))] = true
-		}
-		s.unmapped = map[byte]bool{}
-		vr := s.vb(reg, "pairs")
-		_ = vr.ForEach(func(k, v []byte) error {
-			if len(v) == 1 {
-				used[v[0]] = true
-				if !configured[string(k)] {
-					s.unmapped[v[0]] = true
-				}
+	}
+	return reg, nil
+}
+
+// assignPairIDs resolves each configured pair to its stored id, notes the
+// stored pairs no longer configured, and picks the lowest free id for a
+// new pair; new ids are only noted here (persist stores them with the
+// first records written under them).
+func (s *Store) assignPairIDs(reg *bolt.Bucket, pairs []transform.Pair) error {
+	used := map[byte]bool{}
+	configured := map[string]bool{}
+	for _, p := range pairs {
+		configured[string(pairKey(p))] = true
+	}
+	s.unmapped = map[byte]bool{}
+	vr := s.vb(reg, "pairs")
+	_ = vr.ForEach(func(k, v []byte) error {
+		if len(v) == 1 {
+			used[v[0]] = true
+			if !configured[string(k)] {
+				s.unmapped[v[0]] = true
 			}
-			return nil
-		})
-		for i, p := range pairs {
-			k := pairKey(p)
-			if v := vr.Get(k); len(v) == 1 {
-				s.pairIDs[i] = v[0]
-				continue
-			}
-			id := byte(0)
-			for c := 1; c < 256; c++ {
-				if !used[byte(c)] {
-					id = byte(c)
-					break
-				}
-			}
-			if id == 0 {
-				return fmt.Errorf("state %s: no free pair id left (255 mappings registered)", s.path)
-			}
-			used[id] = true
-			if s.newPairs == nil {
-				s.newPairs = map[string]byte{}
-			}
-			s.newPairs[string(k)] = id
-			s.pairIDs[i] = id
 		}
 		return nil
 	})
+	for i, p := range pairs {
+		k := pairKey(p)
+		if v := vr.Get(k); len(v) == 1 {
+			s.pairIDs[i] = v[0]
+			continue
+		}
+		id := byte(0)
+		for c := 1; c < 256; c++ {
+			if !used[byte(c)] {
+				id = byte(c)
+				break
+			}
+		}
+		if id == 0 {
+			return fmt.Errorf("state %s: no free pair id left (255 mappings registered)", s.path)
+		}
+		used[id] = true
+		if s.newPairs == nil {
+			s.newPairs = map[string]byte{}
+		}
+		s.newPairs[string(k)] = id
+		s.pairIDs[i] = id
+	}
+	return nil
 }
 
 // persist stores, in a transaction that writes records, what open only
