@@ -248,131 +248,172 @@ func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emi
 // empty or not a GUID are linked to no contact: counted, emitted Unlinked
 // with their PKey and time only.
 func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emit func(*Profile), reject func(Reject)) (Stats, error) {
-	var st Stats
 	t, err := openTable(r, source, l.Limits)
 	if errors.Is(err, errNoHeader) {
-		names := append([]string{"PKey", "externalId", "lastModified"}, l.Fields...)
-		for _, ft := range l.FieldTimes {
-			if ft != "" {
-				names = append(names, ft)
-			}
-		}
-		return st, emptyFile(source, l.Columns, names...)
+		return Stats{}, emptyFile(source, l.Columns, profileColumnNames(l)...)
 	}
 	if err != nil {
-		return st, err
+		return Stats{}, err
 	}
+	pr := &profileReader{source: source, l: &l, emit: emit, reject: reject}
+	if err := pr.findColumns(t); err != nil {
+		return pr.st, err
+	}
+	// The methods are handed over once: a row costs a direct call on pr,
+	// no allocation.
+	if err := t.rows(ctx, pr.row, pr.badRow); err != nil {
+		return pr.st, err
+	}
+	return pr.st, l.Limits.checkShare(source, pr.st)
+}
+
+// profileColumnNames are the columns a profiles export is read by, in the
+// order profileReader.findColumns takes their positions.
+func profileColumnNames(l Layout) []string {
 	names := append([]string{"PKey", "externalId", "lastModified"}, l.Fields...)
 	for _, name := range l.FieldTimes {
 		if name != "" {
 			names = append(names, name)
 		}
 	}
-	cols, err := t.columns(names, l, nil)
+	return names
+}
+
+// profileReader holds what ReadProfiles learns from the header and what it
+// counts, so that each row is read by a plain method call with the column
+// positions at hand.
+type profileReader struct {
+	source string
+	l      *Layout
+	emit   func(*Profile)
+	reject func(Reject)
+	st     Stats
+
+	pkCol, extCol, modCol int
+	fieldCols             []int
+	timeCols              []int // -1 where a field's time is not configured
+	anyTimes              bool
+	p                     Profile // reused: emit takes what it keeps
+}
+
+func (pr *profileReader) findColumns(t *table) error {
+	l := pr.l
+	cols, err := t.columns(profileColumnNames(*l), *l, nil)
 	if err != nil {
-		return st, err
+		return err
 	}
-	pkCol, extCol, modCol, fieldCols := cols[0], cols[1], cols[2], cols[3:3+len(l.Fields)]
-	timeCols := make([]int, len(l.FieldTimes))
-	anyTimes := false
+	pr.pkCol, pr.extCol, pr.modCol, pr.fieldCols = cols[0], cols[1], cols[2], cols[3:3+len(l.Fields)]
+	pr.timeCols = make([]int, len(l.FieldTimes))
 	next := 3 + len(l.Fields)
 	for i, name := range l.FieldTimes {
-		timeCols[i] = -1
+		pr.timeCols[i] = -1
 		if name == "" {
 			continue
 		}
-		anyTimes = true
-		timeCols[i] = cols[next]
+		pr.anyTimes = true
+		pr.timeCols[i] = cols[next]
 		next++
 	}
-	var p Profile
-	err = t.rows(ctx, func(line int, rec []string) {
-		st.Rows++
-		ext := rec[extCol]
-		id, linked := ParseID(ext)
-		pkey := strings.TrimSpace(rec[pkCol])
-		if !IsPKey(pkey) {
-			st.Rejected++
-			reject(Reject{Source: File(source), Line: line, ID: strings.Clone(pkey), Reason: fmt.Sprintf("PKey %q is not of the form @ followed by letters, digits, _ or -", clip(pkey))})
-			if linked {
-				// A profile of that contact that cannot be told apart
-				// from its others: the contact stays out of the run.
-				emit(&Profile{ID: id, Modified: NoTime, Line: int32(line), Bad: true})
-			}
-			return
+	return nil
+}
+
+// row reads one well-formed row: a profile, an unlinked one (its time
+// only), or a reject that keeps its contact out.
+func (pr *profileReader) row(line int, rec []string) {
+	pr.st.Rows++
+	ext := rec[pr.extCol]
+	id, linked := ParseID(ext)
+	pkey := strings.TrimSpace(rec[pr.pkCol])
+	if !IsPKey(pkey) {
+		pr.st.Rejected++
+		pr.reject(Reject{Source: File(pr.source), Line: line, ID: strings.Clone(pkey), Reason: fmt.Sprintf("PKey %q is not of the form @ followed by letters, digits, _ or -", clip(pkey))})
+		if linked {
+			// A profile of that contact that cannot be told apart
+			// from its others: the contact stays out of the run.
+			pr.emit(&Profile{ID: id, Modified: NoTime, Line: int32(line), Bad: true})
 		}
-		if !linked {
-			// Linked to no contact, but perhaps the latest row of a
-			// PKey another row links to one: only its time is read.
-			st.Unlinked++
-			p = Profile{PKey: strings.Clone(pkey), Line: int32(line), Unlinked: true}
-			p.Modified = unlinkedTime(rec[modCol], l.TimeLayout, l.NotAfter)
-			emit(&p)
-			return
+		return
+	}
+	l, p := pr.l, &pr.p
+	if !linked {
+		// Linked to no contact, but perhaps the latest row of a
+		// PKey another row links to one: only its time is read.
+		pr.st.Unlinked++
+		*p = Profile{PKey: strings.Clone(pkey), Line: int32(line), Unlinked: true}
+		p.Modified = unlinkedTime(rec[pr.modCol], l.TimeLayout, l.NotAfter)
+		pr.emit(p)
+		return
+	}
+	*p = Profile{ID: id, PKey: strings.Clone(pkey), Line: int32(line)}
+	var ok bool
+	var problems []string
+	if p.Modified, ok = ParseTime(rec[pr.modCol], l.TimeLayout); !ok {
+		problems = append(problems, fmt.Sprintf("lastModified %q is not a timestamp", clip(rec[pr.modCol])))
+	} else if why := Future("lastModified", p.Modified, l.NotAfter); why != "" {
+		problems = append(problems, why)
+	}
+	for i, col := range pr.fieldCols {
+		if p.Values[i], ok = ParseBool(rec[col], NoLabels); !ok {
+			problems = append(problems, fmt.Sprintf("%s %q is not a boolean", l.Fields[i], clip(rec[col])))
 		}
-		p = Profile{ID: id, PKey: strings.Clone(pkey), Line: int32(line)}
+	}
+	if pr.anyTimes {
+		problems = pr.fieldTimes(rec, problems)
+	}
+	if problems != nil {
+		pr.st.Rejected++
+		p.Bad = true
+		pr.reject(Reject{Source: File(pr.source), Line: line, ID: p.PKey, Reason: strings.Join(problems, "; "), IDChecked: true})
+	}
+	pr.emit(p)
+}
+
+// fieldTimes reads the per-field change times into pr.p, adding what is
+// wrong with them to problems.
+func (pr *profileReader) fieldTimes(rec []string, problems []string) []string {
+	l, p := pr.l, &pr.p
+	p.FieldModified = NewFieldTimes()
+	for i, col := range pr.timeCols {
+		if col < 0 || strings.TrimSpace(rec[col]) == "" {
+			continue
+		}
 		var ok bool
-		var problems []string
-		if p.Modified, ok = ParseTime(rec[modCol], l.TimeLayout); !ok {
-			problems = append(problems, fmt.Sprintf("lastModified %q is not a timestamp", clip(rec[modCol])))
-		} else if why := Future("lastModified", p.Modified, l.NotAfter); why != "" {
+		if p.FieldModified[i], ok = ParseTime(rec[col], l.TimeLayout); !ok {
+			problems = append(problems, fmt.Sprintf("%s %q is not a timestamp", l.FieldTimes[i], clip(rec[col])))
+		} else if why := Future(l.FieldTimes[i], p.FieldModified[i], l.NotAfter); why != "" {
 			problems = append(problems, why)
 		}
-		for i, col := range fieldCols {
-			if p.Values[i], ok = ParseBool(rec[col], NoLabels); !ok {
-				problems = append(problems, fmt.Sprintf("%s %q is not a boolean", l.Fields[i], clip(rec[col])))
-			}
-		}
-		if anyTimes {
-			p.FieldModified = NewFieldTimes()
-			for i, col := range timeCols {
-				if col < 0 || strings.TrimSpace(rec[col]) == "" {
-					continue
-				}
-				if p.FieldModified[i], ok = ParseTime(rec[col], l.TimeLayout); !ok {
-					problems = append(problems, fmt.Sprintf("%s %q is not a timestamp", l.FieldTimes[i], clip(rec[col])))
-				} else if why := Future(l.FieldTimes[i], p.FieldModified[i], l.NotAfter); why != "" {
-					problems = append(problems, why)
-				}
-			}
-		}
-		if problems != nil {
-			st.Rejected++
-			p.Bad = true
-			reject(Reject{Source: File(source), Line: line, ID: p.PKey, Reason: strings.Join(problems, "; "), IDChecked: true})
-		}
-		emit(&p)
-	}, func(line int, rec []string, reason string) {
-		st.Rows++
-		st.Rejected++
-		// Name the row by its PKey when that still reads as one, as
-		// every other profile reject does.
-		name := ""
-		if pkCol < len(rec) && IsPKey(strings.TrimSpace(rec[pkCol])) {
-			name = strings.Clone(strings.TrimSpace(rec[pkCol]))
-		}
-		id, linked := ID{}, false
-		if extCol < len(rec) {
-			id, linked = ParseID(rec[extCol])
-		}
-		switch {
-		case name != "":
-			// A bad row of that profile, not a second profile: it may be
-			// the profile's newest row (its cells may be shifted, so its
-			// time is not read), which keeps the profile out.
-			reject(Reject{Source: File(source), Line: line, ID: name, Reason: reason, IDChecked: true})
-			emit(&Profile{ID: id, PKey: name, Modified: NoTime, Line: int32(line), Bad: true, Unlinked: !linked})
-		case linked:
-			reject(Reject{Source: File(source), Line: line, ID: id.String(), Reason: reason, IDChecked: true})
-			emit(&Profile{ID: id, Modified: NoTime, Line: int32(line), Bad: true})
-		default:
-			reject(Reject{Source: File(source), Line: line, Reason: reason})
-		}
-	})
-	if err != nil {
-		return st, err
 	}
-	return st, l.Limits.checkShare(source, st)
+	return problems
+}
+
+// badRow reads a row the table could not split into the header's cells.
+func (pr *profileReader) badRow(line int, rec []string, reason string) {
+	pr.st.Rows++
+	pr.st.Rejected++
+	// Name the row by its PKey when that still reads as one, as
+	// every other profile reject does.
+	name := ""
+	if pr.pkCol < len(rec) && IsPKey(strings.TrimSpace(rec[pr.pkCol])) {
+		name = strings.Clone(strings.TrimSpace(rec[pr.pkCol]))
+	}
+	id, linked := ID{}, false
+	if pr.extCol < len(rec) {
+		id, linked = ParseID(rec[pr.extCol])
+	}
+	switch {
+	case name != "":
+		// A bad row of that profile, not a second profile: it may be
+		// the profile's newest row (its cells may be shifted, so its
+		// time is not read), which keeps the profile out.
+		pr.reject(Reject{Source: File(pr.source), Line: line, ID: name, Reason: reason, IDChecked: true})
+		pr.emit(&Profile{ID: id, PKey: name, Modified: NoTime, Line: int32(line), Bad: true, Unlinked: !linked})
+	case linked:
+		pr.reject(Reject{Source: File(pr.source), Line: line, ID: id.String(), Reason: reason, IDChecked: true})
+		pr.emit(&Profile{ID: id, Modified: NoTime, Line: int32(line), Bad: true})
+	default:
+		pr.reject(Reject{Source: File(pr.source), Line: line, Reason: reason})
+	}
 }
 
 // unlinkedTime reads the time of a row linked to no contact. It is not a
