@@ -128,90 +128,107 @@ func Decide(r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, bu
 	}
 	res.Next = Snapshot{Known: true, DSeen: true, CSeen: true, DModified: c.Modified, CModified: p.Modified, PKey: p.PKey,
 		Decided: prev.Decided, DETag: prev.DETag}
-	for i, pair := range r.Pairs {
-		old := prev.Pairs[i]
-		d := c.Values[i]
-		if pair.Invert {
-			d = d.Not()
-		}
-		cv := p.Values[i]
-		tC := p.Modified
-		if t, ok := fieldTime(p, i); ok {
-			tC = t
-		}
-		// A side that has not shown a value this tool wrote to it still
-		// holds that value, whatever a stale export says (replay too: a
-		// stale export read as the truth could clear an opt-out this tool
-		// itself set and that is waiting to be imported).
-		next := PairState{S: old.S, DRaw: d, CRaw: cv}
-		next.CTime, next.CTimeKnown = fieldTime(p, i)
-		dEff, cEff := d, cv
-		dPend := pendingWrite(old.DWritten, d, old.DRaw, c.Modified == prev.DModified, r.ImportD365)
-		if dPend != pendingGone {
-			dEff, next.DWritten, next.DWrittenAt = old.DWritten, old.DWritten, old.DWrittenAt
-		}
-		cPend := pendingWrite(old.CWritten, cv, old.CRaw, p.Modified == prev.CModified, r.ImportCampaign)
-		if cPend != pendingGone {
-			cEff, next.CWritten, next.CWrittenAt = old.CWritten, old.CWritten, old.CWrittenAt
-		}
-
-		dec := Decision{Pair: i, DModified: c.Modified, CModified: tC}
-		// Replay decides as at first sight: it ignores the agreement, but
-		// not what is known of the records (writes not yet seen, newer
-		// rows), and an agreement it does not replace is kept.
-		agreed := old.S
-		if r.Replay {
-			agreed = extract.Unknown
-		}
-		target, value := decidePair(r, agreed, dEff, cEff, c.Modified, tC, &dec)
-		switch {
-		case dec.Skip != "":
-			buf = append(buf, dec)
-		case target == ToCampaign:
-			dec.Target, dec.Old, dec.New = ToCampaign, cEff, value
-			dec.ClearsOptOut = cEff == extract.True && value == extract.False
-			cEff, next.CWritten, next.CWrittenAt, next.S = value, value, r.Started, value
-			res.CampaignChanged = true
-			cPend = pendingGone // replaced by this write
-			buf = append(buf, dec)
-		case target == ToD365:
-			dec.Target, dec.Old, dec.New = ToD365, dEff, value
-			dec.ClearsOptOut = dEff == extract.True && value == extract.False
-			if pair.Invert {
-				dec.Old, dec.New = dec.Old.Not(), dec.New.Not()
-			}
-			dEff, next.DWritten, next.DWrittenAt, next.S = value, value, r.Started, value
-			res.D365Changed = true
-			dPend = pendingGone
-			buf = append(buf, dec)
-		case value.Known():
-			next.S = value
-		}
-		// A written opt-out the export does not show although the record
-		// moved: not imported yet. Nothing was decided against it; it goes
-		// into this run's update file again.
-		if cPend == pendingNotSeen {
-			buf = append(buf, Decision{Pair: i, Target: ToCampaign, Old: cv, New: cEff, DModified: c.Modified, CModified: tC,
-				Pending: true, Since: next.CWrittenAt})
-			res.CampaignChanged = true
-		}
-		if dPend == pendingNotSeen {
-			pd := Decision{Pair: i, Target: ToD365, Old: d, New: dEff, DModified: c.Modified, CModified: tC,
-				Pending: true, Since: next.DWrittenAt}
-			if pair.Invert {
-				pd.Old, pd.New = pd.Old.Not(), pd.New.Not()
-			}
-			buf = append(buf, pd)
-			res.D365Changed = true
-		}
-		res.Next.Pairs[i] = next
-		res.CampaignAfter[i] = cEff
-		if pair.Invert {
-			dEff = dEff.Not()
-		}
-		res.D365After[i] = dEff
+	for i := range r.Pairs {
+		buf = settlePair(r, i, c, p, prev, &res, buf)
 	}
 	return res, buf
+}
+
+// settlePair decides mapped pair i of one matched contact into res (its
+// next state, the values after the run, which side changed) and appends its
+// decisions to buf. Everything is passed by pointer: it runs per record and
+// pair.
+func settlePair(r *Rules, i int, c *extract.Contact, p *extract.Profile, prev *Snapshot, res *Result, buf []Decision) []Decision {
+	pair := r.Pairs[i]
+	old := prev.Pairs[i]
+	d := c.Values[i]
+	if pair.Invert {
+		d = d.Not()
+	}
+	cv := p.Values[i]
+	tC := p.Modified
+	if t, ok := fieldTime(p, i); ok {
+		tC = t
+	}
+	// A side that has not shown a value this tool wrote to it still
+	// holds that value, whatever a stale export says (replay too: a
+	// stale export read as the truth could clear an opt-out this tool
+	// itself set and that is waiting to be imported).
+	next := PairState{S: old.S, DRaw: d, CRaw: cv}
+	next.CTime, next.CTimeKnown = fieldTime(p, i)
+	dEff, cEff := d, cv
+	dPend := pendingWrite(old.DWritten, d, old.DRaw, c.Modified == prev.DModified, r.ImportD365)
+	if dPend != pendingGone {
+		dEff, next.DWritten, next.DWrittenAt = old.DWritten, old.DWritten, old.DWrittenAt
+	}
+	cPend := pendingWrite(old.CWritten, cv, old.CRaw, p.Modified == prev.CModified, r.ImportCampaign)
+	if cPend != pendingGone {
+		cEff, next.CWritten, next.CWrittenAt = old.CWritten, old.CWritten, old.CWrittenAt
+	}
+
+	dec := Decision{Pair: i, DModified: c.Modified, CModified: tC}
+	// Replay decides as at first sight: it ignores the agreement, but
+	// not what is known of the records (writes not yet seen, newer
+	// rows), and an agreement it does not replace is kept.
+	agreed := old.S
+	if r.Replay {
+		agreed = extract.Unknown
+	}
+	target, value := decidePair(r, agreed, dEff, cEff, c.Modified, tC, &dec)
+	switch {
+	case dec.Skip != "":
+		buf = append(buf, dec)
+	case target == ToCampaign:
+		dec.Target, dec.Old, dec.New = ToCampaign, cEff, value
+		dec.ClearsOptOut = cEff == extract.True && value == extract.False
+		cEff, next.CWritten, next.CWrittenAt, next.S = value, value, r.Started, value
+		res.CampaignChanged = true
+		cPend = pendingGone // replaced by this write
+		buf = append(buf, dec)
+	case target == ToD365:
+		dec.Target, dec.Old, dec.New = ToD365, dEff, value
+		dec.ClearsOptOut = dEff == extract.True && value == extract.False
+		if pair.Invert {
+			dec.Old, dec.New = dec.Old.Not(), dec.New.Not()
+		}
+		dEff, next.DWritten, next.DWrittenAt, next.S = value, value, r.Started, value
+		res.D365Changed = true
+		dPend = pendingGone
+		buf = append(buf, dec)
+	case value.Known():
+		next.S = value
+	}
+	buf = appendUnseenWrites(buf, res, i, pair.Invert, c.Modified, tC, &next, d, dEff, dPend, cv, cEff, cPend)
+	res.Next.Pairs[i] = next
+	res.CampaignAfter[i] = cEff
+	if pair.Invert {
+		dEff = dEff.Not()
+	}
+	res.D365After[i] = dEff
+	return buf
+}
+
+// appendUnseenWrites puts a written opt-out the export does not show
+// although the record moved (not imported yet) into this run's update file
+// again. Nothing was decided against it. d and dEff are in Campaign's
+// polarity, as settlePair holds them; a D365 decision is turned back.
+func appendUnseenWrites(buf []Decision, res *Result, i int, invert bool, tD, tC int64, next *PairState,
+	d, dEff extract.Tri, dPend pending, cv, cEff extract.Tri, cPend pending) []Decision {
+	if cPend == pendingNotSeen {
+		buf = append(buf, Decision{Pair: i, Target: ToCampaign, Old: cv, New: cEff, DModified: tD, CModified: tC,
+			Pending: true, Since: next.CWrittenAt})
+		res.CampaignChanged = true
+	}
+	if dPend == pendingNotSeen {
+		pd := Decision{Pair: i, Target: ToD365, Old: d, New: dEff, DModified: tD, CModified: tC,
+			Pending: true, Since: next.DWrittenAt}
+		if invert {
+			pd.Old, pd.New = pd.Old.Not(), pd.New.Not()
+		}
+		buf = append(buf, pd)
+		res.D365Changed = true
+	}
+	return buf
 }
 
 // What a pending write is after a side was read again.
