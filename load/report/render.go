@@ -150,44 +150,60 @@ func Render(w io.Writer, r *Report) error {
 	return nil
 }
 
+// newView turns a report into what the page template shows: its heading and
+// status, the count tables, and the charts drawn from them.
 func newView(r *Report) (*view, error) {
 	v := &view{Report: r, Series: trendSeries, Took: r.Run.Duration()}
-	c := r.Counts
 	switch r.Kind {
 	case Period:
-		v.Heading = fmt.Sprintf("Runs from %s to %s", r.Since.UTC().Format("2006-01-02 15:04"), r.Until.UTC().Format("2006-01-02 15:04 UTC"))
-		v.Title = "optsync report: runs since " + r.Since.UTC().Format("2006-01-02")
-		worst := "ok"
-		byStatus := map[string]int{}
-		for _, run := range r.Runs {
-			byStatus[run.Outcome]++
-			v.Took += run.Duration()
-			if _, cl := statusWord(run.Outcome); cl == "bad" || (cl == "warn" && worst == "ok") {
-				worst = run.Outcome
-			}
-		}
-		for _, o := range []string{"ok", "failed-writes", "safety-stop", "interrupted", "error", "running"} {
-			if n := byStatus[o]; n > 0 {
-				s, cl := statusWord(o)
-				v.StatusCounts = append(v.StatusCounts, row{Name: o, Label: s, Value: n, Color: cl})
-				delete(byStatus, o)
-			}
-		}
-		for _, o := range sortedKeys(byStatus) {
-			s, cl := statusWord(o)
-			v.StatusCounts = append(v.StatusCounts, row{Name: o, Label: s, Value: byStatus[o], Color: cl})
-		}
-		v.Status, v.StatusClass = statusWord(worst)
-		if len(r.Runs) == 0 {
-			v.Status, v.StatusClass = "No runs", "warn"
-		}
+		v.periodStatus(r)
 	default:
 		v.Heading = r.Run.Command + " " + r.Run.ID
 		v.Title = "optsync report: " + v.Heading
 		v.Status, v.StatusClass = statusWord(r.Run.Outcome)
 		v.Explain = explain(r)
 	}
+	v.countRows(r.Counts)
+	if err := v.charts(r); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
 
+// periodStatus heads a period's report: its status is its worst run's, and
+// its runs are counted by outcome (the known outcomes first, worst last,
+// then any other by name).
+func (v *view) periodStatus(r *Report) {
+	v.Heading = fmt.Sprintf("Runs from %s to %s", r.Since.UTC().Format("2006-01-02 15:04"), r.Until.UTC().Format("2006-01-02 15:04 UTC"))
+	v.Title = "optsync report: runs since " + r.Since.UTC().Format("2006-01-02")
+	worst := "ok"
+	byStatus := map[string]int{}
+	for _, run := range r.Runs {
+		byStatus[run.Outcome]++
+		v.Took += run.Duration()
+		if _, cl := statusWord(run.Outcome); cl == "bad" || (cl == "warn" && worst == "ok") {
+			worst = run.Outcome
+		}
+	}
+	for _, o := range []string{"ok", "failed-writes", "safety-stop", "interrupted", "error", "running"} {
+		if n := byStatus[o]; n > 0 {
+			s, cl := statusWord(o)
+			v.StatusCounts = append(v.StatusCounts, row{Name: o, Label: s, Value: n, Color: cl})
+			delete(byStatus, o)
+		}
+	}
+	for _, o := range sortedKeys(byStatus) {
+		s, cl := statusWord(o)
+		v.StatusCounts = append(v.StatusCounts, row{Name: o, Label: s, Value: byStatus[o], Color: cl})
+	}
+	v.Status, v.StatusClass = statusWord(worst)
+	if len(r.Runs) == 0 {
+		v.Status, v.StatusClass = "No runs", "warn"
+	}
+}
+
+// countRows lays the counts out as the page's tiles and tables.
+func (v *view) countRows(c map[string]int) {
 	v.Tiles = []row{
 		{Name: "compared_pairs", Label: "pairs compared", Value: c["compared_pairs"], Color: "#94a3b8"},
 		{Name: "d365->campaign", Label: "Dynamics → Campaign", Value: c["d365->campaign"], Color: trendSeries[0].Color},
@@ -224,14 +240,19 @@ func newView(r *Report) (*view, error) {
 			v.NotCompared = append(v.NotCompared, row{Name: k, Label: label(k), Value: c[k]})
 		}
 	}
+}
 
+// charts draws the direction, rule and trend charts, each only when it has
+// something to show.
+func (v *view) charts(r *Report) error {
+	c := r.Counts
 	var err error
 	if c["d365->campaign"]+c["campaign->d365"] > 0 {
 		// Top to bottom as in the table: a horizontal chart counts up.
 		names := []string{"Campaign → Dynamics", "Dynamics → Campaign"}
 		vals := []float64{float64(c["campaign->d365"]), float64(c["d365->campaign"])}
 		if v.DirectionChart, err = barChart(names, vals, []string{trendSeries[1].Color, trendSeries[0].Color}, true, 4*vg.Inch, 1.3*vg.Inch); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if len(v.Rules) > 0 {
@@ -243,15 +264,15 @@ func newView(r *Report) (*view, error) {
 		}
 		h := vg.Length(len(names))*0.3*vg.Inch + 0.7*vg.Inch
 		if v.RuleChart, err = barChart(names, vals, []string{"#64748b"}, true, 4*vg.Inch, h); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if len(r.Trend) > 0 {
 		if v.TrendChart, err = trendChart(r.Trend, 7*vg.Inch, 2.6*vg.Inch); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return v, nil
+	return nil
 }
 
 // explain says in a sentence what the outcome means for the reader.
