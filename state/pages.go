@@ -173,15 +173,44 @@ func (p rawPage) search(key []byte) int {
 	return i
 }
 
-// pageGuard remembers, per view of the file (a transaction id), the pages
-// found sound, so each is checked once however often it is reached.
+// pageGuard remembers the pages found sound, so each is checked once
+// however often it is reached: per view of the file (a transaction id) in a
+// reader, for the whole life of the store in a writer (carry).
+//
+// A writer holds the file alone (the run lock; readers share bbolt's lock
+// but only read), so between two of its views only its own transactions
+// write the file. bbolt never writes over a page a committed view reaches
+// (copy on write: a page changed goes to a new page, the old one is freed
+// and handed out again only after), so a page id reached in a later view
+// holds either what it held when it was checked, or what this process
+// wrote there since: trusted as every page of a file this process created
+// is (the guard is off for those). A reader keeps a set per view: its file
+// is written by another process (which waits for readers to close first).
 type pageGuard struct {
 	// off: every page was walked when the file was opened.
 	off bool
 	// sealed: the file's values carry seals, checked with their pages.
 	sealed bool
-	mu     sync.Mutex
-	sound  map[int]map[uint64]bool
+	// carry: pages found sound stay so across views (a writer's store).
+	carry bool
+	mu    sync.Mutex
+	sound map[int]*pageSet
+}
+
+// pageSet is a set of page ids, one bit each: a night at ten million
+// contacts reaches tens of thousands of pages of half a million, and a
+// walk all of them, which a map of them held many times over.
+type pageSet struct{ bits []uint64 }
+
+func (s *pageSet) has(id uint64) bool {
+	return id/64 < uint64(len(s.bits)) && s.bits[id/64]&(1<<(id%64)) != 0
+}
+
+func (s *pageSet) add(id uint64) {
+	if n := id/64 + 1; n > uint64(len(s.bits)) {
+		s.bits = append(s.bits, make([]uint64, n-uint64(len(s.bits)))...)
+	}
+	s.bits[id/64] |= 1 << (id % 64)
 }
 
 // pageView checks pages of one view. A nil *pageView checks nothing.
@@ -189,7 +218,7 @@ type pageView struct {
 	g        *pageGuard
 	data     []byte
 	ps, hwm  uint64
-	sound    map[uint64]bool
+	sound    *pageSet
 	rootTree uint64
 	write    bool // the view of a write transaction
 }
@@ -232,21 +261,25 @@ func (s *Store) pages(tx *bolt.Tx) *pageView {
 		}
 	}
 	v.rootTree = root
+	key := base
+	if g.carry {
+		key = 0 // one set for every view (see pageGuard)
+	}
 	g.mu.Lock()
 	if g.sound == nil {
-		g.sound = map[int]map[uint64]bool{}
+		g.sound = map[int]*pageSet{}
 	}
-	v.sound = g.sound[base]
+	v.sound = g.sound[key]
 	if v.sound == nil {
 		// Views of a few transactions at most are open at once (a run's
 		// next chunk is read while the last one commits).
 		for old := range g.sound {
-			if old < base-2 {
+			if old < key-2 {
 				delete(g.sound, old)
 			}
 		}
-		v.sound = map[uint64]bool{}
-		g.sound[base] = v.sound
+		v.sound = &pageSet{bits: make([]uint64, 0, (hwm+63)/64)}
+		g.sound[key] = v.sound
 	}
 	g.mu.Unlock()
 	v.span(root, nil, nil, "")
@@ -275,7 +308,7 @@ func (v *pageView) page(id uint64, lo, hi []byte, bucket string) rawPage {
 		v.damaged(problem)
 	}
 	v.g.mu.Lock()
-	known := v.sound[id]
+	known := v.sound.has(id)
 	v.g.mu.Unlock()
 	if known {
 		return p
@@ -284,7 +317,7 @@ func (v *pageView) page(id uint64, lo, hi []byte, bucket string) rawPage {
 		v.damaged(problem)
 	}
 	v.g.mu.Lock()
-	v.sound[id] = true
+	v.sound.add(id)
 	v.g.mu.Unlock()
 	return p
 }

@@ -2,7 +2,9 @@ package state
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -158,4 +160,139 @@ func readerOf(t *testing.T, path string) *Reader {
 	}
 	t.Cleanup(func() { r.Close() })
 	return r
+}
+
+// carryFixture is a state file of 1,500 contacts on many leaves, written by
+// a store since closed (so the next one checks the pages it reaches), with
+// the contacts bucket's leaves as the file holds them.
+func carryFixture(t *testing.T) (path string, leaves []leafKeys, pageSize uint64) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "optsync.db")
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 1500
+	b := st.NewBatch(n)
+	for i := 1; i <= n; i++ {
+		s := fullSnap(i)
+		b.Put(id(2*i), &s)
+	}
+	if err := st.Commit(context.Background(), b, &Final{Run: &Run{ID: "r1", Started: time.Now(), Outcome: "ok"}}); err != nil {
+		t.Fatal(err)
+	}
+	var root uint64
+	pageSize = uint64(st.db.Info().PageSize)
+	if err := st.db.View(func(tx *bolt.Tx) error {
+		root = uint64(tx.Bucket(bucketContacts).Root())
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaves = bucketLeaves(t, data, root, pageSize)
+	if len(leaves) < 8 {
+		t.Fatalf("the contacts are on %d leaves; the test needs more", len(leaves))
+	}
+	return path, leaves, pageSize
+}
+
+// flipInFile flips a bit of the second value of leaf page id in the file
+// on disk, under a store that has it open (the mapping shows it).
+func flipInFile(t *testing.T, path string, id, pageSize uint64) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, problem := readRawPage(data, id, uint64(len(data))/pageSize, pageSize)
+	if problem != "" {
+		t.Fatal(problem)
+	}
+	// the value of element 1 lies after its key (rawPage.value)
+	e := p.b[pageHeaderSize+elemSize : pageHeaderSize+2*elemSize]
+	le := binary.LittleEndian
+	at := int(id*pageSize) + pageHeaderSize + elemSize + int(le.Uint32(e[4:])) + int(le.Uint32(e[8:]))
+	v, _ := p.value(1)
+	if data[at] != v[0] {
+		t.Fatal("the value's offset is miscounted")
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte{v[0] ^ 0x10}, int64(at)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWriterChecksAPageOnceAcrossItsTransactions: a run's store checks a
+// page the first time any of its views reaches it, not again in each view
+// after a commit — its own commits are all that wrote the file between
+// (pages.go). Pages it had not reached are still checked when first reached
+// in a later view, and what its commits rewrote reads back as written.
+func TestWriterChecksAPageOnceAcrossItsTransactions(t *testing.T) {
+	path, leaves, pageSize := carryFixture(t)
+	idOf := func(k []byte) extract.ID { var i extract.ID; copy(i[:], k); return i }
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	reached, later := leaves[2], leaves[len(leaves)-2]
+	r, err := st.Reader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s transform.Snapshot
+	if found, err := r.Get(idOf(reached.first), &s); err != nil || !found {
+		t.Fatalf("Get: found %v, %v", found, err)
+	}
+	r.Close()
+
+	// commits of other contacts: new views, pages freed and handed out
+	// again by this store's own transactions
+	for round := range 5 {
+		b := st.NewBatch(1)
+		s := fullSnap(7000 + round)
+		b.Put(id(2*(round*37+5)), &s)
+		if err := st.Commit(context.Background(), b, &Final{Run: &Run{ID: fmt.Sprintf("c%d", round), Started: time.Now(), Outcome: "ok"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err = st.Reader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	pv := st.pages(r.tx)
+	if pv == nil {
+		t.Fatal("no page checks in the writer's view")
+	}
+	if !pv.sound.has(reached.id) {
+		t.Errorf("leaf %d, checked in an earlier view of this writer, is to be checked again in a later one", reached.id)
+	}
+	if pv.sound.has(later.id) {
+		t.Fatalf("leaf %d was never reached, yet counts as checked", later.id)
+	}
+	for round := range 5 {
+		var got transform.Snapshot
+		if found, err := r.Get(id(2*(round*37+5)), &got); err != nil || !found || got.DModified != fullSnap(7000+round).DModified {
+			t.Fatalf("contact rewritten in commit %d: found %v, %v, %+v", round, found, err, got)
+		}
+	}
+	// a leaf first reached now is checked now
+	flipInFile(t, path, later.id, pageSize)
+	_, err = r.Get(idOf(later.first), &s)
+	var ce *CorruptError
+	if !errors.As(err, &ce) {
+		t.Fatalf("Get over leaf %d, damaged and not reached before: %v, want a *CorruptError", later.id, err)
+	}
 }

@@ -374,7 +374,7 @@ func (s *Store) prepare(real string, opts *bolt.Options, pairs []transform.Pair,
 	// unless every one was walked already, or the file is new: every page
 	// it will hold is one this process writes (as after a walk). The schema
 	// read just now is read again through the check by init.
-	s.guard = &pageGuard{off: walked || !exists, sealed: s.sealed}
+	s.guard = &pageGuard{off: walked || !exists, sealed: s.sealed, carry: !s.readOnly}
 	if err == nil && exists && full {
 		// Every record's seal, before any is used and before anything is
 		// written (a damaged file is left as it was found).
@@ -411,7 +411,7 @@ func (s *Store) sealAndReopen(real string, opts *bolt.Options, pairs []transform
 		return err
 	}
 	s.db = db
-	s.guard = &pageGuard{sealed: true}
+	s.guard = &pageGuard{sealed: true, carry: !s.readOnly}
 	return s.init(pairs)
 }
 
