@@ -11,6 +11,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 
 	"optsync/extract"
 	"optsync/transform"
@@ -294,5 +295,48 @@ func TestWriterChecksAPageOnceAcrossItsTransactions(t *testing.T) {
 	var ce *CorruptError
 	if !errors.As(err, &ce) {
 		t.Fatalf("Get over leaf %d, damaged and not reached before: %v, want a *CorruptError", later.id, err)
+	}
+}
+
+// TestReleaseSkippedWhileNothingFaulted: releasing the mapping walks its
+// page tables and flushes TLBs on every CPU the process runs on, so a
+// release with hardly a fault since the last one (a commit syncing, a
+// ticker between two lookups) is skipped; one after the pages of many
+// lookups were faulted in is made.
+func TestReleaseSkippedWhileNothingFaulted(t *testing.T) {
+	path, _, _ := carryFixture(t)
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r, err := st.Reader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	st.releaseMapping(r.tx)
+	after := st.release.faults.Load()
+	if after == 0 {
+		t.Fatal("the first release was not made")
+	}
+	st.releaseMapping(r.tx) // nothing faulted since
+	if got := st.release.faults.Load(); got != after {
+		t.Fatalf("a release with no faults since the last was made (faults noted %d, then %d)", after, got)
+	}
+	// a megabyte's pages faulted in (anonymous ones count as the file's do)
+	b, err := unix.Mmap(-1, 0, 1<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < len(b); i += os.Getpagesize() {
+		b[i] = 1
+	}
+	if err := unix.Munmap(b); err != nil {
+		t.Fatal(err)
+	}
+	st.releaseMapping(r.tx)
+	if got := st.release.faults.Load(); got == after {
+		t.Fatal("a release after 256 pages were faulted in was skipped")
 	}
 }

@@ -27,7 +27,16 @@ const scanEvery = 1 << 15
 type pageReleaser struct {
 	n    atomic.Int64
 	last atomic.Int64 // when the mapping was last released (Unix ns)
+	// faults is the process's minor faults when the mapping was last
+	// released: a release (a walk of the whole mapping's page tables, and
+	// TLB flushes on every CPU the process runs on) is skipped while
+	// hardly anything was faulted since, as while a commit syncs.
+	faults atomic.Int64
 }
+
+// releaseFaults is how many faults since the last release make the next
+// one worth its cost: each maps up to a few dozen pages of the file.
+const releaseFaults = 16
 
 // touched counts n lookups made in tx and, every releaseTick, drops the
 // mapping's page table entries (madvise MADV_DONTNEED). The file is mapped
@@ -56,6 +65,13 @@ func (s *Store) releaseMapping(tx *bolt.Tx) {
 	size := tx.Size()
 	if info == nil || info.Data == 0 || size <= 0 {
 		return
+	}
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
+		if ru.Minflt-s.release.faults.Load() < releaseFaults {
+			return
+		}
+		s.release.faults.Store(ru.Minflt)
 	}
 	// Info gives the address as a uintptr; reading it back as a pointer
 	// keeps vet's unsafe-pointer rule (as pages does).
