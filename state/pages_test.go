@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -338,5 +339,53 @@ func TestReleaseSkippedWhileNothingFaulted(t *testing.T) {
 	st.releaseMapping(r.tx)
 	if got := st.release.faults.Load(); got == after {
 		t.Fatal("a release after 256 pages were faulted in was skipped")
+	}
+}
+
+// TestCommitRunsWithASpareP: a write transaction runs with one P more than
+// the process had when the store was opened, so that the ticker releasing
+// the mapping runs when it fires, not once the commit's goroutines are
+// preempted; the P is given back when it ends, also when it fails.
+// GOMAXPROCS set in the environment is left as it is.
+func TestCommitRunsWithASpareP(t *testing.T) {
+	base := runtime.GOMAXPROCS(0)
+	during := func(st *Store, fail bool) int {
+		t.Helper()
+		n := 0
+		err := st.update(func(tx *bolt.Tx) error {
+			n = runtime.GOMAXPROCS(0)
+			if fail {
+				return errors.New("refused")
+			}
+			return nil
+		})
+		if (err != nil) != fail {
+			t.Fatalf("update: %v", err)
+		}
+		if got := runtime.GOMAXPROCS(0); got != base {
+			t.Fatalf("after a commit (failed %v): GOMAXPROCS %d, want %d back", fail, got, base)
+		}
+		return n
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		st, err := Open(filepath.Join(t.TempDir(), "optsync.db"), testPairs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		for _, fail := range []bool{false, true} {
+			if n := during(st, fail); n != base+1 {
+				t.Errorf("during a commit (failing %v): GOMAXPROCS %d, want %d", fail, n, base+1)
+			}
+		}
+	}
+	t.Setenv("GOMAXPROCS", fmt.Sprint(base))
+	st, err := Open(filepath.Join(t.TempDir(), "optsync.db"), testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if n := during(st, false); n != base {
+		t.Errorf("GOMAXPROCS set in the environment: %d during a commit, want %d", n, base)
 	}
 }

@@ -161,6 +161,9 @@ type Store struct {
 	// indexChunk, when set, is the keys per transaction of an index
 	// written whole (tests make it small to stop a build half-way).
 	indexChunk int
+	// procs is GOMAXPROCS when the store was opened (0: set in the
+	// environment): a commit runs with one more (releaseDuring).
+	procs int
 }
 
 // Open opens (creating if needed) the state file for a run that may write,
@@ -241,7 +244,7 @@ type fileHook func(f *os.File) error
 // bbolt would rebuild by walking every page itself, in goroutines where a
 // damaged page panics beyond any recover.
 func openHooked(path string, pairs []transform.Pair, readOnly, full bool, hook fileHook) (*Store, error) {
-	s := &Store{path: path, readOnly: readOnly}
+	s := &Store{path: path, readOnly: readOnly, procs: spareProcs()}
 	real, err := resolvePath(path)
 	if err != nil {
 		return nil, err
