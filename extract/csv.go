@@ -157,14 +157,25 @@ func IsPKey(s string) bool {
 	if len(s) < 2 || s[0] != '@' {
 		return false
 	}
+	bad := uint64(0)
 	for i := 1; i < len(s); i++ {
 		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
+		set := uint64(pkeyBelow64)
+		if c >= 64 {
+			set = pkeyAbove64
 		}
+		bad |= (set>>(c&63))&1 ^ 1 | uint64(c>>7)
 	}
-	return true
+	return bad == 0
 }
+
+// The bytes a PKey has after its @, as bit sets of the bytes below 64 (-
+// and the digits) and of those from 64 to 127 (the letters and _): a test
+// without branches, for the key's letters are random.
+const (
+	pkeyBelow64 = 0x03ff200000000000
+	pkeyAbove64 = 0x07fffffe87fffffe
+)
 
 // hidden columns of a Dynamics "Export to Excel"
 var d365Aliases = map[string][]string{
@@ -294,6 +305,7 @@ type profileReader struct {
 	timeCols              []int // -1 where a field's time is not configured
 	anyTimes              bool
 	p                     Profile // reused: emit takes what it keeps
+	keys                  keyArena
 }
 
 func (pr *profileReader) findColumns(t *table) error {
@@ -339,12 +351,12 @@ func (pr *profileReader) row(line int, rec []string) {
 		// Linked to no contact, but perhaps the latest row of a
 		// PKey another row links to one: only its time is read.
 		pr.st.Unlinked++
-		*p = Profile{PKey: strings.Clone(pkey), Line: int32(line), Unlinked: true}
+		*p = Profile{PKey: pr.keys.clone(pkey), Line: int32(line), Unlinked: true}
 		p.Modified = unlinkedTime(rec[pr.modCol], l.TimeLayout, l.NotAfter)
 		pr.emit(p)
 		return
 	}
-	*p = Profile{ID: id, PKey: strings.Clone(pkey), Line: int32(line)}
+	*p = Profile{ID: id, PKey: pr.keys.clone(pkey), Line: int32(line)}
 	var ok bool
 	var problems []string
 	if p.Modified, ok = ParseTime(rec[pr.modCol], l.TimeLayout); !ok {
@@ -363,7 +375,7 @@ func (pr *profileReader) row(line int, rec []string) {
 	if problems != nil {
 		pr.st.Rejected++
 		p.Bad = true
-		pr.reject(Reject{Source: File(pr.source), Line: line, ID: p.PKey, Reason: strings.Join(problems, "; "), IDChecked: true})
+		pr.reject(Reject{Source: File(pr.source), Line: line, ID: strings.Clone(pkey), Reason: strings.Join(problems, "; "), IDChecked: true})
 	}
 	pr.emit(p)
 }
@@ -395,7 +407,7 @@ func (pr *profileReader) badRow(line int, rec []string, reason string) {
 	// every other profile reject does.
 	name := ""
 	if pr.pkCol < len(rec) && IsPKey(strings.TrimSpace(rec[pr.pkCol])) {
-		name = strings.Clone(strings.TrimSpace(rec[pr.pkCol]))
+		name = strings.TrimSpace(rec[pr.pkCol])
 	}
 	id, linked := ID{}, false
 	if pr.extCol < len(rec) {
@@ -406,8 +418,8 @@ func (pr *profileReader) badRow(line int, rec []string, reason string) {
 		// A bad row of that profile, not a second profile: it may be
 		// the profile's newest row (its cells may be shifted, so its
 		// time is not read), which keeps the profile out.
-		pr.reject(Reject{Source: File(pr.source), Line: line, ID: name, Reason: reason, IDChecked: true})
-		pr.emit(&Profile{ID: id, PKey: name, Modified: NoTime, Line: int32(line), Bad: true, Unlinked: !linked})
+		pr.reject(Reject{Source: File(pr.source), Line: line, ID: strings.Clone(name), Reason: reason, IDChecked: true})
+		pr.emit(&Profile{ID: id, PKey: pr.keys.clone(name), Modified: NoTime, Line: int32(line), Bad: true, Unlinked: !linked})
 	case linked:
 		pr.reject(Reject{Source: File(pr.source), Line: line, ID: id.String(), Reason: reason, IDChecked: true})
 		pr.emit(&Profile{ID: id, Modified: NoTime, Line: int32(line), Bad: true})

@@ -125,8 +125,12 @@ func TestParseID(t *testing.T) {
 		for _, at := range []int{0, 1, 9, 35} {
 			in := []byte(canon)
 			in[at] = byte(c)
-			if _, ok := ParseID(string(in)); ok != hex {
+			id, ok := ParseID(string(in))
+			if ok != hex {
 				t.Errorf("ParseID with byte %#x at %d: ok %v", c, at, ok)
+			}
+			if ok && id.String() != strings.ToLower(string(in)) {
+				t.Errorf("ParseID with byte %#x at %d reads %s", c, at, id)
 			}
 		}
 	}
@@ -254,6 +258,26 @@ func TestFormatTime(t *testing.T) {
 		v := rng.Int63n(4102444800000) + 1 // 1970 … 2100
 		if back, ok := ParseTime(FormatTime(v), ""); !ok || back != v {
 			t.Fatalf("round trip of %d via %q gave %d, %v", v, FormatTime(v), back, ok)
+		}
+	}
+}
+
+// TestIsPKeyEveryByte: after the @, letters, digits, _ and - only, in any
+// place of the key.
+func TestIsPKeyEveryByte(t *testing.T) {
+	for _, s := range []string{"", "@", "p1", "a@p1", "@p 1", " @p1"} {
+		if IsPKey(s) {
+			t.Errorf("IsPKey(%q) = true", s)
+		}
+	}
+	for c := 0; c < 256; c++ {
+		want := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+		for _, at := range []int{1, 2, 4} {
+			in := []byte("@abcd")
+			in[at] = byte(c)
+			if got := IsPKey(string(in)); got != want {
+				t.Errorf("IsPKey(%q) = %v, want %v", in, got, want)
+			}
 		}
 	}
 }
