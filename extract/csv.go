@@ -2,12 +2,13 @@ package extract
 
 import (
 	"bufio"
-	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/csv"
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"strings"
 	"time"
 	"unsafe"
@@ -519,42 +520,84 @@ func (t *table) lastLine(rec []string) int {
 // byte of every row on its way; most rows have no quote.
 func (t *table) fast() (line int, rec []string, ok bool) {
 	b, _ := t.br.Peek(t.br.Buffered())
-	i := bytes.IndexByte(b, '\n')
-	if i < 0 {
+	rec, i, quoted := splitLine(b, t.fields[:0])
+	if i < 0 && !quoted {
 		// Errors are left for encoding/csv to meet: the reader below
 		// returns them again.
 		b, _ = t.br.Peek(t.br.Size())
-		i = bytes.IndexByte(b, '\n')
+		rec, i, quoted = splitLine(b, rec[:0])
 	}
-	if i < 0 || bytes.IndexByte(b[:i], '"') >= 0 {
+	t.fields = rec
+	if i < 0 || quoted {
 		return 0, nil, false
-	}
-	l := b[:i]
-	if len(l) > 0 && l[len(l)-1] == '\r' {
-		l = l[:len(l)-1] // \r\n ends a line as \n does
 	}
 	t.off++
 	line = t.csvEnd + t.off
-	if len(l) == 0 {
-		_, _ = t.br.Discard(i + 1)
-		return line, nil, true
-	}
 	// The fields point into the read buffer (no copy of the row): they
 	// hold until the next read, and a caller keeps a copy of what it keeps.
-	str := unsafe.String(unsafe.SliceData(l), len(l))
 	_, _ = t.br.Discard(i + 1)
-	rec = t.fields[:0]
-	for {
-		c := strings.IndexByte(str, ',')
-		if c < 0 {
-			break
-		}
-		rec = append(rec, str[:c])
-		str = str[c+1:]
+	if i == 0 || i == 1 && b[0] == '\r' {
+		return line, nil, true // a blank line
 	}
-	rec = append(rec, str)
-	t.fields = rec
 	return line, rec, true
+}
+
+// splitLine splits the first line of b at its commas, in one pass over
+// eight bytes at a time: end is where its \n is (-1: none in b), quoted
+// that a quote comes before it (then rec is not the line's). A \r before
+// the \n is not part of the last field: \r\n ends a line as \n does. A
+// call of strings.IndexByte per field, for cells of a few bytes, cost
+// more than the reading.
+func splitLine(b []byte, rec []string) (_ []string, end int, quoted bool) {
+	str := unsafe.String(unsafe.SliceData(b), len(b))
+	start, i := 0, 0
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		stop := bytesEqual(x, '\n') | bytesEqual(x, '"')
+		commas := bytesEqual(x, ',')
+		if stop != 0 {
+			commas &= stop&-stop - 1 // those before the line's end
+		}
+		for ; commas != 0; commas &= commas - 1 {
+			c := i + bits.TrailingZeros64(commas)/8
+			rec = append(rec, str[start:c])
+			start = c + 1
+		}
+		if stop != 0 {
+			i += bits.TrailingZeros64(stop) / 8
+			if b[i] == '"' {
+				return rec, -1, true
+			}
+			return lastField(rec, str[start:i]), i, false
+		}
+	}
+	for ; i < len(b); i++ {
+		switch b[i] {
+		case ',':
+			rec = append(rec, str[start:i])
+			start = i + 1
+		case '"':
+			return rec, -1, true
+		case '\n':
+			return lastField(rec, str[start:i]), i, false
+		}
+	}
+	return rec, -1, false
+}
+
+func lastField(rec []string, f string) []string {
+	if len(f) > 0 && f[len(f)-1] == '\r' {
+		f = f[:len(f)-1]
+	}
+	return append(rec, f)
+}
+
+// bytesEqual has the high bit set of each byte of x that is c, and no
+// other bit (no carry from one byte to the next: exact, not a hint).
+func bytesEqual(x uint64, c byte) uint64 {
+	const low7 = 0x7f7f7f7f7f7f7f7f
+	t := x ^ (0x0101010101010101 * uint64(c))
+	return ^((t&low7 + low7) | t | low7)
 }
 
 // column finds a logical column: its configured header, else its own name,

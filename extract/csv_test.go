@@ -2,6 +2,7 @@ package extract
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/csv"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"math/rand/v2"
 	"optsync/fixtures/testkit"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -673,6 +675,38 @@ func TestRowsKeptPastTheReadBuffer(t *testing.T) {
 		}
 		if want := fmt.Sprintf("@p%d", pr.Line-2); pr.PKey != want {
 			t.Fatalf("profile of line %d has PKey %q, want %q", pr.Line, pr.PKey, want)
+		}
+	}
+}
+
+// TestSplitLineAgrees: splitting eight bytes at a time finds the same
+// line end, quote and fields as a byte at a time does, wherever they fall
+// among the eight, among bytes that differ from , " and \n in one bit.
+func TestSplitLineAgrees(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	alphabet := []byte{',', '"', '\n', '\r', 'a', ',' ^ 0x80, '"' ^ 0x80, '\n' ^ 0x80, ',' ^ 1, '"' ^ 1, '\n' ^ 1, 0, 0xff, 0x7f}
+	for n := range 200000 {
+		b := make([]byte, rng.IntN(40))
+		for i := range b {
+			if rng.IntN(3) == 0 {
+				b[i] = alphabet[rng.IntN(len(alphabet))]
+			} else {
+				b[i] = 'v'
+			}
+		}
+		rec, end, quoted := splitLine(b, nil)
+		wantEnd, wantQuoted, want := -1, false, []string(nil)
+		nl := bytes.IndexByte(b, '\n')
+		q := bytes.IndexByte(b, '"')
+		switch {
+		case q >= 0 && (nl < 0 || q < nl):
+			wantQuoted = true
+		case nl >= 0:
+			wantEnd = nl
+			want = strings.Split(strings.TrimSuffix(string(b[:nl]), "\r"), ",")
+		}
+		if end != wantEnd || quoted != wantQuoted || (end >= 0 && !slices.Equal(rec, want)) {
+			t.Fatalf("%d: splitLine(%q) = %q, %d, %v; want %q, %d, %v", n, b, rec, end, quoted, want, wantEnd, wantQuoted)
 		}
 	}
 }

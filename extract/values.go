@@ -180,6 +180,12 @@ func LabelsFor(field string) Labels {
 // spelling that is neither, which makes the row bad. A two-option label is
 // read only where it is the field's own.
 func ParseBool(s string, labels Labels) (t Tri, ok bool) {
+	switch s { // what nearly every cell holds, before the general spellings
+	case "false":
+		return False, true
+	case "true":
+		return True, true
+	}
 	s = strings.TrimSpace(s)
 	if len(s) > 16 {
 		return Unknown, false
