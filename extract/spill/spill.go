@@ -230,8 +230,7 @@ func (s *Sorter[T]) spill() error {
 // point elsewhere (strings): a sort that moved them at every swap and
 // compared them through pointers (which escape to the heap, two
 // allocations a comparison) took most of a backfill. What is sorted is a
-// compact array of (key, place); the records then move once, each to its
-// place, following the permutation's cycles.
+// compact array of (key, place); the records then move to their places.
 func (s *Sorter[T]) sortItems() {
 	if s.sorted {
 		return
@@ -262,29 +261,30 @@ func (s *Sorter[T]) sortItems() {
 		return a.at - b.at // stable: the order added
 	}
 	if s.codec.Key != nil {
-		for _, part := range bucketByKey(ents) {
-			slices.SortFunc(part, order)
-		}
+		bucketByKey(ents, func(part []ent) { slices.SortFunc(part, order) })
 	} else {
 		slices.SortFunc(ents, order)
 	}
-	// items[k] is to hold what items[ents[k].at] holds now.
+	// items[k] is to hold what items[ents[k].at] holds now. The keys are
+	// done with: ents[p].key becomes where the record at p goes.
 	for k := range ents {
-		if ents[k].at < 0 {
+		ents[ents[k].at].key = uint64(k)
+	}
+	// Each place in turn takes its record by a swap, and the record it
+	// held goes where that one was. Following the permutation's cycles
+	// moved each record once, but each move waited for the one before
+	// (where to read next was what had just been read): a cache miss at a
+	// time, over half of the sort. The swaps' reads are known ahead, so
+	// the processor fetches several at once.
+	for k := range ents {
+		a := ents[k].at
+		if a == k {
 			continue
 		}
-		tmp := items[k]
-		j := k
-		for {
-			from := ents[j].at
-			ents[j].at = -1
-			if from == k {
-				items[j] = tmp
-				break
-			}
-			items[j] = items[from]
-			j = from
-		}
+		items[k], items[a] = items[a], items[k]
+		d := ents[k].key // where the record now at a goes
+		ents[d].at = a
+		ents[a].key = d
 	}
 }
 
@@ -294,20 +294,29 @@ type ent struct {
 	at  int
 }
 
-// bucketByKey orders ents, in place, by the highest byte in which their
-// keys differ (an American flag sort: one pass to count, one to move), and
-// returns the 256 buckets, each to be sorted on its own. Sorting a million
-// entries whole spent most of its time in comparisons; a bucket's sort
-// needs some 8 fewer per entry. In place: a sort holds no more memory than
+// bucketByKey orders ents, in place, by their keys (an American flag
+// sort: by the highest byte in which the keys differ, one pass to count
+// and one to move, then each bucket again by its next byte), and hands
+// each run of entries it cannot tell apart to sort (a run of a few,
+// or of one key: Compare decides). Sorting a million entries by
+// comparisons spent most of its time in them; after two or three passes a
+// bucket holds a handful. In place: a sort holds no more memory than
 // before (a run on disk is as large as memory_budget allows).
-func bucketByKey(ents []ent) [][]ent {
+func bucketByKey(ents []ent, sort func([]ent)) {
+	if len(ents) <= smallBucket {
+		if len(ents) > 1 {
+			sort(ents)
+		}
+		return
+	}
 	or, and := uint64(0), ^uint64(0)
 	for i := range ents {
 		or |= ents[i].key
 		and &= ents[i].key
 	}
 	if or == and {
-		return [][]ent{ents} // one key: Compare decides
+		sort(ents) // one key: Compare decides
+		return
 	}
 	shift := uint(63-bits.LeadingZeros64(or^and)) / 8 * 8
 	var start, next [257]int
@@ -333,14 +342,14 @@ func bucketByKey(ents []ent) [][]ent {
 			next[d]++
 		}
 	}
-	parts := make([][]ent, 0, 256)
 	for d := range 256 {
-		if start[d+1]-start[d] > 1 {
-			parts = append(parts, ents[start[d]:start[d+1]])
-		}
+		bucketByKey(ents[start[d]:start[d+1]], sort)
 	}
-	return parts
 }
+
+// smallBucket is the most entries a bucket has that is sorted by
+// comparisons rather than bucketed again.
+const smallBucket = 48
 
 // Stream hands records back one at a time, in order.
 type Stream[T any] interface {
