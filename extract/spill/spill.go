@@ -7,7 +7,6 @@ package spill
 
 import (
 	"bufio"
-	"container/heap"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -375,19 +374,24 @@ func (s *Sorter[T]) Sorted() (Stream[T], error) {
 	}
 	s.items = nil
 	m := &mergeStream[T]{codec: s.codec}
-	for i, f := range s.runs {
+	for _, f := range s.runs {
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return nil, fmt.Errorf("reading a sorted run back: %w", err)
 		}
-		r := &runReader[T]{f: f, r: bufio.NewReaderSize(f, 256<<10), n: i, codec: s.codec}
-		if r.advance() {
-			m.h = append(m.h, r)
-		} else if r.err != nil {
-			return nil, r.err
+		r := &runReader[T]{f: f, r: bufio.NewReaderSize(f, 256<<10), codec: s.codec}
+		if r.live = r.advance(); !r.live {
+			if r.err != nil {
+				return nil, r.err
+			}
+			f.Close()
 		}
+		m.runs = append(m.runs, r)
 	}
 	s.runs = nil
-	heap.Init(&m.h)
+	m.tree = make([]int, len(m.runs))
+	if len(m.runs) > 0 {
+		m.tree[0] = m.play(1)
+	}
 	return m, nil
 }
 
@@ -421,9 +425,10 @@ func (m *memStream[T]) Close()     { m.items = nil }
 type runReader[T any] struct {
 	f     *os.File
 	r     *bufio.Reader
-	n     int // the run's place: earlier runs hold earlier additions
 	codec Codec[T]
 	cur   T
+	key   uint64 // cur's Key, when the codec has one
+	live  bool   // cur is a record: the run is not exhausted
 	buf   []byte
 	err   error
 }
@@ -446,50 +451,80 @@ func (r *runReader[T]) advance() bool {
 		r.err = fmt.Errorf("reading a sorted run back: %w", err)
 		return false
 	}
+	if r.codec.Key != nil {
+		r.key = r.codec.Key(&r.cur)
+	}
 	return true
 }
 
-type runHeap[T any] []*runReader[T]
-
-func (h runHeap[T]) Len() int { return len(h) }
-func (h runHeap[T]) Less(i, j int) bool {
-	if c := h[i].codec.Compare(&h[i].cur, &h[j].cur); c != 0 {
-		return c < 0
-	}
-	return h[i].n < h[j].n
-}
-func (h runHeap[T]) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *runHeap[T]) Push(x any)   { *h = append(*h, x.(*runReader[T])) }
-func (h *runHeap[T]) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
-}
-
+// mergeStream merges the runs through a tournament's tree of losers: the
+// record that comes next is the last winner's successor played up its
+// path alone, one comparison a level (a heap's sift-down makes two, each
+// through an interface), and runs compare by their keys first, calling
+// Compare on ties only. The merge was most of a spilling backfill's sort.
 type mergeStream[T any] struct {
 	codec Codec[T]
-	h     runHeap[T]
-	out   T
-	err   error
-	once  sync.Once
+	runs  []*runReader[T] // in the order written: earlier runs hold earlier additions
+	// tree[0] is the run whose record comes next; tree[1:] are the
+	// losers at the inner nodes of a binary tree whose leaves, at
+	// len(runs)+i, are the runs.
+	tree []int
+	out  T
+	err  error
+	once sync.Once
+}
+
+// before says run a's record comes before run b's; an exhausted run comes
+// after every other, records that compare equal in the runs' order.
+func (m *mergeStream[T]) before(a, b int) bool {
+	ra, rb := m.runs[a], m.runs[b]
+	if !ra.live || !rb.live {
+		return ra.live
+	}
+	if m.codec.Key != nil && ra.key != rb.key {
+		return ra.key < rb.key
+	}
+	if c := m.codec.Compare(&ra.cur, &rb.cur); c != 0 {
+		return c < 0
+	}
+	return a < b
+}
+
+// play fills the losers below node and returns its winner.
+func (m *mergeStream[T]) play(node int) int {
+	if node >= len(m.runs) {
+		return node - len(m.runs)
+	}
+	a, b := m.play(2*node), m.play(2*node+1)
+	if m.before(b, a) {
+		a, b = b, a
+	}
+	m.tree[node] = b
+	return a
 }
 
 func (m *mergeStream[T]) Next() *T {
-	if m.err != nil || len(m.h) == 0 {
+	if m.err != nil || len(m.runs) == 0 {
 		return nil
 	}
-	top := m.h[0]
+	w := m.tree[0]
+	top := m.runs[w]
+	if !top.live {
+		return nil // every run is exhausted
+	}
 	m.out = top.cur
-	if top.advance() {
-		heap.Fix(&m.h, 0)
-	} else {
+	if top.live = top.advance(); !top.live {
 		if top.err != nil {
 			m.err = top.err
 		}
 		top.f.Close()
-		heap.Pop(&m.h)
 	}
+	for t := (w + len(m.runs)) / 2; t > 0; t /= 2 {
+		if m.before(m.tree[t], w) {
+			m.tree[t], w = w, m.tree[t]
+		}
+	}
+	m.tree[0] = w
 	return &m.out
 }
 
@@ -497,9 +532,11 @@ func (m *mergeStream[T]) Err() error { return m.err }
 
 func (m *mergeStream[T]) Close() {
 	m.once.Do(func() {
-		for _, r := range m.h {
-			r.f.Close()
+		for _, r := range m.runs {
+			if r.live {
+				r.f.Close()
+			}
 		}
-		m.h = nil
+		m.runs = nil
 	})
 }

@@ -125,3 +125,49 @@ func TestTempFileMode(t *testing.T) {
 		t.Fatalf("mode %v", fi.Mode())
 	}
 }
+
+// TestMergeAnyNumberOfRuns: the merge gives the records in order, equal
+// ones in the order added, from any number of runs (a tree of losers has
+// leaves at two depths unless the runs are a power of two), with and
+// without keys, keys that tie included.
+func TestMergeAnyNumberOfRuns(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	in := make([]rec, 150)
+	for i := range in {
+		in[i] = rec{key: rng.Uint32N(40), seq: uint32(i)}
+	}
+	want := slices.Clone(in)
+	slices.SortStableFunc(want, func(a, b rec) int { return recCodec.Compare(&a, &b) })
+	keyed := recCodec
+	keyed.Key = func(r *rec) uint64 { return uint64(r.key) >> 3 }
+	dir := t.TempDir()
+	for perRun := 1; perRun <= len(in); perRun++ {
+		for _, codec := range []Codec[rec]{recCodec, keyed} {
+			s := NewSorter(codec, int64(8*perRun), dir, 8)
+			for i := range in {
+				if err := s.Add(&in[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			st, err := s.Sorted()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []rec
+			for r := st.Next(); r != nil; r = st.Next() {
+				got = append(got, *r)
+			}
+			if st.Next() != nil || st.Err() != nil {
+				t.Fatalf("%d a run: a record after the end, or %v", perRun, st.Err())
+			}
+			st.Close()
+			s.Close()
+			if wantRuns := (len(in) + perRun - 1) / perRun; s.Spilled != wantRuns {
+				t.Fatalf("%d a run: %d runs, want %d", perRun, s.Spilled, wantRuns)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("%d a run (%d runs): out of order", perRun, s.Spilled)
+			}
+		}
+	}
+}
