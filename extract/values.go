@@ -283,52 +283,67 @@ func ParseTime(s, layout string) (int64, bool) {
 }
 
 // parseFast handles the two shapes nearly every row has,
-// "2006-01-02T15:04:05Z" and "2006-01-02 15:04:05.000Z", without time.Parse:
-// at millions of rows the general parser is a visible share of a backfill.
+// "2006-01-02T15:04:05Z" and "2006-01-02 15:04:05.000Z", without time.Parse
+// or time.Date: at millions of rows either is a visible share of a
+// backfill. A date that does not exist (31 February) does not read.
 func parseFast(s string) (int64, bool) {
 	n := len(s)
 	if (n != 20 && n != 24) || s[n-1] != 'Z' || s[4] != '-' || s[7] != '-' ||
 		(s[10] != 'T' && s[10] != ' ') || s[13] != ':' || s[16] != ':' {
 		return 0, false
 	}
-	num := func(a, b int) (int, bool) {
-		v := 0
-		for i := a; i < b; i++ {
-			c := s[i]
-			if c < '0' || c > '9' {
-				return 0, false
-			}
-			v = v*10 + int(c-'0')
-		}
-		return v, true
-	}
-	y, ok1 := num(0, 4)
-	mo, ok2 := num(5, 7)
-	d, ok3 := num(8, 10)
-	h, ok4 := num(11, 13)
-	mi, ok5 := num(14, 16)
-	se, ok6 := num(17, 19)
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) {
+	if n == 24 && s[19] != '.' {
 		return 0, false
+	}
+	// A byte that is not a digit is 10 or more once '0' is taken from it.
+	digit := func(i int) int { return int(s[i] - '0') }
+	bad := false
+	for _, i := range [...]int{0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18} {
+		bad = bad || digit(i) > 9
 	}
 	ms := 0
 	if n == 24 {
-		if s[19] != '.' {
-			return 0, false
-		}
-		var ok bool
-		if ms, ok = num(20, 23); !ok {
-			return 0, false
-		}
+		bad = bad || digit(20) > 9 || digit(21) > 9 || digit(22) > 9
+		ms = digit(20)*100 + digit(21)*10 + digit(22)
 	}
-	if mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || se > 59 {
+	if bad {
 		return 0, false
 	}
-	t := time.Date(y, time.Month(mo), d, h, mi, se, ms*int(time.Millisecond), time.UTC)
-	if t.Day() != d { // 31 February and the like
+	y := digit(0)*1000 + digit(1)*100 + digit(2)*10 + digit(3)
+	mo, d := digit(5)*10+digit(6), digit(8)*10+digit(9)
+	h, mi, se := digit(11)*10+digit(12), digit(14)*10+digit(15), digit(17)*10+digit(18)
+	if mo < 1 || mo > 12 || d < 1 || d > daysIn(y, mo) || h > 23 || mi > 59 || se > 59 {
 		return 0, false
 	}
-	return t.UnixMilli(), true
+	return ((civilDays(y, mo, d)*24+int64(h))*60+int64(mi))*60*1000 + int64(se)*1000 + int64(ms), true
+}
+
+func daysIn(y, mo int) int {
+	if mo == 2 {
+		if y%4 == 0 && (y%100 != 0 || y%400 == 0) {
+			return 29
+		}
+		return 28
+	}
+	return 30 + (mo+mo/8)%2 // 31 in January, March, …, July, August, October, …
+}
+
+// civilDays counts the days from 1970-01-01 to a date of the proleptic
+// Gregorian calendar, as time.Date does (years from March, so that the
+// leap day comes last; eras of 400 years).
+func civilDays(y, mo, d int) int64 {
+	if mo <= 2 {
+		y--
+	}
+	era := y / 400
+	if y < 0 {
+		era = (y - 399) / 400
+	}
+	yoe := y - era*400
+	mp := (mo + 9) % 12 // March is 0
+	doy := (153*mp+2)/5 + d - 1
+	doe := yoe*365 + yoe/4 - yoe/100 + doy
+	return int64(era)*146097 + int64(doe) - 719468
 }
 
 // FormatTime writes Unix milliseconds as RFC 3339 UTC, with milliseconds only

@@ -2,6 +2,7 @@ package extract
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand"
 	"strings"
 	"testing"
@@ -279,5 +280,40 @@ func TestIsPKeyEveryByte(t *testing.T) {
 				t.Errorf("IsPKey(%q) = %v, want %v", in, got, want)
 			}
 		}
+	}
+}
+
+// TestParseFastAgreesWithTime: the two common shapes read as time.Date
+// reads them, over every year from 0000 to 9999 now and then, every month
+// and every day number a cell may hold (invalid dates, 00 and 32 included).
+func TestParseFastAgreesWithTime(t *testing.T) {
+	rng := rand.New(rand.NewSource(17))
+	check := func(y, mo, d, h, mi, se, milli int, withMs bool) {
+		in := fmt.Sprintf("%04d-%02d-%02dT%02d:%02d:%02dZ", y, mo, d, h, mi, se)
+		if withMs {
+			in = fmt.Sprintf("%04d-%02d-%02d %02d:%02d:%02d.%03dZ", y, mo, d, h, mi, se, milli)
+		}
+		tm := time.Date(y, time.Month(mo), d, h, mi, se, milli*int(time.Millisecond), time.UTC)
+		valid := mo >= 1 && mo <= 12 && tm.Day() == d && h < 24 && mi < 60 && se < 60
+		if !withMs {
+			tm = tm.Truncate(time.Second)
+		}
+		got, ok := parseFast(in)
+		if ok != valid || ok && got != tm.UnixMilli() {
+			t.Fatalf("parseFast(%q) = %d, %v; time.Date says %d, %v", in, got, ok, tm.UnixMilli(), valid)
+		}
+	}
+	for y := 0; y <= 9999; y++ {
+		if y%97 != 0 && !(y >= 1890 && y <= 2110) && y > 4 {
+			continue
+		}
+		for mo := 0; mo <= 13; mo++ {
+			for d := 0; d <= 32; d++ {
+				check(y, mo, d, rng.Intn(25), rng.Intn(61), rng.Intn(61), rng.Intn(1000), rng.Intn(2) == 0)
+			}
+		}
+	}
+	for range 100000 {
+		check(rng.Intn(10000), 1+rng.Intn(12), 1+rng.Intn(31), rng.Intn(24), rng.Intn(60), rng.Intn(60), rng.Intn(1000), rng.Intn(2) == 0)
 	}
 }
