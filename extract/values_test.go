@@ -317,3 +317,33 @@ func TestParseFastAgreesWithTime(t *testing.T) {
 		check(rng.Intn(10000), 1+rng.Intn(12), 1+rng.Intn(31), rng.Intn(24), rng.Intn(60), rng.Intn(60), rng.Intn(1000), rng.Intn(2) == 0)
 	}
 }
+
+// TestFormatTimeAgreesWithTime: times are written as time.Format writes
+// them (milliseconds only when there are some, without trailing zeros),
+// from before year 0 to past 9999.
+func TestFormatTimeAgreesWithTime(t *testing.T) {
+	rng := rand.New(rand.NewSource(23))
+	const day = 86400000
+	check := func(ms int64) {
+		want := time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.999Z07:00")
+		if got := FormatTime(ms); got != want {
+			t.Fatalf("FormatTime(%d) = %q, want %q", ms, got, want)
+		}
+	}
+	y0 := time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	y10k := time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	for _, ms := range []int64{0, -1, 1, 10, 100, 120, 999, day - 1, day, -day, -day - 1, y0, y0 - 1, y10k, y10k - 1, y10k + 1,
+		time.Date(2024, 2, 29, 23, 59, 59, 990e6, time.UTC).UnixMilli(), time.Date(2100, 3, 1, 0, 0, 0, 0, time.UTC).UnixMilli()} {
+		check(ms)
+	}
+	for range 300000 {
+		ms := y0 - 1000*day + rng.Int63n(y10k-y0+2000*day)
+		if rng.Intn(3) == 0 {
+			ms -= ms % 1000 // whole seconds
+		}
+		check(ms)
+	}
+	for d := int64(-800000); d < 3000000; d += 1 + rng.Int63n(40) {
+		check(d * day)
+	}
+}
