@@ -113,6 +113,9 @@ type Sorter[T any] struct {
 	held   int64
 	runs   []*os.File
 	buf    []byte
+	// hdr holds a record's length as it is written: a local array would
+	// escape through the writer, one allocation a record.
+	hdr [binary.MaxVarintLen64]byte
 	// Spilled counts the runs written, and Bytes their size.
 	Spilled int
 	Bytes   int64
@@ -202,9 +205,8 @@ func (s *Sorter[T]) spill() error {
 	var n int64
 	for i := range s.items {
 		s.buf = s.codec.Append(s.buf[:0], &s.items[i])
-		var hdr [binary.MaxVarintLen64]byte
-		k := binary.PutUvarint(hdr[:], uint64(len(s.buf)))
-		w.Write(hdr[:k])
+		k := binary.PutUvarint(s.hdr[:], uint64(len(s.buf)))
+		w.Write(s.hdr[:k])
 		if _, err := w.Write(s.buf); err != nil {
 			f.Close()
 			return fmt.Errorf("writing a sorted run to %s: %w", s.dir, err)
