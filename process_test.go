@@ -44,9 +44,15 @@ func TestHelperProcess(t *testing.T) {
 			_, _ = io.Copy(io.Discard, os.Stdin)
 		}
 	case "kill-after-first-chunk":
+		// OPTSYNC_HELPER_KILL_AT, when set, names the chunk after which
+		// the run is killed instead of the first.
 		h.commitChunk, _ = strconv.Atoi(os.Getenv("OPTSYNC_HELPER_CHUNK"))
+		at, err := strconv.Atoi(os.Getenv("OPTSYNC_HELPER_KILL_AT"))
+		if err != nil {
+			at = 1
+		}
 		h.afterChunk = func(n int) {
-			if n == 1 {
+			if n == at {
 				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 				select {}
 			}

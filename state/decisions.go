@@ -34,11 +34,12 @@ type CommitOptions struct {
 	// only (Run.Ended is set as it goes).
 	Final *Final
 	// PKeys, when set, is every record's (PKey, contact) after the run, in
-	// PKey order: the PKey index is then written whole after the records
-	// (dropped before the first chunk, marked built by the last
-	// transaction), which is how a backfill that changes most records keeps
-	// it (see index.go). Release, when set, lets go of the rows read
-	// before that.
+	// PKey order: the PKey index is then written whole (see index.go),
+	// dropped before the first chunk, its keys a part with each chunk of
+	// records (the rest after the last), marked built by the last
+	// transaction. That is how a backfill that changes most records keeps
+	// it. Release, when set, lets go of the rows read once the last
+	// record is decided.
 	PKeys   func() (string, extract.ID, bool, error)
 	Release func()
 	// Failed holds contacts whose writes an API refused: their state
@@ -66,6 +67,9 @@ type CommitOptions struct {
 //
 // While bbolt writes one chunk, the next is decided and encoded: chunks hold
 // disjoint contacts, so reading the next one beside the write is safe.
+// Everything but bbolt's own work is done on the deciding side (records,
+// log entries and index keys encoded and sealed), since the writing side
+// is the one the commit waits for.
 func (s *Store) CommitDecisions(ctx context.Context, d *transform.Decider, dirty *Dirty, o CommitOptions) error {
 	bar := o.Progress.Stage("committing state", int64(dirty.Len()), "contacts")
 	defer bar.Done()
@@ -81,7 +85,7 @@ func (s *Store) CommitDecisions(ctx context.Context, d *transform.Decider, dirty
 	// What the run's lookups kept is taken (while no commit came between:
 	// the chunks below write other contacts than the one taken), and
 	// nothing more is kept.
-	c := &committer{s: s, d: d, o: o, size: cmp.Or(o.Chunk, size), bar: bar,
+	c := &committer{s: s, d: d, o: o, size: cmp.Or(o.Chunk, size), bar: bar, dirty: dirty,
 		free: make(chan *Batch, 2), ready: make(chan chunk, 1), tag: s.commits.Load(), slot: s.slots()}
 	s.reads.pause()
 	defer s.reads.stop()
@@ -95,25 +99,7 @@ func (s *Store) CommitDecisions(ctx context.Context, d *transform.Decider, dirty
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.decideChunks(gctx, next) })
 	g.Go(func() error { return c.writeChunks(ctx) })
-	if err := g.Wait(); err != nil {
-		return err
-	}
-	if o.PKeys == nil {
-		return nil
-	}
-	// The records are in; the PKey index is written whole, and the run's
-	// last transaction marks it built. The rows read are not needed any
-	// more: let them go, or the collector marks them again and again while
-	// the index is written.
-	dirty.Close()
-	if o.Release != nil {
-		o.Release()
-	}
-	if err := s.WritePKeyIndex(ctx, o.PKeys); err != nil {
-		return err
-	}
-	o.Final.Run.Ended = time.Now().UTC()
-	return s.Commit(ctx, s.NewBatch(0), o.Final)
+	return g.Wait()
 }
 
 // committer is one commit of a run's decisions: one goroutine decides
@@ -124,6 +110,7 @@ type committer struct {
 	o     CommitOptions
 	size  int
 	bar   *progress.Bar
+	dirty *Dirty
 	free  chan *Batch
 	ready chan chunk
 	// of the deciding goroutine
@@ -145,13 +132,16 @@ type chunk struct {
 }
 
 // decideChunks decides the kept entries again, a chunk at a time, into
-// the batches free hands back.
+// the batches free hands back; with the records of each chunk go as many
+// keys of a PKey index written whole, and its keys left after the last
+// record go in chunks of their own.
 func (c *committer) decideChunks(ctx context.Context, next func(*transform.Entry) (bool, error)) error {
 	defer close(c.ready)
 	c.decisions = make([]transform.Decision, 0, extract.MaxFields)
 	var e transform.Entry
 	more, err := next(&e)
-	for first := true; first || more; first = false {
+	whole := c.o.PKeys != nil // keys of the PKey index left to write
+	for first := true; first || more || whole; first = false {
 		if err != nil {
 			return err
 		}
@@ -163,16 +153,57 @@ func (c *committer) decideChunks(ctx context.Context, next func(*transform.Entry
 		}
 		batch.Reset()
 		var n int
-		if n, more, err = c.decideChunk(batch, &e, more, next); err != nil {
-			return err
+		if first || more {
+			if n, more, err = c.decideChunk(batch, &e, more, next); err != nil {
+				return err
+			}
+			if !more && whole {
+				// The records are decided: the rows read are not needed
+				// any more. Let them go, or the collector marks them
+				// again and again while the rest of the index is written.
+				c.dirty.Close()
+				if c.o.Release != nil {
+					c.o.Release()
+				}
+			}
 		}
+		if whole {
+			keys := n
+			if !more {
+				keys = max(c.size, indexChunk)
+			}
+			if whole, err = c.wholeKeys(batch, keys); err != nil {
+				return err
+			}
+		}
+		// The index is marked built by the run's last transaction only:
+		// its keys may end before the records do, and an index marked
+		// built must index every record the file holds.
+		last := !more && !whole
+		batch.built = last && c.o.PKeys != nil
 		select {
-		case c.ready <- chunk{batch, n, !more && c.o.PKeys == nil}:
+		case c.ready <- chunk{batch, n, last}:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
 	return nil
+}
+
+// wholeKeys adds up to n keys of the PKey index written whole to batch,
+// and says whether keys are left.
+func (c *committer) wholeKeys(batch *Batch, n int) (left bool, err error) {
+	for range n {
+		pkey, id, ok, err := c.o.PKeys()
+		if err != nil {
+			return false, err
+		}
+		if !ok {
+			return false, nil
+		}
+		batch.addWhole(pkey, id)
+	}
+	return true, nil
 }
 
 // decideChunk decides up to a chunk of entries, e the first, into batch,

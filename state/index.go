@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"maps"
 	"runtime/debug"
 	"slices"
 
@@ -30,8 +29,9 @@ import (
 //
 // Both change in the same transaction as the records they index, so a run
 // killed at any point leaves them true. A backfill rewrites the pkeys index
-// whole instead (every record's entry, in PKey order, after its records):
-// it drops the index with its first write and marks it built in its last
+// whole instead (every record's entry, in PKey order, a part beside each
+// chunk of its records and the rest after them): it drops the index with
+// its first write and marks it built in its last
 // transaction, so an index a killed backfill left half-built is never
 // used, only built again. A file from before them gets both, once, from
 // the first run that opens it (BuildIndexes).
@@ -75,20 +75,48 @@ func indexKeys(r *record, id extract.ID) (pk []byte, ats []int64, err error) {
 }
 
 // indexOps collects the index changes of one transaction, to apply in key
-// order: per key, the last change (true: the entry is put, false: deleted)
-// — a contact written twice in one transaction changes its entries twice.
+// order: per key, the last change (put: the entry is put, else deleted) —
+// a contact written twice in one transaction changes its entries twice.
+// Keys are copied into one buffer, not one allocation each: a backfill
+// changes an entry of most records.
 type indexOps struct {
-	pk, pd map[string]bool
+	pk, pd []indexOp
+	buf    []byte
 	// noPK, noPD: that index is not kept now (a backfill writes the PKey
-	// index whole after its records): its changes are not collected.
+	// index whole): its changes are not collected.
 	noPK, noPD bool
 }
 
-func (o *indexOps) set(m *map[string]bool, k []byte, put bool) {
-	if *m == nil {
-		*m = map[string]bool{}
+type indexOp struct {
+	k   []byte
+	put bool
+}
+
+// add notes a change of key k (appended to o.buf by the caller from
+// o.buf[from:]).
+func (o *indexOps) add(ops *[]indexOp, from int, put bool) {
+	*ops = append(*ops, indexOp{o.buf[from:len(o.buf):len(o.buf)], put})
+}
+
+func (o *indexOps) addKey(ops *[]indexOp, k []byte, put bool) {
+	from := o.grow(len(k))
+	o.buf = append(o.buf, k...)
+	o.add(ops, from, put)
+}
+
+func (o *indexOps) addPending(at int64, id extract.ID, put bool) {
+	from := o.grow(24)
+	o.buf = append(binary.BigEndian.AppendUint64(o.buf, uint64(at)), id[:]...)
+	o.add(&o.pd, from, put)
+}
+
+// grow makes room for n bytes in buf without moving the keys noted
+// already (a new buffer when full: they keep the old one).
+func (o *indexOps) grow(n int) int {
+	if cap(o.buf)-len(o.buf) < n {
+		o.buf = make([]byte, 0, max(64<<10, n))
 	}
-	(*m)[string(k)] = put
+	return len(o.buf)
 }
 
 // change adds what replacing old by new (either nil) changes in the
@@ -110,10 +138,10 @@ func (o *indexOps) change(id extract.ID, old, new *record) error {
 func (o *indexOps) changeKeys(id extract.ID, opk []byte, oats []int64, npk []byte, nats []int64) {
 	if !o.noPK && !bytes.Equal(opk, npk) {
 		if opk != nil {
-			o.set(&o.pk, opk, false)
+			o.addKey(&o.pk, opk, false)
 		}
 		if npk != nil {
-			o.set(&o.pk, npk, true)
+			o.addKey(&o.pk, npk, true)
 		}
 	}
 	if o.noPD {
@@ -121,12 +149,12 @@ func (o *indexOps) changeKeys(id extract.ID, opk []byte, oats []int64, npk []byt
 	}
 	for _, at := range oats {
 		if _, found := slices.BinarySearch(nats, at); !found {
-			o.set(&o.pd, pendingIndexKey(at, id), false)
+			o.addPending(at, id, false)
 		}
 	}
 	for _, at := range nats {
 		if _, found := slices.BinarySearch(oats, at); !found {
-			o.set(&o.pd, pendingIndexKey(at, id), true)
+			o.addPending(at, id, true)
 		}
 	}
 }
@@ -155,7 +183,8 @@ func (o *indexOps) changeValues(id extract.ID, old, new []byte) error {
 // not marked built is left alone: it is built whole later).
 func (s *Store) applyIndex(tx *bolt.Tx, o *indexOps) error {
 	pk, pd := s.indexesBuilt(tx)
-	apply := func(built bool, name []byte, ops map[string]bool) error {
+	var seals []byte
+	apply := func(built bool, name []byte, ops []indexOp) error {
 		if !built || len(ops) == 0 {
 			return nil
 		}
@@ -164,11 +193,27 @@ func (s *Store) applyIndex(tx *bolt.Tx, o *indexOps) error {
 			return err
 		}
 		vb := s.vb(b, string(name))
-		for _, k := range slices.Sorted(maps.Keys(ops)) {
-			if ops[k] {
-				err = vb.Put([]byte(k), nil)
+		// A run's changes come in contact order: a pending write's key
+		// (its run's start, the contact) mostly in key order already.
+		byKey := func(x, y indexOp) int { return bytes.Compare(x.k, y.k) }
+		if !slices.IsSortedFunc(ops, byKey) {
+			slices.SortStableFunc(ops, byKey)
+		}
+		if seals == nil {
+			seals = make([]byte, 0, sealSize*len(o.pk)+sealSize*len(o.pd))
+		}
+		for i, op := range ops {
+			if i+1 < len(ops) && bytes.Equal(ops[i+1].k, op.k) {
+				continue // changed again later in the transaction: the last change counts
+			}
+			if op.put {
+				// an index entry holds no value, only its seal (kept
+				// until the transaction commits: bbolt holds on to it)
+				start := len(seals)
+				seals = appendSeal(seals, start, op.k)
+				err = vb.PutSealed(op.k, seals[start:])
 			} else {
-				err = vb.Delete([]byte(k))
+				err = vb.Delete(op.k)
 			}
 			if err != nil {
 				return err
@@ -182,8 +227,7 @@ func (s *Store) applyIndex(tx *bolt.Tx, o *indexOps) error {
 	if err := apply(pd, bucketPending, o.pd); err != nil {
 		return fmt.Errorf("the index of pending writes: %w", err)
 	}
-	clear(o.pk)
-	clear(o.pd)
+	o.pk, o.pd = o.pk[:0], o.pd[:0]
 	return nil
 }
 
@@ -443,7 +487,9 @@ func (s *Store) writeIndex(ctx context.Context, name, marker []byte, next func()
 
 // DropPKeyIndex starts a rewrite of the PKey index whole (a backfill, which
 // reads every record): from this transaction on, commits leave it alone
-// and it is not used, until WritePKeyIndex marks it built again.
+// and it is not used, until the transaction with the last of its keys
+// (Batch.addWhole, in key order, a part with each chunk of records) marks
+// it built again.
 func (s *Store) DropPKeyIndex() error {
 	return s.update(func(tx *bolt.Tx) error {
 		if err := s.vb(tx.Bucket(bucketMeta), "meta").Delete(keyPKeysOK); err != nil {
@@ -456,19 +502,39 @@ func (s *Store) DropPKeyIndex() error {
 	})
 }
 
-// WritePKeyIndex writes the PKey index whole from next, which gives every
-// record's (PKey, contact) in PKey order (ok false at the end), and marks
-// it built with its last transaction.
-func (s *Store) WritePKeyIndex(ctx context.Context, next func() (pkey string, id extract.ID, ok bool, err error)) error {
-	var k []byte // one buffer: a put copies the key, and writeIndex puts it before asking for the next
-	return s.writeIndex(ctx, bucketPKeys, keyPKeysOK, func() ([]byte, error) {
-		pkey, id, ok, err := next()
-		if err != nil || !ok {
-			return nil, err
+// putWhole appends the batch's keys of the PKey index written whole,
+// sealed already.
+func (s *Store) putWhole(tx *bolt.Tx, b *Batch) error {
+	if len(b.wholeEnds) == 0 {
+		return nil
+	}
+	bk, err := tx.CreateBucketIfNotExists(bucketPKeys)
+	if err != nil {
+		return err
+	}
+	bk.FillPercent = 1 // appended in key order
+	vb := s.vb(bk, "pkeys")
+	from := uint32(0)
+	for _, end := range b.wholeEnds {
+		e := b.whole[from:end]
+		if err := vb.PutSealed(e[:len(e)-sealSize], e[len(e)-sealSize:]); err != nil {
+			return err
 		}
-		k = append(append(append(k[:0], pkey...), 0), id[:]...)
-		return k, nil
-	}, nil)
+		from = end
+	}
+	return nil
+}
+
+// wholeBuilt marks the PKey index written whole built, in the
+// transaction that put the last of its keys.
+func (s *Store) wholeBuilt(tx *bolt.Tx, b *Batch) error {
+	if !b.built {
+		return nil
+	}
+	if _, err := tx.CreateBucketIfNotExists(bucketPKeys); err != nil {
+		return err
+	}
+	return s.vb(tx.Bucket(bucketMeta), "meta").Put(keyPKeysOK, []byte("1"))
 }
 
 // PKeyContacts lists the contacts whose record links them to pkey (in id

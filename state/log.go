@@ -117,7 +117,11 @@ func appendString(v []byte, s string) []byte {
 // varint(D365Modified) varint(CampaignModified) PKey Error [rule] [outcome],
 // the last two only when their code is 0.
 func (e *LogEntry) encode() []byte {
-	v := make([]byte, 0, 64+len(e.PKey))
+	return e.appendTo(make([]byte, 0, 64+len(e.PKey)))
+}
+
+// appendTo appends the entry's encoding (encode) to v.
+func (e *LogEntry) appendTo(v []byte) []byte {
 	v = append(v, e.Contact[:]...)
 	rule, outcome := code(logRules, e.Rule), code(logOutcomes, e.Outcome)
 	v = append(v, byte(e.Pair), code(logDirections, e.Direction), code(logValues, e.Old)<<4|code(logValues, e.New), outcome, rule)
@@ -184,9 +188,46 @@ func decodeLog(k, v []byte, runs map[int64]logRun) (LogEntry, error) {
 	return e, nil
 }
 
+// logBatch is a chunk of a run's decision-log entries, encoded and sealed
+// as they were added (by the goroutine that decides, not the one that
+// writes): entry i's key is keys[12i:12i+12], its sealed value
+// vals[ends[i-1]:ends[i]], its log_index key and that key's seal
+// idx[33i:33i+33].
+type logBatch struct {
+	keys, vals, idx []byte
+	ends            []uint32
+	// run names the run and mappings the entries belong to.
+	run *logRun
+}
+
+const (
+	logKeySize      = 12
+	logIndexKeySize = 8 + 16 + 4
+	logIndexStride  = logIndexKeySize + sealSize
+)
+
+func (l *logBatch) add(e *LogEntry) {
+	at := len(l.keys)
+	l.keys = binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(l.keys, uint64(e.RunStarted.UnixNano())), e.Seq)
+	k := l.keys[at:]
+	start := len(l.vals)
+	l.vals = appendSeal(e.appendTo(l.vals), start, k)
+	l.ends = append(l.ends, uint32(len(l.vals)))
+	start = len(l.idx)
+	l.idx = append(append(append(l.idx, k[:8]...), e.Contact[:]...), k[8:]...)
+	l.idx = appendSeal(l.idx, len(l.idx), l.idx[start:])
+}
+
+func (l *logBatch) len() int { return len(l.ends) }
+
+func (l *logBatch) reset() {
+	l.keys, l.vals, l.idx, l.ends = l.keys[:0], l.vals[:0], l.idx[:0], l.ends[:0]
+}
+
 // putLog writes a chunk of a run's entries, and the run's shared part.
-func (s *Store) putLog(tx *bolt.Tx, entries []LogEntry, run *logRun) error {
-	if len(entries) == 0 {
+func (s *Store) putLog(tx *bolt.Tx, l *logBatch) error {
+	n := l.len()
+	if n == 0 {
 		return nil
 	}
 	lb, err := tx.CreateBucketIfNotExists(bucketLog)
@@ -205,44 +246,67 @@ func (s *Store) putLog(tx *bolt.Tx, entries []LogEntry, run *logRun) error {
 	if err != nil {
 		return err
 	}
-	if run != nil {
-		v, err := json.Marshal(run)
+	if l.run != nil {
+		v, err := json.Marshal(l.run)
 		if err != nil {
 			return err
 		}
-		if err := s.vb(rb, "log_runs").Put(logKey(entries[0].RunStarted, 0)[:8], v); err != nil {
+		if err := s.vb(rb, "log_runs").Put(l.keys[:8], v); err != nil {
 			return err
 		}
 	}
 	lb.FillPercent = 1 // always appended at the end: time only grows
 	lv := s.vb(lb, "log")
-	keys := make([][]byte, len(entries))
-	for i := range entries {
-		e := &entries[i]
-		k := logKey(e.RunStarted, e.Seq)
-		if err := lv.Put(k, e.encode()); err != nil {
+	for i := range n {
+		from := uint32(0)
+		if i > 0 {
+			from = l.ends[i-1]
+		}
+		if err := lv.PutSealed(l.keys[i*logKeySize:(i+1)*logKeySize], l.vals[from:l.ends[i]]); err != nil {
 			return err
 		}
-		if indexed {
-			keys[i] = logIndexKey(k, e.Contact)
-		} else {
-			keys[i] = append(e.Contact[:len(e.Contact):len(e.Contact)], k...)
+	}
+	if !indexed {
+		iv := s.vb(ib, "log_contact")
+		for i := range n {
+			k := l.keys[i*logKeySize : (i+1)*logKeySize]
+			// an index entry holds no value, only its seal: the key is checked
+			if err := iv.Put(append(slices.Clone(l.contact(i)), k...), nil); err != nil {
+				return err
+			}
 		}
+		return nil
 	}
-	iv := s.vb(ib, "log_contact")
-	if indexed {
-		// A run's chunks come in contact order: its entries go to the end.
-		ib.FillPercent = 1
-		iv = s.vb(ib, "log_index")
-		slices.SortFunc(keys, bytes.Compare)
+	// A run's chunks come in contact order: its entries go to the end, in
+	// the order they came (sorted only when they did not).
+	ib.FillPercent = 1
+	iv := s.vb(ib, "log_index")
+	order := make([]int, 0, n)
+	for i := range n {
+		order = append(order, i)
 	}
-	for _, k := range keys {
+	key := func(i int) []byte { return l.idx[i*logIndexStride : i*logIndexStride+logIndexKeySize] }
+	byKey := func(a, b int) int { return bytes.Compare(key(a), key(b)) }
+	if !slices.IsSortedFunc(order, byKey) {
+		slices.SortFunc(order, byKey)
+	}
+	for _, i := range order {
+		e := l.idx[i*logIndexStride : (i+1)*logIndexStride]
 		// an index entry holds no value, only its seal: the key is checked
-		if err := iv.Put(k, nil); err != nil {
+		if err := iv.PutSealed(e[:logIndexKeySize], e[logIndexKeySize:]); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// contact is entry i's contact (its value's first 16 bytes).
+func (l *logBatch) contact(i int) []byte {
+	from := uint32(0)
+	if i > 0 {
+		from = l.ends[i-1]
+	}
+	return l.vals[from : from+16]
 }
 
 func (s *Store) loadLogRuns(tx *bolt.Tx) (map[int64]logRun, error) {

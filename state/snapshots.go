@@ -611,7 +611,11 @@ func (r *Reader) Close() error {
 }
 
 // Batch collects snapshot changes and decision-log entries in memory,
-// encoded, for one Commit.
+// encoded, for one Commit. What can be worked out before the commit is
+// worked out as the batch is filled (in a run's commit, by the goroutine
+// that decides the next chunk while bbolt writes this one): records and
+// log entries encoded and sealed, the index keys of the records written.
+// The transaction then only puts them.
 type Batch struct {
 	s    *Store
 	keys []extract.ID
@@ -621,20 +625,26 @@ type Batch struct {
 	// already (PutRead); the others are counted against the file when
 	// committed.
 	counted []bool
-	// oldPK and oldAts are, for a counted entry, the index keys of the
-	// record it replaces (indexKeys).
-	oldPK  [][]byte
-	oldAts [][]int64
-	delta  counts
-	log    []LogEntry
-	// logRun names the run and mappings the log entries belong to.
-	logRun *logRun
+	// For a counted entry: oldPK and oldAts are the index keys of the
+	// record it replaces, newPK and newAts those of the record written
+	// (indexKeys).
+	oldPK, newPK   [][]byte
+	oldAts, newAts [][]int64
+	delta          counts
+	log            logBatch
+	// whole holds keys of the PKey index written whole (a backfill's), in
+	// key order, each followed by its seal; built says the batch's are
+	// the last of them: its transaction marks the index built.
+	whole     []byte
+	wholeEnds []uint32
+	built     bool
 }
 
 // NewBatch starts an empty batch sized for about n contacts.
 func (s *Store) NewBatch(n int) *Batch {
 	return &Batch{s: s, keys: make([]extract.ID, 0, n), ends: make([]uint32, 0, n), data: make([]byte, 0, n*(24+3*len(s.pairIDs))),
-		counted: make([]bool, 0, n), oldPK: make([][]byte, 0, n), oldAts: make([][]int64, 0, n)}
+		counted: make([]bool, 0, n), oldPK: make([][]byte, 0, n), oldAts: make([][]int64, 0, n),
+		newPK: make([][]byte, 0, n), newAts: make([][]int64, 0, n)}
 }
 
 // Put records the contact's new snapshot.
@@ -651,6 +661,7 @@ func (b *Batch) put(id extract.ID, snap *transform.Snapshot, old *record) {
 	b.ends = append(b.ends, uint32(len(b.data)))
 	b.counted = append(b.counted, false)
 	b.oldPK, b.oldAts = append(b.oldPK, nil), append(b.oldAts, nil)
+	b.newPK, b.newAts = append(b.newPK, nil), append(b.newAts, nil)
 }
 
 // PutRead records the contact's new snapshot over the record r last read
@@ -678,30 +689,55 @@ func (b *Batch) putOver(id extract.ID, snap *transform.Snapshot, old *record) {
 	}
 	b.put(id, snap, old)
 	b.delta.addSnapshot(snap, b.s.pairIDs, 1)
-	b.counted[len(b.counted)-1] = true
+	i := len(b.counted) - 1
+	b.counted[i] = true
 	pk, ats, _ := indexKeys(old, id)
 	if pk == nil {
 		pk = []byte{} // known: none
 	}
-	b.oldPK[len(b.oldPK)-1], b.oldAts[len(b.oldAts)-1] = pk, ats
+	b.oldPK[i], b.oldAts[i] = pk, ats
+	// The record just encoded, parsed back here rather than in the
+	// transaction: it parses (encode wrote it).
+	from := uint32(0)
+	if i > 0 {
+		from = b.ends[i-1]
+	}
+	nr, _ := parseRecord(b.data[from : b.ends[i]-sealSize])
+	b.newPK[i], b.newAts[i], _ = indexKeys(&nr, id)
 }
 
 // Reset empties the batch, keeping its memory.
 func (b *Batch) Reset() {
-	b.keys, b.ends, b.data, b.log, b.counted = b.keys[:0], b.ends[:0], b.data[:0], b.log[:0], b.counted[:0]
-	clear(b.oldPK)
-	clear(b.oldAts)
-	b.oldPK, b.oldAts = b.oldPK[:0], b.oldAts[:0]
+	b.keys, b.ends, b.data, b.counted = b.keys[:0], b.ends[:0], b.data[:0], b.counted[:0]
+	for _, x := range []*[][]byte{&b.oldPK, &b.newPK} {
+		clear(*x)
+		*x = (*x)[:0]
+	}
+	for _, x := range []*[][]int64{&b.oldAts, &b.newAts} {
+		clear(*x)
+		*x = (*x)[:0]
+	}
 	b.delta = counts{}
+	b.log.reset()
+	b.whole, b.wholeEnds, b.built = b.whole[:0], b.wholeEnds[:0], false
 }
 
 // AddLog records a decision in the decision log. Entries of one batch
 // belong to one run, whose id and mappings are kept once.
 func (b *Batch) AddLog(e LogEntry, runID string, pairs []transform.Pair) {
-	if b.logRun == nil || b.logRun.ID != runID {
-		b.logRun = &logRun{ID: runID, Pairs: pairs}
+	if b.log.run == nil || b.log.run.ID != runID {
+		b.log.run = &logRun{ID: runID, Pairs: pairs}
 	}
-	b.log = append(b.log, e)
+	b.log.add(&e)
+}
+
+// addWhole adds the next key of the PKey index written whole (keys come
+// in order), sealed here.
+func (b *Batch) addWhole(pkey string, id extract.ID) {
+	start := len(b.whole)
+	b.whole = append(append(append(b.whole, pkey...), 0), id[:]...)
+	b.whole = appendSeal(b.whole, len(b.whole), b.whole[start:])
+	b.wholeEnds = append(b.wholeEnds, uint32(len(b.whole)))
 }
 
 // Len is the number of snapshots in the batch.
@@ -767,8 +803,11 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 			k := b.keys[i][:]
 			sv := b.data[from:b.ends[i]] // sealed in put
 			v := sv[:len(sv)-sealSize]
+			carried := false
 			if len(s.unmapped) > 0 {
-				nv, carried, err := s.keepUnmapped(vb.Get(k), v)
+				var nv []byte
+				var err error
+				nv, carried, err = s.keepUnmapped(vb.Get(k), v)
 				if err != nil {
 					return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
 				}
@@ -791,13 +830,15 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 					return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
 				}
 			} else {
-				nr, err := parseRecord(v)
-				if err != nil {
-					return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
-				}
-				npk, nats, err := indexKeys(&nr, b.keys[i])
-				if err != nil {
-					return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
+				npk, nats := b.newPK[i], b.newAts[i]
+				if carried {
+					nr, err := parseRecord(v)
+					if err == nil {
+						npk, nats, err = indexKeys(&nr, b.keys[i])
+					}
+					if err != nil {
+						return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
+					}
 				}
 				opk := b.oldPK[i]
 				if len(opk) == 0 {
@@ -810,8 +851,11 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 			}
 		}
 		c.merge(&b.delta)
-		if err := s.putLog(tx, b.log, b.logRun); err != nil {
+		if err := s.putLog(tx, &b.log); err != nil {
 			return fmt.Errorf("state %s: writing the decision log: %w", s.path, err)
+		}
+		if err := s.putWhole(tx, b); err != nil {
+			return fmt.Errorf("state %s: writing the PKey index: %w", s.path, err)
 		}
 		if fin != nil {
 			if err := s.finish(tx, fin, c, &ops); err != nil {
@@ -819,6 +863,9 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 			}
 		}
 		if err := s.applyIndex(tx, &ops); err != nil {
+			return fmt.Errorf("state %s: %w", s.path, err)
+		}
+		if err := s.wholeBuilt(tx, b); err != nil {
 			return fmt.Errorf("state %s: %w", s.path, err)
 		}
 		return s.storeCounts(tx, c)
