@@ -16,9 +16,11 @@ import (
 
 // commitChunk is how many contacts one state transaction takes. bbolt splits
 // nodes only when a transaction commits, so a million puts in one
-// transaction pile into one in-memory node; 32K keep each commit small
-// while fsyncs stay few.
-const commitChunk = 1 << 15
+// transaction pile into one in-memory node; 16K keep each commit small
+// while fsyncs stay few. A backfill's transaction also carries as many
+// keys of the PKey index, and two chunks are in memory at once (one
+// written, the next decided): 32K cost as much time and more peak memory.
+const commitChunk = 1 << 14
 
 // scatteredChunk is the chunk of a run that looks records up rather than
 // walking them: its contacts lie apart in the file, each dirtying pages
