@@ -125,6 +125,9 @@ type committer struct {
 	tag  int64
 	slot *[256]int8
 	rec  record
+	// wholeLast is the last key of the PKey index written whole handed to
+	// a batch so far.
+	wholeLast []byte
 }
 
 type chunk struct {
@@ -193,14 +196,28 @@ func (c *committer) decideChunks(ctx context.Context, next func(*transform.Entry
 }
 
 // wholeKeys adds up to n keys of the PKey index written whole to batch,
-// and says whether keys are left.
+// and says whether keys are left. The batch's range of keys starts after
+// the previous batch's last; the one that finds no key left runs to the
+// end.
 func (c *committer) wholeKeys(batch *Batch, n int) (left bool, err error) {
+	if n <= 0 {
+		return true, nil // a range needs a key to end at
+	}
+	batch.inWhole = true
+	batch.wholeAfter = append(batch.wholeAfter[:0], c.wholeLast...)
+	defer func() {
+		if k := len(batch.wholeEnds); k > 0 {
+			last, _ := batch.wholeKey(k - 1)
+			c.wholeLast = append(c.wholeLast[:0], last...)
+		}
+	}()
 	for range n {
 		pkey, id, ok, err := c.o.PKeys()
 		if err != nil {
 			return false, err
 		}
 		if !ok {
+			batch.wholeToEnd = true
 			return false, nil
 		}
 		batch.addWhole(pkey, id)

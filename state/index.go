@@ -487,40 +487,78 @@ func (s *Store) writeIndex(ctx context.Context, name, marker []byte, next func()
 
 // DropPKeyIndex starts a rewrite of the PKey index whole (a backfill, which
 // reads every record): from this transaction on, commits leave it alone
-// and it is not used, until the transaction with the last of its keys
-// (Batch.addWhole, in key order, a part with each chunk of records) marks
-// it built again.
+// and it is not used (a run that finds it so builds it again), until the
+// transaction with the last of the run's records marks it built. Its
+// entries stay: each chunk of the commit brings the keys of a range of
+// PKeys (Batch.addWhole, in order), and putWhole makes the index hold
+// exactly those in that range, so a backfill over a state that holds most
+// of them already writes only what changed.
 func (s *Store) DropPKeyIndex() error {
 	return s.update(func(tx *bolt.Tx) error {
-		if err := s.vb(tx.Bucket(bucketMeta), "meta").Delete(keyPKeysOK); err != nil {
-			return err
-		}
-		if tx.Bucket(bucketPKeys) != nil {
-			return tx.DeleteBucket(bucketPKeys)
-		}
-		return nil
+		return s.vb(tx.Bucket(bucketMeta), "meta").Delete(keyPKeysOK)
 	})
 }
 
-// putWhole appends the batch's keys of the PKey index written whole,
-// sealed already.
+// putWhole makes the PKey index hold, in the batch's range of keys, the
+// batch's keys (sealed already) and no other: those it lacks are put,
+// those it holds beyond them deleted.
 func (s *Store) putWhole(tx *bolt.Tx, b *Batch) error {
-	if len(b.wholeEnds) == 0 {
+	if !b.inWhole {
 		return nil
 	}
 	bk, err := tx.CreateBucketIfNotExists(bucketPKeys)
 	if err != nil {
 		return err
 	}
-	bk.FillPercent = 1 // appended in key order
 	vb := s.vb(bk, "pkeys")
-	from := uint32(0)
-	for _, end := range b.wholeEnds {
-		e := b.whole[from:end]
-		if err := vb.PutSealed(e[:len(e)-sealSize], e[len(e)-sealSize:]); err != nil {
+	n := len(b.wholeEnds)
+	var upper []byte // the range's last key (nil: to the end)
+	if !b.wholeToEnd {
+		upper, _ = b.wholeKey(n - 1)
+	}
+	// What differs is found first and changed after: a cursor is not kept
+	// across changes. Keys to delete are copied (the index's own change).
+	var puts []int
+	var dels [][]byte
+	c := vb.Cursor()
+	var k []byte
+	if len(b.wholeAfter) == 0 {
+		k, _ = c.First()
+	} else if k, _ = c.Seek(b.wholeAfter); k != nil && bytes.Equal(k, b.wholeAfter) {
+		k, _ = c.Next()
+	}
+	held, i := 0, 0
+	for ; k != nil && (upper == nil || bytes.Compare(k, upper) <= 0); k, _ = c.Next() {
+		held++
+		for ; i < n; i++ {
+			if w, _ := b.wholeKey(i); bytes.Compare(w, k) >= 0 {
+				break
+			}
+			puts = append(puts, i)
+		}
+		if i < n {
+			if w, _ := b.wholeKey(i); bytes.Equal(w, k) {
+				i++ // held already
+				continue
+			}
+		}
+		dels = append(dels, slices.Clone(k))
+	}
+	for ; i < n; i++ {
+		puts = append(puts, i)
+	}
+	if held == 0 && k == nil {
+		bk.FillPercent = 1 // appended after every key it holds
+	}
+	for _, k := range dels {
+		if err := vb.Delete(k); err != nil {
 			return err
 		}
-		from = end
+	}
+	for _, i := range puts {
+		if err := vb.PutSealed(b.wholeKey(i)); err != nil {
+			return err
+		}
 	}
 	return nil
 }

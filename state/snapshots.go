@@ -633,11 +633,17 @@ type Batch struct {
 	delta          counts
 	log            logBatch
 	// whole holds keys of the PKey index written whole (a backfill's), in
-	// key order, each followed by its seal; built says the batch's are
-	// the last of them: its transaction marks the index built.
-	whole     []byte
-	wholeEnds []uint32
-	built     bool
+	// key order, each followed by its seal: every key of its range, which
+	// runs from after wholeAfter (nil: the first key) to its last key, or
+	// to the end with wholeToEnd. inWhole says the batch has a range.
+	// built says its transaction is the run's last: it marks the index
+	// built.
+	whole      []byte
+	wholeEnds  []uint32
+	wholeAfter []byte
+	wholeToEnd bool
+	inWhole    bool
+	built      bool
 }
 
 // NewBatch starts an empty batch sized for about n contacts.
@@ -720,6 +726,7 @@ func (b *Batch) Reset() {
 	b.delta = counts{}
 	b.log.reset()
 	b.whole, b.wholeEnds, b.built = b.whole[:0], b.wholeEnds[:0], false
+	b.wholeAfter, b.wholeToEnd, b.inWhole = b.wholeAfter[:0], false, false
 }
 
 // AddLog records a decision in the decision log. Entries of one batch
@@ -729,6 +736,17 @@ func (b *Batch) AddLog(e LogEntry, runID string, pairs []transform.Pair) {
 		b.log.run = &logRun{ID: runID, Pairs: pairs}
 	}
 	b.log.add(&e)
+}
+
+// wholeKey is the batch's ith key of the PKey index written whole, and
+// its seal.
+func (b *Batch) wholeKey(i int) (k, seal []byte) {
+	from := uint32(0)
+	if i > 0 {
+		from = b.wholeEnds[i-1]
+	}
+	e := b.whole[from:b.wholeEnds[i]]
+	return e[:len(e)-sealSize], e[len(e)-sealSize:]
 }
 
 // addWhole adds the next key of the PKey index written whole (keys come
