@@ -153,8 +153,12 @@ func TestDamagedStateStopsEveryCommand(t *testing.T) {
 		}},
 		{name: "both meta pages damaged", damage: func(b []byte) []byte { b[16] ^= 1; b[pageSize+16] ^= 1; return b }, says: "neither of its two meta pages"},
 		{name: "a meta page written back from an older transaction", damage: func(b []byte) []byte {
-			// page 0 made to claim transaction 2 less than it holds, checksum and all
-			m := b[16 : 16+64]
+			// the older meta page made to claim transaction 2 less than it
+			// holds, checksum and all (page 0 whatever its parity, as this
+			// case did, passed only while the last commit's transaction was
+			// odd: the newer page written back two transactions is a pair
+			// the shape alone cannot tell from a file one commit older)
+			m := b[older*pageSize+16 : older*pageSize+16+64]
 			binary.LittleEndian.PutUint64(m[48:], binary.LittleEndian.Uint64(m[48:])-2)
 			binary.LittleEndian.PutUint64(m[56:], fnv64a(m[:56]))
 			return b
