@@ -88,7 +88,6 @@ type Writer struct {
 	dir       *Dir
 	decidedAt string
 	audit     *outFile
-	auditEnc  *csvutil.Encoder
 	rejects   *outFile
 	rejEnc    *csvutil.Encoder
 	d365      *outFile
@@ -96,6 +95,10 @@ type Writer struct {
 	files     []*outFile
 	placed    []*outFile // finished, under their uncommitted names
 	row       []string
+	auditRow  AuditRow
+	// dTime and cTime keep the last change time formatted on each side:
+	// a contact's decisions mostly share them.
+	dTime, cTime timeCell
 	// Counts of rows written, by kind.
 	AuditRows, RejectRows, D365Rows, CampaignRows int
 }
@@ -116,8 +119,7 @@ func NewWriter(opt WriterOptions, decidedAt time.Time) (_ *Writer, err error) {
 	if w.audit, err = w.create("audit-" + opt.RunID + ".csv"); err != nil {
 		return nil, err
 	}
-	w.auditEnc = csvutil.NewEncoder(w.audit.csv)
-	if err = w.auditEnc.EncodeHeader(AuditRow{}); err != nil {
+	if err = csvutil.NewEncoder(w.audit.csv).EncodeHeader(AuditRow{}); err != nil {
 		return nil, err
 	}
 	if w.rejects, err = w.create("rejects-" + opt.RunID + ".csv"); err != nil {
@@ -191,7 +193,7 @@ func (w *Writer) Change(c *Change) error {
 	for i := range c.Decisions {
 		d := &c.Decisions[i]
 		p := w.opt.Pairs[d.Pair]
-		row := AuditRow{
+		w.auditRow = AuditRow{
 			RunID:            w.opt.RunID,
 			DecidedAt:        w.decidedAt,
 			ContactID:        id,
@@ -200,9 +202,10 @@ func (w *Writer) Change(c *Change) error {
 			CampaignField:    p.Campaign,
 			Direction:        d.Target.String(),
 			Rule:             d.Rule,
-			D365Modified:     extract.FormatTime(d.DModified),
-			CampaignModified: extract.FormatTime(d.CModified),
+			D365Modified:     w.dTime.format(d.DModified),
+			CampaignModified: w.cTime.format(d.CModified),
 		}
+		row := &w.auditRow
 		switch {
 		case d.Skip != "":
 			row.Outcome, row.Error = Skipped, d.Skip
@@ -224,7 +227,10 @@ func (w *Writer) Change(c *Change) error {
 			row.OldValue, row.NewValue = d.Old.String(), d.New.String()
 		}
 		w.AuditRows++
-		if err := w.auditEnc.Encode(row); err != nil {
+		// The row's cells straight to encoding/csv: the same bytes as
+		// csvutil writes for the struct, without its reflection per row.
+		w.row = row.cells(w.row[:0])
+		if err := w.audit.csv.Write(w.row); err != nil {
 			return fmt.Errorf("writing audit: %w", err)
 		}
 	}
@@ -253,6 +259,28 @@ func (w *Writer) Change(c *Change) error {
 		}
 	}
 	return nil
+}
+
+// cells appends the row's cells in the columns' order (the struct's, as
+// csvutil writes the header).
+func (r *AuditRow) cells(dst []string) []string {
+	return append(dst, r.RunID, r.DecidedAt, r.ContactID, r.ProfilePKey, r.D365Field, r.CampaignField, r.Direction,
+		r.OldValue, r.NewValue, r.Rule, r.D365Modified, r.CampaignModified, r.Outcome, r.Error)
+}
+
+// timeCell is a change time as an audit cell (extract.FormatTime), kept
+// for the next row with the same time.
+type timeCell struct {
+	ms   int64
+	cell string
+	set  bool
+}
+
+func (t *timeCell) format(ms int64) string {
+	if !t.set || t.ms != ms {
+		t.ms, t.cell, t.set = ms, extract.FormatTime(ms), true
+	}
+	return t.cell
 }
 
 // PendingReason says why a write is in an update file again: the run that

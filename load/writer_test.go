@@ -1,6 +1,7 @@
 package load
 
 import (
+	"encoding/csv"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jszwec/csvutil"
 
 	"optsync/extract"
 	"optsync/fixtures/testkit"
@@ -293,6 +296,50 @@ func TestUncommittedFilesTakeTheirNamesOnCommit(t *testing.T) {
 		}
 		if got := w.Paths(); len(got) != 4 || filepath.Base(got[0]) != want[0] {
 			t.Fatalf("paths %v", got)
+		}
+	}
+}
+
+// The audit rows are written cell by cell, not through csvutil: every
+// column of AuditRow, in its order, with encoding/csv's quoting, exactly as
+// csvutil writes the struct (a column added to AuditRow and not to cells
+// fails here).
+func TestAuditCellsAsCsvutil(t *testing.T) {
+	rows := []AuditRow{
+		{RunID: "r", DecidedAt: "d", ContactID: "c", ProfilePKey: "p", D365Field: "df", CampaignField: "cf", Direction: "dir",
+			OldValue: "o", NewValue: "n", Rule: "ru", D365Modified: "dm", CampaignModified: "cm", Outcome: "out", Error: "e"},
+		{ProfilePKey: `a,"b"`, Error: "line\nbreak", Rule: " lead", D365Field: `\.`, Outcome: "\u00a0nbsp"},
+		{},
+	}
+	for _, r := range rows {
+		var want, got strings.Builder
+		w := csv.NewWriter(&want)
+		enc := csvutil.NewEncoder(w)
+		enc.AutoHeader = false
+		if err := enc.Encode(r); err != nil {
+			t.Fatal(err)
+		}
+		w.Flush()
+		g := csv.NewWriter(&got)
+		if err := g.Write(r.cells(nil)); err != nil {
+			t.Fatal(err)
+		}
+		g.Flush()
+		if got.String() != want.String() {
+			t.Errorf("cells wrote %q, csvutil %q", got.String(), want.String())
+		}
+	}
+	if n, want := len((&AuditRow{}).cells(nil)), reflect.TypeOf(AuditRow{}).NumField(); n != want {
+		t.Errorf("cells has %d cells, AuditRow %d columns", n, want)
+	}
+}
+
+// A change time kept for the next row is formatted again once it differs.
+func TestTimeCell(t *testing.T) {
+	var c timeCell
+	for _, ms := range []int64{dMod, dMod, cMod, extract.NoTime, 0, dMod} {
+		if got, want := c.format(ms), extract.FormatTime(ms); got != want {
+			t.Errorf("format(%d) = %q, want %q", ms, got, want)
 		}
 	}
 }
