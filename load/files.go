@@ -158,6 +158,14 @@ func createOut(dir *Dir, name string, mode os.FileMode) (*outFile, error) {
 	return &outFile{dir: dir, name: name, final: final, tmp: tmp, f: f, buf: buf, csv: csv.NewWriter(buf)}, nil
 }
 
+// write writes rows made by appendRow. (The file's csv.Writer, when it
+// writes too, writes through the same buffer: bufio.NewWriter hands back
+// a *bufio.Writer as large as asked for as it is.)
+func (o *outFile) write(rows []byte) error {
+	_, err := o.buf.Write(rows)
+	return err
+}
+
 // complete flushes, syncs and closes the file under its temporary name.
 func (o *outFile) complete() error {
 	o.csv.Flush()

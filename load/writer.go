@@ -94,11 +94,8 @@ type Writer struct {
 	campaign  *outFile
 	files     []*outFile
 	placed    []*outFile // finished, under their uncommitted names
-	row       []string
-	auditRow  AuditRow
-	// dTime and cTime keep the last change time formatted on each side:
-	// a contact's decisions mostly share them.
-	dTime, cTime timeCell
+	// line is the row being written (csvrow.go).
+	line []byte
 	// Counts of rows written, by kind.
 	AuditRows, RejectRows, D365Rows, CampaignRows int
 }
@@ -119,7 +116,11 @@ func NewWriter(opt WriterOptions, decidedAt time.Time) (_ *Writer, err error) {
 	if w.audit, err = w.create("audit-" + opt.RunID + ".csv"); err != nil {
 		return nil, err
 	}
-	if err = csvutil.NewEncoder(w.audit.csv).EncodeHeader(AuditRow{}); err != nil {
+	header, err := csvutil.Header(AuditRow{}, "csv")
+	if err != nil {
+		return nil, err
+	}
+	if err = w.audit.write(appendRow(nil, header...)); err != nil {
 		return nil, err
 	}
 	if w.rejects, err = w.create("rejects-" + opt.RunID + ".csv"); err != nil {
@@ -140,7 +141,7 @@ func NewWriter(opt WriterOptions, decidedAt time.Time) (_ *Writer, err error) {
 		for _, p := range opt.Pairs {
 			h = append(h, p.D365)
 		}
-		if err = w.d365.csv.Write(h); err != nil {
+		if err = w.d365.write(appendRow(nil, h...)); err != nil {
 			return nil, err
 		}
 	}
@@ -152,7 +153,7 @@ func NewWriter(opt WriterOptions, decidedAt time.Time) (_ *Writer, err error) {
 		for _, p := range opt.Pairs {
 			h = append(h, p.Campaign)
 		}
-		if err = w.campaign.csv.Write(h); err != nil {
+		if err = w.campaign.write(appendRow(nil, h...)); err != nil {
 			return nil, err
 		}
 	}
@@ -193,44 +194,34 @@ func (w *Writer) Change(c *Change) error {
 	for i := range c.Decisions {
 		d := &c.Decisions[i]
 		p := w.opt.Pairs[d.Pair]
-		w.auditRow = AuditRow{
-			RunID:            w.opt.RunID,
-			DecidedAt:        w.decidedAt,
-			ContactID:        id,
-			ProfilePKey:      c.PKey,
-			D365Field:        escapeCell(p.D365),
-			CampaignField:    p.Campaign,
-			Direction:        d.Target.String(),
-			Rule:             d.Rule,
-			D365Modified:     w.dTime.format(d.DModified),
-			CampaignModified: w.cTime.format(d.CModified),
-		}
-		row := &w.auditRow
+		var outcome, errCell, oldV, newV string
 		switch {
 		case d.Skip != "":
-			row.Outcome, row.Error = Skipped, d.Skip
+			outcome, errCell = Skipped, d.Skip
 		case d.Pending:
-			row.Outcome, row.Error = transform.OutcomePendingNotSeen, PendingReason(d.Since, w.opt.PendingSince)
+			outcome, errCell = transform.OutcomePendingNotSeen, PendingReason(d.Since, w.opt.PendingSince)
 		case w.opt.Plan:
-			row.Outcome = Planned
+			outcome = Planned
 		case d.Target == transform.ToD365 && c.D365Error != "":
-			row.Outcome, row.Error = Failed, escapeCell(c.D365Error)
+			outcome, errCell = Failed, escapeCell(c.D365Error)
 		case d.Target == transform.ToCampaign && c.CampaignError != "":
-			row.Outcome, row.Error = Failed, escapeCell(c.CampaignError)
+			outcome, errCell = Failed, escapeCell(c.CampaignError)
 			if c.CampaignRaced {
-				row.Outcome = RaceRestored
+				outcome = RaceRestored
 			}
 		default:
-			row.Outcome = Applied
+			outcome = Applied
 		}
 		if d.Skip == "" {
-			row.OldValue, row.NewValue = d.Old.String(), d.New.String()
+			oldV, newV = d.Old.String(), d.New.String()
 		}
 		w.AuditRows++
-		// The row's cells straight to encoding/csv: the same bytes as
-		// csvutil writes for the struct, without its reflection per row.
-		w.row = row.cells(w.row[:0])
-		if err := w.audit.csv.Write(w.row); err != nil {
+		// AuditRow's columns, in its order.
+		b := appendCells(w.line[:0], w.opt.RunID, w.decidedAt, id, c.PKey, escapeCell(p.D365), p.Campaign, d.Target.String(), oldV, newV, d.Rule)
+		b = append(appendTime(append(b, ','), d.DModified), ',')
+		b = append(appendTime(b, d.CModified), ',')
+		w.line = appendRow(b, outcome, errCell)
+		if err := w.audit.write(w.line); err != nil {
 			return fmt.Errorf("writing audit: %w", err)
 		}
 	}
@@ -239,48 +230,29 @@ func (w *Writer) Change(c *Change) error {
 	}
 	n := len(w.opt.Pairs)
 	if w.d365 != nil && c.D365Changed {
-		w.row = append(w.row[:0], id)
+		b := appendCell(w.line[:0], id)
 		for i := 0; i < n; i++ {
-			w.row = append(w.row, c.D365After[i].String())
+			b = append(append(b, ','), c.D365After[i].String()...)
 		}
+		w.line = append(b, '\n')
 		w.D365Rows++
-		if err := w.d365.csv.Write(w.row); err != nil {
+		if err := w.d365.write(w.line); err != nil {
 			return fmt.Errorf("writing %s: %w", w.d365.final, err)
 		}
 	}
 	if w.campaign != nil && c.CampaignChanged {
-		w.row = append(w.row[:0], c.PKey, id)
+		b := append(appendCell(w.line[:0], c.PKey), ',')
+		b = appendCell(b, id)
 		for i := 0; i < n; i++ {
-			w.row = append(w.row, c.CampaignAfter[i].String())
+			b = append(append(b, ','), c.CampaignAfter[i].String()...)
 		}
+		w.line = append(b, '\n')
 		w.CampaignRows++
-		if err := w.campaign.csv.Write(w.row); err != nil {
+		if err := w.campaign.write(w.line); err != nil {
 			return fmt.Errorf("writing %s: %w", w.campaign.final, err)
 		}
 	}
 	return nil
-}
-
-// cells appends the row's cells in the columns' order (the struct's, as
-// csvutil writes the header).
-func (r *AuditRow) cells(dst []string) []string {
-	return append(dst, r.RunID, r.DecidedAt, r.ContactID, r.ProfilePKey, r.D365Field, r.CampaignField, r.Direction,
-		r.OldValue, r.NewValue, r.Rule, r.D365Modified, r.CampaignModified, r.Outcome, r.Error)
-}
-
-// timeCell is a change time as an audit cell (extract.FormatTime), kept
-// for the next row with the same time.
-type timeCell struct {
-	ms   int64
-	cell string
-	set  bool
-}
-
-func (t *timeCell) format(ms int64) string {
-	if !t.set || t.ms != ms {
-		t.ms, t.cell, t.set = ms, extract.FormatTime(ms), true
-	}
-	return t.cell
 }
 
 // PendingReason says why a write is in an update file again: the run that

@@ -3,6 +3,8 @@ package load
 import (
 	"encoding/csv"
 	"errors"
+	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -300,46 +302,109 @@ func TestUncommittedFilesTakeTheirNamesOnCommit(t *testing.T) {
 	}
 }
 
-// The audit rows are written cell by cell, not through csvutil: every
-// column of AuditRow, in its order, with encoding/csv's quoting, exactly as
-// csvutil writes the struct (a column added to AuditRow and not to cells
-// fails here).
-func TestAuditCellsAsCsvutil(t *testing.T) {
-	rows := []AuditRow{
-		{RunID: "r", DecidedAt: "d", ContactID: "c", ProfilePKey: "p", D365Field: "df", CampaignField: "cf", Direction: "dir",
-			OldValue: "o", NewValue: "n", Rule: "ru", D365Modified: "dm", CampaignModified: "cm", Outcome: "out", Error: "e"},
-		{ProfilePKey: `a,"b"`, Error: "line\nbreak", Rule: " lead", D365Field: `\.`, Outcome: "\u00a0nbsp"},
-		{},
+// appendRow writes every cell as encoding/csv's Writer does: the fields
+// it quotes (commas, quotes, line breaks, a leading space of any kind,
+// `\.`) and those it leaves.
+func TestAppendRowAsEncodingCSV(t *testing.T) {
+	rows := [][]string{
+		{"a", "b"}, {""}, {"", ""}, {`a,"b"`, "line\nbreak", "cr\r", " lead", "\tlead", "\u00a0nbsp", "\u0085nel", "\u2003em"},
+		{`\.`, `\..`, `.\`, "trail ", "in side", "=x", "@p", "é", "\xff"},
 	}
-	for _, r := range rows {
-		var want, got strings.Builder
+	rnd := rand.New(rand.NewPCG(1, 2))
+	alphabet := []string{"a", ",", `"`, "\r", "\n", " ", "\t", "\u00a0", `\`, ".", "é", "\xff"}
+	for range 2000 {
+		row := make([]string, 1+rnd.IntN(4))
+		for k := range row {
+			for range rnd.IntN(5) {
+				row[k] += alphabet[rnd.IntN(len(alphabet))]
+			}
+		}
+		rows = append(rows, row)
+	}
+	for _, row := range rows {
+		var want strings.Builder
 		w := csv.NewWriter(&want)
-		enc := csvutil.NewEncoder(w)
-		enc.AutoHeader = false
-		if err := enc.Encode(r); err != nil {
+		if err := w.Write(row); err != nil {
 			t.Fatal(err)
 		}
 		w.Flush()
-		g := csv.NewWriter(&got)
-		if err := g.Write(r.cells(nil)); err != nil {
-			t.Fatal(err)
+		if got := string(appendRow(nil, row...)); got != want.String() {
+			t.Errorf("appendRow(%q) = %q, encoding/csv writes %q", row, got, want.String())
 		}
-		g.Flush()
-		if got.String() != want.String() {
-			t.Errorf("cells wrote %q, csvutil %q", got.String(), want.String())
-		}
-	}
-	if n, want := len((&AuditRow{}).cells(nil)), reflect.TypeOf(AuditRow{}).NumField(); n != want {
-		t.Errorf("cells has %d cells, AuditRow %d columns", n, want)
 	}
 }
 
-// A change time kept for the next row is formatted again once it differs.
-func TestTimeCell(t *testing.T) {
-	var c timeCell
-	for _, ms := range []int64{dMod, dMod, cMod, extract.NoTime, 0, dMod} {
-		if got, want := c.format(ms), extract.FormatTime(ms); got != want {
-			t.Errorf("format(%d) = %q, want %q", ms, got, want)
+// appendTime writes what extract.FormatTime does, at the edges of its
+// fractions and years too.
+func TestAppendTimeAsFormatTime(t *testing.T) {
+	times := []int64{extract.NoTime, 0, 1, -1, 10, 100, 120, 123, 999, 1000, 1001, -999, -1000, -1001, dMod, cMod,
+		time.Date(9999, 12, 31, 23, 59, 59, 999e6, time.UTC).UnixMilli(), time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli(),
+		time.Date(-1, 1, 1, 0, 0, 0, 5e6, time.UTC).UnixMilli(), time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli(),
+		math.MaxInt64, math.MinInt64 + 1}
+	rnd := rand.New(rand.NewPCG(3, 4))
+	for range 20000 {
+		times = append(times, rnd.Int64N(4e12)-1e12)
+	}
+	for _, ms := range times {
+		if got, want := string(appendTime(nil, ms)), extract.FormatTime(ms); got != want {
+			t.Errorf("appendTime(%d) = %q, FormatTime %q", ms, got, want)
+		}
+	}
+}
+
+// The audit and update files hold, byte for byte, what csvutil and
+// encoding/csv wrote for the same rows before they were written cell by
+// cell: AuditRow's columns in its order, quoted where encoding/csv quotes.
+func TestWriterRowsAsCsvutil(t *testing.T) {
+	dir := t.TempDir()
+	p := []transform.Pair{{D365: "=donotemail", Campaign: "a,b"}, {D365: "donotphone", Campaign: " lead"}}
+	w, err := NewWriter(WriterOptions{Dir: dir, RunID: "R", Pairs: p, D365Updates: true, CampaignUpdates: true,
+		PendingSince: func(int64) string { return `run "x", earlier` }}, decided)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := mustID(t, "0a1b2c3d-0000-0000-0000-00000000000a")
+	changes := []Change{{Change: transform.Change{ID: id, PKey: `@a,"b"`, Decisions: []transform.Decision{
+		{Pair: 0, Target: transform.ToCampaign, Old: extract.False, New: extract.True, Rule: "only-d365-changed", DModified: dMod, CModified: cMod},
+		{Pair: 1, Skip: "unknown-value: d365, campaign blank", DModified: extract.NoTime, CModified: 1010},
+		{Pair: 1, Target: transform.ToD365, Old: extract.False, New: extract.True, Pending: true, Since: 5, DModified: -1, CModified: 0},
+	}, D365After: [extract.MaxFields]extract.Tri{extract.True, extract.Unknown}, CampaignAfter: [extract.MaxFields]extract.Tri{extract.False, extract.True},
+		D365Changed: true, CampaignChanged: true}, CampaignError: "=refused, \"really\"\nyes"}}
+	rows := []AuditRow{
+		{RunID: "R", DecidedAt: "2026-11-29T02:00:00Z", ContactID: id.String(), ProfilePKey: `@a,"b"`, D365Field: "'=donotemail", CampaignField: "a,b",
+			Direction: "d365->campaign", OldValue: "false", NewValue: "true", Rule: "only-d365-changed", D365Modified: extract.FormatTime(dMod),
+			CampaignModified: extract.FormatTime(cMod), Outcome: Failed, Error: "'=refused, \"really\"\nyes"},
+		{RunID: "R", DecidedAt: "2026-11-29T02:00:00Z", ContactID: id.String(), ProfilePKey: `@a,"b"`, D365Field: "donotphone", CampaignField: " lead",
+			CampaignModified: extract.FormatTime(1010), Outcome: Skipped, Error: "unknown-value: d365, campaign blank"},
+		{RunID: "R", DecidedAt: "2026-11-29T02:00:00Z", ContactID: id.String(), ProfilePKey: `@a,"b"`, D365Field: "donotphone", CampaignField: " lead",
+			Direction: "campaign->d365", OldValue: "false", NewValue: "true", D365Modified: extract.FormatTime(-1), CampaignModified: extract.FormatTime(0),
+			Outcome: transform.OutcomePendingNotSeen, Error: PendingReason(5, func(int64) string { return `run "x", earlier` })},
+	}
+	for i := range changes {
+		if err := w.Change(&changes[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	var audit strings.Builder
+	cw := csv.NewWriter(&audit)
+	if err := csvutil.NewEncoder(cw).Encode(rows); err != nil {
+		t.Fatal(err)
+	}
+	cw.Flush()
+	var d365, camp strings.Builder
+	dw, campW := csv.NewWriter(&d365), csv.NewWriter(&camp)
+	_ = dw.WriteAll([][]string{{"contactid", "=donotemail", "donotphone"}, {id.String(), "true", ""}})
+	_ = campW.WriteAll([][]string{{"PKey", "externalId", "a,b", " lead"}, {`@a,"b"`, id.String(), "false", "true"}})
+	for name, want := range map[string]string{"audit-R.csv": audit.String(), "d365-updates-R.csv": d365.String(), "campaign-updates-R.csv": camp.String()} {
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != want {
+			t.Errorf("%s:\n got %q\nwant %q", name, got, want)
 		}
 	}
 }
