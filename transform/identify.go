@@ -138,8 +138,13 @@ type Sorts interface {
 // profiles through PKeyStream into their sort by contact (the rule by PKey
 // needs every row of a PKey, in any file); the rest happens as the decider
 // reads entries.
+//
+// The contacts are sorted meanwhile, on another core: nothing the profiles'
+// rules do touches them.
 func Identify(contacts *spill.Sorter[extract.Contact], profiles *spill.Sorter[extract.Profile], o IdentifyOptions) (*Identity, error) {
 	id := &Identity{later: o.Later}
+	cs := make(chan sortedContacts, 1)
+	go func() { cs <- sortContacts(contacts) }()
 	owner, count := id.counting(o)
 	if count != nil {
 		defer count.missed.Close()
@@ -150,16 +155,38 @@ func Identify(contacts *spill.Sorter[extract.Contact], profiles *spill.Sorter[ex
 			id.missed, err = count.missed.Sorted()
 		}
 	}
-	if err = cmp.Or(err, id.err); err != nil {
+	c := <-cs
+	if err = cmp.Or(err, id.err, c.err); err != nil {
 		if byContact != nil {
 			byContact.Close()
 		}
+		if c.stream != nil {
+			c.stream.Close()
+		}
 		return nil, err
 	}
-	if err := id.joinByContact(contacts, byContact, o); err != nil {
+	if err := id.joinByContact(c, byContact, o); err != nil {
+		id.Close()
 		return nil, err
 	}
 	return id, nil
+}
+
+// sortedContacts are the contacts in ContactOrder: the stream the dedup
+// reads, and the rows themselves when all are in memory.
+type sortedContacts struct {
+	items  []extract.Contact
+	stream spill.Stream[extract.Contact]
+	err    error
+}
+
+func sortContacts(contacts *spill.Sorter[extract.Contact]) sortedContacts {
+	var c sortedContacts
+	if items, ok := contacts.InMemory(); ok {
+		c.items = items
+	}
+	c.stream, c.err = contacts.Sorted()
+	return c
 }
 
 // pkeyCount is the count of the input's PKeys in state's PKey index.
@@ -260,10 +287,11 @@ func (id *Identity) reject(r extract.Reject) {
 
 // joinByContact starts the rules by contact on both sides (the dedup of
 // contacts, the duplicates of profiles) that the join reads.
-func (id *Identity) joinByContact(contacts *spill.Sorter[extract.Contact], byContact *spill.Sorter[extract.Profile], o IdentifyOptions) error {
+func (id *Identity) joinByContact(contacts sortedContacts, byContact *spill.Sorter[extract.Profile], o IdentifyOptions) error {
 	if o.WithOwners {
 		id.owners, id.ownerList = OwnersOf(id.ownerList), nil
 	}
+	id.cItems, id.cstream = contacts.items, contacts.stream
 	var err error
 	if items, ok := byContact.InMemory(); ok {
 		id.pItems = items
@@ -280,12 +308,6 @@ func (id *Identity) joinByContact(contacts *spill.Sorter[extract.Contact], byCon
 			id.reject(extract.Reject{Source: o.CampaignFiles[p.File].Source(), Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: "duplicate-externalId"})
 		}
 	})
-	if items, ok := contacts.InMemory(); ok {
-		id.cItems = items
-	}
-	if id.cstream, err = contacts.Sorted(); err != nil {
-		return err
-	}
 	id.contacts = NewDedupStream(id.cstream.Next, func(s Superseded) {
 		id.Superseded++
 		if !s.Bad {
