@@ -106,6 +106,13 @@ type Result struct {
 // (never seen). Decisions are appended to buf.
 func Decide(r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, buf []Decision) (Result, []Decision) {
 	var res Result
+	buf = decideInto(&res, r, c, p, prev, buf)
+	return res, buf
+}
+
+// decideInto is Decide into res (the caller's, zero: a result is half a
+// kilobyte, decided once per contact and twice per backfill).
+func decideInto(res *Result, r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, buf []Decision) []Decision {
 	if prev == nil {
 		prev = &Snapshot{}
 	}
@@ -129,9 +136,9 @@ func Decide(r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, bu
 	res.Next = Snapshot{Known: true, DSeen: true, CSeen: true, DModified: c.Modified, CModified: p.Modified, PKey: p.PKey,
 		Decided: prev.Decided, DETag: prev.DETag}
 	for i := range r.Pairs {
-		buf = settlePair(r, i, c, p, prev, &res, buf)
+		buf = settlePair(r, i, c, p, prev, res, buf)
 	}
-	return res, buf
+	return buf
 }
 
 // settlePair decides mapped pair i of one matched contact into res (its

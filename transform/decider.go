@@ -175,21 +175,21 @@ type Verdict struct {
 	blockedAt extract.Reject
 }
 
-// one decides one entry against its record in state (prev; nil: none).
-func (d *Decider) one(e *Entry, prev *Snapshot, buf []Decision) Verdict {
-	var v Verdict
-	v.id = e.ID
+// one decides one entry against its record in state (prev; nil: none),
+// into v (the caller's: a verdict is a kilobyte, not copied on return).
+func (d *Decider) one(e *Entry, prev *Snapshot, buf []Decision, v *Verdict) {
+	*v = Verdict{id: e.ID}
 	switch e.Kind {
 	case EntryConflict:
 		v.next = d.inConflict(e, prev)
-		return v
+		return
 	case EntryLost: // it lost a side: see gone
 		if prev == nil { // only found in state, so not possible
 			v.blocked = "gone from state"
-			return v
+			return
 		}
 		v.next = d.gone(v.id, prev)
-		return v
+		return
 	}
 	c, p := e.contact(), e.profile()
 	useState := prev != nil && !d.rules.Replay
@@ -198,9 +198,9 @@ func (d *Decider) one(e *Entry, prev *Snapshot, buf []Decision) Verdict {
 	// contact the read reported deleted.
 	campaignAll := !d.incremental || d.campaignComplete
 	d365All := !d.incremental || d.d365Complete || d.deleted[v.id]
-	prev, left, stop := d.keptBack(&v, c, p, prev, useState, campaignAll)
+	prev, left, stop := d.keptBack(v, c, p, prev, useState, campaignAll)
 	if stop {
-		return v
+		return
 	}
 	if left {
 		lost := LoseProfile(*prev)
@@ -219,10 +219,9 @@ func (d *Decider) one(e *Entry, prev *Snapshot, buf []Decision) Verdict {
 				v.next.DETag = tag // the same version, as the API tags it now
 			}
 		}
-		return v
+		return
 	}
-	d.decide(&v, c, p, prev, buf, useState && !campaignAll, useState && !d365All, campaignAll, d365All)
-	return v
+	d.decide(v, c, p, prev, buf, useState && !campaignAll, useState && !d365All, campaignAll, d365All)
 }
 
 // keptBack handles what state knows of an entry's profiles before it is
@@ -304,7 +303,7 @@ func (d *Decider) decide(v *Verdict, c *extract.Contact, p *extract.Profile, pre
 		}
 		return
 	}
-	v.res, v.decisions = Decide(d.rules, c, p, prev, buf)
+	v.decisions = decideInto(&v.res, d.rules, c, p, prev, buf)
 	v.next, v.pkey, v.profile, v.decided = v.res.Next, p.PKey, p, true
 	v.contact = *c
 	if v.res.StaleD {
@@ -429,10 +428,10 @@ func (d *Decider) lostProfile(id extract.ID, snap *Snapshot) bool {
 // record as state holds it now (prev; nil: none), which for the entries
 // the first pass kept is the record it read: forgot says a change time of
 // prev beyond NotAfter was made unknown, in place, as All did. (v is the
-// caller's: a verdict is a kilobyte, copied once.)
+// caller's: a verdict is a kilobyte, not copied.)
 func (d *Decider) Again(e *Entry, prev *Snapshot, buf []Decision, v *Verdict) (forgot bool) {
 	forgot = d.forgetFuture(prev)
-	*v = d.one(e, prev, buf)
+	d.one(e, prev, buf, v)
 	return forgot
 }
 

@@ -71,12 +71,17 @@ func knownOptOutCount(pairs int, agreed, read *Snapshot) int {
 	}
 	n := 0
 	for i := range pairs {
-		ps := read.Pairs[i]
-		ps.S = extract.Unknown
+		// PairState.KnownOptOut with the agreement of agreed, without
+		// copying the pair: it runs twice per contact.
+		s, ps := extract.Unknown, &read.Pairs[i]
 		if agreed != nil {
-			ps.S = agreed.Pairs[i].S
+			s = agreed.Pairs[i].S
 		}
-		n += b2i(ps.KnownOptOut(read.DSeen, read.CSeen))
+		if s.Known() {
+			n += b2i(s == extract.True)
+		} else {
+			n += b2i(read.DSeen && ps.DRaw == extract.True || read.CSeen && ps.CRaw == extract.True)
+		}
 	}
 	return n
 }

@@ -83,6 +83,7 @@ func (d *Decider) All(ctx context.Context, prior Prior, bar Progress, sink Sink)
 // pass is what All keeps from one entry to the next.
 type pass struct {
 	decisions []Decision
+	v         Verdict // the entry's, reused (a kilobyte)
 	prev      Snapshot
 	ch        Change
 	prior     Prior
@@ -149,18 +150,19 @@ func (d *Decider) entry(e *Entry, p *pass) error {
 		}
 		return d.visit(e.ID, prevPtr, &next)
 	}
-	v := d.one(e, prevPtr, p.decisions[:0])
+	v := &p.v
+	d.one(e, prevPtr, p.decisions[:0], v)
 	p.decisions = v.decisions
 	d.count(e, prevPtr, &v.next)
 	if v.blocked != "" {
-		return d.blocked(e, &v, prevPtr, forgot, p)
+		return d.blocked(e, v, prevPtr, forgot, p)
 	}
 	if err := d.visit(e.ID, prevPtr, &v.next); err != nil {
 		return err
 	}
-	d.countVerdict(e, &v)
+	d.countVerdict(e, v)
 	if len(v.decisions) > 0 {
-		if err := d.hand(&v, p); err != nil {
+		if err := d.hand(v, p); err != nil {
 			return err
 		}
 	}
