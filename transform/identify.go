@@ -3,6 +3,7 @@ package transform
 import (
 	"cmp"
 	"fmt"
+	"slices"
 
 	"optsync/extract"
 	"optsync/extract/spill"
@@ -149,7 +150,7 @@ func Identify(contacts *spill.Sorter[extract.Contact], profiles *spill.Sorter[ex
 	if count != nil {
 		defer count.missed.Close()
 	}
-	byContact, err := id.byPKey(profiles, o, owner)
+	byContact, held, err := id.byPKey(profiles, o, owner)
 	if err == nil && count != nil {
 		if err = count.pc.Finish(); err == nil {
 			id.missed, err = count.missed.Sorted()
@@ -165,7 +166,7 @@ func Identify(contacts *spill.Sorter[extract.Contact], profiles *spill.Sorter[ex
 		}
 		return nil, err
 	}
-	if err := id.joinByContact(c, byContact, o); err != nil {
+	if err := id.joinByContact(c, byContact, held, o); err != nil {
 		id.Close()
 		return nil, err
 	}
@@ -224,8 +225,9 @@ func (id *Identity) counting(o IdentifyOptions) (func(string, OwnerKind, extract
 }
 
 // byPKey runs the rule by PKey over the profiles, into their sort by
-// contact.
-func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOptions, owner func(string, OwnerKind, extract.ID)) (*spill.Sorter[extract.Profile], error) {
+// contact: the rows it keeps, sorted, when all are held in memory (held),
+// else a sorter.
+func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOptions, owner func(string, OwnerKind, extract.ID)) (_ *spill.Sorter[extract.Profile], held []extract.Profile, _ error) {
 	superseded := func(s Superseded) {
 		id.Superseded++
 		if !s.Bad {
@@ -257,11 +259,12 @@ func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOp
 			w++
 		}
 		clear(items[w:])
-		return o.Sorts.HeldByContact(items[:w]), nil
+		sortHeld(items[:w], o.Sorts)
+		return nil, items[:w], nil
 	}
 	pstream, err := profiles.Sorted()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer pstream.Close()
 	ks = NewPKeyStream(pstream.Next, superseded, owner)
@@ -269,14 +272,62 @@ func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOp
 	for p := ks.Next(); p != nil; p = ks.Next() {
 		if err := byContact.Add(p); err != nil {
 			byContact.Close()
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if err := pstream.Err(); err != nil {
 		byContact.Close()
-		return nil, err
+		return nil, nil, err
 	}
-	return byContact, nil
+	return byContact, nil, nil
+}
+
+// sortHeld sorts profiles held in memory by contact, in place, in two
+// parts at once: split at a contact id near the middle, so that every row
+// of the first part sorts before every row of the second, each part is
+// sorted on a core of its own.
+func sortHeld(held []extract.Profile, s Sorts) {
+	m := splitByContact(held)
+	if m == 0 || m == len(held) {
+		s.HeldByContact(held).InMemory()
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.HeldByContact(held[m:]).InMemory()
+	}()
+	s.HeldByContact(held[:m]).InMemory()
+	<-done
+}
+
+// splitByContact moves the rows whose contact id's first 8 bytes are below
+// a pivot (the median of a sample) ahead of the others, and returns how
+// many those are; 0 when the rows are too few to be worth two sorts.
+func splitByContact(held []extract.Profile) int {
+	const parallelAbove, samples = 1 << 12, 63
+	if len(held) < parallelAbove {
+		return 0
+	}
+	var keys [samples]uint64
+	for k := range keys {
+		keys[k] = idKey(&held[k*(len(held)-1)/(samples-1)].ID)
+	}
+	slices.Sort(keys[:])
+	pivot := keys[samples/2]
+	i, j := 0, len(held)-1
+	for {
+		for i <= j && idKey(&held[i].ID) < pivot {
+			i++
+		}
+		for i <= j && idKey(&held[j].ID) >= pivot {
+			j--
+		}
+		if i >= j {
+			return i
+		}
+		held[i], held[j] = held[j], held[i]
+	}
 }
 
 func (id *Identity) reject(r extract.Reject) {
@@ -287,17 +338,21 @@ func (id *Identity) reject(r extract.Reject) {
 
 // joinByContact starts the rules by contact on both sides (the dedup of
 // contacts, the duplicates of profiles) that the join reads.
-func (id *Identity) joinByContact(contacts sortedContacts, byContact *spill.Sorter[extract.Profile], o IdentifyOptions) error {
+func (id *Identity) joinByContact(contacts sortedContacts, byContact *spill.Sorter[extract.Profile], held []extract.Profile, o IdentifyOptions) error {
 	if o.WithOwners {
 		id.owners, id.ownerList = OwnersOf(id.ownerList), nil
 	}
 	id.cItems, id.cstream = contacts.items, contacts.stream
-	var err error
-	if items, ok := byContact.InMemory(); ok {
-		id.pItems = items
-	}
-	if id.pstream, err = byContact.Sorted(); err != nil {
-		return err
+	if byContact == nil {
+		id.pItems, id.pstream = held, &heldStream[extract.Profile]{items: held}
+	} else {
+		var err error
+		if items, ok := byContact.InMemory(); ok {
+			id.pItems = items
+		}
+		if id.pstream, err = byContact.Sorted(); err != nil {
+			return err
+		}
 	}
 	id.profiles = NewContactProfiles(id.pstream.Next, func(p *extract.Profile) {
 		if n := len(id.conflicts); n == 0 || id.conflicts[n-1] != p.ID {
@@ -377,6 +432,24 @@ func (id *Identity) Err() error {
 	}
 	return nil
 }
+
+// heldStream hands rows held in memory, in their order.
+type heldStream[T any] struct {
+	items []T
+	i     int
+}
+
+func (s *heldStream[T]) Next() *T {
+	if s.i == len(s.items) {
+		return nil
+	}
+	s.i++
+	return &s.items[s.i-1]
+}
+
+func (s *heldStream[T]) Err() error { return nil }
+
+func (s *heldStream[T]) Close() { s.items, s.i = nil, 0 }
 
 func streamErr[T any](s spill.Stream[T]) error {
 	if s == nil {

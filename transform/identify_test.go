@@ -1,0 +1,74 @@
+package transform
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"optsync/extract"
+	"optsync/extract/spill"
+)
+
+// heldSorts sorts profiles held in memory as the run's sorts do
+// (transform/sorts.Identity).
+type heldSorts struct{ Sorts }
+
+func (heldSorts) HeldByContact(held []extract.Profile) *spill.Sorter[extract.Profile] {
+	return spill.FromSlice(ProfileCodec(true), 0, "", ProfileSize, held)
+}
+
+// sortHeld, which sorts two parts at once, leaves the rows in the order one
+// sort by contact does, whatever the ids: random, ascending (one part
+// would hold them all without the sampled pivot), a few ids many times,
+// one id for all.
+func TestSortHeldAsOneSort(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(5, 6))
+	id := func(hi, lo uint64) extract.ID {
+		var x extract.ID
+		binary.BigEndian.PutUint64(x[:], hi)
+		binary.BigEndian.PutUint64(x[8:], lo)
+		return x
+	}
+	shapes := map[string]func(i int) extract.ID{
+		"random":    func(int) extract.ID { return id(rnd.Uint64(), rnd.Uint64()) },
+		"ascending": func(i int) extract.ID { return id(uint64(i), 0) },
+		"low bytes": func(i int) extract.ID { return id(0, uint64(i)) }, // one key for all: the sort's compare decides
+		"few":       func(int) extract.ID { return id(uint64(rnd.IntN(5)), uint64(rnd.IntN(3))) },
+		"one":       func(int) extract.ID { return id(7, 7) },
+	}
+	for name, shape := range shapes {
+		for _, n := range []int{0, 1, 100, 1<<12 - 1, 1 << 12, 20000} {
+			rows := make([]extract.Profile, n)
+			for i := range rows {
+				rows[i] = extract.Profile{ID: shape(i), PKey: string(rune('a' + rnd.IntN(26))), File: uint16(rnd.IntN(2)), Line: int32(i)}
+			}
+			rnd.Shuffle(n, func(i, j int) { rows[i], rows[j] = rows[j], rows[i] })
+			want := slices.Clone(rows)
+			slices.SortStableFunc(want, func(a, b extract.Profile) int { return ProfileContactOrder(&a, &b) })
+			sortHeld(rows, heldSorts{})
+			if !slices.EqualFunc(rows, want, func(a, b extract.Profile) bool { return a == b }) {
+				t.Errorf("%s, %d rows: not in the order of one sort by contact", name, n)
+			}
+		}
+	}
+}
+
+// The split puts every row below the pivot ahead of the rest, and halves
+// ids spread evenly.
+func TestSplitByContact(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(8, 9))
+	rows := make([]extract.Profile, 50000)
+	for i := range rows {
+		binary.BigEndian.PutUint64(rows[i].ID[:], rnd.Uint64())
+	}
+	m := splitByContact(rows)
+	if m < len(rows)/4 || m > len(rows)*3/4 {
+		t.Fatalf("split at %d of %d", m, len(rows))
+	}
+	maxLeft := slices.MaxFunc(rows[:m], func(a, b extract.Profile) int { return a.ID.Compare(b.ID) })
+	minRight := slices.MinFunc(rows[m:], func(a, b extract.Profile) int { return a.ID.Compare(b.ID) })
+	if idKey(&maxLeft.ID) >= idKey(&minRight.ID) {
+		t.Errorf("a row of the first part (%v) does not sort before the second's (%v)", maxLeft.ID, minRight.ID)
+	}
+}
