@@ -158,7 +158,7 @@ func (d *Decider) Walk() bool { return d.walk }
 
 // Verdict is what the decider made of one entry.
 type Verdict struct {
-	next      Snapshot
+	// res.Next is the record after the run, decided or not.
 	res       Result
 	decisions []Decision
 	id        extract.ID
@@ -181,14 +181,14 @@ func (d *Decider) one(e *Entry, prev *Snapshot, buf []Decision, v *Verdict) {
 	*v = Verdict{id: e.ID}
 	switch e.Kind {
 	case EntryConflict:
-		v.next = d.inConflict(e, prev)
+		v.res.Next = d.inConflict(e, prev)
 		return
 	case EntryLost: // it lost a side: see gone
 		if prev == nil { // only found in state, so not possible
 			v.blocked = "gone from state"
 			return
 		}
-		v.next = d.gone(v.id, prev)
+		v.res.Next = d.gone(v.id, prev)
 		return
 	}
 	c, p := e.contact(), e.profile()
@@ -213,10 +213,10 @@ func (d *Decider) one(e *Entry, prev *Snapshot, buf []Decision, v *Verdict) {
 	if d.incremental && useState && !left && !d.queued[v.id] &&
 		(c == nil && !(d365All && prev.DSeen) || c != nil && ContactKnown(d.rules, c, prev)) &&
 		(p == nil && !(campaignAll && prev.CSeen) || p != nil && ProfileKnown(d.rules, p, prev)) {
-		v.next, v.unchanged = *prev, true
+		v.res.Next, v.unchanged = *prev, true
 		if c != nil && c.Modified == prev.DModified && d.etag != nil {
 			if tag := d.etag(c); tag != "" {
-				v.next.DETag = tag // the same version, as the API tags it now
+				v.res.Next.DETag = tag // the same version, as the API tags it now
 			}
 		}
 		return
@@ -243,7 +243,7 @@ func (d *Decider) keptBack(v *Verdict, c *extract.Contact, p *extract.Profile, p
 	if keptOut {
 		v.blocked = fmt.Sprintf("kept out: profile %s, which state links to contact %s, has a row in this run that is bad or whose time cannot be read", prev.PKey, v.id)
 		d.blockAt(v, c, p)
-		v.next = *prev
+		v.res.Next = *prev
 		return prev, left, true
 	}
 	// A contact Campaign has shown two or more profiles for (in any read)
@@ -254,7 +254,7 @@ func (d *Decider) keptBack(v *Verdict, c *extract.Contact, p *extract.Profile, p
 		if !campaignAll {
 			v.blocked = fmt.Sprintf("duplicate-externalId: Campaign has shown two or more profiles for contact %s; it is not touched until a backfill (or a read of every profile) finds exactly one", v.id)
 			d.blockAt(v, c, p)
-			v.next, v.record = d.seeBlocked(c, prev), true
+			v.res.Next, v.record = d.seeBlocked(c, prev), true
 			return prev, left, true
 		}
 		settled := *prev
@@ -271,8 +271,8 @@ func (d *Decider) keptBack(v *Verdict, c *extract.Contact, p *extract.Profile, p
 		v.blockedAt = extract.Reject{Source: d.campFiles[p.File].Source(), Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: v.blocked}
 		// Two profiles for one contact: state remembers it, so that a
 		// later run that sees only one of them does not decide either.
-		v.next, v.record = d.seeBlocked(c, prev), true
-		v.next.CConflict = true
+		v.res.Next, v.record = d.seeBlocked(c, prev), true
+		v.res.Next.CConflict = true
 		return prev, left, true
 	}
 	return prev, left, false
@@ -290,26 +290,26 @@ func (d *Decider) decide(v *Verdict, c *extract.Contact, p *extract.Profile, pre
 		known := ContactFromState(d.rules, p.ID, prev)
 		c = &known
 	case c != nil && p == nil:
-		v.next = SeeContact(d.rules, c, prev)
-		d.keepETag(&v.next, c, prev, prev != nil && prev.DSeen && c.Modified < prev.DModified)
+		v.res.Next = SeeContact(d.rules, c, prev)
+		d.keepETag(&v.res.Next, c, prev, prev != nil && prev.DSeen && c.Modified < prev.DModified)
 		if campaignAll {
-			v.next.CSeen = false // a full read without the profile: it is gone
+			v.res.Next.CSeen = false // a full read without the profile: it is gone
 		}
 		return
 	case p != nil && c == nil:
-		v.next = SeeProfile(d.rules, p, prev)
+		v.res.Next = SeeProfile(d.rules, p, prev)
 		if d365All {
-			v.next.DSeen = false
+			v.res.Next.DSeen = false
 		}
 		return
 	}
 	v.decisions = decideInto(&v.res, d.rules, c, p, prev, buf)
-	v.next, v.pkey, v.profile, v.decided = v.res.Next, p.PKey, p, true
+	v.pkey, v.profile, v.decided = p.PKey, p, true
 	v.contact = *c
 	if v.res.StaleD {
 		v.contact = ContactFromState(d.rules, c.ID, prev)
 	}
-	v.etag = d.keepETag(&v.next, c, prev, v.res.StaleD)
+	v.etag = d.keepETag(&v.res.Next, c, prev, v.res.StaleD)
 }
 
 // keepETag sets the ETag next keeps, and returns the one a write to the
@@ -446,7 +446,7 @@ func (v *Verdict) ID() extract.ID { return v.id }
 func (v *Verdict) PKey() string { return v.pkey }
 
 // Next is the record the entry has after the run.
-func (v *Verdict) Next() *Snapshot { return &v.next }
+func (v *Verdict) Next() *Snapshot { return &v.res.Next }
 
 // Decisions are the entry's decisions (the buffer handed to Again).
 func (v *Verdict) Decisions() []Decision { return v.decisions }

@@ -153,11 +153,11 @@ func (d *Decider) entry(e *Entry, p *pass) error {
 	v := &p.v
 	d.one(e, prevPtr, p.decisions[:0], v)
 	p.decisions = v.decisions
-	d.count(e, prevPtr, &v.next)
+	d.count(e, prevPtr, &v.res.Next)
 	if v.blocked != "" {
 		return d.blocked(e, v, prevPtr, forgot, p)
 	}
-	if err := d.visit(e.ID, prevPtr, &v.next); err != nil {
+	if err := d.visit(e.ID, prevPtr, &v.res.Next); err != nil {
 		return err
 	}
 	d.countVerdict(e, v)
@@ -166,7 +166,7 @@ func (d *Decider) entry(e *Entry, p *pass) error {
 			return err
 		}
 	}
-	if prevPtr == nil || v.next != p.prev || len(v.decisions) > 0 || forgot {
+	if prevPtr == nil || v.res.Next != p.prev || len(v.decisions) > 0 || forgot {
 		return d.dirty.Add(e)
 	}
 	return nil
@@ -196,8 +196,8 @@ func (d *Decider) prior(e *Entry, p *pass) (*Snapshot, error) {
 func (d *Decider) blocked(e *Entry, v *Verdict, prevPtr *Snapshot, forgot bool, p *pass) error {
 	after := prevPtr
 	if v.record {
-		after = &v.next
-		if prevPtr == nil || v.next != p.prev || forgot {
+		after = &v.res.Next
+		if prevPtr == nil || v.res.Next != p.prev || forgot {
 			if err := d.dirty.Add(e); err != nil {
 				return err
 			}
