@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"unsafe"
 
 	"optsync/extract"
 	"optsync/extract/spill"
@@ -49,6 +50,17 @@ func TestSortHeldAsOneSort(t *testing.T) {
 			sortHeld(rows, heldSorts{})
 			if !slices.EqualFunc(rows, want, func(a, b extract.Profile) bool { return a == b }) {
 				t.Errorf("%s, %d rows: not in the order of one sort by contact", name, n)
+			}
+			// The PKeys' bytes follow one another in the rows' order, in
+			// one string per part sorted.
+			breaks := 0
+			for i := 1; i < n; i++ {
+				if unsafe.Pointer(unsafe.StringData(rows[i].PKey)) != unsafe.Add(unsafe.Pointer(unsafe.StringData(rows[i-1].PKey)), len(rows[i-1].PKey)) {
+					breaks++
+				}
+			}
+			if breaks > 1 {
+				t.Errorf("%s, %d rows: the PKeys' bytes are in %d places, not in the rows' order", name, n, breaks+1)
 			}
 		}
 	}
