@@ -94,8 +94,11 @@ type Writer struct {
 	campaign  *outFile
 	files     []*outFile
 	placed    []*outFile // finished, under their uncommitted names
-	// line is the row being written (csvrow.go).
-	line []byte
+	// line is the row being written (csvrow.go); lead and pairCells are
+	// the cells every audit row of the run, and of a pair, starts with.
+	line      []byte
+	lead      []byte
+	pairCells [][]byte
 	// Counts of rows written, by kind.
 	AuditRows, RejectRows, D365Rows, CampaignRows int
 }
@@ -108,6 +111,10 @@ func NewWriter(opt WriterOptions, decidedAt time.Time) (_ *Writer, err error) {
 	}
 	dir.failCreate = opt.failCreate
 	w := &Writer{opt: opt, dir: dir, decidedAt: decidedAt.UTC().Format(time.RFC3339)}
+	w.lead = append(appendCells(nil, opt.RunID, w.decidedAt), ',')
+	for _, p := range opt.Pairs {
+		w.pairCells = append(w.pairCells, append(appendCells(nil, escapeCell(p.D365), p.Campaign), ','))
+	}
 	defer func() {
 		if err != nil {
 			w.Abort()
@@ -193,7 +200,6 @@ func (w *Writer) Change(c *Change) error {
 	id := c.ID.String()
 	for i := range c.Decisions {
 		d := &c.Decisions[i]
-		p := w.opt.Pairs[d.Pair]
 		var outcome, errCell, oldV, newV string
 		switch {
 		case d.Skip != "":
@@ -216,11 +222,31 @@ func (w *Writer) Change(c *Change) error {
 			oldV, newV = d.Old.String(), d.New.String()
 		}
 		w.AuditRows++
-		// AuditRow's columns, in its order.
-		b := appendCells(w.line[:0], w.opt.RunID, w.decidedAt, id, c.PKey, escapeCell(p.D365), p.Campaign, d.Target.String(), oldV, newV, d.Rule)
-		b = append(appendTime(append(b, ','), d.DModified), ',')
-		b = append(appendTime(b, d.CModified), ',')
-		w.line = appendRow(b, outcome, errCell)
+		// AuditRow's columns, in its order. A contact id (hex digits and
+		// dashes), a direction, a value, a time and an outcome never need
+		// quotes.
+		b := append(w.line[:0], w.lead...) // run_id, decided_at
+		b = append(b, id...)
+		b = append(b, ',')
+		b = appendCell(b, c.PKey)
+		b = append(b, ',')
+		b = append(b, w.pairCells[d.Pair]...) // d365_field, campaign_field
+		b = append(b, d.Target.String()...)
+		b = append(b, ',')
+		b = append(b, oldV...)
+		b = append(b, ',')
+		b = append(b, newV...)
+		b = append(b, ',')
+		b = appendCell(b, d.Rule)
+		b = append(b, ',')
+		b = appendTime(b, d.DModified)
+		b = append(b, ',')
+		b = appendTime(b, d.CModified)
+		b = append(b, ',')
+		b = append(b, outcome...)
+		b = append(b, ',')
+		b = appendCell(b, errCell)
+		w.line = append(b, '\n')
 		if err := w.audit.write(w.line); err != nil {
 			return fmt.Errorf("writing audit: %w", err)
 		}
