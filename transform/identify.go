@@ -130,7 +130,8 @@ type Sorts interface {
 	// ProfilesByContact sorts profiles by contact.
 	ProfilesByContact() *spill.Sorter[extract.Profile]
 	// HeldByContact sorts by contact, in place, profiles all held in
-	// memory.
+	// memory (all of them, or one of the parts sortHeld splits them
+	// into).
 	HeldByContact(held []extract.Profile) *spill.Sorter[extract.Profile]
 	// PKeysByID sorts PKey entries by contact.
 	PKeysByID() *spill.Sorter[PKeyEntry]
