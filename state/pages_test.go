@@ -53,39 +53,10 @@ func bucketLeaves(t *testing.T, data []byte, root, pageSize uint64) []leafKeys {
 // the tree per step; a step or a seek onto another leaf still checks it
 // before anything on it is used, and the records found are the ones kept.
 func TestLookupsInOrderCheckThePagesTheyPass(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "optsync.db")
-	st, err := Open(path, testPairs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// every second id, so that the ids between two records are not kept
-	const n = 1500
-	b := st.NewBatch(n)
-	for i := 1; i <= n; i++ {
-		s := fullSnap(i)
-		b.Put(id(2*i), &s)
-	}
-	if err := st.Commit(context.Background(), b, &Final{Run: &Run{ID: "r1", Started: time.Now(), Outcome: "ok"}}); err != nil {
-		t.Fatal(err)
-	}
-	var root uint64
-	pageSize := uint64(st.db.Info().PageSize)
-	if err := st.db.View(func(tx *bolt.Tx) error {
-		root = uint64(tx.Bucket(bucketContacts).Root())
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Close(); err != nil {
-		t.Fatal(err)
-	}
+	path, leaves, pageSize := carryFixture(t)
 	good, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
-	}
-	leaves := bucketLeaves(t, good, root, pageSize)
-	if len(leaves) < 8 {
-		t.Fatalf("the contacts are on %d leaves; the test needs more", len(leaves))
 	}
 	idOf := func(k []byte) extract.ID { var i extract.ID; copy(i[:], k); return i }
 	next := func(k []byte) extract.ID { i := idOf(k); i[15]++; return i } // odd: not kept
@@ -129,13 +100,13 @@ func TestLookupsInOrderCheckThePagesTheyPass(t *testing.T) {
 		// one, and seeks past several
 		for _, stride := range []int{1, 3, 97} {
 			r.k, r.end = nil, false
-			for i := 0; i <= 2*n+2; i += stride {
+			for i := 0; i <= 2*fixtureContacts+2; i += stride {
 				var s transform.Snapshot
 				found, err := r.Get(id(i), &s)
 				if err != nil {
 					t.Fatalf("stride %d, Get(%d): %v", stride, i, err)
 				}
-				kept := i%2 == 0 && i >= 2 && i <= 2*n
+				kept := i%2 == 0 && i >= 2 && i <= 2*fixtureContacts
 				if found != kept {
 					t.Fatalf("stride %d, Get(%d): found %v, want %v", stride, i, found, kept)
 				}
@@ -164,6 +135,10 @@ func readerOf(t *testing.T, path string) *Reader {
 	return r
 }
 
+// fixtureContacts is how many contacts carryFixture writes: ids 2, 4, …,
+// 2×fixtureContacts, so that the odd ids between them are not kept.
+const fixtureContacts = 1500
+
 // carryFixture is a state file of 1,500 contacts on many leaves, written by
 // a store since closed (so the next one checks the pages it reaches), with
 // the contacts bucket's leaves as the file holds them.
@@ -174,9 +149,8 @@ func carryFixture(t *testing.T) (path string, leaves []leafKeys, pageSize uint64
 	if err != nil {
 		t.Fatal(err)
 	}
-	const n = 1500
-	b := st.NewBatch(n)
-	for i := 1; i <= n; i++ {
+	b := st.NewBatch(fixtureContacts)
+	for i := 1; i <= fixtureContacts; i++ {
 		s := fullSnap(i)
 		b.Put(id(2*i), &s)
 	}
