@@ -349,11 +349,17 @@ func civilDays(y, mo, d int) int64 {
 // FormatTime writes Unix milliseconds as RFC 3339 UTC, with milliseconds only
 // when there are some; NoTime is blank.
 func FormatTime(ms int64) string {
+	var b [24]byte
+	return string(AppendTime(b[:0], ms))
+}
+
+// AppendTime appends FormatTime(ms) to dst without making a string of it:
+// every audit row writes two times, and time.Format was a visible share of
+// writing them, so years 0000-9999 are written here.
+func AppendTime(dst []byte, ms int64) []byte {
 	if ms == NoTime {
-		return ""
+		return dst
 	}
-	// Years 0000-9999 written here: every audit row writes two times, and
-	// time.Format was a visible share of writing them.
 	const msPerDay = 86400000
 	days, rem := ms/msPerDay, ms%msPerDay
 	if rem < 0 {
@@ -361,7 +367,7 @@ func FormatTime(ms int64) string {
 	}
 	y, mo, d := civilDate(days)
 	if y < 0 || y > 9999 {
-		return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.999Z07:00")
+		return time.UnixMilli(ms).UTC().AppendFormat(dst, "2006-01-02T15:04:05.999Z07:00")
 	}
 	var b [24]byte
 	put := func(at, v, width int) {
@@ -392,7 +398,7 @@ func FormatTime(ms int64) string {
 		}
 	}
 	b[n] = 'Z'
-	return string(b[:n+1])
+	return append(dst, b[:n+1]...)
 }
 
 // civilDate is the date of the proleptic Gregorian calendar days after

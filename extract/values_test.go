@@ -3,6 +3,7 @@ package extract
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"math/rand"
 	"strings"
 	"testing"
@@ -329,6 +330,16 @@ func TestFormatTimeAgreesWithTime(t *testing.T) {
 		if got := FormatTime(ms); got != want {
 			t.Fatalf("FormatTime(%d) = %q, want %q", ms, got, want)
 		}
+		// appended after a row's earlier cells, which it keeps
+		if got := string(AppendTime([]byte("x,"), ms)); got != "x,"+want {
+			t.Fatalf("AppendTime(x,, %d) = %q, want %q", ms, got, "x,"+want)
+		}
+	}
+	if got := string(AppendTime([]byte("x,"), NoTime)); FormatTime(NoTime) != "" || got != "x," {
+		t.Fatalf("NoTime: FormatTime %q, AppendTime %q; want nothing written", FormatTime(NoTime), got)
+	}
+	for _, ms := range []int64{math.MaxInt64, math.MinInt64 + 1, time.Date(-1, 1, 1, 0, 0, 0, 5e6, time.UTC).UnixMilli()} {
+		check(ms)
 	}
 	y0 := time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
 	y10k := time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli()

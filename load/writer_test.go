@@ -3,7 +3,6 @@ package load
 import (
 	"encoding/csv"
 	"errors"
-	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -330,24 +329,6 @@ func TestAppendRowAsEncodingCSV(t *testing.T) {
 		w.Flush()
 		if got := string(appendRow(nil, row...)); got != want.String() {
 			t.Errorf("appendRow(%q) = %q, encoding/csv writes %q", row, got, want.String())
-		}
-	}
-}
-
-// appendTime writes what extract.FormatTime does, at the edges of its
-// fractions and years too.
-func TestAppendTimeAsFormatTime(t *testing.T) {
-	times := []int64{extract.NoTime, 0, 1, -1, 10, 100, 120, 123, 999, 1000, 1001, -999, -1000, -1001, dMod, cMod,
-		time.Date(9999, 12, 31, 23, 59, 59, 999e6, time.UTC).UnixMilli(), time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli(),
-		time.Date(-1, 1, 1, 0, 0, 0, 5e6, time.UTC).UnixMilli(), time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli(),
-		math.MaxInt64, math.MinInt64 + 1}
-	rnd := rand.New(rand.NewPCG(3, 4))
-	for range 20000 {
-		times = append(times, rnd.Int64N(4e12)-1e12)
-	}
-	for _, ms := range times {
-		if got, want := string(appendTime(nil, ms)), extract.FormatTime(ms); got != want {
-			t.Errorf("appendTime(%d) = %q, FormatTime %q", ms, got, want)
 		}
 	}
 }
