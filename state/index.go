@@ -43,14 +43,21 @@ var (
 )
 
 func pkeyIndexKey(pkey []byte, id extract.ID) []byte {
-	k := make([]byte, 0, len(pkey)+1+16)
-	k = append(append(k, pkey...), 0)
-	return append(k, id[:]...)
+	return appendPKeyKey(make([]byte, 0, len(pkey)+1+16), pkey, id)
+}
+
+// appendPKeyKey appends the pkeys index's key of (pkey, id).
+func appendPKeyKey[S []byte | string](dst []byte, pkey S, id extract.ID) []byte {
+	return append(append(append(dst, pkey...), 0), id[:]...)
 }
 
 func pendingIndexKey(at int64, id extract.ID) []byte {
-	k := binary.BigEndian.AppendUint64(make([]byte, 0, 24), uint64(at))
-	return append(k, id[:]...)
+	return appendPendingKey(make([]byte, 0, 24), at, id)
+}
+
+// appendPendingKey appends the pending index's key of (at, id).
+func appendPendingKey(dst []byte, at int64, id extract.ID) []byte {
+	return append(binary.BigEndian.AppendUint64(dst, uint64(at)), id[:]...)
 }
 
 // indexKeys are the index entries a record makes: its pkeys key (nil:
@@ -106,7 +113,7 @@ func (o *indexOps) addKey(ops *[]indexOp, k []byte, put bool) {
 
 func (o *indexOps) addPending(at int64, id extract.ID, put bool) {
 	from := o.grow(24)
-	o.buf = append(binary.BigEndian.AppendUint64(o.buf, uint64(at)), id[:]...)
+	o.buf = appendPendingKey(o.buf, at, id)
 	o.add(&o.pd, from, put)
 }
 

@@ -753,7 +753,7 @@ func (b *Batch) wholeKey(i int) (k, seal []byte) {
 // in order), sealed here.
 func (b *Batch) addWhole(pkey string, id extract.ID) {
 	start := len(b.whole)
-	b.whole = append(append(append(b.whole, pkey...), 0), id[:]...)
+	b.whole = appendPKeyKey(b.whole, pkey, id)
 	b.whole = appendSeal(b.whole, len(b.whole), b.whole[start:])
 	b.wholeEnds = append(b.wholeEnds, uint32(len(b.whole)))
 }
