@@ -10,9 +10,6 @@ import (
 // (transform.Plural: the safety stop's message says it first).
 func Plural(n int, one string) string { return transform.Plural(n, one) }
 
-// Percent is part of whole for a message: "6 %", "5.8 %", "0.04 %".
-func Percent(part, whole int) string { return transform.Percent(part, whole) }
-
 // Took is a duration with its unit, as precise as is worth reading:
 // 850µs, 177ms, 4.6s, 2m3s.
 func Took(d time.Duration) string {

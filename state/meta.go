@@ -1,8 +1,6 @@
 package state
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -101,9 +99,6 @@ type ProcessedFile struct {
 	RunID     string    `json:"run_id"`
 	Processed time.Time `json:"processed"`
 }
-
-// FileSum is the hex SHA-256 state keys processed files by.
-func FileSum(sum [sha256.Size]byte) string { return hex.EncodeToString(sum[:]) }
 
 // Processed reports whether a file with this content was processed, and by
 // which run.

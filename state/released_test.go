@@ -24,19 +24,6 @@ var releasedPairs = []transform.Pair{
 	{D365: "xx_smsconsent", Campaign: "blackListMobile", Invert: true},
 }
 
-// openReleased copies the state file the last released build wrote (schema
-// 1, record version 1) into a temporary folder and opens it (for a run:
-// sealed whole first).
-func openReleased(t *testing.T) (*Store, string) {
-	t.Helper()
-	path := copyReleased(t)
-	st, err := Open(path, releasedPairs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st, path
-}
-
 // copyReleased copies the released build's state file into a temporary
 // folder.
 func copyReleased(t *testing.T) string {

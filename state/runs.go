@@ -63,17 +63,12 @@ type Mapping struct {
 	Invert   bool   `json:"invert,omitempty"`
 }
 
-// Reasons, Example and AddReason are load's (a run's rejects and failed
+// Reasons and Example are load's (a run's rejects and failed
 // writes are counted as load writes them); the history keeps them.
 type (
 	Reasons = load.Reasons
 	Example = load.Example
 )
-
-// AddReason counts one row or write under its reason's shape (load.AddReason).
-func AddReason(groups []Reasons, reason string, ex Example) []Reasons {
-	return load.AddReason(groups, reason, ex)
-}
 
 // MergeReasons adds reasons already counted (load.MergeReasons).
 func MergeReasons(groups, more []Reasons) []Reasons { return load.MergeReasons(groups, more) }
