@@ -375,7 +375,7 @@ func (id *Identity) joinByContact(contacts sortedContacts, byContact *spill.Sort
 	}
 	id.cItems, id.cstream = contacts.items, contacts.stream
 	if byContact == nil {
-		id.pItems, id.pstream = held, &heldStream[extract.Profile]{items: held}
+		id.pItems, id.pstream = held, spill.Held(held)
 	} else {
 		var err error
 		if items, ok := byContact.InMemory(); ok {
@@ -463,24 +463,6 @@ func (id *Identity) Err() error {
 	}
 	return nil
 }
-
-// heldStream hands rows held in memory, in their order.
-type heldStream[T any] struct {
-	items []T
-	i     int
-}
-
-func (s *heldStream[T]) Next() *T {
-	if s.i == len(s.items) {
-		return nil
-	}
-	s.i++
-	return &s.items[s.i-1]
-}
-
-func (s *heldStream[T]) Err() error { return nil }
-
-func (s *heldStream[T]) Close() { s.items, s.i = nil, 0 }
 
 func streamErr[T any](s spill.Stream[T]) error {
 	if s == nil {

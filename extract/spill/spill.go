@@ -408,6 +408,9 @@ func (s *Sorter[T]) Close() {
 	s.runs, s.items = nil, nil
 }
 
+// Held streams items held in memory, already in order, as they are.
+func Held[T any](items []T) Stream[T] { return &memStream[T]{items: items} }
+
 type memStream[T any] struct {
 	items []T
 	i     int
