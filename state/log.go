@@ -45,9 +45,12 @@ var (
 // logIndexKey is an entry's key in log_index: the run's start (as in the
 // log's key), the contact, the sequence number.
 func logIndexKey(lk []byte, contact extract.ID) []byte {
-	k := make([]byte, 0, 8+16+4)
-	k = append(append(k, lk[:8]...), contact[:]...)
-	return append(k, lk[8:12]...)
+	return appendLogIndexKey(make([]byte, 0, logIndexKeySize), lk, contact)
+}
+
+// appendLogIndexKey appends log_index's key of the entry keyed lk.
+func appendLogIndexKey(dst, lk []byte, contact extract.ID) []byte {
+	return append(append(append(dst, lk[:8]...), contact[:]...), lk[8:12]...)
 }
 
 // logIndexed says whether the file's log is indexed by log_index (else by
@@ -104,8 +107,12 @@ func code(table []string, s string) byte {
 }
 
 func logKey(started time.Time, seq uint32) []byte {
-	k := binary.BigEndian.AppendUint64(make([]byte, 0, 12), uint64(started.UnixNano()))
-	return binary.BigEndian.AppendUint32(k, seq)
+	return appendLogKey(make([]byte, 0, logKeySize), started, seq)
+}
+
+// appendLogKey appends the log's key of a run's entry seq.
+func appendLogKey(dst []byte, started time.Time, seq uint32) []byte {
+	return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(dst, uint64(started.UnixNano())), seq)
 }
 
 func appendString(v []byte, s string) []byte {
@@ -208,13 +215,13 @@ const (
 
 func (l *logBatch) add(e *LogEntry) {
 	at := len(l.keys)
-	l.keys = binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(l.keys, uint64(e.RunStarted.UnixNano())), e.Seq)
+	l.keys = appendLogKey(l.keys, e.RunStarted, e.Seq)
 	k := l.keys[at:]
 	start := len(l.vals)
 	l.vals = appendSeal(e.appendTo(l.vals), start, k)
 	l.ends = append(l.ends, uint32(len(l.vals)))
 	start = len(l.idx)
-	l.idx = append(append(append(l.idx, k[:8]...), e.Contact[:]...), k[8:]...)
+	l.idx = appendLogIndexKey(l.idx, k, e.Contact)
 	l.idx = appendSeal(l.idx, len(l.idx), l.idx[start:])
 }
 
