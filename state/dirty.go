@@ -34,11 +34,26 @@ type Dirty struct {
 	// as it grew copied itself over and over (a backfill keeps an entry of
 	// every contact).
 	rows int
+	// lastC and lastP are the places the previous entry placed in the
+	// rows held had (the reader keeps its own): an entry keeps how far its
+	// places are from them.
+	lastC, lastP int32
 }
 
-// dirtyRefSize is what an entry placed in the rows held takes: length,
-// kind, id, flags, two places.
-const dirtyRefSize = 2 + 1 + 16 + 1 + 4 + 4
+// dirtyRefSize is what an entry placed in the rows held takes, as a rule:
+// length, kind, flags, and how far each of its two places is from the
+// previous entry's (one byte each while the entries are as dense as a
+// backfill's). Its id is its row's: a million entries held 16 bytes each
+// of ids the rows hold already, live through the whole commit.
+const dirtyRefSize = 2 + 1 + 1 + 2 + 2
+
+// The flags of an entry kept.
+const (
+	dirtyHasC  = 1
+	dirtyHasP  = 2
+	dirtyRefs  = 4 // placed in the rows held, not copied
+	dirtyRowID = 8 // its id is its contact's (else its profile's), not kept
+)
 
 func (s *Dirty) Len() int { return s.n }
 
@@ -52,23 +67,34 @@ func (s *Dirty) Add(e *transform.Entry) error {
 	}
 	start := len(s.buf)
 	s.buf = append(s.buf, 0, 0, e.Kind) // length, filled in below
-	s.buf = append(s.buf, e.ID[:]...)
 	var f byte
 	if e.HasC {
-		f |= 1
+		f |= dirtyHasC
 	}
 	if e.HasP {
-		f |= 2
+		f |= dirtyHasP
 	}
 	refs := s.cItems != nil && s.pItems != nil && (!e.HasC || e.CI >= 0) && (!e.HasP || e.PI >= 0)
 	if refs {
-		f |= 4
+		f |= dirtyRefs
+		if e.HasC && s.cItems[e.CI].ID == e.ID || !e.HasC && e.HasP && s.pItems[e.PI].ID == e.ID {
+			f |= dirtyRowID
+		}
 	}
 	s.buf = append(s.buf, f)
+	if f&dirtyRowID == 0 {
+		s.buf = append(s.buf, e.ID[:]...)
+	}
 	switch {
 	case refs:
-		s.buf = binary.LittleEndian.AppendUint32(s.buf, uint32(e.CI))
-		s.buf = binary.LittleEndian.AppendUint32(s.buf, uint32(e.PI))
+		if e.HasC {
+			s.buf = binary.AppendVarint(s.buf, int64(e.CI)-int64(s.lastC))
+			s.lastC = e.CI
+		}
+		if e.HasP {
+			s.buf = binary.AppendVarint(s.buf, int64(e.PI)-int64(s.lastP))
+			s.lastP = e.PI
+		}
 	default:
 		if e.HasC {
 			s.buf = extract.AppendContact(s.buf, &e.C)
@@ -123,6 +149,8 @@ func (s *Dirty) reader() (func(*transform.Entry) (bool, error), error) {
 		r = bufio.NewReader(bytes.NewReader(s.buf))
 	}
 	var rec []byte
+	var lastC, lastP int32
+	malformed := fmt.Errorf("reading the run's entries back: an entry malformed")
 	return func(e *transform.Entry) (bool, error) {
 		var hdr [2]byte
 		if _, err := io.ReadFull(r, hdr[:]); err == io.EOF {
@@ -131,24 +159,47 @@ func (s *Dirty) reader() (func(*transform.Entry) (bool, error), error) {
 			return false, fmt.Errorf("reading the run's entries back: %w", err)
 		}
 		rec = slices.Grow(rec[:0], int(binary.LittleEndian.Uint16(hdr[:])))[:binary.LittleEndian.Uint16(hdr[:])]
-		if _, err := io.ReadFull(r, rec); err != nil || len(rec) < 18 {
+		if _, err := io.ReadFull(r, rec); err != nil || len(rec) < 2 {
 			return false, fmt.Errorf("reading the run's entries back: %v", err)
 		}
 		*e = transform.Entry{Kind: rec[0]}
-		copy(e.ID[:], rec[1:17])
-		f := rec[17]
-		b := rec[18:]
-		e.HasC, e.HasP = f&1 != 0, f&2 != 0
-		if f&4 != 0 {
-			if len(b) != 8 {
-				return false, fmt.Errorf("reading the run's entries back: an entry malformed")
+		f := rec[1]
+		b := rec[2:]
+		if f&dirtyRowID == 0 {
+			if len(b) < 16 {
+				return false, malformed
 			}
-			e.CI, e.PI = int32(binary.LittleEndian.Uint32(b)), int32(binary.LittleEndian.Uint32(b[4:]))
+			copy(e.ID[:], b)
+			b = b[16:]
+		}
+		e.HasC, e.HasP = f&dirtyHasC != 0, f&dirtyHasP != 0
+		if f&dirtyRefs != 0 {
+			e.CI, e.PI = -1, -1
 			if e.HasC {
-				e.C = s.cItems[e.CI]
+				d, k := binary.Varint(b)
+				if k <= 0 || int64(lastC)+d < 0 || int64(lastC)+d >= int64(len(s.cItems)) {
+					return false, malformed
+				}
+				lastC, b = int32(int64(lastC)+d), b[k:]
+				e.CI, e.C = lastC, s.cItems[lastC]
 			}
 			if e.HasP {
-				e.P = s.pItems[e.PI]
+				d, k := binary.Varint(b)
+				if k <= 0 || int64(lastP)+d < 0 || int64(lastP)+d >= int64(len(s.pItems)) {
+					return false, malformed
+				}
+				lastP, b = int32(int64(lastP)+d), b[k:]
+				e.PI, e.P = lastP, s.pItems[lastP]
+			}
+			if len(b) != 0 || f&dirtyRowID != 0 && !e.HasC && !e.HasP {
+				return false, malformed
+			}
+			switch {
+			case f&dirtyRowID == 0:
+			case e.HasC:
+				e.ID = e.C.ID
+			default:
+				e.ID = e.P.ID
 			}
 			return true, nil
 		}
