@@ -1,0 +1,394 @@
+package state
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// A packed bucket holds its sorted entries several to a bbolt key: bbolt's
+// cost is per key (a put descends from the root, a key takes a leaf element
+// and its header), so a million small index entries cost far more as a
+// million keys than as some thousands of blocks of them.
+//
+// A block is one bbolt key, the key of its first entry, whose value is its
+// entries in key order, sealed as one value (seal.go: a flipped bit in any
+// of them, or in the block's key, is found when the block is read):
+//
+//	entry: uvarint(shared) uvarint(len(suffix)) suffix uvarint(len(value)) value
+//
+// an entry's key being the first shared bytes of the key before it (the
+// block's key, for its first entry) followed by suffix. Blocks never
+// overlap: every entry of a block lies below the next block's key, so the
+// block that may hold a key is the last one whose key is not above it
+// (the floor block).
+//
+// A write changes one block at a time, read, changed and written back
+// (split when it grows past blockCap, dropped when emptied, moved when its
+// first entry goes). A whole write (a backfill's, a rebuild's) cuts the
+// entries into blocks where the content says (blockPacker), so a rewrite of
+// what the bucket holds already makes the same blocks and writes none.
+
+// blockCap bounds a block's entries, in bytes. A night rewrites the block of
+// every entry it changes: small enough that this stays cheap, big enough
+// that a block holds tens of index entries (a few hundred bytes to a few
+// KB, well inside a 4 KB bbolt page so that no block spills to an overflow
+// page). Chosen by measurement: see README (state layout).
+const blockCap = 1024
+
+// blockEntry is one entry of a block being rewritten; k and v may point
+// into the transaction's memory.
+type blockEntry struct{ k, v []byte }
+
+// appendEntry appends the entry (k, v) after prev (the entry before it, or
+// the block's key for its first entry).
+func appendEntry(dst, prev, k, v []byte) []byte {
+	shared := 0
+	for shared < len(prev) && shared < len(k) && prev[shared] == k[shared] {
+		shared++
+	}
+	dst = binary.AppendUvarint(dst, uint64(shared))
+	dst = binary.AppendUvarint(dst, uint64(len(k)-shared))
+	dst = append(dst, k[shared:]...)
+	dst = binary.AppendUvarint(dst, uint64(len(v)))
+	return append(dst, v...)
+}
+
+// blockReader walks the entries of one block, checking its shape as it
+// goes: any block the file holds was written whole by this code and sealed,
+// so a shape that does not decode is damage the seal did not see (or a
+// key written by an older layout), reported as such.
+type blockReader struct {
+	name   string
+	bk, p  []byte // block key, its entries
+	off    int
+	n      int    // entries read
+	k      []byte // the current entry's key (own buffer)
+	v      []byte
+	failed string
+}
+
+func (r *blockReader) reset(name string, bk, p []byte) {
+	r.name, r.bk, r.p, r.off, r.n, r.failed = name, bk, p, 0, 0, ""
+	r.k = append(r.k[:0], bk...)
+	r.v = nil
+}
+
+// next moves to the block's next entry (false: none left, or the block is
+// malformed: failed says how).
+func (r *blockReader) next() bool {
+	if r.off == len(r.p) {
+		if r.n == 0 {
+			r.failed = "holds no entry"
+		}
+		return false
+	}
+	shared, n := binary.Uvarint(r.p[r.off:])
+	if n <= 0 || shared > uint64(len(r.k)) {
+		r.failed = fmt.Sprintf("entry %d does not decode", r.n)
+		return false
+	}
+	r.off += n
+	sl, n := binary.Uvarint(r.p[r.off:])
+	if n <= 0 || sl > uint64(len(r.p)-r.off-n) {
+		r.failed = fmt.Sprintf("entry %d does not decode", r.n)
+		return false
+	}
+	r.off += n
+	// keys increase: the suffix is not empty, and after a shorter shared
+	// part it begins above the byte of the key before it
+	if r.n > 0 && (sl == 0 || int(shared) < len(r.k) && r.p[r.off] <= r.k[shared]) {
+		r.failed = fmt.Sprintf("entry %d is not above the entry before it", r.n)
+		return false
+	}
+	r.k = append(r.k[:shared], r.p[r.off:r.off+int(sl)]...)
+	r.off += int(sl)
+	vl, n := binary.Uvarint(r.p[r.off:])
+	if n <= 0 || vl > uint64(len(r.p)-r.off-n) {
+		r.failed = fmt.Sprintf("entry %d does not decode", r.n)
+		return false
+	}
+	r.off += n
+	r.v = r.p[r.off : r.off+int(vl) : r.off+int(vl)]
+	r.off += int(vl)
+	if r.n == 0 && !bytes.Equal(r.k, r.bk) {
+		r.failed = "does not begin with the entry it is keyed by"
+		return false
+	}
+	r.n++
+	return true
+}
+
+// must is next for a block read to be used: a malformed block is damage.
+func (r *blockReader) must() bool {
+	if r.next() {
+		return true
+	}
+	if r.failed != "" {
+		panic(damage{fmt.Sprintf("block %q of %s %s", printable(r.bk), r.name, r.failed)})
+	}
+	return false
+}
+
+// entries decodes the whole block (keys copied, values pointing into it).
+func (r *blockReader) entries(dst []blockEntry) []blockEntry {
+	for r.must() {
+		dst = append(dst, blockEntry{bytes.Clone(r.k), r.v})
+	}
+	return dst
+}
+
+// packed is a bucket of blocks, read and written through its seals and page
+// checks (vbucket).
+type packed struct{ x vbucket }
+
+func (s *Store) packed(b *bolt.Bucket, name string) packed { return packed{s.vb(b, name)} }
+
+// Cursor walks the entries in key order.
+func (p packed) Cursor() *pcursor { return &pcursor{c: p.x.Cursor(), r: blockReader{name: p.x.name}} }
+
+// pcursor is a cursor over a packed bucket's entries. The key it returns is
+// its own, valid until it moves; a value points into the transaction's
+// memory.
+type pcursor struct {
+	c *vcursor
+	r blockReader
+}
+
+// enter starts block (bk, v) (nil: none left) and returns its first entry.
+func (c *pcursor) enter(bk, v []byte) ([]byte, []byte) {
+	if bk == nil {
+		c.r.bk = nil
+		return nil, nil
+	}
+	// a block's entries lie below the next block's key
+	if c.r.bk != nil && bytes.Compare(c.r.k, bk) >= 0 {
+		panic(damage{fmt.Sprintf("block %q of %s holds %q, not below the next block's key %q", printable(c.r.bk), c.r.name, printable(c.r.k), printable(bk))})
+	}
+	c.r.reset(c.r.name, bk, v)
+	return c.entry()
+}
+
+func (c *pcursor) entry() ([]byte, []byte) {
+	if !c.r.must() {
+		return c.enter(c.c.Next())
+	}
+	return c.r.k, c.r.v
+}
+
+// First is the first entry (nil: none).
+func (c *pcursor) First() ([]byte, []byte) {
+	c.r.bk = nil
+	return c.enter(c.c.First())
+}
+
+// Next is the entry after the one returned last.
+func (c *pcursor) Next() ([]byte, []byte) {
+	if c.r.bk == nil {
+		return nil, nil
+	}
+	return c.entry()
+}
+
+// Seek is the first entry at or after k.
+func (c *pcursor) Seek(k []byte) ([]byte, []byte) {
+	c.r.bk = nil
+	bk, v := c.c.Seek(k)
+	if bk == nil || !bytes.Equal(bk, k) {
+		// the floor block, when there is one, may hold k
+		if fk, fv := c.c.Prev(); fk != nil {
+			bk, v = fk, fv
+		} else {
+			bk, v = c.c.First()
+		}
+	}
+	ek, ev := c.enter(bk, v)
+	for ek != nil && bytes.Compare(ek, k) < 0 {
+		ek, ev = c.Next()
+	}
+	return ek, ev
+}
+
+// blockOp is one change of a packed bucket: put (k, v), or delete k.
+type blockOp struct {
+	k, v []byte
+	put  bool
+}
+
+// apply makes the changes ops (in key order, each key once) in a write
+// transaction, one read-modify-write per block they touch.
+func (p packed) apply(ops []blockOp) error {
+	var r blockReader
+	var es, out []blockEntry
+	for i := 0; i < len(ops); {
+		// The block that may hold ops[i]: its floor block, else the first
+		// (whose key then moves down to ops[i]'s), else none (empty).
+		c := p.x.Cursor()
+		bk, v := c.Seek(ops[i].k)
+		if bk == nil || !bytes.Equal(bk, ops[i].k) {
+			if fk, fv := c.Prev(); fk != nil {
+				bk, v = fk, fv
+			} else {
+				bk, v = c.First()
+			}
+		}
+		bk = bytes.Clone(bk)
+		var next []byte // the next block's key: ops from it on go there
+		if bk != nil {
+			if nk, _ := c.Next(); nk != nil {
+				next = bytes.Clone(nk)
+			}
+		}
+		es = es[:0]
+		if bk != nil {
+			r.reset(p.x.name, bk, v)
+			es = r.entries(es)
+		}
+		j := i
+		for j < len(ops) && (next == nil || bytes.Compare(ops[j].k, next) < 0) {
+			j++
+		}
+		out = mergeOps(out[:0], es, ops[i:j])
+		if err := p.rewrite(bk, out); err != nil {
+			return err
+		}
+		i = j
+	}
+	return nil
+}
+
+// mergeOps is es (sorted) with ops (sorted) made.
+func mergeOps(dst, es []blockEntry, ops []blockOp) []blockEntry {
+	i := 0
+	for _, op := range ops {
+		for i < len(es) && bytes.Compare(es[i].k, op.k) < 0 {
+			dst = append(dst, es[i])
+			i++
+		}
+		if i < len(es) && bytes.Equal(es[i].k, op.k) {
+			i++ // replaced or deleted
+		}
+		if op.put {
+			dst = append(dst, blockEntry{op.k, op.v})
+		}
+	}
+	return append(dst, es[i:]...)
+}
+
+// rewrite replaces block bk (nil: none) by blocks holding es: none when es
+// is empty, one when they fit in blockCap, else as many of about equal size
+// as keep each within it.
+func (p packed) rewrite(bk []byte, es []blockEntry) error {
+	if bk != nil && (len(es) == 0 || !bytes.Equal(es[0].k, bk)) {
+		if err := p.x.Delete(bk); err != nil {
+			return err
+		}
+	}
+	if len(es) == 0 {
+		return nil
+	}
+	size := 0
+	var prev []byte
+	for _, e := range es {
+		size += entrySize(prev, e.k, e.v)
+		prev = e.k
+	}
+	parts := (size + blockCap - 1) / blockCap
+	if parts > 1 {
+		// cut into blocks three quarters full: room for the next inserts
+		parts = (size*4 + blockCap*3 - 1) / (blockCap * 3)
+	}
+	target := (size + parts - 1) / parts
+	var buf []byte
+	for from := 0; from < len(es); {
+		first := es[from].k
+		buf = buf[:0]
+		prev = first
+		to := from
+		for to < len(es) {
+			n := len(buf)
+			buf = appendEntry(buf, prev, es[to].k, es[to].v)
+			if to > from && (len(buf) > blockCap || n >= target) {
+				buf = buf[:n]
+				break
+			}
+			prev = es[to].k
+			to++
+		}
+		if err := p.x.Put(first, buf); err != nil { // Put seals a copy
+			return err
+		}
+		from = to
+	}
+	return nil
+}
+
+// entrySize is the encoded size of entry (k, v) after prev.
+func entrySize(prev, k, v []byte) int {
+	var tmp [3 * binary.MaxVarintLen64]byte
+	shared := 0
+	for shared < len(prev) && shared < len(k) && prev[shared] == k[shared] {
+		shared++
+	}
+	n := len(binary.AppendUvarint(tmp[:0], uint64(shared)))
+	n += len(binary.AppendUvarint(tmp[:0], uint64(len(k)-shared)))
+	n += len(binary.AppendUvarint(tmp[:0], uint64(len(v))))
+	return n + len(k) - shared + len(v)
+}
+
+// blockPacker cuts a stream of entries in key order into blocks for a whole
+// write. Where a block ends depends only on the entries since the block
+// began: after an entry whose key's hash says so, once the block holds a
+// quarter of blockCap, or before an entry that would take it past
+// blockCap. So a stream that matches what a bucket holds, from a block's
+// start on, cuts the same blocks again, whatever came before it.
+type blockPacker struct {
+	first, prev []byte
+	buf         []byte
+	// emit takes a finished block: key and entries, valid until emit
+	// returns.
+	emit func(bk, entries []byte) error
+}
+
+// add appends entry (k, v); keys must increase (one seen twice is kept
+// once, as a put of the same key would).
+func (b *blockPacker) add(k, v []byte) error {
+	if len(b.buf) > 0 {
+		switch c := bytes.Compare(k, b.prev); {
+		case c == 0:
+			return nil
+		case c < 0:
+			return fmt.Errorf("packing blocks: key %q comes after %q", printable(k), printable(b.prev))
+		}
+	}
+	n := len(b.buf)
+	if n > 0 && n+entrySize(b.prev, k, v) > blockCap {
+		if err := b.flush(); err != nil {
+			return err
+		}
+		n = 0
+	}
+	if n == 0 {
+		b.first = append(b.first[:0], k...)
+		b.prev = append(b.prev[:0], k...)
+	}
+	b.buf = appendEntry(b.buf, b.prev, k, v)
+	b.prev = append(b.prev[:0], k...)
+	if e := len(b.buf) - n; len(b.buf) >= blockCap/4 && int(crc32.Checksum(k, castagnoli)%(blockCap/2)) < e {
+		return b.flush()
+	}
+	return nil
+}
+
+// flush ends the block being filled (none: nothing).
+func (b *blockPacker) flush() error {
+	if len(b.buf) == 0 {
+		return nil
+	}
+	err := b.emit(b.first, b.buf)
+	b.buf = b.buf[:0]
+	return err
+}

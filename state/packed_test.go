@@ -1,0 +1,316 @@
+package state
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// packedStore opens a new store with an empty packed bucket "t".
+func packedStore(t *testing.T) *Store {
+	t.Helper()
+	st, err := Open(filepath.Join(t.TempDir(), "state.db"), testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := st.update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucket([]byte("t"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// packedBlocks is what bucket "t" holds: its blocks' keys and entries,
+// checking the layout's rules on the way: a block begins with the entry it
+// is keyed by, holds at least one, stays within blockCap unless it is a
+// single entry, and lies below the next block.
+func packedBlocks(t *testing.T, st *Store) (blocks [][]blockEntry) {
+	t.Helper()
+	if err := st.view(func(tx *bolt.Tx) error {
+		x := st.vb(tx.Bucket([]byte("t")), "t")
+		return x.ForEach(func(k, v []byte) error {
+			var r blockReader
+			r.reset("t", k, v)
+			es := r.entries(nil)
+			for i := range es {
+				es[i].v = bytes.Clone(es[i].v)
+			}
+			if len(v) > blockCap && len(es) > 1 {
+				return fmt.Errorf("block %q holds %d bytes, over the cap of %d", k, len(v), blockCap)
+			}
+			if n := len(blocks); n > 0 {
+				prev := blocks[n-1]
+				if bytes.Compare(prev[len(prev)-1].k, k) >= 0 {
+					return fmt.Errorf("block %q is not above the entries of the one before", k)
+				}
+			}
+			blocks = append(blocks, es)
+			return nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return blocks
+}
+
+// packedEntries is every entry of bucket "t", read through a cursor.
+func packedEntries(t *testing.T, st *Store) map[string]string {
+	t.Helper()
+	got := map[string]string{}
+	var prev []byte
+	if err := st.view(func(tx *bolt.Tx) error {
+		c := st.packed(tx.Bucket([]byte("t")), "t").Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			if prev != nil && bytes.Compare(prev, k) >= 0 {
+				return fmt.Errorf("cursor went from %q to %q", prev, k)
+			}
+			prev = bytes.Clone(k)
+			got[string(k)] = string(v)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// TestPackedEntriesRoundTrip: entries written into blocks read back as they
+// were, whatever their keys share with the entry before and whatever their
+// values.
+func TestPackedEntriesRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		es   []blockEntry
+	}{
+		{"one", []blockEntry{{[]byte("a"), nil}}},
+		{"prefixes", []blockEntry{{[]byte("a"), nil}, {[]byte("ab"), nil}, {[]byte("abc"), []byte("v")}, {[]byte("b"), nil}}},
+		{"shared then shorter", []blockEntry{{[]byte("abcd\x00x"), []byte("1")}, {[]byte("abd"), nil}, {[]byte("b\x00\xff"), []byte(strings.Repeat("z", 300))}}},
+		{"binary", []blockEntry{{[]byte{0}, nil}, {[]byte{0, 0}, []byte{0}}, {[]byte{0, 1}, nil}, {[]byte{0xff}, nil}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var p []byte
+			prev := tc.es[0].k
+			for _, e := range tc.es {
+				p = appendEntry(p, prev, e.k, e.v)
+				if got := entrySize(prev, e.k, e.v); got != len(appendEntry(nil, prev, e.k, e.v)) {
+					t.Fatalf("entrySize %d", got)
+				}
+				prev = e.k
+			}
+			var r blockReader
+			r.reset("t", tc.es[0].k, p)
+			got := r.entries(nil)
+			if len(got) != len(tc.es) {
+				t.Fatalf("%d entries, want %d", len(got), len(tc.es))
+			}
+			for i := range got {
+				if !bytes.Equal(got[i].k, tc.es[i].k) || !bytes.Equal(got[i].v, tc.es[i].v) {
+					t.Fatalf("entry %d: %q=%q, want %q=%q", i, got[i].k, got[i].v, tc.es[i].k, tc.es[i].v)
+				}
+			}
+		})
+	}
+}
+
+// TestPackedBlockShapeIsChecked: a block that does not decode as this
+// layout writes it (damage past its seal, or a key of another layout) is
+// reported as damage naming the block, never read as entries.
+func TestPackedBlockShapeIsChecked(t *testing.T) {
+	one := appendEntry(nil, []byte("k1"), []byte("k1"), nil)
+	for _, tc := range []struct {
+		name, want string
+		bk, p      []byte
+	}{
+		{"empty", "holds no entry", []byte("k1"), nil},
+		{"another first key", "does not begin with the entry it is keyed by", []byte("k1"), appendEntry(nil, []byte("k1"), []byte("k2"), nil)},
+		{"repeated key", "entry 1 is not above", []byte("k1"), appendEntry(slices.Clone(one), []byte("k1"), []byte("k1"), nil)},
+		{"falling key", "entry 1 is not above", []byte("k1"), appendEntry(slices.Clone(one), []byte("k1"), []byte("k0"), nil)},
+		{"cut short", "entry 1 does not decode", []byte("k1"), append(slices.Clone(one), 1, 9, 'x')},
+		{"shares more than the key before", "entry 0 does not decode", []byte("k1"), []byte{5, 0, 0}},
+		{"value past the end", "entry 0 does not decode", []byte("k1"), []byte{2, 0, 9, 'v'}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func() {
+				d, ok := recover().(damage)
+				if !ok || !strings.Contains(d.problem, tc.want) || !strings.Contains(d.problem, string(tc.bk)) {
+					t.Fatalf("got %v, want damage naming block %q: %s", d, tc.bk, tc.want)
+				}
+			}()
+			var r blockReader
+			r.reset("t", tc.bk, tc.p)
+			r.entries(nil)
+		})
+	}
+}
+
+// TestPackedApplyKeepsEntries: puts and deletes, in transactions of one to
+// many changes, leave the bucket holding what a map holds after the same
+// changes, in blocks within the cap (split as they grow, dropped when
+// emptied, moved when their first entry goes), and a seek finds the first
+// entry at or after any key.
+func TestPackedApplyKeepsEntries(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		keys, txs  int
+		perTx      int
+		deleteProb float64
+		value      int
+	}{
+		{"single changes", 300, 600, 1, 0.3, 0},
+		{"a night's", 2000, 40, 50, 0.4, 0},
+		{"a fill", 5000, 3, 4000, 0.05, 0},
+		{"values", 1000, 30, 80, 0.3, 70},
+		{"emptied", 200, 40, 30, 0.9, 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := packedStore(t)
+			rng := rand.New(rand.NewPCG(uint64(tc.keys), uint64(tc.txs)))
+			want := map[string]string{}
+			key := func() []byte {
+				// PKey-like keys sharing prefixes, then a contact id
+				id := id(rng.IntN(tc.keys))
+				return appendPKeyKey(nil, fmt.Sprintf("@p%d", rng.IntN(tc.keys/3+1)), id)
+			}
+			for range tc.txs {
+				var ops []blockOp
+				seen := map[string]bool{}
+				for range tc.perTx {
+					k := key()
+					if seen[string(k)] {
+						continue
+					}
+					seen[string(k)] = true
+					op := blockOp{k: k, put: rng.Float64() >= tc.deleteProb}
+					if op.put {
+						op.v = []byte(strings.Repeat("v", rng.IntN(tc.value+1)))
+						want[string(k)] = string(op.v)
+					} else {
+						delete(want, string(k))
+					}
+					ops = append(ops, op)
+				}
+				slices.SortFunc(ops, func(a, b blockOp) int { return bytes.Compare(a.k, b.k) })
+				if err := st.update(func(tx *bolt.Tx) error {
+					return st.packed(tx.Bucket([]byte("t")), "t").apply(ops)
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			blocks := packedBlocks(t, st)
+			if got := packedEntries(t, st); !mapsEqual(got, want) {
+				t.Fatalf("the bucket holds %d entries, want %d", len(got), len(want))
+			}
+			if len(want) > 0 && len(blocks) == len(want) && len(want) > 10 {
+				t.Fatalf("%d entries in as many blocks: nothing packed", len(want))
+			}
+			sorted := make([]string, 0, len(want))
+			for k := range want {
+				sorted = append(sorted, k)
+			}
+			slices.Sort(sorted)
+			for range 200 {
+				k := key()[:rng.IntN(20)+1]
+				i, _ := slices.BinarySearch(sorted, string(k))
+				var got []byte
+				if err := st.view(func(tx *bolt.Tx) error {
+					got, _ = st.packed(tx.Bucket([]byte("t")), "t").Cursor().Seek(k)
+					got = bytes.Clone(got)
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+				if i == len(sorted) && got != nil || i < len(sorted) && string(got) != sorted[i] {
+					t.Fatalf("seek %q found %q", k, got)
+				}
+			}
+		})
+	}
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// TestPackerCutsTheSameBlocksAgain: the blocks a whole write cuts depend on
+// the entries only, so a stream that differs from the one before in a few
+// places cuts the same blocks away from them — what lets a repeat
+// backfill write only the blocks that changed — and every block stays
+// within the cap.
+func TestPackerCutsTheSameBlocksAgain(t *testing.T) {
+	keys := func(n int, skip map[int]bool) [][]byte {
+		var ks [][]byte
+		for i := range n {
+			if !skip[i] {
+				ks = append(ks, appendPKeyKey(nil, fmt.Sprintf("@p%07d", i), id(i)))
+			}
+		}
+		return ks
+	}
+	cut := func(ks [][]byte) map[string]string {
+		blocks := map[string]string{}
+		p := blockPacker{emit: func(bk, es []byte) error {
+			if len(es) > blockCap {
+				return fmt.Errorf("block %q of %d bytes", bk, len(es))
+			}
+			blocks[string(bk)] = string(es)
+			return nil
+		}}
+		for _, k := range ks {
+			if err := p.add(k, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := p.flush(); err != nil {
+			t.Fatal(err)
+		}
+		return blocks
+	}
+	for _, tc := range []struct {
+		name    string
+		skip    map[int]bool
+		maxDiff int // blocks of the second cut not in the first
+	}{
+		{"the same", nil, 0},
+		{"one gone", map[int]bool{5000: true}, 2},
+		{"ten gone", map[int]bool{10: true, 900: true, 1800: true, 2700: true, 3600: true, 4500: true, 5400: true, 6300: true, 7200: true, 8100: true}, 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := cut(keys(10000, nil)), cut(keys(10000, tc.skip))
+			if len(a) > 10000/10 {
+				t.Fatalf("%d blocks for 10000 entries", len(a))
+			}
+			diff := 0
+			for k, v := range b {
+				if a[k] != v {
+					diff++
+				}
+			}
+			if diff > tc.maxDiff {
+				t.Fatalf("%d of %d blocks differ, want at most %d", diff, len(b), tc.maxDiff)
+			}
+		})
+	}
+	var p blockPacker
+	p.emit = func([]byte, []byte) error { return nil }
+	_ = p.add([]byte("b"), nil)
+	if err := p.add([]byte("a"), nil); err == nil {
+		t.Fatal("a key below the one before was packed")
+	}
+}
