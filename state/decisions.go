@@ -125,9 +125,12 @@ type committer struct {
 	tag  int64
 	slot *[256]int8
 	rec  record
-	// wholeLast is the last key of the PKey index written whole handed to
-	// a batch so far.
+	// wholeLast is the key of the last block of the PKey index written
+	// whole handed to a batch so far; pack cuts its entries into blocks,
+	// the one it is filling going with a later batch.
 	wholeLast []byte
+	pack      blockPacker
+	wholeKey  []byte
 }
 
 type chunk struct {
@@ -196,20 +199,22 @@ func (c *committer) decideChunks(ctx context.Context, next func(*transform.Entry
 }
 
 // wholeKeys adds up to n keys of the PKey index written whole to batch,
-// and says whether keys are left. The batch's range of keys starts after
-// the previous batch's last; the one that finds no key left runs to the
-// end.
+// packed into blocks, and says whether keys are left. The batch's range of
+// blocks starts after the previous batch's last; the one that finds no key
+// left runs to the end. A block not yet full goes with a later batch (a
+// batch without a full block has no range).
 func (c *committer) wholeKeys(batch *Batch, n int) (left bool, err error) {
 	if n <= 0 {
 		return true, nil // a range needs a key to end at
 	}
-	batch.inWhole = true
 	batch.wholeAfter = append(batch.wholeAfter[:0], c.wholeLast...)
+	c.pack.emit = batch.addWhole
 	defer func() {
 		if k := len(batch.wholeEnds); k > 0 {
-			last, _ := batch.wholeKey(k - 1)
+			last, _ := batch.wholeBlock(k - 1)
 			c.wholeLast = append(c.wholeLast[:0], last...)
 		}
+		batch.inWhole = batch.wholeToEnd || len(batch.wholeEnds) > 0
 	}()
 	for range n {
 		pkey, id, ok, err := c.o.PKeys()
@@ -218,9 +223,12 @@ func (c *committer) wholeKeys(batch *Batch, n int) (left bool, err error) {
 		}
 		if !ok {
 			batch.wholeToEnd = true
-			return false, nil
+			return false, c.pack.flush()
 		}
-		batch.addWhole(pkey, id)
+		c.wholeKey = appendPKeyKey(c.wholeKey[:0], pkey, id)
+		if err := c.pack.add(c.wholeKey, nil); err != nil {
+			return false, err
+		}
 	}
 	return true, nil
 }

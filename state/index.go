@@ -18,11 +18,14 @@ import (
 
 // Two indexes let a night touch what changed instead of every record:
 //
-//   - pkeys: PKey, 0, contact id → (seal only), one entry per record that
-//     links its contact to a profile (Campaign side read, a PKey). A run
-//     whose input links a PKey to a contact finds through it the contact
-//     state linked that profile to before (issue 8: that contact loses it),
-//     and the shrink guard counts Campaign's records by PKey.
+//   - pkeys: PKey, 0, contact id (no value), one entry per record that
+//     links its contact to a profile (Campaign side read, a PKey), packed
+//     several to a bbolt key (packed.go). A run whose input links a PKey
+//     to a contact finds through it the contact state linked that profile
+//     to before (issue 8: that contact loses it), and the shrink guard
+//     counts Campaign's records by PKey. An index of one key per entry
+//     (before the blocks; marked index_pkeys) is not used: the first run
+//     that finds it builds the packed one in its place.
 //   - pending: start of the run that wrote (Unix ms, 8 bytes big-endian),
 //     contact id → (seal only), one entry per contact and run with a write
 //     to an update file not seen yet: the contacts a warning names.
@@ -38,8 +41,13 @@ import (
 var (
 	bucketPKeys   = []byte("pkeys")
 	bucketPending = []byte("pending")
-	keyPKeysOK    = []byte("index_pkeys")
-	keyPendingOK  = []byte("index_pending")
+	keyPKeysOK    = []byte("index_pkeys_packed")
+	// keyPKeysFlat marked the index of one key per entry. An older optsync
+	// that rebuilds the index in that layout marks it so, and the packed
+	// one is then not taken as built: one of the markers goes whenever the
+	// other is written.
+	keyPKeysFlat = []byte("index_pkeys")
+	keyPendingOK = []byte("index_pending")
 )
 
 func pkeyIndexKey(pkey []byte, id extract.ID) []byte {
@@ -191,6 +199,7 @@ func (o *indexOps) changeValues(id extract.ID, old, new []byte) error {
 func (s *Store) applyIndex(tx *bolt.Tx, o *indexOps) error {
 	pk, pd := s.indexesBuilt(tx)
 	var seals []byte
+	var blockOps []blockOp
 	apply := func(built bool, name []byte, ops []indexOp) error {
 		if !built || len(ops) == 0 {
 			return nil
@@ -205,6 +214,15 @@ func (s *Store) applyIndex(tx *bolt.Tx, o *indexOps) error {
 		byKey := func(x, y indexOp) int { return bytes.Compare(x.k, y.k) }
 		if !slices.IsSortedFunc(ops, byKey) {
 			slices.SortStableFunc(ops, byKey)
+		}
+		if bytes.Equal(name, bucketPKeys) {
+			for i, op := range ops {
+				if i+1 < len(ops) && bytes.Equal(ops[i+1].k, op.k) {
+					continue // changed again later in the transaction: the last change counts
+				}
+				blockOps = append(blockOps, blockOp{k: op.k, put: op.put})
+			}
+			return packed{vb}.apply(blockOps)
 		}
 		if seals == nil {
 			seals = make([]byte, 0, sealSize*len(o.pk)+sealSize*len(o.pd))
@@ -245,7 +263,7 @@ func (s *Store) indexesBuilt(tx *bolt.Tx) (pkeys, pending bool) {
 		return false, false
 	}
 	vm := s.vb(meta, "meta")
-	return vm.Get(keyPKeysOK) != nil, vm.Get(keyPendingOK) != nil
+	return vm.Get(keyPKeysOK) != nil && vm.Get(keyPKeysFlat) == nil, vm.Get(keyPendingOK) != nil
 }
 
 // IndexesReady says whether the indexes are built: a run can then find a
@@ -366,7 +384,7 @@ func (s *Store) BuildIndexes(ctx context.Context, budget int64, dir string) (int
 			}
 			return nil, stream.Err()
 		}
-		err = s.writeIndex(ctx, x.name, x.marker, next, nil)
+		err = s.writeIndex(ctx, x.name, x.marker, next, nil, bytes.Equal(x.name, bucketPKeys))
 		stream.Close()
 		if err != nil {
 			return 0, fmt.Errorf("state %s: building its indexes: %w", s.path, err)
@@ -436,16 +454,23 @@ func (s *Store) buildLogIndex(ctx context.Context, budget int64, dir string) err
 		}
 		// an older optsync would write its entries to log_contact only
 		return s.vb(tx.Bucket(bucketMeta), "meta").Put(keySchema, []byte(fmt.Sprint(SchemaVersion)))
-	})
+	}, false)
 }
 
 // writeIndex replaces an index with the keys next gives (in order), in
 // transactions of indexChunk keys, and marks it built with the last, in
-// which fin (when set) runs too.
-func (s *Store) writeIndex(ctx context.Context, name, marker []byte, next func() ([]byte, error), fin func(*bolt.Tx) error) error {
+// which fin (when set) runs too. pack packs the keys into blocks (packed.go:
+// the PKey index).
+func (s *Store) writeIndex(ctx context.Context, name, marker []byte, next func() ([]byte, error), fin func(*bolt.Tx) error, pack bool) error {
 	if err := s.update(func(tx *bolt.Tx) error {
-		if err := s.vb(tx.Bucket(bucketMeta), "meta").Delete(marker); err != nil {
+		vm := s.vb(tx.Bucket(bucketMeta), "meta")
+		if err := vm.Delete(marker); err != nil {
 			return err
+		}
+		if pack {
+			if err := vm.Delete(keyPKeysFlat); err != nil {
+				return err
+			}
 		}
 		if tx.Bucket(name) != nil {
 			if err := tx.DeleteBucket(name); err != nil {
@@ -457,6 +482,7 @@ func (s *Store) writeIndex(ctx context.Context, name, marker []byte, next func()
 	}); err != nil {
 		return err
 	}
+	var packer blockPacker
 	k, err := next()
 	for finished := false; !finished; {
 		if err != nil {
@@ -469,8 +495,16 @@ func (s *Store) writeIndex(ctx context.Context, name, marker []byte, next func()
 			b := tx.Bucket(name)
 			b.FillPercent = 1 // appended in key order
 			vb := s.vb(b, string(name))
+			// a block still being filled when a transaction ends goes
+			// with the next (Put seals a copy)
+			packer.emit = vb.Put
 			for n := 0; k != nil && n < cmp.Or(s.indexChunk, indexChunk); n++ {
-				if err := vb.Put(k, nil); err != nil {
+				if pack {
+					err = packer.add(k, nil)
+				} else {
+					err = vb.Put(k, nil)
+				}
+				if err != nil {
 					return err
 				}
 				if k, err = next(); err != nil {
@@ -479,6 +513,9 @@ func (s *Store) writeIndex(ctx context.Context, name, marker []byte, next func()
 			}
 			if k != nil {
 				return nil
+			}
+			if err := packer.flush(); err != nil {
+				return err
 			}
 			finished = true
 			if fin != nil {
@@ -502,13 +539,19 @@ func (s *Store) writeIndex(ctx context.Context, name, marker []byte, next func()
 // of them already writes only what changed.
 func (s *Store) DropPKeyIndex() error {
 	return s.update(func(tx *bolt.Tx) error {
-		return s.vb(tx.Bucket(bucketMeta), "meta").Delete(keyPKeysOK)
+		vm := s.vb(tx.Bucket(bucketMeta), "meta")
+		if err := vm.Delete(keyPKeysFlat); err != nil {
+			return err
+		}
+		return vm.Delete(keyPKeysOK)
 	})
 }
 
-// putWhole makes the PKey index hold, in the batch's range of keys, the
-// batch's keys (sealed already) and no other: those it lacks are put,
-// those it holds beyond them deleted.
+// putWhole makes the PKey index hold, in the batch's range of block keys,
+// the batch's blocks (sealed already) and no other: those it lacks or holds
+// with other entries are put, those it holds beyond them deleted. The
+// blocks of a rewrite of what the index holds are those it holds already
+// (blockPacker): none is written.
 func (s *Store) putWhole(tx *bolt.Tx, b *Batch) error {
 	if !b.inWhole {
 		return nil
@@ -521,31 +564,34 @@ func (s *Store) putWhole(tx *bolt.Tx, b *Batch) error {
 	n := len(b.wholeEnds)
 	var upper []byte // the range's last key (nil: to the end)
 	if !b.wholeToEnd {
-		upper, _ = b.wholeKey(n - 1)
+		upper, _ = b.wholeBlock(n - 1)
 	}
 	// What differs is found first and changed after: a cursor is not kept
 	// across changes. Keys to delete are copied (the index's own change).
 	var puts []int
 	var dels [][]byte
 	c := vb.Cursor()
-	var k []byte
+	var k, v []byte
 	if len(b.wholeAfter) == 0 {
-		k, _ = c.First()
-	} else if k, _ = c.Seek(b.wholeAfter); k != nil && bytes.Equal(k, b.wholeAfter) {
-		k, _ = c.Next()
+		k, v = c.First()
+	} else if k, v = c.Seek(b.wholeAfter); k != nil && bytes.Equal(k, b.wholeAfter) {
+		k, v = c.Next()
 	}
 	held, i := 0, 0
-	for ; k != nil && (upper == nil || bytes.Compare(k, upper) <= 0); k, _ = c.Next() {
+	for ; k != nil && (upper == nil || bytes.Compare(k, upper) <= 0); k, v = c.Next() {
 		held++
 		for ; i < n; i++ {
-			if w, _ := b.wholeKey(i); bytes.Compare(w, k) >= 0 {
+			if w, _ := b.wholeBlock(i); bytes.Compare(w, k) >= 0 {
 				break
 			}
 			puts = append(puts, i)
 		}
 		if i < n {
-			if w, _ := b.wholeKey(i); bytes.Equal(w, k) {
-				i++ // held already
+			if w, wv := b.wholeBlock(i); bytes.Equal(w, k) {
+				if !bytes.Equal(wv[:len(wv)-sealSize], v) {
+					puts = append(puts, i) // other entries: put over it
+				}
+				i++
 				continue
 			}
 		}
@@ -563,7 +609,7 @@ func (s *Store) putWhole(tx *bolt.Tx, b *Batch) error {
 		}
 	}
 	for _, i := range puts {
-		if err := vb.PutSealed(b.wholeKey(i)); err != nil {
+		if err := vb.PutSealed(b.wholeBlock(i)); err != nil {
 			return err
 		}
 	}
@@ -579,7 +625,11 @@ func (s *Store) wholeBuilt(tx *bolt.Tx, b *Batch) error {
 	if _, err := tx.CreateBucketIfNotExists(bucketPKeys); err != nil {
 		return err
 	}
-	return s.vb(tx.Bucket(bucketMeta), "meta").Put(keyPKeysOK, []byte("1"))
+	vm := s.vb(tx.Bucket(bucketMeta), "meta")
+	if err := vm.Delete(keyPKeysFlat); err != nil {
+		return err
+	}
+	return vm.Put(keyPKeysOK, []byte("1"))
 }
 
 // PKeyContacts lists the contacts whose record links them to pkey (in id
@@ -592,7 +642,7 @@ func (r *Reader) PKeyContacts(pkey string) (ids []extract.ID, err error) {
 	}
 	r.s.touched(r.tx, 1)
 	prefix := append([]byte(pkey), 0)
-	c := r.s.vb(b, "pkeys").Cursor()
+	c := r.s.packed(b, "pkeys").Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 		if len(k) != len(prefix)+16 {
 			return nil, &CorruptError{Path: r.s.path, Problem: fmt.Sprintf("the PKey index holds a key %q of the wrong length", printable(k))}
@@ -614,7 +664,7 @@ type PKeyEntry = transform.PKeyEntry
 // Every entry it passes over (a PKey not asked for) goes to missed.
 type PKeyCount struct {
 	r       *Reader
-	c       *vcursor
+	c       *pcursor
 	k       []byte
 	started bool
 	missed  func(PKeyEntry) error
@@ -635,7 +685,7 @@ func (pc *PKeyCount) next() {
 func (r *Reader) PKeyCounter(missed func(PKeyEntry) error) *PKeyCount {
 	pc := &PKeyCount{r: r, missed: missed}
 	if b := r.tx.Bucket(bucketPKeys); b != nil {
-		pc.c = r.s.vb(b, "pkeys").Cursor()
+		pc.c = r.s.packed(b, "pkeys").Cursor()
 	}
 	return pc
 }
@@ -698,7 +748,7 @@ func (r *Reader) EachPKey(fn func(pkey string, id extract.ID) bool) (err error) 
 	if b == nil {
 		return nil
 	}
-	c := r.s.vb(b, "pkeys").Cursor()
+	c := r.s.packed(b, "pkeys").Cursor()
 	for k, _ := c.First(); k != nil; k, _ = c.Next() {
 		if len(k) < 17 || k[len(k)-17] != 0 {
 			return &CorruptError{Path: r.s.path, Problem: fmt.Sprintf("the PKey index holds a key %q of the wrong shape", printable(k))}
@@ -788,7 +838,12 @@ func (s *Store) VerifyIndexes() error {
 			}
 			slices.SortFunc(x.want, bytes.Compare)
 			var got [][]byte
-			if b := tx.Bucket(x.name); b != nil {
+			if b := tx.Bucket(x.name); b != nil && bytes.Equal(x.name, bucketPKeys) {
+				c := s.packed(b, string(x.name)).Cursor()
+				for k, _ := c.First(); k != nil; k, _ = c.Next() {
+					got = append(got, slices.Clone(k))
+				}
+			} else if b != nil {
 				_ = b.ForEach(func(k, _ []byte) error { got = append(got, slices.Clone(k)); return nil })
 			}
 			if !slices.EqualFunc(got, x.want, bytes.Equal) {

@@ -632,18 +632,20 @@ type Batch struct {
 	oldAts, newAts [][]int64
 	delta          counts
 	log            logBatch
-	// whole holds keys of the PKey index written whole (a backfill's), in
-	// key order, each followed by its seal: every key of its range, which
-	// runs from after wholeAfter (nil: the first key) to its last key, or
-	// to the end with wholeToEnd. inWhole says the batch has a range.
+	// whole holds blocks of the PKey index written whole (a backfill's),
+	// in key order, each its key then its entries sealed (wholeKeyEnds,
+	// wholeEnds: where each ends): every block of its range, which runs
+	// from after wholeAfter (nil: the first key) to its last block's key,
+	// or to the end with wholeToEnd. inWhole says the batch has a range.
 	// built says its transaction is the run's last: it marks the index
 	// built.
-	whole      []byte
-	wholeEnds  []uint32
-	wholeAfter []byte
-	wholeToEnd bool
-	inWhole    bool
-	built      bool
+	whole        []byte
+	wholeKeyEnds []uint32
+	wholeEnds    []uint32
+	wholeAfter   []byte
+	wholeToEnd   bool
+	inWhole      bool
+	built        bool
 }
 
 // NewBatch starts an empty batch sized for about n contacts.
@@ -725,7 +727,7 @@ func (b *Batch) Reset() {
 	}
 	b.delta = counts{}
 	b.log.reset()
-	b.whole, b.wholeEnds, b.built = b.whole[:0], b.wholeEnds[:0], false
+	b.whole, b.wholeKeyEnds, b.wholeEnds, b.built = b.whole[:0], b.wholeKeyEnds[:0], b.wholeEnds[:0], false
 	b.wholeAfter, b.wholeToEnd, b.inWhole = b.wholeAfter[:0], false, false
 }
 
@@ -738,24 +740,26 @@ func (b *Batch) AddLog(e LogEntry, runID string, pairs []transform.Pair) {
 	b.log.add(&e)
 }
 
-// wholeKey is the batch's ith key of the PKey index written whole, and
-// its seal.
-func (b *Batch) wholeKey(i int) (k, seal []byte) {
+// wholeBlock is the batch's ith block of the PKey index written whole:
+// its key, and its entries sealed.
+func (b *Batch) wholeBlock(i int) (k, v []byte) {
 	from := uint32(0)
 	if i > 0 {
 		from = b.wholeEnds[i-1]
 	}
-	e := b.whole[from:b.wholeEnds[i]]
-	return e[:len(e)-sealSize], e[len(e)-sealSize:]
+	return b.whole[from:b.wholeKeyEnds[i]], b.whole[b.wholeKeyEnds[i]:b.wholeEnds[i]]
 }
 
-// addWhole adds the next key of the PKey index written whole (keys come
-// in order), sealed here.
-func (b *Batch) addWhole(pkey string, id extract.ID) {
+// addWhole adds the next block of the PKey index written whole (blocks
+// come in order), sealed here.
+func (b *Batch) addWhole(bk, entries []byte) error {
+	b.whole = append(b.whole, bk...)
 	start := len(b.whole)
-	b.whole = appendPKeyKey(b.whole, pkey, id)
-	b.whole = appendSeal(b.whole, len(b.whole), b.whole[start:])
+	b.wholeKeyEnds = append(b.wholeKeyEnds, uint32(start))
+	b.whole = append(b.whole, entries...)
+	b.whole = appendSeal(b.whole, start, bk)
 	b.wholeEnds = append(b.wholeEnds, uint32(len(b.whole)))
+	return nil
 }
 
 // Len is the number of snapshots in the batch.

@@ -1,14 +1,19 @@
 package state
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"optsync/extract"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // TestWholePKeyIndexHoldsItsKeysOnly: a backfill's PKey index, written
@@ -112,6 +117,217 @@ func TestWholePKeyIndexHoldsItsKeysOnly(t *testing.T) {
 			check("after a stop", b, true)
 			write(nil, chunk, 0)
 			check("none again", nil, true)
+			// what the layout of one key per entry left: each entry a
+			// bbolt key of its own, its value only its seal
+			if err := st.update(func(tx *bolt.Tx) error {
+				vb := st.vb(tx.Bucket(bucketPKeys), "pkeys")
+				for _, e := range b {
+					if err := vb.Put(appendPKeyKey(nil, e.PKey, e.ID), nil); err != nil {
+						return err
+					}
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			write(a, chunk, 0)
+			check("over one key per entry", a, true)
 		})
+	}
+}
+
+// TestPKeyIndexOfOneKeyPerEntryIsRebuilt: a PKey index in the layout from
+// before the blocks (one bbolt key per entry, marked index_pkeys) is not
+// used: the file's indexes are not ready, the first run that opens it
+// builds the packed one in its place (the old marker gone), and from then
+// on runs keep it.
+func TestPKeyIndexOfOneKeyPerEntryIsRebuilt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := st.NewBatch(0)
+	for n := range 300 {
+		s := fullSnap(n)
+		b.Put(id(n), &s)
+	}
+	if err := st.Commit(context.Background(), b, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The old layout: every entry a key of its own, its value its seal.
+	var want []string
+	if err := st.update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketPKeys); err != nil {
+			return err
+		}
+		bk, err := tx.CreateBucket(bucketPKeys)
+		if err != nil {
+			return err
+		}
+		return st.vb(tx.Bucket(bucketContacts), "contacts").ForEach(func(k, v []byte) error {
+			r, err := parseRecord(v)
+			if err != nil {
+				return err
+			}
+			var cid extract.ID
+			copy(cid[:], k)
+			pk, _, err := indexKeys(&r, cid)
+			if pk != nil {
+				want = append(want, string(pk))
+				err = st.vb(bk, "pkeys").Put(pk, nil)
+			}
+			return err
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.update(func(tx *bolt.Tx) error {
+		vm := st.vb(tx.Bucket(bucketMeta), "meta")
+		if err := vm.Delete(keyPKeysOK); err != nil {
+			return err
+		}
+		return vm.Put(keyPKeysFlat, []byte("1"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(want) < 100 {
+		t.Fatalf("the fixture has %d PKey entries", len(want))
+	}
+	if ready, err := st.IndexesReady(); err != nil || ready {
+		t.Fatalf("an index of one key per entry is taken as ready (%v)", err)
+	}
+	if _, err := st.BuildIndexes(context.Background(), 1<<20, t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	if ready, err := st.IndexesReady(); err != nil || !ready {
+		t.Fatalf("after the build: ready %v (%v)", ready, err)
+	}
+	if err := st.VerifyIndexes(); err != nil {
+		t.Fatal(err)
+	}
+	var keys int
+	if err := st.view(func(tx *bolt.Tx) error {
+		keys = tx.Bucket(bucketPKeys).Stats().KeyN
+		if tx.Bucket(bucketMeta).Get(keyPKeysFlat) != nil {
+			return errors.New("the old layout's marker is still there")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if keys*10 > len(want) {
+		t.Fatalf("%d entries in %d bbolt keys: not packed", len(want), keys)
+	}
+	r, err := st.Reader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var got []string
+	if err := r.EachPKey(func(pkey string, id extract.ID) bool {
+		got = append(got, string(appendPKeyKey(nil, pkey, id)))
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("the rebuilt index holds %d entries, want %d", len(got), len(want))
+	}
+
+	// An older optsync that rebuilt its own layout over the packed one
+	// marks index_pkeys again: the packed marker left beside it does not
+	// make its keys blocks.
+	r.Close()
+	if err := st.update(func(tx *bolt.Tx) error {
+		return st.vb(tx.Bucket(bucketMeta), "meta").Put(keyPKeysFlat, []byte("1"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if ready, err := st.IndexesReady(); err != nil || ready {
+		t.Fatalf("both markers: taken as ready (%v)", err)
+	}
+}
+
+// TestDamagedPKeyBlockIsReported: a flipped bit in a block of the PKey
+// index — in any of its entries — is found by its seal and reported as
+// damage naming the index and the block, by a lookup and by a check of
+// every seal.
+func TestDamagedPKeyBlockIsReported(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := st.NewBatch(0)
+	for n := range 200 {
+		s := fullSnap(n)
+		b.Put(id(n), &s)
+	}
+	if err := st.Commit(context.Background(), b, nil); err != nil {
+		t.Fatal(err)
+	}
+	var bk, bv []byte
+	var pkey string
+	if err := st.view(func(tx *bolt.Tx) error {
+		k, v := tx.Bucket(bucketPKeys).Cursor().First()
+		k, v = tx.Bucket(bucketPKeys).Cursor().Seek(k) // the first block
+		bk, bv = bytes.Clone(k), bytes.Clone(v)
+		var r blockReader
+		r.reset("pkeys", k, v[:len(v)-sealSize])
+		es := r.entries(nil)
+		if len(es) < 3 {
+			return fmt.Errorf("the first block holds %d entries", len(es))
+		}
+		last := es[len(es)-1].k
+		pkey = string(last[:len(last)-17])
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	raw, _ := os.ReadFile(path)
+	target := append(slices.Clone(bk), bv...)
+	at := bytes.Index(raw, target)
+	if at < 0 {
+		t.Fatal("the block is not where a leaf keeps it")
+	}
+	raw[at+len(target)-sealSize-3] ^= 0x04 // in its last entry
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// found by the open's check of the pages it reaches, or by the lookup
+	lookup := func() error {
+		ro, err := OpenReadOnly(path, testPairs)
+		if err != nil {
+			return err
+		}
+		defer ro.Close()
+		r, err := ro.Reader()
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		_, err = r.PKeyContacts(pkey)
+		return err
+	}
+	err = lookup()
+	var ce *CorruptError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "pkeys") || !strings.Contains(err.Error(), printable(bk)) {
+		t.Fatalf("a lookup through a damaged block: %v", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var found []string
+	_ = db.View(func(tx *bolt.Tx) error {
+		verifySeals(tx, func(err error) { found = append(found, err.Error()) }, nil)
+		return nil
+	})
+	if len(found) != 1 || !strings.Contains(found[0], "pkeys") || !strings.Contains(found[0], printable(bk)) {
+		t.Fatalf("a check of every seal found %q", found)
 	}
 }
