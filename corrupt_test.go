@@ -169,7 +169,8 @@ func TestDamagedStateStopsEveryCommand(t *testing.T) {
 		{name: "a decision-log leaf page's element count", damage: flip(leaves["log"][1]*pageSize+10, 0x01), says: "damaged", runMay: true},
 		// A single bit of a stored record, as the fault runs flipped them:
 		// in a contact's PKey, in a contact key, in a decision-log entry.
-		{name: "a bit of a contact's PKey", damage: flipIn(t, good, "contacts", 3, "@p3"), says: "does not match its checksum"},
+		// (records are packed in blocks: contact 3's is in the first)
+		{name: "a bit of a contact's PKey", damage: flipIn(t, good, "contacts", 1, "@p3"), says: "does not match its checksum"},
 		{name: "a bit of a contact key", damage: flipIn(t, good, "contacts", 5, ""), says: "is damaged"},
 		{name: "a bit of a decision-log entry", damage: flipIn(t, good, "log", 2, "@p"), says: "does not match its checksum", runMay: true},
 		{name: "a bit of a run record", damage: flipIn(t, good, "runs", 1, "backfill"), says: "does not match its checksum"},

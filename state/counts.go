@@ -249,7 +249,7 @@ func (s *Store) recount(tx *bolt.Tx) (*counts, error) {
 		return c, nil
 	}
 	n := 0
-	err := s.vb(b, "contacts").ForEach(func(k, v []byte) error {
+	err := s.records(b).ForEach(func(k, v []byte) error {
 		if n++; n%scanEvery == 0 {
 			s.releaseMapping(tx)
 		}

@@ -329,7 +329,7 @@ func (s *Store) BuildIndexes(ctx context.Context, budget int64, dir string) (int
 		if b == nil {
 			return nil
 		}
-		return s.vb(b, "contacts").ForEach(func(k, v []byte) error {
+		return s.records(b).ForEach(func(k, v []byte) error {
 			if n++; n&0xffff == 0 {
 				if err := ctx.Err(); err != nil {
 					return err
@@ -794,7 +794,7 @@ func (s *Store) VerifyIndexes() error {
 		pk, pd := s.indexesBuilt(tx)
 		var wantPK, wantPD [][]byte
 		if b := tx.Bucket(bucketContacts); b != nil {
-			if err := s.vb(b, "contacts").ForEach(func(k, v []byte) error {
+			if err := s.records(b).ForEach(func(k, v []byte) error {
 				var id extract.ID
 				copy(id[:], k)
 				r, err := parseRecord(v)

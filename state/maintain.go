@@ -40,9 +40,9 @@ func (s *Store) rewrite(ctx context.Context, fn func(v []byte) ([]byte, bool, er
 			if err != nil {
 				return err
 			}
-			type put struct{ k, v []byte }
+			type put struct{ k, old, v []byte }
 			var puts []put
-			vb := s.vb(b, "contacts")
+			vb := s.records(b)
 			c := vb.Cursor()
 			k, v := c.Seek(from)
 			if from != nil && bytes.Equal(k, from) {
@@ -55,15 +55,16 @@ func (s *Store) rewrite(ctx context.Context, fn func(v []byte) ([]byte, bool, er
 					return fmt.Errorf("contact %x: %w", k, err)
 				}
 				if ok {
-					puts = append(puts, put{append([]byte{}, k...), nv})
+					puts = append(puts, put{append([]byte{}, k...), v, nv})
 				}
 				from = append(from[:0], k...)
 				n++
 			}
 			done = k == nil
 			var ops indexOps
+			writes := make([]blockOp, 0, len(puts))
 			for _, p := range puts {
-				old := vb.Get(p.k)
+				old := p.old
 				if err := tot.change(old, p.v); err != nil {
 					return fmt.Errorf("contact %x: %w", p.k, err)
 				}
@@ -72,9 +73,10 @@ func (s *Store) rewrite(ctx context.Context, fn func(v []byte) ([]byte, bool, er
 				if err := ops.changeValues(id, old, p.v); err != nil {
 					return fmt.Errorf("contact %x: %w", p.k, err)
 				}
-				if err := vb.Put(p.k, p.v); err != nil {
-					return err
-				}
+				writes = append(writes, blockOp{k: p.k, v: p.v, put: true})
+			}
+			if err := vb.apply(writes); err != nil {
+				return err
 			}
 			changed += len(puts)
 			if err := s.applyIndex(tx, &ops); err != nil {
@@ -263,7 +265,7 @@ func (s *Store) EachAgreed(fn func(id extract.ID, snap *transform.Snapshot, agre
 			return nil
 		}
 		var snap transform.Snapshot
-		return s.vb(b, "contacts").ForEach(func(k, v []byte) error {
+		return s.records(b).ForEach(func(k, v []byte) error {
 			var id extract.ID
 			copy(id[:], k)
 			r, err := parseRecord(v)

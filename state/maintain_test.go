@@ -134,7 +134,7 @@ func TestDropUnmapped(t *testing.T) {
 		t.Errorf("second drop: %v %v", d, err)
 	}
 	if err := st.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketContacts).ForEach(func(k, v []byte) error {
+		return st.records(tx.Bucket(bucketContacts)).ForEach(func(k, v []byte) error {
 			r, err := parseRecord(v)
 			if err != nil || r.count != 2 {
 				t.Errorf("contact %x still has %d pair entries (%v)", k, r.count, err)
@@ -332,7 +332,9 @@ func TestReadsVersion1Records(t *testing.T) {
 	f1 := uint16(extract.False) | uint16(extract.False)<<2 | uint16(extract.True)<<6                          // DWritten true
 	v1 = append(v1, 2, ids[0], byte(f0), byte(f0>>8), ids[1], byte(f1), byte(f1>>8))
 	k1 := id(1)
-	if err := st.db.Update(func(tx *bolt.Tx) error { return st.vb(tx.Bucket(bucketContacts), "contacts").Put(k1[:], v1) }); err != nil {
+	if err := st.db.Update(func(tx *bolt.Tx) error {
+		return st.records(tx.Bucket(bucketContacts)).apply([]blockOp{{k: k1[:], v: v1, put: true}})
+	}); err != nil {
 		t.Fatal(err)
 	}
 	want := transform.Snapshot{Known: true, DSeen: true, CSeen: true, DModified: 5000, CModified: 6000, Decided: 77, PKey: "@pk"}
@@ -357,7 +359,7 @@ func TestReadsVersion1Records(t *testing.T) {
 	want.Pairs[0].S = extract.Unknown
 	check("after a reset")
 	if err := st.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketContacts).Get(k1[:]); v[0] != recordVersion {
+		if v := st.records(tx.Bucket(bucketContacts)).Get(k1[:]); v[0] != recordVersion {
 			t.Errorf("rewritten as version %d", v[0])
 		}
 		return nil

@@ -189,19 +189,8 @@ func (s *Store) finish(tx *bolt.Tx, fin *Final, c *counts, ops *indexOps) error 
 		}
 	}
 	if len(fin.Forget) > 0 {
-		cb := tx.Bucket(bucketContacts)
-		vc := s.vb(cb, "contacts")
-		for _, id := range fin.Forget {
-			old := vc.Get(id[:])
-			if err := c.change(old, nil); err != nil {
-				return fmt.Errorf("contact %s: %w", id, err)
-			}
-			if err := ops.changeValues(id, old, nil); err != nil {
-				return fmt.Errorf("contact %s: %w", id, err)
-			}
-			if err := vc.Delete(id[:]); err != nil {
-				return err
-			}
+		if err := s.forget(tx, fin.Forget, c, ops); err != nil {
+			return err
 		}
 	}
 	if fin.ForgetReadPositions {

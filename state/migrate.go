@@ -16,12 +16,14 @@ import (
 // transaction's pages in memory.
 const sealChunk = 32 << 20
 
-// sealWhole brings a file from before the seals (schema 1 to 4) to schema
-// 5: it copies every bucket and value into a new file beside it, each
-// value sealed, and renames the copy into the old one's place — so a
-// migration killed half-way leaves the old file as it was, and a file is
-// never part sealed. Records keep their own layout (the record versions
-// still read); nothing but the seals and the schema changes. src is the
+// sealWhole brings a file from before the seals (schema 1 to 4) or from
+// before the packed records (schema 5 to 8) to the current schema: it
+// copies every bucket and value into a new file beside it, each value
+// sealed, the contact records packed in blocks (packed.go), and renames
+// the copy into the old one's place — so a migration killed half-way
+// leaves the old file as it was, and a file is never part sealed or part
+// packed. Records keep their own layout (the record versions still read);
+// nothing but the seals, the blocks and the schema changes. src is the
 // file open for writing, which only this run may have.
 func (s *Store) sealWhole(real string) error {
 	tmp := real + ".sealing"
@@ -37,7 +39,7 @@ func (s *Store) sealWhole(real string) error {
 	if err != nil {
 		return fmt.Errorf("state %s: sealing it into %s: %w", s.path, tmp, err)
 	}
-	err = copySealed(s.db, dst)
+	err = copySealed(s.db, dst, s.releaseMapping)
 	if cerr := dst.Close(); err == nil {
 		err = cerr
 	}
@@ -54,10 +56,21 @@ func (s *Store) sealWhole(real string) error {
 	return nil
 }
 
-// copySealed copies every bucket of src into dst, values sealed, the
-// schema record written as 5.
-func copySealed(src, dst *bolt.DB) error {
+// copySealed copies every bucket of src into dst, values sealed (a value
+// sealed already is checked and sealed again), the contact records packed,
+// the schema record written as the current one. release, called every
+// scanEvery values, lets go of the source's pages read (a copy of a large
+// file would otherwise hold all of it in the resident set).
+func copySealed(src, dst *bolt.DB, release func(*bolt.Tx)) error {
+	n := 0
 	return src.View(func(stx *bolt.Tx) error {
+		var srcSealed bool
+		if meta := stx.Bucket(bucketMeta); meta != nil {
+			var err error
+			if _, srcSealed, err = readSchema(meta.Get(keySchema)); err != nil {
+				return err
+			}
+		}
 		dtx, err := dst.Begin(true)
 		if err != nil {
 			return err
@@ -83,7 +96,23 @@ func copySealed(src, dst *bolt.DB) error {
 			if _, err := bucket(path); err != nil {
 				return err
 			}
-			return sb.ForEach(func(k, v []byte) error {
+			name := string(path[len(path)-1])
+			records := len(path) == 1 && bytes.Equal(path[0], bucketContacts)
+			// the records' blocks go to the transaction open when each
+			// is full
+			pack := blockPacker{emit: func(bk, entries []byte) error {
+				db, err := bucket(path)
+				if err != nil {
+					return err
+				}
+				sv := sealed(bk, entries)
+				size += len(bk) + len(sv)
+				return db.Put(bk, sv)
+			}}
+			err := sb.ForEach(func(k, v []byte) error {
+				if n++; n%scanEvery == 0 {
+					release(stx)
+				}
 				if v == nil {
 					if child := sb.Bucket(k); child != nil {
 						return walk(append(path[:len(path):len(path)], k), child)
@@ -104,11 +133,24 @@ func copySealed(src, dst *bolt.DB) error {
 				}
 				if len(path) == 1 && bytes.Equal(path[0], bucketMeta) && bytes.Equal(k, keySchema) {
 					v = []byte(strconv.Itoa(SchemaVersion))
+				} else if srcSealed {
+					p, err := unseal(name, k, v)
+					if err != nil {
+						return err
+					}
+					v = p
+				}
+				if records {
+					return pack.add(k, v)
 				}
 				sv := sealed(k, v)
 				size += len(k) + len(sv)
 				return db.Put(k, sv)
 			})
+			if err != nil {
+				return err
+			}
+			return pack.flush()
 		}
 		if err := stx.ForEach(func(name []byte, b *bolt.Bucket) error {
 			return walk([][]byte{name}, b)

@@ -5,8 +5,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
+
+	"optsync/extract"
 )
 
 // A packed bucket holds its sorted entries several to a bbolt key: bbolt's
@@ -252,7 +255,7 @@ func (p packed) apply(ops []blockOp) error {
 			j++
 		}
 		out = mergeOps(out[:0], es, ops[i:j])
-		if err := p.rewrite(bk, out); err != nil {
+		if err := p.rewrite(bk, out, next == nil); err != nil {
 			return err
 		}
 		i = j
@@ -280,8 +283,10 @@ func mergeOps(dst, es []blockEntry, ops []blockOp) []blockEntry {
 
 // rewrite replaces block bk (nil: none) by blocks holding es: none when es
 // is empty, one when they fit in blockCap, else as many of about equal size
-// as keep each within it.
-func (p packed) rewrite(bk []byte, es []blockEntry) error {
+// as keep each within it — or, for the last block (last), as full as each
+// takes: what is appended at the end (a backfill's records) stays
+// there.
+func (p packed) rewrite(bk []byte, es []blockEntry, last bool) error {
 	if bk != nil && (len(es) == 0 || !bytes.Equal(es[0].k, bk)) {
 		if err := p.x.Delete(bk); err != nil {
 			return err
@@ -302,6 +307,9 @@ func (p packed) rewrite(bk []byte, es []blockEntry) error {
 		parts = (size*4 + blockCap*3 - 1) / (blockCap * 3)
 	}
 	target := (size + parts - 1) / parts
+	if last {
+		target = blockCap
+	}
 	var buf []byte
 	for from := 0; from < len(es); {
 		first := es[from].k
@@ -391,4 +399,104 @@ func (b *blockPacker) flush() error {
 	err := b.emit(b.first, b.buf)
 	b.buf = b.buf[:0]
 	return err
+}
+
+// ForEach calls fn with every entry, in key order.
+func (p packed) ForEach(fn func(k, v []byte) error) error {
+	c := p.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if err := fn(k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Get is the value of entry k (nil: none), pointing into the
+// transaction's memory.
+func (p packed) Get(k []byte) []byte {
+	ek, v := p.Cursor().Seek(k)
+	if ek == nil || !bytes.Equal(ek, k) {
+		return nil
+	}
+	if v == nil {
+		v = []byte{}
+	}
+	return v
+}
+
+// forget drops the records of ids (some perhaps not stored), counting and
+// indexing the change.
+func (s *Store) forget(tx *bolt.Tx, ids []extract.ID, c *counts, ops *indexOps) error {
+	vc := s.records(tx.Bucket(bucketContacts))
+	ids = slices.Clone(ids)
+	slices.SortFunc(ids, extract.ID.Compare)
+	ids = slices.Compact(ids)
+	dels := make([]blockOp, 0, len(ids))
+	for _, id := range ids {
+		old := vc.Get(id[:])
+		if old == nil {
+			continue
+		}
+		if err := c.change(old, nil); err != nil {
+			return fmt.Errorf("contact %s: %w", id, err)
+		}
+		if err := ops.changeValues(id, old, nil); err != nil {
+			return fmt.Errorf("contact %s: %w", id, err)
+		}
+		dels = append(dels, blockOp{k: id[:]})
+	}
+	return vc.apply(dels)
+}
+
+// entryCursor walks a bucket's entries in key order, values opened.
+type entryCursor interface {
+	First() ([]byte, []byte)
+	Next() ([]byte, []byte)
+	Seek(k []byte) ([]byte, []byte)
+}
+
+// recordBucket is the contacts bucket in the file's layout: packed (schema
+// 9 on), or one key per record (before, read as it is by readers; a run
+// rewrites such a file whole first). Every reader of the records goes
+// through it.
+type recordBucket struct {
+	p    packed
+	flat bool
+}
+
+func (s *Store) records(b *bolt.Bucket) recordBucket {
+	return recordBucket{p: s.packed(b, "contacts"), flat: s.flatRecords}
+}
+
+// Cursor walks the records in id order.
+func (r recordBucket) Cursor() entryCursor {
+	if r.flat {
+		return r.p.x.Cursor()
+	}
+	return r.p.Cursor()
+}
+
+// ForEach calls fn with every record, in id order.
+func (r recordBucket) ForEach(fn func(k, v []byte) error) error {
+	if r.flat {
+		return r.p.x.ForEach(fn)
+	}
+	return r.p.ForEach(fn)
+}
+
+// Get is the record of id k (nil: none).
+func (r recordBucket) Get(k []byte) []byte {
+	if r.flat {
+		return r.p.x.Get(k)
+	}
+	return r.p.Get(k)
+}
+
+// apply writes the changes (in key order, each key once).
+func (r recordBucket) apply(ops []blockOp) error {
+	if r.flat {
+		return fmt.Errorf("state: writing records into a file of one key per record (schema %d or before)", packedSchema-1)
+	}
+	return r.p.apply(ops)
 }

@@ -2,9 +2,14 @@ package state
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math/rand/v2"
+	"optsync/extract"
+	"optsync/transform"
+	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -313,4 +318,97 @@ func TestPackerCutsTheSameBlocksAgain(t *testing.T) {
 	if err := p.add([]byte("a"), nil); err == nil {
 		t.Fatal("a key below the one before was packed")
 	}
+}
+
+// TestFileOfOneKeyPerRecordIsPacked: a file of schema 8 (each contact record
+// a bbolt key of its own) is read as it is by a reader, and the first run
+// that opens it rewrites it whole, records packed in blocks, into a copy
+// beside it renamed into place (a copy a killed rewrite left is dropped
+// first): every record, the totals and the indexes read the same after,
+// and the schema is the current one.
+func TestFileOfOneKeyPerRecordIsPacked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	const n = 500
+	ns := make([]int, n)
+	for i := range ns {
+		ns[i] = i
+	}
+	st := openWith(t, path, testPairs, ns...)
+	want := checkTotals(t, st, "packed")
+	flatten(t, st)
+	if err := st.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(keySchema, sealed(keySchema, []byte("8")))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	keys := func(st *Store) (k int) {
+		_ = st.db.View(func(tx *bolt.Tx) error { k = tx.Bucket(bucketContacts).Stats().KeyN; return nil })
+		return k
+	}
+	snaps := func(st *Store) map[extract.ID]transform.Snapshot {
+		m := map[extract.ID]transform.Snapshot{}
+		if err := st.Each(func(id extract.ID, s *transform.Snapshot) error { m[id] = *s; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+
+	ro, err := OpenReadOnly(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys(ro) != n {
+		t.Fatalf("the fixture holds %d keys for %d records", keys(ro), n)
+	}
+	before := snaps(ro)
+	r, err := ro.Reader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s transform.Snapshot
+	if found, err := r.Get(id(77), &s); err != nil || !found || s != before[id(77)] || s.PKey != fullSnap(77).PKey {
+		t.Fatalf("a reader's Get of a record of schema 8: %v %v", found, err)
+	}
+	r.Close()
+	ro.Close()
+	if len(before) != n {
+		t.Fatalf("a reader of schema 8 reads %d records, want %d", len(before), n)
+	}
+
+	if err := os.WriteFile(path+".sealing", []byte("what a killed rewrite left"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err = Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if n, sealed := schemaOf(t, st); n != SchemaVersion || !sealed {
+		t.Fatalf("after a run opened it: schema %d, sealed %v", n, sealed)
+	}
+	if k := keys(st); k*5 > n {
+		t.Fatalf("%d records in %d keys: not packed", n, k)
+	}
+	if _, err := os.Stat(path + ".sealing"); !os.IsNotExist(err) {
+		t.Fatalf("the rewrite's copy was left behind: %v", err)
+	}
+	if after := snaps(st); !reflect.DeepEqual(before, after) {
+		t.Fatal("the rewrite changed what the file says")
+	}
+	if got := checkTotals(t, st, "after the rewrite"); !reflect.DeepEqual(got, want) {
+		t.Fatalf("totals %+v, want %+v", got, want)
+	}
+	// and runs write it as blocks from then on
+	b := st.NewBatch(0)
+	s = fullSnap(1000)
+	b.Put(id(1000), &s)
+	if err := st.Commit(context.Background(), b, &Final{Forget: []extract.ID{id(3)}}); err != nil {
+		t.Fatal(err)
+	}
+	after := snaps(st)
+	if _, ok := after[id(3)]; ok || after[id(1000)].PKey != fullSnap(1000).PKey || len(after) != n {
+		t.Fatalf("after a commit: %d records", len(after))
+	}
+	checkTotals(t, st, "after a commit")
 }

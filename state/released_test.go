@@ -201,10 +201,10 @@ func TestReadsStateOfTheReleasedBuild(t *testing.T) {
 			t.Errorf("schema %d after a commit, want %d", n, SchemaVersion)
 		}
 		k3, k1 := releasedID(3), releasedID(1)
-		if v := tx.Bucket(bucketContacts).Get(k3[:]); v[0] != recordVersion {
+		if v := st.records(tx.Bucket(bucketContacts)).Get(k3[:]); v[0] != recordVersion {
 			t.Errorf("contact 3 written as version %d", v[0])
 		}
-		if v := tx.Bucket(bucketContacts).Get(k1[:]); v[0] != 1 {
+		if v := st.records(tx.Bucket(bucketContacts)).Get(k1[:]); v[0] != 1 {
 			t.Errorf("contact 1, not written, is version %d", v[0])
 		}
 		return nil

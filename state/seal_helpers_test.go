@@ -7,9 +7,11 @@ import (
 )
 
 // unsealAll makes a sealed file look as a build from before the seals
-// wrote it: every value bare, the schema the given number.
+// wrote it: every value bare, one key per contact record (schema 8 and
+// before), the schema the given number.
 func unsealAll(t *testing.T, st *Store, schema string) {
 	t.Helper()
+	flatten(t, st)
 	if err := st.db.Update(func(tx *bolt.Tx) error {
 		var walk func(b *bolt.Bucket, name string) error
 		walk = func(b *bolt.Bucket, name string) error {
@@ -50,6 +52,41 @@ func unsealAll(t *testing.T, st *Store, schema string) {
 		t.Fatal(err)
 	}
 	st.sealed = false
+}
+
+// flatten puts the contact records of a packed file one to a key, each
+// sealed, as schema 8 and before keep them.
+func flatten(t *testing.T, st *Store) {
+	t.Helper()
+	if st.flatRecords {
+		return
+	}
+	if err := st.db.Update(func(tx *bolt.Tx) error {
+		type kv struct{ k, v []byte }
+		var recs []kv
+		if err := st.records(tx.Bucket(bucketContacts)).ForEach(func(k, v []byte) error {
+			recs = append(recs, kv{append([]byte{}, k...), append([]byte{}, v...)})
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := tx.DeleteBucket(bucketContacts); err != nil {
+			return err
+		}
+		b, err := tx.CreateBucket(bucketContacts)
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			if err := b.Put(r.k, sealed(r.k, r.v)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st.flatRecords = true
 }
 
 // schemaOf reads the schema a store's file holds.

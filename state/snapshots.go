@@ -440,8 +440,8 @@ type Reader struct {
 	s    *Store
 	tx   *bolt.Tx
 	b    *bolt.Bucket
-	c    *vcursor // nil: no contacts bucket
-	k, v []byte   // the cursor's entry; k is nil before the first Get or at the end
+	c    entryCursor // nil: no contacts bucket
+	k, v []byte      // the cursor's entry; k is nil before the first Get or at the end
 	// end says no key at or after endFrom exists.
 	end     bool
 	endFrom extract.ID
@@ -485,7 +485,7 @@ func (s *Store) Reader() (*Reader, error) {
 	s.views[r] = struct{}{}
 	s.viewsMu.Unlock()
 	if r.b != nil {
-		r.c = s.vb(r.b, "contacts").Cursor()
+		r.c = s.records(r.b).Cursor()
 	}
 	return r, nil
 }
@@ -507,10 +507,19 @@ func (r *Reader) Get(id extract.ID, snap *transform.Snapshot) (found bool, err e
 	}
 	r.end = false
 	walked := false
-	// Steps stay on the leaf the cursor stands on when it is known (pages
-	// checked): an id past it is sought, a walk down the tree either way.
-	if r.k != nil && bytes.Compare(r.k, id[:]) < 0 && (!r.c.leaf.ok || r.c.inLeaf(id[:])) {
-		for i := 0; i < 4 && r.k != nil && bytes.Compare(r.k, id[:]) < 0; i++ {
+	// A step within a block decodes an entry; one to the next block moves
+	// bbolt's cursor a key on: an id further on is sought. In a file of
+	// one key per record, steps stay on the leaf the cursor stands on when
+	// it is known (pages checked).
+	steps := 8
+	if vc, ok := r.c.(*vcursor); ok {
+		steps = 4
+		if vc.leaf.ok && !vc.inLeaf(id[:]) {
+			steps = 0
+		}
+	}
+	if r.k != nil && bytes.Compare(r.k, id[:]) < 0 && steps > 0 {
+		for i := 0; i < steps && r.k != nil && bytes.Compare(r.k, id[:]) < 0; i++ {
 			r.k, r.v = r.c.Next()
 		}
 		// Stepped onto the id, past it, or off the end: the answer is here.
@@ -813,7 +822,16 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 		}
 		bk := tx.Bucket(bucketContacts)
 		bk.FillPercent = 0.9
-		vb := s.vb(bk, "contacts")
+		vb := s.records(bk)
+		// The records are written after they are all read: a contact put
+		// twice (a batch may) reads the value put before it.
+		puts := make([]blockOp, 0, len(idx))
+		get := func(k []byte) []byte {
+			if n := len(puts); n > 0 && bytes.Equal(puts[n-1].k, k) {
+				return puts[n-1].v
+			}
+			return vb.Get(k)
+		}
 		var ops indexOps
 		pk, pd := s.indexesBuilt(tx)
 		ops.noPK, ops.noPD = !pk, !pd
@@ -829,7 +847,7 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 			if len(s.unmapped) > 0 {
 				var nv []byte
 				var err error
-				nv, carried, err = s.keepUnmapped(vb.Get(k), v)
+				nv, carried, err = s.keepUnmapped(get(k), v)
 				if err != nil {
 					return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
 				}
@@ -840,11 +858,11 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 					}
 				}
 				if carried {
-					v, sv = nv, sealed(k, nv)
+					v = nv
 				}
 			}
 			if !b.counted[i] {
-				old := vb.Get(k)
+				old := get(k)
 				if err := c.change(old, v); err != nil {
 					return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
 				}
@@ -868,9 +886,13 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 				}
 				ops.changeKeys(b.keys[i], opk, b.oldAts[i], npk, nats)
 			}
-			if err := vb.PutSealed(k, sv); err != nil {
-				return fmt.Errorf("state %s: writing contact %s: %w", s.path, b.keys[i], err)
+			if n := len(puts); n > 0 && bytes.Equal(puts[n-1].k, k) {
+				puts = puts[:n-1]
 			}
+			puts = append(puts, blockOp{k: k, v: v, put: true})
+		}
+		if err := vb.apply(puts); err != nil {
+			return fmt.Errorf("state %s: writing contacts: %w", s.path, err)
 		}
 		c.merge(&b.delta)
 		if err := s.putLog(tx, &b.log); err != nil {

@@ -63,12 +63,19 @@ import (
 // writes (index.go), and its totals count the profiles and pending writes:
 // an older optsync would change records without them. A file of 6 (or
 // before) gets them from the first run that opens it.
+// 9: contact records are packed in blocks (packed.go), several to a bbolt
+// key: an older optsync would read a block as one record. A file of 8 (or
+// before) is read as it is by readers and rewritten whole by the first
+// run that opens it (migrate.go), as a file before the seals is.
 // 8: the decision log is indexed by run, then contact (log_index), where
 // 7 indexed it by contact first (log_contact, which a night rewrote a page
 // of per contact decided): an older optsync would write its entries to
 // log_contact only. A file of 7 (or before) gets log_index from the first
 // run that opens it (BuildIndexes), and keeps log_contact until then.
-const SchemaVersion = 8
+const SchemaVersion = 9
+
+// packedSchema is the first schema whose contact records are packed.
+const packedSchema = 9
 
 var (
 	bucketMeta     = []byte("meta")
@@ -122,6 +129,10 @@ type Store struct {
 	// every one read is checked. A file from before them is read as it
 	// is (by readers) or sealed whole first (by a run: migrate).
 	sealed bool
+	// flatRecords says the file keeps one bbolt key per contact record
+	// (schema 8 and before): read as it is (by readers) or rewritten
+	// whole in blocks first (by a run: migrate), like a file before seals.
+	flatRecords bool
 	// mu guards shared, which says this run lets readers in for now.
 	mu     sync.Mutex
 	shared bool
@@ -603,8 +614,8 @@ func (s *Store) init(pairs []transform.Pair) error {
 		if err := s.checkSchema(tx); err != nil {
 			return err
 		}
-		if !s.sealed {
-			return errUnsealed // open seals the file whole, then opens it again
+		if !s.sealed || s.flatRecords {
+			return errUnsealed // open seals (and packs) the file whole, then opens it again
 		}
 		reg, err := s.ensureLayout(tx)
 		if err != nil {
@@ -630,6 +641,7 @@ func (s *Store) checkSchema(tx *bolt.Tx) error {
 		return fmt.Errorf("state %s has schema %d; this optsync reads schema %d or older", s.path, n, SchemaVersion)
 	}
 	s.sealed = sealed
+	s.flatRecords = n != 0 && n < packedSchema
 	s.id = string(s.vb(meta, "meta").Get(keyStateID))
 	return nil
 }

@@ -165,7 +165,7 @@ func TestPKeyIndexOfOneKeyPerEntryIsRebuilt(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return st.vb(tx.Bucket(bucketContacts), "contacts").ForEach(func(k, v []byte) error {
+		return st.records(tx.Bucket(bucketContacts)).ForEach(func(k, v []byte) error {
 			r, err := parseRecord(v)
 			if err != nil {
 				return err
