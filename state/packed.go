@@ -136,10 +136,21 @@ func (r *blockReader) must() bool {
 	return false
 }
 
-// entries decodes the whole block (keys copied, values pointing into it).
-func (r *blockReader) entries(dst []blockEntry) []blockEntry {
+// entries decodes the whole block: keys copied into *arena (nil: each
+// its own copy), values pointing into the block.
+func (r *blockReader) entries(dst []blockEntry, arena *[]byte) []blockEntry {
 	for r.must() {
-		dst = append(dst, blockEntry{bytes.Clone(r.k), r.v})
+		if arena == nil {
+			dst = append(dst, blockEntry{bytes.Clone(r.k), r.v})
+			continue
+		}
+		if cap(*arena)-len(*arena) < len(r.k) {
+			// a new arena: the keys taken keep the old one
+			*arena = make([]byte, 0, max(16<<10, len(r.k)))
+		}
+		from := len(*arena)
+		*arena = append(*arena, r.k...)
+		dst = append(dst, blockEntry{(*arena)[from:len(*arena):len(*arena)], r.v})
 	}
 	return dst
 }
@@ -226,21 +237,29 @@ type blockOp struct {
 func (p packed) apply(ops []blockOp) error {
 	var r blockReader
 	var es, out []blockEntry
+	var arena, buf []byte
 	for i := 0; i < len(ops); {
 		// The block that may hold ops[i]: its floor block, else the first
-		// (whose key then moves down to ops[i]'s), else none (empty).
+		// (whose key then moves down to ops[i]'s), else none (empty); and
+		// the block after it (next: ops from its key on go there), which
+		// a seek that does not land on a block's key has found already.
 		c := p.x.Cursor()
-		bk, v := c.Seek(ops[i].k)
-		if bk == nil || !bytes.Equal(bk, ops[i].k) {
-			if fk, fv := c.Prev(); fk != nil {
-				bk, v = fk, fv
-			} else {
-				bk, v = c.First()
+		k := ops[i].k
+		var bk, v, next []byte
+		switch sk, sv := c.Seek(k); {
+		case sk != nil && bytes.Equal(sk, k):
+			bk, v = sk, sv
+		case sk != nil:
+			next = bytes.Clone(sk)
+			if bk, v = c.Prev(); bk == nil {
+				bk, v = c.First() // no floor: the first block, sk
+				next = nil
 			}
+		default:
+			bk, v = c.Prev() // past the last block's key
 		}
 		bk = bytes.Clone(bk)
-		var next []byte // the next block's key: ops from it on go there
-		if bk != nil {
+		if bk != nil && next == nil {
 			if nk, _ := c.Next(); nk != nil {
 				next = bytes.Clone(nk)
 			}
@@ -248,14 +267,14 @@ func (p packed) apply(ops []blockOp) error {
 		es = es[:0]
 		if bk != nil {
 			r.reset(p.x.name, bk, v)
-			es = r.entries(es)
+			es = r.entries(es, &arena)
 		}
 		j := i
 		for j < len(ops) && (next == nil || bytes.Compare(ops[j].k, next) < 0) {
 			j++
 		}
 		out = mergeOps(out[:0], es, ops[i:j])
-		if err := p.rewrite(bk, out, next == nil); err != nil {
+		if err := p.rewrite(bk, out, next == nil, &buf); err != nil {
 			return err
 		}
 		i = j
@@ -286,7 +305,7 @@ func mergeOps(dst, es []blockEntry, ops []blockOp) []blockEntry {
 // as keep each within it — or, for the last block (last), as full as each
 // takes: what is appended at the end (a backfill's records) stays
 // there.
-func (p packed) rewrite(bk []byte, es []blockEntry, last bool) error {
+func (p packed) rewrite(bk []byte, es []blockEntry, last bool, scratch *[]byte) error {
 	if bk != nil && (len(es) == 0 || !bytes.Equal(es[0].k, bk)) {
 		if err := p.x.Delete(bk); err != nil {
 			return err
@@ -295,12 +314,19 @@ func (p packed) rewrite(bk []byte, es []blockEntry, last bool) error {
 	if len(es) == 0 {
 		return nil
 	}
-	size := 0
-	var prev []byte
+	// Most often (a night's change) the entries fit in one block: encoded
+	// once.
+	buf := (*scratch)[:0]
+	prev := es[0].k
 	for _, e := range es {
-		size += entrySize(prev, e.k, e.v)
+		buf = appendEntry(buf, prev, e.k, e.v)
 		prev = e.k
 	}
+	*scratch = buf
+	if len(buf) <= blockCap || len(es) == 1 {
+		return p.x.Put(es[0].k, buf) // Put seals a copy
+	}
+	size := len(buf)
 	parts := (size + blockCap - 1) / blockCap
 	if parts > 1 {
 		// cut into blocks three quarters full: room for the next inserts
@@ -310,7 +336,6 @@ func (p packed) rewrite(bk []byte, es []blockEntry, last bool) error {
 	if last {
 		target = blockCap
 	}
-	var buf []byte
 	for from := 0; from < len(es); {
 		first := es[from].k
 		buf = buf[:0]

@@ -45,7 +45,7 @@ func packedBlocks(t *testing.T, st *Store) (blocks [][]blockEntry) {
 		return x.ForEach(func(k, v []byte) error {
 			var r blockReader
 			r.reset("t", k, v)
-			es := r.entries(nil)
+			es := r.entries(nil, nil)
 			for i := range es {
 				es[i].v = bytes.Clone(es[i].v)
 			}
@@ -113,7 +113,7 @@ func TestPackedEntriesRoundTrip(t *testing.T) {
 			}
 			var r blockReader
 			r.reset("t", tc.es[0].k, p)
-			got := r.entries(nil)
+			got := r.entries(nil, nil)
 			if len(got) != len(tc.es) {
 				t.Fatalf("%d entries, want %d", len(got), len(tc.es))
 			}
@@ -152,7 +152,7 @@ func TestPackedBlockShapeIsChecked(t *testing.T) {
 			}()
 			var r blockReader
 			r.reset("t", tc.bk, tc.p)
-			r.entries(nil)
+			r.entries(nil, nil)
 		})
 	}
 }

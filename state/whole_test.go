@@ -276,7 +276,7 @@ func TestDamagedPKeyBlockIsReported(t *testing.T) {
 		bk, bv = bytes.Clone(k), bytes.Clone(v)
 		var r blockReader
 		r.reset("pkeys", k, v[:len(v)-sealSize])
-		es := r.entries(nil)
+		es := r.entries(nil, nil)
 		if len(es) < 3 {
 			return fmt.Errorf("the first block holds %d entries", len(es))
 		}
