@@ -39,13 +39,10 @@ type History struct {
 func (h *History) Start(path, outDir string, kind RunKind, pairs []transform.Pair) (diff ConfigDiff, err error) {
 	now := &ConfigRecord{Direction: h.Run.Direction, Policy: h.Run.Policy, Pairs: pairs}
 	h.now, h.outDir = now, outDir
-	st, aside, err := OpenRun(path, outDir, now.Pairs, kind, h.Log)
+	// The open records the run begun (BeginRun) in its own transaction.
+	st, aside, err := openRun(path, outDir, now.Pairs, kind, h.Run, h.Log)
 	if err != nil || h.Plan {
 		h.Store = st
-		return diff, err
-	}
-	if err := st.BeginRun(h.Run); err != nil {
-		st.Close()
 		return diff, err
 	}
 	h.Store = st

@@ -54,6 +54,11 @@ func (s *Store) ID() string { return s.id }
 // never deleted, to <path>.replaced-<UTC time>, and a new one is created.
 // aside says where the old file went ("" when there was none).
 func OpenNew(path string, pairs []transform.Pair) (s *Store, aside string, err error) {
+	return openNew(path, pairs, nil)
+}
+
+// openNew is OpenNew whose open may begin a run (b).
+func openNew(path string, pairs []transform.Pair, b *beginning) (s *Store, aside string, err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, "", fmt.Errorf("creating the folder of state %s: %w", path, err)
 	}
@@ -83,7 +88,7 @@ func OpenNew(path string, pairs []transform.Pair) (s *Store, aside string, err e
 			return nil, "", fmt.Errorf("state %s: moving it aside: %w", path, err)
 		}
 	}
-	if s, err = open(path, pairs, false); err != nil {
+	if s, err = openStore(path, pairs, false, false, nil, b); err != nil {
 		return nil, aside, err
 	}
 	s.lock = lock

@@ -93,27 +93,30 @@ func runKey(r *Run) []byte {
 
 // BeginRun records a run as started. Runs left "running" by a process that
 // died are marked interrupted first: holding the lock proves they are over.
+// A run's own open does this in its transaction (OpenRun with a run).
 func (s *Store) BeginRun(r *Run) error {
-	return s.update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketRuns)
-		var stale []*Run
-		if err := s.vb(b, "runs").ForEach(func(_, v []byte) error {
-			var old Run
-			if json.Unmarshal(v, &old) == nil && old.Outcome == "running" {
-				stale = append(stale, &old)
-			}
-			return nil
-		}); err != nil {
+	return s.update(func(tx *bolt.Tx) error { return s.beginRun(tx, r) })
+}
+
+func (s *Store) beginRun(tx *bolt.Tx, r *Run) error {
+	b := tx.Bucket(bucketRuns)
+	var stale []*Run
+	if err := s.vb(b, "runs").ForEach(func(_, v []byte) error {
+		var old Run
+		if json.Unmarshal(v, &old) == nil && old.Outcome == "running" {
+			stale = append(stale, &old)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, old := range stale {
+		old.Outcome = OutcomeInterrupted
+		if err := s.putRun(tx, old); err != nil {
 			return err
 		}
-		for _, old := range stale {
-			old.Outcome = OutcomeInterrupted
-			if err := s.putRun(tx, old); err != nil {
-				return err
-			}
-		}
-		return s.putRun(tx, r)
-	})
+	}
+	return s.putRun(tx, r)
 }
 
 // EndRun stores a run's final record without touching snapshots.

@@ -77,10 +77,22 @@ const (
 // file it found ("" when there was none). A plan without a state file
 // gets nil.
 func OpenRun(path, outDir string, pairs []transform.Pair, kind RunKind, log zerolog.Logger) (st *Store, aside string, err error) {
+	return openRun(path, outDir, pairs, kind, nil, log)
+}
+
+// openRun is OpenRun that, given run (not for a plan), records it begun
+// (BeginRun) in the transaction that opens the file, once the checks
+// that may refuse the file passed: a night pays for one commit at its
+// start, not two.
+func openRun(path, outDir string, pairs []transform.Pair, kind RunKind, run *Run, log zerolog.Logger) (st *Store, aside string, err error) {
 	if err := CheckKept(path, outDir, kind == NewState); err != nil {
 		return nil, "", err
 	}
-	if st, aside, err = openForRun(path, pairs, kind, log); err != nil {
+	var b *beginning
+	if run != nil && kind != Plan {
+		b = &beginning{run: run, check: func(st *Store) error { return CheckIdentity(st, outDir, kind == NewState) }}
+	}
+	if st, aside, err = openForRun(path, pairs, kind, b, log); err != nil {
 		return nil, aside, err
 	}
 	if err := CheckIdentity(st, outDir, kind == NewState); err != nil {
@@ -125,16 +137,16 @@ func (s *Store) Prepare(run *Run, now *ConfigRecord, outDir string, newState boo
 	return diff, RecoverUncommitted(s, outDir, now.Pairs, log)
 }
 
-func openForRun(path string, pairs []transform.Pair, kind RunKind, log zerolog.Logger) (st *Store, aside string, err error) {
+func openForRun(path string, pairs []transform.Pair, kind RunKind, b *beginning, log zerolog.Logger) (st *Store, aside string, err error) {
 	switch kind {
 	case Plan:
 		st, err = OpenToRead(path, pairs, log)
 	case NewState:
-		st, aside, err = OpenNew(path, pairs)
+		st, aside, err = openNew(path, pairs, b)
 	case Backfill:
-		st, err = OpenFull(path, pairs)
+		st, err = openWriter(path, pairs, true, b)
 	default:
-		st, err = Open(path, pairs)
+		st, err = openWriter(path, pairs, false, b)
 	}
 	return st, aside, err
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
 
 	"optsync/extract"
 	"optsync/load"
@@ -196,5 +197,96 @@ func TestOpenRun(t *testing.T) {
 	defer st.Close()
 	if kept, _, _ := load.ReadStateIdentity(out); kept.ID != st.ID() {
 		t.Fatalf("out_dir names %s, the new state is %s", kept.ID, st.ID())
+	}
+}
+
+// A run's open records it begun in its own transaction: one commit at the
+// start of a run, not two (each writes the whole free list and syncs
+// three times). A run the checks refuse leaves the file as it was.
+func TestRunBegunByItsOpen(t *testing.T) {
+	dir := t.TempDir()
+	path, out := filepath.Join(dir, "s.db"), filepath.Join(dir, "out")
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.BeginRun(&Run{ID: "old", Command: "run", Started: time.Now().Add(-time.Hour), Outcome: "running"}); err != nil {
+		t.Fatal(err)
+	}
+	id := st.ID()
+	st.Close()
+	lastTx := func() int {
+		t.Helper()
+		r, err := OpenReadOnly(path, testPairs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		var txid int
+		_ = r.view(func(tx *bolt.Tx) error { txid = tx.ID(); return nil })
+		return txid
+	}
+	outcomes := func() map[string]string {
+		t.Helper()
+		r, err := OpenReadOnly(path, testPairs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		runs, err := r.Runs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]string{}
+		for _, run := range runs {
+			m[run.ID] = run.Outcome
+		}
+		return m
+	}
+	if err := os.MkdirAll(out, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	identity := func(id string) {
+		t.Helper()
+		d, err := load.OutDir(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		if err := d.WriteStateIdentity(load.StateIdentity{ID: id, State: path}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	identity("another")
+	before := lastTx()
+	var lost *LostError
+	if _, _, err := openRun(path, out, testPairs, Incremental, &Run{ID: "refused", Command: "run", Started: time.Now(), Outcome: "running"}, zerolog.Nop()); !errors.As(err, &lost) {
+		t.Fatalf("another state's out_dir: %v", err)
+	}
+	if got := lastTx(); got != before {
+		t.Fatalf("a refused run committed: transaction %d, was %d", got, before)
+	}
+	if got := outcomes(); len(got) != 1 || got["old"] != "running" {
+		t.Fatalf("a refused run changed the history: %v", got)
+	}
+
+	identity(id)
+	st, _, err = openRun(path, out, testPairs, Incremental, &Run{ID: "new", Command: "run", Started: time.Now(), Outcome: "running"}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.commits.Load(); n != 1 {
+		t.Fatalf("the run's start made %d commits, want 1", n)
+	}
+	st.Close()
+	if got := lastTx(); got != before+1 {
+		t.Fatalf("last transaction %d, want %d", got, before+1)
+	}
+	if got := outcomes(); got["old"] != OutcomeInterrupted || got["new"] != "running" {
+		t.Fatalf("history after the start: %v", got)
+	}
+	if c, ok := readCommitted(path); !ok || c.txid != uint64(before+1) || c.id != id {
+		t.Fatalf("the record beside the state file: %+v (%v), want transaction %d of %s", c, ok, before+1, id)
 	}
 }

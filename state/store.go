@@ -153,6 +153,10 @@ type Store struct {
 	// (a mapping removed, until DropUnmapped drops them after the run's
 	// commit): their entries in a record are kept when it is written.
 	unmapped map[byte]bool
+	// begin, for a run's open, is the run its first transaction records
+	// begun (nil: none); torn is the meta page found torn at open.
+	begin *beginning
+	torn  *committed
 	// Holder, for a read-only store, is the run that held the state when it
 	// was opened (nil: none): what is read is its last commit.
 	Holder *LockInfo
@@ -184,7 +188,7 @@ type Store struct {
 // A missing folder is created 0700, as out_dir is: the file holds
 // personal data.
 func Open(path string, pairs []transform.Pair) (*Store, error) {
-	return openWriter(path, pairs, false)
+	return openWriter(path, pairs, false, nil)
 }
 
 // OpenFull is Open for a command that reads every record anyway (a
@@ -192,10 +196,18 @@ func Open(path string, pairs []transform.Pair) (*Store, error) {
 // checked before anything is used, so that nothing is left to check as
 // the records are read.
 func OpenFull(path string, pairs []transform.Pair) (*Store, error) {
-	return openWriter(path, pairs, true)
+	return openWriter(path, pairs, true, nil)
 }
 
-func openWriter(path string, pairs []transform.Pair, full bool) (*Store, error) {
+// beginning is a run begun by the transaction that opens the file (see
+// init): check says, before anything is written, that the file is the
+// one the run may use.
+type beginning struct {
+	run   *Run
+	check func(*Store) error
+}
+
+func openWriter(path string, pairs []transform.Pair, full bool, b *beginning) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating the folder of state %s: %w", path, err)
 	}
@@ -204,7 +216,7 @@ func openWriter(path string, pairs []transform.Pair, full bool) (*Store, error) 
 	if err != nil {
 		return nil, err
 	}
-	s, err := openHooked(path, pairs, false, full, nil)
+	s, err := openStore(path, pairs, false, full, nil, b)
 	if err != nil {
 		lock.release()
 		return nil, err
@@ -255,7 +267,12 @@ type fileHook func(f *os.File) error
 // bbolt would rebuild by walking every page itself, in goroutines where a
 // damaged page panics beyond any recover.
 func openHooked(path string, pairs []transform.Pair, readOnly, full bool, hook fileHook) (*Store, error) {
-	s := &Store{path: path, readOnly: readOnly, procs: spareProcs()}
+	return openStore(path, pairs, readOnly, full, hook, nil)
+}
+
+// openStore is openHooked for a writer whose open may begin a run (b).
+func openStore(path string, pairs []transform.Pair, readOnly, full bool, hook fileHook, b *beginning) (*Store, error) {
+	s := &Store{path: path, readOnly: readOnly, procs: spareProcs(), begin: b}
 	real, err := resolvePath(path)
 	if err != nil {
 		return nil, err
@@ -389,6 +406,7 @@ func (s *Store) prepare(real string, opts *bolt.Options, pairs []transform.Pair,
 	// it will hold is one this process writes (as after a walk). The schema
 	// read just now is read again through the check by init.
 	s.guard = &pageGuard{off: walked || !exists, sealed: s.sealed, carry: !s.readOnly}
+	s.torn = torn
 	if err == nil && exists && full {
 		// Every record's seal, before any is used and before anything is
 		// written (a damaged file is left as it was found).
@@ -400,8 +418,8 @@ func (s *Store) prepare(real string, opts *bolt.Options, pairs []transform.Pair,
 	if errors.Is(err, errUnsealed) {
 		err = s.sealAndReopen(real, opts, pairs)
 	}
-	if err == nil && torn != nil && torn.id != s.id {
-		err = &CorruptError{Path: s.path, Problem: fmt.Sprintf("a meta page is damaged, and the record of the last commit beside it (%s%s) is another state file's: bbolt would fall back to the other meta page and may silently lose the last transaction", s.path, committedSuffix)}
+	if err == nil {
+		err = s.tornElsewhere()
 	}
 	if err == nil && !s.readOnly {
 		// What this run starts from is committed: a torn meta page from
@@ -409,6 +427,16 @@ func (s *Store) prepare(real string, opts *bolt.Options, pairs []transform.Pair,
 		_ = s.view(func(tx *bolt.Tx) error { return s.noteCommittedErr(tx.ID()) })
 	}
 	return err
+}
+
+// tornElsewhere says whether the meta page found torn at open (if one
+// was) is not this file's own unfinished commit: the record of the last
+// commit beside it is another file's.
+func (s *Store) tornElsewhere() error {
+	if s.torn != nil && s.torn.id != s.id {
+		return &CorruptError{Path: s.path, Problem: fmt.Sprintf("a meta page is damaged, and the record of the last commit beside it (%s%s) is another state file's: bbolt would fall back to the other meta page and may silently lose the last transaction", s.path, committedSuffix)}
+	}
+	return nil
 }
 
 // sealAndReopen handles a file from before the seals, opened by a run: it
@@ -621,7 +649,23 @@ func (s *Store) init(pairs []transform.Pair) error {
 		if err != nil {
 			return err
 		}
-		return s.assignPairIDs(reg, pairs)
+		if err := s.assignPairIDs(reg, pairs); err != nil {
+			return err
+		}
+		if b := s.begin; b != nil {
+			// A run's open records it begun in the same transaction
+			// (one commit, its free list and syncs, fewer), once nothing
+			// stops it: nothing is written for a run that may not use
+			// the file.
+			if err := s.tornElsewhere(); err != nil {
+				return err
+			}
+			if err := b.check(s); err != nil {
+				return err
+			}
+			return s.beginRun(tx, b.run)
+		}
+		return nil
 	})
 }
 
