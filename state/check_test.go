@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -105,5 +106,37 @@ func TestFreeListIsKept(t *testing.T) {
 		return nil
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The record beside the state file names each commit as soon as the commit
+// returns (its sync runs beside the next transaction's work and is waited
+// for before that one's meta page, and before the store closes); a file
+// there with more than one line's bytes is cut to the line.
+func TestCommittedRecordFollowsEachCommit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	if err := os.WriteFile(path+committedSuffix, bytes.Repeat([]byte("x"), 2*committedLen), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	run := &Run{ID: "r1", Command: "run", Started: time.Now(), Outcome: "running"}
+	for i, write := range []func() error{func() error { return st.BeginRun(run) }, func() error { run.Outcome = "ok"; return st.EndRun(run) }} {
+		if err := write(); err != nil {
+			t.Fatal(err)
+		}
+		var txid int
+		_ = st.view(func(tx *bolt.Tx) error { txid = tx.ID(); return nil })
+		c, ok := readCommitted(path)
+		if !ok || c.txid != uint64(txid) || c.id != st.ID() {
+			t.Fatalf("commit %d: the record says %+v (%v), want transaction %d of %s", i, c, ok, txid, st.ID())
+		}
+	}
+	st.Close()
+	if fi, err := os.Stat(path + committedSuffix); err != nil || fi.Size() != committedLen {
+		t.Fatalf("the record file: %v, %v bytes, want one line of %d", err, fi.Size(), committedLen)
 	}
 }

@@ -83,15 +83,25 @@ func readCommitted(statePath string) (committed, bool) {
 }
 
 // noteCommitted records the transaction this run has just committed (or
-// found committed at open). It is written in place, never through a link,
-// and synced, so the next commit starts only once it is on disk. A failure
-// is returned for the caller to ignore: without the record a torn meta page
-// is taken as damage, the safe side.
+// found committed at open). It is written in place, never through a link;
+// its sync runs beside what comes next and is waited for (markSynced)
+// before the next commit writes its meta page and before the store
+// closes, so a meta page is never written while the record of the
+// commit before it could still be lost. A failure is returned for the
+// caller to ignore: without the record a torn meta page is taken as
+// damage, the safe side.
 func (s *Store) noteCommitted(txid int) error {
 	if s.readOnly || s.id == "" {
 		return nil
 	}
-	if s.mark == nil {
+	s.markMu.Lock()
+	defer s.markMu.Unlock()
+	if s.mark != nil && s.noted == txid {
+		return nil // recorded already (open notes the transaction its own commit recorded)
+	}
+	s.waitMark()
+	first := s.mark == nil
+	if first {
 		f, err := os.OpenFile(s.path+committedSuffix, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0o600)
 		if err != nil {
 			return err
@@ -102,12 +112,38 @@ func (s *Store) noteCommitted(txid int) error {
 		}
 		s.mark = f
 	}
+	s.noted = -1
 	line := committed{id: s.id, txid: uint64(txid)}.line()
 	if _, err := s.mark.WriteAt(line, 0); err != nil {
 		return err
 	}
-	if err := s.mark.Truncate(int64(len(line))); err != nil {
-		return err
+	// Every line has the same length: whatever followed the first one
+	// written goes once.
+	if first {
+		if err := s.mark.Truncate(int64(len(line))); err != nil {
+			return err
+		}
 	}
-	return s.mark.Sync()
+	s.noted = txid
+	done := make(chan struct{})
+	s.markSync = done
+	go func(f *os.File) {
+		defer close(done)
+		_ = f.Sync()
+	}(s.mark)
+	return nil
+}
+
+// markSynced waits for the record of the last commit to reach the disk.
+func (s *Store) markSynced() {
+	s.markMu.Lock()
+	defer s.markMu.Unlock()
+	s.waitMark()
+}
+
+func (s *Store) waitMark() {
+	if s.markSync != nil {
+		<-s.markSync
+		s.markSync = nil
+	}
 }

@@ -164,8 +164,13 @@ type Store struct {
 	id string
 	// guard checks the pages a command reaches (pages.go).
 	guard *pageGuard
-	// mark is <state>.committed, open once a commit has been recorded.
-	mark *os.File
+	// mark is <state>.committed, open once a commit has been recorded;
+	// noted is the transaction it records, markSync its sync under way
+	// (nil: none; committed.go), all guarded by markMu.
+	markMu   sync.Mutex
+	mark     *os.File
+	noted    int
+	markSync chan struct{}
 	// release keeps the mapped pages of the file out of the resident set
 	// (release.go).
 	release pageReleaser
@@ -590,6 +595,9 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) (err error) {
 			inFn = true
 			return err
 		}
+		// The record of the last commit is on disk before this one
+		// writes its meta page (its sync ran beside fn).
+		s.markSynced()
 		return nil
 	})
 	if err != nil && !inFn {
@@ -846,6 +854,7 @@ func (s *Store) Close() error {
 	}
 	err := s.db.Close()
 	s.db = nil
+	s.markSynced()
 	if s.mark != nil {
 		s.mark.Close()
 		s.mark = nil
