@@ -97,9 +97,18 @@ func (s *Store) releaseMapping(tx *bolt.Tx) {
 // with a spare P at 92 – 121 MB. So the commit runs with one P more than
 // the process had when the store was opened (spare), given back after;
 // GOMAXPROCS set in the environment is left as it is.
+//
+// Calls nest: inside one (a run's commit of all its chunks) the others
+// change nothing, so a run's transactions do not each stop the world
+// twice to change GOMAXPROCS and start a ticker of their own.
 func (s *Store) releaseDuring() (stop func()) {
 	if s.db == nil {
 		return func() {}
+	}
+	s.during.Lock()
+	defer s.during.Unlock()
+	if s.during.n++; s.during.n > 1 {
+		return s.releaseDone
 	}
 	if s.procs > 0 {
 		runtime.GOMAXPROCS(s.procs + 1)
@@ -125,12 +134,23 @@ func (s *Store) releaseDuring() (stop func()) {
 			_ = tx.Rollback()
 		}
 	}()
-	return func() {
+	s.during.stop = func() {
 		close(done)
 		wg.Wait()
 		if s.procs > 0 {
 			runtime.GOMAXPROCS(s.procs)
 		}
+	}
+	return s.releaseDone
+}
+
+// releaseDone ends a releaseDuring; the outermost stops the releases.
+func (s *Store) releaseDone() {
+	s.during.Lock()
+	defer s.during.Unlock()
+	if s.during.n--; s.during.n == 0 {
+		s.during.stop()
+		s.during.stop = nil
 	}
 }
 

@@ -75,9 +75,14 @@ func (s *Store) CommitRun(ctx context.Context, c RunCommit) error {
 			return e.PKey, e.ID, true, nil
 		}
 	}
-	if err := s.CommitDecisions(ctx, c.Decider, c.Deciding.Dirty, CommitOptions{Started: run.Started, Final: fin,
+	// One spare P and one releaser for all the run's transactions, not one
+	// each (releaseDuring).
+	stop := s.releaseDuring()
+	err := s.CommitDecisions(ctx, c.Decider, c.Deciding.Dirty, CommitOptions{Started: run.Started, Final: fin,
 		PKeys: whole, Release: c.Release, Failed: c.Failed, RunName: c.Before.RunName,
-		Chunk: c.Chunk, AfterChunk: c.AfterChunk, Progress: c.Progress}); err != nil {
+		Chunk: c.Chunk, AfterChunk: c.AfterChunk, Progress: c.Progress})
+	stop()
+	if err != nil {
 		run.Outcome, run.Committed = "running", false
 		return fmt.Errorf("committing state (the files of this run keep names that say so, %s: not to be imported; the next run places the rows of the contacts committed and decides the others again, the same way): %w",
 			strings.Join(c.Output.Paths(), ", "), err)

@@ -184,6 +184,13 @@ type Store struct {
 	// procs is GOMAXPROCS when the store was opened (0: set in the
 	// environment): a commit runs with one more (releaseDuring).
 	procs int
+	// during counts the releaseDuring calls under way (they nest); stop
+	// ends the outermost's releases.
+	during struct {
+		sync.Mutex
+		n    int
+		stop func()
+	}
 }
 
 // Open opens (creating if needed) the state file for a run that may write,
