@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -99,24 +100,81 @@ func (s *Store) BeginRun(r *Run) error {
 }
 
 func (s *Store) beginRun(tx *bolt.Tx, r *Run) error {
-	b := tx.Bucket(bucketRuns)
-	var stale []*Run
-	if err := s.vb(b, "runs").ForEach(func(_, v []byte) error {
-		var old Run
-		if json.Unmarshal(v, &old) == nil && old.Outcome == "running" {
-			stale = append(stale, &old)
-		}
-		return nil
-	}); err != nil {
+	stale, err := s.runsWith(tx, "running")
+	if err != nil {
 		return err
 	}
-	for _, old := range stale {
-		old.Outcome = OutcomeInterrupted
-		if err := s.putRun(tx, old); err != nil {
+	for i := range stale {
+		stale[i].Outcome = OutcomeInterrupted
+		if err := s.putRun(tx, &stale[i]); err != nil {
 			return err
 		}
 	}
 	return s.putRun(tx, r)
+}
+
+// runsWith lists the runs whose outcome is outcome, newest first. The
+// history grows by a run a night, a kilobyte or two of JSON each: a night
+// that parsed all of it several times paid for the history, 60 ms a
+// parse after three years of nights. A record is parsed only when its
+// bytes hold the outcome as a JSON string; the pages it lies in are
+// checked as every read checks them.
+func (s *Store) runsWith(tx *bolt.Tx, outcome string) ([]Run, error) {
+	b := tx.Bucket(bucketRuns)
+	if b == nil {
+		return nil, nil
+	}
+	quoted, _ := json.Marshal(outcome)
+	var runs []Run
+	c := s.vb(b, "runs").Cursor()
+	for k, v := c.Last(); k != nil; k, v = c.Prev() {
+		if !bytes.Contains(v, quoted) {
+			continue
+		}
+		var r Run
+		if json.Unmarshal(v, &r) == nil && r.Outcome == outcome {
+			runs = append(runs, r)
+		}
+	}
+	return runs, nil
+}
+
+// RunsWith is runsWith in a read view of its own.
+func (s *Store) RunsWith(outcome string) ([]Run, error) {
+	var runs []Run
+	err := s.view(func(tx *bolt.Tx) (err error) {
+		runs, err = s.runsWith(tx, outcome)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state %s: reading runs: %w", s.path, err)
+	}
+	return runs, nil
+}
+
+// RunStarts maps the start of each run in the history (Unix ms) to its
+// id, read from the keys alone (runKey), without parsing any record.
+func (s *Store) RunStarts() (map[int64]string, error) {
+	starts := map[int64]string{}
+	err := s.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRuns)
+		if b == nil {
+			return nil
+		}
+		c := s.vb(b, "runs").Cursor()
+		// newest first: of two runs started in the same millisecond, the
+		// older is named, as a walk of the whole history named it
+		for k, _ := c.Last(); k != nil; k, _ = c.Prev() {
+			if len(k) > 8 {
+				starts[time.Unix(0, int64(binary.BigEndian.Uint64(k))).UnixMilli()] = string(k[8:])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("state %s: reading runs: %w", s.path, err)
+	}
+	return starts, nil
 }
 
 // EndRun stores a run's final record without touching snapshots.
@@ -127,6 +185,16 @@ func (s *Store) EndRun(r *Run) error {
 // Runs lists the run history, newest first.
 func (s *Store) Runs() ([]Run, error) {
 	var runs []Run
+	err := s.RunsNewest(func(r *Run) bool {
+		runs = append(runs, *r)
+		return true
+	})
+	return runs, err
+}
+
+// RunsNewest hands the runs of the history to more, newest first, until
+// it returns false: what needs the last few runs parses only those.
+func (s *Store) RunsNewest(more func(*Run) bool) error {
 	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRuns)
 		if b == nil {
@@ -138,12 +206,14 @@ func (s *Store) Runs() ([]Run, error) {
 			if err := json.Unmarshal(v, &r); err != nil {
 				return fmt.Errorf("run %s: %w", k, err)
 			}
-			runs = append(runs, r)
+			if !more(&r) {
+				return nil
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("state %s: reading runs: %w", s.path, err)
+		return fmt.Errorf("state %s: reading runs: %w", s.path, err)
 	}
-	return runs, nil
+	return nil
 }

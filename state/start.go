@@ -156,12 +156,9 @@ func openForRun(path string, pairs []transform.Pair, kind RunKind, b *beginning,
 func RunNames(st *Store) (func(int64) string, error) {
 	byStart := map[int64]string{}
 	if st != nil {
-		runs, err := st.Runs()
-		if err != nil {
+		var err error
+		if byStart, err = st.RunStarts(); err != nil {
 			return nil, err
-		}
-		for _, r := range runs {
-			byStart[r.Started.UnixMilli()] = r.ID
 		}
 	}
 	return func(at int64) string { return byStart[at] }, nil
@@ -171,16 +168,14 @@ func RunNames(st *Store) (func(int64) string, error) {
 // they could clean up (recorded as interrupted) left in outDir. A failure
 // is logged: it stops nothing.
 func (s *Store) RemovePartials(outDir string, log zerolog.Logger) {
-	runs, err := s.Runs()
+	runs, err := s.RunsWith(OutcomeInterrupted)
 	if err != nil {
 		log.Warn().Err(err).Msg("reading the run history for files of interrupted runs")
 		return
 	}
 	var ids []string
 	for _, r := range runs {
-		if r.Outcome == OutcomeInterrupted {
-			ids = append(ids, r.ID)
-		}
+		ids = append(ids, r.ID)
 	}
 	removed, err := load.RemovePartials(outDir, ids)
 	if len(removed) > 0 {

@@ -240,8 +240,16 @@ func Reporter(preview bool, outDir, version string, log zerolog.Logger) func(*st
 func WriteRunReport(st *state.Store, run *state.Run, preview bool, outDir, version string, log zerolog.Logger) {
 	var history []state.Run
 	if st != nil {
-		var err error
-		if history, err = st.Runs(); err != nil {
+		// The page's trend is of the last trendRuns runs: the rest of the
+		// history is not read.
+		n := 0
+		if err := st.RunsNewest(func(h *state.Run) bool {
+			history = append(history, *h)
+			if isSync(h) && (h.ID == run.ID || h.Started.Before(run.Started)) {
+				n++
+			}
+			return n < trendRuns
+		}); err != nil {
 			log.Error().Err(err).Msg("reading the run history for the report; the report of this run is not written (optsync report --run writes it)")
 			return
 		}
