@@ -115,8 +115,8 @@ func (s *Store) beginRun(tx *bolt.Tx, r *Run) error {
 
 // runsWith lists the runs whose outcome is outcome, newest first. The
 // history grows by a run a night, a kilobyte or two of JSON each: a night
-// that parsed all of it several times paid for the history, 60 ms a
-// parse after three years of nights. A record is parsed only when its
+// that parsed all of it several times paid for the history, tens of
+// milliseconds a parse after three years of nights. A record is parsed only when its
 // bytes hold the outcome as a JSON string; the pages it lies in are
 // checked as every read checks them.
 func (s *Store) runsWith(tx *bolt.Tx, outcome string) ([]Run, error) {
@@ -139,8 +139,8 @@ func (s *Store) runsWith(tx *bolt.Tx, outcome string) ([]Run, error) {
 	return runs, nil
 }
 
-// RunsWith is runsWith in a read view of its own.
-func (s *Store) RunsWith(outcome string) ([]Run, error) {
+// runsOf is runsWith in a read view of its own.
+func (s *Store) runsOf(outcome string) ([]Run, error) {
 	var runs []Run
 	err := s.view(func(tx *bolt.Tx) (err error) {
 		runs, err = s.runsWith(tx, outcome)
@@ -152,9 +152,9 @@ func (s *Store) RunsWith(outcome string) ([]Run, error) {
 	return runs, nil
 }
 
-// RunStarts maps the start of each run in the history (Unix ms) to its
+// runStarts maps the start of each run in the history (Unix ms) to its
 // id, read from the keys alone (runKey), without parsing any record.
-func (s *Store) RunStarts() (map[int64]string, error) {
+func (s *Store) runStarts() (map[int64]string, error) {
 	starts := map[int64]string{}
 	err := s.view(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRuns)

@@ -52,14 +52,14 @@ func TestHistoryReadsOfARunsStart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	running, err := st.RunsWith("running")
+	running, err := st.runsOf("running")
 	if err != nil || len(running) != 1 || running[0].ID != "left" {
 		t.Fatalf("runs left running: %+v, %v", running, err)
 	}
 	if err := st.BeginRun(&Run{ID: "now", Command: "run", Started: next.Add(3 * time.Hour), Outcome: "running"}); err != nil {
 		t.Fatal(err)
 	}
-	interrupted, err := st.RunsWith(OutcomeInterrupted)
+	interrupted, err := st.runsOf(OutcomeInterrupted)
 	if err != nil || len(interrupted) != 2 || interrupted[0].ID != "gone" || interrupted[1].ID != "left" {
 		t.Fatalf("interrupted runs, newest first: %+v, %v", interrupted, err)
 	}
@@ -67,7 +67,7 @@ func TestHistoryReadsOfARunsStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	starts, err := st.RunStarts()
+	starts, err := st.runStarts()
 	if err != nil || len(starts) != len(all) {
 		t.Fatalf("starts: %d of %d runs, %v", len(starts), len(all), err)
 	}

@@ -157,7 +157,7 @@ func RunNames(st *Store) (func(int64) string, error) {
 	byStart := map[int64]string{}
 	if st != nil {
 		var err error
-		if byStart, err = st.RunStarts(); err != nil {
+		if byStart, err = st.runStarts(); err != nil {
 			return nil, err
 		}
 	}
@@ -168,7 +168,7 @@ func RunNames(st *Store) (func(int64) string, error) {
 // they could clean up (recorded as interrupted) left in outDir. A failure
 // is logged: it stops nothing.
 func (s *Store) RemovePartials(outDir string, log zerolog.Logger) {
-	runs, err := s.RunsWith(OutcomeInterrupted)
+	runs, err := s.runsOf(OutcomeInterrupted)
 	if err != nil {
 		log.Warn().Err(err).Msg("reading the run history for files of interrupted runs")
 		return
