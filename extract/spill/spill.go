@@ -146,7 +146,10 @@ func (s *Sorter[T]) Add(t *T) error {
 	s.sorted = false
 	s.held += s.elem
 	if s.codec.Size != nil {
-		s.held += int64(s.codec.Size(t))
+		// the copy's size, not t's: t handed to a func value would
+		// escape, and every caller's record would be allocated on the
+		// heap (one allocation a record)
+		s.held += int64(s.codec.Size(&s.items[len(s.items)-1]))
 	}
 	if s.budget > 0 && s.held >= s.budget {
 		return s.spill()
