@@ -97,10 +97,10 @@ func (s *Dirty) Add(e *transform.Entry) error {
 		}
 	default:
 		if e.HasC {
-			s.buf = extract.AppendContact(s.buf, &e.C)
+			s.buf = appendDirtyContact(s.buf, &e.ID, &e.C)
 		}
 		if e.HasP {
-			s.buf = extract.AppendProfile(s.buf, &e.P)
+			s.buf = appendDirtyProfile(s.buf, &e.ID, &e.P)
 		}
 	}
 	l := len(s.buf) - start - 2
@@ -204,13 +204,12 @@ func (s *Dirty) reader() (func(*transform.Entry) (bool, error), error) {
 			return true, nil
 		}
 		if e.HasC {
-			const cl = 37
-			if len(b) < cl || extract.DecodeContact(b[:cl], &e.C) != nil {
+			var ok bool
+			if b, ok = decodeDirtyContact(b, &e.ID, &e.C); !ok {
 				return false, fmt.Errorf("reading the run's entries back: a contact malformed")
 			}
-			b = b[cl:]
 		}
-		if e.HasP && extract.DecodeProfile(b, &e.P) != nil {
+		if e.HasP && !decodeDirtyProfile(b, &e.ID, &e.P) {
 			return false, fmt.Errorf("reading the run's entries back: a profile malformed")
 		}
 		return true, nil
@@ -232,4 +231,182 @@ func (s *Dirty) Close() {
 // them), rows how many entries may come.
 func NewDirty(budget int64, dir string, cItems []extract.Contact, pItems []extract.Profile, rows int) *Dirty {
 	return &Dirty{budget: budget, dir: dir, cItems: cItems, pItems: pItems, rows: rows}
+}
+
+// An entry kept whole (its rows are not held in memory) is written in a
+// form of its own, smaller than the sorts' (extract.AppendContact): a
+// backfill too large for memory keeps every contact's entry, each written
+// to the file and read back once, and on this kind of machine writing a
+// file's new pages costs more than the encoding. The rows' ids are
+// written only where they differ from the entry's (they never do as the
+// join makes them), and the numbers as varints.
+
+// Flags of a row kept whole.
+const (
+	dirtyBad      = 1 << iota
+	dirtyOtherID  // the row's ID follows: it is not the entry's
+	dirtyUnlinked // a profile's
+	dirtyTimes    // a profile's FieldModified follows
+)
+
+func appendDirtyContact(dst []byte, id *extract.ID, c *extract.Contact) []byte {
+	var f byte
+	if c.Bad {
+		f |= dirtyBad
+	}
+	if c.ID != *id {
+		f |= dirtyOtherID
+	}
+	dst = append(dst, f)
+	if f&dirtyOtherID != 0 {
+		dst = append(dst, c.ID[:]...)
+	}
+	dst = binary.AppendVarint(dst, c.Modified)
+	dst = binary.AppendUvarint(dst, uint64(c.ETag))
+	dst = binary.LittleEndian.AppendUint16(dst, packTris(&c.Values))
+	dst = binary.AppendVarint(dst, int64(c.Line))
+	return binary.AppendUvarint(dst, uint64(c.File))
+}
+
+// decodeDirtyContact reads what appendDirtyContact wrote at the start of
+// b, and returns the rest of b.
+func decodeDirtyContact(b []byte, id *extract.ID, c *extract.Contact) (rest []byte, ok bool) {
+	r := dirtyReader{b: b}
+	f := r.byte()
+	*c = extract.Contact{ID: *id, Bad: f&dirtyBad != 0}
+	if f&dirtyOtherID != 0 {
+		r.id(&c.ID)
+	}
+	c.Modified = r.varint()
+	c.ETag = uint32(r.uvarint())
+	unpackTris(r.uint16(), &c.Values)
+	c.Line = int32(r.varint())
+	c.File = uint16(r.uvarint())
+	return r.b, !r.bad && f&^(dirtyBad|dirtyOtherID) == 0
+}
+
+func appendDirtyProfile(dst []byte, id *extract.ID, p *extract.Profile) []byte {
+	var f byte
+	if p.Bad {
+		f |= dirtyBad
+	}
+	if p.ID != *id {
+		f |= dirtyOtherID
+	}
+	if p.Unlinked {
+		f |= dirtyUnlinked
+	}
+	if p.FieldModified != nil {
+		f |= dirtyTimes
+	}
+	dst = append(dst, f)
+	if f&dirtyOtherID != 0 {
+		dst = append(dst, p.ID[:]...)
+	}
+	dst = binary.AppendVarint(dst, p.Modified)
+	dst = binary.LittleEndian.AppendUint16(dst, packTris(&p.Values))
+	dst = binary.AppendVarint(dst, int64(p.Line))
+	dst = binary.AppendUvarint(dst, uint64(p.File))
+	if p.FieldModified != nil {
+		for _, t := range p.FieldModified {
+			dst = binary.AppendVarint(dst, t)
+		}
+	}
+	return append(dst, p.PKey...) // the rest of the entry
+}
+
+// decodeDirtyProfile reads what appendDirtyProfile wrote, all of b.
+func decodeDirtyProfile(b []byte, id *extract.ID, p *extract.Profile) bool {
+	r := dirtyReader{b: b}
+	f := r.byte()
+	*p = extract.Profile{ID: *id, Bad: f&dirtyBad != 0, Unlinked: f&dirtyUnlinked != 0}
+	if f&dirtyOtherID != 0 {
+		r.id(&p.ID)
+	}
+	p.Modified = r.varint()
+	unpackTris(r.uint16(), &p.Values)
+	p.Line = int32(r.varint())
+	p.File = uint16(r.uvarint())
+	if f&dirtyTimes != 0 {
+		p.FieldModified = new([extract.MaxFields]int64)
+		for i := range p.FieldModified {
+			p.FieldModified[i] = r.varint()
+		}
+	}
+	if r.bad || f&^(dirtyBad|dirtyOtherID|dirtyUnlinked|dirtyTimes) != 0 {
+		return false
+	}
+	p.PKey = string(r.b)
+	return true
+}
+
+// dirtyReader reads the parts of a row kept whole; bad says one was
+// missing or malformed (what it read after is zero).
+type dirtyReader struct {
+	b   []byte
+	bad bool
+}
+
+func (r *dirtyReader) byte() byte {
+	if len(r.b) < 1 {
+		r.bad = true
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *dirtyReader) id(id *extract.ID) {
+	if len(r.b) < len(id) {
+		r.bad = true
+		return
+	}
+	copy(id[:], r.b)
+	r.b = r.b[len(id):]
+}
+
+func (r *dirtyReader) uint16() uint16 {
+	if len(r.b) < 2 {
+		r.bad = true
+		return 0
+	}
+	x := binary.LittleEndian.Uint16(r.b)
+	r.b = r.b[2:]
+	return x
+}
+
+func (r *dirtyReader) varint() int64 {
+	x, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.bad = true
+		return 0
+	}
+	r.b = r.b[n:]
+	return x
+}
+
+func (r *dirtyReader) uvarint() uint64 {
+	x, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.bad = true
+		return 0
+	}
+	r.b = r.b[n:]
+	return x
+}
+
+// packTris packs a row's values, two bits each.
+func packTris(v *[extract.MaxFields]extract.Tri) uint16 {
+	var x uint16
+	for i, t := range v {
+		x |= uint16(t&3) << (2 * i)
+	}
+	return x
+}
+
+func unpackTris(x uint16, v *[extract.MaxFields]extract.Tri) {
+	for i := range v {
+		v[i] = extract.Tri(x >> (2 * i) & 3)
+	}
 }
