@@ -144,7 +144,7 @@ func (s *Dirty) reader() (func(*transform.Entry) (bool, error), error) {
 		if _, err := s.f.Seek(0, io.SeekStart); err != nil {
 			return nil, err
 		}
-		r = bufio.NewReaderSize(s.f, 1<<20)
+		r = bufio.NewReaderSize(spill.ReadOnce(s.f), 1<<20)
 	} else {
 		r = bufio.NewReader(bytes.NewReader(s.buf))
 	}

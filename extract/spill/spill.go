@@ -355,6 +355,47 @@ func bucketByKey(ents []ent, sort func([]ent)) {
 // comparisons rather than bucketed again.
 const smallBucket = 48
 
+// ReadOnce reads f, a spill file read once from where it stands to its
+// end, and gives the file system the pages behind the read as it goes
+// (every few megabytes): what was read is never read again. A spill file's
+// pages are otherwise held, dirty, until it is closed at the end of its
+// merge, and a backfill past memory_budget writes gigabytes of them
+// (sorted runs, the commit's entries) besides the state file; past the
+// kernel's dirty limits every write waits for the disk. Given back, they
+// are not written out at all, and their memory serves the spills after.
+func ReadOnce(f *os.File) io.Reader {
+	off, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return f // nothing given back
+	}
+	return &readOnce{f: f, fd: int(f.Fd()), read: off, freed: off}
+}
+
+type readOnce struct {
+	f           *os.File
+	fd          int
+	read, freed int64
+	cannot      bool // the file system does not punch holes
+}
+
+// freeEvery is how much is read before it is given back.
+const freeEvery = 8 << 20
+
+func (r *readOnce) Read(p []byte) (int, error) {
+	n, err := r.f.Read(p)
+	r.read += int64(n)
+	if r.read-r.freed >= freeEvery && !r.cannot {
+		// The caller holds what was read (in its buffer): the file's
+		// pages up to here are not needed again. A file system that
+		// cannot punch holes keeps them until the file is closed.
+		if unix.Fallocate(r.fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, r.freed, r.read-r.freed) != nil {
+			r.cannot = true
+		}
+		r.freed = r.read
+	}
+	return n, err
+}
+
 // Stream hands records back one at a time, in order.
 type Stream[T any] interface {
 	// Next returns the next record (valid until the following call), or
@@ -383,7 +424,7 @@ func (s *Sorter[T]) Sorted() (Stream[T], error) {
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return nil, fmt.Errorf("reading a sorted run back: %w", err)
 		}
-		r := &runReader[T]{f: f, r: bufio.NewReaderSize(f, 256<<10), codec: s.codec}
+		r := &runReader[T]{f: f, r: bufio.NewReaderSize(ReadOnce(f), 256<<10), codec: s.codec}
 		if r.live = r.advance(); !r.live {
 			if r.err != nil {
 				return nil, r.err

@@ -3,11 +3,14 @@ package spill
 import (
 	"encoding/binary"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 type rec struct{ key, seq uint32 }
@@ -171,3 +174,61 @@ func TestMergeAnyNumberOfRuns(t *testing.T) {
 		}
 	}
 }
+
+// TestReadOnceGivesPagesBack: a spill file read through ReadOnce reads
+// whole, and the file system holds no more of it than the last few
+// megabytes read (its blocks behind the read are given back).
+func TestReadOnceGivesPagesBack(t *testing.T) {
+	f, err := TempFile(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const size = 5*freeEvery + 12345
+	want := make([]byte, size)
+	for i := range want {
+		want[i] = byte(i*7 + i>>13)
+	}
+	if _, err := f.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil { // blocks allocated, not only reserved
+		t.Fatal(err)
+	}
+	blocks := func() int64 {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Blocks * 512
+	}
+	if b := blocks(); b < size {
+		t.Skipf("the file system holds %d bytes of a %d-byte file", b, size)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	r := ReadOnce(f)
+	got := make([]byte, 0, size)
+	buf := make([]byte, 256<<10)
+	for {
+		n, err := r.Read(buf)
+		got = append(got, buf[:n]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if read := int64(len(got)); read > 2*freeEvery && blocks() > size-read+freeEvery+256<<10 {
+			if r.(*readOnce).cannot {
+				t.Skip("the file system does not punch holes")
+			}
+			t.Fatalf("read %d of %d bytes, the file still holds %d", read, size, blocks())
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatal("what was read differs from what was written")
+	}
+}
+
