@@ -271,6 +271,7 @@ func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOp
 	defer pstream.Close()
 	ks = NewPKeyStream(pstream.Next, superseded, owner)
 	byContact := o.Sorts.ProfilesByContact()
+	byContact.Reserve(profiles.Added) // the rows the rule keeps, at most
 	for p := ks.Next(); p != nil; p = ks.Next() {
 		if err := byContact.Add(p); err != nil {
 			byContact.Close()

@@ -116,9 +116,13 @@ type Sorter[T any] struct {
 	// hdr holds a record's length as it is written: a local array would
 	// escape through the writer, one allocation a record.
 	hdr [binary.MaxVarintLen64]byte
-	// Spilled counts the runs written, and Bytes their size.
+	// want is how many records Reserve announced.
+	want int
+	// Spilled counts the runs written, and Bytes their size; Added the
+	// records added.
 	Spilled int
 	Bytes   int64
+	Added   int
 }
 
 // NewSorter makes a sorter that spills into dir beyond budget bytes.
@@ -137,12 +141,10 @@ func (s *Sorter[T]) Add(t *T) error {
 		s.items = make([]T, 0, min(s.budget/max(s.elem, 1), 1<<16))
 	}
 	if len(s.items) == cap(s.items) && s.budget > 0 {
-		n := min(2*cap(s.items)+1, int(s.budget/max(s.elem, 1))+1)
-		if n > cap(s.items) {
-			s.items = slices.Grow(s.items, n-len(s.items))
-		}
+		s.grow()
 	}
 	s.items = append(s.items, *t)
+	s.Added++
 	s.sorted = false
 	s.held += s.elem
 	if s.codec.Size != nil {
@@ -157,17 +159,40 @@ func (s *Sorter[T]) Add(t *T) error {
 	return nil
 }
 
-// Reserve makes room for n records in all at once (no more than the
-// budget holds): a slice that doubles as it grows holds up to twice what
-// it needs, and copies as it grows.
-func (s *Sorter[T]) Reserve(n int) {
-	if s.budget > 0 {
-		n = min(n, int(s.budget/max(s.elem, 1))+1)
+// grow makes room for more records, within what the budget holds: twice
+// the room, or as many as the records so far say the budget holds (what
+// each points to counted) if fewer, or all those Reserve announced at
+// once. Twice the room from a million records up held a quarter more than
+// the budget (the room beyond the spill's record), and every step of the
+// doubling is memory new to the process, and copied.
+func (s *Sorter[T]) grow() {
+	n := min(2*cap(s.items)+1, int(s.budget/max(s.elem, 1))+1)
+	if len(s.items) >= estimateAfter {
+		per := max(s.held/int64(len(s.items)), 1)
+		fits := len(s.items) + int((s.budget-s.held)/per) + 1
+		fits += fits / 64 // the records after may point to more
+		if s.want > len(s.items) {
+			n = s.want
+		}
+		n = min(n, fits)
 	}
 	if n > cap(s.items) {
-		s.items = slices.Grow(s.items, n-len(s.items))
+		// exactly n (slices.Grow rounds up by as much as a quarter)
+		items := make([]T, len(s.items), n)
+		copy(items, s.items)
+		s.items = items
 	}
 }
+
+// estimateAfter is how many records a sorter holds before it reckons from
+// them how many its budget holds.
+const estimateAfter = 1 << 12
+
+// Reserve announces n records to come: once a few are in, room is made
+// for as many of them as the budget holds at once, where a slice that
+// doubles as it grows allocates (and copies) the same records again at
+// every step.
+func (s *Sorter[T]) Reserve(n int) { s.want = n }
 
 // InMemory returns the records, sorted, when none was spilled: a caller
 // may then work on them in place (and hand the result to FromSlice), where

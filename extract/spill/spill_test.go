@@ -232,3 +232,35 @@ func TestReadOnceGivesPagesBack(t *testing.T) {
 	}
 }
 
+// TestSorterGrowsToWhatTheBudgetHolds: the records a sorter holds grow to
+// as many as its budget holds (what each points to counted), not to the
+// next doubling beyond; announced (Reserve), they are made room for at
+// once.
+func TestSorterGrowsToWhatTheBudgetHolds(t *testing.T) {
+	const fits = 600_000 // records of 8 bytes, each pointing to 24 more
+	sized := recCodec
+	sized.Size = func(*rec) int { return 24 }
+	for _, reserve := range []bool{false, true} {
+		s := NewSorter(sized, fits*32, t.TempDir(), 8)
+		if reserve {
+			s.Reserve(5 * fits)
+		}
+		grew := 0
+		for i := 0; s.Spilled == 0; i++ {
+			c := cap(s.items)
+			if err := s.Add(&rec{key: uint32(i)}); err != nil {
+				t.Fatal(err)
+			}
+			if cap(s.items) != c && c > 0 {
+				grew++
+			}
+		}
+		if c := cap(s.items); c < fits || c > fits+fits/32 {
+			t.Errorf("reserve %v: room for %d records at the spill, the budget holds %d", reserve, c, fits)
+		}
+		if reserve && grew != 1 {
+			t.Errorf("records announced: room made %d times, want once", grew)
+		}
+		s.Close()
+	}
+}
