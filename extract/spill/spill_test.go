@@ -264,3 +264,56 @@ func TestSorterGrowsToWhatTheBudgetHolds(t *testing.T) {
 		s.Close()
 	}
 }
+
+// TestSorterSortsLargeInHalves: a sort large enough to be ordered in two
+// halves at once gives what a stable sort gives, whether the keys' first
+// pass splits them evenly or all but a few fall in one bucket.
+func TestSorterSortsLargeInHalves(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	const n = 3 * parallelAbove
+	for _, tc := range []struct {
+		name string
+		key  func(i int) uint32
+	}{
+		{"spread", func(int) uint32 { return rng.Uint32() }},
+		{"skewed", func(i int) uint32 {
+			if i%97 == 0 {
+				return rng.Uint32()
+			}
+			return rng.Uint32N(1 << 20)
+		}},
+		{"many ties", func(int) uint32 { return rng.Uint32N(1000) << 20 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := make([]rec, n)
+			for i := range in {
+				in[i] = rec{key: tc.key(i), seq: uint32(i)}
+			}
+			want := slices.Clone(in)
+			cmpRec := func(a, b rec) int {
+				if a.key != b.key {
+					if a.key < b.key {
+						return -1
+					}
+					return 1
+				}
+				return 0
+			}
+			slices.SortStableFunc(want, cmpRec)
+			codec := recCodec
+			codec.Compare = func(a, b *rec) int { return cmpRec(*a, *b) }
+			codec.Key = func(r *rec) uint64 { return uint64(r.key>>8) << 40 } // ties left to Compare
+			s := NewSorter(codec, 0, t.TempDir(), 8)
+			defer s.Close()
+			for i := range in {
+				if err := s.Add(&in[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, _ := s.InMemory()
+			if !slices.Equal(got, want) {
+				t.Fatal("the sort in halves differs from a stable sort")
+			}
+		})
+	}
+}
