@@ -290,7 +290,7 @@ func (s *Sorter[T]) sortItems() {
 		return a.at - b.at // stable: the order added
 	}
 	if s.codec.Key != nil {
-		bucketByKey(ents, func(part []ent) { slices.SortFunc(part, order) }, true)
+		bucketByKey(ents, func(part []ent) { slices.SortFunc(part, order) })
 	} else {
 		slices.SortFunc(ents, order)
 	}
@@ -331,13 +331,7 @@ type ent struct {
 // comparisons spent most of its time in them; after two or three passes a
 // bucket holds a handful. In place: a sort holds no more memory than
 // before (a run on disk is as large as memory_budget allows).
-//
-// With halves set (the first pass), the buckets are ordered in two halves
-// at once, one on another core: they are apart once the first pass has
-// moved them, and the passes after it are most of the sort. (A backfill
-// past memory sorts its runs one after the other while a merge feeds them,
-// on one core.)
-func bucketByKey(ents []ent, sort func([]ent), halves bool) {
+func bucketByKey(ents []ent, sort func([]ent)) {
 	if len(ents) <= smallBucket {
 		if len(ents) > 1 {
 			sort(ents)
@@ -377,30 +371,10 @@ func bucketByKey(ents []ent, sort func([]ent), halves bool) {
 			next[d]++
 		}
 	}
-	from := 0
-	if halves && len(ents) >= parallelAbove {
-		// the first buckets that hold half the entries, on another core
-		h := 1
-		for h < 256 && start[h] < len(ents)/2 {
-			h++
-		}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for d := range h {
-				bucketByKey(ents[start[d]:start[d+1]], sort, false)
-			}
-		}()
-		defer func() { <-done }()
-		from = h
-	}
-	for d := from; d < 256; d++ {
-		bucketByKey(ents[start[d]:start[d+1]], sort, false)
+	for d := range 256 {
+		bucketByKey(ents[start[d]:start[d+1]], sort)
 	}
 }
-
-// parallelAbove is the fewest entries sorted in two halves at once.
-const parallelAbove = 1 << 16
 
 // smallBucket is the most entries a bucket has that is sorted by
 // comparisons rather than bucketed again.
