@@ -27,8 +27,11 @@ import (
 //     (before the blocks; marked index_pkeys) is not used: the first run
 //     that finds it builds the packed one in its place.
 //   - pending: start of the run that wrote (Unix ms, 8 bytes big-endian),
-//     contact id → (seal only), one entry per contact and run with a write
-//     to an update file not seen yet: the contacts a warning names.
+//     contact id (no value), one entry per contact and run with a write to
+//     an update file not seen yet: the contacts a warning names. Packed in
+//     blocks like pkeys; an index of one key per entry (marked
+//     index_pending) is built again, packed, by the first run that finds
+//     it.
 //
 // Both change in the same transaction as the records they index, so a run
 // killed at any point leaves them true. A backfill rewrites the pkeys index
@@ -47,7 +50,10 @@ var (
 	// one is then not taken as built: one of the markers goes whenever the
 	// other is written.
 	keyPKeysFlat = []byte("index_pkeys")
-	keyPendingOK = []byte("index_pending")
+	// keyPendingOK, keyPendingFlat: the same pair for the index of pending
+	// writes.
+	keyPendingOK   = []byte("index_pending_packed")
+	keyPendingFlat = []byte("index_pending")
 )
 
 func pkeyIndexKey(pkey []byte, id extract.ID) []byte {
@@ -198,7 +204,6 @@ func (o *indexOps) changeValues(id extract.ID, old, new []byte) error {
 // not marked built is left alone: it is built whole later).
 func (s *Store) applyIndex(tx *bolt.Tx, o *indexOps) error {
 	pk, pd := s.indexesBuilt(tx)
-	var seals []byte
 	var blockOps []blockOp
 	apply := func(built bool, name []byte, ops []indexOp) error {
 		if !built || len(ops) == 0 {
@@ -208,43 +213,20 @@ func (s *Store) applyIndex(tx *bolt.Tx, o *indexOps) error {
 		if err != nil {
 			return err
 		}
-		vb := s.vb(b, string(name))
 		// A run's changes come in contact order: a pending write's key
 		// (its run's start, the contact) mostly in key order already.
 		byKey := func(x, y indexOp) int { return bytes.Compare(x.k, y.k) }
 		if !slices.IsSortedFunc(ops, byKey) {
 			slices.SortStableFunc(ops, byKey)
 		}
-		if bytes.Equal(name, bucketPKeys) {
-			for i, op := range ops {
-				if i+1 < len(ops) && bytes.Equal(ops[i+1].k, op.k) {
-					continue // changed again later in the transaction: the last change counts
-				}
-				blockOps = append(blockOps, blockOp{k: op.k, put: op.put})
-			}
-			return packed{vb}.apply(blockOps)
-		}
-		if seals == nil {
-			seals = make([]byte, 0, sealSize*len(o.pk)+sealSize*len(o.pd))
-		}
+		blockOps = blockOps[:0]
 		for i, op := range ops {
 			if i+1 < len(ops) && bytes.Equal(ops[i+1].k, op.k) {
 				continue // changed again later in the transaction: the last change counts
 			}
-			if op.put {
-				// an index entry holds no value, only its seal (kept
-				// until the transaction commits: bbolt holds on to it)
-				start := len(seals)
-				seals = appendSeal(seals, start, op.k)
-				err = vb.PutSealed(op.k, seals[start:])
-			} else {
-				err = vb.Delete(op.k)
-			}
-			if err != nil {
-				return err
-			}
+			blockOps = append(blockOps, blockOp{k: op.k, put: op.put})
 		}
-		return nil
+		return s.packed(b, string(name)).apply(blockOps)
 	}
 	if err := apply(pk, bucketPKeys, o.pk); err != nil {
 		return fmt.Errorf("the PKey index: %w", err)
@@ -263,7 +245,7 @@ func (s *Store) indexesBuilt(tx *bolt.Tx) (pkeys, pending bool) {
 		return false, false
 	}
 	vm := s.vb(meta, "meta")
-	return vm.Get(keyPKeysOK) != nil && vm.Get(keyPKeysFlat) == nil, vm.Get(keyPendingOK) != nil
+	return vm.Get(keyPKeysOK) != nil && vm.Get(keyPKeysFlat) == nil, vm.Get(keyPendingOK) != nil && vm.Get(keyPendingFlat) == nil
 }
 
 // IndexesReady says whether the indexes are built: a run can then find a
@@ -366,11 +348,11 @@ func (s *Store) BuildIndexes(ctx context.Context, budget int64, dir string) (int
 		return 0, fmt.Errorf("state %s: building its indexes: %w", s.path, err)
 	}
 	for _, x := range []struct {
-		done   bool
-		name   []byte
-		marker []byte
-		keys   *spill.Sorter[[]byte]
-	}{{pk, bucketPKeys, keyPKeysOK, pkeys}, {pd, bucketPending, keyPendingOK, pending}} {
+		done         bool
+		name         []byte
+		marker, flat []byte
+		keys         *spill.Sorter[[]byte]
+	}{{pk, bucketPKeys, keyPKeysOK, keyPKeysFlat, pkeys}, {pd, bucketPending, keyPendingOK, keyPendingFlat, pending}} {
 		if x.done {
 			continue
 		}
@@ -384,7 +366,7 @@ func (s *Store) BuildIndexes(ctx context.Context, budget int64, dir string) (int
 			}
 			return nil, stream.Err()
 		}
-		err = s.writeIndex(ctx, x.name, x.marker, next, nil, bytes.Equal(x.name, bucketPKeys))
+		err = s.writeIndex(ctx, x.name, x.marker, x.flat, next, nil)
 		stream.Close()
 		if err != nil {
 			return 0, fmt.Errorf("state %s: building its indexes: %w", s.path, err)
@@ -441,7 +423,7 @@ func (s *Store) buildLogIndex(ctx context.Context, budget int64, dir string) err
 		return err
 	}
 	defer stream.Close()
-	return s.writeIndex(ctx, bucketLogIndex, keyLogIndexOK, func() ([]byte, error) {
+	return s.writeIndex(ctx, bucketLogIndex, keyLogIndexOK, nil, func() ([]byte, error) {
 		if k := stream.Next(); k != nil {
 			return *k, nil
 		}
@@ -454,21 +436,23 @@ func (s *Store) buildLogIndex(ctx context.Context, budget int64, dir string) err
 		}
 		// an older optsync would write its entries to log_contact only
 		return s.vb(tx.Bucket(bucketMeta), "meta").Put(keySchema, []byte(fmt.Sprint(SchemaVersion)))
-	}, false)
+	})
 }
 
 // writeIndex replaces an index with the keys next gives (in order), in
 // transactions of indexChunk keys, and marks it built with the last, in
-// which fin (when set) runs too. pack packs the keys into blocks (packed.go:
-// the PKey index).
-func (s *Store) writeIndex(ctx context.Context, name, marker []byte, next func() ([]byte, error), fin func(*bolt.Tx) error, pack bool) error {
+// which fin (when set) runs too. An index with flat, the marker of its
+// layout of one key per entry (dropped here), is packed into blocks
+// (packed.go); one without is written a key per entry.
+func (s *Store) writeIndex(ctx context.Context, name, marker, flat []byte, next func() ([]byte, error), fin func(*bolt.Tx) error) error {
+	pack := flat != nil
 	if err := s.update(func(tx *bolt.Tx) error {
 		vm := s.vb(tx.Bucket(bucketMeta), "meta")
 		if err := vm.Delete(marker); err != nil {
 			return err
 		}
 		if pack {
-			if err := vm.Delete(keyPKeysFlat); err != nil {
+			if err := vm.Delete(flat); err != nil {
 				return err
 			}
 		}
@@ -772,7 +756,7 @@ func (r *Reader) PendingContacts(at int64, fn func(id extract.ID) bool) (err err
 		return nil
 	}
 	prefix := binary.BigEndian.AppendUint64(nil, uint64(at))
-	c := r.s.vb(b, "pending").Cursor()
+	c := r.s.packed(b, "pending").Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 		if len(k) != 24 {
 			return &CorruptError{Path: r.s.path, Problem: fmt.Sprintf("the index of pending writes holds a key %x of the wrong length", k)}
@@ -838,7 +822,7 @@ func (s *Store) VerifyIndexes() error {
 			}
 			slices.SortFunc(x.want, bytes.Compare)
 			var got [][]byte
-			if b := tx.Bucket(x.name); b != nil && bytes.Equal(x.name, bucketPKeys) {
+			if b := tx.Bucket(x.name); b != nil && !bytes.Equal(x.name, bucketLogIndex) {
 				c := s.packed(b, string(x.name)).Cursor()
 				for k, _ := c.First(); k != nil; k, _ = c.Next() {
 					got = append(got, slices.Clone(k))
