@@ -267,7 +267,7 @@ func (s *Store) IndexesReady() (bool, error) {
 // markIndexes marks a new file's (empty) indexes built.
 func (s *Store) markIndexes(tx *bolt.Tx) error {
 	vm := s.vb(tx.Bucket(bucketMeta), "meta")
-	for _, k := range [][]byte{keyPKeysOK, keyPendingOK, keyLogIndexOK} {
+	for _, k := range [][]byte{keyPKeysOK, keyPendingOK, keyLogPackedOK} {
 		if err := vm.Put(k, []byte("1")); err != nil {
 			return err
 		}
@@ -366,7 +366,7 @@ func (s *Store) BuildIndexes(ctx context.Context, budget int64, dir string) (int
 			}
 			return nil, stream.Err()
 		}
-		err = s.writeIndex(ctx, x.name, x.marker, x.flat, next, nil)
+		err = s.writeIndex(ctx, x.name, x.marker, x.flat, true, next, nil)
 		stream.Close()
 		if err != nil {
 			return 0, fmt.Errorf("state %s: building its indexes: %w", s.path, err)
@@ -386,10 +386,11 @@ func newKeySorter(budget int64, dir string) *spill.Sorter[[]byte] {
 	}, budget, dir, 24)
 }
 
-// buildLogIndex builds log_index from the log (a file from before it):
-// written whole in transactions of its own, the last of which marks it
-// built, drops log_contact and stores the schema that says so. Until
-// then log_contact is the index, and every write keeps it.
+// buildLogIndex builds log_index_packed from the log (a file from before
+// it): written whole in transactions of its own, the last of which marks
+// it built, drops log_contact or log_index (one key per entry) and its
+// mark, and stores the schema that says so. Until then the index the file
+// had is the index, and every write keeps it.
 func (s *Store) buildLogIndex(ctx context.Context, budget int64, dir string) error {
 	keys := newKeySorter(budget, dir)
 	defer keys.Close()
@@ -423,16 +424,21 @@ func (s *Store) buildLogIndex(ctx context.Context, budget int64, dir string) err
 		return err
 	}
 	defer stream.Close()
-	return s.writeIndex(ctx, bucketLogIndex, keyLogIndexOK, nil, func() ([]byte, error) {
+	return s.writeIndex(ctx, bucketLogPacked, keyLogPackedOK, nil, true, func() ([]byte, error) {
 		if k := stream.Next(); k != nil {
 			return *k, nil
 		}
 		return nil, stream.Err()
 	}, func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketLogContact) != nil {
-			if err := tx.DeleteBucket(bucketLogContact); err != nil {
-				return err
+		for _, name := range [][]byte{bucketLogContact, bucketLogIndex} {
+			if tx.Bucket(name) != nil {
+				if err := tx.DeleteBucket(name); err != nil {
+					return err
+				}
 			}
+		}
+		if err := s.vb(tx.Bucket(bucketMeta), "meta").Delete(keyLogIndexOK); err != nil {
+			return err
 		}
 		// an older optsync would write its entries to log_contact only
 		return s.vb(tx.Bucket(bucketMeta), "meta").Put(keySchema, []byte(fmt.Sprint(SchemaVersion)))
@@ -441,17 +447,16 @@ func (s *Store) buildLogIndex(ctx context.Context, budget int64, dir string) err
 
 // writeIndex replaces an index with the keys next gives (in order), in
 // transactions of indexChunk keys, and marks it built with the last, in
-// which fin (when set) runs too. An index with flat, the marker of its
-// layout of one key per entry (dropped here), is packed into blocks
-// (packed.go); one without is written a key per entry.
-func (s *Store) writeIndex(ctx context.Context, name, marker, flat []byte, next func() ([]byte, error), fin func(*bolt.Tx) error) error {
-	pack := flat != nil
+// which fin (when set) runs too. flat (when set) is the marker of the
+// index's layout of one key per entry in the same bucket, dropped with the
+// first. pack packs the keys into blocks (packed.go).
+func (s *Store) writeIndex(ctx context.Context, name, marker, flat []byte, pack bool, next func() ([]byte, error), fin func(*bolt.Tx) error) error {
 	if err := s.update(func(tx *bolt.Tx) error {
 		vm := s.vb(tx.Bucket(bucketMeta), "meta")
 		if err := vm.Delete(marker); err != nil {
 			return err
 		}
-		if pack {
+		if flat != nil {
 			if err := vm.Delete(flat); err != nil {
 				return err
 			}
@@ -809,26 +814,26 @@ func (s *Store) VerifyIndexes() error {
 				return err
 			}
 		}
-		if lg && tx.Bucket(bucketLogContact) != nil {
-			return fmt.Errorf("state %s: the log is indexed by log_index, and log_contact is still there", s.path)
+		for _, old := range [][]byte{bucketLogContact, bucketLogIndex} {
+			if lg && tx.Bucket(old) != nil {
+				return fmt.Errorf("state %s: the log is indexed by log_index_packed, and %s is still there", s.path, old)
+			}
 		}
 		for _, x := range []struct {
 			built bool
 			name  []byte
 			want  [][]byte
-		}{{pk, bucketPKeys, wantPK}, {pd, bucketPending, wantPD}, {lg, bucketLogIndex, wantLog}} {
+		}{{pk, bucketPKeys, wantPK}, {pd, bucketPending, wantPD}, {lg, bucketLogPacked, wantLog}} {
 			if !x.built {
 				continue
 			}
 			slices.SortFunc(x.want, bytes.Compare)
 			var got [][]byte
-			if b := tx.Bucket(x.name); b != nil && !bytes.Equal(x.name, bucketLogIndex) {
+			if b := tx.Bucket(x.name); b != nil {
 				c := s.packed(b, string(x.name)).Cursor()
 				for k, _ := c.First(); k != nil; k, _ = c.Next() {
 					got = append(got, slices.Clone(k))
 				}
-			} else if b != nil {
-				_ = b.ForEach(func(k, _ []byte) error { got = append(got, slices.Clone(k)); return nil })
 			}
 			if !slices.EqualFunc(got, x.want, bytes.Equal) {
 				return fmt.Errorf("state %s: the %s index holds %d entries, a read of every record makes %d (%s)", s.path, x.name, len(got), len(x.want), firstDiff(got, x.want))
