@@ -235,8 +235,8 @@ func decodeLog(k, v []byte, runs map[int64]logRun) (LogEntry, error) {
 // logBatch is a chunk of a run's decision-log entries, encoded and sealed
 // as they were added (by the goroutine that decides, not the one that
 // writes): entry i's key is keys[12i:12i+12], its sealed value
-// vals[ends[i-1]:ends[i]], its log_index key and that key's seal
-// idx[33i:33i+33].
+// vals[ends[i-1]:ends[i]], its log_index key idx[28i:28i+28] (not
+// sealed: the packed index seals a block at a time).
 type logBatch struct {
 	keys, vals, idx []byte
 	ends            []uint32
@@ -247,7 +247,6 @@ type logBatch struct {
 const (
 	logKeySize      = 12
 	logIndexKeySize = 8 + 16 + 4
-	logIndexStride  = logIndexKeySize + sealSize
 )
 
 func (l *logBatch) add(e *LogEntry) {
@@ -257,9 +256,7 @@ func (l *logBatch) add(e *LogEntry) {
 	start := len(l.vals)
 	l.vals = appendSeal(e.appendTo(l.vals), start, k)
 	l.ends = append(l.ends, uint32(len(l.vals)))
-	start = len(l.idx)
 	l.idx = appendLogIndexKey(l.idx, k, e.Contact)
-	l.idx = appendSeal(l.idx, len(l.idx), l.idx[start:])
 }
 
 func (l *logBatch) len() int { return len(l.ends) }
@@ -327,7 +324,7 @@ func (s *Store) putLog(tx *bolt.Tx, l *logBatch) error {
 	for i := range n {
 		order = append(order, i)
 	}
-	key := func(i int) []byte { return l.idx[i*logIndexStride : i*logIndexStride+logIndexKeySize] }
+	key := func(i int) []byte { return l.idx[i*logIndexKeySize : (i+1)*logIndexKeySize] }
 	byKey := func(a, b int) int { return bytes.Compare(key(a), key(b)) }
 	if !slices.IsSortedFunc(order, byKey) {
 		slices.SortFunc(order, byKey)
@@ -340,9 +337,8 @@ func (s *Store) putLog(tx *bolt.Tx, l *logBatch) error {
 		return packed{iv}.apply(ops)
 	}
 	for _, i := range order {
-		e := l.idx[i*logIndexStride : (i+1)*logIndexStride]
 		// an index entry holds no value, only its seal: the key is checked
-		if err := iv.PutSealed(e[:logIndexKeySize], e[logIndexKeySize:]); err != nil {
+		if err := iv.Put(key(i), nil); err != nil {
 			return err
 		}
 	}
