@@ -672,8 +672,9 @@ func (b *Batch) Put(id extract.ID, snap *transform.Snapshot) {
 
 func (b *Batch) put(id extract.ID, snap *transform.Snapshot, old *record) {
 	b.keys = append(b.keys, id)
-	// not sealed: the commit packs records into blocks, sealed per block
+	start := len(b.data)
 	b.data = b.s.encode(b.data, snap, old)
+	b.data = appendSeal(b.data, start, id[:]) // sealed here: the commit writes it as it is
 	b.ends = append(b.ends, uint32(len(b.data)))
 	b.counted = append(b.counted, false)
 	b.oldPK, b.oldAts = append(b.oldPK, nil), append(b.oldAts, nil)
@@ -718,7 +719,7 @@ func (b *Batch) putOver(id extract.ID, snap *transform.Snapshot, old *record) {
 	if i > 0 {
 		from = b.ends[i-1]
 	}
-	nr, _ := parseRecord(b.data[from:b.ends[i]])
+	nr, _ := parseRecord(b.data[from : b.ends[i]-sealSize])
 	b.newPK[i], b.newAts[i], _ = indexKeys(&nr, id)
 }
 
@@ -840,7 +841,8 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 				from = b.ends[i-1]
 			}
 			k := b.keys[i][:]
-			v := b.data[from:b.ends[i]]
+			sv := b.data[from:b.ends[i]] // sealed in put
+			v := sv[:len(sv)-sealSize]
 			carried := false
 			if len(s.unmapped) > 0 {
 				var nv []byte
