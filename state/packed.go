@@ -273,7 +273,7 @@ func (p packed) apply(ops []blockOp) error {
 		for j < len(ops) && (next == nil || bytes.Compare(ops[j].k, next) < 0) {
 			j++
 		}
-		out = mergeOps(out[:0], es, ops[i:j])
+		out = mergeOps(slices.Grow(out[:0], len(es)+j-i), es, ops[i:j])
 		if err := p.rewrite(bk, out, next == nil, &buf); err != nil {
 			return err
 		}
@@ -315,26 +315,36 @@ func (p packed) rewrite(bk []byte, es []blockEntry, last bool, scratch *[]byte) 
 		return nil
 	}
 	// Most often (a night's change) the entries fit in one block: encoded
-	// once.
+	// once. Encoding stops once they do not: a backfill's chunk of
+	// appended records (thousands of them) would otherwise be encoded
+	// whole into a buffer of megabytes only to be cut again below.
 	buf := (*scratch)[:0]
 	prev := es[0].k
+	fit := 0
 	for _, e := range es {
+		if len(buf) > blockCap {
+			break
+		}
 		buf = appendEntry(buf, prev, e.k, e.v)
 		prev = e.k
+		fit++
 	}
 	*scratch = buf
-	if len(buf) <= blockCap || len(es) == 1 {
+	if fit == len(es) && (len(buf) <= blockCap || len(es) == 1) {
 		return p.x.Put(es[0].k, buf) // Put seals a copy
 	}
-	size := len(buf)
-	parts := (size + blockCap - 1) / blockCap
-	if parts > 1 {
-		// cut into blocks three quarters full: room for the next inserts
-		parts = (size*4 + blockCap*3 - 1) / (blockCap * 3)
-	}
-	target := (size + parts - 1) / parts
-	if last {
-		target = blockCap
+	target := blockCap
+	if !last {
+		size := len(buf)
+		for i := fit; i < len(es); i++ {
+			size += entrySize(es[i-1].k, es[i].k, es[i].v)
+		}
+		parts := (size + blockCap - 1) / blockCap
+		if parts > 1 {
+			// cut into blocks three quarters full: room for the next inserts
+			parts = (size*4 + blockCap*3 - 1) / (blockCap * 3)
+		}
+		target = (size + parts - 1) / parts
 	}
 	for from := 0; from < len(es); {
 		first := es[from].k

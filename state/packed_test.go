@@ -412,3 +412,89 @@ func TestFileOfOneKeyPerRecordIsPacked(t *testing.T) {
 	}
 	checkTotals(t, st, "after a commit")
 }
+
+// TestRewriteCutsBlocksAsBefore: rewrite cuts a run of entries where the
+// rule says (one block when they fit; else, for the last block, each block
+// as full as the cap takes, and for any other, blocks of about equal size
+// three quarters full) however it reckons their size, so blocks a file
+// holds are cut the same way whether rewrite encoded them whole first or
+// not. The reference below encodes them whole.
+func TestRewriteCutsBlocksAsBefore(t *testing.T) {
+	reference := func(es []blockEntry, last bool) (counts []int) {
+		var buf []byte
+		prev := es[0].k
+		for _, e := range es {
+			buf = appendEntry(buf, prev, e.k, e.v)
+			prev = e.k
+		}
+		if len(buf) <= blockCap || len(es) == 1 {
+			return []int{len(es)}
+		}
+		size := len(buf)
+		parts := (size + blockCap - 1) / blockCap
+		if parts > 1 {
+			parts = (size*4 + blockCap*3 - 1) / (blockCap * 3)
+		}
+		target := (size + parts - 1) / parts
+		if last {
+			target = blockCap
+		}
+		for from := 0; from < len(es); {
+			buf = buf[:0]
+			prev = es[from].k
+			to := from
+			for to < len(es) {
+				n := len(buf)
+				buf = appendEntry(buf, prev, es[to].k, es[to].v)
+				if to > from && (len(buf) > blockCap || n >= target) {
+					break
+				}
+				prev = es[to].k
+				to++
+			}
+			counts = append(counts, to-from)
+			from = to
+		}
+		return counts
+	}
+	for _, tc := range []struct {
+		name  string
+		n     int
+		value int
+	}{
+		{"one entry", 1, 0},
+		{"one entry past the cap", 1, 3 * blockCap},
+		{"a few", 10, 20},
+		{"just past the cap", 30, 40},
+		{"a backfill's chunk", 5000, 60},
+		{"values of all sizes", 400, 300},
+	} {
+		for _, last := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s last=%v", tc.name, last), func(t *testing.T) {
+				rng := rand.New(rand.NewPCG(uint64(tc.n), uint64(tc.value)))
+				es := make([]blockEntry, tc.n)
+				for i := range es {
+					v := []byte(strings.Repeat("v", rng.IntN(tc.value+1)))
+					if tc.n == 1 {
+						v = []byte(strings.Repeat("v", tc.value))
+					}
+					es[i] = blockEntry{appendPKeyKey(nil, fmt.Sprintf("@p%06d", i), id(i)), v}
+				}
+				var scratch []byte
+				st := packedStore(t)
+				if err := st.update(func(tx *bolt.Tx) error {
+					return st.packed(tx.Bucket([]byte("t")), "t").rewrite(nil, es, last, &scratch)
+				}); err != nil {
+					t.Fatal(err)
+				}
+				var got []int
+				for _, b := range packedBlocks(t, st) {
+					got = append(got, len(b))
+				}
+				if want := reference(es, last); !slices.Equal(got, want) {
+					t.Fatalf("entries per block %v, want %v", got, want)
+				}
+			})
+		}
+	}
+}
