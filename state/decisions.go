@@ -92,7 +92,9 @@ func (s *Store) CommitDecisions(ctx context.Context, d *transform.Decider, dirty
 	s.reads.pause()
 	defer s.reads.stop()
 	for range 2 {
-		c.free <- s.NewBatch(min(dirty.Len(), c.size))
+		b := s.NewBatch(min(dirty.Len(), c.size))
+		b.wholePK = o.PKeys != nil
+		c.free <- b
 	}
 	next, err := dirty.reader()
 	if err != nil {

@@ -77,6 +77,16 @@ func indexKeys(r *record, id extract.ID) (pk []byte, ats []int64, err error) {
 	if r.flags&flagCSeen != 0 && len(r.pkey) > 0 {
 		pk = pkeyIndexKey(r.pkey, id)
 	}
+	ats, err = recordAts(r)
+	return pk, ats, err
+}
+
+// recordAts are the runs of a record's pending writes (sorted, once
+// each): its entries of the pending index.
+func recordAts(r *record) (ats []int64, err error) {
+	if r == nil {
+		return nil, nil
+	}
 	_, err = r.walk(func(e pairEntry) {
 		if e.flags>>6&3 != 0 {
 			ats = append(ats, e.dWrittenAt)
@@ -86,7 +96,7 @@ func indexKeys(r *record, id extract.ID) (pk []byte, ats []int64, err error) {
 		}
 	})
 	slices.Sort(ats)
-	return pk, slices.Compact(ats), err
+	return slices.Compact(ats), err
 }
 
 // indexOps collects the index changes of one transaction, to apply in key

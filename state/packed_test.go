@@ -498,3 +498,35 @@ func TestRewriteCutsBlocksAsBefore(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchThatWritesThePKeyIndexWholeNeedsItDropped: a batch of a commit
+// that writes the PKey index whole carries no PKey keys of its records, so
+// committed into a file whose index is built it would leave the index
+// short: the commit refuses it until the index is dropped.
+func TestBatchThatWritesThePKeyIndexWholeNeedsItDropped(t *testing.T) {
+	st, err := Open(filepath.Join(t.TempDir(), "state.db"), testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	put := func() *Batch {
+		b := st.NewBatch(1)
+		b.wholePK = true
+		r, err := st.Reader()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		b.PutRead(r, id(1), &transform.Snapshot{Known: true, CSeen: true, PKey: "@p1"})
+		return b
+	}
+	if err := st.Commit(context.Background(), put(), nil); err == nil || !strings.Contains(err.Error(), "PKey index whole") {
+		t.Fatalf("a batch without PKey keys committed into a built index: %v", err)
+	}
+	if err := st.DropPKeyIndex(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Commit(context.Background(), put(), nil); err != nil {
+		t.Fatal(err)
+	}
+}

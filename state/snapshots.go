@@ -655,6 +655,10 @@ type Batch struct {
 	wholeToEnd   bool
 	inWhole      bool
 	built        bool
+	// wholePK says the commit writes the PKey index whole (it dropped
+	// the index first): the records' own keys of it are not worked out,
+	// a million small allocations in a backfill.
+	wholePK bool
 }
 
 // NewBatch starts an empty batch sized for about n contacts.
@@ -708,7 +712,14 @@ func (b *Batch) putOver(id extract.ID, snap *transform.Snapshot, old *record) {
 	b.delta.addSnapshot(snap, b.s.pairIDs, 1)
 	i := len(b.counted) - 1
 	b.counted[i] = true
-	pk, ats, _ := indexKeys(old, id)
+	keys := indexKeys
+	if b.wholePK {
+		keys = func(r *record, _ extract.ID) ([]byte, []int64, error) {
+			ats, err := recordAts(r)
+			return nil, ats, err
+		}
+	}
+	pk, ats, _ := keys(old, id)
 	if pk == nil {
 		pk = []byte{} // known: none
 	}
@@ -720,7 +731,7 @@ func (b *Batch) putOver(id extract.ID, snap *transform.Snapshot, old *record) {
 		from = b.ends[i-1]
 	}
 	nr, _ := parseRecord(b.data[from : b.ends[i]-sealSize])
-	b.newPK[i], b.newAts[i], _ = indexKeys(&nr, id)
+	b.newPK[i], b.newAts[i], _ = keys(&nr, id)
 }
 
 // Reset empties the batch, keeping its memory.
@@ -835,6 +846,9 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 		var ops indexOps
 		pk, pd := s.indexesBuilt(tx)
 		ops.noPK, ops.noPD = !pk, !pd
+		if b.wholePK && pk {
+			return fmt.Errorf("state %s: a batch that writes the PKey index whole, but the file's index is built", s.path)
+		}
 		for _, i := range idx {
 			from := uint32(0)
 			if i > 0 {
