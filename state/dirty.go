@@ -175,23 +175,20 @@ func (s *Dirty) reader() (func(*transform.Entry) (bool, error), error) {
 		e.HasC, e.HasP = f&dirtyHasC != 0, f&dirtyHasP != 0
 		if f&dirtyRefs != 0 {
 			e.CI, e.PI = -1, -1
+			d := dirtyReader{b: b}
 			if e.HasC {
-				d, k := binary.Varint(b)
-				if k <= 0 || int64(lastC)+d < 0 || int64(lastC)+d >= int64(len(s.cItems)) {
+				if !d.place(&lastC, len(s.cItems)) {
 					return false, malformed
 				}
-				lastC, b = int32(int64(lastC)+d), b[k:]
 				e.CI, e.C = lastC, s.cItems[lastC]
 			}
 			if e.HasP {
-				d, k := binary.Varint(b)
-				if k <= 0 || int64(lastP)+d < 0 || int64(lastP)+d >= int64(len(s.pItems)) {
+				if !d.place(&lastP, len(s.pItems)) {
 					return false, malformed
 				}
-				lastP, b = int32(int64(lastP)+d), b[k:]
 				e.PI, e.P = lastP, s.pItems[lastP]
 			}
-			if len(b) != 0 || f&dirtyRowID != 0 && !e.HasC && !e.HasP {
+			if len(d.b) != 0 || f&dirtyRowID != 0 && !e.HasC && !e.HasP {
 				return false, malformed
 			}
 			switch {
@@ -394,6 +391,18 @@ func (r *dirtyReader) uvarint() uint64 {
 	}
 	r.b = r.b[n:]
 	return x
+}
+
+// place reads an entry's place in rows held n long, kept as its distance
+// from last, the previous entry's, and moves last to it; false: missing,
+// malformed or outside the rows.
+func (r *dirtyReader) place(last *int32, n int) bool {
+	p := int64(*last) + r.varint()
+	if r.bad || p < 0 || p >= int64(n) {
+		return false
+	}
+	*last = int32(p)
+	return true
 }
 
 // packTris packs a row's values, two bits each.
