@@ -676,9 +676,8 @@ func (b *Batch) Put(id extract.ID, snap *transform.Snapshot) {
 
 func (b *Batch) put(id extract.ID, snap *transform.Snapshot, old *record) {
 	b.keys = append(b.keys, id)
-	start := len(b.data)
+	// not sealed: the commit packs records into blocks, sealed per block
 	b.data = b.s.encode(b.data, snap, old)
-	b.data = appendSeal(b.data, start, id[:]) // sealed here: the commit writes it as it is
 	b.ends = append(b.ends, uint32(len(b.data)))
 	b.counted = append(b.counted, false)
 	b.oldPK, b.oldAts = append(b.oldPK, nil), append(b.oldAts, nil)
@@ -730,7 +729,7 @@ func (b *Batch) putOver(id extract.ID, snap *transform.Snapshot, old *record) {
 	if i > 0 {
 		from = b.ends[i-1]
 	}
-	nr, _ := parseRecord(b.data[from : b.ends[i]-sealSize])
+	nr, _ := parseRecord(b.data[from:b.ends[i]])
 	b.newPK[i], b.newAts[i], _ = keys(&nr, id)
 }
 
@@ -855,8 +854,7 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 				from = b.ends[i-1]
 			}
 			k := b.keys[i][:]
-			sv := b.data[from:b.ends[i]] // sealed in put
-			v := sv[:len(sv)-sealSize]
+			v := b.data[from:b.ends[i]]
 			carried := false
 			if len(s.unmapped) > 0 {
 				var nv []byte
