@@ -143,18 +143,11 @@ func TestWholePKeyIndexHoldsItsKeysOnly(t *testing.T) {
 // on runs keep it.
 func TestPKeyIndexOfOneKeyPerEntryIsRebuilt(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
-	st, err := Open(path, testPairs)
-	if err != nil {
-		t.Fatal(err)
+	ns := make([]int, 300)
+	for i := range ns {
+		ns[i] = i
 	}
-	b := st.NewBatch(0)
-	for n := range 300 {
-		s := fullSnap(n)
-		b.Put(id(n), &s)
-	}
-	if err := st.Commit(context.Background(), b, nil); err != nil {
-		t.Fatal(err)
-	}
+	st := openWith(t, path, testPairs, ns...)
 	// The old layout: every entry a key of its own, its value its seal.
 	var want []string
 	if err := st.update(func(tx *bolt.Tx) error {
@@ -256,18 +249,11 @@ func TestPKeyIndexOfOneKeyPerEntryIsRebuilt(t *testing.T) {
 // every seal.
 func TestDamagedPKeyBlockIsReported(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
-	st, err := Open(path, testPairs)
-	if err != nil {
-		t.Fatal(err)
+	ns := make([]int, 200)
+	for i := range ns {
+		ns[i] = i
 	}
-	b := st.NewBatch(0)
-	for n := range 200 {
-		s := fullSnap(n)
-		b.Put(id(n), &s)
-	}
-	if err := st.Commit(context.Background(), b, nil); err != nil {
-		t.Fatal(err)
-	}
+	st := openWith(t, path, testPairs, ns...)
 	var bk, bv []byte
 	var pkey string
 	if err := st.view(func(tx *bolt.Tx) error {
@@ -312,7 +298,7 @@ func TestDamagedPKeyBlockIsReported(t *testing.T) {
 		_, err = r.PKeyContacts(pkey)
 		return err
 	}
-	err = lookup()
+	err := lookup()
 	var ce *CorruptError
 	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "pkeys") || !strings.Contains(err.Error(), printable(bk)) {
 		t.Fatalf("a lookup through a damaged block: %v", err)
