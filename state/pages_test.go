@@ -119,6 +119,43 @@ func TestLookupsInOrderCheckThePagesTheyPass(t *testing.T) {
 	})
 }
 
+// TestSeekPastTheEndChecksTheLastLeafOnly: a lookup of an id past every
+// key seeks to the end and steps back to the block before it (the one that
+// would hold it), passing the last leaf only. A damaged leaf near the start
+// is not on its way, so it does not stop the lookup (the step back once
+// checked every page from the bucket's first key, at every such lookup).
+func TestSeekPastTheEndChecksTheLastLeafOnly(t *testing.T) {
+	path, leaves, pageSize := carryFixture(t)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idOf := func(k []byte) extract.ID { var i extract.ID; copy(i[:], k); return i }
+	if len(leaves) < 4 {
+		t.Fatalf("the fixture has %d leaves, want 4 or more", len(leaves))
+	}
+	p, _ := readRawPage(data, leaves[1].id, uint64(len(data))/pageSize, pageSize)
+	v, _ := p.value(1)
+	v[0] ^= 0x10
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := readerOf(t, path)
+	var s transform.Snapshot
+	if found, err := r.Get(id(2*fixtureContacts+3), &s); err != nil || found {
+		t.Fatalf("Get past every key: found %v, %v; want not found, no error", found, err)
+	}
+	if found, err := r.Get(id(2*fixtureContacts), &s); err != nil || !found {
+		t.Fatalf("Get of the last record: found %v, %v", found, err)
+	}
+	// what passes the damaged leaf still finds it
+	r.k, r.end = nil, false
+	var ce *CorruptError
+	if _, err := r.Get(idOf(leaves[1].first), &s); !errors.As(err, &ce) {
+		t.Fatalf("Get on the damaged leaf: %v, want a *CorruptError", err)
+	}
+}
+
 // readerOf opens the state file at path and a read view of it, both
 // closed when the test (or subtest) ends.
 func readerOf(t *testing.T, path string) *Reader {

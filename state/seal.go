@@ -233,7 +233,16 @@ func (c *vcursor) Seek(k []byte) ([]byte, []byte) {
 		c.leaf = leafRange{}
 	}
 	c.last = append(c.last[:0], k...)
-	return c.at(c.c.Seek(k))
+	fk, fv := c.c.Seek(k)
+	if fk == nil {
+		// Past the last key, bbolt's cursor stands at k's place on the
+		// last leaf (checked above): a step back from there passes the
+		// pages between k and the key before it. Forgetting k would make
+		// that step check every page from the bucket's first — a packed
+		// bucket appended to at its end walked all of it per write.
+		return nil, nil
+	}
+	return c.at(fk, fv)
 }
 
 // errUnsealed says a file from before the seals was opened to be written:
