@@ -27,8 +27,11 @@ import (
 //     (before the blocks; marked index_pkeys) is not used: the first run
 //     that finds it builds the packed one in its place.
 //   - pending: start of the run that wrote (Unix ms, 8 bytes big-endian),
-//     contact id → (seal only), one entry per contact and run with a write
-//     to an update file not seen yet: the contacts a warning names.
+//     contact id (no value), one entry per contact and run with a write to
+//     an update file not seen yet: the contacts a warning names. Packed in
+//     blocks like pkeys; an index of one key per entry (marked
+//     index_pending) is built again, packed, by the first run that finds
+//     it.
 //
 // Both change in the same transaction as the records they index, so a run
 // killed at any point leaves them true. A backfill rewrites the pkeys index
@@ -47,7 +50,10 @@ var (
 	// one is then not taken as built: one of the markers goes whenever the
 	// other is written.
 	keyPKeysFlat = []byte("index_pkeys")
-	keyPendingOK = []byte("index_pending")
+	// keyPendingOK, keyPendingFlat: the same pair for the index of pending
+	// writes.
+	keyPendingOK   = []byte("index_pending_packed")
+	keyPendingFlat = []byte("index_pending")
 )
 
 func pkeyIndexKey(pkey []byte, id extract.ID) []byte {
@@ -208,7 +214,6 @@ func (o *indexOps) changeValues(id extract.ID, old, new []byte) error {
 // not marked built is left alone: it is built whole later).
 func (s *Store) applyIndex(tx *bolt.Tx, o *indexOps) error {
 	pk, pd := s.indexesBuilt(tx)
-	var seals []byte
 	var blockOps []blockOp
 	apply := func(built bool, name []byte, ops []indexOp) error {
 		if !built || len(ops) == 0 {
@@ -218,43 +223,20 @@ func (s *Store) applyIndex(tx *bolt.Tx, o *indexOps) error {
 		if err != nil {
 			return err
 		}
-		vb := s.vb(b, string(name))
 		// A run's changes come in contact order: a pending write's key
 		// (its run's start, the contact) mostly in key order already.
 		byKey := func(x, y indexOp) int { return bytes.Compare(x.k, y.k) }
 		if !slices.IsSortedFunc(ops, byKey) {
 			slices.SortStableFunc(ops, byKey)
 		}
-		if bytes.Equal(name, bucketPKeys) {
-			for i, op := range ops {
-				if i+1 < len(ops) && bytes.Equal(ops[i+1].k, op.k) {
-					continue // changed again later in the transaction: the last change counts
-				}
-				blockOps = append(blockOps, blockOp{k: op.k, put: op.put})
-			}
-			return packed{vb}.apply(blockOps)
-		}
-		if seals == nil {
-			seals = make([]byte, 0, sealSize*len(o.pk)+sealSize*len(o.pd))
-		}
+		blockOps = blockOps[:0]
 		for i, op := range ops {
 			if i+1 < len(ops) && bytes.Equal(ops[i+1].k, op.k) {
 				continue // changed again later in the transaction: the last change counts
 			}
-			if op.put {
-				// an index entry holds no value, only its seal (kept
-				// until the transaction commits: bbolt holds on to it)
-				start := len(seals)
-				seals = appendSeal(seals, start, op.k)
-				err = vb.PutSealed(op.k, seals[start:])
-			} else {
-				err = vb.Delete(op.k)
-			}
-			if err != nil {
-				return err
-			}
+			blockOps = append(blockOps, blockOp{k: op.k, put: op.put})
 		}
-		return nil
+		return s.packed(b, string(name)).apply(blockOps)
 	}
 	if err := apply(pk, bucketPKeys, o.pk); err != nil {
 		return fmt.Errorf("the PKey index: %w", err)
@@ -273,7 +255,7 @@ func (s *Store) indexesBuilt(tx *bolt.Tx) (pkeys, pending bool) {
 		return false, false
 	}
 	vm := s.vb(meta, "meta")
-	return vm.Get(keyPKeysOK) != nil && vm.Get(keyPKeysFlat) == nil, vm.Get(keyPendingOK) != nil
+	return vm.Get(keyPKeysOK) != nil && vm.Get(keyPKeysFlat) == nil, vm.Get(keyPendingOK) != nil && vm.Get(keyPendingFlat) == nil
 }
 
 // IndexesReady says whether the indexes are built: a run can then find a
@@ -295,7 +277,7 @@ func (s *Store) IndexesReady() (bool, error) {
 // markIndexes marks a new file's (empty) indexes built.
 func (s *Store) markIndexes(tx *bolt.Tx) error {
 	vm := s.vb(tx.Bucket(bucketMeta), "meta")
-	for _, k := range [][]byte{keyPKeysOK, keyPendingOK, keyLogIndexOK} {
+	for _, k := range [][]byte{keyPKeysOK, keyPendingOK, keyLogPackedOK} {
 		if err := vm.Put(k, []byte("1")); err != nil {
 			return err
 		}
@@ -376,11 +358,11 @@ func (s *Store) BuildIndexes(ctx context.Context, budget int64, dir string) (int
 		return 0, fmt.Errorf("state %s: building its indexes: %w", s.path, err)
 	}
 	for _, x := range []struct {
-		done   bool
-		name   []byte
-		marker []byte
-		keys   *spill.Sorter[[]byte]
-	}{{pk, bucketPKeys, keyPKeysOK, pkeys}, {pd, bucketPending, keyPendingOK, pending}} {
+		done         bool
+		name         []byte
+		marker, flat []byte
+		keys         *spill.Sorter[[]byte]
+	}{{pk, bucketPKeys, keyPKeysOK, keyPKeysFlat, pkeys}, {pd, bucketPending, keyPendingOK, keyPendingFlat, pending}} {
 		if x.done {
 			continue
 		}
@@ -394,7 +376,7 @@ func (s *Store) BuildIndexes(ctx context.Context, budget int64, dir string) (int
 			}
 			return nil, stream.Err()
 		}
-		err = s.writeIndex(ctx, x.name, x.marker, next, nil, bytes.Equal(x.name, bucketPKeys))
+		err = s.writeIndex(ctx, x.name, x.marker, x.flat, true, next, nil)
 		stream.Close()
 		if err != nil {
 			return 0, fmt.Errorf("state %s: building its indexes: %w", s.path, err)
@@ -414,10 +396,11 @@ func newKeySorter(budget int64, dir string) *spill.Sorter[[]byte] {
 	}, budget, dir, 24)
 }
 
-// buildLogIndex builds log_index from the log (a file from before it):
-// written whole in transactions of its own, the last of which marks it
-// built, drops log_contact and stores the schema that says so. Until
-// then log_contact is the index, and every write keeps it.
+// buildLogIndex builds log_index_packed from the log (a file from before
+// it): written whole in transactions of its own, the last of which marks
+// it built, drops log_contact or log_index (one key per entry) and its
+// mark, and stores the schema that says so. Until then the index the file
+// had is the index, and every write keeps it.
 func (s *Store) buildLogIndex(ctx context.Context, budget int64, dir string) error {
 	keys := newKeySorter(budget, dir)
 	defer keys.Close()
@@ -451,34 +434,40 @@ func (s *Store) buildLogIndex(ctx context.Context, budget int64, dir string) err
 		return err
 	}
 	defer stream.Close()
-	return s.writeIndex(ctx, bucketLogIndex, keyLogIndexOK, func() ([]byte, error) {
+	return s.writeIndex(ctx, bucketLogPacked, keyLogPackedOK, nil, true, func() ([]byte, error) {
 		if k := stream.Next(); k != nil {
 			return *k, nil
 		}
 		return nil, stream.Err()
 	}, func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketLogContact) != nil {
-			if err := tx.DeleteBucket(bucketLogContact); err != nil {
-				return err
+		for _, name := range [][]byte{bucketLogContact, bucketLogIndex} {
+			if tx.Bucket(name) != nil {
+				if err := tx.DeleteBucket(name); err != nil {
+					return err
+				}
 			}
+		}
+		if err := s.vb(tx.Bucket(bucketMeta), "meta").Delete(keyLogIndexOK); err != nil {
+			return err
 		}
 		// an older optsync would write its entries to log_contact only
 		return s.vb(tx.Bucket(bucketMeta), "meta").Put(keySchema, []byte(fmt.Sprint(SchemaVersion)))
-	}, false)
+	})
 }
 
 // writeIndex replaces an index with the keys next gives (in order), in
 // transactions of indexChunk keys, and marks it built with the last, in
-// which fin (when set) runs too. pack packs the keys into blocks (packed.go:
-// the PKey index).
-func (s *Store) writeIndex(ctx context.Context, name, marker []byte, next func() ([]byte, error), fin func(*bolt.Tx) error, pack bool) error {
+// which fin (when set) runs too. flat (when set) is the marker of the
+// index's layout of one key per entry in the same bucket, dropped with the
+// first. pack packs the keys into blocks (packed.go).
+func (s *Store) writeIndex(ctx context.Context, name, marker, flat []byte, pack bool, next func() ([]byte, error), fin func(*bolt.Tx) error) error {
 	if err := s.update(func(tx *bolt.Tx) error {
 		vm := s.vb(tx.Bucket(bucketMeta), "meta")
 		if err := vm.Delete(marker); err != nil {
 			return err
 		}
-		if pack {
-			if err := vm.Delete(keyPKeysFlat); err != nil {
+		if flat != nil {
+			if err := vm.Delete(flat); err != nil {
 				return err
 			}
 		}
@@ -782,7 +771,7 @@ func (r *Reader) PendingContacts(at int64, fn func(id extract.ID) bool) (err err
 		return nil
 	}
 	prefix := binary.BigEndian.AppendUint64(nil, uint64(at))
-	c := r.s.vb(b, "pending").Cursor()
+	c := r.s.packed(b, "pending").Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 		if len(k) != 24 {
 			return &CorruptError{Path: r.s.path, Problem: fmt.Sprintf("the index of pending writes holds a key %x of the wrong length", k)}
@@ -835,26 +824,26 @@ func (s *Store) VerifyIndexes() error {
 				return err
 			}
 		}
-		if lg && tx.Bucket(bucketLogContact) != nil {
-			return fmt.Errorf("state %s: the log is indexed by log_index, and log_contact is still there", s.path)
+		for _, old := range [][]byte{bucketLogContact, bucketLogIndex} {
+			if lg && tx.Bucket(old) != nil {
+				return fmt.Errorf("state %s: the log is indexed by log_index_packed, and %s is still there", s.path, old)
+			}
 		}
 		for _, x := range []struct {
 			built bool
 			name  []byte
 			want  [][]byte
-		}{{pk, bucketPKeys, wantPK}, {pd, bucketPending, wantPD}, {lg, bucketLogIndex, wantLog}} {
+		}{{pk, bucketPKeys, wantPK}, {pd, bucketPending, wantPD}, {lg, bucketLogPacked, wantLog}} {
 			if !x.built {
 				continue
 			}
 			slices.SortFunc(x.want, bytes.Compare)
 			var got [][]byte
-			if b := tx.Bucket(x.name); b != nil && bytes.Equal(x.name, bucketPKeys) {
+			if b := tx.Bucket(x.name); b != nil {
 				c := s.packed(b, string(x.name)).Cursor()
 				for k, _ := c.First(); k != nil; k, _ = c.Next() {
 					got = append(got, slices.Clone(k))
 				}
-			} else if b != nil {
-				_ = b.ForEach(func(k, _ []byte) error { got = append(got, slices.Clone(k)); return nil })
 			}
 			if !slices.EqualFunc(got, x.want, bytes.Equal) {
 				return fmt.Errorf("state %s: the %s index holds %d entries, a read of every record makes %d (%s)", s.path, x.name, len(got), len(x.want), firstDiff(got, x.want))

@@ -34,13 +34,51 @@ import (
 // still has log_contact, whole, and no mark that log_index is built; the
 // next run builds it again. The transaction that marks it built drops
 // log_contact.
+//
+// log_index's entries are packed in blocks (packed.go) in a bucket of their
+// own, log_index_packed (marked index_log_packed, schema 10): a run's
+// entries append to its last block instead of costing a bbolt key each.
+// A file of schema 8 or 9 keeps log_index (one key per entry, marked
+// index_log), read and written as it is, until the first run that opens
+// it builds log_index_packed from the log the same way; the transaction
+// that marks it built drops log_index and its mark. An older optsync
+// refuses the file by its schema.
 var (
 	bucketLog        = []byte("log")
 	bucketLogContact = []byte("log_contact")
 	bucketLogIndex   = []byte("log_index")
+	bucketLogPacked  = []byte("log_index_packed")
 	bucketLogRuns    = []byte("log_runs")
 	keyLogIndexOK    = []byte("index_log")
+	keyLogPackedOK   = []byte("index_log_packed")
 )
+
+// logLayout is how a file indexes its log by contact.
+type logLayout int
+
+const (
+	logByContact logLayout = iota // log_contact (schema 7 and before)
+	logFlat                       // log_index, one key per entry (schema 8, 9)
+	logPacked                     // log_index_packed
+)
+
+// layoutOfLog says how the file's log is indexed. Both marks (an older
+// optsync's own build over the packed one) is log_index: the packed one
+// is then not taken as built.
+func (s *Store) layoutOfLog(tx *bolt.Tx) logLayout {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		return logByContact
+	}
+	vm := s.vb(meta, "meta")
+	switch {
+	case vm.Get(keyLogIndexOK) != nil:
+		return logFlat
+	case vm.Get(keyLogPackedOK) != nil:
+		return logPacked
+	}
+	return logByContact
+}
 
 // logIndexKey is an entry's key in log_index: the run's start (as in the
 // log's key), the contact, the sequence number.
@@ -53,11 +91,10 @@ func appendLogIndexKey(dst, lk []byte, contact extract.ID) []byte {
 	return append(append(append(dst, lk[:8]...), contact[:]...), lk[8:12]...)
 }
 
-// logIndexed says whether the file's log is indexed by log_index (else by
-// log_contact).
+// logIndexed says whether the file's log is indexed by log_index_packed
+// (else it is built from the log by the first run that finds it not).
 func (s *Store) logIndexed(tx *bolt.Tx) bool {
-	meta := tx.Bucket(bucketMeta)
-	return meta != nil && s.vb(meta, "meta").Get(keyLogIndexOK) != nil
+	return s.layoutOfLog(tx) == logPacked
 }
 
 // LogEntry is one decision as kept in state: an audit row.
@@ -198,8 +235,8 @@ func decodeLog(k, v []byte, runs map[int64]logRun) (LogEntry, error) {
 // logBatch is a chunk of a run's decision-log entries, encoded and sealed
 // as they were added (by the goroutine that decides, not the one that
 // writes): entry i's key is keys[12i:12i+12], its sealed value
-// vals[ends[i-1]:ends[i]], its log_index key and that key's seal
-// idx[33i:33i+33].
+// vals[ends[i-1]:ends[i]], its log_index key idx[28i:28i+28] (not
+// sealed: the packed index seals a block at a time).
 type logBatch struct {
 	keys, vals, idx []byte
 	ends            []uint32
@@ -210,7 +247,6 @@ type logBatch struct {
 const (
 	logKeySize      = 12
 	logIndexKeySize = 8 + 16 + 4
-	logIndexStride  = logIndexKeySize + sealSize
 )
 
 func (l *logBatch) add(e *LogEntry) {
@@ -220,9 +256,7 @@ func (l *logBatch) add(e *LogEntry) {
 	start := len(l.vals)
 	l.vals = appendSeal(e.appendTo(l.vals), start, k)
 	l.ends = append(l.ends, uint32(len(l.vals)))
-	start = len(l.idx)
 	l.idx = appendLogIndexKey(l.idx, k, e.Contact)
-	l.idx = appendSeal(l.idx, len(l.idx), l.idx[start:])
 }
 
 func (l *logBatch) len() int { return len(l.ends) }
@@ -241,10 +275,8 @@ func (s *Store) putLog(tx *bolt.Tx, l *logBatch) error {
 	if err != nil {
 		return err
 	}
-	indexed, name := s.logIndexed(tx), bucketLogContact
-	if indexed {
-		name = bucketLogIndex
-	}
+	layout := s.layoutOfLog(tx)
+	name := map[logLayout][]byte{logByContact: bucketLogContact, logFlat: bucketLogIndex, logPacked: bucketLogPacked}[layout]
 	ib, err := tx.CreateBucketIfNotExists(name)
 	if err != nil {
 		return err
@@ -273,7 +305,7 @@ func (s *Store) putLog(tx *bolt.Tx, l *logBatch) error {
 			return err
 		}
 	}
-	if !indexed {
+	if layout == logByContact {
 		iv := s.vb(ib, "log_contact")
 		for i := range n {
 			k := l.keys[i*logKeySize : (i+1)*logKeySize]
@@ -287,20 +319,26 @@ func (s *Store) putLog(tx *bolt.Tx, l *logBatch) error {
 	// A run's chunks come in contact order: its entries go to the end, in
 	// the order they came (sorted only when they did not).
 	ib.FillPercent = 1
-	iv := s.vb(ib, "log_index")
+	iv := s.vb(ib, string(name))
 	order := make([]int, 0, n)
 	for i := range n {
 		order = append(order, i)
 	}
-	key := func(i int) []byte { return l.idx[i*logIndexStride : i*logIndexStride+logIndexKeySize] }
+	key := func(i int) []byte { return l.idx[i*logIndexKeySize : (i+1)*logIndexKeySize] }
 	byKey := func(a, b int) int { return bytes.Compare(key(a), key(b)) }
 	if !slices.IsSortedFunc(order, byKey) {
 		slices.SortFunc(order, byKey)
 	}
+	if layout == logPacked {
+		ops := make([]blockOp, 0, n)
+		for _, i := range order {
+			ops = append(ops, blockOp{k: key(i), put: true})
+		}
+		return packed{iv}.apply(ops)
+	}
 	for _, i := range order {
-		e := l.idx[i*logIndexStride : (i+1)*logIndexStride]
 		// an index entry holds no value, only its seal: the key is checked
-		if err := iv.PutSealed(e[:logIndexKeySize], e[logIndexKeySize:]); err != nil {
+		if err := iv.Put(key(i), nil); err != nil {
 			return err
 		}
 	}
@@ -365,8 +403,21 @@ func (s *Store) QueryLog(q LogQuery, fn func(*LogEntry) error) error {
 			}
 			return fn(&e)
 		}
-		if q.Contact != nil && s.logIndexed(tx) {
-			return s.contactLog(tx, *q.Contact, q.Since, lv, match)
+		if q.Contact != nil {
+			switch s.layoutOfLog(tx) {
+			case logPacked:
+				ib := tx.Bucket(bucketLogPacked)
+				if ib == nil {
+					return nil
+				}
+				return s.contactLog(s.packed(ib, "log_index_packed").Cursor(), *q.Contact, q.Since, lv, match)
+			case logFlat:
+				ib := tx.Bucket(bucketLogIndex)
+				if ib == nil {
+					return nil
+				}
+				return s.contactLog(s.vb(ib, "log_index").Cursor(), *q.Contact, q.Since, lv, match)
+			}
 		}
 		if q.Contact != nil {
 			ib := tx.Bucket(bucketLogContact)
@@ -408,14 +459,9 @@ func (s *Store) QueryLog(q LogQuery, fn func(*LogEntry) error) error {
 }
 
 // contactLog hands match the entries of one contact, oldest first: in each
-// run kept (from since on), the contact's keys of log_index, one seek
-// apart; a seek past them lands on the next run.
-func (s *Store) contactLog(tx *bolt.Tx, contact extract.ID, since time.Time, lv vbucket, match func(k, v []byte) error) error {
-	ib := tx.Bucket(bucketLogIndex)
-	if ib == nil {
-		return nil
-	}
-	c := s.vb(ib, "log_index").Cursor()
+// run kept (from since on), the contact's keys of the log's index (c), one
+// seek apart; a seek past them lands on the next run.
+func (s *Store) contactLog(c entryCursor, contact extract.ID, since time.Time, lv vbucket, match func(k, v []byte) error) error {
 	from := []byte{}
 	if !since.IsZero() {
 		from = logKey(since, 0)[:8]
@@ -447,10 +493,13 @@ func (s *Store) contactLog(tx *bolt.Tx, contact extract.ID, since time.Time, lv 
 
 // pruneLog deletes entries of runs started before cutoff.
 func (s *Store) pruneLog(tx *bolt.Tx, cutoff time.Time) (int, error) {
-	indexed := s.logIndexed(tx)
+	layout := s.layoutOfLog(tx)
 	lb, ib := tx.Bucket(bucketLog), tx.Bucket(bucketLogContact)
-	if indexed {
+	switch layout {
+	case logFlat:
 		ib = tx.Bucket(bucketLogIndex)
+	case logPacked:
+		ib = tx.Bucket(bucketLogPacked)
 	}
 	if lb == nil || ib == nil {
 		return 0, nil
@@ -464,16 +513,28 @@ func (s *Store) pruneLog(tx *bolt.Tx, cutoff time.Time) (int, error) {
 		}
 		doomed = append(doomed, append(append([]byte{}, v[:16]...), k...))
 	}
+	var ops []blockOp
 	for _, ik := range doomed {
 		if err := lb.Delete(ik[16:]); err != nil {
 			return 0, err
 		}
-		if indexed {
+		if layout != logByContact {
 			var contact extract.ID
 			copy(contact[:], ik)
 			ik = logIndexKey(ik[16:], contact)
 		}
+		if layout == logPacked {
+			ops = append(ops, blockOp{k: ik})
+			continue
+		}
 		if err := ib.Delete(ik); err != nil {
+			return 0, err
+		}
+	}
+	if len(ops) > 0 {
+		// by run, then contact: a block is read and rewritten once
+		slices.SortFunc(ops, func(a, b blockOp) int { return bytes.Compare(a.k, b.k) })
+		if err := s.packed(ib, "log_index_packed").apply(ops); err != nil {
 			return 0, err
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -142,7 +143,7 @@ func TestQueryLog(t *testing.T) {
 	checkQueries(t, st)
 	// The index appends each run's entries, in contact order within it.
 	var got []string
-	for _, k := range bucketKeys(t, st, bucketLogIndex) {
+	for _, k := range indexEntries(t, st, bucketLogPacked) {
 		got = append(got, fmt.Sprintf("%s/%d/%d", time.Unix(0, int64(binary.BigEndian.Uint64(k))).Sub(logT0), k[23], binary.BigEndian.Uint32(k[24:])))
 	}
 	want := []string{"0s/1/1", "0s/1/3", "0s/2/2", "1h0m0s/1/1", "1h0m0s/1/2", "2h0m0s/1/2", "2h0m0s/2/1"}
@@ -155,17 +156,23 @@ func TestQueryLog(t *testing.T) {
 }
 
 // withoutLogIndex makes st's log look as schema 7 kept it, indexed by
-// contact first (log_contact): no log_index, no mark, schema 7.
+// contact first (log_contact): no log_index (of either layout), no mark,
+// schema 7.
 func withoutLogIndex(t *testing.T, st *Store) {
 	t.Helper()
 	if err := st.db.Update(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketLogIndex) != nil {
-			if err := tx.DeleteBucket(bucketLogIndex); err != nil {
-				return err
+		for _, name := range [][]byte{bucketLogIndex, bucketLogPacked} {
+			if tx.Bucket(name) != nil {
+				if err := tx.DeleteBucket(name); err != nil {
+					return err
+				}
 			}
 		}
 		meta := st.vb(tx.Bucket(bucketMeta), "meta")
 		if err := meta.Put(keySchema, []byte("7")); err != nil {
+			return err
+		}
+		if err := meta.Delete(keyLogPackedOK); err != nil {
 			return err
 		}
 		return meta.Delete(keyLogIndexOK)
@@ -193,8 +200,8 @@ func TestLogIndexBuiltFromAnOlderFile(t *testing.T) {
 	}
 	defer func() { st.Close() }()
 	fillLog(t, st)
-	if n := len(bucketKeys(t, st, bucketLogContact)); n != 7 || len(bucketKeys(t, st, bucketLogIndex)) != 0 {
-		t.Fatalf("an older file's writes: log_contact holds %d entries, log_index %d", n, len(bucketKeys(t, st, bucketLogIndex)))
+	if n := len(bucketKeys(t, st, bucketLogContact)); n != 7 || len(indexEntries(t, st, bucketLogPacked)) != 0 {
+		t.Fatalf("an older file's writes: log_contact holds %d entries, log_index_packed %d", n, len(indexEntries(t, st, bucketLogPacked)))
 	}
 	checkQueries(t, st)
 	if ready, err := st.IndexesReady(); err != nil || ready {
@@ -206,8 +213,10 @@ func TestLogIndexBuiltFromAnOlderFile(t *testing.T) {
 	if _, err := st.BuildIndexes(&stopAfter{Context: context.Background(), n: 1}, 1<<20, t.TempDir()); !errors.Is(err, context.Canceled) {
 		t.Fatalf("a build stopped half-way: %v", err)
 	}
-	if n := len(bucketKeys(t, st, bucketLogIndex)); n != 2 {
-		t.Fatalf("the stopped build wrote %d keys of log_index, want 2 (the test stops it elsewhere)", n)
+	// (packed, the block being filled goes with a later transaction: the
+	// first wrote none of the 7 entries)
+	if n := len(indexEntries(t, st, bucketLogPacked)); n >= 7 || !hasBucket(t, st, bucketLogPacked) {
+		t.Fatalf("the stopped build wrote %d entries of log_index_packed, want fewer than 7 (the test stops it elsewhere)", n)
 	}
 	if ready, err := st.IndexesReady(); err != nil || ready {
 		t.Fatalf("indexes ready after a build stopped half-way: %v %v", ready, err)
@@ -313,6 +322,30 @@ func bucketKeys(t *testing.T, st *Store, name []byte) [][]byte {
 	return out
 }
 
+// indexEntries are the entries' keys of the packed index name, in order.
+func indexEntries(t *testing.T, st *Store, name []byte) [][]byte {
+	t.Helper()
+	var out [][]byte
+	if err := st.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(name)
+		if b == nil {
+			return nil
+		}
+		return st.packed(b, string(name)).ForEach(func(k, _ []byte) error { out = append(out, slices.Clone(k)); return nil })
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func hasBucket(t *testing.T, st *Store, name []byte) (has bool) {
+	t.Helper()
+	if err := st.db.View(func(tx *bolt.Tx) error { has = tx.Bucket(name) != nil; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return has
+}
+
 func TestPruneLog(t *testing.T) {
 	st, err := Open(filepath.Join(t.TempDir(), "state.db"), testPairs)
 	if err != nil {
@@ -341,17 +374,184 @@ func TestPruneLog(t *testing.T) {
 	if got, want := queryNames(t, st, LogQuery{Contact: &a}), []string{"r2/1/1/donotemail", "r2/2/1/xx_sms", "r3/2/1/xx_sms"}; !slices.Equal(got, want) {
 		t.Errorf("contact after prune: %v, want %v", got, want)
 	}
-	if n, m := len(bucketKeys(t, st, bucketLog)), len(bucketKeys(t, st, bucketLogIndex)); n != 4 || m != 4 {
+	if n, m := len(bucketKeys(t, st, bucketLog)), len(indexEntries(t, st, bucketLogPacked)); n != 4 || m != 4 {
 		t.Errorf("log has %d entries, contact index %d; want 4 and 4", n, m)
 	}
 	if got, want := runKeys(), []string{"1h0m0s", "2h0m0s"}; !slices.Equal(got, want) {
 		t.Errorf("log_runs keys %v, want %v", got, want)
 	}
 	prune(logT0.Add(2*time.Hour + time.Nanosecond))
-	if n, m := len(bucketKeys(t, st, bucketLog)), len(bucketKeys(t, st, bucketLogIndex)); n != 0 || m != 0 || len(runKeys()) != 0 {
+	if n, m := len(bucketKeys(t, st, bucketLog)), len(indexEntries(t, st, bucketLogPacked)); n != 0 || m != 0 || len(runKeys()) != 0 {
 		t.Errorf("after pruning all: log %d, index %d, runs %v", n, m, runKeys())
 	}
 	if got := queryNames(t, st, LogQuery{Contact: &a}); got != nil {
 		t.Errorf("contact after pruning all: %v", got)
+	}
+}
+
+// TestLogIndexOfOneKeyPerEntryIsRebuilt: a file of schema 9 indexes its log
+// by run, then contact, one bbolt key per entry (log_index, marked
+// index_log). Until the first run builds log_index_packed from the log,
+// its writes keep log_index and every question is answered through it —
+// also after a build stopped half-way (a kill between two of its
+// transactions); the build's last transaction drops log_index and its
+// mark, and stores schema 10.
+func TestLogIndexOfOneKeyPerEntryIsRebuilt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillLog(t, st)
+	a := id(1)
+	wantA := append(queryNames(t, st, LogQuery{Contact: &a}), "r4/1/1/donotemail")
+	// The layout of schema 9.
+	entries := indexEntries(t, st, bucketLogPacked)
+	if err := st.update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket(bucketLogPacked); err != nil {
+			return err
+		}
+		b, err := tx.CreateBucket(bucketLogIndex)
+		if err != nil {
+			return err
+		}
+		for _, k := range entries {
+			if err := st.vb(b, "log_index").Put(k, nil); err != nil {
+				return err
+			}
+		}
+		vm := st.vb(tx.Bucket(bucketMeta), "meta")
+		if err := vm.Delete(keyLogPackedOK); err != nil {
+			return err
+		}
+		if err := vm.Put(keyLogIndexOK, []byte("1")); err != nil {
+			return err
+		}
+		return vm.Put(keySchema, []byte("9"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	if st, err = Open(path, testPairs); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { st.Close() }()
+	if ready, err := st.IndexesReady(); err != nil || ready {
+		t.Fatalf("a log index of one key per entry is taken as ready (%v)", err)
+	}
+	// a run's entries go to log_index as they did
+	b := st.NewBatch(0)
+	r4 := logT0.Add(3 * time.Hour)
+	for _, e := range [][3]int{{1, 1, 0}, {2, 3, 1}} {
+		b.AddLog(LogEntry{RunStarted: r4, Seq: uint32(e[0]), Contact: id(e[1]), Pair: e[2],
+			Outcome: "applied", Rule: transform.RuleOnlyD365Changed}, "r4", pairsAB)
+	}
+	if err := st.Commit(context.Background(), b, &Final{Run: &Run{ID: "r4", Started: r4, Outcome: "ok"}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(bucketKeys(t, st, bucketLogIndex)); n != len(entries)+2 || hasBucket(t, st, bucketLogPacked) {
+		t.Fatalf("a write to a file of schema 9: log_index holds %d keys, want %d (log_index_packed there: %v)", n, len(entries)+2, hasBucket(t, st, bucketLogPacked))
+	}
+	if got := queryNames(t, st, LogQuery{Contact: &a}); !slices.Equal(got, wantA) {
+		t.Fatalf("contact a through log_index: %v, want %v", got, wantA)
+	}
+
+	// Stopped after its first transaction: the file answers as before.
+	st.indexChunk = 2
+	if _, err := st.BuildIndexes(&stopAfter{Context: context.Background(), n: 1}, 1<<20, t.TempDir()); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a build stopped half-way: %v", err)
+	}
+	if ready, err := st.IndexesReady(); err != nil || ready {
+		t.Fatalf("indexes ready after a build stopped half-way: %v %v", ready, err)
+	}
+	st.Close()
+	if st, err = OpenReadOnly(path, testPairs); err != nil {
+		t.Fatal(err)
+	}
+	if got := queryNames(t, st, LogQuery{Contact: &a}); !slices.Equal(got, wantA) {
+		t.Fatalf("contact a after a stopped build: %v, want %v", got, wantA)
+	}
+	st.Close()
+
+	if st, err = Open(path, testPairs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.BuildIndexes(context.Background(), 1<<20, t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	if ready, err := st.IndexesReady(); err != nil || !ready {
+		t.Fatalf("indexes not ready after the build: %v %v", ready, err)
+	}
+	if n, _ := schemaOf(t, st); n != SchemaVersion || SchemaVersion < 10 {
+		t.Errorf("schema %d after the build, want %d (10 or later)", n, SchemaVersion)
+	}
+	if hasBucket(t, st, bucketLogIndex) || hasBucket(t, st, bucketLogContact) {
+		t.Error("the old index is still there")
+	}
+	if err := st.view(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketMeta).Get(keyLogIndexOK) != nil {
+			return errors.New("its mark is still there")
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	if err := st.VerifyIndexes(); err != nil {
+		t.Error(err)
+	}
+	if n := len(indexEntries(t, st, bucketLogPacked)); n != len(entries)+2 || len(bucketKeys(t, st, bucketLogPacked)) != 1 {
+		t.Errorf("log_index_packed holds %d entries in %d blocks, want %d in 1", n, len(bucketKeys(t, st, bucketLogPacked)), len(entries)+2)
+	}
+	if got := queryNames(t, st, LogQuery{Contact: &a}); !slices.Equal(got, wantA) {
+		t.Fatalf("contact a after the build: %v, want %v", got, wantA)
+	}
+}
+
+// TestDamagedLogIndexBlockIsReported: a flipped bit in a block of the log's
+// index is found by its seal: a question by contact reports the file
+// damaged, naming the index and the block, and does not answer short.
+func TestDamagedLogIndexBlockIsReported(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillLog(t, st)
+	blocks := bucketKeys(t, st, bucketLogPacked)
+	if len(blocks) != 1 {
+		t.Fatalf("the log's index is %d blocks, want 1", len(blocks))
+	}
+	var bv []byte
+	if err := st.db.View(func(tx *bolt.Tx) error {
+		bv = slices.Clone(tx.Bucket(bucketLogPacked).Get(blocks[0]))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	raw, _ := os.ReadFile(path)
+	target := append(slices.Clone(blocks[0]), bv...)
+	at := bytes.Index(raw, target)
+	if at < 0 {
+		t.Fatal("the block is not where a leaf keeps it")
+	}
+	raw[at+len(target)-sealSize-3] ^= 0x04 // in its last entry
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// found by the open's check of the pages it reaches, or by the question
+	ask := func() error {
+		ro, err := OpenReadOnly(path, testPairs)
+		if err != nil {
+			return err
+		}
+		defer ro.Close()
+		a := id(1)
+		return ro.QueryLog(LogQuery{Contact: &a}, func(*LogEntry) error { return nil })
+	}
+	err = ask()
+	var ce *CorruptError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "log_index_packed") || !strings.Contains(err.Error(), fmt.Sprintf("%x", blocks[0])) {
+		t.Fatalf("a question through a damaged block: %v", err)
 	}
 }

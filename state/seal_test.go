@@ -135,7 +135,7 @@ func TestSealsFindEveryFlippedBit(t *testing.T) {
 	for _, e := range entries {
 		buckets[string(e.path[len(e.path)-1])] = true
 	}
-	for _, want := range []string{"contacts", "meta", "pairs", "files", "retry", "runs", "log", "log_index", "log_runs"} {
+	for _, want := range []string{"contacts", "meta", "pairs", "files", "retry", "runs", "log", "log_index_packed", "log_runs"} {
 		if !buckets[want] {
 			t.Fatalf("the file has nothing in %s: the test proves nothing there (%v)", want, buckets)
 		}

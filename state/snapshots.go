@@ -730,7 +730,7 @@ func (b *Batch) putOver(id extract.ID, snap *transform.Snapshot, old *record) {
 		from = b.ends[i-1]
 	}
 	nr, _ := parseRecord(b.data[from:b.ends[i]])
-	b.newPK[i], b.newAts[i], _ = keys(&nr, id)
+	b.newPK[i], b.newAts[i], _ = indexKeys(&nr, id)
 }
 
 // Reset empties the batch, keeping its memory.

@@ -72,7 +72,11 @@ import (
 // of per contact decided): an older optsync would write its entries to
 // log_contact only. A file of 7 (or before) gets log_index from the first
 // run that opens it (BuildIndexes), and keeps log_contact until then.
-const SchemaVersion = 9
+// 10: log_index's entries are packed in blocks, in log_index_packed
+// (log.go): an older optsync would read the log by contact through an
+// index the file no longer keeps. A file of 9 (or before) keeps its index
+// until the first run that opens it builds the packed one (BuildIndexes).
+const SchemaVersion = 10
 
 // packedSchema is the first schema whose contact records are packed.
 const packedSchema = 9
