@@ -340,6 +340,18 @@ func (r *leafRange) holds(k []byte) bool {
 // into them. A root of 0 is a bucket held inline in its parent's page. It
 // returns the range of the leaf reached.
 func (v *pageView) key(root uint64, key []byte, wide bool, bucket string) leafRange {
+	return v.descend(root, func(p rawPage) int { return p.search(key) }, wide, bucket)
+}
+
+// last checks the pages bbolt descends through from a bucket's root to its
+// last key, and returns the range of the leaf reached.
+func (v *pageView) last(root uint64, bucket string) leafRange {
+	return v.descend(root, func(p rawPage) int { return p.count - 1 }, false, bucket)
+}
+
+// descend is key and last: pick says which element of a branch page the
+// descent goes through.
+func (v *pageView) descend(root uint64, pick func(rawPage) int, wide bool, bucket string) leafRange {
 	if v == nil || root == 0 {
 		return leafRange{}
 	}
@@ -356,7 +368,7 @@ func (v *pageView) key(root uint64, key []byte, wide bool, bucket string) leafRa
 		if p.count == 0 {
 			v.damaged(fmt.Sprintf("page %d is a branch without elements", id))
 		}
-		i := p.search(key)
+		i := pick(p)
 		if wide {
 			for _, j := range []int{i - 1, i + 1} {
 				if j >= 0 && j < p.count {

@@ -156,6 +156,55 @@ func TestSeekPastTheEndChecksTheLastLeafOnly(t *testing.T) {
 	}
 }
 
+// TestLastChecksThePathToTheEndOnly: a cursor's Last (a history read
+// newest first starts there) checks the pages down to the bucket's last key,
+// so damage on that way stops it and damage elsewhere is left to what
+// passes it; it once checked every page of the bucket, and then again.
+func TestLastChecksThePathToTheEndOnly(t *testing.T) {
+	path, leaves, pageSize := carryFixture(t)
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastBlock := leaves[len(leaves)-1].last
+	for _, tc := range []struct {
+		name    string
+		damaged uint64
+		stops   bool
+	}{
+		{"an early leaf", leaves[1].id, false},
+		{"the last leaf", leaves[len(leaves)-1].id, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := append([]byte(nil), good...)
+			p, _ := readRawPage(data, tc.damaged, uint64(len(data))/pageSize, pageSize)
+			v, _ := p.value(0)
+			v[0] ^= 0x10
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			st, err := Open(path, testPairs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			var got []byte
+			err = st.view(func(tx *bolt.Tx) error {
+				k, _ := st.vb(tx.Bucket(bucketContacts), "contacts").Cursor().Last()
+				got = append(got, k...)
+				return nil
+			})
+			var ce *CorruptError
+			switch {
+			case tc.stops && !errors.As(err, &ce):
+				t.Fatalf("Last over a damaged last leaf: %v, want a *CorruptError", err)
+			case !tc.stops && (err != nil || string(got) != string(lastBlock)):
+				t.Fatalf("Last: %x, %v; want %x, no error", got, err, lastBlock)
+			}
+		})
+	}
+}
+
 // readerOf opens the state file at path and a read view of it, both
 // closed when the test (or subtest) ends.
 func readerOf(t *testing.T, path string) *Reader {

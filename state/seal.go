@@ -221,10 +221,27 @@ func (c *vcursor) First() ([]byte, []byte) {
 	c.last, c.leaf = nil, leafRange{}
 	return c.at(c.c.First())
 }
+
+// Last checks the pages down to the bucket's last key only: a history
+// read newest first starts there, and a walk of every page of the bucket
+// grew with the history.
 func (c *vcursor) Last() ([]byte, []byte) {
-	c.x.pv.span(c.x.root, nil, nil, c.x.name) // a step back from the end (rare: a short history)
-	c.last, c.leaf = nil, leafRange{}
-	return c.at(c.c.Last())
+	c.leaf = c.x.pv.last(c.x.root, c.x.name)
+	if c.x.pv != nil && c.x.pv.write {
+		c.leaf = leafRange{}
+	}
+	k, v := c.c.Last()
+	if k == nil {
+		c.last = nil
+		return nil, nil
+	}
+	if !c.leaf.holds(k) {
+		// in a write transaction, or a leaf that does not hold bbolt's
+		// last key: check what lies between it and the end
+		c.x.pv.span(c.x.root, k, nil, c.x.name)
+	}
+	c.last = append(c.last[:0], k...)
+	return k, c.x.open(k, v)
 }
 func (c *vcursor) Next() ([]byte, []byte) { return c.at(c.c.Next()) }
 func (c *vcursor) Prev() ([]byte, []byte) { return c.at(c.c.Prev()) }
