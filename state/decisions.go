@@ -96,6 +96,11 @@ func (s *Store) CommitDecisions(ctx context.Context, d *transform.Decider, dirty
 		b.wholePK = o.PKeys != nil
 		c.free <- b
 	}
+	fresh, err := s.noRecords()
+	if err != nil {
+		return err
+	}
+	c.fresh = fresh
 	next, err := dirty.reader()
 	if err != nil {
 		return err
@@ -127,6 +132,11 @@ type committer struct {
 	tag  int64
 	slot *[256]int8
 	rec  record
+	// fresh says the file held no record when the commit began (a first
+	// backfill's): while the entries' ids increase, none of them has one,
+	// and none is looked up. last is the id decided last (any: one was).
+	fresh, any bool
+	last       extract.ID
 	// wholeLast is the key of the last block of the PKey index written
 	// whole handed to a batch so far; pack cuts its entries into blocks,
 	// the one it is filling going with a later batch.
@@ -238,16 +248,26 @@ func (c *committer) wholeKeys(batch *Batch, n int) (left bool, err error) {
 // decideChunk decides up to a chunk of entries, e the first, into batch,
 // against state as a new read view shows it.
 func (c *committer) decideChunk(batch *Batch, e *transform.Entry, more bool, next func(*transform.Entry) (bool, error)) (n int, _ bool, err error) {
-	reader, err := c.s.Reader()
-	if err != nil {
-		return 0, false, err
-	}
-	defer reader.Close()
-	reader.keep = false
+	var reader *Reader
+	defer func() {
+		if reader != nil {
+			reader.Close()
+		}
+	}()
 	for ; more && n < c.size; n++ {
-		old, err := c.prior(reader, e.ID)
-		if err != nil {
-			return n, false, err
+		var old *record
+		if c.fresh = c.fresh && (!c.any || c.last.Compare(e.ID) < 0); c.fresh {
+			c.last, c.any = e.ID, true
+		} else {
+			if reader == nil {
+				if reader, err = c.s.Reader(); err != nil {
+					return n, false, err
+				}
+				reader.keep = false
+			}
+			if old, err = c.prior(reader, e.ID); err != nil {
+				return n, false, err
+			}
 		}
 		prevPtr := &c.prev
 		if old == nil {

@@ -123,6 +123,13 @@ type indexOp struct {
 	put bool
 }
 
+// reset empties the changes for the next transaction, keeping their
+// memory (its last buffer of keys): bbolt copied the keys it keeps.
+func (o *indexOps) reset() {
+	o.pk, o.pd, o.buf = o.pk[:0], o.pd[:0], o.buf[:0]
+	o.noPK, o.noPD = false, false
+}
+
 // add notes a change of key k (appended to o.buf by the caller from
 // o.buf[from:]).
 func (o *indexOps) add(ops *[]indexOp, from int, put bool) {

@@ -334,7 +334,7 @@ func (s *Store) putLog(tx *bolt.Tx, l *logBatch) error {
 		for _, i := range order {
 			ops = append(ops, blockOp{k: key(i), put: true})
 		}
-		return packed{iv}.apply(ops)
+		return packed{x: iv}.apply(ops)
 	}
 	for _, i := range order {
 		// an index entry holds no value, only its seal: the key is checked

@@ -156,10 +156,75 @@ func (r *blockReader) entries(dst []blockEntry, arena *[]byte) []blockEntry {
 }
 
 // packed is a bucket of blocks, read and written through its seals and page
-// checks (vbucket).
-type packed struct{ x vbucket }
+// checks (vbucket). sc, when set, is the memory its writes use (nil: their
+// own).
+type packed struct {
+	x  vbucket
+	sc *packScratch
+}
 
-func (s *Store) packed(b *bolt.Bucket, name string) packed { return packed{s.vb(b, name)} }
+func (s *Store) packed(b *bolt.Bucket, name string) packed { return packed{x: s.vb(b, name)} }
+
+// packScratch is the memory a packed bucket's writes use, kept from one
+// transaction to the next (a batch's: Batch.scratch) rather than allocated
+// per block and per chunk: a backfill writes a million records, some 70K
+// blocks, sixty-odd transactions of them.
+type packScratch struct {
+	es, out    []blockEntry
+	arena, buf []byte
+	seals      sealArena
+}
+
+// sealArena holds sealed copies of the values a transaction puts, which
+// bbolt keeps (not copies) until the transaction commits: reset only once
+// it has.
+type sealArena struct {
+	chunks [][]byte
+	cur    int
+}
+
+const sealArenaChunk = 256 << 10
+
+// seal is a copy of payload sealed under k, in the arena.
+func (a *sealArena) seal(k, payload []byte) []byte {
+	n := len(payload) + sealSize
+	if n > sealArenaChunk/4 {
+		return sealed(k, payload)
+	}
+	for ; a.cur < len(a.chunks); a.cur++ {
+		if c := a.chunks[a.cur]; cap(c)-len(c) >= n {
+			break
+		}
+	}
+	if a.cur == len(a.chunks) {
+		a.chunks = append(a.chunks, make([]byte, 0, sealArenaChunk))
+	}
+	c := a.chunks[a.cur]
+	from := len(c)
+	c = appendSeal(append(c, payload...), from, k)
+	a.chunks[a.cur] = c
+	return c[from:len(c):len(c)]
+}
+
+// reset makes the arena's memory free for the next transaction: call it
+// once the one that used it has ended.
+func (a *sealArena) reset() {
+	for i := range a.chunks {
+		a.chunks[i] = a.chunks[i][:0]
+	}
+	a.cur = 0
+}
+
+// put stores (k, v) sealed: a copy in the scratch's arena, else its own.
+func (p packed) put(k, v []byte) error {
+	if p.sc == nil {
+		return p.x.Put(k, v) // Put seals a copy
+	}
+	if !p.x.sealed {
+		return p.x.Put(k, v) // refuses: a file from before the seals
+	}
+	return p.x.PutSealed(k, p.sc.seals.seal(k, v))
+}
 
 // Cursor walks the entries in key order.
 func (p packed) Cursor() *pcursor { return &pcursor{c: p.x.Cursor(), r: blockReader{name: p.x.name}} }
@@ -236,8 +301,15 @@ type blockOp struct {
 // transaction, one read-modify-write per block they touch.
 func (p packed) apply(ops []blockOp) error {
 	var r blockReader
-	var es, out []blockEntry
-	var arena, buf []byte
+	sc := p.sc
+	if sc == nil {
+		sc = &packScratch{}
+	}
+	es, out, arena, buf := sc.es[:0], sc.out[:0], sc.arena[:0], sc.buf[:0]
+	defer func() {
+		// (the arena's keys are bbolt's own copies once put)
+		sc.es, sc.out, sc.arena, sc.buf = es[:0], out[:0], arena[:0], buf[:0]
+	}()
 	for i := 0; i < len(ops); {
 		// The block that may hold ops[i]: its floor block, else the first
 		// (whose key then moves down to ops[i]'s), else none (empty); and
@@ -331,7 +403,7 @@ func (p packed) rewrite(bk []byte, es []blockEntry, last bool, scratch *[]byte) 
 	}
 	*scratch = buf
 	if fit == len(es) && (len(buf) <= blockCap || len(es) == 1) {
-		return p.x.Put(es[0].k, buf) // Put seals a copy
+		return p.put(es[0].k, buf)
 	}
 	target := blockCap
 	if !last {
@@ -361,7 +433,7 @@ func (p packed) rewrite(bk []byte, es []blockEntry, last bool, scratch *[]byte) 
 			prev = es[to].k
 			to++
 		}
-		if err := p.x.Put(first, buf); err != nil { // Put seals a copy
+		if err := p.put(first, buf); err != nil {
 			return err
 		}
 		from = to

@@ -659,6 +659,22 @@ type Batch struct {
 	// the index first): the records' own keys of it are not worked out,
 	// a million small allocations in a backfill.
 	wholePK bool
+	// keyArena and atArena hold newPK's and newAts' keys and times, one
+	// allocation for many (Reset keeps the last of each).
+	keyArena []byte
+	atArena  []int64
+	// scratch is the memory its commits work in, kept from one to the next
+	// (a committer's batches commit one after another, sixty-odd times in
+	// a backfill).
+	scratch commitScratch
+}
+
+// commitScratch is a batch's memory for the transaction that commits it.
+type commitScratch struct {
+	idx  []int
+	puts []blockOp
+	ops  indexOps
+	pack packScratch
 }
 
 // NewBatch starts an empty batch sized for about n contacts.
@@ -711,26 +727,87 @@ func (b *Batch) putOver(id extract.ID, snap *transform.Snapshot, old *record) {
 	b.delta.addSnapshot(snap, b.s.pairIDs, 1)
 	i := len(b.counted) - 1
 	b.counted[i] = true
-	keys := indexKeys
+	var pk []byte
+	var ats []int64
 	if b.wholePK {
-		keys = func(r *record, _ extract.ID) ([]byte, []int64, error) {
-			ats, err := recordAts(r)
-			return nil, ats, err
-		}
+		ats, _ = recordAts(old)
+	} else {
+		pk, ats, _ = indexKeys(old, id)
 	}
-	pk, ats, _ := keys(old, id)
 	if pk == nil {
 		pk = []byte{} // known: none
 	}
 	b.oldPK[i], b.oldAts[i] = pk, ats
-	// The record just encoded, parsed back here rather than in the
-	// transaction: it parses (encode wrote it).
-	from := uint32(0)
-	if i > 0 {
-		from = b.ends[i-1]
+	// The new record's keys, from the snapshot it was encoded from: what
+	// indexKeys finds in it once written (TestBatchKeysAsParsed), without
+	// parsing it back (a record and a slice of times allocated per
+	// contact, a million in a backfill).
+	if !b.wholePK && snap.CSeen && snap.PKey != "" {
+		at := b.growKeys(len(snap.PKey) + 1 + 16)
+		b.keyArena = appendPKeyKey(b.keyArena, snap.PKey, id)
+		b.newPK[i] = b.keyArena[at:len(b.keyArena):len(b.keyArena)]
 	}
-	nr, _ := parseRecord(b.data[from:b.ends[i]])
-	b.newPK[i], b.newAts[i], _ = indexKeys(&nr, id)
+	b.newAts[i] = b.snapshotAts(snap)
+}
+
+// growKeys makes room for n bytes in keyArena without moving the keys in it
+// already (a new one when full: they keep the old one).
+func (b *Batch) growKeys(n int) int {
+	if cap(b.keyArena)-len(b.keyArena) < n {
+		b.keyArena = make([]byte, 0, max(64<<10, n))
+	}
+	return len(b.keyArena)
+}
+
+// snapshotAts is recordAts of the record encode makes of snap (nil: none),
+// in the batch's memory: the times of its pending writes, sorted, each once.
+func (b *Batch) snapshotAts(snap *transform.Snapshot) []int64 {
+	n := 0
+	for i := range b.s.pairIDs {
+		p := &snap.Pairs[i]
+		if p.DWritten.Known() {
+			n++
+		}
+		if p.CWritten.Known() {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	if cap(b.atArena)-len(b.atArena) < n {
+		b.atArena = make([]int64, 0, max(4<<10, n))
+	}
+	from := len(b.atArena)
+	for i := range b.s.pairIDs {
+		p := &snap.Pairs[i]
+		if p.DWritten.Known() {
+			b.atArena = append(b.atArena, max(p.DWrittenAt, 0))
+		}
+		if p.CWritten.Known() {
+			b.atArena = append(b.atArena, max(p.CWrittenAt, 0))
+		}
+	}
+	ats := b.atArena[from:]
+	slices.Sort(ats)
+	ats = slices.Compact(ats)
+	b.atArena = b.atArena[:from+len(ats)]
+	return ats[:len(ats):len(ats)]
+}
+
+// noRecords says whether the file holds no contact record.
+func (s *Store) noRecords() (none bool, err error) {
+	err = s.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketContacts)
+		if b == nil {
+			none = true
+			return nil
+		}
+		k, _ := s.records(b).Cursor().First()
+		none = k == nil
+		return nil
+	})
+	return none, err
 }
 
 // Reset empties the batch, keeping its memory.
@@ -744,6 +821,7 @@ func (b *Batch) Reset() {
 		clear(*x)
 		*x = (*x)[:0]
 	}
+	b.keyArena, b.atArena = b.keyArena[:0], b.atArena[:0]
 	b.delta = counts{}
 	b.log.reset()
 	b.whole, b.wholeKeyEnds, b.wholeEnds, b.built = b.whole[:0], b.wholeKeyEnds[:0], b.wholeEnds[:0], false
@@ -812,10 +890,14 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	idx := make([]int, len(b.keys))
-	for i := range idx {
-		idx[i] = i
+	// What the batch's last commit held is free: that transaction ended.
+	sc := &b.scratch
+	sc.pack.seals.reset()
+	idx := sc.idx[:0]
+	for i := range b.keys {
+		idx = append(idx, i)
 	}
+	sc.idx = idx
 	// Joins hand contacts over in id order already; appending in key order
 	// is what keeps bbolt's pages full and its writes sequential.
 	byKey := func(x, y int) int { return b.keys[x].Compare(b.keys[y]) }
@@ -833,16 +915,19 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 		bk := tx.Bucket(bucketContacts)
 		bk.FillPercent = 0.9
 		vb := s.records(bk)
+		vb.p.sc = &sc.pack
 		// The records are written after they are all read: a contact put
 		// twice (a batch may) reads the value put before it.
-		puts := make([]blockOp, 0, len(idx))
+		puts := slices.Grow(sc.puts[:0], len(idx))
+		defer func() { sc.puts = puts[:0] }()
 		get := func(k []byte) []byte {
 			if n := len(puts); n > 0 && bytes.Equal(puts[n-1].k, k) {
 				return puts[n-1].v
 			}
 			return vb.Get(k)
 		}
-		var ops indexOps
+		ops := &sc.ops
+		ops.reset()
 		pk, pd := s.indexesBuilt(tx)
 		ops.noPK, ops.noPD = !pk, !pd
 		if b.wholePK && pk {
@@ -914,11 +999,11 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 			return fmt.Errorf("state %s: writing the PKey index: %w", s.path, err)
 		}
 		if fin != nil {
-			if err := s.finish(tx, fin, c, &ops); err != nil {
+			if err := s.finish(tx, fin, c, ops); err != nil {
 				return err
 			}
 		}
-		if err := s.applyIndex(tx, &ops); err != nil {
+		if err := s.applyIndex(tx, ops); err != nil {
 			return fmt.Errorf("state %s: %w", s.path, err)
 		}
 		if err := s.wholeBuilt(tx, b); err != nil {
