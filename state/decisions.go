@@ -91,9 +91,11 @@ func (s *Store) CommitDecisions(ctx context.Context, d *transform.Decider, dirty
 		free: make(chan *Batch, 2), ready: make(chan chunk, 1), tag: s.commits.Load(), slot: s.slots()}
 	s.reads.pause()
 	defer s.reads.stop()
+	scratch := &commitScratch{} // the batches commit one at a time
 	for range 2 {
 		b := s.NewBatch(min(dirty.Len(), c.size))
 		b.wholePK = o.PKeys != nil
+		b.scratch = scratch
 		c.free <- b
 	}
 	fresh, err := s.noRecords()

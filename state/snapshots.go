@@ -663,13 +663,15 @@ type Batch struct {
 	// allocation for many (Reset keeps the last of each).
 	keyArena []byte
 	atArena  []int64
-	// scratch is the memory its commits work in, kept from one to the next
-	// (a committer's batches commit one after another, sixty-odd times in
-	// a backfill).
-	scratch commitScratch
+	// scratch, when set, is the memory its commits work in, kept from one
+	// to the next (a committer's batches, which commit one after another,
+	// sixty-odd times in a backfill, share one); nil: each its own.
+	scratch *commitScratch
 }
 
-// commitScratch is a batch's memory for the transaction that commits it.
+// commitScratch is the memory of the transaction that commits a batch,
+// used by one commit at a time: what it held is free once that commit
+// returns (its transaction ended).
 type commitScratch struct {
 	idx  []int
 	puts []blockOp
@@ -891,7 +893,10 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 		return err
 	}
 	// What the batch's last commit held is free: that transaction ended.
-	sc := &b.scratch
+	sc := b.scratch
+	if sc == nil {
+		sc = &commitScratch{}
+	}
 	sc.pack.seals.reset()
 	idx := sc.idx[:0]
 	for i := range b.keys {
