@@ -108,3 +108,39 @@ func TestSealArenaKeepsWhatItSealed(t *testing.T) {
 		a.reset()
 	}
 }
+
+// While the keys of the PKey index written whole are being sorted, chunks
+// of records take none, and the first chunk after takes what they left;
+// once the records are done, the rest go in chunks of their own. No key is
+// lost or taken twice: the counts add up to the records'.
+func TestKeysForChunksWhileSorting(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		ready []bool // per chunk of records, whether the keys are sorted
+		want  []int
+	}{
+		{"ready from the start", []bool{true, true, true}, []int{10, 10, 10}},
+		{"never asked (no sort)", nil, []int{10, 10, 10}},
+		{"ready from the third", []bool{false, false, true, true}, []int{0, 0, 30, 10}},
+		{"ready only after the records", []bool{false, false, false}, []int{0, 0, 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &committer{size: 10}
+			chunk := 0
+			if tc.ready != nil {
+				c.o.PKeysReady = func() bool { return tc.ready[chunk] }
+			}
+			chunks := max(len(tc.ready), 3)
+			var got []int
+			for chunk = 0; chunk < chunks; chunk++ {
+				got = append(got, c.keysFor(10, true))
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("keys per chunk %v, want %v", got, tc.want)
+			}
+			if rest := c.keysFor(0, false); rest < c.size {
+				t.Fatalf("after the records: %d keys a chunk, want at least %d", rest, c.size)
+			}
+		})
+	}
+}

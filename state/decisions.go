@@ -44,6 +44,10 @@ type CommitOptions struct {
 	// record is decided.
 	PKeys   func() (string, extract.ID, bool, error)
 	Release func()
+	// PKeysReady, when set, says whether PKeys can hand its keys without
+	// waiting (they are being sorted): until it does, chunks of records go
+	// without keys, which later chunks take on.
+	PKeysReady func() bool
 	// Failed holds contacts whose writes an API refused: their state
 	// records what was read but not those writes (and they go to the retry
 	// queue).
@@ -145,6 +149,9 @@ type committer struct {
 	wholeLast []byte
 	pack      blockPacker
 	wholeKey  []byte
+	// owed is how many keys of the PKey index the chunks so far left to
+	// later ones (PKeysReady).
+	owed int
 }
 
 type chunk struct {
@@ -190,11 +197,7 @@ func (c *committer) decideChunks(ctx context.Context, next func(*transform.Entry
 			}
 		}
 		if whole {
-			keys := n
-			if !more {
-				keys = max(c.size, indexChunk)
-			}
-			if whole, err = c.wholeKeys(batch, keys); err != nil {
+			if whole, err = c.wholeKeys(batch, c.keysFor(n, more)); err != nil {
 				return err
 			}
 		}
@@ -210,6 +213,21 @@ func (c *committer) decideChunks(ctx context.Context, next func(*transform.Entry
 		}
 	}
 	return nil
+}
+
+// keysFor is how many keys of the PKey index written whole go with a
+// chunk of n records (more: records follow it): as many, and those earlier
+// chunks left while the keys were not ready; after the last record, the
+// rest in chunks of their own.
+func (c *committer) keysFor(n int, more bool) int {
+	if !more {
+		return max(c.size, indexChunk)
+	}
+	keys := n + c.owed
+	if c.owed = 0; c.o.PKeysReady != nil && !c.o.PKeysReady() {
+		c.owed, keys = keys, 0
+	}
+	return keys
 }
 
 // wholeKeys adds up to n keys of the PKey index written whole to batch,

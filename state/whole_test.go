@@ -44,6 +44,9 @@ func TestWholePKeyIndexHoldsItsKeysOnly(t *testing.T) {
 		})
 		return es
 	}
+	// late > 0: the first late transactions take no key, as while the
+	// keys are sorted (keysFor), and the next one takes theirs too.
+	late := 0
 	// write rewrites the index whole from keys, chunk keys a transaction;
 	// stopAfter > 0 stops it after that many (a kill).
 	write := func(keys []PKeyEntry, chunk, stopAfter int) {
@@ -61,7 +64,14 @@ func TestWholePKeyIndexHoldsItsKeysOnly(t *testing.T) {
 		}}}
 		for n := 1; ; n++ {
 			b := st.NewBatch(0)
-			left, err := c.wholeKeys(b, chunk)
+			take := chunk
+			switch {
+			case n <= late:
+				take = 0
+			case n == late+1:
+				take = chunk * (late + 1)
+			}
+			left, err := c.wholeKeys(b, take)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -97,8 +107,10 @@ func TestWholePKeyIndexHoldsItsKeysOnly(t *testing.T) {
 	}
 	a := set("@b", "@d", "@f", "@h", "@j", "@l", "@n")
 	b := set("@a", "@b", "@c", "@f", "@g", "@h", "@h", "@m", "@n", "@o", "@p")
-	for _, chunk := range []int{1, 2, 3, 5, 100} {
-		t.Run(fmt.Sprint(chunk), func(t *testing.T) {
+	for _, tc := range []struct{ chunk, late int }{{1, 0}, {2, 0}, {3, 0}, {5, 0}, {100, 0}, {1, 2}, {2, 1}, {3, 3}} {
+		chunk := tc.chunk
+		t.Run(fmt.Sprintf("%d late %d", chunk, tc.late), func(t *testing.T) {
+			late = tc.late
 			write(nil, chunk, 0)
 			check("none", nil, true)
 			write(a, chunk, 0)
@@ -107,8 +119,8 @@ func TestWholePKeyIndexHoldsItsKeysOnly(t *testing.T) {
 			check("the same again", a, true)
 			write(b, chunk, 0)
 			check("another set", b, true)
-			write(a, chunk, 2)
-			if chunk*2 < len(a) {
+			write(a, chunk, late+2)
+			if chunk*(late+2) < len(a) {
 				if ready, err := st.IndexesReady(); err != nil || ready {
 					t.Fatalf("stopped half-way: marked built (%v)", err)
 				}
