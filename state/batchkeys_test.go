@@ -110,9 +110,9 @@ func TestSealArenaKeepsWhatItSealed(t *testing.T) {
 }
 
 // While the keys of the PKey index written whole are being sorted, chunks
-// of records take none, and the first chunk after takes what they left;
-// once the records are done, the rest go in chunks of their own. No key is
-// lost or taken twice: the counts add up to the records'.
+// of records take none, and the chunks after take what they left, at most
+// their own share again each; once the records are done, the rest go in
+// chunks of their own. No key is lost or taken twice.
 func TestKeysForChunksWhileSorting(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -121,7 +121,8 @@ func TestKeysForChunksWhileSorting(t *testing.T) {
 	}{
 		{"ready from the start", []bool{true, true, true}, []int{10, 10, 10}},
 		{"never asked (no sort)", nil, []int{10, 10, 10}},
-		{"ready from the third", []bool{false, false, true, true}, []int{0, 0, 30, 10}},
+		{"ready from the third", []bool{false, false, true, true, true}, []int{0, 0, 20, 20, 10}},
+		{"ready from the fourth", []bool{false, false, false, true, true}, []int{0, 0, 0, 20, 20}},
 		{"ready only after the records", []bool{false, false, false}, []int{0, 0, 0}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -137,6 +138,13 @@ func TestKeysForChunksWhileSorting(t *testing.T) {
 			}
 			if !slices.Equal(got, tc.want) {
 				t.Fatalf("keys per chunk %v, want %v", got, tc.want)
+			}
+			sum := 0
+			for _, k := range got {
+				sum += k
+			}
+			if sum+c.owed != 10*chunks {
+				t.Fatalf("%d keys taken and %d owed for %d records", sum, c.owed, 10*chunks)
 			}
 			if rest := c.keysFor(0, false); rest < c.size {
 				t.Fatalf("after the records: %d keys a chunk, want at least %d", rest, c.size)

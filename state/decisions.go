@@ -216,18 +216,21 @@ func (c *committer) decideChunks(ctx context.Context, next func(*transform.Entry
 }
 
 // keysFor is how many keys of the PKey index written whole go with a
-// chunk of n records (more: records follow it): as many, and those earlier
-// chunks left while the keys were not ready; after the last record, the
-// rest in chunks of their own.
+// chunk of n records (more: records follow it): as many, and as many again
+// of those earlier chunks left while the keys were not ready (a batch
+// holds at most twice its share); after the last record, the rest in
+// chunks of their own.
 func (c *committer) keysFor(n int, more bool) int {
 	if !more {
 		return max(c.size, indexChunk)
 	}
-	keys := n + c.owed
-	if c.owed = 0; c.o.PKeysReady != nil && !c.o.PKeysReady() {
-		c.owed, keys = keys, 0
+	if c.o.PKeysReady != nil && !c.o.PKeysReady() {
+		c.owed += n
+		return 0
 	}
-	return keys
+	pay := min(c.owed, n)
+	c.owed -= pay
+	return n + pay
 }
 
 // wholeKeys adds up to n keys of the PKey index written whole to batch,

@@ -116,6 +116,9 @@ type indexOps struct {
 	// noPK, noPD: that index is not kept now (a backfill writes the PKey
 	// index whole): its changes are not collected.
 	noPK, noPD bool
+	// pack, when set, is the memory applyIndex writes the blocks with
+	// (nil: their own).
+	pack *packScratch
 }
 
 type indexOp struct {
@@ -222,6 +225,10 @@ func (o *indexOps) changeValues(id extract.ID, old, new []byte) error {
 func (s *Store) applyIndex(tx *bolt.Tx, o *indexOps) error {
 	pk, pd := s.indexesBuilt(tx)
 	var blockOps []blockOp
+	if o.pack != nil {
+		blockOps = o.pack.ops[:0]
+		defer func() { o.pack.ops = blockOps[:0] }()
+	}
 	apply := func(built bool, name []byte, ops []indexOp) error {
 		if !built || len(ops) == 0 {
 			return nil
@@ -243,7 +250,9 @@ func (s *Store) applyIndex(tx *bolt.Tx, o *indexOps) error {
 			}
 			blockOps = append(blockOps, blockOp{k: op.k, put: op.put})
 		}
-		return s.packed(b, string(name)).apply(blockOps)
+		p := s.packed(b, string(name))
+		p.sc = o.pack
+		return p.apply(blockOps)
 	}
 	if err := apply(pk, bucketPKeys, o.pk); err != nil {
 		return fmt.Errorf("the PKey index: %w", err)

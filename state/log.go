@@ -265,8 +265,9 @@ func (l *logBatch) reset() {
 	l.keys, l.vals, l.idx, l.ends = l.keys[:0], l.vals[:0], l.idx[:0], l.ends[:0]
 }
 
-// putLog writes a chunk of a run's entries, and the run's shared part.
-func (s *Store) putLog(tx *bolt.Tx, l *logBatch) error {
+// putLog writes a chunk of a run's entries, and the run's shared part; sc,
+// when set, is the memory it works in (nil: its own).
+func (s *Store) putLog(tx *bolt.Tx, l *logBatch, sc *packScratch) error {
 	n := l.len()
 	if n == 0 {
 		return nil
@@ -320,21 +321,26 @@ func (s *Store) putLog(tx *bolt.Tx, l *logBatch) error {
 	// the order they came (sorted only when they did not).
 	ib.FillPercent = 1
 	iv := s.vb(ib, string(name))
-	order := make([]int, 0, n)
+	if sc == nil {
+		sc = &packScratch{}
+	}
+	order := sc.order[:0]
 	for i := range n {
 		order = append(order, i)
 	}
+	sc.order = order
 	key := func(i int) []byte { return l.idx[i*logIndexKeySize : (i+1)*logIndexKeySize] }
 	byKey := func(a, b int) int { return bytes.Compare(key(a), key(b)) }
 	if !slices.IsSortedFunc(order, byKey) {
 		slices.SortFunc(order, byKey)
 	}
 	if layout == logPacked {
-		ops := make([]blockOp, 0, n)
+		ops := sc.ops[:0]
 		for _, i := range order {
 			ops = append(ops, blockOp{k: key(i), put: true})
 		}
-		return packed{x: iv}.apply(ops)
+		sc.ops = ops
+		return packed{x: iv, sc: sc}.apply(ops)
 	}
 	for _, i := range order {
 		// an index entry holds no value, only its seal: the key is checked

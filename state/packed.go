@@ -173,6 +173,9 @@ type packScratch struct {
 	es, out    []blockEntry
 	arena, buf []byte
 	seals      sealArena
+	// ops and order are the index and log writes' lists of changes.
+	ops   []blockOp
+	order []int
 }
 
 // sealArena holds sealed copies of the values a transaction puts, which

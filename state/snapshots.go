@@ -933,6 +933,7 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 		}
 		ops := &sc.ops
 		ops.reset()
+		ops.pack = &sc.pack
 		pk, pd := s.indexesBuilt(tx)
 		ops.noPK, ops.noPD = !pk, !pd
 		if b.wholePK && pk {
@@ -997,7 +998,7 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 			return fmt.Errorf("state %s: writing contacts: %w", s.path, err)
 		}
 		c.merge(&b.delta)
-		if err := s.putLog(tx, &b.log); err != nil {
+		if err := s.putLog(tx, &b.log, &sc.pack); err != nil {
 			return fmt.Errorf("state %s: writing the decision log: %w", s.path, err)
 		}
 		if err := s.putWhole(tx, b); err != nil {
