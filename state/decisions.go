@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"os"
+	"runtime/debug"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -27,6 +29,15 @@ const commitChunk = 1 << 14
 // of its own (its record's, its PKey's, its pending writes'), which bbolt
 // holds in memory, materialised, until the transaction commits.
 const scatteredChunk = 1 << 10
+
+// commitGCPercent is the collector's growth target while a backfill
+// commits (unless GOGC says otherwise): the run's rows are all live then,
+// and the commit's goal was the run's peak (1 M contacts: 274 MB of heap
+// over 195 live at the 40 % the rest of the run collects at). The commit
+// allocates little (~90 MB over a million contacts, bbolt's included):
+// at 30 % the collector runs four times instead of three, and the peak
+// RSS is some 10 MB lower.
+const commitGCPercent = 30
 
 // CommitOptions is what the commit of a run's decisions needs besides them.
 type CommitOptions struct {
@@ -101,6 +112,9 @@ func (s *Store) CommitDecisions(ctx context.Context, d *transform.Decider, dirty
 		b.wholePK = o.PKeys != nil
 		b.scratch = scratch
 		c.free <- b
+	}
+	if o.PKeys != nil && os.Getenv("GOGC") == "" {
+		defer debug.SetGCPercent(debug.SetGCPercent(commitGCPercent))
 	}
 	fresh, err := s.noRecords()
 	if err != nil {
