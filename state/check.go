@@ -286,7 +286,7 @@ func (s *Store) checkSeals() error {
 	var found []string
 	err := s.view(func(tx *bolt.Tx) error {
 		verifySeals(tx, func(err error) {
-			if len(found) < 5 {
+			if len(found) < sealsShown {
 				found = append(found, err.Error())
 			}
 		}, func() { s.releaseMapping(tx) })
@@ -295,10 +295,16 @@ func (s *Store) checkSeals() error {
 	if err != nil {
 		return err
 	}
-	if len(found) > 0 {
-		return &CorruptError{Path: s.path, Problem: found[0], Check: found[1:]}
+	return s.sealsFound(found)
+}
+
+// sealsFound is the error of the seals found not matching (the first few,
+// in the order of the keys), in a sealed file; nil when none was.
+func (s *Store) sealsFound(found []string) error {
+	if !s.sealed || len(found) == 0 {
+		return nil
 	}
-	return nil
+	return &CorruptError{Path: s.path, Problem: found[0], Check: found[1:]}
 }
 
 // verifySeals checks the seal of every value in a sealed file: a flipped

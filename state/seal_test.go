@@ -100,7 +100,9 @@ func readAll(st *Store) error {
 
 // A flipped bit in any stored value, or in any key, of any bucket whose
 // values decide something is found and named when the record is read —
-// by a run (open for writing) and by a reader alike — never used.
+// by a run (open for writing) and by a reader alike — never used; a
+// backfill's open (OpenFull), which checks every seal as it walks the
+// pages, names it before anything is read or written.
 func TestSealsFindEveryFlippedBit(t *testing.T) {
 	st, path := sealedFile(t)
 	if err := readAll(st); err != nil {
@@ -175,6 +177,21 @@ func TestSealsFindEveryFlippedBit(t *testing.T) {
 					t.Fatal(err)
 				}
 				db.Close()
+				damaged, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				st, err := OpenFull(path, testPairs)
+				if err == nil {
+					st.Close()
+				}
+				var ce *CorruptError
+				if !errors.As(err, &ce) || !strings.Contains(err.Error(), "checksum") || !strings.Contains(err.Error(), path) {
+					t.Fatalf("a backfill's open: err %v, want a damaged state naming the checksum", err)
+				}
+				if now, _ := os.ReadFile(path); !bytes.Equal(now, damaged) {
+					t.Fatalf("a backfill's open changed the damaged file")
+				}
 				for _, open := range []func(string, []transform.Pair) (*Store, error){Open, OpenReadOnly} {
 					st, err := open(path, testPairs)
 					if err == nil {

@@ -302,7 +302,7 @@ func openStore(path string, pairs []transform.Pair, readOnly, full bool, hook fi
 	_, statErr := os.Lstat(real)
 	exists := !errors.Is(statErr, fs.ErrNotExist)
 	var torn *committed
-	walked := false
+	var walked *sealFindings
 	if exists {
 		if torn, walked, err = checkBeforeMapping(real, path, readOnly, full); err != nil {
 			return nil, err
@@ -335,24 +335,27 @@ func openStore(path string, pairs []transform.Pair, readOnly, full bool, hook fi
 
 // checkBeforeMapping checks an existing file's shape before bbolt maps it,
 // so that bbolt never sees a file it would misread or panic on. It returns
-// the meta page found torn (if one is) and whether every page was walked.
-func checkBeforeMapping(real, path string, readOnly, full bool) (torn *committed, walked bool, err error) {
+// the meta page found torn (if one is) and, when every page was walked,
+// what the walk found of the seals (nil: not walked). A full check has the
+// walk check every value's seal too, while it holds each page.
+func checkBeforeMapping(real, path string, readOnly, full bool) (torn *committed, walked *sealFindings, err error) {
 	if torn, err = checkFile(real, path); err != nil {
-		return nil, false, err
+		return nil, nil, err
 	}
 	if full || !readOnly && !freelistKept(real) {
 		// Its pages walked as bbolt's check (tx.Check) walks them, and
 		// as its open for writing does when it rebuilds the free list.
 		// Found wrong, bbolt's own check (tx.Check, in a process of its
 		// own) says what else it sees.
-		if err := walkPages(real); err != nil {
+		seals, err := walkPages(real, full)
+		if err != nil {
 			var ce *CorruptError
 			if errors.As(err, &ce) {
 				ce.Path, ce.Check = path, consistency(real)
 			}
-			return nil, false, err
+			return nil, nil, err
 		}
-		walked = true
+		walked = &seals
 	}
 	return torn, walked, nil
 }
@@ -406,7 +409,7 @@ func (s *Store) boltOptions(wait time.Duration, readOnly bool, openFunc func(str
 // before the seals sealed, a torn meta page told apart from another
 // file's, and what this run starts from noted as committed. The caller
 // closes s when it fails.
-func (s *Store) prepare(real string, opts *bolt.Options, pairs []transform.Pair, exists, full, walked bool, torn *committed) error {
+func (s *Store) prepare(real string, opts *bolt.Options, pairs []transform.Pair, exists, full bool, walked *sealFindings, torn *committed) error {
 	err := s.view(func(tx *bolt.Tx) error {
 		if meta := tx.Bucket(bucketMeta); meta != nil {
 			_, sealed, err := readSchema(meta.Get(keySchema))
@@ -421,12 +424,18 @@ func (s *Store) prepare(real string, opts *bolt.Options, pairs []transform.Pair,
 	// unless every one was walked already, or the file is new: every page
 	// it will hold is one this process writes (as after a walk). The schema
 	// read just now is read again through the check by init.
-	s.guard = &pageGuard{off: walked || !exists, sealed: s.sealed, carry: !s.readOnly}
+	s.guard = &pageGuard{off: walked != nil || !exists, sealed: s.sealed, carry: !s.readOnly}
 	s.torn = torn
 	if err == nil && exists && full {
 		// Every record's seal, before any is used and before anything is
-		// written (a damaged file is left as it was found).
-		err = s.checkSeals()
+		// written (a damaged file is left as it was found): checked by
+		// the walk as it read the pages, or (a walk that did not get to
+		// them) now.
+		if walked != nil && walked.checked {
+			err = s.sealsFound(walked.found)
+		} else {
+			err = s.checkSeals()
+		}
 	}
 	if err == nil {
 		err = s.init(pairs)

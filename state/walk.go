@@ -15,10 +15,17 @@ import (
 // once, its elements inside it, and its keys in order — within the page and
 // between its parent's keys — as bbolt's consistency check (tx.Check) has
 // them. A file it passes is one bbolt reads without tripping.
-func walkPages(path string) error {
+//
+// With seals, it also checks the seal of every value in the buckets, as
+// checkSeals does, while it has each page in hand (a backfill's open used
+// to read every page twice: once here, once through bbolt for the seals).
+// What it finds of those goes to the seals' result, not the error: whether
+// the file is sealed at all is read from its schema once bbolt has it
+// open, and only then do the findings count (sealFindings).
+func walkPages(path string, seals bool) (sealFindings, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil // bbolt's open reports it
+		return sealFindings{}, nil // bbolt's open reports it
 	}
 	defer f.Close()
 	head := make([]byte, 1<<17)
@@ -26,27 +33,53 @@ func walkPages(path string) error {
 	m0 := parseMeta(head[:n])
 	ps := int64(m0.pageSize)
 	if m0.problem != "" || ps <= 0 || int(ps)+pageHeaderSize+metaSize > n {
-		return nil // the shape check has said what is wrong
+		return sealFindings{}, nil // the shape check has said what is wrong
 	}
 	newest := m0
 	if m1 := parseMeta(head[ps:n]); m1.problem == "" && m1.txid > m0.txid {
 		newest = m1
 	}
-	w := &pageWalk{r: f, ps: ps, hwm: newest.pgid, seen: map[uint64]bool{}}
-	w.tree(newest.root, nil, nil, 0)
+	w := &pageWalk{r: f, ps: ps, hwm: newest.pgid, seals: seals}
+	w.seen.bits = make([]uint64, (newest.pgid+63)/64)
+	w.tree(newest.root, nil, nil, 0, "", 0)
 	if w.problem != "" {
-		return &CorruptError{Path: path, Problem: w.problem}
+		return sealFindings{}, &CorruptError{Path: path, Problem: w.problem}
 	}
-	return nil
+	return sealFindings{checked: seals, found: w.sealFound}, nil
 }
+
+// sealFindings is what a walk with seals found of them: checked says every
+// value's seal was checked (found: the first few that do not match).
+type sealFindings struct {
+	checked bool
+	found   []string
+}
+
+// sealsShown is how many seal findings an error names (as checkSeals).
+const sealsShown = 5
 
 type pageWalk struct {
 	r       io.ReaderAt
 	ps      int64
 	hwm     uint64
-	seen    map[uint64]bool
+	seen    pageSet
 	problem string // the first thing found wrong
+	// bufs holds a page per depth of the walk: a page's keys bound its
+	// children's, so it is kept until they are walked, and a sibling
+	// reuses it after.
+	bufs [][]byte
+	// ahead holds the pages from aheadAt on, read in one go: the walk
+	// reaches pages mostly in file order (bbolt writes a tree's pages in
+	// the order it spills them), a read per page was most of its cost.
+	ahead   []byte
+	aheadAt uint64
+	// seals: check every value's seal (sealFound: the first findings).
+	seals     bool
+	sealFound []string
 }
+
+// aheadPages is how many pages a read ahead takes.
+const aheadPages = 64
 
 func (w *pageWalk) fail(format string, a ...any) {
 	if w.problem == "" {
@@ -61,25 +94,57 @@ const (
 	elemSize   = 16
 )
 
-// page reads page id with its overflow, checked as bbolt's tx.page and
-// its reachability check do.
-func (w *pageWalk) page(id uint64) []byte {
+// read fills dst with the file's bytes from page id on, from the pages
+// read ahead when it can.
+func (w *pageWalk) read(dst []byte, id uint64) error {
+	ps := uint64(w.ps)
+	pages := uint64(len(dst)) / ps
+	if id < w.aheadAt || id+pages > w.aheadAt+uint64(len(w.ahead))/ps {
+		if pages >= aheadPages {
+			_, err := w.r.ReadAt(dst, int64(id)*w.ps)
+			return err
+		}
+		if w.ahead == nil {
+			w.ahead = make([]byte, aheadPages*ps)
+		}
+		// never past the pages in use (the file may end there)
+		n := min(uint64(aheadPages), w.hwm-id) * ps
+		w.aheadAt, w.ahead = id, w.ahead[:cap(w.ahead)]
+		got, err := w.r.ReadAt(w.ahead[:n], int64(id)*w.ps)
+		w.ahead = w.ahead[:got]
+		if uint64(got) < pages*ps {
+			if err == nil {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	copy(dst, w.ahead[(id-w.aheadAt)*ps:])
+	return nil
+}
+
+// page reads page id with its overflow into the walk's buffer for depth,
+// checked as bbolt's tx.page and its reachability check do.
+func (w *pageWalk) page(id uint64, depth int) []byte {
 	if id < 2 || id >= w.hwm {
 		w.fail("page %d is outside the %d pages the last transaction uses", id, w.hwm)
 		return nil
 	}
-	hdr := make([]byte, pageHeaderSize)
-	if _, err := w.r.ReadAt(hdr, int64(id)*w.ps); err != nil {
+	for len(w.bufs) <= depth {
+		w.bufs = append(w.bufs, make([]byte, w.ps))
+	}
+	b := w.bufs[depth][:w.ps]
+	if err := w.read(b, id); err != nil {
 		w.fail("page %d cannot be read: %v", id, err)
 		return nil
 	}
 	le := binary.LittleEndian
-	overflow := uint64(le.Uint32(hdr[12:]))
+	overflow := uint64(le.Uint32(b[12:]))
 	switch {
-	case le.Uint64(hdr) != id:
-		w.fail("page %d names itself page %d", id, le.Uint64(hdr))
-	case le.Uint16(hdr[8:]) != branchPage && le.Uint16(hdr[8:]) != leafPage:
-		w.fail("page %d has unexpected type/flags %#x", id, le.Uint16(hdr[8:]))
+	case le.Uint64(b) != id:
+		w.fail("page %d names itself page %d", id, le.Uint64(b))
+	case le.Uint16(b[8:]) != branchPage && le.Uint16(b[8:]) != leafPage:
+		w.fail("page %d has unexpected type/flags %#x", id, le.Uint16(b[8:]))
 	case id+overflow >= w.hwm:
 		w.fail("page %d runs past the %d pages the last transaction uses", id, w.hwm)
 	}
@@ -87,29 +152,36 @@ func (w *pageWalk) page(id uint64) []byte {
 		return nil
 	}
 	for i := id; i <= id+overflow; i++ {
-		if w.seen[i] {
+		if w.seen.has(i) {
 			w.fail("page %d is reached twice", i)
 			return nil
 		}
-		w.seen[i] = true
+		w.seen.add(i)
 	}
-	p := make([]byte, int64(overflow+1)*w.ps)
-	if _, err := w.r.ReadAt(p, int64(id)*w.ps); err != nil {
-		w.fail("page %d cannot be read: %v", id, err)
-		return nil
+	if overflow > 0 {
+		size := int64(overflow+1) * w.ps
+		if int64(cap(w.bufs[depth])) < size {
+			w.bufs[depth] = make([]byte, size)
+		}
+		b = w.bufs[depth][:size]
+		if err := w.read(b, id); err != nil {
+			w.fail("page %d cannot be read: %v", id, err)
+			return nil
+		}
 	}
-	return p
+	return b
 }
 
-// tree walks the subtree at id, whose keys must lie in [lo, hi) (nil: no
-// bound), checking each page as the page guard does (pages.go), and the
-// buckets its leaves name.
-func (w *pageWalk) tree(id uint64, lo, hi []byte, depth int) {
+// tree walks the subtree at id of bucket name (nesting buckets deep: 0 for
+// the root bucket), whose keys must lie in [lo, hi) (nil: no bound),
+// checking each page as the page guard does (pages.go), and the buckets its
+// leaves name.
+func (w *pageWalk) tree(id uint64, lo, hi []byte, depth int, name string, nesting int) {
 	if depth > 64 {
 		w.fail("page %d lies deeper than any tree of this size", id)
 		return
 	}
-	b := w.page(id)
+	b := w.page(id, depth)
 	if b == nil {
 		return
 	}
@@ -124,13 +196,45 @@ func (w *pageWalk) tree(id uint64, lo, hi []byte, depth int) {
 			if i+1 < p.count {
 				next = p.key(i + 1)
 			}
-			w.tree(p.child(i), p.key(i), next, depth+1)
+			w.tree(p.child(i), p.key(i), next, depth+1, name, nesting)
 			continue
 		}
-		if v, flags := p.value(i); flags&bucketLeaf != 0 {
-			if root := binary.LittleEndian.Uint64(v); root != 0 {
-				w.tree(root, nil, nil, depth+1) // a bucket of its own keys
-			}
+		w.element(p, i, depth, name, nesting)
+	}
+}
+
+// element walks leaf element i of a bucket: the bucket it names (its own
+// pages, or held inline in the element), or its value's seal — in key
+// order, nested buckets where they lie, as checkSeals reads them.
+func (w *pageWalk) element(p rawPage, i, depth int, name string, nesting int) {
+	v, flags := p.value(i)
+	if flags&bucketLeaf == 0 {
+		if w.seals && nesting > 0 {
+			w.seal(name, p.key(i), v)
 		}
+		return
+	}
+	// a bucket of its own keys (check has seen the value is long enough)
+	child := string(p.key(i))
+	if root := binary.LittleEndian.Uint64(v); root != 0 {
+		w.tree(root, nil, nil, depth+1, child, nesting+1)
+		return
+	}
+	// held inline: a page of its own inside the value, which check has
+	// checked whole
+	in := rawPage{b: v[16:], count: int(binary.LittleEndian.Uint16(v[16+10:]))}
+	for j := 0; j < in.count && w.problem == ""; j++ {
+		w.element(in, j, depth, child, nesting+1)
+	}
+}
+
+// seal checks a value's seal, as checkSeals (and unseal) do.
+func (w *pageWalk) seal(bucket string, k, v []byte) {
+	if n := len(v); n >= sealSize && v[n-sealSize] == sealMarker &&
+		binary.LittleEndian.Uint32(v[n-4:]) == sealSum(k, v[:n-sealSize]) {
+		return
+	}
+	if _, err := unseal(bucket, k, v); err != nil && len(w.sealFound) < sealsShown {
+		w.sealFound = append(w.sealFound, err.Error())
 	}
 }
