@@ -446,11 +446,8 @@ type Reader struct {
 	end     bool
 	endFrom extract.ID
 	slot    *[256]int8
-	// walking: Until has positioned the cursor; walkedTo is the id it
-	// last asked for.
-	walking  bool
-	walkedTo extract.ID
-	other    transform.Snapshot // what Until hands absent
+	// ahead reads the records ahead of a walk (Until; nil: none begun).
+	ahead *readAhead
 	// rec is the record the last Get (or Until) found, parsed (valid with
 	// the view).
 	rec record
@@ -555,60 +552,13 @@ func (r *Reader) kept(id extract.ID, v []byte, found bool) {
 	}
 }
 
-// Until walks the stored contacts in key order: it calls absent for every
-// contact after the one the previous call asked for and before id (for the
-// first call, from the start), then fills snap with id's snapshot and says
-// whether there was one. Calls must ask for ids in increasing order; a
-// Reader walked this way is not used for Get. absent's snapshot is reused
-// between calls.
-func (r *Reader) Until(id *extract.ID, snap *transform.Snapshot, absent func(extract.ID, *transform.Snapshot) error) (found bool, err error) {
-	defer r.s.recoverDamage(&err, debug.SetPanicOnFault(true))
-	if r.c == nil {
-		return false, nil
-	}
-	if !r.walking {
-		r.walking = true
-		r.k, r.v = r.c.First()
-	} else if r.k != nil && bytes.Equal(r.k, r.walkedTo[:]) {
-		r.stepped()
-		r.k, r.v = r.c.Next()
-	}
-	for r.k != nil && (id == nil || bytes.Compare(r.k, id[:]) < 0) {
-		var k extract.ID
-		copy(k[:], r.k)
-		if err := r.s.decode(r.v, &r.other, r.slot); err != nil {
-			return false, &CorruptError{Path: r.s.path, Problem: fmt.Sprintf("contact %s: %v", k, err)}
-		}
-		if err := absent(k, &r.other); err != nil {
-			return false, err
-		}
-		r.stepped()
-		r.k, r.v = r.c.Next()
-	}
-	if id == nil || r.k == nil || !bytes.Equal(r.k, id[:]) {
-		if id != nil {
-			r.walkedTo = *id
-		}
-		return false, nil
-	}
-	r.walkedTo = *id
-	rec, err := parseRecord(r.v)
-	if err == nil {
-		err = r.s.decodeRecord(&rec, snap, r.slot)
-	}
-	if err != nil {
-		return false, &CorruptError{Path: r.s.path, Problem: fmt.Sprintf("contact %s: %v", *id, err)}
-	}
-	r.rec = rec
-	return true, nil
-}
-
 // Agreed says when the agreements of the record the last Get found were
 // reached.
 func (r *Reader) Agreed() Agreed { return r.s.agreed(&r.rec) }
 
-// Close ends the view.
+// Close ends the view (and a walk's reading ahead first).
 func (r *Reader) Close() error {
+	r.ahead.halt()
 	r.s.viewsMu.Lock()
 	_, open := r.s.views[r]
 	delete(r.s.views, r)

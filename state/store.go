@@ -870,6 +870,7 @@ func (s *Store) Close() error {
 	s.views = nil
 	s.viewsMu.Unlock()
 	for r := range left {
+		r.ahead.halt() // it reads the view until stopped
 		_ = r.tx.Rollback()
 	}
 	err := s.db.Close()
