@@ -153,6 +153,13 @@ func Identify(contacts *spill.Sorter[extract.Contact], profiles *spill.Sorter[ex
 		defer count.missed.Close()
 	}
 	byContact, held, err := id.byPKey(profiles, o, owner)
+	if count != nil {
+		n, cerr := count.wait()
+		id.presentC += n
+		if cerr != nil && id.err == nil {
+			id.err = cerr
+		}
+	}
 	if err == nil && count != nil {
 		if err = count.pc.Finish(); err == nil {
 			id.missed, err = count.missed.Sorted()
@@ -192,10 +199,78 @@ func sortContacts(contacts *spill.Sorter[extract.Contact]) sortedContacts {
 	return c
 }
 
-// pkeyCount is the count of the input's PKeys in state's PKey index.
+// pkeyCount is the count of the input's PKeys in state's PKey index. It
+// runs on a goroutine of its own, handed the PKeys in batches as the rule
+// by PKey keeps them: reading the index beside the rule (a million entries
+// in a repeat backfill) cost the rule's goroutine a fifth of a second.
 type pkeyCount struct {
 	pc     PKeyCounter
 	missed *spill.Sorter[PKeyEntry]
+	batch  []string
+	work   chan []string // batches to count (closed by wait)
+	spare  chan []string // batches counted, to fill again
+	done   chan struct{}
+	// pkeyBatches batches exist, each in one place at a time (batch,
+	// work, the count, spare): neither side waits on the other for ever.
+	// n and err are the count's, read once done is closed.
+	n   int
+	err error
+}
+
+// pkeyBatch is how many PKeys a batch hands the count (strings: they stay
+// as the rows hold them).
+const (
+	pkeyBatch   = 1024
+	pkeyBatches = 4
+)
+
+func newPKeyCount(pc PKeyCounter, missed *spill.Sorter[PKeyEntry]) *pkeyCount {
+	c := &pkeyCount{pc: pc, missed: missed, work: make(chan []string, pkeyBatches), spare: make(chan []string, pkeyBatches),
+		done: make(chan struct{})}
+	c.batch = make([]string, 0, pkeyBatch)
+	for range pkeyBatches - 1 {
+		c.spare <- make([]string, 0, pkeyBatch)
+	}
+	go c.run()
+	return c
+}
+
+// run counts the batches in the order handed, each PKey as the rule kept
+// it (the count moves forward through the index); the first error is the
+// count's.
+func (c *pkeyCount) run() {
+	defer close(c.done)
+	for b := range c.work {
+		for _, pkey := range b {
+			n, err := c.pc.Count(pkey)
+			c.n += n
+			if err != nil && c.err == nil {
+				c.err = err
+			}
+		}
+		c.spare <- b[:0]
+	}
+}
+
+// add hands the count a PKey kept.
+func (c *pkeyCount) add(pkey string) {
+	c.batch = append(c.batch, pkey)
+	if len(c.batch) == cap(c.batch) {
+		c.work <- c.batch
+		c.batch = <-c.spare
+	}
+}
+
+// wait hands the last batch and waits for the count: the records of the
+// index the PKeys named, and the first error.
+func (c *pkeyCount) wait() (int, error) {
+	if len(c.batch) > 0 {
+		c.work <- c.batch
+		c.batch = nil
+	}
+	close(c.work)
+	<-c.done
+	return c.n, c.err
 }
 
 // counting makes what the rule by PKey tells of each PKey it keeps: its
@@ -206,7 +281,7 @@ func (id *Identity) counting(o IdentifyOptions) (func(string, OwnerKind, extract
 	if o.CountPKeys != nil {
 		id.pkeyCounted = true
 		missed := o.Sorts.PKeysByID()
-		count = &pkeyCount{missed: missed, pc: o.CountPKeys(func(e PKeyEntry) error { return missed.Add(&e) })}
+		count = newPKeyCount(o.CountPKeys(func(e PKeyEntry) error { return missed.Add(&e) }), missed)
 	}
 	if !o.WithOwners && count == nil {
 		return nil, nil
@@ -216,11 +291,7 @@ func (id *Identity) counting(o IdentifyOptions) (func(string, OwnerKind, extract
 			id.ownerList = append(id.ownerList, OwnerEntry{PKey: pkey, ID: cid, Kind: kind})
 		}
 		if count != nil {
-			n, err := count.pc.Count(pkey)
-			if err != nil && id.err == nil {
-				id.err = err
-			}
-			id.presentC += n
+			count.add(pkey)
 		}
 	}
 	return owner, count
