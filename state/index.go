@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"slices"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -727,15 +728,34 @@ func (pc *PKeyCount) Count(pkey string) (n int, err error) {
 		pc.started = true
 		pc.k, _ = pc.c.First()
 	}
-	prefix := append([]byte(pkey), 0)
-	for pc.k != nil && bytes.Compare(pc.k, prefix) < 0 {
+	for pc.k != nil && pkeyOrder(pc.k, pkey) < 0 {
 		pc.passOver()
 	}
-	for pc.k != nil && bytes.HasPrefix(pc.k, prefix) {
+	for pc.k != nil && pkeyOrder(pc.k, pkey) == 0 {
 		n++
 		pc.next()
 	}
 	return n, pc.err
+}
+
+// pkeyOrder compares index key k with the keys of pkey's entries (pkey,
+// then 0, then a contact id): below them, among them (0), or above them.
+// A count asks for a million PKeys: made into a key prefix, each was an
+// allocation.
+func pkeyOrder(k []byte, pkey string) int {
+	if len(k) <= len(pkey) {
+		if c := strings.Compare(string(k), pkey[:len(k)]); c != 0 {
+			return c
+		}
+		return -1 // a prefix of pkey: below pkey and its 0
+	}
+	if c := strings.Compare(string(k[:len(pkey)]), pkey); c != 0 {
+		return c
+	}
+	if k[len(pkey)] == 0 {
+		return 0
+	}
+	return 1
 }
 
 // Finish ends the count: the entries past the last PKey asked for go to
