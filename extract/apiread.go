@@ -194,12 +194,13 @@ type CampaignProfiles struct {
 func (s *CampaignProfiles) Source() Source { return CampaignAPI() }
 
 // Read reads the profiles from the cursor on.
-func (s *CampaignProfiles) Read(ctx context.Context, from Cursor, emit func(*Profile), reject func(Reject)) (Read, error) {
+// Their PKeys and field times go to keys.
+func (s *CampaignProfiles) Read(ctx context.Context, from Cursor, keys *KeyWriter, emit func(*Profile), reject func(Reject)) (Read, error) {
 	var res Read
 	seen := map[string]bool{}
 	var latest int64
 	count := func(p *Profile) {
-		seen[p.PKey] = true
+		seen[keys.Keys().Get(p.PKey)] = true
 		if !p.Bad { // a row dated in the future must not carry the watermark past every real change
 			latest = max(latest, p.Modified)
 		}
@@ -228,10 +229,10 @@ func (s *CampaignProfiles) Read(ctx context.Context, from Cursor, emit func(*Pro
 	// every profile, so that a contact missing from it has none.
 	var err error
 	if !since.IsZero() {
-		res.Stats, err = s.API.ChangedSince(ctx, s.FilterName, s.FilterParam, since, count, reject)
+		res.Stats, err = s.API.ChangedSince(ctx, s.FilterName, s.FilterParam, since, keys, count, reject)
 	} else {
 		res.Complete = true
-		res.Stats, err = s.API.List(ctx, count, reject)
+		res.Stats, err = s.API.List(ctx, keys, count, reject)
 	}
 	if err != nil {
 		return res, err
@@ -249,29 +250,37 @@ func (s *CampaignProfiles) Read(ctx context.Context, from Cursor, emit func(*Pro
 			again = append(again, it.PKey)
 		}
 	}
-	if err := s.readQueued(ctx, again, &res.Stats, count); err != nil {
+	if err := s.readQueued(ctx, again, &res.Stats, keys, count); err != nil {
 		return res, err
 	}
 	s.Log.Info().Int("profiles", res.Stats.Rows).Int("without_externalId", res.Stats.Unlinked).Bool("changed_filter", !since.IsZero()).Msg("read Campaign profiles through the REST API")
 	return res, nil
 }
 
-func (s *CampaignProfiles) readQueued(ctx context.Context, pkeys []string, stats *Stats, emit func(*Profile)) error {
+func (s *CampaignProfiles) readQueued(ctx context.Context, pkeys []string, stats *Stats, keys *KeyWriter, emit func(*Profile)) error {
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(s.Concurrency, 1))
 	for _, pkey := range pkeys {
 		g.Go(func() error {
-			p, found, err := s.API.Profile(gctx, pkey)
+			rec, found, err := s.API.fetch(gctx, pkey)
 			if err != nil {
 				return fmt.Errorf("reading queued profile %s again: %w", pkey, err)
 			}
-			if found && !p.Bad && p.PKey != "" {
-				mu.Lock()
-				defer mu.Unlock()
-				stats.Rows++
-				emit(&p)
+			if !found {
+				return nil
 			}
+			// keys is the reading goroutine's: the resource is read
+			// into it while no other is.
+			mu.Lock()
+			defer mu.Unlock()
+			var st Stats
+			s.API.record(rec, 0, &st, keys, func(p *Profile) {
+				if !p.Bad && !p.PKey.Empty() {
+					stats.Rows++
+					emit(p)
+				}
+			}, func(Reject) {})
 			return nil
 		})
 	}

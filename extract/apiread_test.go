@@ -134,7 +134,8 @@ func campaignProfiles(t *testing.T, n int) (*extract.CampaignProfiles, *campaign
 func readProfiles(t *testing.T, s *extract.CampaignProfiles, from extract.Cursor) (extract.Read, []string) {
 	t.Helper()
 	var got []string
-	res, err := s.Read(context.Background(), from, func(p *extract.Profile) { got = append(got, p.PKey) }, func(r extract.Reject) {
+	ks := extract.NewKeys()
+	res, err := s.Read(context.Background(), from, ks.Writer(), func(p *extract.Profile) { got = append(got, ks.Get(p.PKey)) }, func(r extract.Reject) {
 		t.Errorf("reject %+v", r)
 	})
 	if err != nil {
@@ -171,7 +172,7 @@ func TestCampaignProfilesCursor(t *testing.T) {
 	if !slices.Equal(got, []string{"@p1", "@p2"}) || queued.Stats.Rows != 2 {
 		t.Errorf("queue: %+v, read %v", queued, got)
 	}
-	if _, err := s.Read(context.Background(), extract.Cursor{Position: "yesterday"}, func(*extract.Profile) {}, func(extract.Reject) {}); err == nil {
+	if _, err := s.Read(context.Background(), extract.Cursor{Position: "yesterday"}, extract.NewKeys().Writer(), func(*extract.Profile) {}, func(extract.Reject) {}); err == nil {
 		t.Error("a watermark that does not parse was taken")
 	}
 }

@@ -156,7 +156,7 @@ func TestStrayQuoteMemoryIsBounded(t *testing.T) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	_, err := ReadProfiles(context.Background(), in, "big.csv", Layout{Fields: []string{"blackListEmail"}}, func(*Profile) {}, func(Reject) {})
+	_, err := ReadProfiles(context.Background(), in, "big.csv", Layout{Fields: []string{"blackListEmail"}}, NewKeys().Writer(), func(*Profile) {}, func(Reject) {})
 	runtime.ReadMemStats(&after)
 	var b *BrokenFileError
 	if !errors.As(err, &b) || b.Line != 3 {

@@ -37,42 +37,52 @@ func paging(lineCount int) string {
 	return fmt.Sprintf("_lineCount=%d&_forcePagination=true", lineCount)
 }
 
-// List reads every profile, page by page.
-func (c *Campaign) List(ctx context.Context, emit func(*Profile), reject func(Reject)) (Stats, error) {
-	return c.pages(ctx, fmt.Sprintf("%s%s/profile?%s", c.APIURL, c.Resource, paging(c.pageSize())), emit, reject)
+// List reads every profile, page by page; their PKeys and field times go
+// to keys.
+func (c *Campaign) List(ctx context.Context, keys *KeyWriter, emit func(*Profile), reject func(Reject)) (Stats, error) {
+	return c.pages(ctx, fmt.Sprintf("%s%s/profile?%s", c.APIURL, c.Resource, paging(c.pageSize())), keys, emit, reject)
 }
 
 // ChangedSince reads the profiles a custom "changed since" filter returns:
 // profileAndServicesExt/profile/by<Name>?<Param>=<since>.
-func (c *Campaign) ChangedSince(ctx context.Context, name, param string, since time.Time, emit func(*Profile), reject func(Reject)) (Stats, error) {
+func (c *Campaign) ChangedSince(ctx context.Context, name, param string, since time.Time, keys *KeyWriter, emit func(*Profile), reject func(Reject)) (Stats, error) {
 	link := fmt.Sprintf("%sprofileAndServicesExt/profile/by%s?%s=%s&%s", c.APIURL, name,
 		QueryValue(param), QueryValue(since.UTC().Format("2006-01-02 15:04:05.000Z")), paging(c.pageSize()))
-	return c.pages(ctx, link, emit, reject)
+	return c.pages(ctx, link, keys, emit, reject)
 }
 
 // Profile reads one profile by PKey: the re-read before clearing an
-// opt-out, and the retry queue.
-func (c *Campaign) Profile(ctx context.Context, pkey string) (Profile, bool, error) {
-	var p Profile
+// opt-out, which looks at its time and values. What it names (its PKey,
+// field times) is in a Keys no one else reads: the caller knows the PKey.
+func (c *Campaign) Profile(ctx context.Context, pkey string) (p Profile, found bool, err error) {
+	rec, found, err := c.fetch(ctx, pkey)
+	if !found || err != nil {
+		return p, found, err
+	}
+	found = false
+	var st Stats
+	c.record(rec, 0, &st, NewKeys().Writer(), func(q *Profile) { p, found = *q, true }, func(Reject) {})
+	return p, found, nil
+}
+
+// fetch reads one profile's resource by PKey.
+func (c *Campaign) fetch(ctx context.Context, pkey string) (map[string]json.RawMessage, bool, error) {
 	resp, err := c.get(ctx, c.APIURL+c.Resource+"/profile/"+url.PathEscape(pkey))
 	if err != nil {
-		return p, false, err
+		return nil, false, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound {
-		return p, false, nil
+		return nil, false, nil
 	}
 	if resp.StatusCode != http.StatusOK {
-		return p, false, ReadCampaignError("campaign: reading profile "+pkey, resp)
+		return nil, false, ReadCampaignError("campaign: reading profile "+pkey, resp)
 	}
 	var rec map[string]json.RawMessage
 	if err := json.NewDecoder(resp.Body).Decode(&rec); err != nil {
-		return p, false, fmt.Errorf("campaign: reading profile %s: %w", pkey, err)
+		return nil, false, fmt.Errorf("campaign: reading profile %s: %w", pkey, err)
 	}
-	found := false
-	var st Stats
-	c.record(rec, 0, &st, func(q *Profile) { p, found = *q, true }, func(Reject) {})
-	return p, found, nil
+	return rec, true, nil
 }
 
 func (c *Campaign) pageSize() int {
@@ -123,7 +133,7 @@ type campaignPage struct {
 
 // pages follows next.href as given (a relative one against the page's URL)
 // until a page has none.
-func (c *Campaign) pages(ctx context.Context, link string, emit func(*Profile), reject func(Reject)) (Stats, error) {
+func (c *Campaign) pages(ctx context.Context, link string, keys *KeyWriter, emit func(*Profile), reject func(Reject)) (Stats, error) {
 	var st Stats
 	n := 0
 	for link != "" {
@@ -142,7 +152,7 @@ func (c *Campaign) pages(ctx context.Context, link string, emit func(*Profile), 
 		}
 		for _, rec := range page.Content {
 			n++
-			c.record(rec, n, &st, emit, reject)
+			c.record(rec, n, &st, keys, emit, reject)
 		}
 		next := ""
 		if page.Next != nil && page.Next.Href != "" {
@@ -173,7 +183,7 @@ func (c *Campaign) page(ctx context.Context, link string) (campaignPage, error) 
 
 // record turns one profile resource into a Profile. A profile without a
 // GUID externalId belongs to no contact: counted, never emitted.
-func (c *Campaign) record(rec map[string]json.RawMessage, n int, st *Stats, emit func(*Profile), reject func(Reject)) {
+func (c *Campaign) record(rec map[string]json.RawMessage, n int, st *Stats, keys *KeyWriter, emit func(*Profile), reject func(Reject)) {
 	st.Rows++
 	str := func(k string) string {
 		var s string
@@ -196,12 +206,12 @@ func (c *Campaign) record(rec map[string]json.RawMessage, n int, st *Stats, emit
 		// Linked to no contact, but perhaps the latest row of a PKey
 		// another row links to one (a queued profile read again, say).
 		st.Unlinked++
-		p := Profile{PKey: pkey, Line: int32(n), Unlinked: true}
+		p := Profile{PKey: keys.Put(pkey), Line: int32(n), Unlinked: true}
 		p.Modified = unlinkedTime(str("lastModified"), "", c.NotAfter)
 		emit(&p)
 		return
 	}
-	p := Profile{ID: id, PKey: pkey, Line: int32(n)}
+	p := Profile{ID: id, PKey: keys.Put(pkey), Line: int32(n)}
 	var ok bool
 	var problems []string
 	if p.Modified, ok = ParseTime(str("lastModified"), ""); !ok {
@@ -221,18 +231,20 @@ func (c *Campaign) record(rec map[string]json.RawMessage, n int, st *Stats, emit
 			problems = append(problems, fmt.Sprintf("%s %s is not a boolean", f, clip(v)))
 		}
 	}
+	times, anyTime := NoFieldTimes(), false
 	for i, col := range c.FieldTimes {
 		if col == "" || str(col) == "" {
 			continue
 		}
-		if p.FieldModified == nil {
-			p.FieldModified = NewFieldTimes()
-		}
-		if p.FieldModified[i], ok = ParseTime(str(col), ""); !ok {
+		anyTime = true
+		if times[i], ok = ParseTime(str(col), ""); !ok {
 			problems = append(problems, fmt.Sprintf("%s %q is not a timestamp", col, clip(str(col))))
-		} else if why := Future(col, p.FieldModified[i], c.NotAfter); why != "" {
+		} else if why := Future(col, times[i], c.NotAfter); why != "" {
 			problems = append(problems, why)
 		}
+	}
+	if anyTime {
+		p.FieldModified = keys.PutTimes(&times)
 	}
 	if problems != nil {
 		st.Rejected++

@@ -38,9 +38,11 @@ func TestCampaignReadsPastTheBigTableThreshold(t *testing.T) {
 		name string
 		read func(emit func(*Profile)) (Stats, error)
 	}{
-		{"list", func(emit func(*Profile)) (Stats, error) { return c.List(context.Background(), emit, func(Reject) {}) }},
+		{"list", func(emit func(*Profile)) (Stats, error) {
+			return c.List(context.Background(), NewKeys().Writer(), emit, func(Reject) {})
+		}},
 		{"changed since", func(emit func(*Profile)) (Stats, error) {
-			return c.ChangedSince(context.Background(), "Changed", "since", at.Add(-time.Hour), emit, func(Reject) {})
+			return c.ChangedSince(context.Background(), "Changed", "since", at.Add(-time.Hour), NewKeys().Writer(), emit, func(Reject) {})
 		}},
 	} {
 		got := 0

@@ -49,7 +49,7 @@ func TestFutureTimesAreBadRows(t *testing.T) {
 		var rejects []Reject
 		var got []Profile
 		var st Stats
-		c.record(entity(t, map[string]any{"PKey": "@p1", "externalId": id, "lastModified": mod, "blackListMobile": true, "smsOptOutDate": fieldMod}), 7, &st,
+		c.record(entity(t, map[string]any{"PKey": "@p1", "externalId": id, "lastModified": mod, "blackListMobile": true, "smsOptOutDate": fieldMod}), 7, &st, NewKeys().Writer(),
 			func(p *Profile) { got = append(got, *p) }, func(r Reject) { rejects = append(rejects, r) })
 		if len(got) != 1 {
 			t.Fatalf("profiles %v", got)

@@ -43,13 +43,16 @@ type Contact struct {
 // contact is kept too (Unlinked), for it may be the latest row of a PKey
 // that another row links to a contact.
 type Profile struct {
-	ID       ID // the contact the row links to (zero when Unlinked)
-	PKey     string
-	Modified int64 // Unix ms; NoTime when unreadable (then Bad)
-	// FieldModified holds per-field change times (NoTime = unknown); nil
-	// when no mapping names a change-time column. A pointer, not a slice: a
-	// million profiles are held at once, and every byte of this struct counts.
-	FieldModified *[MaxFields]int64
+	ID ID // the contact the row links to (zero when Unlinked)
+	// PKey names the row's PKey in the Keys of whoever holds the row (zero:
+	// none could be read); FieldModified names its per-field change times
+	// there (NoTime = unknown; zero when no mapping names a change-time
+	// column). Names, not a string and a pointer: a million profiles are
+	// held at once, and an array without pointers is not scanned by the
+	// collector, nor its copies write-barriered (Keys).
+	PKey          Key
+	FieldModified Key
+	Modified      int64 // Unix ms; NoTime when unreadable (then Bad)
 	Values        [MaxFields]Tri
 	Line          int32
 	File          uint16 // which of a run's input files, in processing order
@@ -259,7 +262,9 @@ func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emi
 // ReadProfiles streams a Campaign profiles export. Rows whose externalId is
 // empty or not a GUID are linked to no contact: counted, emitted Unlinked
 // with their PKey and time only.
-func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emit func(*Profile), reject func(Reject)) (Stats, error) {
+// The rows' PKeys and field times go to keys (Profile.PKey names them
+// there).
+func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, keys *KeyWriter, emit func(*Profile), reject func(Reject)) (Stats, error) {
 	t, err := openTable(r, source, l.Limits)
 	if errors.Is(err, errNoHeader) {
 		return Stats{}, emptyFile(source, l.Columns, profileColumnNames(l)...)
@@ -267,7 +272,7 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, emi
 	if err != nil {
 		return Stats{}, err
 	}
-	pr := &profileReader{source: source, l: &l, emit: emit, reject: reject}
+	pr := &profileReader{source: source, l: &l, emit: emit, reject: reject, keys: keys}
 	if err := pr.findColumns(t); err != nil {
 		return pr.st, err
 	}
@@ -305,8 +310,8 @@ type profileReader struct {
 	fieldCols             []int
 	timeCols              []int // -1 where a field's time is not configured
 	anyTimes              bool
-	p                     Profile // reused: emit takes what it keeps
-	keys                  keyArena
+	p                     Profile    // reused: emit takes what it keeps
+	keys                  *KeyWriter // where the rows' PKeys go
 }
 
 func (pr *profileReader) findColumns(t *table) error {
@@ -352,12 +357,12 @@ func (pr *profileReader) row(line int, rec []string) {
 		// Linked to no contact, but perhaps the latest row of a
 		// PKey another row links to one: only its time is read.
 		pr.st.Unlinked++
-		*p = Profile{PKey: pr.keys.clone(pkey), Line: int32(line), Unlinked: true}
+		*p = Profile{PKey: pr.keys.Put(pkey), Line: int32(line), Unlinked: true}
 		p.Modified = unlinkedTime(rec[pr.modCol], l.TimeLayout, l.NotAfter)
 		pr.emit(p)
 		return
 	}
-	*p = Profile{ID: id, PKey: pr.keys.clone(pkey), Line: int32(line)}
+	*p = Profile{ID: id, PKey: pr.keys.Put(pkey), Line: int32(line)}
 	var ok bool
 	var problems []string
 	if p.Modified, ok = ParseTime(rec[pr.modCol], l.TimeLayout); !ok {
@@ -385,15 +390,16 @@ func (pr *profileReader) row(line int, rec []string) {
 // wrong with them to problems.
 func (pr *profileReader) fieldTimes(rec []string, problems []string) []string {
 	l, p := pr.l, &pr.p
-	p.FieldModified = NewFieldTimes()
+	times := NoFieldTimes()
+	defer func() { p.FieldModified = pr.keys.PutTimes(&times) }()
 	for i, col := range pr.timeCols {
 		if col < 0 || strings.TrimSpace(rec[col]) == "" {
 			continue
 		}
 		var ok bool
-		if p.FieldModified[i], ok = ParseTime(rec[col], l.TimeLayout); !ok {
+		if times[i], ok = ParseTime(rec[col], l.TimeLayout); !ok {
 			problems = append(problems, fmt.Sprintf("%s %q is not a timestamp", l.FieldTimes[i], clip(rec[col])))
-		} else if why := Future(l.FieldTimes[i], p.FieldModified[i], l.NotAfter); why != "" {
+		} else if why := Future(l.FieldTimes[i], times[i], l.NotAfter); why != "" {
 			problems = append(problems, why)
 		}
 	}
@@ -420,7 +426,7 @@ func (pr *profileReader) badRow(line int, rec []string, reason string) {
 		// the profile's newest row (its cells may be shifted, so its
 		// time is not read), which keeps the profile out.
 		pr.reject(Reject{Source: File(pr.source), Line: line, ID: strings.Clone(name), Reason: reason, IDChecked: true})
-		pr.emit(&Profile{ID: id, PKey: pr.keys.clone(name), Modified: NoTime, Line: int32(line), Bad: true, Unlinked: !linked})
+		pr.emit(&Profile{ID: id, PKey: pr.keys.Put(name), Modified: NoTime, Line: int32(line), Bad: true, Unlinked: !linked})
 	case linked:
 		pr.reject(Reject{Source: File(pr.source), Line: line, ID: id.String(), Reason: reason, IDChecked: true})
 		pr.emit(&Profile{ID: id, Modified: NoTime, Line: int32(line), Bad: true})

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"optsync/fixtures/testkit"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -20,7 +21,7 @@ import (
 
 type result struct {
 	contacts []Contact
-	profiles []Profile
+	profiles []prow
 	rejects  []Reject
 	st       Stats
 	err      error
@@ -34,10 +35,27 @@ func readContacts(ctx context.Context, in string, l Layout) result {
 	return r
 }
 
+// prow is a profile read, with what it names at hand.
+type prow struct {
+	Profile
+	PKey          string
+	FieldModified *[MaxFields]int64
+}
+
+func prowOf(ks *Keys, p *Profile) prow {
+	r := prow{Profile: *p, PKey: ks.Get(p.PKey)}
+	if !p.FieldModified.Empty() {
+		r.FieldModified = new([MaxFields]int64)
+		ks.Times(p.FieldModified, r.FieldModified)
+	}
+	return r
+}
+
 func readProfiles(ctx context.Context, in string, l Layout) result {
 	var r result
-	r.st, r.err = ReadProfiles(ctx, strings.NewReader(in), "campaign.csv", l,
-		func(p *Profile) { r.profiles = append(r.profiles, *p) },
+	ks := NewKeys()
+	r.st, r.err = ReadProfiles(ctx, strings.NewReader(in), "campaign.csv", l, ks.Writer(),
+		func(p *Profile) { r.profiles = append(r.profiles, prowOf(ks, p)) },
 		func(rj Reject) { r.rejects = append(r.rejects, rj) })
 	return r
 }
@@ -356,12 +374,12 @@ func TestReadProfiles(t *testing.T) {
 	}
 	// Rows linked to no contact are emitted Unlinked, with their PKey and
 	// time only (an unreadable one is NoTime): they are not bad rows.
-	want := []Profile{
-		{ID: mustID(t, testkit.V4GUID(1)), PKey: "@abc_1-X", Modified: base, FieldModified: times(NoTime, base+22*3600*1000), Values: [MaxFields]Tri{True, False}, Line: 2},
-		{PKey: "@p2", Modified: base, Line: 3, Unlinked: true},
-		{PKey: "@p3", Modified: NoTime, Line: 4, Unlinked: true},
-		{ID: mustID(t, testkit.V4GUID(4)), PKey: "@p4", Modified: base, FieldModified: times(NoTime, NoTime), Line: 5},
-		{ID: mustID(t, testkit.V4GUID(5)), PKey: "@p5", Modified: base, FieldModified: times(NoTime, base-3600*1000), Values: [MaxFields]Tri{False, True}, Line: 6},
+	want := []prow{
+		{Profile: Profile{ID: mustID(t, testkit.V4GUID(1)), Modified: base, Values: [MaxFields]Tri{True, False}, Line: 2}, PKey: "@abc_1-X", FieldModified: times(NoTime, base+22*3600*1000)},
+		{Profile: Profile{Modified: base, Line: 3, Unlinked: true}, PKey: "@p2"},
+		{Profile: Profile{Modified: NoTime, Line: 4, Unlinked: true}, PKey: "@p3"},
+		{Profile: Profile{ID: mustID(t, testkit.V4GUID(4)), Modified: base, Line: 5}, PKey: "@p4", FieldModified: times(NoTime, NoTime)},
+		{Profile: Profile{ID: mustID(t, testkit.V4GUID(5)), Modified: base, Values: [MaxFields]Tri{False, True}, Line: 6}, PKey: "@p5", FieldModified: times(NoTime, base-3600*1000)},
 	}
 	if len(r.profiles) != len(want) {
 		t.Fatalf("profiles = %+v, want %d", r.profiles, len(want))
@@ -502,8 +520,41 @@ func TestRecordSizes(t *testing.T) {
 	if got := unsafe.Sizeof(Contact{}); got != 48 {
 		t.Errorf("Contact is %d bytes, want 48", got)
 	}
-	if got := unsafe.Sizeof(Profile{}); got != 64 {
-		t.Errorf("Profile is %d bytes, want 64", got)
+	if got := unsafe.Sizeof(Profile{}); got != 56 {
+		t.Errorf("Profile is %d bytes, want 56", got)
+	}
+}
+
+// TestRecordsHoldNoPointers: the arrays of a million rows a run sorts and
+// holds are not scanned by the collector, nor their copies write-barriered,
+// only while the records hold no pointer (a string, a slice, a map, a
+// pointer); what a profile keeps besides is named in a Keys.
+func TestRecordsHoldNoPointers(t *testing.T) {
+	var pointers func(t reflect.Type) []string
+	pointers = func(t reflect.Type) []string {
+		switch t.Kind() {
+		case reflect.Struct:
+			var found []string
+			for i := range t.NumField() {
+				for _, p := range pointers(t.Field(i).Type) {
+					found = append(found, t.Field(i).Name+p)
+				}
+			}
+			return found
+		case reflect.Array:
+			if t.Len() == 0 {
+				return nil
+			}
+			return pointers(t.Elem())
+		case reflect.Pointer, reflect.String, reflect.Slice, reflect.Map, reflect.Chan, reflect.Func, reflect.Interface, reflect.UnsafePointer:
+			return []string{" (" + t.Kind().String() + ")"}
+		}
+		return nil
+	}
+	for _, r := range []any{Contact{}, Profile{}} {
+		if p := pointers(reflect.TypeOf(r)); len(p) > 0 {
+			t.Errorf("%T holds pointers: %v", r, p)
+		}
 	}
 }
 

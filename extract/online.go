@@ -48,7 +48,7 @@ func (c *Campaign) CheckMapping(ctx context.Context, fields []string, conn *Camp
 		}
 	}
 	if conn.ChangedFilter.Name != "" {
-		_, err := c.ChangedSince(ctx, conn.ChangedFilter.Name, conn.ChangedFilter.Param, time.Now().Add(time.Minute), func(*Profile) {}, func(Reject) {})
+		_, err := c.ChangedSince(ctx, conn.ChangedFilter.Name, conn.ChangedFilter.Param, time.Now().Add(time.Minute), NewKeys().Writer(), func(*Profile) {}, func(Reject) {})
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("campaign.changed_filter: by%s?%s= does not answer: %v", conn.ChangedFilter.Name, conn.ChangedFilter.Param, err))
 		}

@@ -22,6 +22,10 @@ import (
 type Records struct {
 	Contacts *spill.Sorter[Contact]
 	Profiles *spill.Sorter[Profile]
+	// Keys holds what the profiles name (their PKeys, field times);
+	// ReadKeys is the writer the reading filled it with.
+	Keys     *Keys
+	ReadKeys *KeyWriter
 	// D365 and Campaign count the rows read and rejected on each side.
 	D365, Campaign Stats
 	// DataverseRead and CampaignRead are what the reads through the APIs
@@ -72,6 +76,9 @@ type Reading struct {
 	// order, within the run's memory budget.
 	Contacts *spill.Sorter[Contact]
 	Profiles *spill.Sorter[Profile]
+	// Keys takes the profiles' PKeys and field times: a writer of the
+	// Keys the Profiles sorter reads them from.
+	Keys *KeyWriter
 	// D365Layout and CampaignLayout are the exports' columns and times.
 	D365Layout, CampaignLayout Layout
 	// APIs read the systems whose input is their API, from D365From and
@@ -98,7 +105,7 @@ type Reading struct {
 // for the same record. The retry queue's contacts, when there are any to
 // read again, come as one more input of Dynamics: the inputs returned.
 func (o *Reading) Read(ctx context.Context, d365, campaign []InputFile) (*Records, []InputFile, error) {
-	in := &Records{Contacts: o.Contacts, Profiles: o.Profiles}
+	in := &Records{Contacts: o.Contacts, Profiles: o.Profiles, Keys: o.Keys.Keys(), ReadKeys: o.Keys}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return o.readContacts(gctx, in, d365) })
 	g.Go(func() error { return o.readProfiles(gctx, in, campaign) })
@@ -171,12 +178,18 @@ func (o *Reading) readContacts(ctx context.Context, in *Records, inputs []InputF
 func (o *Reading) readProfiles(ctx context.Context, in *Records, inputs []InputFile) error {
 	var aerr error // the first error adding a row (a full disk)
 	add := func(p *Profile) {
+		spilled := in.Profiles.Spilled
 		if err := in.Profiles.Add(p); err != nil && aerr == nil {
 			aerr = err
 		}
+		if in.Profiles.Spilled != spilled {
+			// every row held went to disk: nothing names what the
+			// writer holds
+			o.Keys.Reset()
+		}
 	}
 	if byAPI(inputs, o.APIs.Profiles) {
-		res, err := o.APIs.Profiles.Read(ctx, o.CampaignFrom, add, o.Rejects.Add)
+		res, err := o.APIs.Profiles.Read(ctx, o.CampaignFrom, o.Keys, add, o.Rejects.Add)
 		in.CampaignRead, in.Campaign = res, res.Stats
 		return cmp.Or(err, aerr)
 	}
@@ -184,7 +197,7 @@ func (o *Reading) readProfiles(ctx context.Context, in *Records, inputs []InputF
 		err := o.readFile(ctx, f, "reading Campaign", func(r io.Reader) error {
 			hint := sizeHint{size: f.Size, reserve: in.Profiles.Reserve}
 			r = hint.reader(r)
-			st, err := ReadProfiles(ctx, r, f.Path, o.CampaignLayout,
+			st, err := ReadProfiles(ctx, r, f.Path, o.CampaignLayout, o.Keys,
 				func(p *Profile) {
 					p.File = uint16(i)
 					hint.row(in.Profiles.Len())

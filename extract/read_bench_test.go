@@ -33,11 +33,14 @@ func benchExports(n int) (contacts, profiles []byte) {
 	return c.Bytes(), p.Bytes()
 }
 
-func benchProfileCodec() spill.Codec[Profile] {
+func benchProfileCodec(ks *Keys) spill.Codec[Profile] {
+	w := ks.Writer()
 	return spill.Codec[Profile]{
-		Compare: func(a, b *Profile) int { return strings.Compare(a.PKey, b.PKey) },
-		Append:  AppendProfile, Decode: DecodeProfile, Size: ProfileSize,
-		Key: func(p *Profile) uint64 { return spill.PrefixKey(p.PKey) },
+		Compare: func(a, b *Profile) int { return strings.Compare(ks.Get(a.PKey), ks.Get(b.PKey)) },
+		Append:  func(dst []byte, p *Profile) []byte { return AppendProfile(dst, ks, p) },
+		Decode:  func(b []byte, p *Profile) error { return DecodeProfile(b, w, p) },
+		Size:    func(p *Profile) int { return ProfileSize(ks, p) },
+		Key:     func(p *Profile) uint64 { return spill.PrefixKey(ks.Get(p.PKey)) },
 	}
 }
 
@@ -56,8 +59,9 @@ func BenchmarkReadProfiles(b *testing.B) {
 	b.SetBytes(int64(len(p)))
 	b.ReportAllocs()
 	for b.Loop() {
-		s := spill.NewSorter(benchProfileCodec(), 0, b.TempDir(), 64)
-		st, err := ReadProfiles(context.Background(), bytes.NewReader(p), "campaign.csv", l,
+		ks := NewKeys()
+		s := spill.NewSorter(benchProfileCodec(ks), 0, b.TempDir(), 56)
+		st, err := ReadProfiles(context.Background(), bytes.NewReader(p), "campaign.csv", l, ks.Writer(),
 			func(p *Profile) { _ = s.Add(p) }, func(Reject) {})
 		if err != nil || st.Rows != 200_000 || st.Rejected != 0 {
 			b.Fatal(st, err)

@@ -24,10 +24,11 @@ func (bar) Done()                        {}
 
 func testReading(t *testing.T, rj RejectSink) *Reading {
 	byID := func(a, b *Contact) int { return cmp.Or(a.ID.Compare(b.ID), cmp.Compare(a.File, b.File)) }
-	byPKey := func(a, b *Profile) int { return cmp.Compare(a.PKey, b.PKey) }
+	ks := NewKeys()
 	return &Reading{
 		Contacts:       spill.NewSorter(spill.Codec[Contact]{Compare: byID, Append: AppendContact, Decode: DecodeContact}, 0, t.TempDir(), 48),
-		Profiles:       spill.NewSorter(spill.Codec[Profile]{Compare: byPKey, Append: AppendProfile, Decode: DecodeProfile}, 0, t.TempDir(), 64),
+		Profiles:       spill.NewSorter(benchProfileCodec(ks), 0, t.TempDir(), 56),
+		Keys:           ks.Writer(),
 		D365Layout:     Layout{Fields: []string{"donotemail"}},
 		CampaignLayout: Layout{Fields: []string{"blackListEmail"}},
 		Incremental:    true,

@@ -56,8 +56,8 @@ func DecodeContact(b []byte, c *Contact) error {
 	return nil
 }
 
-// AppendProfile encodes p.
-func AppendProfile(dst []byte, p *Profile) []byte {
+// AppendProfile encodes p, whose PKey and field times are in ks.
+func AppendProfile(dst []byte, ks *Keys, p *Profile) []byte {
 	dst = append(dst, p.ID[:]...)
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(p.Modified))
 	dst = binary.LittleEndian.AppendUint16(dst, packValues(&p.Values))
@@ -70,20 +70,22 @@ func AppendProfile(dst []byte, p *Profile) []byte {
 	if p.Unlinked {
 		f |= 2
 	}
-	if p.FieldModified != nil {
+	var times [MaxFields]int64
+	if ks.Times(p.FieldModified, &times) {
 		f |= 4
 	}
 	dst = append(dst, f)
-	if p.FieldModified != nil {
-		for _, t := range p.FieldModified {
+	if f&4 != 0 {
+		for _, t := range times {
 			dst = binary.LittleEndian.AppendUint64(dst, uint64(t))
 		}
 	}
-	return append(dst, p.PKey...)
+	return append(dst, ks.Get(p.PKey)...)
 }
 
-// DecodeProfile reads what AppendProfile wrote.
-func DecodeProfile(b []byte, p *Profile) error {
+// DecodeProfile reads what AppendProfile wrote, its PKey and field times
+// into w.
+func DecodeProfile(b []byte, w *KeyWriter, p *Profile) error {
 	const fixed = 16 + 8 + 2 + 4 + 2 + 1
 	if len(b) < fixed {
 		return errRecord
@@ -97,26 +99,27 @@ func DecodeProfile(b []byte, p *Profile) error {
 	f := b[32]
 	p.Bad, p.Unlinked = f&1 != 0, f&2 != 0
 	b = b[fixed:]
-	p.FieldModified = nil
+	p.FieldModified = 0
 	if f&4 != 0 {
 		if len(b) < 8*MaxFields {
 			return errRecord
 		}
-		p.FieldModified = new([MaxFields]int64)
-		for i := range p.FieldModified {
-			p.FieldModified[i] = int64(le.Uint64(b[8*i:]))
+		var times [MaxFields]int64
+		for i := range times {
+			times[i] = int64(le.Uint64(b[8*i:]))
 		}
+		p.FieldModified = w.PutTimes(&times)
 		b = b[8*MaxFields:]
 	}
-	p.PKey = string(b)
+	p.PKey = w.PutBytes(b)
 	return nil
 }
 
 // ProfileSize is what a profile holds in memory beyond its struct: its
-// PKey and its field times.
-func ProfileSize(p *Profile) int {
-	n := len(p.PKey)
-	if p.FieldModified != nil {
+// PKey and its field times, in ks.
+func ProfileSize(ks *Keys, p *Profile) int {
+	n := ks.Len(p.PKey)
+	if !p.FieldModified.Empty() {
 		n += 8 * MaxFields
 	}
 	return n

@@ -253,11 +253,17 @@ const NoTime int64 = math.MinInt64
 
 // NewFieldTimes gives per-field change times, all unknown.
 func NewFieldTimes() *[MaxFields]int64 {
+	t := NoFieldTimes()
+	return &t
+}
+
+// NoFieldTimes is field times none of which is known.
+func NoFieldTimes() [MaxFields]int64 {
 	var t [MaxFields]int64
 	for i := range t {
 		t[i] = NoTime
 	}
-	return &t
+	return t
 }
 
 // ParseTime reads a timestamp as Unix milliseconds (NoTime when it does not

@@ -65,7 +65,8 @@ func (v Validation) Check(ctx context.Context, out io.Writer) error {
 	}
 	later := sorts.Rejects(v.Budgets.Rejects, dir)
 	defer later.Close()
-	o := transform.IdentifyOptions{D365Files: files[0], CampaignFiles: files[1], Later: later, Sorts: sorts.Identity{Budget: v.Budgets.ByContact, Dir: dir}}
+	o := transform.IdentifyOptions{D365Files: files[0], CampaignFiles: files[1], Later: later, Sorts: sorts.Identity{Budget: v.Budgets.ByContact, Dir: dir},
+		Keys: in.Keys, ReadKeys: in.ReadKeys}
 	if err := transform.IdentityRejects(in.Contacts, in.Profiles, o, t.Add); err != nil {
 		return err
 	}

@@ -162,6 +162,7 @@ func (s *Store) Identify(ctx context.Context, in *extract.Records, o transform.I
 		defer r.Close()
 		o.CountPKeys = func(missed func(transform.PKeyEntry) error) transform.PKeyCounter { return r.PKeyCounter(missed) }
 	}
+	o.Keys, o.ReadKeys = in.Keys, in.ReadKeys
 	id, err = transform.Identify(in.Contacts, in.Profiles, o)
 	return id, indexed, err
 }
@@ -199,7 +200,7 @@ func (s *Store) Deciding(o DecidingOptions) Deciding {
 	in, dec := o.In, Deciding{Options: o.DecideOptions}
 	do := &dec.Options
 	cItems, pItems := o.Held.Held()
-	dec.Dirty = NewDirty(o.Budgets.Dirty, o.TmpDir, cItems, pItems, max(in.D365.Rows, in.Campaign.Rows))
+	dec.Dirty = NewDirty(o.Budgets.Dirty, o.TmpDir, cItems, pItems, o.Held.Keys(), max(in.D365.Rows, in.Campaign.Rows))
 	do.Dirty, do.D365Files, do.CampaignFiles = dec.Dirty, in.D365Inputs, in.CampaignInputs
 	do.D365Complete, do.CampaignComplete = in.DataverseRead.Complete, in.CampaignRead.Complete
 	// State is read whole when the run reads a side in full (every record

@@ -24,6 +24,7 @@ type Dirty struct {
 	// kept as its place in them (transform.Identity.Held).
 	cItems []extract.Contact
 	pItems []extract.Profile
+	keys   *extract.Keys // what pItems name
 	buf    []byte
 	f      *os.File
 	w      *bufio.Writer
@@ -186,7 +187,7 @@ func (s *Dirty) reader() (func(*transform.Entry) (bool, error), error) {
 				if !d.place(&lastP, len(s.pItems)) {
 					return false, malformed
 				}
-				e.PI, e.P = lastP, s.pItems[lastP]
+				e.PI, e.P = lastP, transform.ProfileSideOf(s.keys, &s.pItems[lastP])
 			}
 			if len(d.b) != 0 || f&dirtyRowID != 0 && !e.HasC && !e.HasP {
 				return false, malformed
@@ -219,15 +220,15 @@ func (s *Dirty) Close() {
 		s.f.Close()
 		s.f = nil
 	}
-	s.buf, s.cItems, s.pItems = nil, nil, nil
+	s.buf, s.cItems, s.pItems, s.keys = nil, nil, nil, nil
 }
 
 // NewDirty keeps entries within budget bytes of memory (0: no limit), the
 // rest in a file in dir; held are the rows of the run when they are all in
 // memory (transform.Identity.Held: an entry is then kept as its place in
-// them), rows how many entries may come.
-func NewDirty(budget int64, dir string, cItems []extract.Contact, pItems []extract.Profile, rows int) *Dirty {
-	return &Dirty{budget: budget, dir: dir, cItems: cItems, pItems: pItems, rows: rows}
+// them), what the profiles name in keys, rows how many entries may come.
+func NewDirty(budget int64, dir string, cItems []extract.Contact, pItems []extract.Profile, keys *extract.Keys, rows int) *Dirty {
+	return &Dirty{budget: budget, dir: dir, cItems: cItems, pItems: pItems, keys: keys, rows: rows}
 }
 
 // An entry kept whole (its rows are not held in memory) is written in a
@@ -282,7 +283,7 @@ func decodeDirtyContact(b []byte, id *extract.ID, c *extract.Contact) (rest []by
 	return r.b, !r.bad && f&^(dirtyBad|dirtyOtherID) == 0
 }
 
-func appendDirtyProfile(dst []byte, id *extract.ID, p *extract.Profile) []byte {
+func appendDirtyProfile(dst []byte, id *extract.ID, p *transform.ProfileSide) []byte {
 	var f byte
 	if p.Bad {
 		f |= dirtyBad
@@ -313,10 +314,10 @@ func appendDirtyProfile(dst []byte, id *extract.ID, p *extract.Profile) []byte {
 }
 
 // decodeDirtyProfile reads what appendDirtyProfile wrote, all of b.
-func decodeDirtyProfile(b []byte, id *extract.ID, p *extract.Profile) bool {
+func decodeDirtyProfile(b []byte, id *extract.ID, p *transform.ProfileSide) bool {
 	r := dirtyReader{b: b}
 	f := r.byte()
-	*p = extract.Profile{ID: *id, Bad: f&dirtyBad != 0, Unlinked: f&dirtyUnlinked != 0}
+	*p = transform.ProfileSide{Profile: extract.Profile{ID: *id, Bad: f&dirtyBad != 0, Unlinked: f&dirtyUnlinked != 0}}
 	if f&dirtyOtherID != 0 {
 		r.id(&p.ID)
 	}

@@ -14,23 +14,26 @@ import (
 func TestDirtyEntriesComeBackAsAdded(t *testing.T) {
 	cItems := make([]extract.Contact, 300)
 	pItems := make([]extract.Profile, 300)
+	ks := extract.NewKeys()
+	kw := ks.Writer()
 	for i := range cItems {
 		cItems[i] = extract.Contact{ID: id(i), Modified: int64(1000 + i), Line: int32(i + 2), Values: [extract.MaxFields]extract.Tri{extract.True}}
-		pItems[i] = extract.Profile{ID: id(i), PKey: "@p" + id(i).String()[:8], Modified: int64(2000 + i), Line: int32(i + 2)}
+		pItems[i] = extract.Profile{ID: id(i), PKey: kw.Put("@p" + id(i).String()[:8]), Modified: int64(2000 + i), Line: int32(i + 2)}
 	}
 	pItems[7].ID = id(999) // a profile whose contact id is not its entry's
+	side := func(pi int) transform.ProfileSide { return transform.ProfileSideOf(ks, &pItems[pi]) }
 	pair := func(ci, pi int) transform.Entry {
-		return transform.Entry{Kind: transform.EntryPair, ID: cItems[ci].ID, HasC: true, HasP: true, C: cItems[ci], P: pItems[pi], CI: int32(ci), PI: int32(pi)}
+		return transform.Entry{Kind: transform.EntryPair, ID: cItems[ci].ID, HasC: true, HasP: true, C: cItems[ci], P: side(pi), CI: int32(ci), PI: int32(pi)}
 	}
 	var dense []transform.Entry
 	for i := range 200 {
 		dense = append(dense, pair(i, i))
 	}
-	onlyP := transform.Entry{Kind: transform.EntryPair, ID: pItems[5].ID, HasP: true, P: pItems[5], CI: -1, PI: 5}
-	otherID := transform.Entry{Kind: transform.EntryConflict, ID: id(7), HasP: true, P: pItems[7], CI: -1, PI: 7}
+	onlyP := transform.Entry{Kind: transform.EntryPair, ID: pItems[5].ID, HasP: true, P: side(5), CI: -1, PI: 5}
+	otherID := transform.Entry{Kind: transform.EntryConflict, ID: id(7), HasP: true, P: side(7), CI: -1, PI: 7}
 	lost := transform.Entry{Kind: transform.EntryLost, ID: id(5000), CI: -1, PI: -1}
 	copied := transform.Entry{Kind: transform.EntryBlocked, ID: id(6000), HasC: true, C: extract.Contact{ID: id(6000), Modified: 7, Line: 9},
-		HasP: true, P: extract.Profile{ID: id(6000), PKey: "@copied", Modified: 8, Line: 10}, CI: -1, PI: -1}
+		HasP: true, P: transform.ProfileSide{Profile: extract.Profile{ID: id(6000), Modified: 8, Line: 10}, PKey: "@copied"}, CI: -1, PI: -1}
 	far := pair(299, 0)   // places far apart, and going back
 	other := pair(3, 250) // a contact and a profile of different places
 	tests := []struct {
@@ -49,9 +52,9 @@ func TestDirtyEntriesComeBackAsAdded(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var d *Dirty
 			if tt.held {
-				d = NewDirty(tt.budget, t.TempDir(), cItems, pItems, len(tt.entries))
+				d = NewDirty(tt.budget, t.TempDir(), cItems, pItems, ks, len(tt.entries))
 			} else {
-				d = NewDirty(tt.budget, t.TempDir(), nil, nil, len(tt.entries))
+				d = NewDirty(tt.budget, t.TempDir(), nil, nil, nil, len(tt.entries))
 			}
 			defer d.Close()
 			for i := range tt.entries {
@@ -92,11 +95,12 @@ func TestDirtyRefsAreSmall(t *testing.T) {
 	const n = 1000
 	cItems := make([]extract.Contact, n)
 	pItems := make([]extract.Profile, n)
-	d := NewDirty(0, t.TempDir(), cItems, pItems, n)
+	ks := extract.NewKeys()
+	d := NewDirty(0, t.TempDir(), cItems, pItems, ks, n)
 	defer d.Close()
 	for i := range n {
 		cItems[i].ID, pItems[i].ID = id(i), id(i)
-		e := transform.Entry{ID: id(i), HasC: true, HasP: true, C: cItems[i], P: pItems[i], CI: int32(i), PI: int32(i)}
+		e := transform.Entry{ID: id(i), HasC: true, HasP: true, C: cItems[i], P: transform.ProfileSideOf(ks, &pItems[i]), CI: int32(i), PI: int32(i)}
 		if err := d.Add(&e); err != nil {
 			t.Fatal(err)
 		}

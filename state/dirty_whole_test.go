@@ -19,6 +19,8 @@ func fillRow(t *testing.T, v reflect.Value, seed int64) {
 		switch f.Kind() {
 		case reflect.Bool:
 			f.SetBool(true)
+		case reflect.Struct: // the row a profile's side embeds
+			fillRow(t, f, n)
 		case reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64, reflect.Int:
 			f.SetInt(n)
 		case reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uint:
@@ -53,11 +55,14 @@ func fillRow(t *testing.T, v reflect.Value, seed int64) {
 
 func TestDirtyEntriesKeptWhole(t *testing.T) {
 	var c extract.Contact
-	var p extract.Profile
+	var p transform.ProfileSide
 	fillRow(t, reflect.ValueOf(&c).Elem(), 1_700_000_000_000)
 	fillRow(t, reflect.ValueOf(&p).Elem(), 1_600_000_000_000)
+	// A side's row names nothing (transform.ProfileSideOf): its PKey and
+	// field times are the side's own.
+	p.Profile.PKey, p.Profile.FieldModified = 0, 0
 	id := extract.ID{9, 8, 7}
-	same := func(c extract.Contact, p extract.Profile) (extract.Contact, extract.Profile) {
+	same := func(c extract.Contact, p transform.ProfileSide) (extract.Contact, transform.ProfileSide) {
 		c.ID, p.ID = id, id
 		return c, p
 	}
@@ -75,11 +80,11 @@ func TestDirtyEntriesKeptWhole(t *testing.T) {
 		{"profile unreadable", transform.Entry{Kind: transform.EntryBlocked, ID: id, HasP: true, P: unread, CI: -1, PI: -1}},
 		{"extremes", transform.Entry{Kind: transform.EntryPair, ID: id, HasC: true, HasP: true,
 			C: extract.Contact{ID: id, Modified: math.MinInt64, ETag: math.MaxUint32, Line: math.MinInt32, File: math.MaxUint16},
-			P: extract.Profile{ID: id, Modified: math.MaxInt64, Line: math.MaxInt32, File: math.MaxUint16}, CI: -1, PI: -1}},
+			P: transform.ProfileSide{Profile: extract.Profile{ID: id, Modified: math.MaxInt64, Line: math.MaxInt32, File: math.MaxUint16}}, CI: -1, PI: -1}},
 		{"lost", transform.Entry{Kind: transform.EntryLost, ID: id, CI: -1, PI: -1}},
 	}
 	for _, budget := range []int64{0, 1} { // in memory; each entry past the budget, in the file
-		d := NewDirty(budget, t.TempDir(), nil, nil, len(cases))
+		d := NewDirty(budget, t.TempDir(), nil, nil, nil, len(cases))
 		for _, tc := range cases {
 			if err := d.Add(&tc.e); err != nil {
 				t.Fatal(err)
@@ -116,12 +121,16 @@ func TestDirtyEntryKeptWholeIsSmall(t *testing.T) {
 	id := extract.ID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}
 	e := transform.Entry{Kind: transform.EntryPair, ID: id, HasC: true, HasP: true,
 		C: extract.Contact{ID: id, Modified: 1_764_000_000_000, Line: 9_999_999, Values: [extract.MaxFields]extract.Tri{2, 1, 1, 2}},
-		P: extract.Profile{ID: id, PKey: "@l5Xz5z_34W-hCmV7GW50", Modified: 1_764_000_000_000, Line: 9_999_999, Values: [extract.MaxFields]extract.Tri{2, 1, 1, 2}}}
-	d := NewDirty(0, t.TempDir(), nil, nil, 1)
+		P: transform.ProfileSide{Profile: extract.Profile{ID: id, Modified: 1_764_000_000_000, Line: 9_999_999, Values: [extract.MaxFields]extract.Tri{2, 1, 1, 2}},
+			PKey: "@l5Xz5z_34W-hCmV7GW50"}}
+	d := NewDirty(0, t.TempDir(), nil, nil, nil, 1)
 	if err := d.Add(&e); err != nil {
 		t.Fatal(err)
 	}
-	old := 2 + 1 + 16 + 1 + len(extract.AppendContact(nil, &e.C)) + len(extract.AppendProfile(nil, &e.P))
+	ks := extract.NewKeys()
+	row := e.P.Profile
+	row.PKey = ks.Writer().Put(e.P.PKey)
+	old := 2 + 1 + 16 + 1 + len(extract.AppendContact(nil, &e.C)) + len(extract.AppendProfile(nil, ks, &row))
 	if got := len(d.buf); got > old*2/3 {
 		t.Errorf("an entry kept whole takes %d bytes, the sorts' encoding %d", got, old)
 	}

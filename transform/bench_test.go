@@ -16,7 +16,8 @@ import (
 // benchRows are n contacts and their profiles, in random order, shaped as
 // the generated exports (fixtures/cmd/gen): one profile per contact, four
 // mapped pairs, a twentieth of the pairs differing.
-func benchRows(n int) ([]extract.Contact, []extract.Profile) {
+func benchRows(n int, ks *extract.Keys) ([]extract.Contact, []extract.Profile) {
+	w := ks.Writer()
 	rng := rand.New(rand.NewPCG(7, 7))
 	const chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
 	cs, ps := make([]extract.Contact, n), make([]extract.Profile, n)
@@ -30,7 +31,7 @@ func benchRows(n int) ([]extract.Contact, []extract.Profile) {
 			key[k] = chars[rng.IntN(len(chars))]
 		}
 		c := extract.Contact{ID: id, Modified: 1.7e12 + rng.Int64N(1e10), Line: int32(i + 2)}
-		p := extract.Profile{ID: id, PKey: string(key), Modified: 1.7e12 + rng.Int64N(1e10), Line: int32(i + 2)}
+		p := extract.Profile{ID: id, PKey: w.PutBytes(key), Modified: 1.7e12 + rng.Int64N(1e10), Line: int32(i + 2)}
 		for f := range 4 {
 			v := extract.Of(rng.IntN(3) == 0)
 			c.Values[f], p.Values[f] = v, v
@@ -56,7 +57,8 @@ func (benchBar) Add(int64) {}
 // transform stage itself costs.
 func BenchmarkIdentifyDecide(b *testing.B) {
 	const n = 200_000
-	cs, ps := benchRows(n)
+	ks := extract.NewKeys()
+	cs, ps := benchRows(n, ks)
 	files := []extract.InputFile{{}}
 	rules := &transform.Rules{Direction: transform.Bidirectional, Policy: transform.Newest, ImportD365: true, ImportCampaign: true,
 		Pairs: []transform.Pair{{D365: "donotemail", Campaign: "blackListEmail"}, {D365: "donotbulkemail", Campaign: "blackListMobile"},
@@ -64,7 +66,7 @@ func BenchmarkIdentifyDecide(b *testing.B) {
 	var identify, decide, cpu time.Duration
 	for b.Loop() {
 		b.StopTimer()
-		contacts, profiles := sorts.Contacts(0, ""), sorts.Profiles(false, 0, "")
+		contacts, profiles := sorts.Contacts(0, ""), sorts.Profiles(ks, false, 0, "")
 		contacts.Reserve(n)
 		profiles.Reserve(n)
 		for i := range cs {
@@ -74,7 +76,7 @@ func BenchmarkIdentifyDecide(b *testing.B) {
 		b.StartTimer()
 		t0, c0 := time.Now(), cpuTime()
 		id, err := transform.Identify(contacts, profiles, transform.IdentifyOptions{D365Files: files, CampaignFiles: files,
-			Later: sorts.Rejects(0, ""), Sorts: sorts.Identity{}})
+			Later: sorts.Rejects(0, ""), Sorts: sorts.Identity{}, Keys: ks})
 		if err != nil {
 			b.Fatal(err)
 		}

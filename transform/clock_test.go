@@ -34,7 +34,7 @@ func TestForgetFutureTimes(t *testing.T) {
 			snap := Snapshot{Known: true, DSeen: true, CSeen: true, DModified: earlier, CModified: earlier, PKey: "@p"}
 			snap.Pairs[0] = PairState{S: F, DRaw: F, CRaw: F}
 			c := extract.Contact{ID: id, Modified: earlier, Values: [extract.MaxFields]extract.Tri{F}}
-			p := extract.Profile{ID: id, PKey: "@p", Modified: earlier, Values: [extract.MaxFields]extract.Tri{F}}
+			p := ProfileSide{Profile: extract.Profile{ID: id, Modified: earlier, Values: [extract.MaxFields]extract.Tri{F}}, PKey: "@p"}
 			if tc.dFuture {
 				snap.DModified, c.Modified, c.Values[0] = future, now, T
 			} else {

@@ -36,14 +36,40 @@ func ContactCodec() spill.Codec[extract.Contact] {
 }
 
 // ProfileCodec orders profiles by PKey (ProfilePKeyOrder) or byContact
-// (ProfileContactOrder).
-func ProfileCodec(byContact bool) spill.Codec[extract.Profile] {
+// (ProfileContactOrder); what they name is in ks.
+//
+// A record read back from a run on disk names its PKey in blocks of its
+// run's own (ks.Writer), kept for that record and the one before it: the
+// merge hands on a run's previous record while it reads the next, and
+// whoever keeps a record longer copies what it names (PKeyStream,
+// ContactProfiles). So the runs of a sort larger than memory hold a
+// block or two each, not every PKey read back.
+func ProfileCodec(ks *extract.Keys, byContact bool) spill.Codec[extract.Profile] {
+	type runKeys struct {
+		w    *extract.KeyWriter
+		prev extract.Mark
+	}
+	runs := map[*extract.Profile]*runKeys{} // by the record a run reads into
 	c := spill.Codec[extract.Profile]{
-		Compare: ProfilePKeyOrder, Append: extract.AppendProfile, Decode: extract.DecodeProfile, Size: extract.ProfileSize,
-		Key: func(p *extract.Profile) uint64 { return spill.PrefixKey(p.PKey) },
+		Compare: func(a, b *extract.Profile) int { return ProfilePKeyOrder(ks, a, b) },
+		Append:  func(dst []byte, p *extract.Profile) []byte { return extract.AppendProfile(dst, ks, p) },
+		Decode: func(b []byte, p *extract.Profile) error {
+			r := runs[p]
+			if r == nil {
+				r = &runKeys{w: ks.Writer()}
+				runs[p] = r
+			}
+			m := r.w.Mark()
+			r.w.ReleaseBefore(r.prev)
+			r.prev = m
+			return extract.DecodeProfile(b, r.w, p)
+		},
+		Size: func(p *extract.Profile) int { return extract.ProfileSize(ks, p) },
+		Key:  func(p *extract.Profile) uint64 { return spill.PrefixKey(ks.Get(p.PKey)) },
 	}
 	if byContact {
-		c.Compare, c.Key = ProfileContactOrder, func(p *extract.Profile) uint64 { return idKey(&p.ID) }
+		c.Compare = func(a, b *extract.Profile) int { return ProfileContactOrder(ks, a, b) }
+		c.Key = func(p *extract.Profile) uint64 { return idKey(&p.ID) }
 	}
 	return c
 }

@@ -104,7 +104,7 @@ type Result struct {
 
 // Decide settles every mapped pair of one matched contact. prev may be nil
 // (never seen). Decisions are appended to buf.
-func Decide(r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, buf []Decision) (Result, []Decision) {
+func Decide(r *Rules, c *extract.Contact, p *ProfileSide, prev *Snapshot, buf []Decision) (Result, []Decision) {
 	var res Result
 	buf = decideInto(&res, r, c, p, prev, buf)
 	return res, buf
@@ -112,7 +112,7 @@ func Decide(r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, bu
 
 // decideInto is Decide into res (the caller's, zero: a result is half a
 // kilobyte, decided once per contact and twice per backfill).
-func decideInto(res *Result, r *Rules, c *extract.Contact, p *extract.Profile, prev *Snapshot, buf []Decision) []Decision {
+func decideInto(res *Result, r *Rules, c *extract.Contact, p *ProfileSide, prev *Snapshot, buf []Decision) []Decision {
 	if prev == nil {
 		prev = &Snapshot{}
 	}
@@ -145,7 +145,7 @@ func decideInto(res *Result, r *Rules, c *extract.Contact, p *extract.Profile, p
 // next state, the values after the run, which side changed) and appends its
 // decisions to buf. Everything is passed by pointer: it runs per record and
 // pair.
-func settlePair(r *Rules, i int, c *extract.Contact, p *extract.Profile, prev *Snapshot, res *Result, buf []Decision) []Decision {
+func settlePair(r *Rules, i int, c *extract.Contact, p *ProfileSide, prev *Snapshot, res *Result, buf []Decision) []Decision {
 	pair := r.Pairs[i]
 	old := prev.Pairs[i]
 	d := c.Values[i]
@@ -400,7 +400,7 @@ func ContactFromState(r *Rules, id extract.ID, s *Snapshot) extract.Contact {
 }
 
 // fieldTime is pair i's own change time in a profile row, when it has one.
-func fieldTime(p *extract.Profile, i int) (int64, bool) {
+func fieldTime(p *ProfileSide, i int) (int64, bool) {
 	if p.FieldModified != nil && p.FieldModified[i] != extract.NoTime {
 		return p.FieldModified[i], true
 	}
@@ -409,8 +409,8 @@ func fieldTime(p *extract.Profile, i int) (int64, bool) {
 
 // ProfileFromState rebuilds a contact's Campaign side as state last knew it:
 // its values, lastModified and each field's own change time.
-func ProfileFromState(r *Rules, id extract.ID, s *Snapshot) extract.Profile {
-	p := extract.Profile{ID: id, PKey: s.PKey, Modified: s.CModified}
+func ProfileFromState(r *Rules, id extract.ID, s *Snapshot) ProfileSide {
+	p := ProfileSide{Profile: extract.Profile{ID: id, Modified: s.CModified}, PKey: s.PKey}
 	for i := range r.Pairs {
 		p.Values[i] = s.Pairs[i].CRaw
 		if s.Pairs[i].CTimeKnown {
@@ -451,7 +451,7 @@ func SeeContact(r *Rules, c *extract.Contact, prev *Snapshot) Snapshot {
 }
 
 // SeeProfile is SeeContact for the Campaign side.
-func SeeProfile(r *Rules, p *extract.Profile, prev *Snapshot) Snapshot {
+func SeeProfile(r *Rules, p *ProfileSide, prev *Snapshot) Snapshot {
 	var next Snapshot
 	if prev != nil {
 		next = *prev
@@ -517,7 +517,7 @@ func ContactKnown(r *Rules, c *extract.Contact, prev *Snapshot) bool {
 // ProfileKnown is ContactKnown for the Campaign side: the profile state
 // links to the contact, with the same lastModified, values and fields' own
 // change times as last read, or an older row of it.
-func ProfileKnown(r *Rules, p *extract.Profile, prev *Snapshot) bool {
+func ProfileKnown(r *Rules, p *ProfileSide, prev *Snapshot) bool {
 	if !prev.CSeen || p.PKey != prev.PKey {
 		return false
 	}

@@ -78,7 +78,7 @@ func runOne(t *testing.T, tc oneCase) {
 		Pairs: []Pair{{D365: "donotemail", Campaign: "blackListEmail", Invert: tc.invert}}}
 	c := &extract.Contact{ID: id(1), Modified: tc.tD, Line: 2}
 	c.Values[0] = tc.d
-	p := &extract.Profile{ID: id(1), PKey: "@p1", Modified: tc.tC, FieldModified: tc.ft, Line: 2}
+	p := &ProfileSide{Profile: extract.Profile{ID: id(1), Modified: tc.tC, Line: 2}, PKey: "@p1", FieldModified: tc.ft}
 	p.Values[0] = tc.c
 	var prev *Snapshot
 	if tc.snap.Known() {
@@ -305,7 +305,7 @@ func TestDecideMultiplePairs(t *testing.T) {
 		{D365: "donotfax", Campaign: "blackListFax"},
 	}}
 	c := &extract.Contact{ID: id(7), Modified: t10, Values: [extract.MaxFields]extract.Tri{T, T, T, U}}
-	p := &extract.Profile{ID: id(7), PKey: "@p7", Modified: t09, Values: [extract.MaxFields]extract.Tri{T, F, T, T}}
+	p := &ProfileSide{Profile: extract.Profile{ID: id(7), Modified: t09, Values: [extract.MaxFields]extract.Tri{T, F, T, T}}, PKey: "@p7"}
 	prev := &Snapshot{Known: true, DModified: t09, CModified: t09 - day, PKey: "@p7"}
 	prev.Pairs[1] = PairState{S: F, DRaw: F, CRaw: F} // pair 0: newly mapped, no snapshot
 	prev.Pairs[2] = PairState{S: F, DRaw: F, CRaw: F}
@@ -348,7 +348,7 @@ func TestDecidePendingWrites(t *testing.T) {
 	decide := func(r *Rules, d extract.Tri, tD int64, cv extract.Tri, tC int64, prev *Snapshot) (Result, []Decision) {
 		c := &extract.Contact{ID: id(3), Modified: tD}
 		c.Values[0] = d
-		p := &extract.Profile{ID: id(3), PKey: "@p3", Modified: tC}
+		p := &ProfileSide{Profile: extract.Profile{ID: id(3), Modified: tC}, PKey: "@p3"}
 		p.Values[0] = cv
 		return Decide(r, c, p, prev, nil)
 	}

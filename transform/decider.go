@@ -163,12 +163,12 @@ type Verdict struct {
 	decisions []Decision
 	id        extract.ID
 	pkey      string
-	etag      string           // the Dynamics ETag a write goes with ("": none known)
-	contact   extract.Contact  // the Dynamics side as decided (a write's basis)
-	profile   *extract.Profile // the Campaign side as decided
-	decided   bool             // a contact with both sides known was decided
-	unchanged bool             // its rows told nothing new: not decided
-	blocked   string           // why the entry was not touched, for the rejects file
+	etag      string          // the Dynamics ETag a write goes with ("": none known)
+	contact   extract.Contact // the Dynamics side as decided (a write's basis)
+	profile   *ProfileSide    // the Campaign side as decided
+	decided   bool            // a contact with both sides known was decided
+	unchanged bool            // its rows told nothing new: not decided
+	blocked   string          // why the entry was not touched, for the rejects file
 	// record: next is stored although the entry is blocked (what was read
 	// of its contact, that Campaign shows it two or more profiles)
 	record    bool
@@ -228,7 +228,7 @@ func (d *Decider) one(e *Entry, prev *Snapshot, buf []Decision, v *Verdict) {
 // decided: a profile that left the contact (left), a contact kept out or
 // blocked by two profiles (stop: v says why and what is recorded). prev
 // comes back as it is to be decided against.
-func (d *Decider) keptBack(v *Verdict, c *extract.Contact, p *extract.Profile, prev *Snapshot, useState, campaignAll bool) (_ *Snapshot, left, stop bool) {
+func (d *Decider) keptBack(v *Verdict, c *extract.Contact, p *ProfileSide, prev *Snapshot, useState, campaignAll bool) (_ *Snapshot, left, stop bool) {
 	// In a run, the profile state links to this contact may have left it:
 	// this run's input links that PKey to another contact, or to none.
 	keptOut := false
@@ -281,7 +281,7 @@ func (d *Decider) keptBack(v *Verdict, c *extract.Contact, p *extract.Profile, p
 // decide decides an entry with changes: both sides, one of them against
 // what state knows of the other (profileKnown, contactKnown), or one side
 // alone, seen.
-func (d *Decider) decide(v *Verdict, c *extract.Contact, p *extract.Profile, prev *Snapshot, buf []Decision, profileKnown, contactKnown, campaignAll, d365All bool) {
+func (d *Decider) decide(v *Verdict, c *extract.Contact, p *ProfileSide, prev *Snapshot, buf []Decision, profileKnown, contactKnown, campaignAll, d365All bool) {
 	switch {
 	case c != nil && p == nil && profileKnown && prev.CSeen:
 		known := ProfileFromState(d.rules, c.ID, prev)
@@ -333,7 +333,7 @@ func (d *Decider) keepETag(next *Snapshot, c *extract.Contact, prev *Snapshot, s
 
 // blockAt names the row of a blocked entry for the rejects file: its
 // profile's when it has one, else its contact's.
-func (d *Decider) blockAt(v *Verdict, c *extract.Contact, p *extract.Profile) {
+func (d *Decider) blockAt(v *Verdict, c *extract.Contact, p *ProfileSide) {
 	if c != nil {
 		v.blockedAt = extract.Reject{Source: d.d365Files[c.File].Source(), Line: int(c.Line), ID: v.id.String(), IDChecked: true, Reason: v.blocked}
 	}

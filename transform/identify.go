@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
-	"strings"
 
 	"optsync/extract"
 	"optsync/extract/spill"
@@ -31,7 +30,7 @@ type Entry struct {
 	ID         extract.ID
 	HasC, HasP bool
 	C          extract.Contact
-	P          extract.Profile
+	P          ProfileSide
 	// CI and PI place C and P in the rows held in memory, when they are
 	// (Identity.Held): the commit finds them there again; -1 when not.
 	CI, PI int32
@@ -52,11 +51,36 @@ func (e *Entry) contact() *extract.Contact {
 	return nil
 }
 
-func (e *Entry) profile() *extract.Profile {
+func (e *Entry) profile() *ProfileSide {
 	if e.HasP {
 		return &e.P
 	}
 	return nil
+}
+
+// ProfileSide is a profile row as the rules decide it, its PKey and field times
+// at hand: a row (extract.Profile) only names them, in the Keys of whoever
+// holds the rows, and an entry is decided, kept for the commit, or read
+// back from disk on its own. Its row's own names are zero (they would
+// name blocks the entry does not hold).
+type ProfileSide struct {
+	extract.Profile
+	PKey string
+	// FieldModified holds per-field change times (NoTime = unknown); nil
+	// when no mapping names a change-time column.
+	FieldModified *[extract.MaxFields]int64
+}
+
+// ProfileSideOf is row p as the rules decide it; what p names is in ks. The PKey
+// is not copied: it stays valid however the row's holder lets go of it.
+func ProfileSideOf(ks *extract.Keys, p *extract.Profile) ProfileSide {
+	s := ProfileSide{Profile: *p, PKey: ks.Get(p.PKey)}
+	if !p.FieldModified.Empty() {
+		s.FieldModified = new([extract.MaxFields]int64)
+		ks.Times(p.FieldModified, s.FieldModified)
+	}
+	s.Profile.PKey, s.Profile.FieldModified = 0, 0
+	return s
 }
 
 // Identity is what the identity rules make of a run's inputs, read as the
@@ -89,6 +113,8 @@ type Identity struct {
 	// are all in memory (nil when spilled): entries are placed in them.
 	cItems []extract.Contact
 	pItems []extract.Profile
+	// keys holds what the profile rows name.
+	keys *extract.Keys
 
 	// the join's lookahead and counts
 	c      *extract.Contact
@@ -121,18 +147,24 @@ type IdentifyOptions struct {
 	Later *spill.Sorter[extract.Reject]
 	// Sorts makes the sorts the rules need.
 	Sorts Sorts
+	// Keys holds what the profile rows name (the reading's Keys), and
+	// ReadKeys is the reading's writer, whose blocks are let go of once
+	// the rows it filled are on disk or laid out again.
+	Keys     *extract.Keys
+	ReadKeys *extract.KeyWriter
 }
 
 // Sorts makes the sorts the identity rules need (with ProfileCodec and
 // PKeyCodec): the caller chooses how much memory they hold and where they
 // spill, so that transform itself opens no file.
 type Sorts interface {
-	// ProfilesByContact sorts profiles by contact.
-	ProfilesByContact() *spill.Sorter[extract.Profile]
+	// ProfilesByContact sorts profiles by contact; what they name is in
+	// ks.
+	ProfilesByContact(ks *extract.Keys) *spill.Sorter[extract.Profile]
 	// HeldByContact sorts by contact, in place, profiles all held in
 	// memory (all of them, or one of the parts sortHeld splits them
 	// into).
-	HeldByContact(held []extract.Profile) *spill.Sorter[extract.Profile]
+	HeldByContact(ks *extract.Keys, held []extract.Profile) *spill.Sorter[extract.Profile]
 	// PKeysByID sorts PKey entries by contact.
 	PKeysByID() *spill.Sorter[PKeyEntry]
 }
@@ -145,7 +177,7 @@ type Sorts interface {
 // The contacts are sorted meanwhile, on another core: nothing the profiles'
 // rules do touches them.
 func Identify(contacts *spill.Sorter[extract.Contact], profiles *spill.Sorter[extract.Profile], o IdentifyOptions) (*Identity, error) {
-	id := &Identity{later: o.Later}
+	id := &Identity{later: o.Later, keys: o.Keys}
 	cs := make(chan sortedContacts, 1)
 	go func() { cs <- sortContacts(contacts) }()
 	owner, count := id.counting(o)
@@ -325,14 +357,15 @@ func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOp
 			}
 			i++
 			return &items[i-1]
-		}, superseded, owner)
+		}, o.Keys, nil, superseded, owner)
 		w := 0
 		for p := ks.Next(); p != nil; p = ks.Next() {
 			items[w] = *p
 			w++
 		}
 		clear(items[w:])
-		sortHeld(items[:w], o.Sorts)
+		sortHeld(items[:w], o.Sorts, o.Keys)
+		o.ReadKeys.Reset() // every row held names the blocks laid out
 		return nil, items[:w], nil
 	}
 	pstream, err := profiles.Sorted()
@@ -340,13 +373,21 @@ func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOp
 		return nil, nil, err
 	}
 	defer pstream.Close()
-	ks = NewPKeyStream(pstream.Next, superseded, owner)
-	byContact := o.Sorts.ProfilesByContact()
+	o.ReadKeys.Reset() // every row is on disk
+	ks = NewPKeyStream(pstream.Next, o.Keys, o.Keys.Writer(), superseded, owner)
+	byContact := o.Sorts.ProfilesByContact(o.Keys)
 	byContact.Reserve(profiles.Added) // the rows the rule keeps, at most
+	bw := o.Keys.Writer()             // what byContact holds in memory names
 	for p := ks.Next(); p != nil; p = ks.Next() {
-		if err := byContact.Add(p); err != nil {
+		q := *p
+		q.PKey, q.FieldModified = bw.Copy(o.Keys, p.PKey), bw.CopyTimes(o.Keys, p.FieldModified)
+		spilled := byContact.Spilled
+		if err := byContact.Add(&q); err != nil {
 			byContact.Close()
 			return nil, nil, err
+		}
+		if byContact.Spilled != spilled {
+			bw.Reset() // the rows held went to disk
 		}
 	}
 	if err := pstream.Err(); err != nil {
@@ -361,46 +402,36 @@ func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOp
 // of the first part sorts before every row of the second, each part is
 // sorted on a core of its own. Their PKeys are then laid out again in that
 // order (layPKeys).
-func sortHeld(held []extract.Profile, s Sorts) {
+func sortHeld(held []extract.Profile, s Sorts, ks *extract.Keys) {
 	m := splitByContact(held)
 	if m == 0 || m == len(held) {
-		s.HeldByContact(held).InMemory()
-		layPKeys(held)
+		s.HeldByContact(ks, held).InMemory()
+		layPKeys(ks, held)
 		return
 	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.HeldByContact(held[m:]).InMemory()
-		layPKeys(held[m:])
+		s.HeldByContact(ks, held[m:]).InMemory()
+		layPKeys(ks, held[m:])
 	}()
-	s.HeldByContact(held[:m]).InMemory()
-	layPKeys(held[:m])
+	s.HeldByContact(ks, held[:m]).InMemory()
+	layPKeys(ks, held[:m])
 	<-done
 }
 
-// layPKeys copies the PKeys of profiles into one string, in the profiles'
-// order, and points each profile at its own. A PKey's bytes lie where the
-// read put them, in the order of the file: read in contact order (the
-// decisions compare each with state's, the commit writes each into its
-// record) every one was a cache miss, waited for alone, a third of a
-// second in a million. Copied in one pass, the misses are independent and
-// overlap; the bytes they came from are let go.
-func layPKeys(held []extract.Profile) {
-	n := 0
+// layPKeys copies what profiles name into blocks of their own, in the
+// profiles' order, and names it there. A PKey's bytes lie where the read
+// put them, in the order of the file: read in contact order (the decisions
+// compare each with state's, the commit writes each into its record)
+// every one was a cache miss, waited for alone, a third of a second in a
+// million. Copied in one pass, the misses are independent and overlap;
+// the blocks they came from are let go (IdentifyOptions.ReadKeys).
+func layPKeys(ks *extract.Keys, held []extract.Profile) {
+	w := ks.Writer()
 	for i := range held {
-		n += len(held[i].PKey)
-	}
-	var b strings.Builder
-	b.Grow(n)
-	for i := range held {
-		b.WriteString(held[i].PKey)
-	}
-	all, at := b.String(), 0
-	for i := range held {
-		l := len(held[i].PKey)
-		held[i].PKey = all[at : at+l]
-		at += l
+		p := &held[i]
+		p.PKey, p.FieldModified = w.Copy(ks, p.PKey), w.CopyTimes(ks, p.FieldModified)
 	}
 }
 
@@ -446,24 +477,27 @@ func (id *Identity) joinByContact(contacts sortedContacts, byContact *spill.Sort
 		id.owners, id.ownerList = OwnersOf(id.ownerList), nil
 	}
 	id.cItems, id.cstream = contacts.items, contacts.stream
+	var own *extract.KeyWriter // nil: the rows stay where they are
 	if byContact == nil {
 		id.pItems, id.pstream = held, spill.Held(held)
 	} else {
 		var err error
 		if items, ok := byContact.InMemory(); ok {
 			id.pItems = items
+		} else {
+			own = o.Keys.Writer()
 		}
 		if id.pstream, err = byContact.Sorted(); err != nil {
 			return err
 		}
 	}
-	id.profiles = NewContactProfiles(id.pstream.Next, func(p *extract.Profile) {
+	id.profiles = NewContactProfiles(id.pstream.Next, o.Keys, own, func(p *extract.Profile) {
 		if n := len(id.conflicts); n == 0 || id.conflicts[n-1] != p.ID {
 			id.conflicts = append(id.conflicts, p.ID) // dups come grouped by contact, in order
 		}
 		id.Duplicates++
 		if !p.Bad { // a bad row has its own reject row already
-			id.reject(extract.Reject{Source: o.CampaignFiles[p.File].Source(), Line: int(p.Line), ID: p.PKey, IDChecked: true, Reason: "duplicate-externalId"})
+			id.reject(extract.Reject{Source: o.CampaignFiles[p.File].Source(), Line: int(p.Line), ID: o.Keys.Get(p.PKey), IDChecked: true, Reason: "duplicate-externalId"})
 		}
 	})
 	id.contacts = NewDedupStream(id.cstream.Next, func(s Superseded) {
@@ -504,7 +538,7 @@ func (id *Identity) Next() *Entry {
 		id.c = id.contacts.Next()
 	}
 	if k >= 0 {
-		e.ID, e.HasP, e.P = id.p.ID, true, *id.p
+		e.ID, e.HasP, e.P = id.p.ID, true, ProfileSideOf(id.keys, id.p)
 		if id.pItems != nil {
 			e.PI = int32(id.profiles.Index)
 		}
@@ -576,8 +610,12 @@ func IdentityRejects(contacts *spill.Sorter[extract.Contact], profiles *spill.So
 }
 
 // Held are the sorted rows the entries are placed in (Entry.CI, PI), when
-// they are all in memory (nil when spilled).
+// they are all in memory (nil when spilled); what the profiles name is in
+// Keys.
 func (id *Identity) Held() ([]extract.Contact, []extract.Profile) { return id.cItems, id.pItems }
+
+// Keys holds what the profile rows name.
+func (id *Identity) Keys() *extract.Keys { return id.keys }
 
 // Owners says what the input links each PKey to (nil without WithOwners).
 func (id *Identity) Owners() *Owners { return id.owners }

@@ -93,11 +93,12 @@ type Grouped struct {
 }
 
 // GroupProfiles applies the identity rules to a run's profile rows held in
-// memory: PKeyStream, then ContactProfiles (see them).
+// memory, whose PKeys are in ks: PKeyStream, then ContactProfiles (see
+// them).
 // withOwners also returns, for each PKey, what the input links it to.
-func GroupProfiles(ps []extract.Profile, withOwners bool) Grouped {
+func GroupProfiles(ks *extract.Keys, ps []extract.Profile, withOwners bool) Grouped {
 	var g Grouped
-	slices.SortFunc(ps, func(a, b extract.Profile) int { return ProfilePKeyOrder(&a, &b) })
+	slices.SortFunc(ps, func(a, b extract.Profile) int { return ProfilePKeyOrder(ks, &a, &b) })
 	var owners []owner
 	var addOwner func(string, OwnerKind, extract.ID)
 	if withOwners {
@@ -106,22 +107,22 @@ func GroupProfiles(ps []extract.Profile, withOwners bool) Grouped {
 		}
 	}
 	i := 0
-	ks := NewPKeyStream(func() *extract.Profile {
+	pks := NewPKeyStream(func() *extract.Profile {
 		if i == len(ps) {
 			return nil
 		}
 		i++
 		return &ps[i-1]
-	}, func(s Superseded) { g.Superseded = append(g.Superseded, s) }, addOwner)
+	}, ks, nil, func(s Superseded) { g.Superseded = append(g.Superseded, s) }, addOwner)
 	kept := ps[:0] // written at or behind what was read: a group is read whole first
-	for p := ks.Next(); p != nil; p = ks.Next() {
+	for p := pks.Next(); p != nil; p = pks.Next() {
 		kept = append(kept, *p)
 	}
-	g.Unlinked = ks.Unlinked
+	g.Unlinked = pks.Unlinked
 	if withOwners {
 		g.Owners = &Owners{list: owners}
 	}
-	slices.SortFunc(kept, func(a, b extract.Profile) int { return ProfileContactOrder(&a, &b) })
+	slices.SortFunc(kept, func(a, b extract.Profile) int { return ProfileContactOrder(ks, &a, &b) })
 	j := 0
 	cp := NewContactProfiles(func() *extract.Profile {
 		if j == len(kept) {
@@ -129,7 +130,7 @@ func GroupProfiles(ps []extract.Profile, withOwners bool) Grouped {
 		}
 		j++
 		return &kept[j-1]
-	}, func(p *extract.Profile) { g.Dups = append(g.Dups, *p) })
+	}, ks, nil, func(p *extract.Profile) { g.Dups = append(g.Dups, *p) })
 	out := kept[:0]
 	for p := cp.Next(); p != nil; p = cp.Next() {
 		out = append(out, *p)

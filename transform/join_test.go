@@ -16,7 +16,7 @@ func con(b byte, modified int64, line int32, bad bool) extract.Contact {
 }
 
 func prof(b byte, pkey string, line int32, bad bool) extract.Profile {
-	return extract.Profile{ID: id(b), PKey: pkey, Line: line, Bad: bad}
+	return extract.Profile{ID: id(b), PKey: pk(pkey), Line: line, Bad: bad}
 }
 
 // keys summarises rows as "id:line", with "!" for a bad row.
@@ -98,7 +98,7 @@ func TestGroupProfiles(t *testing.T) {
 		prof(3, "@c", 5, false), prof(2, "@b3", 6, false), prof(4, "@d", 7, true),
 		prof(5, "@e2", 9, true), prof(5, "@e1", 8, false),
 	}
-	g := GroupProfiles(slices.Clone(in), false)
+	g := GroupProfiles(testKeys, slices.Clone(in), false)
 	kept, dups, sup := g.Kept, g.Dups, g.Superseded
 	if len(sup) != 0 {
 		t.Errorf("superseded %+v, want none", sup)
@@ -106,18 +106,18 @@ func TestGroupProfiles(t *testing.T) {
 	if got, want := keys(kept), []string{"1:3", "2:2!", "3:5", "4:7!", "5:8!"}; !slices.Equal(got, want) {
 		t.Errorf("kept %v, want %v", got, want)
 	}
-	if kept[1].PKey != "@b1" || kept[0].Bad || kept[2].Bad {
+	if pkOf(kept[1].PKey) != "@b1" || kept[0].Bad || kept[2].Bad {
 		t.Errorf("kept rows %+v", kept)
 	}
 	var pk []string
 	for _, p := range dups {
-		pk = append(pk, p.PKey)
+		pk = append(pk, pkOf(p.PKey))
 	}
 	if want := []string{"@b1", "@b2", "@b3", "@e1", "@e2"}; !slices.Equal(pk, want) {
 		t.Errorf("dups %v, want %v", pk, want)
 	}
 
-	g = GroupProfiles([]extract.Profile{prof(9, "@z", 2, false), prof(8, "@y", 3, false)}, false)
+	g = GroupProfiles(testKeys, []extract.Profile{prof(9, "@z", 2, false), prof(8, "@y", 3, false)}, false)
 	kept, dups = g.Kept, g.Dups
 	if len(dups) != 0 || !slices.Equal(keys(kept), []string{"8:3", "9:2"}) {
 		t.Errorf("no duplicates: kept %v dups %v", keys(kept), dups)
@@ -130,7 +130,7 @@ func TestGroupProfilesSamePKey(t *testing.T) {
 	older, newer, newest := prof(1, "@a", 5, false), prof(1, "@a", 2, false), prof(1, "@a", 3, false)
 	older.Modified, newer.Modified, newest.Modified = 100, 200, 300
 	newer.File, newest.File = 1, 2
-	g := GroupProfiles([]extract.Profile{newest, older, newer}, false)
+	g := GroupProfiles(testKeys, []extract.Profile{newest, older, newer}, false)
 	kept, dups, sup := g.Kept, g.Dups, g.Superseded
 	if len(dups) != 0 || len(kept) != 1 || kept[0].Line != 3 || kept[0].File != 2 || kept[0].Bad {
 		t.Fatalf("kept %+v dups %+v", kept, dups)
@@ -140,7 +140,7 @@ func TestGroupProfilesSamePKey(t *testing.T) {
 	}
 	// A second PKey for the same contact is still a duplicate.
 	other := prof(1, "@b", 9, false)
-	g = GroupProfiles([]extract.Profile{newest, other}, false)
+	g = GroupProfiles(testKeys, []extract.Profile{newest, other}, false)
 	kept, dups = g.Kept, g.Dups
 	if len(dups) != 2 || len(kept) != 1 || !kept[0].Bad {
 		t.Fatalf("kept %+v dups %+v", kept, dups)
@@ -212,7 +212,7 @@ func TestGroupProfilesByPKey(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			g := GroupProfiles(slices.Clone(tc.in), true)
+			g := GroupProfiles(testKeys, slices.Clone(tc.in), true)
 			if got := keys(g.Kept); !slices.Equal(got, tc.kept) {
 				t.Errorf("kept %v, want %v", got, tc.kept)
 			}
@@ -241,7 +241,7 @@ func TestGroupProfilesByPKey(t *testing.T) {
 		many = append(many, row(byte(1+i%200), fmt.Sprintf("@k%d", i), t09, int32(i+2), false))
 	}
 	many = append(many, row(250, "@k17", t10, 9000, false), row(0, "@k4000", t10, 9001, false))
-	g := GroupProfiles(many, true)
+	g := GroupProfiles(testKeys, many, true)
 	if len(g.Superseded) != 2 || g.Unlinked != 1 {
 		t.Errorf("superseded %+v unlinked %d", g.Superseded, g.Unlinked)
 	}
@@ -284,7 +284,7 @@ func TestJoin(t *testing.T) {
 				if c.ID != p.ID || c.Bad || p.Bad {
 					t.Errorf("fn(%+v, %+v)", *c, *p)
 				}
-				calls = append(calls, fmt.Sprintf("%d/%s", c.Line, p.PKey))
+				calls = append(calls, fmt.Sprintf("%d/%s", c.Line, pkOf(p.PKey)))
 			})
 			if !slices.Equal(calls, tc.calls) {
 				t.Errorf("calls %v, want %v", calls, tc.calls)
@@ -301,7 +301,7 @@ func TestJoinAfterGrouping(t *testing.T) {
 	cs, sup := DedupContacts([]extract.Contact{
 		con(3, t10, 2, false), con(1, t10, 3, false), con(2, t09, 4, false), con(3, t11, 5, false), con(4, extract.NoTime, 6, true), con(4, t12, 7, false),
 	})
-	g := GroupProfiles([]extract.Profile{
+	g := GroupProfiles(testKeys, []extract.Profile{
 		prof(2, "@b1", 2, false), prof(3, "@c", 3, false), prof(2, "@b2", 4, false), prof(1, "@a", 5, false), prof(4, "@d", 6, false),
 	}, false)
 	ps, dups := g.Kept, g.Dups

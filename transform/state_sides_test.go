@@ -18,8 +18,8 @@ func contactRow(tD int64, vals ...extract.Tri) *extract.Contact {
 	return c
 }
 
-func profileRow(pkey string, tC int64, vals ...extract.Tri) *extract.Profile {
-	p := &extract.Profile{ID: id(5), PKey: pkey, Modified: tC}
+func profileRow(pkey string, tC int64, vals ...extract.Tri) *ProfileSide {
+	p := &ProfileSide{Profile: extract.Profile{ID: id(5), Modified: tC}, PKey: pkey}
 	copy(p.Values[:], vals)
 	return p
 }

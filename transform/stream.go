@@ -25,11 +25,19 @@ func ContactOrder(a, b *extract.Contact) int {
 // ProfilePKeyOrder is the order PKeyStream reads profile rows in: by PKey
 // (rows without one first), then as the rows of one profile are placed,
 // then file and line.
-func ProfilePKeyOrder(a, b *extract.Profile) int {
-	if c := strings.Compare(a.PKey, b.PKey); c != 0 {
+func ProfilePKeyOrder(ks *extract.Keys, a, b *extract.Profile) int {
+	if c := comparePKeys(ks, a.PKey, b.PKey); c != 0 {
 		return c
 	}
 	return rowPlace(a.Modified, b.Modified, a.File, b.File, a.Line, b.Line)
+}
+
+// comparePKeys orders the PKeys a and b name in ks.
+func comparePKeys(ks *extract.Keys, a, b extract.Key) int {
+	if a == b {
+		return 0
+	}
+	return strings.Compare(ks.Get(a), ks.Get(b))
 }
 
 // rowPlace orders the rows of one record, the same on both sides: by
@@ -47,11 +55,11 @@ func rowPlace(aMod, bMod int64, aFile, bFile uint16, aLine, bLine int32) int {
 
 // ProfileContactOrder is the order ContactProfiles reads the profiles
 // PKeyStream kept in: by contact, PKey, file and line.
-func ProfileContactOrder(a, b *extract.Profile) int {
+func ProfileContactOrder(ks *extract.Keys, a, b *extract.Profile) int {
 	if c := a.ID.Compare(b.ID); c != 0 {
 		return c
 	}
-	if c := strings.Compare(a.PKey, b.PKey); c != 0 {
+	if c := comparePKeys(ks, a.PKey, b.PKey); c != 0 {
 		return c
 	}
 	if c := cmp.Compare(a.File, b.File); c != 0 {
@@ -127,6 +135,7 @@ func (d *DedupStream) Next() *extract.Contact {
 // counts and reports the rest.
 type PKeyStream struct {
 	next       func() *extract.Profile
+	keys       rowKeys
 	superseded func(Superseded)
 	// owner, when set, hears what the input links each PKey to, in PKey
 	// order.
@@ -140,9 +149,43 @@ type PKeyStream struct {
 	i     int
 }
 
-// NewPKeyStream reads profile rows from next; owner may be nil.
-func NewPKeyStream(next func() *extract.Profile, superseded func(Superseded), owner func(string, OwnerKind, extract.ID)) *PKeyStream {
-	return &PKeyStream{next: next, superseded: superseded, owner: owner}
+// NewPKeyStream reads profile rows from next, whose PKeys are in ks; owner
+// may be nil. own is nil when the rows next returns stay where they are
+// (held in memory); else what they name is valid until the following call
+// only (read back from disk), and the stream copies what it keeps into
+// own: what Next returns names own's blocks then, until the call after.
+func NewPKeyStream(next func() *extract.Profile, ks *extract.Keys, own *extract.KeyWriter, superseded func(Superseded), owner func(string, OwnerKind, extract.ID)) *PKeyStream {
+	return &PKeyStream{next: next, keys: rowKeys{ks: ks, own: own}, superseded: superseded, owner: owner}
+}
+
+// rowKeys is where rows' PKeys are (ks), and, for rows valid only until
+// the next is read, where a stream copies those it keeps longer (own).
+type rowKeys struct {
+	ks   *extract.Keys
+	own  *extract.KeyWriter
+	prev extract.Mark
+}
+
+// hold makes p, a copy of a row just read, name what it names in own.
+func (r *rowKeys) hold(p *extract.Profile) {
+	if r.own != nil {
+		p.PKey, p.FieldModified = r.own.Copy(r.ks, p.PKey), r.own.CopyTimes(r.ks, p.FieldModified)
+	}
+}
+
+// turn starts a group: what the group before last held is let go of (the
+// last one's rows are still the caller's until its following call).
+func (r *rowKeys) turn() {
+	if r.own != nil {
+		m := r.own.Mark()
+		r.own.ReleaseBefore(r.prev)
+		r.prev = m
+	}
+}
+
+// same says a and b name the same PKey.
+func (r *rowKeys) same(a, b extract.Key) bool {
+	return a == b || r.ks.Get(a) == r.ks.Get(b)
 }
 
 // Next returns the next profile row kept (valid until the following call),
@@ -165,17 +208,20 @@ func (s *PKeyStream) fill() bool {
 			return false
 		}
 	}
+	s.keys.turn()
 	s.group = append(s.group[:0], *s.ahead)
+	s.keys.hold(&s.group[0])
 	for {
 		s.ahead = s.next()
-		if s.ahead == nil || s.ahead.PKey != s.group[0].PKey || s.group[0].PKey == "" {
+		if s.ahead == nil || s.group[0].PKey.Empty() || !s.keys.same(s.ahead.PKey, s.group[0].PKey) {
 			break
 		}
 		s.group = append(s.group, *s.ahead)
+		s.keys.hold(&s.group[len(s.group)-1])
 	}
 	win := &s.group[len(s.group)-1]
 	keptOut := win.Bad || win.Modified == extract.NoTime
-	if win.PKey == "" {
+	if win.PKey.Empty() {
 		// a row whose PKey could not be read: it only keeps its contact out
 		s.out = append(s.out, *win)
 		return true
@@ -186,7 +232,7 @@ func (s *PKeyStream) fill() bool {
 	}
 	for k := range s.group[:len(s.group)-1] {
 		r := s.group[k]
-		sup := Superseded{PKey: r.PKey, File: r.File, Line: r.Line, ByFile: win.File, By: win.Line,
+		sup := Superseded{PKey: s.keys.ks.Get(r.PKey), File: r.File, Line: r.Line, ByFile: win.File, By: win.Line,
 			Bad: r.Bad, ByUnknownTime: win.Modified == extract.NoTime}
 		if !r.Unlinked {
 			sup.ID = r.ID
@@ -196,7 +242,7 @@ func (s *PKeyStream) fill() bool {
 			// The profile may still be this contact's: the contact stays
 			// out with it.
 			named = append(named, r.ID)
-			r.Bad, r.PKey = true, ""
+			r.Bad, r.PKey = true, 0
 			s.out = append(s.out, r)
 		}
 	}
@@ -211,7 +257,7 @@ func (s *PKeyStream) fill() bool {
 		case win.Unlinked:
 			kind = OwnerNoContact
 		}
-		s.owner(win.PKey, kind, win.ID)
+		s.owner(s.keys.ks.Get(win.PKey), kind, win.ID)
 	}
 	if win.Unlinked {
 		if !keptOut {
@@ -240,6 +286,7 @@ func containsID(ids []extract.ID, id extract.ID) bool {
 // row whose PKey cannot be read.
 type ContactProfiles struct {
 	next  func() *extract.Profile
+	keys  rowKeys
 	dups  func(*extract.Profile)
 	ahead *extract.Profile
 	group []extract.Profile
@@ -250,9 +297,10 @@ type ContactProfiles struct {
 	Index int
 }
 
-// NewContactProfiles reads kept profiles from next.
-func NewContactProfiles(next func() *extract.Profile, dups func(*extract.Profile)) *ContactProfiles {
-	return &ContactProfiles{next: next, dups: dups}
+// NewContactProfiles reads kept profiles from next, whose PKeys are in ks;
+// own as for NewPKeyStream.
+func NewContactProfiles(next func() *extract.Profile, ks *extract.Keys, own *extract.KeyWriter, dups func(*extract.Profile)) *ContactProfiles {
+	return &ContactProfiles{next: next, keys: rowKeys{ks: ks, own: own}, dups: dups}
 }
 
 // Next returns the next contact's entry (valid until the following call):
@@ -265,7 +313,9 @@ func (c *ContactProfiles) Next() *extract.Profile {
 		c.read++
 	}
 	c.Index = c.read - 1
+	c.keys.turn()
 	c.group = append(c.group[:0], *c.ahead)
+	c.keys.hold(&c.group[0])
 	for {
 		c.ahead = c.next()
 		if c.ahead == nil {
@@ -276,6 +326,7 @@ func (c *ContactProfiles) Next() *extract.Profile {
 			break
 		}
 		c.group = append(c.group, *c.ahead)
+		c.keys.hold(&c.group[len(c.group)-1])
 	}
 	if len(c.group) == 1 && !c.group[0].Bad {
 		c.cur = c.group[0]
@@ -286,13 +337,13 @@ func (c *ContactProfiles) Next() *extract.Profile {
 	// as duplicates.
 	profiles := 0
 	for k := range c.group {
-		if c.group[k].PKey != "" {
+		if !c.group[k].PKey.Empty() {
 			profiles++
 		}
 	}
 	if profiles > 1 {
 		for k := range c.group {
-			if c.group[k].PKey != "" {
+			if !c.group[k].PKey.Empty() {
 				c.dups(&c.group[k])
 			}
 		}

@@ -15,9 +15,9 @@ func Contacts(budget int64, dir string) *spill.Sorter[extract.Contact] {
 	return spill.NewSorter(transform.ContactCodec(), budget, dir, transform.ContactSize)
 }
 
-// Profiles sorts profiles by PKey, or by contact.
-func Profiles(byContact bool, budget int64, dir string) *spill.Sorter[extract.Profile] {
-	return spill.NewSorter(transform.ProfileCodec(byContact), budget, dir, transform.ProfileSize)
+// Profiles sorts profiles by PKey, or by contact; what they name is in ks.
+func Profiles(ks *extract.Keys, byContact bool, budget int64, dir string) *spill.Sorter[extract.Profile] {
+	return spill.NewSorter(transform.ProfileCodec(ks, byContact), budget, dir, transform.ProfileSize)
 }
 
 // Rejects sorts the rejects found after reading into the rejects file's
@@ -39,12 +39,12 @@ type Identity struct {
 	Dir    string
 }
 
-func (s Identity) ProfilesByContact() *spill.Sorter[extract.Profile] {
-	return Profiles(true, s.Budget, s.Dir)
+func (s Identity) ProfilesByContact(ks *extract.Keys) *spill.Sorter[extract.Profile] {
+	return Profiles(ks, true, s.Budget, s.Dir)
 }
 
-func (s Identity) HeldByContact(held []extract.Profile) *spill.Sorter[extract.Profile] {
-	return spill.FromSlice(transform.ProfileCodec(true), s.Budget, s.Dir, transform.ProfileSize, held)
+func (s Identity) HeldByContact(ks *extract.Keys, held []extract.Profile) *spill.Sorter[extract.Profile] {
+	return spill.FromSlice(transform.ProfileCodec(ks, true), s.Budget, s.Dir, transform.ProfileSize, held)
 }
 
 func (s Identity) PKeysByID() *spill.Sorter[transform.PKeyEntry] {

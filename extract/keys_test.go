@@ -1,0 +1,141 @@
+package extract
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// What a Keys is given comes back as given, whatever its length (empty,
+// short, a block of its own), with field times between, across blocks
+// and writers.
+func TestKeysRoundTrip(t *testing.T) {
+	ks := NewKeys()
+	w, v := ks.Writer(), ks.Writer()
+	type put struct {
+		k     Key
+		s     string
+		times *[MaxFields]int64
+	}
+	var puts []put
+	for i := range 3000 {
+		s := fmt.Sprintf("@%d", i) + strings.Repeat("x", i%97)
+		if i%500 == 7 {
+			s += strings.Repeat("long", 1000+i) // past keyBlock/16
+		}
+		if i%13 == 0 {
+			s = ""
+		}
+		wr := w
+		if i%3 == 0 {
+			wr = v
+		}
+		puts = append(puts, put{k: wr.Put(s), s: s})
+		if i%5 == 0 {
+			tm := NoFieldTimes()
+			tm[i%MaxFields] = int64(i) * 1e9
+			puts = append(puts, put{k: wr.PutTimes(&tm), times: &tm})
+		}
+	}
+	for i, p := range puts {
+		if p.times == nil {
+			if got := ks.Get(p.k); got != p.s || ks.Len(p.k) != len(p.s) || (p.s == "") != p.k.Empty() {
+				t.Fatalf("put %d: got %.40q (%d), want %.40q", i, got, ks.Len(p.k), p.s)
+			}
+			continue
+		}
+		var got [MaxFields]int64
+		if !ks.Times(p.k, &got) || got != *p.times || ks.Time(p.k, 3) != p.times[3] {
+			t.Fatalf("put %d: times %v, want %v", i, got, *p.times)
+		}
+	}
+	if ks.Time(0, 2) != NoTime {
+		t.Error("no field times is not NoTime")
+	}
+	// Copied into another writer, they come back the same.
+	c := ks.Writer()
+	for _, p := range puts {
+		if p.times == nil {
+			if got := ks.Get(c.Copy(ks, p.k)); got != p.s {
+				t.Fatalf("copy: %.40q, want %.40q", got, p.s)
+			}
+		} else if k := c.CopyTimes(ks, p.k); ks.Time(k, 1) != p.times[1] {
+			t.Fatal("copied times differ")
+		}
+	}
+}
+
+// A writer lets go of the blocks filled wholly before a mark, and of all
+// of them on Reset: what they named is a mistake to ask for (a panic, not
+// another row's bytes); what came after the mark is kept, and strings
+// taken before stay as they were.
+func TestKeysLetGo(t *testing.T) {
+	ks := NewKeys()
+	w := ks.Writer()
+	var before []Key
+	for i := range 2000 {
+		before = append(before, w.Put(fmt.Sprintf("@before-%d-%s", i, strings.Repeat("b", 40))))
+	}
+	kept := ks.Get(before[0])
+	m := w.Mark()
+	after := w.Put("@after")
+	long := w.Put(strings.Repeat("L", 5000))
+	w.ReleaseBefore(m)
+	if ks.Get(after) != "@after" || ks.Len(long) != 5000 || ks.Get(before[len(before)-1]) == "" {
+		t.Fatal("what the block at the mark holds was let go of")
+	}
+	mustPanic(t, "a key of a block let go of", func() { ks.Get(before[0]) })
+	if kept != "@before-0-"+strings.Repeat("b", 40) {
+		t.Errorf("a string taken before changed: %q", kept)
+	}
+	w.Reset()
+	mustPanic(t, "a key after Reset", func() { ks.Get(after) })
+	mustPanic(t, "a long key after Reset", func() { ks.Get(long) })
+	if k := w.Put("@again"); ks.Get(k) != "@again" {
+		t.Error("a writer Reset does not write again")
+	}
+	var nilWriter *KeyWriter
+	nilWriter.Reset() // a run that read nothing
+}
+
+// Writers on goroutines of their own add blocks while others read keys
+// already made (sortHeld lays out two parts at once): go test -race.
+func TestKeysWritersAtOnce(t *testing.T) {
+	ks := NewKeys()
+	src := ks.Writer()
+	var keys []Key
+	for i := range 5000 {
+		keys = append(keys, src.Put(fmt.Sprintf("@k%d", i)))
+	}
+	var wg sync.WaitGroup
+	out := make([][]Key, 2)
+	for g := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := ks.Writer()
+			for _, k := range keys[g*2500 : (g+1)*2500] {
+				out[g] = append(out[g], w.Copy(ks, k))
+			}
+		}()
+	}
+	wg.Wait()
+	for g := range 2 {
+		for i, k := range out[g] {
+			if want := fmt.Sprintf("@k%d", g*2500+i); ks.Get(k) != want {
+				t.Fatalf("copy %d of part %d: %q, want %q", i, g, ks.Get(k), want)
+			}
+		}
+	}
+}
+
+func mustPanic(t *testing.T, what string, f func()) {
+	t.Helper()
+	defer func() {
+		if recover() == nil {
+			t.Errorf("%s: no panic", what)
+		}
+	}()
+	f()
+}

@@ -1,0 +1,119 @@
+package transform_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"optsync/extract"
+	"optsync/transform"
+	"optsync/transform/sorts"
+)
+
+// TestSpilledProfilesKeepTheirPKeys: rows read back from sorted runs on
+// disk name their PKeys in blocks kept for a record or two, and the rules
+// copy what they keep longer; a PKey's blocks let go of too early would
+// panic or name another row's bytes. The identity rules over rows spilled
+// every few records (PKeys from one byte to past a block of their own,
+// rows of one PKey across many blocks, contacts with two profiles) make
+// the same entries and rejects as over the same rows in memory.
+func TestSpilledProfilesKeepTheirPKeys(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	const n = 3000
+	type row struct {
+		id       extract.ID
+		pkey     string
+		modified int64
+		bad      bool
+	}
+	var rows []row
+	for i := range n {
+		var r row
+		r.id[0], r.id[1], r.id[15] = byte(i>>8), byte(i), 0xee
+		switch k := rng.IntN(20); {
+		case k == 0 && i > 0: // another row of the previous PKey, another contact
+			r.pkey = rows[i-1].pkey
+		case k == 1 && i > 0: // a second profile of the previous contact
+			r.id = rows[i-1].id
+			fallthrough
+		default:
+			l := 1 + rng.IntN(300)
+			if rng.IntN(50) == 0 {
+				l = 2048 + rng.IntN(4000) // a block of its own
+			}
+			r.pkey = fmt.Sprintf("@%d-%s", i, strings.Repeat(string(rune('a'+i%26)), l))
+		}
+		r.modified = 1_700_000_000_000 + rng.Int64N(1e9)
+		r.bad = rng.IntN(40) == 0
+		rows = append(rows, r)
+	}
+	// A PKey read many times over, beside the others: its rows span
+	// blocks of every run.
+	for i := range 400 {
+		rows = append(rows, row{id: extract.ID{0: 0xff, 1: byte(i), 15: 0xee}, pkey: "@many", modified: int64(i)})
+	}
+	rng.Shuffle(len(rows), func(i, j int) { rows[i], rows[j] = rows[j], rows[i] })
+
+	run := func(budget int64) []string {
+		dir := t.TempDir()
+		ks := extract.NewKeys()
+		read := ks.Writer()
+		contacts := sorts.Contacts(budget, dir)
+		profiles := sorts.Profiles(ks, false, budget, dir)
+		for i, r := range rows {
+			c := extract.Contact{ID: r.id, Modified: r.modified, Line: int32(i + 2)}
+			if err := contacts.Add(&c); err != nil {
+				t.Fatal(err)
+			}
+			p := extract.Profile{ID: r.id, PKey: read.Put(r.pkey), Modified: r.modified, Line: int32(i + 2), Bad: r.bad}
+			spilled := profiles.Spilled
+			if err := profiles.Add(&p); err != nil {
+				t.Fatal(err)
+			}
+			if profiles.Spilled != spilled {
+				read.Reset() // as the reading does
+			}
+		}
+		if budget > 0 && profiles.Spilled < 10 {
+			t.Fatalf("%d runs on disk: the test spills too little", profiles.Spilled)
+		}
+		files := []extract.InputFile{{}}
+		later := sorts.Rejects(budget, dir)
+		id, err := transform.Identify(contacts, profiles, transform.IdentifyOptions{D365Files: files, CampaignFiles: files,
+			Later: later, Sorts: sorts.Identity{Budget: budget, Dir: dir}, Keys: ks, ReadKeys: read})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer id.Close()
+		var got []string
+		for e := id.Next(); e != nil; e = id.Next() {
+			got = append(got, fmt.Sprintf("%d %x c=%v p=%v %s/%d bad=%v", e.Kind, e.ID, e.HasC, e.HasP, e.P.PKey, e.P.Line, e.P.Bad))
+		}
+		if err := id.Err(); err != nil {
+			t.Fatal(err)
+		}
+		rs, err := later.Sorted()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rs.Close()
+		for r := rs.Next(); r != nil; r = rs.Next() {
+			got = append(got, fmt.Sprintf("reject %d %s %s", r.Line, r.ID, r.Reason))
+		}
+		return got
+	}
+	held, spilled := run(0), run(16<<10)
+	if len(held) < n {
+		t.Fatalf("%d entries and rejects", len(held))
+	}
+	if !slices.Equal(held, spilled) {
+		for i := range min(len(held), len(spilled)) {
+			if held[i] != spilled[i] {
+				t.Fatalf("spilled differs at %d of %d/%d:\n held   %.200s\n spilled %.200s", i, len(held), len(spilled), held[i], spilled[i])
+			}
+		}
+		t.Fatalf("held %d lines, spilled %d", len(held), len(spilled))
+	}
+}
