@@ -62,7 +62,7 @@ func TestSortHeldAsOneSort(t *testing.T) {
 			breaks := 0
 			for i := 1; i < n; i++ {
 				at, prev := pkOf(rows[i].PKey), pkOf(rows[i-1].PKey)
-				if unsafe.Pointer(unsafe.StringData(at)) != unsafe.Add(unsafe.Pointer(unsafe.StringData(prev)), len(prev)) {
+				if uintptr(unsafe.Pointer(unsafe.StringData(at))) != uintptr(unsafe.Pointer(unsafe.StringData(prev)))+uintptr(len(prev)) {
 					breaks++
 				}
 			}
