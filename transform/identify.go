@@ -113,8 +113,11 @@ type Identity struct {
 	// are all in memory (nil when spilled): entries are placed in them.
 	cItems []extract.Contact
 	pItems []extract.Profile
-	// keys holds what the profile rows name.
-	keys *extract.Keys
+	// keys holds what the profile rows name; byContactKeys is the writer
+	// of those the sort by contact holds in memory (nil when the rows are
+	// held as read).
+	keys          *extract.Keys
+	byContactKeys *extract.KeyWriter
 
 	// the join's lookahead and counts
 	c      *extract.Contact
@@ -378,6 +381,7 @@ func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOp
 	byContact := o.Sorts.ProfilesByContact(o.Keys)
 	byContact.Reserve(profiles.Added) // the rows the rule keeps, at most
 	bw := o.Keys.Writer()             // what byContact holds in memory names
+	id.byContactKeys = bw
 	for p := ks.Next(); p != nil; p = ks.Next() {
 		q := *p
 		q.PKey, q.FieldModified = bw.Copy(o.Keys, p.PKey), bw.CopyTimes(o.Keys, p.FieldModified)
@@ -489,6 +493,11 @@ func (id *Identity) joinByContact(contacts sortedContacts, byContact *spill.Sort
 		}
 		if id.pstream, err = byContact.Sorted(); err != nil {
 			return err
+		}
+		if own != nil {
+			// every row is on disk now: what the blocks of the rows
+			// held held is read back from there
+			id.byContactKeys.Reset()
 		}
 	}
 	id.profiles = NewContactProfiles(id.pstream.Next, o.Keys, own, func(p *extract.Profile) {
