@@ -16,11 +16,11 @@ type testSorts struct {
 	dir    string
 }
 
-func (s testSorts) ProfilesByContact() *spill.Sorter[extract.Profile] {
-	return spill.NewSorter(ProfileCodec(true), s.budget, s.dir, ProfileSize)
+func (s testSorts) ProfilesByContact(ks *extract.Keys) *spill.Sorter[extract.Profile] {
+	return spill.NewSorter(ProfileCodec(ks, true), s.budget, s.dir, ProfileSize)
 }
-func (s testSorts) HeldByContact(held []extract.Profile) *spill.Sorter[extract.Profile] {
-	return spill.FromSlice(ProfileCodec(true), s.budget, s.dir, ProfileSize, held)
+func (s testSorts) HeldByContact(ks *extract.Keys, held []extract.Profile) *spill.Sorter[extract.Profile] {
+	return spill.FromSlice(ProfileCodec(ks, true), s.budget, s.dir, ProfileSize, held)
 }
 func (s testSorts) PKeysByID() *spill.Sorter[PKeyEntry] {
 	return spill.NewSorter(PKeyCodec(true), s.budget, s.dir, PKeySize)
@@ -65,24 +65,27 @@ func TestIdentifyCountsEveryPKeyKept(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			contacts := spill.NewSorter(ContactCodec(), tc.budget, dir, ContactSize)
-			profiles := spill.NewSorter(ProfileCodec(false), tc.budget, dir, ProfileSize)
+			ks := extract.NewKeys()
+			kw := ks.Writer()
+			profiles := spill.NewSorter(ProfileCodec(ks, false), tc.budget, dir, ProfileSize)
 			var want []string
 			for i := range n {
 				id := extract.ID{12: byte(i >> 24), 13: byte(i >> 16), 14: byte(i >> 8), 15: byte(i)}
 				if err := contacts.Add(&extract.Contact{ID: id, Modified: 1, Line: int32(i + 2)}); err != nil {
 					t.Fatal(err)
 				}
-				p := extract.Profile{ID: id, PKey: fmt.Sprintf("p%07d", n-i), Modified: 1, Line: int32(i + 2)}
+				pkey := fmt.Sprintf("p%07d", n-i)
+				p := extract.Profile{ID: id, PKey: kw.Put(pkey), Modified: 1, Line: int32(i + 2)}
 				if err := profiles.Add(&p); err != nil {
 					t.Fatal(err)
 				}
-				want = append(want, p.PKey)
+				want = append(want, pkey)
 			}
 			slices.Sort(want)
 			c := &countAsked{failAt: tc.failAt}
 			files := []extract.InputFile{{}}
 			id, err := Identify(contacts, profiles, IdentifyOptions{D365Files: files, CampaignFiles: files,
-				Later: spill.NewSorter(RejectCodec(), 0, "", RejectSize), Sorts: testSorts{tc.budget, dir},
+				Later: spill.NewSorter(RejectCodec(), 0, "", RejectSize), Sorts: testSorts{tc.budget, dir}, Keys: ks, ReadKeys: kw,
 				CountPKeys: func(missed func(PKeyEntry) error) PKeyCounter { c.missed = missed; return c }})
 			if tc.failAt > 0 {
 				if err == nil || err.Error() != fmt.Sprintf("count failed at %s", want[tc.failAt-1]) {
