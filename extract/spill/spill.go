@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"math/bits"
 	"os"
 	"path/filepath"
@@ -119,10 +120,12 @@ type Sorter[T any] struct {
 	// want is how many records Reserve announced.
 	want int
 	// Spilled counts the runs written, and Bytes their size; Added the
-	// records added.
+	// records added; Grew the times the records held were copied to a
+	// larger array, for want of room.
 	Spilled int
 	Bytes   int64
 	Added   int
+	Grew    int
 }
 
 // NewSorter makes a sorter that spills into dir beyond budget bytes.
@@ -135,10 +138,8 @@ func (s *Sorter[T]) Codec() Codec[T] { return s.codec }
 
 // Add keeps a copy of t.
 func (s *Sorter[T]) Add(t *T) error {
-	if s.items == nil && s.budget > 0 {
-		// Room for what the budget holds, once: a slice that doubles as it
-		// grows would hold twice the budget while it copies.
-		s.items = make([]T, 0, min(s.budget/max(s.elem, 1), 1<<16))
+	if s.items == nil {
+		s.items = make([]T, 0, s.first(t))
 	}
 	if len(s.items) == cap(s.items) && s.budget > 0 {
 		s.grow()
@@ -159,6 +160,29 @@ func (s *Sorter[T]) Add(t *T) error {
 	return nil
 }
 
+// first is the room the first record, t, is added to: the records Reserve
+// announced, as many as the budget holds of records like t (what it points
+// to counted), so that the records are never copied to a larger array;
+// unannounced, a few.
+func (s *Sorter[T]) first(t *T) int {
+	fits := math.MaxInt
+	if s.budget > 0 {
+		per := s.elem
+		if s.codec.Size != nil {
+			per += int64(s.codec.Size(t))
+		}
+		fits = int(s.budget/max(per, 1)) + 1
+		fits += fits / 64 // the records after may point to more
+	}
+	if s.want > 0 {
+		return min(s.want, fits)
+	}
+	if s.budget > 0 {
+		return min(int(s.budget/max(s.elem, 1)), 1<<16)
+	}
+	return 0
+}
+
 // grow makes room for more records, within what the budget holds: twice
 // the room, or as many as the records so far say the budget holds (what
 // each points to counted) if fewer, or all those Reserve announced at
@@ -177,6 +201,7 @@ func (s *Sorter[T]) grow() {
 		n = min(n, fits)
 	}
 	if n > cap(s.items) {
+		s.Grew++
 		// exactly n (slices.Grow rounds up by as much as a quarter)
 		items := make([]T, len(s.items), n)
 		copy(items, s.items)
@@ -188,10 +213,12 @@ func (s *Sorter[T]) grow() {
 // them how many its budget holds.
 const estimateAfter = 1 << 12
 
-// Reserve announces n records to come: once a few are in, room is made
+// Reserve announces n records to come (those held included): room is made
 // for as many of them as the budget holds at once, where a slice that
 // doubles as it grows allocates (and copies) the same records again at
-// every step.
+// every step. Announced before the first record, they are made room for
+// with it; later, once a few more are in. A reader announces again as it
+// learns more of its input: the last announcement counts.
 func (s *Sorter[T]) Reserve(n int) { s.want = n }
 
 // InMemory returns the records, sorted, when none was spilled: a caller

@@ -235,18 +235,27 @@ func TestReadOnceGivesPagesBack(t *testing.T) {
 // TestSorterGrowsToWhatTheBudgetHolds: the records a sorter holds grow to
 // as many as its budget holds (what each points to counted), not to the
 // next doubling beyond; announced (Reserve), they are made room for at
-// once.
+// once: with the first record when announced before it (never copied),
+// else once a few are in.
 func TestSorterGrowsToWhatTheBudgetHolds(t *testing.T) {
 	const fits = 600_000 // records of 8 bytes, each pointing to 24 more
 	sized := recCodec
 	sized.Size = func(*rec) int { return 24 }
-	for _, reserve := range []bool{false, true} {
+	for _, tc := range []struct {
+		name      string
+		reserveAt int // -1: never
+		grew      int // -1: any
+	}{
+		{"unannounced", -1, -1},
+		{"announced first", 0, 0},
+		{"announced after one", 1, 1},
+	} {
 		s := NewSorter(sized, fits*32, t.TempDir(), 8)
-		if reserve {
-			s.Reserve(5 * fits)
-		}
 		grew := 0
 		for i := 0; s.Spilled == 0; i++ {
+			if i == tc.reserveAt {
+				s.Reserve(5 * fits)
+			}
 			c := cap(s.items)
 			if err := s.Add(&rec{key: uint32(i)}); err != nil {
 				t.Fatal(err)
@@ -256,10 +265,10 @@ func TestSorterGrowsToWhatTheBudgetHolds(t *testing.T) {
 			}
 		}
 		if c := cap(s.items); c < fits || c > fits+fits/32 {
-			t.Errorf("reserve %v: room for %d records at the spill, the budget holds %d", reserve, c, fits)
+			t.Errorf("%s: room for %d records at the spill, the budget holds %d", tc.name, c, fits)
 		}
-		if reserve && grew != 1 {
-			t.Errorf("records announced: room made %d times, want once", grew)
+		if tc.grew >= 0 && (grew != tc.grew || s.Grew != tc.grew) {
+			t.Errorf("%s: room made anew %d times (Grew %d), want %d", tc.name, grew, s.Grew, tc.grew)
 		}
 		s.Close()
 	}
