@@ -85,7 +85,11 @@ type quoteGuard struct {
 	fieldBytes int
 	fieldLines int
 	recBytes   int // bytes of the current record so far
-	err        error
+	// end is where, in the bytes scan last read, the last record it saw
+	// end ends (just after its \n; -1: none ended there): where a file can
+	// be cut so that each part holds whole records.
+	end int
+	err error
 }
 
 type guardState uint8
@@ -124,6 +128,7 @@ func (g *quoteGuard) Read(p []byte) (int, error) {
 // good and the fault, if b passes a limit.
 func (g *quoteGuard) scan(b []byte) (int, error) {
 	i := 0
+	g.end = -1
 	for i < len(b) {
 		switch g.state {
 		case fieldStart, unquoted:
@@ -135,7 +140,9 @@ func (g *quoteGuard) scan(b []byte) (int, error) {
 			}
 			if nl := bytes.Count(seg, []byte{'\n'}); nl > 0 {
 				g.line += nl
-				g.recBytes = len(seg) - bytes.LastIndexByte(seg, '\n') - 1
+				last := bytes.LastIndexByte(seg, '\n')
+				g.recBytes = len(seg) - last - 1
+				g.end = i + last + 1
 			} else {
 				g.recBytes += len(seg)
 			}
@@ -173,6 +180,7 @@ func (g *quoteGuard) scan(b []byte) (int, error) {
 			i += nl + 1
 			g.line++
 			g.recBytes = 0
+			g.end = i
 			g.state = fieldStart
 		case quoted:
 			rest := b[i:]
@@ -210,6 +218,7 @@ func (g *quoteGuard) scan(b []byte) (int, error) {
 			case '\n':
 				g.line++
 				g.recBytes = 0
+				g.end = i
 				g.state = fieldStart
 			default:
 				// `"x`: encoding/csv rejects the row and drops the rest of

@@ -190,6 +190,10 @@ var d365Aliases = map[string][]string{
 // ReadContacts streams a Dynamics contacts export. Good rows go to emit, bad
 // ones to reject (and, when their id is a GUID, to emit marked Bad).
 func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emit func(*Contact), reject func(Reject)) (Stats, error) {
+	return readContactRows(ctx, r, source, l, defaultChunking(), emit, reject)
+}
+
+func readContactRows(ctx context.Context, r io.Reader, source string, l Layout, c chunking, emit func(*Contact), reject func(Reject)) (Stats, error) {
 	var st Stats
 	t, err := openTable(r, source, l.Limits)
 	if errors.Is(err, errNoHeader) {
@@ -202,13 +206,30 @@ func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emi
 	if err != nil {
 		return st, err
 	}
-	idCol, modCol, fieldCols := cols[0], cols[1], cols[2:]
-	labels := make([]Labels, len(l.Fields))
+	cr := &contactReader{source: source, l: &l, idCol: cols[0], modCol: cols[1], fieldCols: cols[2:], labels: make([]Labels, len(l.Fields))}
 	for i, f := range l.Fields {
-		labels[i] = LabelsFor(f)
+		cr.labels[i] = LabelsFor(f)
 	}
+	if err := readRows(ctx, t, c, cr.rows, emit, reject, &st); err != nil {
+		return st, err
+	}
+	return st, l.Limits.checkShare(source, st)
+}
+
+// contactReader holds what ReadContacts learns from the header.
+type contactReader struct {
+	source        string
+	l             *Layout
+	idCol, modCol int
+	fieldCols     []int
+	labels        []Labels
+}
+
+// rows makes the functions that read a contacts export's rows.
+func (cr *contactReader) rows(emit func(*Contact), reject func(Reject), st *Stats) (row func(line int, rec []string), bad func(line int, rec []string, reason string), part func() func()) {
+	source, l, idCol, modCol, fieldCols, labels := cr.source, cr.l, cr.idCol, cr.modCol, cr.fieldCols, cr.labels
 	var c Contact
-	err = t.rows(ctx, func(line int, rec []string) {
+	row = func(line int, rec []string) {
 		st.Rows++
 		c = Contact{Line: int32(line)}
 		raw := rec[idCol]
@@ -236,7 +257,8 @@ func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emi
 			reject(Reject{Source: File(source), Line: line, ID: id.String(), Reason: strings.Join(problems, "; "), IDChecked: true})
 		}
 		emit(&c)
-	}, func(line int, rec []string, reason string) {
+	}
+	bad = func(line int, rec []string, reason string) {
 		st.Rows++
 		st.Rejected++
 		id, ok := ID{}, false
@@ -252,11 +274,18 @@ func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emi
 		// cells may be shifted, so its time is not read.
 		reject(Reject{Source: File(source), Line: line, ID: id.String(), Reason: reason, IDChecked: true})
 		emit(&Contact{ID: id, Modified: NoTime, Line: int32(line), Bad: true})
-	})
-	if err != nil {
-		return st, err
 	}
-	return st, l.Limits.checkShare(source, st)
+	return row, bad, nil
+}
+
+// readRows reads t's rows with the functions rows makes: in parts, on
+// c.workers goroutines at once, or on this one alone.
+func readRows[T any](ctx context.Context, t *table, c chunking, rows rowFuncs[T], emit func(*T), reject func(Reject), st *Stats) error {
+	if c.workers <= 0 {
+		row, bad, _ := rows(emit, reject, st)
+		return t.rows(ctx, row, bad)
+	}
+	return readParts(ctx, t, c, rows, emit, reject, st)
 }
 
 // ReadProfiles streams a Campaign profiles export. Rows whose externalId is
@@ -265,6 +294,10 @@ func ReadContacts(ctx context.Context, r io.Reader, source string, l Layout, emi
 // The rows' PKeys and field times go to keys (Profile.PKey names them
 // there).
 func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, keys *KeyWriter, emit func(*Profile), reject func(Reject)) (Stats, error) {
+	return readProfileRows(ctx, r, source, l, keys, defaultChunking(), emit, reject)
+}
+
+func readProfileRows(ctx context.Context, r io.Reader, source string, l Layout, keys *KeyWriter, c chunking, emit func(*Profile), reject func(Reject)) (Stats, error) {
 	t, err := openTable(r, source, l.Limits)
 	if errors.Is(err, errNoHeader) {
 		return Stats{}, emptyFile(source, l.Columns, profileColumnNames(l)...)
@@ -272,16 +305,59 @@ func ReadProfiles(ctx context.Context, r io.Reader, source string, l Layout, key
 	if err != nil {
 		return Stats{}, err
 	}
-	pr := &profileReader{source: source, l: &l, emit: emit, reject: reject, keys: keys}
+	var st Stats
+	pr := &profileReader{source: source, l: &l, st: &st, keys: keys}
 	if err := pr.findColumns(t); err != nil {
-		return pr.st, err
+		return st, err
 	}
-	// The methods are handed over once: a row costs a direct call on pr,
-	// no allocation.
-	if err := t.rows(ctx, pr.row, pr.badRow); err != nil {
-		return pr.st, err
+	rows := pr.rows
+	if c.workers > 0 {
+		// Parts put their rows' PKeys and field times into writers of
+		// their own, one a part; handed on, a row takes its bytes into
+		// keys, in the file's order as one reader would put them, and the
+		// part's blocks are let go of.
+		parts := NewKeys()
+		rows = pr.partRows(parts)
+		handOn := emit
+		emit = func(p *Profile) {
+			p.PKey = keys.Copy(parts, p.PKey)
+			p.FieldModified = keys.CopyTimes(parts, p.FieldModified)
+			handOn(p)
+		}
 	}
-	return pr.st, l.Limits.checkShare(source, pr.st)
+	if err := readRows(ctx, t, c, rows, emit, reject, &st); err != nil {
+		return st, err
+	}
+	return st, l.Limits.checkShare(source, st)
+}
+
+// rows makes the functions that read a profiles export's rows: the
+// methods of a profileReader of their own, which hand what they make to
+// emit and reject and count into st, their PKeys and field times to
+// pr.keys. The methods are handed over once: a row costs a direct call,
+// no allocation.
+func (pr *profileReader) rows(emit func(*Profile), reject func(Reject), st *Stats) (row func(line int, rec []string), bad func(line int, rec []string, reason string), part func() func()) {
+	r := pr.with(emit, reject, st)
+	return r.row, r.badRow, nil
+}
+
+// partRows is rows for parts: each part's PKeys and field times go to a
+// writer of its own in keys, let go of once the part is handed on.
+func (pr *profileReader) partRows(keys *Keys) rowFuncs[Profile] {
+	return func(emit func(*Profile), reject func(Reject), st *Stats) (func(int, []string), func(int, []string, string), func() func()) {
+		r := pr.with(emit, reject, st)
+		return r.row, r.badRow, func() func() {
+			w := keys.Writer()
+			r.keys = w
+			return w.Reset
+		}
+	}
+}
+
+// with is a reader of the columns pr found, handing on to emit and reject.
+func (pr *profileReader) with(emit func(*Profile), reject func(Reject), st *Stats) *profileReader {
+	return &profileReader{source: pr.source, l: pr.l, emit: emit, reject: reject, st: st, keys: pr.keys,
+		pkCol: pr.pkCol, extCol: pr.extCol, modCol: pr.modCol, fieldCols: pr.fieldCols, timeCols: pr.timeCols, anyTimes: pr.anyTimes}
 }
 
 // profileColumnNames are the columns a profiles export is read by, in the
@@ -304,7 +380,7 @@ type profileReader struct {
 	l      *Layout
 	emit   func(*Profile)
 	reject func(Reject)
-	st     Stats
+	st     *Stats
 
 	pkCol, extCol, modCol int
 	fieldCols             []int

@@ -156,12 +156,11 @@ func (o *Reading) readContacts(ctx context.Context, in *Records, inputs []InputF
 	}
 	for i, f := range inputs {
 		err := o.readFile(ctx, f, "reading Dynamics", func(r io.Reader) error {
-			hint := sizeHint{size: f.Size, reserve: in.Contacts.Reserve}
-			r = hint.reader(r)
-			st, err := ReadContacts(ctx, r, f.Path, o.D365Layout,
+			c := defaultChunking()
+			c.ahead = sizeHint(in.Contacts.Len(), inputs[i:], in.Contacts.Reserve)
+			st, err := readContactRows(ctx, r, f.Path, o.D365Layout, c,
 				func(c *Contact) {
 					c.File = uint16(i)
-					hint.row(in.Contacts.Len())
 					add(c)
 				},
 				o.Rejects.Add)
@@ -195,12 +194,11 @@ func (o *Reading) readProfiles(ctx context.Context, in *Records, inputs []InputF
 	}
 	for i, f := range inputs {
 		err := o.readFile(ctx, f, "reading Campaign", func(r io.Reader) error {
-			hint := sizeHint{size: f.Size, reserve: in.Profiles.Reserve}
-			r = hint.reader(r)
-			st, err := ReadProfiles(ctx, r, f.Path, o.CampaignLayout, o.Keys,
+			c := defaultChunking()
+			c.ahead = sizeHint(in.Profiles.Len(), inputs[i:], in.Profiles.Reserve)
+			st, err := readProfileRows(ctx, r, f.Path, o.CampaignLayout, o.Keys, c,
 				func(p *Profile) {
 					p.File = uint16(i)
-					hint.row(in.Profiles.Len())
 					add(p)
 				},
 				o.Rejects.Add)
@@ -276,46 +274,29 @@ func (o *Reading) requeue(ctx context.Context, in *Records, d365 []InputFile) ([
 	return append(d365, InputFile{Src: RetryQueue(Source{})}), nil
 }
 
-// sizeHint makes room for the rows a file's size promises once its first
-// hintRows good rows are in (a file of junk reserves nothing): the rows
-// held then, scaled by the bytes read to reach them. Without it the
-// records' slice doubles as it grows, up to twice what it needs.
-type sizeHint struct {
-	size    int64
-	reserve func(n int)
-	read    int64
-	rows    int
-	done    bool
-}
-
-// hintRows is late enough that the reader's read-ahead (about 1 MB) is a
-// few percent of what was read, so the estimate is close (a short one
-// doubles the slice again).
-const hintRows = 1 << 18
-
-func (h *sizeHint) reader(r io.Reader) io.Reader { return &hintReader{r: r, h: h} }
-
-// row counts a good row; held is what the sorter holds in memory before it.
-func (h *sizeHint) row(held int) {
-	if h.done {
-		return
+// sizeHint announces to a sorter holding held records the records it is
+// to hold once the inputs (the one being read first) are read: those held,
+// and as many more as the bytes left promise at the records per byte read
+// so far, a little over. Announced before the first is added, they are
+// made room for once, where an array that doubles as it grows copies the
+// records at every step and holds up to twice what it needs; a short
+// estimate is mended by the next (the announcement after every part).
+func sizeHint(held int, inputs []InputFile, reserve func(int)) func(records int, read int64) {
+	var size int64
+	for _, f := range inputs {
+		size += f.Size
 	}
-	if h.rows++; h.rows < hintRows || h.read <= 0 {
-		return
+	return func(records int, read int64) {
+		if read <= 0 || size <= 0 {
+			return
+		}
+		reserve(held + int(float64(records)*float64(size)/float64(read)*hintOver) + hintSlack)
 	}
-	h.done = true
-	// Over by a few percent (the read-ahead makes it short by as much).
-	rest := float64(h.size-h.read) / float64(h.read) * float64(h.rows) * 1.08
-	h.reserve(held + int(rest) + hintRows/16)
 }
 
-type hintReader struct {
-	r io.Reader
-	h *sizeHint
-}
-
-func (r *hintReader) Read(p []byte) (int, error) {
-	n, err := r.r.Read(p)
-	r.h.read += int64(n)
-	return n, err
-}
+// hintOver and hintSlack make an estimate a little over: records differ
+// in length, and an estimate short by one record copies them all.
+const (
+	hintOver  = 1.02
+	hintSlack = 1 << 10
+)

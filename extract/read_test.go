@@ -1,9 +1,11 @@
 package extract
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"path/filepath"
 	"testing"
@@ -95,3 +97,54 @@ func TestReadMissingFile(t *testing.T) {
 		t.Errorf("got %v", err)
 	}
 }
+
+// TestReadingSizesSortersOnce: reading exports of more records than a
+// sorter starts with room for, over two files a side, the sorters make
+// room for all of them with their first record, from the files' sizes and
+// the bytes per row of the first part: the records are never copied to a
+// larger array, and the room left over is a few percent.
+func TestReadingSizesSortersOnce(t *testing.T) {
+	const n = 70_000 // past the 64 Ki records a sorter starts with unannounced
+	c, p := benchExports(n)
+	dir := t.TempDir()
+	files := func(name string, b []byte) []InputFile {
+		header := b[:bytes.IndexByte(b, '\n')+1]
+		mid := len(b) / 3
+		mid += bytes.IndexByte(b[mid:], '\n') + 1
+		parts := [][]byte{b[:mid], append(append([]byte{}, header...), b[mid:]...)}
+		var in []InputFile
+		for i, part := range parts {
+			path := filepath.Join(dir, fmt.Sprintf("%s%d.csv", name, i))
+			testkit.WriteFile(t, path, string(part))
+			in = append(in, InputFile{Path: path, Size: int64(len(part))})
+		}
+		return in
+	}
+	r := testReading(t, &rejects{})
+	r.Contacts = spill.NewSorter(benchContactCodec(), 1<<30, t.TempDir(), 48)
+	r.Profiles = spill.NewSorter(benchProfileCodec(r.Keys.Keys()), 1<<30, t.TempDir(), 56)
+	r.D365Layout = Layout{Fields: []string{"donotemail", "donotbulkemail", "donotphone", "donotsendmm"}}
+	r.CampaignLayout = Layout{Fields: []string{"blackListEmail", "blackListMobile", "blackListPhone", "blackListPostalMail"}}
+	recs, _, err := r.Read(context.Background(), files("d365_", c), files("campaign_", p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer recs.Close()
+	for _, s := range []struct {
+		name      string
+		grew      int
+		held, cap int
+	}{
+		{"contacts", recs.Contacts.Grew, recs.Contacts.Len(), capOf(recs.Contacts.InMemory())},
+		{"profiles", recs.Profiles.Grew, recs.Profiles.Len(), capOf(recs.Profiles.InMemory())},
+	} {
+		if s.held != n {
+			t.Fatalf("%s: %d held, want %d", s.name, s.held, n)
+		}
+		if s.grew != 0 || s.cap > n+n/20 {
+			t.Errorf("%s: copied to a larger array %d times, room for %d of %d", s.name, s.grew, s.cap, n)
+		}
+	}
+}
+
+func capOf[T any](items []T, _ bool) int { return cap(items) }
