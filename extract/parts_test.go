@@ -98,6 +98,7 @@ func TestPartsAgreeWithOneReader(t *testing.T) {
 		want := rowsIn(in, lim, chunking{})
 		for _, c := range []chunking{
 			{workers: 1, size: 1 + rng.IntN(8)},
+			{workers: 2, size: 1 << 20, rows: 1 + rng.IntN(20), step: 1 + rng.IntN(64)},
 			{workers: 1 + rng.IntN(4), size: 1 + rng.IntN(256)},
 			{workers: 3, size: 4096},
 		} {
@@ -278,7 +279,7 @@ func TestReadersAgreeInParts(t *testing.T) {
 			if strings.HasPrefix(tt.name, "broken") && !strings.Contains(want.Err, "broken") {
 				t.Fatalf("want a broken file, got %q", want.Err)
 			}
-			for _, c := range []chunking{{workers: 1, size: 64}, {workers: 2, size: 300}, {workers: 4, size: 4096}, defaultChunking()} {
+			for _, c := range []chunking{{workers: 1, size: 64}, {workers: 2, size: 300}, {workers: 4, size: 4096}, {workers: 2, size: 1 << 20, rows: 7, step: 100}, defaultChunking()} {
 				got := readInParts(t, tt.in, tt.contacts, tt.l, c)
 				if !reflect.DeepEqual(got, want) {
 					t.Fatalf("%d workers, parts of %d bytes: differs from one reader:\n%s", c.workers, c.size, firstDifference(want, got))
@@ -312,4 +313,43 @@ func firstDifference(want, got read) string {
 	}
 	return fmt.Sprintf("%d contacts, %d profiles, %d rejects; want %d, %d, %d",
 		len(got.Contacts), len(got.Profiles), len(got.Rejects), len(want.Contacts), len(want.Profiles), len(want.Rejects))
+}
+
+// TestPartsHoldFewRows: a part ends after about partRows lines however
+// short they are (a junk file's lines are rejects all, held until the part
+// is handed on: bounded by its lines, not by its bytes), and after about
+// partBytes however long.
+func TestPartsHoldFewRows(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		line string
+	}{
+		{"junk", "x\n"},
+		{"rows", strings.Repeat("v", 200) + "\n"},
+	} {
+		in := "contactid,modifiedon,donotemail\n" + strings.Repeat(tc.line, 300_000)
+		tb, err := openTable(strings.NewReader(in), "junk.csv", Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const parts = 1 << 12
+		free, work, order := make(chan *part[Contact], parts), make(chan *part[Contact], parts), make(chan *part[Contact], parts)
+		for range parts {
+			free <- &part[Contact]{}
+		}
+		split(context.Background(), tb, defaultChunking(), free, work, order)
+		close(order)
+		lines, n := 0, 0
+		for p := range order {
+			l := bytes.Count(p.buf, []byte{'\n'})
+			if l > partRows+readStep/len(tc.line) || len(p.buf) > partBytes+readStep {
+				t.Errorf("%s: a part of %d lines, %d bytes", tc.name, l, len(p.buf))
+			}
+			lines += l
+			n++
+		}
+		if lines != 300_000 || n < 300_000*len(tc.line)/partBytes {
+			t.Errorf("%s: %d lines in %d parts", tc.name, lines, n)
+		}
+	}
 }
