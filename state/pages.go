@@ -220,7 +220,6 @@ type pageView struct {
 	ps, hwm  uint64
 	sound    *pageSet
 	rootTree uint64
-	write    bool // the view of a write transaction
 }
 
 // pages returns the checker of tx's view (nil when the guard is off or the
@@ -246,7 +245,7 @@ func (s *Store) pages(tx *bolt.Tx) *pageView {
 	// (Info gives its address as a uintptr; reading it back as a pointer
 	// keeps vet's unsafe-pointer rule.)
 	data := unsafe.Slice(*(**byte)(unsafe.Pointer(&info.Data)), hwm*ps)
-	v := &pageView{g: g, data: data, ps: ps, hwm: hwm, write: tx.Writable()}
+	v := &pageView{g: g, data: data, ps: ps, hwm: hwm}
 	root, ok := metaRoot(data, ps, uint64(base))
 	if !ok {
 		// a meta page this view does not use was torn; the other one is it

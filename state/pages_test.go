@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -448,5 +449,56 @@ func TestCommitRunsWithASpareP(t *testing.T) {
 	defer st.Close()
 	if n := during(st, false); n != base {
 		t.Errorf("GOMAXPROCS set in the environment: %d during a commit, want %d", n, base)
+	}
+}
+
+// TestWriteCursorStepsCheckTheLeafTheyReach: a cursor of a write
+// transaction keeps the range of the leaf it checked, as a reader's does
+// (bbolt changes only leaves before it commits, so a step between two keys
+// of that range, written in this transaction or not, stays on that leaf);
+// a step onto the next leaf, damaged and not reached before, still stops
+// the transaction with a *CorruptError before anything on it is used.
+func TestWriteCursorStepsCheckTheLeafTheyReach(t *testing.T) {
+	path, leaves, pageSize := carryFixture(t)
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	a, next := leaves[3], leaves[4]
+	flipInFile(t, path, next.id, pageSize)
+
+	// a key inside a's range, put in this transaction: the leaf's node
+	// then holds it beside what the page held
+	added := append(append([]byte(nil), a.first...), 0)
+	var seen [][]byte
+	err = st.update(func(tx *bolt.Tx) error {
+		x := st.packed(tx.Bucket(bucketContacts), "contacts").x
+		if x.pv == nil {
+			t.Fatal("no page checks in the writer's view")
+		}
+		if err := x.Put(added, []byte("entries")); err != nil {
+			return err
+		}
+		c := x.Cursor()
+		for k, _ := c.Seek(a.first); k != nil; k, _ = c.Next() {
+			seen = append(seen, append([]byte(nil), k...))
+			if !c.inLeaf(k) {
+				t.Fatalf("key %x, on leaf %d as checked, is not in the cursor's leaf range", k, a.id)
+			}
+			if bytes.Equal(k, a.last) {
+				c.Next() // onto next, damaged
+				t.Fatalf("the step from leaf %d onto the damaged leaf %d went on", a.id, next.id)
+			}
+		}
+		t.Fatal("the cursor ended before the leaf's last key")
+		return nil
+	})
+	var ce *CorruptError
+	if !errors.As(err, &ce) {
+		t.Fatalf("update: %v, want a *CorruptError", err)
+	}
+	if len(seen) < 3 || !bytes.Equal(seen[0], a.first) || !bytes.Equal(seen[1], added) {
+		t.Fatalf("keys stepped over on leaf %d: %x, want its first key, the one put, then the rest", a.id, seen)
 	}
 }

@@ -170,9 +170,14 @@ type vcursor struct {
 	last     []byte
 	from, to []byte
 	covered  bool
-	// leaf is the range of the checked leaf last holds, in a read view
-	// (a write transaction's cursor moves over nodes it may have changed:
-	// it spans every step).
+	// leaf is the range of the checked leaf last holds. In a write
+	// transaction too: bbolt changes only leaves until it commits (a put or
+	// a delete changes the leaf node the key falls in; rebalance and spill,
+	// which change branches, run inside Commit), so the branches route every
+	// key of a checked leaf's range to that leaf, page or node, and a step
+	// between two keys of the range passes no other page. A night's writes
+	// (packed.apply: a seek, a step back to the floor block and one on to
+	// the next) walked down from the root at each step.
 	leaf leafRange
 }
 
@@ -205,9 +210,6 @@ func (c *vcursor) at(k, v []byte) ([]byte, []byte) {
 			lo, hi = hi, lo
 		}
 		c.leaf = c.x.pv.spanTo(c.x.root, lo, hi, k, c.x.name)
-		if c.x.pv.write {
-			c.leaf = leafRange{}
-		}
 	}
 	c.last = append(c.last[:0], k...)
 	return k, c.x.open(k, v)
@@ -227,17 +229,14 @@ func (c *vcursor) First() ([]byte, []byte) {
 // grew with the history.
 func (c *vcursor) Last() ([]byte, []byte) {
 	c.leaf = c.x.pv.last(c.x.root, c.x.name)
-	if c.x.pv != nil && c.x.pv.write {
-		c.leaf = leafRange{}
-	}
 	k, v := c.c.Last()
 	if k == nil {
 		c.last = nil
 		return nil, nil
 	}
 	if !c.leaf.holds(k) {
-		// in a write transaction, or a leaf that does not hold bbolt's
-		// last key: check what lies between it and the end
+		// a leaf that does not hold bbolt's last key: check what lies
+		// between it and the end
 		c.x.pv.span(c.x.root, k, nil, c.x.name)
 	}
 	c.last = append(c.last[:0], k...)
@@ -246,9 +245,7 @@ func (c *vcursor) Last() ([]byte, []byte) {
 func (c *vcursor) Next() ([]byte, []byte) { return c.at(c.c.Next()) }
 func (c *vcursor) Prev() ([]byte, []byte) { return c.at(c.c.Prev()) }
 func (c *vcursor) Seek(k []byte) ([]byte, []byte) {
-	if c.leaf = c.x.pv.key(c.x.root, k, false, c.x.name); c.x.pv != nil && c.x.pv.write {
-		c.leaf = leafRange{}
-	}
+	c.leaf = c.x.pv.key(c.x.root, k, false, c.x.name)
 	c.last = append(c.last[:0], k...)
 	fk, fv := c.c.Seek(k)
 	if fk == nil {
