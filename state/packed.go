@@ -219,14 +219,14 @@ func (a *sealArena) reset() {
 }
 
 // put stores (k, v) sealed: a copy in the scratch's arena, else its own.
-func (p packed) put(k, v []byte) error {
-	if p.sc == nil {
-		return p.x.Put(k, v) // Put seals a copy
+// leaf is the range of a leaf checked in this view (putSealedIn; none: the
+// zero range).
+func (p packed) put(leaf leafRange, k, v []byte) error {
+	if p.sc == nil || !p.x.sealed {
+		// Put seals a copy (or refuses: a file from before the seals)
+		return p.x.Put(k, v)
 	}
-	if !p.x.sealed {
-		return p.x.Put(k, v) // refuses: a file from before the seals
-	}
-	return p.x.PutSealed(k, p.sc.seals.seal(k, v))
+	return p.x.putSealedIn(leaf, k, p.sc.seals.seal(k, v))
 }
 
 // Cursor walks the entries in key order.
@@ -349,7 +349,7 @@ func (p packed) apply(ops []blockOp) error {
 			j++
 		}
 		out = mergeOps(slices.Grow(out[:0], len(es)+j-i), es, ops[i:j])
-		if err := p.rewrite(bk, out, next == nil, &buf); err != nil {
+		if err := p.rewrite(c.leaf, bk, out, next == nil, &buf); err != nil {
 			return err
 		}
 		i = j
@@ -375,12 +375,13 @@ func mergeOps(dst, es []blockEntry, ops []blockOp) []blockEntry {
 	return append(dst, es[i:]...)
 }
 
-// rewrite replaces block bk (nil: none) by blocks holding es: none when es
+// rewrite replaces block bk (nil: none) by blocks holding es (leaf: the
+// range of a leaf checked in this view, as put takes it): none when es
 // is empty, one when they fit in blockCap, else as many of about equal size
 // as keep each within it — or, for the last block (last), as full as each
 // takes: what is appended at the end (a backfill's records) stays
 // there.
-func (p packed) rewrite(bk []byte, es []blockEntry, last bool, scratch *[]byte) error {
+func (p packed) rewrite(leaf leafRange, bk []byte, es []blockEntry, last bool, scratch *[]byte) error {
 	if bk != nil && (len(es) == 0 || !bytes.Equal(es[0].k, bk)) {
 		if err := p.x.Delete(bk); err != nil {
 			return err
@@ -406,7 +407,7 @@ func (p packed) rewrite(bk []byte, es []blockEntry, last bool, scratch *[]byte) 
 	}
 	*scratch = buf
 	if fit == len(es) && (len(buf) <= blockCap || len(es) == 1) {
-		return p.put(es[0].k, buf)
+		return p.put(leaf, es[0].k, buf)
 	}
 	target := blockCap
 	if !last {
@@ -436,7 +437,7 @@ func (p packed) rewrite(bk []byte, es []blockEntry, last bool, scratch *[]byte) 
 			prev = es[to].k
 			to++
 		}
-		if err := p.put(first, buf); err != nil {
+		if err := p.put(leaf, first, buf); err != nil {
 			return err
 		}
 		from = to

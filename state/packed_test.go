@@ -483,7 +483,7 @@ func TestRewriteCutsBlocksAsBefore(t *testing.T) {
 				var scratch []byte
 				st := packedStore(t)
 				if err := st.update(func(tx *bolt.Tx) error {
-					return st.packed(tx.Bucket([]byte("t")), "t").rewrite(nil, es, last, &scratch)
+					return st.packed(tx.Bucket([]byte("t")), "t").rewrite(leafRange{}, nil, es, last, &scratch)
 				}); err != nil {
 					t.Fatal(err)
 				}

@@ -502,3 +502,40 @@ func TestWriteCursorStepsCheckTheLeafTheyReach(t *testing.T) {
 		t.Fatalf("keys stepped over on leaf %d: %x, want its first key, the one put, then the rest", a.id, seen)
 	}
 }
+
+// TestPutBesideACursorChecksAKeyOutsideItsLeaf: a write beside a cursor
+// (packed.apply's) walks no pages for a key of the leaf the cursor checked;
+// a key of another leaf, damaged and not reached before, is still checked
+// before bbolt writes into that leaf, and the transaction stops with a
+// *CorruptError.
+func TestPutBesideACursorChecksAKeyOutsideItsLeaf(t *testing.T) {
+	path, leaves, pageSize := carryFixture(t)
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	a, other := leaves[3], leaves[6]
+	flipInFile(t, path, other.id, pageSize)
+	inA := append(append([]byte(nil), a.first...), 0)
+	inOther := append(append([]byte(nil), other.first...), 0)
+	err = st.update(func(tx *bolt.Tx) error {
+		x := st.packed(tx.Bucket(bucketContacts), "contacts").x
+		c := x.Cursor()
+		if k, _ := c.Seek(a.first); !bytes.Equal(k, a.first) || !c.leaf.holds(inA) {
+			t.Fatalf("Seek(%x) stands on %x, leaf range %x – %x", a.first, k, c.leaf.lo, c.leaf.hi)
+		}
+		if err := x.putSealedIn(c.leaf, inA, sealed(inA, []byte("entries"))); err != nil {
+			t.Fatalf("a put on the checked leaf %d: %v", a.id, err)
+		}
+		if err := x.putSealedIn(c.leaf, inOther, sealed(inOther, []byte("entries"))); err != nil {
+			return err
+		}
+		t.Fatalf("a put on the damaged leaf %d went on", other.id)
+		return nil
+	})
+	var ce *CorruptError
+	if !errors.As(err, &ce) {
+		t.Fatalf("update: %v, want a *CorruptError", err)
+	}
+}

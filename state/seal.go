@@ -139,8 +139,17 @@ func (x vbucket) Put(k, v []byte) error {
 
 // PutSealed stores a value sealed already (with seal), which must stay
 // valid for the transaction.
-func (x vbucket) PutSealed(k, v []byte) error {
-	x.pv.key(x.root, k, false, x.name)
+func (x vbucket) PutSealed(k, v []byte) error { return x.putSealedIn(leafRange{}, k, v) }
+
+// putSealedIn is PutSealed beside a cursor of x that checked leaf (its
+// range, in this view): bbolt changes no branch before it commits (see
+// vcursor.leaf), so a key of that range descends through the pages already
+// checked on the way down to it, and they are not walked again; any other
+// key is checked as PutSealed does.
+func (x vbucket) putSealedIn(leaf leafRange, k, v []byte) error {
+	if !leaf.holds(k) {
+		x.pv.key(x.root, k, false, x.name)
+	}
 	return x.b.Put(k, v)
 }
 
