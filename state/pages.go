@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	bolt "go.etcd.io/bbolt"
@@ -193,8 +194,9 @@ type pageGuard struct {
 	sealed bool
 	// carry: pages found sound stay so across views (a writer's store).
 	carry bool
+	// mu guards the map (the sets it holds are read and set atomically).
 	mu    sync.Mutex
-	sound map[int]*pageSet
+	sound map[int]*soundPages
 }
 
 // pageSet is a set of page ids, one bit each: a night at ten million
@@ -213,12 +215,43 @@ func (s *pageSet) add(id uint64) {
 	s.bits[id/64] |= 1 << (id % 64)
 }
 
+// soundPages is the pages of a view found sound, a pageSet whose words are
+// read and set atomically, sized once for the pages of the view that made
+// it: every lookup reads it per page it passes, a night's deciding and
+// committing goroutines side by side, and a mutex taken twice per page
+// cost more than the bit.
+type soundPages struct{ bits []atomic.Uint64 }
+
+// newSoundPages is a set for pages [0, pages) holding what from (nil:
+// none) holds.
+func newSoundPages(pages uint64, from *soundPages) *soundPages {
+	s := &soundPages{bits: make([]atomic.Uint64, (pages+63)/64)}
+	if from != nil {
+		for i := range min(len(from.bits), len(s.bits)) {
+			s.bits[i].Store(from.bits[i].Load())
+		}
+	}
+	return s
+}
+
+func (s *soundPages) has(id uint64) bool {
+	return id/64 < uint64(len(s.bits)) && s.bits[id/64].Load()&(1<<(id%64)) != 0
+}
+
+// add puts id in the set; an id past its size is left out (checked again
+// when next reached).
+func (s *soundPages) add(id uint64) {
+	if id/64 < uint64(len(s.bits)) {
+		s.bits[id/64].Or(1 << (id % 64))
+	}
+}
+
 // pageView checks pages of one view. A nil *pageView checks nothing.
 type pageView struct {
 	g        *pageGuard
 	data     []byte
 	ps, hwm  uint64
-	sound    *pageSet
+	sound    *soundPages
 	rootTree uint64
 }
 
@@ -266,10 +299,11 @@ func (s *Store) pages(tx *bolt.Tx) *pageView {
 	}
 	g.mu.Lock()
 	if g.sound == nil {
-		g.sound = map[int]*pageSet{}
+		g.sound = map[int]*soundPages{}
 	}
 	v.sound = g.sound[key]
-	if v.sound == nil {
+	switch {
+	case v.sound == nil:
 		// Views of a few transactions at most are open at once (a run's
 		// next chunk is read while the last one commits).
 		for old := range g.sound {
@@ -277,7 +311,13 @@ func (s *Store) pages(tx *bolt.Tx) *pageView {
 				delete(g.sound, old)
 			}
 		}
-		v.sound = &pageSet{bits: make([]uint64, 0, (hwm+63)/64)}
+		v.sound = newSoundPages(hwm, nil)
+		g.sound[key] = v.sound
+	case uint64(len(v.sound.bits))*64 < hwm:
+		// a writer's file grew: a larger copy for this view and the next
+		// (a page an older view adds to the old set meanwhile is only
+		// checked again)
+		v.sound = newSoundPages(hwm, v.sound)
 		g.sound[key] = v.sound
 	}
 	g.mu.Unlock()
@@ -306,18 +346,13 @@ func (v *pageView) page(id uint64, lo, hi []byte, bucket string) rawPage {
 	if problem != "" {
 		v.damaged(problem)
 	}
-	v.g.mu.Lock()
-	known := v.sound.has(id)
-	v.g.mu.Unlock()
-	if known {
+	if v.sound.has(id) {
 		return p
 	}
 	if problem := p.check(id, v.hwm, lo, hi, v.g.sealed, bucket); problem != "" {
 		v.damaged(problem)
 	}
-	v.g.mu.Lock()
 	v.sound.add(id)
-	v.g.mu.Unlock()
 	return p
 }
 

@@ -539,3 +539,31 @@ func TestPutBesideACursorChecksAKeyOutsideItsLeaf(t *testing.T) {
 		t.Fatalf("update: %v, want a *CorruptError", err)
 	}
 }
+
+// TestSoundPagesGrowWithTheFile: a writer's set is sized for the pages of
+// the view that made it; a later view of a larger file takes a larger copy
+// holding every page found sound before, and an id past a set's size is
+// left out (checked again when reached), never written past it.
+func TestSoundPagesGrowWithTheFile(t *testing.T) {
+	small := newSoundPages(100, nil)
+	for _, id := range []uint64{2, 63, 64, 99} {
+		small.add(id)
+	}
+	small.add(1000) // past its size
+	if small.has(1000) {
+		t.Fatal("an id past the set's size counts as sound")
+	}
+	large := newSoundPages(5000, small)
+	large.add(4999)
+	for _, tc := range []struct {
+		id   uint64
+		want bool
+	}{{2, true}, {63, true}, {64, true}, {99, true}, {3, false}, {1000, false}, {4999, true}, {5000, false}} {
+		if got := large.has(tc.id); got != tc.want {
+			t.Errorf("has(%d) = %v, want %v", tc.id, got, tc.want)
+		}
+	}
+	if small.has(4999) {
+		t.Error("the larger copy's page shows in the set it was copied from")
+	}
+}
