@@ -334,6 +334,10 @@ func (p packed) apply(ops []blockOp) error {
 			bk, v = c.Prev() // past the last block's key
 		}
 		bk = bytes.Clone(bk)
+		// the checked leaf that holds bk, before a step on to next moves
+		// the cursor (perhaps onto the next leaf): bk's block is put back
+		// there
+		leaf := c.leaf
 		if bk != nil && next == nil {
 			if nk, _ := c.Next(); nk != nil {
 				next = bytes.Clone(nk)
@@ -349,7 +353,7 @@ func (p packed) apply(ops []blockOp) error {
 			j++
 		}
 		out = mergeOps(slices.Grow(out[:0], len(es)+j-i), es, ops[i:j])
-		if err := p.rewrite(c.leaf, bk, out, next == nil, &buf); err != nil {
+		if err := p.rewrite(leaf, bk, out, next == nil, &buf); err != nil {
 			return err
 		}
 		i = j
