@@ -25,6 +25,13 @@ type leafKeys struct {
 	first, last []byte
 }
 
+// idOf is the contact id a records key (a block's first id) begins with.
+func idOf(k []byte) extract.ID {
+	var i extract.ID
+	copy(i[:], k)
+	return i
+}
+
 // bucketLeaves lists the leaf pages of the bucket rooted at root, in key
 // order, read from the file's bytes.
 func bucketLeaves(t *testing.T, data []byte, root, pageSize uint64) []leafKeys {
@@ -59,7 +66,6 @@ func TestLookupsInOrderCheckThePagesTheyPass(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	idOf := func(k []byte) extract.ID { var i extract.ID; copy(i[:], k); return i }
 	a, stepInto, seekTo := leaves[3], leaves[4], leaves[6]
 
 	for _, tc := range []struct {
@@ -127,20 +133,10 @@ func TestLookupsInOrderCheckThePagesTheyPass(t *testing.T) {
 // checked every page from the bucket's first key, at every such lookup).
 func TestSeekPastTheEndChecksTheLastLeafOnly(t *testing.T) {
 	path, leaves, pageSize := carryFixture(t)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	idOf := func(k []byte) extract.ID { var i extract.ID; copy(i[:], k); return i }
 	if len(leaves) < 4 {
 		t.Fatalf("the fixture has %d leaves, want 4 or more", len(leaves))
 	}
-	p, _ := readRawPage(data, leaves[1].id, uint64(len(data))/pageSize, pageSize)
-	v, _ := p.value(1)
-	v[0] ^= 0x10
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	flipInFile(t, path, leaves[1].id, pageSize)
 	r := readerOf(t, path)
 	var s transform.Snapshot
 	if found, err := r.Get(id(2*fixtureContacts+3), &s); err != nil || found {
@@ -177,13 +173,10 @@ func TestLastChecksThePathToTheEndOnly(t *testing.T) {
 		{"the last leaf", leaves[len(leaves)-1].id, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			data := append([]byte(nil), good...)
-			p, _ := readRawPage(data, tc.damaged, uint64(len(data))/pageSize, pageSize)
-			v, _ := p.value(0)
-			v[0] ^= 0x10
-			if err := os.WriteFile(path, data, 0o600); err != nil {
+			if err := os.WriteFile(path, good, 0o600); err != nil {
 				t.Fatal(err)
 			}
+			flipInFile(t, path, tc.damaged, pageSize)
 			st, err := Open(path, testPairs)
 			if err != nil {
 				t.Fatal(err)
@@ -304,7 +297,6 @@ func flipInFile(t *testing.T, path string, id, pageSize uint64) {
 // in a later view, and what its commits rewrote reads back as written.
 func TestWriterChecksAPageOnceAcrossItsTransactions(t *testing.T) {
 	path, leaves, pageSize := carryFixture(t)
-	idOf := func(k []byte) extract.ID { var i extract.ID; copy(i[:], k); return i }
 	st, err := Open(path, testPairs)
 	if err != nil {
 		t.Fatal(err)
