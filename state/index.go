@@ -658,14 +658,33 @@ func (r *Reader) PKeyContacts(pkey string) (ids []extract.ID, err error) {
 	}
 	r.s.touched(r.tx, 1)
 	prefix := append([]byte(pkey), 0)
-	c := r.s.packed(b, "pkeys").Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+	if r.pkeys == nil {
+		// one for the view: a night asks for ten thousand PKeys
+		p := r.s.packed(b, "pkeys")
+		r.pkeys = &p
+	}
+	add := func(k []byte) error {
 		if len(k) != len(prefix)+16 {
-			return nil, &CorruptError{Path: r.s.path, Problem: fmt.Sprintf("the PKey index holds a key %q of the wrong length", printable(k))}
+			return &CorruptError{Path: r.s.path, Problem: fmt.Sprintf("the PKey index holds a key %q of the wrong length", printable(k))}
 		}
 		var id extract.ID
 		copy(id[:], k[len(prefix):])
 		ids = append(ids, id)
+		return nil
+	}
+	// the leaf the checked descent reaches answers most (leaf.go)
+	if decided, err := r.pkeys.prefixed(&r.pkeyLeaf, prefix, add); decided || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		return ids, nil
+	}
+	ids = ids[:0]
+	c := r.pkeys.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		if err := add(k); err != nil {
+			return nil, err
+		}
 	}
 	return ids, nil
 }

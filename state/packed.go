@@ -246,12 +246,19 @@ func (c *pcursor) enter(bk, v []byte) ([]byte, []byte) {
 		c.r.bk = nil
 		return nil, nil
 	}
-	// a block's entries lie below the next block's key
-	if c.r.bk != nil && bytes.Compare(c.r.k, bk) >= 0 {
-		panic(damage{fmt.Sprintf("block %q of %s holds %q, not below the next block's key %q", printable(c.r.bk), c.r.name, printable(c.r.k), printable(bk))})
+	if c.r.bk != nil {
+		c.r.below(bk)
 	}
 	c.r.reset(c.r.name, bk, v)
 	return c.entry()
+}
+
+// below checks that the block read so far lies below the next block's key
+// bk, as a block's entries do.
+func (r *blockReader) below(bk []byte) {
+	if bytes.Compare(r.k, bk) >= 0 {
+		panic(damage{fmt.Sprintf("block %q of %s holds %q, not below the next block's key %q", printable(r.bk), r.name, printable(r.k), printable(bk))})
+	}
 }
 
 func (c *pcursor) entry() ([]byte, []byte) {

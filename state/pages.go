@@ -383,11 +383,23 @@ func (v *pageView) last(root uint64, bucket string) leafRange {
 	return v.descend(root, func(p rawPage) int { return p.count - 1 }, false, bucket)
 }
 
+// leafOf is key without wide, which also hands over the leaf page reached
+// (checked; none when the range is not ok).
+func (v *pageView) leafOf(root uint64, key []byte, bucket string) (rawPage, leafRange) {
+	return v.descendTo(root, func(p rawPage) int { return p.search(key) }, false, bucket)
+}
+
 // descend is key and last: pick says which element of a branch page the
 // descent goes through.
 func (v *pageView) descend(root uint64, pick func(rawPage) int, wide bool, bucket string) leafRange {
+	_, r := v.descendTo(root, pick, wide, bucket)
+	return r
+}
+
+// descendTo is descend, returning the leaf page reached too.
+func (v *pageView) descendTo(root uint64, pick func(rawPage) int, wide bool, bucket string) (rawPage, leafRange) {
 	if v == nil || root == 0 {
-		return leafRange{}
+		return rawPage{}, leafRange{}
 	}
 	var lo, hi []byte
 	id := root
@@ -397,7 +409,7 @@ func (v *pageView) descend(root uint64, pick func(rawPage) int, wide bool, bucke
 		}
 		p := v.page(id, lo, hi, bucket)
 		if !p.branch {
-			return leafRange{lo: lo, hi: hi, ok: true}
+			return p, leafRange{lo: lo, hi: hi, ok: true}
 		}
 		if p.count == 0 {
 			v.damaged(fmt.Sprintf("page %d is a branch without elements", id))

@@ -458,6 +458,15 @@ type Reader struct {
 	// commits made before the view began (kept_reads.go).
 	keep bool
 	tag  int64
+	// leaf reads the block a lookup found on the leaf its checked descent
+	// reached (leaf.go); loose says c does not stand at k then (a step
+	// from k would start elsewhere: the next Get seeks).
+	leaf  blockReader
+	loose bool
+	// pkeys is the PKey index, once a lookup needed it, and pkeyLeaf
+	// its lookups' reader (k, a key of leaf's, stays as Get left it).
+	pkeys    *packed
+	pkeyLeaf blockReader
 }
 
 // stepped counts a record a walk passed.
@@ -503,6 +512,22 @@ func (r *Reader) Get(id extract.ID, snap *transform.Snapshot) (found bool, err e
 		return false, nil
 	}
 	r.end = false
+	if pc, ok := r.c.(*pcursor); ok {
+		// the leaf the checked descent reaches answers most lookups (leaf.go)
+		if v, found, decided := (packed{x: pc.c.x}).lookup(&r.leaf, id[:]); decided {
+			r.loose = true
+			if !found {
+				r.k, r.v = nil, nil
+				r.kept(id, nil, false)
+				return false, nil
+			}
+			r.k, r.v = r.leaf.k, v
+			if err := r.found(id, snap); err != nil {
+				return false, err
+			}
+			return true, nil
+		}
+	}
 	walked := false
 	// A step within a block decodes an entry; one to the next block moves
 	// bbolt's cursor a key on: an id further on is sought. In a file of
@@ -515,6 +540,9 @@ func (r *Reader) Get(id extract.ID, snap *transform.Snapshot) (found bool, err e
 			steps = 0
 		}
 	}
+	if r.loose {
+		steps = 0
+	}
 	if r.k != nil && bytes.Compare(r.k, id[:]) < 0 && steps > 0 {
 		for i := 0; i < steps && r.k != nil && bytes.Compare(r.k, id[:]) < 0; i++ {
 			r.k, r.v = r.c.Next()
@@ -522,8 +550,9 @@ func (r *Reader) Get(id extract.ID, snap *transform.Snapshot) (found bool, err e
 		// Stepped onto the id, past it, or off the end: the answer is here.
 		walked = r.k == nil || bytes.Compare(r.k, id[:]) >= 0
 	}
-	if !walked && (r.k == nil || !bytes.Equal(r.k, id[:])) {
+	if !walked && (r.loose || r.k == nil || !bytes.Equal(r.k, id[:])) {
 		r.k, r.v = r.c.Seek(id[:])
+		r.loose = false
 	}
 	if r.k == nil {
 		r.end, r.endFrom = true, id
@@ -534,16 +563,24 @@ func (r *Reader) Get(id extract.ID, snap *transform.Snapshot) (found bool, err e
 		r.kept(id, nil, false)
 		return false, nil
 	}
+	if err := r.found(id, snap); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// found decodes id's record, r.v, into snap and keeps it.
+func (r *Reader) found(id extract.ID, snap *transform.Snapshot) error {
 	rec, err := parseRecord(r.v)
 	if err == nil {
 		err = r.s.decodeRecord(&rec, snap, r.slot)
 	}
 	if err != nil {
-		return false, &CorruptError{Path: r.s.path, Problem: fmt.Sprintf("contact %s: %v", id, err)}
+		return &CorruptError{Path: r.s.path, Problem: fmt.Sprintf("contact %s: %v", id, err)}
 	}
 	r.rec = rec
 	r.kept(id, r.v, true)
-	return true, nil
+	return nil
 }
 
 func (r *Reader) kept(id extract.ID, v []byte, found bool) {
