@@ -1,0 +1,128 @@
+package spill
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// blob is a record of any length, ordered by key.
+type blob struct {
+	key  uint32
+	data string
+}
+
+var blobCodec = Codec[blob]{
+	Compare: func(a, b *blob) int { return cmp.Compare(a.key, b.key) },
+	Append: func(dst []byte, r *blob) []byte {
+		return append(binary.BigEndian.AppendUint32(dst, r.key), r.data...)
+	},
+	Decode: func(b []byte, r *blob) error {
+		if len(b) < 4 {
+			return errors.New("short blob")
+		}
+		r.key, r.data = binary.BigEndian.Uint32(b), string(b[4:])
+		return nil
+	},
+	Size: func(r *blob) int { return len(r.data) },
+}
+
+// TestMergeReadsRecordsOfAnyLength: records read back in place come whole
+// however they lie against the reader's buffer: across its end, longer
+// than it, empty.
+func TestMergeReadsRecordsOfAnyLength(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var in []blob
+	for i := range 400 {
+		n := rng.IntN(3000)
+		switch i % 97 {
+		case 5:
+			n = runBuffer + rng.IntN(runBuffer) // longer than the buffer
+		case 6:
+			n = 0
+		}
+		in = append(in, blob{key: rng.Uint32N(50), data: strings.Repeat(string(rune('a'+i%26)), n)})
+	}
+	want := slices.Clone(in)
+	slices.SortStableFunc(want, func(a, b blob) int { return blobCodec.Compare(&a, &b) })
+	for _, budget := range []int64{64 << 10, 256 << 10, 1 << 20} {
+		s := NewSorter(blobCodec, budget, t.TempDir(), 24)
+		for i := range in {
+			if err := s.Add(&in[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st, err := s.Sorted()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []blob
+		for r := st.Next(); r != nil; r = st.Next() {
+			got = append(got, *r)
+		}
+		if err := st.Err(); err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+		if s.Spilled < 2 {
+			t.Fatalf("budget %d: %d runs, want a merge", budget, s.Spilled)
+		}
+		if !slices.EqualFunc(got, want, func(a, b blob) bool { return a == b }) {
+			t.Fatalf("budget %d (%d runs): %d records back, not those added in order", budget, s.Spilled, len(got))
+		}
+	}
+}
+
+// TestMergeTellsACutRun: a run that ends inside a record (its length, or
+// its bytes) is an error, never a shorter run.
+func TestMergeTellsACutRun(t *testing.T) {
+	one := func(r blob) []byte {
+		b := blobCodec.Append(nil, &r)
+		return append(binary.AppendUvarint(nil, uint64(len(b))), b...)
+	}
+	whole := append(one(blob{key: 1, data: "abc"}), one(blob{key: 2, data: strings.Repeat("x", 300)})...)
+	for _, tc := range []struct {
+		name string
+		run  []byte
+		ok   int // records read before the error
+	}{
+		{"in a record", whole[:len(whole)-1], 1},
+		{"in a length", append(one(blob{key: 1}), 0x80), 1},
+		{"a length too large", append(one(blob{key: 1}), binary.AppendUvarint(nil, 1<<40)...), 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &runReader[blob]{src: bytes.NewReader(tc.run), buf: make([]byte, 16), codec: blobCodec}
+			n := 0
+			for r.advance() {
+				n++
+			}
+			if n != tc.ok || r.err == nil {
+				t.Fatalf("%d records, then %v; want %d, then an error", n, r.err, tc.ok)
+			}
+		})
+	}
+	r := &runReader[blob]{src: bytes.NewReader(whole), buf: make([]byte, 16), codec: blobCodec}
+	n := 0
+	for r.advance() {
+		n++
+	}
+	if n != 2 || r.err != nil {
+		t.Fatalf("a whole run: %d records, then %v", n, r.err)
+	}
+	failing := &runReader[blob]{src: io.MultiReader(bytes.NewReader(whole[:5]), errReader{}), buf: make([]byte, 16), codec: blobCodec}
+	if failing.advance() || !errors.Is(failing.err, errRead) {
+		t.Fatalf("a failed read: %v", failing.err)
+	}
+}
+
+var errRead = errors.New("disk gone")
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, errRead }
