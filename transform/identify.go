@@ -382,8 +382,11 @@ func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOp
 	byContact.Reserve(profiles.Added) // the rows the rule keeps, at most
 	bw := o.Keys.Writer()             // what byContact holds in memory names
 	id.byContactKeys = bw
+	// q outside the loop: Add's record escapes (through the codec's
+	// funcs), and a q of each row's own was an allocation a row
+	var q extract.Profile
 	for p := ks.Next(); p != nil; p = ks.Next() {
-		q := *p
+		q = *p
 		q.PKey, q.FieldModified = bw.Copy(o.Keys, p.PKey), bw.CopyTimes(o.Keys, p.FieldModified)
 		spilled := byContact.Spilled
 		if err := byContact.Add(&q); err != nil {
