@@ -126,3 +126,44 @@ var errRead = errors.New("disk gone")
 type errReader struct{}
 
 func (errReader) Read([]byte) (int, error) { return 0, errRead }
+
+// TestSortedWritesTheRestInTwo: the records memory holds when adding ends
+// go to disk as two runs, written at once, and come back in the order
+// a single run's would (equal records in the order added).
+func TestSortedWritesTheRestInTwo(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	in := make([]rec, 100_000)
+	for i := range in {
+		in[i] = rec{key: rng.Uint32N(1000), seq: uint32(i)}
+	}
+	want := slices.Clone(in)
+	slices.SortStableFunc(want, func(a, b rec) int { return recCodec.Compare(&a, &b) })
+	keyed := recCodec
+	keyed.Key = func(r *rec) uint64 { return uint64(r.key) >> 2 }
+	for _, codec := range []Codec[rec]{recCodec, keyed} {
+		s := NewSorter(codec, 8*60_000, t.TempDir(), 8)
+		for i := range in {
+			if err := s.Add(&in[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st, err := s.Sorted()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []rec
+		for r := st.Next(); r != nil; r = st.Next() {
+			got = append(got, *r)
+		}
+		if err := st.Err(); err != nil {
+			t.Fatal(err)
+		}
+		st.Close()
+		if s.Spilled != 3 {
+			t.Fatalf("%d runs, want one while adding and the rest in two", s.Spilled)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatal("out of order")
+		}
+	}
+}

@@ -466,7 +466,7 @@ func (s *Sorter[T]) Sorted() (Stream[T], error) {
 		return &memStream[T]{items: s.items}, nil
 	}
 	if len(s.items) > 0 {
-		if err := s.spill(); err != nil {
+		if err := s.spillRest(); err != nil {
 			return nil, err
 		}
 	}
