@@ -49,16 +49,40 @@ func ProfileCodec(ks *extract.Keys, byContact bool) spill.Codec[extract.Profile]
 		w    *extract.KeyWriter
 		prev extract.Mark
 	}
-	runs := map[*extract.Profile]*runKeys{} // by the record a run reads into
+	// by the record a run reads into: the first few in a list (a merge
+	// reads a handful of runs, and a map's lookup for every record read
+	// back cost more than the record's decoding), any more in a map
+	type runOf struct {
+		p *extract.Profile
+		r *runKeys
+	}
+	var few []runOf
+	var more map[*extract.Profile]*runKeys
+	find := func(p *extract.Profile) *runKeys {
+		for i := range few {
+			if few[i].p == p {
+				return few[i].r
+			}
+		}
+		if r := more[p]; r != nil {
+			return r
+		}
+		r := &runKeys{w: ks.Writer()}
+		if len(few) < fewRuns {
+			few = append(few, runOf{p, r})
+		} else {
+			if more == nil {
+				more = map[*extract.Profile]*runKeys{}
+			}
+			more[p] = r
+		}
+		return r
+	}
 	c := spill.Codec[extract.Profile]{
 		Compare: func(a, b *extract.Profile) int { return ProfilePKeyOrder(ks, a, b) },
 		Append:  func(dst []byte, p *extract.Profile) []byte { return extract.AppendProfile(dst, ks, p) },
 		Decode: func(b []byte, p *extract.Profile) error {
-			r := runs[p]
-			if r == nil {
-				r = &runKeys{w: ks.Writer()}
-				runs[p] = r
-			}
+			r := find(p)
 			m := r.w.Mark()
 			r.w.ReleaseBefore(r.prev)
 			r.prev = m
@@ -73,6 +97,10 @@ func ProfileCodec(ks *extract.Keys, byContact bool) spill.Codec[extract.Profile]
 	}
 	return c
 }
+
+// fewRuns is how many runs' keys ProfileCodec finds in a list rather
+// than a map.
+const fewRuns = 16
 
 // RejectCodec orders the rejects found after reading (superseded rows,
 // duplicates, entries kept out) by source and line, for the merge with the
