@@ -377,31 +377,29 @@ func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOp
 	}
 	defer pstream.Close()
 	o.ReadKeys.Reset() // every row is on disk
-	ks = NewPKeyStream(pstream.Next, o.Keys, o.Keys.Writer(), superseded, owner)
+	ks = NewPKeyStream(pstream.Next, o.Keys, nil, superseded, owner)
 	// The sort by contact writes its runs on another core while the rule
 	// goes on (spill.Ahead): a Sorter's own stopped the rule for each.
 	byContact := spill.AheadOf(o.Sorts.ProfilesByContact(o.Keys))
 	byContact.Reserve(profiles.Added) // the rows the rule keeps, at most
 	bw := o.Keys.Writer()             // what byContact holds in memory names
 	id.byContactKeys = bw
+	// the rule copies each row's keys into bw as it reads them, once: a
+	// row it keeps goes on into byContact as it is
+	ks.KeepIn(bw)
 	// marks are where bw stood as each half was handed to be written:
 	// what its rows name lies before; let go of once it is on disk.
 	var marks []extract.Mark
 	released := 0
-	// q outside the loop: Add's record escapes (through the codec's
-	// funcs), and a q of each row's own was an allocation a row
-	var q extract.Profile
 	for p := ks.Next(); p != nil; p = ks.Next() {
-		m := bw.Mark()
-		q = *p
-		q.PKey, q.FieldModified = bw.Copy(o.Keys, p.PKey), bw.CopyTimes(o.Keys, p.FieldModified)
+		m := ks.Mark()
 		handed := byContact.Handed
-		if err := byContact.Add(&q); err != nil {
+		if err := byContact.Add(p); err != nil {
 			byContact.Close()
 			return nil, nil, err
 		}
 		if byContact.Handed != handed {
-			marks = append(marks, m) // q is the other half's first
+			marks = append(marks, m) // p is the other half's first
 		}
 		for ; released < byContact.Written; released++ {
 			bw.ReleaseBefore(marks[released])
