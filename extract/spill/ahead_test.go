@@ -3,6 +3,7 @@ package spill
 import (
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 )
@@ -102,5 +103,36 @@ func TestAheadClosedWhileWriting(t *testing.T) {
 		if len(h.runs) != 0 || h.items != nil {
 			t.Fatal("a half still holds runs or records")
 		}
+	}
+}
+
+// TestAheadTellsAFailedWrite: a half that cannot be written (its folder
+// gone) is an error from the Add that hands the next half, or from
+// Finish, never a run silently missing.
+func TestAheadTellsAFailedWrite(t *testing.T) {
+	for _, n := range []int{100, 1000} { // one half handed, or several
+		dir := filepath.Join(t.TempDir(), "gone")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		a := AheadOf(NewSorter(recCodec, 8*128, dir, 8))
+		if err := os.Remove(dir); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		for i := 0; i < n && err == nil; i++ {
+			r := rec{key: uint32(i % 17), seq: uint32(i)}
+			err = a.Add(&r)
+		}
+		if err == nil {
+			var s *Sorter[rec]
+			if s, err = a.Finish(); err == nil {
+				s.Close()
+			}
+		}
+		if err == nil {
+			t.Fatalf("%d records: no error", n)
+		}
+		a.Close()
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -165,5 +167,29 @@ func TestSortedWritesTheRestInTwo(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Fatal("out of order")
 		}
+	}
+}
+
+// TestSortedTellsAFailedRest: when the records held at the end cannot be
+// written, Sorted says so.
+func TestSortedTellsAFailedRest(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "gone")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	s := NewSorter(recCodec, 8*60_000, dir, 8)
+	defer s.Close()
+	for i := range 100_000 {
+		r := rec{key: uint32(i % 1000), seq: uint32(i)}
+		if err := s.Add(&r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := s.Sorted(); err == nil {
+		st.Close()
+		t.Fatal("no error")
 	}
 }
