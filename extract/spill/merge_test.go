@@ -193,3 +193,23 @@ func TestSortedTellsAFailedRest(t *testing.T) {
 		t.Fatal("no error")
 	}
 }
+
+// TestRunBuffersWithinTheBudget: the readers of a merge hold a quarter of
+// the sort's budget at most, each between 16 KB and 256 KB.
+func TestRunBuffersWithinTheBudget(t *testing.T) {
+	for _, tc := range []struct {
+		budget int64
+		runs   int
+		want   int
+	}{
+		{1 << 30, 8, 256 << 10},
+		{139 << 20, 9, 256 << 10},
+		{8 << 20, 16, 128 << 10},
+		{2 << 20, 100, 16 << 10},
+		{0, 5, 256 << 10},
+	} {
+		if got := runBufferOf(tc.budget, tc.runs); got != tc.want {
+			t.Errorf("budget %d, %d runs: %d", tc.budget, tc.runs, got)
+		}
+	}
+}

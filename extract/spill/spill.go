@@ -472,11 +472,12 @@ func (s *Sorter[T]) Sorted() (Stream[T], error) {
 	}
 	s.items = nil
 	m := &mergeStream[T]{codec: s.codec}
+	buffer := runBufferOf(s.budget, len(s.runs))
 	for _, f := range s.runs {
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
 			return nil, fmt.Errorf("reading a sorted run back: %w", err)
 		}
-		r := &runReader[T]{f: f, src: ReadOnce(f), buf: make([]byte, runBuffer), codec: s.codec}
+		r := &runReader[T]{f: f, src: ReadOnce(f), buf: make([]byte, buffer), codec: s.codec}
 		if r.live = r.advance(); !r.live {
 			if r.err != nil {
 				return nil, r.err
@@ -542,8 +543,23 @@ type runReader[T any] struct {
 	err      error
 }
 
-// runBuffer is how much of a run a reader holds at once.
-const runBuffer = 256 << 10
+// runBuffer is how much of a run a reader holds at once, at most; at
+// least minRunBuffer.
+const (
+	runBuffer    = 256 << 10
+	minRunBuffer = 16 << 10
+)
+
+// runBufferOf is a run reader's buffer when a sort of the given budget
+// merges n runs: the readers hold a quarter of the budget at most, down to
+// minRunBuffer each. A small budget past which much is sorted makes many
+// runs, and their buffers at the most held several times the budget.
+func runBufferOf(budget int64, n int) int {
+	if budget <= 0 || n == 0 {
+		return runBuffer
+	}
+	return int(min(max(budget/4/int64(n), minRunBuffer), runBuffer))
+}
 
 // need makes n bytes at least stand unread in the buffer, reading on as
 // needed; false when the run ends first or a read fails (then r.err says
