@@ -175,6 +175,8 @@ type Deciding struct {
 	Options transform.DecideOptions
 	Dirty   *Dirty
 	PKeys   *spill.Sorter[PKeyEntry]
+	// collect adds to PKeys on a goroutine of its own.
+	collect *pkeyCollect
 }
 
 // DecidingOptions are what a run read and how it commits.
@@ -217,14 +219,15 @@ func (s *Store) Deciding(o DecidingOptions) Deciding {
 	}
 	if !do.Incremental && s != nil && o.Commits {
 		pkeys := sorts.PKeys(o.Budgets.PKeys, o.TmpDir, false)
-		dec.PKeys = pkeys
-		do.Collect = func(pkey string, id extract.ID) error { return pkeys.Add(&PKeyEntry{PKey: pkey, ID: id}) }
+		dec.PKeys, dec.collect = pkeys, newPKeyCollect(pkeys)
+		do.Collect, do.Collected = dec.collect.add, dec.collect.finish
 	}
 	return dec
 }
 
 // Close lets go of what the decisions kept.
 func (d *Deciding) Close() {
+	_ = d.collect.finish() // an error was the decisions', or nothing reads PKeys
 	d.Dirty.Close()
 	d.PKeys.Close()
 }

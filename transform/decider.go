@@ -22,6 +22,7 @@ type Decider struct {
 	queued, deleted                map[extract.ID]bool
 	dirty                          Dirty
 	collect                        func(pkey string, id extract.ID) error
+	collected                      func() error
 	notAfter                       int64
 	pendAlertBefore                int64
 	src                            *Identity
@@ -88,8 +89,11 @@ type DecideOptions struct {
 	// Dirty keeps the entries the commit decides again.
 	Dirty Dirty
 	// Collect, when set, takes every record's (PKey, contact) after the
-	// run: the PKey index written whole.
-	Collect func(pkey string, id extract.ID) error
+	// run: the PKey index written whole. Collected, when set, is called
+	// once All has handed Collect the last of them (Collect may pass them
+	// to another goroutine): its error is All's.
+	Collect   func(pkey string, id extract.ID) error
+	Collected func() error
 	// NotAfter is the latest change time believed (Unix ms): the run's
 	// start plus max_clock_skew.
 	NotAfter int64
@@ -128,7 +132,7 @@ type Tally struct {
 func NewDecider(o DecideOptions, src *Identity) *Decider {
 	d := &Decider{rules: o.Rules, incremental: o.Incremental, d365Files: o.D365Files, campFiles: o.CampaignFiles,
 		walk: o.Walk, owners: src.owners, d365Complete: o.D365Complete, campaignComplete: o.CampaignComplete,
-		etag: o.ETag, dirty: o.Dirty, collect: o.Collect, notAfter: o.NotAfter, pendAlertBefore: o.PendAlertBefore,
+		etag: o.ETag, dirty: o.Dirty, collect: o.Collect, collected: o.Collected, notAfter: o.NotAfter, pendAlertBefore: o.PendAlertBefore,
 		src: src, pkeyCounted: src.pkeyCounted, missed: src.missed,
 		pendPrev: map[int64]int{}, pendGone: map[int64]map[extract.ID]bool{}}
 	d.queued, d.deleted = idSet(o.Queued), idSet(o.Deleted)

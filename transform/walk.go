@@ -75,7 +75,12 @@ func (d *Decider) All(ctx context.Context, prior Prior, bar Progress, sink Sink)
 		}
 	}
 	if !d.walk && prior != nil {
-		return d.lostCandidates(prior)
+		if err := d.lostCandidates(prior); err != nil {
+			return err
+		}
+	}
+	if d.collected != nil {
+		return d.collected()
 	}
 	return nil
 }
