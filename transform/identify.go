@@ -101,6 +101,10 @@ type Identity struct {
 	pkeyCounted bool
 	missed      spill.Stream[PKeyEntry]
 	later       *spill.Sorter[extract.Reject]
+	// holdRejects: the rejects found go to heldRejects, for the entry
+	// feed to add in order (feed.go).
+	holdRejects bool
+	heldRejects []extract.Reject
 	// Superseded, Duplicates and Unlinked count the rows the rules set
 	// aside: a later row of the record replaced it, a second profile
 	// for one contact, a profile without contact.
@@ -487,6 +491,10 @@ func splitByContact(held []extract.Profile) int {
 }
 
 func (id *Identity) reject(r extract.Reject) {
+	if id.holdRejects {
+		id.heldRejects = append(id.heldRejects, r)
+		return
+	}
 	if err := id.later.Add(&r); err != nil && id.err == nil {
 		id.err = err
 	}

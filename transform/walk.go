@@ -50,8 +50,17 @@ func (d *Decider) All(ctx context.Context, prior Prior, bar Progress, sink Sink)
 		}
 	}
 	p := pass{decisions: make([]Decision, 0, extract.MaxFields), prior: prior, sink: sink, absent: d.absent}
+	feed := newEntryFeed(d.src)
+	defer feed.close()
 	n := 0
-	for e := d.src.Next(); e != nil; e = d.src.Next() {
+	for {
+		e, err := feed.next()
+		if err != nil {
+			return err
+		}
+		if e == nil {
+			break
+		}
 		if n++; n&0xfff == 0 {
 			if err := ctx.Err(); err != nil {
 				return err
@@ -122,9 +131,6 @@ func (d *Decider) addLost(id extract.ID) error {
 
 // entry decides one entry of the input.
 func (d *Decider) entry(e *Entry, p *pass) error {
-	if k := len(d.src.conflicts); k > 0 && d.src.conflicts[k-1] == e.ID && e.Kind == EntryBlocked {
-		e.Kind = EntryConflict
-	}
 	d.seen(e.ID)
 	d.missedUntil(&e.ID, e.HasP)
 	prevPtr, err := d.prior(e, p)
