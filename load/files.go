@@ -146,6 +146,8 @@ type outFile struct {
 	f     *os.File
 	buf   *bufio.Writer
 	csv   *csv.Writer
+	// aside writes buf's contents to f beside the caller.
+	aside *asideWriter
 }
 
 func createOut(dir *Dir, name string, mode os.FileMode) (*outFile, error) {
@@ -154,8 +156,17 @@ func createOut(dir *Dir, name string, mode os.FileMode) (*outFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating %s: %w", final, err)
 	}
-	buf := bufio.NewWriterSize(f, 256<<10)
-	return &outFile{dir: dir, name: name, final: final, tmp: tmp, f: f, buf: buf, csv: csv.NewWriter(buf)}, nil
+	aside := newAsideWriter(f)
+	buf := bufio.NewWriterSize(aside, 256<<10)
+	return &outFile{dir: dir, name: name, final: final, tmp: tmp, f: f, buf: buf, csv: csv.NewWriter(buf), aside: aside}, nil
+}
+
+// flush puts what the buffer holds in the file, and waits until it is.
+func (o *outFile) flush() error {
+	if err := o.buf.Flush(); err != nil {
+		return err
+	}
+	return o.aside.wait()
 }
 
 // write writes rows made by appendRow. (The file's csv.Writer, when it
@@ -171,7 +182,7 @@ func (o *outFile) complete() error {
 	o.csv.Flush()
 	err := o.csv.Error()
 	if err == nil {
-		err = o.buf.Flush()
+		err = o.flush()
 	}
 	if err == nil {
 		err = o.f.Sync()
@@ -207,6 +218,7 @@ func (o *outFile) place(noReplace bool) error {
 }
 
 func (o *outFile) abort() {
+	_ = o.aside.wait() // not closed under a write
 	o.f.Close()
 	o.dir.root.Remove(o.tmp)
 }

@@ -138,7 +138,7 @@ func (s *RejectSpool) replay(src extract.Source, sp *sourceSpill, next *extract.
 	if err := sp.out.csv.Error(); err != nil {
 		return nil, fmt.Errorf("spilling rejects: %w", err)
 	}
-	if err := sp.out.buf.Flush(); err != nil {
+	if err := sp.out.flush(); err != nil {
 		return nil, fmt.Errorf("spilling rejects: %w", err)
 	}
 	f, err := s.dir.root.Open(sp.out.tmp)
