@@ -1,0 +1,65 @@
+package load
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+)
+
+type failAfter struct {
+	ok  int // writes that succeed
+	got bytes.Buffer
+}
+
+var errDiskFull = errors.New("disk full")
+
+func (f *failAfter) Write(p []byte) (int, error) {
+	if f.ok == 0 {
+		return 0, errDiskFull
+	}
+	f.ok--
+	return f.got.Write(p)
+}
+
+// What is handed to the writer reaches the file in order, each buffer
+// copied (the caller reuses its own), and a write that fails on the
+// writer's goroutine is returned by a later Write and by wait, never
+// dropped.
+func TestAsideWriter(t *testing.T) {
+	t.Run("in order", func(t *testing.T) {
+		f := &failAfter{ok: 100}
+		a := newAsideWriter(f)
+		var want bytes.Buffer
+		buf := make([]byte, 5)
+		for i := range 50 {
+			for k := range buf {
+				buf[k] = byte(i + k)
+			}
+			want.Write(buf)
+			if n, err := a.Write(buf); n != len(buf) || err != nil {
+				t.Fatalf("write %d: %d, %v", i, n, err)
+			}
+		}
+		if err := a.wait(); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(f.got.Bytes(), want.Bytes()) {
+			t.Fatalf("the file holds %x, want %x", f.got.Bytes(), want.Bytes())
+		}
+	})
+	t.Run("a failed write", func(t *testing.T) {
+		a := newAsideWriter(&failAfter{ok: 1})
+		if _, err := a.Write([]byte("first")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Write([]byte("second")); err != nil { // fails beside the caller
+			t.Fatal(err)
+		}
+		if _, err := a.Write([]byte("third")); !errors.Is(err, errDiskFull) {
+			t.Fatalf("the write after a failed one: %v, want %v", err, errDiskFull)
+		}
+		if err := a.wait(); !errors.Is(err, errDiskFull) {
+			t.Fatalf("wait: %v, want %v", err, errDiskFull)
+		}
+	})
+}
