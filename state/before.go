@@ -219,6 +219,10 @@ func (s *Store) Deciding(o DecidingOptions) Deciding {
 	}
 	if !do.Incremental && s != nil && o.Commits {
 		pkeys := sorts.PKeys(o.Budgets.PKeys, o.TmpDir, false)
+		// a backfill has an entry for (almost) every contact: room for
+		// them at once, where doubling copied a million of them again
+		// and again
+		pkeys.Reserve(max(in.D365.Rows, in.Campaign.Rows))
 		dec.PKeys, dec.collect = pkeys, newPKeyCollect(pkeys)
 		do.Collect, do.Collected = dec.collect.add, dec.collect.finish
 	}
