@@ -121,10 +121,13 @@ func (s *Store) CommitDecisions(ctx context.Context, d *transform.Decider, dirty
 		return err
 	}
 	c.fresh = fresh
-	next, err := dirty.reader()
+	// The entries are read back on a goroutine of their own, beside the
+	// deciding one (dirty_ahead.go).
+	next, stop, err := dirty.readerAhead()
 	if err != nil {
 		return err
 	}
+	defer stop()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.decideChunks(gctx, next) })
 	g.Go(func() error { return c.writeChunks(ctx) })
