@@ -10,7 +10,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"optsync/extract"
-	"optsync/extract/spill"
 	"optsync/load"
 	"optsync/load/progress"
 	"optsync/transform"
@@ -67,41 +66,15 @@ func (s *Store) CommitRun(ctx context.Context, c RunCommit) error {
 	// it is done (PKeysReady), rather than before the commit's first
 	// transaction: the commit waits for its writes, and the other core
 	// has time meanwhile.
+	//
+	// Once sorted, the entries are read ahead on that goroutine too
+	// (pkeys_ahead.go).
 	var whole func() (string, extract.ID, bool, error)
 	var ready func() bool
 	if pkeys, dirty := c.Deciding.PKeys, c.Deciding.Dirty; pkeys != nil && int64(dirty.Len())*64 > int64(max(c.Before.Totals.D365, c.Before.Totals.Campaign)) {
-		sorted := make(chan struct{})
-		var stream spill.Stream[PKeyEntry]
-		var serr error
-		go func() {
-			defer close(sorted)
-			stream, serr = pkeys.Sorted()
-		}()
-		defer func() {
-			<-sorted
-			if stream != nil {
-				stream.Close()
-			}
-		}()
-		ready = func() bool {
-			select {
-			case <-sorted:
-				return true
-			default:
-				return false
-			}
-		}
-		whole = func() (string, extract.ID, bool, error) {
-			<-sorted
-			if serr != nil {
-				return "", extract.ID{}, false, serr
-			}
-			e := stream.Next()
-			if e == nil {
-				return "", extract.ID{}, false, stream.Err()
-			}
-			return e.PKey, e.ID, true, nil
-		}
+		ahead := startPKeysAhead(pkeys.Sorted)
+		defer ahead.stop()
+		whole, ready = ahead.next, ahead.ready
 	}
 	// One spare P and one releaser for all the run's transactions, not one
 	// each (releaseDuring).
