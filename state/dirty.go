@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"unsafe"
 
 	"optsync/extract"
 	"optsync/extract/spill"
@@ -212,6 +213,7 @@ func (s *Dirty) reader() (func(*transform.Entry) (bool, error), error) {
 	}
 	var rec []byte
 	var lastC, lastP int32
+	var arena dirtyArena
 	malformed := fmt.Errorf("reading the run's entries back: an entry malformed")
 	return func(e *transform.Entry) (bool, error) {
 		var hdr [2]byte
@@ -268,7 +270,7 @@ func (s *Dirty) reader() (func(*transform.Entry) (bool, error), error) {
 				return false, fmt.Errorf("reading the run's entries back: a contact malformed")
 			}
 		}
-		if e.HasP && !decodeDirtyProfile(b, &e.ID, &e.P) {
+		if e.HasP && !decodeDirtyProfile(b, &e.ID, &e.P, &arena) {
 			return false, fmt.Errorf("reading the run's entries back: a profile malformed")
 		}
 		return true, nil
@@ -375,8 +377,9 @@ func appendDirtyProfile(dst []byte, id *extract.ID, p *transform.ProfileSide) []
 	return append(dst, p.PKey...) // the rest of the entry
 }
 
-// decodeDirtyProfile reads what appendDirtyProfile wrote, all of b.
-func decodeDirtyProfile(b []byte, id *extract.ID, p *transform.ProfileSide) bool {
+// decodeDirtyProfile reads what appendDirtyProfile wrote, all of b; its
+// PKey and field times go in arena's memory.
+func decodeDirtyProfile(b []byte, id *extract.ID, p *transform.ProfileSide, arena *dirtyArena) bool {
 	r := dirtyReader{b: b}
 	f := r.byte()
 	*p = transform.ProfileSide{Profile: extract.Profile{ID: *id, Bad: f&dirtyBad != 0, Unlinked: f&dirtyUnlinked != 0}}
@@ -388,7 +391,7 @@ func decodeDirtyProfile(b []byte, id *extract.ID, p *transform.ProfileSide) bool
 	p.Line = int32(r.varint())
 	p.File = uint16(r.uvarint())
 	if f&dirtyTimes != 0 {
-		p.FieldModified = new([extract.MaxFields]int64)
+		p.FieldModified = arena.times()
 		for i := range p.FieldModified {
 			p.FieldModified[i] = r.varint()
 		}
@@ -396,8 +399,40 @@ func decodeDirtyProfile(b []byte, id *extract.ID, p *transform.ProfileSide) bool
 	if r.bad || f&^(dirtyBad|dirtyOtherID|dirtyUnlinked|dirtyTimes) != 0 {
 		return false
 	}
-	p.PKey = string(r.b)
+	p.PKey = arena.string(r.b)
 	return true
+}
+
+// dirtyArena holds the PKeys and field times of the entries read back
+// whole, a block for many: a 10 M backfill reads back an entry of every
+// contact, and a string and an array allocated for each were 0.9 s and
+// more of its commit's allocating. What it hands out is never written
+// again (a new block is taken when one is full), so an entry may keep it
+// as long as it likes: the block stays while any of it is held.
+type dirtyArena struct {
+	b  []byte
+	ts [][extract.MaxFields]int64
+}
+
+func (a *dirtyArena) string(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if cap(a.b)-len(a.b) < len(b) {
+		a.b = make([]byte, 0, max(32<<10, len(b)))
+	}
+	at := len(a.b)
+	a.b = append(a.b, b...)
+	return unsafe.String(&a.b[at], len(b))
+}
+
+func (a *dirtyArena) times() *[extract.MaxFields]int64 {
+	if len(a.ts) == 0 {
+		a.ts = make([][extract.MaxFields]int64, 512)
+	}
+	t := &a.ts[0]
+	a.ts = a.ts[1:]
+	return t
 }
 
 // dirtyReader reads the parts of a row kept whole; bad says one was

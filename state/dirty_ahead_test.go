@@ -2,6 +2,7 @@ package state
 
 import (
 	"encoding/binary"
+	"fmt"
 	"reflect"
 	"testing"
 
@@ -123,4 +124,31 @@ func TestDirtyReadAheadStopsEarly(t *testing.T) {
 	}
 	stop()
 	stop()
+}
+
+// Entries read back whole keep their PKeys and field times while later
+// ones are read: the memory they are decoded into is never written again
+// (more entries than a block of the arena holds of either).
+func TestDirtyEntriesReadBackKeepTheirKeys(t *testing.T) {
+	const n = 3000 // 3000 PKeys of 24 bytes, 3000 field times: past a block of each
+	d := NewDirty(1, t.TempDir(), nil, nil, nil, n)
+	defer d.Close()
+	var added []transform.Entry
+	for i := range n {
+		times := new([extract.MaxFields]int64)
+		for f := range times {
+			times[f] = int64(i*10 + f)
+		}
+		e := transform.Entry{Kind: transform.EntryPair, ID: id(i), HasP: true, CI: -1, PI: -1,
+			P: transform.ProfileSide{Profile: extract.Profile{ID: id(i), Modified: int64(i)}, PKey: fmt.Sprintf("@pkey-%018d", i), FieldModified: times}}
+		if err := d.Add(&e); err != nil {
+			t.Fatal(err)
+		}
+		e.CI, e.PI = 0, 0 // read back whole: no places
+		added = append(added, e)
+	}
+	got := readDirtyAll(t, d, true)
+	if !reflect.DeepEqual(got, added) {
+		t.Fatal("entries read back whole changed as later ones were read")
+	}
 }
