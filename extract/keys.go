@@ -120,6 +120,21 @@ func (ks *Keys) Len(k Key) int {
 	return len(ks.bytes(k))
 }
 
+// Touch reads the first byte of what k names (0 for the zero Key): a
+// sorted run's writer asks for the PKeys of a batch of records at once
+// (spill.Codec.Touch), where reading each as it is encoded waited for
+// memory once a record.
+func (ks *Keys) Touch(k Key) uint64 {
+	if k == 0 {
+		return 0
+	}
+	b := ks.bytes(k)
+	if len(b) == 0 {
+		return 0
+	}
+	return uint64(b[0])
+}
+
 // Time is field i's change time in the field times t names (PutTimes),
 // NoTime when t is zero.
 func (ks *Keys) Time(t Key, i int) int64 {

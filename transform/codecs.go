@@ -90,6 +90,9 @@ func ProfileCodec(ks *extract.Keys, byContact bool) spill.Codec[extract.Profile]
 		},
 		Size: func(p *extract.Profile) int { return extract.ProfileSize(ks, p) },
 		Key:  func(p *extract.Profile) uint64 { return spill.PrefixKey(ks.Get(p.PKey)) },
+		Touch: func(p *extract.Profile) uint64 {
+			return ks.Touch(p.PKey) + ks.Touch(p.FieldModified)
+		},
 	}
 	if byContact {
 		c.Compare = func(a, b *extract.Profile) int { return ProfileContactOrder(ks, a, b) }

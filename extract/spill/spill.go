@@ -89,6 +89,11 @@ type Codec[T any] struct {
 	// a compact array of its own and calls Compare only on ties, so most
 	// comparisons touch neither the records nor what they point to.
 	Key func(t *T) uint64
+	// Touch, when set, reads what a record points to that Append reads
+	// (any byte of it will do) and returns it: a run is written in sorted
+	// order, the records and what they point to read in no order, and a
+	// batch's reads asked for at once wait for memory once, not once each.
+	Touch func(t *T) uint64
 }
 
 // PrefixKey is a Key for records ordered by a string first: its first 8
@@ -119,6 +124,9 @@ type Sorter[T any] struct {
 	hdr [binary.MaxVarintLen64]byte
 	// want is how many records Reserve announced.
 	want int
+	// touched keeps what writeRun's reads ahead read, so that they are
+	// not left out as unused.
+	touched uint64
 	// Spilled counts the runs written, and Bytes their size; Added the
 	// records added; Grew the times the records held were copied to a
 	// larger array, for want of room.
@@ -251,24 +259,12 @@ func (s *Sorter[T]) Len() int { return len(s.items) }
 
 // spill sorts what memory holds and writes it as a run.
 func (s *Sorter[T]) spill() error {
-	s.sortItems()
 	f, err := TempFile(s.dir)
 	if err != nil {
 		return err
 	}
-	w := bufio.NewWriterSize(f, 1<<20)
-	var n int64
-	for i := range s.items {
-		s.buf = s.codec.Append(s.buf[:0], &s.items[i])
-		k := binary.PutUvarint(s.hdr[:], uint64(len(s.buf)))
-		w.Write(s.hdr[:k])
-		if _, err := w.Write(s.buf); err != nil {
-			f.Close()
-			return fmt.Errorf("writing a sorted run to %s: %w", s.dir, err)
-		}
-		n += int64(k + len(s.buf))
-	}
-	if err := w.Flush(); err != nil {
+	n, err := s.writeRun(f, s.order())
+	if err != nil {
 		f.Close()
 		return fmt.Errorf("writing a sorted run to %s: %w", s.dir, err)
 	}
@@ -296,6 +292,34 @@ func (s *Sorter[T]) sortItems() {
 	if len(items) < 2 {
 		return
 	}
+	ents := s.order()
+	// items[k] is to hold what items[ents[k].at] holds now. The keys are
+	// done with: ents[p].key becomes where the record at p goes.
+	for k := range ents {
+		ents[ents[k].at].key = uint64(k)
+	}
+	// Each place in turn takes its record by a swap, and the record it
+	// held goes where that one was. Following the permutation's cycles
+	// moved each record once, but each move waited for the one before
+	// (where to read next was what had just been read): a cache miss at a
+	// time, over half of the sort. The swaps' reads are known ahead, so
+	// the processor fetches several at once.
+	for k := range ents {
+		a := ents[k].at
+		if a == k {
+			continue
+		}
+		items[k], items[a] = items[a], items[k]
+		d := ents[k].key // where the record now at a goes
+		ents[d].at = a
+		ents[a].key = d
+	}
+}
+
+// order is the records held in sorted order, as their places (ents[k].at
+// is the k-th record's), the records themselves not moved; stable.
+func (s *Sorter[T]) order() []ent {
+	items := s.items
 	ents := make([]ent, len(items))
 	for i := range items {
 		ents[i].at = i
@@ -321,27 +345,7 @@ func (s *Sorter[T]) sortItems() {
 	} else {
 		slices.SortFunc(ents, order)
 	}
-	// items[k] is to hold what items[ents[k].at] holds now. The keys are
-	// done with: ents[p].key becomes where the record at p goes.
-	for k := range ents {
-		ents[ents[k].at].key = uint64(k)
-	}
-	// Each place in turn takes its record by a swap, and the record it
-	// held goes where that one was. Following the permutation's cycles
-	// moved each record once, but each move waited for the one before
-	// (where to read next was what had just been read): a cache miss at a
-	// time, over half of the sort. The swaps' reads are known ahead, so
-	// the processor fetches several at once.
-	for k := range ents {
-		a := ents[k].at
-		if a == k {
-			continue
-		}
-		items[k], items[a] = items[a], items[k]
-		d := ents[k].key // where the record now at a goes
-		ents[d].at = a
-		ents[a].key = d
-	}
+	return ents
 }
 
 // ent is a record's sort key and its place among the records.

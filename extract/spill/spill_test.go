@@ -49,12 +49,18 @@ func TestSorterSpillsInOrder(t *testing.T) {
 	// a key whose highest byte takes every value up to 0xff
 	full := recCodec
 	full.Key = func(r *rec) uint64 { return uint64(r.key)*0xff/299<<56 | uint64(r.key) }
+	// a codec that reads ahead what its records point to: each record
+	// written to a run is read ahead once
+	touched := 0
+	touching := keyed
+	touching.Touch = func(r *rec) uint64 { touched++; return uint64(r.seq) }
 	for _, tc := range []struct {
 		name       string
 		budget     int64
 		wantSpills bool
 	}{{"in memory", 0, false}, {"large budget", 1 << 30, false}, {"tiny budget", 8 * 64, true}, {"16 records a run", 8 * 16, true}} {
-		for _, codec := range []Codec[rec]{recCodec, keyed, wide, full} {
+		for _, codec := range []Codec[rec]{recCodec, keyed, wide, full, touching} {
+			touched = 0
 			t.Run(tc.name, func(t *testing.T) {
 				dir := t.TempDir()
 				s := NewSorter(codec, tc.budget, dir, 8)
@@ -84,6 +90,9 @@ func TestSorterSpillsInOrder(t *testing.T) {
 				}
 				if (s.Spilled > 0) != tc.wantSpills {
 					t.Fatalf("spilled %d runs", s.Spilled)
+				}
+				if codec.Touch != nil && tc.wantSpills && touched != len(in) {
+					t.Fatalf("%d records read ahead of %d spilled", touched, len(in))
 				}
 			})
 		}
