@@ -139,3 +139,44 @@ func mustPanic(t *testing.T, what string, f func()) {
 	}()
 	f()
 }
+
+// A bulk writer's keys, whose blocks are cut from large arrays, come back
+// as given across the arrays, with long keys and field times between;
+// Reset lets go of them all, and the writer writes again.
+func TestKeysBulkWriter(t *testing.T) {
+	ks := NewKeys()
+	w := ks.BulkWriter()
+	var keys, times []Key
+	n := 2*keySlab/21 + 1000 // PKeys of 21 bytes: past two arrays
+	for i := range n {
+		s := fmt.Sprintf("@%020d", i)
+		if i%100_000 == 3 {
+			s += strings.Repeat("long", 1000) // past keyBlock/16: a block of its own
+		}
+		keys = append(keys, w.Put(s))
+		if i%7 == 0 {
+			tm := NoFieldTimes()
+			tm[i%MaxFields] = int64(i)
+			times = append(times, w.PutTimes(&tm))
+		}
+	}
+	for i, k := range keys {
+		want := fmt.Sprintf("@%020d", i)
+		if i%100_000 == 3 {
+			want += strings.Repeat("long", 1000)
+		}
+		if got := ks.Get(k); got != want {
+			t.Fatalf("key %d: %.40q, want %.40q", i, got, want)
+		}
+	}
+	for j, k := range times {
+		if i := 7 * j; ks.Time(k, i%MaxFields) != int64(i) {
+			t.Fatalf("times %d: %d, want %d", j, ks.Time(k, i%MaxFields), i)
+		}
+	}
+	w.Reset()
+	mustPanic(t, "a bulk key after Reset", func() { ks.Get(keys[len(keys)-1]) })
+	if k := w.Put("@again"); ks.Get(k) != "@again" {
+		t.Error("a bulk writer Reset does not write again")
+	}
+}

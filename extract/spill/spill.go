@@ -323,6 +323,7 @@ func (s *Sorter[T]) sortItems() {
 func (s *Sorter[T]) order() []ent {
 	items := s.items
 	ents := make([]ent, len(items))
+	AdviseHuge(ents)
 	for i := range items {
 		ents[i].at = i
 		if s.codec.Key != nil {
