@@ -163,7 +163,7 @@ func (s *Sorter[T]) Add(t *T) error {
 		// heap (one allocation a record)
 		s.held += int64(s.codec.Size(&s.items[len(s.items)-1]))
 	}
-	if s.budget > 0 && s.held >= s.budget {
+	if s.budget > 0 && (s.held >= s.budget || len(s.items) >= maxRun) {
 		return s.spill()
 	}
 	return nil
@@ -265,7 +265,10 @@ func (s *Sorter[T]) spill() error {
 	if err != nil {
 		return err
 	}
-	n, err := s.writeRun(f, s.order())
+	ents := newRunEnts(len(s.items))
+	s.order(ents.ents)
+	n, err := s.writeRun(f, ents.places())
+	ents.free()
 	if err != nil {
 		f.Close()
 		return fmt.Errorf("writing a sorted run to %s: %w", s.dir, err)
@@ -294,7 +297,9 @@ func (s *Sorter[T]) sortItems() {
 	if len(items) < 2 {
 		return
 	}
-	ents := s.order()
+	ents := make([]ent, len(items))
+	AdviseHuge(ents)
+	s.order(ents)
 	// items[k] is to hold what items[ents[k].at] holds now. The keys are
 	// done with: ents[p].key becomes where the record at p goes.
 	for k := range ents {
@@ -318,12 +323,11 @@ func (s *Sorter[T]) sortItems() {
 	}
 }
 
-// order is the records held in sorted order, as their places (ents[k].at
-// is the k-th record's), the records themselves not moved; stable.
-func (s *Sorter[T]) order() []ent {
+// order puts the records held in sorted order into ents (one for each
+// record), as their places (ents[k].at is the k-th record's), the records
+// themselves not moved; stable.
+func (s *Sorter[T]) order(ents []ent) []ent {
 	items := s.items
-	ents := make([]ent, len(items))
-	AdviseHuge(ents)
 	for i := range items {
 		ents[i].at = i
 		if s.codec.Key != nil {

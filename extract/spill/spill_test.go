@@ -282,3 +282,65 @@ func TestSorterGrowsToWhatTheBudgetHolds(t *testing.T) {
 		s.Close()
 	}
 }
+
+// Runs large enough that their sort's entries are mapped outside the heap
+// (runEnts) come back in order, equal records in the order added.
+func TestSorterSpillsLargeRunsInOrder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	n := 3 * mapEntsFrom / 16 // three runs of a mapping's worth of entries
+	in := make([]rec, n)
+	for i := range in {
+		in[i] = rec{key: rng.Uint32N(1 << 20), seq: uint32(i)}
+	}
+	want := slices.Clone(in)
+	slices.SortStableFunc(want, func(a, b rec) int { return recCodec.Compare(&a, &b) })
+	codec := recCodec
+	codec.Key = func(r *rec) uint64 { return uint64(r.key) >> 3 }
+	s := NewSorter(codec, int64(8*(n/3+1)), t.TempDir(), 8)
+	defer s.Close()
+	for i := range in {
+		if err := s.Add(&in[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := s.Sorted()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var got []rec
+	for r := st.Next(); r != nil; r = st.Next() {
+		got = append(got, *r)
+	}
+	if err := st.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if s.Spilled < 3 || !slices.Equal(got, want) {
+		t.Fatalf("%d runs; in order: %v", s.Spilled, slices.Equal(got, want))
+	}
+}
+
+// The sorted entries become their places, in the same memory, mapped or
+// not.
+func TestRunEntsPlaces(t *testing.T) {
+	for _, n := range []int{0, 1, 5, mapEntsFrom / 16, mapEntsFrom/16 + 7} {
+		r := newRunEnts(n)
+		if mapped := r.mem != nil; mapped != (n*16 >= mapEntsFrom) {
+			t.Fatalf("%d entries: mapped %v", n, mapped)
+		}
+		for k := range r.ents {
+			r.ents[k] = ent{key: ^uint64(k), at: (k * 7919) % max(n, 1)}
+		}
+		places := r.places()
+		for k, at := range places {
+			if int(at) != (k*7919)%max(n, 1) {
+				r.free()
+				t.Fatalf("%d entries: place %d is %d", n, k, at)
+			}
+		}
+		if len(places) != n {
+			t.Fatalf("%d places of %d", len(places), n)
+		}
+		r.free()
+	}
+}
