@@ -207,7 +207,7 @@ func (j *job) read(ctx context.Context, st *state.Store, conns *load.Connections
 // reading reads this run's rows into sorters within its memory budget.
 func (j *job) reading(conns *load.Connections, rejects extract.RejectSink) *extract.Reading {
 	keys := extract.NewKeys()
-	return &extract.Reading{Contacts: sorts.Contacts(j.budgets().Contacts, j.cfg.TmpDir), Profiles: sorts.Profiles(keys, false, j.budgets().Profiles, j.cfg.TmpDir), Keys: keys.BulkWriter(),
+	return &extract.Reading{Contacts: sorts.Contacts(j.budgets().Contacts, j.cfg.TmpDir), Profiles: sorts.Profiles(keys, false, j.budgets().Profiles, j.cfg.TmpDir), Keys: keys.Writer(),
 		D365Layout: j.cfg.extract.D365Layout(j.notAfter), CampaignLayout: j.cfg.extract.CampaignLayout(j.notAfter),
 		APIs: conns.APIs, Incremental: j.incremental, Rejects: rejects, Log: j.log,
 		Stage: func(name string, total int64, unit string) extract.Bar { return j.progress.Stage(name, total, unit) }}

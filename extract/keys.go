@@ -6,8 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"unsafe"
-
-	"optsync/extract/spill"
 )
 
 // Key names bytes a profile keeps outside its struct (its PKey, its
@@ -165,10 +163,6 @@ type KeyWriter struct {
 	ks   *Keys
 	cur  []byte
 	curN int // cur's number, 0: none
-	// slab, for a bulk writer, is what is left of the large array its
-	// full-size blocks are cut from (BulkWriter).
-	bulk bool
-	slab []byte
 	// owned are the blocks filled and not let go of, oldest first (cur
 	// last, when set); gone counts those let go of before them.
 	owned []int
@@ -177,19 +171,6 @@ type KeyWriter struct {
 
 // Writer makes a writer of ks.
 func (ks *Keys) Writer() *KeyWriter { return &KeyWriter{ks: ks} }
-
-// BulkWriter makes a writer of ks for one that fills many blocks and
-// lets go of them together (Reset), as a read into a sorter does: its
-// full-size blocks are cut from large arrays backed by huge pages
-// (spill.AdviseHuge), where each block on its own lay in pages of 4 KiB.
-// A sort past memory reads its records' PKeys in sorted order, at random
-// in the blocks, and each read missed the TLB too. An array is let go of
-// once none of its blocks is named any more: a writer that lets go of its
-// blocks one by one (ReleaseBefore) would hold the whole array.
-func (ks *Keys) BulkWriter() *KeyWriter { return &KeyWriter{ks: ks, bulk: true} }
-
-// keySlab is the size of the arrays a bulk writer cuts its blocks from.
-const keySlab = 8 << 20
 
 // Keys is the table w adds to.
 func (w *KeyWriter) Keys() *Keys { return w.ks }
@@ -260,15 +241,7 @@ func (w *KeyWriter) CopyTimes(from *Keys, t Key) Key {
 // its own needs a few bytes), twice the last up to keyBlock.
 func (w *KeyWriter) newBlock(need int) {
 	size := max(min(max(2*cap(w.cur), 256), keyBlock), need)
-	if w.bulk && size == keyBlock {
-		if len(w.slab) < size {
-			w.slab = make([]byte, keySlab)
-			spill.AdviseHuge(w.slab)
-		}
-		w.cur, w.slab = w.slab[:0:size], w.slab[size:]
-	} else {
-		w.cur = make([]byte, 0, size)
-	}
+	w.cur = make([]byte, 0, size)
 	w.curN = w.ks.add(w.cur[:size])
 	w.owned = append(w.owned, w.curN)
 }
@@ -310,5 +283,5 @@ func (w *KeyWriter) Reset() {
 		w.ks.drop(n)
 	}
 	w.gone += len(w.owned)
-	w.owned, w.cur, w.curN, w.slab = w.owned[:0], nil, 0, nil
+	w.owned, w.cur, w.curN = w.owned[:0], nil, 0
 }

@@ -18,7 +18,7 @@ func BenchmarkSpillProfiles(b *testing.B) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	const keyChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
 	ks := NewKeys()
-	w := ks.BulkWriter() // as a backfill's read fills them
+	w := ks.Writer()
 	items := make([]Profile, n)
 	var k [21]byte
 	for i := range items {

@@ -148,7 +148,6 @@ func (s *Sorter[T]) Codec() Codec[T] { return s.codec }
 func (s *Sorter[T]) Add(t *T) error {
 	if s.items == nil {
 		s.items = make([]T, 0, s.first(t))
-		AdviseHuge(s.items)
 	}
 	if len(s.items) == cap(s.items) && s.budget > 0 {
 		s.grow()
@@ -213,7 +212,6 @@ func (s *Sorter[T]) grow() {
 		s.Grew++
 		// exactly n (slices.Grow rounds up by as much as a quarter)
 		items := make([]T, len(s.items), n)
-		AdviseHuge(items)
 		copy(items, s.items)
 		s.items = items
 	}
@@ -298,7 +296,6 @@ func (s *Sorter[T]) sortItems() {
 		return
 	}
 	ents := make([]ent, len(items))
-	AdviseHuge(ents)
 	s.order(ents)
 	// items[k] is to hold what items[ents[k].at] holds now. The keys are
 	// done with: ents[p].key becomes where the record at p goes.
