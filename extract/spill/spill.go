@@ -6,7 +6,6 @@
 package spill
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
