@@ -62,18 +62,7 @@ func TestAheadSortsAsASorter(t *testing.T) {
 				if len(s.runs) < tc.minRunsOnDisk || s.Added != len(in) {
 					t.Fatalf("%d runs, %d added", len(s.runs), s.Added)
 				}
-				st, err := s.Sorted()
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer st.Close()
-				var got []rec
-				for r := st.Next(); r != nil; r = st.Next() {
-					got = append(got, *r)
-				}
-				if err := st.Err(); err != nil {
-					t.Fatal(err)
-				}
+				got := sortedAll(t, s)
 				if !slices.Equal(got, want) {
 					t.Fatalf("out of order (%d records, %d runs)", len(got), s.Spilled)
 				}

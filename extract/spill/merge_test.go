@@ -60,18 +60,7 @@ func TestMergeReadsRecordsOfAnyLength(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		st, err := s.Sorted()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []blob
-		for r := st.Next(); r != nil; r = st.Next() {
-			got = append(got, *r)
-		}
-		if err := st.Err(); err != nil {
-			t.Fatal(err)
-		}
-		st.Close()
+		got := sortedAll(t, s)
 		if s.Spilled < 2 {
 			t.Fatalf("budget %d: %d runs, want a merge", budget, s.Spilled)
 		}
@@ -149,18 +138,7 @@ func TestSortedWritesTheRestInTwo(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		st, err := s.Sorted()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []rec
-		for r := st.Next(); r != nil; r = st.Next() {
-			got = append(got, *r)
-		}
-		if err := st.Err(); err != nil {
-			t.Fatal(err)
-		}
-		st.Close()
+		got := sortedAll(t, s)
 		if s.Spilled != 3 {
 			t.Fatalf("%d runs, want one while adding and the rest in two", s.Spilled)
 		}

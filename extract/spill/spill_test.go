@@ -73,18 +73,7 @@ func TestSorterSpillsInOrder(t *testing.T) {
 				if left, _ := os.ReadDir(dir); len(left) > 0 {
 					t.Fatalf("named files in the folder: %v", left)
 				}
-				st, err := s.Sorted()
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer st.Close()
-				var got []rec
-				for r := st.Next(); r != nil; r = st.Next() {
-					got = append(got, *r)
-				}
-				if err := st.Err(); err != nil {
-					t.Fatal(err)
-				}
+				got := sortedAll(t, s)
 				if !slices.Equal(got, want) {
 					t.Fatalf("out of order (%d records, %d spilled runs)", len(got), s.Spilled)
 				}
@@ -303,18 +292,7 @@ func TestSorterSpillsLargeRunsInOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st, err := s.Sorted()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	var got []rec
-	for r := st.Next(); r != nil; r = st.Next() {
-		got = append(got, *r)
-	}
-	if err := st.Err(); err != nil {
-		t.Fatal(err)
-	}
+	got := sortedAll(t, s)
 	if s.Spilled < 3 || !slices.Equal(got, want) {
 		t.Fatalf("%d runs; in order: %v", s.Spilled, slices.Equal(got, want))
 	}
@@ -343,4 +321,23 @@ func TestRunEntsPlaces(t *testing.T) {
 		}
 		r.free()
 	}
+}
+
+// sortedAll is every record s gives back, in the order its stream gives
+// them; a stream error fails the test.
+func sortedAll[T any](t *testing.T, s *Sorter[T]) []T {
+	t.Helper()
+	st, err := s.Sorted()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var got []T
+	for r := st.Next(); r != nil; r = st.Next() {
+		got = append(got, *r)
+	}
+	if err := st.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
