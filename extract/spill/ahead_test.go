@@ -1,7 +1,6 @@
 package spill
 
 import (
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,13 +12,7 @@ import (
 // budget: all in memory, halves written while the next fills, a record
 // alone past a half; and its runs leave no file in the folder.
 func TestAheadSortsAsASorter(t *testing.T) {
-	rng := rand.New(rand.NewPCG(5, 6))
-	in := make([]rec, 3000)
-	for i := range in {
-		in[i] = rec{key: rng.Uint32N(200), seq: uint32(i)}
-	}
-	want := slices.Clone(in)
-	slices.SortStableFunc(want, func(a, b rec) int { return recCodec.Compare(&a, &b) })
+	in, want := randomRecs(5, 6, 3000, 200)
 	keyed := recCodec
 	keyed.Key = func(r *rec) uint64 { return uint64(r.key) >> 3 }
 	for _, tc := range []struct {

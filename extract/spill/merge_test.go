@@ -122,13 +122,7 @@ func (errReader) Read([]byte) (int, error) { return 0, errRead }
 // go to disk as two runs, written at once, and come back in the order
 // a single run's would (equal records in the order added).
 func TestSortedWritesTheRestInTwo(t *testing.T) {
-	rng := rand.New(rand.NewPCG(7, 8))
-	in := make([]rec, 100_000)
-	for i := range in {
-		in[i] = rec{key: rng.Uint32N(1000), seq: uint32(i)}
-	}
-	want := slices.Clone(in)
-	slices.SortStableFunc(want, func(a, b rec) int { return recCodec.Compare(&a, &b) })
+	in, want := randomRecs(7, 8, 100_000, 1000)
 	keyed := recCodec
 	keyed.Key = func(r *rec) uint64 { return uint64(r.key) >> 2 }
 	for _, codec := range []Codec[rec]{recCodec, keyed} {

@@ -34,13 +34,7 @@ var recCodec = Codec[rec]{
 // order, records with equal keys in the order added, and the runs on disk
 // leave no file in the folder.
 func TestSorterSpillsInOrder(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	in := make([]rec, 5000)
-	for i := range in {
-		in[i] = rec{key: rng.Uint32N(300), seq: uint32(i)}
-	}
-	want := slices.Clone(in)
-	slices.SortStableFunc(want, func(a, b rec) int { return recCodec.Compare(&a, &b) })
+	in, want := randomRecs(1, 2, 5000, 300)
 	keyed := recCodec
 	keyed.Key = func(r *rec) uint64 { return uint64(r.key) >> 4 } // ties left to Compare
 	// a key whose every byte varies: the radix sort makes every pass
@@ -132,13 +126,7 @@ func TestTempFileMode(t *testing.T) {
 // leaves at two depths unless the runs are a power of two), with and
 // without keys, keys that tie included.
 func TestMergeAnyNumberOfRuns(t *testing.T) {
-	rng := rand.New(rand.NewPCG(9, 9))
-	in := make([]rec, 150)
-	for i := range in {
-		in[i] = rec{key: rng.Uint32N(40), seq: uint32(i)}
-	}
-	want := slices.Clone(in)
-	slices.SortStableFunc(want, func(a, b rec) int { return recCodec.Compare(&a, &b) })
+	in, want := randomRecs(9, 9, 150, 40)
 	keyed := recCodec
 	keyed.Key = func(r *rec) uint64 { return uint64(r.key) >> 3 }
 	dir := t.TempDir()
@@ -275,14 +263,8 @@ func TestSorterGrowsToWhatTheBudgetHolds(t *testing.T) {
 // Runs large enough that their sort's entries are mapped outside the heap
 // (runEnts) come back in order, equal records in the order added.
 func TestSorterSpillsLargeRunsInOrder(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 4))
 	n := 3 * mapEntsFrom / 16 // three runs of a mapping's worth of entries
-	in := make([]rec, n)
-	for i := range in {
-		in[i] = rec{key: rng.Uint32N(1 << 20), seq: uint32(i)}
-	}
-	want := slices.Clone(in)
-	slices.SortStableFunc(want, func(a, b rec) int { return recCodec.Compare(&a, &b) })
+	in, want := randomRecs(3, 4, n, 1<<20)
 	codec := recCodec
 	codec.Key = func(r *rec) uint64 { return uint64(r.key) >> 3 }
 	s := NewSorter(codec, int64(8*(n/3+1)), t.TempDir(), 8)
@@ -340,4 +322,18 @@ func sortedAll[T any](t *testing.T, s *Sorter[T]) []T {
 		t.Fatal(err)
 	}
 	return got
+}
+
+// randomRecs is n records with keys below keys, each with its place in the
+// order added, from a generator seeded with seed1, seed2; and want, what
+// any stable sort of them gives back.
+func randomRecs(seed1, seed2 uint64, n int, keys uint32) (in, want []rec) {
+	rng := rand.New(rand.NewPCG(seed1, seed2))
+	in = make([]rec, n)
+	for i := range in {
+		in[i] = rec{key: rng.Uint32N(keys), seq: uint32(i)}
+	}
+	want = slices.Clone(in)
+	slices.SortStableFunc(want, func(a, b rec) int { return recCodec.Compare(&a, &b) })
+	return in, want
 }
