@@ -74,14 +74,7 @@ func TestReaderUntilStopsAtDamage(t *testing.T) {
 					t.Fatal(err)
 				}
 				var seen []int
-				absent := func(k extract.ID, s *transform.Snapshot) error {
-					n := int(k[14])<<8 | int(k[15])
-					if *s != fullSnap(n) {
-						t.Fatalf("absent %d: %+v", n, *s)
-					}
-					seen = append(seen, n)
-					return nil
-				}
+				absent := seenFull(t, &seen)
 				stopped := -1
 				for n := 0; n < 3100; n += step {
 					var got transform.Snapshot

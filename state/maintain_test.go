@@ -36,6 +36,20 @@ func fullSnap(n int) transform.Snapshot {
 	return s
 }
 
+// seenFull is a walk's callback for the records absent from its input:
+// each must hold fullSnap of its number (the id's last two bytes), which
+// it appends to seen.
+func seenFull(t *testing.T, seen *[]int) func(extract.ID, *transform.Snapshot) error {
+	return func(k extract.ID, s *transform.Snapshot) error {
+		n := int(k[14])<<8 | int(k[15])
+		if *s != fullSnap(n) {
+			t.Fatalf("absent %d: %+v", n, *s)
+		}
+		*seen = append(*seen, n)
+		return nil
+	}
+}
+
 func openWith(t *testing.T, path string, pairs []transform.Pair, ns ...int) *Store {
 	t.Helper()
 	st, err := Open(path, pairs)
@@ -281,14 +295,7 @@ func TestReaderUntil(t *testing.T) {
 			t.Fatal(err)
 		}
 		var seen []int
-		absent := func(k extract.ID, s *transform.Snapshot) error {
-			n := int(k[14])<<8 | int(k[15])
-			if *s != fullSnap(n) {
-				t.Fatalf("absent %d: %+v", n, *s)
-			}
-			seen = append(seen, n)
-			return nil
-		}
+		absent := seenFull(t, &seen)
 		for n := 0; n < 3100; n += step {
 			var got transform.Snapshot
 			ok, err := r.Until(ptr(id(n)), &got, absent)
