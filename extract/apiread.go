@@ -250,24 +250,33 @@ func (s *CampaignProfiles) Read(ctx context.Context, from Cursor, keys *KeyWrite
 			again = append(again, it.PKey)
 		}
 	}
-	if err := s.readQueued(ctx, again, &res.Stats, keys, count); err != nil {
+	if err := s.readQueued(ctx, again, &res.Stats, keys, emit, reject); err != nil {
 		return res, err
 	}
 	s.Log.Info().Int("profiles", res.Stats.Rows).Int("without_externalId", res.Stats.Unlinked).Bool("changed_filter", !since.IsZero()).Msg("read Campaign profiles through the REST API")
 	return res, nil
 }
 
-func (s *CampaignProfiles) readQueued(ctx context.Context, pkeys []string, stats *Stats, keys *KeyWriter, emit func(*Profile)) error {
+// readQueued reads the queued profiles again, one request each, and takes
+// them as the read took its own: numbered on from its records (the i-th
+// queued PKey is record stats.Rows+i+1, whatever order the answers come
+// in), a bad one rejected and still handed on marked bad, so that its
+// contact is kept out of the run as a bad row of the read keeps it out.
+// Dropping it instead would leave the contact to be decided against what
+// state knew of its profile.
+func (s *CampaignProfiles) readQueued(ctx context.Context, pkeys []string, stats *Stats, keys *KeyWriter, emit func(*Profile), reject func(Reject)) error {
 	var mu sync.Mutex
+	base := stats.Rows
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(s.Concurrency, 1))
-	for _, pkey := range pkeys {
+	for i, pkey := range pkeys {
 		g.Go(func() error {
 			rec, found, err := s.API.fetch(gctx, pkey)
 			if err != nil {
 				return fmt.Errorf("reading queued profile %s again: %w", pkey, err)
 			}
 			if !found {
+				s.Log.Warn().Str("profile", pkey).Msg("a queued profile no longer exists in Campaign")
 				return nil
 			}
 			// keys is the reading goroutine's: the resource is read
@@ -275,12 +284,10 @@ func (s *CampaignProfiles) readQueued(ctx context.Context, pkeys []string, stats
 			mu.Lock()
 			defer mu.Unlock()
 			var st Stats
-			s.API.record(rec, 0, &st, keys, func(p *Profile) {
-				if !p.Bad && !p.PKey.Empty() {
-					stats.Rows++
-					emit(p)
-				}
-			}, func(Reject) {})
+			s.API.record(rec, base+i+1, &st, keys, emit, reject)
+			stats.Rows += st.Rows
+			stats.Rejected += st.Rejected
+			stats.Unlinked += st.Unlinked
 			return nil
 		})
 	}

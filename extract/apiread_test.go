@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,9 +118,16 @@ func TestDataverseContactsWatermark(t *testing.T) {
 // campaignProfiles reads a simulated Campaign through the shared client.
 func campaignProfiles(t *testing.T, n int) (*extract.CampaignProfiles, *campaignsim.Server) {
 	t.Helper()
+	return campaignProfilesVia(t, n, func(h http.Handler) http.Handler { return h })
+}
+
+// campaignProfilesVia is campaignProfiles with the simulator's answers
+// passed through wrap.
+func campaignProfilesVia(t *testing.T, n int, wrap func(http.Handler) http.Handler) (*extract.CampaignProfiles, *campaignsim.Server) {
+	t.Helper()
 	sim := campaignsim.NewServer(campaignsim.Options{Organization: "o", ClientID: "c", ClientSecret: "s",
 		ChangedFilter: campaignsim.Filter{Name: "Changed", Param: "since"}})
-	srv := httptest.NewServer(sim)
+	srv := httptest.NewServer(wrap(sim))
 	t.Cleanup(srv.Close)
 	for i := 1; i <= n; i++ {
 		sim.Add(campaignsim.Profile{PKey: fmt.Sprintf("@p%d", i), ExternalID: fmt.Sprintf("00000000-0000-0000-0000-%012d", i),
@@ -174,5 +182,52 @@ func TestCampaignProfilesCursor(t *testing.T) {
 	}
 	if _, err := s.Read(context.Background(), extract.Cursor{Position: "yesterday"}, extract.NewKeys().Writer(), func(*extract.Profile) {}, func(extract.Reject) {}); err == nil {
 		t.Error("a watermark that does not parse was taken")
+	}
+}
+
+// A queued profile whose answer is bad when it is read again is taken as a
+// bad row of the read is: a rejects row naming it, and the profile handed
+// on marked bad with its contact, so that the contact is kept out of the
+// run rather than decided against what state knew. One that no longer
+// exists is not handed on.
+func TestCampaignQueuedBadProfileIsRejected(t *testing.T) {
+	s, sim := campaignProfilesVia(t, 3, func(sim http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !strings.HasSuffix(r.URL.Path, "/profile/@p1") {
+				sim.ServeHTTP(w, r)
+				return
+			}
+			rec := httptest.NewRecorder()
+			sim.ServeHTTP(rec, r)
+			body := strings.Replace(rec.Body.String(), `"blackListEmail":false`, `"blackListEmail":"yes"`, 1)
+			if body == rec.Body.String() {
+				t.Errorf("the answer for @p1 has no blackListEmail to spoil: %s", body)
+			}
+			w.WriteHeader(rec.Code)
+			_, _ = w.Write([]byte(body))
+		})
+	})
+	queue := []extract.Queued{
+		{Contact: id(t, 1), PKey: "@p1", Campaign: true},
+		{Contact: id(t, 3), PKey: "@p3", Campaign: true},
+	}
+	sim.Delete("@p3") // gone from Campaign since it was queued
+	ks := extract.NewKeys()
+	var got []extract.Profile
+	var rejects []extract.Reject
+	res, err := s.Read(context.Background(), extract.Cursor{Position: "2026-11-21T00:00:00Z", Queue: queue}, ks.Writer(),
+		func(p *extract.Profile) { got = append(got, *p) }, func(r extract.Reject) { rejects = append(rejects, r) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || !got[0].Bad || got[0].ID != id(t, 1) || ks.Get(got[0].PKey) != "@p1" || got[0].Line != 1 {
+		t.Fatalf("handed on %+v, want @p1 of contact 1, marked bad, record 1", got)
+	}
+	if len(rejects) != 1 || rejects[0].ID != "@p1" || rejects[0].Line != 1 || rejects[0].Source != extract.CampaignAPI() ||
+		!strings.Contains(rejects[0].Reason, "blackListEmail") {
+		t.Errorf("rejects %+v, want one for @p1 naming blackListEmail", rejects)
+	}
+	if res.Stats.Rows != 1 || res.Stats.Rejected != 1 {
+		t.Errorf("stats %+v, want 1 row read again, 1 rejected", res.Stats)
 	}
 }
