@@ -354,6 +354,11 @@ func TestKilledBeforeCommitNextRunCompletes(t *testing.T) {
 	if got := dumpState(t, p.path("optsync.db")); len(got) != 0 {
 		t.Fatalf("a run killed before its commit left %d snapshots", len(got))
 	}
+	// Before any run comes, runs already tells the killed run over.
+	if r := p.cli(t, "runs", "--format", "json"); r.code != 0 || !strings.Contains(r.stdout, `"outcome": "interrupted"`) ||
+		strings.Contains(r.stdout, `"outcome": "running"`) {
+		t.Fatalf("runs right after the kill: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	r := p.backfill(t)
 	if r.code != 0 {
 		t.Fatalf("run after kill: exit %d %s", r.code, r.stderr)

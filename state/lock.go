@@ -173,6 +173,34 @@ func (l *runLock) release() {
 	l.f = nil
 }
 
+// whileIdle calls read while no run holds the run lock of the state file
+// and none can take it, and reports whether it did: it holds the lock's
+// details for reading, which a run must hold for writing to take the run
+// lock or give it up, so a run that starts meanwhile waits for read to
+// return. It does not call read while a run holds the lock, nor when no
+// run ever made the lock file.
+func whileIdle(statePath string, read func() error) (bool, error) {
+	path := statePath + ".lock"
+	f, err := openLockFile(path, false)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	if err := lockByte(f, unix.F_RDLCK, byteDetails, true); err != nil {
+		return false, fmt.Errorf("state lock %s: %w", path, err)
+	}
+	if h, err := held(f, byteRun); err != nil || h {
+		if err != nil {
+			err = fmt.Errorf("state lock %s: %w", path, err)
+		}
+		return false, err
+	}
+	return true, read()
+}
+
 // lockHolder reads who holds the run lock of the state file, without
 // taking it and without creating the lock file; nil when no run holds it.
 func lockHolder(statePath string) (*LockInfo, error) {

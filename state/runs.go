@@ -192,6 +192,33 @@ func (s *Store) Runs() ([]Run, error) {
 	return runs, err
 }
 
+// RunsNow is Runs as a reader shows them. A run recorded as running while
+// no run holds the state's lock was killed before it could record how it
+// ended; it is shown interrupted, as the next run will record it, rather
+// than running for as long as no run comes. The history is read while no
+// run can start (whileIdle), so a run that starts meanwhile is never
+// taken for a killed one.
+func (s *Store) RunsNow() ([]Run, error) {
+	var runs []Run
+	idle, err := whileIdle(s.path, func() error {
+		var err error
+		runs, err = s.Runs()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if !idle {
+		return s.Runs()
+	}
+	for i := range runs {
+		if runs[i].Outcome == "running" {
+			runs[i].Outcome = OutcomeInterrupted
+		}
+	}
+	return runs, nil
+}
+
 // RunsNewest hands the runs of the history to more, newest first, until
 // it returns false: what needs the last few runs parses only those.
 func (s *Store) RunsNewest(more func(*Run) bool) error {

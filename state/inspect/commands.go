@@ -33,7 +33,7 @@ func (s Source) history() ([]state.Run, error) {
 		return nil, err
 	}
 	defer st.Close()
-	return st.Runs()
+	return st.RunsNow()
 }
 
 // ParseSince reads RFC 3339, a date, or an age ("72h", "30d").
