@@ -179,5 +179,15 @@ func PKeyCodec(byID bool) spill.Codec[PKeyEntry] {
 			return nil
 		},
 		Size: func(e *PKeyEntry) int { return len(e.PKey) },
+		// The entries come in contact order and their PKeys lie where the
+		// rows were read, so a run written in PKey order reads each PKey
+		// from anywhere: one cache miss after another (10 M contacts:
+		// 0.95 s of the sort's 4 s) where a batch's may overlap.
+		Touch: func(e *PKeyEntry) uint64 {
+			if e.PKey == "" {
+				return 0
+			}
+			return uint64(e.PKey[0]) + uint64(e.PKey[len(e.PKey)-1])
+		},
 	}
 }
