@@ -28,7 +28,9 @@ type Dirty struct {
 	keys   *extract.Keys // what pItems name
 	buf    []byte
 	f      *os.File
-	w      *bufio.Writer
+	w      flushWriter
+	// direct writes f past the page cache (direct.go); nil: through it.
+	direct *directFile
 	n      int
 	spilt  int64
 	// rows is how many entries may come (the larger side's rows): the
@@ -167,8 +169,20 @@ func (s *Dirty) open() error {
 	if err != nil {
 		return err
 	}
-	s.f, s.w = f, bufio.NewWriterSize(f, 1<<20)
+	s.f = f
+	if d, ok := newDirectFile(f); ok {
+		s.w, s.direct = d, d
+		return nil
+	}
+	s.w = bufio.NewWriterSize(f, 1<<20)
 	return nil
+}
+
+// flushWriter is what the entries are written to: a file past the page
+// cache, or a buffer in front of one.
+type flushWriter interface {
+	io.Writer
+	Flush() error
 }
 
 func (s *Dirty) write(b []byte) error {
@@ -196,7 +210,7 @@ func (s *Dirty) spill() error {
 
 // reader hands the entries back in order, once.
 func (s *Dirty) reader() (func(*transform.Entry) (bool, error), error) {
-	var r *bufio.Reader
+	var r io.Reader
 	if s.f != nil {
 		if err := s.spill(); err != nil {
 			return nil, err
@@ -204,10 +218,14 @@ func (s *Dirty) reader() (func(*transform.Entry) (bool, error), error) {
 		if err := s.w.Flush(); err != nil {
 			return nil, fmt.Errorf("keeping the run's entries for its commit in %s: %w", s.dir, err)
 		}
-		if _, err := s.f.Seek(0, io.SeekStart); err != nil {
-			return nil, err
+		if s.direct != nil {
+			r = s.direct.reader()
+		} else {
+			if _, err := s.f.Seek(0, io.SeekStart); err != nil {
+				return nil, err
+			}
+			r = bufio.NewReaderSize(spill.ReadOnce(s.f), 1<<20)
 		}
-		r = bufio.NewReaderSize(spill.ReadOnce(s.f), 1<<20)
 	} else {
 		r = bufio.NewReader(bytes.NewReader(s.buf))
 	}
