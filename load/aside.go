@@ -2,6 +2,9 @@ package load
 
 import (
 	"io"
+	"os"
+
+	"optsync/extract/spill"
 )
 
 // asideWriter writes to its file on a goroutine of its own, one buffer at
@@ -13,11 +16,16 @@ import (
 // Write copies what it is handed (a bufio.Writer hands its own buffer);
 // an error of a write comes back from a later Write or from wait.
 type asideWriter struct {
-	w     io.Writer
-	spare []byte
-	done  chan asideResult
-	busy  bool
-	err   error
+	w io.Writer
+	// direct is w when it writes its file past the page cache: an output
+	// file is written once and not read again by the run (see
+	// spill.Direct: new page-cache pages were most of the system time of
+	// a 10 M backfill's decisions). flush puts its last part block in.
+	direct *spill.Direct
+	spare  []byte
+	done   chan asideResult
+	busy   bool
+	err    error
 }
 
 type asideResult struct {
@@ -25,8 +33,20 @@ type asideResult struct {
 	err error
 }
 
+// asideBuffer is what a write is handed at most, as a rule: the
+// bufio.Writer's buffer in front of it.
+const asideBuffer = 256 << 10
+
 func newAsideWriter(w io.Writer) *asideWriter {
-	return &asideWriter{w: w, done: make(chan asideResult, 1)}
+	a := &asideWriter{w: w, done: make(chan asideResult, 1)}
+	if f, ok := w.(*os.File); ok {
+		if d, ok := spill.NewDirect(f, asideBuffer); ok {
+			a.w, a.direct = d, d
+			// aligned, as Direct writes it without a copy
+			a.spare = spill.AlignedBytes(asideBuffer)[:0]
+		}
+	}
+	return a
 }
 
 func (a *asideWriter) Write(p []byte) (int, error) {
@@ -43,6 +63,18 @@ func (a *asideWriter) Write(p []byte) (int, error) {
 		a.done <- asideResult{b, err}
 	}()
 	return len(p), nil
+}
+
+// flush waits for the write under way, and puts everything written in
+// the file.
+func (a *asideWriter) flush() error {
+	if err := a.wait(); err != nil {
+		return err
+	}
+	if a.direct != nil {
+		a.err = a.direct.Flush()
+	}
+	return a.err
 }
 
 // wait waits for the write under way, if one is: every byte handed to

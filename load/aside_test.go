@@ -3,6 +3,8 @@ package load
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -60,6 +62,41 @@ func TestAsideWriter(t *testing.T) {
 		}
 		if err := a.wait(); !errors.Is(err, errDiskFull) {
 			t.Fatalf("wait: %v, want %v", err, errDiskFull)
+		}
+	})
+	t.Run("a file past the page cache", func(t *testing.T) {
+		f, err := os.Create(filepath.Join(t.TempDir(), "out.csv"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		a := newAsideWriter(f)
+		if a.direct == nil {
+			t.Skip("the test's folder does not take O_DIRECT")
+		}
+		var want bytes.Buffer
+		for i, n := range []int{asideBuffer, 7, asideBuffer, 3 * asideBuffer / 2, 4096, 1} {
+			b := bytes.Repeat([]byte{byte('a' + i)}, n)
+			want.Write(b)
+			if _, err := a.Write(b); err != nil {
+				t.Fatal(err)
+			}
+			if i == 2 {
+				// flushed midway (a spool read back), then written on
+				if err := a.flush(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := a.flush(); err != nil {
+			t.Fatal(err)
+		}
+		got, err := os.ReadFile(f.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want.Bytes()) {
+			t.Fatalf("the file holds %d bytes, not the %d written", len(got), want.Len())
 		}
 	})
 }

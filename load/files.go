@@ -166,7 +166,7 @@ func (o *outFile) flush() error {
 	if err := o.buf.Flush(); err != nil {
 		return err
 	}
-	return o.aside.wait()
+	return o.aside.flush()
 }
 
 // write writes rows made by appendRow. (The file's csv.Writer, when it

@@ -29,8 +29,8 @@ type Dirty struct {
 	buf    []byte
 	f      *os.File
 	w      flushWriter
-	// direct writes f past the page cache (direct.go); nil: through it.
-	direct *directFile
+	// direct writes f past the page cache; nil: through it.
+	direct *spill.Direct
 	n      int
 	spilt  int64
 	// rows is how many entries may come (the larger side's rows): the
@@ -170,7 +170,7 @@ func (s *Dirty) open() error {
 		return err
 	}
 	s.f = f
-	if d, ok := newDirectFile(f); ok {
+	if d, ok := spill.NewDirect(f, 1<<20); ok {
 		s.w, s.direct = d, d
 		return nil
 	}
@@ -219,7 +219,7 @@ func (s *Dirty) reader() (func(*transform.Entry) (bool, error), error) {
 			return nil, fmt.Errorf("keeping the run's entries for its commit in %s: %w", s.dir, err)
 		}
 		if s.direct != nil {
-			r = s.direct.reader()
+			r = s.direct.Reader()
 		} else {
 			if _, err := s.f.Seek(0, io.SeekStart); err != nil {
 				return nil, err
