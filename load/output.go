@@ -26,7 +26,10 @@ type Output struct {
 	// decisions), sorted within the caller's budget.
 	Later *spill.Sorter[extract.Reject]
 
-	w        *Writer
+	w *Writer
+	// format writes the decisions' changes to w beside the decider;
+	// every other use of w waits for it first (writer).
+	format   *changeFormatter
 	api      *APIWriters
 	held     []Held // changes waiting for an API's answer
 	lc       Change // one, reused: the writers copy what they keep
@@ -51,7 +54,16 @@ func NewOutput(outDir, runID string, sum *Summary, later *spill.Sorter[extract.R
 func (o *Output) Open(opt WriterOptions, decidedAt time.Time, api *APIWriters) (err error) {
 	o.api = api
 	o.w, err = NewWriter(opt, decidedAt)
+	if err == nil {
+		o.format = newChangeFormatter(o.w)
+	}
 	return err
+}
+
+// writer is w once every change handed to the formatter is in it, or the
+// first error of their writes.
+func (o *Output) writer() (*Writer, error) {
+	return o.w, o.format.finish()
 }
 
 // Decided takes each of the decider's changes as it is made (its sink):
@@ -68,7 +80,7 @@ func (o *Output) Decided(ch *transform.Change, blocked *extract.Reject) error {
 		o.held = append(o.held, o.api.Hold(&o.lc))
 		return nil
 	}
-	return o.w.Change(&o.lc)
+	return o.format.add(&o.lc)
 }
 
 // Rejects writes the rejects file, the spooled rejects merged with those
@@ -76,6 +88,10 @@ func (o *Output) Decided(ch *transform.Change, blocked *extract.Reject) error {
 // for the run's history (those found before a failure too). The report keeps ids and PKeys of a checked
 // shape only, never other text of a bad row: file and line find the row.
 func (o *Output) Rejects() (reasons []Reasons, err error) {
+	w, err := o.writer()
+	if err != nil {
+		return nil, err
+	}
 	rejected, err := o.Later.Sorted()
 	if err != nil {
 		return nil, err
@@ -93,7 +109,7 @@ func (o *Output) Rejects() (reasons []Reasons, err error) {
 			ex.ID = r.ID
 		}
 		reasons = AddReason(reasons, r.Reason, ex)
-		return o.w.Reject(r)
+		return w.Reject(r)
 	})
 	rejected.Close()
 	if err == nil {
@@ -110,6 +126,7 @@ func (o *Output) Rejects() (reasons []Reasons, err error) {
 // Stopped removes the files of a run stopped at a safety limit, which
 // writes nothing, and prints why it stopped.
 func (o *Output) Stopped(stdout io.Writer, message string) {
+	_ = o.format.finish() // the files are removed: a write's error does not matter
 	o.w.Abort()
 	fmt.Fprintln(stdout, message)
 	o.Sum.Stopped()
@@ -119,7 +136,11 @@ func (o *Output) Stopped(stdout io.Writer, message string) {
 // committed even if a signal arrives meanwhile), what it refused or what
 // was not sent is audited as failed and queued for the next run.
 func (o *Output) Apply(ctx context.Context) (Sent, error) {
-	sent, err := o.api.Apply(ctx, o.held, o.w)
+	w, err := o.writer()
+	if err != nil {
+		return Sent{}, err
+	}
+	sent, err := o.api.Apply(ctx, o.held, w)
 	if err != nil {
 		return sent, err
 	}
@@ -145,6 +166,9 @@ func (o *Output) Result(cut error) error {
 // Finish completes the files (see Writer.Finish); a plan's are final and
 // logged.
 func (o *Output) Finish(log zerolog.Logger) error {
+	if _, err := o.writer(); err != nil {
+		return err
+	}
 	if err := o.w.Finish(); err != nil {
 		return err
 	}
@@ -178,6 +202,7 @@ func (o *Output) Paths() []string { return o.w.Paths() }
 // Close removes unfinished files; the files of a run that failed after
 // Finish keep names that say so.
 func (o *Output) Close() {
+	_ = o.format.finish() // an error is the run's already, or nothing is kept
 	switch {
 	case o.w != nil && !o.finished:
 		o.w.Abort()
