@@ -129,6 +129,17 @@ func (d *Direct) Flush() error {
 func (d *Direct) writeAt(b []byte, off int64) error {
 	for len(b) > 0 {
 		n, err := d.f.WriteAt(b, off)
+		if errors.Is(err, unix.EINVAL) && d.fl&unix.O_DIRECT != 0 {
+			// A file system that took O_DIRECT but not these writes (a
+			// block larger than 4 KiB, a layer that passes the flag
+			// on): the file is written and read through the page cache
+			// from here, as without a Direct.
+			if _, ferr := unix.FcntlInt(d.fd, unix.F_SETFL, d.fl&^unix.O_DIRECT); ferr != nil {
+				return err
+			}
+			d.fl &^= unix.O_DIRECT
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -162,6 +173,15 @@ func (r *directReader) Read(p []byte) (int, error) {
 		for r.have < want {
 			// whole blocks: the file's last one is read short
 			n, err := d.f.ReadAt(d.buf[r.have:m], r.off+int64(r.have))
+			if errors.Is(err, unix.EINVAL) && n == 0 && d.fl&unix.O_DIRECT != 0 {
+				// refused past the page cache: read through it (see
+				// writeAt)
+				if _, ferr := unix.FcntlInt(d.fd, unix.F_SETFL, d.fl&^unix.O_DIRECT); ferr != nil {
+					return 0, err
+				}
+				d.fl &^= unix.O_DIRECT
+				continue
+			}
 			r.have += n
 			if r.have >= want {
 				break

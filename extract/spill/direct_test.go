@@ -3,6 +3,7 @@ package spill
 import (
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"os"
 	"strings"
@@ -148,5 +149,61 @@ func TestDirectFlushLeavesTheFileAsWritten(t *testing.T) {
 	got, err := io.ReadAll(d.Reader())
 	if err != nil || string(got) != string(want) {
 		t.Fatalf("read back past the cache: %d bytes, %v; want the %d written", len(got), err, len(want))
+	}
+}
+
+// A write the file system refuses past the page cache (EINVAL: here an
+// offset out of alignment) is made through it, and so is every write
+// and read after: never an error where the page cache would do.
+func TestDirectFallsBackToThePageCache(t *testing.T) {
+	d := directFileOf(t, directChunk)
+	b := AlignedBytes(2 * directAlign)
+	for i := range b {
+		b[i] = byte(i%251 + 1)
+	}
+	if err := d.writeAt(b[:directAlign], 1); err != nil {
+		t.Fatalf("a write out of alignment: %v, want it made through the page cache", err)
+	}
+	if d.fl&unix.O_DIRECT != 0 {
+		t.Fatal("still writing past the page cache after a refused write")
+	}
+	got, err := os.ReadFile(fmt.Sprintf("/proc/self/fd/%d", d.f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != directAlign+1 || string(got[1:]) != string(b[:directAlign]) {
+		t.Fatalf("the file holds %d bytes, not the block written at 1", len(got))
+	}
+	// a read refused past the page cache likewise (here: its buffer out
+	// of alignment)
+	d3 := directFileOf(t, directChunk)
+	if _, err := d3.Write(b[:directAlign+10]); err != nil {
+		t.Fatal(err)
+	}
+	if err := d3.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	d3.buf = d3.buf[1:]
+	back, err := io.ReadAll(d3.Reader())
+	if err != nil || string(back) != string(b[:directAlign+10]) {
+		t.Fatalf("read past a refused read: %d bytes, %v", len(back), err)
+	}
+	if d3.fl&unix.O_DIRECT != 0 {
+		t.Fatal("still reading past the page cache after a refused read")
+	}
+	d2 := directFileOf(t, directChunk)
+	d2.fl &^= unix.O_DIRECT // as after a refused write
+	if _, err := unix.FcntlInt(d2.fd, unix.F_SETFL, d2.fl); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d2.Write(b[3 : directAlign+5]); err != nil {
+		t.Fatal(err)
+	}
+	if err := d2.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	back, err = io.ReadAll(d2.Reader())
+	if err != nil || string(back) != string(b[3:directAlign+5]) {
+		t.Fatalf("read back through the page cache: %d bytes, %v", len(back), err)
 	}
 }
