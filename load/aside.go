@@ -22,11 +22,21 @@ type asideWriter struct {
 	// spill.Direct: new page-cache pages were most of the system time of
 	// a 10 M backfill's decisions). flush puts its last part block in.
 	direct *spill.Direct
-	spare  []byte
-	done   chan asideResult
-	busy   bool
-	err    error
+	// file is w's file while it is written through the page cache, until
+	// written reaches asideDirectFrom at a whole block: a file that small
+	// (a report, a night's files, a spool of a few rejects) is not worth
+	// a write that waits for the disk.
+	file    *os.File
+	written int64
+	spare   []byte
+	done    chan asideResult
+	busy    bool
+	err     error
 }
+
+// asideDirectFrom is how much of a file is written through the page cache
+// before the rest goes past it.
+const asideDirectFrom = 1 << 20
 
 type asideResult struct {
 	buf []byte
@@ -39,14 +49,22 @@ const asideBuffer = 256 << 10
 
 func newAsideWriter(w io.Writer) *asideWriter {
 	a := &asideWriter{w: w, done: make(chan asideResult, 1)}
-	if f, ok := w.(*os.File); ok {
-		if d, ok := spill.NewDirect(f, asideBuffer); ok {
-			a.w, a.direct = d, d
-			// aligned, as Direct writes it without a copy
-			a.spare = spill.AlignedBytes(asideBuffer)[:0]
-		}
-	}
+	a.file, _ = w.(*os.File)
 	return a
+}
+
+// goDirect writes the rest of the file past the page cache, once enough
+// of it is written (and where the file system takes it).
+func (a *asideWriter) goDirect() {
+	if a.file == nil || a.written < asideDirectFrom || a.written%4096 != 0 {
+		return
+	}
+	if d, ok := spill.NewDirectAt(a.file, asideBuffer, a.written); ok {
+		a.w, a.direct = d, d
+		// aligned, as Direct writes it without a copy
+		a.spare = spill.AlignedBytes(asideBuffer)[:0]
+	}
+	a.file = nil // tried
 }
 
 func (a *asideWriter) Write(p []byte) (int, error) {
@@ -56,6 +74,8 @@ func (a *asideWriter) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	a.goDirect()
+	a.written += int64(len(p))
 	b := append(a.spare[:0], p...)
 	a.spare, a.busy = nil, true
 	go func() {

@@ -6,6 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"optsync/extract/spill"
 )
 
 type failAfter struct {
@@ -70,18 +74,26 @@ func TestAsideWriter(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		a := newAsideWriter(f)
-		if a.direct == nil {
+		if _, ok := spill.NewDirect(f, 4096); !ok {
 			t.Skip("the test's folder does not take O_DIRECT")
 		}
+		// the probe set O_DIRECT: off again, as the file is made
+		fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFL, fl&^unix.O_DIRECT); err != nil {
+			t.Fatal(err)
+		}
+		a := newAsideWriter(f)
 		var want bytes.Buffer
-		for i, n := range []int{asideBuffer, 7, asideBuffer, 3 * asideBuffer / 2, 4096, 1} {
+		for i, n := range []int{asideBuffer, asideBuffer, asideBuffer, asideBuffer, 7, asideBuffer, 3 * asideBuffer / 2, 4096, 1} {
 			b := bytes.Repeat([]byte{byte('a' + i)}, n)
 			want.Write(b)
 			if _, err := a.Write(b); err != nil {
 				t.Fatal(err)
 			}
-			if i == 2 {
+			if i == 5 {
 				// flushed midway (a spool read back), then written on
 				if err := a.flush(); err != nil {
 					t.Fatal(err)
@@ -91,12 +103,37 @@ func TestAsideWriter(t *testing.T) {
 		if err := a.flush(); err != nil {
 			t.Fatal(err)
 		}
+		if a.direct == nil {
+			t.Fatalf("%d bytes written, all through the page cache", want.Len())
+		}
 		got, err := os.ReadFile(f.Name())
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(got, want.Bytes()) {
 			t.Fatalf("the file holds %d bytes, not the %d written", len(got), want.Len())
+		}
+	})
+	t.Run("a small file through the page cache", func(t *testing.T) {
+		f, err := os.Create(filepath.Join(t.TempDir(), "report.html"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		a := newAsideWriter(f)
+		for range 3 {
+			if _, err := a.Write(bytes.Repeat([]byte{'x'}, asideBuffer)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := a.flush(); err != nil {
+			t.Fatal(err)
+		}
+		if a.direct != nil {
+			t.Fatal("a file under asideDirectFrom was written past the page cache")
+		}
+		if st, err := f.Stat(); err != nil || st.Size() != 3*asideBuffer {
+			t.Fatalf("the file: %v, %v", st, err)
 		}
 	})
 }

@@ -47,6 +47,15 @@ type Direct struct {
 // multiple of 4 KiB); false: the file system does not take O_DIRECT (f is
 // as it was: write it through the page cache).
 func NewDirect(f *os.File, bufSize int) (*Direct, bool) {
+	return NewDirectAt(f, bufSize, 0)
+}
+
+// NewDirectAt is NewDirect for a file already written up to at (a
+// multiple of 4 KiB), written on from there; Size counts from the start.
+func NewDirectAt(f *os.File, bufSize int, at int64) (*Direct, bool) {
+	if at%directAlign != 0 {
+		return nil, false
+	}
 	fd := f.Fd()
 	fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
 	if err != nil {
@@ -55,7 +64,7 @@ func NewDirect(f *os.File, bufSize int) (*Direct, bool) {
 	if _, err := unix.FcntlInt(fd, unix.F_SETFL, fl|unix.O_DIRECT); err != nil {
 		return nil, false
 	}
-	return &Direct{f: f, fd: fd, fl: fl | unix.O_DIRECT, buf: AlignedBytes(max(bufSize&^(directAlign-1), directAlign))}, true
+	return &Direct{f: f, fd: fd, fl: fl | unix.O_DIRECT, buf: AlignedBytes(max(bufSize&^(directAlign-1), directAlign)), done: at, size: at}, true
 }
 
 // AlignedBytes is n bytes starting at a 4 KiB boundary: what a Direct
