@@ -109,3 +109,57 @@ func TestIdentifyCountsEveryPKeyKept(t *testing.T) {
 		})
 	}
 }
+
+// countEmpty is the count of a PKey index that holds nothing (a first
+// backfill's), which says so.
+type countEmpty struct{ countAsked }
+
+func (c *countEmpty) Empty() bool { return true }
+
+// An index that says it holds nothing is asked for no PKey (each would
+// count 0, and none is missed), in memory or spilled, with or without
+// owners: the input's PKeys count as counted, none present.
+func TestIdentifyAsksAnEmptyIndexNothing(t *testing.T) {
+	const n = 3*pkeyBatch + 5
+	for _, tc := range []struct {
+		name   string
+		budget int64
+		owners bool
+	}{{"in memory", 0, false}, {"spilled", 64 * ProfileSize, false}, {"in memory, owners", 0, true}, {"spilled, owners", 64 * ProfileSize, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			contacts := spill.NewSorter(ContactCodec(), tc.budget, dir, ContactSize)
+			ks := extract.NewKeys()
+			kw := ks.Writer()
+			profiles := spill.NewSorter(ProfileCodec(ks, false), tc.budget, dir, ProfileSize)
+			for i := range n {
+				id := extract.ID{12: byte(i >> 24), 13: byte(i >> 16), 14: byte(i >> 8), 15: byte(i)}
+				if err := contacts.Add(&extract.Contact{ID: id, Modified: 1, Line: int32(i + 2)}); err != nil {
+					t.Fatal(err)
+				}
+				p := extract.Profile{ID: id, PKey: kw.Put(fmt.Sprintf("p%07d", n-i)), Modified: 1, Line: int32(i + 2)}
+				if err := profiles.Add(&p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c := &countEmpty{}
+			files := []extract.InputFile{{}}
+			id, err := Identify(contacts, profiles, IdentifyOptions{D365Files: files, CampaignFiles: files, WithOwners: tc.owners,
+				Later: spill.NewSorter(RejectCodec(), 0, "", RejectSize), Sorts: testSorts{tc.budget, dir}, Keys: ks, ReadKeys: kw,
+				CountPKeys: func(missed func(PKeyEntry) error) PKeyCounter { c.missed = missed; return c }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer id.Close()
+			if len(c.asked) != 0 || !id.pkeyCounted || id.presentC != 0 {
+				t.Fatalf("asked %d PKeys, counted %v, present %d; want none asked, counted, none present", len(c.asked), id.pkeyCounted, id.presentC)
+			}
+			if tc.owners && id.Owners().Len() != n {
+				t.Fatalf("%d owners, want %d", id.Owners().Len(), n)
+			}
+			if err := id.Drain(); err != nil || id.Stats.Matched != n {
+				t.Fatalf("drain: %v, %d matched", err, id.Stats.Matched)
+			}
+		})
+	}
+}

@@ -254,7 +254,13 @@ type pkeyCount struct {
 	// n and err are the count's, read once done is closed.
 	n   int
 	err error
+	// empty: the index holds nothing (emptyCounter), so no PKey is handed
+	// to the count (every one counts 0).
+	empty bool
 }
+
+// emptyCounter is a PKeyCounter that can tell its index holds no entry.
+type emptyCounter interface{ Empty() bool }
 
 // pkeyBatch is how many PKeys a batch hands the count (strings: they stay
 // as the rows hold them).
@@ -266,6 +272,12 @@ const (
 func newPKeyCount(pc PKeyCounter, missed *spill.Sorter[PKeyEntry]) *pkeyCount {
 	c := &pkeyCount{pc: pc, missed: missed, work: make(chan []string, pkeyBatches), spare: make(chan []string, pkeyBatches),
 		done: make(chan struct{})}
+	if e, ok := pc.(emptyCounter); ok && e.Empty() {
+		c.empty = true
+		close(c.work)
+		close(c.done)
+		return c
+	}
 	c.batch = make([]string, 0, pkeyBatch)
 	for range pkeyBatches - 1 {
 		c.spare <- make([]string, 0, pkeyBatch)
@@ -303,6 +315,9 @@ func (c *pkeyCount) add(pkey string) {
 // wait hands the last batch and waits for the count: the records of the
 // index the PKeys named, and the first error.
 func (c *pkeyCount) wait() (int, error) {
+	if c.empty {
+		return 0, nil
+	}
 	if len(c.batch) > 0 {
 		c.work <- c.batch
 		c.batch = nil
@@ -322,14 +337,14 @@ func (id *Identity) counting(o IdentifyOptions) (func(string, OwnerKind, extract
 		missed := o.Sorts.PKeysByID()
 		count = newPKeyCount(o.CountPKeys(func(e PKeyEntry) error { return missed.Add(&e) }), missed)
 	}
-	if !o.WithOwners && count == nil {
-		return nil, nil
+	if !o.WithOwners && (count == nil || count.empty) {
+		return nil, count
 	}
 	owner := func(pkey string, kind OwnerKind, cid extract.ID) {
 		if o.WithOwners {
 			id.ownerList = append(id.ownerList, OwnerEntry{PKey: pkey, ID: cid, Kind: kind})
 		}
-		if count != nil {
+		if count != nil && !count.empty {
 			count.add(pkey)
 		}
 	}
@@ -353,6 +368,17 @@ func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOp
 			id.Unlinked = ks.Unlinked
 		}
 	}()
+	if owner == nil {
+		if items, ok := profiles.Unsorted(); ok {
+			// In memory, and nobody hears of the PKeys in order: the rule
+			// works out what it keeps in place (heldByPKey), unsorted.
+			w, unlinked := heldByPKey(items, o.Keys, superseded, maphashPKey())
+			id.Unlinked = unlinked
+			sortHeld(items[:w], o.Sorts, o.Keys)
+			o.ReadKeys.Reset() // every row held names the blocks laid out
+			return nil, items[:w], nil
+		}
+	}
 	if items, ok := profiles.InMemory(); ok {
 		// In memory: the rule by PKey writes what it keeps over the rows
 		// it has read (a group is copied before any of it is written), as

@@ -54,3 +54,48 @@ func BenchmarkIdentifySpilling(b *testing.B) {
 	b.ReportMetric(float64(join.Nanoseconds())/float64(b.N), "join-ns/op")
 	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
 }
+
+// BenchmarkIdentifyHeld runs a first backfill's identity rules over rows
+// all held in memory (the 1 M shape): identify-ns is what Identify takes
+// (the sorts by PKey and by contact, the rule by PKey), join-ns the join
+// that follows as the decider reads.
+func BenchmarkIdentifyHeld(b *testing.B) {
+	const n = 1_000_000
+	ks := extract.NewKeys()
+	cs, ps := benchRows(n, ks)
+	files := []extract.InputFile{{}}
+	var identify, join, cpu time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		contacts, profiles := sorts.Contacts(0, ""), sorts.Profiles(ks, false, 0, "")
+		contacts.Reserve(n)
+		profiles.Reserve(n)
+		for i := range cs {
+			if err := contacts.Add(&cs[i]); err != nil {
+				b.Fatal(err)
+			}
+			if err := profiles.Add(&ps[i]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		t0, c0 := time.Now(), cpuTime()
+		id, err := transform.Identify(contacts, profiles, transform.IdentifyOptions{D365Files: files, CampaignFiles: files,
+			Later: sorts.Rejects(0, ""), Sorts: sorts.Identity{}, Keys: ks})
+		if err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if err := id.Drain(); err != nil {
+			b.Fatal(err)
+		}
+		identify, join, cpu = identify+t1.Sub(t0), join+time.Since(t1), cpu+cpuTime()-c0
+		if id.Stats.Matched != n {
+			b.Fatalf("%d matched", id.Stats.Matched)
+		}
+		id.Close()
+	}
+	b.ReportMetric(float64(identify.Nanoseconds())/float64(b.N), "identify-ns/op")
+	b.ReportMetric(float64(join.Nanoseconds())/float64(b.N), "join-ns/op")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+}
