@@ -407,46 +407,50 @@ func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOp
 	}
 	defer pstream.Close()
 	o.ReadKeys.Reset() // every row is on disk
-	ks = NewPKeyStream(pstream.Next, o.Keys, nil, superseded, owner)
+	// own holds the rows of a PKey the rule reads together: each row it
+	// keeps is encoded into the sort by contact before the next is read
+	own := o.Keys.Writer()
+	defer own.Reset()
+	ks = NewPKeyStream(pstream.Next, o.Keys, own, superseded, owner)
 	// The sort by contact writes its runs on another core while the rule
-	// goes on (spill.Ahead): a Sorter's own stopped the rule for each.
-	byContact := spill.AheadOf(o.Sorts.ProfilesByContact(o.Keys))
-	byContact.Reserve(profiles.Added) // the rows the rule keeps, at most
-	bw := o.Keys.Writer()             // what byContact holds in memory names
-	id.byContactKeys = bw
-	// the rule copies each row's keys into bw as it reads them, once: a
-	// row it keeps goes on into byContact as it is
-	ks.KeepIn(bw)
-	// marks are where bw stood as each half was handed to be written:
-	// what its rows name lies before; let go of once it is on disk.
-	var marks []extract.Mark
-	released := 0
+	// goes on, and holds the rows encoded (spill.Packed).
+	byContact := spill.PackedOf(o.Sorts.ProfilesByContact(o.Keys), profileContactTie)
 	for p := ks.Next(); p != nil; p = ks.Next() {
-		m := ks.Mark()
-		handed := byContact.Handed
 		if err := byContact.Add(p); err != nil {
 			byContact.Close()
 			return nil, nil, err
-		}
-		if byContact.Handed != handed {
-			marks = append(marks, m) // p is the other half's first
-		}
-		for ; released < byContact.Written; released++ {
-			bw.ReleaseBefore(marks[released])
 		}
 	}
 	if err := pstream.Err(); err != nil {
 		byContact.Close()
 		return nil, nil, err
 	}
-	sorted, err := byContact.Finish()
+	// what the sort holds in memory when it wrote no run is decoded into
+	// rows whose PKeys bw holds
+	bw := o.Keys.Writer()
+	id.byContactKeys = bw
+	sorted, err := byContact.Finish(func(b []byte, p *extract.Profile) error { return extract.DecodeProfile(b, bw, p) })
 	if err != nil {
 		return nil, nil, err
 	}
-	for ; released < byContact.Written; released++ {
-		bw.ReleaseBefore(marks[released])
-	}
 	return sorted, nil, nil
+}
+
+// profileContactTie orders two encoded profiles (extract.AppendProfile)
+// in ProfileContactOrder, for the sort by contact (spill.Packed) when their
+// keys are equal: rare (two profiles of one contact, ids alike in their
+// first 8 bytes), so each is decoded.
+func profileContactTie() func(a, b []byte) int {
+	ks := extract.NewKeys()
+	w := ks.Writer()
+	var pa, pb extract.Profile
+	return func(a, b []byte) int {
+		w.Reset()
+		if extract.DecodeProfile(a, w, &pa) != nil || extract.DecodeProfile(b, w, &pb) != nil {
+			return 0 // not to be: the sort encoded them itself
+		}
+		return ProfileContactOrder(ks, &pa, &pb)
+	}
 }
 
 // sortHeld sorts profiles held in memory by contact, in place, in two

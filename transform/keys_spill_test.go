@@ -117,3 +117,79 @@ func TestSpilledProfilesKeepTheirPKeys(t *testing.T) {
 		t.Fatalf("held %d lines, spilled %d", len(held), len(spilled))
 	}
 }
+
+// TestSpilledProfilesKeptFewHeld: profiles read past the budget, most of
+// them superseded (eight rows a PKey), leave the rule fewer rows than half
+// the sort by contact holds: they stay in memory, decoded with their
+// PKeys, and the entries and rejects are those of the same rows all held.
+func TestSpilledProfilesKeptFewHeld(t *testing.T) {
+	const n = 8 * 600
+	run := func(budget int64) ([]string, bool) {
+		dir := t.TempDir()
+		ks := extract.NewKeys()
+		read := ks.Writer()
+		contacts, profiles := sorts.Contacts(budget, dir), sorts.Profiles(ks, false, budget, dir)
+		for i := range n {
+			c := i / 8 * 37 % 600 // the contact of a PKey's rows, in no order
+			id := extract.ID{0: byte(c >> 8), 1: byte(c), 15: 0xee}
+			if i%8 == 0 {
+				if err := contacts.Add(&extract.Contact{ID: id, Modified: 5, Line: int32(i/8 + 2)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			p := extract.Profile{ID: id, PKey: read.Put(fmt.Sprintf("@p%d", c)), Modified: int64(i % 8), Line: int32(i + 2)}
+			spilled := profiles.Spilled
+			if err := profiles.Add(&p); err != nil {
+				t.Fatal(err)
+			}
+			if profiles.Spilled != spilled {
+				read.Reset() // as the reading does
+			}
+		}
+		if budget > 0 && profiles.Spilled < 2 {
+			t.Fatalf("%d runs on disk: the test spills too little", profiles.Spilled)
+		}
+		files := []extract.InputFile{{}}
+		later := sorts.Rejects(0, dir)
+		id, err := transform.Identify(contacts, profiles, transform.IdentifyOptions{D365Files: files, CampaignFiles: files,
+			Later: later, Sorts: sorts.Identity{Budget: budget, Dir: dir}, Keys: ks, ReadKeys: read})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer id.Close()
+		_, held := id.Held()
+		var got []string
+		for e := id.Next(); e != nil; e = id.Next() {
+			got = append(got, fmt.Sprintf("%d %x c=%v p=%v %s/%d bad=%v", e.Kind, e.ID, e.HasC, e.HasP, e.P.PKey, e.P.Line, e.P.Bad))
+		}
+		if err := id.Err(); err != nil {
+			t.Fatal(err)
+		}
+		rs, err := later.Sorted()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rs.Close()
+		for r := rs.Next(); r != nil; r = rs.Next() {
+			got = append(got, fmt.Sprintf("reject %d %s %s", r.Line, r.ID, r.Reason))
+		}
+		return got, held != nil
+	}
+	all, _ := run(0)
+	few, held := run(96 << 10)
+	if !held {
+		t.Fatal("the rows kept were not held in memory")
+	}
+	if len(all) != n/8+n/8*7 || !slices.Equal(all, few) {
+		t.Fatalf("%d lines held, %d spilled; first differing: %v", len(all), len(few), firstDiff(all, few))
+	}
+}
+
+func firstDiff(a, b []string) string {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return fmt.Sprintf("%d: %q / %q", i, a[i], b[i])
+		}
+	}
+	return "none within the shorter"
+}
