@@ -158,27 +158,12 @@ func NewPKeyStream(next func() *extract.Profile, ks *extract.Keys, own *extract.
 	return &PKeyStream{next: next, keys: rowKeys{ks: ks, own: own}, superseded: superseded, owner: owner}
 }
 
-// KeepIn makes the stream copy what the rows it returns name into w, and
-// let go of none of it: the caller lets go of it (w.ReleaseBefore) once
-// done with the rows, up to Mark. A caller that keeps every row copied
-// what each named again, into a writer of its own.
-func (s *PKeyStream) KeepIn(w *extract.KeyWriter) { s.keys.own, s.keys.keep = w, true }
-
-// Mark is where the writer KeepIn named stood before what the row Next
-// returned last names was copied into it (the rows of one PKey are copied
-// together, before the first is returned).
-func (s *PKeyStream) Mark() extract.Mark { return s.keys.mark }
-
 // rowKeys is where rows' PKeys are (ks), and, for rows valid only until
 // the next is read, where a stream copies those it keeps longer (own).
 type rowKeys struct {
 	ks   *extract.Keys
 	own  *extract.KeyWriter
 	prev extract.Mark
-	// keep: own's blocks are the caller's to let go of (PKeyStream.KeepIn),
-	// up to mark, where own stood as the group turned.
-	keep bool
-	mark extract.Mark
 }
 
 // hold makes p, a copy of a row just read, name what it names in own.
@@ -191,10 +176,6 @@ func (r *rowKeys) hold(p *extract.Profile) {
 // turn starts a group: what the group before last held is let go of (the
 // last one's rows are still the caller's until its following call).
 func (r *rowKeys) turn() {
-	if r.keep {
-		r.mark = r.own.Mark()
-		return
-	}
 	if r.own != nil {
 		m := r.own.Mark()
 		r.own.ReleaseBefore(r.prev)

@@ -9,17 +9,21 @@ import (
 	"sync"
 )
 
-// Packed sorts as an Ahead does (two halves of its budget, one filling
-// while the other is sorted and written on a goroutine of its own), but a
-// half holds its records encoded as a run holds them (Codec.Append), one
-// after another, with a sort entry each, not as records. The sort by
-// contact of a spilling backfill's profiles was half of its identify
-// phase's CPU, most of it on the writing goroutine: records written in
-// sorted order were each read at random, and so was the PKey each pointed
-// to (copied in PKey order, as the rule kept it), then encoded. Encoded
-// as they come (where the PKey was just read), a run is written by copying
-// each record's bytes, read once, in order; and a record encoded is
-// smaller than the record and its PKey, so a half holds more.
+// Packed sorts as a Sorter does, but writes its runs on a goroutine of
+// their own while the records after them are added, and holds them
+// encoded. Its budget is held in two halves, one filling while the other
+// is sorted and written: a Sorter stops adding while it writes a run, and
+// the caller (the merge by PKey and its rule, feeding the sort by contact)
+// waited on it with the second core idle. A half holds its records encoded
+// as a run holds them (Codec.Append), one after another, with a sort entry
+// each, not as records. The sort by contact of a spilling backfill's
+// profiles was half of its identify phase's CPU, most of it on the writing
+// goroutine: records written in sorted order were each read at random,
+// and so was the PKey each pointed to (copied in PKey order, as the rule
+// kept it), then encoded. Encoded as they come (where the PKey was just
+// read), a run is written by copying each record's bytes, read once, in
+// order; and a record encoded is smaller than the record and its PKey, so
+// a half holds more.
 type Packed[T any] struct {
 	codec  Codec[T]
 	budget int64 // a half's
