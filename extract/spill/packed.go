@@ -79,15 +79,17 @@ func (p *Packed[T]) Add(t *T) error {
 		h.recs, h.ents = make([]byte, 0, p.budget), make([]ent, 0, p.budget/64)
 	}
 	start := len(h.recs)
-	h.recs = append(h.recs, p.hdr[:binary.MaxVarintLen64]...) // room for the length
+	h.recs = append(h.recs, 0) // room for the length, one byte below 128
 	h.recs = p.codec.Append(h.recs, t)
-	n := len(h.recs) - start - binary.MaxVarintLen64
-	k := binary.PutUvarint(p.hdr[:], uint64(n))
-	// the length goes right before the bytes: the record moves back over
-	// the room left for it
-	copy(h.recs[start+k:], h.recs[start+binary.MaxVarintLen64:])
-	copy(h.recs[start:], p.hdr[:k])
-	h.recs = h.recs[:start+k+n]
+	if n := len(h.recs) - start - 1; n < 0x80 {
+		h.recs[start] = byte(n)
+	} else {
+		// a longer length: the record moves on to make room for it
+		k := binary.PutUvarint(p.hdr[:], uint64(n))
+		h.recs = append(h.recs, p.hdr[:k-1]...)
+		copy(h.recs[start+k:], h.recs[start+1:start+1+n])
+		copy(h.recs[start:], p.hdr[:k])
+	}
 	if p.budget > 0 && len(h.ents) > 0 && int64(len(h.recs)+entSize*(len(h.ents)+1)) > p.budget {
 		// t goes to the other half
 		rec := h.recs[start:]
@@ -172,7 +174,22 @@ func (p *Packed[T]) writeRun(recs []byte, ents []ent) (*os.File, int64, error) {
 		}
 		return a.at - b.at // stable: the order added
 	}
-	bucketByKey(ents, func(part []ent) { slices.SortFunc(part, order) })
+	bucketByKey(ents, func(part []ent) {
+		if len(part) > smallBucket { // records of one key
+			slices.SortFunc(part, order)
+			return
+		}
+		// A bucket of a few, by insertion, comparing keys in place: most
+		// differ, and a comparison through order was most of the sort.
+		for i := 1; i < len(part); i++ {
+			e := part[i]
+			j := i
+			for ; j > 0 && (e.key < part[j-1].key || e.key == part[j-1].key && order(e, part[j-1]) < 0); j-- {
+				part[j] = part[j-1]
+			}
+			part[j] = e
+		}
+	})
 	f, err := TempFile(p.dir)
 	if err != nil {
 		return nil, 0, err
