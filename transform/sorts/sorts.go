@@ -43,8 +43,12 @@ func (s Identity) ProfilesByContact(ks *extract.Keys) *spill.Sorter[extract.Prof
 	return Profiles(ks, true, s.Budget, s.Dir)
 }
 
+// HeldByContact sorts rows held in memory, in place, never spilling
+// them: what they hold is not counted (a pass over every row's PKey).
 func (s Identity) HeldByContact(ks *extract.Keys, held []extract.Profile) *spill.Sorter[extract.Profile] {
-	return spill.FromSlice(transform.ProfileCodec(ks, true), s.Budget, s.Dir, transform.ProfileSize, held)
+	c := transform.ProfileCodec(ks, true)
+	c.Size = nil
+	return spill.FromSlice(c, 0, s.Dir, transform.ProfileSize, held)
 }
 
 func (s Identity) PKeysByID() *spill.Sorter[transform.PKeyEntry] {
