@@ -38,6 +38,7 @@ type Packed[T any] struct {
 	// earlier additions).
 	runs    []*os.File
 	writing chan packedRun
+	buf     []byte // a record encoded, before it is placed
 	hdr     [binary.MaxVarintLen64]byte
 	// Handed counts the halves handed to be written, Written those whose
 	// runs are on disk; Spilled the runs, Bytes their size, Added the
@@ -73,40 +74,41 @@ const entSize = 16
 // filling half holds, that half is handed to be written (once the other
 // half's write is done) and t starts the other.
 func (p *Packed[T]) Add(t *T) error {
+	p.buf = p.codec.Append(p.buf[:0], t)
+	k := binary.PutUvarint(p.hdr[:], uint64(len(p.buf)))
 	h := p.halves[p.cur]
-	if h.recs == nil && p.budget > 0 {
-		// room for what the budget holds: never copied to grow
-		h.recs, h.ents = make([]byte, 0, p.budget), make([]ent, 0, p.budget/64)
+	if h.recs == nil {
+		p.room(h)
 	}
-	start := len(h.recs)
-	h.recs = append(h.recs, 0) // room for the length, one byte below 128
-	h.recs = p.codec.Append(h.recs, t)
-	if n := len(h.recs) - start - 1; n < 0x80 {
-		h.recs[start] = byte(n)
-	} else {
-		// a longer length: the record moves on to make room for it
-		k := binary.PutUvarint(p.hdr[:], uint64(n))
-		h.recs = append(h.recs, p.hdr[:k-1]...)
-		copy(h.recs[start+k:], h.recs[start+1:start+1+n])
-		copy(h.recs[start:], p.hdr[:k])
-	}
-	if p.budget > 0 && len(h.ents) > 0 && int64(len(h.recs)+entSize*(len(h.ents)+1)) > p.budget {
-		// t goes to the other half
-		rec := h.recs[start:]
-		h.recs = h.recs[:start]
+	if p.budget > 0 && len(h.ents) > 0 && (len(h.recs)+k+len(p.buf) > cap(h.recs) || len(h.ents) == cap(h.ents)) {
 		if err := p.hand(); err != nil {
 			return err
 		}
-		h = p.halves[p.cur]
-		if h.recs == nil {
-			h.recs, h.ents = make([]byte, 0, p.budget), make([]ent, 0, p.budget/64)
+		if h = p.halves[p.cur]; h.recs == nil {
+			p.room(h)
 		}
-		start = len(h.recs)
-		h.recs = append(h.recs, rec...)
 	}
+	start := len(h.recs)
+	h.recs = append(append(h.recs, p.hdr[:k]...), p.buf...) // grows only for a record alone past a half
 	h.ents = append(h.ents, ent{key: p.codec.Key(t), at: start})
 	p.Added++
 	return nil
+}
+
+// room makes h's arrays, once, so that neither is copied to grow, and a
+// half is full when either is: together nine tenths of a half's budget,
+// the records seven tenths, their entries two (a profile's encoding is
+// some three and a half times its entry). Made at once, a large array
+// the heap had used before is cleared whole, every page taken: the sorter
+// of records this replaced held three quarters of a half so, and the
+// PKeys only as they came.
+func (p *Packed[T]) room(h *packedHalf) {
+	if p.budget <= 0 {
+		h.recs = []byte{}
+		return
+	}
+	h.recs = make([]byte, 0, max(p.budget*7/10, 1))
+	h.ents = make([]ent, 0, max(p.budget/5/entSize, 1))
 }
 
 // hand starts the write of the filling half, once the other's is done,

@@ -25,7 +25,9 @@ func recTie() func(a, b []byte) int {
 // two runs at once, a record alone past a half; and its runs leave no file
 // in the folder.
 func TestPackedSortsAsASorter(t *testing.T) {
-	const per = 9 + entSize // a rec encoded, its length and its sort entry
+	// what a rec takes of a half: its entry's share (a fifth of the half
+	// holds entries), not the record's 9 bytes
+	const per = 5 * entSize
 	for _, tc := range []struct {
 		name          string
 		n             int
@@ -143,5 +145,41 @@ func TestPackedTellsAFailedWrite(t *testing.T) {
 	}
 	if _, err := p.Finish(func([]byte, *rec) error { return os.ErrInvalid }); err == nil {
 		t.Fatal("a record that cannot be decoded: no error")
+	}
+}
+
+// TestPackedHoldsItsBudget: a half's arrays, records and entries, hold no
+// more than half the budget between them, made once (never copied to
+// grow), however the records fill them.
+func TestPackedHoldsItsBudget(t *testing.T) {
+	codec := recCodec
+	codec.Key = func(r *rec) uint64 { return uint64(r.key) }
+	for _, budget := range []int64{1 << 14, 1 << 18, 1 << 20} {
+		p := PackedOf(NewSorter(codec, budget, t.TempDir(), 8), recTie)
+		made := map[*packedHalf][2]int{}
+		for i := range 20000 {
+			r := rec{key: uint32(i * 7919 % 10007), seq: uint32(i)}
+			if err := p.Add(&r); err != nil {
+				t.Fatal(err)
+			}
+			// the filling half (the other may be being written)
+			if h := p.halves[p.cur]; h.recs != nil {
+				if held := int64(cap(h.recs)) + entSize*int64(cap(h.ents)); held > budget/2 {
+					t.Fatalf("budget %d: a half holds %d bytes", budget, held)
+				}
+				if m, ok := made[h]; ok && (m[0] != cap(h.recs) || m[1] != cap(h.ents)) {
+					t.Fatalf("budget %d: a half's arrays grew", budget)
+				}
+				made[h] = [2]int{cap(h.recs), cap(h.ents)}
+			}
+		}
+		s, err := p.Finish(recCodec.Decode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sortedAll(t, s); len(got) != 20000 {
+			t.Fatalf("budget %d: %d records back", budget, len(got))
+		}
+		s.Close()
 	}
 }
