@@ -129,7 +129,16 @@ func (s *Store) noteCommitted(txid int) error {
 	s.markSync = done
 	go func(f *os.File) {
 		defer close(done)
-		_ = f.Sync()
+		if first {
+			_ = f.Sync()
+			return
+		}
+		// Rewritten in place at its length: only its data changed (and its
+		// times, which tell nothing). A full fsync also commits the
+		// file system's journal for the new mtime; beside bbolt's own
+		// syncs of a backfill's commit that took 0.45 s of 1 M contacts'
+		// 64 transactions, waited for by the next one's (markSynced).
+		_ = datasync(f)
 	}(s.mark)
 	return nil
 }
