@@ -16,15 +16,18 @@ import (
 	"optsync/transform"
 )
 
-// commitChunk is how many contacts one state transaction takes. bbolt splits
-// nodes only when a transaction commits, so a million puts in one
-// transaction pile into one in-memory node; 16K keep each commit small
-// while fsyncs stay few. A backfill's transaction also carries as many
-// keys of the PKey index, and a chunk per batch is in memory at once (one
-// written, the next decided: commitBatches): 32K cost as much time and
-// more peak memory (a 1 M backfill's peak RSS 281 – 296 MB against 251 –
-// 271, this sitting, load 9).
-const commitChunk = 1 << 14
+// commitChunk is how many contacts a batch of a walk takes: what the
+// decider fills and hands to the writer at a time. A backfill's batch also
+// carries as many keys of the PKey index, and commitBatches of them are in
+// memory at once; a transaction takes one or more (txBatches). bbolt
+// splits nodes only when a transaction commits, so a million puts in one
+// transaction pile into one in-memory node: transactions stay small. Each
+// held 16K contacts, one batch, until this sitting: 32K a transaction then
+// cost more peak memory (a 1 M backfill's peak RSS 281 – 296 MB against
+// 251 – 271, load 9), the batches doubling with it. Batches of 8K, up to
+// eight a transaction, peak at 265 – 270 MB against 256 – 273 (load 7 –
+// 12, three runs each).
+const commitChunk = 1 << 13
 
 // scatteredChunk is the chunk of a run that looks records up rather than
 // walking them: its contacts lie apart in the file, each dirtying pages
@@ -38,6 +41,14 @@ const scatteredChunk = 1 << 10
 // shared disk runs from 0.2 to 60 ms) held both sides up; a third lets
 // the decider run a chunk further ahead, for a batch's memory (a few MB).
 const commitBatches = 3
+
+// txBatches is how many batches of a walk one transaction takes at most:
+// those ready when the one before is put go with it (txHold), so a
+// writer that falls behind the decider pays bbolt's two syncs per
+// transaction (3 – 10 ms each on this disk, the 1 M backfill's commit's
+// largest wait) once for several chunks; one that keeps up commits each
+// batch as before, rather than wait with a transaction open.
+const txBatches = 8
 
 // commitGCPercent is the collector's growth target while a backfill
 // commits (unless GOGC says otherwise): the run's rows are all live then,
@@ -113,6 +124,12 @@ func (s *Store) CommitDecisions(ctx context.Context, d *transform.Decider, dirty
 	// nothing more is kept.
 	c := &committer{s: s, d: d, o: o, size: cmp.Or(o.Chunk, size), bar: bar, dirty: dirty,
 		free: make(chan *Batch, commitBatches), ready: make(chan chunk, commitBatches-1), tag: s.commits.Load(), slot: s.slots()}
+	// A chunk asked for (o.Chunk, tests that kill between transactions)
+	// is a transaction's contacts.
+	c.perTx = 1
+	if o.Chunk == 0 && d.Walk() {
+		c.perTx = txBatches
+	}
 	s.reads.pause()
 	defer s.reads.stop()
 	scratch := &commitScratch{} // the batches commit one at a time
@@ -154,6 +171,8 @@ type committer struct {
 	dirty *Dirty
 	free  chan *Batch
 	ready chan chunk
+	// perTx is how many batches a transaction takes at most (txBatches).
+	perTx int
 	// of the deciding goroutine
 	decisions []transform.Decision
 	prev      transform.Snapshot
@@ -361,23 +380,49 @@ func (c *committer) prior(reader *Reader, id extract.ID) (*record, error) {
 }
 
 // writeChunks commits the chunks as they are ready, the final record with
-// the last.
+// the last: up to perTx in one transaction, those ready by the time the
+// one before is put. A batch goes back to the decider once put (what
+// bbolt keeps of it stays with the transaction: txHold).
 func (c *committer) writeChunks(ctx context.Context) error {
+	var hold txHold
 	n := 0
 	for ch := range c.ready {
-		var f *Final
-		if ch.last {
-			f = c.o.Final
-			f.Run.Ended = time.Now().UTC() // the run's end includes its commit
-		}
-		if err := c.s.Commit(ctx, ch.batch, f); err != nil {
+		var contacts int64
+		err := c.s.commitEach(ctx, func(put func(*Batch, *Final) error) error {
+			for k := 1; ; k++ {
+				var f *Final
+				if ch.last {
+					f = c.o.Final
+					f.Run.Ended = time.Now().UTC() // the run's end includes its commit
+				}
+				if err := put(ch.batch, f); err != nil {
+					return err
+				}
+				hold.take(ch.batch)
+				contacts += int64(ch.n)
+				c.free <- ch.batch // room: no more batches than it holds
+				if ch.last || k == c.perTx {
+					return nil
+				}
+				var ok bool
+				select {
+				case ch, ok = <-c.ready:
+					if !ok {
+						return nil // the decider stopped: what it handed over commits
+					}
+				default:
+					return nil // none ready: commit rather than wait with it open
+				}
+			}
+		})
+		hold.committed()
+		if err != nil {
 			return err
 		}
 		if n++; c.o.AfterChunk != nil {
 			c.o.AfterChunk(n)
 		}
-		c.bar.Add(int64(ch.n))
-		c.free <- ch.batch
+		c.bar.Add(contacts)
 	}
 	return nil
 }

@@ -876,15 +876,40 @@ type Final struct {
 // Commit writes the batch (snapshots in key order, then its decision-log
 // entries) in one transaction, with fin's records when fin is not nil.
 func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
+	return s.commitEach(ctx, func(put func(*Batch, *Final) error) error { return put(b, fin) })
+}
+
+// commitEach writes in one transaction each batch fill hands to put, as
+// Commit writes one (fin's records with the batch it comes with). A batch
+// may be changed again once put returns, except for what holdBatch takes
+// from it, which bbolt keeps until the transaction commits. The batches
+// share one scratch (that of the first, when it has one).
+func (s *Store) commitEach(ctx context.Context, fill func(put func(*Batch, *Final) error) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	// What the batch's last commit held is free: that transaction ended.
-	sc := b.scratch
-	if sc == nil {
-		sc = &commitScratch{}
+	var sc *commitScratch
+	err := s.update(func(tx *bolt.Tx) error {
+		return fill(func(b *Batch, fin *Final) error {
+			if sc == nil {
+				if sc = b.scratch; sc == nil {
+					sc = &commitScratch{}
+				}
+				// What the scratch's last transaction held is free: it ended.
+				sc.pack.seals.reset()
+			}
+			return s.putBatch(tx, b, fin, sc)
+		})
+	})
+	if err == nil {
+		s.persisted()
 	}
-	sc.pack.seals.reset()
+	return err
+}
+
+// putBatch writes the batch into tx, with fin's records when fin is not
+// nil, working in sc's memory.
+func (s *Store) putBatch(tx *bolt.Tx, b *Batch, fin *Final, sc *commitScratch) error {
 	idx := sc.idx[:0]
 	for i := range b.keys {
 		idx = append(idx, i)
@@ -896,118 +921,112 @@ func (s *Store) Commit(ctx context.Context, b *Batch, fin *Final) error {
 	if !slices.IsSortedFunc(idx, byKey) {
 		slices.SortStableFunc(idx, byKey)
 	}
-	err := s.update(func(tx *bolt.Tx) error {
-		if err := s.persist(tx); err != nil {
-			return fmt.Errorf("state %s: %w", s.path, err)
+	if err := s.persist(tx); err != nil {
+		return fmt.Errorf("state %s: %w", s.path, err)
+	}
+	c, _, err := s.loadCounts(tx)
+	if err != nil {
+		return fmt.Errorf("state %s: %w", s.path, err)
+	}
+	bk := tx.Bucket(bucketContacts)
+	bk.FillPercent = 0.9
+	vb := s.records(bk)
+	vb.p.sc = &sc.pack
+	// The records are written after they are all read: a contact put
+	// twice (a batch may) reads the value put before it.
+	puts := slices.Grow(sc.puts[:0], len(idx))
+	defer func() { sc.puts = puts[:0] }()
+	get := func(k []byte) []byte {
+		if n := len(puts); n > 0 && bytes.Equal(puts[n-1].k, k) {
+			return puts[n-1].v
 		}
-		c, _, err := s.loadCounts(tx)
-		if err != nil {
-			return fmt.Errorf("state %s: %w", s.path, err)
+		return vb.Get(k)
+	}
+	ops := &sc.ops
+	ops.reset()
+	ops.pack = &sc.pack
+	pk, pd := s.indexesBuilt(tx)
+	ops.noPK, ops.noPD = !pk, !pd
+	if b.wholePK && pk {
+		return fmt.Errorf("state %s: a batch that writes the PKey index whole, but the file's index is built", s.path)
+	}
+	for _, i := range idx {
+		from := uint32(0)
+		if i > 0 {
+			from = b.ends[i-1]
 		}
-		bk := tx.Bucket(bucketContacts)
-		bk.FillPercent = 0.9
-		vb := s.records(bk)
-		vb.p.sc = &sc.pack
-		// The records are written after they are all read: a contact put
-		// twice (a batch may) reads the value put before it.
-		puts := slices.Grow(sc.puts[:0], len(idx))
-		defer func() { sc.puts = puts[:0] }()
-		get := func(k []byte) []byte {
-			if n := len(puts); n > 0 && bytes.Equal(puts[n-1].k, k) {
-				return puts[n-1].v
+		k := b.keys[i][:]
+		v := b.data[from:b.ends[i]]
+		carried := false
+		if len(s.unmapped) > 0 {
+			var nv []byte
+			var err error
+			nv, carried, err = s.keepUnmapped(get(k), v)
+			if err != nil {
+				return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
 			}
-			return vb.Get(k)
-		}
-		ops := &sc.ops
-		ops.reset()
-		ops.pack = &sc.pack
-		pk, pd := s.indexesBuilt(tx)
-		ops.noPK, ops.noPD = !pk, !pd
-		if b.wholePK && pk {
-			return fmt.Errorf("state %s: a batch that writes the PKey index whole, but the file's index is built", s.path)
-		}
-		for _, i := range idx {
-			from := uint32(0)
-			if i > 0 {
-				from = b.ends[i-1]
+			if carried && b.counted[i] {
+				// the delta counts the record without the carried entries
+				if err := c.change(v, nv); err != nil {
+					return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
+				}
 			}
-			k := b.keys[i][:]
-			v := b.data[from:b.ends[i]]
-			carried := false
-			if len(s.unmapped) > 0 {
-				var nv []byte
-				var err error
-				nv, carried, err = s.keepUnmapped(get(k), v)
+			if carried {
+				v = nv
+			}
+		}
+		if !b.counted[i] {
+			old := get(k)
+			if err := c.change(old, v); err != nil {
+				return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
+			}
+			if err := ops.changeValues(b.keys[i], old, v); err != nil {
+				return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
+			}
+		} else {
+			npk, nats := b.newPK[i], b.newAts[i]
+			if carried {
+				nr, err := parseRecord(v)
+				if err == nil {
+					npk, nats, err = indexKeys(&nr, b.keys[i])
+				}
 				if err != nil {
 					return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
 				}
-				if carried && b.counted[i] {
-					// the delta counts the record without the carried entries
-					if err := c.change(v, nv); err != nil {
-						return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
-					}
-				}
-				if carried {
-					v = nv
-				}
 			}
-			if !b.counted[i] {
-				old := get(k)
-				if err := c.change(old, v); err != nil {
-					return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
-				}
-				if err := ops.changeValues(b.keys[i], old, v); err != nil {
-					return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
-				}
-			} else {
-				npk, nats := b.newPK[i], b.newAts[i]
-				if carried {
-					nr, err := parseRecord(v)
-					if err == nil {
-						npk, nats, err = indexKeys(&nr, b.keys[i])
-					}
-					if err != nil {
-						return fmt.Errorf("state %s: contact %s: %w", s.path, b.keys[i], err)
-					}
-				}
-				opk := b.oldPK[i]
-				if len(opk) == 0 {
-					opk = nil
-				}
-				ops.changeKeys(b.keys[i], opk, b.oldAts[i], npk, nats)
+			opk := b.oldPK[i]
+			if len(opk) == 0 {
+				opk = nil
 			}
-			if n := len(puts); n > 0 && bytes.Equal(puts[n-1].k, k) {
-				puts = puts[:n-1]
-			}
-			puts = append(puts, blockOp{k: k, v: v, put: true})
+			ops.changeKeys(b.keys[i], opk, b.oldAts[i], npk, nats)
 		}
-		if err := vb.apply(puts); err != nil {
-			return fmt.Errorf("state %s: writing contacts: %w", s.path, err)
+		if n := len(puts); n > 0 && bytes.Equal(puts[n-1].k, k) {
+			puts = puts[:n-1]
 		}
-		c.merge(&b.delta)
-		if err := s.putLog(tx, &b.log, &sc.pack); err != nil {
-			return fmt.Errorf("state %s: writing the decision log: %w", s.path, err)
-		}
-		if err := s.putWhole(tx, b); err != nil {
-			return fmt.Errorf("state %s: writing the PKey index: %w", s.path, err)
-		}
-		if fin != nil {
-			if err := s.finish(tx, fin, c, ops); err != nil {
-				return err
-			}
-		}
-		if err := s.applyIndex(tx, ops); err != nil {
-			return fmt.Errorf("state %s: %w", s.path, err)
-		}
-		if err := s.wholeBuilt(tx, b); err != nil {
-			return fmt.Errorf("state %s: %w", s.path, err)
-		}
-		return s.storeCounts(tx, c)
-	})
-	if err == nil {
-		s.persisted()
+		puts = append(puts, blockOp{k: k, v: v, put: true})
 	}
-	return err
+	if err := vb.apply(puts); err != nil {
+		return fmt.Errorf("state %s: writing contacts: %w", s.path, err)
+	}
+	c.merge(&b.delta)
+	if err := s.putLog(tx, &b.log, &sc.pack); err != nil {
+		return fmt.Errorf("state %s: writing the decision log: %w", s.path, err)
+	}
+	if err := s.putWhole(tx, b); err != nil {
+		return fmt.Errorf("state %s: writing the PKey index: %w", s.path, err)
+	}
+	if fin != nil {
+		if err := s.finish(tx, fin, c, ops); err != nil {
+			return err
+		}
+	}
+	if err := s.applyIndex(tx, ops); err != nil {
+		return fmt.Errorf("state %s: %w", s.path, err)
+	}
+	if err := s.wholeBuilt(tx, b); err != nil {
+		return fmt.Errorf("state %s: %w", s.path, err)
+	}
+	return s.storeCounts(tx, c)
 }
 
 // keepUnmapped carries the entries of registered pairs that are not
