@@ -106,6 +106,9 @@ func (s *Store) WithPrior(fn func(transform.Prior) error) error {
 		return err
 	}
 	defer r.Close()
+	if !s.readOnly {
+		r.readPages() // a run's lookups (pread.go)
+	}
 	return fn(r)
 }
 

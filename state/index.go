@@ -661,6 +661,9 @@ func (r *Reader) PKeyContacts(pkey string) (ids []extract.ID, err error) {
 	if r.pkeys == nil {
 		// one for the view: a night asks for ten thousand PKeys
 		p := r.s.packed(b, "pkeys")
+		if r.pread && p.x.pv != nil {
+			p.x.pv.rd = &pageReader{f: r.s.file}
+		}
 		r.pkeys = &p
 	}
 	add := func(k []byte) error {

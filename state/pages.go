@@ -41,7 +41,14 @@ func readRawPage(data []byte, id, hwm, ps uint64) (rawPage, string) {
 	if id < 2 || id >= hwm {
 		return rawPage{}, fmt.Sprintf("page %d is outside the %d pages the last transaction uses", id, hwm)
 	}
-	hdr := data[id*ps : id*ps+pageHeaderSize]
+	return rawPageAt(data[id*ps:], id, hwm, ps)
+}
+
+// rawPageAt is page id, whose bytes b begins with, its header checked: b
+// holds the page and its overflow whenever the header says they lie
+// inside the pages in use.
+func rawPageAt(b []byte, id, hwm, ps uint64) (rawPage, string) {
+	hdr := b[:pageHeaderSize]
 	le := binary.LittleEndian
 	overflow := uint64(le.Uint32(hdr[12:]))
 	flags := le.Uint16(hdr[8:])
@@ -52,8 +59,10 @@ func readRawPage(data []byte, id, hwm, ps uint64) (rawPage, string) {
 		return rawPage{}, fmt.Sprintf("page %d has unexpected type/flags %#x", id, flags)
 	case id+overflow >= hwm:
 		return rawPage{}, fmt.Sprintf("page %d runs past the %d pages the last transaction uses", id, hwm)
+	case (overflow+1)*ps > uint64(len(b)):
+		return rawPage{}, fmt.Sprintf("page %d runs past the %d bytes read of it", id, len(b))
 	}
-	p := rawPage{b: data[id*ps : (id+overflow+1)*ps], branch: flags == branchPage, count: int(le.Uint16(hdr[10:]))}
+	p := rawPage{b: b[:(overflow+1)*ps], branch: flags == branchPage, count: int(le.Uint16(hdr[10:]))}
 	return p, ""
 }
 
@@ -253,6 +262,9 @@ type pageView struct {
 	ps, hwm  uint64
 	sound    *soundPages
 	rootTree uint64
+	// rd, when set, reads the pages of leafOf's descents (a night's
+	// lookups) from the file rather than the mapping (pread.go).
+	rd *pageReader
 }
 
 // pages returns the checker of tx's view (nil when the guard is off or the
@@ -343,6 +355,12 @@ func (v *pageView) damaged(problem string) {
 // page returns page id of bucket checked (within lo and hi), once per view.
 func (v *pageView) page(id uint64, lo, hi []byte, bucket string) rawPage {
 	p, problem := readRawPage(v.data, id, v.hwm, v.ps)
+	return v.checked(p, problem, id, lo, hi, bucket)
+}
+
+// checked is page id as read (problem: what its header says is wrong),
+// checked once per view.
+func (v *pageView) checked(p rawPage, problem string, id uint64, lo, hi []byte, bucket string) rawPage {
 	if problem != "" {
 		v.damaged(problem)
 	}
@@ -384,20 +402,25 @@ func (v *pageView) last(root uint64, bucket string) leafRange {
 }
 
 // leafOf is key without wide, which also hands over the leaf page reached
-// (checked; none when the range is not ok).
+// (checked; none when the range is not ok). With a reader (rd), the pages
+// are its copies: the leaf and the range are valid until the next leafOf.
 func (v *pageView) leafOf(root uint64, key []byte, bucket string) (rawPage, leafRange) {
-	return v.descendTo(root, func(p rawPage) int { return p.search(key) }, false, bucket)
+	if v == nil {
+		return rawPage{}, leafRange{}
+	}
+	return v.descendTo(root, func(p rawPage) int { return p.search(key) }, false, bucket, v.rd)
 }
 
 // descend is key and last: pick says which element of a branch page the
 // descent goes through.
 func (v *pageView) descend(root uint64, pick func(rawPage) int, wide bool, bucket string) leafRange {
-	_, r := v.descendTo(root, pick, wide, bucket)
+	_, r := v.descendTo(root, pick, wide, bucket, nil)
 	return r
 }
 
-// descendTo is descend, returning the leaf page reached too.
-func (v *pageView) descendTo(root uint64, pick func(rawPage) int, wide bool, bucket string) (rawPage, leafRange) {
+// descendTo is descend, returning the leaf page reached too, its pages read
+// through rd when set (else from the mapping).
+func (v *pageView) descendTo(root uint64, pick func(rawPage) int, wide bool, bucket string, rd *pageReader) (rawPage, leafRange) {
 	if v == nil || root == 0 {
 		return rawPage{}, leafRange{}
 	}
@@ -407,7 +430,12 @@ func (v *pageView) descendTo(root uint64, pick func(rawPage) int, wide bool, buc
 		if depth > 64 {
 			v.damaged(fmt.Sprintf("page %d lies deeper than any tree of this size", id))
 		}
-		p := v.page(id, lo, hi, bucket)
+		var p rawPage
+		if rd != nil {
+			p = v.pageRead(rd, depth, id, lo, hi, bucket)
+		} else {
+			p = v.page(id, lo, hi, bucket)
+		}
 		if !p.branch {
 			return p, leafRange{lo: lo, hi: hi, ok: true}
 		}

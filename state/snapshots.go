@@ -467,6 +467,8 @@ type Reader struct {
 	// its lookups' reader (k, a key of leaf's, stays as Get left it).
 	pkeys    *packed
 	pkeyLeaf blockReader
+	// pread: lookups read their pages with pread (pread.go).
+	pread bool
 }
 
 // stepped counts a record a walk passed.
@@ -692,7 +694,9 @@ func (b *Batch) put(id extract.ID, snap *transform.Snapshot, old *record) {
 // PutRead records the contact's new snapshot over the record r last read
 // for it (r.Get(id) just now; none when it found none), which must still be
 // what the file holds when the batch commits: the run's own reads, under
-// its run lock, of contacts no other batch of it writes. The totals then
+// its run lock, of contacts no other batch of it writes. r reads the
+// mapping (not a run's lookups' reader, WithPrior's, whose record read
+// lasts until its next lookup only: pread.go). The totals then
 // change without looking the record up again in the commit, which was a
 // third of its time. An agreement the record held with the same value
 // keeps the time it was reached.
