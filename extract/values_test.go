@@ -408,3 +408,53 @@ func BenchmarkParseID(b *testing.B) {
 		n++
 	}
 }
+
+// TestParseFastEveryByte: the shape check that reads eight bytes at a
+// time accepts and rejects what a check of one byte at a time does, with
+// every byte value at every place of both shapes (a digit's place, a
+// separator's, the T or space between date and time).
+func TestParseFastEveryByte(t *testing.T) {
+	for _, good := range []string{"2024-07-27 02:50:55.724Z", "2025-05-27T06:36:29Z", "2024-02-29T23:59:59Z", "0000-01-01 00:00:00.000Z"} {
+		for i := range len(good) {
+			for c := range 256 {
+				b := []byte(good)
+				b[i] = byte(c)
+				in := string(b)
+				got, ok := parseFast(in)
+				want, wantOK := parseFastBytes(in)
+				if ok != wantOK || got != want {
+					t.Fatalf("parseFast(%q) = %d, %v; byte at a time: %d, %v", in, got, ok, want, wantOK)
+				}
+			}
+		}
+	}
+}
+
+// parseFastBytes is parseFast checking one byte at a time.
+func parseFastBytes(s string) (int64, bool) {
+	n := len(s)
+	if (n != 20 && n != 24) || s[n-1] != 'Z' || s[4] != '-' || s[7] != '-' ||
+		(s[10] != 'T' && s[10] != ' ') || s[13] != ':' || s[16] != ':' || n == 24 && s[19] != '.' {
+		return 0, false
+	}
+	digit := func(i int) int { return int(s[i] - '0') }
+	for _, i := range [...]int{0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18} {
+		if digit(i) > 9 {
+			return 0, false
+		}
+	}
+	ms := 0
+	if n == 24 {
+		if digit(20) > 9 || digit(21) > 9 || digit(22) > 9 {
+			return 0, false
+		}
+		ms = digit(20)*100 + digit(21)*10 + digit(22)
+	}
+	y := digit(0)*1000 + digit(1)*100 + digit(2)*10 + digit(3)
+	mo, d := digit(5)*10+digit(6), digit(8)*10+digit(9)
+	h, mi, se := digit(11)*10+digit(12), digit(14)*10+digit(15), digit(17)*10+digit(18)
+	if mo < 1 || mo > 12 || d < 1 || d > daysIn(y, mo) || h > 23 || mi > 59 || se > 59 {
+		return 0, false
+	}
+	return ((civilDays(y, mo, d)*24+int64(h))*60+int64(mi))*60*1000 + int64(se)*1000 + int64(ms), true
+}
