@@ -117,10 +117,9 @@ type Sorter[T any] struct {
 	sorted bool
 	held   int64
 	runs   []*os.File
-	buf    []byte
-	// hdr holds a record's length as it is written: a local array would
-	// escape through the writer, one allocation a record.
-	hdr [binary.MaxVarintLen64]byte
+	// buf is the buffer a run is encoded into (writeRun), kept for the
+	// next run.
+	buf []byte
 	// want is how many records Reserve announced.
 	want int
 	// touched keeps what writeRun's reads ahead read, so that they are

@@ -1,7 +1,6 @@
 package spill
 
 import (
-	"bufio"
 	"encoding/binary"
 	"os"
 	"unsafe"
@@ -22,8 +21,16 @@ const runBatch = 16
 // ahead of their encoding, and what they point to (Touch) once they have
 // come, so that the misses overlap.
 func (s *Sorter[T]) writeRun(f *os.File, places []int32) (int64, error) {
-	w := bufio.NewWriterSize(f, 1<<20)
 	items, touch := s.items, s.codec.Touch
+	// Records are encoded straight into the buffer written, each after
+	// a byte kept for its length (one byte below 128, which nearly every
+	// record is): through a bufio.Writer, each was encoded into a buffer
+	// of its own and copied again, in two calls a record.
+	out := s.buf[:0]
+	if cap(out) < runWrite {
+		out = make([]byte, 0, runWrite+runWrite/8)
+	}
+	defer func() { s.buf = out[:0] }()
 	var n int64
 	var sink uint64
 	if len(places) > 0 {
@@ -40,17 +47,43 @@ func (s *Sorter[T]) writeRun(f *os.File, places []int32) (int64, error) {
 			}
 		}
 		for _, at := range batch {
-			s.buf = s.codec.Append(s.buf[:0], &items[at])
-			k := binary.PutUvarint(s.hdr[:], uint64(len(s.buf)))
-			w.Write(s.hdr[:k])
-			if _, err := w.Write(s.buf); err != nil {
+			start := len(out)
+			out = s.codec.Append(append(out, 0), &items[at])
+			out = putLength(out, start)
+		}
+		if len(out) >= runWrite {
+			if _, err := f.Write(out); err != nil {
 				return n, err
 			}
-			n += int64(k + len(s.buf))
+			n += int64(len(out))
+			out = out[:0]
 		}
 	}
 	s.touched += sink
-	return n, w.Flush()
+	if _, err := f.Write(out); err != nil {
+		return n, err
+	}
+	return n + int64(len(out)), nil
+}
+
+// runWrite is how much of a run is written at once.
+const runWrite = 1 << 20
+
+// putLength writes the length of the record that follows out[start] (the
+// byte kept for it) as a uvarint there, moving the record up when its
+// length takes more than that byte.
+func putLength(out []byte, start int) []byte {
+	l := len(out) - start - 1
+	if l < 0x80 {
+		out[start] = byte(l)
+		return out
+	}
+	var hdr [binary.MaxVarintLen64]byte
+	k := binary.PutUvarint(hdr[:], uint64(l))
+	out = append(out, hdr[:k-1]...) // room
+	copy(out[start+k:], out[start+1:start+1+l])
+	copy(out[start:], hdr[:k])
+	return out
 }
 
 // touchRecords reads the first and the last byte of each record at the
