@@ -323,12 +323,6 @@ func (s *Sorter[T]) sortItems() {
 // themselves not moved; stable.
 func (s *Sorter[T]) order(ents []ent) []ent {
 	items := s.items
-	for i := range items {
-		ents[i].at = i
-		if s.codec.Key != nil {
-			ents[i].key = s.codec.Key(&items[i])
-		}
-	}
 	compare := s.codec.Compare
 	order := func(a, b ent) int {
 		if a.key != b.key {
@@ -342,12 +336,72 @@ func (s *Sorter[T]) order(ents []ent) []ent {
 		}
 		return a.at - b.at // stable: the order added
 	}
-	if s.codec.Key != nil {
-		bucketByKey(ents, func(part []ent) { slices.SortFunc(part, order) })
-	} else {
-		slices.SortFunc(ents, order)
+	sort := func(part []ent) { slices.SortFunc(part, order) }
+	if s.codec.Key == nil {
+		for i := range items {
+			ents[i] = ent{at: i}
+		}
+		sort(ents)
+		return ents
 	}
+	if len(items) <= smallBucket {
+		for i := range items {
+			ents[i] = ent{key: s.codec.Key(&items[i]), at: i}
+		}
+		bucketByKey(ents, sort)
+		return ents
+	}
+	scatterByKey(items, s.codec.Key, ents, sort)
 	return ents
+}
+
+// scatterByKey does bucketByKey's first pass as the entries are made:
+// the keys are counted in one pass over the records, then each entry is
+// written straight to its bucket in a second (the records read in order
+// twice, the entries written to 256 places that each move on in order).
+// bucketByKey's first pass over all the entries swapped each into its
+// bucket at random, one miss after another, most of a large run's sort.
+// The buckets are then sorted as bucketByKey sorts them.
+func scatterByKey[T any](items []T, key func(*T) uint64, ents []ent, sort func([]ent)) {
+	// the bytes of every key, counted at each of the eight places: which
+	// place the first pass sorts by is known only once every key is seen
+	var counts [8][256]uint32
+	or, and := uint64(0), ^uint64(0)
+	for i := range items {
+		k := key(&items[i])
+		or |= k
+		and &= k
+		counts[0][byte(k)]++
+		counts[1][byte(k>>8)]++
+		counts[2][byte(k>>16)]++
+		counts[3][byte(k>>24)]++
+		counts[4][byte(k>>32)]++
+		counts[5][byte(k>>40)]++
+		counts[6][byte(k>>48)]++
+		counts[7][byte(k>>56)]++
+	}
+	if or == and {
+		for i := range items {
+			ents[i] = ent{key: or, at: i}
+		}
+		sort(ents) // one key: Compare decides
+		return
+	}
+	shift := uint(63-bits.LeadingZeros64(or^and)) / 8 * 8
+	var start [257]int
+	for d, n := range counts[shift/8] {
+		start[d+1] = start[d] + int(n)
+	}
+	next := [256]int(start[:256])
+	for i := range items {
+		k := key(&items[i])
+		d := byte(k >> shift)
+		ents[next[d]] = ent{key: k, at: i}
+		next[d]++
+	}
+	for d := range 256 {
+		bucketByKey(ents[start[d]:start[d+1]], sort)
+	}
 }
 
 // ent is a record's sort key and its place among the records.
