@@ -82,10 +82,14 @@ func (ks *Keys) add(b []byte) int {
 	return i + 1
 }
 
-func (ks *Keys) drop(n int) {
+// drop takes block n out of the table and returns it.
+func (ks *Keys) drop(n int) []byte {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	(*ks.dir.Load())[(n-1)/keyPart][(n-1)%keyPart] = nil
+	slot := &(*ks.dir.Load())[(n-1)/keyPart][(n-1)%keyPart]
+	b := *slot
+	*slot = nil
+	return b
 }
 
 func (ks *Keys) bytes(k Key) []byte {
@@ -167,6 +171,8 @@ type KeyWriter struct {
 	// last, when set); gone counts those let go of before them.
 	owned []int
 	gone  int
+	// spare are blocks let go of by Recycle, for the next ones.
+	spare [][]byte
 }
 
 // Writer makes a writer of ks.
@@ -241,7 +247,14 @@ func (w *KeyWriter) CopyTimes(from *Keys, t Key) Key {
 // its own needs a few bytes), twice the last up to keyBlock.
 func (w *KeyWriter) newBlock(need int) {
 	size := max(min(max(2*cap(w.cur), 256), keyBlock), need)
-	w.cur = make([]byte, 0, size)
+	if n := len(w.spare); n > 0 && need <= keyBlock {
+		size = keyBlock
+		w.cur = w.spare[n-1][:0]
+		w.spare[n-1] = nil
+		w.spare = w.spare[:n-1]
+	} else {
+		w.cur = make([]byte, 0, size)
+	}
 	w.curN = w.ks.add(w.cur[:size])
 	w.owned = append(w.owned, w.curN)
 }
@@ -281,6 +294,24 @@ func (w *KeyWriter) Reset() {
 	}
 	for _, n := range w.owned {
 		w.ks.drop(n)
+	}
+	w.gone += len(w.owned)
+	w.owned, w.cur, w.curN, w.spare = w.owned[:0], nil, 0, nil
+}
+
+// Recycle lets go of every block w filled, as Reset does, and keeps those
+// of a block's full size for w's next blocks: what a Key w returned named,
+// and any string Get gave of it, is written over. It is for a writer
+// whose rows have all gone to disk, and of whose bytes no one keeps a
+// string: the read's, when its sort of the profiles spills. Let go of
+// to the collector, a spill's worth of blocks was garbage until the next
+// collection, and the reading after it took as many blocks anew: memory
+// new to the process (a page fault each 4 KB) on top of the garbage.
+func (w *KeyWriter) Recycle() {
+	for _, n := range w.owned {
+		if b := w.ks.drop(n); cap(b) == keyBlock {
+			w.spare = append(w.spare, b[:0])
+		}
 	}
 	w.gone += len(w.owned)
 	w.owned, w.cur, w.curN = w.owned[:0], nil, 0

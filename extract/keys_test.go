@@ -2,6 +2,7 @@ package extract
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -138,4 +139,57 @@ func mustPanic(t *testing.T, what string, f func()) {
 		}
 	}()
 	f()
+}
+
+// A writer that recycles its blocks fills them again: the reading after
+// a spill takes no memory anew for as many bytes as it let go of, the
+// Keys it returned before name nothing, and what it puts after reads back
+// as put.
+func TestKeyWriterRecycles(t *testing.T) {
+	ks := NewKeys()
+	w := ks.Writer()
+	pkeys := func(round int) []string {
+		s := make([]string, 20000)
+		for i := range s {
+			s[i] = fmt.Sprintf("@r%dk%015d", round, i)
+		}
+		return s
+	}
+	put := func(pkeys []string) []Key {
+		keys := make([]Key, 0, len(pkeys))
+		for _, p := range pkeys {
+			keys = append(keys, w.Put(p))
+		}
+		return keys
+	}
+	before := put(pkeys(0))
+	w.Recycle()
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("a Key from before the recycling still names bytes")
+			}
+		}()
+		ks.Get(before[len(before)/2])
+	}()
+	second := pkeys(1)
+	after := put(second)
+	// each round fills the blocks the round before let go of: no block
+	// is taken anew (a few bytes are: the Keys' slice, the table's
+	// bookkeeping)
+	var m0, m1 runtime.MemStats
+	for range 3 {
+		w.Recycle()
+		runtime.ReadMemStats(&m0)
+		after = put(second)
+		runtime.ReadMemStats(&m1)
+		if n := m1.TotalAlloc - m0.TotalAlloc - uint64(8*cap(after)); n >= keyBlock {
+			t.Fatalf("%d bytes taken anew for %d PKeys put into recycled blocks", n, len(second))
+		}
+	}
+	for i, k := range after {
+		if got := ks.Get(k); got != second[i] {
+			t.Fatalf("PKey %d reads %q, want %q", i, got, second[i])
+		}
+	}
 }

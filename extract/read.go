@@ -176,15 +176,19 @@ func (o *Reading) readContacts(ctx context.Context, in *Records, inputs []InputF
 
 func (o *Reading) readProfiles(ctx context.Context, in *Records, inputs []InputFile) error {
 	var aerr error // the first error adding a row (a full disk)
+	// letGo lets go of what the writer holds once every row held went
+	// to disk. The API's reader keeps strings of the PKeys it read
+	// (which it has seen): their blocks are left to the collector. What
+	// the files' readers put there no one keeps: the blocks serve the
+	// rows after.
+	letGo := o.Keys.Reset
 	add := func(p *Profile) {
 		spilled := in.Profiles.Spilled
 		if err := in.Profiles.Add(p); err != nil && aerr == nil {
 			aerr = err
 		}
 		if in.Profiles.Spilled != spilled {
-			// every row held went to disk: nothing names what the
-			// writer holds
-			o.Keys.Reset()
+			letGo() // nothing names what the writer holds
 		}
 	}
 	if byAPI(inputs, o.APIs.Profiles) {
@@ -192,6 +196,7 @@ func (o *Reading) readProfiles(ctx context.Context, in *Records, inputs []InputF
 		in.CampaignRead, in.Campaign = res, res.Stats
 		return cmp.Or(err, aerr)
 	}
+	letGo = o.Keys.Recycle
 	for i, f := range inputs {
 		err := o.readFile(ctx, f, "reading Campaign", func(r io.Reader) error {
 			c := defaultChunking()
