@@ -173,56 +173,57 @@ func (l *runLock) release() {
 	l.f = nil
 }
 
-// whileIdle calls read while no run holds the run lock of the state file
-// and none can take it, and reports whether it did: it holds the lock's
-// details for reading, which a run must hold for writing to take the run
-// lock or give it up, so a run that starts meanwhile waits for read to
-// return. It does not call read while a run holds the lock, nor when no
-// run ever made the lock file.
-func whileIdle(statePath string, read func() error) (bool, error) {
+// seeLock calls see with the lock file of the state file open and its
+// details held for reading, which a run must hold for writing to take the
+// run lock or give it up: while see runs, whether a run holds the lock
+// (held) does not change. It does not create the lock file, and does not
+// call see when there is none (no run ever took the lock).
+func seeLock(statePath string, see func(f *os.File, held bool) error) error {
 	path := statePath + ".lock"
 	f, err := openLockFile(path, false)
 	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
+		return nil
 	}
 	if err != nil {
-		return false, err
+		return err
 	}
 	defer f.Close()
 	if err := lockByte(f, unix.F_RDLCK, byteDetails, true); err != nil {
-		return false, fmt.Errorf("state lock %s: %w", path, err)
+		return fmt.Errorf("state lock %s: %w", path, err)
 	}
-	if h, err := held(f, byteRun); err != nil || h {
-		if err != nil {
-			err = fmt.Errorf("state lock %s: %w", path, err)
+	h, err := held(f, byteRun)
+	if err != nil {
+		return fmt.Errorf("state lock %s: %w", path, err)
+	}
+	return see(f, h)
+}
+
+// whileIdle calls read while no run holds the run lock of the state file
+// and none can take it (a run that starts meanwhile waits for read to
+// return), and reports whether it did: not while a run holds the lock,
+// nor when no run ever made the lock file.
+func whileIdle(statePath string, read func() error) (bool, error) {
+	idle := false
+	err := seeLock(statePath, func(_ *os.File, held bool) error {
+		if held {
+			return nil
 		}
-		return false, err
-	}
-	return true, read()
+		idle = true
+		return read()
+	})
+	return idle, err
 }
 
 // lockHolder reads who holds the run lock of the state file, without
 // taking it and without creating the lock file; nil when no run holds it.
 func lockHolder(statePath string) (*LockInfo, error) {
-	path := statePath + ".lock"
-	f, err := openLockFile(path, false)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if err := lockByte(f, unix.F_RDLCK, byteDetails, true); err != nil {
-		return nil, fmt.Errorf("state lock %s: %w", path, err)
-	}
-	h, err := held(f, byteRun)
-	if err != nil {
-		return nil, fmt.Errorf("state lock %s: %w", path, err)
-	}
-	if !h {
-		return nil, nil
-	}
-	li, _ := readDetails(f)
-	return &li, nil
+	var holder *LockInfo
+	err := seeLock(statePath, func(f *os.File, held bool) error {
+		if held {
+			li, _ := readDetails(f)
+			holder = &li
+		}
+		return nil
+	})
+	return holder, err
 }
