@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"optsync/extract"
+	"optsync/extract/spill"
 	"optsync/transform"
 	"optsync/transform/sorts"
 )
@@ -79,29 +80,7 @@ func TestSpilledProfilesKeepTheirPKeys(t *testing.T) {
 		if budget > 0 && profiles.Spilled < 10 {
 			t.Fatalf("%d runs on disk: the test spills too little", profiles.Spilled)
 		}
-		files := []extract.InputFile{{}}
-		later := sorts.Rejects(budget, dir)
-		id, err := transform.Identify(contacts, profiles, transform.IdentifyOptions{D365Files: files, CampaignFiles: files,
-			Later: later, Sorts: sorts.Identity{Budget: budget, Dir: dir}, Keys: ks, ReadKeys: read})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer id.Close()
-		var got []string
-		for e := id.Next(); e != nil; e = id.Next() {
-			got = append(got, fmt.Sprintf("%d %x c=%v p=%v %s/%d bad=%v", e.Kind, e.ID, e.HasC, e.HasP, e.P.PKey, e.P.Line, e.P.Bad))
-		}
-		if err := id.Err(); err != nil {
-			t.Fatal(err)
-		}
-		rs, err := later.Sorted()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rs.Close()
-		for r := rs.Next(); r != nil; r = rs.Next() {
-			got = append(got, fmt.Sprintf("reject %d %s %s", r.Line, r.ID, r.Reason))
-		}
+		got, _ := identifyLines(t, contacts, profiles, ks, read, budget, budget, dir)
 		return got
 	}
 	held, spilled := run(0), run(16<<10)
@@ -149,31 +128,7 @@ func TestSpilledProfilesKeptFewHeld(t *testing.T) {
 		if budget > 0 && profiles.Spilled < 2 {
 			t.Fatalf("%d runs on disk: the test spills too little", profiles.Spilled)
 		}
-		files := []extract.InputFile{{}}
-		later := sorts.Rejects(0, dir)
-		id, err := transform.Identify(contacts, profiles, transform.IdentifyOptions{D365Files: files, CampaignFiles: files,
-			Later: later, Sorts: sorts.Identity{Budget: budget, Dir: dir}, Keys: ks, ReadKeys: read})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer id.Close()
-		_, held := id.Held()
-		var got []string
-		for e := id.Next(); e != nil; e = id.Next() {
-			got = append(got, fmt.Sprintf("%d %x c=%v p=%v %s/%d bad=%v", e.Kind, e.ID, e.HasC, e.HasP, e.P.PKey, e.P.Line, e.P.Bad))
-		}
-		if err := id.Err(); err != nil {
-			t.Fatal(err)
-		}
-		rs, err := later.Sorted()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rs.Close()
-		for r := rs.Next(); r != nil; r = rs.Next() {
-			got = append(got, fmt.Sprintf("reject %d %s %s", r.Line, r.ID, r.Reason))
-		}
-		return got, held != nil
+		return identifyLines(t, contacts, profiles, ks, read, budget, 0, dir)
 	}
 	all, _ := run(0)
 	few, held := run(96 << 10)
@@ -183,6 +138,39 @@ func TestSpilledProfilesKeptFewHeld(t *testing.T) {
 	if len(all) != n/8+n/8*7 || !slices.Equal(all, few) {
 		t.Fatalf("%d lines held, %d spilled; first differing: %v", len(all), len(few), firstDiff(all, few))
 	}
+}
+
+// identifyLines runs the identity rules over the rows sorted within
+// budget in dir (the rejects' sort within rejectsBudget): a line for each
+// entry, then one for each reject in order; held says the rows kept were
+// held in memory for the join.
+func identifyLines(t *testing.T, contacts *spill.Sorter[extract.Contact], profiles *spill.Sorter[extract.Profile], ks *extract.Keys, read *extract.KeyWriter,
+	budget, rejectsBudget int64, dir string) (lines []string, held bool) {
+	t.Helper()
+	files := []extract.InputFile{{}}
+	later := sorts.Rejects(rejectsBudget, dir)
+	id, err := transform.Identify(contacts, profiles, transform.IdentifyOptions{D365Files: files, CampaignFiles: files,
+		Later: later, Sorts: sorts.Identity{Budget: budget, Dir: dir}, Keys: ks, ReadKeys: read})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer id.Close()
+	_, heldRows := id.Held()
+	for e := id.Next(); e != nil; e = id.Next() {
+		lines = append(lines, fmt.Sprintf("%d %x c=%v p=%v %s/%d bad=%v", e.Kind, e.ID, e.HasC, e.HasP, e.P.PKey, e.P.Line, e.P.Bad))
+	}
+	if err := id.Err(); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := later.Sorted()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	for r := rs.Next(); r != nil; r = rs.Next() {
+		lines = append(lines, fmt.Sprintf("reject %d %s %s", r.Line, r.ID, r.Reason))
+	}
+	return lines, heldRows != nil
 }
 
 func firstDiff(a, b []string) string {
