@@ -170,6 +170,15 @@ func TestDamagedStateStopsEveryCommand(t *testing.T) {
 			binary.LittleEndian.PutUint64(m[56:], fnv64a(m[:56]))
 			return b
 		}, says: "not two consecutive ones"},
+		{name: "the newer meta page written back from two transactions before", damage: func(b []byte) []byte {
+			// Both pages check and hold consecutive transactions, the
+			// newer one now the older page's: only the record of the last
+			// commit beside the file tells that a transaction is lost.
+			m := b[newer*pageSize+16 : newer*pageSize+16+64]
+			binary.LittleEndian.PutUint64(m[48:], binary.LittleEndian.Uint64(m[48:])-2)
+			binary.LittleEndian.PutUint64(m[56:], fnv64a(m[:56]))
+			return b
+		}, says: "replaced by an older copy of itself"},
 		{name: "a contacts leaf page's header", damage: flip(leaves["contacts"][len(leaves["contacts"])/2]*pageSize+8, 0x07), says: "damaged"},
 		{name: "a contacts branch page's header", damage: flip(branches["contacts"][0]*pageSize+8, 0x03), says: "damaged"},
 		{name: "a contacts leaf page's element count", damage: flip(leaves["contacts"][1]*pageSize+10, 0x40), says: "damaged"},

@@ -2,8 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -236,6 +238,18 @@ func (s *simNight) values(d *d365sim.Server, c *campaignsim.Server, fields []nig
 	return out
 }
 
+// putStateBack puts an earlier copy of the state file back in its place,
+// as a restore from a backup does: the record of the last commit beside it
+// goes, as the copy is behind it on purpose (a file behind its record is
+// taken for one that lost transactions).
+func putStateBack(t *testing.T, from, db string) {
+	t.Helper()
+	copyFile(t, from, db)
+	if err := os.Remove(db + ".committed"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+}
+
 // copyFile copies a file (the state file) byte for byte.
 func copyFile(t *testing.T, from, to string) {
 	t.Helper()
@@ -377,7 +391,7 @@ func (s *simNight) nightPair(t *testing.T, first time.Time, w wideNight) (nightR
 	a := nightRun{values: s.values(s.d, s.c, w.compare), audit: s.audit(t, ra.runID, w.compare), runID: ra.runID}
 	s.dh.h.Store(http.Handler(d2))
 	s.ch.h.Store(http.Handler(c2))
-	copyFile(t, saved, db)
+	putStateBack(t, saved, db)
 	useConfig(w.configB)
 	if w.prepareB != nil {
 		w.prepareB(d2, c2)
@@ -635,7 +649,7 @@ func TestDropsReadAgainDecideAsTheChanges(t *testing.T) {
 				t.Fatalf("narrow: exit %d\n%s", ra.code, ra.stderr)
 			}
 			a := p.decisions(t, ra.runID)
-			copyFile(t, p.path("start.db"), p.path("optsync.db"))
+			putStateBack(t, p.path("start.db"), p.path("optsync.db"))
 			args := []string{"--config", p.config, "run", "--force"}
 			if wide != "run --force" {
 				// the night's files are an export of every record

@@ -140,3 +140,70 @@ func TestCommittedRecordFollowsEachCommit(t *testing.T) {
 		t.Fatalf("the record file: %v, %v bytes, want one line of %d", err, fi.Size(), committedLen)
 	}
 }
+
+// A file behind the record of its last commit has lost committed
+// transactions (its newer meta page replaced by an older copy of itself,
+// or the whole file by an older one): every open refuses it, before
+// anything is written, while the same copy put back with the record
+// removed (a restore from a backup) opens as the state it holds.
+func TestFileBehindItsRecordIsDamage(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := &Run{ID: "r1", Command: "run", Started: time.Now(), Outcome: "running"}
+	if err := st.BeginRun(run); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	older, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err = Open(path, testPairs); err != nil {
+		t.Fatal(err)
+	}
+	run.Outcome = "ok"
+	if err := st.EndRun(run); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	mark, err := os.ReadFile(path + committedSuffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, older, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, open := range map[string]func() (*Store, error){
+		"a run":    func() (*Store, error) { return Open(path, testPairs) },
+		"a reader": func() (*Store, error) { return OpenReadOnly(path, testPairs) },
+	} {
+		s, err := open()
+		if s != nil {
+			s.Close()
+		}
+		var ce *CorruptError
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), "replaced by an older copy") {
+			t.Fatalf("%s: %v, want a *CorruptError saying a transaction is lost", name, err)
+		}
+		if now, _ := os.ReadFile(path); !bytes.Equal(now, older) {
+			t.Fatalf("%s changed the file it refused", name)
+		}
+		if now, _ := os.ReadFile(path + committedSuffix); !bytes.Equal(now, mark) {
+			t.Fatalf("%s changed the record it refused the file for", name)
+		}
+	}
+	if err := os.Remove(path + committedSuffix); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = Open(path, testPairs); err != nil {
+		t.Fatalf("the copy put back without the record: %v", err)
+	}
+	defer st.Close()
+	runs, err := st.Runs()
+	if err != nil || len(runs) != 1 || runs[0].ID != "r1" || runs[0].Outcome == "ok" {
+		t.Fatalf("the copy holds %+v (%v), want the run as it began", runs, err)
+	}
+}

@@ -44,6 +44,16 @@ func (s *Store) sealWhole(real string) error {
 		err = cerr
 	}
 	if err == nil {
+		// The copy starts its transactions again from the first: the
+		// record of the old file's last commit would say the new one is
+		// behind it (behindRecord). Gone first, it says nothing until
+		// this run's open records the new file's.
+		err = os.Remove(s.path + committedSuffix)
+		if errors.Is(err, fs.ErrNotExist) {
+			err = nil
+		}
+	}
+	if err == nil {
 		err = os.Rename(tmp, real)
 	}
 	if err == nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -83,9 +84,7 @@ func TestLookupsInOrderCheckThePagesTheyPass(t *testing.T) {
 			p, _ := readRawPage(data, tc.damaged, uint64(len(data))/pageSize, pageSize)
 			v, _ := p.value(1)
 			v[0] ^= 0x10
-			if err := os.WriteFile(path, data, 0o600); err != nil {
-				t.Fatal(err)
-			}
+			putBack(t, path, data)
 			r := readerOf(t, path)
 			var s transform.Snapshot
 			if found, err := r.Get(idOf(a.last), &s); err != nil || !found {
@@ -100,9 +99,7 @@ func TestLookupsInOrderCheckThePagesTheyPass(t *testing.T) {
 	}
 
 	t.Run("every id in order, kept or not", func(t *testing.T) {
-		if err := os.WriteFile(path, good, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		putBack(t, path, good)
 		r := readerOf(t, path)
 		// strides of 1, 3 and 97 ids: steps within a leaf, onto the next
 		// one, and seeks past several
@@ -173,9 +170,7 @@ func TestLastChecksThePathToTheEndOnly(t *testing.T) {
 		{"the last leaf", leaves[len(leaves)-1].id, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if err := os.WriteFile(path, good, 0o600); err != nil {
-				t.Fatal(err)
-			}
+			putBack(t, path, good)
 			flipInFile(t, path, tc.damaged, pageSize)
 			st, err := Open(path, testPairs)
 			if err != nil {
@@ -262,6 +257,19 @@ func carryFixture(t *testing.T) (path string, leaves []leafKeys, pageSize uint64
 
 // flipInFile flips a bit of the second value of leaf page id in the file
 // on disk, under a store that has it open (the mapping shows it).
+// putBack writes an earlier copy of the state file back, as a restore
+// from a backup does: with the record of the last commit beside it
+// removed, since the copy is behind it on purpose.
+func putBack(t *testing.T, path string, good []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(path + committedSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+}
+
 func flipInFile(t *testing.T, path string, id, pageSize uint64) {
 	t.Helper()
 	data, err := os.ReadFile(path)

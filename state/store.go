@@ -161,6 +161,9 @@ type Store struct {
 	// begun (nil: none); torn is the meta page found torn at open.
 	begin *beginning
 	torn  *committed
+	// passed is the record of the last commit found ahead of the file at
+	// open (nil: not ahead).
+	passed *passedRecord
 	// Holder, for a read-only store, is the run that held the state when it
 	// was opened (nil: none): what is read is its last commit.
 	Holder *LockInfo
@@ -411,6 +414,7 @@ func (s *Store) boltOptions(wait time.Duration, readOnly bool, openFunc func(str
 // closes s when it fails.
 func (s *Store) prepare(real string, opts *bolt.Options, pairs []transform.Pair, exists, full bool, walked *sealFindings, torn *committed) error {
 	err := s.view(func(tx *bolt.Tx) error {
+		s.notePassed(tx.ID())
 		if meta := tx.Bucket(bucketMeta); meta != nil {
 			_, sealed, err := readSchema(meta.Get(keySchema))
 			if err != nil {
@@ -443,9 +447,6 @@ func (s *Store) prepare(real string, opts *bolt.Options, pairs []transform.Pair,
 	if errors.Is(err, errUnsealed) {
 		err = s.sealAndReopen(real, opts, pairs)
 	}
-	if err == nil {
-		err = s.tornElsewhere()
-	}
 	if err == nil && !s.readOnly {
 		// What this run starts from is committed: a torn meta page from
 		// here on is one of its own commits that did not finish.
@@ -454,14 +455,42 @@ func (s *Store) prepare(real string, opts *bolt.Options, pairs []transform.Pair,
 	return err
 }
 
-// tornElsewhere says whether the meta page found torn at open (if one
-// was) is not this file's own unfinished commit: the record of the last
-// commit beside it is another file's.
-func (s *Store) tornElsewhere() error {
+// againstRecord compares the file as opened with the record of the last
+// commit beside it, once the file's identity is read and before anything
+// is written: a meta page found torn at open must be this file's own
+// unfinished commit (the record is this file's), and the file must not be
+// behind the record (notePassed).
+func (s *Store) againstRecord() error {
 	if s.torn != nil && s.torn.id != s.id {
 		return &CorruptError{Path: s.path, Problem: fmt.Sprintf("a meta page is damaged, and the record of the last commit beside it (%s%s) is another state file's: bbolt would fall back to the other meta page and may silently lose the last transaction", s.path, committedSuffix)}
 	}
+	if a := s.passed; a != nil && a.record.id == s.id {
+		return &CorruptError{Path: s.path, Problem: fmt.Sprintf("its last transaction is %d, but the record of the last commit beside it (%s%s) says this file committed transaction %d: a meta page was replaced by an older copy of itself (or the whole file by an older one), and bbolt would open it without the transactions since, silently; a file restored from a backup on purpose goes with that record removed", a.txid, s.path, committedSuffix, a.record.txid)}
+	}
 	return nil
+}
+
+// notePassed reads the record of the last commit as the file is opened
+// (txid: its last transaction), before this process writes anything: a
+// record of a later transaction than the file's last is one the file has
+// lost — the newer meta page replaced by an older copy of itself (both
+// pages still check and hold consecutive transactions, so the shape alone
+// cannot tell), or the whole file put back from an older copy — if the
+// record is this file's (againstRecord, once the identity is read). The
+// record only ever follows a commit, and an open holds commits out (a
+// run's holds the file alone, a reader's shares it), so a record ahead of
+// the file is never a race.
+func (s *Store) notePassed(txid int) {
+	if last, ok := readCommitted(s.path); ok && last.txid > uint64(txid) {
+		s.passed = &passedRecord{record: last, txid: txid}
+	}
+}
+
+// passedRecord is a record of the last commit ahead of the file's last
+// transaction (txid).
+type passedRecord struct {
+	record committed
+	txid   int
 }
 
 // sealAndReopen handles a file from before the seals, opened by a run: it
@@ -471,6 +500,7 @@ func (s *Store) sealAndReopen(real string, opts *bolt.Options, pairs []transform
 	if err != nil {
 		return err
 	}
+	s.passed = nil // the copy's transactions start again, its record gone (sealWhole)
 	s.db.Close()
 	s.db = nil
 	db, err := openBolt(real, opts)
@@ -653,6 +683,9 @@ func (s *Store) init(pairs []transform.Pair) error {
 			if err := s.checkSchema(tx); err != nil {
 				return err
 			}
+			if err := s.againstRecord(); err != nil {
+				return err
+			}
 			if reg := tx.Bucket(bucketMeta); reg != nil {
 				if reg = reg.Bucket(bucketPairs); reg != nil {
 					vr := s.vb(reg, "pairs")
@@ -670,6 +703,10 @@ func (s *Store) init(pairs []transform.Pair) error {
 		if err := s.checkSchema(tx); err != nil {
 			return err
 		}
+		// Before anything is written, a file sealed whole first included.
+		if err := s.againstRecord(); err != nil {
+			return err
+		}
 		if !s.sealed || s.flatRecords {
 			return errUnsealed // open seals (and packs) the file whole, then opens it again
 		}
@@ -685,9 +722,6 @@ func (s *Store) init(pairs []transform.Pair) error {
 			// (one commit, its free list and syncs, fewer), once nothing
 			// stops it: nothing is written for a run that may not use
 			// the file.
-			if err := s.tornElsewhere(); err != nil {
-				return err
-			}
 			if err := b.check(s); err != nil {
 				return err
 			}
