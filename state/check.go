@@ -83,6 +83,25 @@ func parseMeta(page []byte) metaPage {
 	return mp
 }
 
+// pageSizeOf reads meta page 0 from the file's first bytes (head) and the
+// page size: the one page 0 names, or, when page 0 is damaged (torn by a
+// commit that did not finish, say), the usual size at which the second
+// meta page is valid and names itself (0: none).
+func pageSizeOf(head []byte) (m0 metaPage, ps int64) {
+	m0 = parseMeta(head)
+	if m0.problem == "" {
+		return m0, int64(m0.pageSize)
+	}
+	for _, try := range []int64{int64(os.Getpagesize()), 4096, 8192, 16384, 32768, 65536} {
+		if try < int64(len(head)) {
+			if m1 := parseMeta(head[try:]); m1.problem == "" && int64(m1.pageSize) == try {
+				return m0, try
+			}
+		}
+	}
+	return m0, 0
+}
+
 // checkFile looks at an existing state file before bbolt maps it: bbolt
 // trusts a truncated file (and faults reading past its end), falls back
 // silently to the older meta page when the newer is damaged (losing the
@@ -111,23 +130,9 @@ func checkFile(path, statePath string) (torn *committed, err error) {
 	if _, err := io.ReadFull(f, head); err != nil {
 		return nil, fmt.Errorf("state %s: reading its first pages: %w", path, err)
 	}
-	m0 := parseMeta(head)
-	ps := int64(m0.pageSize)
-	if m0.problem != "" {
-		// The page size is in the damaged page: try the usual ones for
-		// the second meta page.
-		ps = 0
-		for _, try := range []int64{int64(os.Getpagesize()), 4096, 8192, 16384, 32768, 65536} {
-			if try < int64(len(head)) {
-				if m1 := parseMeta(head[try:]); m1.problem == "" && int64(m1.pageSize) == try {
-					ps = try
-					break
-				}
-			}
-		}
-		if ps == 0 {
-			return nil, bad("neither of its two meta pages is valid (page 0: %s): it is not a state file, or its start is destroyed (%d bytes)", m0.problem, size)
-		}
+	m0, ps := pageSizeOf(head)
+	if ps == 0 {
+		return nil, bad("neither of its two meta pages is valid (page 0: %s): it is not a state file, or its start is destroyed (%d bytes)", m0.problem, size)
 	}
 	if ps < 1024 || ps > 1<<16 || ps&(ps-1) != 0 {
 		return nil, bad("meta page 0 names a page size of %d", ps)

@@ -32,13 +32,15 @@ func walkPages(path string, seals bool) (sealFindings, error) {
 	defer f.Close()
 	head := make([]byte, 1<<17)
 	n, _ := io.ReadFull(f, head)
-	m0 := parseMeta(head[:n])
-	ps := int64(m0.pageSize)
-	if m0.problem != "" || ps <= 0 || int(ps)+pageHeaderSize+metaSize > n {
-		return sealFindings{}, nil // the shape check has said what is wrong
+	// From the newest valid meta page, as bbolt opens the file: with page
+	// 0 torn by a commit that did not finish (the shape check let it
+	// pass), page 1.
+	m0, ps := pageSizeOf(head[:n])
+	if ps <= 0 || int(ps)+pageHeaderSize+metaSize > n {
+		return sealFindings{}, &CorruptError{Path: path, Problem: "neither of its two meta pages is valid"} // the shape check says so first
 	}
 	newest := m0
-	if m1 := parseMeta(head[ps:n]); m1.problem == "" && m1.txid > m0.txid {
+	if m1 := parseMeta(head[ps:n]); m1.problem == "" && (m0.problem != "" || m1.txid > m0.txid) {
 		newest = m1
 	}
 	if found, ok := parallelWalk(f, ps, newest, seals); ok {
