@@ -88,7 +88,7 @@ func openNew(path string, pairs []transform.Pair, b *beginning) (s *Store, aside
 			return nil, "", fmt.Errorf("state %s: moving it aside: %w", path, err)
 		}
 	}
-	if s, err = openStore(path, pairs, false, false, nil, b); err != nil {
+	if s, err = openStore(path, pairs, false, false, nil, b, writerWait); err != nil {
 		return nil, aside, err
 	}
 	s.lock = lock

@@ -105,12 +105,13 @@ type LockedError struct {
 	Path string
 	LockInfo
 	Writing bool
+	Waited  time.Duration // how long a reader waited for a commit (Writing)
 }
 
 func (e *LockedError) Error() string {
 	if e.Writing {
 		return fmt.Sprintf("state %s is being written by the optsync run that holds it (%s) and stayed busy for %s; try again in a moment",
-			e.Path, e.holder(), readerWait)
+			e.Path, e.holder(), e.Waited)
 	}
 	return fmt.Sprintf("state %s is locked by another optsync run: %s", e.Path, e.holder())
 }
@@ -235,7 +236,7 @@ func openWriter(path string, pairs []transform.Pair, full bool, b *beginning) (*
 	if err != nil {
 		return nil, err
 	}
-	s, err := openStore(path, pairs, false, full, nil, b)
+	s, err := openStore(path, pairs, false, full, nil, b, writerWait)
 	if err != nil {
 		lock.release()
 		return nil, err
@@ -248,6 +249,10 @@ func openWriter(path string, pairs []transform.Pair, full bool, b *beginning) (*
 // run holds the state (Holder says which), from the run's last commit; it
 // waits (up to readerWait) while that run commits.
 func OpenReadOnly(path string, pairs []transform.Pair) (*Store, error) {
+	return openReadOnly(path, pairs, readerWait)
+}
+
+func openReadOnly(path string, pairs []transform.Pair, wait time.Duration) (*Store, error) {
 	if _, err := os.Lstat(path); err != nil {
 		return nil, fmt.Errorf("state %s: %w", path, err)
 	}
@@ -255,9 +260,9 @@ func OpenReadOnly(path string, pairs []transform.Pair) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := open(path, pairs, true)
+	s, err := openStore(path, pairs, true, false, nil, nil, wait)
 	if errors.Is(err, bolterrors.ErrTimeout) {
-		le := &LockedError{Path: path, Writing: true}
+		le := &LockedError{Path: path, Writing: true, Waited: wait}
 		if holder != nil {
 			le.LockInfo = *holder
 		}
@@ -286,19 +291,21 @@ type fileHook func(f *os.File) error
 // bbolt would rebuild by walking every page itself, in goroutines where a
 // damaged page panics beyond any recover.
 func openHooked(path string, pairs []transform.Pair, readOnly, full bool, hook fileHook) (*Store, error) {
-	return openStore(path, pairs, readOnly, full, hook, nil)
+	wait := writerWait
+	if readOnly {
+		wait = readerWait
+	}
+	return openStore(path, pairs, readOnly, full, hook, nil, wait)
 }
 
-// openStore is openHooked for a writer whose open may begin a run (b).
-func openStore(path string, pairs []transform.Pair, readOnly, full bool, hook fileHook, b *beginning) (*Store, error) {
+// openStore is openHooked for a writer whose open may begin a run (b),
+// waiting up to wait for the file's lock (readers wait for a commit,
+// writers for readers to go).
+func openStore(path string, pairs []transform.Pair, readOnly, full bool, hook fileHook, b *beginning, wait time.Duration) (*Store, error) {
 	s := &Store{path: path, readOnly: readOnly, procs: spareProcs(), begin: b}
 	real, err := resolvePath(path)
 	if err != nil {
 		return nil, err
-	}
-	wait := writerWait
-	if readOnly {
-		wait = readerWait
 	}
 	// A file that exists is checked before bbolt maps it (an empty one is
 	// damaged: bbolt would take it for a new file).

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -298,5 +299,51 @@ func TestInterruptedRunsAreMarked(t *testing.T) {
 	}
 	if len(runs) != 2 || runs[0].ID != "b" || runs[1].ID != "a" || runs[1].Outcome != OutcomeInterrupted || runs[0].Outcome != "running" {
 		t.Fatalf("runs: %+v", runs)
+	}
+}
+
+// A reader that meets a commit (the file's lock held alone, as a run holds
+// it while it commits) waits for it: a commit that ends within the wait
+// lets it in, and one that does not makes it give up with a LockedError
+// saying the state is being written and how long it waited.
+func TestReaderWaitsForACommit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := flock(f, syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	_, err = openReadOnly(path, testPairs, 100*time.Millisecond)
+	var le *LockedError
+	if !errors.As(err, &le) || !le.Writing || !strings.Contains(err.Error(), "is being written") || !strings.Contains(err.Error(), "stayed busy for 100ms") {
+		t.Fatalf("a reader past its wait: %v, want a LockedError saying the state is being written", err)
+	}
+
+	opened := make(chan error, 1)
+	go func() {
+		ro, err := openReadOnly(path, testPairs, time.Minute)
+		if ro != nil {
+			ro.Close()
+		}
+		opened <- err
+	}()
+	select {
+	case err := <-opened:
+		t.Fatalf("the reader did not wait for the commit: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := flock(f, syscall.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-opened; err != nil {
+		t.Fatalf("a reader whose commit ended within its wait: %v", err)
 	}
 }
