@@ -148,6 +148,61 @@ func TestCampaignReReadGuardKeepsAFreshOptOut(t *testing.T) {
 	}
 }
 
+// A queued contact the next run keeps out (its Dynamics row is bad) is
+// not decided, so the write it waits for is still to do: it stays in the
+// retry queue (it once left it, and waited for its row to change again),
+// and the run after, which reads its row fixed, decides it and settles it.
+func TestQueuedContactKeptOutStaysQueued(t *testing.T) {
+	p := newCampaignProject(t, 8, false, "  source: api\n  target: api\n")
+	r := p.cliWith(t, hooks{afterDecide: func(context.Context) {
+		p.csim.SetField("@p4", "blackListMobile", testkit.Bool(true))
+	}}, "run")
+	if r.code != exitWriteFailed {
+		t.Fatalf("night 1: exit %d, want 3\n%s", r.code, r.stderr)
+	}
+	queued := func(night string) bool {
+		t.Helper()
+		a := p.cli(t, "audit", "--contact", testkit.GUID(4), "--format", "json")
+		if a.code != 0 {
+			t.Fatalf("%s: audit: exit %d\n%s", night, a.code, a.stderr)
+		}
+		return strings.Contains(a.stdout, `"queued_retry"`)
+	}
+	if !queued("night 1") {
+		t.Fatal("night 1: contact 4's refused write is not queued")
+	}
+	// Night 2: Dynamics exports contact 4 with a value that is no boolean.
+	testkit.WriteFile(t, p.path("drops/d365/2.csv"), testkit.Contacts(testkit.GUID(4)+","+testkit.D365At(seedD365Time.Add(24*time.Hour))+",maybe"))
+	r = p.cli(t, "run")
+	if r.code != 0 {
+		t.Fatalf("night 2: exit %d\n%s", r.code, r.stderr)
+	}
+	bad := false
+	for _, rj := range p.out(t, "rejects", r.runID) {
+		bad = bad || rj["id"] == testkit.GUID(4) && strings.Contains(rj["reason"], "is not a boolean")
+	}
+	if !bad {
+		t.Fatalf("night 2: rejects %v, want contact 4's bad row", p.out(t, "rejects", r.runID))
+	}
+	for _, a := range p.out(t, "audit", r.runID) {
+		if a["contact_id"] == testkit.GUID(4) {
+			t.Fatalf("night 2 decided contact 4, kept out: %v", a)
+		}
+	}
+	if !queued("night 2") {
+		t.Fatal("night 2: contact 4, kept out, left the retry queue")
+	}
+	// Night 3: its row fixed.
+	testkit.WriteFile(t, p.path("drops/d365/3.csv"), testkit.Contacts(testkit.GUID(4)+","+testkit.D365At(seedD365Time.Add(48*time.Hour))+",false"))
+	r = p.cli(t, "run")
+	if r.code != 0 {
+		t.Fatalf("night 3: exit %d\n%s", r.code, r.stderr)
+	}
+	if queued("night 3") {
+		t.Fatal("night 3: contact 4, decided, is still queued")
+	}
+}
+
 func TestCampaignFaultsAndTokens(t *testing.T) {
 	p := newCampaignProject(t, 10, false, "  source: api\n  target: api\n  page_size: 3\n  max_tries: 12\n")
 	p.csim.Throttle(time.Second, 1)

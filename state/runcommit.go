@@ -48,7 +48,15 @@ type RunCommit struct {
 func (s *Store) CommitRun(ctx context.Context, c RunCommit) error {
 	ctx = context.WithoutCancel(ctx)
 	run, sum := c.Run, c.Output.Sum
-	c.MappingAdded, c.Queued = c.Diff.MappingAdded, c.Before.Queue
+	c.MappingAdded = c.Diff.MappingAdded
+	// The queue the run read is settled, but for the contacts it kept out
+	// (a bad row, two profiles): not decided, they stay queued.
+	c.Queued = nil
+	for _, it := range c.Before.Queue {
+		if !c.Decider.StillQueued(it.Contact) {
+			c.Queued = append(c.Queued, it)
+		}
+	}
 	sum.Deleted = len(c.Deleted)
 	for i := range c.Files {
 		c.Files[i].RunID = run.ID

@@ -20,6 +20,7 @@ type Decider struct {
 	d365Complete, campaignComplete bool
 	etag                           func(*extract.Contact) string
 	queued, deleted                map[extract.ID]bool
+	stillQueued                    map[extract.ID]bool // queued, kept out by this run (keepQueued)
 	dirty                          Dirty
 	collect                        func(pkey string, id extract.ID) error
 	collected                      func() error

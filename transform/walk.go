@@ -149,6 +149,7 @@ func (d *Decider) entry(e *Entry, p *pass) error {
 		// a bad row, or a contact whose profiles are in conflict with
 		// nothing to record: in the input, not decided
 		d.present(e, prevPtr)
+		d.keepQueued(e.ID)
 		return d.visit(e.ID, prevPtr, prevPtr)
 	case EntryConflict:
 		d.present(e, prevPtr)
@@ -205,6 +206,7 @@ func (d *Decider) prior(e *Entry, p *pass) (*Snapshot, error) {
 // blocked accounts for an entry the decider kept out, and hands its reason
 // to the sink.
 func (d *Decider) blocked(e *Entry, v *Verdict, prevPtr *Snapshot, forgot bool, p *pass) error {
+	d.keepQueued(e.ID)
 	after := prevPtr
 	if v.record {
 		after = &v.res.Next
