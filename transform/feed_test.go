@@ -1,8 +1,10 @@
 package transform_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -115,7 +117,8 @@ func TestAllKeepsTheRulesRejects(t *testing.T) {
 // All stopped early (the sink failed) stops the reading of the entries
 // before it returns, and returns the sink's error: the Identity is its
 // caller's again (read here, which the race detector checks against a
-// reading left running).
+// reading left running, and the goroutines' stacks against one left
+// blocked).
 func TestAllStopsReadingWhenItFails(t *testing.T) {
 	const n = 20000
 	ks := extract.NewKeys()
@@ -142,4 +145,30 @@ func TestAllStopsReadingWhenItFails(t *testing.T) {
 	if rest == 0 || rest >= n {
 		t.Fatalf("%d entries left after a stop, want some but not all", rest)
 	}
+	// The feed's goroutine was stopped (All waits for it to say so): it is
+	// gone, or on its way out. One left running would have raced with the
+	// reads above, and ends blocked, waiting for a batch All never frees:
+	// it shows so in the stacks. (Counting goroutines instead was flaky
+	// under -race: it caught goroutines that were not the feed's.)
+	for {
+		g, found := feedStack()
+		if !found {
+			break
+		}
+		if header, _, _ := bytes.Cut(g, []byte("\n")); bytes.Contains(header, []byte("[select")) || bytes.Contains(header, []byte("[chan")) {
+			t.Fatalf("the feed was left running after All returned:\n%s", g)
+		}
+		runtime.Gosched()
+	}
+}
+
+// feedStack is the stack of an entry feed's goroutine, if one is there.
+func feedStack() ([]byte, bool) {
+	stacks := make([]byte, 1<<20)
+	for _, g := range bytes.Split(stacks[:runtime.Stack(stacks, true)], []byte("\n\n")) {
+		if bytes.Contains(g, []byte("entryFeed).read")) {
+			return g, true
+		}
+	}
+	return nil, false
 }
