@@ -20,9 +20,7 @@ func (o *Options) WithinBudget(tmpDir string, log zerolog.Logger) error {
 	// Most of a run's heap is a few large arrays without pointers, cheap to
 	// mark; collecting at 40 % growth instead of 100 % keeps a million-contact
 	// backfill under 300 MB for little CPU. GOGC, when set, still decides.
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(40)
-	}
+	CollectAt(40)
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(o.MemoryBytes())
 	}
@@ -33,6 +31,17 @@ func (o *Options) WithinBudget(tmpDir string, log zerolog.Logger) error {
 		log.Info().Strs("files", removed).AnErr("error", err).Msg("removed spill files left by a killed run")
 	}
 	return nil
+}
+
+// CollectAt sets the collector's growth target to percent, unless GOGC
+// says otherwise (then it stays), and returns what sets the one before
+// back.
+func CollectAt(percent int) (restore func()) {
+	if os.Getenv("GOGC") != "" {
+		return func() {}
+	}
+	old := debug.SetGCPercent(percent)
+	return func() { debug.SetGCPercent(old) }
 }
 
 // Budgets divides memory_budget between what a run holds at once; live,

@@ -4,8 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"os"
-	"runtime/debug"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -139,8 +137,8 @@ func (s *Store) CommitDecisions(ctx context.Context, d *transform.Decider, dirty
 		b.scratch = scratch
 		c.free <- b
 	}
-	if o.PKeys != nil && os.Getenv("GOGC") == "" {
-		defer debug.SetGCPercent(debug.SetGCPercent(commitGCPercent))
+	if o.PKeys != nil {
+		defer extract.CollectAt(commitGCPercent)()
 	}
 	fresh, err := s.noRecords()
 	if err != nil {
