@@ -226,7 +226,8 @@ func (s *Store) Deciding(o DecidingOptions) Deciding {
 		// them at once, where doubling copied a million of them again
 		// and again
 		pkeys.Reserve(max(in.D365.Rows, in.Campaign.Rows))
-		dec.PKeys, dec.collect = pkeys, newPKeyCollect(pkeys)
+		half := func() *spill.Sorter[PKeyEntry] { return sorts.PKeys(o.Budgets.PKeys/2, o.TmpDir, false) }
+		dec.PKeys, dec.collect = pkeys, newPKeyCollect(pkeys, half, o.Budgets.PKeys, max(in.D365.Rows, in.Campaign.Rows))
 		do.Collect, do.Collected = dec.collect.add, dec.collect.finish
 	}
 	return dec
