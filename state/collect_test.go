@@ -133,7 +133,8 @@ type failingWriter struct{}
 func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
 
 // A write of the entries' file that fails on its goroutine fails the run:
-// the error comes back from the Add that hands the next buffer.
+// the error comes back from a later Add (the one that hands the next
+// buffer, or the next batch to encode) or from reading the entries back.
 func TestDirtyWriteErrorIsReturned(t *testing.T) {
 	d := NewDirty(64, t.TempDir(), nil, nil, nil, 100)
 	defer d.Close()
@@ -143,12 +144,15 @@ func TestDirtyWriteErrorIsReturned(t *testing.T) {
 	}
 	d.f, d.w = f, bufio.NewWriterSize(failingWriter{}, 16)
 	var addErr error
-	for i := 0; i < 100 && addErr == nil; i++ {
+	for i := 0; i < 10*dirtyEncodeBatch && addErr == nil; i++ {
 		e := transform.Entry{Kind: transform.EntryPair, ID: id(i), HasC: true, C: extract.Contact{ID: id(i), Modified: int64(i)}, CI: -1, PI: -1}
 		addErr = d.Add(&e)
 	}
+	if addErr == nil {
+		_, addErr = d.reader()
+	}
 	// the buffer handed off first failed while the next one filled
 	if addErr == nil || !strings.Contains(addErr.Error(), "disk full") {
-		t.Fatalf("writes that all failed: Add returned %v, want the write's error", addErr)
+		t.Fatalf("writes that all failed: Add and reader returned %v, want the write's error", addErr)
 	}
 }

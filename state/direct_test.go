@@ -28,12 +28,12 @@ func TestDirtySpillsPastThePageCache(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if d.direct == nil {
-		t.Fatal("Dirty spilled through the page cache where O_DIRECT is taken")
-	}
 	next, err := d.reader()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if d.direct == nil {
+		t.Fatal("Dirty spilled through the page cache where O_DIRECT is taken")
 	}
 	for i := range 100 {
 		var e, want = dirtyEntryForTest(i), dirtyEntryForTest(i)

@@ -48,6 +48,8 @@ type Dirty struct {
 	spare   []byte
 	wrote   chan error
 	writing bool
+	// enc, once started, encodes the entries kept whole (dirty_encode.go).
+	enc *dirtyEncoder
 }
 
 // dirtyRefSize is what an entry placed in the rows held takes, as a rule:
@@ -68,6 +70,26 @@ const (
 func (s *Dirty) Len() int { return s.n }
 
 func (s *Dirty) Add(e *transform.Entry) error {
+	if s.encodesApart() {
+		if s.enc == nil {
+			s.enc = s.startEncoder()
+		}
+		if err := s.enc.add(e); err != nil {
+			return err
+		}
+		s.n++
+		return nil
+	}
+	if err := s.encode(e); err != nil {
+		return err
+	}
+	s.n++
+	return nil
+}
+
+// encode puts e at the end of the buffer, which goes to the file (on a
+// goroutine of its own) once it holds half the budget.
+func (s *Dirty) encode(e *transform.Entry) error {
 	if s.buf == nil && s.rows > 0 && s.cItems != nil && s.pItems != nil {
 		n := int64(s.rows) * dirtyRefSize
 		if s.budget > 0 {
@@ -118,7 +140,6 @@ func (s *Dirty) Add(e *transform.Entry) error {
 		return fmt.Errorf("an entry of %d bytes is too long to keep for the commit", l)
 	}
 	binary.LittleEndian.PutUint16(s.buf[start:], uint16(l))
-	s.n++
 	if s.budget > 0 && int64(len(s.buf)) >= s.budget/2 {
 		return s.handOff()
 	}
@@ -210,6 +231,9 @@ func (s *Dirty) spill() error {
 
 // reader hands the entries back in order, once.
 func (s *Dirty) reader() (func(*transform.Entry) (bool, error), error) {
+	if err := s.enc.stop(); err != nil {
+		return nil, err
+	}
 	var r io.Reader
 	if s.f != nil {
 		if err := s.spill(); err != nil {
@@ -297,6 +321,7 @@ func (s *Dirty) reader() (func(*transform.Entry) (bool, error), error) {
 
 // Close lets go of the file.
 func (s *Dirty) Close() {
+	_ = s.enc.stop()  // its writes before the file is closed
 	_ = s.waitWrite() // before the file is closed under it
 	if s.f != nil {
 		s.f.Close()
