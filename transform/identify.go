@@ -235,6 +235,9 @@ func sortContacts(contacts *spill.Sorter[extract.Contact]) sortedContacts {
 		c.items = items
 	}
 	c.stream, c.err = contacts.Sorted()
+	if c.items == nil && c.err == nil {
+		c.stream = readAhead(c.stream) // merged from runs: ahead.go
+	}
 	return c
 }
 
