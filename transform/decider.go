@@ -60,9 +60,10 @@ type Decider struct {
 	// state whose PKey the input lacks: present after all when their
 	// contact has a profile in the input (Campaign replaced it); missedC
 	// keeps the first of the others.
-	missed     spill.Stream[PKeyEntry]
-	missedHead *PKeyEntry
-	missedC    []PKeyEntry
+	missed      spill.Stream[PKeyEntry]
+	missedHead  *PKeyEntry
+	missedC     []PKeyEntry
+	missedEnded bool // missed handed its last record
 }
 
 // DecideOptions is what a run tells the decider besides its entries.

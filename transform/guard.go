@@ -16,8 +16,12 @@ func (d *Decider) count(e *Entry, prev, next *Snapshot) {
 // missedUntil passes the records of state whose PKey the input lacks up to
 // contact id (nil: all): one whose contact has a profile in the input
 // (hasP, for id) is present; the others are missing.
+//
+// Once the records end, the stream is not asked again: asked at every
+// entry (a backfill's state has none), it was 0.2 s of the deciding
+// goroutine at 10 M contacts.
 func (d *Decider) missedUntil(id *extract.ID, hasP bool) {
-	if d.missed == nil {
+	if d.missed == nil || d.missedEnded {
 		return
 	}
 	if d.missedHead == nil {
@@ -32,6 +36,7 @@ func (d *Decider) missedUntil(id *extract.ID, hasP bool) {
 		}
 		d.missedHead = d.missed.Next()
 	}
+	d.missedEnded = d.missedHead == nil
 }
 
 // present counts an entry of the input among the records state knows on
