@@ -31,6 +31,14 @@ import (
 type pageReader struct {
 	f    *os.File
 	bufs [][]byte
+	// held is the page each level's buffer holds whole (0: none; a page
+	// below 2 is never read into one). A view's pages do not change while
+	// its transaction is open (bbolt writes only pages no open view
+	// reaches), so a descent that passes the page the last one passed at
+	// that level takes the buffer as it is: lookups in id order pass the
+	// same root and upper branches again and again, and each was a pread
+	// of a page already copied. The buffer is checked as a read one.
+	held []uint64
 	// reads counts the pages read (tests).
 	reads int
 }
@@ -59,20 +67,27 @@ func (v *pageView) pageRead(rd *pageReader, depth int, id uint64, lo, hi []byte,
 	}
 	for len(rd.bufs) <= depth {
 		rd.bufs = append(rd.bufs, nil)
+		rd.held = append(rd.held, 0)
 	}
-	b, ok := rd.read(rd.bufs[depth], id, 1, v.ps)
-	rd.bufs[depth] = b
-	if !ok {
-		return v.page(id, lo, hi, bucket)
-	}
-	// the page's overflow, when its header places it inside the pages in
-	// use (else rawPageAt names the problem)
-	if overflow := uint64(binary.LittleEndian.Uint32(b[12:])); overflow > 0 && id+overflow < v.hwm {
-		if b, ok = rd.read(b, id, overflow+1, v.ps); !ok {
-			rd.bufs[depth] = b
+	b := rd.bufs[depth]
+	if rd.held[depth] != id {
+		rd.held[depth] = 0 // until the page is in it whole
+		var ok bool
+		b, ok = rd.read(b, id, 1, v.ps)
+		rd.bufs[depth] = b
+		if !ok {
 			return v.page(id, lo, hi, bucket)
 		}
-		rd.bufs[depth] = b
+		// the page's overflow, when its header places it inside the pages
+		// in use (else rawPageAt names the problem)
+		if overflow := uint64(binary.LittleEndian.Uint32(b[12:])); overflow > 0 && id+overflow < v.hwm {
+			if b, ok = rd.read(b, id, overflow+1, v.ps); !ok {
+				rd.bufs[depth] = b
+				return v.page(id, lo, hi, bucket)
+			}
+			rd.bufs[depth] = b
+		}
+		rd.held[depth] = id
 	}
 	p, problem := rawPageAt(b, id, v.hwm, v.ps)
 	return v.checked(p, problem, id, lo, hi, bucket)

@@ -3,6 +3,7 @@ package state
 import (
 	"encoding/binary"
 	"errors"
+	bolt "go.etcd.io/bbolt"
 	"os"
 	"slices"
 	"strings"
@@ -147,5 +148,74 @@ func TestPreadLookupsCheckThePagesTheyRead(t *testing.T) {
 				t.Fatal("the damaged leaf was not read with pread")
 			}
 		})
+	}
+}
+
+// TestPreadLookupsReadAPagePassedAgainOnce: lookups in id order pass the
+// same root and branches again and again; a page still in its level's
+// buffer is not read again (the view's pages do not change), so no page of
+// the tree is read twice, and every answer is the mapping's.
+func TestPreadLookupsReadAPagePassedAgainOnce(t *testing.T) {
+	path, _, pageSize := carryFixture(t)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var root uint64
+	if err := st.db.View(func(tx *bolt.Tx) error {
+		root = uint64(tx.Bucket(bucketContacts).Root())
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	mapped, err := st.Reader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mapped.Close()
+	r, err := st.Reader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.readPages()
+	for i := 1; i <= 2*fixtureContacts+1; i++ {
+		var got, want transform.Snapshot
+		found, err := r.Get(id(i), &got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantFound, err := mapped.Get(id(i), &want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if found != wantFound || got != want {
+			t.Fatalf("Get(%d): %v %+v, the mapping's %v %+v", i, found, got, wantFound, want)
+		}
+	}
+	// the records tree's pages, branches and leaves
+	hwm := uint64(len(data)) / pageSize
+	var pages int
+	var walk func(id uint64)
+	walk = func(id uint64) {
+		p, problem := readRawPage(data, id, hwm, pageSize)
+		if problem != "" {
+			t.Fatal(problem)
+		}
+		pages++
+		if p.branch {
+			for i := range p.count {
+				walk(p.child(i))
+			}
+		}
+	}
+	walk(root)
+	if reads := preadOf(r).reads; reads == 0 || reads > pages {
+		t.Fatalf("%d pages read for lookups in id order over a tree of %d pages", reads, pages)
 	}
 }
