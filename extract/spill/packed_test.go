@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"unsafe"
 )
 
 // recTie orders encoded recs as recCodec's Compare does.
@@ -25,9 +26,9 @@ func recTie() func(a, b []byte) int {
 // two runs at once, a record alone past a half; and its runs leave no file
 // in the folder.
 func TestPackedSortsAsASorter(t *testing.T) {
-	// what a rec takes of a half: its entry's share (a fifth of the half
-	// holds entries), not the record's 9 bytes
-	const per = 5 * entSize
+	// what a rec takes of a half: its key, length and 8 bytes, of seven
+	// tenths of the half (the chunks' unused ends left aside)
+	const per = (keySize + 1 + 8) * 10 / 7
 	for _, tc := range []struct {
 		name          string
 		n             int
@@ -148,30 +149,30 @@ func TestPackedTellsAFailedWrite(t *testing.T) {
 	}
 }
 
-// TestPackedHoldsItsBudget: a half's arrays, records and entries, hold no
-// more than half the budget between them, made once (never copied to
-// grow), however the records fill them.
+// TestPackedHoldsItsBudget: a half's arena and the records too long for
+// its chunks hold no more than seven tenths of half the budget between
+// them, the arena made once (never copied to grow), however the records
+// fill it; the records come back whole.
 func TestPackedHoldsItsBudget(t *testing.T) {
 	codec := recCodec
-	codec.Key = func(r *rec) uint64 { return uint64(r.key) }
+	codec.Key = func(r *rec) uint64 { return uint64(r.key) << 48 } // many buckets
 	for _, budget := range []int64{1 << 14, 1 << 18, 1 << 20} {
 		p := PackedOf(NewSorter(codec, budget, t.TempDir(), 8), recTie)
-		made := map[*packedHalf][2]int{}
+		made := map[*packedHalf]*byte{}
 		for i := range 20000 {
 			r := rec{key: uint32(i * 7919 % 10007), seq: uint32(i)}
 			if err := p.Add(&r); err != nil {
 				t.Fatal(err)
 			}
 			// the filling half (the other may be being written)
-			if h := p.halves[p.cur]; h.recs != nil {
-				if held := int64(cap(h.recs)) + entSize*int64(cap(h.ents)); held > budget/2 {
-					t.Fatalf("budget %d: a half holds %d bytes", budget, held)
-				}
-				if m, ok := made[h]; ok && (m[0] != cap(h.recs) || m[1] != cap(h.ents)) {
-					t.Fatalf("budget %d: a half's arrays grew", budget)
-				}
-				made[h] = [2]int{cap(h.recs), cap(h.ents)}
+			h := p.halves[p.cur]
+			if h.used > int64(len(h.arena)) || int64(len(h.arena)) > budget/2*7/10 {
+				t.Fatalf("budget %d: a half holds %d bytes in an arena of %d", budget, h.used, len(h.arena))
 			}
+			if m, ok := made[h]; ok && m != unsafe.SliceData(h.arena) {
+				t.Fatalf("budget %d: a half's arena was made again", budget)
+			}
+			made[h] = unsafe.SliceData(h.arena)
 		}
 		s, err := p.Finish(recCodec.Decode)
 		if err != nil {
