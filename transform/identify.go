@@ -410,11 +410,14 @@ func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOp
 	}
 	defer pstream.Close()
 	o.ReadKeys.Reset() // every row is on disk
+	// the merge on another core, the rule on this one
+	rows := readPKeyRows(pstream, o.Keys)
+	defer rows.Close() // before pstream's
 	// own holds the rows of a PKey the rule reads together: each row it
 	// keeps is encoded into the sort by contact before the next is read
 	own := o.Keys.Writer()
 	defer own.Reset()
-	ks = NewPKeyStream(pstream.Next, o.Keys, own, superseded, owner)
+	ks = NewPKeyStream(rows.Next, o.Keys, own, superseded, owner)
 	// The sort by contact writes its runs on another core while the rule
 	// goes on, and holds the rows encoded (spill.Packed).
 	byContact := spill.PackedOf(o.Sorts.ProfilesByContact(o.Keys), profileContactTie)
@@ -424,7 +427,7 @@ func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOp
 			return nil, nil, err
 		}
 	}
-	if err := pstream.Err(); err != nil {
+	if err := rows.Err(); err != nil {
 		byContact.Close()
 		return nil, nil, err
 	}
