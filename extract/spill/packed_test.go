@@ -1,6 +1,7 @@
 package spill
 
 import (
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"slices"
@@ -182,5 +183,70 @@ func TestPackedHoldsItsBudget(t *testing.T) {
 			t.Fatalf("budget %d: %d records back", budget, len(got))
 		}
 		s.Close()
+	}
+}
+
+// padded is a record whose encoding is as long as pad says.
+type padded struct {
+	key, seq uint32
+	pad      int
+}
+
+// TestPackedKeepsOrderPastLongRecords: records too long for a chunk (a
+// chunk of their own) among short ones of the same key come back in the
+// order added, whether held, written as runs, or a last half in two.
+func TestPackedKeepsOrderPastLongRecords(t *testing.T) {
+	codec := Codec[padded]{
+		Compare: func(a, b *padded) int { return int(a.key) - int(b.key) },
+		Append: func(dst []byte, p *padded) []byte {
+			dst = binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(dst, p.key), p.seq)
+			return append(dst, make([]byte, p.pad)...)
+		},
+		Decode: func(b []byte, p *padded) error {
+			p.key, p.seq, p.pad = binary.BigEndian.Uint32(b), binary.BigEndian.Uint32(b[4:]), len(b)-8
+			return nil
+		},
+		Key: func(p *padded) uint64 { return uint64(p.key) << 56 },
+	}
+	tie := func() func(a, b []byte) int {
+		return func(a, b []byte) int { return int(binary.BigEndian.Uint32(a)) - int(binary.BigEndian.Uint32(b)) }
+	}
+	for _, budget := range []int64{0, 1 << 16, 1 << 22} {
+		const n = 3 * restParts
+		in := make([]padded, n)
+		for i := range in {
+			in[i] = padded{key: uint32(i % 3), seq: uint32(i)}
+			if i%97 == 5 {
+				in[i].pad = 2*minChunk + i%7 // past any chunk of these halves
+			}
+		}
+		p := PackedOf(NewSorter(codec, budget, t.TempDir(), 16), tie)
+		for i := range in {
+			if err := p.Add(&in[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s, err := p.Finish(codec.Decode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := s.Sorted()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var last [3]int64
+		last = [3]int64{-1, -1, -1}
+		key, got := uint32(0), 0
+		for r := st.Next(); r != nil; r = st.Next() {
+			if r.key < key || int64(r.seq) <= last[r.key] || r.pad != in[r.seq].pad {
+				t.Fatalf("budget %d: record %d (key %d) after %d of its key", budget, r.seq, r.key, last[r.key])
+			}
+			key, last[r.key] = r.key, int64(r.seq)
+			got++
+		}
+		if err := st.Err(); err != nil || got != n {
+			t.Fatalf("budget %d: %d records back, %v", budget, got, err)
+		}
+		st.Close()
 	}
 }
