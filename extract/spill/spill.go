@@ -15,8 +15,10 @@ import (
 	"math/bits"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -120,11 +122,18 @@ type Sorter[T any] struct {
 	// buf is the buffer a run is encoded into (writeRun), kept for the
 	// next run.
 	buf []byte
+	// shared are the buffers a run's chunks are encoded into when two
+	// goroutines share its encoding (writeRunShared), kept for the next.
+	shared [][]byte
+	// flat says a T holds no pointers: the records a spill wrote are
+	// written over by the next, not cleared for the collector first (a
+	// pass over the whole budget's memory).
+	flat bool
 	// want is how many records Reserve announced.
 	want int
 	// touched keeps what writeRun's reads ahead read, so that they are
 	// not left out as unused.
-	touched uint64
+	touched atomic.Uint64
 	// Spilled counts the runs written, and Bytes their size; Added the
 	// records added; Grew the times the records held were copied to a
 	// larger array, for want of room.
@@ -136,7 +145,7 @@ type Sorter[T any] struct {
 
 // NewSorter makes a sorter that spills into dir beyond budget bytes.
 func NewSorter[T any](codec Codec[T], budget int64, dir string, elemSize int) *Sorter[T] {
-	return &Sorter[T]{codec: codec, budget: budget, dir: dir, elem: int64(elemSize)}
+	return &Sorter[T]{codec: codec, budget: budget, dir: dir, elem: int64(elemSize), flat: !hasPointers(reflect.TypeFor[T]())}
 }
 
 // Codec is the sorter's codec.
@@ -262,8 +271,12 @@ func (s *Sorter[T]) spill() error {
 		return err
 	}
 	ents := newRunEnts(len(s.items))
-	s.order(ents.ents)
-	n, err := s.writeRun(f, ents.places())
+	ways := 1
+	if len(s.items) >= parallelFrom {
+		ways = 2
+	}
+	s.order(ents.ents, ways)
+	n, err := s.writeRun(f, ents.places(), ways)
 	ents.free()
 	if err != nil {
 		f.Close()
@@ -272,7 +285,9 @@ func (s *Sorter[T]) spill() error {
 	s.runs = append(s.runs, f)
 	s.Spilled++
 	s.Bytes += n
-	clear(s.items) // let go of what the records point to
+	if !s.flat {
+		clear(s.items) // let go of what the records point to
+	}
 	s.items = s.items[:0]
 	s.sorted = false
 	s.held = 0
@@ -294,7 +309,7 @@ func (s *Sorter[T]) sortItems() {
 		return
 	}
 	ents := make([]ent, len(items))
-	s.order(ents)
+	s.order(ents, 1)
 	// items[k] is to hold what items[ents[k].at] holds now. The keys are
 	// done with: ents[p].key becomes where the record at p goes.
 	for k := range ents {
@@ -320,8 +335,9 @@ func (s *Sorter[T]) sortItems() {
 
 // order puts the records held in sorted order into ents (one for each
 // record), as their places (ents[k].at is the k-th record's), the records
-// themselves not moved; stable.
-func (s *Sorter[T]) order(ents []ent) []ent {
+// themselves not moved; stable. ways goroutines share the work of a
+// large sort (scatterByKey).
+func (s *Sorter[T]) order(ents []ent, ways int) []ent {
 	items := s.items
 	compare := s.codec.Compare
 	order := func(a, b ent) int {
@@ -351,7 +367,7 @@ func (s *Sorter[T]) order(ents []ent) []ent {
 		bucketByKey(ents, sort)
 		return ents
 	}
-	scatterByKey(items, s.codec.Key, ents, sort)
+	scatterByKey(items, s.codec.Key, ents, sort, ways)
 	return ents
 }
 
@@ -361,12 +377,73 @@ func (s *Sorter[T]) order(ents []ent) []ent {
 // twice, the entries written to 256 places that each move on in order).
 // bucketByKey's first pass over all the entries swapped each into its
 // bucket at random, one miss after another, most of a large run's sort.
-// The buckets are then sorted as bucketByKey sorts them.
-func scatterByKey[T any](items []T, key func(*T) uint64, ents []ent, sort func([]ent)) {
+// The buckets are then sorted as bucketByKey sorts them. With ways 2, two
+// goroutines each count and place half the records (the first half's
+// entries first in each bucket, as one pass would place them) and sort
+// half the buckets: the order is the same.
+func scatterByKey[T any](items []T, key func(*T) uint64, ents []ent, sort func([]ent), ways int) {
+	ways = max(min(ways, 2), 1)
 	// the bytes of every key, counted at each of the eight places: which
 	// place the first pass sorts by is known only once every key is seen
-	var counts [8][256]uint32
-	or, and := uint64(0), ^uint64(0)
+	var counts [2][8][256]uint32
+	var ors, ands [2]uint64
+	half := func(w int) []T { return items[len(items)*w/ways : len(items)*(w+1)/ways] }
+	inParallel(ways, func(w int) {
+		ors[w], ands[w] = countKeys(half(w), key, &counts[w])
+	})
+	or, and := ors[0]|ors[ways-1], ands[0]&ands[ways-1]
+	if or == and {
+		for i := range items {
+			ents[i] = ent{key: or, at: i}
+		}
+		sort(ents) // one key: Compare decides
+		return
+	}
+	shift := uint(63-bits.LeadingZeros64(or^and)) / 8 * 8
+	var start [257]int
+	var next [2][256]int
+	for d := range 256 {
+		n := int(counts[0][shift/8][d])
+		if ways == 2 {
+			n += int(counts[1][shift/8][d])
+		}
+		start[d+1] = start[d] + n
+		next[0][d] = start[d]
+		next[1][d] = start[d] + int(counts[0][shift/8][d])
+	}
+	inParallel(ways, func(w int) {
+		at := len(items) * w / ways
+		part, next := half(w), &next[w]
+		for i := range part {
+			k := key(&part[i])
+			d := byte(k >> shift)
+			ents[next[d]] = ent{key: k, at: at + i}
+			next[d]++
+		}
+	})
+	// the buckets in two groups of about as many entries
+	split := 256
+	if ways == 2 {
+		split = 0
+		for split < 256 && start[split+1] <= len(ents)/2 {
+			split++
+		}
+	}
+	inParallel(ways, func(w int) {
+		from, to := 0, split
+		if w == 1 {
+			from, to = split, 256
+		}
+		for d := from; d < to; d++ {
+			bucketByKey(ents[start[d]:start[d+1]], sort)
+		}
+	})
+}
+
+// countKeys counts the bytes of the keys of items at each of the eight
+// places into counts, and returns the keys' or and and.
+func countKeys[T any](items []T, key func(*T) uint64, counts *[8][256]uint32) (or, and uint64) {
+	or, and = 0, ^uint64(0)
 	for i := range items {
 		k := key(&items[i])
 		or |= k
@@ -380,28 +457,7 @@ func scatterByKey[T any](items []T, key func(*T) uint64, ents []ent, sort func([
 		counts[6][byte(k>>48)]++
 		counts[7][byte(k>>56)]++
 	}
-	if or == and {
-		for i := range items {
-			ents[i] = ent{key: or, at: i}
-		}
-		sort(ents) // one key: Compare decides
-		return
-	}
-	shift := uint(63-bits.LeadingZeros64(or^and)) / 8 * 8
-	var start [257]int
-	for d, n := range counts[shift/8] {
-		start[d+1] = start[d] + int(n)
-	}
-	next := [256]int(start[:256])
-	for i := range items {
-		k := key(&items[i])
-		d := byte(k >> shift)
-		ents[next[d]] = ent{key: k, at: i}
-		next[d]++
-	}
-	for d := range 256 {
-		bucketByKey(ents[start[d]:start[d+1]], sort)
-	}
+	return or, and
 }
 
 // ent is a record's sort key and its place among the records.
