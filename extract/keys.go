@@ -67,17 +67,21 @@ func (ks *Keys) add(b []byte) int {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	i := ks.n
-	var dir []*[keyPart][]byte
-	if d := ks.dir.Load(); d != nil {
-		dir = *d
-	}
-	if i/keyPart == len(dir) {
+	d := ks.dir.Load()
+	if d == nil || i/keyPart == len(*d) {
 		// a longer directory, the parts themselves unmoved: a reader
-		// holding the old one finds every block it names there
+		// holding the old one finds every block it names there. (Made
+		// here only: a directory made at every call, stored or not, was
+		// an allocation a block.)
+		var dir []*[keyPart][]byte
+		if d != nil {
+			dir = *d
+		}
 		dir = append(dir[:len(dir):len(dir)], new([keyPart][]byte))
 		ks.dir.Store(&dir)
+		d = &dir
 	}
-	dir[i/keyPart][i%keyPart] = b
+	(*d)[i/keyPart][i%keyPart] = b
 	ks.n++
 	return i + 1
 }

@@ -193,3 +193,19 @@ func TestKeyWriterRecycles(t *testing.T) {
 		}
 	}
 }
+
+// TestKeysAddAllocatesOnlyBlocks: a block added costs no allocation of
+// the table's own but when its directory grows (once every keyPart
+// blocks).
+func TestKeysAddAllocatesOnlyBlocks(t *testing.T) {
+	ks := NewKeys()
+	ks.add(make([]byte, 8)) // the first directory
+	blk := make([]byte, 8)
+	allocs := testing.AllocsPerRun(keyPart/2, func() { ks.add(blk) })
+	if allocs != 0 {
+		t.Fatalf("%v allocations a block added", allocs)
+	}
+	if got := ks.Get(makeKey(keyPart/2, 0, 8)); len(got) != 8 {
+		t.Fatalf("block %d names %d bytes", keyPart/2, len(got))
+	}
+}
