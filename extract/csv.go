@@ -543,6 +543,15 @@ type table struct {
 	// file's line n+off.
 	csvEnd, off int
 	fields      []string
+	// mem, when inPlace, is what is left of a part of the file held in
+	// memory (parseParts), its lines split where they lie: through br,
+	// every part was copied once more, and every row cost a Peek and a
+	// Discard. The first line the fast path leaves to encoding/csv (a
+	// quote; the part's end) hands the rest to src, read through br by
+	// a reader r made then, whose line 1 is the line after those read.
+	mem     []byte
+	inPlace bool
+	src     *partReader
 }
 
 // tableBuffer is the read buffer's size. encoding/csv reads straight from
@@ -602,6 +611,9 @@ func (t *table) lastLine(rec []string) int {
 // file, a read error. encoding/csv built a [][]string and copied every
 // byte of every row on its way; most rows have no quote.
 func (t *table) fast() (line int, rec []string, ok bool) {
+	if t.inPlace {
+		return t.fastInPlace()
+	}
 	b, _ := t.br.Peek(t.br.Buffered())
 	rec, i, quoted := splitLine(b, t.fields[:0])
 	if i < 0 && !quoted {
@@ -623,6 +635,38 @@ func (t *table) fast() (line int, rec []string, ok bool) {
 		return line, nil, true // a blank line
 	}
 	return line, rec, true
+}
+
+// fastInPlace is fast for a part held in memory (mem).
+func (t *table) fastInPlace() (line int, rec []string, ok bool) {
+	b := t.mem
+	rec, i, quoted := splitLine(b, t.fields[:0])
+	t.fields = rec
+	if i < 0 || quoted {
+		t.leavePlace()
+		return 0, nil, false
+	}
+	t.mem = b[i+1:]
+	t.off++
+	line = t.csvEnd + t.off
+	if i == 0 || i == 1 && b[0] == '\r' {
+		return line, nil, true // a blank line
+	}
+	return line, rec, true
+}
+
+// leavePlace hands what is left of mem to encoding/csv (and to fast
+// through br after it): a reader of its own, which numbers its lines from
+// the first of those left (off counts those before).
+func (t *table) leavePlace() {
+	t.inPlace = false
+	t.src.b = t.mem
+	t.mem = nil
+	t.br.Reset(t.src)
+	cr := csv.NewReader(t.br)
+	cr.ReuseRecord = true
+	cr.FieldsPerRecord = len(t.header) // as the header set it
+	t.r, t.csvEnd = cr, 0
 }
 
 // splitLine splits the first line of b at its commas: end is where its

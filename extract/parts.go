@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/csv"
 	"io"
 	"math"
 	"runtime"
@@ -254,16 +253,15 @@ func parseParts[T any](ctx context.Context, t *table, rows rowFuncs[T], work <-c
 		if begin != nil {
 			p.handedOn = begin()
 		}
-		src.b, src.end = p.buf, p.end
+		src.b, src.end = nil, p.end
 		if src.end == nil {
 			src.end = io.EOF
 		}
-		br.Reset(src)
-		cr := csv.NewReader(br)
-		cr.ReuseRecord = true
-		cr.FieldsPerRecord = len(t.header) // as the header set it
-		// r's line n is the file's line n+p.line, as off says of t.
-		pt := &table{source: t.source, br: br, r: cr, header: t.header, off: p.line, fields: fields}
+		// The part's lines are split where they lie, up to the first
+		// that needs encoding/csv (leavePlace): the file's line
+		// p.line+n is the part's n-th, as off says of t.
+		pt := &table{source: t.source, br: br, header: t.header, off: p.line, fields: fields,
+			mem: p.buf, inPlace: true, src: src}
 		p.err = pt.rows(ctx, row, bad)
 		fields = pt.fields
 		p.st = st
