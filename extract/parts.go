@@ -189,7 +189,11 @@ func split[T any](ctx context.Context, t *table, c chunking, free <-chan *part[T
 			buf = append(make([]byte, 0, c.size), carry...)
 		}
 		cut := -1 // where the last record in buf ends
-		lines := bytes.Count(buf, []byte{'\n'})
+		// The line ends in buf: those carried, and those ends counts as
+		// it follows the quoting (it counts every \n), not counted again.
+		carried := bytes.Count(buf, []byte{'\n'})
+		seen := ends.line
+		lines := carried
 		var err error
 		for err == nil {
 			if len(buf) == cap(buf) || c.rows > 0 && lines >= c.rows {
@@ -211,7 +215,7 @@ func split[T any](ctx context.Context, t *table, c chunking, free <-chan *part[T
 			if ends.end >= 0 {
 				cut = len(buf) + ends.end
 			}
-			lines += bytes.Count(read, []byte{'\n'})
+			lines = carried + ends.line - seen
 			buf = buf[:len(buf)+n]
 		}
 		if err != nil {
@@ -220,7 +224,7 @@ func split[T any](ctx context.Context, t *table, c chunking, free <-chan *part[T
 		carry = append(carry[:0], buf[cut:]...)
 		p.buf, p.line, p.end = buf[:cut], line, err
 		p.done = make(chan struct{})
-		line += bytes.Count(p.buf, []byte{'\n'})
+		line += lines - bytes.Count(carry, []byte{'\n'})
 		select {
 		case work <- p:
 		case <-ctx.Done():
