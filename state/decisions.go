@@ -40,19 +40,12 @@ const scatteredChunk = 1 << 10
 // the decider run a chunk further ahead, for a batch's memory (a few MB).
 const commitBatches = 3
 
-// txBatches is how many batches of a walk one transaction takes: the
-// writer puts each as it comes and waits for the next with the
-// transaction open (what bbolt keeps of a batch put stays with the
-// transaction: txHold), committing early only after the last. bbolt
-// syncs twice per transaction, the data's sync of a file that grows
-// waiting for the journal too; committing as soon as no batch was ready
-// made transactions of one or two batches whenever the writer kept pace
-// (a 1 M first backfill: 45 – 62 transactions, the 2 M spilling proxy
-// 67 – 170), and the syncs' cost followed their number: bbolt's write
-// time at 1 M 0.59 – 1.76 s for 45 – 62 transactions against
-// 0.42 – 1.27 s for 16, at 2 M 2.2 – 5.4 s against 0.9 – 2.1 s (load
-// 3 – 6, alternated rounds). Sixteen batches a transaction raised a 1 M
-// backfill's peak RSS past 300 MB (314 – 315 MB; eight: 284 – 289).
+// txBatches is how many batches of a walk one transaction takes at most:
+// those ready when the one before is put go with it (txHold), so a
+// writer that falls behind the decider pays bbolt's two syncs per
+// transaction (3 – 10 ms each on this disk, the 1 M backfill's commit's
+// largest wait) once for several chunks; one that keeps up commits each
+// batch as before, rather than wait with a transaction open.
 const txBatches = 8
 
 // commitGCPercent is the collector's growth target while a backfill
@@ -385,10 +378,9 @@ func (c *committer) prior(reader *Reader, id extract.ID) (*record, error) {
 }
 
 // writeChunks commits the chunks as they are ready, the final record with
-// the last: perTx in one transaction (fewer in the last, or when the
-// decider stopped). A batch goes back to the decider once put (what bbolt
-// keeps of it stays with the transaction: txHold), so the decider fills
-// the next batches while the transaction waits for them.
+// the last: up to perTx in one transaction, those ready by the time the
+// one before is put. A batch goes back to the decider once put (what
+// bbolt keeps of it stays with the transaction: txHold).
 func (c *committer) writeChunks(ctx context.Context) error {
 	var hold txHold
 	n := 0
@@ -411,8 +403,13 @@ func (c *committer) writeChunks(ctx context.Context) error {
 					return nil
 				}
 				var ok bool
-				if ch, ok = <-c.ready; !ok {
-					return nil // the decider stopped: what it handed over commits
+				select {
+				case ch, ok = <-c.ready:
+					if !ok {
+						return nil // the decider stopped: what it handed over commits
+					}
+				default:
+					return nil // none ready: commit rather than wait with it open
 				}
 			}
 		})
