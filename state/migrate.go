@@ -46,7 +46,7 @@ func (s *Store) sealWhole(real string) error {
 	if err == nil {
 		// The copy starts its transactions again from the first: the
 		// record of the old file's last commit would say the new one is
-		// behind it (behindRecord). Gone first, it says nothing until
+		// behind it (againstRecord). Gone first, it says nothing until
 		// this run's open records the new file's.
 		err = os.Remove(s.path + committedSuffix)
 		if errors.Is(err, fs.ErrNotExist) {
