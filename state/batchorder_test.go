@@ -106,8 +106,9 @@ func TestBatchInAnyOrder(t *testing.T) {
 			shuffled[at[0]], shuffled[at[1]] = shuffled[at[1]], shuffled[at[0]]
 		}
 	}
-	// Puts side by side would pass with a commit that did not sort (get
-	// finds the put just before); in id order, with one that did not either.
+	// A batch left in id order would not reach the sort; a contact's two
+	// puts left side by side would not show that it keeps them in order
+	// (get finds the put just before either way).
 	parted := false
 	for _, at := range where {
 		parted = parted || len(at) == 2 && at[1]-at[0] > 1
