@@ -17,6 +17,7 @@ import (
 // mistaken for shared), and over rows of every kind: shared PKeys, bad
 // rows, unreadable times, rows linked to no contact, rows without a PKey.
 func TestHeldByPKeyAsPKeyStream(t *testing.T) {
+	tk := newTestKeys()
 	hashes := map[string]func(string) uint64{
 		"maphash": maphashPKey(),
 		"one":     func(string) uint64 { return 0 },
@@ -35,7 +36,7 @@ func TestHeldByPKeyAsPKeyStream(t *testing.T) {
 			for i := range rows {
 				p := extract.Profile{ID: id(byte(1 + rnd.IntN(40))), Modified: t09 + int64(rnd.IntN(4))*1000,
 					File: uint16(rnd.IntN(2)), Line: int32(i + 2)}
-				p.PKey = pk(fmt.Sprintf("@h%d", rnd.IntN(pkeys+1)))
+				p.PKey = tk.pk(fmt.Sprintf("@h%d", rnd.IntN(pkeys+1)))
 				switch rnd.IntN(12) {
 				case 0:
 					p.PKey = 0
@@ -56,7 +57,7 @@ func TestHeldByPKeyAsPKeyStream(t *testing.T) {
 			}
 			// what PKeyStream makes of them
 			want := slices.Clone(rows)
-			slices.SortStableFunc(want, func(a, b extract.Profile) int { return ProfilePKeyOrder(testKeys, &a, &b) })
+			slices.SortStableFunc(want, func(a, b extract.Profile) int { return ProfilePKeyOrder(tk.ks, &a, &b) })
 			var wantSup []Superseded
 			i := 0
 			s := NewPKeyStream(func() *extract.Profile {
@@ -65,22 +66,22 @@ func TestHeldByPKeyAsPKeyStream(t *testing.T) {
 				}
 				i++
 				return &want[i-1]
-			}, testKeys, nil, func(s Superseded) { wantSup = append(wantSup, s) }, nil)
+			}, tk.ks, nil, func(s Superseded) { wantSup = append(wantSup, s) }, nil)
 			kept := want[:0]
 			for p := s.Next(); p != nil; p = s.Next() {
 				kept = append(kept, *p)
 			}
-			slices.SortFunc(kept, func(a, b extract.Profile) int { return ProfileContactOrder(testKeys, &a, &b) })
+			slices.SortFunc(kept, func(a, b extract.Profile) int { return ProfileContactOrder(tk.ks, &a, &b) })
 			for name, hash := range hashes {
 				got := slices.Clone(rows)
 				rnd.Shuffle(len(got), func(i, j int) { got[i], got[j] = got[j], got[i] })
 				var sup []Superseded
-				w, unlinked := heldByPKey(got, testKeys, func(s Superseded) { sup = append(sup, s) }, hash)
+				w, unlinked := heldByPKey(got, tk.ks, func(s Superseded) { sup = append(sup, s) }, hash)
 				if slices.ContainsFunc(got[w:], func(p extract.Profile) bool { return p != extract.Profile{} }) {
 					t.Errorf("%s, %d rows, %d PKeys: rows past the kept ones not cleared", name, n, pkeys)
 				}
 				got = got[:w]
-				slices.SortFunc(got, func(a, b extract.Profile) int { return ProfileContactOrder(testKeys, &a, &b) })
+				slices.SortFunc(got, func(a, b extract.Profile) int { return ProfileContactOrder(tk.ks, &a, &b) })
 				if !slices.Equal(got, kept) {
 					t.Errorf("%s, %d rows, %d PKeys: kept\n%v\nwant\n%v", name, n, pkeys, keys(got), keys(kept))
 				}
@@ -98,15 +99,16 @@ func TestHeldByPKeyAsPKeyStream(t *testing.T) {
 // sharedPKeys finds every row whose PKey another row has, each once, and
 // no row whose PKey is its own when the hash tells them apart.
 func TestSharedPKeys(t *testing.T) {
-	rows := []extract.Profile{{PKey: pk("@a")}, {PKey: pk("@b")}, {}, {PKey: pk("@a")}, {PKey: pk("@c")},
-		{PKey: pk("@b")}, {PKey: pk("@a")}, {}}
-	if got := sharedPKeys(rows, testKeys, maphashPKey()); !slices.Equal(got, []int{0, 1, 3, 5, 6}) {
+	tk := newTestKeys()
+	rows := []extract.Profile{{PKey: tk.pk("@a")}, {PKey: tk.pk("@b")}, {}, {PKey: tk.pk("@a")}, {PKey: tk.pk("@c")},
+		{PKey: tk.pk("@b")}, {PKey: tk.pk("@a")}, {}}
+	if got := sharedPKeys(rows, tk.ks, maphashPKey()); !slices.Equal(got, []int{0, 1, 3, 5, 6}) {
 		t.Errorf("shared %v, want [0 1 3 5 6]", got)
 	}
-	if got := sharedPKeys(rows, testKeys, func(string) uint64 { return 1 << 63 }); !slices.Equal(got, []int{0, 1, 3, 4, 5, 6}) {
+	if got := sharedPKeys(rows, tk.ks, func(string) uint64 { return 1 << 63 }); !slices.Equal(got, []int{0, 1, 3, 4, 5, 6}) {
 		t.Errorf("one hash: shared %v, want every row with a PKey", got)
 	}
-	if got := sharedPKeys(nil, testKeys, maphashPKey()); len(got) != 0 {
+	if got := sharedPKeys(nil, tk.ks, maphashPKey()); len(got) != 0 {
 		t.Errorf("no rows: shared %v", got)
 	}
 }

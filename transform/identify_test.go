@@ -24,6 +24,7 @@ func (heldSorts) HeldByContact(ks *extract.Keys, held []extract.Profile) *spill.
 // would hold them all without the sampled pivot), a few ids many times,
 // one id for all.
 func TestSortHeldAsOneSort(t *testing.T) {
+	tk := newTestKeys()
 	rnd := rand.New(rand.NewPCG(5, 6))
 	id := func(hi, lo uint64) extract.ID {
 		var x extract.ID
@@ -42,14 +43,14 @@ func TestSortHeldAsOneSort(t *testing.T) {
 		for _, n := range []int{0, 1, 100, 1<<12 - 1, 1 << 12, 20000} {
 			rows := make([]extract.Profile, n)
 			for i := range rows {
-				rows[i] = extract.Profile{ID: shape(i), PKey: pk(string(rune('a' + rnd.IntN(26)))), File: uint16(rnd.IntN(2)), Line: int32(i)}
+				rows[i] = extract.Profile{ID: shape(i), PKey: tk.pk(string(rune('a' + rnd.IntN(26)))), File: uint16(rnd.IntN(2)), Line: int32(i)}
 			}
 			rnd.Shuffle(n, func(i, j int) { rows[i], rows[j] = rows[j], rows[i] })
 			want := slices.Clone(rows)
-			slices.SortStableFunc(want, func(a, b extract.Profile) int { return ProfileContactOrder(testKeys, &a, &b) })
-			sortHeld(rows, heldSorts{}, testKeys)
+			slices.SortStableFunc(want, func(a, b extract.Profile) int { return ProfileContactOrder(tk.ks, &a, &b) })
+			sortHeld(rows, heldSorts{}, tk.ks)
 			same := func(a, b extract.Profile) bool {
-				pa, pb := pkOf(a.PKey), pkOf(b.PKey)
+				pa, pb := tk.pkOf(a.PKey), tk.pkOf(b.PKey)
 				a.PKey, b.PKey = 0, 0
 				return a == b && pa == pb
 			}
@@ -61,7 +62,7 @@ func TestSortHeldAsOneSort(t *testing.T) {
 			// grow from 256 bytes), not one place a row.
 			breaks := 0
 			for i := 1; i < n; i++ {
-				at, prev := pkOf(rows[i].PKey), pkOf(rows[i-1].PKey)
+				at, prev := tk.pkOf(rows[i].PKey), tk.pkOf(rows[i-1].PKey)
 				if uintptr(unsafe.Pointer(unsafe.StringData(at))) != uintptr(unsafe.Pointer(unsafe.StringData(prev)))+uintptr(len(prev)) {
 					breaks++
 				}

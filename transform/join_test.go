@@ -15,8 +15,8 @@ func con(b byte, modified int64, line int32, bad bool) extract.Contact {
 	return extract.Contact{ID: id(b), Modified: modified, Line: line, Bad: bad}
 }
 
-func prof(b byte, pkey string, line int32, bad bool) extract.Profile {
-	return extract.Profile{ID: id(b), PKey: pk(pkey), Line: line, Bad: bad}
+func (tk testKeys) prof(b byte, pkey string, line int32, bad bool) extract.Profile {
+	return extract.Profile{ID: id(b), PKey: tk.pk(pkey), Line: line, Bad: bad}
 }
 
 // keys summarises rows as "id:line", with "!" for a bad row.
@@ -93,12 +93,13 @@ func TestDedupContacts(t *testing.T) {
 }
 
 func TestGroupProfiles(t *testing.T) {
+	tk := newTestKeys()
 	in := []extract.Profile{
-		prof(2, "@b2", 4, false), prof(1, "@a", 3, false), prof(2, "@b1", 2, false),
-		prof(3, "@c", 5, false), prof(2, "@b3", 6, false), prof(4, "@d", 7, true),
-		prof(5, "@e2", 9, true), prof(5, "@e1", 8, false),
+		tk.prof(2, "@b2", 4, false), tk.prof(1, "@a", 3, false), tk.prof(2, "@b1", 2, false),
+		tk.prof(3, "@c", 5, false), tk.prof(2, "@b3", 6, false), tk.prof(4, "@d", 7, true),
+		tk.prof(5, "@e2", 9, true), tk.prof(5, "@e1", 8, false),
 	}
-	g := GroupProfiles(testKeys, slices.Clone(in), false)
+	g := GroupProfiles(tk.ks, slices.Clone(in), false)
 	kept, dups, sup := g.Kept, g.Dups, g.Superseded
 	if len(sup) != 0 {
 		t.Errorf("superseded %+v, want none", sup)
@@ -106,18 +107,18 @@ func TestGroupProfiles(t *testing.T) {
 	if got, want := keys(kept), []string{"1:3", "2:2!", "3:5", "4:7!", "5:8!"}; !slices.Equal(got, want) {
 		t.Errorf("kept %v, want %v", got, want)
 	}
-	if pkOf(kept[1].PKey) != "@b1" || kept[0].Bad || kept[2].Bad {
+	if tk.pkOf(kept[1].PKey) != "@b1" || kept[0].Bad || kept[2].Bad {
 		t.Errorf("kept rows %+v", kept)
 	}
 	var pk []string
 	for _, p := range dups {
-		pk = append(pk, pkOf(p.PKey))
+		pk = append(pk, tk.pkOf(p.PKey))
 	}
 	if want := []string{"@b1", "@b2", "@b3", "@e1", "@e2"}; !slices.Equal(pk, want) {
 		t.Errorf("dups %v, want %v", pk, want)
 	}
 
-	g = GroupProfiles(testKeys, []extract.Profile{prof(9, "@z", 2, false), prof(8, "@y", 3, false)}, false)
+	g = GroupProfiles(tk.ks, []extract.Profile{tk.prof(9, "@z", 2, false), tk.prof(8, "@y", 3, false)}, false)
 	kept, dups = g.Kept, g.Dups
 	if len(dups) != 0 || !slices.Equal(keys(kept), []string{"8:3", "9:2"}) {
 		t.Errorf("no duplicates: kept %v dups %v", keys(kept), dups)
@@ -127,10 +128,11 @@ func TestGroupProfiles(t *testing.T) {
 // One profile in two files of a drop (or twice in one export) is one
 // profile: the newest row stands, the others are superseded, not duplicates.
 func TestGroupProfilesSamePKey(t *testing.T) {
-	older, newer, newest := prof(1, "@a", 5, false), prof(1, "@a", 2, false), prof(1, "@a", 3, false)
+	tk := newTestKeys()
+	older, newer, newest := tk.prof(1, "@a", 5, false), tk.prof(1, "@a", 2, false), tk.prof(1, "@a", 3, false)
 	older.Modified, newer.Modified, newest.Modified = 100, 200, 300
 	newer.File, newest.File = 1, 2
-	g := GroupProfiles(testKeys, []extract.Profile{newest, older, newer}, false)
+	g := GroupProfiles(tk.ks, []extract.Profile{newest, older, newer}, false)
 	kept, dups, sup := g.Kept, g.Dups, g.Superseded
 	if len(dups) != 0 || len(kept) != 1 || kept[0].Line != 3 || kept[0].File != 2 || kept[0].Bad {
 		t.Fatalf("kept %+v dups %+v", kept, dups)
@@ -139,8 +141,8 @@ func TestGroupProfilesSamePKey(t *testing.T) {
 		t.Fatalf("superseded %+v", sup)
 	}
 	// A second PKey for the same contact is still a duplicate.
-	other := prof(1, "@b", 9, false)
-	g = GroupProfiles(testKeys, []extract.Profile{newest, other}, false)
+	other := tk.prof(1, "@b", 9, false)
+	g = GroupProfiles(tk.ks, []extract.Profile{newest, other}, false)
 	kept, dups = g.Kept, g.Dups
 	if len(dups) != 2 || len(kept) != 1 || !kept[0].Bad {
 		t.Fatalf("kept %+v dups %+v", kept, dups)
@@ -151,8 +153,9 @@ func TestGroupProfilesSamePKey(t *testing.T) {
 // links it, the others are superseded; a kept-out profile keeps every
 // contact its rows name out with it, without counting a duplicate.
 func TestGroupProfilesByPKey(t *testing.T) {
+	tk := newTestKeys()
 	row := func(contact byte, pkey string, modified int64, line int32, bad bool) extract.Profile {
-		p := prof(contact, pkey, line, bad)
+		p := tk.prof(contact, pkey, line, bad)
 		p.Modified = modified
 		if contact == 0 {
 			p.ID, p.Unlinked = extract.ID{}, true
@@ -212,7 +215,7 @@ func TestGroupProfilesByPKey(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			g := GroupProfiles(testKeys, slices.Clone(tc.in), true)
+			g := GroupProfiles(tk.ks, slices.Clone(tc.in), true)
 			if got := keys(g.Kept); !slices.Equal(got, tc.kept) {
 				t.Errorf("kept %v, want %v", got, tc.kept)
 			}
@@ -241,7 +244,7 @@ func TestGroupProfilesByPKey(t *testing.T) {
 		many = append(many, row(byte(1+i%200), fmt.Sprintf("@k%d", i), t09, int32(i+2), false))
 	}
 	many = append(many, row(250, "@k17", t10, 9000, false), row(0, "@k4000", t10, 9001, false))
-	g := GroupProfiles(testKeys, many, true)
+	g := GroupProfiles(tk.ks, many, true)
 	if len(g.Superseded) != 2 || g.Unlinked != 1 {
 		t.Errorf("superseded %+v unlinked %d", g.Superseded, g.Unlinked)
 	}
@@ -251,6 +254,7 @@ func TestGroupProfilesByPKey(t *testing.T) {
 }
 
 func TestJoin(t *testing.T) {
+	tk := newTestKeys()
 	cases := []struct {
 		name    string
 		cs      []extract.Contact
@@ -262,14 +266,14 @@ func TestJoin(t *testing.T) {
 		{name: "empty"},
 		{name: "contacts-only", cs: []extract.Contact{con(1, 1, 2, false), con(2, 1, 3, false), con(3, 1, 4, true)},
 			stats: JoinStats{ContactsNoMatch: 2}},
-		{name: "profiles-only", ps: []extract.Profile{prof(1, "@a", 2, false), prof(2, "@b", 3, true)},
+		{name: "profiles-only", ps: []extract.Profile{tk.prof(1, "@a", 2, false), tk.prof(2, "@b", 3, true)},
 			stats: JoinStats{ProfilesNoMatch: 1}},
 		{name: "mixed",
 			cs: []extract.Contact{con(1, 1, 10, false), con(2, 1, 11, true), con(3, 1, 12, false),
 				con(5, 1, 13, false), con(7, 1, 14, false), con(8, 1, 15, false), con(9, 1, 16, true)},
-			ps: []extract.Profile{prof(2, "@b", 2, false), prof(3, "@c", 3, false), prof(4, "@d", 4, true),
-				prof(5, "@e", 5, true), prof(6, "@f", 6, false), prof(7, "@g", 7, false), prof(8, "@h", 8, false),
-				prof(10, "@j", 9, false)},
+			ps: []extract.Profile{tk.prof(2, "@b", 2, false), tk.prof(3, "@c", 3, false), tk.prof(4, "@d", 4, true),
+				tk.prof(5, "@e", 5, true), tk.prof(6, "@f", 6, false), tk.prof(7, "@g", 7, false), tk.prof(8, "@h", 8, false),
+				tk.prof(10, "@j", 9, false)},
 			calls: []string{"12/@c", "14/@g", "15/@h"},
 			stats: JoinStats{Matched: 3, Blocked: 2, ContactsNoMatch: 1, ProfilesNoMatch: 2}},
 	}
@@ -284,7 +288,7 @@ func TestJoin(t *testing.T) {
 				if c.ID != p.ID || c.Bad || p.Bad {
 					t.Errorf("fn(%+v, %+v)", *c, *p)
 				}
-				calls = append(calls, fmt.Sprintf("%d/%s", c.Line, pkOf(p.PKey)))
+				calls = append(calls, fmt.Sprintf("%d/%s", c.Line, tk.pkOf(p.PKey)))
 			})
 			if !slices.Equal(calls, tc.calls) {
 				t.Errorf("calls %v, want %v", calls, tc.calls)
@@ -298,11 +302,12 @@ func TestJoin(t *testing.T) {
 
 // TestJoinAfterGrouping runs the identity steps in the order a run does.
 func TestJoinAfterGrouping(t *testing.T) {
+	tk := newTestKeys()
 	cs, sup := DedupContacts([]extract.Contact{
 		con(3, t10, 2, false), con(1, t10, 3, false), con(2, t09, 4, false), con(3, t11, 5, false), con(4, extract.NoTime, 6, true), con(4, t12, 7, false),
 	})
-	g := GroupProfiles(testKeys, []extract.Profile{
-		prof(2, "@b1", 2, false), prof(3, "@c", 3, false), prof(2, "@b2", 4, false), prof(1, "@a", 5, false), prof(4, "@d", 6, false),
+	g := GroupProfiles(tk.ks, []extract.Profile{
+		tk.prof(2, "@b1", 2, false), tk.prof(3, "@c", 3, false), tk.prof(2, "@b2", 4, false), tk.prof(1, "@a", 5, false), tk.prof(4, "@d", 6, false),
 	}, false)
 	ps, dups := g.Kept, g.Dups
 	if len(sup) != 2 || len(dups) != 2 {

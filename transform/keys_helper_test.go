@@ -2,15 +2,20 @@ package transform
 
 import "optsync/extract"
 
-// The tests' rows name their PKeys in testKeys (the tests of this package
-// run one at a time).
-var (
-	testKeys = extract.NewKeys()
-	testKeyW = testKeys.Writer()
-)
+// testKeys is one test's table of the PKeys its rows name: a table of its
+// own, so that no test shares state with another.
+type testKeys struct {
+	ks *extract.Keys
+	w  *extract.KeyWriter
+}
 
-// pk names pkey in testKeys.
-func pk(pkey string) extract.Key { return testKeyW.Put(pkey) }
+func newTestKeys() testKeys {
+	ks := extract.NewKeys()
+	return testKeys{ks: ks, w: ks.Writer()}
+}
 
-// pkOf is the PKey k names in testKeys.
-func pkOf(k extract.Key) string { return testKeys.Get(k) }
+// pk names pkey in the table.
+func (tk testKeys) pk(pkey string) extract.Key { return tk.w.Put(pkey) }
+
+// pkOf is the PKey k names in the table.
+func (tk testKeys) pkOf(k extract.Key) string { return tk.ks.Get(k) }
