@@ -361,12 +361,12 @@ func TestWriterChecksAPageOnceAcrossItsTransactions(t *testing.T) {
 	}
 }
 
-// TestReleaseSkippedWhileNothingFaulted: releasing the mapping walks its
-// page tables and flushes TLBs on every CPU the process runs on, so a
-// release with hardly a fault since the last one (a commit syncing, a
-// ticker between two lookups) is skipped; one after the pages of many
-// lookups were faulted in is made.
-func TestReleaseSkippedWhileNothingFaulted(t *testing.T) {
+// TestReleaseWaitsForTheSlack: releasing the mapping walks the page
+// tables of all of it, flushes TLBs on every CPU the process runs on and
+// makes the faults after it allocate page tables again, so a release is
+// made only once releaseSlack more of the files the process maps are
+// resident than right after the last one.
+func TestReleaseWaitsForTheSlack(t *testing.T) {
 	path, _, _ := carryFixture(t)
 	st, err := Open(path, testPairs)
 	if err != nil {
@@ -378,6 +378,64 @@ func TestReleaseSkippedWhileNothingFaulted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
+	if _, ok := residentFiles(); !ok {
+		t.Skip("/proc/self/statm cannot be read here")
+	}
+	reads := 0
+	st.release.resident = func() (int64, bool) { reads++; return residentFiles() }
+	// made: read before and after the madvise
+	made := func() bool {
+		t.Helper()
+		reads = 0
+		st.releaseMapping(r.tx)
+		return reads == 2
+	}
+	st.release.mapped.Store(-releaseSlack) // as if all were mapped since
+	if !made() {
+		t.Fatal("a release with the slack mapped since the last was skipped")
+	}
+	if made() {
+		t.Fatal("a release with nothing mapped since the last was made")
+	}
+	// twice the slack of another file's pages mapped in
+	f, err := os.CreateTemp(t.TempDir(), "mapped")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	size := 2 * releaseSlack
+	if err := f.Truncate(int64(size)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(b)
+	for i := 0; i < len(b); i += os.Getpagesize() {
+		b[i] = 1
+	}
+	if !made() {
+		t.Fatal("a release after twice the slack was mapped in was skipped")
+	}
+}
+
+// TestReleaseWithoutStatmCountsFaults: where the resident file pages
+// cannot be read, a release is skipped while hardly a fault was made
+// since the last one.
+func TestReleaseWithoutStatmCountsFaults(t *testing.T) {
+	path, _, _ := carryFixture(t)
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r, err := st.Reader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	st.release.resident = func() (int64, bool) { return 0, false }
 	st.releaseMapping(r.tx)
 	after := st.release.faults.Load()
 	if after == 0 {
