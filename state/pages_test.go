@@ -361,23 +361,31 @@ func TestWriterChecksAPageOnceAcrossItsTransactions(t *testing.T) {
 	}
 }
 
+// carryReader opens carryFixture's file and a reader of it, both closed
+// when the test ends.
+func carryReader(t *testing.T) (*Store, *Reader) {
+	t.Helper()
+	path, _, _ := carryFixture(t)
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	r, err := st.Reader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return st, r
+}
+
 // TestReleaseWaitsForTheSlack: releasing the mapping walks the page
 // tables of all of it, flushes TLBs on every CPU the process runs on and
 // makes the faults after it allocate page tables again, so a release is
 // made only once releaseSlack more of the files the process maps are
 // resident than right after the last one.
 func TestReleaseWaitsForTheSlack(t *testing.T) {
-	path, _, _ := carryFixture(t)
-	st, err := Open(path, testPairs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	r, err := st.Reader()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	st, r := carryReader(t)
 	if _, ok := residentFiles(); !ok {
 		t.Skip("/proc/self/statm cannot be read here")
 	}
@@ -424,17 +432,7 @@ func TestReleaseWaitsForTheSlack(t *testing.T) {
 // cannot be read, a release is skipped while hardly a fault was made
 // since the last one.
 func TestReleaseWithoutStatmCountsFaults(t *testing.T) {
-	path, _, _ := carryFixture(t)
-	st, err := Open(path, testPairs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	r, err := st.Reader()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	st, r := carryReader(t)
 	st.release.resident = func() (int64, bool) { return 0, false }
 	st.releaseMapping(r.tx)
 	after := st.release.faults.Load()

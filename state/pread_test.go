@@ -24,21 +24,11 @@ func preadOf(r *Reader) *pageReader {
 // by PKey read their pages with pread, and find what a reader of the
 // mapping finds; other readers (the commit's) read the mapping.
 func TestRunLookupsReadPages(t *testing.T) {
-	path, _, _ := carryFixture(t)
-	st, err := Open(path, testPairs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	mapped, err := st.Reader()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mapped.Close()
+	st, mapped := carryReader(t)
 	if preadOf(mapped) != nil {
 		t.Fatal("a reader other than a run's lookups reads pages with pread")
 	}
-	err = st.WithPrior(func(p transform.Prior) error {
+	err := st.WithPrior(func(p transform.Prior) error {
 		r := p.(*Reader)
 		for i := 1; i <= 2*fixtureContacts+1; i += 37 {
 			var got, want transform.Snapshot
