@@ -130,6 +130,9 @@ func (s *Store) CommitDecisions(ctx context.Context, d *transform.Decider, dirty
 	}
 	s.reads.pause()
 	defer s.reads.stop()
+	// A walk's commit runs while the rows read are held: the run's peak.
+	s.release.tight.Store(d.Walk())
+	defer s.release.tight.Store(false)
 	scratch := &commitScratch{} // the batches commit one at a time
 	for range commitBatches {
 		b := s.NewBatch(min(dirty.Len(), c.size))

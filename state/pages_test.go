@@ -398,33 +398,74 @@ func TestReleaseWaitsForTheSlack(t *testing.T) {
 		st.releaseMapping(r.tx)
 		return reads == 2
 	}
-	st.release.mapped.Store(-releaseSlack) // as if all were mapped since
+	slack := releaseSlack(r.tx.Size(), false)
+	st.release.mapped.Store(-slack) // as if all were mapped since
 	if !made() {
 		t.Fatal("a release with the slack mapped since the last was skipped")
 	}
 	if made() {
 		t.Fatal("a release with nothing mapped since the last was made")
 	}
-	// twice the slack of another file's pages mapped in
+	// a tight slack's worth twice (a few MB) of another file's pages
+	// mapped in: a release only while the run holds its rows
+	tight := releaseSlack(r.tx.Size(), true)
+	if tight >= slack {
+		t.Fatalf("a tight slack of %d bytes, not under the slack of %d", tight, slack)
+	}
+	mapIn(t, int(2*tight))
+	if made() {
+		t.Fatal("a release after less than the slack was mapped in was made")
+	}
+	st.release.tight.Store(true)
+	if !made() {
+		t.Fatal("a release after twice the tight slack was mapped in, while the run holds its rows, was skipped")
+	}
+	st.release.tight.Store(false)
+	mapIn(t, int(2*slack))
+	if !made() {
+		t.Fatal("a release after twice the slack was mapped in was skipped")
+	}
+}
+
+// mapIn maps n bytes of a new file and touches each page: n bytes more of
+// the process's mapped files resident until the test ends.
+func mapIn(t *testing.T, n int) {
+	t.Helper()
 	f, err := os.CreateTemp(t.TempDir(), "mapped")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	size := 2 * releaseSlack
-	if err := f.Truncate(int64(size)); err != nil {
+	t.Cleanup(func() { f.Close() })
+	if err := f.Truncate(int64(n)); err != nil {
 		t.Fatal(err)
 	}
-	b, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	b, err := unix.Mmap(int(f.Fd()), 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Munmap(b)
+	t.Cleanup(func() { unix.Munmap(b) })
 	for i := 0; i < len(b); i += os.Getpagesize() {
 		b[i] = 1
 	}
-	if !made() {
-		t.Fatal("a release after twice the slack was mapped in was skipped")
+}
+
+// TestReleaseSlack: a mapping is released after 16 MB, or while the run
+// holds its rows after a 64th of it, from 1 MB up to 16.
+func TestReleaseSlack(t *testing.T) {
+	for _, tc := range []struct {
+		size  int64
+		tight bool
+		want  int64
+	}{
+		{10 << 20, false, 16 << 20},
+		{2 << 30, false, 16 << 20},
+		{10 << 20, true, 1 << 20},
+		{192 << 20, true, 3 << 20},
+		{2 << 30, true, 16 << 20},
+	} {
+		if got := releaseSlack(tc.size, tc.tight); got != tc.want {
+			t.Errorf("releaseSlack(%d, %v) = %d, want %d", tc.size, tc.tight, got, tc.want)
+		}
 	}
 }
 
