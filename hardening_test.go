@@ -165,7 +165,7 @@ func TestStatePathLink(t *testing.T) {
 	if err := os.Symlink(elsewhere, p.path("optsync.db")); err != nil {
 		t.Fatal(err)
 	}
-	for _, args := range [][]string{{"backfill"}, {"runs"}, {"plan", "--backfill"}, {"state", "export"}, {"state", "reset"}} {
+	for _, args := range [][]string{{"backfill"}, {"runs"}, {"plan", "--backfill"}, {"state", "export"}, {"state", "reset"}, {"state", "compact"}} {
 		r := p.cli(t, args...)
 		if r.code == 0 || !strings.Contains(r.stderr, "does not create state through a link") {
 			t.Errorf("%v over a dangling state link: exit %d: %s", args, r.code, r.stderr)

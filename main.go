@@ -245,7 +245,7 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 				return inspect.ReportCommand(source(cfg), cfg.OutDir, c.String("run"), c.String("since"), c.String("output"), show.ReadBuild().Short(), stdout)
 			}),
 		}, {
-			Name: "state", Usage: "snapshot tools: export, reset",
+			Name: "state", Usage: "snapshot tools: export, reset, compact",
 			OnUsageError: onGroupUsage,
 			Subcommands: usageErrors([]*cli.Command{{
 				Name: "export", Usage: "snapshots as CSV: contact, profile, pair, agreed value and since when, last decided",
@@ -262,6 +262,12 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 				Flags: []cli.Flag{&cli.StringFlag{Name: "field", Usage: "only the mapping of this Dynamics field"}},
 				Action: withConfig(func(c *cli.Context, cfg *Config) error {
 					return state.Reset{Path: cfg.State, OutDir: cfg.OutDir, Rules: &cfg.transform.Rules, Field: c.String("field"), ConfigPath: cfg.path,
+						ExitCode: exitCode, Redact: cfg.private.Redact, Log: *log}.Run(c.Context, stdout)
+				}),
+			}, {
+				Name: "compact", Usage: "rewrite the state file in key order, without the free pages nights leave scattered in it (nights slow down as they accumulate); a run waits meanwhile",
+				Action: withConfig(func(c *cli.Context, cfg *Config) error {
+					return state.Compact{Path: cfg.State, OutDir: cfg.OutDir, Pairs: cfg.transform.Rules.Pairs,
 						ExitCode: exitCode, Redact: cfg.private.Redact, Log: *log}.Run(c.Context, stdout)
 				}),
 			}}),

@@ -269,6 +269,31 @@ func TestStateResetField(t *testing.T) {
 	}
 }
 
+// TestStateCompact: the compacted state decides the next night as the
+// state did, and the run history shows the compact.
+func TestStateCompact(t *testing.T) {
+	p := newProject(t, fmt.Sprintf(dropConfig, ""))
+	night1(t, p)
+	p.run(t)
+	before := p.cli(t, "state", "export")
+	if r := p.cli(t, "state", "compact"); r.code != 0 || !strings.Contains(r.stdout, "compacted ") {
+		t.Fatalf("compact: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if after := p.cli(t, "state", "export"); after.code != 0 || after.stdout != before.stdout {
+		t.Fatalf("the compacted state exports otherwise:\n%s\nbefore:\n%s", after.stdout, before.stdout)
+	}
+	testkit.WriteFile(t, p.path("drops/campaign/2026-11-28.csv"), testkit.Profiles2("@p1,"+guid1+",2026-11-27 00:45:00.000Z,true,true"))
+	r := p.run(t)
+	for _, row := range p.out(t, "audit", r.runID) {
+		if row["rule"] != "only-campaign-changed" {
+			t.Fatalf("the night after the compact: %v", row)
+		}
+	}
+	if runs := p.cli(t, "runs"); !strings.Contains(runs.stdout, "state compact") {
+		t.Fatalf("compact not in the history:\n%s", runs.stdout)
+	}
+}
+
 func TestStateExport(t *testing.T) {
 	p := newProject(t, fmt.Sprintf(dropConfig, ""))
 	night1(t, p)

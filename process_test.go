@@ -174,7 +174,7 @@ func TestSecondRunOnLockedStateExits75(t *testing.T) {
 	if err := holder.Share(); err != nil { // as a run does while it decides
 		t.Fatal(err)
 	}
-	for _, cmd := range [][]string{{"backfill"}, {"run"}, {"state", "reset"}} {
+	for _, cmd := range [][]string{{"backfill"}, {"run"}, {"state", "reset"}, {"state", "compact"}} {
 		code, _, stderr, _ := helperProcess(t, "plain", append([]string{"--log-format", "console", "--config", p.config}, cmd...)...)
 		if code != exitLocked {
 			t.Fatalf("%s: exit %d, want 75\n%s", cmd, code, stderr)

@@ -236,6 +236,11 @@ func openWriter(path string, pairs []transform.Pair, full bool, b *beginning) (*
 	if err != nil {
 		return nil, err
 	}
+	// A copy a compact killed half-way left (the lock held: none is
+	// under way) is of no use; gigabytes at millions of contacts.
+	if real, err := resolvePath(path); err == nil {
+		_ = os.Remove(real + compactingSuffix)
+	}
 	s, err := openStore(path, pairs, false, full, nil, b, writerWait)
 	if err != nil {
 		lock.release()
