@@ -182,33 +182,15 @@ func (c Compact) compact(ctx context.Context) (before, after int64, err error) {
 // values, lets go of the source's pages read once enough are mapped.
 func copyAll(ctx context.Context, src, dst *bolt.DB, release func(*bolt.Tx)) error {
 	return src.View(func(stx *bolt.Tx) error {
-		dtx, err := dst.Begin(true)
+		c, err := newFileCopy(dst, compactChunk, compactFill)
+		defer c.rollback()
 		if err != nil {
 			return err
 		}
-		defer func() { _ = dtx.Rollback() }()
-		n, size := 0, 0
-		// what the transaction puts, copied: bbolt keeps a put's key and
-		// value until the commit, which read them again out of the source's
-		// mapping, released since (below)
-		var held []byte
-		// bucket is the bucket at path in the write transaction open now.
-		bucket := func(path [][]byte) (*bolt.Bucket, error) {
-			b, err := dtx.CreateBucketIfNotExists(path[0])
-			for _, name := range path[1:] {
-				if err != nil {
-					break
-				}
-				b, err = b.CreateBucketIfNotExists(name)
-			}
-			if err == nil {
-				b.FillPercent = compactFill
-			}
-			return b, err
-		}
+		n := 0
 		var walk func(path [][]byte, sb *bolt.Bucket) error
 		walk = func(path [][]byte, sb *bolt.Bucket) error {
-			db, err := bucket(path)
+			db, err := c.bucket(path)
 			if err != nil {
 				return err
 			}
@@ -227,26 +209,7 @@ func copyAll(ctx context.Context, src, dst *bolt.DB, release func(*bolt.Tx)) err
 						return walk(append(path[:len(path):len(path)], k), child)
 					}
 				}
-				if size > compactChunk {
-					if err := dtx.Commit(); err != nil {
-						return err
-					}
-					if dtx, err = dst.Begin(true); err != nil {
-						return err
-					}
-					size, held = 0, nil
-				}
-				db, err := bucket(path)
-				if err != nil {
-					return err
-				}
-				size += len(k) + len(v)
-				if cap(held)-len(held) < len(k)+len(v) {
-					held = make([]byte, 0, max(compactChunk+compactChunk/8, len(k)+len(v)))
-				}
-				at := len(held)
-				held = append(append(held, k...), v...)
-				return db.Put(held[at:at+len(k):at+len(k)], held[at+len(k):len(held):len(held)])
+				return c.put(path, k, v)
 			})
 		}
 		if err := stx.ForEach(func(name []byte, b *bolt.Bucket) error {
@@ -254,6 +217,6 @@ func copyAll(ctx context.Context, src, dst *bolt.DB, release func(*bolt.Tx)) err
 		}); err != nil {
 			return err
 		}
-		return dtx.Commit()
+		return c.commit()
 	})
 }

@@ -81,29 +81,14 @@ func copySealed(src, dst *bolt.DB, release func(*bolt.Tx)) error {
 				return err
 			}
 		}
-		dtx, err := dst.Begin(true)
+		c, err := newFileCopy(dst, sealChunk, 1) // written in key order
+		defer c.rollback()
 		if err != nil {
 			return err
 		}
-		defer func() { _ = dtx.Rollback() }()
-		size := 0
-		// bucket creates a bucket path in the current write transaction.
-		bucket := func(path [][]byte) (*bolt.Bucket, error) {
-			b, err := dtx.CreateBucketIfNotExists(path[0])
-			for _, name := range path[1:] {
-				if err != nil {
-					break
-				}
-				b, err = b.CreateBucketIfNotExists(name)
-			}
-			if err == nil {
-				b.FillPercent = 1 // written in key order
-			}
-			return b, err
-		}
 		var walk func(path [][]byte, sb *bolt.Bucket) error
 		walk = func(path [][]byte, sb *bolt.Bucket) error {
-			if _, err := bucket(path); err != nil {
+			if _, err := c.bucket(path); err != nil {
 				return err
 			}
 			name := string(path[len(path)-1])
@@ -111,13 +96,7 @@ func copySealed(src, dst *bolt.DB, release func(*bolt.Tx)) error {
 			// the records' blocks go to the transaction open when each
 			// is full
 			pack := blockPacker{emit: func(bk, entries []byte) error {
-				db, err := bucket(path)
-				if err != nil {
-					return err
-				}
-				sv := sealed(bk, entries)
-				size += len(bk) + len(sv)
-				return db.Put(bk, sv)
+				return c.put(path, bk, sealed(bk, entries))
 			}}
 			err := sb.ForEach(func(k, v []byte) error {
 				if n++; n%scanEvery == 0 {
@@ -127,19 +106,6 @@ func copySealed(src, dst *bolt.DB, release func(*bolt.Tx)) error {
 					if child := sb.Bucket(k); child != nil {
 						return walk(append(path[:len(path):len(path)], k), child)
 					}
-				}
-				if size > sealChunk {
-					if err := dtx.Commit(); err != nil {
-						return err
-					}
-					if dtx, err = dst.Begin(true); err != nil {
-						return err
-					}
-					size = 0
-				}
-				db, err := bucket(path)
-				if err != nil {
-					return err
 				}
 				if len(path) == 1 && bytes.Equal(path[0], bucketMeta) && bytes.Equal(k, keySchema) {
 					v = []byte(strconv.Itoa(SchemaVersion))
@@ -153,9 +119,7 @@ func copySealed(src, dst *bolt.DB, release func(*bolt.Tx)) error {
 				if records {
 					return pack.add(k, v)
 				}
-				sv := sealed(k, v)
-				size += len(k) + len(sv)
-				return db.Put(k, sv)
+				return c.put(path, k, sealed(k, v))
 			})
 			if err != nil {
 				return err
@@ -167,7 +131,7 @@ func copySealed(src, dst *bolt.DB, release func(*bolt.Tx)) error {
 		}); err != nil {
 			return err
 		}
-		return dtx.Commit()
+		return c.commit()
 	})
 }
 
