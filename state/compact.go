@@ -104,8 +104,9 @@ func (c Compact) Run(ctx context.Context, out io.Writer) error {
 // compact copies the file (checked whole first: a damaged file is left as
 // it is, not copied) into path.compacting and renames the copy into its
 // place; the caller holds the run lock. A failure or a kill before the
-// rename leaves the file as it was (and the copy, removed by the next
-// compact); after it, the copy is the state file.
+// rename leaves the file as it was (and, after a kill, the copy, removed
+// by the next compact or the next writer's open); after it, the copy is
+// the state file.
 func (c Compact) compact(ctx context.Context) (before, after int64, err error) {
 	real, err := resolvePath(c.Path)
 	if err != nil {
