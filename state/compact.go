@@ -86,14 +86,8 @@ func (c Compact) Run(ctx context.Context, out io.Writer) error {
 	if rerr := st.BeginRun(run); rerr != nil {
 		return errors.Join(err, rerr)
 	}
-	run.End(c.ExitCode(err), map[string]int{"mb_before": int(before >> 20), "mb_after": int(after >> 20)})
-	if err != nil {
-		run.Error = c.Redact(err.Error())
-	}
-	if rerr := st.EndRun(run); err == nil {
-		err = rerr
-	}
-	if err != nil {
+	counts := map[string]int{"mb_before": int(before >> 20), "mb_after": int(after >> 20)}
+	if err := st.endCommand(run, err, counts, c.ExitCode, c.Redact); err != nil {
 		return err
 	}
 	c.Log.Info().Int64("bytes_before", before).Int64("bytes_after", after).Str("took", load.Took(time.Since(started))).Msg("state compacted")

@@ -63,14 +63,7 @@ func (r Reset) Run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	n, err := st.Reset(ctx, pairs)
-	run.End(r.ExitCode(err), map[string]int{"snapshots_forgotten": n})
-	if err != nil {
-		run.Error = r.Redact(err.Error())
-	}
-	if rerr := st.EndRun(run); err == nil {
-		err = rerr
-	}
-	if err != nil {
+	if err := st.endCommand(run, err, map[string]int{"snapshots_forgotten": n}, r.ExitCode, r.Redact); err != nil {
 		return err
 	}
 	names := make([]string, len(pairs))
@@ -81,6 +74,20 @@ func (r Reset) Run(ctx context.Context, out io.Writer) error {
 	fmt.Fprintf(out, "forgot the agreed snapshot of %s for %s; the next run decides them as at first sight\n",
 		strings.Join(names, ", "), load.Plural(n, "contact"))
 	return nil
+}
+
+// endCommand records how a maintenance command (state reset, state
+// compact) ended: its counts, its error (redacted) and the exit code the
+// process exits with; it returns err, or the record's failure.
+func (s *Store) endCommand(run *Run, err error, counts map[string]int, exitCode func(error) int, redact func(string) string) error {
+	run.End(exitCode(err), counts)
+	if err != nil {
+		run.Error = redact(err.Error())
+	}
+	if rerr := s.EndRun(run); err == nil {
+		err = rerr
+	}
+	return err
 }
 
 // End closes the record of a run that ends with exit code code — the
