@@ -268,7 +268,7 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 				Name: "compact", Usage: "rewrite the state file in key order, without the free pages nights leave scattered in it (nights slow down as they accumulate); a run waits meanwhile",
 				Action: withConfig(func(c *cli.Context, cfg *Config) error {
 					return state.Compact{Path: cfg.State, OutDir: cfg.OutDir, Pairs: cfg.transform.Rules.Pairs,
-						ExitCode: exitCode, Redact: cfg.private.Redact, Log: *log}.Run(c.Context, stdout)
+						ExitCode: exitCode, Redact: cfg.private.Redact, Log: *log, Progress: prog}.Run(c.Context, stdout)
 				}),
 			}}),
 		}, {

@@ -14,6 +14,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"optsync/load"
+	"optsync/load/progress"
 	"optsync/transform"
 )
 
@@ -54,6 +55,8 @@ type Compact struct {
 	// Redact keeps config values out of the recorded error.
 	Redact func(string) string
 	Log    zerolog.Logger
+	// Progress shows the copy on a terminal (nil: not shown).
+	Progress *progress.Progress
 }
 
 // Run compacts the state file, records the command in the run history and
@@ -140,7 +143,11 @@ func (c Compact) compact(ctx context.Context) (before, after int64, err error) {
 	if err != nil {
 		return fail(err)
 	}
-	err = copyAll(ctx, src.db, dst, src.releaseMapping)
+	// keys and values read: less than the file (page headers, free
+	// pages), by an amount only a walk of every page would tell
+	bar := c.Progress.Stage("compacting state", 0, "bytes")
+	err = copyAll(ctx, src.db, dst, src.releaseMapping, bar.Add)
+	bar.Done()
 	if cerr := dst.Close(); err == nil {
 		err = cerr
 	}
@@ -174,8 +181,9 @@ func (c Compact) compact(ctx context.Context) (before, after int64, err error) {
 // copyAll copies every bucket of src into dst as it is (keys, values,
 // nested buckets, sequences), in key order, pages compactFill full, in
 // transactions of about compactChunk. release, called every compactCheck
-// values, lets go of the source's pages read once enough are mapped.
-func copyAll(ctx context.Context, src, dst *bolt.DB, release func(*bolt.Tx)) error {
+// values, lets go of the source's pages read once enough are mapped; read
+// hears of the bytes of keys and values read.
+func copyAll(ctx context.Context, src, dst *bolt.DB, release func(*bolt.Tx), read func(int64)) error {
 	return src.View(func(stx *bolt.Tx) error {
 		c, err := newFileCopy(dst, compactChunk, compactFill)
 		defer c.rollback()
@@ -204,6 +212,7 @@ func copyAll(ctx context.Context, src, dst *bolt.DB, release func(*bolt.Tx)) err
 						return walk(append(path[:len(path):len(path)], k), child)
 					}
 				}
+				read(int64(len(k) + len(v)))
 				return c.put(path, k, v)
 			})
 		}

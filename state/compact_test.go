@@ -15,6 +15,8 @@ import (
 
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
+
+	"optsync/load/progress"
 )
 
 // scatteredFixture is carryFixture's file after some nights: batches of
@@ -138,16 +140,22 @@ func TestCompactCopiesEverything(t *testing.T) {
 	}
 }
 
-// TestCompactRecordsItsRun: the command holds the run lock, says what it
-// did, and the run history (of the compacted file) shows it.
+// TestCompactRecordsItsRun: the command says what it did (and on a
+// terminal shows the bytes it copied as it goes), and the run history (of
+// the compacted file) shows it; it holds the run lock.
 func TestCompactRecordsItsRun(t *testing.T) {
 	path := scatteredFixture(t)
-	var out bytes.Buffer
-	if err := testCompact(path).Run(context.Background(), &out); err != nil {
+	var out, shown bytes.Buffer
+	c := testCompact(path)
+	c.Progress = progress.New(&shown, true) // as on a terminal
+	if err := c.Run(context.Background(), &out); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(out.String(), "compacted "+path+": ") {
 		t.Errorf("it says %q", out.String())
+	}
+	if !strings.Contains(shown.String(), "compacting state: ") || strings.Contains(shown.String(), "compacting state: 0 B") {
+		t.Errorf("on a terminal it shows %q", shown.String())
 	}
 	st, err := Open(path, testPairs)
 	if err != nil {
