@@ -2,7 +2,6 @@ package state
 
 import (
 	"sync"
-	"sync/atomic"
 
 	"optsync/extract"
 	"optsync/extract/spill"
@@ -26,16 +25,7 @@ type pkeyCollect struct {
 	twin   func() *spill.Sorter[PKeyEntry]
 	rows   int
 	budget int64
-	batch  []PKeyEntry
-	// collectBatches batches exist, each in one place at a time (batch,
-	// work, the sort, spare): neither side waits on the other for ever.
-	work, spare chan []PKeyEntry
-	done        chan struct{}
-	// err is the sort's first error, read once done is closed; failed
-	// says there is one, for add to stop early.
-	err      error
-	failed   atomic.Bool
-	finished bool
+	h      *handoff[PKeyEntry]
 }
 
 // collectBatch is how many entries a batch hands the sort.
@@ -48,22 +38,12 @@ const (
 // entries; half makes a sorter of half that budget (nil: none, the
 // entries always go to sorter as they come).
 func newPKeyCollect(sorter *spill.Sorter[PKeyEntry], half func() *spill.Sorter[PKeyEntry], budget int64, rows int) *pkeyCollect {
-	c := &pkeyCollect{sorter: sorter, twin: half, budget: budget, rows: rows, work: make(chan []PKeyEntry, collectBatches),
-		spare: make(chan []PKeyEntry, collectBatches), done: make(chan struct{}), batch: make([]PKeyEntry, 0, collectBatch)}
-	for range collectBatches - 1 {
-		c.spare <- make([]PKeyEntry, 0, collectBatch)
-	}
-	go c.run()
-	return c
-}
-
-// run adds the batches to the sort in the order handed; after an error it
-// only hands them back.
-func (c *pkeyCollect) run() {
-	defer close(c.done)
+	c := &pkeyCollect{sorter: sorter, twin: half, budget: budget, rows: rows}
+	// the batches go to the sort in the order handed: to the twin once
+	// the first says the entries will outgrow the budget
 	var tw *pkeyTwin
 	first := true
-	for b := range c.work {
+	c.h = startHandoff(collectBatch, collectBatches, func(b []PKeyEntry) error {
 		if first {
 			first = false
 			if c.outgrows(b) {
@@ -71,9 +51,6 @@ func (c *pkeyCollect) run() {
 			}
 		}
 		for i := range b {
-			if c.err != nil {
-				break
-			}
 			var err error
 			if tw != nil {
 				err = tw.add(&b[i])
@@ -81,19 +58,17 @@ func (c *pkeyCollect) run() {
 				err = c.sorter.Add(&b[i])
 			}
 			if err != nil {
-				c.err = err
-				c.failed.Store(true)
+				return err
 			}
 		}
-		clear(b) // the strings' blocks are not kept by a spare batch
-		c.spare <- b[:0]
-	}
-	if tw != nil {
-		if err := tw.finish(c.err == nil); c.err == nil && err != nil {
-			c.err = err
-			c.failed.Store(true)
+		return nil
+	}, func(err error) error {
+		if tw == nil {
+			return nil
 		}
-	}
+		return tw.finish(err == nil)
+	})
+	return c
 }
 
 // outgrows says, from the first batch, whether the rows announced will
@@ -116,19 +91,7 @@ func (c *pkeyCollect) outgrows(b []PKeyEntry) bool {
 // add hands the sort an entry; an error is the sort's (it failed on an
 // earlier entry).
 func (c *pkeyCollect) add(pkey string, id extract.ID) error {
-	if c.finished {
-		return c.err
-	}
-	c.batch = append(c.batch, PKeyEntry{PKey: pkey, ID: id})
-	if len(c.batch) < cap(c.batch) {
-		return nil
-	}
-	if c.failed.Load() {
-		return c.finish()
-	}
-	c.work <- c.batch
-	c.batch = <-c.spare
-	return nil
+	return c.h.add(&PKeyEntry{PKey: pkey, ID: id})
 }
 
 // finish hands the sort the last batch and waits for it: every entry
@@ -138,16 +101,7 @@ func (c *pkeyCollect) finish() error {
 	if c == nil {
 		return nil
 	}
-	if !c.finished {
-		c.finished = true
-		if len(c.batch) > 0 {
-			c.work <- c.batch
-		}
-		c.batch = nil
-		close(c.work)
-		<-c.done
-	}
-	return c.err
+	return c.h.finish()
 }
 
 // pkeyTwin sorts entries that will not fit in memory in two sorters of

@@ -49,7 +49,7 @@ type Dirty struct {
 	wrote   chan error
 	writing bool
 	// enc, once started, encodes the entries kept whole (dirty_encode.go).
-	enc *dirtyEncoder
+	enc *handoff[transform.Entry]
 }
 
 // dirtyRefSize is what an entry placed in the rows held takes, as a rule:
@@ -231,7 +231,7 @@ func (s *Dirty) spill() error {
 
 // reader hands the entries back in order, once.
 func (s *Dirty) reader() (func(*transform.Entry) (bool, error), error) {
-	if err := s.enc.stop(); err != nil {
+	if err := s.enc.finish(); err != nil {
 		return nil, err
 	}
 	var r io.Reader
@@ -321,8 +321,8 @@ func (s *Dirty) reader() (func(*transform.Entry) (bool, error), error) {
 
 // Close lets go of the file.
 func (s *Dirty) Close() {
-	_ = s.enc.stop()  // its writes before the file is closed
-	_ = s.waitWrite() // before the file is closed under it
+	_ = s.enc.finish() // its writes before the file is closed
+	_ = s.waitWrite()  // before the file is closed under it
 	if s.f != nil {
 		s.f.Close()
 		s.f = nil
