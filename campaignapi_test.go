@@ -101,19 +101,27 @@ func TestCampaignChangedFilterWatermark(t *testing.T) {
 	}
 }
 
-// The re-read guard: Campaign has no conditional write, so a write that
-// clears an opt-out reads the profile again first; one unsubscribed again
-// meanwhile keeps its opt-out and waits in the retry queue.
-func TestCampaignReReadGuardKeepsAFreshOptOut(t *testing.T) {
+// runUnsubscribedMeanwhile makes a project of 8 contacts through both APIs
+// and runs it once: profile 4 is about to be cleared (Dynamics newer says
+// may contact) when its person unsubscribes from SMS in Campaign, so the
+// re-read guard refuses that write (exit 3) and queues the contact.
+func runUnsubscribedMeanwhile(t *testing.T) (*simProject, cliResult) {
+	t.Helper()
 	p := newCampaignProject(t, 8, false, "  source: api\n  target: api\n")
 	r := p.cliWith(t, hooks{afterDecide: func(context.Context) {
-		// Profile 4 is about to be cleared (Dynamics newer says may
-		// contact); its person unsubscribes from SMS in Campaign meanwhile.
 		p.csim.SetField("@p4", "blackListMobile", testkit.Bool(true))
 	}}, "run")
 	if r.code != exitWriteFailed {
 		t.Fatalf("exit %d, want 3\n%s", r.code, r.stderr)
 	}
+	return p, r
+}
+
+// The re-read guard: Campaign has no conditional write, so a write that
+// clears an opt-out reads the profile again first; one unsubscribed again
+// meanwhile keeps its opt-out and waits in the retry queue.
+func TestCampaignReReadGuardKeepsAFreshOptOut(t *testing.T) {
+	p, r := runUnsubscribedMeanwhile(t)
 	if v := p.blackListEmail(t, 4); v == nil || !*v {
 		t.Fatalf("profile 4 lost its opt-out: %v", v)
 	}
@@ -153,13 +161,7 @@ func TestCampaignReReadGuardKeepsAFreshOptOut(t *testing.T) {
 // retry queue (it once left it, and waited for its row to change again),
 // and the run after, which reads its row fixed, decides it and settles it.
 func TestQueuedContactKeptOutStaysQueued(t *testing.T) {
-	p := newCampaignProject(t, 8, false, "  source: api\n  target: api\n")
-	r := p.cliWith(t, hooks{afterDecide: func(context.Context) {
-		p.csim.SetField("@p4", "blackListMobile", testkit.Bool(true))
-	}}, "run")
-	if r.code != exitWriteFailed {
-		t.Fatalf("night 1: exit %d, want 3\n%s", r.code, r.stderr)
-	}
+	p, r := runUnsubscribedMeanwhile(t)
 	queued := func(night string) bool {
 		t.Helper()
 		a := p.cli(t, "audit", "--contact", testkit.GUID(4), "--format", "json")
