@@ -7,7 +7,6 @@ import (
 	"math/bits"
 	"os"
 	"slices"
-	"sync"
 )
 
 // Packed sorts as a Sorter does, but writes its runs on a goroutine of
@@ -419,14 +418,8 @@ func (p *Packed[T]) writeRest(h *packedHalf) error {
 	var files [2]*os.File
 	var sizes [2]int64
 	var errs [2]error
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		files[1], sizes[1], errs[1] = p.writeRun(h, [2]packedPos{m, packedAll[1]})
-	}()
-	files[0], sizes[0], errs[0] = p.writeRun(h, [2]packedPos{packedAll[0], m})
-	wg.Wait()
+	spans := [2][2]packedPos{{packedAll[0], m}, {m, packedAll[1]}}
+	inParallel(2, func(w int) { files[w], sizes[w], errs[w] = p.writeRun(h, spans[w]) })
 	for i, f := range files {
 		if errs[i] == nil {
 			p.addRun(f, sizes[i])

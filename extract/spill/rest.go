@@ -1,7 +1,5 @@
 package spill
 
-import "sync"
-
 // restParts is how many records the last run must hold before Sorted
 // sorts and writes it as two, one on each core.
 const restParts = 1 << 14
@@ -23,14 +21,7 @@ func (s *Sorter[T]) spillRest() error {
 		{codec: s.codec, budget: s.budget, dir: s.dir, elem: s.elem, items: s.items[n/2:]},
 	}
 	var errs [2]error
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		errs[1] = parts[1].spill()
-	}()
-	errs[0] = parts[0].spill()
-	wg.Wait()
+	inParallel(2, func(w int) { errs[w] = parts[w].spill() })
 	for i, p := range parts {
 		if errs[i] == nil {
 			s.runs = append(s.runs, p.runs...)
