@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"strings"
@@ -106,6 +108,25 @@ func TestRejectShareStopsTheRun(t *testing.T) {
 		if strings.HasSuffix(e.Name(), ".partial") {
 			t.Errorf("a spill was left behind: %s", e.Name())
 		}
+	}
+}
+
+// A run killed after its last commit, while it wrote its report, is
+// recorded as it ended (ok), not interrupted; the next run removes the
+// report's temporary file all the same (the kill check found one left).
+func TestPartialsOfARunKilledAfterItsCommitAreRemoved(t *testing.T) {
+	p := killScenario(t)
+	first := p.backfill(t)
+	if first.code != 0 || first.runID == "" {
+		t.Fatalf("exit %d %s", first.code, first.stderr)
+	}
+	left := "report-" + first.runID + ".html.5a04f027.partial"
+	testkit.WriteFile(t, p.path("out/"+left), "<html>")
+	if r := p.backfill(t); r.code != 0 {
+		t.Fatalf("exit %d %s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(p.path("out/" + left)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the report's temporary file of a run that ended is left: %v", err)
 	}
 }
 

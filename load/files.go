@@ -30,6 +30,8 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"optsync/extract"
 )
 
@@ -123,6 +125,11 @@ func (d *Dir) createTemp(name string, mode os.FileMode) (*os.File, string, error
 		if err != nil {
 			return nil, "", err
 		}
+		// Held while it is written (an flock goes with the last
+		// descriptor, a killed process's too): a run's start removes the
+		// temporary files of runs that ended, but not one a live command
+		// writes (RemovePartials). Advice to that check only.
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		// The mode asked for, whatever the umask: through the open file,
 		// never by name.
 		if err := f.Chmod(mode); err != nil {

@@ -100,7 +100,7 @@ func BenchmarkRunStartHistory(b *testing.B) {
 		if err := st.BeginRun(&Run{ID: fmt.Sprint("b", i), Command: "run", Started: next.Add(time.Duration(i) * time.Second), Outcome: "running"}); err != nil {
 			b.Fatal(err)
 		}
-		st.RemovePartials(out, zerolog.Nop())
+		st.RemovePartials(out, "", zerolog.Nop())
 		if _, err := RunNames(st); err != nil {
 			b.Fatal(err)
 		}

@@ -114,7 +114,11 @@ func openRun(path, outDir string, pairs []transform.Pair, kind RunKind, run *Run
 // the last commit beside the run, and places the files of runs that did
 // not commit.
 func (s *Store) Prepare(run *Run, now *ConfigRecord, outDir string, newState bool, aside string, log zerolog.Logger) (ConfigDiff, error) {
-	s.RemovePartials(outDir, log)
+	current := ""
+	if run != nil {
+		current = run.ID
+	}
+	s.RemovePartials(outDir, current, log)
 	diff, err := s.ConfigChanges(now, log)
 	if err != nil {
 		return diff, err
@@ -165,17 +169,23 @@ func RunNames(st *Store) (func(int64) string, error) {
 }
 
 // RemovePartials removes the temporary files that runs killed before
-// they could clean up (recorded as interrupted) left in outDir. A failure
-// is logged: it stops nothing.
-func (s *Store) RemovePartials(outDir string, log zerolog.Logger) {
-	runs, err := s.runsOf(OutcomeInterrupted)
+// they could clean up left in outDir: those of every run in the history
+// but current. Holding the run lock proves those runs are over, whatever
+// their record says: a run killed after its last commit, while it wrote
+// its report, is recorded as it ended. A file a live process holds open
+// (a report command writing a past run's report) is left (load.
+// RemovePartials). A failure is logged: it stops nothing.
+func (s *Store) RemovePartials(outDir, current string, log zerolog.Logger) {
+	starts, err := s.runStarts()
 	if err != nil {
 		log.Warn().Err(err).Msg("reading the run history for files of interrupted runs")
 		return
 	}
 	var ids []string
-	for _, r := range runs {
-		ids = append(ids, r.ID)
+	for _, id := range starts {
+		if id != current {
+			ids = append(ids, id)
+		}
 	}
 	removed, err := load.RemovePartials(outDir, ids)
 	if len(removed) > 0 {

@@ -1,0 +1,45 @@
+package load
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestRemovePartialsLeavesOneBeingWritten: of a run's temporary files, the
+// one a live writer holds (created by createTemp, still open) is left;
+// one nobody holds (its writer killed) goes.
+func TestRemovePartialsLeavesOneBeingWritten(t *testing.T) {
+	out := t.TempDir()
+	d, err := OutDir(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	const run = "20261202T020000Z-abcdef"
+	open, held, err := d.createTemp("report-"+run+".html", 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	left, closed, err := d.createTemp("audit-"+run+".csv", 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left.Close() // as a kill closes it
+	removed, err := RemovePartials(out, []string{run})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) != 1 || removed[0] != closed {
+		t.Fatalf("removed %v, want only %s", removed, closed)
+	}
+	if _, err := os.Stat(filepath.Join(out, held)); err != nil {
+		t.Fatalf("the file being written was removed: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(out, closed)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the file nobody holds is left: %v", err)
+	}
+}
