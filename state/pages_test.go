@@ -398,7 +398,7 @@ func TestReleaseWaitsForTheSlack(t *testing.T) {
 		st.releaseMapping(r.tx)
 		return reads == 2
 	}
-	slack := releaseSlack(r.tx.Size(), false)
+	slack := releaseSlack(r.tx.Size(), false, false)
 	st.release.mapped.Store(-slack) // as if all were mapped since
 	if !made() {
 		t.Fatal("a release with the slack mapped since the last was skipped")
@@ -408,7 +408,7 @@ func TestReleaseWaitsForTheSlack(t *testing.T) {
 	}
 	// a tight slack's worth twice (a few MB) of another file's pages
 	// mapped in: a release only while the run holds its rows
-	tight := releaseSlack(r.tx.Size(), true)
+	tight := releaseSlack(r.tx.Size(), true, false)
 	if tight >= slack {
 		t.Fatalf("a tight slack of %d bytes, not under the slack of %d", tight, slack)
 	}
@@ -424,6 +424,17 @@ func TestReleaseWaitsForTheSlack(t *testing.T) {
 	mapIn(t, int(2*slack))
 	if !made() {
 		t.Fatal("a release after twice the slack was mapped in was skipped")
+	}
+	// while a write transaction is open, only past writeSlack
+	st.release.writing.Store(true)
+	defer st.release.writing.Store(false)
+	mapIn(t, int(2*slack))
+	if made() {
+		t.Fatal("a release while a write transaction is open, after twice the slack and less than writeSlack was mapped in, was made")
+	}
+	mapIn(t, int(writeSlack-2*slack+slack/2))
+	if !made() {
+		t.Fatal("a release while a write transaction is open, after more than writeSlack was mapped in, was skipped")
 	}
 }
 
@@ -449,22 +460,25 @@ func mapIn(t *testing.T, n int) {
 	}
 }
 
-// TestReleaseSlack: a mapping is released after 16 MB, or while the run
-// holds its rows after a 64th of it, from 1 MB up to 16.
+// TestReleaseSlack: a mapping is released after 16 MB, while the run
+// holds its rows after a 64th of it, from 1 MB up to 16, and while a write
+// transaction is open otherwise after 64 MB.
 func TestReleaseSlack(t *testing.T) {
 	for _, tc := range []struct {
-		size  int64
-		tight bool
-		want  int64
+		size           int64
+		tight, writing bool
+		want           int64
 	}{
-		{10 << 20, false, 16 << 20},
-		{2 << 30, false, 16 << 20},
-		{10 << 20, true, 1 << 20},
-		{192 << 20, true, 3 << 20},
-		{2 << 30, true, 16 << 20},
+		{10 << 20, false, false, 16 << 20},
+		{2 << 30, false, false, 16 << 20},
+		{10 << 20, true, false, 1 << 20},
+		{192 << 20, true, false, 3 << 20},
+		{2 << 30, true, false, 16 << 20},
+		{2 << 30, false, true, 64 << 20},
+		{192 << 20, true, true, 3 << 20}, // a backfill's commit keeps its peak
 	} {
-		if got := releaseSlack(tc.size, tc.tight); got != tc.want {
-			t.Errorf("releaseSlack(%d, %v) = %d, want %d", tc.size, tc.tight, got, tc.want)
+		if got := releaseSlack(tc.size, tc.tight, tc.writing); got != tc.want {
+			t.Errorf("releaseSlack(%d, tight %v, writing %v) = %d, want %d", tc.size, tc.tight, tc.writing, got, tc.want)
 		}
 	}
 }

@@ -47,27 +47,48 @@ type pageReleaser struct {
 	faults atomic.Int64
 	// tight says the run holds the rows it read (releaseSlack).
 	tight atomic.Bool
+	// writing says a write transaction is open (releaseSlack).
+	writing atomic.Bool
 	// resident reads the resident file pages (nil: residentFiles).
 	resident func() (int64, bool)
 }
 
 // releaseSlack is how much more of the files the process maps (its
 // binary's pages too) may be resident before a mapping of size bytes is
-// released again: 16 MB, or while a run holds the rows it read (tight: a
+// released again: 16 MB; while a run holds the rows it read (tight: a
 // backfill's commit, at the run's peak) a 64th of the mapping, from 1 MB
-// up. What a release costs grows with the mapping (its page tables are
-// walked whole); what the slack costs is the peak's. With 16 MB a 1 M
-// backfill peaked at 284 – 304 MB (three runs), with a 64th (3 MB) at
-// 273 – 283 MB, against 281 – 289 MB releasing whenever 16 faults were
-// made (alternated, same hour). A night holds little else: 16 MB there
-// took a 1 M night from 1.83 – 1.91 s to 1.32 – 1.57 s, where a 64th gave
-// 1.62 – 1.65 s.
-func releaseSlack(size int64, tight bool) int64 {
-	if !tight {
-		return 16 << 20
+// up; while a write transaction of scattered contacts is open (writing),
+// writeSlack. What a release costs grows with the mapping (its page
+// tables are walked whole); what the slack costs is the peak's. With
+// 16 MB a 1 M backfill peaked at 284 – 304 MB (three runs), with a 64th
+// (3 MB) at 273 – 283 MB, against 281 – 289 MB releasing whenever 16
+// faults were made (alternated, same hour). A night holds little else:
+// 16 MB there took a 1 M night from 1.83 – 1.91 s to 1.32 – 1.57 s, where
+// a 64th gave 1.62 – 1.65 s.
+func releaseSlack(size int64, tight, writing bool) int64 {
+	switch {
+	case tight:
+		return min(max(size/64, 1<<20), 16<<20)
+	case writing:
+		return writeSlack
 	}
-	return min(max(size/64, 1<<20), 16<<20)
+	return 16 << 20
 }
+
+// writeSlack is the slack while a write transaction is open, outside a
+// backfill's commit: bbolt reads each page the transaction dirties three
+// or four times (the lookup of where its record goes, the put, the sort of
+// the spilled nodes by their first keys, the copy into the new page, the
+// free of the old one), and a release between them makes each read after
+// it a fault again (on a paravirtual guest, ~30 µs each). A night's
+// transaction (scatteredChunk contacts) maps 40 – 55 MB of the file, the
+// pages around each leaf with it; the mapping is released after each
+// transaction instead (update), and this bounds one that maps more. Over a
+// 10 M state thirty nights old, nights took 1.65 – 1.69 s and 23.5 k
+// faults at a peak of 81 MB, against 2.40 – 2.52 s and 41 k faults at
+// 72 – 77 MB releasing with the 16 MB slack while the transaction was
+// open; over a fresh one, 1.28 – 1.40 s against 1.76 – 1.88 s.
+const writeSlack = 64 << 20
 
 // releaseFaults is how many faults since the last release make the next
 // one worth its cost, when the resident file pages cannot be read: each
@@ -133,7 +154,7 @@ func (s *Store) releaseMapping(tx *bolt.Tx) {
 	}
 	mapped, known := resident()
 	if known {
-		if mapped-s.release.mapped.Load() < releaseSlack(size, s.release.tight.Load()) {
+		if mapped-s.release.mapped.Load() < releaseSlack(size, s.release.tight.Load(), s.release.writing.Load()) {
 			return
 		}
 	} else {
@@ -153,6 +174,20 @@ func (s *Store) releaseMapping(tx *bolt.Tx) {
 	if mapped, known = resident(); known {
 		s.release.mapped.Store(mapped)
 	}
+}
+
+// releaseNow releases the mapping (with the slack) in a read transaction
+// of its own: after a write transaction, whose pages nothing reads again.
+func (s *Store) releaseNow() {
+	if s.db == nil {
+		return
+	}
+	tx, err := s.db.Begin(false)
+	if err != nil {
+		return
+	}
+	s.releaseMapping(tx)
+	_ = tx.Rollback()
 }
 
 // releaseDuring releases the mapping every few milliseconds until the
@@ -199,12 +234,7 @@ func (s *Store) releaseDuring() (stop func()) {
 				return
 			case <-t.C:
 			}
-			tx, err := s.db.Begin(false)
-			if err != nil {
-				return
-			}
-			s.releaseMapping(tx)
-			_ = tx.Rollback()
+			s.releaseNow()
 		}
 	}()
 	s.during.stop = func() {

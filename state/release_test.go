@@ -3,7 +3,10 @@ package state
 import (
 	"path/filepath"
 	"runtime"
+	"sync/atomic"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // The releases of a run's commit nest: its transactions, each inside the
@@ -36,5 +39,38 @@ func TestReleaseDuringNests(t *testing.T) {
 	}
 	if st.during.n != 0 || st.during.stop != nil {
 		t.Fatalf("releases still under way: %d", st.during.n)
+	}
+}
+
+// TestWriteReleasesWhenItsTransactionEnds: while a write transaction is
+// open, the file's pages it mapped stay mapped up to writeSlack (bbolt
+// reads the pages it dirties again as it commits, each a fault again once
+// released); when it ends, the mapping goes with the usual slack.
+func TestWriteReleasesWhenItsTransactionEnds(t *testing.T) {
+	st, err := Open(filepath.Join(t.TempDir(), "s.db"), testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var resident atomic.Int64
+	st.release.resident = func() (int64, bool) { return resident.Load(), true }
+	st.release.mapped.Store(0)
+	const mapped = 20 << 20 // past the slack, short of writeSlack
+	err = st.update(func(tx *bolt.Tx) error {
+		resident.Store(mapped)
+		st.releaseMapping(tx)
+		if got := st.release.mapped.Load(); got != 0 {
+			t.Errorf("the mapping was released while the write transaction was open, %d bytes mapped since the last release", mapped)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.release.mapped.Load(); got != mapped {
+		t.Fatalf("after the write transaction, with %d bytes mapped since the last release, the mapping was not released (noted %d)", mapped, got)
+	}
+	if st.release.writing.Load() {
+		t.Fatal("a write transaction is still counted as open after it ended")
 	}
 }

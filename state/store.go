@@ -651,6 +651,11 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) (err error) {
 	var inFn bool
 	var txid int
 	defer s.releaseDuring()()
+	// The pages the transaction dirties stay mapped until it ends (see
+	// writeSlack), and go then.
+	s.release.writing.Store(true)
+	defer s.releaseNow()
+	defer s.release.writing.Store(false)
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		txid = tx.ID()
 		if err := fn(tx); err != nil {
