@@ -56,6 +56,9 @@ type hooks struct {
 	commitChunk  int
 	afterChunk   func(n int)
 	memoryBudget int64
+	// listedAt is the clock a run's listing of its drops takes the files'
+	// stamps at (nil: now): a test's files are seconds old.
+	listedAt func() time.Time
 }
 
 // usageError is a command line, flag, variable or argument that is wrong:

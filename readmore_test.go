@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -727,5 +729,91 @@ func TestFullReadForgetsContactsGoneFromDynamics(t *testing.T) {
 	}
 	if n := hist[0].Counts["d365_missing"]; n != 0 {
 		t.Fatalf("the second full read counted %d contacts missing again", n)
+	}
+}
+
+// A drop folder keeps every night's files: a run knows those it processed
+// by the stamp it saw them with (path, inode, size, times), without
+// reading them again; a file touched since (its bytes the same) is read,
+// known by its content and restamped, then known by its stamp again; a
+// file written again under its old name is new.
+func TestDropFilesKnownByTheirStamp(t *testing.T) {
+	first := firstSync(2)
+	p := newDropNight(t, 30, first)
+	listed := hooks{listedAt: func() time.Time { return time.Now().Add(time.Hour) }}
+	var knownWith func(t *testing.T, h hooks) (map[string]string, []string)
+	// knownBy runs a night and says how each file already processed was
+	// known ("its stamp", "its content"), by file name, and which files
+	// the run read.
+	knownBy := func(t *testing.T) (map[string]string, []string) {
+		t.Helper()
+		return knownWith(t, listed)
+	}
+	knownWith = func(t *testing.T, h hooks) (map[string]string, []string) {
+		t.Helper()
+		r := p.cliWith(t, h, "--log-level", "debug", "run")
+		if r.code != 0 {
+			t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
+		}
+		known := map[string]string{}
+		for _, line := range strings.Split(r.stderr, "\n") {
+			var e struct{ Message, File, Known_by string }
+			if json.Unmarshal([]byte(line), &e) == nil && e.Message == "already processed" {
+				rel, _ := filepath.Rel(p.dir, e.File)
+				known[filepath.ToSlash(cmp.Or(rel, e.File))] = e.Known_by
+			}
+		}
+		var read []string
+		for _, f := range []string{"1", "2"} {
+			for _, side := range []string{"d365", "campaign"} {
+				name := "drops/" + side + "/" + f + ".csv"
+				if _, err := os.Stat(p.path(name)); err == nil && known[name] == "" {
+					read = append(read, name)
+				}
+			}
+		}
+		return known, read
+	}
+	p.write(t, "1", nil, nil)
+	if known, read := knownBy(t); len(known) != 0 || len(read) != 2 {
+		t.Fatalf("first night: known %v, read %v", known, read)
+	}
+	ds, cs := p.edits(2, 10, first.Add(time.Hour), first.Add(2*time.Hour))
+	p.write(t, "2", ds, cs)
+	known, read := knownBy(t)
+	want := map[string]string{"drops/d365/1.csv": "its stamp", "drops/campaign/1.csv": "its stamp"}
+	if !maps.Equal(known, want) || len(read) != 2 {
+		t.Fatalf("second night: known %v, want %v; read %v", known, want, read)
+	}
+	old := time.Now().Add(-24 * time.Hour)
+	if err := os.Chtimes(p.path("drops/d365/1.csv"), old, old); err != nil {
+		t.Fatal(err)
+	}
+	want["drops/d365/1.csv"] = "its content"
+	want["drops/d365/2.csv"], want["drops/campaign/2.csv"] = "its stamp", "its stamp"
+	if known, read = knownBy(t); !maps.Equal(known, want) || len(read) != 0 {
+		t.Fatalf("after a touch: known %v, want %v; read %v", known, want, read)
+	}
+	want["drops/d365/1.csv"] = "its stamp"
+	if known, read = knownBy(t); !maps.Equal(known, want) || len(read) != 0 {
+		t.Fatalf("after the restamp: known %v, want %v; read %v", known, want, read)
+	}
+	// the same name, other bytes: a new file
+	ds, cs = p.edits(3, 10, first.Add(3*time.Hour), first.Add(4*time.Hour))
+	p.write(t, "1", ds, cs)
+	delete(want, "drops/d365/1.csv")
+	delete(want, "drops/campaign/1.csv")
+	if known, read = knownBy(t); !maps.Equal(known, want) || len(read) != 2 {
+		t.Fatalf("night 1's files written again: known %v, want %v; read %v", known, want, read)
+	}
+	// Listed as they were written (a clock before their change times, so
+	// that the test does not hang on its own speed), their stamps vouch
+	// for nothing: read and known by their content.
+	for f := range want {
+		want[f] = "its content"
+	}
+	want["drops/d365/1.csv"], want["drops/campaign/1.csv"] = "its content", "its content"
+	if known, read = knownWith(t, hooks{listedAt: func() time.Time { return time.Now().Add(-time.Hour) }}); !maps.Equal(known, want) || len(read) != 0 {
+		t.Fatalf("files written a moment ago: known %v, want %v; read %v", known, want, read)
 	}
 }

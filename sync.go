@@ -150,7 +150,8 @@ func (j *job) run(ctx context.Context) (err error) {
 func (j *job) runCommit(diff state.ConfigDiff, before state.Before, in *extract.Records, d *transform.Decider, dec state.Deciding, out *load.Output, id *transform.Identity, sent load.Sent) state.RunCommit {
 	return state.RunCommit{Decider: d, Deciding: dec, Output: out, Before: before, Diff: diff,
 		Ending: state.Ending{Failed: sent.Refused, Meta: state.NextPositions(j.cfg.extract.DataverseConn.Tracking(), in.DataverseRead.Next, in.CampaignRead.Next),
-			Deleted: in.DataverseRead.Deleted, Retention: j.cfg.state.Retention(), Files: state.ProcessedFiles(in.D365Inputs, in.CampaignInputs)},
+			Deleted: in.DataverseRead.Deleted, Retention: j.cfg.state.Retention(), Files: state.ProcessedFiles(in.D365Inputs, in.CampaignInputs),
+			Restamp: state.Restamps(in.Restamp)},
 		Release: func() { id.ReleaseRows(); in.Contacts.Close(); in.Profiles.Close() },
 		Chunk:   j.hooks.commitChunk, AfterChunk: j.hooks.afterChunk, Progress: j.progress}
 }
@@ -200,7 +201,7 @@ func (j *job) before(st *state.Store, rules *transform.Rules, diff state.ConfigD
 func (j *job) read(ctx context.Context, st *state.Store, conns *load.Connections, rejects extract.RejectSink, before state.Before) (*extract.Records, error) {
 	cfg, r := j.cfg, j.reading(conns, rejects)
 	r.D365From, r.CampaignFrom, r.Known = before.D365From, before.CampaignFrom, before.Known
-	return cfg.extract.ListAndRead(ctx, extract.Listing{Incremental: j.incremental, Force: j.force, Log: j.log, Processed: st.ProcessedBefore()},
+	return cfg.extract.ListAndRead(ctx, extract.Listing{Incremental: j.incremental, Force: j.force, Log: j.log, Processed: st.ProcessedBefore(), Stamped: st.ProcessedStamps(), Now: j.hooks.listedAt},
 		extract.InputOf("d365", cfg.D365.Source, cfg.D365.CSV, j.d365Path), extract.InputOf("campaign", cfg.Campaign.Source, cfg.Campaign.CSV, j.campaignPath), r, cfg.TmpDir)
 }
 

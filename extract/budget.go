@@ -71,7 +71,7 @@ func InputOf(name, source, csv, flag string) System {
 // readies tmpDir within the budget (WithinBudget) and reads the inputs
 // (Reading.Read).
 func (o *Options) ListAndRead(ctx context.Context, l Listing, d365, campaign System, r *Reading, tmpDir string) (*Records, error) {
-	d365Inputs, campaignInputs, err := l.List(ctx, d365, campaign)
+	d365Inputs, campaignInputs, restamp, err := l.List(ctx, d365, campaign)
 	if err != nil {
 		return nil, err
 	}
@@ -82,6 +82,6 @@ func (o *Options) ListAndRead(ctx context.Context, l Listing, d365, campaign Sys
 	if err != nil {
 		return nil, err
 	}
-	in.D365Inputs, in.CampaignInputs = d365Inputs, campaignInputs
+	in.D365Inputs, in.CampaignInputs, in.Restamp = d365Inputs, campaignInputs, restamp
 	return in, nil
 }

@@ -27,6 +27,13 @@ type InputFile struct {
 	// Sum is the file's hex SHA-256; empty for a backfill, which does not
 	// remember files.
 	Sum string
+	// Stamp is what the file system said of a drop's file when it was
+	// listed (stampOf): the same stamp at the same path later is the same
+	// bytes. Empty when unknown, or too new to vouch for.
+	Stamp string
+	// Restamp: the file was found processed by its content, and state
+	// does not know it by its stamp (NewFiles).
+	Restamp bool
 	// Src is set for a source that is no file: Path is then empty.
 	Src Source
 }
@@ -72,26 +79,36 @@ type Listing struct {
 	// Processed says whether a file with this hex SHA-256 was processed
 	// (state remembers them); nil when nothing is remembered.
 	Processed func(sum string) (bool, error)
-	Log       zerolog.Logger
+	// Stamped is the SHA-256 of the processed file state saw at path
+	// with this stamp, if any (nil: none): that file is not read again.
+	Stamped func(path, stamp string) (sum string, ok bool, err error)
+	// Now is the listing's clock, which says whether a file changed too
+	// recently for its stamp to vouch for it (nil: time.Now).
+	Now func() time.Time
+	Log zerolog.Logger
 }
 
-// List works out what a run reads of both systems.
-func (l Listing) List(ctx context.Context, d365, campaign System) (d365Inputs, campaignInputs []InputFile, err error) {
-	if d365Inputs, err = l.system(ctx, d365); err != nil {
-		return nil, nil, err
+// List works out what a run reads of both systems; restamp are the
+// drop's files found processed by their content whose stamp state does
+// not know yet (its record older than stamps, the file copied or touched,
+// or too new to vouch for then).
+func (l Listing) List(ctx context.Context, d365, campaign System) (d365Inputs, campaignInputs, restamp []InputFile, err error) {
+	var r1, r2 []InputFile
+	if d365Inputs, r1, err = l.system(ctx, d365); err != nil {
+		return nil, nil, nil, err
 	}
-	if campaignInputs, err = l.system(ctx, campaign); err != nil {
-		return nil, nil, err
+	if campaignInputs, r2, err = l.system(ctx, campaign); err != nil {
+		return nil, nil, nil, err
 	}
-	return d365Inputs, campaignInputs, nil
+	return d365Inputs, campaignInputs, slices.Concat(r1, r2), nil
 }
 
 // system lists one system's inputs: its API, the export named by the flag
 // or the config for a backfill, the new files of the configured drop for a
-// run.
-func (l Listing) system(ctx context.Context, s System) ([]InputFile, error) {
+// run (and those to restamp).
+func (l Listing) system(ctx context.Context, s System) (_, restamp []InputFile, _ error) {
 	if s.API != (Source{}) && s.Flag == "" {
-		return []InputFile{{Src: s.API}}, nil
+		return []InputFile{{Src: s.API}}, nil, nil
 	}
 	pattern := s.Pattern
 	if !l.Incremental {
@@ -99,46 +116,60 @@ func (l Listing) system(ctx context.Context, s System) ([]InputFile, error) {
 			pattern = s.Flag
 		}
 		if pattern == "" {
-			return nil, inputErrorf("no %s export to read: set %s.csv in the config or pass --%s-csv", s.Name, s.Name, s.Name)
+			return nil, nil, inputErrorf("no %s export to read: set %s.csv in the config or pass --%s-csv", s.Name, s.Name, s.Name)
 		}
 		fi, err := os.Stat(pattern)
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, inputErrorf("input %s does not exist", pattern)
+			return nil, nil, inputErrorf("input %s does not exist", pattern)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("input %s: %w", pattern, err)
+			return nil, nil, fmt.Errorf("input %s: %w", pattern, err)
 		}
 		if !fi.Mode().IsRegular() {
-			return nil, inputErrorf("%s input %s is not a file: a backfill reads one full export per system (--%s-csv FILE)", s.Name, pattern, s.Name)
+			return nil, nil, inputErrorf("%s input %s is not a file: a backfill reads one full export per system (--%s-csv FILE)", s.Name, pattern, s.Name)
 		}
-		return []InputFile{{Path: pattern, Size: fi.Size(), Mtime: fi.ModTime()}}, nil
+		return []InputFile{{Path: pattern, Size: fi.Size(), Mtime: fi.ModTime()}}, nil, nil
 	}
 	if pattern == "" {
-		return nil, inputErrorf("%s.csv is not set: run reads the files it names (a file, a glob or a folder)", s.Name)
+		return nil, nil, inputErrorf("%s.csv is not set: run reads the files it names (a file, a glob or a folder)", s.Name)
 	}
-	all, err := DropFiles(pattern)
+	now := time.Now
+	if l.Now != nil {
+		now = l.Now
+	}
+	all, err := dropFilesAt(pattern, now())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	processed := l.Processed
+	known := Known{Processed: l.Processed, Stamped: l.Stamped}
 	if l.Force {
-		processed = nil
+		known = Known{}
 	}
-	fresh, skipped, err := NewFiles(ctx, all, processed)
+	fresh, skipped, err := NewFiles(ctx, all, known)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, f := range skipped {
-		l.Log.Debug().Str("file", f.Path).Msg("already processed")
+		by := "its content"
+		switch {
+		case f.Restamp:
+			restamp = append(restamp, f)
+		case f.Stamp != "":
+			by = "its stamp" // (a file known by its content has Restamp set when it has a stamp)
+		}
+		l.Log.Debug().Str("file", f.Path).Str("known_by", by).Msg("already processed")
 	}
 	l.Log.Info().Str("system", s.Name).Str("source", pattern).Int("new_files", len(fresh)).Int("already_processed", len(skipped)).Msg("file drop")
-	return fresh, nil
+	return fresh, restamp, nil
 }
 
 // DropFiles lists the files a configured source names: a file, a glob or a
 // folder (the vendor's flow drops one export a day into a folder). They come
 // oldest first: by name, then modification time.
-func DropFiles(pattern string) ([]InputFile, error) {
+func DropFiles(pattern string) ([]InputFile, error) { return dropFilesAt(pattern, time.Now()) }
+
+// dropFilesAt is DropFiles, the files' stamps taken at now.
+func dropFilesAt(pattern string, now time.Time) ([]InputFile, error) {
 	var paths []string
 	fi, err := os.Stat(pattern)
 	switch {
@@ -169,7 +200,7 @@ func DropFiles(pattern string) ([]InputFile, error) {
 			return nil, fmt.Errorf("input %s: %w", p, err)
 		}
 		if fi.Mode().IsRegular() {
-			files = append(files, InputFile{Path: p, Size: fi.Size(), Mtime: fi.ModTime()})
+			files = append(files, InputFile{Path: p, Size: fi.Size(), Mtime: fi.ModTime(), Stamp: stampOf(fi, now)})
 		}
 	}
 	slices.SortFunc(files, func(a, b InputFile) int {
@@ -184,25 +215,51 @@ func DropFiles(pattern string) ([]InputFile, error) {
 	return files, nil
 }
 
-// NewFiles hashes the drop's files and keeps those not processed yet
-// (processed nil: all of them). A file that cannot be read stops the run
-// here, before anything is written.
-func NewFiles(ctx context.Context, files []InputFile, processed func(sum string) (bool, error)) (fresh, skipped []InputFile, err error) {
+// Known is what state remembers of the files runs processed (the zero
+// Known: nothing).
+type Known struct {
+	// Processed says whether a file with this hex SHA-256 was processed.
+	Processed func(sum string) (bool, error)
+	// Stamped is the SHA-256 of the processed file seen at path with
+	// this stamp, if any.
+	Stamped func(path, stamp string) (sum string, ok bool, err error)
+}
+
+// NewFiles keeps the drop's files not processed yet. A file state saw
+// at the same path with the same stamp when a run processed it is
+// skipped unread: a drop folder that keeps a year of nightly exports
+// cost a hash of every one of them every night. Any other is hashed,
+// and skipped when a file with its content was processed (Restamp set
+// when it has a stamp: state should learn it). A file that cannot be
+// read stops the run here, before anything is written.
+func NewFiles(ctx context.Context, files []InputFile, known Known) (fresh, skipped []InputFile, err error) {
 	for _, f := range files {
 		if err := ctx.Err(); err != nil {
 			return nil, nil, err
+		}
+		if f.Stamp != "" && known.Stamped != nil {
+			sum, ok, err := known.Stamped(f.Path, f.Stamp)
+			if err != nil {
+				return nil, nil, err
+			}
+			if ok {
+				f.Sum = sum
+				skipped = append(skipped, f)
+				continue
+			}
 		}
 		sum, err := HashFile(f.Path)
 		if err != nil {
 			return nil, nil, err
 		}
 		f.Sum = sum
-		if processed != nil {
-			seen, err := processed(sum)
+		if known.Processed != nil {
+			seen, err := known.Processed(sum)
 			if err != nil {
 				return nil, nil, err
 			}
 			if seen {
+				f.Restamp = f.Stamp != ""
 				skipped = append(skipped, f)
 				continue
 			}

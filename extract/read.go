@@ -39,6 +39,9 @@ type Records struct {
 	// D365Inputs and CampaignInputs are the inputs read (ListAndRead):
 	// the retry queue's contacts, when read, are one more of Dynamics.
 	D365Inputs, CampaignInputs []InputFile
+	// Restamp are drop files found processed by their content that state
+	// does not know by their stamp yet (Listing.List).
+	Restamp []InputFile
 
 	d365ByAPI bool
 }

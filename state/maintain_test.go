@@ -420,3 +420,71 @@ func TestCommitKeepsUnmappedEntries(t *testing.T) {
 	}
 	st.Close()
 }
+
+// TestProcessedStamps: a processed file is found by the path and stamp it
+// was seen with, by nothing else; a restamp gives a record the stamp a
+// later run saw it with, and leaves what else it says; a restamp of a
+// file state has no record of writes nothing.
+func TestProcessedStamps(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	st := openWith(t, path, testPairs)
+	now := time.Date(2026, 11, 29, 2, 0, 1, 0, time.UTC)
+	files := []ProcessedFile{
+		{SHA256: "aa11", System: "d365", Path: "drop/a 1.csv", Size: 4, RunID: "r1", Processed: now, Seen: seenAs("1.2.4.5.6", "drop/a 1.csv")},
+		{SHA256: "bb22", System: "campaign", Path: "drop/b.csv", Size: 4, RunID: "r1", Processed: now}, // no stamp
+	}
+	if err := st.Commit(context.Background(), st.NewBatch(0), &Final{Files: files}); err != nil {
+		t.Fatal(err)
+	}
+	find := func(path, stamp string) (string, bool) {
+		t.Helper()
+		sum, ok, err := st.ProcessedStamps()(path, stamp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sum, ok
+	}
+	if sum, ok := find("drop/a 1.csv", "1.2.4.5.6"); !ok || sum != "aa11" {
+		t.Errorf("a 1.csv by its stamp: %q %v", sum, ok)
+	}
+	for _, c := range [][2]string{{"drop/a 1.csv", "1.2.4.5.7"}, {"drop/a 2.csv", "1.2.4.5.6"}, {"drop/b.csv", ""}, {"drop/b.csv", "9"}} {
+		if sum, ok := find(c[0], c[1]); ok {
+			t.Errorf("%q with stamp %q found as %q", c[0], c[1], sum)
+		}
+	}
+	restamp := Restamps([]extract.InputFile{
+		{Path: "drop/b.csv", Sum: "bb22", Stamp: "7.8"},
+		{Path: "drop/new.csv", Sum: "cc33", Stamp: "9.9"},       // no record: nothing written
+		{Path: "drop/a 1.csv", Sum: "aa11"},                     // no stamp: not a restamp
+		{Path: "drop/moved/a 1.csv", Sum: "aa11", Stamp: "3.3"}, // moved since
+	})
+	if len(restamp) != 3 {
+		t.Fatalf("Restamps: %+v, want the three with stamps", restamp)
+	}
+	if err := st.Commit(context.Background(), st.NewBatch(0), &Final{Restamp: restamp}); err != nil {
+		t.Fatal(err)
+	}
+	if sum, ok := find("drop/b.csv", "7.8"); !ok || sum != "bb22" {
+		t.Errorf("b.csv after its restamp: %q %v", sum, ok)
+	}
+	if sum, ok := find("drop/moved/a 1.csv", "3.3"); !ok || sum != "aa11" {
+		t.Errorf("a 1.csv moved, after its restamp: %q %v", sum, ok)
+	}
+	if _, ok := find("drop/new.csv", "9.9"); ok {
+		t.Error("a file never processed is found by the stamp a restamp gave it")
+	}
+	if _, ok, err := st.Processed("cc33"); ok || err != nil {
+		t.Errorf("a restamp made a record of a file never processed: %v %v", ok, err)
+	}
+	for i, want := range files {
+		got, ok, err := st.Processed(want.SHA256)
+		if err != nil || !ok {
+			t.Fatalf("Processed(%s): %v %v", want.SHA256, ok, err)
+		}
+		want.Seen = restamp[[]int{2, 0}[i]].Seen
+		got.Processed = want.Processed
+		if got != want {
+			t.Errorf("after the restamp\n got %+v\nwant %+v (only the stamp changes)", got, want)
+		}
+	}
+}

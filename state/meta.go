@@ -98,6 +98,18 @@ type ProcessedFile struct {
 	Size      int64     `json:"size"`
 	RunID     string    `json:"run_id"`
 	Processed time.Time `json:"processed"`
+	// Seen is the stamp the file was last seen with and its path, a space
+	// between (extract.InputFile.Stamp): a file at that path with that
+	// stamp is this one, not read again. Empty when none vouched for it.
+	Seen string `json:"seen,omitempty"`
+}
+
+// seenAs is the Seen of a file at path with stamp (none without one).
+func seenAs(stamp, path string) string {
+	if stamp == "" {
+		return ""
+	}
+	return stamp + " " + path
 }
 
 // Processed reports whether a file with this content was processed, and by
@@ -121,6 +133,43 @@ func (s *Store) Processed(sum string) (ProcessedFile, bool, error) {
 		return pf, false, fmt.Errorf("state %s: processed files: %w", s.path, err)
 	}
 	return pf, found, nil
+}
+
+// ProcessedStamps says which processed file, if any, was seen at path
+// with stamp (ProcessedFile.Seen): its SHA-256. The records are read once,
+// on the first call: a record or two a night.
+func (s *Store) ProcessedStamps() func(path, stamp string) (sum string, ok bool, err error) {
+	if s == nil {
+		return nil
+	}
+	var seen map[string]string
+	return func(path, stamp string) (string, bool, error) {
+		if seen == nil {
+			seen = map[string]string{}
+			err := s.view(func(tx *bolt.Tx) error {
+				b := tx.Bucket(bucketFiles)
+				if b == nil {
+					return nil
+				}
+				return s.vb(b, "files").ForEach(func(k, v []byte) error {
+					var pf ProcessedFile
+					if err := json.Unmarshal(v, &pf); err != nil {
+						return fmt.Errorf("the record of processed file %s: %w", printable(k), err)
+					}
+					if pf.Seen != "" {
+						seen[pf.Seen] = pf.SHA256
+					}
+					return nil
+				})
+			})
+			if err != nil {
+				seen = nil
+				return "", false, fmt.Errorf("state %s: processed files: %w", s.path, err)
+			}
+		}
+		sum, ok := seen[seenAs(stamp, path)]
+		return sum, ok, nil
+	}
 }
 
 // ConfigRecord is the part of the config that decisions depend on.
@@ -151,6 +200,39 @@ func (s *Store) LastConfig() (*ConfigRecord, error) {
 	return rec, nil
 }
 
+// restamp gives the records of files processed before the stamps they
+// were seen with now; what else they say (the run that processed them,
+// the path then) stays.
+func (s *Store) restamp(tx *bolt.Tx, files []ProcessedFile) error {
+	fb := tx.Bucket(bucketFiles)
+	if fb == nil || len(files) == 0 {
+		return nil
+	}
+	x := s.vb(fb, "files")
+	for _, f := range files {
+		v := x.Get([]byte(f.SHA256))
+		if v == nil {
+			continue // not processed after all (a record dropped since)
+		}
+		var pf ProcessedFile
+		if err := json.Unmarshal(v, &pf); err != nil {
+			return fmt.Errorf("the record of processed file %s: %w", f.SHA256, err)
+		}
+		if pf.Seen == f.Seen {
+			continue
+		}
+		pf.Seen = f.Seen
+		nv, err := json.Marshal(pf)
+		if err != nil {
+			return err
+		}
+		if err := x.Put([]byte(f.SHA256), nv); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // finish writes a run's closing records inside its last transaction.
 func (s *Store) finish(tx *bolt.Tx, fin *Final, c *counts, ops *indexOps) error {
 	if len(fin.Files) > 0 {
@@ -167,6 +249,9 @@ func (s *Store) finish(tx *bolt.Tx, fin *Final, c *counts, ops *indexOps) error 
 				return err
 			}
 		}
+	}
+	if err := s.restamp(tx, fin.Restamp); err != nil {
+		return err
 	}
 	if len(fin.Retry) > 0 || len(fin.RetryDone) > 0 {
 		rb, err := tx.CreateBucketIfNotExists(bucketRetry)

@@ -129,7 +129,19 @@ func ProcessedFiles(d365, campaign []extract.InputFile) []ProcessedFile {
 			if slices.Contains(campaign, f) {
 				system = "campaign"
 			}
-			out = append(out, ProcessedFile{SHA256: f.Sum, System: system, Path: f.Path, Size: f.Size, Processed: time.Now().UTC()})
+			out = append(out, ProcessedFile{SHA256: f.Sum, System: system, Path: f.Path, Size: f.Size, Processed: time.Now().UTC(), Seen: seenAs(f.Stamp, f.Path)})
+		}
+	}
+	return out
+}
+
+// Restamps are the records of processed files found again by their
+// content (extract.Records.Restamp), with the stamp they were seen with.
+func Restamps(files []extract.InputFile) []ProcessedFile {
+	var out []ProcessedFile
+	for _, f := range files {
+		if f.Sum != "" && f.Stamp != "" {
+			out = append(out, ProcessedFile{SHA256: f.Sum, Seen: seenAs(f.Stamp, f.Path)})
 		}
 	}
 	return out

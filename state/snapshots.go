@@ -860,6 +860,9 @@ type Final struct {
 	Run    *Run
 	Files  []ProcessedFile // input files now processed
 	Config *ConfigRecord   // the mapping, direction and policy the run used
+	// Restamp are files processed before, seen again under a stamp
+	// (ProcessedFile.Seen) their records take now.
+	Restamp []ProcessedFile
 	// PruneBefore drops decision-log entries of runs started before it
 	// (zero: keep all).
 	PruneBefore time.Time

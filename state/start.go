@@ -291,12 +291,15 @@ type Ending struct {
 	// (Options.Retention).
 	Retention time.Duration
 	Files     []ProcessedFile
+	// Restamp are drop files processed before whose records learn the
+	// stamp they were seen with now (Restamps).
+	Restamp []ProcessedFile
 }
 
 // Final is the ending as the last transaction writes it.
 func (e *Ending) Final() *Final {
 	run := e.Run
-	fin := &Final{Run: run, Config: e.Config, ForgetReadPositions: e.MappingAdded, Meta: map[string]string{}, Forget: e.Deleted, Files: e.Files}
+	fin := &Final{Run: run, Config: e.Config, ForgetReadPositions: e.MappingAdded, Meta: map[string]string{}, Forget: e.Deleted, Files: e.Files, Restamp: e.Restamp}
 	maps.Copy(fin.Meta, e.Meta)
 	for _, it := range e.Queued {
 		fin.RetryDone = append(fin.RetryDone, it.Contact)
