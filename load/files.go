@@ -184,7 +184,10 @@ func (o *outFile) write(rows []byte) error {
 	return err
 }
 
-// complete flushes, syncs and closes the file under its temporary name.
+// complete flushes and syncs the file under its temporary name. It stays
+// open, and so locked (createTemp), until it is placed: closed in between,
+// a run starting meanwhile took it for a killed command's and removed it,
+// and the rename failed.
 func (o *outFile) complete() error {
 	o.csv.Flush()
 	err := o.csv.Error()
@@ -194,20 +197,26 @@ func (o *outFile) complete() error {
 	if err == nil {
 		err = o.f.Sync()
 	}
-	if cerr := o.f.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil {
+		o.f.Close()
 		return fmt.Errorf("writing %s: %w", o.final, err)
 	}
 	return nil
 }
 
-// place gives the complete file its final name. A rename replaces whatever
-// has that name — a link itself, never the link's target. With noReplace
-// an existing name of any kind is an error (a hard link is made, which
-// never replaces, and the temporary name removed).
+// place gives the complete file its final name, and closes it. A rename
+// replaces whatever has that name — a link itself, never the link's
+// target. With noReplace an existing name of any kind is an error (a hard
+// link is made, which never replaces, and the temporary name removed).
 func (o *outFile) place(noReplace bool) error {
+	err := o.rename(noReplace)
+	if cerr := o.f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("writing %s: %w", o.final, cerr)
+	}
+	return err
+}
+
+func (o *outFile) rename(noReplace bool) error {
 	if !noReplace {
 		if err := o.dir.root.Rename(o.tmp, o.name); err != nil {
 			return fmt.Errorf("writing %s: %w", o.final, err)

@@ -43,3 +43,35 @@ func TestRemovePartialsLeavesOneBeingWritten(t *testing.T) {
 		t.Fatalf("the file nobody holds is left: %v", err)
 	}
 }
+
+// TestCompleteFileStaysLockedUntilPlaced: a file written, synced and not
+// yet renamed (an `optsync report` between its last write and its rename)
+// is still held, so a run starting then leaves it, and the rename finds it.
+func TestCompleteFileStaysLockedUntilPlaced(t *testing.T) {
+	out := t.TempDir()
+	d, err := OutDir(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	const run = "20261202T020000Z-abcdef"
+	o, err := createOut(d, "report-"+run+".html", 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.write([]byte("<html></html>\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.complete(); err != nil {
+		t.Fatal(err)
+	}
+	if removed, err := RemovePartials(out, []string{run}); err != nil || len(removed) != 0 {
+		t.Fatalf("a run starting between a file's completion and its rename removed %v (%v)", removed, err)
+	}
+	if err := o.place(false); err != nil {
+		t.Fatalf("placing the file: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(out, "report-"+run+".html")); err != nil || string(b) != "<html></html>\n" {
+		t.Fatalf("the placed file: %q %v", b, err)
+	}
+}
