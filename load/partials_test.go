@@ -8,16 +8,23 @@ import (
 	"testing"
 )
 
-// TestRemovePartialsLeavesOneBeingWritten: of a run's temporary files, the
-// one a live writer holds (created by createTemp, still open) is left;
-// one nobody holds (its writer killed) goes.
-func TestRemovePartialsLeavesOneBeingWritten(t *testing.T) {
+// partialsDir is an out_dir for a test, closed when it ends.
+func partialsDir(t *testing.T) (string, *Dir) {
+	t.Helper()
 	out := t.TempDir()
 	d, err := OutDir(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Close()
+	t.Cleanup(func() { d.Close() })
+	return out, d
+}
+
+// TestRemovePartialsLeavesOneBeingWritten: of a run's temporary files, the
+// one a live writer holds (created by createTemp, still open) is left;
+// one nobody holds (its writer killed) goes.
+func TestRemovePartialsLeavesOneBeingWritten(t *testing.T) {
+	out, d := partialsDir(t)
 	const run = "20261202T020000Z-abcdef"
 	open, held, err := d.createTemp("report-"+run+".html", 0o600)
 	if err != nil {
@@ -48,12 +55,7 @@ func TestRemovePartialsLeavesOneBeingWritten(t *testing.T) {
 // yet renamed (an `optsync report` between its last write and its rename)
 // is still held, so a run starting then leaves it, and the rename finds it.
 func TestCompleteFileStaysLockedUntilPlaced(t *testing.T) {
-	out := t.TempDir()
-	d, err := OutDir(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	out, d := partialsDir(t)
 	const run = "20261202T020000Z-abcdef"
 	o, err := createOut(d, "report-"+run+".html", 0o600)
 	if err != nil {

@@ -65,23 +65,30 @@ type RetryItem struct {
 	Since   time.Time  `json:"since"`
 }
 
-// RetryQueue lists the queued contacts, in id order.
-func (s *Store) RetryQueue() ([]RetryItem, error) {
-	var items []RetryItem
-	err := s.view(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketRetry)
+// eachValue calls fn with each key and value (unsealed) of the top-level
+// bucket named name, in key order, in a read transaction of its own; none
+// while the bucket does not exist.
+func (s *Store) eachValue(bucket []byte, name string, fn func(k, v []byte) error) error {
+	return s.view(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucket)
 		if b == nil {
 			return nil
 		}
-		return s.vb(b, "retry").ForEach(func(k, v []byte) error {
-			var it RetryItem
-			if len(k) != 16 || json.Unmarshal(v, &it) != nil {
-				return fmt.Errorf("retry queue entry %x malformed", k)
-			}
-			copy(it.Contact[:], k)
-			items = append(items, it)
-			return nil
-		})
+		return s.vb(b, name).ForEach(fn)
+	})
+}
+
+// RetryQueue lists the queued contacts, in id order.
+func (s *Store) RetryQueue() ([]RetryItem, error) {
+	var items []RetryItem
+	err := s.eachValue(bucketRetry, "retry", func(k, v []byte) error {
+		var it RetryItem
+		if len(k) != 16 || json.Unmarshal(v, &it) != nil {
+			return fmt.Errorf("retry queue entry %x malformed", k)
+		}
+		copy(it.Contact[:], k)
+		items = append(items, it)
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("state %s: retry queue: %w", s.path, err)
@@ -146,21 +153,15 @@ func (s *Store) ProcessedStamps() func(path, stamp string) (sum string, ok bool,
 	return func(path, stamp string) (string, bool, error) {
 		if seen == nil {
 			seen = map[string]string{}
-			err := s.view(func(tx *bolt.Tx) error {
-				b := tx.Bucket(bucketFiles)
-				if b == nil {
-					return nil
+			err := s.eachValue(bucketFiles, "files", func(k, v []byte) error {
+				var pf ProcessedFile
+				if err := json.Unmarshal(v, &pf); err != nil {
+					return fmt.Errorf("the record of processed file %s: %w", printable(k), err)
 				}
-				return s.vb(b, "files").ForEach(func(k, v []byte) error {
-					var pf ProcessedFile
-					if err := json.Unmarshal(v, &pf); err != nil {
-						return fmt.Errorf("the record of processed file %s: %w", printable(k), err)
-					}
-					if pf.Seen != "" {
-						seen[pf.Seen] = pf.SHA256
-					}
-					return nil
-				})
+				if pf.Seen != "" {
+					seen[pf.Seen] = pf.SHA256
+				}
+				return nil
 			})
 			if err != nil {
 				seen = nil
