@@ -530,3 +530,84 @@ func TestBatchThatWritesThePKeyIndexWholeNeedsItDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// reopenedPackedStore is packedStore's file opened again, as a night opens
+// its state: its pages are checked as they are reached (a file this
+// process created is not), which floorInLeaf reads the leaves through.
+func reopenedPackedStore(t *testing.T) *Store {
+	t.Helper()
+	st := packedStore(t)
+	path := st.path
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// TestFloorInLeafAgreesWithTheSlowWay: a transaction's first apply, which
+// finds each floor block on its committed leaf, leaves the bucket block
+// for block as the slow way does (a seek, a step back, a step on), over
+// nights of scattered changes, fills, and deletes that empty blocks.
+func TestFloorInLeafAgreesWithTheSlowWay(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		keys, txs  int
+		perTx      int
+		deleteProb float64
+		value      int
+	}{
+		{"nights", 4000, 30, 120, 0.2, 40},
+		{"a fill, then nights", 6000, 12, 2500, 0.05, 60},
+		{"emptying", 1500, 30, 200, 0.7, 30},
+		{"single changes", 2000, 200, 1, 0.3, 50},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fast, slow := reopenedPackedStore(t), reopenedPackedStore(t)
+			rng := rand.New(rand.NewPCG(uint64(tc.keys), 7))
+			var sc packScratch
+			for tx := range tc.txs {
+				var ops []blockOp
+				seen := map[string]bool{}
+				for range tc.perTx {
+					k := appendPKeyKey(nil, fmt.Sprintf("@p%d", rng.IntN(tc.keys/2+1)), id(rng.IntN(tc.keys)))
+					if seen[string(k)] {
+						continue
+					}
+					seen[string(k)] = true
+					op := blockOp{k: k, put: tx == 0 || rng.Float64() >= tc.deleteProb}
+					if op.put {
+						op.v = []byte(strings.Repeat("v", rng.IntN(tc.value+1)))
+					}
+					ops = append(ops, op)
+				}
+				slices.SortFunc(ops, func(a, b blockOp) int { return bytes.Compare(a.k, b.k) })
+				for _, st := range []*Store{fast, slow} {
+					if err := st.update(func(tx *bolt.Tx) error {
+						p := st.packed(tx.Bucket([]byte("t")), "t")
+						p.sc, p.fresh = &sc, st == fast
+						return p.apply(ops)
+					}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				a, b := packedBlocks(t, fast), packedBlocks(t, slow)
+				if len(a) != len(b) {
+					t.Fatalf("transaction %d: %d blocks, the slow way %d", tx, len(a), len(b))
+				}
+				for i := range a {
+					if !slices.EqualFunc(a[i], b[i], func(x, y blockEntry) bool { return bytes.Equal(x.k, y.k) && bytes.Equal(x.v, y.v) }) {
+						t.Fatalf("transaction %d: block %d holds %d entries from %q, the slow way's %d from %q", tx, i, len(a[i]), a[i][0].k, len(b[i]), b[i][0].k)
+					}
+				}
+			}
+			if sc.floors == 0 {
+				t.Fatal("no floor block was found on its committed leaf: the test does not test it")
+			}
+		})
+	}
+}

@@ -666,6 +666,9 @@ type commitScratch struct {
 	puts []blockOp
 	ops  indexOps
 	pack packScratch
+	// first says the next batch put is its transaction's first: nothing
+	// was written to the records in the transaction before it.
+	first bool
 }
 
 // NewBatch starts an empty batch sized for about n contacts.
@@ -904,6 +907,7 @@ func (s *Store) commitEach(ctx context.Context, fill func(put func(*Batch, *Fina
 				}
 				// What the scratch's last transaction held is free: it ended.
 				sc.pack.seals.reset()
+				sc.first = true
 			}
 			return s.putBatch(tx, b, fin, sc)
 		})
@@ -939,6 +943,10 @@ func (s *Store) putBatch(tx *bolt.Tx, b *Batch, fin *Final, sc *commitScratch) e
 	bk.FillPercent = 0.9
 	vb := s.records(bk)
 	vb.p.sc = &sc.pack
+	// The first batch of a transaction finds its floor blocks on their
+	// committed leaves (packed.floorInLeaf); a later one, after the
+	// batches before it wrote the records, the slow way.
+	vb.p.fresh, sc.first = sc.first, false
 	// The records are written after they are all read: a contact put
 	// twice (a batch may) reads the value put before it.
 	puts := slices.Grow(sc.puts[:0], len(idx))
