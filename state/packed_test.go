@@ -157,19 +157,24 @@ func TestPackedBlockShapeIsChecked(t *testing.T) {
 	}
 }
 
+// packedLoad is a test's run of transactions over a packed bucket: keys
+// drawn from a pool of keys, perTx changes a transaction (deleteProb of
+// them deletes), values of up to value bytes.
+type packedLoad struct {
+	name       string
+	keys, txs  int
+	perTx      int
+	deleteProb float64
+	value      int
+}
+
 // TestPackedApplyKeepsEntries: puts and deletes, in transactions of one to
 // many changes, leave the bucket holding what a map holds after the same
 // changes, in blocks within the cap (split as they grow, dropped when
 // emptied, moved when their first entry goes), and a seek finds the first
 // entry at or after any key.
 func TestPackedApplyKeepsEntries(t *testing.T) {
-	for _, tc := range []struct {
-		name       string
-		keys, txs  int
-		perTx      int
-		deleteProb float64
-		value      int
-	}{
+	for _, tc := range []packedLoad{
 		{"single changes", 300, 600, 1, 0.3, 0},
 		{"a night's", 2000, 40, 50, 0.4, 0},
 		{"a fill", 5000, 3, 4000, 0.05, 0},
@@ -554,13 +559,7 @@ func reopenedPackedStore(t *testing.T) *Store {
 // for block as the slow way does (a seek, a step back, a step on), over
 // nights of scattered changes, fills, and deletes that empty blocks.
 func TestFloorInLeafAgreesWithTheSlowWay(t *testing.T) {
-	for _, tc := range []struct {
-		name       string
-		keys, txs  int
-		perTx      int
-		deleteProb float64
-		value      int
-	}{
+	for _, tc := range []packedLoad{
 		{"nights", 4000, 30, 120, 0.2, 40},
 		{"a fill, then nights", 6000, 12, 2500, 0.05, 60},
 		{"emptying", 1500, 30, 200, 0.7, 30},
