@@ -168,6 +168,27 @@ type packedLoad struct {
 	value      int
 }
 
+// ops is one transaction's changes, in key order, each key once: perTx
+// keys drawn, deleteProb of them deleted, the others put.
+func (l packedLoad) ops(rng *rand.Rand, key func() []byte, deleteProb float64) []blockOp {
+	var ops []blockOp
+	seen := map[string]bool{}
+	for range l.perTx {
+		k := key()
+		if seen[string(k)] {
+			continue
+		}
+		seen[string(k)] = true
+		op := blockOp{k: k, put: rng.Float64() >= deleteProb}
+		if op.put {
+			op.v = []byte(strings.Repeat("v", rng.IntN(l.value+1)))
+		}
+		ops = append(ops, op)
+	}
+	slices.SortFunc(ops, func(a, b blockOp) int { return bytes.Compare(a.k, b.k) })
+	return ops
+}
+
 // TestPackedApplyKeepsEntries: puts and deletes, in transactions of one to
 // many changes, leave the bucket holding what a map holds after the same
 // changes, in blocks within the cap (split as they grow, dropped when
@@ -191,24 +212,14 @@ func TestPackedApplyKeepsEntries(t *testing.T) {
 				return appendPKeyKey(nil, fmt.Sprintf("@p%d", rng.IntN(tc.keys/3+1)), id)
 			}
 			for range tc.txs {
-				var ops []blockOp
-				seen := map[string]bool{}
-				for range tc.perTx {
-					k := key()
-					if seen[string(k)] {
-						continue
-					}
-					seen[string(k)] = true
-					op := blockOp{k: k, put: rng.Float64() >= tc.deleteProb}
+				ops := tc.ops(rng, key, tc.deleteProb)
+				for _, op := range ops {
 					if op.put {
-						op.v = []byte(strings.Repeat("v", rng.IntN(tc.value+1)))
-						want[string(k)] = string(op.v)
+						want[string(op.k)] = string(op.v)
 					} else {
-						delete(want, string(k))
+						delete(want, string(op.k))
 					}
-					ops = append(ops, op)
 				}
-				slices.SortFunc(ops, func(a, b blockOp) int { return bytes.Compare(a.k, b.k) })
 				if err := st.update(func(tx *bolt.Tx) error {
 					return st.packed(tx.Bucket([]byte("t")), "t").apply(ops)
 				}); err != nil {
@@ -569,22 +580,15 @@ func TestFloorInLeafAgreesWithTheSlowWay(t *testing.T) {
 			fast, slow := reopenedPackedStore(t), reopenedPackedStore(t)
 			rng := rand.New(rand.NewPCG(uint64(tc.keys), 7))
 			var sc packScratch
+			key := func() []byte {
+				return appendPKeyKey(nil, fmt.Sprintf("@p%d", rng.IntN(tc.keys/2+1)), id(rng.IntN(tc.keys)))
+			}
 			for tx := range tc.txs {
-				var ops []blockOp
-				seen := map[string]bool{}
-				for range tc.perTx {
-					k := appendPKeyKey(nil, fmt.Sprintf("@p%d", rng.IntN(tc.keys/2+1)), id(rng.IntN(tc.keys)))
-					if seen[string(k)] {
-						continue
-					}
-					seen[string(k)] = true
-					op := blockOp{k: k, put: tx == 0 || rng.Float64() >= tc.deleteProb}
-					if op.put {
-						op.v = []byte(strings.Repeat("v", rng.IntN(tc.value+1)))
-					}
-					ops = append(ops, op)
+				deletes := tc.deleteProb
+				if tx == 0 {
+					deletes = 0 // a fill first
 				}
-				slices.SortFunc(ops, func(a, b blockOp) int { return bytes.Compare(a.k, b.k) })
+				ops := tc.ops(rng, key, deletes)
 				for _, st := range []*Store{fast, slow} {
 					if err := st.update(func(tx *bolt.Tx) error {
 						p := st.packed(tx.Bucket([]byte("t")), "t")
