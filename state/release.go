@@ -57,8 +57,8 @@ type pageReleaser struct {
 // binary's pages too) may be resident before a mapping of size bytes is
 // released again: 16 MB; while a run holds the rows it read (tight: a
 // backfill's commit, at the run's peak) a 64th of the mapping, from 1 MB
-// up; while a write transaction of scattered contacts is open (writing),
-// writeSlack. What a release costs grows with the mapping (its page
+// up; while any other write transaction is open (writing: a night's
+// scattered contacts above all), writeSlack. What a release costs grows with the mapping (its page
 // tables are walked whole); what the slack costs is the peak's. With
 // 16 MB a 1 M backfill peaked at 284 – 304 MB (three runs), with a 64th
 // (3 MB) at 273 – 283 MB, against 281 – 289 MB releasing whenever 16
