@@ -10,6 +10,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 )
@@ -269,4 +270,22 @@ func spareProcs() int {
 		return 0
 	}
 	return runtime.GOMAXPROCS(0)
+}
+
+// beginQuiet turns fault-around off in the state file's mapping until end
+// is called (quiet_linux.go); false when the system refuses, which is
+// logged (at debug) and leaves the mapping as it was.
+func (s *Store) beginQuiet(log zerolog.Logger) (quiet bool, end func()) {
+	info := s.db.Info()
+	if info == nil {
+		return false, nil
+	}
+	quiet, err := s.quiet.begin(info.Data)
+	if err != nil {
+		log.Debug().Err(err).Msg("fault-around stays on in the state file's mapping; a night's commit takes smaller transactions")
+	}
+	if !quiet {
+		return false, nil
+	}
+	return true, s.quiet.end
 }

@@ -89,7 +89,7 @@ func (s *Store) CommitRun(ctx context.Context, c RunCommit) error {
 	stop := s.releaseDuring()
 	err := s.CommitDecisions(ctx, c.Decider, c.Deciding.Dirty, CommitOptions{Started: run.Started, Final: fin,
 		PKeys: whole, PKeysReady: ready, Release: c.Release, Failed: c.Failed, RunName: c.Before.RunName,
-		Chunk: c.Chunk, AfterChunk: c.AfterChunk, Progress: c.Progress})
+		Chunk: c.Chunk, AfterChunk: c.AfterChunk, Progress: c.Progress, Log: c.Log})
 	stop()
 	if err != nil {
 		run.Outcome, run.Committed = "running", false

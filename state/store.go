@@ -182,6 +182,9 @@ type Store struct {
 	// release keeps the mapped pages of the file out of the resident set
 	// (release.go).
 	release pageReleaser
+	// quiet keeps fault-around off in the mapping while a night commits
+	// (quiet_linux.go).
+	quiet quietFaults
 	// commits counts the write transactions committed; reads keeps what
 	// a run's lookups found, for its commit (kept_reads.go).
 	commits atomic.Int64
@@ -651,6 +654,11 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) (err error) {
 	var inFn bool
 	var txid int
 	defer s.releaseDuring()()
+	if info := s.db.Info(); info != nil {
+		// Advice only: a mapping left unregistered keeps fault-around,
+		// and the next transaction tries again.
+		_ = s.quiet.follow(info.Data)
+	}
 	// The pages the transaction dirties stay mapped until it ends (see
 	// writeSlack), and go then.
 	s.release.writing.Store(true)
@@ -924,6 +932,7 @@ func (s *Store) Close() error {
 		r.ahead.halt() // it reads the view until stopped
 		_ = r.tx.Rollback()
 	}
+	s.quiet.end()
 	err := s.db.Close()
 	s.db = nil
 	s.markSynced()

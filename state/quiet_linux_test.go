@@ -1,0 +1,236 @@
+package state
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"unsafe"
+
+	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+)
+
+// mapFile maps a file of n pages, written (so the page cache holds them
+// all), read-only and shared, as bbolt maps the state file (opened for
+// writing, as a run's store is).
+func mapFile(t *testing.T, n int) []byte {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(t.TempDir(), "m"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	page := make([]byte, os.Getpagesize())
+	for i := range n {
+		page[0] = byte(i)
+		if _, err := f.Write(page); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, n*len(page), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Munmap(m) })
+	return m
+}
+
+// smapsOf is the Rss (bytes) and VmFlags /proc/self/smaps gives the
+// mapping of m.
+func smapsOf(t *testing.T, m []byte) (rss int64, flags []string) {
+	t.Helper()
+	return smapsAt(t, uintptr(unsafe.Pointer(&m[0])))
+}
+
+// smapsAt is smapsOf for the mapping that starts at start.
+func smapsAt(t *testing.T, at uintptr) (rss int64, flags []string) {
+	t.Helper()
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		t.Skip(err)
+	}
+	defer f.Close()
+	start := fmt.Sprintf("%08x-", at)
+	sc := bufio.NewScanner(f)
+	in := false
+	for sc.Scan() {
+		line := sc.Text()
+		if fields := strings.Fields(line); len(fields) > 0 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
+			if in {
+				break
+			}
+			in = strings.HasPrefix(line, start)
+			continue
+		}
+		if !in {
+			continue
+		}
+		if v, ok := strings.CutPrefix(line, "Rss:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				t.Fatalf("smaps: %q", line)
+			}
+			rss = kb << 10
+		}
+		if v, ok := strings.CutPrefix(line, "VmFlags:"); ok {
+			flags = strings.Fields(v)
+		}
+	}
+	if !in {
+		t.Fatalf("/proc/self/smaps has no mapping at %s", start)
+	}
+	return rss, flags
+}
+
+// mustQuiet fails the test where the system should have let begin turn
+// fault-around off (Linux 6.7 or later, whose userfaultfd takes
+// asynchronous write protection, and a userfaultfd to be had), and skips
+// it elsewhere.
+func mustQuiet(t *testing.T, err error) {
+	t.Helper()
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		t.Skipf("this system keeps fault-around (%v)", err)
+	}
+	var major, minor int
+	if _, serr := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor); serr != nil || major < 6 || major == 6 && minor < 7 {
+		t.Skipf("Linux %s keeps fault-around (%v)", unix.ByteSliceToString(u.Release[:]), err)
+	}
+	fd, _, errno := unix.Syscall(unix.SYS_USERFAULTFD, uintptr(unix.O_CLOEXEC|uffdUserModeOnly), 0, 0)
+	if errno != 0 {
+		t.Skipf("no userfaultfd here (%v): fault-around stays on", errno)
+	}
+	unix.Close(int(fd))
+	t.Fatalf("Linux %s gives a userfaultfd, yet fault-around could not be turned off: %v", unix.ByteSliceToString(u.Release[:]), err)
+}
+
+func touch(m []byte, page int) byte {
+	return *(*byte)(unsafe.Pointer(&m[page*os.Getpagesize()]))
+}
+
+func TestQuietMappingFaultsInOnlyThePageRead(t *testing.T) {
+	m := mapFile(t, 64)
+	ps := int64(os.Getpagesize())
+	if got := touch(m, 8); got != 8 {
+		t.Fatalf("page 8 reads %d", got)
+	}
+	rss, _ := smapsOf(t, m)
+	if rss <= ps {
+		t.Skipf("one fault mapped %d bytes without a userfaultfd: this kernel does not fault around, nothing to turn off", rss)
+	}
+	if err := unix.Madvise(m, unix.MADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	var q quietFaults
+	quiet, err := q.begin(uintptr(unsafe.Pointer(&m[0])))
+	if !quiet {
+		mustQuiet(t, err)
+	}
+	if _, flags := smapsOf(t, m); !slices.Contains(flags, "uw") {
+		t.Fatalf("registered, the mapping's flags are %v, without uw", flags)
+	}
+	for _, p := range []int{8, 9, 40} {
+		if got := touch(m, p); got != byte(p) {
+			t.Fatalf("page %d reads %d", p, got)
+		}
+	}
+	if rss, _ := smapsOf(t, m); rss != 3*ps {
+		t.Fatalf("three pages read mapped %d bytes, want %d", rss, 3*ps)
+	}
+	q.end()
+	if _, flags := smapsOf(t, m); slices.Contains(flags, "uw") {
+		t.Fatalf("after end the mapping's flags are %v, still with uw", flags)
+	}
+	if got := touch(m, 24); got != 24 {
+		t.Fatalf("page 24 reads %d", got)
+	}
+	if rss, _ := smapsOf(t, m); rss <= 4*ps {
+		t.Fatalf("after end a fault mapped %d bytes more: fault-around is still off", rss-3*ps)
+	}
+}
+
+func TestQuietFollowsTheFileMappedAgain(t *testing.T) {
+	a, b := mapFile(t, 16), mapFile(t, 32)
+	var q quietFaults
+	if err := q.follow(uintptr(unsafe.Pointer(&b[0]))); err != nil {
+		t.Fatal(err)
+	}
+	if _, flags := smapsOf(t, b); slices.Contains(flags, "uw") {
+		t.Fatal("follow registered a mapping before begin")
+	}
+	quiet, err := q.begin(uintptr(unsafe.Pointer(&a[0])))
+	if !quiet {
+		mustQuiet(t, err)
+	}
+	if err := q.follow(uintptr(unsafe.Pointer(&b[0]))); err != nil {
+		t.Fatal(err)
+	}
+	if _, flags := smapsOf(t, b); !slices.Contains(flags, "uw") {
+		t.Fatalf("the mapping followed has flags %v, without uw", flags)
+	}
+	q.end()
+	for _, m := range [][]byte{a, b} {
+		if _, flags := smapsOf(t, m); slices.Contains(flags, "uw") {
+			t.Fatalf("after end a mapping has flags %v, still with uw", flags)
+		}
+	}
+}
+
+func TestMappingIn(t *testing.T) {
+	maps := `00400000-00452000 r-xp 00000000 08:02 173521 /usr/bin/x
+7f2c4e000000-7f2c8e000000 r--s 00000000 fe:01 1234 /tmp/s.db
+7f2c8e000000-7f2c8e021000 rw-p 00000000 00:00 0
+`
+	for _, c := range []struct {
+		start uintptr
+		want  uintptr
+		ok    bool
+	}{
+		{0x7f2c4e000000, 0x40000000, true},
+		{0x400000, 0x52000, true},
+		{0x7f2c4e001000, 0, false}, // inside a mapping, not its start
+		{0x1000, 0, false},
+	} {
+		got, err := mappingIn(strings.NewReader(maps), c.start)
+		if (err == nil) != c.ok || got != c.want {
+			t.Errorf("mappingIn(%x) = %x, %v; want %x (found: %v)", c.start, got, err, c.want, c.ok)
+		}
+	}
+	if _, err := mappingIn(strings.NewReader("7f00-7e00 r--s 0 0:0 0\n"), 0x7f00); err == nil {
+		t.Error("a mapping that ends before it starts was taken")
+	}
+}
+
+func TestNightCommitQuietsTheStateMapping(t *testing.T) {
+	st, err := Open(filepath.Join(t.TempDir(), "s.db"), testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	start := st.db.Info().Data
+	quiet, end := st.beginQuiet(zerolog.Nop())
+	if !quiet {
+		mustQuiet(t, errors.New("beginQuiet refused"))
+	}
+	if _, flags := smapsAt(t, start); !slices.Contains(flags, "uw") {
+		t.Fatalf("the state file's mapping has flags %v, without uw", flags)
+	}
+	// A write transaction with the mapping quiet commits as any other.
+	if err := st.update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists([]byte("quiet"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	end()
+	if _, flags := smapsAt(t, st.db.Info().Data); slices.Contains(flags, "uw") {
+		t.Fatalf("after end the mapping has flags %v, still with uw", flags)
+	}
+}
