@@ -130,10 +130,11 @@ func (s *Store) CommitDecisions(ctx context.Context, d *transform.Decider, dirty
 			return err
 		}
 	}
-	size := commitChunk
+	size, quiet := commitChunk, false
 	if !d.Walk() {
 		size = scatteredChunk
-		if quiet, end := s.beginQuiet(o.Log); quiet {
+		var end func()
+		if quiet, end = s.beginQuiet(o.Log); quiet {
 			size = quietChunk
 			defer end()
 		}
@@ -142,7 +143,7 @@ func (s *Store) CommitDecisions(ctx context.Context, d *transform.Decider, dirty
 	// the chunks below write other contacts than the one taken), and
 	// nothing more is kept.
 	c := &committer{s: s, d: d, o: o, size: cmp.Or(o.Chunk, size), bar: bar, dirty: dirty,
-		free: make(chan *Batch, commitBatches), ready: make(chan chunk, commitBatches-1), tag: s.commits.Load(), slot: s.slots()}
+		free: make(chan *Batch, commitBatches), ready: make(chan chunk, commitBatches-1), tag: s.commits.Load(), slot: s.slots(), quiet: quiet}
 	// A chunk asked for (o.Chunk, tests that kill between transactions)
 	// is a transaction's contacts.
 	c.perTx = 1
@@ -195,6 +196,10 @@ type committer struct {
 	ready chan chunk
 	// perTx is how many batches a transaction takes at most (txBatches).
 	perTx int
+	// quiet: fault-around is off in the mapping, and each batch names the
+	// leaves its records were found on, for its transaction to map in at
+	// once (Batch.pages).
+	quiet bool
 	// of the deciding goroutine
 	decisions []transform.Decision
 	prev      transform.Snapshot
@@ -355,7 +360,7 @@ func (c *committer) decideChunk(batch *Batch, e *transform.Entry, more bool, nex
 				}
 				reader.keep = false
 			}
-			if old, err = c.prior(reader, e.ID); err != nil {
+			if old, err = c.prior(batch, reader, e.ID); err != nil {
 				return n, false, err
 			}
 		}
@@ -378,8 +383,12 @@ func (c *committer) decideChunk(batch *Batch, e *transform.Entry, more bool, nex
 // prior fills c.prev with the contact's record as the file holds it and
 // returns that record (nil: none): the copy the run's lookup kept, when
 // no commit came between, else looked up in reader.
-func (c *committer) prior(reader *Reader, id extract.ID) (*record, error) {
-	if v, found, ok := c.s.reads.take(id, c.tag); ok {
+func (c *committer) prior(batch *Batch, reader *Reader, id extract.ID) (*record, error) {
+	v, found, ok, page := c.s.reads.take(id, c.tag)
+	if c.quiet && page != 0 {
+		batch.pages = append(batch.pages, page)
+	}
+	if ok {
 		if !found {
 			return nil, nil
 		}

@@ -26,15 +26,16 @@ type keptReads struct {
 type keptRead struct {
 	v     []byte // the record without its seal (nil: none found)
 	found bool
-	tag   int64 // the commits made before the read
+	tag   int64  // the commits made before the read
+	page  uint64 // the leaf page the lookup read (0: not known)
 }
 
 // keptReadsMax bounds the copies: a night of 10 k contacts keeps about 1 MB.
 const keptReadsMax = 16 << 20
 
 // keep keeps a copy of what a lookup of id found (v: the record, valid
-// with the view; nil when none).
-func (k *keptReads) keep(id extract.ID, v []byte, found bool, tag int64) {
+// with the view; nil when none) and the leaf page it read (0: not known).
+func (k *keptReads) keep(id extract.ID, v []byte, found bool, tag int64, page uint64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.off {
@@ -47,23 +48,24 @@ func (k *keptReads) keep(id extract.ID, v []byte, found bool, tag int64) {
 	if k.m == nil {
 		k.m = map[extract.ID]keptRead{}
 	}
-	k.m[id] = keptRead{v: append([]byte(nil), v...), found: found, tag: tag}
+	k.m[id] = keptRead{v: append([]byte(nil), v...), found: found, tag: tag, page: page}
 }
 
 // take hands the copy of id's record kept with tag (ok false: none such)
-// and forgets it.
-func (k *keptReads) take(id extract.ID, tag int64) (v []byte, found, ok bool) {
+// and forgets it; page is the leaf page its lookup read (0: not known),
+// whatever the tag: where the record was then, and likely still is.
+func (k *keptReads) take(id extract.ID, tag int64) (v []byte, found, ok bool, page uint64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	r, ok := k.m[id]
 	if !ok {
-		return nil, false, false
+		return nil, false, false, 0
 	}
 	delete(k.m, id)
 	if r.tag != tag {
-		return nil, false, false
+		return nil, false, false, r.page
 	}
-	return r.v, r.found, true
+	return r.v, r.found, true, r.page
 }
 
 // pause keeps nothing more (what was kept stays to be taken).

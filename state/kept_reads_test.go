@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"optsync/transform"
 )
 
@@ -56,7 +58,7 @@ func TestCommitTakesKeptReadsOnlyWhileNothingCommittedBetween(t *testing.T) {
 		defer r.Close()
 		r.keep = false
 		c.prev = transform.Snapshot{}
-		old, err := c.prior(r, id(n))
+		old, err := c.prior(st.NewBatch(1), r, id(n))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -79,5 +81,88 @@ func TestCommitTakesKeptReadsOnlyWhileNothingCommittedBetween(t *testing.T) {
 	c.tag = st.commits.Load()
 	if got, found := prior(1); !found || got.DModified != b.DModified || got.PKey != "@changed" {
 		t.Errorf("contact 1 written after its lookup: found %v, %+v, want %+v", found, got, b)
+	}
+}
+
+// A quiet commit's batch names the leaf page each kept lookup read, for
+// its transaction to map in at once; others name none.
+func TestQuietCommitNamesTheLeavesOfItsRecords(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := st.NewBatch(300)
+	for n := range 300 {
+		s := snap(n)
+		b.Put(id(n), &s)
+	}
+	if err := st.Commit(context.Background(), b, &Final{Run: &Run{ID: "r", Started: time.Now(), Outcome: "ok"}}); err != nil {
+		t.Fatal(err)
+	}
+	// reopened, as a night opens it: its pages are checked, and lookups
+	// read their leaves off the checked descent (leaf.go)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = Open(path, testPairs); err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	// the lookups of a run's deciding pass
+	lookups := func(ns ...int) {
+		t.Helper()
+		st.reads.off = false
+		err := st.WithPrior(func(p transform.Prior) error {
+			for _, n := range ns {
+				var s transform.Snapshot
+				if _, err := p.(*Reader).Get(id(n), &s); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.reads.pause()
+	}
+	lookups(5, 150, 299, 400) // 400: none, a page all the same
+	for _, quiet := range []bool{false, true} {
+		c := &committer{s: st, tag: st.commits.Load(), slot: st.slots(), quiet: quiet}
+		batch := st.NewBatch(4)
+		rd, err := st.Reader()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd.keep = false
+		for _, n := range []int{5, 150} {
+			if _, err := c.prior(batch, rd, id(n)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rd.Close()
+		if !quiet {
+			if len(batch.pages) != 0 {
+				t.Fatalf("a commit with fault-around on named pages %v", batch.pages)
+			}
+			lookups(5, 150) // take forgot them
+			continue
+		}
+		if len(batch.pages) != 2 {
+			t.Fatalf("the quiet commit's batch names pages %v, want the two lookups' leaves", batch.pages)
+		}
+		err = st.db.View(func(tx *bolt.Tx) error {
+			for _, p := range batch.pages {
+				info, err := tx.Page(int(p))
+				if err != nil || info == nil || info.Type != "leaf" {
+					t.Errorf("page %d named: %+v, %v; want a leaf", p, info, err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 }

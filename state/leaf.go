@@ -61,12 +61,14 @@ func (p packed) nextIn(r *blockReader, pg rawPage, i int) bool {
 
 // lookup is the value of entry k in a read view (found false: none there),
 // read with r; decided is false when the leaf its descent reached cannot
-// tell (look it up through a cursor then).
+// tell (look it up through a cursor then). A decided lookup leaves the
+// leaf's page in r.page: where k is, or would go.
 func (p packed) lookup(r *blockReader, k []byte) (v []byte, found, decided bool) {
 	pg, i, ok := p.floorIn(k)
 	if !ok || !p.enterAt(r, pg, i) {
 		return nil, false, false
 	}
+	r.page = pg.id()
 	for {
 		for r.must() {
 			switch c := bytes.Compare(r.k, k); {

@@ -72,6 +72,8 @@ type blockReader struct {
 	k      []byte // the current entry's key (own buffer)
 	v      []byte
 	failed string
+	// page is the leaf page of the block lookup read (leaf.go).
+	page uint64
 }
 
 func (r *blockReader) reset(name string, bk, p []byte) {

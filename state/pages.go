@@ -139,6 +139,9 @@ func (p rawPage) check(id, hwm uint64, lo, hi []byte, sealed bool, bucket string
 }
 
 // key is element i's key (the page is checked).
+// id is the page's id, from its header (checked: readRawPage).
+func (p rawPage) id() uint64 { return binary.LittleEndian.Uint64(p.b) }
+
 func (p rawPage) key(i int) []byte {
 	le := binary.LittleEndian
 	at := pageHeaderSize + i*elemSize

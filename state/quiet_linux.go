@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"unsafe"
@@ -65,6 +66,11 @@ type quietFaults struct {
 	start uintptr  // the mapping registered (0: none)
 	// refused: the system refused once; the process does not ask again.
 	refused bool
+	// pidfd names the process to process_madvise (populate); noPopulate:
+	// the system refused it once.
+	pidfd      *os.File
+	noPopulate bool
+	iov        []unix.Iovec
 }
 
 // begin opens the userfaultfd and registers the mapping at start; false
@@ -133,8 +139,65 @@ func (q *quietFaults) closeLocked() {
 	if q.uffd != nil {
 		q.uffd.Close()
 	}
-	q.uffd, q.start = nil, 0
+	if q.pidfd != nil {
+		q.pidfd.Close()
+	}
+	q.uffd, q.start, q.pidfd = nil, 0, nil
 }
+
+// populate maps in the pages ids (of ps bytes) of the mapping data (the
+// file's bytes of the mapping registered) in a call or two: a night's
+// transaction knows the leaves its records were found on (Batch.pages). On
+// this kind of machine (a paravirtual guest with shadow page tables) a
+// read fault on the mapping took 12 – 13 µs; 3,000 pages mapped in by one
+// process_madvise(MADV_POPULATE_READ) took 0.7 µs each, and reading each
+// once after 5.5 µs (the host's shadow entry, made on the first access),
+// so each page the transaction then reads costs half. Advice only: pages
+// it maps that the transaction does not read cost their 4 KB of resident
+// set until the release at its end, and a system that refuses it (before
+// Linux 6.13 process_madvise takes no such advice) is not asked again.
+func (q *quietFaults) populate(data []byte, ps uint64, ids []uint64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.uffd == nil || q.noPopulate || len(data) == 0 || uintptr(unsafe.Pointer(&data[0])) != q.start || len(ids) == 0 {
+		return
+	}
+	if q.pidfd == nil {
+		fd, err := unix.PidfdOpen(os.Getpid(), 0)
+		if err != nil {
+			q.noPopulate = true
+			return
+		}
+		q.pidfd = os.NewFile(uintptr(fd), "pidfd")
+	}
+	slices.Sort(ids)
+	q.iov = q.iov[:0]
+	end := uint64(0) // the end of the last range, in pages
+	for _, id := range ids {
+		if id < end || (id+1)*ps > uint64(len(data)) {
+			continue
+		}
+		if n := len(q.iov); n > 0 && id == end {
+			q.iov[n-1].Len += ps
+		} else {
+			q.iov = append(q.iov, unix.Iovec{Base: &data[id*ps], Len: ps})
+		}
+		end = id + 1
+	}
+	for iov := q.iov; len(iov) > 0; {
+		n := min(len(iov), uioMaxIOV)
+		if _, _, errno := unix.Syscall6(unix.SYS_PROCESS_MADVISE, q.pidfd.Fd(), uintptr(unsafe.Pointer(&iov[0])), uintptr(n), unix.MADV_POPULATE_READ, 0, 0); errno != 0 {
+			if errno == unix.EINVAL || errno == unix.ENOSYS || errno == unix.EPERM {
+				q.noPopulate = true
+			}
+			return
+		}
+		iov = iov[n:]
+	}
+}
+
+// uioMaxIOV is the most ranges one process_madvise takes (UIO_MAXIOV).
+const uioMaxIOV = 1024
 
 // mappingLength is the length of the mapping that starts at start, as
 // /proc/self/maps lists it: a userfaultfd registers whole pages of

@@ -95,20 +95,30 @@ func smapsAt(t *testing.T, at uintptr) (rss int64, flags []string) {
 // it elsewhere.
 func mustQuiet(t *testing.T, err error) {
 	t.Helper()
-	var u unix.Utsname
-	if unix.Uname(&u) != nil {
-		t.Skipf("this system keeps fault-around (%v)", err)
-	}
-	var major, minor int
-	if _, serr := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor); serr != nil || major < 6 || major == 6 && minor < 7 {
-		t.Skipf("Linux %s keeps fault-around (%v)", unix.ByteSliceToString(u.Release[:]), err)
+	release, ok := kernelAtLeast(6, 7)
+	if !ok {
+		t.Skipf("Linux %s keeps fault-around (%v)", release, err)
 	}
 	fd, _, errno := unix.Syscall(unix.SYS_USERFAULTFD, uintptr(unix.O_CLOEXEC|uffdUserModeOnly), 0, 0)
 	if errno != 0 {
 		t.Skipf("no userfaultfd here (%v): fault-around stays on", errno)
 	}
 	unix.Close(int(fd))
-	t.Fatalf("Linux %s gives a userfaultfd, yet fault-around could not be turned off: %v", unix.ByteSliceToString(u.Release[:]), err)
+	t.Fatalf("Linux %s gives a userfaultfd, yet fault-around could not be turned off: %v", release, err)
+}
+
+// kernelAtLeast says whether the running kernel is major.minor or later.
+func kernelAtLeast(major, minor int) (release string, ok bool) {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return "(unknown)", false
+	}
+	release = unix.ByteSliceToString(u.Release[:])
+	var ma, mi int
+	if _, err := fmt.Sscanf(release, "%d.%d", &ma, &mi); err != nil {
+		return release, false
+	}
+	return release, ma > major || ma == major && mi >= minor
 }
 
 func touch(m []byte, page int) byte {
@@ -232,5 +242,43 @@ func TestNightCommitQuietsTheStateMapping(t *testing.T) {
 	end()
 	if _, flags := smapsAt(t, st.db.Info().Data); slices.Contains(flags, "uw") {
 		t.Fatalf("after end the mapping has flags %v, still with uw", flags)
+	}
+}
+
+func TestQuietPopulateMapsThePagesNamed(t *testing.T) {
+	m := mapFile(t, 64)
+	ps := uint64(os.Getpagesize())
+	var q quietFaults
+	q.populate(m, ps, []uint64{3}) // not quiet: nothing
+	if rss, _ := smapsOf(t, m); rss != 0 {
+		t.Fatalf("populate mapped %d bytes while fault-around was on", rss)
+	}
+	quiet, err := q.begin(uintptr(unsafe.Pointer(&m[0])))
+	if !quiet {
+		mustQuiet(t, err)
+	}
+	defer q.end()
+	// out of order, repeated, adjacent, and one past the file's bytes
+	q.populate(m[:40*ps], ps, []uint64{9, 3, 4, 9, 40, 3})
+	if q.noPopulate {
+		// process_madvise takes any advice for the process itself since 6.13
+		if release, ok := kernelAtLeast(6, 13); !ok {
+			t.Skipf("Linux %s's process_madvise does not populate", release)
+		}
+		t.Fatal("process_madvise refused to populate")
+	}
+	if rss, _ := smapsOf(t, m); rss != int64(3*ps) {
+		t.Fatalf("populating pages 3, 4 and 9 mapped %d bytes, want %d", rss, 3*ps)
+	}
+	if got := len(q.iov); got != 2 {
+		t.Fatalf("pages 3, 4 and 9 made %d ranges, want 2", got)
+	}
+	for _, p := range []int{3, 4, 9} {
+		if got := touch(m, p); got != byte(p) {
+			t.Fatalf("page %d reads %d", p, got)
+		}
+	}
+	if rss, _ := smapsOf(t, m); rss != int64(3*ps) {
+		t.Fatalf("reading the pages populated mapped more: %d bytes", rss)
 	}
 }

@@ -6,6 +6,7 @@ package state
 // fault-around, and a night the smaller transactions.
 type quietFaults struct{}
 
-func (q *quietFaults) begin(uintptr) (bool, error) { return false, nil }
-func (q *quietFaults) follow(uintptr) error        { return nil }
-func (q *quietFaults) end()                        {}
+func (q *quietFaults) begin(uintptr) (bool, error)       { return false, nil }
+func (q *quietFaults) follow(uintptr) error              { return nil }
+func (q *quietFaults) end()                              {}
+func (q *quietFaults) populate([]byte, uint64, []uint64) {}

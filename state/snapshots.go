@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"time"
+	"unsafe"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -463,6 +464,9 @@ type Reader struct {
 	// from k would start elsewhere: the next Get seeks).
 	leaf  blockReader
 	loose bool
+	// page is the leaf page the last Get's lookup read (0: it went
+	// through the cursor), kept with what it found.
+	page uint64
 	// pkeys is the PKey index, once a lookup needed it, and pkeyLeaf
 	// its lookups' reader (k, a key of leaf's, stays as Get left it).
 	pkeys    *packed
@@ -514,10 +518,11 @@ func (r *Reader) Get(id extract.ID, snap *transform.Snapshot) (found bool, err e
 		return false, nil
 	}
 	r.end = false
+	r.page = 0
 	if pc, ok := r.c.(*pcursor); ok {
 		// the leaf the checked descent reaches answers most lookups (leaf.go)
 		if v, found, decided := (packed{x: pc.c.x}).lookup(&r.leaf, id[:]); decided {
-			r.loose = true
+			r.loose, r.page = true, r.leaf.page
 			if !found {
 				r.k, r.v = nil, nil
 				r.kept(id, nil, false)
@@ -587,7 +592,7 @@ func (r *Reader) found(id extract.ID, snap *transform.Snapshot) error {
 
 func (r *Reader) kept(id extract.ID, v []byte, found bool) {
 	if r.keep {
-		r.s.reads.keep(id, v, found, r.tag)
+		r.s.reads.keep(id, v, found, r.tag, r.page)
 	}
 }
 
@@ -615,10 +620,14 @@ func (r *Reader) Close() error {
 // log entries encoded and sealed, the index keys of the records written.
 // The transaction then only puts them.
 type Batch struct {
-	s    *Store
-	keys []extract.ID
-	ends []uint32
-	data []byte
+	s *Store
+	// pages are the leaf pages a night's lookups found the batch's
+	// records on (not in order, repeats allowed): its transaction maps
+	// them in at once (quiet_linux.go, populate).
+	pages []uint64
+	keys  []extract.ID
+	ends  []uint32
+	data  []byte
 	// counted[i] says the change keys[i] makes to the totals is in delta
 	// already (PutRead); the others are counted against the file when
 	// committed.
@@ -822,6 +831,7 @@ func (b *Batch) Reset() {
 	b.log.reset()
 	b.whole, b.wholeKeyEnds, b.wholeEnds, b.built = b.whole[:0], b.wholeKeyEnds[:0], b.wholeEnds[:0], false
 	b.wholeAfter, b.wholeToEnd, b.inWhole = b.wholeAfter[:0], false, false
+	b.pages = b.pages[:0]
 }
 
 // AddLog records a decision in the decision log. Entries of one batch
@@ -921,6 +931,13 @@ func (s *Store) commitEach(ctx context.Context, fill func(put func(*Batch, *Fina
 // putBatch writes the batch into tx, with fin's records when fin is not
 // nil, working in sc's memory.
 func (s *Store) putBatch(tx *bolt.Tx, b *Batch, fin *Final, sc *commitScratch) error {
+	if len(b.pages) > 0 {
+		if info := s.db.Info(); info != nil && info.Data != 0 {
+			// as releaseMapping reads the address back
+			data := unsafe.Slice(*(**byte)(unsafe.Pointer(&info.Data)), tx.Size())
+			s.quiet.populate(data, uint64(info.PageSize), b.pages)
+		}
+	}
 	idx := sc.idx[:0]
 	for i := range b.keys {
 		idx = append(idx, i)
