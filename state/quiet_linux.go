@@ -34,8 +34,8 @@ import (
 // Nothing is write-protected, so nothing else changes: a read fault maps
 // the page it needs, from the same page cache. A night's commit registers
 // the mapping so (quiet) and takes quietChunk contacts a transaction:
-// 3,000 touches of a file held in 4 KB pages mapped 13 MB instead of 140
-// MB (the page cache's large folios: 219 MB), each fault as fast.
+// 3,000 random touches of a 1 M state mapped 13 MB instead of 140 – 220
+// MB, each fault as fast (12 – 13 µs here).
 //
 // The userfaultfd is opened for user-mode faults only
 // (UFFD_USER_MODE_ONLY), which needs no privilege; a system that refuses
