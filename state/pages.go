@@ -138,10 +138,10 @@ func (p rawPage) check(id, hwm uint64, lo, hi []byte, sealed bool, bucket string
 	return ""
 }
 
-// key is element i's key (the page is checked).
 // id is the page's id, from its header (checked: readRawPage).
 func (p rawPage) id() uint64 { return binary.LittleEndian.Uint64(p.b) }
 
+// key is element i's key (the page is checked).
 func (p rawPage) key(i int) []byte {
 	le := binary.LittleEndian
 	at := pageHeaderSize + i*elemSize
