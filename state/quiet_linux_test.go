@@ -282,3 +282,42 @@ func TestQuietPopulateMapsThePagesNamed(t *testing.T) {
 		t.Fatalf("reading the pages populated mapped more: %d bytes", rss)
 	}
 }
+
+// A mapping the kernel will not register (a file opened read-only: its
+// shared mapping can never be made writable) leaves fault-around on, and
+// the process does not ask again.
+func TestQuietRefusedKeepsFaultAround(t *testing.T) {
+	w := mapFile(t, 16)
+	path := filepath.Join(t.TempDir(), "ro")
+	if err := os.WriteFile(path, make([]byte, 16*os.Getpagesize()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ro, err := unix.Mmap(int(f.Fd()), 0, 16*os.Getpagesize(), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(ro)
+	var q quietFaults
+	quiet, err := q.begin(uintptr(unsafe.Pointer(&ro[0])))
+	if quiet || err == nil {
+		t.Fatalf("a read-only file's mapping: quiet %v, %v", quiet, err)
+	}
+	if q.uffd != nil {
+		t.Fatal("the userfaultfd stays open after the mapping was refused")
+	}
+	if _, flags := smapsOf(t, ro); slices.Contains(flags, "uw") {
+		t.Fatalf("the refused mapping has flags %v", flags)
+	}
+	if quiet, err := q.begin(uintptr(unsafe.Pointer(&w[0]))); quiet || err != nil {
+		t.Fatalf("asked again after a refusal: quiet %v, %v", quiet, err)
+	}
+	q.populate(w, uint64(os.Getpagesize()), []uint64{1}) // not quiet: nothing
+	if rss, _ := smapsOf(t, w); rss != 0 {
+		t.Fatalf("populate mapped %d bytes of a mapping not registered", rss)
+	}
+}
