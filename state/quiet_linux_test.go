@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -319,5 +320,71 @@ func TestQuietRefusedKeepsFaultAround(t *testing.T) {
 	q.populate(w, uint64(os.Getpagesize()), []uint64{1}) // not quiet: nothing
 	if rss, _ := smapsOf(t, w); rss != 0 {
 		t.Fatalf("populate mapped %d bytes of a mapping not registered", rss)
+	}
+}
+
+// A page cache that holds the file in large folios (read ahead, as cat or
+// cp read it) had a fault map a whole 2 MB folio where the mapping is
+// aligned for it; quiet, a fault maps its page alone.
+func TestQuietMappingMapsOnePageOfALargeFolio(t *testing.T) {
+	const size, huge = 32 << 20, 2 << 20
+	path := filepath.Join(t.TempDir(), "big")
+	page := make([]byte, os.Getpagesize())
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for i := range size / len(page) {
+		page[0] = byte(i)
+		if _, err := f.Write(page); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// out of the page cache, then read back ahead in large blocks
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Skip(err)
+	}
+	if _, err := io.CopyBuffer(io.Discard, io.NewSectionReader(f, 0, size), make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	// a mapping aligned to 2 MB, where a folio of that size can be mapped whole
+	reserve, err := unix.Mmap(-1, 0, size+huge, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(reserve)
+	base := uintptr(unsafe.Pointer(&reserve[0]))
+	off := (base+huge-1)&^(huge-1) - base
+	m := reserve[off : off+size]
+	if _, err := unix.MmapPtr(int(f.Fd()), 0, unsafe.Pointer(&m[0]), size, unix.PROT_READ, unix.MAP_SHARED|unix.MAP_FIXED); err != nil {
+		t.Fatal(err)
+	}
+	at := uintptr(unsafe.Pointer(&m[0]))
+	// halfway: read ahead the furthest by then, in the largest folios
+	mid := size / 2 / len(page)
+	if got := touch(m, mid); got != byte(mid) {
+		t.Fatalf("page %d reads %d", mid, got)
+	}
+	if rss, _ := smapsAt(t, at); rss < huge {
+		t.Skipf("one fault mapped %d bytes of a file read ahead: no large folio mapped whole here", rss)
+	}
+	if err := unix.Madvise(m, unix.MADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	var q quietFaults
+	quiet, err := q.begin(at)
+	if !quiet {
+		mustQuiet(t, err)
+	}
+	defer q.end()
+	if got := touch(m, mid); got != byte(mid) {
+		t.Fatalf("page %d reads %d", mid, got)
+	}
+	if rss, _ := smapsAt(t, at); rss != int64(len(page)) {
+		t.Fatalf("quiet, one fault in a large folio mapped %d bytes", rss)
 	}
 }
