@@ -138,6 +138,13 @@ func (p rawPage) check(id, hwm uint64, lo, hi []byte, sealed bool, bucket string
 	return ""
 }
 
+// mappedAt is the n bytes of the mapping at addr (bbolt's Info gives its
+// address as a uintptr; reading it back as a pointer keeps vet's
+// unsafe-pointer rule).
+func mappedAt[N int64 | uint64 | uintptr](addr uintptr, n N) []byte {
+	return unsafe.Slice(*(**byte)(unsafe.Pointer(&addr)), n)
+}
+
 // id is the page's id, from its header (checked: readRawPage).
 func (p rawPage) id() uint64 { return binary.LittleEndian.Uint64(p.b) }
 
@@ -290,9 +297,7 @@ func (s *Store) pages(tx *bolt.Tx) *pageView {
 	}
 	// The mapping stays put while tx is open: bbolt maps the file again
 	// only inside a commit, under a lock that open transactions hold off.
-	// (Info gives its address as a uintptr; reading it back as a pointer
-	// keeps vet's unsafe-pointer rule.)
-	data := unsafe.Slice(*(**byte)(unsafe.Pointer(&info.Data)), hwm*ps)
+	data := mappedAt(info.Data, hwm*ps)
 	v := &pageView{g: g, data: data, ps: ps, hwm: hwm}
 	root, ok := metaRoot(data, ps, uint64(base))
 	if !ok {

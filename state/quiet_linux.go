@@ -132,7 +132,7 @@ func (q *quietFaults) register(start uintptr) error {
 	// a file's folio): 3,000 touches mapped 13 MB, not 277 MB. Advice
 	// only; it stays with the mapping, whose later faults are the run's
 	// last few.
-	_ = unix.Madvise(unsafe.Slice(*(**byte)(unsafe.Pointer(&start)), length), unix.MADV_NOHUGEPAGE)
+	_ = unix.Madvise(mappedAt(start, length), unix.MADV_NOHUGEPAGE)
 	q.start = start
 	return nil
 }

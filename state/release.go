@@ -8,7 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
@@ -167,9 +166,7 @@ func (s *Store) releaseMapping(tx *bolt.Tx) {
 			s.release.faults.Store(ru.Minflt)
 		}
 	}
-	// Info gives the address as a uintptr; reading it back as a pointer
-	// keeps vet's unsafe-pointer rule (as pages does).
-	data := unsafe.Slice(*(**byte)(unsafe.Pointer(&info.Data)), size)
+	data := mappedAt(info.Data, size)
 	// Advice only: a failure costs memory, never data.
 	_ = unix.Madvise(data, unix.MADV_DONTNEED)
 	if mapped, known = resident(); known {

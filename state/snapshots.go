@@ -9,7 +9,6 @@ import (
 	"runtime/debug"
 	"slices"
 	"time"
-	"unsafe"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -933,9 +932,7 @@ func (s *Store) commitEach(ctx context.Context, fill func(put func(*Batch, *Fina
 func (s *Store) putBatch(tx *bolt.Tx, b *Batch, fin *Final, sc *commitScratch) error {
 	if len(b.pages) > 0 {
 		if info := s.db.Info(); info != nil && info.Data != 0 {
-			// as releaseMapping reads the address back
-			data := unsafe.Slice(*(**byte)(unsafe.Pointer(&info.Data)), tx.Size())
-			s.quiet.populate(data, uint64(info.PageSize), b.pages)
+			s.quiet.populate(mappedAt(info.Data, tx.Size()), uint64(info.PageSize), b.pages)
 		}
 	}
 	idx := sc.idx[:0]
