@@ -38,8 +38,10 @@ const (
 )
 
 func main() {
+	var heap heapAdvice
+	heap.bytes, heap.err = heapOnHugePages(hugeHeap)
 	ctx, stop := withSignals(context.Background())
-	code := cmdline{stdout: os.Stdout, stderr: os.Stderr}.run(ctx, os.Args)
+	code := cmdline{stdout: os.Stdout, stderr: os.Stderr, heap: heap}.run(ctx, os.Args)
 	stop()
 	os.Exit(code)
 }
@@ -83,6 +85,14 @@ var errShown = errors.New("usage shown")
 type cmdline struct {
 	stdout, stderr io.Writer
 	hooks          hooks
+	heap           heapAdvice
+}
+
+// heapAdvice is what main asked of the kernel for the heap before there
+// was a logger to say so (heapOnHugePages): the bytes advised, or why not.
+type heapAdvice struct {
+	bytes int
+	err   error
 }
 
 // run runs one command line and returns its exit code.
@@ -192,6 +202,9 @@ func (m cmdline) newApp(log *zerolog.Logger) *cli.App {
 		Before: func(c *cli.Context) (err error) {
 			if *log, err = prog.Logger(stderr, c.String("log-format"), c.String("log-level")); err != nil {
 				return usage(err)
+			}
+			if m.heap.bytes > 0 || m.heap.err != nil {
+				log.Debug().Int("bytes", m.heap.bytes).AnErr("error", m.heap.err).Msg("heap on 2 MB pages")
 			}
 			return nil
 		},

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"unsafe"
+)
+
+// TestHeapHelper is not a test: TestHeapOnHugePages starts the test binary
+// again with it, so that the heap is advised in a process whose heap has
+// not grown yet, as main does.
+func TestHeapHelper(t *testing.T) {
+	mode := os.Getenv("OPTSYNC_HEAP_HELPER")
+	if mode == "" {
+		t.Skip("helper process only")
+	}
+	if mode == "advise" {
+		if _, err := heapOnHugePages(64 << 20); err != nil {
+			fmt.Println("error", err)
+		}
+	}
+	// A run's heap after the start: 32 MB, each page written.
+	b := make([]byte, 32<<20)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	at := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	huge, advised, err := anonHugeIn(at, at+uintptr(len(b)))
+	if err != nil {
+		fmt.Println("error", err)
+	}
+	fmt.Println("huge", huge, "advised", advised)
+}
+
+// anonHugeIn reads /proc/self/smaps for the mappings that overlap [lo, hi):
+// their AnonHugePages (KB) summed, and whether any is advised to use huge
+// pages (VmFlags hg).
+func anonHugeIn(lo, hi uintptr) (huge int, advised bool, err error) {
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		return 0, false, err
+	}
+	defer f.Close()
+	in, found := false, false
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		line := s.Text()
+		var from, to uint64
+		if n, _ := fmt.Sscanf(line, "%x-%x ", &from, &to); n == 2 && !strings.HasSuffix(strings.Fields(line)[0], ":") {
+			in = from < uint64(hi) && uint64(lo) < to
+			found = found || in
+			continue
+		}
+		if !in {
+			continue
+		}
+		if v, ok := strings.CutPrefix(line, "AnonHugePages:"); ok {
+			kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			if err != nil {
+				return 0, false, fmt.Errorf("smaps: %q: %w", line, err)
+			}
+			huge += kb
+		}
+		if v, ok := strings.CutPrefix(line, "VmFlags:"); ok {
+			advised = advised || slices.Contains(strings.Fields(v), "hg")
+		}
+	}
+	if err := s.Err(); err != nil {
+		return 0, false, err
+	}
+	if !found {
+		return 0, false, fmt.Errorf("no mapping holds %#x", lo)
+	}
+	return huge, advised, nil
+}
+
+// TestHeapOnHugePages checks that a process that advised its heap first
+// maps the heap it uses later in 2 MB pages, and one that did not, in 4 KB
+// pages (the control: without it a machine whose every mapping is huge
+// would pass).
+func TestHeapOnHugePages(t *testing.T) {
+	mode, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
+	if err != nil || !strings.Contains(string(mode), "[madvise]") {
+		t.Skipf("transparent huge pages are not \"madvise\" here (%q, %v): the advice is not asked for", mode, err)
+	}
+	helper := func(mode string) (int, bool) {
+		t.Helper()
+		cmd := exec.Command(os.Args[0], "-test.run=^TestHeapHelper$", "-test.v")
+		cmd.Env = append(os.Environ(), "OPTSYNC_HEAP_HELPER="+mode, "GODEBUG=")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("helper %s: %v\n%s", mode, err, out)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(line, "error ") {
+				t.Fatalf("helper %s: %s", mode, line)
+			}
+			var huge int
+			var advised bool
+			if n, _ := fmt.Sscanf(line, "huge %d advised %t", &huge, &advised); n == 2 {
+				return huge, advised
+			}
+		}
+		t.Fatalf("helper %s said nothing of its heap:\n%s", mode, out)
+		return 0, false
+	}
+	huge, advised := helper("control")
+	if huge != 0 || advised {
+		t.Fatalf("without the advice the heap has %d KB of huge pages (advised %v): the control would show nothing", huge, advised)
+	}
+	huge, advised = helper("advise")
+	if !advised {
+		t.Errorf("the advised heap's mappings have no hg flag")
+	}
+	// 32 MB written: at least one whole 2 MB page, even if the kernel found
+	// no free huge page for the others.
+	if huge < 2048 {
+		t.Errorf("advised heap has %d KB of huge pages, want at least 2048", huge)
+	}
+	t.Logf("32 MB written after the advice: %d KB on huge pages", huge)
+}
+
+func TestThpDisabled(t *testing.T) {
+	for _, tc := range []struct {
+		godebug string
+		want    bool
+	}{
+		{"", false},
+		{"disablethp=1", true},
+		{"madvdontneed=1,disablethp=1", true},
+		{"disablethp=1,disablethp=0", false},
+		{"disablethp=0", false},
+		{"xdisablethp=1", false},
+	} {
+		if got := thpDisabled(tc.godebug); got != tc.want {
+			t.Errorf("thpDisabled(%q) = %v, want %v", tc.godebug, got, tc.want)
+		}
+	}
+}
