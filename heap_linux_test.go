@@ -1,15 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
-	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"unsafe"
+
+	"optsync/fixtures/testkit"
 )
 
 // TestHeapHelper is not a test: TestHeapOnHugePages starts the test binary
@@ -31,53 +30,11 @@ func TestHeapHelper(t *testing.T) {
 		b[i] = 1
 	}
 	at := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-	huge, advised, err := anonHugeIn(at, at+uintptr(len(b)))
+	m, err := testkit.MappedIn(at, at+uintptr(len(b)))
 	if err != nil {
 		fmt.Println("error", err)
 	}
-	fmt.Println("huge", huge, "advised", advised)
-}
-
-// anonHugeIn reads /proc/self/smaps for the mappings that overlap [lo, hi):
-// their AnonHugePages (KB) summed, and whether any is advised to use huge
-// pages (VmFlags hg).
-func anonHugeIn(lo, hi uintptr) (huge int, advised bool, err error) {
-	f, err := os.Open("/proc/self/smaps")
-	if err != nil {
-		return 0, false, err
-	}
-	defer f.Close()
-	in, found := false, false
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		line := s.Text()
-		var from, to uint64
-		if n, _ := fmt.Sscanf(line, "%x-%x ", &from, &to); n == 2 && !strings.HasSuffix(strings.Fields(line)[0], ":") {
-			in = from < uint64(hi) && uint64(lo) < to
-			found = found || in
-			continue
-		}
-		if !in {
-			continue
-		}
-		if v, ok := strings.CutPrefix(line, "AnonHugePages:"); ok {
-			kb, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
-			if err != nil {
-				return 0, false, fmt.Errorf("smaps: %q: %w", line, err)
-			}
-			huge += kb
-		}
-		if v, ok := strings.CutPrefix(line, "VmFlags:"); ok {
-			advised = advised || slices.Contains(strings.Fields(v), "hg")
-		}
-	}
-	if err := s.Err(); err != nil {
-		return 0, false, err
-	}
-	if !found {
-		return 0, false, fmt.Errorf("no mapping holds %#x", lo)
-	}
-	return huge, advised, nil
+	fmt.Println("huge", m.AnonHuge>>10, "advised", m.Advised)
 }
 
 // TestHeapOnHugePages checks that a process that advised its heap first
@@ -85,9 +42,8 @@ func anonHugeIn(lo, hi uintptr) (huge int, advised bool, err error) {
 // pages (the control: without it a machine whose every mapping is huge
 // would pass).
 func TestHeapOnHugePages(t *testing.T) {
-	mode, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
-	if err != nil || !strings.Contains(string(mode), "[madvise]") {
-		t.Skipf("transparent huge pages are not \"madvise\" here (%q, %v): the advice is not asked for", mode, err)
+	if ok, mode := testkit.HugePagesAdvised(); !ok {
+		t.Skipf("transparent huge pages are not \"madvise\" here (%s): the advice is not asked for", mode)
 	}
 	helper := func(mode string) (int, bool) {
 		t.Helper()
