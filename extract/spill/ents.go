@@ -33,6 +33,7 @@ func newRunEnts(n int) *runEnts {
 	if size >= mapEntsFrom {
 		mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 		if err == nil {
+			hugePages(mem)
 			return &runEnts{ents: unsafe.Slice((*ent)(unsafe.Pointer(unsafe.SliceData(mem))), n), mem: mem}
 		}
 		// no mapping to be had: the heap will do
