@@ -4,6 +4,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"unsafe"
 
@@ -39,10 +40,20 @@ const hugeHeap = 1 << 30
 //
 // It does nothing when transparent huge pages are "always" (the heap is on
 // them already), "never" or missing, or when GODEBUG says disablethp=1
-// (the runtime's own switch for keeping its heap off them).
+// (the runtime's own switch for keeping its heap off them). Nor where the
+// kernel counts every writable mapping against a fixed commit limit
+// (vm.overcommit_memory 2), where growing the heap by n bytes the process
+// may never use could fail, and on a 32-bit system, whose address space
+// the n bytes would crowd.
 func heapOnHugePages(n int) (int, error) {
 	mode, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
 	if err != nil || !strings.Contains(string(mode), "[madvise]") || thpDisabled(os.Getenv("GODEBUG")) {
+		return 0, nil
+	}
+	if strconv.IntSize < 64 {
+		return 0, nil
+	}
+	if commit, err := os.ReadFile("/proc/sys/vm/overcommit_memory"); err != nil || strings.TrimSpace(string(commit)) == "2" {
 		return 0, nil
 	}
 	const huge = 2 << 20
