@@ -32,11 +32,12 @@ const hugeHeap = 1 << 30
 // fresh heap, and its own address says where. The advice stays with those
 // pages after the collector frees the allocation and FreeOSMemory hands
 // them back, untouched, to the kernel (free pages not handed back would
-// count against memory_budget's limit until the scavenger got to them);
-// later allocations take the lowest free addresses, that range among them,
-// and the first use of each 2 MB then maps a huge page. Memory use is bounded as before: the pages count
-// once used, and memory_budget's limit still applies to the heap. It costs
-// one collection, a few milliseconds, at the start.
+// count against memory_budget's limit until the scavenger got to them).
+// Later allocations take the lowest free addresses, that range among
+// them, and the first use of each 2 MB then maps a huge page. Memory is
+// bounded as before: a page counts once used, and memory_budget's limit
+// still applies to the heap. It costs one collection and the runtime's
+// bookkeeping for n bytes of heap, a few milliseconds, at the start.
 //
 // It does nothing when transparent huge pages are "always" (the heap is on
 // them already), "never" or missing, or when GODEBUG says disablethp=1
@@ -46,14 +47,12 @@ const hugeHeap = 1 << 30
 // may never use could fail, and on a 32-bit system, whose address space
 // the n bytes would crowd.
 func heapOnHugePages(n int) (int, error) {
-	mode, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
-	if err != nil || !strings.Contains(string(mode), "[madvise]") || thpDisabled(os.Getenv("GODEBUG")) {
+	thp, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
+	if err != nil {
 		return 0, nil
 	}
-	if strconv.IntSize < 64 {
-		return 0, nil
-	}
-	if commit, err := os.ReadFile("/proc/sys/vm/overcommit_memory"); err != nil || strings.TrimSpace(string(commit)) == "2" {
+	overcommit, err := os.ReadFile("/proc/sys/vm/overcommit_memory")
+	if err != nil || !heapAdvised(string(thp), string(overcommit), os.Getenv("GODEBUG"), strconv.IntSize) {
 		return 0, nil
 	}
 	const huge = 2 << 20
@@ -61,16 +60,23 @@ func heapOnHugePages(n int) (int, error) {
 	at := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
 	lo := (at+huge-1)&^(huge-1) - at
 	hi := (at+uintptr(n))&^(huge-1) - at
-	if hi <= lo {
-		return 0, nil
+	advised := 0
+	if hi > lo {
+		if err = unix.Madvise(b[lo:hi], unix.MADV_HUGEPAGE); err == nil {
+			advised = int(hi - lo)
+		}
 	}
-	err = unix.Madvise(b[lo:hi], unix.MADV_HUGEPAGE)
 	runtime.KeepAlive(b)
 	debug.FreeOSMemory()
-	if err != nil {
-		return 0, err
-	}
-	return int(hi - lo), nil
+	return advised, err
+}
+
+// heapAdvised reports whether heapOnHugePages asks, given the contents of
+// /sys/kernel/mm/transparent_hugepage/enabled and
+// /proc/sys/vm/overcommit_memory, GODEBUG and the size of an int in bits.
+func heapAdvised(thp, overcommit, godebug string, intSize int) bool {
+	return strings.Contains(thp, "[madvise]") && strings.TrimSpace(overcommit) != "2" &&
+		!thpDisabled(godebug) && intSize == 64
 }
 
 // thpDisabled reports whether a GODEBUG value turns disablethp on (the

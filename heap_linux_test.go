@@ -99,3 +99,24 @@ func TestThpDisabled(t *testing.T) {
 		}
 	}
 }
+
+func TestHeapAdvised(t *testing.T) {
+	const madvise, always, never = "always [madvise] never\n", "[always] madvise never\n", "always madvise [never]\n"
+	for _, tc := range []struct {
+		thp, overcommit, godebug string
+		intSize                  int
+		want                     bool
+	}{
+		{madvise, "0\n", "", 64, true},
+		{madvise, "1\n", "madvdontneed=1", 64, true},
+		{always, "0\n", "", 64, false},  // the heap has huge pages already
+		{never, "0\n", "", 64, false},   // advice changes nothing
+		{madvise, "2\n", "", 64, false}, // a fixed commit limit
+		{madvise, "0\n", "disablethp=1", 64, false},
+		{madvise, "0\n", "", 32, false},
+	} {
+		if got := heapAdvised(tc.thp, tc.overcommit, tc.godebug, tc.intSize); got != tc.want {
+			t.Errorf("heapAdvised(%q, %q, %q, %d) = %v, want %v", tc.thp, tc.overcommit, tc.godebug, tc.intSize, got, tc.want)
+		}
+	}
+}
