@@ -56,15 +56,18 @@ func NewDirectAt(f *os.File, bufSize int, at int64) (*Direct, bool) {
 	if at%directAlign != 0 {
 		return nil, false
 	}
+	if oDirect == 0 {
+		return nil, false
+	}
 	fd := f.Fd()
 	fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
 	if err != nil {
 		return nil, false
 	}
-	if _, err := unix.FcntlInt(fd, unix.F_SETFL, fl|unix.O_DIRECT); err != nil {
+	if _, err := unix.FcntlInt(fd, unix.F_SETFL, fl|oDirect); err != nil {
 		return nil, false
 	}
-	return &Direct{f: f, fd: fd, fl: fl | unix.O_DIRECT, buf: AlignedBytes(max(bufSize&^(directAlign-1), directAlign)), done: at, size: at}, true
+	return &Direct{f: f, fd: fd, fl: fl | oDirect, buf: AlignedBytes(max(bufSize&^(directAlign-1), directAlign)), done: at, size: at}, true
 }
 
 // AlignedBytes is n bytes starting at a 4 KiB boundary: what a Direct
@@ -125,7 +128,7 @@ func (d *Direct) Flush() error {
 	if whole == d.n {
 		return nil
 	}
-	if _, err := unix.FcntlInt(d.fd, unix.F_SETFL, d.fl&^unix.O_DIRECT); err != nil {
+	if _, err := unix.FcntlInt(d.fd, unix.F_SETFL, d.fl&^oDirect); err != nil {
 		return fmt.Errorf("%s: %w", d.f.Name(), err)
 	}
 	err := d.writeAt(d.buf[whole:d.n], d.done+int64(whole))
@@ -138,15 +141,15 @@ func (d *Direct) Flush() error {
 func (d *Direct) writeAt(b []byte, off int64) error {
 	for len(b) > 0 {
 		n, err := d.f.WriteAt(b, off)
-		if errors.Is(err, unix.EINVAL) && d.fl&unix.O_DIRECT != 0 {
+		if errors.Is(err, unix.EINVAL) && d.fl&oDirect != 0 {
 			// A file system that took O_DIRECT but not these writes (a
 			// block larger than 4 KiB, a layer that passes the flag
 			// on): the file is written and read through the page cache
 			// from here, as without a Direct.
-			if _, ferr := unix.FcntlInt(d.fd, unix.F_SETFL, d.fl&^unix.O_DIRECT); ferr != nil {
+			if _, ferr := unix.FcntlInt(d.fd, unix.F_SETFL, d.fl&^oDirect); ferr != nil {
 				return err
 			}
-			d.fl &^= unix.O_DIRECT
+			d.fl &^= oDirect
 			continue
 		}
 		if err != nil {
@@ -182,13 +185,13 @@ func (r *directReader) Read(p []byte) (int, error) {
 		for r.have < want {
 			// whole blocks: the file's last one is read short
 			n, err := d.f.ReadAt(d.buf[r.have:m], r.off+int64(r.have))
-			if errors.Is(err, unix.EINVAL) && n == 0 && d.fl&unix.O_DIRECT != 0 {
+			if errors.Is(err, unix.EINVAL) && n == 0 && d.fl&oDirect != 0 {
 				// refused past the page cache: read through it (see
 				// writeAt)
-				if _, ferr := unix.FcntlInt(d.fd, unix.F_SETFL, d.fl&^unix.O_DIRECT); ferr != nil {
+				if _, ferr := unix.FcntlInt(d.fd, unix.F_SETFL, d.fl&^oDirect); ferr != nil {
 					return 0, err
 				}
-				d.fl &^= unix.O_DIRECT
+				d.fl &^= oDirect
 				continue
 			}
 			r.have += n

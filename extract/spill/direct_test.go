@@ -164,7 +164,7 @@ func TestDirectFallsBackToThePageCache(t *testing.T) {
 	if err := d.writeAt(b[:directAlign], 1); err != nil {
 		t.Fatalf("a write out of alignment: %v, want it made through the page cache", err)
 	}
-	if d.fl&unix.O_DIRECT != 0 {
+	if d.fl&oDirect != 0 {
 		t.Fatal("still writing past the page cache after a refused write")
 	}
 	got, err := os.ReadFile(fmt.Sprintf("/proc/self/fd/%d", d.f.Fd()))
@@ -188,11 +188,11 @@ func TestDirectFallsBackToThePageCache(t *testing.T) {
 	if err != nil || string(back) != string(b[:directAlign+10]) {
 		t.Fatalf("read past a refused read: %d bytes, %v", len(back), err)
 	}
-	if d3.fl&unix.O_DIRECT != 0 {
+	if d3.fl&oDirect != 0 {
 		t.Fatal("still reading past the page cache after a refused read")
 	}
 	d2 := directFileOf(t, directChunk)
-	d2.fl &^= unix.O_DIRECT // as after a refused write
+	d2.fl &^= oDirect // as after a refused write
 	if _, err := unix.FcntlInt(d2.fd, unix.F_SETFL, d2.fl); err != nil {
 		t.Fatal(err)
 	}

@@ -19,19 +19,13 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-
-	"golang.org/x/sys/unix"
 )
 
 // TempFile creates a file in dir that has no name (mode 0600), for a
 // process's scratch data: it is gone when the process closes it or dies.
 func TempFile(dir string) (*os.File, error) {
-	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
-	if err == nil {
-		return os.NewFile(uintptr(fd), filepath.Join(dir, "(unnamed spill)")), nil
-	}
-	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EINVAL) {
-		return nil, fmt.Errorf("spill file in %s: %w", dir, err)
+	if f, err := unnamedFile(dir); f != nil || err != nil {
+		return f, err
 	}
 	// A file system without O_TMPFILE: a name for an instant, one that
 	// RemoveLeftovers knows (a kill in that instant leaves it behind).
@@ -556,7 +550,7 @@ func (r *readOnce) Read(p []byte) (int, error) {
 		// The caller holds what was read (in its buffer): the file's
 		// pages up to here are not needed again. A file system that
 		// cannot punch holes keeps them until the file is closed.
-		if unix.Fallocate(r.fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, r.freed, r.read-r.freed) != nil {
+		if punchHole(r.fd, r.freed, r.read-r.freed) != nil {
 			r.cannot = true
 		}
 		r.freed = r.read
