@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -43,9 +44,10 @@ const hugeHeap = 1 << 30
 // them already), "never" or missing, or when GODEBUG says disablethp=1
 // (the runtime's own switch for keeping its heap off them). Nor where the
 // kernel counts every writable mapping against a fixed commit limit
-// (vm.overcommit_memory 2), where growing the heap by n bytes the process
-// may never use could fail, and on a 32-bit system, whose address space
-// the n bytes would crowd.
+// (vm.overcommit_memory 2), or where a limit on the process's mappings is
+// less than 4n bytes: growing the heap by n bytes the process may never
+// use could fail. And not on a 32-bit system, whose address space the n
+// bytes would crowd.
 func heapOnHugePages(n int) (int, error) {
 	thp, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
 	if err != nil {
@@ -53,6 +55,9 @@ func heapOnHugePages(n int) (int, error) {
 	}
 	overcommit, err := os.ReadFile("/proc/sys/vm/overcommit_memory")
 	if err != nil || !heapAdvised(string(thp), string(overcommit), os.Getenv("GODEBUG"), strconv.IntSize) {
+		return 0, nil
+	}
+	if room := mappingRoom(); room < 4*uint64(n) {
 		return 0, nil
 	}
 	const huge = 2 << 20
@@ -77,6 +82,24 @@ func heapOnHugePages(n int) (int, error) {
 func heapAdvised(thp, overcommit, godebug string, intSize int) bool {
 	return strings.Contains(thp, "[madvise]") && strings.TrimSpace(overcommit) != "2" &&
 		!thpDisabled(godebug) && intSize == 64
+}
+
+// mappingRoom is the least of the limits on the process's address space
+// and on its writable private mappings (ulimit -v, ulimit -d), which the
+// heap's growth counts against: a heap the runtime cannot map is fatal, so
+// the advice is asked for only with ample room.
+func mappingRoom() uint64 {
+	room := uint64(math.MaxUint64)
+	for _, which := range []int{unix.RLIMIT_AS, unix.RLIMIT_DATA} {
+		var l unix.Rlimit
+		if err := unix.Getrlimit(which, &l); err != nil {
+			return 0
+		}
+		if l.Cur != unix.RLIM_INFINITY {
+			room = min(room, l.Cur)
+		}
+	}
+	return room
 }
 
 // thpDisabled reports whether a GODEBUG value turns disablethp on (the

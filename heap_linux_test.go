@@ -8,6 +8,8 @@ import (
 	"testing"
 	"unsafe"
 
+	"golang.org/x/sys/unix"
+
 	"optsync/fixtures/testkit"
 )
 
@@ -19,10 +21,20 @@ func TestHeapHelper(t *testing.T) {
 	if mode == "" {
 		t.Skip("helper process only")
 	}
-	if mode == "advise" {
+	switch mode {
+	case "advise":
 		if _, err := heapOnHugePages(64 << 20); err != nil {
 			fmt.Println("error", err)
 		}
+	case "limited":
+		limit := unix.Rlimit{Cur: 2 << 30, Max: 2 << 30}
+		if err := unix.Setrlimit(unix.RLIMIT_DATA, &limit); err != nil {
+			fmt.Println("error", err)
+			return
+		}
+		n, err := heapOnHugePages(hugeHeap)
+		fmt.Println("advised", n, err)
+		return
 	}
 	// A run's heap after the start: 32 MB, each page written.
 	b := make([]byte, 32<<20)
@@ -118,5 +130,23 @@ func TestHeapAdvised(t *testing.T) {
 		if got := heapAdvised(tc.thp, tc.overcommit, tc.godebug, tc.intSize); got != tc.want {
 			t.Errorf("heapAdvised(%q, %q, %q, %d) = %v, want %v", tc.thp, tc.overcommit, tc.godebug, tc.intSize, got, tc.want)
 		}
+	}
+}
+
+// TestHeapNotAdvisedUnderALimit starts the test binary again under a limit
+// on its writable mappings (ulimit -d) of 2 GB, less than four times the
+// 1 GB main would grow the heap by: it asks for nothing, and lives.
+func TestHeapNotAdvisedUnderALimit(t *testing.T) {
+	if ok, mode := testkit.HugePagesAdvised(); !ok {
+		t.Skipf("transparent huge pages are not \"madvise\" here (%s): the advice is not asked for", mode)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHeapHelper$", "-test.v")
+	cmd.Env = append(os.Environ(), "OPTSYNC_HEAP_HELPER=limited", "GODEBUG=")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "advised 0 <nil>") {
+		t.Fatalf("under a 2 GB limit on its data, the helper said:\n%s", out)
 	}
 }
