@@ -38,9 +38,9 @@ const (
 )
 
 func main() {
+	ctx, stop := withSignals(context.Background())
 	var heap heapAdvice
 	heap.bytes, heap.err = heapOnHugePages(hugeHeap)
-	ctx, stop := withSignals(context.Background())
 	code := cmdline{stdout: os.Stdout, stderr: os.Stderr, heap: heap}.run(ctx, os.Args)
 	stop()
 	os.Exit(code)
