@@ -120,6 +120,9 @@ type indexOps struct {
 	// pack, when set, is the memory applyIndex writes the blocks with
 	// (nil: their own).
 	pack *packScratch
+	// keys and leaves are applyIndex's scratch for the leaves it maps in.
+	keys   [][]byte
+	leaves []uint64
 }
 
 type indexOp struct {
@@ -253,6 +256,18 @@ func (s *Store) applyIndex(tx *bolt.Tx, o *indexOps) error {
 		}
 		p := s.packed(b, string(name))
 		p.sc = o.pack
+		if s.quiet.populating() && p.x.pv != nil {
+			// The ops' leaves, mapped in at once where a night's commit
+			// has turned fault-around off: the index's changes (a
+			// pending write done, at the run that made it) lie all over
+			// its leaves, one fault each.
+			o.keys = o.keys[:0]
+			for _, op := range blockOps {
+				o.keys = append(o.keys, op.k)
+			}
+			o.leaves = p.x.pv.leavesOf(p.x.root, o.keys, string(name), o.leaves[:0])
+			s.populate(tx, o.leaves)
+		}
 		return p.apply(blockOps)
 	}
 	if err := apply(pk, bucketPKeys, o.pk); err != nil {

@@ -463,6 +463,56 @@ func (v *pageView) descendTo(root uint64, pick func(rawPage) int, wide bool, buc
 	}
 }
 
+// leavesOf appends to dst the ids of the committed leaves that keys (in
+// key order) fall in, in the tree at root, reading its branches only: the
+// leaves are left for the caller to map in at once (quietFaults.populate)
+// instead of faulting them in one by one. The tree's depth is learnt on
+// the way to keys[0], which reads that one leaf; a branch where the
+// descent finds another shape ends the list (it is advice: a write
+// transaction reads the pages it needs in any case).
+func (v *pageView) leavesOf(root uint64, keys [][]byte, bucket string, dst []uint64) []uint64 {
+	if v == nil || root == 0 || len(keys) == 0 {
+		return dst
+	}
+	// descend goes down from the root towards k: to a leaf (depth < 0:
+	// reading it, and saying how deep it lies), else depth branches down,
+	// to the id of the page their last names.
+	descend := func(k []byte, depth int) (id uint64, levels int, ok bool) {
+		id = root
+		var lo, hi []byte
+		for ; depth < 0 || levels < depth; levels++ {
+			if levels > 64 {
+				return 0, 0, false
+			}
+			p := v.page(id, lo, hi, bucket)
+			if !p.branch {
+				return id, levels, depth < 0
+			}
+			if p.count == 0 {
+				return 0, 0, false
+			}
+			i := p.search(k)
+			lo, hi = p.key(i), v.bound(p, i, hi)
+			id = p.child(i)
+		}
+		return id, levels, true
+	}
+	_, depth, ok := descend(keys[0], -1)
+	if !ok {
+		return dst
+	}
+	for _, k := range keys {
+		id, _, ok := descend(k, depth)
+		if !ok {
+			return dst
+		}
+		if n := len(dst); n == 0 || dst[n-1] != id {
+			dst = append(dst, id)
+		}
+	}
+	return dst
+}
+
 // bound is the upper bound of branch element i's child.
 func (v *pageView) bound(p rawPage, i int, hi []byte) []byte {
 	if i+1 < p.count {

@@ -205,6 +205,14 @@ func (q *quietFaults) populate(data []byte, ps uint64, ids []uint64) {
 	}
 }
 
+// populating says whether populate maps pages in: the mapping is quiet
+// and the system has not refused the advice.
+func (q *quietFaults) populating() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.uffd != nil && !q.noPopulate
+}
+
 // uioMaxIOV is the most ranges one process_madvise takes (UIO_MAXIOV).
 const uioMaxIOV = 1024
 

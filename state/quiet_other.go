@@ -10,3 +10,4 @@ func (q *quietFaults) begin(uintptr) (bool, error)       { return false, nil }
 func (q *quietFaults) follow(uintptr) error              { return nil }
 func (q *quietFaults) end()                              {}
 func (q *quietFaults) populate([]byte, uint64, []uint64) {}
+func (q *quietFaults) populating() bool                  { return false }

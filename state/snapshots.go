@@ -927,14 +927,21 @@ func (s *Store) commitEach(ctx context.Context, fill func(put func(*Batch, *Fina
 	return err
 }
 
+// populate maps pages ids of the state file in at once, where a night's
+// commit has turned fault-around off (quietFaults.populate).
+func (s *Store) populate(tx *bolt.Tx, ids []uint64) {
+	if len(ids) == 0 {
+		return
+	}
+	if info := s.db.Info(); info != nil && info.Data != 0 {
+		s.quiet.populate(mappedAt(info.Data, tx.Size()), uint64(info.PageSize), ids)
+	}
+}
+
 // putBatch writes the batch into tx, with fin's records when fin is not
 // nil, working in sc's memory.
 func (s *Store) putBatch(tx *bolt.Tx, b *Batch, fin *Final, sc *commitScratch) error {
-	if len(b.pages) > 0 {
-		if info := s.db.Info(); info != nil && info.Data != 0 {
-			s.quiet.populate(mappedAt(info.Data, tx.Size()), uint64(info.PageSize), b.pages)
-		}
-	}
+	s.populate(tx, b.pages)
 	idx := sc.idx[:0]
 	for i := range b.keys {
 		idx = append(idx, i)
