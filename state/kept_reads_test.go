@@ -87,27 +87,7 @@ func TestCommitTakesKeptReadsOnlyWhileNothingCommittedBetween(t *testing.T) {
 // A quiet commit's batch names the leaf page each kept lookup read, for
 // its transaction to map in at once; others name none.
 func TestQuietCommitNamesTheLeavesOfItsRecords(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
-	st, err := Open(path, testPairs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := st.NewBatch(300)
-	for n := range 300 {
-		s := snap(n)
-		b.Put(id(n), &s)
-	}
-	if err := st.Commit(context.Background(), b, &Final{Run: &Run{ID: "r", Started: time.Now(), Outcome: "ok"}}); err != nil {
-		t.Fatal(err)
-	}
-	// reopened, as a night opens it: its pages are checked, and lookups
-	// read their leaves off the checked descent (leaf.go)
-	if err := st.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if st, err = Open(path, testPairs); err != nil {
-		t.Fatal(err)
-	}
+	st := reopenedWith(t, 300)
 	defer st.Close()
 	// the lookups of a run's deciding pass
 	lookups := func(ns ...int) {

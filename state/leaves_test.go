@@ -17,27 +17,8 @@ import (
 // tree of more than one level, for keys inside it, below its first and
 // past its last.
 func TestLeavesOfNamesTheLeavesKeysFallIn(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
-	st, err := Open(path, testPairs)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const n = 20000
-	b := st.NewBatch(n)
-	for i := range n {
-		s := snap(i)
-		b.Put(id(i), &s)
-	}
-	if err := st.Commit(context.Background(), b, &Final{Run: &Run{ID: "r", Started: time.Now(), Outcome: "ok"}}); err != nil {
-		t.Fatal(err)
-	}
-	// reopened, as a night opens it: its pages are checked
-	if err := st.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if st, err = Open(path, testPairs); err != nil {
-		t.Fatal(err)
-	}
+	st := reopenedWith(t, n)
 	defer st.Close()
 	keys := [][]byte{{0}}
 	for i := 0; i < n; i += 37 {
@@ -46,7 +27,7 @@ func TestLeavesOfNamesTheLeavesKeysFallIn(t *testing.T) {
 	}
 	keys = append(keys, bytes.Repeat([]byte{0xff}, 20))
 	slices.SortFunc(keys, bytes.Compare)
-	err = st.view(func(tx *bolt.Tx) error {
+	err := st.view(func(tx *bolt.Tx) error {
 		v := st.pages(tx)
 		if v == nil {
 			return fmt.Errorf("no page view of the state reopened")
@@ -77,4 +58,31 @@ func TestLeavesOfNamesTheLeavesKeysFallIn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// reopenedWith is a state of n contacts (snap(0) … snap(n-1)), committed
+// and opened again, as a night opens it: its pages are checked, and
+// lookups read their leaves off the checked descent (leaf.go).
+func reopenedWith(t *testing.T, n int) *Store {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "state.db")
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := st.NewBatch(n)
+	for i := range n {
+		s := snap(i)
+		b.Put(id(i), &s)
+	}
+	if err := st.Commit(context.Background(), b, &Final{Run: &Run{ID: "r", Started: time.Now(), Outcome: "ok"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = Open(path, testPairs); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
