@@ -46,7 +46,7 @@ func TestHeapHelper(t *testing.T) {
 	if err != nil {
 		fmt.Println("error", err)
 	}
-	fmt.Println("huge", m.AnonHuge>>10, "advised", m.Advised)
+	fmt.Println("huge", m.AnonHuge>>10, "advised", m.Has("hg"))
 }
 
 // TestHeapOnHugePages checks that a process that advised its heap first

@@ -1,14 +1,12 @@
 package state
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"unsafe"
@@ -16,6 +14,8 @@ import (
 	"github.com/rs/zerolog"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
+
+	"optsync/fixtures/testkit"
 )
 
 // mapFile maps a file of n pages, written (so the page cache holds them
@@ -50,44 +50,17 @@ func smapsOf(t *testing.T, m []byte) (rss int64, flags []string) {
 	return smapsAt(t, uintptr(unsafe.Pointer(&m[0])))
 }
 
-// smapsAt is smapsOf for the mapping that starts at start.
+// smapsAt is smapsOf for the mapping that starts at at.
 func smapsAt(t *testing.T, at uintptr) (rss int64, flags []string) {
 	t.Helper()
-	f, err := os.Open("/proc/self/smaps")
-	if err != nil {
+	if _, err := os.Stat("/proc/self/smaps"); err != nil {
 		t.Skip(err)
 	}
-	defer f.Close()
-	start := fmt.Sprintf("%08x-", at)
-	sc := bufio.NewScanner(f)
-	in := false
-	for sc.Scan() {
-		line := sc.Text()
-		if fields := strings.Fields(line); len(fields) > 0 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
-			if in {
-				break
-			}
-			in = strings.HasPrefix(line, start)
-			continue
-		}
-		if !in {
-			continue
-		}
-		if v, ok := strings.CutPrefix(line, "Rss:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			if err != nil {
-				t.Fatalf("smaps: %q", line)
-			}
-			rss = kb << 10
-		}
-		if v, ok := strings.CutPrefix(line, "VmFlags:"); ok {
-			flags = strings.Fields(v)
-		}
+	m, err := testkit.MappedIn(at, at+1)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !in {
-		t.Fatalf("/proc/self/smaps has no mapping at %s", start)
-	}
-	return rss, flags
+	return m.Rss, m.Flags
 }
 
 // mustQuiet fails the test where the system should have let begin turn

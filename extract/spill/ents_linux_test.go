@@ -26,7 +26,7 @@ func TestRunEntsOnHugePages(t *testing.T) {
 		control[i] = 1
 	}
 	at := uintptr(unsafe.Pointer(unsafe.SliceData(control)))
-	if m, err := testkit.MappedIn(at, at+size); err != nil || m.AnonHuge != 0 || m.Advised {
+	if m, err := testkit.MappedIn(at, at+size); err != nil || m.AnonHuge != 0 || m.Has("hg") {
 		t.Fatalf("a mapping without advice: %+v, %v; want no huge pages: the control would show nothing", m, err)
 	}
 
@@ -43,7 +43,7 @@ func TestRunEntsOnHugePages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !m.Advised {
+	if !m.Has("hg") {
 		t.Error("the entries' mapping is not advised to use huge pages (no hg flag)")
 	}
 	// 16 MB written: at least one whole 2 MB page, even if the kernel found
