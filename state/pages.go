@@ -474,37 +474,22 @@ func (v *pageView) leavesOf(root uint64, keys [][]byte, bucket string, dst []uin
 	if v == nil || root == 0 || len(keys) == 0 {
 		return dst
 	}
-	// descend goes down from the root towards k: to a leaf (depth < 0:
-	// reading it, and saying how deep it lies), else depth branches down,
-	// to the id of the page their last names.
-	descend := func(k []byte, depth int) (id uint64, levels int, ok bool) {
-		id = root
+	depth := 0 // the branches above the leaves
+	count := func(p rawPage) int { depth++; return p.search(keys[0]) }
+	if _, r := v.descendTo(root, count, false, bucket, nil); !r.ok {
+		return dst
+	}
+	for _, k := range keys {
+		id := root
 		var lo, hi []byte
-		for ; depth < 0 || levels < depth; levels++ {
-			if levels > 64 {
-				return 0, 0, false
-			}
+		for range depth {
 			p := v.page(id, lo, hi, bucket)
-			if !p.branch {
-				return id, levels, depth < 0
-			}
-			if p.count == 0 {
-				return 0, 0, false
+			if !p.branch || p.count == 0 {
+				return dst
 			}
 			i := p.search(k)
 			lo, hi = p.key(i), v.bound(p, i, hi)
 			id = p.child(i)
-		}
-		return id, levels, true
-	}
-	_, depth, ok := descend(keys[0], -1)
-	if !ok {
-		return dst
-	}
-	for _, k := range keys {
-		id, _, ok := descend(k, depth)
-		if !ok {
-			return dst
 		}
 		if n := len(dst); n == 0 || dst[n-1] != id {
 			dst = append(dst, id)
