@@ -187,9 +187,11 @@ func (q *quietFaults) populate(data []byte, ps uint64, ids []uint64) {
 			continue
 		}
 		if n := len(q.iov); n > 0 && id == end {
-			q.iov[n-1].Len += ps
+			q.iov[n-1].SetLen(int(q.iov[n-1].Len) + int(ps))
 		} else {
-			q.iov = append(q.iov, unix.Iovec{Base: &data[id*ps], Len: ps})
+			v := unix.Iovec{Base: &data[id*ps]}
+			v.SetLen(int(ps)) // Len is 32 bits wide on 32-bit platforms
+			q.iov = append(q.iov, v)
 		}
 		end = id + 1
 	}

@@ -160,10 +160,10 @@ func (s *Store) releaseMapping(tx *bolt.Tx) {
 	} else {
 		var ru unix.Rusage
 		if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
-			if ru.Minflt-s.release.faults.Load() < releaseFaults {
+			if int64(ru.Minflt)-s.release.faults.Load() < releaseFaults {
 				return
 			}
-			s.release.faults.Store(ru.Minflt)
+			s.release.faults.Store(int64(ru.Minflt))
 		}
 	}
 	data := mappedAt(info.Data, size)

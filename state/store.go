@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -393,6 +394,12 @@ func hookedOpener(readOnly bool, hook fileHook) func(string, int, os.FileMode) (
 	}
 }
 
+// initialMapping is the state file's first mapping: 1 GB of address space
+// on 64 bits; none asked for on 32, where a process has 3 GB of it at most
+// and a mapping of 1 GB beside the Go heap's was refused (ENOMEM: every
+// open failed), so bbolt maps there as the file needs.
+const initialMapping = (bits.UintSize / 64) << 30
+
 // boltOptions are the options every open of the state file uses; the file
 // bbolt opens is kept in s (for the checks that read it directly).
 func (s *Store) boltOptions(wait time.Duration, readOnly bool, openFunc func(string, int, os.FileMode) (*os.File, error)) *bolt.Options {
@@ -413,7 +420,7 @@ func (s *Store) boltOptions(wait time.Duration, readOnly bool, openFunc func(str
 		// Each time a growing file is mapped again, bbolt copies every
 		// node of the open write transaction out of the old mapping; a
 		// large first mapping (address space, not memory) avoids that.
-		InitialMmapSize: 1 << 30,
+		InitialMmapSize: initialMapping,
 		OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
 			f, err := openFunc(name, flag, mode)
 			s.file = f

@@ -36,7 +36,7 @@ func TestRunEntsOnHugePages(t *testing.T) {
 		t.Fatal("16 MB of entries are on the heap, not mapped")
 	}
 	for k := range r.ents {
-		r.ents[k] = ent{key: uint64(k), at: k}
+		r.ents[k] = ent{key: uint64(k), at: int64(k)}
 	}
 	at = uintptr(unsafe.Pointer(unsafe.SliceData(r.mem)))
 	m, err := testkit.MappedIn(at, at+uintptr(len(r.mem)))

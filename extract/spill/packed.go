@@ -2,6 +2,7 @@ package spill
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"math/bits"
@@ -254,11 +255,11 @@ func (p *Packed[T]) addRun(f *os.File, n int64) {
 }
 
 // at is where a record lies in a half: its chunk, and where in it.
-func packedAt(chunk int32, off int) int { return int(chunk)<<32 | off }
+func packedAt(chunk int32, off int) int64 { return int64(chunk)<<32 | int64(off) }
 
 // rec is the record at at (its length, then its bytes: as a run holds it)
 // and its key.
-func (h *packedHalf) rec(at int) (rec []byte, key uint64) {
+func (h *packedHalf) rec(at int64) (rec []byte, key uint64) {
 	c := h.chunks[at>>32][at&(1<<32-1):]
 	l, m := binary.Uvarint(c[keySize:])
 	return c[keySize : keySize+m+int(l)], binary.LittleEndian.Uint64(c)
@@ -288,7 +289,7 @@ func (p *Packed[T]) writeRun(h *packedHalf, span [2]packedPos) (*os.File, int64,
 		if c := tie(unframeRec(ra), unframeRec(rb)); c != 0 {
 			return c
 		}
-		return a.at - b.at // stable: the order added (chunks are taken in order)
+		return cmp.Compare(a.at, b.at) // stable: the order added (chunks are taken in order)
 	}
 	sort := func(part []ent) {
 		if len(part) > smallBucket { // records of one key

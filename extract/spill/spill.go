@@ -6,6 +6,7 @@
 package spill
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -317,7 +318,7 @@ func (s *Sorter[T]) sortItems() {
 	// the processor fetches several at once.
 	for k := range ents {
 		a := ents[k].at
-		if a == k {
+		if a == int64(k) {
 			continue
 		}
 		items[k], items[a] = items[a], items[k]
@@ -344,19 +345,19 @@ func (s *Sorter[T]) order(ents []ent, ways int) []ent {
 		if c := compare(&items[a.at], &items[b.at]); c != 0 {
 			return c
 		}
-		return a.at - b.at // stable: the order added
+		return cmp.Compare(a.at, b.at) // stable: the order added
 	}
 	sort := func(part []ent) { slices.SortFunc(part, order) }
 	if s.codec.Key == nil {
 		for i := range items {
-			ents[i] = ent{at: i}
+			ents[i] = ent{at: int64(i)}
 		}
 		sort(ents)
 		return ents
 	}
 	if len(items) <= smallBucket {
 		for i := range items {
-			ents[i] = ent{key: s.codec.Key(&items[i]), at: i}
+			ents[i] = ent{key: s.codec.Key(&items[i]), at: int64(i)}
 		}
 		bucketByKey(ents, sort)
 		return ents
@@ -388,7 +389,7 @@ func scatterByKey[T any](items []T, key func(*T) uint64, ents []ent, sort func([
 	or, and := ors[0]|ors[ways-1], ands[0]&ands[ways-1]
 	if or == and {
 		for i := range items {
-			ents[i] = ent{key: or, at: i}
+			ents[i] = ent{key: or, at: int64(i)}
 		}
 		sort(ents) // one key: Compare decides
 		return
@@ -411,7 +412,7 @@ func scatterByKey[T any](items []T, key func(*T) uint64, ents []ent, sort func([
 		for i := range part {
 			k := key(&part[i])
 			d := byte(k >> shift)
-			ents[next[d]] = ent{key: k, at: at + i}
+			ents[next[d]] = ent{key: k, at: int64(at + i)}
 			next[d]++
 		}
 	})
@@ -457,7 +458,7 @@ func countKeys[T any](items []T, key func(*T) uint64, counts *[8][256]uint32) (o
 // ent is a record's sort key and its place among the records.
 type ent struct {
 	key uint64
-	at  int
+	at  int64 // a place: packed ones need 64 bits on every platform
 }
 
 // bucketByKey orders ents, in place, by their keys (an American flag

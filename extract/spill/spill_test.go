@@ -289,7 +289,7 @@ func TestRunEntsPlaces(t *testing.T) {
 			t.Fatalf("%d entries: mapped %v", n, mapped)
 		}
 		for k := range r.ents {
-			r.ents[k] = ent{key: ^uint64(k), at: (k * 7919) % max(n, 1)}
+			r.ents[k] = ent{key: ^uint64(k), at: int64((k * 7919) % max(n, 1))}
 		}
 		places := r.places()
 		for k, at := range places {
