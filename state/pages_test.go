@@ -386,11 +386,11 @@ func carryReader(t *testing.T) (*Store, *Reader) {
 // resident than right after the last one.
 func TestReleaseWaitsForTheSlack(t *testing.T) {
 	st, r := carryReader(t)
-	if _, ok := residentFiles(); !ok {
+	if _, ok := st.release.statm.residentFiles(); !ok {
 		t.Skip("/proc/self/statm cannot be read here")
 	}
 	reads := 0
-	st.release.resident = func() (int64, bool) { reads++; return residentFiles() }
+	st.release.resident = func() (int64, bool) { reads++; return st.release.statm.residentFiles() }
 	// made: read before and after the madvise
 	made := func() bool {
 		t.Helper()

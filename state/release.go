@@ -49,8 +49,9 @@ type pageReleaser struct {
 	tight atomic.Bool
 	// writing says a write transaction is open (releaseSlack).
 	writing atomic.Bool
-	// resident reads the resident file pages (nil: residentFiles).
+	// resident reads the resident file pages (nil: statm's).
 	resident func() (int64, bool)
+	statm    statm
 }
 
 // releaseSlack is how much more of the files the process maps (its
@@ -95,16 +96,31 @@ const writeSlack = 64 << 20
 // maps up to a few dozen pages of the file.
 const releaseFaults = 16
 
-// residentFiles is how much of the files the process maps is resident
-// (bytes: statm's shared pages, file-backed and shared memory).
-func residentFiles() (int64, bool) {
-	fd, err := unix.Open("/proc/self/statm", unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
+// statm reads how much of the files the process maps is resident (bytes:
+// statm's shared pages, file-backed and shared memory), through one
+// descriptor kept open from the first read to the store's Close: a pread
+// at 0 has the kernel write the figures afresh. Opening, reading and
+// closing the file each time cost three system calls and a walk of the
+// path (28 µs against 10 on this machine), and a 1 M night reads it 1,200
+// times.
+type statm struct {
+	once sync.Once
+	fd   int // -1: not open (it could not be, or it is closed)
+}
+
+func (m *statm) residentFiles() (int64, bool) {
+	m.once.Do(func() {
+		fd, err := unix.Open("/proc/self/statm", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			fd = -1
+		}
+		m.fd = fd
+	})
+	if m.fd < 0 {
 		return 0, false
 	}
-	defer unix.Close(fd)
 	var buf [128]byte
-	n, err := unix.Read(fd, buf[:])
+	n, err := unix.Pread(m.fd, buf[:], 0)
 	if err != nil || n <= 0 {
 		return 0, false
 	}
@@ -118,6 +134,15 @@ func residentFiles() (int64, bool) {
 		return 0, false
 	}
 	return pages * int64(os.Getpagesize()), true
+}
+
+// close closes the descriptor, if open; a read after it finds none.
+func (m *statm) close() {
+	m.once.Do(func() { m.fd = -1 })
+	if m.fd >= 0 {
+		_ = unix.Close(m.fd)
+		m.fd = -1
+	}
 }
 
 // touched counts n lookups made in tx and, every releaseTick, drops the
@@ -150,7 +175,7 @@ func (s *Store) releaseMapping(tx *bolt.Tx) {
 	}
 	resident := s.release.resident
 	if resident == nil {
-		resident = residentFiles
+		resident = s.release.statm.residentFiles
 	}
 	mapped, known := resident()
 	if known {

@@ -74,3 +74,27 @@ func TestWriteReleasesWhenItsTransactionEnds(t *testing.T) {
 		t.Fatal("a write transaction is still counted as open after it ended")
 	}
 }
+
+// TestStatmReadsAfresh: the kept descriptor reads the figures as they are
+// now at each read, not as they were when it was opened, and none once
+// closed.
+func TestStatmReadsAfresh(t *testing.T) {
+	var m statm
+	before, ok := m.residentFiles()
+	if !ok {
+		t.Skip("/proc/self/statm cannot be read here")
+	}
+	mapIn(t, 8<<20)
+	after, ok := m.residentFiles()
+	if !ok {
+		t.Fatal("a second read through the kept descriptor failed")
+	}
+	if after-before < 8<<20 {
+		t.Fatalf("resident file pages went from %d to %d bytes after 8 MB of a file were mapped in", before, after)
+	}
+	m.close()
+	if _, ok := m.residentFiles(); ok {
+		t.Fatal("a read after close found figures")
+	}
+	m.close() // twice: nothing to close
+}

@@ -942,6 +942,7 @@ func (s *Store) Close() error {
 	s.quiet.end()
 	err := s.db.Close()
 	s.db = nil
+	s.release.statm.close()
 	s.markSynced()
 	if s.mark != nil {
 		s.mark.Close()
