@@ -266,7 +266,7 @@ func (s *Store) applyIndex(tx *bolt.Tx, o *indexOps) error {
 				o.keys = append(o.keys, op.k)
 			}
 			o.leaves = p.x.pv.leavesOf(p.x.root, o.keys, string(name), o.leaves[:0])
-			s.populate(tx, o.leaves)
+			defer s.populate(tx, o.leaves)()
 		}
 		return p.apply(blockOps)
 	}

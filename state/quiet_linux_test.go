@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/rs/zerolog"
@@ -359,5 +360,40 @@ func TestQuietMappingMapsOnePageOfALargeFolio(t *testing.T) {
 	}
 	if rss, _ := smapsAt(t, at); rss != int64(len(page)) {
 		t.Fatalf("quiet, one fault in a large folio mapped %d bytes", rss)
+	}
+}
+
+// TestTouchPagesSurvivesAFileCutShort: the goroutine that reads ahead of a
+// night's commit reads a mapped file; one cut short under the mapping
+// (SIGBUS past its end) ends the reading, not the process, and the pages
+// past the mapping are not read at all.
+func TestTouchPagesSurvivesAFileCutShort(t *testing.T) {
+	ps := uint64(os.Getpagesize())
+	f, err := os.CreateTemp(t.TempDir(), "touch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(int64(8 * ps)); err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(8*ps), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	touchPages(m, ps, []uint64{0, 3, 7, 8, 1 << 40})() // all there; 8 and past: skipped
+	if err := f.Truncate(int64(2 * ps)); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		touchPages(m, ps, []uint64{1, 5, 0})() // page 5 is past the file's end now
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("touching a page past the file's end did not return")
 	}
 }
