@@ -59,13 +59,8 @@ func TestHeapOnHugePages(t *testing.T) {
 	}
 	helper := func(mode string) (int, bool) {
 		t.Helper()
-		cmd := exec.Command(os.Args[0], "-test.run=^TestHeapHelper$", "-test.v")
-		cmd.Env = append(os.Environ(), "OPTSYNC_HEAP_HELPER="+mode, "GODEBUG=")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("helper %s: %v\n%s", mode, err, out)
-		}
-		for _, line := range strings.Split(string(out), "\n") {
+		out := runHeapHelper(t, mode)
+		for _, line := range strings.Split(out, "\n") {
 			if strings.HasPrefix(line, "error ") {
 				t.Fatalf("helper %s: %s", mode, line)
 			}
@@ -140,13 +135,21 @@ func TestHeapNotAdvisedUnderALimit(t *testing.T) {
 	if ok, mode := testkit.HugePagesAdvised(); !ok {
 		t.Skipf("transparent huge pages are not \"madvise\" here (%s): the advice is not asked for", mode)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHeapHelper$", "-test.v")
-	cmd.Env = append(os.Environ(), "OPTSYNC_HEAP_HELPER=limited", "GODEBUG=")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("helper: %v\n%s", err, out)
-	}
-	if !strings.Contains(string(out), "advised 0 <nil>") {
+	if out := runHeapHelper(t, "limited"); !strings.Contains(out, "advised 0 <nil>") {
 		t.Fatalf("under a 2 GB limit on its data, the helper said:\n%s", out)
 	}
+}
+
+// runHeapHelper starts the test binary again as TestHeapHelper in mode,
+// without GODEBUG (disablethp would turn the advice off), and returns what
+// it printed; a helper that fails fails the test.
+func runHeapHelper(t *testing.T, mode string) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHeapHelper$", "-test.v")
+	cmd.Env = append(os.Environ(), "OPTSYNC_HEAP_HELPER="+mode, "GODEBUG=")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper %s: %v\n%s", mode, err, out)
+	}
+	return string(out)
 }
