@@ -24,7 +24,13 @@ import (
 // writing, as a run's store is).
 func mapFile(t *testing.T, n int) []byte {
 	t.Helper()
-	f, err := os.OpenFile(filepath.Join(t.TempDir(), "m"), os.O_RDWR|os.O_CREATE, 0o600)
+	return mapFileAt(t, filepath.Join(t.TempDir(), "m"), n)
+}
+
+// mapFileAt is mapFile, the file at path.
+func mapFileAt(t *testing.T, path string, n int) []byte {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,21 +375,10 @@ func TestQuietMappingMapsOnePageOfALargeFolio(t *testing.T) {
 // past the mapping are not read at all.
 func TestTouchPagesSurvivesAFileCutShort(t *testing.T) {
 	ps := uint64(os.Getpagesize())
-	f, err := os.CreateTemp(t.TempDir(), "touch")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := f.Truncate(int64(8 * ps)); err != nil {
-		t.Fatal(err)
-	}
-	m, err := unix.Mmap(int(f.Fd()), 0, int(8*ps), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(m)
+	path := filepath.Join(t.TempDir(), "touch")
+	m := mapFileAt(t, path, 8)
 	touchPages(m, ps, []uint64{0, 3, 7, 8, 1 << 40})() // all there; 8 and past: skipped
-	if err := f.Truncate(int64(2 * ps)); err != nil {
+	if err := os.Truncate(path, int64(2*ps)); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
