@@ -177,6 +177,10 @@ func (s *Store) CommitDecisions(ctx context.Context, d *transform.Decider, dirty
 		return err
 	}
 	defer stop()
+	if d.Walk() {
+		c.fill = startPrefill(s.file, s.inUse())
+		defer c.fill.stop()
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return c.decideChunks(gctx, next) })
 	g.Go(func() error { return c.writeChunks(ctx) })
@@ -196,6 +200,9 @@ type committer struct {
 	ready chan chunk
 	// perTx is how many batches a transaction takes at most (txBatches).
 	perTx int
+	// fill reads ahead of a walk's writes the file's part bbolt extended
+	// it by (prefill.go); nil in a night's.
+	fill *prefill
 	// quiet: fault-around is off in the mapping, and each batch names the
 	// leaves its records were found on, for its transaction to map in at
 	// once (Batch.pages).
@@ -450,6 +457,7 @@ func (c *committer) writeChunks(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		c.fill.grown()
 		if n++; c.o.AfterChunk != nil {
 			c.o.AfterChunk(n)
 		}
