@@ -492,5 +492,5 @@ func validate(ctx context.Context, cfg *Config, online bool, log zerolog.Logger,
 	// Held to the same clock as a run: a row dated too far ahead is a reject.
 	j := &job{cfg: cfg, log: log, notAfter: cfg.extract.NotAfter(time.Now().UTC())}
 	return load.Validation{D365: extract.InputOf("d365", cfg.D365.Source, cfg.D365.CSV, ""), Campaign: extract.InputOf("campaign", cfg.Campaign.Source, cfg.Campaign.CSV, ""),
-		Reading: j.reading(&load.Connections{}, nil), Budgets: j.budgets(), TmpDir: cfg.TmpDir}.Check(ctx, out)
+		Reading: j.reading(&load.Connections{}, nil, false), Budgets: j.budgets(), TmpDir: cfg.TmpDir}.Check(ctx, out)
 }

@@ -77,7 +77,9 @@ func (j *job) run(ctx context.Context) (err error) {
 
 	// transform: identity rules, then decisions streamed into load's files
 	// (under temporary names until Finish) and held API writes.
+	shared, _ := in.Tally.(*transform.SharedPKeys)
 	id, indexed, err := h.Store.Identify(ctx, in, transform.IdentifyOptions{D365Files: in.D365Inputs, CampaignFiles: in.CampaignInputs, WithOwners: j.incremental,
+		ProfilesByContact: in.ProfilesByContact, Shared: shared,
 		Later: out.Later, Sorts: sorts.Identity{Budget: b.ByContact, Dir: cfg.TmpDir}}, !j.plan, b.PKeys, cfg.TmpDir, log)
 	if err != nil {
 		return interrupted(ctx, err)
@@ -199,16 +201,28 @@ func (j *job) before(st *state.Store, rules *transform.Rules, diff state.ConfigD
 // read lists what this run reads of each system (its API, or its files)
 // and reads it within the memory budget, from where state says.
 func (j *job) read(ctx context.Context, st *state.Store, conns *load.Connections, rejects extract.RejectSink, before state.Before) (*extract.Records, error) {
-	cfg, r := j.cfg, j.reading(conns, rejects)
+	// A backfill over a state that links no profile yet (a first one)
+	// has the rule by PKey hear of no PKey in order: its profiles are
+	// sorted by contact as they are read, and, once that sort spills,
+	// every row's PKey counted, so that the rule settles only the rows
+	// that may share one by PKey (transform.SharedPKeys).
+	byContact := !j.incremental && before.Totals.Profiles == 0
+	cfg, r := j.cfg, j.reading(conns, rejects, byContact)
 	r.D365From, r.CampaignFrom, r.Known = before.D365From, before.CampaignFrom, before.Known
 	return cfg.extract.ListAndRead(ctx, extract.Listing{Incremental: j.incremental, Force: j.force, Log: j.log, Processed: st.ProcessedBefore(), Stamped: st.ProcessedStamps(), Now: j.hooks.listedAt},
 		extract.InputOf("d365", cfg.D365.Source, cfg.D365.CSV, j.d365Path), extract.InputOf("campaign", cfg.Campaign.Source, cfg.Campaign.CSV, j.campaignPath), r, cfg.TmpDir)
 }
 
 // reading reads this run's rows into sorters within its memory budget.
-func (j *job) reading(conns *load.Connections, rejects extract.RejectSink) *extract.Reading {
+func (j *job) reading(conns *load.Connections, rejects extract.RejectSink, byContact bool) *extract.Reading {
 	keys := extract.NewKeys()
-	return &extract.Reading{Contacts: sorts.Contacts(j.budgets().Contacts, j.cfg.TmpDir), Profiles: sorts.Profiles(keys, false, j.budgets().Profiles, j.cfg.TmpDir), Keys: keys.Writer(),
+	var tally extract.PKeyTally
+	if byContact {
+		// half the share the rule's sort by contact had, which the
+		// reading leaves unused
+		tally = transform.NewSharedPKeys(j.budgets().ByContact / 2)
+	}
+	return &extract.Reading{Contacts: sorts.Contacts(j.budgets().Contacts, j.cfg.TmpDir), Profiles: sorts.Profiles(keys, byContact, j.budgets().Profiles, j.cfg.TmpDir), Keys: keys.Writer(), ProfilesByContact: byContact, Tally: tally,
 		D365Layout: j.cfg.extract.D365Layout(j.notAfter), CampaignLayout: j.cfg.extract.CampaignLayout(j.notAfter),
 		APIs: conns.APIs, Incremental: j.incremental, Rejects: rejects, Log: j.log,
 		Stage: func(name string, total int64, unit string) extract.Bar { return j.progress.Stage(name, total, unit) }}

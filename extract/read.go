@@ -43,6 +43,12 @@ type Records struct {
 	// does not know by their stamp yet (Listing.List).
 	Restamp []InputFile
 
+	// ProfilesByContact: Profiles sorts by contact (Reading's). Tally is
+	// Reading's when it heard every profile row's PKey (the Profiles
+	// sorter spilled), else nil.
+	ProfilesByContact bool
+	Tally             PKeyTally
+
 	d365ByAPI bool
 }
 
@@ -51,6 +57,9 @@ func (r *Records) Close() {
 	r.Contacts.Close()
 	r.Profiles.Close()
 }
+
+// PKeyTally counts the PKeys of a read's profile rows (transform.SharedPKeys).
+type PKeyTally interface{ Add(pkey string) }
 
 // RejectSink takes rejects as the readers find them, from both systems at
 // once: a run's spool on disk, validate's tally.
@@ -97,6 +106,12 @@ type Reading struct {
 	// (D365From.Queue).
 	Known   []Contact
 	Rejects RejectSink
+	// ProfilesByContact says Profiles sorts by contact, not by PKey
+	// (handed on in Records). Tally, when set, hears every profile row's
+	// PKey once the Profiles sorter first spills: the rows it held then,
+	// and each row after (Records.Tally says it did).
+	ProfilesByContact bool
+	Tally             PKeyTally
 	// Stage starts a progress bar.
 	Stage func(name string, total int64, unit string) Bar
 	Log   zerolog.Logger
@@ -108,7 +123,7 @@ type Reading struct {
 // for the same record. The retry queue's contacts, when there are any to
 // read again, come as one more input of Dynamics: the inputs returned.
 func (o *Reading) Read(ctx context.Context, d365, campaign []InputFile) (*Records, []InputFile, error) {
-	in := &Records{Contacts: o.Contacts, Profiles: o.Profiles, Keys: o.Keys.Keys(), ReadKeys: o.Keys}
+	in := &Records{Contacts: o.Contacts, Profiles: o.Profiles, Keys: o.Keys.Keys(), ReadKeys: o.Keys, ProfilesByContact: o.ProfilesByContact}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return o.readContacts(gctx, in, d365) })
 	g.Go(func() error { return o.readProfiles(gctx, in, campaign) })
@@ -186,6 +201,20 @@ func (o *Reading) readProfiles(ctx context.Context, in *Records, inputs []InputF
 	// rows after.
 	letGo := o.Keys.Reset
 	add := func(p *Profile) {
+		if o.Tally != nil {
+			if in.Tally == nil && !in.Profiles.Fits(p) {
+				// this row's Add spills the rows held: every row from
+				// here on is counted, and those held now first
+				held, _ := in.Profiles.Unsorted()
+				for i := range held {
+					o.Tally.Add(in.Keys.Get(held[i].PKey))
+				}
+				in.Tally = o.Tally
+			}
+			if in.Tally != nil {
+				o.Tally.Add(in.Keys.Get(p.PKey))
+			}
+		}
 		spilled := in.Profiles.Spilled
 		if err := in.Profiles.Add(p); err != nil && aerr == nil {
 			aerr = err

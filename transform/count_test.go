@@ -22,6 +22,9 @@ func (s testSorts) ProfilesByContact(ks *extract.Keys) *spill.Sorter[extract.Pro
 func (s testSorts) HeldByContact(ks *extract.Keys, held []extract.Profile) *spill.Sorter[extract.Profile] {
 	return spill.FromSlice(ProfileCodec(ks, true), s.budget, s.dir, ProfileSize, held)
 }
+func (s testSorts) ProfilesByPKey(ks *extract.Keys) *spill.Sorter[extract.Profile] {
+	return spill.NewSorter(ProfileCodec(ks, false), s.budget, s.dir, ProfileSize)
+}
 func (s testSorts) PKeysByID() *spill.Sorter[PKeyEntry] {
 	return spill.NewSorter(PKeyCodec(true), s.budget, s.dir, PKeySize)
 }

@@ -159,6 +159,14 @@ type IdentifyOptions struct {
 	// the rows it filled are on disk or laid out again.
 	Keys     *extract.Keys
 	ReadKeys *extract.KeyWriter
+	// ProfilesByContact says the read sorted the profiles by contact
+	// (ProfileCodec(ks, true)), not by PKey: a read whose rule by PKey
+	// nobody hears the PKeys of in order (no owners kept, no PKey index to
+	// count in), and which, when its sort spilled, counted every row's
+	// PKey in Shared (extract.Records.Tallied). The rule then settles
+	// apart the rows whose PKey another may share (apart.go).
+	ProfilesByContact bool
+	Shared            *SharedPKeys
 }
 
 // Sorts makes the sorts the identity rules need (with ProfileCodec and
@@ -174,6 +182,11 @@ type Sorts interface {
 	HeldByContact(ks *extract.Keys, held []extract.Profile) *spill.Sorter[extract.Profile]
 	// PKeysByID sorts PKey entries by contact.
 	PKeysByID() *spill.Sorter[PKeyEntry]
+	// ProfilesByPKey sorts by PKey the profiles a read sorted by contact
+	// whose PKey another may share (IdentifyOptions.ProfilesByContact),
+	// and the rows of such a read again when the rule must read them all
+	// by PKey; what they name is in ks.
+	ProfilesByPKey(ks *extract.Keys) *spill.Sorter[extract.Profile]
 }
 
 // Identify starts the identity rules over the rows read: it runs the
@@ -191,7 +204,7 @@ func Identify(contacts *spill.Sorter[extract.Contact], profiles *spill.Sorter[ex
 	if count != nil {
 		defer count.missed.Close()
 	}
-	byContact, held, err := id.byPKey(profiles, o, owner)
+	byContact, held, merged, err := id.byPKey(profiles, o, owner)
 	if count != nil {
 		n, cerr := count.wait()
 		id.presentC += n
@@ -209,12 +222,15 @@ func Identify(contacts *spill.Sorter[extract.Contact], profiles *spill.Sorter[ex
 		if byContact != nil {
 			byContact.Close()
 		}
+		if merged != nil {
+			merged.Close()
+		}
 		if c.stream != nil {
 			c.stream.Close()
 		}
 		return nil, err
 	}
-	if err := id.joinByContact(c, byContact, held, o); err != nil {
+	if err := id.joinByContact(c, byContact, held, merged, o); err != nil {
 		id.Close()
 		return nil, err
 	}
@@ -357,7 +373,7 @@ func (id *Identity) counting(o IdentifyOptions) (func(string, OwnerKind, extract
 // byPKey runs the rule by PKey over the profiles, into their sort by
 // contact: the rows it keeps, sorted, when all are held in memory (held),
 // else a sorter.
-func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOptions, owner func(string, OwnerKind, extract.ID)) (_ *spill.Sorter[extract.Profile], held []extract.Profile, _ error) {
+func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOptions, owner func(string, OwnerKind, extract.ID)) (_ *spill.Sorter[extract.Profile], held []extract.Profile, merged spill.Stream[extract.Profile], _ error) {
 	superseded := func(s Superseded) {
 		id.Superseded++
 		if !s.Bad {
@@ -379,7 +395,20 @@ func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOp
 			id.Unlinked = unlinked
 			sortHeld(items[:w], o.Sorts, o.Keys)
 			o.ReadKeys.Reset() // every row held names the blocks laid out
-			return nil, items[:w], nil
+			return nil, items[:w], nil, nil
+		}
+	}
+	if o.ProfilesByContact {
+		if owner == nil && o.Shared != nil {
+			// spilled (the rows in memory went above)
+			stream, err := id.apart(profiles, o, o.Shared)
+			return nil, nil, stream, err
+		}
+		// Not to be: the read sorted by contact for a rule that hears of
+		// no PKey. The rule reads every row by PKey all the same.
+		var err error
+		if profiles, o.ReadKeys, err = resortByPKey(profiles, o); err != nil {
+			return nil, nil, nil, err
 		}
 	}
 	if items, ok := profiles.InMemory(); ok {
@@ -402,11 +431,11 @@ func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOp
 		clear(items[w:])
 		sortHeld(items[:w], o.Sorts, o.Keys)
 		o.ReadKeys.Reset() // every row held names the blocks laid out
-		return nil, items[:w], nil
+		return nil, items[:w], nil, nil
 	}
 	pstream, err := profiles.Sorted()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	defer pstream.Close()
 	o.ReadKeys.Reset() // every row is on disk
@@ -424,12 +453,12 @@ func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOp
 	for p := ks.Next(); p != nil; p = ks.Next() {
 		if err := byContact.Add(p); err != nil {
 			byContact.Close()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 	if err := rows.Err(); err != nil {
 		byContact.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	// what the sort holds in memory when it wrote no run is decoded into
 	// rows whose PKeys bw holds
@@ -437,9 +466,9 @@ func (id *Identity) byPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOp
 	id.byContactKeys = bw
 	sorted, err := byContact.Finish(func(b []byte, p *extract.Profile) error { return extract.DecodeProfile(b, bw, p) })
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return sorted, nil, nil
+	return sorted, nil, nil, nil
 }
 
 // profileContactTie orders two encoded profiles (extract.AppendProfile)
@@ -538,15 +567,19 @@ func (id *Identity) reject(r extract.Reject) {
 
 // joinByContact starts the rules by contact on both sides (the dedup of
 // contacts, the duplicates of profiles) that the join reads.
-func (id *Identity) joinByContact(contacts sortedContacts, byContact *spill.Sorter[extract.Profile], held []extract.Profile, o IdentifyOptions) error {
+func (id *Identity) joinByContact(contacts sortedContacts, byContact *spill.Sorter[extract.Profile], held []extract.Profile, merged spill.Stream[extract.Profile], o IdentifyOptions) error {
 	if o.WithOwners {
 		id.owners, id.ownerList = OwnersOf(id.ownerList), nil
 	}
 	id.cItems, id.cstream = contacts.items, contacts.stream
 	var own *extract.KeyWriter // nil: the rows stay where they are
-	if byContact == nil {
+	switch {
+	case merged != nil:
+		// rows read back from disk, and the rule's, valid until the next
+		id.pstream, own = merged, o.Keys.Writer()
+	case byContact == nil:
 		id.pItems, id.pstream = held, spill.Held(held)
-	} else {
+	default:
 		var err error
 		if items, ok := byContact.InMemory(); ok {
 			id.pItems = items

@@ -51,6 +51,12 @@ func (s Identity) HeldByContact(ks *extract.Keys, held []extract.Profile) *spill
 	return spill.FromSlice(c, 0, s.Dir, transform.ProfileSize, held)
 }
 
+// ProfilesByPKey sorts by PKey within a quarter of Budget: the profiles
+// whose PKey another may share, a few of a read sorted by contact.
+func (s Identity) ProfilesByPKey(ks *extract.Keys) *spill.Sorter[extract.Profile] {
+	return Profiles(ks, false, s.Budget/4, s.Dir)
+}
+
 func (s Identity) PKeysByID() *spill.Sorter[transform.PKeyEntry] {
 	return PKeys(s.Budget/8, s.Dir, true)
 }
