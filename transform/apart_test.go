@@ -126,14 +126,7 @@ func identifyApart(t *testing.T, rows []apartRow, r apartRun) []string {
 	if err := id.Err(); err != nil {
 		t.Fatal(err)
 	}
-	rs, err := later.Sorted()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rs.Close()
-	for r := rs.Next(); r != nil; r = rs.Next() {
-		lines = append(lines, fmt.Sprintf("reject %s %d %s %s", r.Source.Name, r.Line, r.ID, r.Reason))
-	}
+	lines = append(lines, rejectLines(t, later, true)...)
 	lines = append(lines, fmt.Sprintf("superseded %d duplicates %d unlinked %d stats %+v",
 		id.Superseded, id.Duplicates, id.Unlinked, id.Stats))
 	if r.withOwners {

@@ -162,15 +162,26 @@ func identifyLines(t *testing.T, contacts *spill.Sorter[extract.Contact], profil
 	if err := id.Err(); err != nil {
 		t.Fatal(err)
 	}
+	return append(lines, rejectLines(t, later, false)...), heldRows != nil
+}
+
+// rejectLines are the rejects later sorted, a line each (with their
+// source's name when withSource).
+func rejectLines(t *testing.T, later *spill.Sorter[extract.Reject], withSource bool) (lines []string) {
+	t.Helper()
 	rs, err := later.Sorted()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rs.Close()
 	for r := rs.Next(); r != nil; r = rs.Next() {
-		lines = append(lines, fmt.Sprintf("reject %d %s %s", r.Line, r.ID, r.Reason))
+		line := fmt.Sprintf("reject %d %s %s", r.Line, r.ID, r.Reason)
+		if withSource {
+			line = r.Source.Name + " " + line
+		}
+		lines = append(lines, line)
 	}
-	return lines, heldRows != nil
+	return lines
 }
 
 func firstDiff(a, b []string) string {
