@@ -163,7 +163,7 @@ type IdentifyOptions struct {
 	// (ProfileCodec(ks, true)), not by PKey: a read whose rule by PKey
 	// nobody hears the PKeys of in order (no owners kept, no PKey index to
 	// count in), and which, when its sort spilled, counted every row's
-	// PKey in Shared (extract.Records.Tallied). The rule then settles
+	// PKey in Shared (extract.Records.Tally). The rule then settles
 	// apart the rows whose PKey another may share (apart.go).
 	ProfilesByContact bool
 	Shared            *SharedPKeys
