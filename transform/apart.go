@@ -29,16 +29,7 @@ func (id *Identity) apart(profiles *spill.Sorter[extract.Profile], o IdentifyOpt
 			return nil
 		}
 		taken = append(taken, takenRow{p.ID, p.File, p.Line})
-		q := *p // named in sideKeys: the scan's rows are valid until the next
-		q.PKey, q.FieldModified = sideKeys.Copy(o.Keys, p.PKey), sideKeys.CopyTimes(o.Keys, p.FieldModified)
-		n := side.Spilled
-		if err := side.Add(&q); err != nil {
-			return err
-		}
-		if side.Spilled != n {
-			sideKeys.Recycle() // nothing names what it held: on disk
-		}
-		return nil
+		return addOwn(side, sideKeys, o.Keys, p) // the scan's rows are valid until the next
 	})
 	if err != nil {
 		side.Close()
@@ -109,15 +100,9 @@ func resortByPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOptions) (_
 	o.ReadKeys.Reset() // every row read is on disk
 	w := o.Keys.Writer()
 	for p := rows.Next(); p != nil; p = rows.Next() {
-		q := *p
-		q.PKey, q.FieldModified = w.Copy(o.Keys, p.PKey), w.CopyTimes(o.Keys, p.FieldModified)
-		n := again.Spilled
-		if err := again.Add(&q); err != nil {
+		if err := addOwn(again, w, o.Keys, p); err != nil {
 			again.Close()
 			return nil, nil, err
-		}
-		if again.Spilled != n {
-			w.Recycle() // nothing names what it held: on disk
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -125,6 +110,22 @@ func resortByPKey(profiles *spill.Sorter[extract.Profile], o IdentifyOptions) (_
 		return nil, nil, err
 	}
 	return again, w, nil
+}
+
+// addOwn adds to s a copy of p whose PKey and field times are copied into
+// w (what p names, in ks, may go once it is added), and lets go of what w
+// holds once s spills: nothing names it then, the rows on disk.
+func addOwn(s *spill.Sorter[extract.Profile], w *extract.KeyWriter, ks *extract.Keys, p *extract.Profile) error {
+	q := *p
+	q.PKey, q.FieldModified = w.Copy(ks, p.PKey), w.CopyTimes(ks, p.FieldModified)
+	n := s.Spilled
+	if err := s.Add(&q); err != nil {
+		return err
+	}
+	if s.Spilled != n {
+		w.Recycle()
+	}
+	return nil
 }
 
 // apartStream merges the read's rows the rule passes alone (main, less the
@@ -140,34 +141,24 @@ type apartStream struct {
 	m, k     *extract.Profile
 	started  bool
 	fromMain bool
-	row      extract.Profile // a row alone the rule marks kept out
+	row      extract.Profile // main's row alone, as the rule passes it
 }
 
-// alone is the next row of main the rule passes on alone, as PKeyStream
-// passes a row no other shares: one without a contact is dropped (counted
-// unless kept out), a bad one or one whose time cannot be read keeps its
-// contact out; nil at the end.
+// alone is the next row of main the rule passes on alone (passAlone), a
+// copy in row; nil at the end.
 func (a *apartStream) alone() *extract.Profile {
 	for p := a.main.Next(); p != nil; p = a.main.Next() {
-		if p.PKey.Empty() {
-			return p // only keeps its contact out
-		}
 		if a.isTaken(p) {
 			continue // settled with the others of its PKey
 		}
-		keptOut := p.Bad || p.Modified == extract.NoTime
-		if p.Unlinked {
-			if !keptOut {
-				a.id.Unlinked++
-			}
-			continue
+		a.row = *p
+		pass, noContact := passAlone(&a.row)
+		if noContact {
+			a.id.Unlinked++
 		}
-		if keptOut && !p.Bad {
-			a.row = *p
-			a.row.Bad = true
+		if pass {
 			return &a.row
 		}
-		return p
 	}
 	return nil
 }
@@ -202,7 +193,6 @@ func (a *apartStream) Next() *extract.Profile {
 	switch {
 	case a.m == nil && a.k == nil:
 		a.fromMain = false
-		a.k = nil
 		return nil
 	case a.k == nil || a.m != nil && ProfileContactOrder(a.ks, a.m, a.k) < 0:
 		a.fromMain = true

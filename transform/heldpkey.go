@@ -66,17 +66,12 @@ func heldByPKey(items []extract.Profile, ks *extract.Keys, superseded func(Super
 			continue
 		}
 		p := &items[i]
-		if !p.PKey.Empty() {
-			keptOut := p.Bad || p.Modified == extract.NoTime
-			if p.Unlinked {
-				if !keptOut {
-					unlinked++
-				}
-				continue
-			}
-			if keptOut {
-				p.Bad = true
-			}
+		pass, noContact := passAlone(p)
+		if noContact {
+			unlinked++
+		}
+		if !pass {
+			continue
 		}
 		if w != i {
 			items[w] = *p
@@ -86,6 +81,26 @@ func heldByPKey(items []extract.Profile, ks *extract.Keys, superseded func(Super
 	w += copy(items[w:], out)
 	clear(items[w:])
 	return w, unlinked
+}
+
+// passAlone is the rule by PKey over p, a row whose PKey no other row has
+// (what PKeyStream makes of a group of one): a row whose PKey could not be
+// read only keeps its contact out; one linked to no contact is dropped,
+// and counted (noContact) unless it is bad or its time cannot be read;
+// any other bad one, or one whose time cannot be read, is marked bad, so
+// that it keeps its contact out.
+func passAlone(p *extract.Profile) (pass, noContact bool) {
+	if p.PKey.Empty() {
+		return true, false
+	}
+	keptOut := p.Bad || p.Modified == extract.NoTime
+	if p.Unlinked {
+		return false, !keptOut
+	}
+	if keptOut {
+		p.Bad = true
+	}
+	return true, false
 }
 
 // sharedPKeys returns the places of the rows whose PKey's hash another
