@@ -1,8 +1,11 @@
 package transform_test
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"testing"
 
@@ -170,5 +173,45 @@ func TestProfilesByContactAsByPKey(t *testing.T) {
 				t.Errorf("seed %d, %s: differs from the held read by PKey at %s", seed, name, firstDiff(got, wantOwners))
 			}
 		}
+	}
+}
+
+// A spilled read sorted by contact whose runs' folder is gone by the
+// time the rule runs (the rows held cannot be written as a run, nor the
+// shared rows sorted apart) ends Identify with that error, not with a
+// stream missing rows.
+func TestProfilesByContactSortFails(t *testing.T) {
+	dir := t.TempDir()
+	ks := extract.NewKeys()
+	read := ks.Writer()
+	contacts := sorts.Contacts(0, "")
+	profiles := sorts.Profiles(ks, true, 16<<10, dir)
+	shared := transform.NewSharedPKeys(1 << 20)
+	for i, row := range apartRows(4, 2000) {
+		p := extract.Profile{ID: row.id, Modified: row.modified, Line: int32(i + 2), File: row.file, Bad: row.bad, Unlinked: row.unlinked}
+		if row.pkey != "" {
+			p.PKey = read.Put(row.pkey)
+		}
+		shared.Add(row.pkey)
+		spilled := profiles.Spilled
+		if err := profiles.Add(&p); err != nil {
+			t.Fatal(err)
+		}
+		if profiles.Spilled != spilled {
+			read.Recycle()
+		}
+	}
+	if profiles.Spilled == 0 || profiles.Len() == 0 {
+		t.Fatalf("%d runs, %d rows held: the test needs both", profiles.Spilled, profiles.Len())
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	files := []extract.InputFile{{}, {}}
+	id, err := transform.Identify(contacts, profiles, transform.IdentifyOptions{D365Files: files, CampaignFiles: files,
+		Later: sorts.Rejects(0, ""), Sorts: sorts.Identity{Budget: 16 << 10, Dir: dir}, Keys: ks, ReadKeys: read,
+		ProfilesByContact: true, Shared: shared})
+	if !errors.Is(err, fs.ErrNotExist) || id != nil {
+		t.Fatalf("Identify = %v, %v; want the failed spill's error", id, err)
 	}
 }
