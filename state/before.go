@@ -249,5 +249,10 @@ func (s *Store) Decide(ctx context.Context, d *transform.Decider, id *transform.
 	}
 	bar := prog.Stage("deciding", int64(rows), "contacts")
 	defer bar.Done()
+	if !d.Walk() {
+		// the pages the lookups will read, asked for at once (warm.go)
+		w := s.warm(lookupTrees(nightLookups(id))...)
+		defer w.end()
+	}
 	return s.WithPrior(func(p transform.Prior) error { return d.All(ctx, p, bar, sink) })
 }

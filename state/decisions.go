@@ -152,6 +152,12 @@ func (s *Store) CommitDecisions(ctx context.Context, d *transform.Decider, dirty
 	}
 	s.reads.pause()
 	defer s.reads.stop()
+	if !d.Walk() {
+		// the pages of the pending writes' index it will change, asked
+		// for at once (warm.go)
+		w := s.warm(pendingTree(s.reads.records()))
+		defer w.end()
+	}
 	// A walk's commit runs while the rows read are held: the run's peak.
 	s.release.tight.Store(d.Walk())
 	defer s.release.tight.Store(false)

@@ -68,6 +68,26 @@ func (k *keptReads) take(id extract.ID, tag int64) (v []byte, found, ok bool, pa
 	return r.v, r.found, true, r.page
 }
 
+// keptRecord is a record a lookup found, as kept.
+type keptRecord struct {
+	id extract.ID
+	v  []byte
+}
+
+// records are the records kept (found), in no order; their bytes are the
+// copies kept, which nothing writes.
+func (k *keptReads) records() []keptRecord {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	rs := make([]keptRecord, 0, len(k.m))
+	for id, r := range k.m {
+		if r.found {
+			rs = append(rs, keptRecord{id, r.v})
+		}
+	}
+	return rs
+}
+
 // pause keeps nothing more (what was kept stays to be taken).
 func (k *keptReads) pause() {
 	k.mu.Lock()

@@ -1,0 +1,210 @@
+package state
+
+import (
+	"bytes"
+	"os"
+	"slices"
+	"sort"
+	"sync"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"optsync/extract"
+	"optsync/transform"
+)
+
+// askedFor runs a warm of trees over st with the kernel's part played by
+// the test: every page is out of the cache (cached: whether it is), and
+// the pages asked for are returned.
+func askedFor(t *testing.T, st *Store, cached bool, trees ...warmTree) map[uint64]bool {
+	t.Helper()
+	var mu sync.Mutex
+	asked := map[uint64]bool{}
+	w := &warming{
+		advise: func(id, n uint64) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for i := range n {
+				asked[id+i] = true
+			}
+			return nil
+		},
+		cached: func(uint64) (bool, bool) { return cached, true },
+	}
+	w.start(st.db, st.file, trees)
+	<-w.done // to its end (end would stop it)
+	return asked
+}
+
+// floorLeaves are the leaves (of leaves, in key order) whose key ranges
+// hold keys: a key's is the last leaf whose first key is not above it;
+// next adds the leaf after each.
+func floorLeaves(leaves []leafKeys, keys [][]byte, next bool) map[uint64]bool {
+	out := map[uint64]bool{}
+	for _, k := range keys {
+		i := max(0, sort.Search(len(leaves), func(i int) bool { return bytes.Compare(leaves[i].first, k) > 0 })-1)
+		out[leaves[i].id] = true
+		if next && i+1 < len(leaves) {
+			out[leaves[i+1].id] = true
+		}
+	}
+	return out
+}
+
+// treeOf is the root of bucket in st's file and its leaves, read from the
+// file's bytes (not by the code under test).
+func treeOf(t *testing.T, st *Store, bucket []byte) (root uint64, leaves []leafKeys) {
+	t.Helper()
+	if err := st.db.View(func(tx *bolt.Tx) error {
+		root = uint64(tx.Bucket(bucket).Root())
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(st.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root, bucketLeaves(t, data, root, uint64(st.db.Info().PageSize))
+}
+
+// A warm asks for the leaves lookups of its keys reach — by id in the
+// records, exactly those; by PKey prefix, those and the leaf after each,
+// onto which a cursor's seek may step — and for the branches above them.
+func TestWarmAsksForTheLeavesLookupsReach(t *testing.T) {
+	path, _, _ := carryFixture(t)
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var ids []extract.ID
+	for i := 1; i <= 2*fixtureContacts+3; i += 97 {
+		ids = append(ids, id(i)) // odd ones are not in the file
+	}
+	ids = append(ids, ids[3])                  // twice, and out of order
+	pkeys := []string{"@kb", "@ka", "", "@kb"} // on the first of the index's leaves
+	trees := lookupTrees(ids, pkeys)
+	asked := askedFor(t, st, false, trees...)
+
+	root, leaves := treeOf(t, st, bucketContacts)
+	if len(leaves) < 8 {
+		t.Fatalf("the records lie on %d leaves; the test needs a tree with branches", len(leaves))
+	}
+	want := floorLeaves(leaves, trees[1].keys, false)
+	if !asked[root] {
+		t.Errorf("the records' root branch %d was not asked for", root)
+	}
+	for _, l := range leaves {
+		if asked[l.id] != want[l.id] {
+			t.Errorf("records leaf %d [%x ...]: asked for %v, reached by a lookup %v", l.id, l.first, asked[l.id], want[l.id])
+		}
+	}
+	_, pleaves := treeOf(t, st, bucketPKeys)
+	if len(pleaves) < 2 || bytes.Compare(pleaves[1].first, []byte("@kb\x00\xff")) <= 0 {
+		t.Fatalf("the PKey index's leaves: %d; the test needs one after the PKeys' own", len(pleaves))
+	}
+	for id := range floorLeaves(pleaves, trees[0].keys, true) {
+		if !asked[id] {
+			t.Errorf("PKey index leaf %d, reached by a lookup (or the one after), was not asked for", id)
+		}
+	}
+	if len(trees[0].keys) != 2 || !bytes.Equal(trees[0].keys[0], []byte("@ka\x00")) || !bytes.Equal(trees[0].keys[1], []byte("@kb\x00")) {
+		t.Errorf("the PKey index's keys: %q, want the two PKeys' prefixes in order", trees[0].keys)
+	}
+}
+
+// A file whose probed pages are all in the page cache is not warmed; one
+// whose pages' state cannot be told is.
+func TestWarmLeavesACachedFileAlone(t *testing.T) {
+	path, _, _ := carryFixture(t)
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	trees := lookupTrees([]extract.ID{id(2), id(400)}, nil)
+	if asked := askedFor(t, st, true, trees...); len(asked) != 0 {
+		t.Errorf("asked for %d pages of a file in the cache", len(asked))
+	}
+	if asked := askedFor(t, st, false, trees...); len(asked) == 0 {
+		t.Error("asked for nothing of a file out of the cache")
+	}
+}
+
+// A branch that is not what bbolt writes ends the warm, quietly (the
+// lookups find it and say what is wrong), having asked for it alone.
+func TestWarmStopsAtADamagedBranch(t *testing.T) {
+	path, _, _ := carryFixture(t)
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := treeOf(t, st, bucketContacts)
+	ps := uint64(st.db.Info().PageSize)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// the elements' offsets and sizes (past the header) all ones
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0xff}, 64), int64(root*ps+16)); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if st, err = Open(path, testPairs); err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	asked := askedFor(t, st, false, lookupTrees([]extract.ID{id(2), id(900)}, nil)...)
+	if len(asked) != 1 || !asked[root] {
+		t.Errorf("asked for %v, want the damaged root %d alone", asked, root)
+	}
+}
+
+// A commit's warm asks for the entries of the pending writes' index that
+// the records its lookups read hold: one per run with a write pending.
+func TestPendingTreeHoldsTheReadRecordsEntries(t *testing.T) {
+	path, _, _ := carryFixture(t)
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var want [][]byte
+	read := []int{3, 50, 51, 700}
+	if err := st.WithPrior(func(p transform.Prior) error {
+		for _, n := range read {
+			var snap transform.Snapshot
+			if found, err := p.Get(id(2*n), &snap); err != nil || !found {
+				t.Fatalf("contact %d: found %v, %v", n, found, err)
+			}
+			s := fullSnap(n)
+			for _, pair := range s.Pairs[:len(testPairs)] {
+				if pair.DWritten.Known() {
+					want = append(want, pendingIndexKey(pair.DWrittenAt, id(2*n)))
+				}
+				if pair.CWritten.Known() {
+					want = append(want, pendingIndexKey(pair.CWrittenAt, id(2*n)))
+				}
+			}
+		}
+		if found, err := p.Get(id(5), new(transform.Snapshot)); err != nil || found {
+			t.Fatalf("contact 5 (none such): found %v, %v", found, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(want, bytes.Compare)
+	tree := pendingTree(st.reads.records())
+	if !bytes.Equal(tree.bucket, bucketPending) || !tree.next {
+		t.Errorf("the tree of bucket %q (next %v), want the pending writes' index, with the leaves after", tree.bucket, tree.next)
+	}
+	if !slices.EqualFunc(tree.keys, want, bytes.Equal) {
+		t.Errorf("keys %x,\nwant %x", tree.keys, want)
+	}
+}
