@@ -69,9 +69,9 @@ func treeOf(t *testing.T, st *Store, bucket []byte) (root uint64, leaves []leafK
 	return root, bucketLeaves(t, data, root, uint64(st.db.Info().PageSize))
 }
 
-// A warm asks for the leaves lookups of its keys reach — by id in the
-// records, exactly those; by PKey prefix, those and the leaf after each,
-// onto which a cursor's seek may step — and for the branches above them.
+// A warm asks for the leaves the lookups of its keys reach — and, in a
+// tree where lookups seek (the pending writes' index), the leaf after each,
+// onto which a seek may step — and for the branches above them.
 func TestWarmAsksForTheLeavesLookupsReach(t *testing.T) {
 	path, _, _ := carryFixture(t)
 	st, err := Open(path, testPairs)
@@ -80,38 +80,41 @@ func TestWarmAsksForTheLeavesLookupsReach(t *testing.T) {
 	}
 	defer st.Close()
 	var ids []extract.ID
-	for i := 1; i <= 2*fixtureContacts+3; i += 97 {
+	for i := 1; i <= 2*fixtureContacts+3; i += 331 {
 		ids = append(ids, id(i)) // odd ones are not in the file
 	}
-	ids = append(ids, ids[3])                  // twice, and out of order
-	pkeys := []string{"@kb", "@ka", "", "@kb"} // on the first of the index's leaves
-	trees := lookupTrees(ids, pkeys)
-	asked := askedFor(t, st, false, trees...)
-
-	root, leaves := treeOf(t, st, bucketContacts)
-	if len(leaves) < 8 {
-		t.Fatalf("the records lie on %d leaves; the test needs a tree with branches", len(leaves))
-	}
-	want := floorLeaves(leaves, trees[1].keys, false)
-	if !asked[root] {
-		t.Errorf("the records' root branch %d was not asked for", root)
-	}
-	for _, l := range leaves {
-		if asked[l.id] != want[l.id] {
-			t.Errorf("records leaf %d [%x ...]: asked for %v, reached by a lookup %v", l.id, l.first, asked[l.id], want[l.id])
-		}
-	}
-	_, pleaves := treeOf(t, st, bucketPKeys)
-	if len(pleaves) < 2 || bytes.Compare(pleaves[1].first, []byte("@kb\x00\xff")) <= 0 {
-		t.Fatalf("the PKey index's leaves: %d; the test needs one after the PKeys' own", len(pleaves))
-	}
-	for id := range floorLeaves(pleaves, trees[0].keys, true) {
-		if !asked[id] {
-			t.Errorf("PKey index leaf %d, reached by a lookup (or the one after), was not asked for", id)
-		}
-	}
+	ids = append(ids, ids[3]) // twice, and out of order
+	trees := lookupTrees(ids, []string{"@kb", "@ka", "", "@kb"})
 	if len(trees[0].keys) != 2 || !bytes.Equal(trees[0].keys[0], []byte("@ka\x00")) || !bytes.Equal(trees[0].keys[1], []byte("@kb\x00")) {
 		t.Errorf("the PKey index's keys: %q, want the two PKeys' prefixes in order", trees[0].keys)
+	}
+	// the first contacts' pending writes, the oldest: the index's first leaf
+	if err := st.WithPrior(func(p transform.Prior) error {
+		_, err := p.Get(id(2), new(transform.Snapshot))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	trees = append(trees, pendingTree(st.reads.records()))
+	asked := askedFor(t, st, false, trees...)
+
+	for _, tr := range trees {
+		root, leaves := treeOf(t, st, tr.bucket)
+		if len(leaves) < 2 {
+			t.Fatalf("%s lies on %d leaves; the test needs a tree with branches", tr.bucket, len(leaves))
+		}
+		if !asked[root] {
+			t.Errorf("%s: the root branch %d was not asked for", tr.bucket, root)
+		}
+		want := floorLeaves(leaves, tr.keys, tr.next)
+		if len(want) == len(leaves) {
+			t.Fatalf("%s: the keys reach every leaf; the test needs some they do not", tr.bucket)
+		}
+		for _, l := range leaves {
+			if asked[l.id] != want[l.id] {
+				t.Errorf("%s leaf %d [%x ...]: asked for %v, reached by a lookup (or the leaf after) %v", tr.bucket, l.id, l.first, asked[l.id], want[l.id])
+			}
+		}
 	}
 }
 
