@@ -55,10 +55,10 @@ const warmProbes = 64
 type warmTree struct {
 	bucket []byte
 	keys   [][]byte
-	// next: the leaf after each key's is read too. A cursor's seek (the
-	// way a prefix is looked up, and a block found by key in a bucket a
-	// transaction has written) steps onto it when the key lies past the
-	// last one of its leaf.
+	// next: the leaf after each key's is asked for too. A cursor's seek
+	// (how a block is found by key in a bucket the transaction has
+	// written already) steps onto it when the key lies past the last one
+	// of its leaf.
 	next bool
 }
 
@@ -285,8 +285,9 @@ func (w *warming) ask(ids []uint64) bool {
 	ids = slices.Clone(ids)
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
+	asks := 0
 	for i := 0; i < len(ids); {
-		if i%256 == 0 && w.stopped() {
+		if asks++; asks%256 == 0 && w.stopped() {
 			return false
 		}
 		j := i + 1
