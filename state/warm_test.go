@@ -12,6 +12,7 @@ import (
 
 	"optsync/extract"
 	"optsync/transform"
+	"optsync/transform/sorts"
 )
 
 // askedFor runs a warm of trees over st with the kernel's part played by
@@ -209,5 +210,49 @@ func TestPendingTreeHoldsTheReadRecordsEntries(t *testing.T) {
 	}
 	if !slices.EqualFunc(tree.keys, want, bytes.Equal) {
 		t.Errorf("keys %x,\nwant %x", tree.keys, want)
+	}
+}
+
+// A night's lookups are of the contacts its rows name (a profile's too,
+// unless it links none) and of the PKeys its input links.
+func TestNightLookupsAreWhatItsRowsName(t *testing.T) {
+	contacts := sorts.Contacts(1<<20, "")
+	ks := extract.NewKeys()
+	kw := ks.Writer()
+	profiles := sorts.Profiles(ks, false, 1<<20, "")
+	var want []extract.ID
+	for i := range 6 {
+		c := extract.Contact{ID: extract.ID{0: byte(10 - i)}, Modified: 1, Line: int32(i + 2)}
+		if i%2 == 0 {
+			if err := contacts.Add(&c); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p := extract.Profile{ID: c.ID, PKey: kw.Put(string(rune('a' + i))), Modified: 1, Line: int32(i + 2)}
+		if i == 5 {
+			p.ID, p.Unlinked = extract.ID{}, true
+		} else {
+			want = append(want, c.ID)
+		}
+		if err := profiles.Add(&p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := []extract.InputFile{{}}
+	id, err := transform.Identify(contacts, profiles, transform.IdentifyOptions{D365Files: files, CampaignFiles: files, WithOwners: true,
+		Later: sorts.Rejects(0, ""), Sorts: sorts.Identity{Budget: 1 << 20}, Keys: ks, ReadKeys: kw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer id.Close()
+	ids, pkeys := nightLookups(id)
+	keys := idKeys(ids)
+	slices.SortFunc(want, extract.ID.Compare)
+	if !slices.EqualFunc(keys, want, func(k []byte, w extract.ID) bool { return bytes.Equal(k, w[:]) }) {
+		t.Errorf("contacts looked up %x, want %x", keys, want)
+	}
+	slices.Sort(pkeys)
+	if !slices.Equal(pkeys, []string{"a", "b", "c", "d", "e", "f"}) {
+		t.Errorf("PKeys looked up %q, want every one the input links", pkeys)
 	}
 }
