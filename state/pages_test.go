@@ -365,12 +365,7 @@ func TestWriterChecksAPageOnceAcrossItsTransactions(t *testing.T) {
 // when the test ends.
 func carryReader(t *testing.T) (*Store, *Reader) {
 	t.Helper()
-	path, _, _ := carryFixture(t)
-	st, err := Open(path, testPairs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := carryStore(t)
 	r, err := st.Reader()
 	if err != nil {
 		t.Fatal(err)

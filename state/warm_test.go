@@ -38,6 +38,18 @@ func askedFor(t *testing.T, st *Store, cached bool, trees ...warmTree) map[uint6
 	return asked
 }
 
+// carryStore is carryFixture's file, open.
+func carryStore(t *testing.T) *Store {
+	t.Helper()
+	path, _, _ := carryFixture(t)
+	st, err := Open(path, testPairs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
 // floorLeaves are the leaves (of leaves, in key order) whose key ranges
 // hold keys: a key's is the last leaf whose first key is not above it;
 // next adds the leaf after each.
@@ -74,12 +86,7 @@ func treeOf(t *testing.T, st *Store, bucket []byte) (root uint64, leaves []leafK
 // tree where lookups seek (the pending writes' index), the leaf after each,
 // onto which a seek may step — and for the branches above them.
 func TestWarmAsksForTheLeavesLookupsReach(t *testing.T) {
-	path, _, _ := carryFixture(t)
-	st, err := Open(path, testPairs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := carryStore(t)
 	var ids []extract.ID
 	for i := 1; i <= 2*fixtureContacts+3; i += 331 {
 		ids = append(ids, id(i)) // odd ones are not in the file
@@ -122,12 +129,7 @@ func TestWarmAsksForTheLeavesLookupsReach(t *testing.T) {
 // A file whose probed pages are all in the page cache is not warmed; one
 // whose pages' state cannot be told is.
 func TestWarmLeavesACachedFileAlone(t *testing.T) {
-	path, _, _ := carryFixture(t)
-	st, err := Open(path, testPairs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := carryStore(t)
 	trees := lookupTrees([]extract.ID{id(2), id(400)}, nil)
 	if asked := askedFor(t, st, true, trees...); len(asked) != 0 {
 		t.Errorf("asked for %d pages of a file in the cache", len(asked))
@@ -172,12 +174,7 @@ func TestWarmStopsAtADamagedBranch(t *testing.T) {
 // A commit's warm asks for the entries of the pending writes' index that
 // the records its lookups read hold: one per run with a write pending.
 func TestPendingTreeHoldsTheReadRecordsEntries(t *testing.T) {
-	path, _, _ := carryFixture(t)
-	st, err := Open(path, testPairs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := carryStore(t)
 	var want [][]byte
 	read := []int{3, 50, 51, 700}
 	if err := st.WithPrior(func(p transform.Prior) error {
