@@ -251,7 +251,8 @@ func (s *Store) Decide(ctx context.Context, d *transform.Decider, id *transform.
 	defer bar.Done()
 	if !d.Walk() {
 		// the pages the lookups will read, asked for at once (warm.go)
-		w := s.warm(lookupTrees(nightLookups(id))...)
+		ids, pkeys := nightLookups(id)
+		w := s.warm(func() []warmTree { return lookupTrees(ids, pkeys) })
 		defer w.end()
 	}
 	return s.WithPrior(func(p transform.Prior) error { return d.All(ctx, p, bar, sink) })

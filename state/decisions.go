@@ -155,7 +155,8 @@ func (s *Store) CommitDecisions(ctx context.Context, d *transform.Decider, dirty
 	if !d.Walk() {
 		// the pages of the pending writes' index it will change, asked
 		// for at once (warm.go)
-		w := s.warm(pendingTree(s.reads.records()))
+		kept := s.reads.records()
+		w := s.warm(func() []warmTree { return []warmTree{pendingTree(kept)} })
 		defer w.end()
 	}
 	// A walk's commit runs while the rows read are held: the run's peak.

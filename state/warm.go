@@ -63,13 +63,11 @@ type warmTree struct {
 }
 
 // warm starts asking for the pages that lookups of the trees' keys will
-// read, a tree after the other (nil: nothing to ask for, or no way to ask).
-func (s *Store) warm(trees ...warmTree) *warming {
-	n := 0
-	for _, t := range trees {
-		n += len(t.keys)
-	}
-	if !canAdvise || s == nil || s.db == nil || s.file == nil || n == 0 {
+// read, a tree after the other (nil: no way to ask). trees is called on
+// the warm's goroutine, once it has found the file out of the cache: what
+// it sorts and decodes costs the night nothing when the file is cached.
+func (s *Store) warm(trees func() []warmTree) *warming {
+	if !canAdvise || s == nil || s.db == nil || s.file == nil {
 		return nil
 	}
 	f, ps := s.file, uint64(s.db.Info().PageSize)
@@ -80,7 +78,7 @@ func (s *Store) warm(trees ...warmTree) *warming {
 }
 
 // start runs the warm of trees over db (whose file is f) on a goroutine.
-func (w *warming) start(db *bolt.DB, f *os.File, trees []warmTree) *warming {
+func (w *warming) start(db *bolt.DB, f *os.File, trees func() []warmTree) *warming {
 	w.stop, w.done = make(chan struct{}), make(chan struct{})
 	go w.run(db, f, trees)
 	return w
@@ -163,7 +161,7 @@ func (w *warming) stopped() bool {
 }
 
 // run warms each tree in turn, in a view of its own.
-func (w *warming) run(db *bolt.DB, f *os.File, trees []warmTree) {
+func (w *warming) run(db *bolt.DB, f *os.File, trees func() []warmTree) {
 	defer close(w.done)
 	tx, err := db.Begin(false)
 	if err != nil {
@@ -175,7 +173,7 @@ func (w *warming) run(db *bolt.DB, f *os.File, trees []warmTree) {
 	if w.allCached(rd.hwm) {
 		return
 	}
-	for _, t := range trees {
+	for _, t := range trees() {
 		b := tx.Bucket(t.bucket)
 		if b == nil || b.Root() == 0 || len(t.keys) == 0 {
 			continue // none, or held inline in its parent's page

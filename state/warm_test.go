@@ -33,7 +33,7 @@ func askedFor(t *testing.T, st *Store, cached bool, trees ...warmTree) map[uint6
 		},
 		cached: func(uint64) (bool, bool) { return cached, true },
 	}
-	w.start(st.db, st.file, trees)
+	w.start(st.db, st.file, func() []warmTree { return trees })
 	<-w.done // to its end (end would stop it)
 	return asked
 }
