@@ -258,19 +258,15 @@ func (w *warming) tree(rd *warmReader, root uint64, t warmTree) bool {
 func split(p rawPage, keys [][]byte, dst []warmSpan) []warmSpan {
 	for i := 0; i < len(keys); {
 		c := p.search(keys[i])
-		j := i + 1
+		sp, j := warmSpan{id: p.child(c)}, len(keys)
 		if c+1 < p.count {
+			// the keys below the next child's first
 			next := p.key(c + 1)
-			for j < len(keys) && bytes.Compare(keys[j], next) < 0 {
-				j++
+			for j = i + 1; j < len(keys) && bytes.Compare(keys[j], next) < 0; j++ {
 			}
-		} else {
-			j = len(keys)
-		}
-		sp := warmSpan{id: p.child(c), keys: keys[i:j]}
-		if c+1 < p.count {
 			sp.after = p.child(c + 1)
 		}
+		sp.keys = keys[i:j]
 		dst = append(dst, sp)
 		i = j
 	}
