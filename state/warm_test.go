@@ -2,6 +2,7 @@ package state
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"slices"
 	"sort"
@@ -251,5 +252,21 @@ func TestNightLookupsAreWhatItsRowsName(t *testing.T) {
 	slices.Sort(pkeys)
 	if !slices.Equal(pkeys, []string{"a", "b", "c", "d", "e", "f"}) {
 		t.Errorf("PKeys looked up %q, want every one the input links", pkeys)
+	}
+}
+
+// A kernel that refuses the advice ends the warm at its first ask.
+func TestWarmStopsWhenTheKernelRefuses(t *testing.T) {
+	st := carryStore(t)
+	asks := 0
+	w := &warming{
+		advise: func(uint64, uint64) error { asks++; return errors.ErrUnsupported },
+		cached: func(uint64) (bool, bool) { return false, true },
+	}
+	trees := lookupTrees([]extract.ID{id(2), id(900)}, []string{"@ka"})
+	w.start(st.db, st.file, func() []warmTree { return trees })
+	<-w.done
+	if asks != 1 {
+		t.Errorf("asked %d times after the kernel refused the first", asks)
 	}
 }
